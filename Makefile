@@ -1,0 +1,51 @@
+# Tessera: the README's commands. Everything installs into ./.venv from requirements.lock.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export TESSERA_HOME ?= $(CURDIR)/var/demo
+export TESSERA_CONFIG ?= $(CURDIR)/examples/demo
+export DAGSTER_HOME ?= $(TESSERA_HOME)/dagster_home
+export GX_ANALYTICS_ENABLED := False
+export DO_NOT_TRACK := 1
+
+.PHONY: install demo test ui bench validate lock clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Tessera needs Python 3.11, found " + sys.version' 
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+## demo: install, generate the sample data and run the daily job on it
+demo: install
+	$(VENV)/bin/tessera demo
+
+## test: install and run the whole test suite
+test: install
+	$(PY) -m pytest -q
+
+## ui: the Dagster UI on 127.0.0.1:3000 over the demo's storage
+ui: install
+	$(VENV)/bin/tessera init-home
+	$(VENV)/bin/dagster dev -m pipelines.definitions -h 127.0.0.1 -p 3000
+
+## validate: dagster definitions validate
+validate: install
+	$(VENV)/bin/tessera init-home
+	$(VENV)/bin/dagster definitions validate -m pipelines.definitions
+
+## bench: the pipeline benchmark (CONTACTS=1000000 for the reference scale)
+CONTACTS ?= 100000
+bench: install
+	$(PY) bench/pipeline.py --contacts $(CONTACTS)
+
+## lock: re-pin requirements.lock from the current virtual environment
+lock:
+	$(PY) -m pip freeze --exclude-editable | grep -v '^tessera-cdp' > requirements.lock
+
+clean:
+	rm -rf var/demo

@@ -1,0 +1,310 @@
+"""A deployment's configuration: one folder of YAML files, validated when loaded.
+
+The folder holds ``tessera.yaml`` (nodes, tree of priorities, extended properties,
+identity settings), ``sources.yaml``, ``segments.yaml`` and ``feeds.yaml``. It is chosen
+by ``TESSERA_CONFIG`` or the CLI's ``--config``; ``examples/demo`` is the demo's.
+
+Every model forbids unknown keys: a typo such as ``delimter`` must fail at load time,
+naming the file, the line and the key, instead of silently falling back to a default
+and loading a file with the wrong dialect.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from tessera.contracts import SQL_TYPES, FieldType, entity_contracts
+from tessera.yamlfile import ConfigError, LoadedYaml, load_yaml
+
+_IDENT = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+def _identifier(value: str) -> str:
+    # Names become table, column and asset names: keep them to safe SQL identifiers so
+    # they can be interpolated (quoted) without any risk of injection.
+    if not _IDENT.match(value):
+        raise ValueError(f"'{value}' is not a valid name (lower-case letters, digits, _)")
+    return value
+
+
+Identifier = Annotated[str, AfterValidator(_identifier)]
+
+Entity = Literal[
+    "contact", "order", "order_line", "product", "product_line", "event", "bounce",
+    "unsubscribe",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Node(_Strict):
+    name: Identifier
+    description: str = ""
+
+
+class Tree(_Strict):
+    """Which node wins each golden field: ``priority`` lists nodes, strongest first."""
+
+    priority: list[Identifier]
+    field_rules: dict[str, Literal["priority", "most_recent"]] = {}
+
+
+class ExtendedProperty(_Strict):
+    name: Identifier
+    type: FieldType = "string"
+    description: str = ""
+
+    @property
+    def sql_type(self) -> str:
+        return SQL_TYPES[self.type]
+
+
+class IdentitySettings(_Strict):
+    # Shared or placeholder addresses must never link two people.
+    junk_emails: list[str] = []
+    junk_email_locals: list[str] = ["test", "info", "noreply", "no-reply", "admin", "example"]
+
+
+class CsvDialect(_Strict):
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    quote: str = Field('"', min_length=1, max_length=1)
+    escape: str | None = Field(None, min_length=1, max_length=1)
+    encoding: Literal["utf-8", "utf-8-sig", "cp1250", "cp1252", "latin-1"] = "utf-8"
+    header: bool = True
+
+
+class XmlLayout(_Strict):
+    record_tag: str
+    # The <commons><table> value the file must declare (Sendero layout), if any.
+    table: str | None = None
+
+
+class Source(_Strict):
+    name: Identifier
+    entity: Entity
+    node: Identifier
+    format: Literal["csv", "xml", "jsonl"]
+    path: str = Field(description="glob, relative to the landing folder")
+    csv: CsvDialect | None = None
+    xml: XmlLayout | None = None
+    columns: dict[str, str] = Field(description="canonical field -> source column / tag / JSON path")
+    date_format: str = "%d/%m/%Y"
+    timestamp_format: str = "%Y-%m-%dT%H:%M:%S"
+    formats: dict[str, str] = {}
+    decimal_separator: Literal[".", ","] = "."
+    default_country: str = Field("IT", pattern=r"^[A-Z]{2}$")
+    customer_source: Identifier | None = None
+
+    def format_of(self, field: str, ftype: str) -> str | None:
+        if field in self.formats:
+            return self.formats[field]
+        if ftype == "date":
+            return self.date_format
+        if ftype == "timestamp":
+            return self.timestamp_format
+        return None
+
+
+class SegmentDef(_Strict):
+    name: Identifier
+    description: str = ""
+    kind: Literal["dynamic"] = "dynamic"
+    rule: dict[str, Any]
+
+
+class FeedDef(_Strict):
+    name: Identifier
+    description: str = ""
+    segment: Identifier | None = None
+    channel: Literal["email", "sms", "none"] = "email"
+    format: Literal["csv"] = "csv"
+    fields: list[Identifier]
+    # Feeds opened by people in spreadsheets get formula-looking cells neutralised.
+    for_spreadsheet: bool = False
+
+
+class _MainFile(_Strict):
+    deployment: str
+    description: str = ""
+    nodes: list[Node]
+    tree: Tree
+    properties: dict[Literal["contact"], list[ExtendedProperty]] = {}
+    identity: IdentitySettings = IdentitySettings()
+
+
+class _SourcesFile(_Strict):
+    sources: list[Source]
+
+
+class _SegmentsFile(_Strict):
+    segments: list[SegmentDef] = []
+
+
+class _FeedsFile(_Strict):
+    feeds: list[FeedDef] = []
+
+
+class Deployment(_Strict):
+    """The whole validated configuration of one deployment."""
+
+    config_dir: Path
+    deployment: str
+    description: str = ""
+    nodes: list[Node]
+    tree: Tree
+    properties: dict[str, list[ExtendedProperty]] = {}
+    identity: IdentitySettings = IdentitySettings()
+    sources: list[Source]
+    segments: list[SegmentDef] = []
+    feeds: list[FeedDef] = []
+
+    def properties_of(self, entity: str) -> list[ExtendedProperty]:
+        return list(self.properties.get(entity, []))
+
+    def sources_of(self, entity: str) -> list[Source]:
+        return [s for s in self.sources if s.entity == entity]
+
+    def source(self, name: str) -> Source:
+        for s in self.sources:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def node_rank(self) -> dict[str, int]:
+        return {name: i + 1 for i, name in enumerate(self.tree.priority)}
+
+
+def _validate(model, loaded: LoadedYaml):
+    try:
+        return model.model_validate(loaded.data)
+    except ValidationError as exc:
+        msgs = []
+        for err in exc.errors()[:5]:
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            msgs.append(f"{loaded.where(err['loc'])}: {msg}")
+        raise ConfigError("invalid configuration\n  " + "\n  ".join(msgs)) from None
+
+
+def load_deployment(config_dir: str | Path) -> Deployment:
+    """Load and cross-validate a configuration folder; raise ConfigError naming file and key."""
+    config_dir = Path(config_dir).resolve()
+    if not config_dir.is_dir():
+        raise ConfigError(f"{config_dir}: configuration folder not found")
+    main_y = load_yaml(config_dir / "tessera.yaml")
+    sources_y = load_yaml(config_dir / "sources.yaml")
+    main = _validate(_MainFile, main_y)
+    sources = _validate(_SourcesFile, sources_y)
+    seg_path = config_dir / "segments.yaml"
+    feed_path = config_dir / "feeds.yaml"
+    segments_y = load_yaml(seg_path) if seg_path.exists() else None
+    feeds_y = load_yaml(feed_path) if feed_path.exists() else None
+    segments = _validate(_SegmentsFile, segments_y) if segments_y else _SegmentsFile()
+    feeds = _validate(_FeedsFile, feeds_y) if feeds_y else _FeedsFile()
+
+    node_names = {n.name for n in main.nodes}
+    for i, name in enumerate(main.tree.priority):
+        if name not in node_names:
+            raise ConfigError(f"{main_y.where(('tree', 'priority', i))}: unknown node '{name}'")
+    missing = node_names - set(main.tree.priority)
+    if missing:
+        raise ConfigError(
+            f"{main_y.where(('tree', 'priority'))}: nodes missing from the priority: "
+            f"{sorted(missing)}"
+        )
+
+    contracts = entity_contracts()
+    ext_by_entity = {e: {p.name for p in props} for e, props in main.properties.items()}
+    for e, props in main.properties.items():
+        builtin = set(contracts[e].fields)
+        for j, p in enumerate(props):
+            if p.name in builtin:
+                raise ConfigError(
+                    f"{main_y.where(('properties', e, j, 'name'))}: '{p.name}' is a base "
+                    "property already"
+                )
+    for field in main.tree.field_rules:
+        if field not in contracts["contact"].fields and field not in ext_by_entity.get("contact", ()):
+            raise ConfigError(f"{main_y.where(('tree', 'field_rules', field))}: unknown field")
+
+    seen: set[str] = set()
+    for i, s in enumerate(sources.sources):
+        where = lambda *k: sources_y.where(("sources", i) + k)  # noqa: E731
+        if s.name in seen:
+            raise ConfigError(f"{where('name')}: duplicate source name '{s.name}'")
+        seen.add(s.name)
+        if s.node not in node_names:
+            raise ConfigError(f"{where('node')}: unknown node '{s.node}'")
+        if s.format == "csv" and s.csv is None:
+            raise ConfigError(f"{where()}: a csv source needs a 'csv' dialect block")
+        if s.format == "xml" and s.xml is None:
+            raise ConfigError(f"{where()}: an xml source needs an 'xml' block")
+        allowed = set(contracts[s.entity].fields) | ext_by_entity.get(s.entity, set())
+        for field in s.columns:
+            if field not in allowed:
+                raise ConfigError(
+                    f"{where('columns', field)}: '{field}' is not a field of entity "
+                    f"'{s.entity}' (see data_contracts/entities/{s.entity}.yaml)"
+                )
+        required = [f for f, spec in contracts[s.entity].fields.items()
+                    if spec.required and f != "source_record_id"]
+        for field in required:
+            if field not in s.columns:
+                raise ConfigError(f"{where('columns')}: required field '{field}' is not mapped")
+        if s.entity == "order":
+            if not s.customer_source:
+                raise ConfigError(f"{where()}: an order source needs 'customer_source'")
+    names = {s.name for s in sources.sources}
+    for i, s in enumerate(sources.sources):
+        if s.customer_source and s.customer_source not in names:
+            raise ConfigError(
+                f"{sources_y.where(('sources', i, 'customer_source'))}: unknown source "
+                f"'{s.customer_source}'"
+            )
+
+    deployment = Deployment(
+        config_dir=config_dir,
+        deployment=main.deployment,
+        description=main.description,
+        nodes=main.nodes,
+        tree=main.tree,
+        properties=main.properties,
+        identity=main.identity,
+        sources=sources.sources,
+        segments=segments.segments,
+        feeds=feeds.feeds,
+    )
+
+    # Rules and feeds are checked against the field catalogue now, so that a bad rule
+    # fails when definitions load rather than in the middle of the nightly run.
+    from tessera.segments import field_catalogue, validate_rule
+
+    catalogue = field_catalogue(deployment)
+    seg_names = [s.name for s in deployment.segments]
+    for i, seg in enumerate(deployment.segments):
+        if seg_names.count(seg.name) > 1:
+            raise ConfigError(f"{segments_y.where(('segments', i, 'name'))}: duplicate segment")
+        validate_rule(seg.rule, catalogue, segments_y, ("segments", i, "rule"))
+    for i, feed in enumerate(deployment.feeds):
+        if feed.segment and feed.segment not in seg_names:
+            raise ConfigError(
+                f"{feeds_y.where(('feeds', i, 'segment'))}: unknown segment '{feed.segment}'"
+            )
+        for j, f in enumerate(feed.fields):
+            if f not in catalogue:
+                raise ConfigError(f"{feeds_y.where(('feeds', i, 'fields', j))}: unknown field '{f}'")
+        if feed.channel != "none":
+            need = "email" if feed.channel == "email" else "mobile"
+            if need not in feed.fields:
+                raise ConfigError(
+                    f"{feeds_y.where(('feeds', i, 'fields'))}: a {feed.channel} feed must "
+                    f"include '{need}'"
+                )
+    return deployment

@@ -1,0 +1,293 @@
+"""Streaming readers for landing files: CSV, XML (Sendero layouts) and JSON lines.
+
+Each reader turns one file into Arrow batches of *strings* named by canonical field,
+plus ``_line`` (the physical line where the record starts) so that every reject can
+name its line. Typing and validation happen afterwards in DuckDB SQL, set-based.
+
+Why not DuckDB's own CSV reader: it cannot report physical line numbers for records
+with quoted newlines, it does not decode cp1250/cp1252 without an extension download,
+and its sniffer and ``ignore_errors`` were measured to lose data silently
+(RELIABILITY.md rule 6). Python's ``csv`` module is C code and streams; we declare the
+dialect instead of sniffing it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+from lxml import etree
+
+from tessera.config import Source
+
+BATCH_ROWS = 50_000
+_CHUNK = 1 << 20
+
+
+class FileRejected(Exception):
+    """The whole file cannot be loaded (wrong encoding, DOCTYPE, broken XML, bad header).
+
+    The message names the file, the line when known, and the reason, never a value.
+    """
+
+
+@dataclass
+class Problem:
+    line: int | None
+    field: str
+    reason: str
+
+
+@dataclass
+class ReadResult:
+    """Filled while batches are consumed."""
+
+    records: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+
+def fingerprint_and_check_encoding(path: Path, encoding: str | None) -> tuple[str, int]:
+    """One streaming pass: sha256 of the bytes, and a strict decode in the declared encoding.
+
+    A single-byte code page (cp1252, cp1250, latin-1) decodes almost any bytes, so a
+    UTF-8 file declared as cp1252 would load as mojibake without an error. When the
+    bytes also decode as UTF-8 and contain multi-byte sequences, the declaration is
+    wrong with near certainty: refuse the file instead of corrupting names.
+    """
+    sha = hashlib.sha256()
+    size = 0
+    lines_before = 0
+    dec = codecs.getincrementaldecoder(_codec(encoding))(errors="strict") if encoding else None
+    single_byte = encoding in ("cp1252", "cp1250", "latin-1")
+    utf8 = codecs.getincrementaldecoder("utf-8")(errors="strict") if single_byte else None
+    utf8_ok, non_ascii = True, False
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            sha.update(chunk)
+            size += len(chunk)
+            if dec is not None:
+                try:
+                    dec.decode(chunk)
+                except UnicodeDecodeError as exc:
+                    line = lines_before + chunk[: exc.start].count(b"\n") + 1
+                    raise FileRejected(
+                        f"{path.name}: line {line}: bytes are not valid {encoding} "
+                        f"({exc.reason}); fix the file or the source's declared encoding"
+                    ) from None
+            if utf8 is not None and utf8_ok:
+                if not non_ascii and any(b > 127 for b in chunk):
+                    non_ascii = True
+                try:
+                    utf8.decode(chunk)
+                except UnicodeDecodeError:
+                    utf8_ok = False
+            lines_before += chunk.count(b"\n")
+    if dec is not None:
+        try:
+            dec.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise FileRejected(f"{path.name}: truncated multi-byte sequence at the end of the file") from None
+    if single_byte and utf8_ok and non_ascii:
+        raise FileRejected(
+            f"{path.name}: the source declares {encoding} but the file is UTF-8 text; "
+            "declare encoding: utf-8 for this source"
+        )
+    return sha.hexdigest(), size
+
+
+def _codec(encoding: str | None) -> str:
+    # A BOM is accepted (and stripped) for UTF-8 whether or not the source says so.
+    return "utf-8-sig" if encoding in ("utf-8", "utf-8-sig") else (encoding or "utf-8")
+
+
+def _batch(columns: dict[str, list], lines: list[int]) -> pa.Table:
+    arrays = {name: pa.array(values, type=pa.string()) for name, values in columns.items()}
+    arrays["_line"] = pa.array(lines, type=pa.int64())
+    return pa.table(arrays)
+
+
+def read_csv(path: Path, source: Source, result: ReadResult) -> Iterator[pa.Table]:
+    dialect = source.csv
+    assert dialect is not None
+    wanted = source.columns  # canonical -> source column
+    with open(path, "rb") as raw:
+        text = io.TextIOWrapper(raw, encoding=_codec(dialect.encoding), errors="strict", newline="")
+        reader = csv.reader(
+            text,
+            delimiter=dialect.delimiter,
+            quotechar=dialect.quote,
+            escapechar=dialect.escape,
+            doublequote=dialect.escape is None,
+            strict=True,
+        )
+        try:
+            header = next(reader) if dialect.header else None
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise FileRejected(f"{path.name}: line 1: unreadable header ({exc})") from None
+        if header is not None:
+            header = [h.strip() for h in header]
+            missing = [col for col in wanted.values() if col not in header]
+            if missing:
+                raise FileRejected(
+                    f"{path.name}: line 1: header lacks column(s) {missing} mapped in the "
+                    f"source configuration"
+                )
+            index = {canon: header.index(col) for canon, col in wanted.items()}
+            width = len(header)
+        else:
+            index = {canon: int(col) for canon, col in wanted.items()}
+            width = None
+        columns: dict[str, list] = {c: [] for c in wanted}
+        lines: list[int] = []
+        prev_end = reader.line_num
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                result.records += 1
+                result.problems.append(Problem(prev_end + 1, "*", f"malformed CSV record ({exc})"))
+                prev_end = reader.line_num
+                continue
+            start = prev_end + 1
+            prev_end = reader.line_num
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # blank line
+            result.records += 1
+            if width is not None and len(row) != width:
+                result.problems.append(
+                    Problem(start, "*", f"expected {width} fields, found {len(row)}")
+                )
+                continue
+            for canon, i in index.items():
+                columns[canon].append(row[i])
+            lines.append(start)
+            if len(lines) >= BATCH_ROWS:
+                yield _batch(columns, lines)
+                columns = {c: [] for c in wanted}
+                lines = []
+        if lines:
+            yield _batch(columns, lines)
+
+
+def _refuse_doctype(path: Path) -> None:
+    # A DOCTYPE can only appear in the prolog, before the root element. lxml still
+    # expands small internal entities (RELIABILITY.md rule 7), so refuse it outright.
+    with open(path, "rb") as fh:
+        head = fh.read(64 * 1024)
+    if b"<!DOCTYPE" in head or b"<!doctype" in head:
+        raise FileRejected(f"{path.name}: XML with a DOCTYPE declaration is refused")
+
+
+def read_xml(path: Path, source: Source, result: ReadResult) -> Iterator[pa.Table]:
+    layout = source.xml
+    assert layout is not None
+    _refuse_doctype(path)
+    wanted = source.columns
+    columns: dict[str, list] = {c: [] for c in wanted}
+    lines: list[int] = []
+    table_seen: str | None = None
+    parser_kw = dict(
+        events=("end",), resolve_entities=False, no_network=True, load_dtd=False,
+        huge_tree=False, remove_comments=True,
+    )
+    try:
+        for _event, elem in etree.iterparse(str(path), **parser_kw):
+            tag = elem.tag
+            if tag == "table" and table_seen is None:
+                table_seen = (elem.text or "").strip()
+                if layout.table and table_seen != layout.table:
+                    raise FileRejected(
+                        f"{path.name}: line {elem.sourceline}: <table> is '{table_seen}', "
+                        f"expected '{layout.table}'"
+                    )
+                continue
+            if tag != layout.record_tag:
+                continue
+            result.records += 1
+            values = {child.tag: (child.text or "").strip() for child in elem
+                      if isinstance(child.tag, str)}
+            for canon, src in wanted.items():
+                columns[canon].append(values.get(src))
+            lines.append(elem.sourceline)
+            elem.clear(keep_tail=False)
+            parent = elem.getparent()
+            while parent is not None and elem.getprevious() is not None:
+                del parent[0]
+            if len(lines) >= BATCH_ROWS:
+                yield _batch(columns, lines)
+                columns = {c: [] for c in wanted}
+                lines = []
+    except etree.XMLSyntaxError as exc:
+        line = exc.position[0] if exc.position else None
+        raise FileRejected(
+            f"{path.name}: line {line}: XML is not well-formed ({exc.msg}); nothing loaded"
+        ) from None
+    if layout.table and table_seen is None:
+        raise FileRejected(f"{path.name}: no <commons><table> declaration; expected '{layout.table}'")
+    if lines:
+        yield _batch(columns, lines)
+
+
+def _json_path(obj: dict, path: str):
+    cur = obj
+    for part in path.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    if cur is None:
+        return None
+    if isinstance(cur, (dict, list)):
+        return json.dumps(cur, ensure_ascii=False, sort_keys=True)
+    if isinstance(cur, bool):
+        return "true" if cur else "false"
+    return str(cur)
+
+
+def read_jsonl(path: Path, source: Source, result: ReadResult) -> Iterator[pa.Table]:
+    wanted = source.columns
+    columns: dict[str, list] = {c: [] for c in wanted}
+    lines: list[int] = []
+    with open(path, encoding="utf-8-sig", errors="strict") as fh:
+        for lineno, text in enumerate(fh, start=1):
+            if not text.strip():
+                continue
+            result.records += 1
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                result.problems.append(Problem(lineno, "*", f"not valid JSON ({exc.msg})"))
+                continue
+            if not isinstance(obj, dict):
+                result.problems.append(Problem(lineno, "*", "a JSON object is expected"))
+                continue
+            for canon, src in wanted.items():
+                columns[canon].append(_json_path(obj, src))
+            lines.append(lineno)
+            if len(lines) >= BATCH_ROWS:
+                yield _batch(columns, lines)
+                columns = {c: [] for c in wanted}
+                lines = []
+    if lines:
+        yield _batch(columns, lines)
+
+
+READERS = {"csv": read_csv, "xml": read_xml, "jsonl": read_jsonl}
+
+
+def encoding_of(source: Source) -> str | None:
+    if source.format == "csv":
+        return source.csv.encoding if source.csv else "utf-8"
+    if source.format == "jsonl":
+        return "utf-8"
+    return None  # XML declares its own encoding; lxml checks it

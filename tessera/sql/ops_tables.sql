@@ -1,0 +1,50 @@
+-- Operational tables: what came in, what was refused and why.
+-- Rejects never hold the refused value itself: it may be personal data.
+CREATE TABLE IF NOT EXISTS ops.rejects (
+    source            VARCHAR   NOT NULL,
+    file              VARCHAR   NOT NULL,
+    line              BIGINT,
+    field             VARCHAR   NOT NULL,
+    reason            VARCHAR   NOT NULL,
+    source_record_id  VARCHAR,
+    batch_id          VARCHAR   NOT NULL,
+    rejected_at       TIMESTAMP NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS ops.import_report (
+    source        VARCHAR   NOT NULL,
+    file          VARCHAR   NOT NULL,
+    batch_id      VARCHAR   NOT NULL,
+    status        VARCHAR   NOT NULL,   -- loaded | failed | duplicate_file
+    records       BIGINT    NOT NULL,   -- records found in the file
+    new           BIGINT    NOT NULL,
+    updated       BIGINT    NOT NULL,
+    unchanged     BIGINT    NOT NULL,
+    rejected      BIGINT    NOT NULL,
+    sha256        VARCHAR   NOT NULL,
+    message       VARCHAR,
+    loaded_at     TIMESTAMP NOT NULL
+);
+
+-- One row per distinct file content ever loaded: the same delivery twice changes nothing.
+CREATE TABLE IF NOT EXISTS ops.file_ledger (
+    source     VARCHAR   NOT NULL,
+    sha256     VARCHAR   NOT NULL,
+    file       VARCHAR   NOT NULL,
+    bytes      BIGINT    NOT NULL,
+    file_seq   BIGINT    NOT NULL,
+    status     VARCHAR   NOT NULL,
+    loaded_at  TIMESTAMP NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS ops.sequences (
+    name   VARCHAR PRIMARY KEY,
+    value  BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS ops.segment_runs (
+    segment     VARCHAR NOT NULL,
+    as_of_date  DATE    NOT NULL,
+    members     BIGINT  NOT NULL,
+    built_at    TIMESTAMP NOT NULL
+);
