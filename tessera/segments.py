@@ -182,3 +182,75 @@ def compile_rule(rule: dict, catalogue: dict[str, str], as_of: dt.date) -> tuple
         raise ValueError(op)  # pragma: no cover - validated at load
 
     return walk(rule), params
+
+
+MEMBERS_DDL = """
+CREATE TABLE IF NOT EXISTS marketing.segment_members (
+    as_of_date DATE NOT NULL, segment VARCHAR NOT NULL, customer_id BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS marketing.segment_history (
+    segment VARCHAR NOT NULL, customer_id BIGINT NOT NULL, entered_on DATE NOT NULL, left_on DATE);
+"""
+
+
+def segment_base_sql() -> str:
+    """The relation rules run over: the contact card plus the day's RFM scores."""
+    return ("SELECT c.*, r.* EXCLUDE (customer_id, as_of_date) FROM marts.contact_cards c "
+            "LEFT JOIN marketing.rfm_scores r ON r.customer_id = c.customer_id AND r.as_of_date = ?")
+
+
+def build_segment(con, deployment, segment, as_of: dt.date) -> dict:
+    """Replace one segment's members for one day, then rebuild its entered/left history.
+
+    History is recomputed from the stored days (gaps-and-islands over the days the
+    segment was built), so a backfill of an earlier day gives the same history as if
+    the days had run in order.
+    """
+    from tessera.warehouse import transaction
+
+    catalogue = field_catalogue(deployment)
+    where, params = compile_rule(segment.rule, catalogue, as_of)
+    con.execute(MEMBERS_DDL)
+    with transaction(con):
+        con.execute("DELETE FROM marketing.segment_members WHERE segment = ? AND as_of_date = ?",
+                    [segment.name, as_of])
+        con.execute(
+            f"INSERT INTO marketing.segment_members SELECT CAST(? AS DATE), ?, customer_id "
+            f"FROM ({segment_base_sql()}) WHERE {where} ORDER BY customer_id",
+            [as_of, segment.name, as_of, *params])
+        members = con.execute(
+            "SELECT count(*) FROM marketing.segment_members WHERE segment = ? AND as_of_date = ?",
+            [segment.name, as_of]).fetchone()[0]
+        con.execute("DELETE FROM ops.segment_runs WHERE segment = ? AND as_of_date = ?",
+                    [segment.name, as_of])
+        con.execute("INSERT INTO ops.segment_runs VALUES (?, ?, ?, now()::TIMESTAMP)",
+                    [segment.name, as_of, members])
+        con.execute("DELETE FROM marketing.segment_history WHERE segment = ?", [segment.name])
+        con.execute("""
+            INSERT INTO marketing.segment_history
+            WITH runs AS (
+                SELECT as_of_date, row_number() OVER (ORDER BY as_of_date) AS k,
+                       lead(as_of_date) OVER (ORDER BY as_of_date) AS next_day
+                FROM ops.segment_runs WHERE segment = ?
+            ),
+            m AS (
+                SELECT sm.customer_id, r.k, r.as_of_date, r.next_day,
+                       r.k - row_number() OVER (PARTITION BY sm.customer_id ORDER BY r.k) AS island
+                FROM marketing.segment_members sm JOIN runs r USING (as_of_date)
+                WHERE sm.segment = ?
+            )
+            SELECT ?, customer_id, min(as_of_date) AS entered_on, arg_max(next_day, k) AS left_on
+            FROM m GROUP BY customer_id, island ORDER BY customer_id, entered_on""",
+                    [segment.name, segment.name, segment.name])
+        # The view segments.<name> is the segment as of its latest day: asset key = table.
+        con.execute(
+            f"CREATE OR REPLACE VIEW segments.{segment.name} AS "
+            f"SELECT customer_id FROM marketing.segment_members WHERE segment = '{segment.name}' "
+            f"AND as_of_date = (SELECT max(as_of_date) FROM marketing.segment_members "
+            f"WHERE segment = '{segment.name}')")
+    entered = con.execute(
+        "SELECT count(*) FROM marketing.segment_history WHERE segment = ? AND entered_on = ?",
+        [segment.name, as_of]).fetchone()[0]
+    left = con.execute(
+        "SELECT count(*) FROM marketing.segment_history WHERE segment = ? AND left_on = ?",
+        [segment.name, as_of]).fetchone()[0]
+    return {"members": int(members), "entered": int(entered), "left": int(left)}

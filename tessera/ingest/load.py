@@ -32,6 +32,7 @@ from tessera.ingest.readers import (
 from tessera.warehouse import transaction
 
 _EMAIL_RE = r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$"
+_TRIM_RE = r"^[\s\x{00a0}]+|[\s\x{00a0}]+$"
 _TRUE = ("1", "true", "t", "yes", "y", "si", "sì", "tak")
 _FALSE = ("0", "false", "f", "no", "n", "nie")
 
@@ -92,7 +93,8 @@ def _lit(value: str) -> str:
 
 def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list) -> tuple[str, str]:
     """SQL for the typed value of one field and for the reason it fails (NULL when fine)."""
-    v = f"nullif(trim(\"{name}\"), '')"
+    # Trim every kind of white space (tabs, NBSP), not only blanks: CRMs leave tabs around e-mails.
+    v = f"nullif(regexp_replace(\"{name}\", {_lit(_TRIM_RE)}, '', 'g'), '')"
     fmt = source.format_of(name, spec.type)
     if spec.type == "string":
         typed = v
@@ -119,12 +121,12 @@ def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list) 
     if spec.type != "string":
         label = {"integer": "an integer", "decimal": "a number", "boolean": "a yes/no value",
                  "date": f"a date in format {fmt}", "timestamp": f"a timestamp in format {fmt}"}[spec.type]
-        checks.append(f"WHEN ({typed}) IS NULL THEN 'not {label}'")
+        checks.append(f"WHEN ({typed}) IS NULL THEN {_lit('not ' + label)}")
     if spec.format == "email":
-        checks.append(f"WHEN NOT regexp_full_match({v}, '{_EMAIL_RE}') THEN 'not a valid e-mail address'")
+        checks.append(f"WHEN NOT regexp_full_match({v}, {_lit(_EMAIL_RE)}) THEN 'not a valid e-mail address'")
     elif spec.format == "phone":
         checks.append(
-            f"WHEN NOT regexp_full_match({v}, '^[+(]?[0-9][0-9 ()./-]{{4,24}}$') "
+            f"WHEN NOT regexp_full_match({v}, '^[+(0-9][0-9 ()./+-]{{4,24}}$') "
             f"OR length(regexp_replace({v}, '[^0-9]', '', 'g')) NOT BETWEEN 6 AND 15 "
             "THEN 'not a valid phone number'"
         )
@@ -132,7 +134,7 @@ def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list) 
         checks.append(f"WHEN NOT regexp_full_match({v}, '^[A-Za-z]{{2}}$') THEN 'not an ISO 3166-1 alpha-2 country code'")
     if spec.allowed is not None:
         allowed = ", ".join("'" + a.replace("'", "''") + "'" for a in spec.allowed)
-        checks.append(f"WHEN {v} NOT IN ({allowed}) THEN 'value not allowed (allowed: {', '.join(spec.allowed).replace(chr(39), '')})'")
+        checks.append(f"WHEN {v} NOT IN ({allowed}) THEN {_lit('value not allowed (allowed: ' + ', '.join(spec.allowed) + ')')}")
     reason = "CASE " + " ".join(checks) + " END"
     return typed, reason
 

@@ -1,0 +1,40 @@
+"""Small helpers shared by the asset modules: metadata every asset reports."""
+
+
+import dagster as dg
+
+from tessera.warehouse import column_schema, count
+
+POOL = "duckdb"  # every asset that writes the warehouse: one writer at a time
+
+
+def table_metadata(con, schema: str, table: str, seconds: float, extra: dict | None = None,
+                   where: str = "", params=None) -> dict:
+    """Row count, column schema and timing; ``extra`` holds counts only, never personal data."""
+    cols = column_schema(con, schema, table)
+    meta = {
+        "dagster/row_count": count(con, f"{schema}.{table}", where, params),
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(name=n, type=t) for n, t in cols]),
+        "dagster/table_name": f"{schema}.{table}",
+        "duration_s": dg.MetadataValue.float(float(seconds)),
+    }
+    for k, v in (extra or {}).items():
+        if isinstance(v, dict):
+            meta[k] = dg.MetadataValue.json(v)
+        elif isinstance(v, bool):
+            meta[k] = dg.MetadataValue.bool(v)
+        elif isinstance(v, int):
+            meta[k] = dg.MetadataValue.int(v)
+        elif isinstance(v, float):
+            meta[k] = dg.MetadataValue.float(v)
+        else:
+            meta[k] = dg.MetadataValue.text(str(v))
+    return meta
+
+
+def markdown_counts(title: str, rows: list[tuple]) -> dg.MetadataValue:
+    """An aggregate preview (counts by a category): safe to show, unlike sample rows."""
+    lines = [f"| {title} | count |", "| --- | ---: |"]
+    lines += [f"| {k if k is not None else '(empty)'} | {v} |" for k, v in rows]
+    return dg.MetadataValue.md("\n".join(lines))

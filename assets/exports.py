@@ -1,0 +1,64 @@
+"""Exports: one asset per configured feed, ``exports.<feed>``, plus its published file."""
+
+
+import datetime as dt
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from assets._common import POOL
+from pipelines.partitions import daily_partitions
+from resources import FeedStore
+from tessera.config import Deployment
+from tessera.feeds import build_feed, consent_filter
+from tessera.warehouse import Timer
+
+GROUP = "exports"
+
+
+def _feed_asset(deployment: Deployment, feed):
+    key = dg.AssetKey(["exports", feed.name])
+    deps = [dg.AssetKey(["marts", "contact_cards"]), dg.AssetKey(["marketing", "rfm_scores"])]
+    if feed.segment:
+        deps.append(dg.AssetKey(["segments", feed.segment]))
+
+    @dg.asset(key=key, group_name=GROUP, pool=POOL, deps=deps, kinds={"duckdb", "csv"},
+              partitions_def=daily_partitions,
+              description=f"Feed '{feed.name}': {feed.description} (channel: {feed.channel}).",
+              metadata={"fields": dg.MetadataValue.json(list(feed.fields)), "channel": feed.channel})
+    def _feed(context: dg.AssetExecutionContext, warehouse: DuckDBResource,
+              feeds: FeedStore) -> dg.MaterializeResult:
+        timer = Timer()
+        day = dt.date.fromisoformat(context.partition_key)
+        with warehouse.get_connection() as con:
+            stats = build_feed(con, feed, day, feeds.path, dt.datetime.now().replace(microsecond=0))
+        return dg.MaterializeResult(metadata={
+            "dagster/row_count": stats["rows"],
+            "file": dg.MetadataValue.path(stats["file"]),
+            "sha256": stats["sha256"],
+            "duration_s": dg.MetadataValue.float(timer.seconds),
+        })
+
+    @dg.asset_check(asset=key, name="no_export_without_consent", blocking=True,
+                    description="Every exported person has consent on the feed's channel today.")
+    def _consent(warehouse: DuckDBResource):
+        with warehouse.get_connection() as con:
+            bad = con.execute(f"""
+                SELECT count(*) FROM marts.contact_cards
+                WHERE customer_id IN (SELECT customer_id FROM exports.{feed.name}
+                                      WHERE as_of_date = (SELECT max(as_of_date) FROM exports.{feed.name}))
+                  AND NOT ({consent_filter(feed.channel)})""").fetchone()[0]
+        return dg.AssetCheckResult(passed=bad == 0, metadata={"rows_without_consent": int(bad)})
+
+    return _feed, _consent
+
+
+def build(deployment: Deployment):
+    assets, checks = [], []
+    for feed in deployment.feeds:
+        if "customer_id" not in feed.fields:
+            raise ValueError(f"feed {feed.name}: 'customer_id' must be one of the fields")
+        a, c = _feed_asset(deployment, feed)
+        assets.append(a)
+        checks.append(c)
+    return assets, checks

@@ -1,0 +1,96 @@
+"""Golden records by the tree of nodes, field lineage, and customer-linked orders/events."""
+
+
+import datetime as dt
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from assets._common import POOL, markdown_counts, table_metadata
+from tessera.config import Deployment
+from tessera.contracts import published_contracts
+from tessera.golden import build_customers, build_events, build_orders
+from tessera.warehouse import Timer, column_schema, ensure_warehouse
+
+GROUP = "golden"
+CUSTOMERS = dg.AssetKey(["core", "customers"])
+LINEAGE = dg.AssetKey(["core", "customer_field_lineage"])
+
+
+def build(deployment: Deployment):
+    upstream = [dg.AssetKey(["core", "customer_sources"]), dg.AssetKey(["staging", "contacts"])]
+    for entity, table in (("unsubscribe", "unsubscribes"), ("bounce", "bounces")):
+        if deployment.sources_of(entity):
+            upstream.append(dg.AssetKey(["staging", table]))
+
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(CUSTOMERS, group_name=GROUP, deps=upstream, kinds={"duckdb"},
+                         description="One golden record per person (public; stable customer_id)."),
+            dg.AssetSpec(LINEAGE, group_name=GROUP, deps=upstream, kinds={"duckdb"},
+                         description="For every golden field: node, source, record, time and rule it came from."),
+        ],
+        pool=POOL,
+    )
+    def customers(warehouse: DuckDBResource):
+        timer = Timer()
+        with warehouse.get_connection() as con:
+            ensure_warehouse(con)
+            if not deployment.sources_of("unsubscribe"):
+                con.execute("CREATE TABLE IF NOT EXISTS staging.unsubscribes (email_key VARCHAR, channel VARCHAR)")
+            if not deployment.sources_of("bounce"):
+                con.execute("CREATE TABLE IF NOT EXISTS staging.bounces (email_key VARCHAR, bounce_type VARCHAR)")
+            stats = build_customers(con, deployment, dt.datetime.now().replace(microsecond=0))
+            meta = table_metadata(con, "core", "customers", timer.seconds, stats)
+            meta["by_country"] = markdown_counts("country", con.execute(
+                "SELECT country, count(*) FROM core.customers GROUP BY ALL ORDER BY 2 DESC LIMIT 10").fetchall())
+            meta["by_email_consent"] = markdown_counts("email_consent", con.execute(
+                "SELECT email_consent, count(*) FROM core.customers GROUP BY ALL ORDER BY 1").fetchall())
+            lin = table_metadata(con, "core", "customer_field_lineage", timer.seconds)
+            lin["winning_node"] = markdown_counts("node", con.execute(
+                "SELECT node, count(*) FROM core.customer_field_lineage GROUP BY ALL ORDER BY 2 DESC").fetchall())
+        yield dg.MaterializeResult(asset_key=CUSTOMERS, metadata=meta)
+        yield dg.MaterializeResult(asset_key=LINEAGE, metadata=lin)
+
+    @dg.asset_check(asset=CUSTOMERS, name="golden_ids_are_unique", blocking=True)
+    def ids_unique(warehouse: DuckDBResource):
+        with warehouse.get_connection() as con:
+            n, d = con.execute("SELECT count(*), count(DISTINCT customer_id) FROM core.customers").fetchone()
+        return dg.AssetCheckResult(passed=n == d and n > 0, metadata={"rows": int(n), "distinct_ids": int(d)})
+
+    @dg.asset_check(asset=CUSTOMERS, name="customers_match_published_contract", blocking=True,
+                    description="Columns promised in data_contracts/published/core.customers.yaml exist with their types.")
+    def contract(warehouse: DuckDBResource):
+        spec = published_contracts()["core.customers"]
+        with warehouse.get_connection() as con:
+            have = dict(column_schema(con, "core", "customers"))
+        problems = [f"{c.name}: missing" for c in spec.columns if c.name not in have]
+        problems += [f"{c.name}: {have[c.name]} instead of {c.type}" for c in spec.columns
+                     if c.name in have and have[c.name] != c.type]
+        return dg.AssetCheckResult(passed=not problems, metadata={"problems": dg.MetadataValue.json(problems)})
+
+    assets = [customers]
+    checks = [ids_unique, contract]
+
+    if deployment.sources_of("order"):
+        @dg.asset(key=["core", "orders"], group_name=GROUP, pool=POOL, kinds={"duckdb"},
+                  deps=[dg.AssetKey(["staging", "orders"]), dg.AssetKey(["core", "customer_sources"])],
+                  description="Orders linked to their golden customer.")
+        def orders(warehouse: DuckDBResource) -> dg.MaterializeResult:
+            timer = Timer()
+            with warehouse.get_connection() as con:
+                stats = build_orders(con, deployment)
+                return dg.MaterializeResult(metadata=table_metadata(con, "core", "orders", timer.seconds, stats))
+        assets.append(orders)
+
+    if deployment.sources_of("event"):
+        @dg.asset(key=["core", "events"], group_name=GROUP, pool=POOL, kinds={"duckdb"},
+                  deps=[dg.AssetKey(["staging", "events"]), dg.AssetKey(["core", "customer_sources"])],
+                  description="Behavioural events linked to their golden customer where known.")
+        def events(warehouse: DuckDBResource) -> dg.MaterializeResult:
+            timer = Timer()
+            with warehouse.get_connection() as con:
+                stats = build_events(con)
+                return dg.MaterializeResult(metadata=table_metadata(con, "core", "events", timer.seconds, stats))
+        assets.append(events)
+    return assets, checks

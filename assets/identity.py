@@ -1,0 +1,57 @@
+"""Identity: source records resolved into persons with stable customer ids."""
+
+
+import datetime as dt
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from assets._common import POOL, markdown_counts, table_metadata
+from tessera.config import Deployment
+from tessera.identity import resolve
+from tessera.warehouse import Timer, ensure_warehouse
+
+GROUP = "identity"
+SOURCES = dg.AssetKey(["core", "customer_sources"])
+MERGE_LOG = dg.AssetKey(["core", "merge_log"])
+
+
+def build(deployment: Deployment):
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(SOURCES, group_name=GROUP, deps=[dg.AssetKey(["staging", "contacts"])],
+                         kinds={"duckdb"},
+                         description="Which golden customer each source record belongs to "
+                                     "(public: source, source_record_id, customer_id)."),
+            dg.AssetSpec(MERGE_LOG, group_name=GROUP, kinds={"duckdb"},
+                         description="Every merge and split of customer ids, with rule and evidence."),
+        ],
+        pool=POOL,
+    )
+    def customer_sources(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+        timer = Timer()
+        with warehouse.get_connection() as con:
+            ensure_warehouse(con)
+            stats = resolve(con, dt.datetime.now().replace(microsecond=0), context.run_id)
+            by_rule = con.execute(
+                "SELECT matched_by, count(*) FROM core.customer_sources GROUP BY ALL ORDER BY 1").fetchall()
+            meta = table_metadata(con, "core", "customer_sources", timer.seconds, stats)
+            meta["records_by_rule"] = markdown_counts("matched_by", by_rule)
+            log_meta = table_metadata(con, "core", "merge_log", timer.seconds,
+                                      {"merges_this_run": stats["merges"], "splits_this_run": stats["splits"]})
+        yield dg.MaterializeResult(asset_key=SOURCES, metadata=meta)
+        yield dg.MaterializeResult(asset_key=MERGE_LOG, metadata=log_meta)
+
+    @dg.asset_check(asset=SOURCES, name="every_source_record_has_one_customer", blocking=True)
+    def one_customer(warehouse: DuckDBResource):
+        with warehouse.get_connection() as con:
+            row = con.execute("""
+                SELECT (SELECT count(*) FROM staging.contacts) AS staged,
+                       (SELECT count(*) FROM core.customer_sources) AS mapped,
+                       (SELECT count(*) FROM (SELECT source, source_record_id FROM core.customer_sources
+                                              GROUP BY ALL HAVING count(*) > 1)) AS dupes""").fetchone()
+        return dg.AssetCheckResult(passed=row[0] == row[1] and row[2] == 0,
+                                   metadata={"staged": int(row[0]), "mapped": int(row[1]),
+                                             "records_with_several_customers": int(row[2])})
+
+    return [customer_sources], [one_customer]

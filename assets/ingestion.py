@@ -1,0 +1,97 @@
+"""Ingestion: one asset per configured source, ``raw.<source>``.
+
+Each run loads the source's landing files not loaded before; rejects and the import
+report go to ``ops``. The reconciliation check is blocking: identity never runs on a
+load whose numbers do not add up.
+"""
+
+
+import datetime as dt
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from assets._common import POOL, table_metadata
+from resources import LandingZone
+from tessera.config import Deployment, Source
+from tessera.ingest.load import ingest_source
+from tessera.warehouse import Timer, ensure_warehouse
+
+GROUP = "ingestion"
+
+
+def _source_asset(deployment: Deployment, source: Source):
+    key = dg.AssetKey(["raw", source.name])
+
+    @dg.asset(
+        key=key,
+        group_name=GROUP,
+        pool=POOL,
+        kinds={"duckdb", source.format},
+        description=f"Every accepted version of the records of source '{source.name}' "
+                    f"({source.entity}, node {source.node}), loaded from {source.path}.",
+        metadata={"source": source.name, "entity": source.entity, "node": source.node,
+                  "landing_glob": source.path},
+    )
+    def _ingest(context: dg.AssetExecutionContext, warehouse: DuckDBResource,
+                landing: LandingZone) -> dg.MaterializeResult:
+        timer = Timer()
+        now = dt.datetime.now().replace(microsecond=0)
+        with warehouse.get_connection() as con:
+            ensure_warehouse(con)
+            outcome = ingest_source(con, deployment, source, landing.path, context.run_id, now)
+            for f in outcome.files:
+                if f.status == "failed":
+                    context.log.warning(f"{source.name}: file failed: {f.message}")
+                elif f.status != "already_loaded":
+                    context.log.info(
+                        f"{source.name}: {f.file}: {f.status}, {f.records} records, {f.new} new, "
+                        f"{f.updated} updated, {f.unchanged} unchanged, {f.rejected} rejected")
+            loaded = [f for f in outcome.files if f.status not in ("already_loaded",)]
+            meta = table_metadata(con, "raw", source.name, timer.seconds, {
+                "files_seen": len(outcome.files),
+                "files_processed": len(loaded),
+                "files_failed": sum(f.status == "failed" for f in outcome.files),
+                "records_read": outcome.total("records"),
+                "new": outcome.total("new"),
+                "updated": outcome.total("updated"),
+                "unchanged": outcome.total("unchanged"),
+                "rejected": outcome.total("rejected"),
+            })
+        return dg.MaterializeResult(metadata=meta)
+
+    @dg.asset_check(asset=key, name="import_reconciles", blocking=True,
+                    description="For every file of this run: accepted + rejected = records read.")
+    def _reconciles(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
+        with warehouse.get_connection() as con:
+            ensure_warehouse(con)
+            bad = con.execute("""
+                SELECT count(*) FROM ops.import_report
+                WHERE source = ? AND batch_id = ? AND status = 'loaded'
+                  AND new + updated + unchanged + rejected <> records""",
+                              [source.name, context.run.run_id]).fetchone()[0]
+        return dg.AssetCheckResult(passed=bad == 0, metadata={"files_not_reconciled": int(bad)})
+
+    @dg.asset_check(asset=key, name="no_failed_files", blocking=False,
+                    description="No landing file of this run was refused whole (encoding, XML, header).")
+    def _no_failed(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
+        with warehouse.get_connection() as con:
+            ensure_warehouse(con)
+            failed = con.execute("""
+                SELECT file, message FROM ops.import_report
+                WHERE source = ? AND batch_id = ? AND status = 'failed'""",
+                                 [source.name, context.run.run_id]).fetchall()
+        return dg.AssetCheckResult(
+            passed=not failed, severity=dg.AssetCheckSeverity.WARN,
+            metadata={"failed_files": dg.MetadataValue.json([{"file": f, "reason": m} for f, m in failed])})
+
+    return _ingest, [_reconciles, _no_failed]
+
+
+def build(deployment: Deployment):
+    assets, checks = [], []
+    for source in deployment.sources:
+        a, c = _source_asset(deployment, source)
+        assets.append(a)
+        checks.extend(c)
+    return assets, checks

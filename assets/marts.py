@@ -1,0 +1,45 @@
+"""Marts: the contact card, one row per golden customer."""
+
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from assets._common import POOL, table_metadata
+from tessera.config import Deployment
+from tessera.marts import build_contact_cards
+from tessera.warehouse import Timer
+
+GROUP = "marts"
+CARDS = dg.AssetKey(["marts", "contact_cards"])
+
+
+def build(deployment: Deployment):
+    deps = [dg.AssetKey(["core", "customers"])]
+    if deployment.sources_of("order"):
+        deps.append(dg.AssetKey(["core", "orders"]))
+    if deployment.sources_of("event"):
+        deps.append(dg.AssetKey(["core", "events"]))
+
+    @dg.asset(key=CARDS, group_name=GROUP, pool=POOL, deps=deps, kinds={"duckdb"},
+              description="The 360-degree contact card: golden profile, consents, "
+                          "ORDER_NUMBER / ORDER_SUMMARY / ORDER_AVG, behaviour.")
+    def contact_cards(warehouse: DuckDBResource) -> dg.MaterializeResult:
+        timer = Timer()
+        with warehouse.get_connection() as con:
+            con.execute("CREATE TABLE IF NOT EXISTS core.orders (order_id VARCHAR, customer_id BIGINT, "
+                        "order_date DATE, amount DECIMAL(18,2))")
+            con.execute("CREATE TABLE IF NOT EXISTS core.events (event_id VARCHAR, customer_id BIGINT, "
+                        "event_type VARCHAR, occurred_at TIMESTAMP)")
+            stats = build_contact_cards(con)
+            return dg.MaterializeResult(metadata=table_metadata(con, "marts", "contact_cards", timer.seconds, stats))
+
+    @dg.asset_check(asset=CARDS, name="one_card_per_customer", blocking=True)
+    def one_card(warehouse: DuckDBResource):
+        with warehouse.get_connection() as con:
+            cards, customers, distinct = con.execute("""
+                SELECT (SELECT count(*) FROM marts.contact_cards), (SELECT count(*) FROM core.customers),
+                       (SELECT count(DISTINCT customer_id) FROM marts.contact_cards)""").fetchone()
+        return dg.AssetCheckResult(passed=cards == customers == distinct,
+                                   metadata={"cards": int(cards), "customers": int(customers)})
+
+    return [contact_cards], [one_card]

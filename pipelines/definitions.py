@@ -1,0 +1,75 @@
+"""The one Definitions object: built by loading every module of ``assets``.
+
+This is the only place where the environment is read (TESSERA_CONFIG, TESSERA_HOME and
+the per-path overrides); asset bodies receive resources and never branch on it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+from pathlib import Path
+
+import dagster as dg
+
+import assets as assets_pkg
+from pipelines.jobs import daily_job
+from pipelines.schedules import daily_schedule
+from pipelines.sensors import build_landing_sensor
+from resources import FeedStore, LandingZone, warehouse_resource
+from tessera.config import Deployment, load_deployment
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def tessera_paths(env: dict | None = None) -> dict[str, Path]:
+    env = os.environ if env is None else env
+    home = Path(env.get("TESSERA_HOME", PROJECT_ROOT / "var" / "demo"))
+    return {
+        "config": Path(env.get("TESSERA_CONFIG", PROJECT_ROOT / "examples" / "demo")),
+        "home": home,
+        "warehouse": Path(env.get("TESSERA_WAREHOUSE", home / "warehouse.duckdb")),
+        "landing": Path(env.get("TESSERA_LANDING", home / "landing")),
+        "feeds": Path(env.get("TESSERA_FEEDS", home / "feeds")),
+    }
+
+
+def load_stage_modules():
+    for info in sorted(pkgutil.iter_modules(assets_pkg.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{assets_pkg.__name__}.{info.name}")
+        if hasattr(module, "build"):
+            yield module
+
+
+def build_definitions(deployment: Deployment, warehouse: Path, landing: Path, feeds: Path,
+                      memory_limit: str | None = None) -> dg.Definitions:
+    all_assets, all_checks = [], []
+    for module in load_stage_modules():
+        a, c = module.build(deployment)
+        all_assets.extend(a)
+        all_checks.extend(c)
+    return dg.Definitions(
+        assets=all_assets,
+        asset_checks=all_checks,
+        jobs=[daily_job],
+        schedules=[daily_schedule],
+        sensors=[build_landing_sensor(deployment, landing)],
+        resources={
+            "warehouse": warehouse_resource(str(warehouse), memory_limit),
+            "landing": LandingZone(root=str(landing)),
+            "feeds": FeedStore(root=str(feeds)),
+        },
+    )
+
+
+def defs_from_env() -> dg.Definitions:
+    paths = tessera_paths()
+    deployment = load_deployment(paths["config"])
+    return build_definitions(deployment, paths["warehouse"], paths["landing"], paths["feeds"],
+                             os.environ.get("TESSERA_MEMORY_LIMIT"))
+
+
+defs = defs_from_env()

@@ -1,0 +1,39 @@
+"""Sensors. ``landing_files_sensor`` starts the daily job when new landing files appear.
+
+It compares the landing folder's (path, size, mtime) fingerprint with its cursor, so
+it asks for a run only when something changed. Off by default.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+
+import dagster as dg
+
+from pipelines.jobs import daily_job
+from tessera.config import Deployment
+
+
+def build_landing_sensor(deployment: Deployment, landing: Path) -> dg.SensorDefinition:
+    globs = [s.path for s in deployment.sources]
+
+    @dg.sensor(job=daily_job, name="landing_files_sensor", minimum_interval_seconds=300,
+               default_status=dg.DefaultSensorStatus.STOPPED,
+               description="Runs the daily job for today when new or changed landing files appear.")
+    def landing_files_sensor(context: dg.SensorEvaluationContext):
+        root = Path(landing)
+        h = hashlib.sha256()
+        for g in globs:
+            for p in sorted(root.glob(g)):
+                st = p.stat()
+                h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}".encode())
+        digest = h.hexdigest()
+        if digest == context.cursor:
+            return dg.SkipReason("no new landing files")
+        context.update_cursor(digest)
+        day = dt.date.today().isoformat()
+        return dg.RunRequest(run_key=digest, partition_key=day)
+
+    return landing_files_sensor

@@ -1,0 +1,6 @@
+"""ConfigurableResource classes. Instances are bound once, in ``pipelines/definitions.py``."""
+
+from resources.landing import FeedStore, LandingZone
+from resources.warehouse import warehouse_resource
+
+__all__ = ["FeedStore", "LandingZone", "warehouse_resource"]
