@@ -25,7 +25,9 @@ retailer with Polish customers would really hand to a customer-data platform:
   feedback files (UTF-8, comma).
 
 Every element / record starts on its own physical line so that a "line number"
-is well defined for every record in every file.
+is well defined for every record in every file.  (Beware when checking XML line
+numbers with lxml: libxml2 reports ``sourceline`` off by one beyond line 65535;
+the numbers in ``bad_rows.csv`` are the true physical lines.)
 
 Identity-resolution difficulty is deliberate: CRM e-mails are sometimes upper
 case or padded with spaces, 8 % of people known to both systems have an *old*

@@ -1,0 +1,65 @@
+"""Shared fixtures: a generated sample, a temporary warehouse and DAGSTER_HOME, and one
+real run of the daily job over them (module-scoped: the job runs once per module)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = PROJECT_ROOT / "examples" / "demo"
+AS_OF = dt.date(2026, 11, 1)
+
+
+class PipelineEnv:
+    def __init__(self, root: Path, config: Path = DEMO_CONFIG):
+        self.root = root
+        self.config = config
+        self.landing = root / "landing"
+        self.feeds = root / "feeds"
+        self.warehouse = root / "warehouse.duckdb"
+        self.dagster_home = root / "dagster_home"
+        self.dagster_home.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(PROJECT_ROOT / "dagster.yaml", self.dagster_home / "dagster.yaml")
+
+    def definitions(self):
+        from pipelines.definitions import build_definitions
+        from tessera.config import load_deployment
+
+        return build_definitions(load_deployment(self.config), self.warehouse, self.landing, self.feeds)
+
+    def run_daily(self, day: dt.date = AS_OF):
+        import dagster as dg
+
+        instance = dg.DagsterInstance.from_config(str(self.dagster_home))
+        job = self.definitions().resolve_job_def("daily_job")
+        return job.execute_in_process(partition_key=day.isoformat(), instance=instance,
+                                      raise_on_error=False)
+
+    def connect(self):
+        from tessera.warehouse import connect
+
+        return connect(self.warehouse)
+
+
+@pytest.fixture(scope="module")
+def demo_env(tmp_path_factory) -> PipelineEnv:
+    from tessera.sample_data import generate
+
+    env = PipelineEnv(tmp_path_factory.mktemp("tessera"))
+    generate(env.landing, contacts=150, seed=7, as_of=AS_OF)
+    return env
+
+
+@pytest.fixture(scope="module")
+def demo_run(demo_env):
+    result = demo_env.run_daily()
+    assert result.success, "the daily job failed on the generated sample"
+    return result

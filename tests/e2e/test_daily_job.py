@@ -1,0 +1,150 @@
+"""The whole daily job on a generated sample, asserting values in the real warehouse."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import dagster as dg
+
+from tests.conftest import AS_OF
+
+
+def _truth(env, name):
+    with open(env.landing / "_truth" / name, encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_job_succeeds_and_every_check_passes(demo_env, demo_run):
+    evals = demo_run.get_asset_check_evaluations()
+    assert evals, "no asset check ran"
+    failed = [(e.asset_key.to_user_string(), e.check_name) for e in evals if not e.passed]
+    # the only WARN-level check allowed to fail is "no_failed_files"; the sample has none
+    assert failed == []
+    keys = {e.event_specific_data.materialization.asset_key.to_user_string()
+            for e in demo_run.get_asset_materialization_events()}
+    assert {"raw/crm_contacts", "core/customers", "marts/contact_cards", "marketing/rfm_scores",
+            "exports/newsletter_high_value"} <= keys
+
+
+def test_known_duplicates_share_one_customer_id(demo_env, demo_run):
+    records = _truth(demo_env, "records.csv")
+    by_person: dict[str, list] = {}
+    for r in records:
+        by_person.setdefault(r["person_id"], []).append((r["source"], r["source_record_id"]))
+    con = demo_env.connect()
+    try:
+        ids = dict(((s, i), c) for s, i, c in con.execute(
+            "SELECT source, source_record_id, customer_id FROM core.customer_sources").fetchall())
+        # ERP + CRM records of one person with the same e-mail must be one customer
+        emails = dict(((s, i), e) for s, i, e in con.execute(
+            "SELECT source, source_record_id, email_key FROM staging.contacts").fetchall())
+    finally:
+        con.close()
+    linked = 0
+    for recs in by_person.values():
+        present = [r for r in recs if r in ids]
+        if len(present) > 1 and len({emails[r] for r in present}) == 1 and emails[present[0]]:
+            assert len({ids[r] for r in present}) == 1, f"records {present} were not merged"
+            linked += 1
+    assert linked >= 10
+    # precision: no two different persons share a customer id
+    owner: dict[int, str] = {}
+    person_of = {(r["source"], r["source_record_id"]): r["person_id"] for r in records}
+    for rec, cid in ids.items():
+        if rec in person_of:
+            assert owner.setdefault(cid, person_of[rec]) == person_of[rec], f"customer {cid} merges strangers"
+
+
+def test_known_bad_rows_are_in_rejects_with_reason(demo_env, demo_run):
+    con = demo_env.connect()
+    try:
+        rejects = con.execute("SELECT file, line, field, reason FROM ops.rejects").fetchall()
+        report = con.execute("""SELECT source, status, records, new + updated + unchanged, rejected
+                                FROM ops.import_report""").fetchall()
+    finally:
+        con.close()
+    by_pos = {(f, l): (fld, reason) for f, l, fld, reason in rejects}
+    bad = _truth(demo_env, "bad_rows.csv")
+    assert bad
+    expected_field = {"type": "event_type"}
+    for row in bad:
+        hit = by_pos.get((row["file"], int(row["line"])))
+        assert hit is not None, f"bad row {row} not rejected"
+        assert hit[0] == expected_field.get(row["field"], row["field"])
+        assert hit[1]
+    reasons = {(f, r) for _, _, f, r in rejects}
+    assert ("email", "not a valid e-mail address") in reasons
+    assert ("birth_date", "not a date in format %d/%m/%Y") in reasons
+    assert any(f == "*" and r.startswith("expected 16 fields") for f, r in reasons)
+    for source, status, records, accepted, rejected in report:
+        assert status == "loaded"
+        assert accepted + rejected == records, source
+
+
+def test_rejects_hold_no_personal_values(demo_env, demo_run):
+    con = demo_env.connect()
+    try:
+        text = " ".join(str(v) for row in con.execute("SELECT * FROM ops.rejects").fetchall() for v in row)
+    finally:
+        con.close()
+    assert "@" not in text
+
+
+def test_feed_holds_the_expected_rows_with_a_manifest(demo_env, demo_run):
+    con = demo_env.connect()
+    try:
+        expected = [r[0] for r in con.execute("""
+            SELECT c.customer_id FROM marts.contact_cards c
+            JOIN marketing.rfm_scores r ON r.customer_id = c.customer_id AND r.as_of_date = ?
+            WHERE c.country = 'IT' AND c.order_summary >= 300
+              AND (r.rfm_group IN ('champions', 'loyal') OR c.order_number >= 4)
+              AND c.email_consent = 'granted' AND NOT c.email_hard_bounced AND c.email IS NOT NULL
+            ORDER BY 1""", [AS_OF]).fetchall()]
+        consent = dict(con.execute("SELECT customer_id, email_consent FROM core.customers").fetchall())
+    finally:
+        con.close()
+    folder = demo_env.feeds / "newsletter_high_value"
+    data = folder / f"newsletter_high_value_{AS_OF}.csv"
+    manifest = json.loads((folder / f"newsletter_high_value_{AS_OF}.manifest.json").read_text())
+    with open(data, encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["customer_id"]) for r in rows] == expected
+    assert expected, "the sample should put somebody in the feed"
+    assert manifest["rows"] == len(rows)
+    import hashlib
+    assert manifest["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
+    assert all(consent[int(r["customer_id"])] == "granted" for r in rows)
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_second_run_changes_nothing_and_keeps_ids(demo_env, demo_run):
+    con = demo_env.connect()
+    try:
+        before = con.execute("SELECT source, source_record_id, customer_id FROM core.customer_sources ORDER BY 1, 2").fetchall()
+        counts = con.execute("SELECT (SELECT count(*) FROM core.customers), (SELECT count(*) FROM ops.rejects), "
+                             "(SELECT count(*) FROM marketing.rfm_scores), (SELECT count(*) FROM raw.crm_contacts)").fetchone()
+    finally:
+        con.close()
+    result = demo_env.run_daily()
+    assert result.success
+    con = demo_env.connect()
+    try:
+        after = con.execute("SELECT source, source_record_id, customer_id FROM core.customer_sources ORDER BY 1, 2").fetchall()
+        counts2 = con.execute("SELECT (SELECT count(*) FROM core.customers), (SELECT count(*) FROM ops.rejects), "
+                              "(SELECT count(*) FROM marketing.rfm_scores), (SELECT count(*) FROM raw.crm_contacts)").fetchone()
+        new_reports = con.execute("SELECT count(*) FROM ops.import_report WHERE batch_id = ?",
+                                  [result.run_id]).fetchone()[0]
+    finally:
+        con.close()
+    assert after == before
+    assert counts2 == counts
+    assert new_reports == 0  # every file was already in the ledger
+
+
+def test_assets_report_row_counts(demo_env, demo_run):
+    mats = [e.event_specific_data.materialization for e in demo_run.get_asset_materialization_events()]
+    for m in mats:
+        assert "dagster/row_count" in m.metadata, m.asset_key
+    cust = next(m for m in mats if m.asset_key == dg.AssetKey(["core", "customers"]))
+    assert cust.metadata["dagster/row_count"].value > 100
