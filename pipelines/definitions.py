@@ -44,24 +44,35 @@ def load_stage_modules():
             yield module
 
 
-def build_definitions(deployment: Deployment, warehouse: Path, landing: Path, feeds: Path,
-                      memory_limit: str | None = None) -> dg.Definitions:
+def build_assets(deployment: Deployment) -> tuple[list, list]:
+    """Every asset and asset check of every stage module, for one deployment."""
     all_assets, all_checks = [], []
     for module in load_stage_modules():
         a, c = module.build(deployment)
         all_assets.extend(a)
         all_checks.extend(c)
+    return all_assets, all_checks
+
+
+def build_resources(warehouse: Path, landing: Path, feeds: Path,
+                    memory_limit: str | None = None) -> dict:
+    return {
+        "warehouse": warehouse_resource(str(warehouse), memory_limit),
+        "landing": LandingZone(root=str(landing)),
+        "feeds": FeedStore(root=str(feeds)),
+    }
+
+
+def build_definitions(deployment: Deployment, warehouse: Path, landing: Path, feeds: Path,
+                      memory_limit: str | None = None) -> dg.Definitions:
+    all_assets, all_checks = build_assets(deployment)
     return dg.Definitions(
         assets=all_assets,
         asset_checks=all_checks,
         jobs=[daily_job],
         schedules=[daily_schedule],
         sensors=[build_landing_sensor(deployment, landing)],
-        resources={
-            "warehouse": warehouse_resource(str(warehouse), memory_limit),
-            "landing": LandingZone(root=str(landing)),
-            "feeds": FeedStore(root=str(feeds)),
-        },
+        resources=build_resources(warehouse, landing, feeds, memory_limit),
     )
 
 
