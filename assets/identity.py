@@ -24,6 +24,7 @@ def build(deployment: Deployment):
                          description="Which golden customer each source record belongs to "
                                      "(public: source, source_record_id, customer_id)."),
             dg.AssetSpec(MERGE_LOG, group_name=GROUP, kinds={"duckdb"},
+                         deps=[dg.AssetKey(["staging", "contacts"])],
                          description="Every merge and split of customer ids, with rule and evidence."),
         ],
         pool=POOL,

@@ -2,5 +2,6 @@
 
 import dagster as dg
 
-# end_offset=1 lets an operator run "as of today"; the schedule runs yesterday.
-daily_partitions = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_offset=1)
+# The last partition is yesterday (a day is complete once it is over), so the 02:00
+# schedule runs the day that just ended.
+daily_partitions = dg.DailyPartitionsDefinition(start_date="2024-01-01")

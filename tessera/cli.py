@@ -1,6 +1,6 @@
 """The ``tessera`` command line.
 
-    tessera generate --contacts N [--seed S] [--out DIR]   sample data with known truth
+    tessera generate --contacts N [--seed S] [--as-of D] [--out DIR]   sample data + truth
     tessera run [--date YYYY-MM-DD]                         the daily job, in process
     tessera demo [--contacts N]                             generate + run + summary
     tessera summary [--run-id ID]                           what the last run did
@@ -52,7 +52,13 @@ def init_home() -> Path:
 def cmd_generate(args) -> int:
     from tessera.sample_data import generate
 
-    out = Path(args.out)
+    if args.out:
+        out = Path(args.out)
+    else:
+        _setup_env(args)
+        from pipelines.definitions import tessera_paths
+
+        out = tessera_paths()["landing"]
     summary = generate(out, contacts=args.contacts, seed=args.seed,
                        as_of=dt.date.fromisoformat(args.as_of))
     print(f"generated {summary['persons']} persons into {out}:")
@@ -161,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--contacts", type=int, default=300)
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--as-of", default=DEMO_DATE.isoformat())
-    g.add_argument("--out", default="var/demo/landing")
+    g.add_argument("--out", help="folder to write into (default: the landing folder of --home)")
     g.set_defaults(func=cmd_generate)
 
     r = sub.add_parser("run", help="run the daily job for one day")

@@ -230,9 +230,13 @@ def load_deployment(config_dir: str | Path) -> Deployment:
                     f"{main_y.where(('properties', e, j, 'name'))}: '{p.name}' is a base "
                     "property already"
                 )
+    from tessera.segments import GOLDEN_FIELDS
+
     for field in main.tree.field_rules:
-        if field not in contracts["contact"].fields and field not in ext_by_entity.get("contact", ()):
-            raise ConfigError(f"{main_y.where(('tree', 'field_rules', field))}: unknown field")
+        if field not in GOLDEN_FIELDS and field not in ext_by_entity.get("contact", ()):
+            raise ConfigError(
+                f"{main_y.where(('tree', 'field_rules', field))}: '{field}' is not a golden field "
+                "(consent never comes from survivorship)")
 
     seen: set[str] = set()
     for i, s in enumerate(sources.sources):
@@ -297,6 +301,8 @@ def load_deployment(config_dir: str | Path) -> Deployment:
             raise ConfigError(
                 f"{feeds_y.where(('feeds', i, 'segment'))}: unknown segment '{feed.segment}'"
             )
+        if "customer_id" not in feed.fields:
+            raise ConfigError(f"{feeds_y.where(('feeds', i, 'fields'))}: a feed must include 'customer_id'")
         for j, f in enumerate(feed.fields):
             if f not in catalogue:
                 raise ConfigError(f"{feeds_y.where(('feeds', i, 'fields', j))}: unknown field '{f}'")

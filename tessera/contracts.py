@@ -2,7 +2,7 @@
 
 Entity contracts (``data_contracts/entities/*.yaml``) say what a source must deliver
 after its column mapping: types, required fields, formats, allowed values. They are
-enforced at ingestion, row by row but in set-based SQL (see ``tessera.ingest.validate``).
+enforced at ingestion, per field but in set-based SQL (see ``tessera.ingest.load``).
 Published-table contracts (``data_contracts/published/*.yaml``) list the columns that
 downstream tools rely on; asset checks compare the warehouse against them so that a
 rename shows up as a failed check, not as a broken export at a customer.

@@ -40,16 +40,15 @@ def consent_filter(channel: str) -> str:
     return "TRUE"
 
 
-def feed_rows_sql(feed) -> tuple[str, list]:
+def feed_rows_sql(feed) -> str:
+    """The feed's rows; binds the day, then (with a segment) the segment name and the day."""
     cols = ", ".join(f'"{f}"' for f in feed.fields)
     seg = ""
-    params: list = []
     if feed.segment:
         seg = ("AND customer_id IN (SELECT customer_id FROM marketing.segment_members "
                "WHERE segment = ? AND as_of_date = ?)")
-        params = [feed.segment]
     return (f"SELECT {cols} FROM ({segment_base_sql()}) WHERE {consent_filter(feed.channel)} "
-            f"{seg} ORDER BY customer_id", params)
+            f"{seg} ORDER BY customer_id")
 
 
 def _neutralise(value):
@@ -94,7 +93,7 @@ def write_manifest(path: Path, manifest: dict) -> None:
 
 def build_feed(con: duckdb.DuckDBPyConnection, feed, as_of: dt.date, feeds_dir: Path,
                now: dt.datetime) -> dict:
-    sql, params = feed_rows_sql(feed)
+    sql = feed_rows_sql(feed)
     # The base relation binds the RFM day first, then the segment filter binds its own.
     bind = [as_of] + ([feed.segment, as_of] if feed.segment else [])
     rel = con.execute(sql, bind)
@@ -123,6 +122,17 @@ def build_feed(con: duckdb.DuckDBPyConnection, feed, as_of: dt.date, feeds_dir: 
                     [feed.name, as_of])
         con.execute("INSERT INTO exports.feed_deliveries VALUES (?, ?, ?, ?, ?, ?)",
                     [feed.name, as_of, str(data_path), len(rows), sha, now])
-        con.execute(f"CREATE OR REPLACE TABLE exports.{feed.name} AS SELECT CAST(? AS DATE) AS as_of_date, * FROM ({sql})",
+        # exports.<feed> keeps every delivered day; a re-run replaces its own day only.
+        # If the feed's fields changed, the table is rebuilt with the new columns.
+        table = f"exports.{feed.name}"
+        want = ["as_of_date", *columns]
+        have = [r[0] for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'exports' "
+            "AND table_name = ? ORDER BY ordinal_position", [feed.name]).fetchall()]
+        if have != want:
+            con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT CAST(? AS DATE) AS as_of_date, * "
+                        f"FROM ({sql}) WHERE false", [as_of, *bind])
+        con.execute(f"DELETE FROM {table} WHERE as_of_date = ?", [as_of])
+        con.execute(f"INSERT INTO {table} SELECT CAST(? AS DATE) AS as_of_date, * FROM ({sql})",
                     [as_of, *bind])
     return {"rows": len(rows), "file": str(data_path), "sha256": sha}

@@ -25,6 +25,7 @@ GOLDEN_FIELDS: dict[str, str] = {
 CARD_EXTRA_FIELDS: dict[str, str] = {
     "customer_id": "integer",
     "email_consent": "string",
+    "sms_consent": "string",
     "email_hard_bounced": "boolean",
     "source_count": "integer",
     "order_number": "integer",
@@ -34,6 +35,8 @@ CARD_EXTRA_FIELDS: dict[str, str] = {
     "last_order_date": "date",
     "event_count": "integer",
     "last_event_at": "timestamp",
+    "page_views": "integer",
+    "email_opens": "integer",
     "updated_at": "timestamp",
 }
 
@@ -66,6 +69,10 @@ def _fail(src: LoadedYaml | None, loc: tuple, msg: str) -> None:
 
 
 def _check_value(ftype: str, value: Any, src, loc, op: str) -> None:
+    if ftype == "boolean" and not isinstance(value, bool):
+        _fail(src, loc, f"operator '{op}' on a yes/no field needs true or false, got {value!r}")
+    if ftype == "string" and not isinstance(value, str):
+        _fail(src, loc, f"operator '{op}' on a text field needs a text value, got {value!r}")
     if ftype in _NUMERIC and (isinstance(value, bool) or not isinstance(value, (int, float))):
         _fail(src, loc, f"operator '{op}' on a number needs a number, got {value!r}")
     if ftype in _TEMPORAL and not isinstance(value, (dt.date, str)):
@@ -135,7 +142,8 @@ def validate_rule(rule: Any, catalogue: dict[str, str], src: LoadedYaml | None =
 
 
 def _cast(ftype: str) -> str:
-    return {"integer": "BIGINT", "decimal": "DOUBLE", "date": "DATE", "timestamp": "TIMESTAMP",
+    # Numbers compare as DOUBLE: `order_number < 4.5` must not round 4.5 to an integer.
+    return {"integer": "DOUBLE", "decimal": "DOUBLE", "date": "DATE", "timestamp": "TIMESTAMP",
             "boolean": "BOOLEAN"}.get(ftype, "VARCHAR")
 
 

@@ -170,11 +170,17 @@ def build_validation_sql(deployment: Deployment, source: Source) -> tuple[str, l
     return sql, params
 
 
-def _ledger_state(con, source: str, sha: str) -> tuple[str, str] | None:
-    row = con.execute(
+def _ledger_state(con, source: str, sha: str, rel: str) -> tuple[str, str] | None:
+    """(first file with these bytes, status of *this* file name) or None if never seen."""
+    rows = con.execute(
         "SELECT file, status FROM ops.file_ledger WHERE source = ? AND sha256 = ? "
-        "ORDER BY loaded_at LIMIT 1", [source, sha]).fetchone()
-    return (row[0], row[1]) if row else None
+        "ORDER BY file_seq", [source, sha]).fetchall()
+    if not rows:
+        return None
+    for file, status in rows:
+        if file == rel:
+            return rows[0][0], status
+    return rows[0][0], "new_name"
 
 
 def _next_file_seq(con) -> int:
@@ -212,9 +218,9 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
         sha, size = fingerprint_and_check_encoding(path, encoding_of(source))
     except FileRejected as exc:
         return _record_file_failure(con, source, rel, "", batch_id, now, 0, str(exc))
-    seen = _ledger_state(con, source.name, sha)
+    seen = _ledger_state(con, source.name, sha, rel)
     if seen is not None:
-        if seen[0] == rel:
+        if seen[1] != "new_name":
             return FileOutcome(rel, "already_loaded")
         with transaction(con):
             con.execute("INSERT INTO ops.file_ledger VALUES (?, ?, ?, ?, ?, 'duplicate_file', ?)",
@@ -254,6 +260,8 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
     cols = list(source_fields(deployment, source))
     col_list = ", ".join(f"\"{c}\"" for c in cols)
     file_seq = _next_file_seq(con)
+    # A derived id is a hash of the record's values (e-mail included): keep it out of rejects.
+    rid = "source_record_id" if "source_record_id" in source.columns else "NULL"
     with transaction(con):
         con.execute("DELETE FROM ops.rejects WHERE source = ? AND file = ?", [source.name, rel])
         for p in result.problems:
@@ -262,17 +270,17 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
         if reason_cols:
             con.execute(f"""
                 INSERT INTO ops.rejects
-                SELECT ?, ?, _line, substr(field, 4), reason, source_record_id, ?, ?
+                SELECT ?, ?, _line, substr(field, 4), reason, {rid}, ?, ?
                 FROM (UNPIVOT (SELECT _line, source_record_id, {', '.join(chr(34) + c + chr(34) for c in reason_cols)}
                                FROM _checked2 WHERE NOT _ok)
                       ON {', '.join(chr(34) + c + chr(34) for c in reason_cols)}
                       INTO NAME field VALUE reason)
                 ORDER BY _line, field""", [source.name, rel, batch_id, now])
-        con.execute("""
+        con.execute(f"""
             INSERT INTO ops.rejects
             SELECT ?, ?, c._line, 'source_record_id',
                    'superseded by a later record with the same id in this file (line ' || l._line || ')',
-                   c.source_record_id, ?, ?
+                   {'c.source_record_id' if rid != 'NULL' else 'NULL'}, ?, ?
             FROM _checked2 c JOIN (SELECT source_record_id, _line FROM _checked2 WHERE _dup_rank = 1) l
               USING (source_record_id)
             WHERE c._ok AND c._dup_rank > 1""", [source.name, rel, batch_id, now])

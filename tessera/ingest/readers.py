@@ -198,11 +198,21 @@ def read_xml(path: Path, source: Source, result: ReadResult) -> Iterator[pa.Tabl
     lines: list[int] = []
     table_seen: str | None = None
     parser_kw = dict(
-        events=("end",), resolve_entities=False, no_network=True, load_dtd=False,
+        events=("start", "end"), resolve_entities=False, no_network=True, load_dtd=False,
         huge_tree=False, remove_comments=True,
     )
     try:
-        for _event, elem in etree.iterparse(str(path), **parser_kw):
+        root_checked = False
+        for event, elem in etree.iterparse(str(path), **parser_kw):
+            if event == "start":
+                if not root_checked:
+                    # The prolog is fully parsed once the root element starts: a DOCTYPE
+                    # anywhere in it (even after a long comment) is refused here.
+                    root_checked = True
+                    info = elem.getroottree().docinfo
+                    if info.doctype or info.internalDTD is not None:
+                        raise FileRejected(f"{path.name}: XML with a DOCTYPE declaration is refused")
+                continue
             tag = elem.tag
             if tag == "table" and table_seen is None:
                 table_seen = (elem.text or "").strip()

@@ -251,7 +251,14 @@ def test_tree_priority_missing_node(cfg):
 def test_tree_field_rule_unknown_field(cfg):
     line = _break(cfg, "tessera.yaml", "    mobile: most_recent", "    shoe_size: most_recent")
     msg = _error(cfg)
-    assert f"tessera.yaml:{line}: tree.field_rules.shoe_size: unknown field" in msg
+    assert f"tessera.yaml:{line}: tree.field_rules.shoe_size: 'shoe_size' is not a golden field" in msg
+
+
+def test_tree_field_rule_cannot_decide_consent(cfg):
+    line = _break(cfg, "tessera.yaml", "    mobile: most_recent", "    consent_email: most_recent")
+    msg = _error(cfg)
+    assert f"tessera.yaml:{line}: tree.field_rules.consent_email:" in msg
+    assert "consent never comes from survivorship" in msg
 
 
 def test_tree_field_rule_on_extended_property_is_allowed(cfg):

@@ -1,0 +1,410 @@
+"""Tests for tessera.ingest.load.ingest_source: real landing files into a real DuckDB file,
+with the demo configuration (and a copy of it with an extra typed property)."""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import decimal
+import io
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tessera.config import load_deployment
+from tessera.ingest.load import ingest_source
+from tessera.warehouse import connect, ensure_warehouse
+
+DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
+NOW = dt.datetime(2026, 11, 1, 6, 0, 0)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return load_deployment(DEMO)
+
+
+@pytest.fixture
+def con(tmp_path):
+    c = connect(tmp_path / "wh" / "warehouse.duckdb")
+    ensure_warehouse(c)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def landing(tmp_path) -> Path:
+    d = tmp_path / "landing"
+    d.mkdir()
+    return d
+
+
+def crm_row(**over) -> dict:
+    row = dict(
+        source_record_id="C001", first_name="Niccol\u00f2", last_name="D'Amato",
+        email="niccolo.damato@example.it", mobile="+39 333 1234567", birth_date="14/02/1980",
+        gender="M", address="Via Garibaldi 1", postcode="00184", city="Roma", province="RM",
+        country="IT", tax_code="DMTNCC80B14H501X", consent_email="si",
+        updated_at="01/10/2026 10:30", loyalty_tier="gold",
+    )
+    row.update(over)
+    return row
+
+
+def write_crm(landing: Path, name: str, rows: list[dict], dep, encoding="cp1252") -> Path:
+    """Write a CRM export with the demo's header (source columns) in ``encoding`` bytes."""
+    src = dep.source("crm_contacts")
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf, delimiter=";", lineterminator="\r\n")
+    writer.writerow(list(src.columns.values()))
+    for r in rows:
+        writer.writerow([r.get(canon, "") for canon in src.columns])
+    path = landing / "crm" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buf.getvalue().encode(encoding))
+    return path
+
+
+def ingest(con, dep, landing, source="crm_contacts", batch="b1"):
+    return ingest_source(con, dep, dep.source(source), landing, batch, now=NOW)
+
+
+def rows(con, sql, params=None):
+    return con.execute(sql, params or []).fetchall()
+
+
+def report(con, source="crm_contacts"):
+    return rows(con, "SELECT file, status, records, new, updated, unchanged, rejected, message "
+                     "FROM ops.import_report WHERE source = ? ORDER BY loaded_at, file", [source])
+
+
+def rejects(con, source="crm_contacts"):
+    return rows(con, "SELECT file, line, field, reason, source_record_id FROM ops.rejects "
+                     "WHERE source = ? ORDER BY file, line, field", [source])
+
+
+def n_raw(con, table="crm_contacts"):
+    return con.execute(f"SELECT count(*) FROM raw.{table}").fetchone()[0]
+
+
+# --------------------------------------------------------------------------- #
+def test_clean_file_loads_typed_values(con, demo, landing):
+    write_crm(landing, "crm_contacts_20261101.csv", [
+        crm_row(),
+        crm_row(source_record_id="C002", first_name="Universit\u00e0", email="\tanna@example.it ",
+                postcode="00100", gender="F", consent_email="no", loyalty_tier="",
+                address='Piazza "Duomo"\r\nscala B'),
+    ], demo)
+    out = ingest(con, demo, landing)
+    assert [(f.file, f.status, f.records, f.new, f.rejected) for f in out.files] == [
+        ("crm/crm_contacts_20261101.csv", "loaded", 2, 2, 0)]
+    got = rows(con, "SELECT source_record_id, first_name, email, postcode, birth_date, consent_email, "
+                    "updated_at, loyalty_tier, address, _file, _line, _batch_id, _loaded_at "
+                    "FROM raw.crm_contacts ORDER BY source_record_id")
+    assert got == [
+        ("C001", "Niccol\u00f2", "niccolo.damato@example.it", "00184", dt.date(1980, 2, 14), True,
+         dt.datetime(2026, 10, 1, 10, 30), "gold", "Via Garibaldi 1",
+         "crm/crm_contacts_20261101.csv", 2, "b1", NOW),
+        ("C002", "Universit\u00e0", "anna@example.it", "00100", dt.date(1980, 2, 14), False,
+         dt.datetime(2026, 10, 1, 10, 30), None, 'Piazza "Duomo"\r\nscala B',
+         "crm/crm_contacts_20261101.csv", 3, "b1", NOW),
+    ]
+    assert report(con) == [("crm/crm_contacts_20261101.csv", "loaded", 2, 2, 0, 0, 0, None)]
+    assert rejects(con) == []
+    ledger = rows(con, "SELECT source, file, status, file_seq FROM ops.file_ledger")
+    assert ledger == [("crm_contacts", "crm/crm_contacts_20261101.csv", "loaded", 1)]
+
+
+def test_extended_property_lands_typed(con, demo, landing):
+    write_crm(landing, "crm_contacts_20261101.csv", [crm_row(loyalty_tier="silver")], demo)
+    ingest(con, demo, landing)
+    types = dict(rows(con, "SELECT column_name, data_type FROM information_schema.columns "
+                           "WHERE table_schema = 'raw' AND table_name = 'crm_contacts'"))
+    assert types["loyalty_tier"] == "VARCHAR"
+    assert types["birth_date"] == "DATE" and types["consent_email"] == "BOOLEAN"
+    assert types["updated_at"] == "TIMESTAMP"
+    assert rows(con, "SELECT loyalty_tier FROM raw.crm_contacts") == [("silver",)]
+
+
+def test_extended_integer_property_typed_and_validated(tmp_path, con, landing):
+    cfg = tmp_path / "config"
+    shutil.copytree(DEMO, cfg)
+    main = cfg / "tessera.yaml"
+    main.write_text(main.read_text().replace(
+        '    - {name: loyalty_tier, type: string, description: "loyalty programme tier (bronze/silver/gold)"}',
+        '    - {name: loyalty_tier, type: string}\n    - {name: loyalty_points, type: integer}\n'
+        '    - {name: spend, type: decimal}'))
+    srcs = cfg / "sources.yaml"
+    srcs.write_text(srcs.read_text().replace(
+        "      loyalty_tier: livello_fedelta\n",
+        "      loyalty_tier: livello_fedelta\n      loyalty_points: punti\n      spend: spesa\n"))
+    dep = load_deployment(cfg)
+    write_crm(landing, "crm_contacts_20261101.csv", [
+        crm_row(loyalty_points="1250", spend="99.90"),
+        crm_row(source_record_id="C002", loyalty_points="molti", spend="10"),
+    ], dep)
+    out = ingest(con, dep, landing)
+    assert (out.files[0].new, out.files[0].rejected) == (1, 1)
+    types = dict(rows(con, "SELECT column_name, data_type FROM information_schema.columns "
+                           "WHERE table_schema = 'raw' AND table_name = 'crm_contacts'"))
+    assert types["loyalty_points"] == "BIGINT" and types["spend"] == "DECIMAL(18,2)"
+    assert rows(con, "SELECT source_record_id, loyalty_points, spend FROM raw.crm_contacts") == [
+        ("C001", 1250, decimal.Decimal("99.90"))]
+    assert rejects(con) == [("crm/crm_contacts_20261101.csv", 3, "loyalty_points",
+                             "not an integer", "C002")]
+
+
+def test_rejects_name_file_line_field_reason_never_the_value(con, demo, landing):
+    bad = {
+        "C002": dict(email="mario.rossi@@esempio"),
+        "C003": dict(birth_date="31/02/1980", gender="X"),
+        "C004": dict(mobile="chiamami", country="Italia"),
+        "C005": dict(updated_at="2026-10-01T10:30", consent_email="forse"),
+        "": dict(),
+    }
+    rs = [crm_row(source_record_id="C001")]
+    rs += [crm_row(source_record_id=k, **v) for k, v in bad.items()]
+    path = write_crm(landing, "crm_contacts_20261101.csv", rs, demo)
+    # one record with the wrong number of fields (line 7)
+    with open(path, "ab") as fh:
+        fh.write("C006;Solo;Tre\r\n".encode("cp1252"))
+    out = ingest(con, demo, landing)
+    f = out.files[0]
+    assert (f.status, f.records, f.new, f.rejected) == ("loaded", 7, 1, 6)
+    got = rejects(con)
+    file = "crm/crm_contacts_20261101.csv"
+    assert got == [
+        (file, 3, "email", "not a valid e-mail address", "C002"),
+        (file, 4, "birth_date", "not a date in format %d/%m/%Y", "C003"),
+        (file, 4, "gender", "value not allowed (allowed: M, F)", "C003"),
+        (file, 5, "country", "not an ISO 3166-1 alpha-2 country code", "C004"),
+        (file, 5, "mobile", "not a valid phone number", "C004"),
+        (file, 6, "consent_email", "not a yes/no value", "C005"),
+        (file, 6, "updated_at", "not a timestamp in format %d/%m/%Y %H:%M", "C005"),
+        (file, 7, "source_record_id", "required field is empty", None),
+        (file, 8, "*", "expected 16 fields, found 3", None),
+    ]
+    # The refused values never reach ops.rejects (they may be personal data).
+    everything = " | ".join(str(v) for r in rows(con, "SELECT * FROM ops.rejects") for v in r)
+    for value in ("mario.rossi@@esempio", "31/02/1980", "chiamami", "Italia", "forse",
+                  "2026-10-01T10:30", "Solo", "Tre"):
+        assert value not in everything
+    (rep,) = report(con)
+    _, status, records, new, updated, unchanged, rejected, _ = rep
+    assert new + updated + unchanged + rejected == records == 7
+    assert rejected == 6
+    assert rows(con, "SELECT source_record_id FROM raw.crm_contacts") == [("C001",)]
+
+
+def test_same_file_loaded_again_is_skipped(con, demo, landing):
+    write_crm(landing, "crm_contacts_20261101.csv", [crm_row(), crm_row(source_record_id="C002")], demo)
+    ingest(con, demo, landing, batch="b1")
+    before = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+              for t in ("raw.crm_contacts", "ops.import_report", "ops.file_ledger", "ops.rejects")}
+    out = ingest(con, demo, landing, batch="b2")
+    assert [(f.file, f.status, f.records, f.new) for f in out.files] == [
+        ("crm/crm_contacts_20261101.csv", "already_loaded", 0, 0)]
+    after = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in before}
+    assert after == before
+
+
+def test_same_bytes_under_another_name_is_a_duplicate(con, demo, landing):
+    first = write_crm(landing, "crm_contacts_20261101.csv", [crm_row()], demo)
+    ingest(con, demo, landing, batch="b1")
+    shutil.copyfile(first, landing / "crm" / "crm_contacts_20261102.csv")
+    out = ingest(con, demo, landing, batch="b2")
+    assert [(f.file, f.status) for f in out.files] == [
+        ("crm/crm_contacts_20261101.csv", "already_loaded"),
+        ("crm/crm_contacts_20261102.csv", "duplicate_file"),
+    ]
+    assert n_raw(con) == 1
+    assert report(con)[1] == ("crm/crm_contacts_20261102.csv", "duplicate_file", 0, 0, 0, 0, 0,
+                              "same content as crm/crm_contacts_20261101.csv; nothing changed")
+    assert rows(con, "SELECT file, status FROM ops.file_ledger ORDER BY file_seq") == [
+        ("crm/crm_contacts_20261101.csv", "loaded"),
+        ("crm/crm_contacts_20261102.csv", "duplicate_file"),
+    ]
+
+
+def test_duplicate_file_seen_again_changes_nothing(con, demo, landing):
+    first = write_crm(landing, "crm_contacts_20261101.csv", [crm_row()], demo)
+    ingest_source(con, demo, demo.source("crm_contacts"), landing, "b1", now=NOW)
+    shutil.copyfile(first, landing / "crm" / "crm_contacts_20261102.csv")
+    ingest_source(con, demo, demo.source("crm_contacts"), landing, "b2",
+                  now=NOW + dt.timedelta(days=1))
+    counts = [con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+              for t in ("raw.crm_contacts", "ops.import_report", "ops.file_ledger")]
+    out = ingest_source(con, demo, demo.source("crm_contacts"), landing, "b3",
+                        now=NOW + dt.timedelta(days=2))
+    assert [f.status for f in out.files] == ["already_loaded", "already_loaded"]
+    assert [con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("raw.crm_contacts", "ops.import_report", "ops.file_ledger")] == counts
+
+
+def test_changed_and_unchanged_records_in_a_second_file(con, demo, landing):
+    write_crm(landing, "crm_contacts_20261101.csv",
+              [crm_row(source_record_id="A"), crm_row(source_record_id="B", city="Roma")], demo)
+    ingest(con, demo, landing, batch="b1")
+    write_crm(landing, "crm_contacts_20261102.csv",
+              [crm_row(source_record_id="A"), crm_row(source_record_id="B", city="Milano"),
+               crm_row(source_record_id="C")], demo)
+    out = ingest(con, demo, landing, batch="b2")
+    f = out.files[1]
+    assert (f.file, f.status, f.records, f.new, f.updated, f.unchanged, f.rejected) == (
+        "crm/crm_contacts_20261102.csv", "loaded", 3, 1, 1, 1, 0)
+    assert report(con)[1][1:7] == ("loaded", 3, 1, 1, 1, 0)
+    got = rows(con, "SELECT source_record_id, city, _file, _file_seq, _batch_id FROM raw.crm_contacts "
+                    "ORDER BY source_record_id, _file_seq")
+    assert got == [
+        ("A", "Roma", "crm/crm_contacts_20261101.csv", 1, "b1"),
+        ("B", "Roma", "crm/crm_contacts_20261101.csv", 1, "b1"),
+        ("B", "Milano", "crm/crm_contacts_20261102.csv", 2, "b2"),
+        ("C", "Roma", "crm/crm_contacts_20261102.csv", 2, "b2"),
+    ]
+    # Changing B back is again an update against its latest version.
+    write_crm(landing, "crm_contacts_20261103.csv", [crm_row(source_record_id="B", city="Roma")], demo)
+    f = ingest(con, demo, landing, batch="b3").files[2]
+    assert (f.new, f.updated, f.unchanged) == (0, 1, 0)
+    assert n_raw(con) == 5
+
+
+def test_whitespace_only_change_is_unchanged(con, demo, landing):
+    write_crm(landing, "crm_contacts_20261101.csv", [crm_row(city="Roma")], demo)
+    ingest(con, demo, landing)
+    write_crm(landing, "crm_contacts_20261102.csv", [crm_row(city=" Roma\t")], demo)
+    f = ingest(con, demo, landing, batch="b2").files[1]
+    assert (f.new, f.updated, f.unchanged) == (0, 0, 1)
+    assert n_raw(con) == 1
+
+
+def test_same_id_twice_in_one_file_later_wins(con, demo, landing):
+    write_crm(landing, "crm_contacts_20261101.csv", [
+        crm_row(source_record_id="A", city="Roma"),
+        crm_row(source_record_id="B"),
+        crm_row(source_record_id="A", city="Napoli"),
+    ], demo)
+    f = ingest(con, demo, landing).files[0]
+    assert (f.records, f.new, f.rejected) == (3, 2, 1)
+    assert rows(con, "SELECT source_record_id, city, _line FROM raw.crm_contacts ORDER BY 1") == [
+        ("A", "Napoli", 4), ("B", "Roma", 3)]
+    assert rejects(con) == [(
+        "crm/crm_contacts_20261101.csv", 2, "source_record_id",
+        "superseded by a later record with the same id in this file (line 4)", "A")]
+    (rep,) = report(con)
+    assert rep[2:7] == (3, 2, 0, 0, 1)
+
+
+def test_file_in_wrong_encoding_is_failed_whole(con, demo, landing):
+    write_crm(landing, "crm_contacts_20261101.csv", [crm_row()], demo)
+    ingest(con, demo, landing, batch="b1")
+    raw_before = rows(con, "SELECT * FROM raw.crm_contacts")
+    # UTF-8 bytes in a source declared cp1252
+    write_crm(landing, "crm_contacts_20261102.csv",
+              [crm_row(first_name="Citt\u00e0 Nuova", city="Forl\u00ec")], demo, encoding="utf-8")
+    out = ingest(con, demo, landing, batch="b2")
+    f = out.files[1]
+    assert (f.file, f.status, f.new, f.updated) == ("crm/crm_contacts_20261102.csv", "failed", 0, 0)
+    assert "UTF-8" in f.message and "cp1252" in f.message
+    assert rows(con, "SELECT * FROM raw.crm_contacts") == raw_before
+    (rep,) = [r for r in report(con) if r[0].endswith("1102.csv")]
+    assert rep[1] == "failed" and rep[3:6] == (0, 0, 0)
+    assert "crm_contacts_20261102.csv" in rep[7] and "declares cp1252" in rep[7]
+    assert rejects(con) == [("crm/crm_contacts_20261102.csv", None, "*", rep[7], None)]
+    # Not in the ledger: the file is tried again (and fails again) on the next run.
+    assert rows(con, "SELECT count(*) FROM ops.file_ledger WHERE file LIKE '%1102%'") == [(0,)]
+    out = ingest(con, demo, landing, batch="b3")
+    assert [f.status for f in out.files] == ["already_loaded", "failed"]
+    # The rejects of a failed file are replaced, not piled up.
+    assert len(rejects(con)) == 1
+    # Re-delivered in the declared encoding, it loads and its old failure rejects go away.
+    write_crm(landing, "crm_contacts_20261102.csv",
+              [crm_row(first_name="Citt\u00e0 Nuova", city="Forl\u00ec")], demo, encoding="cp1252")
+    f = ingest(con, demo, landing, batch="b4").files[1]
+    assert (f.status, f.updated) == ("loaded", 1)
+    assert rejects(con) == []
+    assert rows(con, "SELECT first_name, city FROM raw.crm_contacts ORDER BY _file_seq DESC LIMIT 1") == [
+        ("Citt\u00e0 Nuova", "Forl\u00ec")]
+
+
+def test_missing_header_column_fails_file_and_leaves_raw_untouched(con, demo, landing):
+    path = landing / "crm" / "crm_contacts_20261101.csv"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"crm_id;nome\r\nC1;Anna\r\n")
+    f = ingest(con, demo, landing).files[0]
+    assert f.status == "failed" and "header lacks column" in f.message
+    assert n_raw(con) == 0
+    assert report(con)[0][1] == "failed"
+    assert rows(con, "SELECT count(*) FROM ops.file_ledger") == [(0,)]
+
+
+def xml_orders(records: list[tuple[str, str, str, str]], table="ordini") -> str:
+    body = "".join(
+        f"<ordine><idOrdine>{i}</idOrdine><idCliente>{c}</idCliente><data>{d}</data>"
+        f"<importo>{a}</importo><idCanaleMacro>1</idCanaleMacro></ordine>\n"
+        for i, c, d, a in records)
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n<sincronizza>\n<commons><table>'
+            f"{table}</table></commons>\n<ordini>\n{body}</ordini>\n</sincronizza>\n")
+
+
+def test_xml_orders_load_and_broken_xml_is_failed_whole(con, demo, landing):
+    d = landing / "ecommerce"
+    d.mkdir()
+    (d / "ordini_20261101.xml").write_text(xml_orders([
+        ("O1", "00042", "15/10/2026", "120.50"),
+        ("O2", "00043", "2026-10-15", "10"),
+    ]), encoding="utf-8")
+    f = ingest(con, demo, landing, source="shop_orders").files[0]
+    assert (f.status, f.records, f.new, f.rejected) == ("loaded", 2, 1, 1)
+    assert rows(con, "SELECT source_record_id, customer_ref, order_date, amount, channel_macro, _line "
+                     "FROM raw.shop_orders") == [
+        ("O1", "00042", dt.date(2026, 10, 15), decimal.Decimal("120.50"), 1, 5)]
+    assert rejects(con, "shop_orders") == [
+        ("ecommerce/ordini_20261101.xml", 6, "order_date", "not a date in format %d/%m/%Y", "O2")]
+
+    text = xml_orders([("O3", "00044", "16/10/2026", "5")])
+    (d / "ordini_20261102.xml").write_text(text[: len(text) - 30], encoding="utf-8")
+    (d / "ordini_20261103.xml").write_text(xml_orders([("O4", "1", "16/10/2026", "5")], table="prodotti"),
+                                           encoding="utf-8")
+    out = ingest(con, demo, landing, source="shop_orders", batch="b2")
+    assert [(f.file, f.status) for f in out.files] == [
+        ("ecommerce/ordini_20261101.xml", "already_loaded"),
+        ("ecommerce/ordini_20261102.xml", "failed"),
+        ("ecommerce/ordini_20261103.xml", "failed"),
+    ]
+    assert "not well-formed" in out.files[1].message
+    assert "expected 'ordini'" in out.files[2].message
+    assert n_raw(con, "shop_orders") == 1
+
+
+def test_jsonl_events_with_bad_line(con, demo, landing):
+    d = landing / "web"
+    d.mkdir()
+    (d / "web_events_20261101.jsonl").write_text(
+        '{"event_id": "e1", "type": "page_view", "occurred_at": "2026-10-30T08:00:00Z", '
+        '"email": "a@example.it", "properties": {"url": "/it"}}\n'
+        "{not json\n"
+        '{"event_id": "e3", "type": "open", "occurred_at": "2026-10-30 08:00"}\n',
+        encoding="utf-8")
+    f = ingest(con, demo, landing, source="web_events").files[0]
+    assert (f.records, f.new, f.rejected) == (3, 1, 2)
+    assert rows(con, "SELECT source_record_id, occurred_at, properties FROM raw.web_events") == [
+        ("e1", dt.datetime(2026, 10, 30, 8, 0), '{"url": "/it"}')]
+    got = rejects(con, "web_events")
+    assert [(r[1], r[2]) for r in got] == [(2, "*"), (3, "occurred_at")]
+    assert got[0][3].startswith("not valid JSON")
+
+
+def test_source_without_natural_id_uses_content_hash(con, demo, landing):
+    d = landing / "email"
+    d.mkdir()
+    (d / "bounces_20261101.csv").write_text(
+        "campaign_id,email,bounce_type,bounced_at\n"
+        "K1,a@example.it,hard,2026-10-30T08:00:00\n"
+        "K1,b@example.it,soft,2026-10-30T08:00:00\n"
+        "K1,a@example.it,hard,2026-10-30T08:00:00\n",
+        encoding="utf-8")
+    f = ingest(con, demo, landing, source="email_bounces").files[0]
+    # The identical third line has the same content-id as the first: it supersedes it.
+    assert (f.records, f.new, f.rejected) == (3, 2, 1)
+    ids = rows(con, "SELECT source_record_id, email FROM raw.email_bounces ORDER BY email")
+    assert len({i for i, _ in ids}) == 2 and all(len(i) == 32 for i, _ in ids)
