@@ -8,6 +8,8 @@ export TESSERA_CONFIG ?= $(CURDIR)/examples/demo
 export DAGSTER_HOME ?= $(TESSERA_HOME)/dagster_home
 export GX_ANALYTICS_ENABLED := False
 export DO_NOT_TRACK := 1
+# Keys the suppression ledger's hashes. The demo's value is public: set your own secret.
+export TESSERA_SUPPRESSION_KEY ?= demo-only-key-set-TESSERA_SUPPRESSION_KEY
 
 .PHONY: install demo test ui bench validate lock clean
 

@@ -8,9 +8,10 @@ from dagster_duckdb import DuckDBResource
 
 from assets._common import POOL
 from pipelines.partitions import daily_partitions
-from resources import FeedStore
+from resources import FeedStore, PrivacySettings
+from tessera import privacy as privacy_core
 from tessera.config import Deployment
-from tessera.feeds import build_feed, consent_filter
+from tessera.feeds import build_feed, delivery_filter
 from tessera.warehouse import Timer
 
 GROUP = "exports"
@@ -27,10 +28,12 @@ def _feed_asset(deployment: Deployment, feed):
               description=f"Feed '{feed.name}': {feed.description} (channel: {feed.channel}).",
               metadata={"fields": dg.MetadataValue.json(list(feed.fields)), "channel": feed.channel})
     def _feed(context: dg.AssetExecutionContext, warehouse: DuckDBResource,
-              feeds: FeedStore) -> dg.MaterializeResult:
+              feeds: FeedStore, privacy: PrivacySettings) -> dg.MaterializeResult:
         timer = Timer()
         day = dt.date.fromisoformat(context.partition_key)
         with warehouse.get_connection() as con:
+            privacy_core.ensure_tables(con)
+            privacy_core.install_hmac(con, privacy.suppression_key)
             stats = build_feed(con, feed, day, feeds.path, dt.datetime.now().replace(microsecond=0))
         return dg.MaterializeResult(metadata={
             "dagster/row_count": stats["rows"],
@@ -40,15 +43,17 @@ def _feed_asset(deployment: Deployment, feed):
         })
 
     @dg.asset_check(asset=key, name="no_export_without_consent", blocking=True,
-                    description="Every exported person has consent on the feed's channel today.")
-    def _consent(warehouse: DuckDBResource):
+                    description="Every exported person has consent on the feed's channel today and no suppression.")
+    def _consent(warehouse: DuckDBResource, privacy: PrivacySettings):
         with warehouse.get_connection() as con:
+            privacy_core.ensure_tables(con)
+            privacy_core.install_hmac(con, privacy.suppression_key)
             bad = con.execute(f"""
                 SELECT count(*) FROM marts.contact_cards
                 WHERE customer_id IN (SELECT customer_id FROM exports.{feed.name}
                                       WHERE as_of_date = (SELECT max(as_of_date) FROM exports.feed_deliveries
                                                           WHERE feed = '{feed.name}'))
-                  AND NOT ({consent_filter(feed.channel)})""").fetchone()[0]
+                  AND NOT ({delivery_filter(feed.channel)})""").fetchone()[0]
         return dg.AssetCheckResult(passed=bad == 0, metadata={"rows_without_consent": int(bad)})
 
     return _feed, _consent

@@ -12,7 +12,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets._common import POOL, table_metadata
-from resources import LandingZone
+from resources import LandingZone, PrivacySettings
 from tessera.config import Deployment, Source
 from tessera.ingest.load import ingest_source
 from tessera.warehouse import Timer, ensure_warehouse
@@ -34,19 +34,21 @@ def _source_asset(deployment: Deployment, source: Source):
                   "landing_glob": source.path},
     )
     def _ingest(context: dg.AssetExecutionContext, warehouse: DuckDBResource,
-                landing: LandingZone) -> dg.MaterializeResult:
+                landing: LandingZone, privacy: PrivacySettings) -> dg.MaterializeResult:
         timer = Timer()
         now = dt.datetime.now().replace(microsecond=0)
         with warehouse.get_connection() as con:
             ensure_warehouse(con)
-            outcome = ingest_source(con, deployment, source, landing.path, context.run_id, now)
+            outcome = ingest_source(con, deployment, source, landing.path, context.run_id, now,
+                                    privacy.suppression_key)
             for f in outcome.files:
                 if f.status == "failed":
                     context.log.warning(f"{source.name}: file failed: {f.message}")
                 elif f.status != "already_loaded":
                     context.log.info(
                         f"{source.name}: {f.file}: {f.status}, {f.records} records, {f.new} new, "
-                        f"{f.updated} updated, {f.unchanged} unchanged, {f.rejected} rejected")
+                        f"{f.updated} updated, {f.unchanged} unchanged, {f.rejected} rejected, "
+                        f"{f.suppressed} suppressed")
             loaded = [f for f in outcome.files if f.status not in ("already_loaded",)]
             meta = table_metadata(con, "raw", source.name, timer.seconds, {
                 "files_seen": len(outcome.files),
@@ -57,18 +59,19 @@ def _source_asset(deployment: Deployment, source: Source):
                 "updated": outcome.total("updated"),
                 "unchanged": outcome.total("unchanged"),
                 "rejected": outcome.total("rejected"),
+                "suppressed": outcome.total("suppressed"),
             })
         return dg.MaterializeResult(metadata=meta)
 
     @dg.asset_check(asset=key, name="import_reconciles", blocking=True,
-                    description="For every file of this run: accepted + rejected = records read.")
+                    description="For every file of this run: accepted + rejected + suppressed = records read.")
     def _reconciles(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
         with warehouse.get_connection() as con:
             ensure_warehouse(con)
             bad = con.execute("""
                 SELECT count(*) FROM ops.import_report
                 WHERE source = ? AND batch_id = ? AND status = 'loaded'
-                  AND new + updated + unchanged + rejected <> records""",
+                  AND new + updated + unchanged + rejected + suppressed <> records""",
                               [source.name, context.run.run_id]).fetchone()[0]
         return dg.AssetCheckResult(passed=bad == 0, metadata={"files_not_reconciled": int(bad)})
 

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TESSERA_SUPPRESSION_KEY", "bench-only-key")
 
 AS_OF = dt.date(2026, 11, 1)
 

@@ -17,7 +17,7 @@ import assets as assets_pkg
 from pipelines.jobs import daily_job
 from pipelines.schedules import daily_schedule
 from pipelines.sensors import build_landing_sensor
-from resources import FeedStore, LandingZone, warehouse_resource
+from resources import FeedStore, LandingZone, PrivacySettings, warehouse_resource
 from tessera.config import Deployment, load_deployment
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +60,7 @@ def build_resources(warehouse: Path, landing: Path, feeds: Path,
         "warehouse": warehouse_resource(str(warehouse), memory_limit),
         "landing": LandingZone(root=str(landing)),
         "feeds": FeedStore(root=str(feeds)),
+        "privacy": PrivacySettings(suppression_key=dg.EnvVar("TESSERA_SUPPRESSION_KEY")),
     }
 
 

@@ -4,6 +4,7 @@
     tessera run [--date YYYY-MM-DD]                         the daily job, in process
     tessera demo [--contacts N]                             generate + run + summary
     tessera summary [--run-id ID]                           what the last run did
+    tessera forget --email E | --customer-id N | --requests F   erase + suppress people
     tessera init-home                                       prepare DAGSTER_HOME
 
 Paths come from TESSERA_CONFIG (configuration folder), TESSERA_HOME (warehouse,
@@ -35,6 +36,10 @@ def _setup_env(args) -> None:
     # Nothing may phone home: Tessera runs on machines without internet access.
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    if not os.environ.get("TESSERA_SUPPRESSION_KEY"):
+        # The demo works out of the box; a real deployment sets its own secret.
+        os.environ["TESSERA_SUPPRESSION_KEY"] = "demo-only-key-set-TESSERA_SUPPRESSION_KEY"
+        print("warning: TESSERA_SUPPRESSION_KEY is not set; using the demo key", file=sys.stderr)
     init_home()
 
 
@@ -145,6 +150,48 @@ def cmd_demo(args) -> int:
     return 0 if result.success else 1
 
 
+def cmd_forget(args) -> int:
+    """Erase people by e-mail / customer id (or a requests CSV with those columns)."""
+    import csv
+    import uuid
+
+    _setup_env(args)
+    from pipelines.definitions import tessera_paths
+    from tessera import privacy
+    from tessera.config import load_deployment
+    from tessera.warehouse import connect, ensure_warehouse
+
+    emails = list(args.email or [])
+    ids = list(args.customer_id or [])
+    if args.requests:
+        with open(args.requests, encoding="utf-8-sig", newline="") as fh:
+            for row in csv.DictReader(fh):
+                if (row.get("email") or "").strip():
+                    emails.append(row["email"])
+                if (row.get("customer_id") or "").strip():
+                    ids.append(int(row["customer_id"]))
+    if not emails and not ids:
+        print("nothing to forget: give --email, --customer-id or --requests", file=sys.stderr)
+        return 2
+    paths = tessera_paths()
+    deployment = load_deployment(paths["config"])
+    request_id = args.request_id or uuid.uuid4().hex
+    con = connect(paths["warehouse"])
+    try:
+        ensure_warehouse(con)
+        out = privacy.forget(con, deployment, os.environ["TESSERA_SUPPRESSION_KEY"], emails=emails,
+                             customer_ids=ids, request_id=request_id)
+        files = privacy.scrub_landing_files(con, deployment, paths["landing"], out["landing_lines"],
+                                            request_id)
+    finally:
+        con.close()
+    # Counts only: the request's e-mails are personal data and are not echoed back.
+    print(f"forget request {request_id}: {out['customers']} customers erased, "
+          f"{out['identifiers']} identifiers suppressed, {out['rows_deleted']} rows deleted, "
+          f"{files} landing files rewritten")
+    return 0
+
+
 def cmd_summary(args) -> int:
     _setup_env(args)
     print_summary(summary(args.run_id))
@@ -181,6 +228,13 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("summary", help="summary of a run (default: the last)")
     s.add_argument("--run-id")
     s.set_defaults(func=cmd_summary)
+
+    f = sub.add_parser("forget", help="erase people everywhere and suppress them from future imports")
+    f.add_argument("--email", action="append", help="e-mail address (repeatable)")
+    f.add_argument("--customer-id", action="append", type=int, help="customer id (repeatable)")
+    f.add_argument("--requests", help="CSV file with an 'email' and/or 'customer_id' column")
+    f.add_argument("--request-id", help="id recorded in ops.erasures (default: random)")
+    f.set_defaults(func=cmd_forget)
 
     i = sub.add_parser("init-home", help="create DAGSTER_HOME with the project's dagster.yaml")
     i.set_defaults(func=cmd_init_home)

@@ -19,10 +19,18 @@ from pathlib import Path
 
 import duckdb
 
+from tessera.privacy import export_suppression_filter
 from tessera.segments import segment_base_sql
 from tessera.warehouse import transaction
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+# Which erased customers each feed has announced, and in which day's delivery. It holds
+# only pseudonymous ids; `forget` never deletes from it (it is in the ops sense a log).
+NOTICES_DDL = """
+CREATE TABLE IF NOT EXISTS exports.feed_erasure_notices (
+    feed VARCHAR NOT NULL, erased_customer BIGINT NOT NULL, as_of_date DATE NOT NULL)
+"""
 
 DELIVERIES_DDL = """
 CREATE TABLE IF NOT EXISTS exports.feed_deliveries (
@@ -40,6 +48,11 @@ def consent_filter(channel: str) -> str:
     return "TRUE"
 
 
+def delivery_filter(channel: str) -> str:
+    """Consent on the channel AND no suppression of the identifier (needs tessera_hmac)."""
+    return f"({consent_filter(channel)}) AND {export_suppression_filter(channel)}"
+
+
 def feed_rows_sql(feed) -> str:
     """The feed's rows; binds the day, then (with a segment) the segment name and the day."""
     cols = ", ".join(f'"{f}"' for f in feed.fields)
@@ -47,7 +60,7 @@ def feed_rows_sql(feed) -> str:
     if feed.segment:
         seg = ("AND customer_id IN (SELECT customer_id FROM marketing.segment_members "
                "WHERE segment = ? AND as_of_date = ?)")
-    return (f"SELECT {cols} FROM ({segment_base_sql()}) WHERE {consent_filter(feed.channel)} "
+    return (f"SELECT {cols} FROM ({segment_base_sql()}) WHERE {delivery_filter(feed.channel)} "
             f"{seg} ORDER BY customer_id")
 
 
@@ -93,6 +106,8 @@ def write_manifest(path: Path, manifest: dict) -> None:
 
 def build_feed(con: duckdb.DuckDBPyConnection, feed, as_of: dt.date, feeds_dir: Path,
                now: dt.datetime) -> dict:
+    """Publish one feed for one day. The connection needs ``tessera_hmac`` installed
+    (``privacy.install_hmac``) and ``ops.suppressions`` present."""
     sql = feed_rows_sql(feed)
     # The base relation binds the RFM day first, then the segment filter binds its own.
     bind = [as_of] + ([feed.segment, as_of] if feed.segment else [])
@@ -101,7 +116,7 @@ def build_feed(con: duckdb.DuckDBPyConnection, feed, as_of: dt.date, feeds_dir: 
     rows = rel.fetchall()
     # Belt and braces: the query filters by consent; verify before publishing anything.
     check_sql = (f"SELECT count(*) FROM ({segment_base_sql()}) WHERE customer_id IN "
-                 f"(SELECT unnest(?::BIGINT[])) AND NOT ({consent_filter(feed.channel)})")
+                 f"(SELECT unnest(?::BIGINT[])) AND NOT ({delivery_filter(feed.channel)})")
     if "customer_id" in columns:
         ids = [r[columns.index("customer_id")] for r in rows]
         bad = con.execute(check_sql, [as_of, ids]).fetchone()[0]
@@ -110,7 +125,19 @@ def build_feed(con: duckdb.DuckDBPyConnection, feed, as_of: dt.date, feeds_dir: 
     out_dir = feeds_dir / feed.name
     data_path = out_dir / f"{feed.name}_{as_of.isoformat()}.csv"
     sha = publish_csv(data_path, columns, rows, feed.for_spreadsheet)
+    # Downstream tools must delete erased people: each erasure is announced in the first
+    # delivery of this feed made after it (and again if that same day is re-delivered).
+    con.execute(NOTICES_DDL)
+    erased = [r[0] for r in con.execute("""
+        SELECT DISTINCT e.customer_id FROM ops.erasures e
+        WHERE e.customer_id IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM exports.feed_erasure_notices n
+            WHERE n.feed = ? AND n.erased_customer = e.customer_id AND n.as_of_date <> ?)
+        ORDER BY 1""", [feed.name, as_of]).fetchall()]
+    deletions_path = out_dir / f"{feed.name}_{as_of.isoformat()}.deletions.csv"
+    publish_csv(deletions_path, ["customer_id"], [(c,) for c in erased], False)
     manifest = {
+        "deletions_file": deletions_path.name, "deletions": len(erased),
         "feed": feed.name, "as_of_date": as_of.isoformat(), "file": data_path.name,
         "rows": len(rows), "sha256": sha, "columns": columns, "format": "csv",
         "channel": feed.channel, "segment": feed.segment, "written_at": now.isoformat(),
@@ -122,6 +149,11 @@ def build_feed(con: duckdb.DuckDBPyConnection, feed, as_of: dt.date, feeds_dir: 
                     [feed.name, as_of])
         con.execute("INSERT INTO exports.feed_deliveries VALUES (?, ?, ?, ?, ?, ?)",
                     [feed.name, as_of, str(data_path), len(rows), sha, now])
+        con.execute("DELETE FROM exports.feed_erasure_notices WHERE feed = ? AND as_of_date = ?",
+                    [feed.name, as_of])
+        if erased:
+            con.executemany("INSERT INTO exports.feed_erasure_notices VALUES (?, ?, ?)",
+                            [[feed.name, c, as_of] for c in erased])
         # exports.<feed> keeps every delivered day; a re-run replaces its own day only.
         # If the feed's fields changed, the table is rebuilt with the new columns.
         table = f"exports.{feed.name}"

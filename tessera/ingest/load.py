@@ -20,6 +20,7 @@ from pathlib import Path
 
 import duckdb
 
+from tessera import privacy
 from tessera.config import Deployment, Source
 from tessera.contracts import SQL_TYPES, FieldSpec, entity_contracts
 from tessera.ingest.readers import (
@@ -37,6 +38,10 @@ _TRUE = ("1", "true", "t", "yes", "y", "si", "sì", "tak")
 _FALSE = ("0", "false", "f", "no", "n", "nie")
 
 
+_REPORT_COLS = ("source, file, batch_id, status, records, new, updated, unchanged, rejected, "
+                "sha256, message, loaded_at, suppressed")
+
+
 @dataclass
 class FileOutcome:
     file: str
@@ -46,6 +51,7 @@ class FileOutcome:
     updated: int = 0
     unchanged: int = 0
     rejected: int = 0
+    suppressed: int = 0
     message: str | None = None
 
 
@@ -188,14 +194,21 @@ def _next_file_seq(con) -> int:
 
 
 def ingest_source(con: duckdb.DuckDBPyConnection, deployment: Deployment, source: Source,
-                  landing_dir: Path, batch_id: str, now: dt.datetime | None = None) -> SourceOutcome:
+                  landing_dir: Path, batch_id: str, now: dt.datetime | None = None,
+                  suppression_key: str | None = None) -> SourceOutcome:
+    """Load the source's new files. With a suppression key, records carrying an identifier
+    under an erasure suppression are dropped before anything is stored (not even in rejects)."""
     now = now or dt.datetime.now().replace(microsecond=0)
     ensure_raw_table(con, deployment, source)
+    privacy.ensure_tables(con)
+    if suppression_key:
+        privacy.install_hmac(con, suppression_key)
     outcome = SourceOutcome(source.name)
     files = sorted(p for p in landing_dir.glob(source.path) if p.is_file())
     for path in files:
         rel = str(path.relative_to(landing_dir))
-        outcome.files.append(_ingest_file(con, deployment, source, path, rel, batch_id, now))
+        outcome.files.append(_ingest_file(con, deployment, source, path, rel, batch_id, now,
+                                          bool(suppression_key)))
     return outcome
 
 
@@ -207,13 +220,13 @@ def _record_file_failure(con, source: Source, rel: str, sha: str, batch_id: str,
             "INSERT INTO ops.rejects VALUES (?, ?, NULL, '*', ?, NULL, ?, ?)",
             [source.name, rel, message, batch_id, now])
         con.execute(
-            "INSERT INTO ops.import_report VALUES (?, ?, ?, 'failed', ?, 0, 0, 0, ?, ?, ?, ?)",
+            f"INSERT INTO ops.import_report ({_REPORT_COLS}) VALUES (?, ?, ?, 'failed', ?, 0, 0, 0, ?, ?, ?, ?, 0)",
             [source.name, rel, batch_id, records, records, sha, message, now])
     return FileOutcome(rel, "failed", records=records, rejected=records, message=message)
 
 
 def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: str,
-                 batch_id: str, now) -> FileOutcome:
+                 batch_id: str, now, suppress: bool = False) -> FileOutcome:
     try:
         sha, size = fingerprint_and_check_encoding(path, encoding_of(source))
     except FileRejected as exc:
@@ -226,7 +239,7 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
             con.execute("INSERT INTO ops.file_ledger VALUES (?, ?, ?, ?, ?, 'duplicate_file', ?)",
                         [source.name, sha, rel, size, _next_file_seq(con), now])
             con.execute(
-                "INSERT INTO ops.import_report VALUES (?, ?, ?, 'duplicate_file', 0, 0, 0, 0, 0, ?, ?, ?)",
+                f"INSERT INTO ops.import_report ({_REPORT_COLS}) VALUES (?, ?, ?, 'duplicate_file', 0, 0, 0, 0, 0, ?, ?, ?, 0)",
                 [source.name, rel, batch_id, sha, f"same content as {seen[0]}; nothing changed", now])
         return FileOutcome(rel, "duplicate_file", message=f"same content as {seen[0]}")
 
@@ -259,6 +272,14 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
     raw = f"raw.{source.name}"
     cols = list(source_fields(deployment, source))
     col_list = ", ".join(f"\"{c}\"" for c in cols)
+    suppressed = 0
+    supp_sql = privacy.suppressed_lines_sql(source.entity, set(source.columns)) if suppress else None
+    if supp_sql and con.execute("SELECT count(*) FROM ops.suppressions WHERE channel = 'all'").fetchone()[0]:
+        # Erased people stay erased: their records vanish here, before raw, rejects or report.
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _supp AS {supp_sql}")
+        suppressed = int(con.execute("SELECT count(*) FROM _supp").fetchone()[0])
+        con.execute("DELETE FROM _checked2 WHERE _line IN (SELECT _line FROM _supp)")
+        con.execute("DROP TABLE _supp")
     file_seq = _next_file_seq(con)
     # A derived id is a hash of the record's values (e-mail included): keep it out of rejects.
     rid = "source_record_id" if "source_record_id" in source.columns else "NULL"
@@ -304,19 +325,21 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
             {p.line for p in result.problems})
         accepted = sum(counts.values())
         status, message = "loaded", None
-        if accepted + rejected != result.records:
+        if accepted + rejected + suppressed != result.records:
             # Should never happen; if it does the file's numbers cannot be trusted.
             raise RuntimeError(
-                f"{rel}: reconciliation failed: {accepted} accepted + {rejected} rejected != "
+                f"{rel}: reconciliation failed: {accepted} accepted + {rejected} rejected + "
+                f"{suppressed} suppressed != "
                 f"{result.records} records")
         con.execute("INSERT INTO ops.file_ledger VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [source.name, sha, rel, size, file_seq, status, now])
         con.execute(
-            "INSERT INTO ops.import_report VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO ops.import_report ({_REPORT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [source.name, rel, batch_id, status, result.records, counts.get("new", 0),
-             counts.get("updated", 0), counts.get("unchanged", 0), rejected, sha, message, now])
+             counts.get("updated", 0), counts.get("unchanged", 0), rejected, sha, message, now,
+             suppressed])
     for t in ("_land", "_checked", "_checked2", "_accepted"):
         con.execute(f"DROP TABLE IF EXISTS {t}")
     return FileOutcome(rel, status, records=result.records, new=counts.get("new", 0),
                        updated=counts.get("updated", 0), unchanged=counts.get("unchanged", 0),
-                       rejected=rejected)
+                       rejected=rejected, suppressed=suppressed)

@@ -48,3 +48,6 @@ CREATE TABLE IF NOT EXISTS ops.segment_runs (
     members     BIGINT  NOT NULL,
     built_at    TIMESTAMP NOT NULL
 );
+
+-- Records dropped at ingestion because they carry an erased person's identifier.
+ALTER TABLE ops.import_report ADD COLUMN IF NOT EXISTS suppressed BIGINT DEFAULT 0;
