@@ -18,7 +18,8 @@ LINEAGE = dg.AssetKey(["core", "customer_field_lineage"])
 
 
 def build(deployment: Deployment):
-    upstream = [dg.AssetKey(["core", "customer_sources"]), dg.AssetKey(["staging", "contacts"])]
+    upstream = [dg.AssetKey(["core", "customer_sources"]), dg.AssetKey(["staging", "contacts"]),
+                dg.AssetKey(["core", "consents"])]
     for entity, table in (("unsubscribe", "unsubscribes"), ("bounce", "bounces")):
         if deployment.sources_of(entity):
             upstream.append(dg.AssetKey(["staging", table]))

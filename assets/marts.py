@@ -33,13 +33,20 @@ def build(deployment: Deployment):
             stats = build_contact_cards(con)
             return dg.MaterializeResult(metadata=table_metadata(con, "marts", "contact_cards", timer.seconds, stats))
 
-    @dg.asset_check(asset=CARDS, name="one_card_per_customer", blocking=True)
+    @dg.asset_check(asset=CARDS, name="one_card_per_customer", blocking=True,
+                    description="One card per golden customer who is not soft-deleted.")
     def one_card(warehouse: DuckDBResource):
         with warehouse.get_connection() as con:
-            cards, customers, distinct = con.execute("""
-                SELECT (SELECT count(*) FROM marts.contact_cards), (SELECT count(*) FROM core.customers),
-                       (SELECT count(DISTINCT customer_id) FROM marts.contact_cards)""").fetchone()
-        return dg.AssetCheckResult(passed=cards == customers == distinct,
+            cards, customers, distinct, stray = con.execute("""
+                SELECT (SELECT count(*) FROM marts.contact_cards),
+                       (SELECT count(*) FROM core.customers WHERE customer_id NOT IN (
+                            SELECT customer_id FROM ops.bulk_edits WHERE action IN ('delete', 'restore')
+                            QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY requested_at DESC) = 1
+                                AND action = 'delete')),
+                       (SELECT count(DISTINCT customer_id) FROM marts.contact_cards),
+                       (SELECT count(*) FROM marts.contact_cards
+                        WHERE customer_id NOT IN (SELECT customer_id FROM core.customers))""").fetchone()
+        return dg.AssetCheckResult(passed=cards == customers == distinct and stray == 0,
                                    metadata={"cards": int(cards), "customers": int(customers)})
 
     return [contact_cards], [one_card]

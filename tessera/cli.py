@@ -5,6 +5,10 @@
     tessera demo [--contacts N]                             generate + run + summary
     tessera summary [--run-id ID]                           what the last run did
     tessera forget --email E | --customer-id N | --requests F   erase + suppress people
+    tessera bulk-edit ACTION (--customer-id N | --ids-file F | --segment S)   audited, next run
+    tessera purge [--grace-hours H]                         soft deletes -> erasure
+    tessera export-person (--customer-id N | --email E) --out F.json   subject access
+    tessera stop-monitoring --customer-id N                 no new behavioural events
     tessera init-home                                       prepare DAGSTER_HOME
 
 Paths come from TESSERA_CONFIG (configuration folder), TESSERA_HOME (warehouse,
@@ -192,6 +196,114 @@ def cmd_forget(args) -> int:
     return 0
 
 
+def _warehouse_and_deployment(args):
+    _setup_env(args)
+    from pipelines.definitions import tessera_paths
+    from tessera.config import load_deployment
+    from tessera.warehouse import connect, ensure_warehouse
+
+    paths = tessera_paths()
+    con = connect(paths["warehouse"])
+    ensure_warehouse(con)
+    return con, load_deployment(paths["config"]), paths
+
+
+def _resolve_ids(con, args) -> list[int]:
+    ids = list(getattr(args, "customer_id", None) or [])
+    if getattr(args, "ids_file", None):
+        with open(args.ids_file, encoding="utf-8-sig") as fh:
+            ids += [int(x) for x in (line.strip().split(",")[0] for line in fh) if x.isdigit()]
+    if getattr(args, "segment", None):
+        from tessera.bulk import segment_members
+
+        ids += segment_members(con, args.segment)
+    return sorted(set(ids))
+
+
+def cmd_bulk_edit(args) -> int:
+    import uuid
+
+    from tessera.bulk import request_bulk_edit
+
+    con, _deployment, _paths = _warehouse_and_deployment(args)
+    try:
+        ids = _resolve_ids(con, args)
+        edit_id = args.edit_id or uuid.uuid4().hex
+        n = request_bulk_edit(con, args.action, ids, edit_id=edit_id, requested_by=args.by)
+    finally:
+        con.close()
+    print(f"bulk edit {edit_id}: {args.action} requested for {n} customers; applied by the next run")
+    return 0
+
+
+def cmd_purge(args) -> int:
+    """The nightly purge: soft deletes older than the grace period become real erasures."""
+    import datetime as _dt
+    import uuid
+
+    from tessera import privacy
+
+    con, deployment, paths = _warehouse_and_deployment(args)
+    try:
+        cutoff = _dt.datetime.now() - _dt.timedelta(hours=args.grace_hours)
+        ids = [r[0] for r in con.execute("""
+            SELECT customer_id FROM ops.bulk_edits WHERE action IN ('delete', 'restore')
+            QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY requested_at DESC) = 1
+                AND action = 'delete' AND requested_at <= ?""", [cutoff]).fetchall()] if con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema='ops' AND table_name='bulk_edits'"
+        ).fetchone()[0] else []
+        if not ids:
+            print("purge: nothing to purge")
+            return 0
+        request_id = "purge-" + uuid.uuid4().hex[:12]
+        out = privacy.forget(con, deployment, os.environ["TESSERA_SUPPRESSION_KEY"], customer_ids=ids,
+                             request_id=request_id)
+        files = privacy.scrub_landing_files(con, deployment, paths["landing"], out["landing_lines"], request_id)
+        con.execute("UPDATE ops.bulk_edits SET applied_at = now()::TIMESTAMP WHERE action = 'delete' "
+                    "AND customer_id IN (SELECT unnest(?::BIGINT[]))", [ids])
+    finally:
+        con.close()
+    print(f"purge {request_id}: {out['customers']} customers erased, {files} landing files rewritten")
+    return 0
+
+
+def cmd_export_person(args) -> int:
+    import json
+
+    from tessera import privacy
+
+    con, deployment, _paths = _warehouse_and_deployment(args)
+    try:
+        cid = args.customer_id
+        if cid is None and args.email:
+            row = con.execute("""SELECT cs.customer_id FROM staging.contacts s JOIN core.customer_sources cs
+                                 USING (source, source_record_id) WHERE s.email_key = lower(trim(?)) LIMIT 1""",
+                              [args.email]).fetchone()
+            cid = row[0] if row else None
+        if cid is None:
+            print("no such customer", file=sys.stderr)
+            return 1
+        data = privacy.subject_access(con, deployment, cid)
+    finally:
+        con.close()
+    Path(args.out).write_text(json.dumps(data, indent=2, default=str, ensure_ascii=False), encoding="utf-8")
+    print(f"subject access export of customer {cid}: {sum(len(v) for v in data['tables'].values())} rows "
+          f"from {len(data['tables'])} tables -> {args.out}")
+    return 0
+
+
+def cmd_stop_monitoring(args) -> int:
+    from tessera import privacy
+
+    con, deployment, _paths = _warehouse_and_deployment(args)
+    try:
+        n = privacy.stop_monitoring(con, deployment, os.environ["TESSERA_SUPPRESSION_KEY"], args.customer_id)
+    finally:
+        con.close()
+    print(f"stop monitoring customer {args.customer_id}: {n} identifiers blocked for behavioural events")
+    return 0
+
+
 def cmd_summary(args) -> int:
     _setup_env(args)
     print_summary(summary(args.run_id))
@@ -235,6 +347,30 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--requests", help="CSV file with an 'email' and/or 'customer_id' column")
     f.add_argument("--request-id", help="id recorded in ops.erasures (default: random)")
     f.set_defaults(func=cmd_forget)
+
+    b = sub.add_parser("bulk-edit", help="request a bulk edit, applied by the next run")
+    b.add_argument("action", choices=["enable_email", "disable_email", "enable_sms", "disable_sms",
+                                      "delete", "restore"])
+    b.add_argument("--customer-id", action="append", type=int)
+    b.add_argument("--ids-file", help="file with one customer id per line")
+    b.add_argument("--segment", help="the latest members of this segment")
+    b.add_argument("--by", help="who asks (recorded for audit)")
+    b.add_argument("--edit-id")
+    b.set_defaults(func=cmd_bulk_edit)
+
+    pu = sub.add_parser("purge", help="erase soft-deleted customers older than the grace period")
+    pu.add_argument("--grace-hours", type=float, default=24.0)
+    pu.set_defaults(func=cmd_purge)
+
+    ex = sub.add_parser("export-person", help="subject access: everything held about one person, as JSON")
+    ex.add_argument("--customer-id", type=int)
+    ex.add_argument("--email")
+    ex.add_argument("--out", required=True)
+    ex.set_defaults(func=cmd_export_person)
+
+    sm = sub.add_parser("stop-monitoring", help="keep no new behavioural events for a customer")
+    sm.add_argument("--customer-id", type=int, required=True)
+    sm.set_defaults(func=cmd_stop_monitoring)
 
     i = sub.add_parser("init-home", help="create DAGSTER_HOME with the project's dagster.yaml")
     i.set_defaults(func=cmd_init_home)

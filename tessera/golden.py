@@ -7,8 +7,9 @@ then a fixed order so the result is deterministic. A field can override the rule
 (``most_recent``: most recently updated first, then the tree). Every choice is kept in
 ``core.customer_field_lineage``.
 
-Consent is never chosen by survivorship: per channel, the most restrictive state of
-all the person's records and unsubscribe requests wins (withdrawn > granted > unknown).
+Consent is never chosen by survivorship: it comes from the consent ledger
+(``core.consents``, see ``tessera.consent``), where only an explicit, newer event can
+lift a withdrawal.
 """
 
 from __future__ import annotations
@@ -79,40 +80,28 @@ def build_customers(con: duckdb.DuckDBPyConnection, deployment: Deployment,
             members AS (
                 SELECT cs.customer_id, count(*) AS source_count,
                        list(DISTINCT cs.node ORDER BY cs.node) AS nodes,
-                       max(s.updated_at) AS updated_at,
-                       bool_or(s.consent_email = FALSE) AS any_email_no,
-                       bool_or(s.consent_email = TRUE) AS any_email_yes,
-                       bool_or(s.consent_sms = FALSE) AS any_sms_no,
-                       bool_or(s.consent_sms = TRUE) AS any_sms_yes
+                       max(s.updated_at) AS updated_at
                 FROM core.customer_sources cs JOIN staging.contacts s USING (source, source_record_id)
                 GROUP BY cs.customer_id
             ),
-            emails AS (
-                SELECT DISTINCT cs.customer_id, s.email_key
-                FROM core.customer_sources cs JOIN staging.contacts s USING (source, source_record_id)
-                WHERE s.email_key IS NOT NULL
-            ),
-            unsub AS (
-                SELECT e.customer_id,
-                       bool_or(u.channel = 'email') AS email_unsub,
-                       bool_or(u.channel = 'sms') AS sms_unsub
-                FROM emails e JOIN staging.unsubscribes u ON u.email_key = e.email_key
-                GROUP BY e.customer_id
+            consent AS (
+                SELECT customer_id,
+                       max(state) FILTER (WHERE channel = 'email') AS email_consent,
+                       max(state) FILTER (WHERE channel = 'sms') AS sms_consent
+                FROM core.consents GROUP BY customer_id
             ),
             bounced AS (
                 SELECT DISTINCT email_key FROM staging.bounces WHERE bounce_type = 'hard'
             )
             SELECT m.customer_id, g.* EXCLUDE (customer_id),
-                   CASE WHEN m.any_email_no OR coalesce(u.email_unsub, FALSE) THEN 'withdrawn'
-                        WHEN m.any_email_yes THEN 'granted' ELSE 'unknown' END AS email_consent,
-                   CASE WHEN m.any_sms_no OR coalesce(u.sms_unsub, FALSE) THEN 'withdrawn'
-                        WHEN m.any_sms_yes THEN 'granted' ELSE 'unknown' END AS sms_consent,
+                   coalesce(c.email_consent, 'unknown') AS email_consent,
+                   coalesce(c.sms_consent, 'unknown') AS sms_consent,
                    (b.email_key IS NOT NULL) AS email_hard_bounced,
                    m.source_count, m.nodes, m.updated_at,
                    ?::TIMESTAMP AS golden_built_at
             FROM members m
             LEFT JOIN g USING (customer_id)
-            LEFT JOIN unsub u USING (customer_id)
+            LEFT JOIN consent c USING (customer_id)
             LEFT JOIN bounced b ON b.email_key = g.email
             ORDER BY m.customer_id""", [run_at])
     con.execute("DROP TABLE IF EXISTS _candidates")

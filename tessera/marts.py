@@ -13,10 +13,20 @@ from tessera.warehouse import transaction
 
 
 def build_contact_cards(con: duckdb.DuckDBPyConnection) -> dict:
+    from tessera.consent import BULK_EDITS_DDL
+
+    con.execute(BULK_EDITS_DDL)
     with transaction(con):
         con.execute("""
             CREATE OR REPLACE TABLE marts.contact_cards AS
-            WITH o AS (
+            WITH soft_deleted AS (
+                -- soft-deleted people disappear from cards (so from segments and feeds)
+                -- until restored or purged
+                SELECT customer_id FROM ops.bulk_edits WHERE action IN ('delete', 'restore')
+                QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY requested_at DESC) = 1
+                    AND action = 'delete'
+            ),
+            o AS (
                 SELECT customer_id, count(*) AS order_number, sum(amount) AS order_summary,
                        CAST(round(avg(amount), 2) AS DECIMAL(18,2)) AS order_avg,
                        min(order_date) AS first_order_date, max(order_date) AS last_order_date
@@ -37,6 +47,7 @@ def build_contact_cards(con: duckdb.DuckDBPyConnection) -> dict:
             FROM core.customers c
             LEFT JOIN o USING (customer_id)
             LEFT JOIN e USING (customer_id)
+            WHERE c.customer_id NOT IN (SELECT customer_id FROM soft_deleted)
             ORDER BY c.customer_id""")
     row = con.execute("""SELECT count(*), count(*) FILTER (WHERE order_number > 0),
                                 coalesce(sum(order_summary), 0) FROM marts.contact_cards""").fetchone()

@@ -52,6 +52,7 @@ IDENTIFIER_FIELDS: dict[str, dict[str, str]] = {
     "event": {"email": "email"},
     "bounce": {"email": "email"},
     "unsubscribe": {"email": "email"},
+    "consent": {"email": "email"},
     "order": {"customer_ref": "erp_id"},
 }
 
@@ -100,15 +101,20 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def suppressed_lines_sql(entity: str, mapped: set[str], table: str = "_checked2") -> str | None:
-    """Lines of ``table`` carrying any identifier under an ingestion-blocking suppression."""
+    """Lines of ``table`` carrying any identifier under an ingestion-blocking suppression.
+
+    Channel ``all`` (erasure) blocks every entity; channel ``events`` (stop monitoring)
+    blocks behavioural events only.
+    """
     fields = {f: k for f, k in IDENTIFIER_FIELDS.get(entity, {}).items() if f in mapped}
     if not fields:
         return None
+    channels = "('all', 'events')" if entity == "event" else "('all')"
     parts = []
     for field, kind in fields.items():
         parts.append(
             f"SELECT _line FROM {table} WHERE tessera_hmac({normalise_sql(kind, chr(34) + field + chr(34))}) "
-            f"IN (SELECT id_hash FROM ops.suppressions WHERE kind = '{kind}' AND channel = 'all')")
+            f"IN (SELECT id_hash FROM ops.suppressions WHERE kind = '{kind}' AND channel IN {channels})")
     return " UNION ".join(parts)
 
 
@@ -228,7 +234,7 @@ def forget(con: duckdb.DuckDBPyConnection, deployment, key: str, *, emails=(), c
             continue
         if s.entity == "contact":
             raw_where[s.name] = f"source_record_id IN (SELECT source_record_id FROM _f_recs WHERE source = '{s.name}')"
-        elif s.entity in ("event", "bounce", "unsubscribe"):
+        elif s.entity in ("event", "bounce", "unsubscribe", "consent"):
             raw_where[s.name] = _ident_match("email", "email")
         elif s.entity == "order":
             raw_where[s.name] = _ident_match("erp_id", "customer_ref")
@@ -251,6 +257,7 @@ def forget(con: duckdb.DuckDBPyConnection, deployment, key: str, *, emails=(), c
             "events": _ident_match("email", "email"),
             "bounces": _ident_match("email", "email"),
             "unsubscribes": _ident_match("email", "email"),
+            "consents": _ident_match("email", "email"),
             "orders": _ident_match("erp_id", "customer_ref"),
             "order_lines": "order_id IN (SELECT order_id FROM _f_orders)",
         }
@@ -353,3 +360,65 @@ def scrub_landing_files(con, deployment, landing_dir, lines: list[tuple[str, str
         rewritten += 1
     con.execute("UPDATE ops.erasures SET files_rewritten = ? WHERE request_id = ?", [rewritten, request_id])
     return rewritten
+
+
+# ------------------------------------------------------------- subject access, monitoring
+
+def customer_identifiers(con, deployment, customer_id: int) -> list[tuple[str, str]]:
+    """Every normalised identifier any version of the customer's records carried."""
+    out: set[tuple[str, str]] = set()
+    for s in deployment.sources_of("contact"):
+        if not table_exists(con, "raw", s.name):
+            continue
+        cols = _columns(con, "raw", s.name)
+        for f, k in _CONTACT_KINDS.items():
+            if f in cols:
+                for (v,) in con.execute(f"""
+                        SELECT DISTINCT {normalise_sql(k, f'r."{f}"')} FROM raw.{s.name} r
+                        JOIN core.customer_sources cs ON cs.source = '{s.name}'
+                         AND cs.source_record_id = r.source_record_id
+                        WHERE cs.customer_id = ?""", [customer_id]).fetchall():
+                    if v:
+                        out.add((k, v))
+    return sorted(out)
+
+
+def stop_monitoring(con, deployment, key: str, customer_id: int, now: dt.datetime | None = None) -> int:
+    """No new behavioural events are kept for this person (their e-mails, keyed hashes)."""
+    install_hmac(con, key)
+    ensure_tables(con)
+    emails = [(k, v) for k, v in customer_identifiers(con, deployment, customer_id) if k == "email"]
+    return add_suppressions(con, emails, "stop_monitoring", "events",
+                            now or dt.datetime.now().replace(microsecond=0))
+
+
+def subject_access(con, deployment, customer_id: int) -> dict:
+    """Everything held about one person, table by table (GDPR subject access request)."""
+    out: dict = {"customer_id": customer_id, "tables": {}}
+    recs = con.execute("SELECT source, source_record_id FROM core.customer_sources WHERE customer_id = ?",
+                       [customer_id]).fetchall()
+    emails = [v for k, v in customer_identifiers(con, deployment, customer_id) if k == "email"]
+
+    def grab(schema: str, table: str, where: str, params: list) -> None:
+        rel = con.execute(f"SELECT * FROM {schema}.{table} WHERE {where}", params)
+        cols = [d[0] for d in rel.description]
+        rows = [dict(zip(cols, r)) for r in rel.fetchall()]
+        if rows:
+            out["tables"][f"{schema}.{table}"] = rows
+
+    for schema in ("core", "marts", "marketing", "exports"):
+        for table in _base_tables(con, schema):
+            cols = _columns(con, schema, table)
+            if "customer_id" in cols:
+                grab(schema, table, "customer_id = ?", [customer_id])
+    by_source: dict[str, list[str]] = {}
+    for source, rid in recs:
+        by_source.setdefault(source, []).append(rid)
+    for source, rids in by_source.items():
+        for schema in ("raw",):
+            if table_exists(con, schema, source):
+                grab(schema, source, "source_record_id IN (SELECT unnest(?::VARCHAR[]))", [rids])
+    for s in deployment.sources:
+        if s.entity in ("event", "bounce", "unsubscribe", "consent") and table_exists(con, "raw", s.name) and emails:
+            grab("raw", s.name, "lower(trim(email)) IN (SELECT unnest(?::VARCHAR[]))", [emails])
+    return out

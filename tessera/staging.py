@@ -28,7 +28,7 @@ CALLING_CODES = {
 ENTITY_TABLES = {
     "contact": "contacts", "order": "orders", "order_line": "order_lines",
     "product": "products", "product_line": "product_lines", "event": "events",
-    "bounce": "bounces", "unsubscribe": "unsubscribes",
+    "bounce": "bounces", "unsubscribe": "unsubscribes", "consent": "consents",
 }
 
 
@@ -124,7 +124,7 @@ def build_entity(con: duckdb.DuckDBPyConnection, deployment: Deployment, entity:
             con.execute(f"CREATE OR REPLACE TABLE staging.{table} AS SELECT NULL::VARCHAR AS source WHERE false")
             return 0
         extra = ""
-        if entity in ("event", "bounce", "unsubscribe"):
+        if entity in ("event", "bounce", "unsubscribe", "consent"):
             extra = ", lower(trim(email)) AS email_key"
         if entity == "product_line":
             extra = ", CASE WHEN macro_id IS NULL THEN 'macro' ELSE 'micro' END AS level"

@@ -274,7 +274,8 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
     col_list = ", ".join(f"\"{c}\"" for c in cols)
     suppressed = 0
     supp_sql = privacy.suppressed_lines_sql(source.entity, set(source.columns)) if suppress else None
-    if supp_sql and con.execute("SELECT count(*) FROM ops.suppressions WHERE channel = 'all'").fetchone()[0]:
+    if supp_sql and con.execute(
+            "SELECT count(*) FROM ops.suppressions WHERE channel IN ('all', 'events')").fetchone()[0]:
         # Erased people stay erased: their records vanish here, before raw, rejects or report.
         con.execute(f"CREATE OR REPLACE TEMP TABLE _supp AS {supp_sql}")
         suppressed = int(con.execute("SELECT count(*) FROM _supp").fetchone()[0])

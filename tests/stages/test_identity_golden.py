@@ -81,7 +81,7 @@ class World:
 
     def materialize(self):
         assets, checks = build_assets(load_deployment(self.config))
-        selection = dg.AssetSelection.groups("ingestion", "staging", "identity", "golden")
+        selection = dg.AssetSelection.groups("ingestion", "staging", "identity", "consent", "golden")
         result = dg.materialize([*assets, *checks], selection=selection,
                                 resources=build_resources(self.warehouse, self.landing, self.root / "feeds"),
                                 instance=dg.DagsterInstance.ephemeral())

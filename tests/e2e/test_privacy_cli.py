@@ -1,0 +1,93 @@
+"""Privacy operations through the CLI on a real pipeline: subject access, stop monitoring,
+soft delete with restore and purge."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+
+import pytest
+
+from tessera.cli import main
+from tessera.sample_data import generate
+from tessera.warehouse import connect
+from tests.conftest import AS_OF, DEMO_CONFIG, PROJECT_ROOT
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch):
+    for var, val in {"TESSERA_HOME": tmp_path, "TESSERA_CONFIG": DEMO_CONFIG,
+                     "DAGSTER_HOME": tmp_path / "dagster_home",
+                     "TESSERA_SUPPRESSION_KEY": "cli-test-key"}.items():
+        monkeypatch.setenv(var, str(val))
+    for var in ("TESSERA_WAREHOUSE", "TESSERA_LANDING", "TESSERA_FEEDS"):
+        monkeypatch.delenv(var, raising=False)
+    generate(tmp_path / "landing", contacts=60, seed=3, as_of=AS_OF)
+    assert main(["run", "--date", AS_OF.isoformat()]) == 0
+    return tmp_path
+
+
+def q(home, sql, params=None):
+    con = connect(home / "warehouse.duckdb")
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+def person1(home):
+    with open(home / "landing" / "_truth" / "persons.csv", encoding="utf-8") as fh:
+        p = next(r for r in csv.DictReader(fh) if r["person_id"] == "P0000001")
+    cid = q(home, """SELECT DISTINCT cs.customer_id FROM staging.contacts s
+                     JOIN core.customer_sources cs USING (source, source_record_id) WHERE s.email_key = ?""",
+            [p["email"]])[0][0]
+    return p, cid
+
+
+def test_subject_access_export(home, capsys):
+    p, cid = person1(home)
+    out = home / "sar.json"
+    assert main(["export-person", "--email", p["email"], "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["customer_id"] == cid
+    assert data["tables"]["core.customers"][0]["email"] == p["email"]
+    assert "raw.erp_contacts" in data["tables"] and "raw.crm_contacts" in data["tables"]
+    assert "core.orders" in data["tables"]
+    assert p["email"] not in capsys.readouterr().out  # the CLI never echoes personal data
+
+
+def test_stop_monitoring_keeps_no_new_events(home):
+    p, cid = person1(home)
+    assert main(["stop-monitoring", "--customer-id", str(cid)]) == 0
+    events = home / "landing" / "web" / "web_events_20261102.jsonl"
+    events.write_text(
+        json.dumps({"event_id": "EVX1", "type": "page_view", "occurred_at": "2026-11-02T10:00:00Z",
+                    "email": p["email"].upper(), "properties": {}}) + "\n" +
+        json.dumps({"event_id": "EVX2", "type": "page_view", "occurred_at": "2026-11-02T10:00:00Z",
+                    "email": "someone.else@example.org", "properties": {}}) + "\n", encoding="utf-8")
+    assert main(["run", "--date", AS_OF.isoformat()]) == 0
+    ids = {r[0] for r in q(home, "SELECT source_record_id FROM staging.events")}
+    assert "EVX2" in ids and "EVX1" not in ids
+    assert q(home, "SELECT suppressed FROM ops.import_report WHERE file LIKE '%20261102.jsonl'") == [(1,)]
+    # the person's other data is untouched
+    assert q(home, "SELECT count(*) FROM core.customers WHERE customer_id = ?", [cid]) == [(1,)]
+
+
+def test_soft_delete_restore_and_purge(home):
+    p, cid = person1(home)
+    other = q(home, "SELECT min(customer_id) FROM core.customers WHERE customer_id <> ?", [cid])[0][0]
+    assert main(["bulk-edit", "delete", "--customer-id", str(cid), "--customer-id", str(other), "--by", "t"]) == 0
+    assert main(["run", "--date", AS_OF.isoformat()]) == 0
+    cards = {r[0] for r in q(home, "SELECT customer_id FROM marts.contact_cards")}
+    assert cid not in cards and other not in cards
+    assert q(home, "SELECT count(*) FROM core.customers WHERE customer_id IN (?, ?)", [cid, other]) == [(2,)]
+    assert main(["bulk-edit", "restore", "--customer-id", str(other)]) == 0
+    assert main(["run", "--date", AS_OF.isoformat()]) == 0
+    assert other in {r[0] for r in q(home, "SELECT customer_id FROM marts.contact_cards")}
+    assert main(["purge", "--grace-hours", "0"]) == 0
+    assert q(home, "SELECT count(*) FROM core.customers WHERE customer_id = ?", [cid]) == [(0,)]
+    assert q(home, "SELECT count(*) FROM core.customers WHERE customer_id = ?", [other]) == [(1,)]
+    # the purge is an erasure: the person does not come back with the next run
+    assert main(["run", "--date", (AS_OF + dt.timedelta(days=1)).isoformat()]) == 0
+    assert q(home, "SELECT count(*) FROM staging.contacts WHERE email_key = ?", [p["email"]]) == [(0,)]
