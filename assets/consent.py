@@ -7,6 +7,9 @@ from dagster_duckdb import DuckDBResource
 
 from assets._common import POOL, markdown_counts, table_metadata
 from tessera.config import Deployment
+from resources import PrivacySettings
+from tessera import privacy as privacy_core
+from tessera.bounces import build_bounce_status
 from tessera.consent import build_consents
 from tessera.warehouse import Timer, ensure_warehouse
 
@@ -58,4 +61,20 @@ def build(deployment: Deployment):
                 WHERE c.state = 'granted' AND e.w IS NOT NULL AND (e.g IS NULL OR e.g <= e.w)""").fetchone()[0]
         return dg.AssetCheckResult(passed=bad == 0, metadata={"violations": int(bad)})
 
-    return [consents], [opt_out_sticky]
+    bounce_deps = [dg.AssetKey(["core", "customer_sources"]), dg.AssetKey(["staging", "contacts"])]
+    if deployment.sources_of("bounce"):
+        bounce_deps.append(dg.AssetKey(["staging", "bounces"]))
+
+    @dg.asset(key=["core", "bounce_status"], group_name=GROUP, pool=POOL, deps=bounce_deps, kinds={"duckdb"},
+              description="Per bounced address: hard/soft counts, bounces in the last 3 campaigns, "
+                          "state blocked / to_handle; hard bounces suppress e-mail for that address.")
+    def bounce_status(warehouse: DuckDBResource, privacy: PrivacySettings) -> dg.MaterializeResult:
+        timer = Timer()
+        with warehouse.get_connection() as con:
+            ensure_warehouse(con)
+            privacy_core.ensure_tables(con)
+            privacy_core.install_hmac(con, privacy.suppression_key)
+            stats = build_bounce_status(con, dt.datetime.now().replace(microsecond=0))
+            return dg.MaterializeResult(metadata=table_metadata(con, "core", "bounce_status", timer.seconds, stats))
+
+    return [consents, bounce_status], [opt_out_sticky]

@@ -19,7 +19,8 @@ GROUP = "exports"
 
 def _feed_asset(deployment: Deployment, feed):
     key = dg.AssetKey(["exports", feed.name])
-    deps = [dg.AssetKey(["marts", "contact_cards"]), dg.AssetKey(["marketing", "rfm_scores"])]
+    deps = [dg.AssetKey(["marts", "contact_cards"]), dg.AssetKey(["marketing", "rfm_scores"]),
+            dg.AssetKey(["core", "bounce_status"])]
     if feed.segment:
         deps.append(dg.AssetKey(["segments", feed.segment]))
 

@@ -10,7 +10,9 @@ from assets._common import POOL, markdown_counts, table_metadata
 from tessera.config import Deployment
 from tessera.contracts import published_contracts
 from tessera.golden import build_customers, build_events, build_orders
-from tessera.warehouse import Timer, column_schema, ensure_warehouse
+from resources import PrivacySettings
+from tessera import privacy as privacy_core
+from tessera.warehouse import Timer, column_schema, ensure_warehouse, table_exists
 
 GROUP = "golden"
 CUSTOMERS = dg.AssetKey(["core", "customers"])
@@ -70,8 +72,32 @@ def build(deployment: Deployment):
                      if c.name in have and have[c.name] != c.type]
         return dg.AssetCheckResult(passed=not problems, metadata={"problems": dg.MetadataValue.json(problems)})
 
+    @dg.asset_check(asset=CUSTOMERS, name="no_erased_identifier_in_warehouse", blocking=True,
+                    description="No identifier under an erasure suppression is held in staging "
+                                "(so none reaches golden records, segments or feeds).")
+    def no_erased(warehouse: DuckDBResource, privacy: PrivacySettings):
+        with warehouse.get_connection() as con:
+            privacy_core.ensure_tables(con)
+            privacy_core.install_hmac(con, privacy.suppression_key)
+            hits = 0
+            for table, fields in (("contacts", {"email": "email", "mobile": "phone", "phone": "phone",
+                                                "tax_code": "tax_code", "erp_id": "erp_id"}),
+                                  ("events", {"email": "email"}), ("bounces", {"email": "email"}),
+                                  ("unsubscribes", {"email": "email"})):
+                if not table_exists(con, "staging", table):
+                    continue
+                cols = {c for c, _ in column_schema(con, "staging", table)}
+                for field, kind in fields.items():
+                    if field in cols:
+                        hits += con.execute(f"""
+                            SELECT count(*) FROM staging.{table}
+                            WHERE tessera_hmac({privacy_core.normalise_sql(kind, field)}) IN
+                                  (SELECT id_hash FROM ops.suppressions WHERE kind = ? AND channel = 'all')""",
+                                            [kind]).fetchone()[0]
+        return dg.AssetCheckResult(passed=hits == 0, metadata={"erased_identifiers_found": int(hits)})
+
     assets = [customers]
-    checks = [ids_unique, contract]
+    checks = [ids_unique, contract, no_erased]
 
     if deployment.sources_of("order"):
         @dg.asset(key=["core", "orders"], group_name=GROUP, pool=POOL, kinds={"duckdb"},
