@@ -103,10 +103,12 @@ def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list) 
     elif spec.type == "decimal":
         inner = f"replace({v}, ',', '.')" if source.decimal_separator == "," else v
         typed = f"TRY_CAST({inner} AS DECIMAL(18,2))"
-    elif spec.type == "date":
-        typed = f"CAST(try_strptime({v}, {_lit(fmt)}) AS DATE)"
-    elif spec.type == "timestamp":
-        typed = f"CAST(try_strptime({v}, {_lit(fmt)}) AS TIMESTAMP)"
+    elif spec.type in ("date", "timestamp"):
+        # Workbook date cells arrive as ISO text (readers.xlsx_cell_text); text cells
+        # still follow the source's declared format.
+        fmts = _lit(fmt) if source.format != "xlsx" else (
+            f"[{_lit(fmt)}, '%Y-%m-%d', '%Y-%m-%d %H:%M:%S']")
+        typed = f"CAST(try_strptime({v}, {fmts}) AS {spec.type.upper()})"
     elif spec.type == "boolean":
         typed = (f"CASE WHEN lower({v}) IN {_TRUE} THEN TRUE "
                  f"WHEN lower({v}) IN {_FALSE} THEN FALSE END")
@@ -119,8 +121,10 @@ def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list) 
     else:
         checks.append(f"WHEN {v} IS NULL THEN NULL")
     if spec.type != "string":
+        excel = " or an Excel date" if source.format == "xlsx" else ""
         label = {"integer": "an integer", "decimal": "a number", "boolean": "a yes/no value",
-                 "date": f"a date in format {fmt}", "timestamp": f"a timestamp in format {fmt}"}[spec.type]
+                 "date": f"a date in format {fmt}{excel}",
+                 "timestamp": f"a timestamp in format {fmt}{excel}"}[spec.type]
         checks.append(f"WHEN ({typed}) IS NULL THEN {_lit('not ' + label)}")
     if spec.format == "email":
         checks.append(f"WHEN NOT regexp_full_match({v}, {_lit(_EMAIL_RE)}) THEN 'not a valid e-mail address'")
