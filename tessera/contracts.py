@@ -44,6 +44,8 @@ class FieldSpec(_Strict):
     required: bool = False
     format: FieldFormat | None = None
     allowed: list[str] | None = None
+    # Labels accepted and replaced by their code before validation (tessera.lookups).
+    lookup: Literal["country", "province"] | None = None
     description: str = ""
 
 

@@ -29,6 +29,7 @@ from tessera.ingest.readers import (
     encoding_of,
     fingerprint_and_check_encoding,
 )
+from tessera.lookups import apply_lookups
 from tessera.warehouse import transaction
 
 _EMAIL_RE = r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$"
@@ -247,6 +248,10 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
     except FileRejected as exc:
         return _record_file_failure(con, source, rel, sha, batch_id, now, result.records, str(exc))
 
+    spec = source_fields(deployment, source)
+    lookups = {f: spec[f].lookup for f in fields if f in spec and spec[f].lookup}
+    if lookups:
+        apply_lookups(con, "_land", lookups)
     sql, params = build_validation_sql(deployment, source)
     con.execute("DROP TABLE IF EXISTS _checked")
     con.execute(f"CREATE TEMP TABLE _checked AS {sql}", params)
