@@ -12,7 +12,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets._common import POOL, table_metadata
-from resources import LandingZone
+from resources import LandingZone, resource_key
 from tessera.config import Deployment, Source
 from tessera.ingest.load import ingest_source
 from tessera.warehouse import Timer, ensure_warehouse
@@ -23,23 +23,16 @@ GROUP = "ingestion"
 def _source_asset(deployment: Deployment, source: Source):
     key = dg.AssetKey(["raw", source.name])
 
-    @dg.asset(
-        key=key,
-        group_name=GROUP,
-        pool=POOL,
-        kinds={"duckdb", source.format},
-        description=f"Every accepted version of the records of source '{source.name}' "
-                    f"({source.entity}, node {source.node}), loaded from {source.path}.",
-        metadata={"source": source.name, "entity": source.entity, "node": source.node,
-                  "landing_glob": source.path},
-    )
-    def _ingest(context: dg.AssetExecutionContext, warehouse: DuckDBResource,
-                landing: LandingZone) -> dg.MaterializeResult:
+    api_key = resource_key(source.name) if source.format == "api" else None
+
+    def _run(context: dg.AssetExecutionContext, warehouse: DuckDBResource,
+             landing: LandingZone, token: str | None) -> dg.MaterializeResult:
         timer = Timer()
         now = dt.datetime.now().replace(microsecond=0)
         with warehouse.get_connection() as con:
             ensure_warehouse(con)
-            outcome = ingest_source(con, deployment, source, landing.path, context.run_id, now)
+            outcome = ingest_source(con, deployment, source, landing.path, context.run_id, now,
+                                    token=token)
             for f in outcome.files:
                 if f.status == "failed":
                     context.log.warning(f"{source.name}: file failed: {f.message}")
@@ -59,6 +52,31 @@ def _source_asset(deployment: Deployment, source: Source):
                 "rejected": outcome.total("rejected"),
             })
         return dg.MaterializeResult(metadata=meta)
+
+    common = dict(
+        key=key,
+        group_name=GROUP,
+        pool=POOL,
+        kinds={"duckdb", source.format},
+        description=f"Every accepted version of the records of source '{source.name}' "
+                    f"({source.entity}, node {source.node}), loaded from "
+                    f"{source.path if source.format != 'api' else 'a REST API pull'}.",
+        metadata={"source": source.name, "entity": source.entity, "node": source.node,
+                  "landing_glob": source.path} if source.format != "api" else
+                 {"source": source.name, "entity": source.entity, "node": source.node,
+                  "token_env": source.api.token_env or ""},
+    )
+    if api_key is None:
+        @dg.asset(**common)
+        def _ingest(context: dg.AssetExecutionContext, warehouse: DuckDBResource,
+                    landing: LandingZone) -> dg.MaterializeResult:
+            return _run(context, warehouse, landing, None)
+    else:
+        # The API token comes from a per-source resource bound with dg.EnvVar.
+        @dg.asset(**common, required_resource_keys={"warehouse", "landing", api_key})
+        def _ingest(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+            r = context.resources
+            return _run(context, r.warehouse, r.landing, getattr(r, api_key).token)
 
     @dg.asset_check(asset=key, name="import_reconciles", blocking=True,
                     description="For every file of this run: accepted + rejected = records read.")

@@ -1,6 +1,7 @@
 """ConfigurableResource classes. Instances are bound once, in ``pipelines/definitions.py``."""
 
+from resources.api import ApiCredentials, resource_key
 from resources.landing import FeedStore, LandingZone
 from resources.warehouse import warehouse_resource
 
-__all__ = ["FeedStore", "LandingZone", "warehouse_resource"]
+__all__ = ["ApiCredentials", "FeedStore", "LandingZone", "resource_key", "warehouse_resource"]

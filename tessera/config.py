@@ -101,15 +101,45 @@ class XlsxLayout(_Strict):
     max_ratio: int = Field(100, ge=2, le=1000)
 
 
+class ApiPull(_Strict):
+    """A REST endpoint pulled on each run; every page is fetched before anything loads.
+
+    The token never appears in configuration: ``token_env`` names the environment
+    variable that holds it, and the Dagster resource reads it through ``dg.EnvVar`` so
+    that only the variable's name is stored in run records (RELIABILITY.md rule 10).
+    """
+
+    url: str = Field(pattern=r"^https?://")
+    pagination: Literal["page", "cursor", "link", "none"] = "page"
+    page_size: int = Field(100, ge=1, le=10_000)
+    page_param: str = "page"
+    size_param: str = "page_size"
+    first_page: int = Field(1, ge=0)
+    cursor_param: str = "cursor"
+    next_cursor_path: str = "next_cursor"
+    # JSON path of the next page's URL; without it, the HTTP Link header (rel="next").
+    next_link_path: str | None = None
+    records_path: str = Field("data", description="dotted path of the list of records; '' = the body")
+    auth_header: str = "Authorization"
+    auth_scheme: str = "Bearer"
+    token_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]{0,99}$")
+    timeout_s: float = Field(30.0, gt=0, le=600)
+    max_attempts: int = Field(5, ge=1, le=20)
+    backoff_s: float = Field(1.0, ge=0, le=60)
+    max_backoff_s: float = Field(60.0, ge=0, le=3600)
+    max_pages: int = Field(100_000, ge=1)
+
+
 class Source(_Strict):
     name: Identifier
     entity: Entity
     node: Identifier
-    format: Literal["csv", "xml", "jsonl", "xlsx"]
-    path: str = Field(description="glob, relative to the landing folder")
+    format: Literal["csv", "xml", "jsonl", "xlsx", "api"]
+    path: str = Field("", description="glob, relative to the landing folder (not for api)")
     csv: CsvDialect | None = None
     xml: XmlLayout | None = None
     xlsx: XlsxLayout | None = None
+    api: ApiPull | None = None
     columns: dict[str, str] = Field(description="canonical field -> source column / tag / JSON path")
     date_format: str = "%d/%m/%Y"
     timestamp_format: str = "%Y-%m-%dT%H:%M:%S"
@@ -267,6 +297,10 @@ def load_deployment(config_dir: str | Path) -> Deployment:
             raise ConfigError(f"{where()}: a csv source needs a 'csv' dialect block")
         if s.format == "xml" and s.xml is None:
             raise ConfigError(f"{where()}: an xml source needs an 'xml' block")
+        if s.format == "api" and s.api is None:
+            raise ConfigError(f"{where()}: an api source needs an 'api' block (url, pagination, ...)")
+        if s.format != "api" and not s.path:
+            raise ConfigError(f"{where()}: a {s.format} source needs a 'path' glob")
         if s.format == "xlsx" and s.xlsx is None:
             raise ConfigError(f"{where()}: an xlsx source needs an 'xlsx' block (sheet, header_row)")
         allowed = set(contracts[s.entity].fields) | ext_by_entity.get(s.entity, set())

@@ -29,6 +29,7 @@ from tessera.ingest.readers import (
     encoding_of,
     fingerprint_and_check_encoding,
 )
+from tessera.ingest.api import ApiFailed, fetch_records, write_snapshot
 from tessera.lookups import apply_lookups
 from tessera.warehouse import transaction
 
@@ -193,11 +194,28 @@ def _next_file_seq(con) -> int:
 
 
 def ingest_source(con: duckdb.DuckDBPyConnection, deployment: Deployment, source: Source,
-                  landing_dir: Path, batch_id: str, now: dt.datetime | None = None) -> SourceOutcome:
+                  landing_dir: Path, batch_id: str, now: dt.datetime | None = None,
+                  token: str | None = None) -> SourceOutcome:
+    """Load the source's new files (or, for an api source, a fresh pull) into raw.
+
+    ``token`` is the api source's secret, read by the caller from the environment
+    variable the source names; it is only ever put in a request header.
+    """
     now = now or dt.datetime.now().replace(microsecond=0)
     ensure_raw_table(con, deployment, source)
     outcome = SourceOutcome(source.name)
-    files = sorted(p for p in landing_dir.glob(source.path) if p.is_file())
+    if source.format == "api":
+        # Every page is fetched first; a failed pull writes nothing but its report row.
+        try:
+            records = fetch_records(source.api, token)
+        except ApiFailed as exc:
+            outcome.files.append(_record_file_failure(
+                con, source, f"_api/{source.name}", "", batch_id, now, 0, str(exc)))
+            return outcome
+        snapshot = write_snapshot(records, landing_dir, source, now, batch_id)
+        files = [snapshot]
+    else:
+        files = sorted(p for p in landing_dir.glob(source.path) if p.is_file())
     for path in files:
         rel = str(path.relative_to(landing_dir))
         outcome.files.append(_ingest_file(con, deployment, source, path, rel, batch_id, now))
