@@ -19,6 +19,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -192,10 +193,70 @@ def _refuse_doctype(path: Path) -> None:
         raise FileRejected(f"{path.name}: XML with a DOCTYPE declaration is refused")
 
 
+_LXML_LINE_LIMIT = 65535
+
+
+def record_start_lines(path: Path, tag: str, chunk_size: int = _CHUNK) -> Iterator[int]:
+    """Physical line of every ``<tag`` start tag, in document order, by counting.
+
+    libxml2 keeps an element's line in 16 bits: past line 65,535 lxml's ``sourceline``
+    falls back on the element's first text node and, for records that span lines, is
+    one line late (measured). This scan skips comments, CDATA sections and processing
+    instructions, so it sees exactly the start tags the parser sees (a DOCTYPE, the one
+    other place markup could hide, is refused). It reads the bytes once more, lazily.
+    Only ASCII-compatible encodings are scanned; the caller checks that.
+    """
+    name = re.escape(tag.encode("ascii"))
+    opener = re.compile(rb"<!--|<!\[CDATA\[|<\?|<" + name + rb"(?=[\s/>])")
+    closers = {b"<!--": b"-->", b"<![CDATA[": b"]]>", b"<?": b"?>"}
+    keep = len(tag) + 10
+    line, buf, state, eof = 1, b"", None, False
+    with open(path, "rb") as fh:
+        while not eof:
+            chunk = fh.read(chunk_size)
+            eof = not chunk
+            buf += chunk
+            pos = 0
+            while True:
+                if state is not None:
+                    j = buf.find(state, pos)
+                    if j < 0:
+                        break
+                    end = j + len(state)
+                    line += buf.count(b"\n", pos, end)
+                    pos, state = end, None
+                    continue
+                m = opener.search(buf, pos)
+                if m is None:
+                    break
+                line += buf.count(b"\n", pos, m.start())
+                pos = m.end()
+                token = m.group()
+                if token in closers:
+                    state = closers[token]
+                else:
+                    yield line
+            if eof:
+                return
+            # Keep a tail that may hold the start of a token cut by the chunk boundary.
+            cut = pos if state is not None and len(buf) - pos < len(state) else max(
+                pos, len(buf) - (len(state) if state is not None else keep))
+            line += buf.count(b"\n", pos, cut)
+            buf = buf[cut:]
+
+
+def _ascii_compatible(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    return not (head.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in head)
+
+
 def read_xml(path: Path, source: Source, result: ReadResult) -> Iterator[pa.Table]:
     layout = source.xml
     assert layout is not None
     _refuse_doctype(path)
+    starts = record_start_lines(path, layout.record_tag) if _ascii_compatible(path) else None
+    open_lines: list[int] = []
     wanted = source.columns
     columns: dict[str, list] = {c: [] for c in wanted}
     lines: list[int] = []
@@ -208,6 +269,13 @@ def read_xml(path: Path, source: Source, result: ReadResult) -> Iterator[pa.Tabl
         root_checked = False
         for event, elem in etree.iterparse(str(path), **parser_kw):
             if event == "start":
+                if elem.tag == layout.record_tag:
+                    line = elem.sourceline
+                    if starts is not None:
+                        counted = next(starts, None)
+                        if counted is not None:
+                            line = counted
+                    open_lines.append(line)
                 if not root_checked:
                     # The prolog is fully parsed once the root element starts: a DOCTYPE
                     # anywhere in it (even after a long comment) is refused here.
@@ -232,7 +300,7 @@ def read_xml(path: Path, source: Source, result: ReadResult) -> Iterator[pa.Tabl
                       if isinstance(child.tag, str)}
             for canon, src in wanted.items():
                 columns[canon].append(values.get(src))
-            lines.append(elem.sourceline)
+            lines.append(open_lines.pop())
             elem.clear(keep_tail=False)
             parent = elem.getparent()
             while parent is not None and elem.getprevious() is not None:
