@@ -34,6 +34,8 @@ from tessera.lookups import apply_lookups
 from tessera.warehouse import transaction
 
 _EMAIL_RE = r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$"
+# Every kind of blank that CRMs leave around values (tabs, NBSP), not only spaces.
+# Measured on duckdb 2.0: this regular expression is faster than trim(x, characters).
 _TRIM_RE = r"^[\s\x{00a0}]+|[\s\x{00a0}]+$"
 _TRUE = ("1", "true", "t", "yes", "y", "si", "sì", "tak")
 _FALSE = ("0", "false", "f", "no", "n", "nie")
@@ -95,8 +97,9 @@ def _lit(value: str) -> str:
 
 def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list) -> tuple[str, str]:
     """SQL for the typed value of one field and for the reason it fails (NULL when fine)."""
-    # Trim every kind of white space (tabs, NBSP), not only blanks: CRMs leave tabs around e-mails.
-    v = f"nullif(regexp_replace(\"{name}\", {_lit(_TRIM_RE)}, '', 'g'), '')"
+    # The value was trimmed of every kind of blank (tabs, NBSP) once, in the inner
+    # projection of build_validation_sql; empty means missing.
+    v = f"\"{name}\""
     fmt = source.format_of(name, spec.type)
     if spec.type == "string":
         typed = v
@@ -166,12 +169,15 @@ def build_validation_sql(deployment: Deployment, source: Source) -> tuple[str, l
         select_typed.insert(0, f"md5(concat_ws('|', {cols})) AS source_record_id")
     order = [c for c in fields]
     inner = ",\n  ".join(select_typed + select_reason + ["_line"])
+    trimmed = "SELECT " + ", ".join(
+        [f"nullif(regexp_replace(\"{c}\", {_lit(_TRIM_RE)}, '', 'g'), '') AS \"{c}\""
+         for c in mapped] + ["_line"]) + " FROM _land"
     hash_cols = ", ".join(f"coalesce(CAST(\"{c}\" AS VARCHAR), '\\N')" for c in order if c != "source_record_id")
     sql = (
         f"SELECT {', '.join(chr(34) + c + chr(34) for c in order)}, "
         f"{', '.join(chr(34) + '_r_' + c + chr(34) for c in mapped) or 'NULL AS _r_none'}, _line, "
         f"md5(concat_ws('|', {hash_cols})) AS _record_hash\n"
-        f"FROM (SELECT\n  {inner}\nFROM _land)"
+        f"FROM (SELECT\n  {inner}\nFROM ({trimmed}))"
     )
     return sql, params
 
@@ -271,18 +277,17 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
     if lookups:
         apply_lookups(con, "_land", lookups)
     sql, params = build_validation_sql(deployment, source)
-    con.execute("DROP TABLE IF EXISTS _checked")
-    con.execute(f"CREATE TEMP TABLE _checked AS {sql}", params)
     reason_cols = [f"_r_{f}" for f in source_fields(deployment, source) if f in source.columns]
     any_reason = f"coalesce({', '.join(chr(34) + c + chr(34) for c in reason_cols)})" if reason_cols else "NULL"
-    # Within one file a later row for the same id supersedes an earlier one.
+    # Within one file a later row for the same id supersedes an earlier one. Typing,
+    # reasons and the duplicate rank are one statement, materialised once.
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _checked2 AS
         SELECT *, {any_reason} IS NULL AS _ok,
                CASE WHEN {any_reason} IS NULL THEN
                  row_number() OVER (PARTITION BY ({any_reason} IS NULL), source_record_id ORDER BY _line DESC)
                END AS _dup_rank
-        FROM _checked""")
+        FROM ({sql})""", params)
     raw = f"raw.{source.name}"
     cols = list(source_fields(deployment, source))
     col_list = ", ".join(f"\"{c}\"" for c in cols)
