@@ -48,3 +48,20 @@ CREATE TABLE IF NOT EXISTS ops.segment_runs (
     members     BIGINT  NOT NULL,
     built_at    TIMESTAMP NOT NULL
 );
+
+-- Batch-level expectations (great-expectations) per run: counts and percentages only,
+-- never the unexpected values themselves (they are personal data).
+CREATE TABLE IF NOT EXISTS ops.expectation_results (
+    batch_id            VARCHAR   NOT NULL,
+    table_name          VARCHAR   NOT NULL,
+    expectation         VARCHAR   NOT NULL,
+    column_name         VARCHAR,              -- NULL for table-level; columns joined by ',' for compound
+    blocking            BOOLEAN   NOT NULL,
+    success             BOOLEAN   NOT NULL,
+    element_count       BIGINT,
+    unexpected_count    BIGINT,
+    unexpected_percent  DOUBLE,
+    observed_value      DOUBLE,               -- numeric observations only (row count)
+    expected            VARCHAR,              -- the bounds or threshold, e.g. 'mostly 0.5'
+    validated_at        TIMESTAMP NOT NULL
+);
