@@ -14,7 +14,7 @@ from dagster_duckdb import DuckDBResource
 from assets._common import POOL, table_metadata
 from resources import LandingZone, resource_key
 from tessera.config import Deployment, Source
-from tessera.ingest.load import ingest_source
+from tessera.ingest.load import ingest_source, rejected_by_reason
 from tessera.warehouse import Timer, ensure_warehouse
 
 GROUP = "ingestion"
@@ -50,6 +50,8 @@ def _source_asset(deployment: Deployment, source: Source):
                 "updated": outcome.total("updated"),
                 "unchanged": outcome.total("unchanged"),
                 "rejected": outcome.total("rejected"),
+                # "field: reason" -> records; reasons never carry the refused values
+                "rejected_by_reason": rejected_by_reason(con, source.name, context.run_id),
             })
         return dg.MaterializeResult(metadata=meta)
 

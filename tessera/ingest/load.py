@@ -228,6 +228,27 @@ def ingest_source(con: duckdb.DuckDBPyConnection, deployment: Deployment, source
     return outcome
 
 
+def _summarise_reasons(con, source: str, rel: str, batch_id: str) -> None:
+    """Fill ops.import_reject_reasons for one file and run from its rejects (same transaction)."""
+    con.execute("DELETE FROM ops.import_reject_reasons WHERE source = ? AND file = ? AND batch_id = ?",
+                [source, rel, batch_id])
+    con.execute(r"""
+        INSERT INTO ops.import_reject_reasons
+        SELECT source, file, batch_id, field,
+               regexp_replace(reason, ' \(line [0-9]+\)$', '') AS reason,
+               count(DISTINCT coalesce(line, -1))
+        FROM ops.rejects WHERE source = ? AND file = ? AND batch_id = ?
+        GROUP BY ALL ORDER BY field, reason""", [source, rel, batch_id])
+
+
+def rejected_by_reason(con, source: str, batch_id: str) -> dict[str, int]:
+    """``{"field: reason": records}`` over the files of one run: safe for metadata."""
+    return {f"{f}: {r}": int(n) for f, r, n in con.execute(
+        "SELECT field, reason, sum(records) FROM ops.import_reject_reasons "
+        "WHERE source = ? AND batch_id = ? GROUP BY ALL ORDER BY 3 DESC, 1, 2",
+        [source, batch_id]).fetchall()}
+
+
 def _record_file_failure(con, source: Source, rel: str, sha: str, batch_id: str, now,
                          records: int, message: str) -> FileOutcome:
     with transaction(con):
@@ -238,6 +259,7 @@ def _record_file_failure(con, source: Source, rel: str, sha: str, batch_id: str,
         con.execute(
             "INSERT INTO ops.import_report VALUES (?, ?, ?, 'failed', ?, 0, 0, 0, ?, ?, ?, ?)",
             [source.name, rel, batch_id, records, records, sha, message, now])
+        _summarise_reasons(con, source.name, rel, batch_id)
     return FileOutcome(rel, "failed", records=records, rejected=records, message=message)
 
 
@@ -343,6 +365,7 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
                 f"{result.records} records")
         con.execute("INSERT INTO ops.file_ledger VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [source.name, sha, rel, size, file_seq, status, now])
+        _summarise_reasons(con, source.name, rel, batch_id)
         con.execute(
             "INSERT INTO ops.import_report VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [source.name, rel, batch_id, status, result.records, counts.get("new", 0),

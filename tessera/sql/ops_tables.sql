@@ -65,3 +65,14 @@ CREATE TABLE IF NOT EXISTS ops.expectation_results (
     expected            VARCHAR,              -- the bounds or threshold, e.g. 'mostly 0.5'
     validated_at        TIMESTAMP NOT NULL
 );
+
+-- The import report's "not imported", by reason: one row per file, run, field and reason.
+-- A record refused for two reasons counts under both; reasons never hold values.
+CREATE TABLE IF NOT EXISTS ops.import_reject_reasons (
+    source    VARCHAR   NOT NULL,
+    file      VARCHAR   NOT NULL,
+    batch_id  VARCHAR   NOT NULL,
+    field     VARCHAR   NOT NULL,
+    reason    VARCHAR   NOT NULL,
+    records   BIGINT    NOT NULL
+);

@@ -422,3 +422,30 @@ def test_country_and_province_labels_become_codes(con, demo, landing):
                      "ORDER BY 1") == [
         ("C1", "IT", "MI"), ("C2", "IT", "RM"), ("C3", "PL", "MI"), ("C4", "IT", "Valdarno")]
     assert rejects(con) == []
+
+
+def test_import_report_counts_rejected_by_reason(con, demo, landing):
+    write_crm(landing, "crm_contacts_20261101.csv", [
+        crm_row(source_record_id="C1"),
+        crm_row(source_record_id="C2", email="bad@", gender="X"),
+        crm_row(source_record_id="C3", email="also-bad"),
+        crm_row(source_record_id="C4", birth_date="99/99/1999"),
+        crm_row(source_record_id="C5"), crm_row(source_record_id="C5"),   # superseded
+        crm_row(source_record_id="C6"), crm_row(source_record_id="C6"),
+    ], demo)
+    ingest(con, demo, landing)
+    got = rows(con, "SELECT field, reason, records FROM ops.import_reject_reasons "
+                    "WHERE batch_id = 'b1' ORDER BY field, reason")
+    assert got == [
+        ("birth_date", "not a date in format %d/%m/%Y", 1),
+        ("email", "not a valid e-mail address", 2),
+        ("gender", "value not allowed (allowed: M, F)", 1),
+        ("source_record_id", "superseded by a later record with the same id in this file", 2),
+    ]
+    from tessera.ingest.load import rejected_by_reason
+
+    by_reason = rejected_by_reason(con, "crm_contacts", "b1")
+    assert by_reason["email: not a valid e-mail address"] == 2
+    assert list(by_reason)[0] in ("email: not a valid e-mail address",
+                                  "source_record_id: superseded by a later record with the "
+                                  "same id in this file")
