@@ -176,6 +176,31 @@ class FeedDef(_Strict):
     for_spreadsheet: bool = False
 
 
+class LookupValue(_Strict):
+    id: int = Field(ge=1)
+    label: str = Field(min_length=1)
+    # For a micro value: its macro, as id or label.
+    macro: int | str | None = None
+
+
+class LookupTable(_Strict):
+    """A settings table of the [Sendero] kind: macro values, and micro values under them."""
+
+    macro: list[LookupValue] = []
+    micro: list[LookupValue] = []
+
+
+# Sendero's predefined sales-channel macros; deployments add micros under them.
+SALES_CHANNEL_MACROS = [
+    LookupValue(id=1, label="e-commerce"), LookupValue(id=2, label="store"),
+    LookupValue(id=3, label="phone"), LookupValue(id=4, label="mail"),
+]
+
+
+class _LookupsFile(_Strict):
+    lookups: dict[Identifier, LookupTable] = {}
+
+
 class _MainFile(_Strict):
     deployment: str
     description: str = ""
@@ -210,6 +235,14 @@ class Deployment(_Strict):
     sources: list[Source]
     segments: list[SegmentDef] = []
     feeds: list[FeedDef] = []
+    lookups: dict[str, LookupTable] = {}
+
+    def lookup_table(self, name: str) -> LookupTable:
+        """A lookup table with predefined values merged in (sales-channel macros)."""
+        table = self.lookups.get(name, LookupTable())
+        if name == "sales_channel":
+            table = LookupTable(macro=SALES_CHANNEL_MACROS, micro=table.micro)
+        return table
 
     def properties_of(self, entity: str) -> list[ExtendedProperty]:
         return list(self.properties.get(entity, []))
@@ -326,7 +359,32 @@ def load_deployment(config_dir: str | Path) -> Deployment:
                 f"'{s.customer_source}'"
             )
 
+    lookups_path = config_dir / "lookups.yaml"
+    lookups_y = load_yaml(lookups_path) if lookups_path.exists() else None
+    lookups = _validate(_LookupsFile, lookups_y) if lookups_y else _LookupsFile()
+    for name, table in lookups.lookups.items():
+        if name == "sales_channel" and table.macro:
+            raise ConfigError(f"{lookups_y.where(('lookups', name, 'macro'))}: sales-channel "
+                              "macros are predefined (e-commerce, store, phone, mail); declare micros only")
+        macros = SALES_CHANNEL_MACROS if name == "sales_channel" else table.macro
+        by_id = {m.id for m in macros}
+        by_label = {m.label.strip().lower(): m.id for m in macros}
+        for level, values in (("macro", table.macro), ("micro", table.micro)):
+            ids = [v.id for v in values]
+            if len(ids) != len(set(ids)):
+                raise ConfigError(f"{lookups_y.where(('lookups', name, level))}: duplicate id")
+        for j, v in enumerate(table.micro):
+            where = lookups_y.where(("lookups", name, "micro", j))
+            if v.macro is None:
+                raise ConfigError(f"{where}: a micro value needs its macro")
+            known = v.macro in by_id if isinstance(v.macro, int) else (
+                str(v.macro).strip().lower() in by_label)
+            if not known:
+                raise ConfigError(f"{where}: unknown macro '{v.macro}' (a micro belongs to a "
+                                  "macro of the same table)")
+
     deployment = Deployment(
+        lookups=lookups.lookups,
         config_dir=config_dir,
         deployment=main.deployment,
         description=main.description,

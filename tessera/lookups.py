@@ -114,3 +114,51 @@ def apply_lookups(con: duckdb.DuckDBPyConnection, table: str, fields: dict[str, 
             f"WHERE lower(trim(regexp_replace({table}.\"{column}\", '\\s+', ' ', 'g'))) = k.key "
             f'AND {table}."{column}" IS DISTINCT FROM k.code')
         con.unregister(name)
+
+
+# --------------------------------------------------------------------------- #
+# Settings tables (lookups.yaml): macro/micro values accepted as id or label
+# --------------------------------------------------------------------------- #
+def settings_keys(deployment, table: str, level: str) -> pa.Table:
+    """``(id, key, macro)`` rows of one level of a settings table; keys are id and label."""
+    lt = deployment.lookup_table(table)
+    macro_id = {m.label.strip().lower(): m.id for m in lt.macro}
+    ids, keys, macros = [], [], []
+    for v in (lt.macro if level == "macro" else lt.micro):
+        parent = None
+        if level == "micro":
+            parent = v.macro if isinstance(v.macro, int) else macro_id.get(str(v.macro).strip().lower())
+        for key in {str(v.id), _key(v.label)}:
+            ids.append(v.id)
+            keys.append(key)
+            macros.append(parent)
+    return pa.table({"id": pa.array(ids, pa.int64()), "key": pa.array(keys, pa.string()),
+                     "macro": pa.array(macros, pa.int64())})
+
+
+def register_settings(con: duckdb.DuckDBPyConnection, deployment,
+                      fields: dict[str, str]) -> dict[str, str]:
+    """Register the key tables of the settings lookups used by ``fields``.
+
+    Returns ``{field: view name}`` for the fields whose table level has values; a level
+    the deployment left empty is not enforced (any value is accepted).
+    """
+    views = {}
+    for field, ref in fields.items():
+        table, level = ref.split(".", 1)
+        keys = settings_keys(deployment, table, level)
+        if keys.num_rows == 0:
+            continue
+        name = f"_lk_{table}_{level}"
+        con.register(name, keys)
+        views[field] = name
+    return views
+
+
+def apply_settings(con: duckdb.DuckDBPyConnection, table: str, views: dict[str, str]) -> None:
+    """Replace labels by ids in ``table`` for the fields with a registered settings view."""
+    for column, view in views.items():
+        con.execute(
+            f'UPDATE {table} SET "{column}" = CAST(k.id AS VARCHAR) FROM {view} k '
+            f"WHERE lower(trim(regexp_replace({table}.\"{column}\", '\\s+', ' ', 'g'))) = k.key "
+            f'AND {table}."{column}" IS DISTINCT FROM CAST(k.id AS VARCHAR)')

@@ -204,7 +204,14 @@ def write_template(deployment: Deployment, registry: str, out: Path) -> Path:
                 values += [[col.header, v] for v in spec.allowed]
             if col.type == "boolean":
                 values += [[col.header, v] for v in ("si", "no")]
-    _sheet(wb, "valori", ["campo", "valore"], values)
+    # The deployment's settings tables (lookups.yaml), sales-channel macros included:
+    # an id or its label may be typed.
+    names = sorted(set(deployment.lookups) | {"sales_channel"})
+    for name in names:
+        table = deployment.lookup_table(name)
+        values += [[f"{name}.macro", v.id, v.label] for v in table.macro]
+        values += [[f"{name}.micro", v.id, v.label, v.macro] for v in table.micro]
+    _sheet(wb, "valori", ["campo", "valore", "etichetta", "macro"], values)
     importable = registry == "b2c_users"
     _sheet(wb, "istruzioni", ["istruzioni"], [[t] for t in (
         f"Registry: {registry} (deployment {deployment.deployment}).",

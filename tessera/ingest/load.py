@@ -30,7 +30,7 @@ from tessera.ingest.readers import (
     fingerprint_and_check_encoding,
 )
 from tessera.ingest.api import ApiFailed, fetch_records, write_snapshot
-from tessera.lookups import apply_lookups
+from tessera.lookups import KEY_TABLES, apply_lookups, apply_settings, register_settings
 from tessera.warehouse import transaction
 
 _EMAIL_RE = r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$"
@@ -95,7 +95,8 @@ def _lit(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list) -> tuple[str, str]:
+def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list,
+                      settings: dict[str, str] | None = None) -> tuple[str, str]:
     """SQL for the typed value of one field and for the reason it fails (NULL when fine)."""
     # The value was trimmed of every kind of blank (tabs, NBSP) once, in the inner
     # projection of build_validation_sql; empty means missing.
@@ -141,6 +142,18 @@ def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list) 
         )
     elif spec.format == "country":
         checks.append(f"WHEN NOT regexp_full_match({v}, '^[A-Za-z]{{2}}$') THEN 'not an ISO 3166-1 alpha-2 country code'")
+    view = (settings or {}).get(name)
+    if view is not None:
+        table, level = spec.lookup.split(".", 1)
+        words = table.replace("_", " ")
+        checks.append(f"WHEN ({typed}) NOT IN (SELECT id FROM {view}) "
+                      f"THEN {_lit(f'not a known {words} {level} (id or label)')}")
+        if level == "micro" and spec.parent and spec.parent in source.columns:
+            parent = f"TRY_CAST(\"{spec.parent}\" AS BIGINT)"
+            checks.append(
+                f"WHEN {parent} IS NOT NULL AND {parent} IS DISTINCT FROM "
+                f"(SELECT any_value(macro) FROM {view} k WHERE k.id = ({typed})) "
+                f"THEN {_lit(f'{words} micro does not belong to the record' + chr(39) + f's {spec.parent}')}")
     if spec.allowed is not None:
         allowed = ", ".join("'" + a.replace("'", "''") + "'" for a in spec.allowed)
         checks.append(f"WHEN {v} NOT IN ({allowed}) THEN {_lit('value not allowed (allowed: ' + ', '.join(spec.allowed) + ')')}")
@@ -148,7 +161,8 @@ def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list) 
     return typed, reason
 
 
-def build_validation_sql(deployment: Deployment, source: Source) -> tuple[str, list]:
+def build_validation_sql(deployment: Deployment, source: Source,
+                         settings: dict[str, str] | None = None) -> tuple[str, list]:
     """One SELECT over ``_land`` giving typed columns, per-field reasons and a record hash."""
     fields = source_fields(deployment, source)
     mapped = [f for f in fields if f in source.columns]
@@ -156,7 +170,7 @@ def build_validation_sql(deployment: Deployment, source: Source) -> tuple[str, l
     select_typed, select_reason = [], []
     for name in fields:
         if name in mapped:
-            typed, reason = _typed_and_reason(name, fields[name], source, params)
+            typed, reason = _typed_and_reason(name, fields[name], source, params, settings)
             select_typed.append(f"{typed} AS \"{name}\"")
             select_reason.append(f"{reason} AS \"_r_{name}\"")
         elif name == "source_record_id":
@@ -295,10 +309,14 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
         return _record_file_failure(con, source, rel, sha, batch_id, now, result.records, str(exc))
 
     spec = source_fields(deployment, source)
-    lookups = {f: spec[f].lookup for f in fields if f in spec and spec[f].lookup}
-    if lookups:
-        apply_lookups(con, "_land", lookups)
-    sql, params = build_validation_sql(deployment, source)
+    refs = {f: spec[f].lookup for f in fields if f in spec and spec[f].lookup}
+    geo = {f: k for f, k in refs.items() if k in KEY_TABLES}
+    if geo:
+        apply_lookups(con, "_land", geo)
+    settings = register_settings(con, deployment, {f: k for f, k in refs.items() if "." in k})
+    if settings:
+        apply_settings(con, "_land", settings)
+    sql, params = build_validation_sql(deployment, source, settings)
     reason_cols = [f"_r_{f}" for f in source_fields(deployment, source) if f in source.columns]
     any_reason = f"coalesce({', '.join(chr(34) + c + chr(34) for c in reason_cols)})" if reason_cols else "NULL"
     # Within one file a later row for the same id supersedes an earlier one. Typing,
@@ -310,6 +328,8 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
                  row_number() OVER (PARTITION BY ({any_reason} IS NULL), source_record_id ORDER BY _line DESC)
                END AS _dup_rank
         FROM ({sql})""", params)
+    for view in settings.values():
+        con.unregister(view)
     raw = f"raw.{source.name}"
     cols = list(source_fields(deployment, source))
     col_list = ", ".join(f"\"{c}\"" for c in cols)
