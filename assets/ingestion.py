@@ -12,9 +12,9 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets._common import POOL, table_metadata
-from resources import LandingZone, PrivacySettings
+from resources import LandingZone, PrivacySettings, resource_key
 from tessera.config import Deployment, Source
-from tessera.ingest.load import ingest_source
+from tessera.ingest.load import ingest_source, rejected_by_reason
 from tessera.warehouse import Timer, ensure_warehouse
 
 GROUP = "ingestion"
@@ -23,24 +23,16 @@ GROUP = "ingestion"
 def _source_asset(deployment: Deployment, source: Source):
     key = dg.AssetKey(["raw", source.name])
 
-    @dg.asset(
-        key=key,
-        group_name=GROUP,
-        pool=POOL,
-        kinds={"duckdb", source.format},
-        description=f"Every accepted version of the records of source '{source.name}' "
-                    f"({source.entity}, node {source.node}), loaded from {source.path}.",
-        metadata={"source": source.name, "entity": source.entity, "node": source.node,
-                  "landing_glob": source.path},
-    )
-    def _ingest(context: dg.AssetExecutionContext, warehouse: DuckDBResource,
-                landing: LandingZone, privacy: PrivacySettings) -> dg.MaterializeResult:
+    api_key = resource_key(source.name) if source.format == "api" else None
+
+    def _run(context: dg.AssetExecutionContext, warehouse: DuckDBResource,
+             landing: LandingZone, privacy: PrivacySettings, token: str | None) -> dg.MaterializeResult:
         timer = Timer()
         now = dt.datetime.now().replace(microsecond=0)
         with warehouse.get_connection() as con:
             ensure_warehouse(con)
             outcome = ingest_source(con, deployment, source, landing.path, context.run_id, now,
-                                    privacy.suppression_key)
+                                    privacy.suppression_key, token=token)
             for f in outcome.files:
                 if f.status == "failed":
                     context.log.warning(f"{source.name}: file failed: {f.message}")
@@ -60,8 +52,35 @@ def _source_asset(deployment: Deployment, source: Source):
                 "unchanged": outcome.total("unchanged"),
                 "rejected": outcome.total("rejected"),
                 "suppressed": outcome.total("suppressed"),
+                # "field: reason" -> records; reasons never carry the refused values
+                "rejected_by_reason": rejected_by_reason(con, source.name, context.run_id),
             })
         return dg.MaterializeResult(metadata=meta)
+
+    common = dict(
+        key=key,
+        group_name=GROUP,
+        pool=POOL,
+        kinds={"duckdb", source.format},
+        description=f"Every accepted version of the records of source '{source.name}' "
+                    f"({source.entity}, node {source.node}), loaded from "
+                    f"{source.path if source.format != 'api' else 'a REST API pull'}.",
+        metadata={"source": source.name, "entity": source.entity, "node": source.node,
+                  "landing_glob": source.path} if source.format != "api" else
+                 {"source": source.name, "entity": source.entity, "node": source.node,
+                  "token_env": source.api.token_env or ""},
+    )
+    if api_key is None:
+        @dg.asset(**common)
+        def _ingest(context: dg.AssetExecutionContext, warehouse: DuckDBResource,
+                    landing: LandingZone, privacy: PrivacySettings) -> dg.MaterializeResult:
+            return _run(context, warehouse, landing, privacy, None)
+    else:
+        # The API token comes from a per-source resource bound with dg.EnvVar.
+        @dg.asset(**common, required_resource_keys={"warehouse", "landing", "privacy", api_key})
+        def _ingest(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+            r = context.resources
+            return _run(context, r.warehouse, r.landing, r.privacy, getattr(r, api_key).token)
 
     @dg.asset_check(asset=key, name="import_reconciles", blocking=True,
                     description="For every file of this run: accepted + rejected + suppressed = records read.")

@@ -17,7 +17,8 @@ import assets as assets_pkg
 from pipelines.jobs import daily_job
 from pipelines.schedules import daily_schedule
 from pipelines.sensors import build_landing_sensor
-from resources import FeedStore, LandingZone, PrivacySettings, warehouse_resource
+from resources import (ApiCredentials, FeedStore, LandingZone, PrivacySettings, resource_key,
+                       warehouse_resource)
 from tessera.config import Deployment, load_deployment
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -55,13 +56,20 @@ def build_assets(deployment: Deployment) -> tuple[list, list]:
 
 
 def build_resources(warehouse: Path, landing: Path, feeds: Path,
-                    memory_limit: str | None = None) -> dict:
-    return {
+                    memory_limit: str | None = None, deployment: Deployment | None = None) -> dict:
+    resources = {
         "warehouse": warehouse_resource(str(warehouse), memory_limit),
         "landing": LandingZone(root=str(landing)),
         "feeds": FeedStore(root=str(feeds)),
         "privacy": PrivacySettings(suppression_key=dg.EnvVar("TESSERA_SUPPRESSION_KEY")),
     }
+    # API tokens: only the environment variable's name is stored (dg.EnvVar).
+    for source in (deployment.sources if deployment else []):
+        if source.format == "api":
+            env = source.api.token_env
+            resources[resource_key(source.name)] = (
+                ApiCredentials(token=dg.EnvVar(env)) if env else ApiCredentials())
+    return resources
 
 
 def build_definitions(deployment: Deployment, warehouse: Path, landing: Path, feeds: Path,
@@ -73,7 +81,7 @@ def build_definitions(deployment: Deployment, warehouse: Path, landing: Path, fe
         jobs=[daily_job],
         schedules=[daily_schedule],
         sensors=[build_landing_sensor(deployment, landing)],
-        resources=build_resources(warehouse, landing, feeds, memory_limit),
+        resources=build_resources(warehouse, landing, feeds, memory_limit, deployment),
     )
 
 

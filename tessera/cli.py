@@ -10,6 +10,7 @@
     tessera export-person (--customer-id N | --email E) --out F.json   subject access
     tessera stop-monitoring --customer-id N                 no new behavioural events
     tessera init-home                                       prepare DAGSTER_HOME
+    tessera template REGISTRY --out FILE.xlsx               the pre-set import workbook
 
 Paths come from TESSERA_CONFIG (configuration folder), TESSERA_HOME (warehouse,
 landing, feeds) and DAGSTER_HOME, with ``--config`` / ``--home`` overriding them.
@@ -313,6 +314,27 @@ def cmd_summary(args) -> int:
     return 0
 
 
+def cmd_template(args) -> int:
+    from tessera.config import load_deployment
+    from tessera.templates import source_yaml, template_source, write_template
+
+    config = Path(args.config or os.environ.get("TESSERA_CONFIG")
+                  or PROJECT_ROOT / "examples" / "demo")
+    deployment = load_deployment(config)
+    out = write_template(deployment, args.registry, Path(args.out))
+    print(f"wrote the {args.registry} import workbook to {out}")
+    if args.registry == "b2c_users":
+        node = args.node or deployment.tree.priority[0]
+        src = template_source(deployment, args.registry, args.source_name, node,
+                              f"{args.source_name}/*.xlsx")
+        print("\nto load filled-in copies, add this source to sources.yaml "
+              f"and drop the files into <landing>/{args.source_name}/:\n")
+        print(source_yaml(src))
+    else:
+        print("note: this registry cannot be imported yet (B2B entities are not built)")
+    return 0
+
+
 def cmd_init_home(args) -> int:
     _setup_env(args)
     print(os.environ["DAGSTER_HOME"])
@@ -374,6 +396,15 @@ def main(argv: list[str] | None = None) -> int:
     sm = sub.add_parser("stop-monitoring", help="keep no new behavioural events for a customer")
     sm.add_argument("--customer-id", type=int, required=True)
     sm.set_defaults(func=cmd_stop_monitoring)
+
+    t = sub.add_parser("template", help="write the pre-set import workbook of a registry")
+    t.add_argument("registry", choices=["b2c_users", "b2b_companies", "b2b_company_users",
+                                        "potential_companies"])
+    t.add_argument("--out", required=True, help="the .xlsx file to write")
+    t.add_argument("--source-name", default="xlsx_import",
+                   help="name of the xlsx source printed for sources.yaml (default xlsx_import)")
+    t.add_argument("--node", help="node of that source (default: the first of tree.priority)")
+    t.set_defaults(func=cmd_template)
 
     i = sub.add_parser("init-home", help="create DAGSTER_HOME with the project's dagster.yaml")
     i.set_defaults(func=cmd_init_home)

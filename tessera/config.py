@@ -85,14 +85,61 @@ class XmlLayout(_Strict):
     table: str | None = None
 
 
+class XlsxLayout(_Strict):
+    """Where the records are in a workbook, and the limits checked before opening it.
+
+    RELIABILITY.md rule 8: a 5 kB workbook declaring the full sheet dimension became
+    32.7 M cells, and zip ratios near 300x were measured. The archive's total
+    uncompressed size and its compression ratio are checked from the zip directory
+    before openpyxl sees the file, and no more than ``max_columns`` columns are read.
+    """
+
+    sheet: str = Field(min_length=1, max_length=31)
+    header_row: int = Field(1, ge=1, le=1000)
+    max_columns: int = Field(256, ge=1, le=16384)
+    max_uncompressed_mb: int = Field(200, ge=1, le=4096)
+    max_ratio: int = Field(100, ge=2, le=1000)
+
+
+class ApiPull(_Strict):
+    """A REST endpoint pulled on each run; every page is fetched before anything loads.
+
+    The token never appears in configuration: ``token_env`` names the environment
+    variable that holds it, and the Dagster resource reads it through ``dg.EnvVar`` so
+    that only the variable's name is stored in run records (RELIABILITY.md rule 10).
+    """
+
+    url: str = Field(pattern=r"^https?://")
+    pagination: Literal["page", "cursor", "link", "none"] = "page"
+    page_size: int = Field(100, ge=1, le=10_000)
+    page_param: str = "page"
+    size_param: str = "page_size"
+    first_page: int = Field(1, ge=0)
+    cursor_param: str = "cursor"
+    next_cursor_path: str = "next_cursor"
+    # JSON path of the next page's URL; without it, the HTTP Link header (rel="next").
+    next_link_path: str | None = None
+    records_path: str = Field("data", description="dotted path of the list of records; '' = the body")
+    auth_header: str = "Authorization"
+    auth_scheme: str = "Bearer"
+    token_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]{0,99}$")
+    timeout_s: float = Field(30.0, gt=0, le=600)
+    max_attempts: int = Field(5, ge=1, le=20)
+    backoff_s: float = Field(1.0, ge=0, le=60)
+    max_backoff_s: float = Field(60.0, ge=0, le=3600)
+    max_pages: int = Field(100_000, ge=1)
+
+
 class Source(_Strict):
     name: Identifier
     entity: Entity
     node: Identifier
-    format: Literal["csv", "xml", "jsonl"]
-    path: str = Field(description="glob, relative to the landing folder")
+    format: Literal["csv", "xml", "jsonl", "xlsx", "api"]
+    path: str = Field("", description="glob, relative to the landing folder (not for api)")
     csv: CsvDialect | None = None
     xml: XmlLayout | None = None
+    xlsx: XlsxLayout | None = None
+    api: ApiPull | None = None
     columns: dict[str, str] = Field(description="canonical field -> source column / tag / JSON path")
     date_format: str = "%d/%m/%Y"
     timestamp_format: str = "%Y-%m-%dT%H:%M:%S"
@@ -129,6 +176,31 @@ class FeedDef(_Strict):
     for_spreadsheet: bool = False
 
 
+class LookupValue(_Strict):
+    id: int = Field(ge=1)
+    label: str = Field(min_length=1)
+    # For a micro value: its macro, as id or label.
+    macro: int | str | None = None
+
+
+class LookupTable(_Strict):
+    """A settings table of the [Sendero] kind: macro values, and micro values under them."""
+
+    macro: list[LookupValue] = []
+    micro: list[LookupValue] = []
+
+
+# Sendero's predefined sales-channel macros; deployments add micros under them.
+SALES_CHANNEL_MACROS = [
+    LookupValue(id=1, label="e-commerce"), LookupValue(id=2, label="store"),
+    LookupValue(id=3, label="phone"), LookupValue(id=4, label="mail"),
+]
+
+
+class _LookupsFile(_Strict):
+    lookups: dict[Identifier, LookupTable] = {}
+
+
 class _MainFile(_Strict):
     deployment: str
     description: str = ""
@@ -163,6 +235,14 @@ class Deployment(_Strict):
     sources: list[Source]
     segments: list[SegmentDef] = []
     feeds: list[FeedDef] = []
+    lookups: dict[str, LookupTable] = {}
+
+    def lookup_table(self, name: str) -> LookupTable:
+        """A lookup table with predefined values merged in (sales-channel macros)."""
+        table = self.lookups.get(name, LookupTable())
+        if name == "sales_channel":
+            table = LookupTable(macro=SALES_CHANNEL_MACROS, micro=table.micro)
+        return table
 
     def properties_of(self, entity: str) -> list[ExtendedProperty]:
         return list(self.properties.get(entity, []))
@@ -250,6 +330,12 @@ def load_deployment(config_dir: str | Path) -> Deployment:
             raise ConfigError(f"{where()}: a csv source needs a 'csv' dialect block")
         if s.format == "xml" and s.xml is None:
             raise ConfigError(f"{where()}: an xml source needs an 'xml' block")
+        if s.format == "api" and s.api is None:
+            raise ConfigError(f"{where()}: an api source needs an 'api' block (url, pagination, ...)")
+        if s.format != "api" and not s.path:
+            raise ConfigError(f"{where()}: a {s.format} source needs a 'path' glob")
+        if s.format == "xlsx" and s.xlsx is None:
+            raise ConfigError(f"{where()}: an xlsx source needs an 'xlsx' block (sheet, header_row)")
         allowed = set(contracts[s.entity].fields) | ext_by_entity.get(s.entity, set())
         for field in s.columns:
             if field not in allowed:
@@ -273,7 +359,32 @@ def load_deployment(config_dir: str | Path) -> Deployment:
                 f"'{s.customer_source}'"
             )
 
+    lookups_path = config_dir / "lookups.yaml"
+    lookups_y = load_yaml(lookups_path) if lookups_path.exists() else None
+    lookups = _validate(_LookupsFile, lookups_y) if lookups_y else _LookupsFile()
+    for name, table in lookups.lookups.items():
+        if name == "sales_channel" and table.macro:
+            raise ConfigError(f"{lookups_y.where(('lookups', name, 'macro'))}: sales-channel "
+                              "macros are predefined (e-commerce, store, phone, mail); declare micros only")
+        macros = SALES_CHANNEL_MACROS if name == "sales_channel" else table.macro
+        by_id = {m.id for m in macros}
+        by_label = {m.label.strip().lower(): m.id for m in macros}
+        for level, values in (("macro", table.macro), ("micro", table.micro)):
+            ids = [v.id for v in values]
+            if len(ids) != len(set(ids)):
+                raise ConfigError(f"{lookups_y.where(('lookups', name, level))}: duplicate id")
+        for j, v in enumerate(table.micro):
+            where = lookups_y.where(("lookups", name, "micro", j))
+            if v.macro is None:
+                raise ConfigError(f"{where}: a micro value needs its macro")
+            known = v.macro in by_id if isinstance(v.macro, int) else (
+                str(v.macro).strip().lower() in by_label)
+            if not known:
+                raise ConfigError(f"{where}: unknown macro '{v.macro}' (a micro belongs to a "
+                                  "macro of the same table)")
+
     deployment = Deployment(
+        lookups=lookups.lookups,
         config_dir=config_dir,
         deployment=main.deployment,
         description=main.description,

@@ -51,3 +51,31 @@ CREATE TABLE IF NOT EXISTS ops.segment_runs (
 
 -- Records dropped at ingestion because they carry an erased person's identifier.
 ALTER TABLE ops.import_report ADD COLUMN IF NOT EXISTS suppressed BIGINT DEFAULT 0;
+
+-- Batch-level expectations (great-expectations) per run: counts and percentages only,
+-- never the unexpected values themselves (they are personal data).
+CREATE TABLE IF NOT EXISTS ops.expectation_results (
+    batch_id            VARCHAR   NOT NULL,
+    table_name          VARCHAR   NOT NULL,
+    expectation         VARCHAR   NOT NULL,
+    column_name         VARCHAR,              -- NULL for table-level; columns joined by ',' for compound
+    blocking            BOOLEAN   NOT NULL,
+    success             BOOLEAN   NOT NULL,
+    element_count       BIGINT,
+    unexpected_count    BIGINT,
+    unexpected_percent  DOUBLE,
+    observed_value      DOUBLE,               -- numeric observations only (row count)
+    expected            VARCHAR,              -- the bounds or threshold, e.g. 'mostly 0.5'
+    validated_at        TIMESTAMP NOT NULL
+);
+
+-- The import report's "not imported", by reason: one row per file, run, field and reason.
+-- A record refused for two reasons counts under both; reasons never hold values.
+CREATE TABLE IF NOT EXISTS ops.import_reject_reasons (
+    source    VARCHAR   NOT NULL,
+    file      VARCHAR   NOT NULL,
+    batch_id  VARCHAR   NOT NULL,
+    field     VARCHAR   NOT NULL,
+    reason    VARCHAR   NOT NULL,
+    records   BIGINT    NOT NULL
+);

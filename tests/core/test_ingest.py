@@ -158,7 +158,7 @@ def test_rejects_name_file_line_field_reason_never_the_value(con, demo, landing)
     bad = {
         "C002": dict(email="mario.rossi@@esempio"),
         "C003": dict(birth_date="31/02/1980", gender="X"),
-        "C004": dict(mobile="chiamami", country="Italia"),
+        "C004": dict(mobile="chiamami", country="Atlantide"),
         "C005": dict(updated_at="2026-10-01T10:30", consent_email="forse"),
         "": dict(),
     }
@@ -186,7 +186,7 @@ def test_rejects_name_file_line_field_reason_never_the_value(con, demo, landing)
     ]
     # The refused values never reach ops.rejects (they may be personal data).
     everything = " | ".join(str(v) for r in rows(con, "SELECT * FROM ops.rejects") for v in r)
-    for value in ("mario.rossi@@esempio", "31/02/1980", "chiamami", "Italia", "forse",
+    for value in ("mario.rossi@@esempio", "31/02/1980", "chiamami", "Atlantide", "forse",
                   "2026-10-01T10:30", "Solo", "Tre"):
         assert value not in everything
     (rep,) = report(con)
@@ -408,3 +408,44 @@ def test_source_without_natural_id_uses_content_hash(con, demo, landing):
     assert (f.records, f.new, f.rejected) == (3, 2, 1)
     ids = rows(con, "SELECT source_record_id, email FROM raw.email_bounces ORDER BY email")
     assert len({i for i, _ in ids}) == 2 and all(len(i) == 32 for i, _ in ids)
+
+
+def test_country_and_province_labels_become_codes(con, demo, landing):
+    write_crm(landing, "crm_contacts_20261101.csv", [
+        crm_row(source_record_id="C1", country="Italia", province="Milano"),
+        crm_row(source_record_id="C2", country=" italy ", province="it-rm"),
+        crm_row(source_record_id="C3", country="POL", province="mi"),
+        crm_row(source_record_id="C4", country="380", province="Valdarno"),
+    ], demo)
+    ingest(con, demo, landing)
+    assert rows(con, "SELECT source_record_id, country, province FROM raw.crm_contacts "
+                     "ORDER BY 1") == [
+        ("C1", "IT", "MI"), ("C2", "IT", "RM"), ("C3", "PL", "MI"), ("C4", "IT", "Valdarno")]
+    assert rejects(con) == []
+
+
+def test_import_report_counts_rejected_by_reason(con, demo, landing):
+    write_crm(landing, "crm_contacts_20261101.csv", [
+        crm_row(source_record_id="C1"),
+        crm_row(source_record_id="C2", email="bad@", gender="X"),
+        crm_row(source_record_id="C3", email="also-bad"),
+        crm_row(source_record_id="C4", birth_date="99/99/1999"),
+        crm_row(source_record_id="C5"), crm_row(source_record_id="C5"),   # superseded
+        crm_row(source_record_id="C6"), crm_row(source_record_id="C6"),
+    ], demo)
+    ingest(con, demo, landing)
+    got = rows(con, "SELECT field, reason, records FROM ops.import_reject_reasons "
+                    "WHERE batch_id = 'b1' ORDER BY field, reason")
+    assert got == [
+        ("birth_date", "not a date in format %d/%m/%Y", 1),
+        ("email", "not a valid e-mail address", 2),
+        ("gender", "value not allowed (allowed: M, F)", 1),
+        ("source_record_id", "superseded by a later record with the same id in this file", 2),
+    ]
+    from tessera.ingest.load import rejected_by_reason
+
+    by_reason = rejected_by_reason(con, "crm_contacts", "b1")
+    assert by_reason["email: not a valid e-mail address"] == 2
+    assert list(by_reason)[0] in ("email: not a valid e-mail address",
+                                  "source_record_id: superseded by a later record with the "
+                                  "same id in this file")

@@ -359,3 +359,39 @@ def test_jsonl_reads_nested_paths_and_reports_bad_lines(tmp_path):
     assert rows[2]["source_record_id"] == "4" and rows[2]["email"] is None
     assert rows[2]["address"] == "true"
     assert rows[3]["address"] is None and rows[3]["properties"] == "flat"
+
+
+# --------------------------------------------------------------------------- #
+# XML line numbers past 65,535 (libxml2 keeps 16 bits; lxml was one line late)
+# --------------------------------------------------------------------------- #
+def big_sendero(n: int) -> tuple[bytes, list[int]]:
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>', "<sincronizza>",
+             "<commons><table>anagrafiche-b2c</table></commons>", "<utenti>",
+             "<!-- <utente> in a comment is not a record -->"]
+    expected = []
+    for i in range(n):
+        expected.append(len(lines) + 1)
+        lines += ["  <utente>", f"    <idgestionale>{i}</idgestionale>",
+                  "    <nome><![CDATA[<utente> in CDATA]]></nome>", "  </utente>"]
+    lines += ["</utenti>", "</sincronizza>"]
+    return ("\n".join(lines) + "\n").encode("utf-8"), expected
+
+
+def test_xml_lines_are_exact_past_65535(tmp_path):
+    data, expected = big_sendero(20_000)            # about 80,000 lines
+    path = tmp_path / "big.xml"
+    path.write_bytes(data)
+    rows, result = read_all(read_xml, path, xml_source())
+    assert result.records == 20_000
+    assert [r["_line"] for r in rows] == expected
+    assert rows[-1]["first_name"] == "<utente> in CDATA"
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 1000])
+def test_record_start_lines_across_chunk_boundaries(tmp_path, chunk):
+    from tessera.ingest.readers import record_start_lines
+
+    data, expected = big_sendero(300)
+    path = tmp_path / "s.xml"
+    path.write_bytes(data)
+    assert list(record_start_lines(path, "utente", chunk_size=chunk)) == expected

@@ -1,0 +1,156 @@
+"""Batch-level expectations with great-expectations 1.x, kept for analysts.
+
+Contract checks at ingestion judge one record at a time. These judge the batch: did
+the number of staged contacts collapse compared with the previous load, are the keys
+null or duplicated, how many records lack an e-mail. They run inside Dagster asset
+checks (dagster-ge's op factories are broken with current GX, STYLE.md rule 12), and
+the blocking ones stop identity resolution.
+
+Results go to ``ops.expectation_results``: expectation, column, success, counts and
+percentages. The result format asks GX for no unexpected values at all
+(``partial_unexpected_count: 0``, no unexpected rows or index queries), and only numeric
+fields are copied out of the result: an unexpected value is personal data.
+
+GX analytics are switched off before GX is imported (``GX_ANALYTICS_ENABLED=False``);
+the data context is ephemeral, so nothing is written to disk and nothing leaves the
+machine.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+from dataclasses import dataclass
+
+import duckdb
+
+from tessera.warehouse import transaction
+
+RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 0,
+                 "include_unexpected_rows": False, "return_unexpected_index_query": False}
+# A load may shrink, but not below this share of the previous load's row count.
+ROW_COUNT_MIN_RATIO = 0.5
+ROW_COUNT = "expect_table_row_count_to_be_between"
+
+
+@dataclass(frozen=True)
+class ExpectationOutcome:
+    expectation: str
+    column: str | None
+    blocking: bool
+    success: bool
+    element_count: int | None
+    unexpected_count: int | None
+    unexpected_percent: float | None
+    observed_value: float | None
+    expected: str
+
+
+@dataclass(frozen=True)
+class Expectation:
+    kind: str                # the GX class name
+    kwargs: dict
+    blocking: bool
+    expected: str
+
+
+def contact_expectations(previous_rows: int | None) -> list[Expectation]:
+    """The suite of ``staging.contacts``; the row-count floor follows the previous load."""
+    floor = max(1, math.ceil(previous_rows * ROW_COUNT_MIN_RATIO)) if previous_rows else 1
+    return [
+        Expectation("ExpectTableRowCountToBeBetween", {"min_value": floor}, True,
+                    f">= {floor}" + (f" ({ROW_COUNT_MIN_RATIO:.0%} of the previous {previous_rows})"
+                                     if previous_rows else "")),
+        Expectation("ExpectColumnValuesToNotBeNull", {"column": "source_record_id"}, True, "no nulls"),
+        Expectation("ExpectCompoundColumnsToBeUnique", {"column_list": ["source", "source_record_id"]},
+                    True, "unique"),
+        Expectation("ExpectColumnValuesToNotBeNull", {"column": "email", "mostly": 0.5}, False,
+                    "mostly 0.5"),
+        Expectation("ExpectColumnValuesToNotBeNull", {"column": "last_name", "mostly": 0.5}, False,
+                    "mostly 0.5"),
+    ]
+
+
+def previous_row_count(con: duckdb.DuckDBPyConnection, table: str, batch_id: str) -> int | None:
+    row = con.execute(
+        "SELECT observed_value FROM ops.expectation_results WHERE table_name = ? AND expectation = ? "
+        "AND batch_id <> ? AND observed_value IS NOT NULL ORDER BY validated_at DESC LIMIT 1",
+        [table, ROW_COUNT, batch_id]).fetchone()
+    return int(row[0]) if row else None
+
+
+def _gx():
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    return gx, gxe
+
+
+def validate(frame, expectations: list[Expectation]) -> list[ExpectationOutcome]:
+    """Run the expectations on a pandas frame with an ephemeral GX context."""
+    gx, gxe = _gx()
+    context = gx.get_context(mode="ephemeral")
+    try:
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    except Exception:  # pragma: no cover - cosmetic only
+        pass
+    source = context.data_sources.add_pandas("tessera")
+    asset = source.add_dataframe_asset("batch")
+    batch = asset.add_batch_definition_whole_dataframe("whole").get_batch(
+        batch_parameters={"dataframe": frame})
+    suite = gx.ExpectationSuite(name="tessera_batch", expectations=[
+        getattr(gxe, e.kind)(**e.kwargs) for e in expectations])
+    result = batch.validate(suite, result_format=RESULT_FORMAT)
+    by_config = {}
+    for r in result.results:
+        d = r.to_json_dict()
+        kwargs = d["expectation_config"]["kwargs"]
+        key = (d["expectation_config"]["type"], kwargs.get("column") or ",".join(kwargs.get("column_list") or []))
+        by_config[key] = d
+    out = []
+    for e in expectations:
+        gx_type = getattr(gxe, e.kind)(**e.kwargs).expectation_type
+        column = e.kwargs.get("column") or ",".join(e.kwargs.get("column_list") or []) or None
+        d = by_config[(gx_type, column or "")]
+        res = d.get("result") or {}
+        observed = res.get("observed_value")
+        out.append(ExpectationOutcome(
+            expectation=gx_type, column=column, blocking=e.blocking, success=bool(d["success"]),
+            element_count=_int(res.get("element_count")),
+            unexpected_count=_int(res.get("unexpected_count")),
+            unexpected_percent=_float(res.get("unexpected_percent")),
+            observed_value=_float(observed) if isinstance(observed, (int, float)) else None,
+            expected=e.expected))
+    return out
+
+
+def _int(v):
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _float(v):
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def check_staged_contacts(con: duckdb.DuckDBPyConnection, batch_id: str,
+                          now: dt.datetime | None = None) -> list[ExpectationOutcome]:
+    """Validate ``staging.contacts`` and record the outcome (re-runnable per batch)."""
+    now = now or dt.datetime.now().replace(microsecond=0)
+    table = "staging.contacts"
+    expectations = contact_expectations(previous_row_count(con, table, batch_id))
+    frame = con.execute(
+        "SELECT source, source_record_id, email, last_name FROM staging.contacts").df()
+    outcomes = validate(frame, expectations)
+    with transaction(con):
+        con.execute("DELETE FROM ops.expectation_results WHERE batch_id = ? AND table_name = ?",
+                    [batch_id, table])
+        for o in outcomes:
+            con.execute(
+                "INSERT INTO ops.expectation_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [batch_id, table, o.expectation, o.column, o.blocking, o.success, o.element_count,
+                 o.unexpected_count, o.unexpected_percent, o.observed_value, o.expected, now])
+    return outcomes

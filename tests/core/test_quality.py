@@ -1,0 +1,83 @@
+"""Batch expectations with great-expectations on a real DuckDB file, with outbound
+network blocked: results hold counts, never the unexpected values."""
+from __future__ import annotations
+
+import datetime as dt
+import socket
+
+import pytest
+
+from tessera.quality import check_staged_contacts
+from tessera.warehouse import connect, ensure_warehouse
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Any connection other than to this machine fails the test (GX analytics, etc.)."""
+    real_connect = socket.socket.connect
+
+    def guarded(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and host not in ("127.0.0.1", "::1", "localhost") \
+                and not host.startswith("/"):
+            raise AssertionError(f"network access attempted: {host}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    monkeypatch.setenv("GX_ANALYTICS_ENABLED", "False")
+
+
+@pytest.fixture
+def con(tmp_path):
+    c = connect(tmp_path / "wh.duckdb")
+    ensure_warehouse(c)
+    yield c
+    c.close()
+
+
+def stage(con, rows):
+    con.execute("CREATE OR REPLACE TABLE staging.contacts (source VARCHAR, source_record_id VARCHAR, "
+                "email VARCHAR, last_name VARCHAR)")
+    con.executemany("INSERT INTO staging.contacts VALUES (?, ?, ?, ?)", rows)
+
+
+def results(con, batch):
+    return {(r[0], r[1]): r[2:] for r in con.execute(
+        "SELECT expectation, column_name, blocking, success, element_count, unexpected_count, "
+        "observed_value FROM ops.expectation_results WHERE batch_id = ?", [batch]).fetchall()}
+
+
+def test_good_batch_then_a_collapsed_one_with_duplicates(con):
+    stage(con, [("crm", f"C{i}", f"p{i}@example.it", "Rossi") for i in range(10)])
+    out = check_staged_contacts(con, "run1", dt.datetime(2026, 11, 1))
+    assert all(o.success for o in out)
+    r = results(con, "run1")
+    assert r[("expect_table_row_count_to_be_between", None)] == (True, True, None, None, 10.0)
+    assert r[("expect_column_values_to_not_be_null", "email")][:4] == (False, True, 10, 0)
+
+    # Next load: 4 rows only (< 50% of 10), a duplicate key, a null id, e-mails missing.
+    stage(con, [("crm", "C1", "secret.person@example.it", None), ("crm", "C1", None, None),
+                ("crm", None, None, "Bianchi"), ("crm", "C3", None, None)])
+    out = check_staged_contacts(con, "run2", dt.datetime(2026, 11, 2))
+    failed = {(o.expectation, o.column) for o in out if not o.success}
+    assert failed == {
+        ("expect_table_row_count_to_be_between", None),
+        ("expect_column_values_to_not_be_null", "source_record_id"),
+        ("expect_compound_columns_to_be_unique", "source,source_record_id"),
+        ("expect_column_values_to_not_be_null", "email"),
+        ("expect_column_values_to_not_be_null", "last_name"),
+    }
+    r = results(con, "run2")
+    assert r[("expect_table_row_count_to_be_between", None)][1:] == (False, None, None, 4.0)
+    assert r[("expect_column_values_to_not_be_null", "email")] == (False, False, 4, 3, None)
+    assert r[("expect_compound_columns_to_be_unique", "source,source_record_id")][3] == 2
+    expected = con.execute("SELECT expected FROM ops.expectation_results WHERE batch_id = 'run2' "
+                           "AND expectation = 'expect_table_row_count_to_be_between'").fetchone()[0]
+    assert expected == ">= 5 (50% of the previous 10)"
+    # Re-running the check for the same batch replaces its rows; values never stored.
+    check_staged_contacts(con, "run2", dt.datetime(2026, 11, 2))
+    assert con.execute("SELECT count(*) FROM ops.expectation_results WHERE batch_id = 'run2'"
+                       ).fetchone()[0] == 5
+    everything = " ".join(str(v) for row in con.execute(
+        "SELECT * FROM ops.expectation_results").fetchall() for v in row)
+    assert "secret.person" not in everything and "Bianchi" not in everything
