@@ -668,7 +668,8 @@ def build_segment(con, deployment, segment, as_of: dt.date) -> dict:
                 FROM marketing.segment_members sm JOIN runs r USING (as_of_date)
                 WHERE sm.segment = ?
             )
-            SELECT ?, customer_id, min(as_of_date) AS entered_on, arg_max(next_day, k) AS left_on
+            -- arg_max skips NULLs: the open end (no next run) is carried as 9999-12-31
+            SELECT ?, customer_id, min(as_of_date) AS entered_on, nullif(arg_max(coalesce(next_day, DATE '9999-12-31'), k), DATE '9999-12-31') AS left_on
             FROM m GROUP BY customer_id, island ORDER BY customer_id, entered_on""",
                     [segment.name, segment.name, segment.name])
         # The view segments.<name> is the segment as of its latest day: asset key = table.

@@ -76,7 +76,7 @@ def build_stages(con: duckdb.DuckDBPyConnection, deployment, as_of: dt.date) -> 
                        r.k - row_number() OVER (PARTITION BY s.customer_id, s.stage ORDER BY r.k) AS island
                 FROM marketing.stages s JOIN runs r USING (as_of_date)
             )
-            SELECT customer_id, stage, any_value(stage_rank), min(as_of_date), arg_max(next_day, k)
+            SELECT customer_id, stage, any_value(stage_rank), min(as_of_date), nullif(arg_max(coalesce(next_day, DATE '9999-12-31'), k), DATE '9999-12-31')
             FROM m GROUP BY customer_id, stage, island ORDER BY customer_id, 4""")
         con.execute("DELETE FROM marketing.funnel_daily WHERE as_of_date = ?", [as_of])
         names = ", ".join(f"({i + 1}, '{s.name}')" for i, s in enumerate(deployment.stages))
