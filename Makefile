@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(TESSERA_HOME)/dagster_home
 export GX_ANALYTICS_ENABLED := False
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test ui bench validate lock clean
+.PHONY: install demo test ui bench bench-segments validate lock clean
 
 install: $(STAMP)
 
@@ -42,6 +42,11 @@ validate: install
 CONTACTS ?= 100000
 bench: install
 	$(PY) bench/pipeline.py --contacts $(CONTACTS)
+
+## bench-segments: 50 segments, scoring, stages and RFM on synthetic data (reference: 1M / 50M)
+EVENTS ?= 5000000
+bench-segments: install
+	$(PY) bench/segments.py --contacts $(CONTACTS) --events $(EVENTS)
 
 ## lock: re-pin requirements.lock from the current virtual environment
 lock:

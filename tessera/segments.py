@@ -559,32 +559,50 @@ def segment_base_sql() -> str:
             "LEFT JOIN marketing.rfm_scores r ON r.customer_id = c.customer_id AND r.as_of_date = ?")
 
 
-def rule_base_sql(deployment, as_of: dt.date, with_stage: bool = True) -> tuple[str, list]:
+def rule_base_sql(deployment, as_of: dt.date, with_stage: bool = True,
+                  fields: set[str] | None = None) -> tuple[str, list]:
     """The relation rules run over, and its parameters: card, RFM, scores, stage and tags
-    of the day. Score columns are named after the configured score types (identifiers)."""
+    of the day. Score columns are named after the configured score types (identifiers).
+
+    With ``fields`` (the fields a rule reads), only the joins those fields need are made:
+    a rule on the card alone reads the card alone."""
     scores = [s.name for s in (getattr(deployment, "scores", []) or [])]
-    cols = ", ".join(
-        f"coalesce(max(score) FILTER (WHERE score_type = '{n}'), 0) AS \"score_{n}\"" for n in scores)
-    params: list = [as_of]
-    sql = ("SELECT c.*, r.* EXCLUDE (customer_id, as_of_date)"
-           + "".join(f', coalesce(s."score_{n}", 0) AS "score_{n}"' for n in scores)
-           + (f', coalesce(s."score_{scores[0]}", 0) AS score' if scores else "")
-           + (", st.stage, st.stage_rank" if with_stage else "")
-           + ", coalesce(t.tags, []::VARCHAR[]) AS tags"
-           + " FROM marts.contact_cards c"
-           " LEFT JOIN marketing.rfm_scores r ON r.customer_id = c.customer_id AND r.as_of_date = ?")
-    if scores:
+    want = (lambda names: True) if fields is None else (lambda names: bool(fields & set(names)))
+    score_cols = [f"score_{n}" for n in scores] + (["score"] if scores else [])
+    j_rfm = want(RFM_FIELDS)
+    j_scores = bool(scores) and want(score_cols)
+    j_stage = with_stage and want(STAGE_FIELDS)
+    j_tags = want(["tags"])
+    params: list = []
+    sql = "SELECT c.*"
+    if j_rfm:
+        sql += ", r.* EXCLUDE (customer_id, as_of_date)"
+    if j_scores:
+        sql += "".join(f', coalesce(s."score_{n}", 0) AS "score_{n}"' for n in scores)
+        sql += f', coalesce(s."score_{scores[0]}", 0) AS score'
+    if j_stage:
+        sql += ", st.stage, st.stage_rank"
+    if j_tags:
+        sql += ", coalesce(t.tags, []::VARCHAR[]) AS tags"
+    sql += " FROM marts.contact_cards c"
+    if j_rfm:
+        sql += (" LEFT JOIN marketing.rfm_scores r ON r.customer_id = c.customer_id "
+                "AND r.as_of_date = ?")
+        params.append(as_of)
+    if j_scores:
+        cols = ", ".join(f"max(score) FILTER (WHERE score_type = '{n}') AS \"score_{n}\"" for n in scores)
         sql += (f" LEFT JOIN (SELECT customer_id, {cols} FROM marketing.scores WHERE as_of_date = ? "
                 "GROUP BY customer_id) s ON s.customer_id = c.customer_id")
         params.append(as_of)
-    if with_stage:
+    if j_stage:
         sql += (" LEFT JOIN (SELECT customer_id, stage, stage_rank FROM marketing.stages "
                 "WHERE as_of_date = ?) st ON st.customer_id = c.customer_id")
         params.append(as_of)
-    sql += (" LEFT JOIN (SELECT customer_id, list(DISTINCT tag ORDER BY tag) AS tags "
-            "FROM marketing.contact_tags WHERE added_on <= ? GROUP BY customer_id) t "
-            "ON t.customer_id = c.customer_id")
-    params.append(as_of)
+    if j_tags:
+        sql += (" LEFT JOIN (SELECT customer_id, list(DISTINCT tag ORDER BY tag) AS tags "
+                "FROM marketing.contact_tags WHERE added_on <= ? GROUP BY customer_id) t "
+                "ON t.customer_id = c.customer_id")
+        params.append(as_of)
     return sql, params
 
 
@@ -592,7 +610,7 @@ def rule_members_sql(deployment, rule: dict, as_of: dt.date, with_stage: bool = 
     """``SELECT customer_id`` of the contacts a rule selects on a day: one set-based query."""
     catalogue = field_catalogue(deployment)
     where, params = compile_rule(rule, catalogue, as_of)
-    base, bparams = rule_base_sql(deployment, as_of, with_stage)
+    base, bparams = rule_base_sql(deployment, as_of, with_stage, set(referenced_fields(rule)))
     return f"SELECT customer_id FROM ({base}) b WHERE {where}", [*bparams, *params]
 
 
@@ -654,24 +672,12 @@ def build_segment(con, deployment, segment, as_of: dt.date) -> dict:
                     [segment.name, as_of])
         con.execute("INSERT INTO ops.segment_runs VALUES (?, ?, ?, now()::TIMESTAMP)",
                     [segment.name, as_of, members])
-        con.execute("DELETE FROM marketing.segment_history WHERE segment = ?", [segment.name])
-        con.execute("""
-            INSERT INTO marketing.segment_history
-            WITH runs AS (
-                SELECT as_of_date, row_number() OVER (ORDER BY as_of_date) AS k,
-                       lead(as_of_date) OVER (ORDER BY as_of_date) AS next_day
-                FROM ops.segment_runs WHERE segment = ?
-            ),
-            m AS (
-                SELECT sm.customer_id, r.k, r.as_of_date, r.next_day,
-                       r.k - row_number() OVER (PARTITION BY sm.customer_id ORDER BY r.k) AS island
-                FROM marketing.segment_members sm JOIN runs r USING (as_of_date)
-                WHERE sm.segment = ?
-            )
-            -- arg_max skips NULLs: the open end (no next run) is carried as 9999-12-31
-            SELECT ?, customer_id, min(as_of_date) AS entered_on, nullif(arg_max(coalesce(next_day, DATE '9999-12-31'), k), DATE '9999-12-31') AS left_on
-            FROM m GROUP BY customer_id, island ORDER BY customer_id, entered_on""",
-                    [segment.name, segment.name, segment.name])
+        later = con.execute("SELECT count(*) FROM ops.segment_runs WHERE segment = ? AND as_of_date > ?",
+                            [segment.name, as_of]).fetchone()[0]
+        if later:
+            _rebuild_history(con, segment.name)
+        else:
+            _advance_history(con, segment.name, as_of)
         # The view segments.<name> is the segment as of its latest day: asset key = table.
         con.execute(
             f"CREATE OR REPLACE VIEW segments.{segment.name} AS "
@@ -685,6 +691,48 @@ def build_segment(con, deployment, segment, as_of: dt.date) -> dict:
         "SELECT count(*) FROM marketing.segment_history WHERE segment = ? AND left_on = ?",
         [segment.name, as_of]).fetchone()[0]
     return {"members": int(members), "entered": int(entered), "left": int(left)}
+
+
+def _rebuild_history(con, name: str) -> None:
+    """Entered/left from every stored day (gaps and islands): used when an earlier day is
+    (re)built, so a backfill gives the same history as if the days had run in order."""
+    con.execute("DELETE FROM marketing.segment_history WHERE segment = ?", [name])
+    con.execute("""
+        INSERT INTO marketing.segment_history
+        WITH runs AS (
+            SELECT as_of_date, row_number() OVER (ORDER BY as_of_date) AS k,
+                   lead(as_of_date) OVER (ORDER BY as_of_date) AS next_day
+            FROM ops.segment_runs WHERE segment = ?
+        ),
+        m AS (
+            SELECT sm.customer_id, r.k, r.as_of_date, r.next_day,
+                   r.k - row_number() OVER (PARTITION BY sm.customer_id ORDER BY r.k) AS island
+            FROM marketing.segment_members sm JOIN runs r USING (as_of_date)
+            WHERE sm.segment = ?
+        )
+        -- arg_max skips NULLs: the open end (no next run) is carried as 9999-12-31
+        SELECT ?, customer_id, min(as_of_date) AS entered_on,
+               nullif(arg_max(coalesce(next_day, DATE '9999-12-31'), k), DATE '9999-12-31') AS left_on
+        FROM m GROUP BY customer_id, island ORDER BY customer_id, entered_on""", [name, name, name])
+
+
+def _advance_history(con, name: str, as_of: dt.date) -> None:
+    """The usual daily case, the newest day: touch only what changed (cost ~ members, not
+    days x members). A re-run of the same day first undoes that day's changes."""
+    con.execute("DELETE FROM marketing.segment_history WHERE segment = ? AND entered_on = ?", [name, as_of])
+    con.execute("UPDATE marketing.segment_history SET left_on = NULL WHERE segment = ? AND left_on = ?",
+                [name, as_of])
+    con.execute("""
+        UPDATE marketing.segment_history SET left_on = ?
+        WHERE segment = ? AND left_on IS NULL AND customer_id NOT IN (
+            SELECT customer_id FROM marketing.segment_members WHERE segment = ? AND as_of_date = ?)""",
+                [as_of, name, name, as_of])
+    con.execute("""
+        INSERT INTO marketing.segment_history
+        SELECT ?, customer_id, ?, NULL FROM marketing.segment_members
+        WHERE segment = ? AND as_of_date = ? AND customer_id NOT IN (
+            SELECT customer_id FROM marketing.segment_history WHERE segment = ? AND left_on IS NULL)
+        ORDER BY customer_id""", [name, as_of, name, as_of, name])
 
 
 def size_history(con, segment: str, days: int = 30) -> list[tuple[dt.date, int]]:

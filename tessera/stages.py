@@ -19,7 +19,8 @@ import datetime as dt
 
 import duckdb
 
-from tessera.segments import compile_rule, ensure_marketing_tables, field_catalogue, rule_base_sql
+from tessera.segments import (compile_rule, ensure_marketing_tables, field_catalogue,
+                              referenced_fields, rule_base_sql)
 from tessera.warehouse import transaction
 
 DDL = """
@@ -36,7 +37,8 @@ CREATE TABLE IF NOT EXISTS marketing.stage_runs (as_of_date DATE NOT NULL, stage
 def stages_sql(deployment, as_of: dt.date) -> tuple[str, list]:
     """(customer_id, stage, stage_rank) of every staged contact on the day."""
     catalogue = field_catalogue(deployment)
-    base, params = rule_base_sql(deployment, as_of, with_stage=False)
+    used = {f for st in deployment.stages for f in referenced_fields(st.rule)}
+    base, params = rule_base_sql(deployment, as_of, with_stage=False, fields=used)
     whens, wparams = [], []
     stages = list(deployment.stages)
     # furthest stage first: the first matching WHEN wins

@@ -409,3 +409,17 @@ def test_segment_cycle_is_refused_at_load(tmp_path):
     msg = str(exc.value)
     assert f"segments.yaml:{line}: segments[3].rule: segments reference each other in a cycle: " \
            "top_spenders -> milan_store_women_top_spenders -> top_spenders" in msg, msg
+
+
+def test_backfill_gives_the_same_history_as_days_in_order(tmp_path, con, dep):
+    seg = SegmentDef(name="dyn", rule={"event": "page_view", "within_days": 2})
+    d3 = dt.date(2026, 11, 3)
+    for day in (D1, D2, d3):  # in order: the incremental path each day
+        build_segment(con, dep, seg, day)
+    in_order = _history(con, "dyn")
+    con.execute("DELETE FROM marketing.segment_members; DELETE FROM marketing.segment_history; "
+                "DELETE FROM ops.segment_runs")
+    for day in (D1, d3, D2, d3):  # a backfill of D2 after D3, then D3 re-run
+        build_segment(con, dep, seg, day)
+    assert _history(con, "dyn") == in_order
+    assert in_order == [(3, D1, None), (6, D1, d3)]
