@@ -368,8 +368,7 @@ def load_deployment(config_dir: str | Path) -> Deployment:
 
     # Rules and feeds are checked against the field catalogue now, so that a bad rule
     # fails when definitions load rather than in the middle of the nightly run.
-    from tessera.segments import (STAGE_FIELDS, field_catalogue, referenced_fields,
-                                  segment_order, validate_rule)
+    from tessera.segments import STAGE_FIELDS, field_catalogue, segment_order, validate_rule
 
     catalogue = field_catalogue(deployment)
     entities = {s.entity for s in deployment.sources}
@@ -387,12 +386,15 @@ def load_deployment(config_dir: str | Path) -> Deployment:
         raise ConfigError(f"{segments_y.where(('segments', i, 'rule'))}: segments reference each "
                           f"other in a cycle: {exc}") from None
     _validate_scoring(deployment, scoring_y, stages_y, catalogue, entities, STAGE_FIELDS,
-                      referenced_fields, validate_rule)
+                      validate_rule)
     for i, feed in enumerate(deployment.feeds):
         if feed.segment and feed.segment not in seg_names:
             raise ConfigError(
                 f"{feeds_y.where(('feeds', i, 'segment'))}: unknown segment '{feed.segment}'"
             )
+        if feed.score_actions and feed.segment:
+            raise ConfigError(f"{feeds_y.where(('feeds', i, 'score_actions'))}: a feed takes either "
+                              "'segment' or 'score_actions'")
         if "customer_id" not in feed.fields:
             raise ConfigError(f"{feeds_y.where(('feeds', i, 'fields'))}: a feed must include 'customer_id'")
         for j, f in enumerate(feed.fields):
@@ -409,7 +411,7 @@ def load_deployment(config_dir: str | Path) -> Deployment:
 
 
 def _validate_scoring(deployment: Deployment, scoring_y, stages_y, catalogue, entities, stage_fields,
-                      referenced_fields, validate_rule) -> None:
+                      validate_rule) -> None:
     names = [s.name for s in deployment.scores]
     feed_names = {f.name for f in deployment.feeds}
     for i, score in enumerate(deployment.scores):
@@ -444,6 +446,3 @@ def _validate_scoring(deployment: Deployment, scoring_y, stages_y, catalogue, en
         # A stage rule cannot read stages or segments: stages are built before segments.
         validate_rule(stage.rule, stage_catalogue, stages_y, ("stages", i, "rule"),
                       segments=None, entities=entities)
-    for i, feed in enumerate(deployment.feeds):
-        if feed.score_actions and feed.segment:
-            raise ConfigError("a feed takes either 'segment' or 'score_actions'")

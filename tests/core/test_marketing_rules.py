@@ -423,3 +423,25 @@ def test_backfill_gives_the_same_history_as_days_in_order(tmp_path, con, dep):
         build_segment(con, dep, seg, day)
     assert _history(con, "dyn") == in_order
     assert in_order == [(3, D1, None), (6, D1, d3)]
+
+
+def test_dry_run_of_a_static_segment_shows_a_fresh_freeze(con, dep):
+    seg = SegmentDef(name="sta", kind="static", rule={"event": "page_view", "within_days": 1})
+    build_segment(con, dep, seg, D1)
+    add_overrides(con, "sta", [4], "include", D1)
+    changed = seg.model_copy(update={"rule": {"event": "page_view", "within_days": 3}})
+    r = dry_run(con, dep, changed, D1)
+    assert (r["size"], r["stored_size"], r["entering"], r["leaving"]) == (4, 1, 3, 0)
+    assert r["sample_ids"] == [1, 3, 4, 6]
+
+
+def test_feed_takes_segment_or_score_actions(tmp_path):
+    import shutil
+
+    cfg = tmp_path / "cfg"
+    shutil.copytree(DEMO, cfg)
+    text = (cfg / "feeds.yaml").read_text()
+    (cfg / "feeds.yaml").write_text(text.replace("    score_actions: true\n",
+                                                 "    score_actions: true\n    segment: top_spenders\n"))
+    with pytest.raises(ConfigError, match=r"feeds.yaml:\d+: feeds\[1\].score_actions: a feed takes either"):
+        load_deployment(cfg)
