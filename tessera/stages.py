@@ -8,8 +8,9 @@ Stage rules may use scores, tags, RFM and behaviour, but not stages or segments 
 are built before segments, which may use the stage).
 
 Per day, in one transaction: ``marketing.stages`` (the contact's stage), then
-``marketing.stage_history`` (entered / left per stage, recomputed from the stored days
-like segment history, so backfills agree) and ``marketing.funnel_daily`` (contacts in
+``marketing.stage_history`` (entered / left per stage: updated incrementally for the
+newest day, rebuilt from the stored days for a backfill, like segment history, so both
+agree) and ``marketing.funnel_daily`` (contacts in
 each stage and at-or-beyond it).
 """
 
@@ -53,6 +54,47 @@ def stages_sql(deployment, as_of: dt.date) -> tuple[str, list]:
     return sql, [*wparams, *params]
 
 
+def _rebuild_history(con) -> None:
+    """Entered/left per stage from every stored day (gaps and islands): for backfills."""
+    con.execute("DELETE FROM marketing.stage_history")
+    con.execute("""
+        INSERT INTO marketing.stage_history
+        WITH runs AS (
+            SELECT as_of_date, row_number() OVER (ORDER BY as_of_date) AS k,
+                   lead(as_of_date) OVER (ORDER BY as_of_date) AS next_day
+            FROM marketing.stage_runs
+        ),
+        m AS (
+            SELECT s.customer_id, s.stage, s.stage_rank, r.k, r.as_of_date, r.next_day,
+                   r.k - row_number() OVER (PARTITION BY s.customer_id, s.stage ORDER BY r.k) AS island
+            FROM marketing.stages s JOIN runs r USING (as_of_date)
+        )
+        -- arg_max skips NULLs: the open end (no next run) is carried as 9999-12-31
+        SELECT customer_id, stage, any_value(stage_rank), min(as_of_date),
+               nullif(arg_max(coalesce(next_day, DATE '9999-12-31'), k), DATE '9999-12-31')
+        FROM m GROUP BY customer_id, stage, island ORDER BY customer_id, 4""")
+
+
+def _advance_history(con, as_of: dt.date) -> None:
+    """The newest day: close the stages contacts left, open the ones they entered (after
+    undoing a previous build of the same day). Cost ~ contacts, not days x contacts."""
+    con.execute("DELETE FROM marketing.stage_history WHERE entered_on = ?", [as_of])
+    con.execute("UPDATE marketing.stage_history SET left_on = NULL WHERE left_on = ?", [as_of])
+    con.execute("""
+        UPDATE marketing.stage_history h SET left_on = ?
+        WHERE left_on IS NULL AND NOT EXISTS (
+            SELECT 1 FROM marketing.stages s
+            WHERE s.as_of_date = ? AND s.customer_id = h.customer_id AND s.stage = h.stage)""",
+                [as_of, as_of])
+    con.execute("""
+        INSERT INTO marketing.stage_history
+        SELECT s.customer_id, s.stage, s.stage_rank, s.as_of_date, NULL FROM marketing.stages s
+        WHERE s.as_of_date = ? AND NOT EXISTS (
+            SELECT 1 FROM marketing.stage_history h
+            WHERE h.left_on IS NULL AND h.customer_id = s.customer_id AND h.stage = s.stage)
+        ORDER BY s.customer_id""", [as_of])
+
+
 def build_stages(con: duckdb.DuckDBPyConnection, deployment, as_of: dt.date) -> dict:
     ensure_marketing_tables(con)
     con.execute(DDL)
@@ -65,21 +107,12 @@ def build_stages(con: duckdb.DuckDBPyConnection, deployment, as_of: dt.date) -> 
                              [as_of]).fetchone()[0]
         con.execute("DELETE FROM marketing.stage_runs WHERE as_of_date = ?", [as_of])
         con.execute("INSERT INTO marketing.stage_runs VALUES (?, ?)", [as_of, staged])
-        con.execute("DELETE FROM marketing.stage_history")
-        con.execute("""
-            INSERT INTO marketing.stage_history
-            WITH runs AS (
-                SELECT as_of_date, row_number() OVER (ORDER BY as_of_date) AS k,
-                       lead(as_of_date) OVER (ORDER BY as_of_date) AS next_day
-                FROM marketing.stage_runs
-            ),
-            m AS (
-                SELECT s.customer_id, s.stage, s.stage_rank, r.k, r.as_of_date, r.next_day,
-                       r.k - row_number() OVER (PARTITION BY s.customer_id, s.stage ORDER BY r.k) AS island
-                FROM marketing.stages s JOIN runs r USING (as_of_date)
-            )
-            SELECT customer_id, stage, any_value(stage_rank), min(as_of_date), nullif(arg_max(coalesce(next_day, DATE '9999-12-31'), k), DATE '9999-12-31')
-            FROM m GROUP BY customer_id, stage, island ORDER BY customer_id, 4""")
+        later = con.execute("SELECT count(*) FROM marketing.stage_runs WHERE as_of_date > ?",
+                            [as_of]).fetchone()[0]
+        if later:
+            _rebuild_history(con)
+        else:
+            _advance_history(con, as_of)
         con.execute("DELETE FROM marketing.funnel_daily WHERE as_of_date = ?", [as_of])
         names = ", ".join(f"({i + 1}, '{s.name}')" for i, s in enumerate(deployment.stages))
         con.execute(f"""

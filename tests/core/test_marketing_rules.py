@@ -54,6 +54,13 @@ def dep():
 @pytest.fixture()
 def con(tmp_path):
     c = connect(tmp_path / "wh.duckdb")
+    make_tables(c)
+    yield c
+    c.close()
+
+
+def make_tables(c) -> None:
+    """Six contacts with known behaviour and orders (see the expected answers below)."""
     ensure_warehouse(c)
     ensure_marketing_tables(c)
     c.execute("""
@@ -99,8 +106,7 @@ def con(tmp_path):
     c.execute("""CREATE TABLE staging.products AS SELECT * FROM (VALUES
           ('P1', '10', '101'), ('P2', '20', '201'), ('P3', '10', '102')
         ) t(source_record_id, line_macro_id, line_micro_id)""")
-    yield c
-    c.close()
+    c.execute("CREATE TABLE core.customers AS SELECT customer_id FROM marts.contact_cards")
 
 
 def members(con, dep, rule, day=D1):
@@ -445,3 +451,19 @@ def test_feed_takes_segment_or_score_actions(tmp_path):
                                                  "    score_actions: true\n    segment: top_spenders\n"))
     with pytest.raises(ConfigError, match=r"feeds.yaml:\d+: feeds\[1\].score_actions: a feed takes either"):
         load_deployment(cfg)
+
+
+def test_stage_history_backfill_matches_days_in_order(con, dep):
+    d3 = dt.date(2026, 11, 3)
+    for day in (D1, D2, d3):
+        build_scores(con, dep, day)
+    for day in (D1, D2, d3):
+        build_stages(con, dep, day)
+    q = "SELECT customer_id, stage, entered_on, left_on FROM marketing.stage_history ORDER BY ALL"
+    in_order = con.execute(q).fetchall()
+    con.execute("DELETE FROM marketing.stages; DELETE FROM marketing.stage_history; "
+                "DELETE FROM marketing.stage_runs")
+    for day in (D1, d3, D2, d3):
+        build_stages(con, dep, day)
+    assert con.execute(q).fetchall() == in_order
+    assert (5, "curious", D1, D2) in in_order and (5, "customer", D2, None) in in_order
