@@ -201,7 +201,7 @@ def cmd_segment(args) -> int:
         seg = _segment_def(deployment, args.name)
         if args.segment_command == "dry-run":
             day = (dt.date.fromisoformat(args.date) if args.date else
-                   con.execute("SELECT max(as_of_date) FROM marketing.segment_members WHERE segment = ?",
+                   con.execute("SELECT max(as_of_date) FROM ops.segment_runs WHERE segment = ?",
                                [seg.name]).fetchone()[0] or dt.date.today() - dt.timedelta(days=1))
             r = dry_run(con, deployment, seg, day, sample=args.sample)
             print(f"segment {r['segment']} ({r['kind']}) as of {r['as_of']}: {r['size']} members with the rule as configured")

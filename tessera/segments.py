@@ -755,8 +755,9 @@ def dry_run(con, deployment, segment, as_of: dt.date, sample: int = 10) -> dict:
         msql = msql.replace("SELECT customer_id FROM marketing.static_segment_base WHERE segment = ?",
                             rsql, 1)
         mparams = [mparams[0], mparams[1], *rparams]
+    # a build with no members is a stored membership too: look at the runs, not the members
     stored_day = con.execute(
-        "SELECT max(as_of_date) FROM marketing.segment_members WHERE segment = ? AND as_of_date <= ?",
+        "SELECT max(as_of_date) FROM ops.segment_runs WHERE segment = ? AND as_of_date <= ?",
         [segment.name, as_of]).fetchone()[0]
     con.execute(f"CREATE OR REPLACE TEMP TABLE _dry AS {msql}", mparams)
     size = con.execute("SELECT count(*) FROM _dry").fetchone()[0]
