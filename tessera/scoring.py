@@ -12,7 +12,8 @@ rescoring from history (``rescore`` runs a range of days in order).
 
 Thresholds fire their actions (add a tag, notify an internal address, push to a feed)
 once per upward crossing: when the score reaches the threshold and the contact's
-previous stored score (the latest earlier day) was below it, or there was none. Actions
+score on the previous stored day (the latest earlier day scored) was below it, or there
+was none. Actions
 are kept in ``marketing.score_actions`` (the day, the threshold, the action and its
 target); the tags they add are the view ``marketing.contact_tags``.
 """
@@ -113,11 +114,11 @@ def build_scores(con: duckdb.DuckDBPyConnection, deployment, as_of: dt.date) -> 
                         f"FROM ({sql}) ORDER BY customer_id", [as_of, score.name, *params])
             con.execute("DELETE FROM marketing.score_actions WHERE as_of_date = ? AND score_type = ?",
                         [as_of, score.name])
+            prev_day = con.execute("SELECT max(as_of_date) FROM marketing.scores "
+                                   "WHERE score_type = ? AND as_of_date < ?", [score.name, as_of]).fetchone()[0]
             fired = 0
             for th in score.thresholds:
-                for action in th.actions:
-                    kind, target = action.kind_target()
-                    fired += _fire(con, score.name, th.at, kind, target, as_of)
+                fired += _fire(con, score.name, th.at, [a.kind_target() for a in th.actions], as_of, prev_day)
             n, avg = con.execute("SELECT count(*), coalesce(avg(score), 0) FROM marketing.scores "
                                  "WHERE as_of_date = ? AND score_type = ?", [as_of, score.name]).fetchone()
             out["scored"] += int(n)
@@ -126,23 +127,27 @@ def build_scores(con: duckdb.DuckDBPyConnection, deployment, as_of: dt.date) -> 
     return out
 
 
-def _fire(con, score_type: str, at: float, kind: str, target: str, as_of: dt.date) -> int:
-    """Insert the actions of the contacts whose score crossed ``at`` upwards on ``as_of``."""
+def _fire(con, score_type: str, at: float, actions: list[tuple[str, str]], as_of: dt.date,
+          prev_day: dt.date | None) -> int:
+    """Insert the actions of the contacts whose score crossed ``at`` upwards on ``as_of``,
+    compared with the previous stored day (one pass for all the threshold's actions)."""
     before = con.execute("SELECT count(*) FROM marketing.score_actions").fetchone()[0]
-    con.execute("""
+    values = ", ".join("(?, ?)" for _ in actions)
+    con.execute(f"""
         INSERT INTO marketing.score_actions
         WITH today AS (
             SELECT customer_id, score FROM marketing.scores WHERE as_of_date = ? AND score_type = ?
         ),
         prev AS (
-            SELECT customer_id, arg_max(score, as_of_date) AS score FROM marketing.scores
-            WHERE as_of_date < ? AND score_type = ? GROUP BY customer_id
-        )
-        SELECT CAST(? AS DATE), ?, ?, t.customer_id, ?, ?, t.score, p.score
-        FROM today t LEFT JOIN prev p USING (customer_id)
+            SELECT customer_id, score FROM marketing.scores WHERE as_of_date = ? AND score_type = ?
+        ),
+        acts(action, target) AS (VALUES {values})
+        SELECT CAST(? AS DATE), ?, ?, t.customer_id, a.action, a.target, t.score, p.score
+        FROM today t LEFT JOIN prev p USING (customer_id) CROSS JOIN acts a
         WHERE t.score >= ? AND (p.score IS NULL OR p.score < ?)
-        ORDER BY t.customer_id""",
-                [as_of, score_type, as_of, score_type, as_of, score_type, at, kind, target, at, at])
+        ORDER BY t.customer_id, a.action, a.target""",
+                [as_of, score_type, prev_day, score_type, *[v for kt in actions for v in kt],
+                 as_of, score_type, at, at, at])
     return int(con.execute("SELECT count(*) FROM marketing.score_actions").fetchone()[0] - before)
 
 
