@@ -23,6 +23,8 @@ def _feed_asset(deployment: Deployment, feed):
             dg.AssetKey(["core", "bounce_status"])]
     if feed.segment:
         deps.append(dg.AssetKey(["segments", feed.segment]))
+    if feed.score_actions and deployment.scores:
+        deps.append(dg.AssetKey(["marketing", "score_actions"]))
 
     @dg.asset(key=key, group_name=GROUP, pool=POOL, deps=deps, kinds={"duckdb", "csv"},
               partitions_def=daily_partitions,

@@ -1,4 +1,6 @@
-"""Marketing: RFM per day and one asset per configured segment (``segments.<name>``)."""
+"""Marketing: RFM, scores (with threshold actions), funnel stages per day, and one asset per
+configured segment (``segments.<name>``). Thin wrappers over tessera.rfm / scoring /
+stages / segments; metadata carries counts only."""
 
 
 import datetime as dt
@@ -10,12 +12,19 @@ from assets._common import POOL, markdown_counts, table_metadata
 from pipelines.partitions import daily_partitions
 from tessera.config import Deployment
 from tessera.rfm import build_rfm
-from tessera.segments import build_segment
+from tessera.scoring import build_scores
+from tessera.segments import build_segment, referenced_segments, segment_order, size_history
+from tessera.stages import build_stages
 from tessera.warehouse import Timer
 
 GROUP = "marketing"
 RFM = dg.AssetKey(["marketing", "rfm_scores"])
 CARDS = dg.AssetKey(["marts", "contact_cards"])
+SCORES = dg.AssetKey(["marketing", "scores"])
+ACTIONS = dg.AssetKey(["marketing", "score_actions"])
+STAGES = dg.AssetKey(["marketing", "stages"])
+STAGE_HISTORY = dg.AssetKey(["marketing", "stage_history"])
+FUNNEL = dg.AssetKey(["marketing", "funnel_daily"])
 
 
 def _day(context) -> dt.date:
@@ -48,17 +57,110 @@ def build(deployment: Deployment):
         return dg.AssetCheckResult(passed=bad == 0, metadata={"bad_rows": int(bad)})
 
     assets, checks = [rfm_scores], [rfm_range]
-    for segment in deployment.segments:
-        a, c = _segment_asset(deployment, segment)
+    upstream = [CARDS, RFM]
+    if deployment.scores:
+        a, c = _scores_asset(deployment)
+        assets.append(a)
+        checks.append(c)
+        upstream.append(SCORES)
+    if deployment.stages:
+        a, c = _stages_asset(deployment, upstream)
+        assets.append(a)
+        checks.append(c)
+        upstream.append(STAGES)
+    for segment in segment_order(deployment.segments):
+        a, c = _segment_asset(deployment, segment, upstream)
         assets.append(a)
         checks.append(c)
     return assets, checks
 
 
-def _segment_asset(deployment: Deployment, segment):
-    key = dg.AssetKey(["segments", segment.name])
+def _scores_asset(deployment: Deployment):
+    deps = [CARDS]
+    if deployment.sources_of("event"):
+        deps.append(dg.AssetKey(["core", "events"]))
 
-    @dg.asset(key=key, group_name="segments", pool=POOL, deps=[CARDS, RFM], kinds={"duckdb"},
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(SCORES, group_name=GROUP, deps=deps, kinds={"duckdb"},
+                         description="Score per contact, per score type (scoring.yaml), per day."),
+            dg.AssetSpec(ACTIONS, group_name=GROUP, deps=deps, kinds={"duckdb"},
+                         description="Threshold actions (tag, notify, feed), fired once per upward crossing."),
+        ],
+        pool=POOL, partitions_def=daily_partitions,
+    )
+    def scores(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+        timer = Timer()
+        day = _day(context)
+        with warehouse.get_connection() as con:
+            stats = build_scores(con, deployment, day)
+            meta = table_metadata(con, "marketing", "scores", timer.seconds,
+                                  {"scored": stats["scored"]}, "as_of_date = ?", [day])
+            meta["by_type"] = dg.MetadataValue.json(stats["by_type"])
+            act = table_metadata(con, "marketing", "score_actions", timer.seconds,
+                                 {"fired_today": stats["actions"]}, "as_of_date = ?", [day])
+            act["by_action"] = markdown_counts("action", con.execute(
+                "SELECT score_type || ' >= ' || threshold || ': ' || action, count(*) "
+                "FROM marketing.score_actions WHERE as_of_date = ? GROUP BY 1 ORDER BY 1", [day]).fetchall())
+        yield dg.MaterializeResult(asset_key=SCORES, metadata=meta)
+        yield dg.MaterializeResult(asset_key=ACTIONS, metadata=act)
+
+    @dg.asset_check(asset=ACTIONS, name="actions_fire_once_per_crossing", blocking=True)
+    def once(warehouse: DuckDBResource):
+        with warehouse.get_connection() as con:
+            bad = con.execute("""SELECT count(*) FROM (
+                SELECT as_of_date, score_type, threshold, customer_id, action, target, count(*) n
+                FROM marketing.score_actions GROUP BY ALL HAVING n > 1)""").fetchone()[0]
+        return dg.AssetCheckResult(passed=bad == 0, metadata={"duplicates": int(bad)})
+
+    return scores, once
+
+
+def _stages_asset(deployment: Deployment, upstream: list):
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(STAGES, group_name=GROUP, deps=upstream, kinds={"duckdb"},
+                         description="Funnel stage per contact per day (stages.yaml, furthest matching stage)."),
+            dg.AssetSpec(STAGE_HISTORY, group_name=GROUP, deps=upstream, kinds={"duckdb"},
+                         description="When each contact entered and left each stage."),
+            dg.AssetSpec(FUNNEL, group_name=GROUP, deps=upstream, kinds={"duckdb"},
+                         description="Contacts per stage per day, and at-or-beyond each stage."),
+        ],
+        pool=POOL, partitions_def=daily_partitions,
+    )
+    def stages(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+        timer = Timer()
+        day = _day(context)
+        with warehouse.get_connection() as con:
+            stats = build_stages(con, deployment, day)
+            meta = table_metadata(con, "marketing", "stages", timer.seconds,
+                                  {"staged": stats["staged"]}, "as_of_date = ?", [day])
+            meta["funnel"] = markdown_counts("stage", list(stats["funnel"].items()))
+            hist = table_metadata(con, "marketing", "stage_history", timer.seconds,
+                                  {"entered_today": stats["entered_today"]})
+            funnel = table_metadata(con, "marketing", "funnel_daily", timer.seconds, None,
+                                    "as_of_date = ?", [day])
+            funnel["funnel"] = meta["funnel"]
+        yield dg.MaterializeResult(asset_key=STAGES, metadata=meta)
+        yield dg.MaterializeResult(asset_key=STAGE_HISTORY, metadata=hist)
+        yield dg.MaterializeResult(asset_key=FUNNEL, metadata=funnel)
+
+    @dg.asset_check(asset=STAGES, name="one_stage_per_contact_per_day", blocking=True)
+    def one_stage(warehouse: DuckDBResource):
+        with warehouse.get_connection() as con:
+            bad = con.execute("""SELECT count(*) FROM (SELECT as_of_date, customer_id FROM marketing.stages
+                                 GROUP BY ALL HAVING count(*) > 1)""").fetchone()[0]
+        return dg.AssetCheckResult(passed=bad == 0, metadata={"duplicates": int(bad)})
+
+    return stages, one_stage
+
+
+def _segment_asset(deployment: Deployment, segment, upstream: list):
+    key = dg.AssetKey(["segments", segment.name])
+    deps = list(upstream) + [dg.AssetKey(["segments", s])
+                             for s in dict.fromkeys(referenced_segments(segment.rule))]
+
+    @dg.asset(key=key, group_name="segments", pool=POOL, deps=deps, kinds={"duckdb"},
               partitions_def=daily_partitions,
               description=f"Segment '{segment.name}' ({segment.kind}): {segment.description}",
               metadata={"rule": dg.MetadataValue.json(segment.rule), "kind": segment.kind})
@@ -67,9 +169,11 @@ def _segment_asset(deployment: Deployment, segment):
         day = _day(context)
         with warehouse.get_connection() as con:
             stats = build_segment(con, deployment, segment, day)
+            sizes = size_history(con, segment.name)
         return dg.MaterializeResult(metadata={
             "dagster/row_count": stats["members"],
             "members": stats["members"], "entered": stats["entered"], "left": stats["left"],
+            "size_over_time": markdown_counts("day", [(d.isoformat(), n) for d, n in sizes]),
             "duration_s": dg.MetadataValue.float(timer.seconds),
         })
 

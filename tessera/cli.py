@@ -11,6 +11,9 @@
     tessera stop-monitoring --customer-id N                 no new behavioural events
     tessera init-home                                       prepare DAGSTER_HOME
     tessera template REGISTRY --out FILE.xlsx               the pre-set import workbook
+    tessera segment dry-run NAME [--date D]                 size, sample ids, entering/leaving
+    tessera segment add|remove NAME (--ids 1 2 | --file F) [--date D]   explicit overrides
+    tessera score rescore --from D1 --to D2                 recompute scores and actions
 
 Paths come from TESSERA_CONFIG (configuration folder), TESSERA_HOME (warehouse,
 landing, feeds) and DAGSTER_HOME, with ``--config`` / ``--home`` overriding them.
@@ -341,6 +344,71 @@ def cmd_init_home(args) -> int:
     return 0
 
 
+def _segment_def(deployment, name: str):
+    from tessera.yamlfile import ConfigError
+
+    for seg in deployment.segments:
+        if seg.name == name:
+            return seg
+    raise ConfigError(f"unknown segment '{name}' (one of {[s.name for s in deployment.segments]})")
+
+
+def _read_ids(args) -> list[int]:
+    ids = list(args.ids or [])
+    if args.file:
+        # one customer id per line (a header line that is not a number is skipped)
+        for line in Path(args.file).read_text(encoding="utf-8").splitlines():
+            cell = line.split(",")[0].strip()
+            if cell.isdigit():
+                ids.append(int(cell))
+    return ids
+
+
+def cmd_segment(args) -> int:
+    from tessera.segments import add_overrides, dry_run
+
+    con, deployment, _paths = _warehouse_and_deployment(args)
+    try:
+        seg = _segment_def(deployment, args.name)
+        if args.segment_command == "dry-run":
+            day = (dt.date.fromisoformat(args.date) if args.date else
+                   con.execute("SELECT max(as_of_date) FROM ops.segment_runs WHERE segment = ?",
+                               [seg.name]).fetchone()[0] or dt.date.today() - dt.timedelta(days=1))
+            r = dry_run(con, deployment, seg, day, sample=args.sample)
+            print(f"segment {r['segment']} ({r['kind']}) as of {r['as_of']}: {r['size']} members with the rule as configured")
+            print(f"  sample ids: {', '.join(map(str, r['sample_ids'])) or '(none)'}")
+            if r["stored_day"] is None:
+                print("  no stored membership to compare with (never built)")
+            else:
+                print(f"  stored membership of {r['stored_day']}: {r['stored_size']} members")
+                print(f"  would enter: {r['entering']}   would leave: {r['leaving']}")
+            return 0
+        ids = _read_ids(args)
+        if not ids:
+            print("no customer ids given (--ids or --file)", file=sys.stderr)
+            return 2
+        day = dt.date.fromisoformat(args.date) if args.date else dt.date.today()
+        action = "include" if args.segment_command == "add" else "exclude"
+        n = add_overrides(con, seg.name, ids, action, day, origin="file" if args.file else "cli")
+        print(f"{n} customer ids recorded as '{action}' for segment {seg.name} from {day}; "
+              "they apply when the segment is next built for that day or later")
+        return 0
+    finally:
+        con.close()
+
+
+def cmd_score(args) -> int:
+    from tessera.scoring import rescore
+
+    con, deployment, _paths = _warehouse_and_deployment(args)
+    try:
+        r = rescore(con, deployment, dt.date.fromisoformat(args.date_from), dt.date.fromisoformat(args.date_to))
+        print(f"rescored {r['days']} days; {r['actions']} threshold actions recorded")
+        return 0
+    finally:
+        con.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tessera", description="Tessera customer data platform")
     parser.add_argument("--config", help="configuration folder (default: $TESSERA_CONFIG or examples/demo)")
@@ -408,6 +476,28 @@ def main(argv: list[str] | None = None) -> int:
 
     i = sub.add_parser("init-home", help="create DAGSTER_HOME with the project's dagster.yaml")
     i.set_defaults(func=cmd_init_home)
+
+    sg = sub.add_parser("segment", help="dry-run a segment rule, or add / remove members explicitly")
+    sgs = sg.add_subparsers(dest="segment_command", required=True)
+    dr = sgs.add_parser("dry-run", help="size, sample ids and entering/leaving vs the stored membership")
+    dr.add_argument("name")
+    dr.add_argument("--date", help="business day YYYY-MM-DD (default: the latest built day)")
+    dr.add_argument("--sample", type=int, default=10)
+    for verb, text in (("add", "include customer ids (static or dynamic segment)"),
+                       ("remove", "exclude customer ids (static or dynamic segment)")):
+        a = sgs.add_parser(verb, help=text)
+        a.add_argument("name")
+        a.add_argument("--ids", type=int, nargs="+")
+        a.add_argument("--file", help="a file with one customer id per line")
+        a.add_argument("--date", help="effective from this day (default: today)")
+    sg.set_defaults(func=cmd_segment)
+
+    sc = sub.add_parser("score", help="scoring maintenance")
+    scs = sc.add_subparsers(dest="score_command", required=True)
+    rs = scs.add_parser("rescore", help="recompute scores and threshold actions from history")
+    rs.add_argument("--from", dest="date_from", required=True)
+    rs.add_argument("--to", dest="date_to", required=True)
+    sc.set_defaults(func=cmd_score)
 
     args = parser.parse_args(argv)
     try:

@@ -161,7 +161,67 @@ class Source(_Strict):
 class SegmentDef(_Strict):
     name: Identifier
     description: str = ""
-    kind: Literal["dynamic"] = "dynamic"
+    # dynamic: recomputed every run; static: frozen at its first build, then changed only
+    # by explicit additions / removals (``tessera segment add|remove``).
+    kind: Literal["dynamic", "static"] = "dynamic"
+    rule: dict[str, Any]
+
+
+class ThresholdAction(_Strict):
+    """One action fired once when a contact's score crosses a threshold upwards."""
+
+    tag: Identifier | None = None
+    notify: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+                               description="an internal address to notify (never the contact's)")
+    feed: Identifier | None = None
+
+    def kind_target(self) -> tuple[str, str]:
+        set_ = [(k, v) for k, v in (("tag", self.tag), ("notify", self.notify), ("feed", self.feed))
+                if v is not None]
+        if len(set_) != 1:
+            raise ValueError("an action has exactly one of tag, notify, feed")
+        return set_[0]
+
+
+class Threshold(_Strict):
+    at: float
+    actions: list[ThresholdAction] = Field(min_length=1)
+
+
+class ScoreRule(_Strict):
+    """Points per matching event (``event``), or once when no such event happened in the
+    last ``within_days`` days (``no_event``: e.g. no e-mail opened in 30 days: -10)."""
+
+    event: str | list[str] | None = None
+    no_event: str | list[str] | None = None
+    where: list[dict[str, Any]] = []
+    within_days: int | None = Field(None, ge=1)
+    points: float
+    max_points: float | None = None
+
+
+class Decay(_Strict):
+    half_life_days: float = Field(gt=0)
+
+
+class Cap(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+
+class ScoreDef(_Strict):
+    name: Identifier
+    description: str = ""
+    window_days: int | None = Field(None, ge=1, description="only events of the last N days count")
+    decay: Decay | None = None
+    cap: Cap | None = None
+    rules: list[ScoreRule] = Field(min_length=1)
+    thresholds: list[Threshold] = []
+
+
+class StageDef(_Strict):
+    name: Identifier
+    description: str = ""
     rule: dict[str, Any]
 
 
@@ -174,6 +234,8 @@ class FeedDef(_Strict):
     fields: list[Identifier]
     # Feeds opened by people in spreadsheets get formula-looking cells neutralised.
     for_spreadsheet: bool = False
+    # The contacts a score threshold pushed to this feed on the day (e.g. to the CRM).
+    score_actions: bool = False
 
 
 class LookupValue(_Strict):
@@ -222,6 +284,14 @@ class _FeedsFile(_Strict):
     feeds: list[FeedDef] = []
 
 
+class _ScoringFile(_Strict):
+    scores: list[ScoreDef] = []
+
+
+class _StagesFile(_Strict):
+    stages: list[StageDef] = []
+
+
 class Deployment(_Strict):
     """The whole validated configuration of one deployment."""
 
@@ -236,6 +306,8 @@ class Deployment(_Strict):
     segments: list[SegmentDef] = []
     feeds: list[FeedDef] = []
     lookups: dict[str, LookupTable] = {}
+    scores: list[ScoreDef] = []
+    stages: list[StageDef] = []
 
     def lookup_table(self, name: str) -> LookupTable:
         """A lookup table with predefined values merged in (sales-channel macros)."""
@@ -288,6 +360,12 @@ def load_deployment(config_dir: str | Path) -> Deployment:
     feeds_y = load_yaml(feed_path) if feed_path.exists() else None
     segments = _validate(_SegmentsFile, segments_y) if segments_y else _SegmentsFile()
     feeds = _validate(_FeedsFile, feeds_y) if feeds_y else _FeedsFile()
+    scoring_path = config_dir / "scoring.yaml"
+    stages_path = config_dir / "stages.yaml"
+    scoring_y = load_yaml(scoring_path) if scoring_path.exists() else None
+    stages_y = load_yaml(stages_path) if stages_path.exists() else None
+    scoring = _validate(_ScoringFile, scoring_y) if scoring_y else _ScoringFile()
+    stages = _validate(_StagesFile, stages_y) if stages_y else _StagesFile()
 
     node_names = {n.name for n in main.nodes}
     for i, name in enumerate(main.tree.priority):
@@ -395,23 +473,39 @@ def load_deployment(config_dir: str | Path) -> Deployment:
         sources=sources.sources,
         segments=segments.segments,
         feeds=feeds.feeds,
+        scores=scoring.scores,
+        stages=stages.stages,
     )
 
     # Rules and feeds are checked against the field catalogue now, so that a bad rule
     # fails when definitions load rather than in the middle of the nightly run.
-    from tessera.segments import field_catalogue, validate_rule
+    from tessera.segments import STAGE_FIELDS, field_catalogue, segment_order, validate_rule
 
     catalogue = field_catalogue(deployment)
+    entities = {s.entity for s in deployment.sources}
     seg_names = [s.name for s in deployment.segments]
     for i, seg in enumerate(deployment.segments):
         if seg_names.count(seg.name) > 1:
             raise ConfigError(f"{segments_y.where(('segments', i, 'name'))}: duplicate segment")
-        validate_rule(seg.rule, catalogue, segments_y, ("segments", i, "rule"))
+        validate_rule(seg.rule, catalogue, segments_y, ("segments", i, "rule"),
+                      segments=set(seg_names), entities=entities)
+    try:
+        segment_order(deployment.segments)
+    except ValueError as exc:
+        first = str(exc).split(" -> ")[0]
+        i = seg_names.index(first)
+        raise ConfigError(f"{segments_y.where(('segments', i, 'rule'))}: segments reference each "
+                          f"other in a cycle: {exc}") from None
+    _validate_scoring(deployment, scoring_y, stages_y, catalogue, entities, STAGE_FIELDS,
+                      validate_rule)
     for i, feed in enumerate(deployment.feeds):
         if feed.segment and feed.segment not in seg_names:
             raise ConfigError(
                 f"{feeds_y.where(('feeds', i, 'segment'))}: unknown segment '{feed.segment}'"
             )
+        if feed.score_actions and feed.segment:
+            raise ConfigError(f"{feeds_y.where(('feeds', i, 'score_actions'))}: a feed takes either "
+                              "'segment' or 'score_actions'")
         if "customer_id" not in feed.fields:
             raise ConfigError(f"{feeds_y.where(('feeds', i, 'fields'))}: a feed must include 'customer_id'")
         for j, f in enumerate(feed.fields):
@@ -425,3 +519,41 @@ def load_deployment(config_dir: str | Path) -> Deployment:
                     f"include '{need}'"
                 )
     return deployment
+
+
+def _validate_scoring(deployment: Deployment, scoring_y, stages_y, catalogue, entities, stage_fields,
+                      validate_rule) -> None:
+    names = [s.name for s in deployment.scores]
+    feed_names = {f.name for f in deployment.feeds}
+    for i, score in enumerate(deployment.scores):
+        where = lambda *k: scoring_y.where(("scores", i) + k)  # noqa: E731
+        if names.count(score.name) > 1:
+            raise ConfigError(f"{where('name')}: duplicate score type '{score.name}'")
+        if deployment.scores and "event" not in entities:
+            raise ConfigError(f"{where()}: scoring needs an event source")
+        for j, rule in enumerate(score.rules):
+            if (rule.event is None) == (rule.no_event is None):
+                raise ConfigError(f"{where('rules', j)}: a scoring rule has exactly one of "
+                                  "'event' or 'no_event'")
+            if rule.no_event is not None and rule.within_days is None:
+                raise ConfigError(f"{where('rules', j)}: 'no_event' needs 'within_days'")
+            # property filters use the segment language's event leaf
+            leaf = {"event": rule.event or rule.no_event, "where": rule.where}
+            validate_rule(leaf, catalogue, scoring_y, ("scores", i, "rules", j), entities=entities)
+        for j, th in enumerate(score.thresholds):
+            for k, action in enumerate(th.actions):
+                try:
+                    kind, target = action.kind_target()
+                except ValueError as exc:
+                    raise ConfigError(f"{where('thresholds', j, 'actions', k)}: {exc}") from None
+                if kind == "feed" and target not in feed_names:
+                    raise ConfigError(f"{where('thresholds', j, 'actions', k, 'feed')}: unknown feed "
+                                      f"'{target}'")
+    stage_names = [s.name for s in deployment.stages]
+    stage_catalogue = {k: v for k, v in catalogue.items() if k not in stage_fields}
+    for i, stage in enumerate(deployment.stages):
+        if stage_names.count(stage.name) > 1:
+            raise ConfigError(f"{stages_y.where(('stages', i, 'name'))}: duplicate stage '{stage.name}'")
+        # A stage rule cannot read stages or segments: stages are built before segments.
+        validate_rule(stage.rule, stage_catalogue, stages_y, ("stages", i, "rule"),
+                      segments=None, entities=entities)

@@ -1,6 +1,7 @@
 """Daily export feeds, published atomically with a manifest.
 
-A feed's rows are its segment's members for the day, joined to the contact card and
+A feed's rows are its segment's members for the day (or, with ``score_actions``, the
+contacts a score threshold pushed to the feed that day), joined to the contact card and
 the day's RFM, filtered by consent on the feed's channel (and, for e-mail, without a
 hard bounce). The file is written to a temporary name in the destination folder,
 fsynced and renamed, and only then is the manifest (rows, sha256, columns) written
@@ -60,6 +61,10 @@ def feed_rows_sql(feed) -> str:
     if feed.segment:
         seg = ("AND customer_id IN (SELECT customer_id FROM marketing.segment_members "
                "WHERE segment = ? AND as_of_date = ?)")
+    elif getattr(feed, "score_actions", False):
+        # contacts a score threshold pushed to this feed on the day
+        seg = ("AND customer_id IN (SELECT customer_id FROM marketing.score_actions "
+               "WHERE action = 'feed' AND target = ? AND as_of_date = ?)")
     return (f"SELECT {cols} FROM ({segment_base_sql()}) WHERE {delivery_filter(feed.channel)} "
             f"{seg} ORDER BY customer_id")
 
@@ -111,6 +116,11 @@ def build_feed(con: duckdb.DuckDBPyConnection, feed, as_of: dt.date, feeds_dir: 
     sql = feed_rows_sql(feed)
     # The base relation binds the RFM day first, then the segment filter binds its own.
     bind = [as_of] + ([feed.segment, as_of] if feed.segment else [])
+    if not feed.segment and getattr(feed, "score_actions", False):
+        bind += [feed.name, as_of]
+        from tessera.segments import ensure_marketing_tables
+
+        ensure_marketing_tables(con)
     rel = con.execute(sql, bind)
     columns = [d[0] for d in rel.description]
     rows = rel.fetchall()

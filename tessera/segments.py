@@ -1,15 +1,29 @@
 """Segment rules: a small, reviewable YAML language compiled to one set-based SQL query.
 
-A rule is a tree of ``all`` / ``any`` groups whose leaves are
-``{field, op, value}`` conditions over the field catalogue (the contact card, its
-extended properties and the day's RFM scores). Field names are checked against the
-catalogue when the configuration loads (so they can be quoted into SQL safely); values
-are always bound as parameters, never formatted into the SQL.
+A rule is a tree of ``all`` / ``any`` / ``none`` groups whose leaves are one of:
+
+* ``{field, op, value}``: a condition on a column of the *rule base* (the contact card,
+  its extended properties, the day's RFM scores, scores, stage and tags);
+* ``{event: TYPE, where: [...], within_days: N, count|first|last|days_since_last: {op, value}}``:
+  behaviour, i.e. events of a type (optionally filtered on their JSON properties) in a
+  window, aggregated per contact (default: at least one);
+* ``{purchase: {channel_macro, channel_micro, offer, with_offer, product, product_line,
+  product_line_micro}, within_days: N, count|total|first|last|days_since_last: {op, value}}``:
+  sales, i.e. orders matching filters (product lines bought, offers used, store) in a window;
+* ``{segment: NAME}``: membership of another segment on the same day.
+
+Field names, event property names and segment names are checked when the configuration
+loads (so identifiers can be quoted into SQL safely); values are always bound as
+parameters, never formatted into the SQL. Every leaf compiles to a column predicate or a
+``customer_id [NOT] IN (SELECT ... GROUP BY customer_id HAVING ...)`` semi-join, so a
+whole segment is one set-based query.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import operator
+import re
 from typing import Any
 
 from tessera.yamlfile import ConfigError, LoadedYaml
@@ -45,6 +59,10 @@ RFM_FIELDS: dict[str, str] = {
     "r_score": "integer", "f_score": "integer", "m_score": "integer", "rfm_group": "string",
 }
 
+# Marketing fields of the day: stage (from stages.yaml) and tags (set by score thresholds).
+MARKETING_FIELDS: dict[str, str] = {"stage": "string", "stage_rank": "integer", "tags": "list"}
+STAGE_FIELDS = ("stage", "stage_rank")
+
 COMPARISON = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 OPERATORS = set(COMPARISON) | {
     "in", "not in", "between", "contains", "starts with", "is empty", "is not empty",
@@ -52,6 +70,26 @@ OPERATORS = set(COMPARISON) | {
 }
 _NUMERIC = {"integer", "decimal"}
 _TEMPORAL = {"date", "timestamp"}
+_LIST_OPS = {"contains", "in", "not in", "is empty", "is not empty"}
+_PROPERTY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_PY_CMP = {"=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+           ">": operator.gt, ">=": operator.ge}
+
+# Aggregates of the behaviour and sales leaves, and the type of what they produce.
+EVENT_AGGREGATES = {"count": "integer", "first": "timestamp", "last": "timestamp",
+                    "days_since_last": "integer"}
+PURCHASE_AGGREGATES = {"count": "integer", "total": "decimal", "first": "date", "last": "date",
+                       "days_since_last": "integer"}
+PURCHASE_FILTERS = {"channel_macro", "channel_micro", "offer", "with_offer", "product",
+                    "product_line", "product_line_micro"}
+
+
+def score_fields(deployment) -> dict[str, str]:
+    scores = list(getattr(deployment, "scores", []) or [])
+    out = {f"score_{s.name}": "decimal" for s in scores}
+    if scores:
+        out["score"] = "decimal"  # the first score type, the one analysts mean by "score"
+    return out
 
 
 def field_catalogue(deployment) -> dict[str, str]:
@@ -60,6 +98,8 @@ def field_catalogue(deployment) -> dict[str, str]:
         cat[prop.name] = prop.type
     cat.update(CARD_EXTRA_FIELDS)
     cat.update(RFM_FIELDS)
+    cat.update(score_fields(deployment))
+    cat.update(MARKETING_FIELDS)
     return cat
 
 
@@ -71,7 +111,7 @@ def _fail(src: LoadedYaml | None, loc: tuple, msg: str) -> None:
 def _check_value(ftype: str, value: Any, src, loc, op: str) -> None:
     if ftype == "boolean" and not isinstance(value, bool):
         _fail(src, loc, f"operator '{op}' on a yes/no field needs true or false, got {value!r}")
-    if ftype == "string" and not isinstance(value, str):
+    if ftype in ("string", "list") and not isinstance(value, str):
         _fail(src, loc, f"operator '{op}' on a text field needs a text value, got {value!r}")
     if ftype in _NUMERIC and (isinstance(value, bool) or not isinstance(value, (int, float))):
         _fail(src, loc, f"operator '{op}' on a number needs a number, got {value!r}")
@@ -84,34 +124,17 @@ def _check_value(ftype: str, value: Any, src, loc, op: str) -> None:
             _fail(src, loc, f"'{value}' is not a date (YYYY-MM-DD)")
 
 
-def validate_rule(rule: Any, catalogue: dict[str, str], src: LoadedYaml | None = None,
-                  loc: tuple = ("rule",)) -> None:
-    if not isinstance(rule, dict):
-        _fail(src, loc, "a rule is a mapping with 'all', 'any' or 'field'")
-    groups = [k for k in ("all", "any") if k in rule]
-    if groups:
-        if len(rule) != 1:
-            _fail(src, loc, "a group has exactly one key: 'all' or 'any'")
-        items = rule[groups[0]]
-        if not isinstance(items, list) or not items:
-            _fail(src, loc + (groups[0],), "a group needs a non-empty list of conditions")
-        for i, item in enumerate(items):
-            validate_rule(item, catalogue, src, loc + (groups[0], i))
-        return
-    unknown = set(rule) - {"field", "op", "value"}
-    if unknown:
-        _fail(src, loc + (sorted(unknown)[0],), "unknown key")
-    field = rule.get("field")
-    if field not in catalogue:
-        _fail(src, loc + ("field",), f"unknown field '{field}'")
-    op = rule.get("op")
+def _validate_condition(ftype: str, what: str, cond: dict, src, loc) -> None:
+    """Validate ``{op, value}`` against a value of type ``ftype`` (``what`` names it)."""
+    op = cond.get("op")
     if op not in OPERATORS:
         _fail(src, loc + ("op",), f"unknown operator '{op}' (one of {sorted(OPERATORS)})")
-    ftype = catalogue[field]
-    value = rule.get("value")
+    value = cond.get("value")
     vloc = loc + ("value",)
+    if ftype == "list" and op not in _LIST_OPS:
+        _fail(src, loc + ("op",), f"'{op}' does not apply to the list '{what}' (use one of {sorted(_LIST_OPS)})")
     if op in ("is empty", "is not empty"):
-        if "value" in rule:
+        if "value" in cond:
             _fail(src, vloc, f"'{op}' takes no value")
     elif op in ("in", "not in"):
         if not isinstance(value, list) or not value:
@@ -125,20 +148,186 @@ def validate_rule(rule: Any, catalogue: dict[str, str], src: LoadedYaml | None =
             _check_value(ftype, v, src, vloc, op)
     elif op == "within last days":
         if ftype not in _TEMPORAL:
-            _fail(src, loc + ("op",), f"'{op}' needs a date field, '{field}' is {ftype}")
+            _fail(src, loc + ("op",), f"'{op}' needs a date field, '{what}' is {ftype}")
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             _fail(src, vloc, "'within last days' needs a whole number of days")
     elif op in ("before", "after"):
         if ftype not in _TEMPORAL:
-            _fail(src, loc + ("op",), f"'{op}' needs a date field, '{field}' is {ftype}")
+            _fail(src, loc + ("op",), f"'{op}' needs a date field, '{what}' is {ftype}")
         _check_value(ftype, value, src, vloc, op)
     elif op in ("contains", "starts with"):
-        if ftype != "string" or not isinstance(value, str):
+        if ftype not in ("string", "list") or not isinstance(value, str):
             _fail(src, vloc, f"'{op}' needs a text field and a text value")
+        if ftype == "list" and op == "starts with":
+            _fail(src, loc + ("op",), f"'{op}' does not apply to a list")
     else:
         if value is None:
             _fail(src, vloc, f"'{op}' needs a value")
         _check_value(ftype, value, src, vloc, op)
+
+
+def _check_keys(node: dict, allowed: set, src, loc) -> None:
+    unknown = set(node) - allowed
+    if unknown:
+        _fail(src, loc + (sorted(unknown)[0],), "unknown key")
+
+
+def _validate_window(node: dict, src, loc) -> None:
+    if "within_days" in node:
+        v = node["within_days"]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            _fail(src, loc + ("within_days",), "'within_days' needs a whole number of days")
+
+
+def _validate_aggregate(node: dict, aggregates: dict, src, loc, what: str) -> None:
+    present = [k for k in aggregates if k in node]
+    if len(present) > 1:
+        _fail(src, loc + (present[1],), f"one aggregate per condition (found {present})")
+    for k in present:
+        cond = node[k]
+        if not isinstance(cond, dict):
+            _fail(src, loc + (k,), f"'{k}' needs {{op, value}}")
+        _check_keys(cond, {"op", "value"}, src, loc + (k,))
+        _validate_condition(aggregates[k], f"{what}.{k}", cond, src, loc + (k,))
+
+
+def _validate_event(rule: dict, src, loc) -> None:
+    _check_keys(rule, {"event", "where", "within_days", *EVENT_AGGREGATES}, src, loc)
+    types = rule["event"] if isinstance(rule["event"], list) else [rule["event"]]
+    if not types or not all(isinstance(t, str) and t for t in types):
+        _fail(src, loc + ("event",), "'event' needs an event type or a list of them")
+    where = rule.get("where", [])
+    if not isinstance(where, list):
+        _fail(src, loc + ("where",), "'where' needs a list of {property, op, value}")
+    for i, cond in enumerate(where):
+        ploc = loc + ("where", i)
+        if not isinstance(cond, dict):
+            _fail(src, ploc, "a property condition is {property, op, value}")
+        _check_keys(cond, {"property", "op", "value"}, src, ploc)
+        prop = cond.get("property")
+        if not isinstance(prop, str) or not _PROPERTY.match(prop):
+            _fail(src, ploc + ("property",), f"'{prop}' is not a property name (letters, digits, _)")
+        if cond.get("op") in ("within last days", "before", "after"):
+            _fail(src, ploc + ("op",), f"'{cond.get('op')}' does not apply to an event property")
+        value = cond.get("value")
+        sample = value[0] if isinstance(value, list) and value else value
+        ptype = "decimal" if isinstance(sample, (int, float)) and not isinstance(sample, bool) else "string"
+        _validate_condition(ptype, f"property {prop}", cond, src, ploc)
+    _validate_window(rule, src, loc)
+    _validate_aggregate(rule, EVENT_AGGREGATES, src, loc, "event")
+
+
+def _validate_purchase(rule: dict, src, loc, entities: set | None) -> None:
+    _check_keys(rule, {"purchase", "within_days", *PURCHASE_AGGREGATES}, src, loc)
+    if entities is not None and "order" not in entities:
+        _fail(src, loc + ("purchase",), "a purchase condition needs an order source")
+    filters = rule["purchase"] if rule["purchase"] is not None else {}
+    if not isinstance(filters, dict):
+        _fail(src, loc + ("purchase",), "'purchase' needs a mapping of filters (or {})")
+    _check_keys(filters, PURCHASE_FILTERS, src, loc + ("purchase",))
+    for k, v in filters.items():
+        floc = loc + ("purchase", k)
+        if k == "with_offer":
+            if not isinstance(v, bool):
+                _fail(src, floc, "'with_offer' needs true or false")
+            continue
+        values = v if isinstance(v, list) else [v]
+        if not values or not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in values):
+            _fail(src, floc, f"'{k}' needs an id or a non-empty list of ids")
+        if k.startswith("product") and entities is not None and not {"order_line", "product"} <= entities:
+            _fail(src, floc, f"'{k}' needs order-line and product sources")
+    _validate_window(rule, src, loc)
+    _validate_aggregate(rule, PURCHASE_AGGREGATES, src, loc, "purchase")
+
+
+def validate_rule(rule: Any, catalogue: dict[str, str], src: LoadedYaml | None = None,
+                  loc: tuple = ("rule",), *, segments: set[str] | None = None,
+                  entities: set[str] | None = None) -> None:
+    """Check a rule tree; raise ConfigError naming file, line and key.
+
+    ``segments``: names a rule may reference (None: segment references are refused);
+    ``entities``: the deployment's source entities (None: not checked).
+    """
+    if not isinstance(rule, dict):
+        _fail(src, loc, "a rule is a mapping with 'all', 'any', 'none', 'field', 'event', "
+                        "'purchase' or 'segment'")
+    groups = [k for k in ("all", "any", "none") if k in rule]
+    if groups:
+        if len(rule) != 1:
+            _fail(src, loc, "a group has exactly one key: 'all', 'any' or 'none'")
+        items = rule[groups[0]]
+        if not isinstance(items, list) or not items:
+            _fail(src, loc + (groups[0],), "a group needs a non-empty list of conditions")
+        for i, item in enumerate(items):
+            validate_rule(item, catalogue, src, loc + (groups[0], i), segments=segments,
+                          entities=entities)
+        return
+    if "event" in rule:
+        if entities is not None and "event" not in entities:
+            _fail(src, loc + ("event",), "an event condition needs an event source")
+        return _validate_event(rule, src, loc)
+    if "purchase" in rule:
+        return _validate_purchase(rule, src, loc, entities)
+    if "segment" in rule:
+        _check_keys(rule, {"segment"}, src, loc)
+        if segments is None:
+            _fail(src, loc + ("segment",), "segment references are not allowed here")
+        if rule["segment"] not in segments:
+            _fail(src, loc + ("segment",), f"unknown segment '{rule['segment']}'")
+        return
+    _check_keys(rule, {"field", "op", "value"}, src, loc)
+    field = rule.get("field")
+    if field not in catalogue:
+        _fail(src, loc + ("field",), f"unknown field '{field}'")
+    _validate_condition(catalogue[field], field, rule, src, loc)
+
+
+def referenced_segments(rule: Any) -> list[str]:
+    """Segment names a rule references, in order of appearance."""
+    out: list[str] = []
+    if isinstance(rule, dict):
+        if "segment" in rule and isinstance(rule["segment"], str):
+            out.append(rule["segment"])
+        for g in ("all", "any", "none"):
+            for item in rule.get(g, []) or []:
+                out.extend(referenced_segments(item))
+    return out
+
+
+def referenced_fields(rule: Any) -> list[str]:
+    out: list[str] = []
+    if isinstance(rule, dict):
+        if "field" in rule:
+            out.append(rule["field"])
+        for g in ("all", "any", "none"):
+            for item in rule.get(g, []) or []:
+                out.extend(referenced_fields(item))
+    return out
+
+
+def segment_order(segments) -> list:
+    """Segments sorted so that a segment comes after those it references; ValueError on a cycle
+    (the message names the cycle)."""
+    by_name = {s.name: s for s in segments}
+    state: dict[str, int] = {}
+    out: list = []
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = path[path.index(name):] + [name]
+            raise ValueError(" -> ".join(cycle))
+        state[name] = 1
+        for ref in referenced_segments(by_name[name].rule):
+            if ref in by_name:
+                visit(ref, path + [ref])
+        state[name] = 2
+        out.append(by_name[name])
+
+    for s in segments:
+        visit(s.name, [s.name])
+    return out
 
 
 def _cast(ftype: str) -> str:
@@ -147,47 +336,177 @@ def _cast(ftype: str) -> str:
             "boolean": "BOOLEAN"}.get(ftype, "VARCHAR")
 
 
+def _predicate(col: str, ftype: str, cond: dict, params: list, as_of: dt.date) -> str:
+    """SQL for ``col <op> value``; appends the bound values to ``params`` in textual order."""
+    op, value = cond["op"], cond.get("value")
+    cast = _cast(ftype)
+    if ftype == "list":
+        if op == "contains":
+            params.append(value)
+            return f"list_contains({col}, CAST(? AS VARCHAR))"
+        if op in ("in", "not in"):
+            params.append(list(value))
+            neg = "NOT " if op == "not in" else ""
+            return f"({neg}list_has_any(coalesce({col}, []::VARCHAR[]), CAST(? AS VARCHAR[])))"
+        if op == "is empty":
+            return f"({col} IS NULL OR len({col}) = 0)"
+        return f"({col} IS NOT NULL AND len({col}) > 0)"
+    if op in COMPARISON:
+        params.append(value)
+        return f"({col} {COMPARISON[op]} CAST(? AS {cast}))"
+    if op in ("in", "not in"):
+        params.extend(value)
+        marks = ", ".join(f"CAST(? AS {cast})" for _ in value)
+        neg = "NOT " if op == "not in" else ""
+        return f"({col} {neg}IN ({marks}))"
+    if op == "between":
+        params.extend(value)
+        return f"({col} BETWEEN CAST(? AS {cast}) AND CAST(? AS {cast}))"
+    if op == "contains":
+        params.append(value)
+        return f"contains(lower({col}), lower(?))"
+    if op == "starts with":
+        params.append(value)
+        return f"starts_with(lower({col}), lower(?))"
+    if op == "is empty":
+        return f"({col} IS NULL OR CAST({col} AS VARCHAR) = '')"
+    if op == "is not empty":
+        return f"({col} IS NOT NULL AND CAST({col} AS VARCHAR) <> '')"
+    if op == "within last days":
+        params.extend([as_of, value, as_of])
+        return (f"(CAST({col} AS DATE) > CAST(? AS DATE) - CAST(? AS INTEGER) "
+                f"AND CAST({col} AS DATE) <= CAST(? AS DATE))")
+    if op in ("before", "after"):
+        params.append(value)
+        return f"(CAST({col} AS DATE) {'<' if op == 'before' else '>'} CAST(? AS DATE))"
+    raise ValueError(op)  # pragma: no cover - validated at load
+
+
+def _zero_matches(cond: dict) -> bool:
+    """Does a count or total of 0 satisfy the condition? (Then contacts without any matching
+    event or order are members, and the leaf compiles to a NOT IN over the others.)"""
+    op, v = cond["op"], cond.get("value")
+    if op in _PY_CMP:
+        return _PY_CMP[op](0, v)
+    if op == "in":
+        return 0 in v
+    if op == "not in":
+        return 0 not in v
+    if op == "between":
+        return v[0] <= 0 <= v[1]
+    return False
+
+
+def _aggregate_leaf(source_sql: str, aggregates: dict, exprs: dict, node: dict, params: list,
+                    src_params: list, as_of: dt.date) -> str:
+    """``customer_id [NOT] IN (SELECT customer_id FROM source GROUP BY 1 HAVING agg)``."""
+    agg = next((k for k in aggregates if k in node), None)
+    if agg is None:
+        params.extend(src_params)
+        return f"(customer_id IN (SELECT customer_id FROM ({source_sql}) GROUP BY customer_id))"
+    cond = node[agg]
+    having_params: list = []
+    having = _predicate(exprs[agg], aggregates[agg], cond, having_params, as_of)
+    params.extend(src_params)
+    params.extend(having_params)
+    if agg in ("count", "total") and _zero_matches(cond):
+        return (f"(customer_id NOT IN (SELECT customer_id FROM ({source_sql}) GROUP BY customer_id "
+                f"HAVING NOT coalesce({having}, FALSE)))")
+    return f"(customer_id IN (SELECT customer_id FROM ({source_sql}) GROUP BY customer_id HAVING {having}))"
+
+
+def _window(col: str, node: dict, as_of: dt.date, params: list) -> str:
+    # Never anything after the day: a backfill sees what the original run saw.
+    sql = f" AND CAST({col} AS DATE) <= CAST(? AS DATE)"
+    params.append(as_of)
+    if "within_days" in node:
+        sql += f" AND CAST({col} AS DATE) > CAST(? AS DATE) - CAST(? AS INTEGER)"
+        params.extend([as_of, node["within_days"]])
+    return sql
+
+
+def _event_leaf(node: dict, params: list, as_of: dt.date) -> str:
+    src: list = []
+    types = node["event"] if isinstance(node["event"], list) else [node["event"]]
+    sql = ("SELECT customer_id, occurred_at FROM core.events WHERE customer_id IS NOT NULL "
+           f"AND event_type IN ({', '.join('?' for _ in types)})")
+    src.extend(types)
+    sql += _window("occurred_at", node, as_of, src)
+    for cond in node.get("where", []):
+        value = cond.get("value")
+        sample = value[0] if isinstance(value, list) and value else value
+        numeric = isinstance(sample, (int, float)) and not isinstance(sample, bool)
+        src.append("$." + cond["property"])
+        expr = "json_extract_string(properties, ?)"
+        if numeric:
+            expr = f"TRY_CAST({expr} AS DOUBLE)"
+        sql += " AND " + _predicate(expr, "decimal" if numeric else "string", cond, src, as_of)
+    exprs = {"count": "count(*)", "first": "min(occurred_at)", "last": "max(occurred_at)",
+             "days_since_last": f"date_diff('day', CAST(max(occurred_at) AS DATE), DATE '{as_of.isoformat()}')"}
+    return _aggregate_leaf(sql, EVENT_AGGREGATES, exprs, node, params, src, as_of)
+
+
+def _ids(v) -> list[str]:
+    return [str(x) for x in (v if isinstance(v, list) else [v])]
+
+
+def _purchase_leaf(node: dict, params: list, as_of: dt.date) -> str:
+    src: list = []
+    f = node["purchase"] or {}
+    sql = "SELECT customer_id, order_date, amount FROM core.orders o WHERE customer_id IS NOT NULL"
+    sql += _window("order_date", node, as_of, src)
+    for key, col in (("channel_macro", "channel_macro"), ("channel_micro", "channel_micro"),
+                     ("offer", "offer_id")):
+        if key in f:
+            ids = _ids(f[key])
+            sql += f" AND CAST(o.{col} AS VARCHAR) IN ({', '.join('?' for _ in ids)})"
+            src.extend(ids)
+    if "with_offer" in f:
+        has = "(o.offer_id IS NOT NULL AND CAST(o.offer_id AS VARCHAR) <> '')"
+        sql += f" AND {has}" if f["with_offer"] else f" AND NOT {has}"
+    line_filters = [(k, c) for k, c in (("product", "p.source_record_id"),
+                                        ("product_line", "p.line_macro_id"),
+                                        ("product_line_micro", "p.line_micro_id")) if k in f]
+    if line_filters:
+        sql += (" AND o.order_id IN (SELECT l.order_id FROM staging.order_lines l "
+                "JOIN staging.products p ON p.source_record_id = l.product_id WHERE TRUE")
+        for k, c in line_filters:
+            ids = _ids(f[k])
+            sql += f" AND CAST({c} AS VARCHAR) IN ({', '.join('?' for _ in ids)})"
+            src.extend(ids)
+        sql += ")"
+    exprs = {"count": "count(*)", "total": "coalesce(sum(amount), 0)", "first": "min(order_date)",
+             "last": "max(order_date)",
+             "days_since_last": f"date_diff('day', max(order_date), DATE '{as_of.isoformat()}')"}
+    return _aggregate_leaf(sql, PURCHASE_AGGREGATES, exprs, node, params, src, as_of)
+
+
 def compile_rule(rule: dict, catalogue: dict[str, str], as_of: dt.date) -> tuple[str, list]:
-    """Return a boolean SQL expression over the catalogue's columns, and its parameters."""
+    """Return a boolean SQL expression over the rule base's columns, and its parameters.
+
+    The expression refers to the base relation's columns unqualified (``customer_id``
+    included), so it is used as ``SELECT ... FROM (base) WHERE <expression>``.
+    """
     params: list = []
 
     def walk(node: dict) -> str:
         for group, joiner in (("all", " AND "), ("any", " OR ")):
             if group in node:
                 return "(" + joiner.join(walk(item) for item in node[group]) + ")"
-        field, op, value = node["field"], node["op"], node.get("value")
-        ftype = catalogue[field]
-        col = f'"{field}"'  # checked against the catalogue: a safe identifier
-        cast = _cast(ftype)
-        if op in COMPARISON:
-            params.append(value)
-            return f"({col} {COMPARISON[op]} CAST(? AS {cast}))"
-        if op in ("in", "not in"):
-            params.extend(value)
-            marks = ", ".join(f"CAST(? AS {cast})" for _ in value)
-            neg = "NOT " if op == "not in" else ""
-            return f"({col} {neg}IN ({marks}))"
-        if op == "between":
-            params.extend(value)
-            return f"({col} BETWEEN CAST(? AS {cast}) AND CAST(? AS {cast}))"
-        if op == "contains":
-            params.append(value)
-            return f"contains(lower({col}), lower(?))"
-        if op == "starts with":
-            params.append(value)
-            return f"starts_with(lower({col}), lower(?))"
-        if op == "is empty":
-            return f"({col} IS NULL OR CAST({col} AS VARCHAR) = '')"
-        if op == "is not empty":
-            return f"({col} IS NOT NULL AND CAST({col} AS VARCHAR) <> '')"
-        if op == "within last days":
-            params.extend([as_of, value, as_of])
-            return (f"(CAST({col} AS DATE) > CAST(? AS DATE) - CAST(? AS INTEGER) "
-                    f"AND CAST({col} AS DATE) <= CAST(? AS DATE))")
-        if op in ("before", "after"):
-            params.append(value)
-            return f"(CAST({col} AS DATE) {'<' if op == 'before' else '>'} CAST(? AS DATE))"
-        raise ValueError(op)  # pragma: no cover - validated at load
+        if "none" in node:
+            # NULL (unknown) counts as "not matching", so `none` is the complement of `any`.
+            return "(NOT (" + " OR ".join(f"coalesce({walk(i)}, FALSE)" for i in node["none"]) + "))"
+        if "event" in node:
+            return _event_leaf(node, params, as_of)
+        if "purchase" in node:
+            return _purchase_leaf(node, params, as_of)
+        if "segment" in node:
+            params.extend([node["segment"], as_of])
+            return ("(customer_id IN (SELECT customer_id FROM marketing.segment_members "
+                    "WHERE segment = ? AND as_of_date = ?))")
+        field = node["field"]
+        # checked against the catalogue: a safe identifier
+        return _predicate(f'"{field}"', catalogue[field], node, params, as_of)
 
     return walk(rule), params
 
@@ -197,13 +516,124 @@ CREATE TABLE IF NOT EXISTS marketing.segment_members (
     as_of_date DATE NOT NULL, segment VARCHAR NOT NULL, customer_id BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS marketing.segment_history (
     segment VARCHAR NOT NULL, customer_id BIGINT NOT NULL, entered_on DATE NOT NULL, left_on DATE);
+CREATE TABLE IF NOT EXISTS marketing.segment_overrides (
+    segment VARCHAR NOT NULL, customer_id BIGINT NOT NULL, action VARCHAR NOT NULL,
+    effective_on DATE NOT NULL, recorded_at TIMESTAMP NOT NULL, origin VARCHAR);
+CREATE TABLE IF NOT EXISTS marketing.static_segment_base (
+    segment VARCHAR NOT NULL, customer_id BIGINT NOT NULL, frozen_on DATE NOT NULL);
+"""
+
+# Tables the rule base reads besides the card and RFM; created empty when a deployment has
+# no scoring or stages so that rules still run.
+MARKETING_DDL = """
+CREATE TABLE IF NOT EXISTS marketing.rfm_scores (
+    as_of_date DATE NOT NULL, customer_id BIGINT NOT NULL, recency_days INTEGER,
+    frequency BIGINT, monetary DECIMAL(18,2), r_score TINYINT, f_score TINYINT,
+    m_score TINYINT, rfm_score VARCHAR, rfm_group VARCHAR);
+CREATE TABLE IF NOT EXISTS marketing.scores (
+    as_of_date DATE NOT NULL, score_type VARCHAR NOT NULL, customer_id BIGINT NOT NULL,
+    score DECIMAL(12,2) NOT NULL);
+CREATE TABLE IF NOT EXISTS marketing.score_actions (
+    as_of_date DATE NOT NULL, score_type VARCHAR NOT NULL, threshold DOUBLE NOT NULL,
+    customer_id BIGINT NOT NULL, action VARCHAR NOT NULL, target VARCHAR NOT NULL,
+    score DECIMAL(12,2) NOT NULL, previous_score DECIMAL(12,2));
+CREATE TABLE IF NOT EXISTS marketing.stages (
+    as_of_date DATE NOT NULL, customer_id BIGINT NOT NULL, stage VARCHAR NOT NULL,
+    stage_rank INTEGER NOT NULL);
+CREATE OR REPLACE VIEW marketing.contact_tags AS
+    SELECT customer_id, target AS tag, min(as_of_date) AS added_on,
+           'score:' || any_value(score_type) AS origin
+    FROM marketing.score_actions WHERE action = 'tag' GROUP BY customer_id, target;
 """
 
 
+def ensure_marketing_tables(con) -> None:
+    con.execute("CREATE SCHEMA IF NOT EXISTS marketing")
+    con.execute(MARKETING_DDL)
+    con.execute(MEMBERS_DDL)
+
+
 def segment_base_sql() -> str:
-    """The relation rules run over: the contact card plus the day's RFM scores."""
+    """The contact card plus the day's RFM scores (binds the day once): what feeds export."""
     return ("SELECT c.*, r.* EXCLUDE (customer_id, as_of_date) FROM marts.contact_cards c "
             "LEFT JOIN marketing.rfm_scores r ON r.customer_id = c.customer_id AND r.as_of_date = ?")
+
+
+def rule_base_sql(deployment, as_of: dt.date, with_stage: bool = True,
+                  fields: set[str] | None = None) -> tuple[str, list]:
+    """The relation rules run over, and its parameters: card, RFM, scores, stage and tags
+    of the day. Score columns are named after the configured score types (identifiers).
+
+    With ``fields`` (the fields a rule reads), only the joins those fields need are made:
+    a rule on the card alone reads the card alone."""
+    scores = [s.name for s in (getattr(deployment, "scores", []) or [])]
+    want = (lambda names: True) if fields is None else (lambda names: bool(fields & set(names)))
+    score_cols = [f"score_{n}" for n in scores] + (["score"] if scores else [])
+    j_rfm = want(RFM_FIELDS)
+    j_scores = bool(scores) and want(score_cols)
+    j_stage = with_stage and want(STAGE_FIELDS)
+    j_tags = want(["tags"])
+    params: list = []
+    sql = "SELECT c.*"
+    if j_rfm:
+        sql += ", r.* EXCLUDE (customer_id, as_of_date)"
+    if j_scores:
+        sql += "".join(f', coalesce(s."score_{n}", 0) AS "score_{n}"' for n in scores)
+        sql += f', coalesce(s."score_{scores[0]}", 0) AS score'
+    if j_stage:
+        sql += ", st.stage, st.stage_rank"
+    if j_tags:
+        sql += ", coalesce(t.tags, []::VARCHAR[]) AS tags"
+    sql += " FROM marts.contact_cards c"
+    if j_rfm:
+        sql += (" LEFT JOIN marketing.rfm_scores r ON r.customer_id = c.customer_id "
+                "AND r.as_of_date = ?")
+        params.append(as_of)
+    if j_scores:
+        cols = ", ".join(f"max(score) FILTER (WHERE score_type = '{n}') AS \"score_{n}\"" for n in scores)
+        sql += (f" LEFT JOIN (SELECT customer_id, {cols} FROM marketing.scores WHERE as_of_date = ? "
+                "GROUP BY customer_id) s ON s.customer_id = c.customer_id")
+        params.append(as_of)
+    if j_stage:
+        sql += (" LEFT JOIN (SELECT customer_id, stage, stage_rank FROM marketing.stages "
+                "WHERE as_of_date = ?) st ON st.customer_id = c.customer_id")
+        params.append(as_of)
+    if j_tags:
+        sql += (" LEFT JOIN (SELECT customer_id, list(DISTINCT tag ORDER BY tag) AS tags "
+                "FROM marketing.contact_tags WHERE added_on <= ? GROUP BY customer_id) t "
+                "ON t.customer_id = c.customer_id")
+        params.append(as_of)
+    return sql, params
+
+
+def rule_members_sql(deployment, rule: dict, as_of: dt.date, with_stage: bool = True) -> tuple[str, list]:
+    """``SELECT customer_id`` of the contacts a rule selects on a day: one set-based query."""
+    catalogue = field_catalogue(deployment)
+    where, params = compile_rule(rule, catalogue, as_of)
+    base, bparams = rule_base_sql(deployment, as_of, with_stage, set(referenced_fields(rule)))
+    return f"SELECT customer_id FROM ({base}) b WHERE {where}", [*bparams, *params]
+
+
+def _membership_sql(segment, deployment, as_of: dt.date) -> tuple[str, list]:
+    """The segment's members on a day: the rule (dynamic) or the frozen set (static), then the
+    manual overrides in force on that day (the latest override of a contact wins)."""
+    if segment.kind == "static":
+        base_sql, base_params = ("SELECT customer_id FROM marketing.static_segment_base WHERE segment = ?",
+                                 [segment.name])
+    else:
+        base_sql, base_params = rule_members_sql(deployment, segment.rule, as_of)
+    sql = f"""
+        WITH ov AS (
+            SELECT customer_id, arg_max(action, (effective_on, recorded_at)) AS action
+            FROM marketing.segment_overrides WHERE segment = ? AND effective_on <= ?
+            GROUP BY customer_id
+        )
+        SELECT customer_id FROM ({base_sql})
+        WHERE customer_id NOT IN (SELECT customer_id FROM ov WHERE action = 'exclude')
+        UNION
+        SELECT customer_id FROM ov WHERE action = 'include'
+          AND customer_id IN (SELECT customer_id FROM marts.contact_cards)"""
+    return sql, [segment.name, as_of, *base_params]
 
 
 def build_segment(con, deployment, segment, as_of: dt.date) -> dict:
@@ -211,20 +641,30 @@ def build_segment(con, deployment, segment, as_of: dt.date) -> dict:
 
     History is recomputed from the stored days (gaps-and-islands over the days the
     segment was built), so a backfill of an earlier day gives the same history as if
-    the days had run in order.
+    the days had run in order. A static segment is frozen the first time it is built:
+    later days keep that set, changed only by overrides (``add_override``).
     """
     from tessera.warehouse import transaction
 
-    catalogue = field_catalogue(deployment)
-    where, params = compile_rule(segment.rule, catalogue, as_of)
-    con.execute(MEMBERS_DDL)
+    ensure_marketing_tables(con)
+    con.execute("CREATE SCHEMA IF NOT EXISTS segments")
     with transaction(con):
+        if segment.kind == "static":
+            frozen = con.execute("SELECT count(*) FROM marketing.static_segment_base WHERE segment = ?",
+                                 [segment.name]).fetchone()[0]
+            runs = con.execute("SELECT count(*) FROM ops.segment_runs WHERE segment = ?",
+                               [segment.name]).fetchone()[0]
+            if not frozen and not runs:
+                rsql, rparams = rule_members_sql(deployment, segment.rule, as_of)
+                con.execute(f"INSERT INTO marketing.static_segment_base SELECT ?, customer_id, "
+                            f"CAST(? AS DATE) FROM ({rsql}) ORDER BY customer_id",
+                            [segment.name, as_of, *rparams])
+        msql, mparams = _membership_sql(segment, deployment, as_of)
         con.execute("DELETE FROM marketing.segment_members WHERE segment = ? AND as_of_date = ?",
                     [segment.name, as_of])
         con.execute(
             f"INSERT INTO marketing.segment_members SELECT CAST(? AS DATE), ?, customer_id "
-            f"FROM ({segment_base_sql()}) WHERE {where} ORDER BY customer_id",
-            [as_of, segment.name, as_of, *params])
+            f"FROM ({msql}) ORDER BY customer_id", [as_of, segment.name, *mparams])
         members = con.execute(
             "SELECT count(*) FROM marketing.segment_members WHERE segment = ? AND as_of_date = ?",
             [segment.name, as_of]).fetchone()[0]
@@ -232,23 +672,12 @@ def build_segment(con, deployment, segment, as_of: dt.date) -> dict:
                     [segment.name, as_of])
         con.execute("INSERT INTO ops.segment_runs VALUES (?, ?, ?, now()::TIMESTAMP)",
                     [segment.name, as_of, members])
-        con.execute("DELETE FROM marketing.segment_history WHERE segment = ?", [segment.name])
-        con.execute("""
-            INSERT INTO marketing.segment_history
-            WITH runs AS (
-                SELECT as_of_date, row_number() OVER (ORDER BY as_of_date) AS k,
-                       lead(as_of_date) OVER (ORDER BY as_of_date) AS next_day
-                FROM ops.segment_runs WHERE segment = ?
-            ),
-            m AS (
-                SELECT sm.customer_id, r.k, r.as_of_date, r.next_day,
-                       r.k - row_number() OVER (PARTITION BY sm.customer_id ORDER BY r.k) AS island
-                FROM marketing.segment_members sm JOIN runs r USING (as_of_date)
-                WHERE sm.segment = ?
-            )
-            SELECT ?, customer_id, min(as_of_date) AS entered_on, arg_max(next_day, k) AS left_on
-            FROM m GROUP BY customer_id, island ORDER BY customer_id, entered_on""",
-                    [segment.name, segment.name, segment.name])
+        later = con.execute("SELECT count(*) FROM ops.segment_runs WHERE segment = ? AND as_of_date > ?",
+                            [segment.name, as_of]).fetchone()[0]
+        if later:
+            _rebuild_history(con, segment.name)
+        else:
+            _advance_history(con, segment.name, as_of)
         # The view segments.<name> is the segment as of its latest day: asset key = table.
         con.execute(
             f"CREATE OR REPLACE VIEW segments.{segment.name} AS "
@@ -262,3 +691,107 @@ def build_segment(con, deployment, segment, as_of: dt.date) -> dict:
         "SELECT count(*) FROM marketing.segment_history WHERE segment = ? AND left_on = ?",
         [segment.name, as_of]).fetchone()[0]
     return {"members": int(members), "entered": int(entered), "left": int(left)}
+
+
+def _rebuild_history(con, name: str) -> None:
+    """Entered/left from every stored day (gaps and islands): used when an earlier day is
+    (re)built, so a backfill gives the same history as if the days had run in order."""
+    con.execute("DELETE FROM marketing.segment_history WHERE segment = ?", [name])
+    con.execute("""
+        INSERT INTO marketing.segment_history
+        WITH runs AS (
+            SELECT as_of_date, row_number() OVER (ORDER BY as_of_date) AS k,
+                   lead(as_of_date) OVER (ORDER BY as_of_date) AS next_day
+            FROM ops.segment_runs WHERE segment = ?
+        ),
+        m AS (
+            SELECT sm.customer_id, r.k, r.as_of_date, r.next_day,
+                   r.k - row_number() OVER (PARTITION BY sm.customer_id ORDER BY r.k) AS island
+            FROM marketing.segment_members sm JOIN runs r USING (as_of_date)
+            WHERE sm.segment = ?
+        )
+        -- arg_max skips NULLs: the open end (no next run) is carried as 9999-12-31
+        SELECT ?, customer_id, min(as_of_date) AS entered_on,
+               nullif(arg_max(coalesce(next_day, DATE '9999-12-31'), k), DATE '9999-12-31') AS left_on
+        FROM m GROUP BY customer_id, island ORDER BY customer_id, entered_on""", [name, name, name])
+
+
+def _advance_history(con, name: str, as_of: dt.date) -> None:
+    """The usual daily case, the newest day: touch only what changed (cost ~ members, not
+    days x members). A re-run of the same day first undoes that day's changes."""
+    con.execute("DELETE FROM marketing.segment_history WHERE segment = ? AND entered_on = ?", [name, as_of])
+    con.execute("UPDATE marketing.segment_history SET left_on = NULL WHERE segment = ? AND left_on = ?",
+                [name, as_of])
+    con.execute("""
+        UPDATE marketing.segment_history SET left_on = ?
+        WHERE segment = ? AND left_on IS NULL AND customer_id NOT IN (
+            SELECT customer_id FROM marketing.segment_members WHERE segment = ? AND as_of_date = ?)""",
+                [as_of, name, name, as_of])
+    con.execute("""
+        INSERT INTO marketing.segment_history
+        SELECT ?, customer_id, ?, NULL FROM marketing.segment_members
+        WHERE segment = ? AND as_of_date = ? AND customer_id NOT IN (
+            SELECT customer_id FROM marketing.segment_history WHERE segment = ? AND left_on IS NULL)
+        ORDER BY customer_id""", [name, as_of, name, as_of, name])
+
+
+def size_history(con, segment: str, days: int = 30) -> list[tuple[dt.date, int]]:
+    """(day, members) of the segment's last ``days`` builds: counts only."""
+    return [(d, int(n)) for d, n in con.execute(
+        "SELECT as_of_date, members FROM ops.segment_runs WHERE segment = ? "
+        "ORDER BY as_of_date DESC LIMIT ?", [segment, days]).fetchall()][::-1]
+
+
+def dry_run(con, deployment, segment, as_of: dt.date, sample: int = 10) -> dict:
+    """What the segment's rule *as now configured* selects on a day, compared with the stored
+    membership of that day (or the latest stored day before it). Writes nothing.
+
+    For a static segment the rule is what a fresh freeze would select; overrides are applied
+    in both cases, so ``entering`` / ``leaving`` show the effect of a rule change."""
+    ensure_marketing_tables(con)
+    msql, mparams = _membership_sql(segment, deployment, as_of)
+    if segment.kind == "static":
+        rsql, rparams = rule_members_sql(deployment, segment.rule, as_of)
+        msql = msql.replace("SELECT customer_id FROM marketing.static_segment_base WHERE segment = ?",
+                            rsql, 1)
+        mparams = [mparams[0], mparams[1], *rparams]
+    # a build with no members is a stored membership too: look at the runs, not the members
+    stored_day = con.execute(
+        "SELECT max(as_of_date) FROM ops.segment_runs WHERE segment = ? AND as_of_date <= ?",
+        [segment.name, as_of]).fetchone()[0]
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _dry AS {msql}", mparams)
+    size = con.execute("SELECT count(*) FROM _dry").fetchone()[0]
+    ids = [r[0] for r in con.execute("SELECT customer_id FROM _dry ORDER BY customer_id LIMIT ?",
+                                     [sample]).fetchall()]
+    entering = leaving = stored = None
+    if stored_day is not None:
+        stored, entering, leaving = con.execute("""
+            WITH s AS (SELECT customer_id FROM marketing.segment_members
+                       WHERE segment = ? AND as_of_date = ?)
+            SELECT (SELECT count(*) FROM s),
+                   (SELECT count(*) FROM _dry WHERE customer_id NOT IN (SELECT customer_id FROM s)),
+                   (SELECT count(*) FROM s WHERE customer_id NOT IN (SELECT customer_id FROM _dry))""",
+            [segment.name, stored_day]).fetchone()
+    con.execute("DROP TABLE IF EXISTS _dry")
+    return {"segment": segment.name, "kind": segment.kind, "as_of": as_of, "size": int(size),
+            "sample_ids": ids, "stored_day": stored_day,
+            "stored_size": None if stored is None else int(stored),
+            "entering": None if entering is None else int(entering),
+            "leaving": None if leaving is None else int(leaving)}
+
+
+def add_overrides(con, segment: str, customer_ids: list[int], action: str, effective_on: dt.date,
+                  origin: str = "cli") -> int:
+    """Record explicit additions (``include``) or removals (``exclude``) for a segment, effective
+    from a day (they apply when the segment is next built for that day or later)."""
+    from tessera.warehouse import transaction
+
+    if action not in ("include", "exclude"):
+        raise ValueError(f"action must be include or exclude, not {action!r}")
+    ensure_marketing_tables(con)
+    ids = sorted({int(i) for i in customer_ids})
+    with transaction(con):
+        con.execute("""INSERT INTO marketing.segment_overrides
+                       SELECT ?, unnest(CAST(? AS BIGINT[])), ?, ?, now()::TIMESTAMP, ?""",
+                    [segment, ids, action, effective_on, origin])
+    return len(ids)

@@ -53,10 +53,11 @@ def test_demo_config_loads():
     assert dep.tree.priority == ["erp", "crm", "ecommerce", "web", "email_platform"]
     assert dep.tree.field_rules == {"mobile": "most_recent"}
     assert dep.node_rank() == {"erp": 1, "crm": 2, "ecommerce": 3, "web": 4, "email_platform": 5}
-    assert [p.name for p in dep.properties_of("contact")] == ["loyalty_tier"]
+    assert [p.name for p in dep.properties_of("contact")] == [
+        "loyalty_tier", "company_name", "company_city", "company_sector", "company_type", "company_revenue"]
     assert dep.properties_of("contact")[0].sql_type == "VARCHAR"
     assert dep.properties_of("order") == []
-    assert len(dep.sources) == 10
+    assert len(dep.sources) == 11
     crm = dep.source("crm_contacts")
     assert crm.csv.delimiter == ";" and crm.csv.encoding == "cp1252" and crm.csv.header is True
     assert crm.columns["postcode"] == "cap" and crm.columns["loyalty_tier"] == "livello_fedelta"
@@ -67,8 +68,10 @@ def test_demo_config_loads():
     assert dep.source("erp_contacts").xml.table == "anagrafiche-b2c"
     assert [s.name for s in dep.sources_of("product_line")] == [
         "shop_product_lines_macro", "shop_product_lines_micro"]
-    assert [s.name for s in dep.segments] == ["high_value_customers", "recent_web_visitors"]
-    assert [f.name for f in dep.feeds] == ["newsletter_high_value"]
+    assert [s.name for s in dep.segments][:2] == ["high_value_customers", "recent_web_visitors"]
+    assert [f.name for f in dep.feeds] == ["newsletter_high_value", "crm_hot_leads"]
+    assert [s.name for s in dep.scores] == ["engagement", "purchase_intent"]
+    assert [s.name for s in dep.stages] == ["curious", "mql", "sql", "negotiation", "customer"]
     assert dep.feeds[0].for_spreadsheet is False
     assert dep.identity.junk_emails == ["test@test.it", "nessuna@email.it"]
     with pytest.raises(KeyError):
@@ -93,10 +96,16 @@ def test_missing_sources_file(cfg):
 
 
 def test_segments_and_feeds_files_are_optional(cfg):
-    (cfg / "segments.yaml").unlink()
-    (cfg / "feeds.yaml").unlink()
+    for name in ("segments.yaml", "feeds.yaml", "scoring.yaml", "stages.yaml"):
+        (cfg / name).unlink()
     dep = load_deployment(cfg)
-    assert dep.segments == [] and dep.feeds == []
+    assert dep.segments == [] and dep.feeds == [] and dep.scores == [] and dep.stages == []
+
+
+def test_threshold_feed_must_exist(cfg):
+    (cfg / "feeds.yaml").unlink()
+    msg = _error(cfg)
+    assert "scoring.yaml:" in msg and "actions[2].feed: unknown feed 'crm_hot_leads'" in msg
 
 
 # --------------------------------------------------------------------------- #

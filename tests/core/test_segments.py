@@ -12,6 +12,7 @@ from tessera.config import load_deployment
 from tessera.segments import (
     CARD_EXTRA_FIELDS,
     GOLDEN_FIELDS,
+    MARKETING_FIELDS,
     OPERATORS,
     RFM_FIELDS,
     compile_rule,
@@ -63,7 +64,9 @@ def test_field_catalogue(catalogue):
     assert catalogue["order_summary"] == "decimal"
     assert catalogue["last_event_at"] == "timestamp"
     assert catalogue["rfm_group"] == "string"
-    assert set(catalogue) == set(GOLDEN_FIELDS) | set(CARD_EXTRA_FIELDS) | set(RFM_FIELDS) | {"loyalty_tier"}
+    props = {p.name for p in load_deployment(DEMO).properties_of("contact")}
+    assert set(catalogue) == (set(GOLDEN_FIELDS) | set(CARD_EXTRA_FIELDS) | set(RFM_FIELDS) | props
+                              | set(MARKETING_FIELDS) | {"score", "score_engagement", "score_purchase_intent"})
 
 
 def test_every_operator_is_covered_below():
