@@ -154,6 +154,9 @@ PURCHASE_CASES = [
     ({"purchase": {}, "within_days": 60}, [2]),
     ({"purchase": {"channel_macro": 2, "channel_micro": 1}}, [1, 2]),
     ({"purchase": {"channel_macro": [1]}}, [1]),
+    ({"purchase": {"channel": "milan_store"}}, [1, 2]),  # tessera.yaml: macro 2, micro 1
+    ({"purchase": {"channel": ["stores"]}}, [1, 2, 3]),
+    ({"purchase": {"channel": ["ecommerce", "milan_store"]}, "within_days": 90}, [1, 2]),
     ({"purchase": {"product_line": 20}}, [1, 2]),
     ({"purchase": {"product_line_micro": ["102"]}}, [3]),
     ({"purchase": {"product": ["P1"]}}, [1, 2]),
@@ -228,6 +231,14 @@ def test_new_leaves_are_validated(dep, rule, where, text):
         validate_rule(rule, field_catalogue(dep), segments={"base_seg"})
     assert str(exc.value).startswith(where + ":"), str(exc.value)
     assert text in str(exc.value)
+
+
+def test_unknown_sales_channel_is_refused(dep):
+    from tessera.segments import field_catalogue
+
+    with pytest.raises(ConfigError, match="rule.purchase.channel: unknown sales channel 'rome_store'"):
+        validate_rule({"purchase": {"channel": "rome_store"}}, field_catalogue(dep),
+                      channels=set(dep.sales_channels))
 
 
 def test_purchase_needs_an_order_source(dep):
