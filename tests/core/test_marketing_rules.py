@@ -478,3 +478,13 @@ def test_stage_history_backfill_matches_days_in_order(con, dep):
         build_stages(con, dep, day)
     assert con.execute(q).fetchall() == in_order
     assert (5, "curious", D1, D2) in in_order and (5, "customer", D2, None) in in_order
+
+
+def test_score_window_does_not_hide_events_from_absence_rules(con, dep):
+    s = ScoreDef.model_validate({"name": "w", "window_days": 2, "rules": [
+        {"event": "page_view", "points": 1},
+        {"no_event": "email_open", "within_days": 10, "points": -10}]})
+    build_scores(con, dep.model_copy(update={"scores": [s]}), D1)
+    got = {k: float(v) for k, v in _scores(con, D1).items()}
+    # customer 1 opened an e-mail 7 days ago (outside the 2-day window, inside the 10 days)
+    assert got == {1: 0.0, 2: -10.0, 3: -6.0, 4: -10.0, 5: -10.0, 6: -9.0}
