@@ -59,8 +59,12 @@ def score_sql(score, as_of: dt.date) -> tuple[str, list]:
         cond = _event_condition(rule.event or rule.no_event, rule.where, cond_params, as_of)
         if rule.event is not None:
             w_params = [as_of, score.decay.half_life_days] if score.decay is not None else []
-            for days in (rule.within_days, score.window_days):  # the score's window applies to
-                if days is not None:                         # points, not to absence rules
+            # the score's window applies to points, not to absence rules; it is already the
+            # sub-query's WHERE unless an absence rule looks further back
+            wider = max([0] + [r.within_days for r in score.rules if r.no_event])
+            window = score.window_days if score.window_days and score.window_days < wider else None
+            for days in (rule.within_days, window):
+                if days is not None:
                     cond += " AND CAST(occurred_at AS DATE) > CAST(? AS DATE) - CAST(? AS INTEGER)"
                     cond_params.extend([as_of, days])
             cols.append(f"sum(CASE WHEN {cond} THEN {weight} ELSE 0 END) AS r{j}")
