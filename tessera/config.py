@@ -65,6 +65,16 @@ class ExtendedProperty(_Strict):
         return SQL_TYPES[self.type]
 
 
+class SalesChannel(_Strict):
+    """A named sales channel: a macro (1 e-commerce, 2 store, 3 phone, 4 mail) and
+    optionally one micro under it (a store, a marketplace): what orders carry as
+    channel_macro / channel_micro."""
+
+    macro: int
+    micro: int | None = None
+    description: str = ""
+
+
 class IdentitySettings(_Strict):
     # Shared or placeholder addresses must never link two people.
     junk_emails: list[str] = []
@@ -270,6 +280,7 @@ class _MainFile(_Strict):
     tree: Tree
     properties: dict[Literal["contact"], list[ExtendedProperty]] = {}
     identity: IdentitySettings = IdentitySettings()
+    sales_channels: dict[Identifier, SalesChannel] = {}
 
 
 class _SourcesFile(_Strict):
@@ -302,6 +313,7 @@ class Deployment(_Strict):
     tree: Tree
     properties: dict[str, list[ExtendedProperty]] = {}
     identity: IdentitySettings = IdentitySettings()
+    sales_channels: dict[str, SalesChannel] = {}
     sources: list[Source]
     segments: list[SegmentDef] = []
     feeds: list[FeedDef] = []
@@ -470,6 +482,7 @@ def load_deployment(config_dir: str | Path) -> Deployment:
         tree=main.tree,
         properties=main.properties,
         identity=main.identity,
+        sales_channels=main.sales_channels,
         sources=sources.sources,
         segments=segments.segments,
         feeds=feeds.feeds,
@@ -488,7 +501,8 @@ def load_deployment(config_dir: str | Path) -> Deployment:
         if seg_names.count(seg.name) > 1:
             raise ConfigError(f"{segments_y.where(('segments', i, 'name'))}: duplicate segment")
         validate_rule(seg.rule, catalogue, segments_y, ("segments", i, "rule"),
-                      segments=set(seg_names), entities=entities)
+                      segments=set(seg_names), entities=entities,
+                      channels=set(deployment.sales_channels))
     try:
         segment_order(deployment.segments)
     except ValueError as exc:
@@ -556,4 +570,4 @@ def _validate_scoring(deployment: Deployment, scoring_y, stages_y, catalogue, en
             raise ConfigError(f"{stages_y.where(('stages', i, 'name'))}: duplicate stage '{stage.name}'")
         # A stage rule cannot read stages or segments: stages are built before segments.
         validate_rule(stage.rule, stage_catalogue, stages_y, ("stages", i, "rule"),
-                      segments=None, entities=entities)
+                      segments=None, entities=entities, channels=set(deployment.sales_channels))

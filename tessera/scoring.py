@@ -59,9 +59,14 @@ def score_sql(score, as_of: dt.date) -> tuple[str, list]:
         cond = _event_condition(rule.event or rule.no_event, rule.where, cond_params, as_of)
         if rule.event is not None:
             w_params = [as_of, score.decay.half_life_days] if score.decay is not None else []
-            if rule.within_days is not None:
-                cond += " AND CAST(occurred_at AS DATE) > CAST(? AS DATE) - CAST(? AS INTEGER)"
-                cond_params.extend([as_of, rule.within_days])
+            # the score's window applies to points, not to absence rules; it is already the
+            # sub-query's WHERE unless an absence rule looks further back
+            wider = max([0] + [r.within_days for r in score.rules if r.no_event])
+            window = score.window_days if score.window_days and score.window_days < wider else None
+            for days in (rule.within_days, window):
+                if days is not None:
+                    cond += " AND CAST(occurred_at AS DATE) > CAST(? AS DATE) - CAST(? AS INTEGER)"
+                    cond_params.extend([as_of, days])
             cols.append(f"sum(CASE WHEN {cond} THEN {weight} ELSE 0 END) AS r{j}")
             params.extend(cond_params + w_params)  # the condition, then the weight, in the text
             pts = f"coalesce(e.r{j}, 0) * CAST(? AS DOUBLE)"
@@ -80,8 +85,10 @@ def score_sql(score, as_of: dt.date) -> tuple[str, list]:
     ev_where = "customer_id IS NOT NULL AND CAST(occurred_at AS DATE) <= CAST(? AS DATE)"
     ev_params = [as_of]
     if score.window_days is not None:
+        # read only the history some rule looks at (absence rules always have within_days)
+        lookback = [score.window_days] + [r.within_days for r in score.rules if r.no_event]
         ev_where += " AND CAST(occurred_at AS DATE) > CAST(? AS DATE) - CAST(? AS INTEGER)"
-        ev_params.extend([as_of, score.window_days])
+        ev_params.extend([as_of, max(lookback)])
     total_sql = " + ".join(t for t, _ in totals)
     total_params = [p for _, ps in totals for p in ps]
     expr = f"({total_sql})"

@@ -7,7 +7,7 @@ A rule is a tree of ``all`` / ``any`` / ``none`` groups whose leaves are one of:
 * ``{event: TYPE, where: [...], within_days: N, count|first|last|days_since_last: {op, value}}``:
   behaviour, i.e. events of a type (optionally filtered on their JSON properties) in a
   window, aggregated per contact (default: at least one);
-* ``{purchase: {channel_macro, channel_micro, offer, with_offer, product, product_line,
+* ``{purchase: {channel, channel_macro, channel_micro, offer, with_offer, product, product_line,
   product_line_micro}, within_days: N, count|total|first|last|days_since_last: {op, value}}``:
   sales, i.e. orders matching filters (product lines bought, offers used, store) in a window;
 * ``{segment: NAME}``: membership of another segment on the same day.
@@ -80,7 +80,7 @@ EVENT_AGGREGATES = {"count": "integer", "first": "timestamp", "last": "timestamp
                     "days_since_last": "integer"}
 PURCHASE_AGGREGATES = {"count": "integer", "total": "decimal", "first": "date", "last": "date",
                        "days_since_last": "integer"}
-PURCHASE_FILTERS = {"channel_macro", "channel_micro", "offer", "with_offer", "product",
+PURCHASE_FILTERS = {"channel", "channel_macro", "channel_micro", "offer", "with_offer", "product",
                     "product_line", "product_line_micro"}
 
 
@@ -217,7 +217,7 @@ def _validate_event(rule: dict, src, loc) -> None:
     _validate_aggregate(rule, EVENT_AGGREGATES, src, loc, "event")
 
 
-def _validate_purchase(rule: dict, src, loc, entities: set | None) -> None:
+def _validate_purchase(rule: dict, src, loc, entities: set | None, channels: set | None) -> None:
     _check_keys(rule, {"purchase", "within_days", *PURCHASE_AGGREGATES}, src, loc)
     if entities is not None and "order" not in entities:
         _fail(src, loc + ("purchase",), "a purchase condition needs an order source")
@@ -231,6 +231,15 @@ def _validate_purchase(rule: dict, src, loc, entities: set | None) -> None:
             if not isinstance(v, bool):
                 _fail(src, floc, "'with_offer' needs true or false")
             continue
+        if k == "channel":
+            names = v if isinstance(v, list) else [v]
+            if not names or not all(isinstance(x, str) for x in names):
+                _fail(src, floc, "'channel' needs a sales-channel name or a list of them")
+            for x in names:
+                if channels is not None and x not in channels:
+                    _fail(src, floc, f"unknown sales channel '{x}' (declare it under "
+                                     f"sales_channels in tessera.yaml; known: {sorted(channels)})")
+            continue
         values = v if isinstance(v, list) else [v]
         if not values or not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in values):
             _fail(src, floc, f"'{k}' needs an id or a non-empty list of ids")
@@ -242,7 +251,7 @@ def _validate_purchase(rule: dict, src, loc, entities: set | None) -> None:
 
 def validate_rule(rule: Any, catalogue: dict[str, str], src: LoadedYaml | None = None,
                   loc: tuple = ("rule",), *, segments: set[str] | None = None,
-                  entities: set[str] | None = None) -> None:
+                  entities: set[str] | None = None, channels: set[str] | None = None) -> None:
     """Check a rule tree; raise ConfigError naming file, line and key.
 
     ``segments``: names a rule may reference (None: segment references are refused);
@@ -260,14 +269,14 @@ def validate_rule(rule: Any, catalogue: dict[str, str], src: LoadedYaml | None =
             _fail(src, loc + (groups[0],), "a group needs a non-empty list of conditions")
         for i, item in enumerate(items):
             validate_rule(item, catalogue, src, loc + (groups[0], i), segments=segments,
-                          entities=entities)
+                          entities=entities, channels=channels)
         return
     if "event" in rule:
         if entities is not None and "event" not in entities:
             _fail(src, loc + ("event",), "an event condition needs an event source")
         return _validate_event(rule, src, loc)
     if "purchase" in rule:
-        return _validate_purchase(rule, src, loc, entities)
+        return _validate_purchase(rule, src, loc, entities, channels)
     if "segment" in rule:
         _check_keys(rule, {"segment"}, src, loc)
         if segments is None:
@@ -450,7 +459,7 @@ def _ids(v) -> list[str]:
     return [str(x) for x in (v if isinstance(v, list) else [v])]
 
 
-def _purchase_leaf(node: dict, params: list, as_of: dt.date) -> str:
+def _purchase_leaf(node: dict, params: list, as_of: dt.date, channels: dict) -> str:
     src: list = []
     f = node["purchase"] or {}
     sql = "SELECT customer_id, order_date, amount FROM core.orders o WHERE customer_id IS NOT NULL"
@@ -461,6 +470,18 @@ def _purchase_leaf(node: dict, params: list, as_of: dt.date) -> str:
             ids = _ids(f[key])
             sql += f" AND CAST(o.{col} AS VARCHAR) IN ({', '.join('?' for _ in ids)})"
             src.extend(ids)
+    if "channel" in f:
+        # named sales channels (tessera.yaml sales_channels): a store is a micro under a macro
+        ors = []
+        for name in (f["channel"] if isinstance(f["channel"], list) else [f["channel"]]):
+            ch = channels[name]
+            if ch.micro is None:
+                ors.append("CAST(o.channel_macro AS VARCHAR) = ?")
+                src.append(str(ch.macro))
+            else:
+                ors.append("(CAST(o.channel_macro AS VARCHAR) = ? AND CAST(o.channel_micro AS VARCHAR) = ?)")
+                src.extend([str(ch.macro), str(ch.micro)])
+        sql += " AND (" + " OR ".join(ors) + ")"
     if "with_offer" in f:
         has = "(o.offer_id IS NOT NULL AND CAST(o.offer_id AS VARCHAR) <> '')"
         sql += f" AND {has}" if f["with_offer"] else f" AND NOT {has}"
@@ -481,7 +502,8 @@ def _purchase_leaf(node: dict, params: list, as_of: dt.date) -> str:
     return _aggregate_leaf(sql, PURCHASE_AGGREGATES, exprs, node, params, src, as_of)
 
 
-def compile_rule(rule: dict, catalogue: dict[str, str], as_of: dt.date) -> tuple[str, list]:
+def compile_rule(rule: dict, catalogue: dict[str, str], as_of: dt.date,
+                 channels: dict | None = None) -> tuple[str, list]:
     """Return a boolean SQL expression over the rule base's columns, and its parameters.
 
     The expression refers to the base relation's columns unqualified (``customer_id``
@@ -499,7 +521,7 @@ def compile_rule(rule: dict, catalogue: dict[str, str], as_of: dt.date) -> tuple
         if "event" in node:
             return _event_leaf(node, params, as_of)
         if "purchase" in node:
-            return _purchase_leaf(node, params, as_of)
+            return _purchase_leaf(node, params, as_of, channels or {})
         if "segment" in node:
             params.extend([node["segment"], as_of])
             return ("(customer_id IN (SELECT customer_id FROM marketing.segment_members "
@@ -609,7 +631,7 @@ def rule_base_sql(deployment, as_of: dt.date, with_stage: bool = True,
 def rule_members_sql(deployment, rule: dict, as_of: dt.date, with_stage: bool = True) -> tuple[str, list]:
     """``SELECT customer_id`` of the contacts a rule selects on a day: one set-based query."""
     catalogue = field_catalogue(deployment)
-    where, params = compile_rule(rule, catalogue, as_of)
+    where, params = compile_rule(rule, catalogue, as_of, getattr(deployment, "sales_channels", {}))
     base, bparams = rule_base_sql(deployment, as_of, with_stage, set(referenced_fields(rule)))
     return f"SELECT customer_id FROM ({base}) b WHERE {where}", [*bparams, *params]
 

@@ -44,7 +44,8 @@ def stages_sql(deployment, as_of: dt.date) -> tuple[str, list]:
     stages = list(deployment.stages)
     # furthest stage first: the first matching WHEN wins
     for rank in range(len(stages), 0, -1):
-        where, p = compile_rule(stages[rank - 1].rule, catalogue, as_of)
+        where, p = compile_rule(stages[rank - 1].rule, catalogue, as_of,
+                                getattr(deployment, "sales_channels", {}))
         whens.append(f"WHEN coalesce({where}, FALSE) THEN {rank}")
         wparams.extend(p)
     names = ", ".join(f"({i + 1}, '{s.name}')" for i, s in enumerate(stages))  # validated identifiers

@@ -154,6 +154,9 @@ PURCHASE_CASES = [
     ({"purchase": {}, "within_days": 60}, [2]),
     ({"purchase": {"channel_macro": 2, "channel_micro": 1}}, [1, 2]),
     ({"purchase": {"channel_macro": [1]}}, [1]),
+    ({"purchase": {"channel": "milan_store"}}, [1, 2]),  # tessera.yaml: macro 2, micro 1
+    ({"purchase": {"channel": ["stores"]}}, [1, 2, 3]),
+    ({"purchase": {"channel": ["ecommerce", "milan_store"]}, "within_days": 90}, [1, 2]),
     ({"purchase": {"product_line": 20}}, [1, 2]),
     ({"purchase": {"product_line_micro": ["102"]}}, [3]),
     ({"purchase": {"product": ["P1"]}}, [1, 2]),
@@ -228,6 +231,14 @@ def test_new_leaves_are_validated(dep, rule, where, text):
         validate_rule(rule, field_catalogue(dep), segments={"base_seg"})
     assert str(exc.value).startswith(where + ":"), str(exc.value)
     assert text in str(exc.value)
+
+
+def test_unknown_sales_channel_is_refused(dep):
+    from tessera.segments import field_catalogue
+
+    with pytest.raises(ConfigError, match="rule.purchase.channel: unknown sales channel 'rome_store'"):
+        validate_rule({"purchase": {"channel": "rome_store"}}, field_catalogue(dep),
+                      channels=set(dep.sales_channels))
 
 
 def test_purchase_needs_an_order_source(dep):
@@ -467,3 +478,13 @@ def test_stage_history_backfill_matches_days_in_order(con, dep):
         build_stages(con, dep, day)
     assert con.execute(q).fetchall() == in_order
     assert (5, "curious", D1, D2) in in_order and (5, "customer", D2, None) in in_order
+
+
+def test_score_window_does_not_hide_events_from_absence_rules(con, dep):
+    s = ScoreDef.model_validate({"name": "w", "window_days": 2, "rules": [
+        {"event": "page_view", "points": 1},
+        {"no_event": "email_open", "within_days": 10, "points": -10}]})
+    build_scores(con, dep.model_copy(update={"scores": [s]}), D1)
+    got = {k: float(v) for k, v in _scores(con, D1).items()}
+    # customer 1 opened an e-mail 7 days ago (outside the 2-day window, inside the 10 days)
+    assert got == {1: 0.0, 2: -10.0, 3: -6.0, 4: -10.0, 5: -10.0, 6: -9.0}
