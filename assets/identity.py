@@ -33,7 +33,8 @@ def build(deployment: Deployment):
         timer = Timer()
         with warehouse.get_connection() as con:
             ensure_warehouse(con)
-            stats = resolve(con, dt.datetime.now().replace(microsecond=0), context.run_id)
+            stats = resolve(con, dt.datetime.now().replace(microsecond=0), context.run_id,
+                            deployment.identity)
             by_rule = con.execute(
                 "SELECT matched_by, count(*) FROM core.customer_sources GROUP BY ALL ORDER BY 1").fetchall()
             meta = table_metadata(con, "core", "customer_sources", timer.seconds, stats)

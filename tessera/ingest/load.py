@@ -31,7 +31,9 @@ from tessera.ingest.readers import (
 )
 from tessera.warehouse import transaction
 
-_EMAIL_RE = r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$"
+# Internationalised addresses (RFC 6531: "lucía@...", "börner@...") are valid mail;
+# rejecting them would drop whole contacts of people with accented names.
+_EMAIL_RE = r"^[\p{L}\p{N}._%+'-]+@[\p{L}\p{N}-]+(\.[\p{L}\p{N}-]+)*\.\p{L}{2,}$"
 _TRIM_RE = r"^[\s\x{00a0}]+|[\s\x{00a0}]+$"
 _TRUE = ("1", "true", "t", "yes", "y", "si", "sì", "tak")
 _FALSE = ("0", "false", "f", "no", "n", "nie")
