@@ -95,7 +95,7 @@ class Probabilistic(_Strict):
     blocking: list[list[MatchKey]] = Field(
         default_factory=lambda: [
             ["first_name", "last_name"], ["last_name", "birth_date"], ["first_name", "birth_date"],
-            ["birth_date", "postcode"], ["mobile"], ["phone"], ["address", "postcode"],
+            ["birth_date", "postcode"], ["last_name", "postcode"], ["mobile"], ["phone"], ["address"],
         ],
         min_length=1)
     max_block_size: int = Field(300, ge=2)

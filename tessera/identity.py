@@ -32,7 +32,8 @@ import datetime as dt
 import duckdb
 
 from tessera.config import IdentitySettings
-from tessera.matching import candidate_pairs_sql, prepare_sql, scored_pairs_sql, threshold_weight
+from tessera.matching import (candidate_pairs_sql, estimate_u, open_pairs_sql, prepare_sql, scored_pairs_sql,
+                              threshold_weight)
 from tessera.warehouse import table_exists, transaction
 
 # Match key -> column of staging.contacts holding its normalised value.
@@ -45,7 +46,7 @@ KEY_COLUMNS = {
 MAX_PASSES = 50
 _TEMP = ("_rec", "_label", "_guard", "_links", "_refused", "_sedges", "_cedges", "_comp",
          "_cnext", "_cnext2", "_cstat", "_bad", "_cand", "_members", "_overlap", "_kept", "_ids",
-         "_manual", "_mrec")
+         "_manual", "_mrec", "_open", "_accepted")
 
 
 def rule_name(keys: list[str]) -> str:
@@ -198,14 +199,19 @@ def cluster(con: duckdb.DuckDBPyConnection, settings: IdentitySettings) -> dict:
     prob = settings.probabilistic
     if prob.enabled:
         n = con.execute("SELECT count(*) FROM _rec").fetchone()[0]
-        con.execute(prepare_sql())
+        for stmt in prepare_sql():
+            con.execute(stmt)
+        u = estimate_u(con)
         con.execute(f"CREATE OR REPLACE TEMP TABLE _cand AS {candidate_pairs_sql(prob)}")
         stats["candidate_pairs"] = con.execute("SELECT count(*) FROM _cand").fetchone()[0]
+        for stmt in open_pairs_sql():
+            con.execute(stmt)
         min_w = threshold_weight(prob, n)
-        stats["probabilistic"] = _apply_stage(
-            con, "probabilistic",
-            f"SELECT a, b, score FROM ({scored_pairs_sql()}) WHERE score >= {min_w:.6f} AND corroborated",
-            max_size)
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE _accepted AS
+            SELECT a, b, score FROM ({scored_pairs_sql(u)}) WHERE score >= {min_w:.6f} AND corroborated""")
+        stats["probabilistic"] = _apply_stage(con, "probabilistic", "SELECT a, b, score FROM _accepted",
+                                              max_size)
         stats["threshold_weight"] = round(min_w, 3)
     return stats
 def resolve(con: duckdb.DuckDBPyConnection, run_at: dt.datetime, run_key: str,

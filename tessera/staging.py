@@ -58,6 +58,7 @@ def tax_code_key_sql(col: str) -> str:
     return (f"CASE WHEN {col} IS NULL THEN NULL "
             f"WHEN length({col}) = 16 THEN CASE WHEN regexp_full_match({col}, '{_CF_SHAPE[1:-1]}') "
             f"AND chr(CAST(65 + ({total}) % 26 AS INTEGER)) = substr({col}, 16, 1) THEN {col} END "
+            f"WHEN regexp_matches({col}, '^[A-Z]{{6}}[0-9]{{2}}') THEN NULL "  # a truncated Italian code
             f"WHEN regexp_full_match({col}, '[A-Z0-9]{{8,20}}') THEN {col} END")
 
 
