@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(TESSERA_HOME)/dagster_home
 export GX_ANALYTICS_ENABLED := False
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test ui bench validate lock clean
+.PHONY: install demo test ui bench bench-identity validate lock clean
 
 install: $(STAMP)
 
@@ -42,6 +42,12 @@ validate: install
 CONTACTS ?= 100000
 bench: install
 	$(PY) bench/pipeline.py --contacts $(CONTACTS)
+
+## bench-identity: identity quality and speed on the shared synthetic data (N=1000000 for the
+## reference scale; SPLINK=1 adds the Splink reference row on the same data)
+N ?= 100000
+bench-identity: install
+	$(PY) bench/identity/run.py --n $(N) $(if $(SPLINK),--splink,)
 
 ## lock: re-pin requirements.lock from the current virtual environment
 lock:
