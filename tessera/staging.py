@@ -16,14 +16,26 @@ from tessera.config import Deployment
 from tessera.ingest.load import source_fields
 from tessera.warehouse import table_exists, transaction
 
-# Calling code and whether the national trunk prefix 0 is dropped in E.164.
-# Italy keeps its leading 0 on landlines; Poland has no trunk prefix.
-CALLING_CODES = {
-    "IT": ("39", False), "PL": ("48", False), "SM": ("378", False), "VA": ("39", False),
-    "CH": ("41", True), "DE": ("49", True), "AT": ("43", True), "FR": ("33", True),
-    "ES": ("34", False), "GB": ("44", True), "IE": ("353", True), "NL": ("31", True),
-    "BE": ("32", True), "PT": ("351", False), "RO": ("40", True), "US": ("1", False),
-}
+
+def calling_codes() -> dict[str, tuple[str, str | None]]:
+    """Region -> (calling code, national trunk prefix), from libphonenumber's metadata.
+
+    Every region phonenumbers knows (about 245), so a deployment in Australia or Brazil
+    gets E.164 keys without a hand-kept table. The trunk prefix ("0" in Germany, "1" in
+    the US, none in Italy, where the 0 belongs to the number) is dropped after the
+    calling code. Computed once per region in Python; the per-row work stays in SQL.
+    """
+    import phonenumbers
+    from phonenumbers import PhoneMetadata
+
+    out = {}
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        meta = PhoneMetadata.metadata_for_region(region)
+        prefix = meta.national_prefix if meta is not None else None
+        out[region] = (str(phonenumbers.country_code_for_region(region)),
+                       prefix if prefix and prefix.isdigit() else None)
+    return out
+
 
 # Word-level abbreviations folded in the address match key (English and Italian), so
 # that "12 Main St" and "12 main street" compare equal. The displayed value is untouched.
@@ -105,14 +117,16 @@ def _py_fold(value: str) -> str:
 def build_contacts(con: duckdb.DuckDBPyConnection, deployment: Deployment) -> int:
     union = _latest_union(con, deployment, "contact")
     ext = [p.name for p in deployment.properties_of("contact")]
-    codes = ", ".join(f"('{c}', '{cc}', {str(drop).lower()})" for c, (cc, drop) in CALLING_CODES.items())
+    codes = ", ".join(f"('{c}', '{cc}', " + (f"'{tp}'" if tp else "NULL") + ")"
+                      for c, (cc, tp) in calling_codes().items())
     ident = deployment.identity
     junk_emails = [e.strip().lower() for e in ident.junk_emails] or [""]
     junk_locals = [e.strip().lower() for e in ident.junk_email_locals] or [""]
 
     def e164(col: str) -> str:
         d = f"regexp_replace(trim({col}), '[^0-9+]', '', 'g')"
-        national = (f"CASE WHEN cc.drop_zero AND starts_with({d}, '0') THEN substr({d}, 2) "
+        national = (f"CASE WHEN cc.trunk IS NOT NULL AND starts_with({d}, cc.trunk) "
+                    f"THEN substr({d}, length(cc.trunk) + 1) "
                     f"ELSE {d} END")
         raw = (f"CASE WHEN {col} IS NULL OR {d} = '' THEN NULL "
                f"WHEN starts_with({d}, '+') THEN '+' || replace(substr({d}, 2), '+', '') "
@@ -140,7 +154,7 @@ def build_contacts(con: duckdb.DuckDBPyConnection, deployment: Deployment) -> in
     sql = f"""
     CREATE OR REPLACE TABLE staging.contacts AS
     WITH latest AS ({union}),
-    codes(country, code, drop_zero) AS (VALUES {codes}),
+    codes(country, code, trunk) AS (VALUES {codes}),
     base AS (
       SELECT l.*, upper(coalesce(nullif(trim(l.country), ''), l.default_country)) AS _cc
       FROM latest l

@@ -208,17 +208,23 @@ def test_staging_normalises_match_keys(tmp_path):
     run(tmp_path, """
         K1,,  José Maria ,D'Angelo,Ünïcode@Exämple.it,0039 347 1234567,rssmra80a01h501u,,"3 Main St.",00 184,Roma,
         K2,,Luca,Rossi,,(347) 123-4567,,,,,,US
+        K3,,Ava,Smith,,0412 345 678,,,,,,AU
+        K4,,Bo,Jones,,1-347-123-4567,,,,,,US
+        K5,,Jan,Kowal,,030 1234567,,,,,,DE
     """)
     con = connect(tmp_path / "wh.duckdb", read_only=True)
     try:
         rows = {r[0]: r[1:] for r in con.execute(
             "SELECT source_record_id, first_key, last_key, email_key, mobile, tax_code_key, address_key, "
-            "postcode_key FROM staging.contacts WHERE source_record_id IN ('K1', 'K2')").fetchall()}
+            "postcode_key FROM staging.contacts WHERE source_record_id LIKE 'K%'").fetchall()}
     finally:
         con.close()
     assert rows["K1"] == ("josemaria", "dangelo", "ünïcode@exämple.it", "+393471234567",
                           "RSSMRA80A01H501U", "3 main street", "00184")
-    assert rows["K2"][3] == "+13471234567"  # the record's country decides the default
+    # the record's country decides the calling code; the national trunk prefix is dropped
+    assert rows["K2"][3] == rows["K4"][3] == "+13471234567"
+    assert rows["K3"][3] == "+61412345678"
+    assert rows["K5"][3] == "+49301234567"
 
 
 @pytest.mark.parametrize("code,valid", [
