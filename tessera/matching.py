@@ -53,6 +53,9 @@ SIMS = {
     "lev_ph": ("l.ph <> r.ph AND length(l.ph) = length(r.ph) "
                "AND (left(l.ph, 3) = left(r.ph, 3) OR right(l.ph, 3) = right(r.ph, 3))",
                "levenshtein(l.ph, r.ph)"),
+    "lev_tax": ("l.tax <> r.tax AND length(l.tax) = length(r.tax) "
+                "AND (left(l.tax, 3) = left(r.tax, 3) OR right(l.tax, 3) = right(r.tax, 3))",
+                "levenshtein(l.tax, r.tax)"),
     "jw_addr": ("l.addr <> r.addr", f"{JW}(l.addr, r.addr)"),
     "lev_addr": (f"l.addr <> r.addr AND abs(length(l.addr) - length(r.addr)) <= 2 AND {JW}(l.addr, r.addr) >= 0.9",
                  "levenshtein(l.addr, r.addr)"),
@@ -71,17 +74,19 @@ LEVELS = [
                     "AND day(l.dob) = day(r.dob)))", 0.07),
     ("em", "typo", "{lev_em} <= 1", 0.05),
     ("ph", "typo", "{lev_ph} <= 1", 0.04),
+    ("tax", "typo", "{lev_tax} <= 1", 0.05),
     ("addr", "typo", "{lev_addr} <= 2", 0.10),
     ("addr", "similar", "{jw_addr} >= 0.9", 0.05),
 ]
 _RAW = {k: f"(CASE WHEN {guard} THEN {expr} END)" for k, (guard, expr) in SIMS.items()}
 # m of exact agreement, the floor of its u, and a cap in bits (a unique value is strong
 # evidence, not infinite evidence).
-EXACT = {"fn": (0.80, 1e-4, 13.0), "ln": (0.85, 1e-4, 13.0), "dob": (0.88, 2e-5, 15.0),
+EXACT = {"tax": (0.9, 1e-6, 16.0), "fn": (0.80, 1e-4, 13.0), "ln": (0.85, 1e-4, 13.0), "dob": (0.88, 2e-5, 15.0),
          "em": (0.60, 1e-6, 14.0), "ph": (0.75, 1e-6, 14.0), "addr": (0.75, 1e-5, 12.0),
          "pc": (0.80, 1e-4, 8.0)}
 # m of disagreement (u is close to 1): how often one person's records differ outright.
-DISAGREE = {"fn": 0.10, "ln": 0.05, "dob": 0.03, "em": 0.35, "ph": 0.2, "place": 0.2}
+# Two different tax codes (both passed their checksum) are strong evidence of two people.
+DISAGREE = {"fn": 0.10, "ln": 0.05, "dob": 0.03, "em": 0.35, "ph": 0.2, "place": 0.2, "tax": 0.02}
 INITIAL_AGREES = 0.0  # one side is only an initial and it agrees: no evidence either way
 CITY_ONLY = (0.1, 0.03)  # same city, different postcode
 U_SAMPLE_PAIRS = 300_000
@@ -96,12 +101,12 @@ def _w(m: float, u: float) -> float:
 
 def prepare_sql() -> list[str]:
     """``_mrec``: the compared values of each record with their term frequencies."""
-    cols = ["fn", "ln", "dob", "em", "ph", "addr", "pc"]
+    cols = ["fn", "ln", "dob", "em", "ph", "addr", "pc", "tax"]
     stmts = ["""
         CREATE OR REPLACE TEMP TABLE _mval AS
         SELECT rid, k_first_name AS fn, k_last_name AS ln, k_birth_date AS dob,
                k_email AS em, nullif(regexp_replace(coalesce(k_mobile, k_phone), '[^0-9]', '', 'g'), '') AS ph,
-               k_address AS addr, k_postcode AS pc, k_city AS city, CAST(k_birth_date AS VARCHAR) AS dob_s
+               k_address AS addr, k_postcode AS pc, k_city AS city, k_tax_code AS tax, CAST(k_birth_date AS VARCHAR) AS dob_s
         FROM _rec"""]
     # term frequencies by GROUP BY and hash join: cheaper than one window per column
     tf_joins = " ".join(
@@ -150,7 +155,7 @@ def estimate_u(con: duckdb.DuckDBPyConnection, pairs: int = U_SAMPLE_PAIRS, seed
 # Fixed u of the fuzzy levels when the data are too few to measure (tests, tiny loads).
 DEFAULT_U = {("fn", "typo"): 0.005, ("fn", "similar"): 0.03, ("ln", "typo"): 0.002,
              ("ln", "similar"): 0.03, ("dob", "near"): 0.002, ("em", "typo"): 1e-4,
-             ("ph", "typo"): 1e-4, ("addr", "typo"): 5e-4, ("addr", "similar"): 0.01}
+             ("ph", "typo"): 1e-4, ("tax", "typo"): 1e-4, ("addr", "typo"): 5e-4, ("addr", "similar"): 0.01}
 
 
 def candidate_pairs_sql(settings: Probabilistic) -> str:
@@ -209,6 +214,7 @@ def scored_pairs_sql(u: dict | None = None) -> str:
     dob = _comparison("dob", u, DISAGREE["dob"], named)
     em = _comparison("em", u, DISAGREE["em"], named)
     ph = _comparison("ph", u, DISAGREE["ph"], named)
+    tax = _comparison("tax", u, DISAGREE["tax"], named)
     addr = _comparison("addr", u, None, named)  # NULL: the street differs
 
     # first and last name given the other way round (one of them may also carry a typo):
@@ -229,16 +235,16 @@ def scored_pairs_sql(u: dict | None = None) -> str:
     def flat(expr: str) -> str:  # l.fn -> l_fn: the outer query reads the inner's columns
         return re.sub(r"\b([lr])\.(\w+)", r"\1_\2", expr)
 
-    cols = ["fn", "ln", "dob", "dob_s", "em", "ph", "addr", "pc", "city",
-            "fn_tf", "ln_tf", "dob_tf", "em_tf", "ph_tf", "addr_tf", "pc_tf"]
+    cols = ["fn", "ln", "dob", "dob_s", "em", "ph", "addr", "pc", "city", "tax",
+            "fn_tf", "ln_tf", "dob_tf", "em_tf", "ph_tf", "addr_tf", "pc_tf", "tax_tf"]
     inner_cols = ", ".join(f"l.{c} AS l_{c}, r.{c} AS r_{c}" for c in cols)
     inner_sims = ", ".join(f"{v} AS {k}" for k, v in _RAW.items())
     return f"""
-        SELECT a, b, greatest(w_fn + w_ln, coalesce(w_swap, -1e9)) + w_dob + w_em + w_ph + {place} AS score,
-               (w_dob > 0 OR w_em > 0 OR w_ph > 0 OR w_addr > 2) AS corroborated
+        SELECT a, b, greatest(w_fn + w_ln, coalesce(w_swap, -1e9)) + w_dob + w_em + w_ph + w_tax + {place} AS score,
+               (w_dob > 0 OR w_em > 0 OR w_ph > 0 OR w_tax > 0 OR w_addr > 2) AS corroborated
         FROM (
             SELECT a, b, {flat(fn)} AS w_fn, {flat(ln)} AS w_ln, {flat(swapped)} AS w_swap, {flat(dob)} AS w_dob,
-                   {flat(em)} AS w_em, {flat(ph)} AS w_ph, {flat(addr)} AS w_addr, {flat(loc)} AS w_loc
+                   {flat(em)} AS w_em, {flat(ph)} AS w_ph, {flat(tax)} AS w_tax, {flat(addr)} AS w_addr, {flat(loc)} AS w_loc
             FROM (
                 SELECT c.a, c.b, {inner_cols}, {inner_sims}
                 FROM _open c JOIN _mrec l ON l.rid = c.a JOIN _mrec r ON r.rid = c.b
