@@ -124,7 +124,8 @@ def build_contacts(con: duckdb.DuckDBPyConnection, deployment: Deployment) -> in
     junk_locals = [e.strip().lower() for e in ident.junk_email_locals] or [""]
 
     def e164(col: str) -> str:
-        d = f"regexp_replace(trim({col}), '[^0-9+]', '', 'g')"
+        # the digits (and +) are computed once per row in ``base`` as <col>_d
+        d = f"{col}_d"
         national = (f"CASE WHEN cc.trunk IS NOT NULL AND starts_with({d}, cc.trunk) "
                     f"THEN substr({d}, length(cc.trunk) + 1) "
                     f"ELSE {d} END")
@@ -156,7 +157,9 @@ def build_contacts(con: duckdb.DuckDBPyConnection, deployment: Deployment) -> in
     WITH latest AS ({union}),
     codes(country, code, trunk) AS (VALUES {codes}),
     base AS (
-      SELECT l.*, upper(coalesce(nullif(trim(l.country), ''), l.default_country)) AS _cc
+      SELECT l.*, upper(coalesce(nullif(trim(l.country), ''), l.default_country)) AS _cc,
+             regexp_replace(l.mobile, '[^0-9+]', '', 'g') AS mobile_d,
+             regexp_replace(l.phone, '[^0-9+]', '', 'g') AS phone_d
       FROM latest l
     ),
     norm AS (
