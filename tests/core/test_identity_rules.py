@@ -238,3 +238,22 @@ def test_tax_code_checksum(code, valid):
 
     got = duckdb.connect().execute(f"SELECT {tax_code_key_sql('x')} FROM (SELECT ? AS x)", [code]).fetchone()[0]
     assert (got == code) is valid
+
+
+@pytest.mark.parametrize("identity_yaml,expected", [
+    ("  probabilistic: {treshold: 0.8}\n", "identity.probabilistic.treshold: unknown key"),
+    ("  rules: [[email], [emial]]\n", "identity.rules[1][0]"),
+    ("  never_merge:\n    - [{source: nope, id: A}, {source: people, id: B}]\n",
+     "identity.never_merge[0][0].source: unknown contact source 'nope'"),
+])
+def test_identity_settings_errors_name_file_line_and_key(tmp_path, identity_yaml, expected):
+    from tessera.yamlfile import ConfigError
+
+    cfg = tmp_path / "config"
+    cfg.mkdir()
+    (cfg / "tessera.yaml").write_text(TESSERA_YAML + identity_yaml)
+    (cfg / "sources.yaml").write_text(SOURCES_YAML)
+    with pytest.raises(ConfigError) as err:
+        load_deployment(cfg)
+    assert "tessera.yaml:" in str(err.value)
+    assert expected in str(err.value)
