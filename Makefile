@@ -11,7 +11,7 @@ export DO_NOT_TRACK := 1
 # Keys the suppression ledger's hashes. The demo's value is public: set your own secret.
 export TESSERA_SUPPRESSION_KEY ?= demo-only-key-set-TESSERA_SUPPRESSION_KEY
 
-.PHONY: install demo test ui bench bench-segments validate lock clean
+.PHONY: install demo test ui bench bench-segments bench-identity validate lock clean
 
 install: $(STAMP)
 
@@ -49,6 +49,12 @@ bench: install
 EVENTS ?= 5000000
 bench-segments: install
 	$(PY) bench/segments.py --contacts $(CONTACTS) --events $(EVENTS)
+
+## bench-identity: identity quality and speed on the shared synthetic data (N=1000000 for the
+## reference scale; SPLINK=1 adds the Splink reference row on the same data)
+N ?= 100000
+bench-identity: install
+	$(PY) bench/identity/run.py --n $(N) $(if $(SPLINK),--splink,)
 
 ## lock: re-pin requirements.lock from the current virtual environment
 lock:

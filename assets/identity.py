@@ -14,6 +14,8 @@ from tessera.warehouse import Timer, ensure_warehouse
 GROUP = "identity"
 SOURCES = dg.AssetKey(["core", "customer_sources"])
 MERGE_LOG = dg.AssetKey(["core", "merge_log"])
+REFUSED = dg.AssetKey(["core", "refused_merges"])
+LINKS = dg.AssetKey(["core", "identity_links"])
 
 
 def build(deployment: Deployment):
@@ -26,6 +28,14 @@ def build(deployment: Deployment):
             dg.AssetSpec(MERGE_LOG, group_name=GROUP, kinds={"duckdb"},
                          deps=[dg.AssetKey(["staging", "contacts"])],
                          description="Every merge and split of customer ids, with rule and evidence."),
+            dg.AssetSpec(REFUSED, group_name=GROUP, kinds={"duckdb"},
+                         deps=[dg.AssetKey(["staging", "contacts"])],
+                         description="Links refused by merge protection in the latest run (two ERP ids, "
+                                     "a never-merge pair, a cluster too large): record ids, rule, reason."),
+            dg.AssetSpec(LINKS, group_name=GROUP, kinds={"duckdb"},
+                         deps=[dg.AssetKey(["staging", "contacts"])],
+                         description="The record-to-record links that built each customer, with rule "
+                                     "and match weight (the evidence behind core.customer_sources)."),
         ],
         pool=POOL,
     )
@@ -33,15 +43,25 @@ def build(deployment: Deployment):
         timer = Timer()
         with warehouse.get_connection() as con:
             ensure_warehouse(con)
-            stats = resolve(con, dt.datetime.now().replace(microsecond=0), context.run_id)
+            stats = resolve(con, dt.datetime.now().replace(microsecond=0), context.run_id,
+                            deployment.identity)
             by_rule = con.execute(
                 "SELECT matched_by, count(*) FROM core.customer_sources GROUP BY ALL ORDER BY 1").fetchall()
             meta = table_metadata(con, "core", "customer_sources", timer.seconds, stats)
             meta["records_by_rule"] = markdown_counts("matched_by", by_rule)
             log_meta = table_metadata(con, "core", "merge_log", timer.seconds,
                                       {"merges_this_run": stats["merges"], "splits_this_run": stats["splits"]})
+            refused_meta = table_metadata(con, "core", "refused_merges", timer.seconds, {
+                "refused_by_reason": {r: int(n) for r, n in con.execute(
+                    "SELECT reason, count(*) FROM core.refused_merges GROUP BY 1").fetchall()}})
+            link_meta = table_metadata(con, "core", "identity_links", timer.seconds, {
+                "links_by_rule": {r: int(n) for r, n in con.execute(
+                    "SELECT rule, count(*) FROM core.identity_links GROUP BY 1").fetchall()},
+                "candidate_pairs": stats["candidate_pairs"]})
         yield dg.MaterializeResult(asset_key=SOURCES, metadata=meta)
         yield dg.MaterializeResult(asset_key=MERGE_LOG, metadata=log_meta)
+        yield dg.MaterializeResult(asset_key=REFUSED, metadata=refused_meta)
+        yield dg.MaterializeResult(asset_key=LINKS, metadata=link_meta)
 
     @dg.asset_check(asset=SOURCES, name="every_source_record_has_one_customer", blocking=True)
     def one_customer(warehouse: DuckDBResource):

@@ -34,7 +34,9 @@ from tessera.ingest.api import ApiFailed, fetch_records, write_snapshot
 from tessera.lookups import KEY_TABLES, apply_lookups, apply_settings, register_settings
 from tessera.warehouse import transaction
 
-_EMAIL_RE = r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$"
+# Internationalised addresses (RFC 6531: "lucía@...", "börner@...") are valid mail;
+# rejecting them would drop whole contacts of people with accented names.
+_EMAIL_RE = r"^[\p{L}\p{N}._%+'-]+@[\p{L}\p{N}-]+(\.[\p{L}\p{N}-]+)*\.\p{L}{2,}$"
 # Every kind of blank that CRMs leave around values (tabs, NBSP), not only spaces.
 # Measured on duckdb 2.0: this regular expression is faster than trim(x, characters).
 _TRIM_RE = r"^[\s\x{00a0}]+|[\s\x{00a0}]+$"
