@@ -203,23 +203,28 @@ def _fast_csv_plan(path: Path, source: Source):
     if not records:
         return None
     header_line, width = records[0]
-    if width <= 1 or any(w != width for _, w in records[1:]):
-        return None  # wrong field counts: the Python path reports them on their lines
+    if width <= 1:
+        return None
     if len(records) > 1 and records[1][0] != header_line + 1:
         return None  # a header spanning lines, or blank lines after it: keep it simple
     head = data[: data.index(b"\n") + 1 if b"\n" in data else len(data)]
     text = head.decode(_codec(dialect.encoding), errors="strict")
     header = [h.strip() for h in next(csv.reader(
         [text], delimiter=dialect.delimiter, quotechar=dialect.quote, strict=True))]
-    return header, [s for s, _ in records[1:]]
+    # Records of the wrong width are skipped by the parser and reported from the scan,
+    # with the same line and message as the Python path.
+    good = [s for s, w in records[1:] if w == width]
+    bad = [(s, w) for s, w in records[1:] if w != width]
+    return header, good, bad, width
 
 
-def _skip_blank_row(row) -> str:
-    return "skip" if not (row.text or "").strip() else "error"
+def _skip_invalid_row(row) -> str:
+    # Blank-looking lines and records of the wrong width: the scan has counted both.
+    return "skip"
 
 
 def _read_csv_arrow(path: Path, source: Source, result: ReadResult, header: list[str],
-                    lines: list[int]) -> Iterator[pa.Table]:
+                    lines: list[int], bad: list[tuple[int, int]], width: int) -> Iterator[pa.Table]:
     import pyarrow.csv as pacsv
 
     dialect = source.csv
@@ -241,10 +246,12 @@ def _read_csv_arrow(path: Path, source: Source, result: ReadResult, header: list
                                          double_quote=True, newlines_in_values=True,
                                          ignore_empty_lines=True,
                                          # blank-looking lines were counted as blanks too
-                                         invalid_row_handler=_skip_blank_row),
+                                         invalid_row_handler=_skip_invalid_row),
         convert_options=pacsv.ConvertOptions(
             column_types={n: pa.string() for n in names}, include_columns=sorted(set(pick.values())),
             strings_can_be_null=False, quoted_strings_can_be_null=False))
+    result.problems.extend(Problem(line, "*", f"expected {width} fields, found {n}")
+                           for line, n in bad)
     done = 0
     for batch in reader:
         if batch.num_rows == 0:
@@ -252,8 +259,9 @@ def _read_csv_arrow(path: Path, source: Source, result: ReadResult, header: list
         arrays = {canon: batch.column(col) for canon, col in pick.items()}
         arrays["_line"] = pa.array(lines[done: done + batch.num_rows], type=pa.int64())
         done += batch.num_rows
-        result.records = done
+        result.records = done + len(bad)
         yield pa.table(arrays)
+    result.records = done + len(bad)
     if done != len(lines):  # the scan and the parser disagree: never load such a file
         raise FileRejected(f"{path.name}: CSV records could not be counted reliably "
                            f"({done} parsed, {len(lines)} found); nothing loaded")

@@ -423,13 +423,16 @@ def test_fast_and_python_csv_paths_agree(tmp_path, case, encoding):
     slow_rows, slow_res = read_all(read_csv_python, path, src)
     assert fast_rows == slow_rows
     assert (fast_res.records, fast_res.problems) == (slow_res.records, slow_res.problems)
-    clean = case == "clean_crlf_quoted_newlines"
+    clean = case in ("clean_crlf_quoted_newlines", "wrong_widths")
     assert (csv_record_lines(path.read_bytes(), ";", '"') is not None) == (
         clean or case == "wrong_widths")
     if clean:
         from tessera.ingest.readers import _fast_csv_plan
 
         assert _fast_csv_plan(path, src) is not None      # the pyarrow path was taken
+    if case == "wrong_widths":
+        assert [p.line for p in fast_res.problems] == [2, 3]
+    if case == "clean_crlf_quoted_newlines":
         assert [r["_line"] for r in fast_rows] == [2, 4, 9, 10]
         assert fast_rows[1]["first_name"] == 'con "virgolette" e ; punto'
         assert fast_rows[1]["address"] == "a\nb\nc"
