@@ -438,34 +438,43 @@ def read_xml(path: Path, source: Source, result: ReadResult) -> Iterator[pa.Tabl
     layout = source.xml
     assert layout is not None
     _refuse_doctype(path)
-    starts = record_start_lines(path, layout.record_tag) if _ascii_compatible(path) else None
+    # Line numbers: lxml's are exact below 65,535; from there on (and only for files
+    # that get there) the record start tags are counted in the bytes.
+    can_count = _ascii_compatible(path)
+    starts: Iterator[int] | None = None
+    started = 0
     open_lines: list[int] = []
     wanted = source.columns
     columns: dict[str, list] = {c: [] for c in wanted}
     lines: list[int] = []
     table_seen: str | None = None
     parser_kw = dict(
-        events=("start", "end"), resolve_entities=False, no_network=True, load_dtd=False,
-        huge_tree=False, remove_comments=True,
+        events=("start", "end"), tag=[layout.record_tag, "table"], resolve_entities=False,
+        no_network=True, load_dtd=False, huge_tree=False, remove_comments=True,
     )
     try:
         root_checked = False
         for event, elem in etree.iterparse(str(path), **parser_kw):
+            if not root_checked:
+                # The prolog is fully parsed before the first element event: a DOCTYPE
+                # anywhere in it (even after a long comment) is refused here.
+                root_checked = True
+                info = elem.getroottree().docinfo
+                if info.doctype or info.internalDTD is not None:
+                    raise FileRejected(f"{path.name}: XML with a DOCTYPE declaration is refused")
             if event == "start":
                 if elem.tag == layout.record_tag:
                     line = elem.sourceline
+                    if starts is None and can_count and line is not None and line >= _LXML_LINE_LIMIT:
+                        starts = record_start_lines(path, layout.record_tag)
+                        for _ in range(started):
+                            next(starts, None)
                     if starts is not None:
                         counted = next(starts, None)
                         if counted is not None:
                             line = counted
+                    started += 1
                     open_lines.append(line)
-                if not root_checked:
-                    # The prolog is fully parsed once the root element starts: a DOCTYPE
-                    # anywhere in it (even after a long comment) is refused here.
-                    root_checked = True
-                    info = elem.getroottree().docinfo
-                    if info.doctype or info.internalDTD is not None:
-                        raise FileRejected(f"{path.name}: XML with a DOCTYPE declaration is refused")
                 continue
             tag = elem.tag
             if tag == "table" and table_seen is None:
