@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from tessera import privacy
 from tessera.config import Deployment, Source
@@ -361,9 +362,15 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
     rid = "source_record_id" if "source_record_id" in source.columns else "NULL"
     with transaction(con):
         con.execute("DELETE FROM ops.rejects WHERE source = ? AND file = ?", [source.name, rel])
-        for p in result.problems:
-            con.execute("INSERT INTO ops.rejects VALUES (?, ?, ?, ?, ?, NULL, ?, ?)",
-                        [source.name, rel, p.line, p.field, p.reason, batch_id, now])
+        if result.problems:
+            # One set-based insert: a statement per problem cost 2 ms each.
+            con.register("_problems", pa.table({
+                "line": pa.array([p.line for p in result.problems], pa.int64()),
+                "field": pa.array([p.field for p in result.problems], pa.string()),
+                "reason": pa.array([p.reason for p in result.problems], pa.string())}))
+            con.execute("INSERT INTO ops.rejects SELECT ?, ?, line, field, reason, NULL, ?, ? "
+                        "FROM _problems", [source.name, rel, batch_id, now])
+            con.unregister("_problems")
         if reason_cols:
             con.execute(f"""
                 INSERT INTO ops.rejects

@@ -118,7 +118,156 @@ def _batch(columns: dict[str, list], lines: list[int]) -> pa.Table:
     return pa.table(arrays)
 
 
+FAST_CSV_MAX_BYTES = 1 << 30
+
+
+def csv_record_lines(data: bytes, delimiter: str, quote: str) -> tuple[list[int], list[int]] | None:
+    """Start line and field count of every record, or None when the file is not clean.
+
+    Lines without a quote character are records of their own (counted in C: split and
+    count). A line with quotes starts a record that runs until its quotes balance; that
+    record must match a strict regular expression of the dialect (a quote opens a field
+    only at its start, quotes inside are doubled). The scan returns None, and the caller
+    falls back to the exact Python reader, at the first thing it cannot vouch for: a
+    quote inside an unquoted field, text after a closing quote, an unterminated quote,
+    a bare CR. It works on the raw bytes of ASCII-compatible encodings (UTF-8, cp1250,
+    cp1252, latin-1): delimiter and quote bytes never occur inside a UTF-8 character.
+    """
+    if len(delimiter.encode()) != 1 or len(quote.encode()) != 1:
+        return None
+    d, q = re.escape(delimiter.encode()), re.escape(quote.encode())
+    field = rb"(?:" + q + rb"(?:[^" + q + rb"]|" + q + q + rb")*" + q + rb"|[^" + d + q + rb"\r\n]*)"
+    record = re.compile(field + rb"(?:" + d + field + rb")*\r?")
+    quoted = re.compile(q + rb"(?:[^" + q + rb"]|" + q + q + rb")*" + q)
+    qb, db = quote.encode(), delimiter.encode()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()  # the final newline ends the last line, it does not open another
+    starts: list[int] = []
+    widths: list[int] = []
+    n, i = len(lines), 0
+    while i < n:
+        text = lines[i]
+        quotes = text.count(qb)
+        if quotes == 0:
+            if b"\r" in text[:-1]:
+                return None
+            starts.append(i + 1)
+            widths.append(text.count(db) + 1 if text.strip() else 0)
+            i += 1
+            continue
+        j = i
+        while quotes % 2:
+            j += 1
+            if j >= n:
+                return None  # unterminated quote
+            quotes += lines[j].count(qb)
+        rec = b"\n".join(lines[i: j + 1])
+        if record.fullmatch(rec) is None:
+            return None
+        starts.append(i + 1)
+        widths.append(quoted.sub(b"", rec).count(db) + 1)
+        i = j + 1
+    return starts, widths
+
+
 def read_csv(path: Path, source: Source, result: ReadResult) -> Iterator[pa.Table]:
+    """CSV records as Arrow batches of strings with their physical start line.
+
+    Clean files (every record has the header's width, quotes well-formed, no escape
+    character) are parsed by pyarrow's C++ reader with the declared dialect and
+    encoding, after one scan of the bytes that finds where each record starts. Any
+    other file goes through Python's csv module, which reports each bad record on its
+    line. Both paths give the same values, lines and records.
+    """
+    dialect = source.csv
+    assert dialect is not None
+    if dialect.header and dialect.escape is None and path.stat().st_size <= FAST_CSV_MAX_BYTES:
+        fast = _fast_csv_plan(path, source)
+        if fast is not None:
+            yield from _read_csv_arrow(path, source, result, *fast)
+            return
+    yield from read_csv_python(path, source, result)
+
+
+def _fast_csv_plan(path: Path, source: Source):
+    dialect = source.csv
+    data = path.read_bytes()
+    scan = csv_record_lines(data, dialect.delimiter, dialect.quote)
+    if scan is None:
+        return None
+    starts, widths = scan
+    records = [(s, w) for s, w in zip(starts, widths) if w]
+    if not records:
+        return None
+    header_line, width = records[0]
+    if width <= 1:
+        return None
+    if len(records) > 1 and records[1][0] != header_line + 1:
+        return None  # a header spanning lines, or blank lines after it: keep it simple
+    head = data[: data.index(b"\n") + 1 if b"\n" in data else len(data)]
+    text = head.decode(_codec(dialect.encoding), errors="strict")
+    header = [h.strip() for h in next(csv.reader(
+        [text], delimiter=dialect.delimiter, quotechar=dialect.quote, strict=True))]
+    # Records of the wrong width are skipped by the parser and reported from the scan,
+    # with the same line and message as the Python path.
+    good = [s for s, w in records[1:] if w == width]
+    bad = [(s, w) for s, w in records[1:] if w != width]
+    return header, good, bad, width
+
+
+def _skip_invalid_row(row) -> str:
+    # Blank-looking lines and records of the wrong width: the scan has counted both.
+    return "skip"
+
+
+def _read_csv_arrow(path: Path, source: Source, result: ReadResult, header: list[str],
+                    lines: list[int], bad: list[tuple[int, int]], width: int) -> Iterator[pa.Table]:
+    import pyarrow.csv as pacsv
+
+    dialect = source.csv
+    wanted = source.columns
+    missing = [col for col in wanted.values() if col not in header]
+    if missing:
+        raise FileRejected(
+            f"{path.name}: line 1: header lacks column(s) {missing} mapped in the "
+            f"source configuration")
+    names = [f"c{i}" for i in range(len(header))]
+    pick = {canon: names[header.index(col)] for canon, col in wanted.items()}
+    encoding = _codec(dialect.encoding)
+    reader = pacsv.open_csv(
+        path,
+        read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=1 << 22,
+                                       encoding="utf8" if encoding in ("utf-8", "utf-8-sig")
+                                       else encoding),
+        parse_options=pacsv.ParseOptions(delimiter=dialect.delimiter, quote_char=dialect.quote,
+                                         double_quote=True, newlines_in_values=True,
+                                         ignore_empty_lines=True,
+                                         # blank-looking lines were counted as blanks too
+                                         invalid_row_handler=_skip_invalid_row),
+        convert_options=pacsv.ConvertOptions(
+            column_types={n: pa.string() for n in names}, include_columns=sorted(set(pick.values())),
+            strings_can_be_null=False, quoted_strings_can_be_null=False))
+    result.problems.extend(Problem(line, "*", f"expected {width} fields, found {n}")
+                           for line, n in bad)
+    done = 0
+    for batch in reader:
+        if batch.num_rows == 0:
+            continue
+        arrays = {canon: batch.column(col) for canon, col in pick.items()}
+        arrays["_line"] = pa.array(lines[done: done + batch.num_rows], type=pa.int64())
+        done += batch.num_rows
+        result.records = done + len(bad)
+        yield pa.table(arrays)
+    result.records = done + len(bad)
+    if done != len(lines):  # the scan and the parser disagree: never load such a file
+        raise FileRejected(f"{path.name}: CSV records could not be counted reliably "
+                           f"({done} parsed, {len(lines)} found); nothing loaded")
+
+
+def read_csv_python(path: Path, source: Source, result: ReadResult) -> Iterator[pa.Table]:
     dialect = source.csv
     assert dialect is not None
     wanted = source.columns  # canonical -> source column
@@ -289,34 +438,43 @@ def read_xml(path: Path, source: Source, result: ReadResult) -> Iterator[pa.Tabl
     layout = source.xml
     assert layout is not None
     _refuse_doctype(path)
-    starts = record_start_lines(path, layout.record_tag) if _ascii_compatible(path) else None
+    # Line numbers: lxml's are exact below 65,535; from there on (and only for files
+    # that get there) the record start tags are counted in the bytes.
+    can_count = _ascii_compatible(path)
+    starts: Iterator[int] | None = None
+    started = 0
     open_lines: list[int] = []
     wanted = source.columns
     columns: dict[str, list] = {c: [] for c in wanted}
     lines: list[int] = []
     table_seen: str | None = None
     parser_kw = dict(
-        events=("start", "end"), resolve_entities=False, no_network=True, load_dtd=False,
-        huge_tree=False, remove_comments=True,
+        events=("start", "end"), tag=[layout.record_tag, "table"], resolve_entities=False,
+        no_network=True, load_dtd=False, huge_tree=False, remove_comments=True,
     )
     try:
         root_checked = False
         for event, elem in etree.iterparse(str(path), **parser_kw):
+            if not root_checked:
+                # The prolog is fully parsed before the first element event: a DOCTYPE
+                # anywhere in it (even after a long comment) is refused here.
+                root_checked = True
+                info = elem.getroottree().docinfo
+                if info.doctype or info.internalDTD is not None:
+                    raise FileRejected(f"{path.name}: XML with a DOCTYPE declaration is refused")
             if event == "start":
                 if elem.tag == layout.record_tag:
                     line = elem.sourceline
+                    if starts is None and can_count and line is not None and line >= _LXML_LINE_LIMIT:
+                        starts = record_start_lines(path, layout.record_tag)
+                        for _ in range(started):
+                            next(starts, None)
                     if starts is not None:
                         counted = next(starts, None)
                         if counted is not None:
                             line = counted
+                    started += 1
                     open_lines.append(line)
-                if not root_checked:
-                    # The prolog is fully parsed once the root element starts: a DOCTYPE
-                    # anywhere in it (even after a long comment) is refused here.
-                    root_checked = True
-                    info = elem.getroottree().docinfo
-                    if info.doctype or info.internalDTD is not None:
-                        raise FileRejected(f"{path.name}: XML with a DOCTYPE declaration is refused")
                 continue
             tag = elem.tag
             if tag == "table" and table_seen is None:

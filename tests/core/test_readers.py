@@ -395,3 +395,44 @@ def test_record_start_lines_across_chunk_boundaries(tmp_path, chunk):
     path = tmp_path / "s.xml"
     path.write_bytes(data)
     assert list(record_start_lines(path, "utente", chunk_size=chunk)) == expected
+
+
+# --------------------------------------------------------------------------- #
+# CSV: the pyarrow fast path and the Python path give the same records and lines
+# --------------------------------------------------------------------------- #
+FAST_CASES = {
+    "clean_crlf_quoted_newlines": (
+        'id;nome;cap;note\r\n1;"Niccol\u00f2";00184;"riga uno\r\nriga due"\r\n'
+        '2;"con ""virgolette"" e ; punto";00100;"a\nb\nc"\r\n\r\n   \r\n3;Zo\u00eb;;\r\n4;Ugo;1;y'),
+    "quote_inside_unquoted_field": 'id;nome;cap;note\n1;Via 5" Roma;00184;x\n',
+    "text_after_closing_quote": 'id;nome;cap;note\n1;"ab"c;00184;x\n2;Eva;1;y\n',
+    "wrong_widths": 'id;nome;cap;note\n1;Anna;00184\n2;Eva;1;y;z\n3;Ugo;2;w\n',
+    "unterminated_quote": 'id;nome;cap;note\n1;"Anna;00184;x\n2;Eva;1;y\n',
+}
+
+
+@pytest.mark.parametrize("case", sorted(FAST_CASES))
+@pytest.mark.parametrize("encoding", ["cp1252", "utf-8"])
+def test_fast_and_python_csv_paths_agree(tmp_path, case, encoding):
+    from tessera.ingest.readers import csv_record_lines, read_csv_python
+
+    path = tmp_path / "c.csv"
+    path.write_bytes(FAST_CASES[case].encode(encoding))
+    src = csv_source(encoding=encoding)
+    fast_rows, fast_res = read_all(read_csv, path, src)
+    slow_rows, slow_res = read_all(read_csv_python, path, src)
+    assert fast_rows == slow_rows
+    assert (fast_res.records, fast_res.problems) == (slow_res.records, slow_res.problems)
+    clean = case in ("clean_crlf_quoted_newlines", "wrong_widths")
+    assert (csv_record_lines(path.read_bytes(), ";", '"') is not None) == (
+        clean or case == "wrong_widths")
+    if clean:
+        from tessera.ingest.readers import _fast_csv_plan
+
+        assert _fast_csv_plan(path, src) is not None      # the pyarrow path was taken
+    if case == "wrong_widths":
+        assert [p.line for p in fast_res.problems] == [2, 3]
+    if case == "clean_crlf_quoted_newlines":
+        assert [r["_line"] for r in fast_rows] == [2, 4, 9, 10]
+        assert fast_rows[1]["first_name"] == 'con "virgolette" e ; punto'
+        assert fast_rows[1]["address"] == "a\nb\nc"
