@@ -12,7 +12,7 @@ import pytest
 
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("TESSERA_SUPPRESSION_KEY", "tests-only-suppression-key")
+os.environ["TESSERA_SUPPRESSION_KEY"] = "tests-only-suppression-key"  # same key everywhere in tests
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = PROJECT_ROOT / "examples" / "demo"

@@ -8,6 +8,7 @@ their phone) and runs again.
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from tessera import privacy
 from tessera.config import load_deployment
 from tests.conftest import AS_OF, DEMO_CONFIG
 
-KEY = "tests-only-suppression-key"
+KEY = os.environ["TESSERA_SUPPRESSION_KEY"]  # the key the pipeline runs with (conftest)
 
 
 def _persons(env):
