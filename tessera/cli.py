@@ -192,8 +192,9 @@ def cmd_forget(args) -> int:
         ensure_warehouse(con)
         out = privacy.forget(con, deployment, os.environ["TESSERA_SUPPRESSION_KEY"], emails=emails,
                              customer_ids=ids, request_id=request_id)
-        files = privacy.scrub_landing_files(con, deployment, paths["landing"], out["landing_lines"],
-                                            request_id)
+        files = privacy.scrub_landing_files(con, deployment, paths["landing"],
+                                            os.environ["TESSERA_SUPPRESSION_KEY"], request_id,
+                                            out["records"], out["orders"])
     finally:
         con.close()
     # Counts only: the request's e-mails are personal data and are not echoed back.
@@ -265,7 +266,9 @@ def cmd_purge(args) -> int:
         request_id = "purge-" + uuid.uuid4().hex[:12]
         out = privacy.forget(con, deployment, os.environ["TESSERA_SUPPRESSION_KEY"], customer_ids=ids,
                              request_id=request_id)
-        files = privacy.scrub_landing_files(con, deployment, paths["landing"], out["landing_lines"], request_id)
+        files = privacy.scrub_landing_files(con, deployment, paths["landing"],
+                                            os.environ["TESSERA_SUPPRESSION_KEY"], request_id,
+                                            out["records"], out["orders"])
         con.execute("UPDATE ops.bulk_edits SET applied_at = now()::TIMESTAMP WHERE action = 'delete' "
                     "AND customer_id IN (SELECT unnest(?::BIGINT[]))", [ids])
     finally:

@@ -43,7 +43,7 @@ def erased(demo_env, demo_run):
         out = privacy.forget(con, load_deployment(DEMO_CONFIG), KEY, emails=[" " + person["email"].upper()],
                              request_id="req-1")
         files = privacy.scrub_landing_files(con, load_deployment(DEMO_CONFIG), demo_env.landing,
-                                            out["landing_lines"], "req-1")
+                                            KEY, "req-1", out["records"], out["orders"])
     finally:
         con.close()
     return {"person": person, "mobile": mobile, "customer_ids": [c[0] for c in cid], "out": out, "files": files}
@@ -150,3 +150,38 @@ def test_no_personal_data_in_dagster_storage(demo_env, erased):
     assert blobs, "DAGSTER_HOME is empty: the runs were not stored"
     hits = [e for e in emails if any(e in b for b in blobs)]
     assert hits == []
+
+
+def test_forget_interrupted_before_the_files_then_rerun(demo_env, erased):
+    """A forget killed after its transaction but before scrubbing files: the person is
+    already suppressed (a reload cannot bring them back) and a re-run finishes the files."""
+    _, people = _persons(demo_env)
+    person = people["P0000002"]
+    deployment = load_deployment(DEMO_CONFIG)
+    con = demo_env.connect()
+    try:
+        first = privacy.forget(con, deployment, KEY, emails=[person["email"]], request_id="req-int")
+        # ... killed here: scrub_landing_files never ran
+    finally:
+        con.close()
+    assert first["rows_deleted"] > 0 and first["landing_lines"]
+    crm = next((demo_env.landing / "crm").glob("crm_contacts_20261101.csv"))
+    assert person["email"].encode() in crm.read_bytes().lower()  # still in the archive
+    # A new run re-reading nothing new keeps the person out; a re-delivered copy is suppressed.
+    copy = demo_env.landing / "crm" / "crm_contacts_20261101_copy.csv"
+    copy.write_bytes(crm.read_bytes())
+    assert demo_env.run_daily(AS_OF).success
+    con = demo_env.connect()
+    try:
+        assert con.execute("SELECT count(*) FROM staging.contacts WHERE email_key = ?",
+                           [person["email"]]).fetchone()[0] == 0
+        # the re-run: nothing left in the warehouse, but the files are scrubbed now
+        again = privacy.forget(con, deployment, KEY, emails=[person["email"]], request_id="req-int-2")
+        # the re-run knows nothing of the person but the keyed hashes: enough to scrub
+        files = privacy.scrub_landing_files(con, deployment, demo_env.landing, KEY, "req-int-2")
+    finally:
+        con.close()
+    assert again["customers"] == 0
+    assert files >= 1
+    assert person["email"].encode() not in crm.read_bytes().lower()
+    copy.unlink()
