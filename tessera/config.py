@@ -211,6 +211,9 @@ class Source(_Strict):
     timestamp_format: str = "%Y-%m-%dT%H:%M:%S"
     formats: dict[str, str] = {}
     decimal_separator: Literal[".", ","] = "."
+    # What a bad value in an OPTIONAL field does: refuse the record (default), or empty
+    # the value, keep the record and report the value in ops.rejects.
+    invalid_values: Literal["reject_record", "drop_value"] = "reject_record"
     default_country: str = Field("IT", pattern=r"^[A-Z]{2}$")
     customer_source: Identifier | None = None
 

@@ -73,8 +73,9 @@ def build_consents(con: duckdb.DuckDBPyConnection, deployment: Deployment, run_a
     cases = " ".join(f"WHEN '{a}' THEN '{ch}'" for a, (ch, _st) in BULK_ACTIONS.items())
     states = " ".join(f"WHEN '{a}' THEN '{st}'" for a, (_ch, st) in BULK_ACTIONS.items())
     parts.append(f"""
-        SELECT b.customer_id, CASE b.action {cases} END, CASE b.action {states} END, 'MANAGE', TRUE,
-               'bulk_edit', b.edit_id, b.requested_at
+        SELECT b.customer_id, CASE b.action {cases} END AS channel, CASE b.action {states} END AS state,
+               'MANAGE' AS kind, TRUE AS explicit, 'bulk_edit' AS source, b.edit_id AS source_record_id,
+               b.requested_at AS occurred_at
         FROM ops.bulk_edits b WHERE b.action IN ({', '.join(repr(a) for a in BULK_ACTIONS)})
           AND b.customer_id IN (SELECT customer_id FROM core.customer_sources)""")
     union = "\nUNION ALL\n".join(parts)

@@ -333,7 +333,15 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
         apply_settings(con, "_land", settings)
     sql, params = build_validation_sql(deployment, source, settings)
     reason_cols = [f"_r_{f}" for f in source_fields(deployment, source) if f in source.columns]
-    any_reason = f"coalesce({', '.join(chr(34) + c + chr(34) for c in reason_cols)})" if reason_cols else "NULL"
+    # With invalid_values: drop_value, a bad value in an optional field is emptied and
+    # reported instead of refusing the whole record (a contact with an impossible birth
+    # date is still a contact); required fields and the record id always refuse it.
+    soft = set()
+    if source.invalid_values == "drop_value":
+        soft = {f"_r_{f}" for f, sp in spec.items()
+                if f in source.columns and not sp.required and f != "source_record_id"}
+    hard_cols = [c for c in reason_cols if c not in soft]
+    any_reason = f"coalesce({', '.join(chr(34) + c + chr(34) for c in hard_cols)})" if hard_cols else "NULL"
     # Within one file a later row for the same id supersedes an earlier one. Typing,
     # reasons and the duplicate rank are one statement, materialised once.
     con.execute(f"""
@@ -348,6 +356,8 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
     raw = f"raw.{source.name}"
     cols = list(source_fields(deployment, source))
     col_list = ", ".join(f"\"{c}\"" for c in cols)
+    select_list = ", ".join(
+        f'CASE WHEN "_r_{c}" IS NULL THEN "{c}" END' if f"_r_{c}" in soft else f'"{c}"' for c in cols)
     suppressed = 0
     supp_sql = privacy.suppressed_lines_sql(source.entity, set(source.columns)) if suppress else None
     if supp_sql and con.execute(
@@ -380,6 +390,14 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
                       ON {', '.join(chr(34) + c + chr(34) for c in reason_cols)}
                       INTO NAME field VALUE reason)
                 ORDER BY _line, field""", [source.name, rel, batch_id, now])
+        if soft:
+            soft_list = ", ".join(chr(34) + c + chr(34) for c in sorted(soft))
+            con.execute(f"""
+                INSERT INTO ops.rejects
+                SELECT ?, ?, _line, substr(field, 4), 'value dropped, record kept: ' || reason, {rid}, ?, ?
+                FROM (UNPIVOT (SELECT _line, source_record_id, {soft_list} FROM _checked2 WHERE _ok)
+                      ON {soft_list} INTO NAME field VALUE reason)
+                ORDER BY _line, field""", [source.name, rel, batch_id, now])
         con.execute(f"""
             INSERT INTO ops.rejects
             SELECT ?, ?, c._line, 'source_record_id',
@@ -400,7 +418,7 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
               USING (source_record_id)""")
         con.execute(f"""
             INSERT INTO {raw} ({col_list}, _record_hash, _file, _line, _file_seq, _batch_id, _loaded_at)
-            SELECT {col_list}, _record_hash, ?, _line, ?, ?, ? FROM _accepted
+            SELECT {select_list}, _record_hash, ?, _line, ?, ?, ? FROM _accepted
             WHERE _change <> 'unchanged' ORDER BY _line""", [rel, file_seq, batch_id, now])
         counts = dict(con.execute("SELECT _change, count(*) FROM _accepted GROUP BY ALL").fetchall())
         rejected = int(con.execute(
