@@ -138,13 +138,18 @@ def add_suppressions(con, kind_values: list[tuple[str, str]], reason: str, chann
 
 
 def export_suppression_filter(channel: str) -> str:
-    """Predicate over a contact-card row: no suppression on its e-mail/mobile for ``channel``."""
+    """Predicate over a contact-card row: no suppression on its e-mail/mobile for ``channel``.
+
+    Written as uncorrelated IN lists so that DuckDB hashes the ledger once (a correlated
+    EXISTS with an OR was a nested loop: minutes at 1M contacts).
+    """
     chans = "('all')" if channel == "none" else f"('all', '{channel}')"
-    return (
-        "NOT EXISTS (SELECT 1 FROM ops.suppressions s WHERE s.channel IN " + chans +
-        " AND ((s.kind = 'email' AND s.id_hash = tessera_hmac(" + normalise_sql("email", "email") + "))"
-        " OR (s.kind = 'phone' AND s.id_hash = tessera_hmac(" + normalise_sql("phone", "mobile") + "))))"
-    )
+    checks = []
+    for kind, col in (("email", "email"), ("phone", "mobile")):
+        checks.append(
+            f"coalesce(tessera_hmac({normalise_sql(kind, col)}), '') NOT IN "
+            f"(SELECT id_hash FROM ops.suppressions WHERE kind = '{kind}' AND channel IN {chans})")
+    return "(" + " AND ".join(checks) + ")"
 
 
 def has_table(con, schema: str, table: str) -> bool:

@@ -86,18 +86,39 @@ ENTITY_TABLES = {
 }
 
 
+def _held_filter(con, source_name: str) -> str:
+    """Versions loaded after their person was soft-deleted are held, not applied.
+
+    The person is known from the previous run's ``core.customer_sources``; until they
+    are restored (or purged), staging keeps the version from before the soft delete.
+    """
+    if not (table_exists(con, "ops", "bulk_edits") and table_exists(con, "core", "customer_sources")):
+        return ""
+    return (
+        "WHERE NOT EXISTS (SELECT 1 FROM ("
+        "  SELECT cs.source, cs.source_record_id, b.requested_at FROM ops.bulk_edits b"
+        "  JOIN core.customer_sources cs USING (customer_id)"
+        "  WHERE b.action IN ('delete', 'restore')"
+        "  QUALIFY row_number() OVER (PARTITION BY b.customer_id, cs.source, cs.source_record_id"
+        "                             ORDER BY b.requested_at DESC) = 1 AND b.action = 'delete'"
+        f") h WHERE h.source = '{source_name}' AND h.source_record_id = r.source_record_id"
+        "  AND r._loaded_at > h.requested_at) "
+    )
+
+
 def _latest_union(con, deployment: Deployment, entity: str) -> str | None:
     parts = []
     for source in deployment.sources_of(entity):
         if not table_exists(con, "raw", source.name):
             continue
-        cols = ", ".join(f'"{c}"' for c in source_fields(deployment, source))
+        cols = ", ".join(f'r."{c}"' for c in source_fields(deployment, source))
+        held = _held_filter(con, source.name) if entity == "contact" else ""
         parts.append(
             f"SELECT '{source.name}' AS source, '{source.node}' AS node, "
-            f"'{source.default_country}' AS default_country, {cols}, _file, _line, _file_seq, "
-            f"_loaded_at FROM raw.{source.name} "
-            "QUALIFY row_number() OVER (PARTITION BY source_record_id "
-            "ORDER BY _file_seq DESC, _line DESC) = 1"
+            f"'{source.default_country}' AS default_country, {cols}, r._file, r._line, r._file_seq, "
+            f"r._loaded_at FROM raw.{source.name} r {held}"
+            "QUALIFY row_number() OVER (PARTITION BY r.source_record_id "
+            "ORDER BY r._file_seq DESC, r._line DESC) = 1"
         )
     if not parts:
         return None

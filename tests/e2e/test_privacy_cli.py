@@ -91,3 +91,26 @@ def test_soft_delete_restore_and_purge(home):
     # the purge is an erasure: the person does not come back with the next run
     assert main(["run", "--date", (AS_OF + dt.timedelta(days=1)).isoformat()]) == 0
     assert q(home, "SELECT count(*) FROM staging.contacts WHERE email_key = ?", [p["email"]]) == [(0,)]
+
+
+def test_imports_for_a_soft_deleted_person_are_held_until_restored(home):
+    import time
+
+    p, cid = person1(home)
+    crm_id = q(home, """SELECT source_record_id FROM core.customer_sources
+                        WHERE customer_id = ? AND source = 'crm_contacts' LIMIT 1""", [cid])[0][0]
+    assert main(["bulk-edit", "delete", "--customer-id", str(cid)]) == 0
+    time.sleep(1.1)  # the new file is loaded strictly after the soft delete
+    header = ("crm_id;nome;cognome;email;cellulare;data_nascita;sesso;indirizzo;cap;citta;provincia;paese;"
+              "codice_fiscale;consenso_email;data_modifica;livello_fedelta\r\n")
+    row = f"{crm_id};Renamed;Person;{p['email']};;;;;;;;IT;;1;02/11/2026 10:00;\r\n"
+    (home / "landing" / "crm" / "crm_contacts_20261102.csv").write_bytes((header + row).encode("cp1252"))
+    assert main(["run", "--date", AS_OF.isoformat()]) == 0
+    assert q(home, "SELECT count(*) FROM raw.crm_contacts WHERE source_record_id = ? AND first_name = 'Renamed'",
+             [crm_id]) == [(1,)]  # received and kept...
+    assert q(home, "SELECT first_name FROM staging.contacts WHERE source = 'crm_contacts' AND source_record_id = ?",
+             [crm_id])[0][0] != "Renamed"  # ...but held while the person is soft-deleted
+    assert main(["bulk-edit", "restore", "--customer-id", str(cid)]) == 0
+    assert main(["run", "--date", AS_OF.isoformat()]) == 0
+    assert q(home, "SELECT first_name FROM staging.contacts WHERE source = 'crm_contacts' AND source_record_id = ?",
+             [crm_id]) == [("Renamed",)]
