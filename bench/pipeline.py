@@ -117,7 +117,7 @@ def main() -> int:
         print(f"  {key:<40} {dur if dur is not None else '':>8} {rows if rows is not None else '':>12}")
     print(f"  generate: {out['generate_s']} s   daily job: {out['run_s']} s (wall, in process)")
     print(f"  ingestion: {out['ingest_records_per_s']} records/s   peak memory: {out['peak_rss_mb']} MB")
-    print(f"  identity (deterministic) vs truth: precision {out['identity_precision']} "
+    print(f"  identity vs the generator's truth: precision {out['identity_precision']} "
           f"recall {out['identity_recall']} F1 {out['identity_f1']}")
     res_dir = ROOT / "bench" / "out"
     res_dir.mkdir(parents=True, exist_ok=True)
