@@ -10,6 +10,7 @@ from assets._common import POOL, markdown_counts, table_metadata
 from tessera.config import Deployment
 from tessera.contracts import published_contracts
 from tessera.golden import build_customers, build_events, build_orders
+from tessera.staging import ENTITY_TABLES
 from resources import PrivacySettings
 from tessera import privacy as privacy_core
 from tessera.warehouse import Timer, column_schema, ensure_warehouse, table_exists
@@ -80,11 +81,9 @@ def build(deployment: Deployment):
             privacy_core.ensure_tables(con)
             privacy_core.install_hmac(con, privacy.suppression_key)
             hits = 0
-            for table, fields in (("contacts", {"email": "email", "mobile": "phone", "phone": "phone",
-                                                "tax_code": "tax_code", "erp_id": "erp_id"}),
-                                  ("events", {"email": "email"}), ("bounces", {"email": "email"}),
-                                  ("unsubscribes", {"email": "email"})):
-                if not table_exists(con, "staging", table):
+            for entity, table in ENTITY_TABLES.items():
+                fields = privacy_core.IDENTIFIER_FIELDS.get(entity, {})
+                if not fields or not table_exists(con, "staging", table):
                     continue
                 cols = {c for c, _ in column_schema(con, "staging", table)}
                 for field, kind in fields.items():

@@ -6,6 +6,7 @@ from dagster_duckdb import DuckDBResource
 
 from assets._common import POOL, table_metadata
 from tessera.config import Deployment
+from tessera.consent import SOFT_DELETED_SQL
 from tessera.marts import build_contact_cards
 from tessera.warehouse import Timer
 
@@ -37,12 +38,10 @@ def build(deployment: Deployment):
                     description="One card per golden customer who is not soft-deleted.")
     def one_card(warehouse: DuckDBResource):
         with warehouse.get_connection() as con:
-            cards, customers, distinct, stray = con.execute("""
+            cards, customers, distinct, stray = con.execute(f"""
                 SELECT (SELECT count(*) FROM marts.contact_cards),
                        (SELECT count(*) FROM core.customers WHERE customer_id NOT IN (
-                            SELECT customer_id FROM ops.bulk_edits WHERE action IN ('delete', 'restore')
-                            QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY requested_at DESC) = 1
-                                AND action = 'delete')),
+                            SELECT customer_id FROM ({SOFT_DELETED_SQL}))),
                        (SELECT count(DISTINCT customer_id) FROM marts.contact_cards),
                        (SELECT count(*) FROM marts.contact_cards
                         WHERE customer_id NOT IN (SELECT customer_id FROM core.customers))""").fetchone()

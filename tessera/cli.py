@@ -254,12 +254,11 @@ def cmd_purge(args) -> int:
     con, deployment, paths = _warehouse_and_deployment(args)
     try:
         cutoff = _dt.datetime.now() - _dt.timedelta(hours=args.grace_hours)
-        ids = [r[0] for r in con.execute("""
-            SELECT customer_id FROM ops.bulk_edits WHERE action IN ('delete', 'restore')
-            QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY requested_at DESC) = 1
-                AND action = 'delete' AND requested_at <= ?""", [cutoff]).fetchall()] if con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema='ops' AND table_name='bulk_edits'"
-        ).fetchone()[0] else []
+        from tessera.consent import BULK_EDITS_DDL, SOFT_DELETED_SQL
+
+        con.execute(BULK_EDITS_DDL)
+        ids = [r[0] for r in con.execute(
+            f"SELECT customer_id FROM ({SOFT_DELETED_SQL}) WHERE requested_at <= ?", [cutoff]).fetchall()]
         if not ids:
             print("purge: nothing to purge")
             return 0

@@ -35,6 +35,12 @@ CREATE TABLE IF NOT EXISTS ops.bulk_edits (
     requested_at TIMESTAMP NOT NULL, requested_by VARCHAR, applied_at TIMESTAMP)
 """
 
+# Customers soft-deleted now: their latest delete/restore request is a delete (and when).
+SOFT_DELETED_SQL = """
+    SELECT customer_id, requested_at FROM ops.bulk_edits WHERE action IN ('delete', 'restore')
+    QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY requested_at DESC) = 1
+        AND action = 'delete'"""
+
 BULK_ACTIONS = {
     "enable_email": ("email", "granted"), "disable_email": ("email", "withdrawn"),
     "enable_sms": ("sms", "granted"), "disable_sms": ("sms", "withdrawn"),

@@ -13,18 +13,16 @@ from tessera.warehouse import transaction
 
 
 def build_contact_cards(con: duckdb.DuckDBPyConnection) -> dict:
-    from tessera.consent import BULK_EDITS_DDL
+    from tessera.consent import BULK_EDITS_DDL, SOFT_DELETED_SQL
 
     con.execute(BULK_EDITS_DDL)
     with transaction(con):
-        con.execute("""
+        con.execute(f"""
             CREATE OR REPLACE TABLE marts.contact_cards AS
             WITH soft_deleted AS (
                 -- soft-deleted people disappear from cards (so from segments and feeds)
                 -- until restored or purged
-                SELECT customer_id FROM ops.bulk_edits WHERE action IN ('delete', 'restore')
-                QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY requested_at DESC) = 1
-                    AND action = 'delete'
+                {SOFT_DELETED_SQL}
             ),
             o AS (
                 SELECT customer_id, count(*) AS order_number, sum(amount) AS order_summary,

@@ -152,14 +152,9 @@ def export_suppression_filter(channel: str) -> str:
     return "(" + " AND ".join(checks) + ")"
 
 
-def has_table(con, schema: str, table: str) -> bool:
-    return table_exists(con, schema, table)
-
-
 # --------------------------------------------------------------------------- forget me
 
-_CONTACT_KINDS = {"email": "email", "mobile": "phone", "phone": "phone", "tax_code": "tax_code",
-                  "erp_id": "erp_id"}
+_CONTACT_KINDS = IDENTIFIER_FIELDS["contact"]
 
 
 def _base_tables(con, schema: str) -> list[str]:

@@ -226,6 +226,7 @@ def _cf_part(name: str, first_name: bool) -> str:
     vows = [c for c in letters if c in "AEIOU"]
     if first_name and len(cons) >= 4:
         cons = [cons[0], cons[2], cons[3]]
+    # The codice fiscale rule: consonants, then vowels, padded with X to three letters.
     return ("".join(cons + vows) + "XXX")[:3]
 
 

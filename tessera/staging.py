@@ -13,6 +13,7 @@ from __future__ import annotations
 import duckdb
 
 from tessera.config import Deployment
+from tessera.consent import SOFT_DELETED_SQL
 from tessera.ingest.load import source_fields
 from tessera.warehouse import table_exists, transaction
 
@@ -96,11 +97,8 @@ def _held_filter(con, source_name: str) -> str:
         return ""
     return (
         "WHERE NOT EXISTS (SELECT 1 FROM ("
-        "  SELECT cs.source, cs.source_record_id, b.requested_at FROM ops.bulk_edits b"
+        f"  SELECT cs.source, cs.source_record_id, d.requested_at FROM ({SOFT_DELETED_SQL}) d"
         "  JOIN core.customer_sources cs USING (customer_id)"
-        "  WHERE b.action IN ('delete', 'restore')"
-        "  QUALIFY row_number() OVER (PARTITION BY b.customer_id, cs.source, cs.source_record_id"
-        "                             ORDER BY b.requested_at DESC) = 1 AND b.action = 'delete'"
         f") h WHERE h.source = '{source_name}' AND h.source_record_id = r.source_record_id"
         "  AND r._loaded_at > h.requested_at) "
     )
