@@ -57,8 +57,13 @@ def _source_asset(deployment: Deployment, source: Source):
             })
         return dg.MaterializeResult(metadata=meta)
 
+    # B2B companies load before their users (Sendero's rule): a run loads the company
+    # files first, so that the users' links see them.
+    deps = ([dg.AssetKey(["raw", s.name]) for s in deployment.sources_of("company")]
+            if source.entity == "company_user" else [])
     common = dict(
         key=key,
+        deps=deps,
         group_name=GROUP,
         pool=POOL,
         kinds={"duckdb", source.format},

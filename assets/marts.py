@@ -20,6 +20,11 @@ def build(deployment: Deployment):
         deps.append(dg.AssetKey(["core", "orders"]))
     if deployment.sources_of("event"):
         deps.append(dg.AssetKey(["core", "events"]))
+    companies = bool(deployment.sources_of("company_user"))
+    if companies:
+        deps += [dg.AssetKey(["core", "company_contacts"]), dg.AssetKey(["marts", "coworkers"])]
+        if deployment.sources_of("company"):
+            deps.append(dg.AssetKey(["core", "companies"]))
 
     @dg.asset(key=CARDS, group_name=GROUP, pool=POOL, deps=deps, kinds={"duckdb"},
               description="The 360-degree contact card: golden profile, consents, "
@@ -31,7 +36,7 @@ def build(deployment: Deployment):
                         "order_date DATE, amount DECIMAL(18,2))")
             con.execute("CREATE TABLE IF NOT EXISTS core.events (event_id VARCHAR, customer_id BIGINT, "
                         "event_type VARCHAR, occurred_at TIMESTAMP)")
-            stats = build_contact_cards(con)
+            stats = build_contact_cards(con, companies=companies)
             return dg.MaterializeResult(metadata=table_metadata(con, "marts", "contact_cards", timer.seconds, stats))
 
     @dg.asset_check(asset=CARDS, name="one_card_per_customer", blocking=True,

@@ -1,10 +1,13 @@
 """Staging: one asset per entity, the latest version of each source record, normalised."""
 
 
+import datetime as dt
+
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets._common import POOL, table_metadata
+from tessera.companies import link_company_users
 from tessera.config import Deployment
 from tessera.quality import check_staged_contacts
 from tessera.staging import ENTITY_TABLES, build_contacts, build_entity
@@ -17,14 +20,26 @@ def _entity_asset(deployment: Deployment, entity: str):
     table = ENTITY_TABLES[entity]
     key = dg.AssetKey(["staging", table])
     deps = [dg.AssetKey(["raw", s.name]) for s in deployment.sources_of(entity)]
+    if entity == "contact":
+        # company users are people: they feed staging.contacts too
+        deps += [dg.AssetKey(["raw", s.name]) for s in deployment.sources_of("company_user")]
+    if entity == "company_user" and deployment.sources_of("company"):
+        # B2B companies load before their users: users link to staged company records
+        deps.append(dg.AssetKey(["staging", "companies"]))
 
     @dg.asset(key=key, group_name=GROUP, pool=POOL, deps=deps, kinds={"duckdb"},
               description=f"Latest version of every {entity} record from its sources, typed and normalised.")
-    def _build(warehouse: DuckDBResource) -> dg.MaterializeResult:
+    def _build(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         timer = Timer()
         with warehouse.get_connection() as con:
             ensure_warehouse(con)
-            if entity == "contact":
+            if entity == "company_user":
+                build_entity(con, deployment, entity)
+                extra = link_company_users(con, dt.datetime.now().replace(microsecond=0))
+                if extra["unlinked"]:
+                    context.log.warning(f"{extra['unlinked']} company users not linked to a company "
+                                        "(ids and reasons in ops.unlinked_company_users)")
+            elif entity == "contact":
                 build_contacts(con, deployment)
                 extra = dict(con.execute("""
                     SELECT 'records_with_email_key', count(email_key) FROM staging.contacts

@@ -328,15 +328,12 @@ def cmd_template(args) -> int:
     deployment = load_deployment(config)
     out = write_template(deployment, args.registry, Path(args.out))
     print(f"wrote the {args.registry} import workbook to {out}")
-    if args.registry == "b2c_users":
-        node = args.node or deployment.tree.priority[0]
-        src = template_source(deployment, args.registry, args.source_name, node,
-                              f"{args.source_name}/*.xlsx")
-        print("\nto load filled-in copies, add this source to sources.yaml "
-              f"and drop the files into <landing>/{args.source_name}/:\n")
-        print(source_yaml(src))
-    else:
-        print("note: this registry cannot be imported yet (B2B entities are not built)")
+    node = args.node or deployment.tree.priority[0]
+    src = template_source(deployment, args.registry, args.source_name, node,
+                          f"{args.source_name}/*.xlsx")
+    print("\nto load filled-in copies, add this source to sources.yaml "
+          f"and drop the files into <landing>/{args.source_name}/:\n")
+    print(source_yaml(src))
     return 0
 
 

@@ -35,7 +35,7 @@ Identifier = Annotated[str, AfterValidator(_identifier)]
 
 Entity = Literal[
     "contact", "order", "order_line", "product", "product_line", "event", "bounce",
-    "unsubscribe", "consent",
+    "unsubscribe", "consent", "company", "company_user", "potential_company",
 ]
 
 
@@ -215,6 +215,9 @@ class Source(_Strict):
     # the value, keep the record and report the value in ops.rejects.
     invalid_values: Literal["reject_record", "drop_value"] = "reject_record"
     default_country: str = Field("IT", pattern=r"^[A-Z]{2}$")
+    # Explicit label mapping per field, applied before lookups: {field: {their label: ours}}
+    # (purchased lists' sector labels onto the deployment's sector table).
+    value_map: dict[str, dict[str, str | int]] = {}
     customer_source: Identifier | None = None
 
     def format_of(self, field: str, ftype: str) -> str | None:
@@ -497,6 +500,10 @@ def load_deployment(config_dir: str | Path) -> Deployment:
         for field in required:
             if field not in s.columns:
                 raise ConfigError(f"{where('columns')}: required field '{field}' is not mapped")
+        for field in s.value_map:
+            if field not in s.columns:
+                raise ConfigError(f"{where('value_map', field)}: '{field}' is not a mapped column "
+                                  "of this source")
         if s.entity == "order":
             if not s.customer_source:
                 raise ConfigError(f"{where()}: an order source needs 'customer_source'")

@@ -21,7 +21,7 @@ from tessera.yamlfile import ConfigError, load_yaml
 CONTRACTS_DIR = Path(__file__).resolve().parents[1] / "data_contracts"
 
 FieldType = Literal["string", "integer", "decimal", "date", "timestamp", "boolean"]
-FieldFormat = Literal["email", "phone", "country"]
+FieldFormat = Literal["email", "phone", "country", "vat"]
 
 # DuckDB type for each contract type; decimals are fixed point so that sums of
 # money are exact.

@@ -12,7 +12,10 @@ import duckdb
 from tessera.warehouse import transaction
 
 
-def build_contact_cards(con: duckdb.DuckDBPyConnection) -> dict:
+def build_contact_cards(con: duckdb.DuckDBPyConnection, companies: bool = False) -> dict:
+    """With ``companies`` (the deployment has company users), the card also carries the
+    person's company (``tessera.companies.CARD_COMPANY_FIELDS``) and co-worker count."""
+    from tessera.companies import card_company_sql
     from tessera.consent import BULK_EDITS_DDL, SOFT_DELETED_SQL
 
     con.execute(BULK_EDITS_DDL)
@@ -35,16 +38,19 @@ def build_contact_cards(con: duckdb.DuckDBPyConnection) -> dict:
                        count(*) FILTER (WHERE event_type = 'page_view') AS page_views,
                        count(*) FILTER (WHERE event_type = 'email_open') AS email_opens
                 FROM core.events WHERE customer_id IS NOT NULL GROUP BY customer_id
-            )
+            ){f", k AS ({card_company_sql()})" if companies else ""}
             SELECT c.*,
                    coalesce(o.order_number, 0) AS order_number,
                    coalesce(o.order_summary, 0)::DECIMAL(18,2) AS order_summary,
                    o.order_avg, o.first_order_date, o.last_order_date,
                    coalesce(e.event_count, 0) AS event_count, e.last_event_at,
                    coalesce(e.page_views, 0) AS page_views, coalesce(e.email_opens, 0) AS email_opens
+                   {", k.* EXCLUDE (customer_id, coworker_count), coalesce(k.coworker_count, 0) AS coworker_count"
+                    if companies else ""}
             FROM core.customers c
             LEFT JOIN o USING (customer_id)
             LEFT JOIN e USING (customer_id)
+            {"LEFT JOIN k USING (customer_id)" if companies else ""}
             WHERE c.customer_id NOT IN (SELECT customer_id FROM soft_deleted)
             ORDER BY c.customer_id""")
     row = con.execute("""SELECT count(*), count(*) FILTER (WHERE order_number > 0),

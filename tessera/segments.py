@@ -97,6 +97,10 @@ def field_catalogue(deployment) -> dict[str, str]:
     for prop in deployment.properties_of("contact"):
         cat[prop.name] = prop.type
     cat.update(CARD_EXTRA_FIELDS)
+    if any(getattr(s, "entity", None) == "company_user" for s in getattr(deployment, "sources", []) or []):
+        from tessera.companies import CARD_COMPANY_FIELDS
+
+        cat.update(CARD_COMPANY_FIELDS)
     cat.update(RFM_FIELDS)
     cat.update(score_fields(deployment))
     cat.update(MARKETING_FIELDS)

@@ -84,7 +84,13 @@ ENTITY_TABLES = {
     "contact": "contacts", "order": "orders", "order_line": "order_lines",
     "product": "products", "product_line": "product_lines", "event": "events",
     "bounce": "bounces", "unsubscribe": "unsubscribes", "consent": "consents",
+    "company": "companies", "company_user": "company_users",
+    "potential_company": "potential_companies",
 }
+
+# Company users are people too: their records also feed staging.contacts (the fields
+# they share with a contact), so one e-mail in the B2C and the B2B registry is one customer.
+CONTACT_ENTITIES = ("contact", "company_user")
 
 
 def _held_filter(con, source_name: str) -> str:
@@ -104,13 +110,22 @@ def _held_filter(con, source_name: str) -> str:
     )
 
 
-def _latest_union(con, deployment: Deployment, entity: str) -> str | None:
+def _latest_union(con, deployment: Deployment, entity: str,
+                  only: dict[str, str] | None = None) -> str | None:
+    """The latest version of every record of the entity's sources (``entity`` may also be
+    a tuple of entities). With ``only`` (field -> SQL type), the other entities' sources
+    give just those fields, NULL where they have none (company users in contacts)."""
     parts = []
-    for source in deployment.sources_of(entity):
+    entities = entity if isinstance(entity, tuple) else (entity,)
+    for source in [s for e in entities for s in deployment.sources_of(e)]:
         if not table_exists(con, "raw", source.name):
             continue
-        cols = ", ".join(f'r."{c}"' for c in source_fields(deployment, source))
-        held = _held_filter(con, source.name) if entity == "contact" else ""
+        names = [c for c in source_fields(deployment, source)
+                 if only is None or source.entity == "contact" or c in only]
+        if only is not None and source.entity != "contact":
+            names += [f"CAST(NULL AS {t}) AS \"{f}\"" for f, t in only.items() if f not in names]
+        cols = ", ".join(c if c.startswith("CAST(") else f'r."{c}"' for c in names)
+        held = _held_filter(con, source.name) if source.entity in CONTACT_ENTITIES else ""
         parts.append(
             f"SELECT '{source.name}' AS source, '{source.node}' AS node, "
             f"'{source.default_country}' AS default_country, {cols}, r._file, r._line, r._file_seq, "
@@ -134,7 +149,10 @@ def _py_fold(value: str) -> str:
 
 
 def build_contacts(con: duckdb.DuckDBPyConnection, deployment: Deployment) -> int:
-    union = _latest_union(con, deployment, "contact")
+    from tessera.contracts import SQL_TYPES, entity_contracts
+
+    contact_fields = {f: SQL_TYPES[spec.type] for f, spec in entity_contracts()["contact"].fields.items()}
+    union = _latest_union(con, deployment, CONTACT_ENTITIES, only=contact_fields)
     ext = [p.name for p in deployment.properties_of("contact")]
     codes = ", ".join(f"('{c}', '{cc}', " + (f"'{tp}'" if tp else "NULL") + ")"
                       for c, (cc, tp) in calling_codes().items())
@@ -250,5 +268,9 @@ def build_entity(con: duckdb.DuckDBPyConnection, deployment: Deployment, entity:
             extra = ", lower(trim(email)) AS email_key"
         if entity == "product_line":
             extra = ", CASE WHEN macro_id IS NULL THEN 'macro' ELSE 'micro' END AS level"
+        if entity in ("company", "company_user", "potential_company"):
+            from tessera.companies import staging_keys_sql
+
+            extra = staging_keys_sql(entity)
         con.execute(f"CREATE OR REPLACE TABLE staging.{table} AS SELECT * EXCLUDE (default_country, _file_seq){extra} FROM ({union})")
     return int(con.execute(f"SELECT count(*) FROM staging.{table}").fetchone()[0])

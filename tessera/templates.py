@@ -17,10 +17,10 @@
 Every cell is written as a string, never as a formula (RELIABILITY.md rule 8: openpyxl
 writes any text starting with ``=`` as a formula).
 
-Only the ``b2c_users`` registry can be imported today: it maps onto the ``contact``
-entity. The three B2B registries are generated from the Sendero field lists, so that
-their files can be prepared, but their entities (company, company user, potential
-company) are not built yet.
+Every registry can be imported: ``b2c_users`` maps onto the ``contact`` entity,
+``b2b_companies`` onto ``company``, ``b2b_company_users`` onto ``company_user`` and
+``potential_companies`` onto ``potential_company`` (Sendero's field lists, plus a record
+id, the city and the VAT number). Load companies before their users.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ _TYPE_WORDS = {
 @dataclass(frozen=True)
 class TemplateColumn:
     header: str
-    field: str | None  # canonical field of the registry's entity; None: not importable yet
+    field: str | None  # canonical field of the registry's entity
     type: str = "string"
     required: bool = False
     note: str = ""
@@ -67,60 +67,80 @@ _B2C = [
     ("datamodifica", "updated_at", "when the record last changed"),
 ]
 
-# B2B registries: Sendero's field lists; not importable until their entities exist.
+# B2B registries: Sendero's field lists (plus codice, citta and the VAT number, which
+# Tessera needs to tell records and companies apart): header -> field, note.
 _B2B = {
-    "b2b_companies": [
-        ("ragionesociale", True), ("idgestionale", False), ("email", False), ("paese", True),
-        ("regione", False), ("provincia", False), ("settoremacro", False),
-        ("settoremicro", False), ("fontemacro", False), ("fontemicro", False),
-        ("tipologia", False), ("fatturato", False), ("dipendenti", False),
-    ],
-    "b2b_company_users": [
-        ("nome", True), ("cognome", True), ("azienda", True), ("email", False),
-        ("idgestionale", False), ("ruolo", False), ("titolodistudio", False),
-        ("settoremacro", False), ("settoremicro", False),
-    ],
-    "potential_companies": [
-        ("ragionesociale", True), ("paese", True), ("regione", False), ("provincia", False),
-        ("settoremacro", False), ("settoremicro", False), ("fontemacro", False),
-        ("fontemicro", False), ("email", False),
-    ],
-}
-_B2B_NOTES = {
-    "azienda": "must equal the ragionesociale of the company, loaded first",
-    "paese": "ISO code (IT) or name: see id_paese", "regione": "ISO code (IT-25): see id_regione",
-    "provincia": "sigla (MI), name or ISO code: see id_provincia",
-    "fatturato": "numeric", "dipendenti": "numeric",
+    "b2b_companies": ("company", [
+        ("codice", "source_record_id", "your id of this company (any text, unique in your file)"),
+        ("ragionesociale", "legal_name", "legal name, e.g. Rossi Costruzioni S.r.l."),
+        ("partitaiva", "vat_number", "partita IVA, 11 digits (IT prefix allowed): the check digit is verified"),
+        ("idgestionale", "erp_id", ""), ("email", "email", ""),
+        ("indirizzo", "address", ""), ("cap", "postcode", "kept as text: leading zeros stay"),
+        ("citta", "city", ""),
+        ("paese", "country", "ISO code (IT) or name: see id_paese"),
+        ("regione", "region", "ISO code (IT-25): see id_regione"),
+        ("provincia", "province", "sigla (MI), name or ISO code: see id_provincia"),
+        ("settoremacro", "sector_macro", "id or label of sector.macro: see valori"),
+        ("settoremicro", "sector_micro", "id or label of sector.micro: see valori"),
+        ("fontemacro", "source_macro", ""), ("fontemicro", "source_micro", ""),
+        ("tipologia", "company_type", ""), ("fatturato", "revenue", "numeric"),
+        ("dipendenti", "employees", "numeric"),
+        ("datamodifica", "updated_at", "when the record last changed"),
+    ]),
+    "b2b_company_users": ("company_user", [
+        ("codice", "source_record_id", "your id of this person (any text, unique in your file)"),
+        ("nome", "first_name", ""), ("cognome", "last_name", ""),
+        ("azienda", "company_name", "the ragionesociale of the company, loaded first "
+                                    "(case, punctuation and legal forms such as S.r.l. do not matter)"),
+        ("partitaivaazienda", "company_vat", "the company's partita IVA, if known: it links first"),
+        ("email", "email", ""), ("telefonocellulare", "mobile", ""),
+        ("idgestionale", "erp_id", ""), ("ruolo", "role", ""),
+        ("titolodistudio", "education", ""),
+        ("settoremacro", "sector_macro", "id or label of sector.macro: see valori"),
+        ("settoremicro", "sector_micro", "id or label of sector.micro: see valori"),
+        ("consensoemail", "consent_email", ""), ("consensosms", "consent_sms", ""),
+        ("datamodifica", "updated_at", "when the record last changed"),
+    ]),
+    "potential_companies": ("potential_company", [
+        ("codice", "source_record_id", "the list's id of this company"),
+        ("ragionesociale", "legal_name", ""),
+        ("partitaiva", "vat_number", "partita IVA: the check digit is verified"),
+        ("paese", "country", "ISO code (IT) or name: see id_paese"),
+        ("regione", "region", "ISO code (IT-25): see id_regione"),
+        ("provincia", "province", "sigla (MI), name or ISO code: see id_provincia"),
+        ("citta", "city", ""),
+        ("settoremacro", "sector_macro", "id or label of sector.macro: see valori"),
+        ("settoremicro", "sector_micro", "id or label of sector.micro: see valori"),
+        ("fontemacro", "source_macro", ""), ("fontemicro", "source_micro", ""),
+        ("email", "email", ""),
+    ]),
 }
 
 REGISTRIES = ("b2c_users", "b2b_companies", "b2b_company_users", "potential_companies")
+REGISTRY_ENTITY = {"b2c_users": "contact", **{r: e for r, (e, _) in _B2B.items()}}
 
 
 def registry_columns(deployment: Deployment, registry: str) -> list[TemplateColumn]:
-    if registry == "b2c_users":
-        fields = entity_contracts()["contact"].fields
-        cols = []
-        for header, field, note in _B2C:
-            spec: FieldSpec = fields[field]
-            cols.append(TemplateColumn(header, field, spec.type, spec.required,
-                                       note or spec.description))
-        for prop in deployment.properties_of("contact"):
-            cols.append(TemplateColumn(prop.name, prop.name, prop.type, False,
-                                       prop.description or "extended property"))
-        return cols
-    if registry in _B2B:
-        return [TemplateColumn(h, None, "integer" if h in ("fatturato", "dipendenti") else "string",
-                               req, _B2B_NOTES.get(h, "")) for h, req in _B2B[registry]]
-    raise ValueError(f"unknown registry '{registry}' (one of {', '.join(REGISTRIES)})")
+    if registry not in REGISTRY_ENTITY:
+        raise ValueError(f"unknown registry '{registry}' (one of {', '.join(REGISTRIES)})")
+    entity = REGISTRY_ENTITY[registry]
+    fields = entity_contracts()[entity].fields
+    rows = _B2C if registry == "b2c_users" else _B2B[registry][1]
+    cols = []
+    for header, field, note in rows:
+        spec: FieldSpec = fields[field]
+        cols.append(TemplateColumn(header, field, spec.type, spec.required, note or spec.description))
+    for prop in deployment.properties_of(entity):
+        cols.append(TemplateColumn(prop.name, prop.name, prop.type, False,
+                                   prop.description or "extended property"))
+    return cols
 
 
 def template_source(deployment: Deployment, registry: str, name: str, node: str,
                     path: str) -> Source:
     """The xlsx source that loads filled-in templates of ``registry``."""
-    if registry != "b2c_users":
-        raise ValueError(f"registry '{registry}' cannot be imported yet (no entity)")
     cols = registry_columns(deployment, registry)
-    return Source(name=name, entity="contact", node=node, format="xlsx", path=path,
+    return Source(name=name, entity=REGISTRY_ENTITY[registry], node=node, format="xlsx", path=path,
                   xlsx=XlsxLayout(sheet=IMPORT_SHEET, header_row=1),
                   date_format="%d/%m/%Y", timestamp_format="%d/%m/%Y %H:%M",
                   columns={c.field: c.header for c in cols if c.field})
@@ -197,13 +217,13 @@ def write_template(deployment: Deployment, registry: str, out: Path) -> Path:
            ([s["code"], s["sigla"], s["country"], s["parent"], s["name"], s["type"]]
             for s in subs if s["parent"] or s["sigla"]))
     values = []
-    if registry == "b2c_users":
-        for col in cols:
-            spec = entity_contracts()["contact"].fields.get(col.field or "")
-            if spec is not None and spec.allowed:
-                values += [[col.header, v] for v in spec.allowed]
-            if col.type == "boolean":
-                values += [[col.header, v] for v in ("si", "no")]
+    contract = entity_contracts()[REGISTRY_ENTITY[registry]]
+    for col in cols:
+        spec = contract.fields.get(col.field or "")
+        if spec is not None and spec.allowed:
+            values += [[col.header, v] for v in spec.allowed]
+        if col.type == "boolean":
+            values += [[col.header, v] for v in ("si", "no")]
     # The deployment's settings tables (lookups.yaml), sales-channel macros included:
     # an id or its label may be typed.
     names = sorted(set(deployment.lookups) | {"sales_channel"})
@@ -212,18 +232,18 @@ def write_template(deployment: Deployment, registry: str, out: Path) -> Path:
         values += [[f"{name}.macro", v.id, v.label] for v in table.macro]
         values += [[f"{name}.micro", v.id, v.label, v.macro] for v in table.micro]
     _sheet(wb, "valori", ["campo", "valore", "etichetta", "macro"], values)
-    importable = registry == "b2c_users"
     _sheet(wb, "istruzioni", ["istruzioni"], [[t] for t in (
         f"Registry: {registry} (deployment {deployment.deployment}).",
-        f"Fill in the sheet {IMPORT_SHEET}: one person per row, from row 2; keep row 1 as it is.",
+        f"Fill in the sheet {IMPORT_SHEET}: one record per row, from row 2; keep row 1 as it is.",
         "Each header has a comment with its type and whether it is required.",
         "Type values, do not paste formulas: a formula cell is rejected (formulas are never evaluated).",
         "Countries, regions and provinces: the ISO code or the name (see the id_ sheets).",
         "Dates: a date cell, or text in the format given in the header comment.",
         "Commas, semicolons, quotes and brackets are allowed; there is no size limit.",
-        ("Save as .xlsx into the landing folder of the xlsx source printed by "
-         "`tessera template`." if importable else
-         "This registry cannot be imported by Tessera yet (no B2B entities)."),
+        "Save as .xlsx into the landing folder of the xlsx source printed by `tessera template`.",
+        *(("B2B: load the companies workbook before the users workbook; a user whose company "
+           "is not found is reported (ops.unlinked_company_users), never dropped.",)
+          if registry.startswith("b2b") else ()),
     )])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,7 @@ from tessera.ingest.readers import (
 )
 from tessera.ingest.api import ApiFailed, fetch_records, write_snapshot
 from tessera.lookups import KEY_TABLES, apply_lookups, apply_settings, register_settings
+from tessera.vat import vat_reason_sql
 from tessera.warehouse import transaction
 
 # Internationalised addresses (RFC 6531: "lucía@...", "börner@...") are valid mail;
@@ -135,6 +136,14 @@ def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list,
         checks.append(f"WHEN {v} IS NULL THEN 'required field is empty'")
     else:
         checks.append(f"WHEN {v} IS NULL THEN NULL")
+    view = (settings or {}).get(name)
+    if view is not None:
+        # An unknown label is "not a known ..." rather than "not an integer": the value
+        # is meant as a label or id of the table, and the table is what it misses.
+        table, level = spec.lookup.split(".", 1)
+        words = table.replace("_", " ")
+        checks.append(f"WHEN ({typed}) IS NULL OR ({typed}) NOT IN (SELECT id FROM {view}) "
+                      f"THEN {_lit(f'not a known {words} {level} (id or label)')}")
     if spec.type != "string":
         excel = " or an Excel date" if source.format == "xlsx" else ""
         label = {"integer": "an integer", "decimal": "a number", "boolean": "a yes/no value",
@@ -149,14 +158,11 @@ def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list,
             f"OR length(regexp_replace({v}, '[^0-9]', '', 'g')) NOT BETWEEN 6 AND 15 "
             "THEN 'not a valid phone number'"
         )
+    elif spec.format == "vat":
+        checks.append(f"WHEN ({vat_reason_sql(v)}) IS NOT NULL THEN {vat_reason_sql(v)}")
     elif spec.format == "country":
         checks.append(f"WHEN NOT regexp_full_match({v}, '^[A-Za-z]{{2}}$') THEN 'not an ISO 3166-1 alpha-2 country code'")
-    view = (settings or {}).get(name)
     if view is not None:
-        table, level = spec.lookup.split(".", 1)
-        words = table.replace("_", " ")
-        checks.append(f"WHEN ({typed}) NOT IN (SELECT id FROM {view}) "
-                      f"THEN {_lit(f'not a known {words} {level} (id or label)')}")
         if level == "micro" and spec.parent and spec.parent in source.columns:
             parent = f"TRY_CAST(\"{spec.parent}\" AS BIGINT)"
             checks.append(
@@ -203,6 +209,24 @@ def build_validation_sql(deployment: Deployment, source: Source,
         f"FROM (SELECT\n  {inner}\nFROM ({trimmed}))"
     )
     return sql, params
+
+
+def apply_value_map(con, table: str, value_map: dict[str, dict[str, str]]) -> None:
+    """Replace a source's own labels by the deployment's (``value_map`` of the source).
+
+    A purchased list names its sectors its own way ("Pensioni"); the configuration maps
+    each label explicitly onto a label or id of the deployment's table ("Pensione"), so
+    that no near-duplicate values appear. Compared like lookups: case and spaces folded.
+    What is not mapped is left as it is, for the lookup and the contract to judge.
+    """
+    for column, mapping in value_map.items():
+        keys = pa.table({"key": pa.array([" ".join(k.strip().lower().split()) for k in mapping]),
+                         "value": pa.array([str(v) for v in mapping.values()])})
+        con.register("_value_map", keys)
+        con.execute(
+            f'UPDATE {table} SET "{column}" = m.value FROM _value_map m '
+            f"WHERE lower(trim(regexp_replace({table}.\"{column}\", '\\s+', ' ', 'g'))) = m.key")
+        con.unregister("_value_map")
 
 
 def _ledger_state(con, source: str, sha: str, rel: str) -> tuple[str, str] | None:
@@ -323,6 +347,8 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
     except FileRejected as exc:
         return _record_file_failure(con, source, rel, sha, batch_id, now, result.records, str(exc))
 
+    if source.value_map:
+        apply_value_map(con, "_land", source.value_map)
     spec = source_fields(deployment, source)
     refs = {f: spec[f].lookup for f in fields if f in spec and spec[f].lookup}
     geo = {f: k for f, k in refs.items() if k in KEY_TABLES}

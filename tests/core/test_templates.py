@@ -40,7 +40,11 @@ def test_template_sheets_headers_comments_and_no_formulas(tmp_path, demo, regist
         assert required["datanascita"].startswith("Date") and "%d/%m/%Y" in required["datanascita"]
         assert "id_paese" in required["paese"]
     else:
-        assert "cannot be imported" in next(iter(required.values()))
+        assert headers[0] == "codice" and "REQUIRED" in required["codice"]
+        name = "azienda" if registry == "b2b_company_users" else "ragionesociale"
+        assert "REQUIRED" in required[name]
+        if registry != "b2b_company_users":
+            assert "check digit" in required["partitaiva"]
     paesi = {r[0]: r for r in wb["id_paese"].iter_rows(min_row=2, values_only=True)}
     assert paesi["IT"][1:] == ("ITA", "380", "Italy", "Italia")
     prov = {r[1]: r for r in wb["id_provincia"].iter_rows(min_row=2, values_only=True) if r[1]}
@@ -106,3 +110,65 @@ def test_filled_template_with_labels_imports_cleanly(tmp_path, demo, capsys):
         ("B3", None, None, None, None, "MI", "IT", None, None, None, 4),
     ]
     con.close()
+
+
+def test_filled_b2b_templates_import_with_vat_checked(tmp_path, demo):
+    """The three B2B registries round-trip: template -> filled workbook -> raw, with the
+    partita IVA checked (a wrong check digit is a reject naming file, line and field)."""
+    landing = tmp_path / "landing"
+    rows = {
+        "b2b_companies": [
+            dict(codice="C1", ragionesociale="Rossi Costruzioni S.r.l.", partitaiva="IT 12345678903",
+                 paese="Italia", provincia="Torino", citta="Torino", fatturato="1200000,50",
+                 dipendenti=42, datamodifica="01/10/2026 10:30"),
+            dict(codice="C2", ragionesociale="Bianchi SpA", partitaiva="12345678904", paese="IT"),
+            dict(codice="C3", partitaiva="DE123456789", paese="DE"),
+        ],
+        "b2b_company_users": [
+            dict(codice="U1", nome="Anna", cognome="Neri", azienda="ROSSI COSTRUZIONI SRL",
+                 email="anna.neri@rossi.example.it", ruolo="acquisti", consensoemail="si"),
+            dict(codice="U2", nome="Piotr", cognome="Nowak", azienda="Kowalski Sp. z o.o.",
+                 partitaivaazienda="PL5260250995"),
+        ],
+        "potential_companies": [
+            dict(codice="P1", ragionesociale="Verdi Impianti S.a.s.", paese="Italia",
+                 partitaiva="01234567897", email="info@verdi.example.it"),
+        ],
+    }
+    got = {}
+    for registry, people in rows.items():
+        out = landing / registry / "file.xlsx"
+        write_template(demo, registry, out)
+        wb = openpyxl.load_workbook(out)
+        ws = wb[IMPORT_SHEET]
+        headers = [c.value for c in ws[1]]
+        for i, p in enumerate(people, start=2):
+            for j, h in enumerate(headers, start=1):
+                if h in p:
+                    ws.cell(row=i, column=j, value=p[h])
+        wb.save(out)
+        src = template_source(demo, registry, registry, "crm", f"{registry}/*.xlsx")
+        src = src.model_copy(update={"decimal_separator": ","})
+        con = connect(tmp_path / "wh.duckdb")
+        ensure_warehouse(con)
+        f = ingest_source(con, demo, src, landing, "b1").files[0]
+        got[registry] = (f.records, f.new, f.rejected)
+        if registry == "b2b_companies":
+            assert con.execute("SELECT source_record_id, legal_name, vat_number, country, province, "
+                               "revenue, employees FROM raw.b2b_companies").fetchall() == [
+                ("C1", "Rossi Costruzioni S.r.l.", "IT 12345678903", "IT", "TO",
+                 __import__("decimal").Decimal("1200000.50"), 42)]
+            assert con.execute("SELECT file, line, field, reason FROM ops.rejects "
+                               "WHERE source = 'b2b_companies' ORDER BY line, field").fetchall() == [
+                ("b2b_companies/file.xlsx", 3, "vat_number",
+                 "not a valid Italian VAT number (check digit)"),
+                ("b2b_companies/file.xlsx", 4, "legal_name", "required field is empty"),
+            ]
+        if registry == "b2b_company_users":
+            assert con.execute("SELECT source_record_id, company_name, company_vat, email, role, "
+                               "consent_email FROM raw.b2b_company_users ORDER BY 1").fetchall() == [
+                ("U1", "ROSSI COSTRUZIONI SRL", None, "anna.neri@rossi.example.it", "acquisti", True),
+                ("U2", "Kowalski Sp. z o.o.", "PL5260250995", None, None, None)]
+        con.close()
+    assert got == {"b2b_companies": (3, 1, 2), "b2b_company_users": (2, 2, 0),
+                   "potential_companies": (1, 1, 0)}

@@ -1,0 +1,141 @@
+"""B2B: golden companies, the people of each company, co-workers and potential companies.
+
+Thin wrappers around ``tessera.companies``: each asset reads staging, writes its table
+and reports counts (ids and counts only, never names or e-mails). Built only for the
+entities a deployment has sources of.
+"""
+
+
+import datetime as dt
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from assets._common import POOL, table_metadata
+from tessera.companies import (build_company_contacts, build_coworkers, build_potential_companies,
+                               resolve_companies)
+from tessera.config import Deployment
+from tessera.warehouse import Timer, ensure_warehouse
+
+GROUP = "companies"
+COMPANIES = dg.AssetKey(["core", "companies"])
+COMPANY_SOURCES = dg.AssetKey(["core", "company_sources"])
+COMPANY_LINEAGE = dg.AssetKey(["core", "company_field_lineage"])
+COMPANY_CONTACTS = dg.AssetKey(["core", "company_contacts"])
+COWORKERS = dg.AssetKey(["marts", "coworkers"])
+POTENTIAL = dg.AssetKey(["core", "potential_companies"])
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now().replace(microsecond=0)
+
+
+def build(deployment: Deployment):
+    assets, checks = [], []
+    has_companies = bool(deployment.sources_of("company"))
+    if has_companies:
+        upstream = [dg.AssetKey(["staging", "companies"])]
+
+        @dg.multi_asset(
+            specs=[
+                dg.AssetSpec(COMPANY_SOURCES, group_name=GROUP, deps=upstream, kinds={"duckdb"},
+                             description="Which golden company each company record belongs to "
+                                         "(matched by VAT, then normalised legal name)."),
+                dg.AssetSpec(COMPANIES, group_name=GROUP, deps=[COMPANY_SOURCES, *upstream],
+                             kinds={"duckdb"},
+                             description="One golden record per company; company_id stable across runs."),
+                dg.AssetSpec(COMPANY_LINEAGE, group_name=GROUP, deps=[COMPANY_SOURCES, *upstream],
+                             kinds={"duckdb"},
+                             description="For every golden company field: node, source and record it came from."),
+            ],
+            pool=POOL,
+        )
+        def companies(warehouse: DuckDBResource):
+            timer = Timer()
+            with warehouse.get_connection() as con:
+                ensure_warehouse(con)
+                stats = resolve_companies(con, deployment, _now())
+                by_rule = dict(con.execute("SELECT matched_by, count(*) FROM core.company_sources "
+                                           "GROUP BY ALL ORDER BY 1").fetchall())
+                src = table_metadata(con, "core", "company_sources", timer.seconds,
+                                     {"matched_by": dg.MetadataValue.json(
+                                         {k: int(v) for k, v in by_rule.items()})})
+                gold = table_metadata(con, "core", "companies", timer.seconds, stats)
+                lin = table_metadata(con, "core", "company_field_lineage", timer.seconds)
+            yield dg.MaterializeResult(asset_key=COMPANY_SOURCES, metadata=src)
+            yield dg.MaterializeResult(asset_key=COMPANIES, metadata=gold)
+            yield dg.MaterializeResult(asset_key=COMPANY_LINEAGE, metadata=lin)
+
+        @dg.asset_check(asset=COMPANIES, name="company_ids_are_unique", blocking=True,
+                        description="company_id is unique, and every company record has one company.")
+        def company_ids_unique(warehouse: DuckDBResource):
+            with warehouse.get_connection() as con:
+                n, d, recs, staged = con.execute("""
+                    SELECT (SELECT count(*) FROM core.companies),
+                           (SELECT count(DISTINCT company_id) FROM core.companies),
+                           (SELECT count(DISTINCT (source, source_record_id)) FROM core.company_sources),
+                           (SELECT count(*) FROM staging.companies)""").fetchone()
+            return dg.AssetCheckResult(passed=n == d and recs == staged,
+                                       metadata={"companies": int(n), "distinct_ids": int(d),
+                                                 "records_mapped": int(recs), "records_staged": int(staged)})
+
+        assets.append(companies)
+        checks.append(company_ids_unique)
+
+    if deployment.sources_of("company_user"):
+        deps = [dg.AssetKey(["staging", "company_users"]), dg.AssetKey(["core", "customer_sources"])]
+        if has_companies:
+            deps.append(COMPANY_SOURCES)
+
+        @dg.asset(key=COMPANY_CONTACTS, group_name=GROUP, pool=POOL, deps=deps, kinds={"duckdb"},
+                  description="(customer_id, company_id, role, source) for every company user "
+                              "linked to a company: the people of each company.")
+        def company_contacts(warehouse: DuckDBResource) -> dg.MaterializeResult:
+            timer = Timer()
+            with warehouse.get_connection() as con:
+                ensure_warehouse(con)
+                _ensure_company_tables(con)
+                stats = build_company_contacts(con)
+                stats["unlinked_company_users"] = int(con.execute(
+                    "SELECT count(*) FROM ops.unlinked_company_users").fetchone()[0])
+                meta = table_metadata(con, "core", "company_contacts", timer.seconds, stats)
+            return dg.MaterializeResult(metadata=meta)
+
+        @dg.asset(key=COWORKERS, group_name=GROUP, pool=POOL, deps=[COMPANY_CONTACTS],
+                  kinds={"duckdb"},
+                  description="A view: (customer_id, coworker_id, company_id) for people of the same company.")
+        def coworkers(warehouse: DuckDBResource) -> dg.MaterializeResult:
+            with warehouse.get_connection() as con:
+                stats = build_coworkers(con)
+            return dg.MaterializeResult(metadata={k: int(v) for k, v in stats.items()})
+
+        assets += [company_contacts, coworkers]
+
+    if deployment.sources_of("potential_company"):
+        deps = [dg.AssetKey(["staging", "potential_companies"])]
+        if has_companies:
+            deps.append(COMPANY_SOURCES)
+
+        @dg.asset(key=POTENTIAL, group_name=GROUP, pool=POOL, deps=deps, kinds={"duckdb"},
+                  description="Purchased potential companies, apart from companies and contacts; "
+                              "marked registered (with the company id) once a company with the same "
+                              "VAT or legal name exists.")
+        def potential_companies(warehouse: DuckDBResource) -> dg.MaterializeResult:
+            timer = Timer()
+            with warehouse.get_connection() as con:
+                ensure_warehouse(con)
+                stats = build_potential_companies(con, _now())
+                meta = table_metadata(con, "core", "potential_companies", timer.seconds, stats)
+            return dg.MaterializeResult(metadata=meta)
+
+        assets.append(potential_companies)
+    return assets, checks
+
+
+def _ensure_company_tables(con) -> None:
+    """Without a company source, users link to nothing: empty company tables."""
+    con.execute("CREATE TABLE IF NOT EXISTS core.company_sources (source VARCHAR, "
+                "source_record_id VARCHAR, company_id BIGINT)")
+    con.execute("CREATE TABLE IF NOT EXISTS core.companies (company_id BIGINT, legal_name VARCHAR, "
+                "vat_number VARCHAR, city VARCHAR, province VARCHAR, sector_macro BIGINT, "
+                "sector_micro BIGINT, company_type VARCHAR, revenue DECIMAL(18,2), employees BIGINT)")
