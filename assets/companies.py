@@ -105,9 +105,11 @@ def build(deployment: Deployment):
                   kinds={"duckdb"},
                   description="A view: (customer_id, coworker_id, company_id) for people of the same company.")
         def coworkers(warehouse: DuckDBResource) -> dg.MaterializeResult:
+            timer = Timer()
             with warehouse.get_connection() as con:
                 stats = build_coworkers(con)
-            return dg.MaterializeResult(metadata={k: int(v) for k, v in stats.items()})
+                meta = table_metadata(con, "marts", "coworkers", timer.seconds, stats)
+            return dg.MaterializeResult(metadata=meta)
 
         assets += [company_contacts, coworkers]
 

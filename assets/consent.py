@@ -21,6 +21,7 @@ CONSENTS = dg.AssetKey(["core", "consents"])
 def build(deployment: Deployment):
     deps = [dg.AssetKey(["core", "customer_sources"]), dg.AssetKey(["staging", "contacts"])]
     deps += [dg.AssetKey(["raw", s.name]) for s in deployment.sources_of("contact")]
+    deps += [dg.AssetKey(["raw", s.name]) for s in deployment.sources_of("company_user")]
     for entity, table in (("unsubscribe", "unsubscribes"), ("consent", "consents")):
         if deployment.sources_of(entity):
             deps.append(dg.AssetKey(["staging", table]))

@@ -539,6 +539,15 @@ def load_deployment(config_dir: str | Path) -> Deployment:
                 raise ConfigError(f"{where}: unknown macro '{v.macro}' (a micro belongs to a "
                                   "macro of the same table)")
 
+    if any(s.entity == "company_user" for s in sources.sources):
+        from tessera.companies import CARD_COMPANY_FIELDS
+
+        for j, p in enumerate(main.properties.get("contact", [])):
+            if p.name in CARD_COMPANY_FIELDS:
+                raise ConfigError(
+                    f"{main_y.where(('properties', 'contact', j, 'name'))}: '{p.name}' is a company "
+                    "field of the contact card (from the company registries); rename the property")
+
     ident = main.identity
     for kind in ("never_merge", "always_merge"):
         for i, pair in enumerate(getattr(ident, kind)):

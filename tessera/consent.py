@@ -50,7 +50,8 @@ BULK_ACTIONS = {
 def build_consents(con: duckdb.DuckDBPyConnection, deployment: Deployment, run_at: dt.datetime) -> dict:
     con.execute(BULK_EDITS_DDL)
     parts = []
-    for s in deployment.sources_of("contact"):
+    # company users are people too: their consent flags are import events like contacts'
+    for s in [*deployment.sources_of("contact"), *deployment.sources_of("company_user")]:
         if not table_exists(con, "raw", s.name):
             continue
         for flag, channel in (("consent_email", "email"), ("consent_sms", "sms")):

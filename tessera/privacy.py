@@ -49,6 +49,8 @@ CREATE TABLE IF NOT EXISTS ops.erasures (
 IDENTIFIER_FIELDS: dict[str, dict[str, str]] = {
     "contact": {"email": "email", "mobile": "phone", "phone": "phone", "tax_code": "tax_code",
                 "erp_id": "erp_id"},
+    # company users are people: erased identifiers block them too
+    "company_user": {"email": "email", "mobile": "phone", "phone": "phone", "erp_id": "erp_id"},
     "event": {"email": "email"},
     "bounce": {"email": "email"},
     "unsubscribe": {"email": "email"},
@@ -197,7 +199,8 @@ def forget(con: duckdb.DuckDBPyConnection, deployment, key: str, *, emails=(), c
         con.executemany("INSERT INTO _f_ids VALUES (?)", [[i] for i in ids])
     if emails:
         con.executemany("INSERT INTO _f_idents VALUES ('email', ?)", [[e] for e in emails])
-    contact_sources = [s for s in deployment.sources_of("contact") if has("raw", s.name)]
+    contact_sources = [s for s in deployment.sources
+                       if s.entity in ("contact", "company_user") and has("raw", s.name)]
     # Everybody reachable from the request: customers holding the e-mails, their records,
     # and every identifier any version of those records ever carried (old e-mails too).
     for _ in range(3):
@@ -233,7 +236,7 @@ def forget(con: duckdb.DuckDBPyConnection, deployment, key: str, *, emails=(), c
     for s in deployment.sources:
         if not has("raw", s.name):
             continue
-        if s.entity == "contact":
+        if s.entity in ("contact", "company_user"):
             raw_where[s.name] = f"source_record_id IN (SELECT source_record_id FROM _f_recs WHERE source = '{s.name}')"
         elif s.entity in ("event", "bounce", "unsubscribe", "consent"):
             raw_where[s.name] = _ident_match("email", "email")
@@ -255,6 +258,7 @@ def forget(con: duckdb.DuckDBPyConnection, deployment, key: str, *, emails=(), c
             deleted += con.execute(f"DELETE FROM raw.{name} WHERE {where}").fetchone()[0]
         staging_where = {
             "contacts": "(source, source_record_id) IN (SELECT source, source_record_id FROM _f_recs)",
+            "company_users": "(source, source_record_id) IN (SELECT source, source_record_id FROM _f_recs)",
             "events": _ident_match("email", "email"),
             "bounces": _ident_match("email", "email"),
             "unsubscribes": _ident_match("email", "email"),
@@ -436,7 +440,7 @@ def scrub_landing_files(con, deployment, landing_dir, key: str, request_id: str,
 def customer_identifiers(con, deployment, customer_id: int) -> list[tuple[str, str]]:
     """Every normalised identifier any version of the customer's records carried."""
     out: set[tuple[str, str]] = set()
-    for s in deployment.sources_of("contact"):
+    for s in [*deployment.sources_of("contact"), *deployment.sources_of("company_user")]:
         if not table_exists(con, "raw", s.name):
             continue
         cols = _columns(con, "raw", s.name)

@@ -23,6 +23,8 @@ retailer with Polish customers would really hand to a customer-data platform:
 * ``web/web_events_YYYYMMDD.jsonl`` - web/e-mail tracking events keyed by e-mail.
 * ``email/bounces_YYYYMMDD.csv`` and ``email/unsubscribes_YYYYMMDD.csv`` - ESP
   feedback files (UTF-8, comma).
+* ``b2b/aziende_*.csv``, ``b2b/aziende-crm_*.xml``, ``b2b/utenti-aziende_*.csv`` and
+  ``b2b/aziende-potenziali_*.csv`` - the B2B registries (see ``tessera.sample_b2b``).
 
 Every element / record starts on its own physical line so that a "line number"
 is well defined for every record in every file.  (Beware when checking XML line
@@ -853,12 +855,23 @@ def generate(out_dir: str | Path, contacts: int = 300, seed: int = 42,
         bad_rows)
     files += [brel, urel]
 
+    # ---------------- B2B registries (tessera.sample_b2b) ----------------
+    from tessera.sample_b2b import generate_b2b
+
+    # company users who are also B2C people are drawn from the first persons
+    people = pl.read_csv(root / "_truth" / "persons.csv", n_rows=20_000,
+                         infer_schema_length=0).to_dicts()
+    b2b_files, b2b_counts = generate_b2b(root, people, seed, ymd, bad_rows)
+    files += b2b_files
+    counts.update(b2b_counts)
+
     # ---------------- truth ----------------
     truth = pl.concat(truth_crm + truth_erp)
     truth.write_csv(root / "_truth" / "records.csv")
     pl.DataFrame(bad_rows, schema=["file", "line", "field", "problem"], orient="row") \
         .sort(["file", "line"]).write_csv(root / "_truth" / "bad_rows.csv")
-    files += ["_truth/records.csv", "_truth/bad_rows.csv", "_truth/persons.csv"]
+    files += ["_truth/records.csv", "_truth/bad_rows.csv", "_truth/persons.csv",
+              "_truth/b2b_companies.csv", "_truth/b2b_users.csv", "_truth/b2b_potential.csv"]
     return {"persons": N, "files": files, "records": counts}
 
 

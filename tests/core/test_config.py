@@ -49,15 +49,18 @@ def test_demo_config_loads():
     dep = load_deployment(DEMO)
     assert dep.deployment == "demo"
     assert dep.config_dir == DEMO.resolve()
-    assert [n.name for n in dep.nodes] == ["erp", "crm", "web", "email_platform", "ecommerce"]
-    assert dep.tree.priority == ["erp", "crm", "ecommerce", "web", "email_platform"]
+    assert [n.name for n in dep.nodes] == ["erp", "crm", "web", "email_platform", "ecommerce", "lists"]
+    assert dep.tree.priority == ["erp", "crm", "ecommerce", "web", "email_platform", "lists"]
     assert dep.tree.field_rules == {"mobile": "most_recent"}
-    assert dep.node_rank() == {"erp": 1, "crm": 2, "ecommerce": 3, "web": 4, "email_platform": 5}
-    assert [p.name for p in dep.properties_of("contact")] == [
-        "loyalty_tier", "company_name", "company_city", "company_sector", "company_type", "company_revenue"]
+    assert dep.node_rank() == {"erp": 1, "crm": 2, "ecommerce": 3, "web": 4, "email_platform": 5,
+                               "lists": 6}
+    assert [p.name for p in dep.properties_of("contact")] == ["loyalty_tier"]
     assert dep.properties_of("contact")[0].sql_type == "VARCHAR"
     assert dep.properties_of("order") == []
-    assert len(dep.sources) == 11
+    assert len(dep.sources) == 14
+    assert [s.entity for s in dep.sources[-4:]] == ["company", "company", "company_user",
+                                                    "potential_company"]
+    assert dep.source("purchased_companies").value_map["sector_macro"]["Negozi"] == "Commercio"
     crm = dep.source("crm_contacts")
     assert crm.csv.delimiter == ";" and crm.csv.encoding == "cp1252" and crm.csv.header is True
     assert crm.columns["postcode"] == "cap" and crm.columns["loyalty_tier"] == "livello_fedelta"
@@ -251,8 +254,8 @@ def test_tree_priority_unknown_node(cfg):
 
 
 def test_tree_priority_missing_node(cfg):
-    line = _break(cfg, "tessera.yaml", "priority: [erp, crm, ecommerce, web, email_platform]",
-                  "priority: [erp, crm, ecommerce, web]")
+    line = _break(cfg, "tessera.yaml", "priority: [erp, crm, ecommerce, web, email_platform, lists]",
+                  "priority: [erp, crm, ecommerce, web, lists]")
     msg = _error(cfg)
     assert f"tessera.yaml:{line}: tree.priority: nodes missing from the priority: ['email_platform']" in msg
 
@@ -308,3 +311,27 @@ def test_line_of_falls_back_to_deepest_known_prefix(tmp_path):
     assert y.line_of(("a", "d")) == 4
     assert y.line_of(("a", "b", "c", "deeper", 0)) == 3
     assert y.where(("a", "d")) == f"{p}:4: a.d"
+
+
+def test_company_card_fields_cannot_be_contact_properties(tmp_path):
+    import shutil
+
+    d = tmp_path / "cfg"
+    shutil.copytree(DEMO, d)
+    main = (d / "tessera.yaml").read_text()
+    (d / "tessera.yaml").write_text(main.replace(
+        '    - {name: loyalty_tier,', '    - {name: company_city, type: string}\n    - {name: loyalty_tier,'))
+    with pytest.raises(ConfigError, match="'company_city' is a company field of the contact card"):
+        load_deployment(d)
+
+
+def test_value_map_names_a_mapped_column(tmp_path):
+    import shutil
+
+    d = tmp_path / "cfg"
+    shutil.copytree(DEMO, d)
+    text = (d / "sources.yaml").read_text()
+    (d / "sources.yaml").write_text(text.replace("      sector_macro:\n        Costruzioni",
+                                                 "      sector_micro:\n        Costruzioni"))
+    with pytest.raises(ConfigError, match="'sector_micro' is not a mapped column of this source"):
+        load_deployment(d)

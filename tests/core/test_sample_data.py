@@ -23,6 +23,10 @@ DET = f"ecommerce/dettaglio-ordini_{YMD}.xml"
 WEB = f"web/web_events_{YMD}.jsonl"
 BOUNCES = f"email/bounces_{YMD}.csv"
 UNSUBS = f"email/unsubscribes_{YMD}.csv"
+B2B_COMPANIES = f"b2b/aziende_{YMD}.csv"
+B2B_CRM = f"b2b/aziende-crm_{YMD}.xml"
+B2B_USERS = f"b2b/utenti-aziende_{YMD}.csv"
+B2B_POTENTIAL = f"b2b/aziende-potenziali_{YMD}.csv"
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$", re.I)
 CRM_HEADER = ("crm_id;nome;cognome;email;cellulare;data_nascita;sesso;indirizzo;cap;citta;"
               "provincia;paese;codice_fiscale;consenso_email;data_modifica;livello_fedelta")
@@ -251,6 +255,7 @@ def test_bad_rows_point_at_records(sample):
         (DET, "quantity", "invalid_number"),
         (WEB, "*", "invalid_json"), (WEB, "type", "missing_required"),
         (BOUNCES, "bounce_type", "not_allowed"), (UNSUBS, "channel", "not_allowed"),
+        (B2B_COMPANIES, "vat_number", "invalid_vat"), (B2B_POTENTIAL, "sector_macro", "unknown_label"),
     }
     assert kinds == expected
 
@@ -322,7 +327,7 @@ def test_bad_rows_point_at_records(sample):
 def test_bad_rows_exist_when_tiny(tmp_path):
     s = generate(tmp_path, contacts=50, seed=3)
     bad = _read_csv(tmp_path / "_truth" / "bad_rows.csv")
-    assert len({(r["file"], r["field"], r["problem"]) for r in bad}) == 14
+    assert len({(r["file"], r["field"], r["problem"]) for r in bad}) == 16
     assert len(_read_csv(tmp_path / "_truth" / "persons.csv")) == 50
     assert s["persons"] == 50
 
@@ -386,3 +391,29 @@ def test_speed_2000(tmp_path):
     t0 = time.perf_counter()
     generate(tmp_path, contacts=2000, seed=11)
     assert time.perf_counter() - t0 < 10
+
+
+def test_b2b_files_and_truth(sample):
+    """Companies with valid VATs (bad ones are extra rows), CRM duplicates written as
+    legal-name variants, users pointing at real companies or at none, a purchased list
+    with the list's own sector labels, some of them client companies."""
+    from tessera.vat import vat_key
+
+    out, summary = sample
+    for rel in (B2B_COMPANIES, B2B_CRM, B2B_USERS, B2B_POTENTIAL, "_truth/b2b_companies.csv",
+                "_truth/b2b_users.csv", "_truth/b2b_potential.csv"):
+        assert rel in summary["files"]
+    bad = {line for line, _, _ in _bad(out, B2B_COMPANIES)}
+    rows = list(csv.DictReader(io.StringIO((out / B2B_COMPANIES).read_text("utf-8")), delimiter=";"))
+    assert bad and all((vat_key(r["partitaiva"]) is None) == (i + 2 in bad) for i, r in enumerate(rows))
+    truth = _read_csv(out / "_truth" / "b2b_companies.csv")
+    crm = [t for t in truth if t["source"] == "crm_companies"]
+    assert len({t["company_key"] for t in truth}) == len([t for t in truth if t["source"] == "erp_companies"])
+    assert crm and len(crm) < len(truth)
+    users = _read_csv(out / "_truth" / "b2b_users.csv")
+    assert any(not u["company_key"] for u in users) and any(u["person_id"] for u in users)
+    pot = _read_csv(out / "_truth" / "b2b_potential.csv")
+    assert any(p["company_key"] for p in pot) and any(not p["company_key"] for p in pot)
+    labels = {r["settore"] for r in csv.DictReader(
+        io.StringIO((out / B2B_POTENTIAL).read_text("utf-8")), delimiter=";")}
+    assert "Astrologia" in labels and labels & {"Costruzioni", "Negozi", "Industria"}

@@ -148,3 +148,45 @@ def test_assets_report_row_counts(demo_env, demo_run):
         assert "dagster/row_count" in m.metadata, m.asset_key
     cust = next(m for m in mats if m.asset_key == dg.AssetKey(["core", "customers"]))
     assert cust.metadata["dagster/row_count"].value > 100
+
+
+def test_b2b_sample_resolves_as_the_truth_says(demo_env, demo_run):
+    """Golden companies, user links, unlinked users and registered potential companies
+    of the generated sample, against its truth files."""
+    con = demo_env.connect()
+    try:
+        company = {(s, r): c for s, r, c in con.execute(
+            "SELECT source, source_record_id, company_id FROM core.company_sources").fetchall()}
+        users = dict(con.execute("SELECT source_record_id, company_id FROM core.company_contacts").fetchall())
+        unlinked = dict(con.execute("SELECT source_record_id, reason FROM ops.unlinked_company_users").fetchall())
+        potential = {r: (st, c) for r, st, c in con.execute(
+            "SELECT source_record_id, status, registered_company_id FROM core.potential_companies").fetchall()}
+        same_person = con.execute("""
+            SELECT count(DISTINCT u.source_record_id) FROM core.customer_sources u
+            JOIN core.customer_sources b USING (customer_id)
+            WHERE u.source = 'crm_company_users' AND b.source IN ('crm_contacts', 'erp_contacts')""").fetchone()[0]
+        in_contacts = con.execute("SELECT count(*) FROM staging.contacts "
+                                  "WHERE source = 'purchased_companies'").fetchone()[0]
+    finally:
+        con.close()
+    truth = _truth(demo_env, "b2b_companies.csv")
+    id_of_key: dict[str, set] = {}
+    for t in truth:
+        id_of_key.setdefault(t["company_key"], set()).add(company[(t["source"], t["source_record_id"])])
+    assert all(len(ids) == 1 for ids in id_of_key.values())             # no company split
+    assert len(set(company.values())) == len(id_of_key)                  # none merged wrongly
+    key_of_id = {next(iter(v)): k for k, v in id_of_key.items()}
+    truth_users = _truth(demo_env, "b2b_users.csv")
+    for u in truth_users:
+        if u["company_key"]:
+            assert key_of_id[users[u["source_record_id"]]] == u["company_key"]
+        else:
+            assert unlinked[u["source_record_id"]] == "company not found (legal name or VAT)"
+    assert len(unlinked) == sum(not u["company_key"] for u in truth_users)
+    b2c = [u for u in truth_users if u["person_id"]]
+    assert b2c and same_person >= len(b2c)
+    for p in _truth(demo_env, "b2b_potential.csv"):
+        status, cid = potential[p["source_record_id"]]
+        assert (status, key_of_id.get(cid)) == (("registered", p["company_key"]) if p["company_key"]
+                                                else ("potential", None))
+    assert in_contacts == 0

@@ -1,5 +1,5 @@
 """The seeds' segment examples, shipped in examples/demo, on generated data with answers
-known by construction (planted B2B company rows) or read straight from the landing files:
+known by construction (planted B2B companies and their users) or read straight from the landing files:
 
 * Nurtigo: contacts of Turin companies with revenue over 5 M and a purchase in the last
   six months (``turin_companies_5m``);
@@ -60,15 +60,30 @@ def seed_env(tmp_path_factory):
         "elsewhere": (recent[10:13], "Milano", "9000000.00"),
         "stale": (stale[0:3], "Torino", "8000000.00"),
     }
-    lines = ["id;email;ragione_sociale;citta_azienda;settore;tipo;fatturato"]
+    # The planted companies replace the generated B2B files, so that the answer is known.
+    import shutil
+
+    from tessera.vat import check_digit
+
+    shutil.rmtree(env.landing / "b2b")
+    (env.landing / "b2b").mkdir()
+    companies = ["codice;ragionesociale;partitaiva;citta;provincia;paese;settore;tipologia;"
+                 "fatturato;dipendenti;datamodifica"]
+    users = ["codice;nome;cognome;azienda;partitaivaazienda;email;ruolo;consensoemail"]
     n = 0
     for group, (people, city, revenue) in plan.items():
         assert people, f"the sample has nobody for group {group}"
         for r in people:
             n += 1
-            lines.append(f"B{n:04d};{r['email']};Azienda {n} S.p.A.;{city};Manifattura;spa;{revenue}")
-    (env.landing / "b2b").mkdir()
-    (env.landing / "b2b" / "company_contacts_20261101.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+            vat = f"{n:010d}"
+            vat += str(check_digit(vat))
+            companies.append(f"A{n:04d};Azienda {n} S.p.A.;{vat};{city};;IT;Manifattura;spa;{revenue};10;"
+                             "01/10/2026 10:00")
+            # the user names the company another way: linked by the normalised legal name
+            users.append(f"U{n:04d};{r['nome']};{r['cognome']};AZIENDA {n} SPA;;{r['email']};acquisti;si")
+    (env.landing / "b2b" / "aziende_20261101.csv").write_text("\n".join(companies) + "\n", encoding="utf-8")
+    (env.landing / "b2b" / "utenti-aziende_20261101.csv").write_text("\n".join(users) + "\n",
+                                                                    encoding="utf-8")
     env.plan = {g: [r["idgestionale"] for r in people] for g, (people, _, _) in plan.items()}
     env.erp = {r["idgestionale"]: r for r in erp}
     env.orders = orders
@@ -94,12 +109,12 @@ def test_nurtigo_turin_companies_over_5m_with_a_recent_purchase(seed_env):
     try:
         cid = _cid_of_erp(con)
         got = _members(con, "turin_companies_5m")
-        linked = con.execute("SELECT count(*) FROM core.customers WHERE company_revenue IS NOT NULL").fetchone()[0]
+        linked = con.execute("SELECT count(*) FROM marts.contact_cards WHERE company_revenue IS NOT NULL").fetchone()[0]
     finally:
         con.close()
     expected = sorted(cid[e] for e in seed_env.plan["in"] if e in cid)
     assert expected and got == expected
-    assert linked == sum(len(v) for v in seed_env.plan.values())  # every B2B row linked by e-mail
+    assert linked == sum(len(v) for v in seed_env.plan.values())  # every company user is a B2C person
 
 
 def test_flow_top_spending_women_who_bought_in_the_milan_store(seed_env):
