@@ -12,9 +12,13 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets._common import POOL, table_metadata
+from pipelines.partitions import daily_partitions
+from resources import FeedStore
 from tessera.companies import (build_company_contacts, build_coworkers, build_potential_companies,
                                resolve_companies)
 from tessera.config import Deployment
+from tessera.potential_unsubscribes import (WITHHELD_MESSAGE, build_potential_unsubscribes,
+                                            export_potential_companies, pending_counts)
 from tessera.warehouse import Timer, ensure_warehouse
 
 GROUP = "companies"
@@ -24,6 +28,7 @@ COMPANY_LINEAGE = dg.AssetKey(["core", "company_field_lineage"])
 COMPANY_CONTACTS = dg.AssetKey(["core", "company_contacts"])
 COWORKERS = dg.AssetKey(["marts", "coworkers"])
 POTENTIAL = dg.AssetKey(["core", "potential_companies"])
+POTENTIAL_UNSUBS = dg.AssetKey(["core", "potential_unsubscribes"])
 
 
 def _now() -> dt.datetime:
@@ -117,20 +122,74 @@ def build(deployment: Deployment):
         deps = [dg.AssetKey(["staging", "potential_companies"])]
         if has_companies:
             deps.append(COMPANY_SOURCES)
+        unsub_deps = [dg.AssetKey(["staging", "potential_companies"])]
+        if deployment.sources_of("unsubscribe"):
+            unsub_deps.append(dg.AssetKey(["staging", "unsubscribes"]))
 
-        @dg.asset(key=POTENTIAL, group_name=GROUP, pool=POOL, deps=deps, kinds={"duckdb"},
-                  description="Purchased potential companies, apart from companies and contacts; "
-                              "marked registered (with the company id) once a company with the same "
-                              "VAT or legal name exists.")
-        def potential_companies(warehouse: DuckDBResource) -> dg.MaterializeResult:
+        @dg.multi_asset(
+            specs=[
+                dg.AssetSpec(POTENTIAL, group_name=GROUP, deps=deps, kinds={"duckdb"},
+                             description="Purchased potential companies, apart from companies and "
+                                         "contacts; marked registered (with the company id) once a "
+                                         "company with the same VAT or legal name exists."),
+                dg.AssetSpec(POTENTIAL_UNSUBS, group_name=GROUP, deps=unsub_deps, kinds={"duckdb"},
+                             description="Unsubscribe requests from potential companies and the "
+                                         "decision on each (unfreeze, block, download)."),
+            ],
+            pool=POOL,
+        )
+        def potential_companies(warehouse: DuckDBResource):
             timer = Timer()
             with warehouse.get_connection() as con:
                 ensure_warehouse(con)
                 stats = build_potential_companies(con, _now())
                 meta = table_metadata(con, "core", "potential_companies", timer.seconds, stats)
+                ucounts = build_potential_unsubscribes(con)
+                if ucounts["undecided"]:
+                    ucounts["export_blocked"] = WITHHELD_MESSAGE.format(n=ucounts["undecided"])
+                umeta = table_metadata(con, "core", "potential_unsubscribes", timer.seconds, ucounts)
+            yield dg.MaterializeResult(asset_key=POTENTIAL, metadata=meta)
+            yield dg.MaterializeResult(asset_key=POTENTIAL_UNSUBS, metadata=umeta)
+
+        @dg.asset_check(asset=POTENTIAL_UNSUBS, name="potential_unsubscribes_are_decided",
+                        blocking=True,
+                        description="Every unsubscribe request from a potential company has a "
+                                    "decision; until then the potential registry feeds no export.")
+        def decided(warehouse: DuckDBResource):
+            with warehouse.get_connection() as con:
+                counts = pending_counts(con)
+            meta = {k: int(v) for k, v in counts.items()}
+            if counts["undecided"]:
+                meta["message"] = WITHHELD_MESSAGE.format(n=counts["undecided"])
+            return dg.AssetCheckResult(passed=counts["undecided"] == 0, metadata=meta)
+
+        export_key = dg.AssetKey(["exports", "potential_companies"])
+
+        @dg.asset(key=export_key, group_name="exports", pool=POOL, deps=[POTENTIAL, POTENTIAL_UNSUBS],
+                  partitions_def=daily_partitions, kinds={"duckdb", "csv"},
+                  description="The potential-companies registry (still potential, not blocked by an "
+                              "unsubscribe decision), published with a manifest; withheld while "
+                              "unsubscribe requests await a decision.")
+        def potential_export(context: dg.AssetExecutionContext, warehouse: DuckDBResource,
+                             feeds: FeedStore) -> dg.MaterializeResult:
+            timer = Timer()
+            day = dt.date.fromisoformat(context.partition_key)
+            with warehouse.get_connection() as con:
+                stats = export_potential_companies(con, day, feeds.path, _now())
+            if stats["withheld"]:
+                context.log.warning(stats["message"])
+            meta = {"dagster/row_count": stats["rows"], "withheld": stats["withheld"],
+                    "undecided_unsubscribes": stats["undecided"],
+                    "duration_s": dg.MetadataValue.float(timer.seconds)}
+            if stats["withheld"]:
+                meta["message"] = stats["message"]
+            else:
+                meta["file"] = dg.MetadataValue.path(stats["file"])
+                meta["sha256"] = stats["sha256"]
             return dg.MaterializeResult(metadata=meta)
 
-        assets.append(potential_companies)
+        assets += [potential_companies, potential_export]
+        checks.append(decided)
     return assets, checks
 
 

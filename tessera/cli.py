@@ -14,6 +14,9 @@
     tessera segment dry-run NAME [--date D]                 size, sample ids, entering/leaving
     tessera segment add|remove NAME (--ids 1 2 | --file F) [--date D]   explicit overrides
     tessera score rescore --from D1 --to D2                 recompute scores and actions
+    tessera potential-unsubscribes list                     undecided requests (ids only)
+    tessera potential-unsubscribes decide DECISION [--request ID ...] [--out F.csv]
+                                                            unfreeze | block | download
 
 Paths come from TESSERA_CONFIG (configuration folder), TESSERA_HOME (warehouse,
 landing, feeds) and DAGSTER_HOME, with ``--config`` / ``--home`` overriding them.
@@ -202,6 +205,38 @@ def cmd_forget(args) -> int:
           f"{out['identifiers']} identifiers suppressed, {out['rows_deleted']} rows deleted, "
           f"{files} landing files rewritten")
     return 0
+
+
+def cmd_potential_unsubscribes(args) -> int:
+    """Sendero's rule: unsubscribes from potential companies are decided before that
+    registry is exported again. Lists print ids only; ``download`` writes the requests
+    (with e-mails) to the file asked for, never to the screen."""
+    from tessera.potential_unsubscribes import build_potential_unsubscribes, decide, pending
+
+    con, _deployment, _paths = _warehouse_and_deployment(args)
+    try:
+        build_potential_unsubscribes(con)
+        if args.pu_command == "list":
+            rows = pending(con)
+            print(f"{len(rows)} undecided unsubscribe request(s) from potential companies")
+            for req_source, req_id, p_source, p_id, channel, at in rows:
+                print(f"  request {req_id} ({req_source}, {channel}, {at}) -> potential company "
+                      f"{p_source}:{p_id}")
+            return 0
+        if args.decision == "download" and not args.out:
+            print("download needs --out FILE.csv", file=sys.stderr)
+            return 2
+        n = decide(con, args.decision, args.request or None,
+                   dt.datetime.now().replace(microsecond=0), origin="cli",
+                   download_to=Path(args.out) if args.out else None)
+        print(f"{args.decision}: {n} request(s) decided"
+              + (f"; list written to {args.out}" if args.decision == "download" else ""))
+        return 0
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        con.close()
 
 
 def _warehouse_and_deployment(args):
@@ -497,6 +532,16 @@ def main(argv: list[str] | None = None) -> int:
     rs.add_argument("--from", dest="date_from", required=True)
     rs.add_argument("--to", dest="date_to", required=True)
     sc.set_defaults(func=cmd_score)
+
+    pq = sub.add_parser("potential-unsubscribes",
+                        help="decide unsubscribe requests from potential companies")
+    pqs = pq.add_subparsers(dest="pu_command", required=True)
+    pqs.add_parser("list", help="undecided requests (ids only)")
+    dc = pqs.add_parser("decide", help="record a decision (every undecided request by default)")
+    dc.add_argument("decision", choices=["unfreeze", "block", "download"])
+    dc.add_argument("--request", action="append", help="a request id (repeatable)")
+    dc.add_argument("--out", help="download: the CSV file to write")
+    pq.set_defaults(func=cmd_potential_unsubscribes)
 
     args = parser.parse_args(argv)
     try:

@@ -69,13 +69,13 @@ def build_consents(con: duckdb.DuckDBPyConnection, deployment: Deployment, run_a
          JOIN core.customer_sources cs USING (source, source_record_id) WHERE s.email_key IS NOT NULL)"""
     if deployment.sources_of("unsubscribe") and table_exists(con, "staging", "unsubscribes"):
         parts.append(f"""
-            SELECT o.customer_id, u.channel, 'withdrawn', 'MANAGE', TRUE, u.source, u.source_record_id,
-                   u.requested_at
+            SELECT o.customer_id, u.channel, 'withdrawn' AS state, 'MANAGE' AS kind, TRUE AS explicit,
+                   u.source, u.source_record_id, u.requested_at AS occurred_at
             FROM staging.unsubscribes u JOIN {email_owner} o ON o.email_key = u.email_key""")
     if deployment.sources_of("consent") and table_exists(con, "staging", "consents"):
         parts.append(f"""
-            SELECT o.customer_id, c.channel, c.state, coalesce(c.kind, 'MANAGE'), TRUE, c.source,
-                   c.source_record_id, c.occurred_at
+            SELECT o.customer_id, c.channel, c.state, coalesce(c.kind, 'MANAGE') AS kind, TRUE AS explicit,
+                   c.source, c.source_record_id, c.occurred_at
             FROM staging.consents c JOIN {email_owner} o ON o.email_key = c.email_key""")
     cases = " ".join(f"WHEN '{a}' THEN '{ch}'" for a, (ch, _st) in BULK_ACTIONS.items())
     states = " ".join(f"WHEN '{a}' THEN '{st}'" for a, (_ch, st) in BULK_ACTIONS.items())

@@ -51,9 +51,11 @@ def build_potential_unsubscribes(con: duckdb.DuckDBPyConnection) -> dict:
     con.execute(DECISIONS_DDL)
     have = (table_exists(con, "staging", "unsubscribes")
             and table_exists(con, "staging", "potential_companies")
-            and bool(con.execute("SELECT count(*) FROM information_schema.columns WHERE "
-                                 "table_schema = 'staging' AND table_name = 'unsubscribes' "
-                                 "AND column_name = 'email_key'").fetchone()[0]))
+            # without an unsubscribe source, staging.unsubscribes may be a stub of two columns
+            and con.execute("SELECT count(*) FROM information_schema.columns WHERE "
+                            "table_schema = 'staging' AND table_name = 'unsubscribes' "
+                            "AND column_name IN ('email_key', 'source', 'source_record_id', "
+                            "'channel', 'requested_at')").fetchone()[0] == 5)
     requests = ("""
         SELECT p.source AS potential_source, p.source_record_id AS potential_record_id,
                u.source AS request_source, u.source_record_id AS request_id, u.channel,
