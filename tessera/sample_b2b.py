@@ -99,18 +99,23 @@ def _csv(rows: list[list[str]], header: list[str]) -> str:
 
 
 def generate_b2b(root: Path, persons: list[dict], seed: int, ymd: str,
-                 bad_rows: list[tuple]) -> tuple[list[str], dict[str, int]]:
-    """Write the B2B files and their truth; append bad rows; return (files, counts)."""
+                 bad_rows: list[tuple], companies: int | None = None) -> tuple[list[str], dict[str, int]]:
+    """Write the B2B files and their truth; append bad rows; return (files, counts).
+
+    ``companies`` overrides the default scale (one company per 25 persons; benchmarks)."""
     rng = random.Random(seed * 7919 + 17)
-    n = max(10, len(persons) // 25)
+    n = companies or max(10, len(persons) // 25)
     used: set[str] = set()
     companies, names = [], set()
     while len(companies) < n:
         name = f"{rng.choice(_SURNAMES)} {rng.choice(_ACTIVITIES)[0]}"
         if name in names:
+            # beyond the few hundred surname x activity pairs, a numbered branch name
+            name = f"{name} {len(companies) + 1}"
+        if name in names:
             continue
         names.add(name)
-        activity = name.split(" ")[-1]
+        activity = next(a for a, _ in _ACTIVITIES if f" {a}" in f" {name}")
         sector = dict(_ACTIVITIES)[activity]
         city, prov = rng.choice(_CITIES)
         companies.append({"key": f"K{len(companies) + 1:05d}", "name": name, "form": rng.choice(_FORMS),
