@@ -193,3 +193,32 @@ def test_forget_rewrites_every_kind_of_landing_file(tmp_path, monkeypatch):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_forget_rewrites_utf16_xml(tmp_path):
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "tessera.yaml").write_text(TESSERA_YAML)
+    (config / "sources.yaml").write_text("""
+sources:
+  - name: erp_xml
+    entity: contact
+    node: erp
+    format: xml
+    path: "erp/*.xml"
+    xml: {record_tag: utente}
+    columns: {source_record_id: id, email: email, first_name: nome}
+""")
+    dep = load_deployment(config)
+    landing = tmp_path / "landing"
+    (landing / "erp").mkdir(parents=True)
+    (landing / "erp" / "a.xml").write_bytes(XML.replace('encoding="UTF-8"', 'encoding="UTF-16"').encode("utf-16"))
+    con = connect(tmp_path / "wh.duckdb")
+    ensure_warehouse(con)
+    ingest_source(con, dep, dep.sources[0], landing, "b1", NOW, suppression_key=KEY)
+    assert con.execute("SELECT count(*) FROM raw.erp_xml").fetchone()[0] == 3
+    out = privacy.forget(con, dep, KEY, emails=[GONE], request_id="r1")
+    assert privacy.scrub_landing_files(con, dep, landing, KEY, "r1", out["records"], out["orders"]) == 1
+    text = (landing / "erp" / "a.xml").read_bytes().decode("utf-16")
+    assert GONE not in text and "keep.three@example.it" in text and "keep.one@example.it" in text
+    con.close()
