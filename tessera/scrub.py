@@ -168,10 +168,13 @@ def _xml_hits(path: Path, source, hit) -> list[int]:
     return out
 
 
+_RELEASE = 16 << 20
+
+
 def _count_nl(mm, a: int, b: int) -> int:
     n = 0
-    for i in range(a, b, 1 << 24):
-        n += mm[i:min(b, i + (1 << 24))].count(b"\n")
+    for i in range(a, b, 1 << 22):
+        n += mm[i:min(b, i + (1 << 22))].count(b"\n")
     return n
 
 
@@ -201,7 +204,19 @@ def _rewrite_xml(path: Path, source, hit, tmp: Path) -> Removal:
             open(tmp, "wb") as out:
         pos, copied, line, ordinal = 0, 0, 1, 0
         size = len(mm)
+        released = 0
+
+        def release(upto: int) -> None:
+            # Mapped pages count in the process's RSS: hand back what was read already,
+            # so that resident memory stays flat in the file's size.
+            nonlocal released
+            upto -= upto % mmap.PAGESIZE
+            if upto - released >= _RELEASE:
+                mm.madvise(mmap.MADV_DONTNEED, released, upto - released)
+                released = upto
+
         while targets:
+            release(min(pos, copied))
             m = opener.search(mm, pos)
             if m is None:
                 break
@@ -255,11 +270,13 @@ def _rewrite_xml(path: Path, source, hit, tmp: Path) -> Removal:
             # What followed the removed bytes (old line first + gone_nl) moves to line first.
             removal.spans.append((first, first + gone_nl, gone_nl))
             removal.starts.append(first)
-            out.write(mm[copied:start])
+            for i in range(copied, start, 1 << 22):
+                out.write(mm[i:min(start, i + (1 << 22))])
             line = first + gone_nl
             copied = pos = stop
-        for i in range(copied, size, 1 << 24):
-            out.write(mm[i:min(size, i + (1 << 24))])
+        for i in range(copied, size, 1 << 22):
+            out.write(mm[i:min(size, i + (1 << 22))])
+            release(i)
     if targets:
         # The byte scan and the parser disagree (nested record tags?): never publish a
         # file that still holds an erased record.
