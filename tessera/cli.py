@@ -399,6 +399,34 @@ def cmd_segment(args) -> int:
         con.close()
 
 
+def cmd_serve_push(args) -> int:
+    """Serve the push endpoint until interrupted; records land for the next run."""
+    import logging
+
+    from pipelines.definitions import tessera_paths
+    from tessera.config import load_deployment
+    from tessera.ingest.push import PushConfigError, make_server
+
+    _setup_env(args)
+    paths = tessera_paths()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        server = make_server(load_deployment(paths["config"]), paths["landing"], args.host, args.port)
+    except PushConfigError as exc:
+        print(f"serve-push: {exc}", file=sys.stderr)
+        return 2
+    host, port = server.server_address[:2]
+    print(f"push endpoint on http://{host}:{port}/v1/sources/<source>/records "
+          f"(landing {paths['landing']}/_push/)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def cmd_score(args) -> int:
     from tessera.scoring import rescore
 
@@ -475,6 +503,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="name of the xlsx source printed for sources.yaml (default xlsx_import)")
     t.add_argument("--node", help="node of that source (default: the first of tree.priority)")
     t.set_defaults(func=cmd_template)
+
+    sp = sub.add_parser("serve-push", help="serve the authenticated push endpoint of the push sources")
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=8787)
+    sp.set_defaults(func=cmd_serve_push)
 
     i = sub.add_parser("init-home", help="create DAGSTER_HOME with the project's dagster.yaml")
     i.set_defaults(func=cmd_init_home)

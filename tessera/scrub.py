@@ -355,6 +355,7 @@ def _rewrite_xlsx(path: Path, source, hit, tmp: Path) -> Removal:
 
 
 _REWRITERS: dict[str, Callable] = {"csv": _rewrite_csv, "jsonl": _rewrite_jsonl, "api": _rewrite_jsonl,
+                                   "push": _rewrite_jsonl,
                                    "xml": _rewrite_xml, "xlsx": _rewrite_xlsx}
 
 
