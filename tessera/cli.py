@@ -145,6 +145,28 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_rebuild(args) -> int:
+    """Reload every landing file and re-derive the warehouse, keeping ids and decisions."""
+    from tessera.rebuild import RebuildRefused, reset_loaded_data
+
+    if not args.yes:
+        print("rebuild drops raw and staging and re-reads every landing file; "
+              "run again with --yes to go on", file=sys.stderr)
+        return 2
+    con, _deployment, _paths = _warehouse_and_deployment(args)
+    try:
+        out = reset_loaded_data(con)
+    except RebuildRefused as exc:
+        print(f"rebuild refused: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        con.close()
+    print(f"rebuild: {out['raw_tables']} raw and {out['staging_tables']} staging tables dropped, "
+          f"{out['files_forgotten']} ledger entries cleared; identity map kept "
+          f"({out.get('identity_map_rows', 0)} records)")
+    return cmd_run(args)
+
+
 def cmd_demo(args) -> int:
     _setup_env(args)
     from pipelines.definitions import tessera_paths
@@ -455,6 +477,12 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="run the daily job for one day")
     r.add_argument("--date", help="business day YYYY-MM-DD (default: yesterday)")
     r.set_defaults(func=cmd_run)
+
+    rb = sub.add_parser("rebuild", help="re-read every landing file and re-derive the warehouse "
+                                        "(ids, suppressions and decisions are kept)")
+    rb.add_argument("--date", help="business day YYYY-MM-DD of the run (default: yesterday)")
+    rb.add_argument("--yes", action="store_true", help="confirm: raw and staging are dropped")
+    rb.set_defaults(func=cmd_rebuild)
 
     d = sub.add_parser("demo", help="generate the sample data (if absent) and run the daily job on it")
     d.add_argument("--contacts", type=int, default=300)

@@ -159,3 +159,18 @@ def test_purge_interrupted_then_rerun(home):
     assert main(["purge", "--grace-hours", "0"]) == 0  # and then there is nothing left to do
     assert main(["run", "--date", (AS_OF + dt.timedelta(days=1)).isoformat()]) == 0
     assert q(home, "SELECT count(*) FROM staging.contacts WHERE email_key = ?", [p["email"]]) == [(0,)]
+
+
+def test_rebuild_keeps_ids_and_never_brings_back_the_erased(home):
+    p, cid = person1(home)
+    assert main(["forget", "--email", p["email"]]) == 0
+    ids = dict(q(home, "SELECT source || ':' || source_record_id, customer_id FROM core.customer_sources"))
+    other = q(home, "SELECT min(customer_id) FROM core.customers")[0][0]
+    assert main(["bulk-edit", "delete", "--customer-id", str(other)]) == 0
+    assert main(["rebuild", "--yes", "--date", AS_OF.isoformat()]) == 2  # a pending soft delete
+    assert main(["bulk-edit", "restore", "--customer-id", str(other)]) == 0
+    assert main(["rebuild", "--date", AS_OF.isoformat()]) == 2  # no --yes
+    assert main(["rebuild", "--yes", "--date", AS_OF.isoformat()]) == 0
+    assert dict(q(home, "SELECT source || ':' || source_record_id, customer_id FROM core.customer_sources")) == ids
+    assert q(home, "SELECT count(*) FROM staging.contacts WHERE email_key = ?", [p["email"]]) == [(0,)]
+    assert q(home, "SELECT count(*) FROM core.customers WHERE customer_id = ?", [cid]) == [(0,)]
