@@ -20,6 +20,8 @@ def build(deployment: Deployment):
         deps.append(dg.AssetKey(["core", "orders"]))
     if deployment.sources_of("event"):
         deps.append(dg.AssetKey(["core", "events"]))
+    if deployment.sources_of("note") or deployment.sources_of("task"):
+        deps += [dg.AssetKey(["core", "notes"]), dg.AssetKey(["core", "tasks"])]
 
     @dg.asset(key=CARDS, group_name=GROUP, pool=POOL, deps=deps, kinds={"duckdb"},
               description="The 360-degree contact card: golden profile, consents, "

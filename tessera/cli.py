@@ -99,6 +99,11 @@ def summary(run_id: str | None = None) -> dict:
     from pipelines.definitions import tessera_paths
     from tessera.warehouse import connect
 
+    import gc
+
+    # A failed in-process run can leave its DuckDB connection referenced by the error's
+    # traceback; collect it so this connection opens with its own configuration.
+    gc.collect()
     paths = tessera_paths()
     con = connect(paths["warehouse"])
     try:

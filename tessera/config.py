@@ -35,7 +35,7 @@ Identifier = Annotated[str, AfterValidator(_identifier)]
 
 Entity = Literal[
     "contact", "order", "order_line", "product", "product_line", "event", "bounce",
-    "unsubscribe", "consent",
+    "unsubscribe", "consent", "note", "task",
 ]
 
 
@@ -527,9 +527,9 @@ def load_deployment(config_dir: str | Path) -> Deployment:
         for field in required:
             if field not in s.columns:
                 raise ConfigError(f"{where('columns')}: required field '{field}' is not mapped")
-        if s.entity == "order":
+        if s.entity in ("order", "note", "task"):
             if not s.customer_source:
-                raise ConfigError(f"{where()}: an order source needs 'customer_source'")
+                raise ConfigError(f"{where()}: an {s.entity} source needs 'customer_source'")
     names = {s.name for s in sources.sources}
     for i, s in enumerate(sources.sources):
         if s.customer_source and s.customer_source not in names:

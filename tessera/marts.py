@@ -13,7 +13,11 @@ from tessera.warehouse import transaction
 
 
 def build_contact_cards(con: duckdb.DuckDBPyConnection) -> dict:
+    from tessera.annotations import CARD_SQL as ANNOTATIONS_CARD_SQL
+    from tessera.annotations import ensure_tables as ensure_annotation_tables
     from tessera.consent import BULK_EDITS_DDL, SOFT_DELETED_SQL
+
+    ensure_annotation_tables(con)
 
     con.execute(BULK_EDITS_DDL)
     with transaction(con):
@@ -24,6 +28,7 @@ def build_contact_cards(con: duckdb.DuckDBPyConnection) -> dict:
                 -- until restored or purged
                 {SOFT_DELETED_SQL}
             ),
+            a AS ({ANNOTATIONS_CARD_SQL}),
             o AS (
                 SELECT customer_id, count(*) AS order_number, sum(amount) AS order_summary,
                        CAST(round(avg(amount), 2) AS DECIMAL(18,2)) AS order_avg,
@@ -41,10 +46,13 @@ def build_contact_cards(con: duckdb.DuckDBPyConnection) -> dict:
                    coalesce(o.order_summary, 0)::DECIMAL(18,2) AS order_summary,
                    o.order_avg, o.first_order_date, o.last_order_date,
                    coalesce(e.event_count, 0) AS event_count, e.last_event_at,
-                   coalesce(e.page_views, 0) AS page_views, coalesce(e.email_opens, 0) AS email_opens
+                   coalesce(e.page_views, 0) AS page_views, coalesce(e.email_opens, 0) AS email_opens,
+                   coalesce(a.note_count, 0) AS note_count, a.last_note_at,
+                   coalesce(a.open_tasks, 0) AS open_tasks, a.next_task_due_at
             FROM core.customers c
             LEFT JOIN o USING (customer_id)
             LEFT JOIN e USING (customer_id)
+            LEFT JOIN a USING (customer_id)
             WHERE c.customer_id NOT IN (SELECT customer_id FROM soft_deleted)
             ORDER BY c.customer_id""")
     row = con.execute("""SELECT count(*), count(*) FILTER (WHERE order_number > 0),

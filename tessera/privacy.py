@@ -243,6 +243,14 @@ def forget(con: duckdb.DuckDBPyConnection, deployment, key: str, *, emails=(), c
     for s in deployment.sources_of("order_line"):
         if has("raw", s.name):
             raw_where[s.name] = "order_id IN (SELECT order_id FROM _f_orders)"
+    # CRM notes and tasks name the contact record they are about.
+    annotation_where: dict[str, list[str]] = {}
+    for s in [*deployment.sources_of("note"), *deployment.sources_of("task")]:
+        about = f"SELECT source_record_id FROM _f_recs WHERE source = '{s.customer_source}'"
+        if has("raw", s.name):
+            raw_where[s.name] = f"contact_ref IN ({about})"
+        annotation_where.setdefault("notes" if s.entity == "note" else "tasks", []).append(
+            f"(source = '{s.name}' AND contact_ref IN ({about}))")
     for name, where in raw_where.items():
         con.execute(f"INSERT INTO _f_lines SELECT DISTINCT '{name}', _file, _line FROM raw.{name} WHERE {where}")
 
@@ -262,6 +270,14 @@ def forget(con: duckdb.DuckDBPyConnection, deployment, key: str, *, emails=(), c
             "orders": _ident_match("erp_id", "customer_ref"),
             "order_lines": "order_id IN (SELECT order_id FROM _f_orders)",
         }
+        for table, parts in annotation_where.items():
+            staging_where[table] = " OR ".join(parts)
+        for table in ("events", "bounces", "unsubscribes", "consents"):
+            # a table built empty for a deployment without such a source may hold only
+            # the normalised key (staging.bounces from the bounce stage)
+            if has("staging", table) and "email" not in _columns(con, "staging", table):
+                staging_where[table] = (_ident_match("email", "email_key")
+                                        if "email_key" in _columns(con, "staging", table) else "false")
         for table, where in staging_where.items():
             if has("staging", table):
                 deleted += con.execute(f"DELETE FROM staging.{table} WHERE {where}").fetchone()[0]

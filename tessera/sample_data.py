@@ -21,6 +21,8 @@ retailer with Polish customers would really hand to a customer-data platform:
   layout.  Only ERP customers buy; ``idCliente`` is the ERP ``idgestionale``;
   ``importo`` is the exact sum of its lines (computed in integer cents).
 * ``web/web_events_YYYYMMDD.jsonl`` - web/e-mail tracking events keyed by e-mail.
+* ``crm/crm_notes_YYYYMMDD.csv`` and ``crm/crm_tasks_YYYYMMDD.csv`` - CRM annotations on
+  the CRM's contacts (see ``tessera.sample_crm``).
 * ``email/bounces_YYYYMMDD.csv`` and ``email/unsubscribes_YYYYMMDD.csv`` - ESP
   feedback files (UTF-8, comma).
 
@@ -165,7 +167,7 @@ _FORMS = ["newsletter", "contatti", "preventivo", "registrazione"]
 _DOWNLOADS = ["catalogo-autunno-inverno.pdf", "guida-taglie.pdf", "listino-prezzi.pdf"]
 
 _CRM_HEADER = ("crm_id;nome;cognome;email;cellulare;data_nascita;sesso;indirizzo;cap;citta;"
-               "provincia;paese;codice_fiscale;consenso_email;data_modifica;livello_fedelta")
+               "provincia;paese;codice_fiscale;consenso_email;data_modifica;livello_fedelta;proprietario")
 _CRM_COLS = _CRM_HEADER.split(";")
 _ERP_FIELDS = ["idgestionale", "nome", "cognome", "email", "telefonocellulare", "telefonofisso",
                "indirizzo", "cap", "citta", "provinciaiso", "paeseiso", "datanascita", "sesso",
@@ -634,7 +636,7 @@ def _fake(P: _Pools, rng: np.random.Generator) -> dict:
 def _bad_crm(P, rng, pos: int, kind: tuple[str, str], mod: str) -> str:
     f = _fake(P, rng)
     row = [f"CRM-{pos + 1:06d}", f["fn_cp"], f["ln_cp"], f["email"], f["phone"], f["birth"], "M",
-           f["address"], f["cap"], f["city"], f["prov"], "IT", "", "1", mod, "bronze"]
+           f["address"], f["cap"], f["city"], f["prov"], "IT", "", "1", mod, "bronze", ""]
     field, _ = kind
     if field == "email":
         row[3] = "mario.rossi@" if pos % 2 == 0 else "no-at-sign.it"
@@ -829,6 +831,14 @@ def generate(out_dir: str | Path, contacts: int = 300, seed: int = 42,
         files.append(rel)
     files.append(web_f.rel)
 
+    # ---------------- CRM notes and tasks (tessera.sample_crm) ----------------
+    from tessera.sample_crm import generate_annotations
+
+    crm_ids = pl.concat(truth_crm)["source_record_id"].to_list()
+    crm_files, crm_counts = generate_annotations(root, crm_ids, seed, ymd, as_of_s, bad_rows)
+    files += crm_files
+    counts.update(crm_counts)
+
     # ---------------- bounces / unsubscribes ----------------
     esp_rng = np.random.default_rng([seed, 3])
     bdf = _concat(bounce_parts, {"campaign_id": pl.String, "email": pl.String,
@@ -982,6 +992,10 @@ def _crm_chunk(P, rng, persons, in_crm, dup, plan: _BadPlan, g0: int, last: bool
         .otherwise(pl.col("address_cp")),
         codice_fiscale=pl.when(pl.col("_nocf")).then(pl.lit("")).otherwise(pl.col("cf")),
         livello_fedelta=pl.when(pl.col("_notier")).then(pl.lit("")).otherwise(pl.col("tier")),
+        # the account owner (CRM user); one contact in five has none. Drawn from the
+        # record's position, not the random stream, so the rest of the sample is unchanged.
+        proprietario=pl.Series(np.array(["g.rossi", "m.bianchi", "a.kowalska", "l.ferrari", ""])[pos % 5],
+                               dtype=pl.String),
     ).rename({"email_out": "email", "gender": "sesso", "city_cp": "citta", "prov": "provincia",
               "country": "paese"})
     text = crm.select(pl.concat_str([_quote_expr(c, ";") for c in _CRM_COLS], separator=";")

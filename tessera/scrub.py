@@ -414,30 +414,36 @@ def scrub_landing_files(con, deployment, landing_dir, key: str, request_id: str,
         hashes.setdefault(kind, set()).add(h)
     rec_ids = {k: set(v) for k, v in (record_ids or {}).items()}
     removed_orders: set[str] = set(order_ids or [])
-    ordered = sorted(deployment.sources, key=lambda s: {"order": 0, "order_line": 2}.get(s.entity, 1))
+    # Contacts first (the records they drop name the notes and tasks that go with them),
+    # orders before their lines.
+    ordered = sorted(deployment.sources, key=lambda s: {"contact": 0, "order": 1, "order_line": 3,
+                                                        "note": 3, "task": 3}.get(s.entity, 2))
 
     def hit_for(source):
         def hit(values: dict) -> bool:
             if source.entity == "order_line":
                 return (values.get("order_id") or "").strip() in removed_orders
+            if source.entity in ("note", "task"):
+                return (values.get("contact_ref") or "").strip() in rec_ids.get(source.customer_source, ())
             rid = (values.get("source_record_id") or "").strip()
-            if rid and rid in rec_ids.get(source.name, ()):
+            hit = bool(rid) and rid in rec_ids.get(source.name, ())
+            if not hit:
+                for fld, kind in IDENTIFIER_FIELDS.get(source.entity, {}).items():
+                    v = normalise_value(kind, values.get(fld))
+                    if v and _py_hmac(key, v) in hashes.get(kind, ()):
+                        hit = True
+                        break
+            if hit and rid:
                 if source.entity == "order":
                     removed_orders.add(rid)
-                return True
-            for fld, kind in IDENTIFIER_FIELDS.get(source.entity, {}).items():
-                v = normalise_value(kind, values.get(fld))
-                if v and _py_hmac(key, v) in hashes.get(kind, ()):
-                    if source.entity == "order" and rid:
-                        removed_orders.add(rid)
-                    return True
-            return False
+                rec_ids.setdefault(source.name, set()).add(rid)
+            return hit
         return hit
 
     rewritten = 0
     root = Path(landing_dir)
     for source in ordered:
-        if source.entity not in IDENTIFIER_FIELDS and source.entity != "order_line":
+        if source.entity not in IDENTIFIER_FIELDS and source.entity not in ("order_line", "note", "task"):
             continue
         rewrite = _REWRITERS.get(source.format)
         if rewrite is None:

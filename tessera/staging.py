@@ -84,6 +84,7 @@ ENTITY_TABLES = {
     "contact": "contacts", "order": "orders", "order_line": "order_lines",
     "product": "products", "product_line": "product_lines", "event": "events",
     "bounce": "bounces", "unsubscribe": "unsubscribes", "consent": "consents",
+    "note": "notes", "task": "tasks",
 }
 
 
@@ -197,7 +198,7 @@ def build_contacts(con: duckdb.DuckDBPyConnection, deployment: Deployment) -> in
         b._cc AS country,
         b.birth_date, b.gender,
         nullif(upper(replace(trim(b.tax_code), ' ', '')), '') AS tax_code,
-        b.consent_email, b.consent_sms, b.updated_at{ext_cols},
+        b.consent_email, b.consent_sms, b.updated_at, nullif(trim(b.owner), '') AS owner{ext_cols},
         b._file, b._line, b._loaded_at
       FROM base b LEFT JOIN codes cc ON cc.country = b._cc
     )

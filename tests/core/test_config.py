@@ -57,7 +57,7 @@ def test_demo_config_loads():
         "loyalty_tier", "company_name", "company_city", "company_sector", "company_type", "company_revenue"]
     assert dep.properties_of("contact")[0].sql_type == "VARCHAR"
     assert dep.properties_of("order") == []
-    assert len(dep.sources) == 11
+    assert len(dep.sources) == 13
     crm = dep.source("crm_contacts")
     assert crm.csv.delimiter == ";" and crm.csv.encoding == "cp1252" and crm.csv.header is True
     assert crm.columns["postcode"] == "cap" and crm.columns["loyalty_tier"] == "livello_fedelta"
