@@ -35,7 +35,7 @@ Identifier = Annotated[str, AfterValidator(_identifier)]
 
 Entity = Literal[
     "contact", "order", "order_line", "product", "product_line", "event", "bounce",
-    "unsubscribe", "consent", "note", "task",
+    "unsubscribe", "consent", "note", "task", "service", "service_line", "offer",
 ]
 
 

@@ -133,6 +133,18 @@ _MICRO = [(10, 1, "MAGLIERIA"), (11, 1, "PANTALONI"), (12, 1, "GIACCHE E CAPPOTT
           (13, 3, "SMARTPHONE IPHONE"), (14, 3, "SMARTPHONE ANDROID"), (15, 2, "SNEAKERS"),
           (16, 2, "SCARPE ELEGANTI"), (17, 4, "NOTEBOOK"), (18, 4, "TABLET"),
           (19, 4, "AUDIO"), (20, 5, "BORSE"), (21, 5, "OROLOGI")]
+# Services and their lines ("servizi", "linee-servizi-*"), and the offers orders name.
+_SERVICE_MACRO = [(1, "Logistica"), (2, "Assistenza")]
+_SERVICE_MICRO = [(10, 1, "CONSEGNA"), (11, 1, "RESO"), (20, 2, "INSTALLAZIONE"),
+                  (21, 2, "GARANZIA")]
+_SERVICES = [(501, "CONSEGNA EXPRESS 24H", 10), (502, "CONSEGNA AL PIANO", 10),
+             (503, "RITIRO USATO", 11), (504, "INSTALLAZIONE A DOMICILIO", 20),
+             (505, "ESTENSIONE GARANZIA 2 ANNI", 21)]
+_OFFERS = [(i, d, f"01/{i:02d}/2026", f"28/{i:02d}/2026") for i, d in enumerate([
+    "SCONTO 10% PER ORDINI SUPERIORI A 100 EUR", "SPEDIZIONE GRATUITA", "SALDI INVERNALI -30%",
+    "PRENDI 3 PAGHI 2", "SCONTO FEDELTA 15%", "BUONO 20 EUR", "FESTA DELLA MAMMA -20%",
+    "BLACK FRIDAY -40%", "SCONTO BENVENUTO 10%", "OUTLET -50%", "SCONTO COMPLEANNO 15%",
+    "NATALE REGALO OMAGGIO"], start=1)]
 # (idProdotto, descrizione, micro line, list price in cents, popularity weight)
 _PRODUCTS = [
     (301, "MAGLIONE LANA MERINO", 10, 7990, 5), (302, "FELPA CAPPUCCIO", 10, 4990, 8),
@@ -1185,9 +1197,27 @@ def _catalog_tables() -> list[tuple[str, str, str, list[str]]]:
     micro = [_xml_block("linea", ["idLineaProdottoMicro", "idLineaProdottoMacro", "descrizione"],
                         {"idLineaProdottoMicro": i, "idLineaProdottoMacro": mac, "descrizione": d})
              for i, mac, d in _MICRO]
+    smacro_of = {i: mac for i, mac, _ in _SERVICE_MICRO}
+    services = [_xml_block("servizio", ["idServizio", "descrizione", "idLineaServizioMacro",
+                                        "idLineaServizioMicro"],
+                           {"idServizio": sid, "descrizione": d, "idLineaServizioMacro": smacro_of[mic],
+                            "idLineaServizioMicro": mic})
+                for sid, d, mic in _SERVICES]
+    smacro = [_xml_block("linea", ["idLineaServizioMacro", "descrizione"],
+                         {"idLineaServizioMacro": i, "descrizione": d}) for i, d in _SERVICE_MACRO]
+    smicro = [_xml_block("linea", ["idLineaServizioMicro", "idLineaServizioMacro", "descrizione"],
+                         {"idLineaServizioMicro": i, "idLineaServizioMacro": mac, "descrizione": d})
+              for i, mac, d in _SERVICE_MICRO]
+    offers = [_xml_block("offerta", ["idOffertaGestionale", "descrizione", "periodoDa", "periodoA"],
+                         {"idOffertaGestionale": i, "descrizione": d, "periodoDa": a, "periodoA": b})
+              for i, d, a, b in _OFFERS]
     return [("prodotti", "prodotti", "prodotto", prods),
             ("linee-prodotti-macro", "linee", "linea", macro),
-            ("linee-prodotti-micro", "linee", "linea", micro)]
+            ("linee-prodotti-micro", "linee", "linea", micro),
+            ("servizi", "servizi", "servizio", services),
+            ("linee-servizi-macro", "linee", "linea", smacro),
+            ("linee-servizi-micro", "linee", "linea", smicro),
+            ("offerte", "offerte", "offerta", offers)]
 
 
 def _write_small_csv(root: Path, rel: str, header: list[str], df: pl.DataFrame,

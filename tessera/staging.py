@@ -85,6 +85,7 @@ ENTITY_TABLES = {
     "product": "products", "product_line": "product_lines", "event": "events",
     "bounce": "bounces", "unsubscribe": "unsubscribes", "consent": "consents",
     "note": "notes", "task": "tasks",
+    "service": "services", "service_line": "service_lines", "offer": "offers",
 }
 
 
@@ -249,7 +250,7 @@ def build_entity(con: duckdb.DuckDBPyConnection, deployment: Deployment, entity:
         extra = ""
         if entity in ("event", "bounce", "unsubscribe", "consent"):
             extra = ", lower(trim(email)) AS email_key"
-        if entity == "product_line":
+        if entity in ("product_line", "service_line"):
             extra = ", CASE WHEN macro_id IS NULL THEN 'macro' ELSE 'micro' END AS level"
         con.execute(f"CREATE OR REPLACE TABLE staging.{table} AS SELECT * EXCLUDE (default_country, _file_seq){extra} FROM ({union})")
     return int(con.execute(f"SELECT count(*) FROM staging.{table}").fetchone()[0])

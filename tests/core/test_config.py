@@ -57,7 +57,7 @@ def test_demo_config_loads():
         "loyalty_tier", "company_name", "company_city", "company_sector", "company_type", "company_revenue"]
     assert dep.properties_of("contact")[0].sql_type == "VARCHAR"
     assert dep.properties_of("order") == []
-    assert len(dep.sources) == 13
+    assert len(dep.sources) == 17
     crm = dep.source("crm_contacts")
     assert crm.csv.delimiter == ";" and crm.csv.encoding == "cp1252" and crm.csv.header is True
     assert crm.columns["postcode"] == "cap" and crm.columns["loyalty_tier"] == "livello_fedelta"
@@ -168,8 +168,10 @@ def test_duplicate_source_name(cfg):
 def test_csv_source_without_dialect(cfg):
     _break(cfg, "sources.yaml", '    csv: {delimiter: ",", encoding: utf-8}\n', "")
     line = _line_of(cfg, "sources.yaml", "name: email_bounces")
+    text = (cfg / "sources.yaml").read_text().splitlines()
+    idx = sum(1 for ln in text[:line - 1] if ln.startswith("  - name:"))
     msg = _error(cfg)
-    assert f"sources.yaml:{line}: sources[8]: a csv source needs a 'csv' dialect block" in msg
+    assert f"sources.yaml:{line}: sources[{idx}]: a csv source needs a 'csv' dialect block" in msg
 
 
 @pytest.mark.parametrize("old,new,key,text", [
