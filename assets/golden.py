@@ -109,6 +109,22 @@ def build(deployment: Deployment):
                 return dg.MaterializeResult(metadata=table_metadata(con, "core", "orders", timer.seconds, stats))
         assets.append(orders)
 
+        if deployment.sources_of("offer"):
+            @dg.asset_check(asset=dg.AssetKey(["core", "orders"]), name="orders_name_known_offers",
+                            blocking=False, additional_deps=[dg.AssetKey(["staging", "offers"])],
+                            description="Every idOfferta on an order is an offer of the offers table "
+                                        "(a warning: the offers file may arrive later).")
+            def known_offers(warehouse: DuckDBResource):
+                with warehouse.get_connection() as con:
+                    unknown, ids = con.execute("""
+                        SELECT count(*), count(DISTINCT offer_id) FROM core.orders
+                        WHERE offer_id IS NOT NULL AND offer_id NOT IN (SELECT source_record_id FROM staging.offers)
+                    """).fetchone()
+                return dg.AssetCheckResult(passed=unknown == 0, severity=dg.AssetCheckSeverity.WARN,
+                                           metadata={"orders_with_unknown_offer": int(unknown),
+                                                     "unknown_offer_ids": int(ids)})
+            checks.append(known_offers)
+
     if deployment.sources_of("event"):
         @dg.asset(key=["core", "events"], group_name=GROUP, pool=POOL, kinds={"duckdb"},
                   deps=[dg.AssetKey(["staging", "events"]), dg.AssetKey(["core", "customer_sources"])],

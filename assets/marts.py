@@ -25,6 +25,8 @@ def build(deployment: Deployment):
         deps += [dg.AssetKey(["core", "company_contacts"]), dg.AssetKey(["marts", "coworkers"])]
         if deployment.sources_of("company"):
             deps.append(dg.AssetKey(["core", "companies"]))
+    if deployment.sources_of("note") or deployment.sources_of("task"):
+        deps += [dg.AssetKey(["core", "notes"]), dg.AssetKey(["core", "tasks"])]
 
     @dg.asset(key=CARDS, group_name=GROUP, pool=POOL, deps=deps, kinds={"duckdb"},
               description="The 360-degree contact card: golden profile, consents, "

@@ -102,6 +102,11 @@ def summary(run_id: str | None = None) -> dict:
     from pipelines.definitions import tessera_paths
     from tessera.warehouse import connect
 
+    import gc
+
+    # A failed in-process run can leave its DuckDB connection referenced by the error's
+    # traceback; collect it so this connection opens with its own configuration.
+    gc.collect()
     paths = tessera_paths()
     con = connect(paths["warehouse"])
     try:
@@ -146,6 +151,28 @@ def cmd_run(args) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def cmd_rebuild(args) -> int:
+    """Reload every landing file and re-derive the warehouse, keeping ids and decisions."""
+    from tessera.rebuild import RebuildRefused, reset_loaded_data
+
+    if not args.yes:
+        print("rebuild drops raw and staging and re-reads every landing file; "
+              "run again with --yes to go on", file=sys.stderr)
+        return 2
+    con, _deployment, _paths = _warehouse_and_deployment(args)
+    try:
+        out = reset_loaded_data(con)
+    except RebuildRefused as exc:
+        print(f"rebuild refused: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        con.close()
+    print(f"rebuild: {out['raw_tables']} raw and {out['staging_tables']} staging tables dropped, "
+          f"{out['files_forgotten']} ledger entries cleared; identity map kept "
+          f"({out.get('identity_map_rows', 0)} records)")
+    return cmd_run(args)
 
 
 def cmd_demo(args) -> int:
@@ -431,6 +458,34 @@ def cmd_segment(args) -> int:
         con.close()
 
 
+def cmd_serve_push(args) -> int:
+    """Serve the push endpoint until interrupted; records land for the next run."""
+    import logging
+
+    from pipelines.definitions import tessera_paths
+    from tessera.config import load_deployment
+    from tessera.ingest.push import PushConfigError, make_server
+
+    _setup_env(args)
+    paths = tessera_paths()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        server = make_server(load_deployment(paths["config"]), paths["landing"], args.host, args.port)
+    except PushConfigError as exc:
+        print(f"serve-push: {exc}", file=sys.stderr)
+        return 2
+    host, port = server.server_address[:2]
+    print(f"push endpoint on http://{host}:{port}/v1/sources/<source>/records "
+          f"(landing {paths['landing']}/_push/)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def cmd_score(args) -> int:
     from tessera.scoring import rescore
 
@@ -459,6 +514,12 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="run the daily job for one day")
     r.add_argument("--date", help="business day YYYY-MM-DD (default: yesterday)")
     r.set_defaults(func=cmd_run)
+
+    rb = sub.add_parser("rebuild", help="re-read every landing file and re-derive the warehouse "
+                                        "(ids, suppressions and decisions are kept)")
+    rb.add_argument("--date", help="business day YYYY-MM-DD of the run (default: yesterday)")
+    rb.add_argument("--yes", action="store_true", help="confirm: raw and staging are dropped")
+    rb.set_defaults(func=cmd_rebuild)
 
     d = sub.add_parser("demo", help="generate the sample data (if absent) and run the daily job on it")
     d.add_argument("--contacts", type=int, default=300)
@@ -507,6 +568,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="name of the xlsx source printed for sources.yaml (default xlsx_import)")
     t.add_argument("--node", help="node of that source (default: the first of tree.priority)")
     t.set_defaults(func=cmd_template)
+
+    sp = sub.add_parser("serve-push", help="serve the authenticated push endpoint of the push sources")
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=8787)
+    sp.set_defaults(func=cmd_serve_push)
 
     i = sub.add_parser("init-home", help="create DAGSTER_HOME with the project's dagster.yaml")
     i.set_defaults(func=cmd_init_home)

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tessera.contracts import SQL_TYPES, FieldType, entity_contracts
 from tessera.yamlfile import ConfigError, LoadedYaml, load_yaml
@@ -35,7 +35,8 @@ Identifier = Annotated[str, AfterValidator(_identifier)]
 
 Entity = Literal[
     "contact", "order", "order_line", "product", "product_line", "event", "bounce",
-    "unsubscribe", "consent", "company", "company_user", "potential_company",
+    "unsubscribe", "consent", "note", "task", "service", "service_line", "offer",
+    "company", "company_user", "potential_company",
 ]
 
 
@@ -196,16 +197,40 @@ class ApiPull(_Strict):
     max_pages: int = Field(100_000, ge=1)
 
 
+class PushEndpoint(_Strict):
+    """Records POSTed to ``tessera serve-push`` for this source land for the next batch.
+
+    The token is scoped to one source, hence to that source's node: a sender holding it
+    can write records of this source only. Like an api source's token it lives in an
+    environment variable that configuration only names. Limits bound what one request
+    can make the server hold in memory.
+    """
+
+    token_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]{0,99}$")
+    max_body_kb: int = Field(1024, ge=1, le=65536)
+    max_records: int = Field(10_000, ge=1, le=1_000_000)
+
+
 class Source(_Strict):
     name: Identifier
     entity: Entity
     node: Identifier
-    format: Literal["csv", "xml", "jsonl", "xlsx", "api"]
-    path: str = Field("", description="glob, relative to the landing folder (not for api)")
+    format: Literal["csv", "xml", "jsonl", "xlsx", "api", "push"]
+    path: str = Field("", description="glob, relative to the landing folder (not for api/push)")
     csv: CsvDialect | None = None
     xml: XmlLayout | None = None
     xlsx: XlsxLayout | None = None
     api: ApiPull | None = None
+    push: PushEndpoint | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _push_lands_in_its_folder(cls, data):
+        # Pushed records are files like any other: ingestion, the sensor and erasure
+        # find them by this glob.
+        if isinstance(data, dict) and data.get("format") == "push" and not data.get("path"):
+            data = {**data, "path": f"_push/{data.get('name')}/*.jsonl"}
+        return data
     columns: dict[str, str] = Field(description="canonical field -> source column / tag / JSON path")
     date_format: str = "%d/%m/%Y"
     timestamp_format: str = "%Y-%m-%dT%H:%M:%S"
@@ -484,7 +509,13 @@ def load_deployment(config_dir: str | Path) -> Deployment:
             raise ConfigError(f"{where()}: an xml source needs an 'xml' block")
         if s.format == "api" and s.api is None:
             raise ConfigError(f"{where()}: an api source needs an 'api' block (url, pagination, ...)")
-        if s.format != "api" and not s.path:
+        if s.format == "push":
+            if s.push is None:
+                raise ConfigError(f"{where()}: a push source needs a 'push' block (token_env, ...)")
+            if s.path != f"_push/{s.name}/*.jsonl":
+                raise ConfigError(f"{where('path')}: a push source lands under _push/{s.name}/; "
+                                  "it takes no 'path'")
+        if s.format not in ("api", "push") and not s.path:
             raise ConfigError(f"{where()}: a {s.format} source needs a 'path' glob")
         if s.format == "xlsx" and s.xlsx is None:
             raise ConfigError(f"{where()}: an xlsx source needs an 'xlsx' block (sheet, header_row)")
@@ -504,9 +535,9 @@ def load_deployment(config_dir: str | Path) -> Deployment:
             if field not in s.columns:
                 raise ConfigError(f"{where('value_map', field)}: '{field}' is not a mapped column "
                                   "of this source")
-        if s.entity == "order":
+        if s.entity in ("order", "note", "task"):
             if not s.customer_source:
-                raise ConfigError(f"{where()}: an order source needs 'customer_source'")
+                raise ConfigError(f"{where()}: an {s.entity} source needs 'customer_source'")
     names = {s.name for s in sources.sources}
     for i, s in enumerate(sources.sources):
         if s.customer_source and s.customer_source not in names:

@@ -36,9 +36,11 @@ CREATE TABLE IF NOT EXISTS ops.bulk_edits (
 """
 
 # Customers soft-deleted now: their latest delete/restore request is a delete (and when).
+# Requests are second-precise and never removed, so insertion order (rowid) breaks a tie
+# between a delete and a restore asked within the same second.
 SOFT_DELETED_SQL = """
     SELECT customer_id, requested_at FROM ops.bulk_edits WHERE action IN ('delete', 'restore')
-    QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY requested_at DESC) = 1
+    QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY requested_at DESC, rowid DESC) = 1
         AND action = 'delete'"""
 
 BULK_ACTIONS = {

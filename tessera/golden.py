@@ -52,17 +52,34 @@ def build_customers(con: duckdb.DuckDBPyConnection, deployment: Deployment,
                 JOIN ranks r ON r.node = s.node
             ) ON {unpivot_cols} INTO NAME field VALUE value
         ) WHERE trim(value) <> ''""")
+    # The rule recorded in the lineage is the step of the order that decided, found by
+    # comparing the winner with the runner-up: the tree (a better node), recency (same
+    # node, newer record), completeness, or the final deterministic tie-break; a field
+    # override says 'most_recent'; a value no other record had is 'only_value'.
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _winners AS
+        WITH ranked AS (
+            SELECT *, list_contains({recent_list}, field) AS overridden,
+                   row_number() OVER w AS pos,
+                   lead(node_rank) OVER w AS next_rank,
+                   lead(updated_at) OVER w AS next_updated,
+                   lead(completeness) OVER w AS next_completeness
+            FROM _candidates
+            WINDOW w AS (
+                PARTITION BY customer_id, field
+                ORDER BY
+                  CASE WHEN list_contains({recent_list}, field) THEN epoch(updated_at) END DESC NULLS LAST,
+                  node_rank, updated_at DESC NULLS LAST, completeness DESC, source, source_record_id)
+        )
         SELECT customer_id, field, value, node, source, source_record_id, updated_at AS source_updated_at,
-               CASE WHEN list_contains({recent_list}, field) THEN 'most_recent' ELSE 'tree_priority' END AS rule
-        FROM _candidates
-        QUALIFY row_number() OVER (
-            PARTITION BY customer_id, field
-            ORDER BY
-              CASE WHEN list_contains({recent_list}, field) THEN epoch(updated_at) END DESC NULLS LAST,
-              node_rank, updated_at DESC NULLS LAST, completeness DESC, source, source_record_id
-        ) = 1""")
+               CASE WHEN overridden THEN 'most_recent'
+                    WHEN next_rank IS NULL THEN 'only_value'
+                    WHEN node_rank < next_rank THEN 'tree_priority'
+                    WHEN updated_at IS NOT NULL AND (next_updated IS NULL OR updated_at > next_updated)
+                         THEN 'recency'
+                    WHEN completeness > next_completeness THEN 'completeness'
+                    ELSE 'tie_break' END AS rule
+        FROM ranked WHERE pos = 1""")
     pivot_cols = ",\n".join(
         f"CAST(max(value) FILTER (WHERE field = '{f}') AS {SQL_TYPES[t]}) AS \"{f}\""
         for f, t in fields.items())

@@ -15,8 +15,12 @@ from tessera.warehouse import transaction
 def build_contact_cards(con: duckdb.DuckDBPyConnection, companies: bool = False) -> dict:
     """With ``companies`` (the deployment has company users), the card also carries the
     person's company (``tessera.companies.CARD_COMPANY_FIELDS``) and co-worker count."""
+    from tessera.annotations import CARD_SQL as ANNOTATIONS_CARD_SQL
+    from tessera.annotations import ensure_tables as ensure_annotation_tables
     from tessera.companies import card_company_sql
     from tessera.consent import BULK_EDITS_DDL, SOFT_DELETED_SQL
+
+    ensure_annotation_tables(con)
 
     con.execute(BULK_EDITS_DDL)
     with transaction(con):
@@ -27,6 +31,7 @@ def build_contact_cards(con: duckdb.DuckDBPyConnection, companies: bool = False)
                 -- until restored or purged
                 {SOFT_DELETED_SQL}
             ),
+            a AS ({ANNOTATIONS_CARD_SQL}),
             o AS (
                 SELECT customer_id, count(*) AS order_number, sum(amount) AS order_summary,
                        CAST(round(avg(amount), 2) AS DECIMAL(18,2)) AS order_avg,
@@ -44,12 +49,15 @@ def build_contact_cards(con: duckdb.DuckDBPyConnection, companies: bool = False)
                    coalesce(o.order_summary, 0)::DECIMAL(18,2) AS order_summary,
                    o.order_avg, o.first_order_date, o.last_order_date,
                    coalesce(e.event_count, 0) AS event_count, e.last_event_at,
-                   coalesce(e.page_views, 0) AS page_views, coalesce(e.email_opens, 0) AS email_opens
+                   coalesce(e.page_views, 0) AS page_views, coalesce(e.email_opens, 0) AS email_opens,
+                   coalesce(a.note_count, 0) AS note_count, a.last_note_at,
+                   coalesce(a.open_tasks, 0) AS open_tasks, a.next_task_due_at
                    {", k.* EXCLUDE (customer_id, coworker_count), coalesce(k.coworker_count, 0) AS coworker_count"
                     if companies else ""}
             FROM core.customers c
             LEFT JOIN o USING (customer_id)
             LEFT JOIN e USING (customer_id)
+            LEFT JOIN a USING (customer_id)
             {"LEFT JOIN k USING (customer_id)" if companies else ""}
             WHERE c.customer_id NOT IN (SELECT customer_id FROM soft_deleted)
             ORDER BY c.customer_id""")

@@ -246,6 +246,14 @@ def forget(con: duckdb.DuckDBPyConnection, deployment, key: str, *, emails=(), c
     for s in deployment.sources_of("order_line"):
         if has("raw", s.name):
             raw_where[s.name] = "order_id IN (SELECT order_id FROM _f_orders)"
+    # CRM notes and tasks name the contact record they are about.
+    annotation_where: dict[str, list[str]] = {}
+    for s in [*deployment.sources_of("note"), *deployment.sources_of("task")]:
+        about = f"SELECT source_record_id FROM _f_recs WHERE source = '{s.customer_source}'"
+        if has("raw", s.name):
+            raw_where[s.name] = f"contact_ref IN ({about})"
+        annotation_where.setdefault("notes" if s.entity == "note" else "tasks", []).append(
+            f"(source = '{s.name}' AND contact_ref IN ({about}))")
     for name, where in raw_where.items():
         con.execute(f"INSERT INTO _f_lines SELECT DISTINCT '{name}', _file, _line FROM raw.{name} WHERE {where}")
 
@@ -266,6 +274,14 @@ def forget(con: duckdb.DuckDBPyConnection, deployment, key: str, *, emails=(), c
             "orders": _ident_match("erp_id", "customer_ref"),
             "order_lines": "order_id IN (SELECT order_id FROM _f_orders)",
         }
+        for table, parts in annotation_where.items():
+            staging_where[table] = " OR ".join(parts)
+        for table in ("events", "bounces", "unsubscribes", "consents"):
+            # a table built empty for a deployment without such a source may hold only
+            # the normalised key (staging.bounces from the bounce stage)
+            if has("staging", table) and "email" not in _columns(con, "staging", table):
+                staging_where[table] = (_ident_match("email", "email_key")
+                                        if "email_key" in _columns(con, "staging", table) else "false")
         for table, where in staging_where.items():
             if has("staging", table):
                 deleted += con.execute(f"DELETE FROM staging.{table} WHERE {where}").fetchone()[0]
@@ -302,137 +318,13 @@ def forget(con: duckdb.DuckDBPyConnection, deployment, key: str, *, emails=(), c
             "landing_lines": lines, "records": records, "orders": orders}
 
 
-def _py_hmac(key: str, value: str) -> str:
-    import hmac
-
-    return hmac.new(key.encode("utf-8"), value.encode("utf-8"), hashlib.sha256).hexdigest()
-
-
 def scrub_landing_files(con, deployment, landing_dir, key: str, request_id: str,
                         record_ids: dict[str, list[str]] | None = None,
                         order_ids: list[str] | None = None) -> int:
-    """Rewrite landing files without any record of an erased person, atomically.
+    """Rewrite the landing files and API snapshots holding erased people (:mod:`tessera.scrub`)."""
+    from tessera.scrub import scrub_landing_files as scrub
 
-    Records are found by content, not by stored line numbers (which go stale once a
-    file has been rewritten): a record goes if it carries an identifier under an
-    erasure suppression (keyed hash, so this also works when the warehouse no longer
-    knows the person, e.g. on a re-run after an interruption), if its id is one of
-    ``record_ids`` of its source, or if it is a line of a removed order. Rejected and
-    never-loaded records of the person go too. CSV records go with all their physical
-    lines; JSON lines by line; XML by element. The ledger's fingerprint of a rewritten
-    file is updated so that the next run does not take it for a new delivery.
-    """
-    import csv
-    import io
-    import json
-    import os
-    from pathlib import Path
-
-    from lxml import etree
-
-    from tessera.ingest.readers import _json_path
-
-    hashes: dict[str, set[str]] = {}
-    for kind, h in con.execute("SELECT kind, id_hash FROM ops.suppressions WHERE channel = 'all'").fetchall():
-        hashes.setdefault(kind, set()).add(h)
-    record_ids = {k: set(v) for k, v in (record_ids or {}).items()}
-    removed_orders: set[str] = set(order_ids or [])
-    order_first = sorted(deployment.sources, key=lambda s: {"order": 0, "order_line": 2}.get(s.entity, 1))
-
-    def hit(source, values: dict) -> bool:
-        if source.entity == "order_line":
-            return (values.get("order_id") or "").strip() in removed_orders
-        rid = (values.get("source_record_id") or "").strip()
-        if rid and rid in record_ids.get(source.name, ()):
-            return True
-        for field, kind in IDENTIFIER_FIELDS.get(source.entity, {}).items():
-            v = normalise_value(kind, values.get(field))
-            if v and _py_hmac(key, v) in hashes.get(kind, ()):
-                if source.entity == "order" and rid:
-                    removed_orders.add(rid)
-                return True
-        return False
-
-    rewritten = 0
-    root = Path(landing_dir)
-    for source in order_first:
-        if source.entity not in IDENTIFIER_FIELDS and source.entity != "order_line":
-            continue
-        if source.format not in ("csv", "jsonl", "xml"):
-            continue  # xlsx imports and api snapshots: not scrubbed yet (documented limit)
-        cols = source.columns
-        for path in sorted(p for p in root.glob(source.path) if p.is_file()):
-            data = None
-            if source.format == "csv":
-                enc = "utf-8-sig" if source.csv.encoding in ("utf-8", "utf-8-sig") else source.csv.encoding
-                raw_bytes = path.read_bytes()
-                text = raw_bytes.decode(enc)
-                phys = text.splitlines(keepends=True)
-                reader = csv.reader(io.StringIO(text, newline=""), delimiter=source.csv.delimiter,
-                                    quotechar=source.csv.quote, escapechar=source.csv.escape,
-                                    doublequote=source.csv.escape is None)
-                header = None
-                remove: set[int] = set()
-                prev = 0
-                for row in reader:
-                    start, end = prev + 1, reader.line_num
-                    prev = end
-                    if header is None and source.csv.header:
-                        header = {h.strip(): i for i, h in enumerate(row)}
-                        continue
-                    idx = header or {}
-                    values = {}
-                    for canon, col in cols.items():
-                        i = idx.get(col) if header is not None else (int(col) if str(col).isdigit() else None)
-                        values[canon] = row[i] if i is not None and i < len(row) else None
-                    if hit(source, values):
-                        remove.update(range(start, end + 1))
-                if remove:
-                    kept = "".join(l for i, l in enumerate(phys, start=1) if i not in remove)
-                    out_enc = "utf-8" if enc == "utf-8-sig" else enc
-                    data = (("\ufeff" if raw_bytes.startswith(b"\xef\xbb\xbf") else "") + kept).encode(out_enc)
-            elif source.format == "jsonl":
-                lines = path.read_bytes().splitlines(keepends=True)
-                keep = []
-                for line in lines:
-                    try:
-                        obj = json.loads(line)
-                    except ValueError:
-                        keep.append(line)
-                        continue
-                    values = {c: _json_path(obj, p) for c, p in cols.items()} if isinstance(obj, dict) else {}
-                    if not (values and hit(source, values)):
-                        keep.append(line)
-                if len(keep) != len(lines):
-                    data = b"".join(keep)
-            else:
-                parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
-                                         huge_tree=True)
-                tree = etree.parse(str(path), parser)
-                gone = 0
-                for elem in list(tree.iter(source.xml.record_tag)):
-                    children = {c.tag: (c.text or "") for c in elem if isinstance(c.tag, str)}
-                    values = {canon: children.get(tag) for canon, tag in cols.items()}
-                    if hit(source, values):
-                        elem.getparent().remove(elem)
-                        gone += 1
-                if gone:
-                    data = etree.tostring(tree, xml_declaration=True, encoding="UTF-8")
-            if data is None:
-                continue
-            tmp = path.with_name(f".{path.name}.forget-tmp")
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-            rel = str(path.relative_to(root))
-            con.execute("UPDATE ops.file_ledger SET sha256 = ?, bytes = ? WHERE source = ? AND file = ?",
-                        [hashlib.sha256(data).hexdigest(), len(data), source.name, rel])
-            rewritten += 1
-    con.execute("UPDATE ops.erasures SET files_rewritten = files_rewritten + ? WHERE request_id = ?",
-                [rewritten, request_id])
-    return rewritten
+    return scrub(con, deployment, landing_dir, key, request_id, record_ids, order_ids)
 
 
 # ------------------------------------------------------------- subject access, monitoring

@@ -21,6 +21,8 @@ retailer with Polish customers would really hand to a customer-data platform:
   layout.  Only ERP customers buy; ``idCliente`` is the ERP ``idgestionale``;
   ``importo`` is the exact sum of its lines (computed in integer cents).
 * ``web/web_events_YYYYMMDD.jsonl`` - web/e-mail tracking events keyed by e-mail.
+* ``crm/crm_notes_YYYYMMDD.csv`` and ``crm/crm_tasks_YYYYMMDD.csv`` - CRM annotations on
+  the CRM's contacts (see ``tessera.sample_crm``).
 * ``email/bounces_YYYYMMDD.csv`` and ``email/unsubscribes_YYYYMMDD.csv`` - ESP
   feedback files (UTF-8, comma).
 * ``b2b/aziende_*.csv``, ``b2b/aziende-crm_*.xml``, ``b2b/utenti-aziende_*.csv`` and
@@ -133,6 +135,18 @@ _MICRO = [(10, 1, "MAGLIERIA"), (11, 1, "PANTALONI"), (12, 1, "GIACCHE E CAPPOTT
           (13, 3, "SMARTPHONE IPHONE"), (14, 3, "SMARTPHONE ANDROID"), (15, 2, "SNEAKERS"),
           (16, 2, "SCARPE ELEGANTI"), (17, 4, "NOTEBOOK"), (18, 4, "TABLET"),
           (19, 4, "AUDIO"), (20, 5, "BORSE"), (21, 5, "OROLOGI")]
+# Services and their lines ("servizi", "linee-servizi-*"), and the offers orders name.
+_SERVICE_MACRO = [(1, "Logistica"), (2, "Assistenza")]
+_SERVICE_MICRO = [(10, 1, "CONSEGNA"), (11, 1, "RESO"), (20, 2, "INSTALLAZIONE"),
+                  (21, 2, "GARANZIA")]
+_SERVICES = [(501, "CONSEGNA EXPRESS 24H", 10), (502, "CONSEGNA AL PIANO", 10),
+             (503, "RITIRO USATO", 11), (504, "INSTALLAZIONE A DOMICILIO", 20),
+             (505, "ESTENSIONE GARANZIA 2 ANNI", 21)]
+_OFFERS = [(i, d, f"01/{i:02d}/2026", f"28/{i:02d}/2026") for i, d in enumerate([
+    "SCONTO 10% PER ORDINI SUPERIORI A 100 EUR", "SPEDIZIONE GRATUITA", "SALDI INVERNALI -30%",
+    "PRENDI 3 PAGHI 2", "SCONTO FEDELTA 15%", "BUONO 20 EUR", "FESTA DELLA MAMMA -20%",
+    "BLACK FRIDAY -40%", "SCONTO BENVENUTO 10%", "OUTLET -50%", "SCONTO COMPLEANNO 15%",
+    "NATALE REGALO OMAGGIO"], start=1)]
 # (idProdotto, descrizione, micro line, list price in cents, popularity weight)
 _PRODUCTS = [
     (301, "MAGLIONE LANA MERINO", 10, 7990, 5), (302, "FELPA CAPPUCCIO", 10, 4990, 8),
@@ -167,7 +181,7 @@ _FORMS = ["newsletter", "contatti", "preventivo", "registrazione"]
 _DOWNLOADS = ["catalogo-autunno-inverno.pdf", "guida-taglie.pdf", "listino-prezzi.pdf"]
 
 _CRM_HEADER = ("crm_id;nome;cognome;email;cellulare;data_nascita;sesso;indirizzo;cap;citta;"
-               "provincia;paese;codice_fiscale;consenso_email;data_modifica;livello_fedelta")
+               "provincia;paese;codice_fiscale;consenso_email;data_modifica;livello_fedelta;proprietario")
 _CRM_COLS = _CRM_HEADER.split(";")
 _ERP_FIELDS = ["idgestionale", "nome", "cognome", "email", "telefonocellulare", "telefonofisso",
                "indirizzo", "cap", "citta", "provinciaiso", "paeseiso", "datanascita", "sesso",
@@ -636,7 +650,7 @@ def _fake(P: _Pools, rng: np.random.Generator) -> dict:
 def _bad_crm(P, rng, pos: int, kind: tuple[str, str], mod: str) -> str:
     f = _fake(P, rng)
     row = [f"CRM-{pos + 1:06d}", f["fn_cp"], f["ln_cp"], f["email"], f["phone"], f["birth"], "M",
-           f["address"], f["cap"], f["city"], f["prov"], "IT", "", "1", mod, "bronze"]
+           f["address"], f["cap"], f["city"], f["prov"], "IT", "", "1", mod, "bronze", ""]
     field, _ = kind
     if field == "email":
         row[3] = "mario.rossi@" if pos % 2 == 0 else "no-at-sign.it"
@@ -831,6 +845,14 @@ def generate(out_dir: str | Path, contacts: int = 300, seed: int = 42,
         files.append(rel)
     files.append(web_f.rel)
 
+    # ---------------- CRM notes and tasks (tessera.sample_crm) ----------------
+    from tessera.sample_crm import generate_annotations
+
+    crm_ids = pl.concat(truth_crm)["source_record_id"].to_list()
+    crm_files, crm_counts = generate_annotations(root, crm_ids, seed, ymd, as_of_s, bad_rows)
+    files += crm_files
+    counts.update(crm_counts)
+
     # ---------------- bounces / unsubscribes ----------------
     esp_rng = np.random.default_rng([seed, 3])
     bdf = _concat(bounce_parts, {"campaign_id": pl.String, "email": pl.String,
@@ -995,6 +1017,10 @@ def _crm_chunk(P, rng, persons, in_crm, dup, plan: _BadPlan, g0: int, last: bool
         .otherwise(pl.col("address_cp")),
         codice_fiscale=pl.when(pl.col("_nocf")).then(pl.lit("")).otherwise(pl.col("cf")),
         livello_fedelta=pl.when(pl.col("_notier")).then(pl.lit("")).otherwise(pl.col("tier")),
+        # the account owner (CRM user); one contact in five has none. Drawn from the
+        # record's position, not the random stream, so the rest of the sample is unchanged.
+        proprietario=pl.Series(np.array(["g.rossi", "m.bianchi", "a.kowalska", "l.ferrari", ""])[pos % 5],
+                               dtype=pl.String),
     ).rename({"email_out": "email", "gender": "sesso", "city_cp": "citta", "prov": "provincia",
               "country": "paese"})
     text = crm.select(pl.concat_str([_quote_expr(c, ";") for c in _CRM_COLS], separator=";")
@@ -1184,9 +1210,27 @@ def _catalog_tables() -> list[tuple[str, str, str, list[str]]]:
     micro = [_xml_block("linea", ["idLineaProdottoMicro", "idLineaProdottoMacro", "descrizione"],
                         {"idLineaProdottoMicro": i, "idLineaProdottoMacro": mac, "descrizione": d})
              for i, mac, d in _MICRO]
+    smacro_of = {i: mac for i, mac, _ in _SERVICE_MICRO}
+    services = [_xml_block("servizio", ["idServizio", "descrizione", "idLineaServizioMacro",
+                                        "idLineaServizioMicro"],
+                           {"idServizio": sid, "descrizione": d, "idLineaServizioMacro": smacro_of[mic],
+                            "idLineaServizioMicro": mic})
+                for sid, d, mic in _SERVICES]
+    smacro = [_xml_block("linea", ["idLineaServizioMacro", "descrizione"],
+                         {"idLineaServizioMacro": i, "descrizione": d}) for i, d in _SERVICE_MACRO]
+    smicro = [_xml_block("linea", ["idLineaServizioMicro", "idLineaServizioMacro", "descrizione"],
+                         {"idLineaServizioMicro": i, "idLineaServizioMacro": mac, "descrizione": d})
+              for i, mac, d in _SERVICE_MICRO]
+    offers = [_xml_block("offerta", ["idOffertaGestionale", "descrizione", "periodoDa", "periodoA"],
+                         {"idOffertaGestionale": i, "descrizione": d, "periodoDa": a, "periodoA": b})
+              for i, d, a, b in _OFFERS]
     return [("prodotti", "prodotti", "prodotto", prods),
             ("linee-prodotti-macro", "linee", "linea", macro),
-            ("linee-prodotti-micro", "linee", "linea", micro)]
+            ("linee-prodotti-micro", "linee", "linea", micro),
+            ("servizi", "servizi", "servizio", services),
+            ("linee-servizi-macro", "linee", "linea", smacro),
+            ("linee-servizi-micro", "linee", "linea", smicro),
+            ("offerte", "offerte", "offerta", offers)]
 
 
 def _write_small_csv(root: Path, rel: str, header: list[str], df: pl.DataFrame,

@@ -33,7 +33,7 @@ GOLDEN_FIELDS: dict[str, str] = {
     "erp_id": "string", "email": "string", "first_name": "string", "last_name": "string",
     "mobile": "string", "phone": "string", "address": "string", "postcode": "string",
     "city": "string", "province": "string", "country": "string", "birth_date": "date",
-    "gender": "string", "tax_code": "string",
+    "gender": "string", "tax_code": "string", "owner": "string",
 }
 
 CARD_EXTRA_FIELDS: dict[str, str] = {
@@ -52,6 +52,11 @@ CARD_EXTRA_FIELDS: dict[str, str] = {
     "page_views": "integer",
     "email_opens": "integer",
     "updated_at": "timestamp",
+    # CRM annotations: counts and dates only, never a note's text
+    "note_count": "integer",
+    "last_note_at": "timestamp",
+    "open_tasks": "integer",
+    "next_task_due_at": "timestamp",
 }
 
 RFM_FIELDS: dict[str, str] = {

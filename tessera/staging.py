@@ -84,6 +84,8 @@ ENTITY_TABLES = {
     "contact": "contacts", "order": "orders", "order_line": "order_lines",
     "product": "products", "product_line": "product_lines", "event": "events",
     "bounce": "bounces", "unsubscribe": "unsubscribes", "consent": "consents",
+    "note": "notes", "task": "tasks",
+    "service": "services", "service_line": "service_lines", "offer": "offers",
     "company": "companies", "company_user": "company_users",
     "potential_company": "potential_companies",
 }
@@ -215,7 +217,7 @@ def build_contacts(con: duckdb.DuckDBPyConnection, deployment: Deployment) -> in
         b._cc AS country,
         b.birth_date, b.gender,
         nullif(upper(replace(trim(b.tax_code), ' ', '')), '') AS tax_code,
-        b.consent_email, b.consent_sms, b.updated_at{ext_cols},
+        b.consent_email, b.consent_sms, b.updated_at, nullif(trim(b.owner), '') AS owner{ext_cols},
         b._file, b._line, b._loaded_at
       FROM base b LEFT JOIN codes cc ON cc.country = b._cc
     )
@@ -266,7 +268,7 @@ def build_entity(con: duckdb.DuckDBPyConnection, deployment: Deployment, entity:
         extra = ""
         if entity in ("event", "bounce", "unsubscribe", "consent"):
             extra = ", lower(trim(email)) AS email_key"
-        if entity == "product_line":
+        if entity in ("product_line", "service_line"):
             extra = ", CASE WHEN macro_id IS NULL THEN 'macro' ELSE 'micro' END AS level"
         if entity in ("company", "company_user", "potential_company"):
             from tessera.companies import staging_keys_sql

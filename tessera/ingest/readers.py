@@ -694,12 +694,12 @@ def read_xlsx(path: Path, source: Source, result: ReadResult) -> Iterator[pa.Tab
 
 # An api source is pulled into a JSON lines snapshot first (tessera.ingest.api).
 READERS = {"csv": read_csv, "xml": read_xml, "jsonl": read_jsonl, "xlsx": read_xlsx,
-           "api": read_jsonl}
+           "api": read_jsonl, "push": read_jsonl}
 
 
 def encoding_of(source: Source) -> str | None:
     if source.format == "csv":
         return source.csv.encoding if source.csv else "utf-8"
-    if source.format in ("jsonl", "api"):
+    if source.format in ("jsonl", "api", "push"):
         return "utf-8"
     return None  # XML declares its own encoding; lxml checks it

@@ -57,9 +57,10 @@ def test_demo_config_loads():
     assert [p.name for p in dep.properties_of("contact")] == ["loyalty_tier"]
     assert dep.properties_of("contact")[0].sql_type == "VARCHAR"
     assert dep.properties_of("order") == []
-    assert len(dep.sources) == 14
-    assert [s.entity for s in dep.sources[-4:]] == ["company", "company", "company_user",
-                                                    "potential_company"]
+    assert len(dep.sources) == 20
+    assert [dep.source(n).entity for n in ("erp_companies", "crm_companies", "crm_company_users",
+                                           "purchased_companies")] == [
+        "company", "company", "company_user", "potential_company"]
     assert dep.source("purchased_companies").value_map["sector_macro"]["Negozi"] == "Commercio"
     crm = dep.source("crm_contacts")
     assert crm.csv.delimiter == ";" and crm.csv.encoding == "cp1252" and crm.csv.header is True
@@ -171,8 +172,10 @@ def test_duplicate_source_name(cfg):
 def test_csv_source_without_dialect(cfg):
     _break(cfg, "sources.yaml", '    csv: {delimiter: ",", encoding: utf-8}\n', "")
     line = _line_of(cfg, "sources.yaml", "name: email_bounces")
+    text = (cfg / "sources.yaml").read_text().splitlines()
+    idx = sum(1 for ln in text[:line - 1] if ln.startswith("  - name:"))
     msg = _error(cfg)
-    assert f"sources.yaml:{line}: sources[8]: a csv source needs a 'csv' dialect block" in msg
+    assert f"sources.yaml:{line}: sources[{idx}]: a csv source needs a 'csv' dialect block" in msg
 
 
 @pytest.mark.parametrize("old,new,key,text", [

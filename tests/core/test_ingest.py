@@ -182,7 +182,7 @@ def test_rejects_name_file_line_field_reason_never_the_value(con, demo, landing)
         (file, 6, "consent_email", "not a yes/no value", "C005"),
         (file, 6, "updated_at", "not a timestamp in format %d/%m/%Y %H:%M", "C005"),
         (file, 7, "source_record_id", "required field is empty", None),
-        (file, 8, "*", "expected 16 fields, found 3", None),
+        (file, 8, "*", "expected 17 fields, found 3", None),
     ]
     # The refused values never reach ops.rejects (they may be personal data).
     everything = " | ".join(str(v) for r in rows(con, "SELECT * FROM ops.rejects") for v in r)

@@ -29,7 +29,7 @@ B2B_USERS = f"b2b/utenti-aziende_{YMD}.csv"
 B2B_POTENTIAL = f"b2b/aziende-potenziali_{YMD}.csv"
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$", re.I)
 CRM_HEADER = ("crm_id;nome;cognome;email;cellulare;data_nascita;sesso;indirizzo;cap;citta;"
-              "provincia;paese;codice_fiscale;consenso_email;data_modifica;livello_fedelta")
+              "provincia;paese;codice_fiscale;consenso_email;data_modifica;livello_fedelta;proprietario")
 POLISH = set("łŁąĄęĘśŚćĆńŃżŻźŹ")
 
 
@@ -118,12 +118,13 @@ def test_crm_encoding_and_format(sample):
     assert len(records) == summary["records"]["crm_contacts"]
     physical = raw.count(b"\n")
     assert physical > len(records) + 1  # some embedded newlines in addresses
-    assert any("\n" in row[7] for _, row in records if len(row) == 16)
-    ok = [row for _, row in records if len(row) == 16 and row[0]]
+    assert any("\n" in row[7] for _, row in records if len(row) == 17)
+    ok = [row for _, row in records if len(row) == 17 and row[0]]
     assert sum(1 for r in ok if r[0].startswith("CRM-")) == len(ok)
     assert {r[6] for r in ok} == {"M", "F"}
     assert {r[11] for r in ok} == {"IT", "PL"}
     assert {r[15] for r in ok} <= {"bronze", "silver", "gold", ""}
+    assert {r[16] for r in ok} == {"g.rossi", "m.bianchi", "a.kowalska", "l.ferrari", ""}
     assert {r[13] for r in ok} <= {"1", "0", ""}
     # Italian postcodes keep their leading zero
     assert any(r[8].startswith("0") and len(r[8]) == 5 for r in ok if r[11] == "IT")
@@ -202,7 +203,7 @@ def test_polish_names_transliterated_in_crm_only(sample):
     persons = {p["person_id"]: p for p in _read_csv(out / "_truth" / "persons.csv")}
     recs = _read_csv(out / "_truth" / "records.csv")
     _, records = _crm_records(out / CRM)
-    crm_rows = {row[0]: row for _, row in records if len(row) == 16 and row[0]}
+    crm_rows = {row[0]: row for _, row in records if len(row) == 17 and row[0]}
     erp = {u.findtext("idgestionale"): u for u in etree.parse(str(out / ERP)).getroot().iter("utente")}
     ids = defaultdict(dict)
     for r in recs:
@@ -227,7 +228,7 @@ def test_old_emails_and_duplicates(sample):
     persons = {p["person_id"]: p for p in _read_csv(out / "_truth" / "persons.csv")}
     recs = _read_csv(out / "_truth" / "records.csv")
     _, records = _crm_records(out / CRM)
-    crm_rows = {row[0]: row for _, row in records if len(row) == 16 and row[0]}
+    crm_rows = {row[0]: row for _, row in records if len(row) == 17 and row[0]}
     per_person = defaultdict(list)
     for r in recs:
         if r["source"] == "crm_contacts":
@@ -256,6 +257,8 @@ def test_bad_rows_point_at_records(sample):
         (WEB, "*", "invalid_json"), (WEB, "type", "missing_required"),
         (BOUNCES, "bounce_type", "not_allowed"), (UNSUBS, "channel", "not_allowed"),
         (B2B_COMPANIES, "vat_number", "invalid_vat"), (B2B_POTENTIAL, "sector_macro", "unknown_label"),
+        ("crm/crm_notes_20261101.csv", "created_at", "missing_required"),
+        ("crm/crm_tasks_20261101.csv", "status", "not_allowed"),
     }
     assert kinds == expected
 
@@ -263,7 +266,7 @@ def test_bad_rows_point_at_records(sample):
     _, records = _crm_records(out / CRM)
     found = set()
     for line, row in records:
-        if len(row) != 16:
+        if len(row) != 17:
             found.add((line, "*", "field_count"))
             continue
         if not row[0]:
@@ -327,7 +330,7 @@ def test_bad_rows_point_at_records(sample):
 def test_bad_rows_exist_when_tiny(tmp_path):
     s = generate(tmp_path, contacts=50, seed=3)
     bad = _read_csv(tmp_path / "_truth" / "bad_rows.csv")
-    assert len({(r["file"], r["field"], r["problem"]) for r in bad}) == 16
+    assert len({(r["file"], r["field"], r["problem"]) for r in bad}) == 18
     assert len(_read_csv(tmp_path / "_truth" / "persons.csv")) == 50
     assert s["persons"] == 50
 

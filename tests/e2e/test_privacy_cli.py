@@ -114,3 +114,63 @@ def test_imports_for_a_soft_deleted_person_are_held_until_restored(home):
     assert main(["run", "--date", AS_OF.isoformat()]) == 0
     assert q(home, "SELECT first_name FROM staging.contacts WHERE source = 'crm_contacts' AND source_record_id = ?",
              [crm_id]) == [("Renamed",)]
+
+
+def test_purge_interrupted_then_rerun(home):
+    """A purge that fails inside its transaction erases nothing (no half-erased person);
+    one stopped between the warehouse and the files is finished by the next purge."""
+    p, cid = person1(home)
+    assert main(["bulk-edit", "delete", "--customer-id", str(cid), "--by", "t"]) == 0
+    before = q(home, "SELECT count(*) FROM raw.crm_contacts")[0][0]
+    # A real failure half-way through the deletes: a table whose customer_id cannot be
+    # compared with the erased ids (a cast error, raised after raw and staging are done).
+    con = connect(home / "warehouse.duckdb")
+    con.execute("CREATE TABLE marts.zz_broken (customer_id VARCHAR)")
+    con.execute("INSERT INTO marts.zz_broken VALUES ('not-a-number')")
+    con.close()
+    with pytest.raises(Exception):
+        main(["purge", "--grace-hours", "0"])
+    assert q(home, "SELECT count(*) FROM raw.crm_contacts")[0][0] == before
+    assert q(home, "SELECT count(*) FROM core.customers WHERE customer_id = ?", [cid]) == [(1,)]
+    assert q(home, "SELECT count(*) FROM ops.suppressions WHERE reason = 'erasure'") == [(0,)]
+    assert q(home, "SELECT count(*) FROM ops.erasures") == [(0,)]
+    q(home, "DROP TABLE marts.zz_broken")
+
+    # Stopped after the warehouse transaction, before the landing files were rewritten.
+    from tessera import privacy
+    from tessera.config import load_deployment
+
+    con = connect(home / "warehouse.duckdb")
+    try:
+        out = privacy.forget(con, load_deployment(DEMO_CONFIG), "cli-test-key", customer_ids=[cid],
+                             request_id="purge-killed")
+    finally:
+        con.close()
+    assert out["customers"] == 1
+    landing_text = b"".join(f.read_bytes() for f in (home / "landing").rglob("*")
+                            if f.is_file() and "_truth" not in f.parts).lower()
+    assert p["email"].encode() in landing_text  # files not done yet
+    assert main(["purge", "--grace-hours", "0"]) == 0  # the next nightly purge finishes it
+    landing_text = b"".join(f.read_bytes() for f in (home / "landing").rglob("*")
+                            if f.is_file() and "_truth" not in f.parts).lower()
+    assert p["email"].encode() not in landing_text
+    assert q(home, "SELECT count(*) FROM ops.bulk_edits WHERE customer_id = ? AND applied_at IS NULL",
+             [cid]) == [(0,)]
+    assert main(["purge", "--grace-hours", "0"]) == 0  # and then there is nothing left to do
+    assert main(["run", "--date", (AS_OF + dt.timedelta(days=1)).isoformat()]) == 0
+    assert q(home, "SELECT count(*) FROM staging.contacts WHERE email_key = ?", [p["email"]]) == [(0,)]
+
+
+def test_rebuild_keeps_ids_and_never_brings_back_the_erased(home):
+    p, cid = person1(home)
+    assert main(["forget", "--email", p["email"]]) == 0
+    ids = dict(q(home, "SELECT source || ':' || source_record_id, customer_id FROM core.customer_sources"))
+    other = q(home, "SELECT min(customer_id) FROM core.customers")[0][0]
+    assert main(["bulk-edit", "delete", "--customer-id", str(other)]) == 0
+    assert main(["rebuild", "--yes", "--date", AS_OF.isoformat()]) == 2  # a pending soft delete
+    assert main(["bulk-edit", "restore", "--customer-id", str(other)]) == 0
+    assert main(["rebuild", "--date", AS_OF.isoformat()]) == 2  # no --yes
+    assert main(["rebuild", "--yes", "--date", AS_OF.isoformat()]) == 0
+    assert dict(q(home, "SELECT source || ':' || source_record_id, customer_id FROM core.customer_sources")) == ids
+    assert q(home, "SELECT count(*) FROM staging.contacts WHERE email_key = ?", [p["email"]]) == [(0,)]
+    assert q(home, "SELECT count(*) FROM core.customers WHERE customer_id = ?", [cid]) == [(0,)]

@@ -170,3 +170,38 @@ def test_split_keeps_the_id_with_the_larger_part(world):
     assert after["E1"] > max(before.values())  # a fresh id, never a reused one
     log = world.query("SELECT event, customer_id, other_customer_id FROM core.merge_log")
     assert ("split", before["E1"], after["E1"]) in log
+
+
+def test_lineage_names_the_step_that_decided(world):
+    world.drop("crm/crm_3.csv", "id;first;last;email;mobile;consent;updated\n"
+                                "C5;Giulia;Neri;giulia@z.it;;1;2025-01-01\n"
+                                "C6;Giuly;;giulia@z.it;;1;2026-02-01\n", "cp1252")
+    world.materialize()
+    cid = world.customer_of()["C5"]
+    assert world.customer_of()["C6"] == cid
+    lineage = {f: (rid, rule) for f, rid, rule in world.query(
+        "SELECT field, source_record_id, rule FROM core.customer_field_lineage WHERE customer_id = ?", [cid])}
+    assert lineage["first_name"] == ("C6", "recency")        # same node: the newer record
+    assert lineage["last_name"] == ("C5", "only_value")      # C6 has none: empty never wins
+    mario = world.customer_of()["E1"]
+    rules = dict(world.query("SELECT field, rule FROM core.customer_field_lineage WHERE customer_id = ?", [mario]))
+    assert rules["first_name"] == "tree_priority" and rules["mobile"] == "most_recent"
+
+
+def test_ids_survive_a_second_run_and_a_rebuild(world):
+    from tessera.rebuild import reset_loaded_data
+
+    before = world.customer_of()
+    merges = world.query("SELECT count(*) FROM core.merge_log")[0][0]
+    world.materialize()  # a second run with nothing new
+    assert world.customer_of() == before
+    con = connect(world.warehouse)
+    try:
+        out = reset_loaded_data(con)
+    finally:
+        con.close()
+    assert out["files_forgotten"] == 2 and out["raw_tables"] == 2
+    world.materialize()  # every landing file read again, everything re-derived
+    assert world.customer_of() == before
+    assert world.query("SELECT count(*) FROM core.merge_log")[0][0] == merges
+    assert world.query("SELECT count(*) FROM raw.crm_people")[0][0] == 4
