@@ -269,3 +269,24 @@ def test_second_run_keeps_company_ids_and_registers_potential(world):
                       "FROM core.potential_companies ORDER BY 1")
     assert pot[1] == ("L2", "registered", ids["X5"], "legal_name")
     assert pot[0][1] == "registered" and pot[2][1] == "potential"
+
+
+def test_forget_erases_a_company_user_everywhere(world):
+    """A company user is a person: forget removes their B2B record from raw, staging and
+    the company tables (and suppresses their identifiers, like any contact's)."""
+    from tessera import privacy
+    from tessera.config import load_deployment
+
+    con = connect(world.warehouse)
+    try:
+        out = privacy.forget(con, load_deployment(world.config), "test-key",
+                             emails=["anna.neri@rossi.it"], request_id="r1")
+        assert out["customers"] == 1 and out["identifiers"] >= 1
+        for sql in ("SELECT count(*) FROM raw.crm_company_users WHERE source_record_id = 'U1'",
+                    "SELECT count(*) FROM staging.company_users WHERE source_record_id = 'U1'",
+                    "SELECT count(*) FROM staging.contacts WHERE source_record_id = 'U1'",
+                    "SELECT count(*) FROM core.company_contacts WHERE source_record_id = 'U1'"):
+            assert con.execute(sql).fetchone() == (0,), sql
+        assert con.execute("SELECT count(*) FROM core.company_contacts").fetchone()[0] == 4
+    finally:
+        con.close()
