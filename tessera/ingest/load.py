@@ -254,6 +254,13 @@ def ingest_source(con: duckdb.DuckDBPyConnection, deployment: Deployment, source
         rel = str(path.relative_to(landing_dir))
         outcome.files.append(_ingest_file(con, deployment, source, path, rel, batch_id, now,
                                           bool(suppression_key)))
+    resent = {(source.name, f.file) for f in outcome.files if f.suppressed}
+    if resent:
+        # An erased person re-delivered: dropped above, and cut out of the archived file
+        # too, so that the landing folder does not keep what the warehouse refused.
+        from tessera.scrub import scrub_landing_files
+
+        scrub_landing_files(con, deployment, landing_dir, suppression_key, None, only=resent)
     return outcome
 
 

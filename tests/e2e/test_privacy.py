@@ -94,14 +94,14 @@ def test_erased_person_is_never_resurrected(demo_env, erased):
     p = erased["person"]
     national = erased["mobile"][-10:]
     header = ("crm_id;nome;cognome;email;cellulare;data_nascita;sesso;indirizzo;cap;citta;provincia;paese;"
-              "codice_fiscale;consenso_email;data_modifica;livello_fedelta\r\n")
+              "codice_fiscale;consenso_email;data_modifica;livello_fedelta;proprietario\r\n")
     rows = [
         # same e-mail, other case and spacing
-        f"CRM-900001;{p['first_name']};{p['last_name']};  {p['email'].upper()}  ;;;;;;;;IT;;1;01/11/2026 10:00;\r\n",
+        f"CRM-900001;{p['first_name']};{p['last_name']};  {p['email'].upper()}  ;;;;;;;;IT;;1;01/11/2026 10:00;;\r\n",
         # a new e-mail, but their phone in another format
-        f"CRM-900002;{p['first_name']};{p['last_name']};brand.new@example.org;{national[:3]} {national[3:]};;;;;;;IT;;1;01/11/2026 10:00;\r\n",
+        f"CRM-900002;{p['first_name']};{p['last_name']};brand.new@example.org;{national[:3]} {national[3:]};;;;;;;IT;;1;01/11/2026 10:00;;\r\n",
         # somebody else entirely: must load
-        "CRM-900003;Nuova;Persona;nuova.persona@example.org;;;;;;;;IT;;1;01/11/2026 10:00;\r\n",
+        "CRM-900003;Nuova;Persona;nuova.persona@example.org;;;;;;;;IT;;1;01/11/2026 10:00;;\r\n",
     ]
     path = demo_env.landing / "crm" / "crm_contacts_20261102.csv"
     path.write_bytes((header + "".join(rows)).encode("cp1252", errors="replace"))
@@ -118,6 +118,9 @@ def test_erased_person_is_never_resurrected(demo_env, erased):
     assert rep == (3, 1, 0, 2)
     assert "CRM-900001" not in ids and "CRM-900002" not in ids and "CRM-900003" in ids
     assert p["email"] not in text and "brand.new@example.org" not in text
+    # the re-delivered records are cut out of the archived file as well
+    kept = path.read_bytes().decode("cp1252")
+    assert "CRM-900001" not in kept and "CRM-900002" not in kept and "CRM-900003" in kept
 
 
 def test_feed_carries_a_deletion_record(demo_env, erased):

@@ -102,8 +102,8 @@ def test_imports_for_a_soft_deleted_person_are_held_until_restored(home):
     assert main(["bulk-edit", "delete", "--customer-id", str(cid)]) == 0
     time.sleep(1.1)  # the new file is loaded strictly after the soft delete
     header = ("crm_id;nome;cognome;email;cellulare;data_nascita;sesso;indirizzo;cap;citta;provincia;paese;"
-              "codice_fiscale;consenso_email;data_modifica;livello_fedelta\r\n")
-    row = f"{crm_id};Renamed;Person;{p['email']};;;;;;;;IT;;1;02/11/2026 10:00;\r\n"
+              "codice_fiscale;consenso_email;data_modifica;livello_fedelta;proprietario\r\n")
+    row = f"{crm_id};Renamed;Person;{p['email']};;;;;;;;IT;;1;02/11/2026 10:00;;\r\n"
     (home / "landing" / "crm" / "crm_contacts_20261102.csv").write_bytes((header + row).encode("cp1252"))
     assert main(["run", "--date", AS_OF.isoformat()]) == 0
     assert q(home, "SELECT count(*) FROM raw.crm_contacts WHERE source_record_id = ? AND first_name = 'Renamed'",
