@@ -229,7 +229,7 @@ def test_staging_normalises_match_keys(tmp_path):
 
 @pytest.mark.parametrize("code,valid", [
     ("RSSMRA80A01H501U", True), ("RSSMRA80A01H501X", False), ("MRTMTT91D08F205J", True),
-    ("RSSMRA80A01H50", False), ("DE123456789", True),
+    ("RSSMRA80A01H50", False), ("DE123456789", True), ("1804974", True), ("180497", False),
 ])
 def test_tax_code_checksum(code, valid):
     import duckdb
