@@ -32,8 +32,8 @@ import datetime as dt
 import duckdb
 
 from tessera.config import IdentitySettings
-from tessera.matching import (candidate_pairs_sql, estimate_u, open_pairs_sql, prepare_sql, scored_pairs_sql,
-                              threshold_weight)
+from tessera.matching import (candidate_pairs_sql, estimate_m, estimate_u, levels_table_sql, load_variants,
+                              open_pairs_sql, prepare_sql, scored_pairs_sql, threshold_weight)
 from tessera.warehouse import table_exists, transaction
 
 # Match key -> column of staging.contacts holding its normalised value.
@@ -46,7 +46,7 @@ KEY_COLUMNS = {
 MAX_PASSES = 50
 _TEMP = ("_rec", "_label", "_guard", "_links", "_refused", "_sedges", "_cedges", "_comp",
          "_cnext", "_cnext2", "_cstat", "_bad", "_cand", "_members", "_overlap", "_kept", "_ids",
-         "_manual", "_mrec", "_open", "_accepted")
+         "_manual", "_mrec", "_open", "_accepted", "_gam", "_nick")
 
 
 def rule_name(keys: list[str]) -> str:
@@ -199,17 +199,21 @@ def cluster(con: duckdb.DuckDBPyConnection, settings: IdentitySettings) -> dict:
     prob = settings.probabilistic
     if prob.enabled:
         n = con.execute("SELECT count(*) FROM _rec").fetchone()[0]
+        load_variants(con)
         for stmt in prepare_sql():
             con.execute(stmt)
         u = estimate_u(con)
         con.execute(f"CREATE OR REPLACE TEMP TABLE _cand AS {candidate_pairs_sql(prob)}")
         stats["candidate_pairs"] = con.execute("SELECT count(*) FROM _cand").fetchone()[0]
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _gam AS {levels_table_sql()}")
+        m, em_info = estimate_m(con, prob, u)
+        stats["em"] = em_info
         for stmt in open_pairs_sql():
             con.execute(stmt)
         min_w = threshold_weight(prob, n)
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE _accepted AS
-            SELECT a, b, score FROM ({scored_pairs_sql(u)}) WHERE score >= {min_w:.6f} AND corroborated""")
+            SELECT a, b, score FROM ({scored_pairs_sql(m, u)}) WHERE score >= {min_w:.6f} AND corroborated""")
         stats["probabilistic"] = _apply_stage(con, "probabilistic", "SELECT a, b, score FROM _accepted",
                                               max_size)
         stats["threshold_weight"] = round(min_w, 3)
@@ -347,6 +351,7 @@ def resolve(con: duckdb.DuckDBPyConnection, run_at: dt.datetime, run_key: str,
         "new_ids": int(new_ids), "merges": int(merges[0]) if merges else 0,
         "splits": int(splits[0]) if splits else 0, "refused_links": int(n_refused),
         "refused_log_rows": int(refused[0]) if refused else 0,
-        "links_by_stage": {k: v for k, v in stage_stats.items() if isinstance(v, dict)},
+        "links_by_stage": {k: v for k, v in stage_stats.items() if isinstance(v, dict) and k != "em"},
+        "em_sessions": stage_stats.get("em", {}).get("sessions", []),
         "candidate_pairs": int(stage_stats.get("candidate_pairs", 0)),
     }
