@@ -14,7 +14,8 @@ components by min-label propagation (a star per key group, so edges grow linearl
 **Merge protection** runs before a merge is applied: a link between two clusters
 holding different values of a ``unique_per_cluster`` key (two ERP ids) or the two sides
 of a ``never_merge`` pair, or that would pass ``max_cluster_size``, is refused; a
-component that would still conflict through a chain of links is refused whole.
+component that would still conflict through a chain of links is split: its links are
+kept strongest first and the weakest ones that would close the conflict are refused.
 Refusals go to ``core.refused_merges`` and to ``core.merge_log`` (event ``refused``);
 accepted links, with rule and score, to ``core.identity_links``.
 
@@ -133,7 +134,7 @@ def _apply_stage(con: duckdb.DuckDBPyConnection, rule: str, edges_sql: str,
         UNION SELECT DISTINCT cb AS a, ca AS b FROM _sedges""")
     _components(con)
     if guarded:
-        # 2. components that would still conflict through a chain of links: refused whole
+        # 2. components that would still conflict through a chain of links: split
         con.execute("""
             CREATE OR REPLACE TEMP TABLE _bad AS
             WITH sizes AS (
@@ -144,13 +145,8 @@ def _apply_stage(con: duckdb.DuckDBPyConnection, rule: str, edges_sql: str,
             )
             SELECT comp, CASE WHEN size > ? THEN 'cluster_too_large' END AS reason FROM sizes WHERE size > ?
             UNION ALL SELECT comp, 'conflicting_' || gkey FROM conflicts""", [max_size, max_size])
-        refused += con.execute("""
-            INSERT INTO _refused
-            SELECT e.a, e.b, ?, e.score, 'transitive_' || min(b.reason)
-            FROM _sedges e JOIN _comp c ON c.id = e.ca JOIN _bad b ON b.comp = c.comp
-            GROUP BY e.a, e.b, e.score""", [rule]).fetchone()[0]
-        con.execute("DELETE FROM _comp WHERE comp IN (SELECT comp FROM _bad)")
-        con.execute("DELETE FROM _sedges WHERE ca NOT IN (SELECT id FROM _comp)")
+        if con.execute("SELECT count(*) FROM _bad").fetchone()[0]:
+            refused += _split_bad_components(con, rule, max_size)
     links = con.execute("INSERT INTO _links SELECT a, b, ?, score FROM _sedges", [rule]).fetchone()[0]
     con.execute("""
         UPDATE _label SET cid = c.comp FROM _comp c WHERE _label.cid = c.id AND c.comp <> c.id""")
@@ -159,6 +155,66 @@ def _apply_stage(con: duckdb.DuckDBPyConnection, rule: str, edges_sql: str,
         FROM _guard g JOIN _comp c ON c.id = g.cid WHERE c.comp <> c.id""")
     con.execute("DELETE FROM _guard WHERE cid IN (SELECT id FROM _comp WHERE comp <> id)")
     return {"links": int(links), "refused": int(refused)}
+
+
+def _split_bad_components(con: duckdb.DuckDBPyConnection, rule: str, max_size: int) -> int:
+    """Split the components of ``_bad``: keep their strongest links, drop the weakest.
+
+    The links of each conflicting component are taken strongest first (match weight;
+    ties and rule links, which have none, by record ids) and a link is refused when it
+    would put two values of a protected key, or more than ``max_size`` records, into one
+    cluster: the component ends up as the clusters its strongest evidence supports, and
+    only the links that made the conflict are refused ("split_conflicting_<key>",
+    "split_cluster_too_large"). The walk is a union-find over those links only, which
+    are few (a conflict is rare); every other link stays set-based. ``_comp`` is then
+    recomputed from the links kept.
+    """
+    edges = con.execute("""
+        SELECT e.a, e.b, e.ca, e.cb, e.score FROM _sedges e JOIN _comp c ON c.id = e.ca
+        WHERE c.comp IN (SELECT comp FROM _bad)
+        ORDER BY e.score DESC NULLS LAST, e.a, e.b""").fetchall()
+    size = dict(con.execute("""
+        SELECT s.cid, s.size FROM _cstat s JOIN _comp c ON c.id = s.cid
+        WHERE c.comp IN (SELECT comp FROM _bad)""").fetchall())
+    guards: dict = {}
+    for cid, gkey, gval in con.execute("""
+            SELECT g.cid, g.gkey, g.gval FROM _guard g JOIN _comp c ON c.id = g.cid
+            WHERE c.comp IN (SELECT comp FROM _bad)""").fetchall():
+        guards.setdefault(cid, {})[gkey] = gval
+    parent: dict = {}
+
+    def root(x):
+        while parent.get(x, x) != x:
+            parent[x] = parent.get(parent[x], parent[x])
+            x = parent[x]
+        return x
+
+    refused = []
+    for a, b, ca, cb, score in edges:
+        ra, rb = root(ca), root(cb)
+        if ra == rb:
+            continue
+        ga, gb = guards.get(ra, {}), guards.get(rb, {})
+        clash = sorted(k for k in ga.keys() & gb.keys() if ga[k] != gb[k])
+        if clash:
+            refused.append((a, b, rule, score, f"split_conflicting_{clash[0]}"))
+        elif size.get(ra, 1) + size.get(rb, 1) > max_size:
+            refused.append((a, b, rule, score, "split_cluster_too_large"))
+        else:
+            parent[rb] = ra
+            size[ra] = size.get(ra, 1) + size.get(rb, 1)
+            guards[ra] = {**gb, **ga}
+    if refused:
+        con.executemany("INSERT INTO _refused VALUES (?, ?, ?, ?, ?)", refused)
+        con.execute("""
+            DELETE FROM _sedges e WHERE EXISTS (
+                SELECT 1 FROM _refused r WHERE r.a = e.a AND r.b = e.b AND r.rule = ?)""", [rule])
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _cedges AS
+        SELECT DISTINCT ca AS a, cb AS b FROM _sedges
+        UNION SELECT DISTINCT cb AS a, ca AS b FROM _sedges""")
+    _components(con)
+    return len(refused)
 
 
 def _pair_refs(pairs, kind: str) -> list[tuple]:

@@ -117,6 +117,14 @@ EM_MAX_ITER = 40
 EM_TOL = 1e-4
 EM_PRIOR_PAIRS = 20.0
 EM_MIN_PAIRS = 200
+# No field is perfectly reliable: an estimated m never falls below these (disagreement,
+# other levels). Without a floor, EM that saw no true pair disagree on the birth date
+# would make a different birth date outright proof of two people.
+M_FLOOR_ELSE = 0.01
+M_FLOOR = 1e-3
+# A comparison whose values are present on both sides of fewer random pairs than this
+# keeps the fixed u and the prior m: too few to measure.
+U_MIN_COMPARED = 100
 # Which comparison a blocking key fixes: an EM session on a blocking rule's pairs does
 # not estimate the comparisons its keys make agree by construction.
 KEY_COMPARISON = {"first_name": "fn", "last_name": "ln", "birth_date": "dob", "email": "em", "mobile": "ph",
@@ -153,7 +161,8 @@ def load_variants(con: duckdb.DuckDBPyConnection, path: Path = VARIANTS_FILE) ->
         if line and not line.startswith("#"):
             rows += [(n.strip(), grp) for n in line.split(",") if n.strip()]
     con.execute("CREATE OR REPLACE TEMP TABLE _nick (name VARCHAR, grp INTEGER)")
-    con.executemany("INSERT INTO _nick VALUES (?, ?)", rows)
+    if rows:
+        con.executemany("INSERT INTO _nick VALUES (?, ?)", rows)
     return len(rows)
 
 
@@ -260,7 +269,9 @@ def estimate_u(con: duckdb.DuckDBPyConnection, pairs: int = U_SAMPLE_PAIRS, seed
     vals = dict(zip(names, row))
     out = {}
     for c in COMPARISONS:
-        total = max(vals[f"{c}_n"], 1)
+        total = vals[f"{c}_n"]
+        if total < U_MIN_COMPARED:
+            continue
         for k in sorted(set(codes(c).values())):
             share = max(vals[f"{c}_{k}"] / total, 1 / total)
             if k not in (EXACT_LEVEL, ELSE):
@@ -372,14 +383,15 @@ def estimate_m(con: duckdb.DuckDBPyConnection, settings: Probabilistic, u: dict)
     masks = np.asarray(rows["mask"], dtype=np.uint64)
     g = np.stack([np.asarray(rows[f"g_{c}"], dtype=np.int64) for c in COMPARISONS], axis=1)
     n = np.asarray(rows["count_star()"], dtype=np.float64)
-    uu = [{k: u[(c, k)] for k in priors[i]} for i, c in enumerate(COMPARISONS)]
+    uu = [{k: u.get((c, k), 1.0) for k in priors[i]} for i, c in enumerate(COMPARISONS)]
+    measured = {c for c in COMPARISONS if (c, EXACT_LEVEL) in u}
     sums: dict = {}
     for r, keys in enumerate(settings.blocking):
         sel = (masks & np.uint64(1 << r)) != 0
         if n[sel].sum() < EM_MIN_PAIRS:
             continue
         fixed = {KEY_COMPARISON.get(k) for k in keys}
-        comps = [i for i, c in enumerate(COMPARISONS) if c not in fixed]
+        comps = [i for i, c in enumerate(COMPARISONS) if c not in fixed and c in measured]
         m, lam, iters = _em_session(g[sel], n[sel], comps, priors, uu, priors)
         info["sessions"].append({"blocking": "+".join(keys), "pairs": int(n[sel].sum()), "iterations": iters,
                                  "match_share": round(lam, 4)})
@@ -387,7 +399,7 @@ def estimate_m(con: duckdb.DuckDBPyConnection, settings: Probabilistic, u: dict)
             for k, v in m[i].items():
                 sums.setdefault((COMPARISONS[i], k), []).append(v)
     for key, vals in sums.items():
-        out[key] = float(np.mean(vals))
+        out[key] = max(float(np.mean(vals)), M_FLOOR_ELSE if key[1] == ELSE else M_FLOOR)
     return out, info
 
 
@@ -411,7 +423,12 @@ def _weight_sql(comp: str, m: dict, w: dict, else_null: bool = False) -> str:
     """CASE of one comparison's weight from its level: exact by term frequency, others fixed."""
     mx, floor, cap = EXACT[comp]
     tf = TF_COLUMN.get(comp, comp) + "_tf"
-    parts = [f"WHEN 0 THEN 0", f"WHEN {EXACT_LEVEL} THEN least(log2({m[(comp, EXACT_LEVEL)]} / greatest({tf}, {floor})), {cap})"]
+    # exact agreement is never weaker evidence than a near miss, however common the value
+    fuzzy = [w[(comp, k)] for k in set(codes(comp).values()) - {EXACT_LEVEL, ELSE}]
+    exact = f"least(log2({m[(comp, EXACT_LEVEL)]} / greatest({tf}, {floor})), {cap})"
+    if fuzzy:
+        exact = f"greatest({exact}, {max(fuzzy):.4f})"
+    parts = ["WHEN 0 THEN 0", f"WHEN {EXACT_LEVEL} THEN {exact}"]
     if comp == "fn":
         parts.append(f"WHEN {INITIAL} THEN {INITIAL_AGREES}")
     for k in sorted(set(codes(comp).values()) - {EXACT_LEVEL, ELSE}):
