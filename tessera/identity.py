@@ -43,6 +43,8 @@ KEY_COLUMNS = {
     "mobile": "mobile_key", "phone": "phone_key", "first_name": "first_key",
     "last_name": "last_key", "birth_date": "birth_date", "postcode": "postcode_key",
     "address": "address_key", "city": "city_key",
+    "names": "CASE WHEN first_key IS NOT NULL AND last_key IS NOT NULL "
+             "THEN least(first_key, last_key) || ' ' || greatest(first_key, last_key) END",
 }
 MAX_PASSES = 50
 _TEMP = ("_rec", "_label", "_guard", "_links", "_refused", "_sedges", "_cedges", "_comp",

@@ -86,8 +86,11 @@ LEVELS = [
     ("dob", "partial", "((year(l.dob) = year(r.dob))::INT + (month(l.dob) = month(r.dob))::INT "
                        "+ (day(l.dob) = day(r.dob))::INT = 2)", 0.04),
     ("em", "typo", "{lev_em} <= 1", 0.05),
-    ("ph", "typo", "{lev_ph} <= 1", 0.04),
-    ("tax", "typo", "{lev_tax} <= 1", 0.05),
+    # one digit wrong, or two digits swapped (two edits, same digits)
+    ("ph", "typo", "({lev_ph} <= 1 OR ({lev_ph} = 2 AND list_sort(string_split(l.ph, '')) "
+                   "= list_sort(string_split(r.ph, ''))))", 0.04),
+    ("tax", "typo", "({lev_tax} <= 1 OR ({lev_tax} = 2 AND list_sort(string_split(l.tax, '')) "
+                    "= list_sort(string_split(r.tax, ''))))", 0.05),
     ("addr", "typo", "{lev_addr} <= 2", 0.10),
     ("addr", "similar", "{jw_addr} >= 0.9", 0.05),
     ("loc", "city", "l.city = r.city", 0.10),
@@ -127,8 +130,9 @@ M_FLOOR = 1e-3
 U_MIN_COMPARED = 100
 # Which comparison a blocking key fixes: an EM session on a blocking rule's pairs does
 # not estimate the comparisons its keys make agree by construction.
-KEY_COMPARISON = {"first_name": "fn", "last_name": "ln", "birth_date": "dob", "email": "em", "mobile": "ph",
-                  "phone": "ph", "tax_code": "tax", "address": "addr", "postcode": "loc", "city": "loc"}
+KEY_COMPARISON = {"names": ("fn", "ln"), "first_name": ("fn",), "last_name": ("ln",), "birth_date": ("dob",),
+                  "email": ("em",), "mobile": ("ph",), "phone": ("ph",), "tax_code": ("tax",),
+                  "address": ("addr",), "postcode": ("loc",), "city": ("loc",)}
 
 
 def _w(m: float, u: float) -> float:
@@ -390,7 +394,7 @@ def estimate_m(con: duckdb.DuckDBPyConnection, settings: Probabilistic, u: dict)
         sel = (masks & np.uint64(1 << r)) != 0
         if n[sel].sum() < EM_MIN_PAIRS:
             continue
-        fixed = {KEY_COMPARISON.get(k) for k in keys}
+        fixed = {c for k in keys for c in KEY_COMPARISON.get(k, ())}
         comps = [i for i, c in enumerate(COMPARISONS) if c not in fixed and c in measured]
         m, lam, iters = _em_session(g[sel], n[sel], comps, priors, uu, priors)
         info["sessions"].append({"blocking": "+".join(keys), "pairs": int(n[sel].sum()), "iterations": iters,
