@@ -264,10 +264,12 @@ def cluster(con: duckdb.DuckDBPyConnection, settings: IdentitySettings) -> dict:
         con.execute(f"CREATE OR REPLACE TEMP TABLE _cand AS {candidate_pairs_sql(prob)}")
         stats["candidate_pairs"] = con.execute("SELECT count(*) FROM _cand").fetchone()[0]
         con.execute(f"CREATE OR REPLACE TEMP TABLE _gam AS {levels_table_sql()}")
+        con.execute("DROP TABLE _cand")
         m, em_info = estimate_m(con, prob, u)
         stats["em"] = em_info
         for stmt in open_pairs_sql():
             con.execute(stmt)
+        con.execute("DROP TABLE _gam")
         min_w = threshold_weight(prob, n)
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE _accepted AS
@@ -410,6 +412,8 @@ def resolve(con: duckdb.DuckDBPyConnection, run_at: dt.datetime, run_key: str,
         "splits": int(splits[0]) if splits else 0, "refused_links": int(n_refused),
         "refused_log_rows": int(refused[0]) if refused else 0,
         "links_by_stage": {k: v for k, v in stage_stats.items() if isinstance(v, dict) and k != "em"},
-        "em_sessions": stage_stats.get("em", {}).get("sessions", []),
+        # EM training per blocking rule: pairs, iterations, estimated match share (counts only)
+        "em_sessions": {x["blocking"]: {k: v for k, v in x.items() if k != "blocking"}
+                        for x in stage_stats.get("em", {}).get("sessions", [])},
         "candidate_pairs": int(stage_stats.get("candidate_pairs", 0)),
     }

@@ -315,23 +315,23 @@ def candidate_pairs_sql(settings: Probabilistic) -> str:
     return "SELECT a, b, bit_or(bit) AS mask FROM (" + "\nUNION ALL\n".join(parts) + ") GROUP BY a, b"
 
 
-TF_COLS = ["fn_tf", "ln_tf", "dob_tf", "em_tf", "ph_tf", "addr_tf", "pc_tf", "tax_tf"]
 
 
 def levels_table_sql() -> str:
     """``_gam``: every candidate pair of ``_cand`` with its level per comparison.
 
-    The similarities are computed once per pair here, for training and scoring alike;
-    the term frequencies of the left record ride along for the exact levels' weights.
+    The similarities are computed once per pair here, for training and scoring alike.
+    The table is narrow (ids, rule mask, one byte per level): it holds every candidate
+    pair, millions at 1 M records.
     """
     cols = ["fn", "ln", "dob", "dob_s", "em", "ph", "addr", "pc", "city", "tax", "fn_grp"]
     inner_cols = ", ".join(f"l.{c} AS l_{c}, r.{c} AS r_{c}" for c in cols)
     inner_sims = ", ".join(f"{v} AS {k}" for k, v in _RAW.items())
     named = {k: k for k in SIMS}
     return f"""
-        SELECT a, b, mask, {_flat(_level_columns(named))}, {", ".join(TF_COLS)}
+        SELECT a, b, mask, {_flat(_level_columns(named))}
         FROM (
-            SELECT c.a, c.b, c.mask, {inner_cols}, {inner_sims}, {", ".join(f"l.{t}" for t in TF_COLS)}
+            SELECT c.a, c.b, c.mask, {inner_cols}, {inner_sims}
             FROM _cand c JOIN _mrec l ON l.rid = c.a JOIN _mrec r ON r.rid = c.b
         )"""
 
@@ -456,8 +456,8 @@ def scored_pairs_sql(m: dict | None = None, u: dict | None = None) -> str:
                      + w_dob + w_em + w_ph + w_tax + {place} AS score,
                (w_dob > 0 OR w_em > 0 OR w_ph > 0 OR w_tax > 0 OR w_addr > 2) AS corroborated
         FROM (
-            SELECT a, b, swapped, {", ".join(f"{parts[c]} AS w_{c}" for c in COMPARISONS)}
-            FROM _open
+            SELECT o.a, o.b, o.swapped, {", ".join(f"{parts[c]} AS w_{c}" for c in COMPARISONS)}
+            FROM _open o JOIN _mrec l ON l.rid = o.a  -- term frequencies of the exact levels
         )"""
 
 
