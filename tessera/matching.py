@@ -9,8 +9,15 @@ and ``u`` how often two strangers do.
   frequency (so placeholders such as 1900-01-01 weigh almost nothing); for the fuzzy
   levels it is measured on a seeded random sample of record pairs at every run
   (``estimate_u``), as Splink does, so the weights follow the deployment's data.
-- ``m`` is a fixed, documented prior per level (``LEVELS``): how records of one
-  person drift (typos, nicknames, moves). There is no training step to go wrong.
+- ``m`` (how records of one person drift: typos, nicknames, moves) is estimated at
+  every run by expectation-maximisation on the blocked candidate pairs
+  (``estimate_m``), as Splink does, because fixed priors fitted to one data set do not
+  carry to another. The documented priors (``LEVELS``, ``EXACT``, ``DISAGREE``) are the
+  starting point and a weak Bayesian prior, and stay in force where there is nothing
+  to learn from (a field no source fills, a tiny load).
+- Each candidate pair gets its level per comparison once (``levels_table_sql``); EM
+  then works on the few thousand distinct level patterns, and scoring reads the
+  levels. Given-name variants (``data/name_variants.txt``) are a level of their own.
 - The prior odds of a random pair being a match come from ``duplicate_share`` and the
   number of records, so the configured ``threshold`` is a match probability at any
   volume.
@@ -296,7 +303,7 @@ def candidate_pairs_sql(settings: Probabilistic) -> str:
     """Candidate pairs ``(a, b, mask)``, ``a < b``: equal on every key of some blocking rule.
 
     ``mask`` has bit ``i`` set when the pair shares the keys of blocking rule ``i`` (EM
-    trains on each rule's pairs apart). Blocks with more than ``max_block_size`` records
+    trains on each rule's pairs apart; rules past the 64th block but do not train). Blocks with more than ``max_block_size`` records
     are skipped: their pairs would be quadratic, and a key shared by that many records is
     not evidence of anything.
     """
@@ -308,7 +315,7 @@ def candidate_pairs_sql(settings: Probabilistic) -> str:
         # candidate (which is then scored), never lose one.
         blk = f"(SELECT rid, hash({cols}) AS h FROM _rec WHERE {present})"
         parts.append(f"""
-            SELECT l.rid AS a, r.rid AS b, {1 << i}::UBIGINT AS bit
+            SELECT l.rid AS a, r.rid AS b, {1 << i if i < 64 else 0}::UBIGINT AS bit
             FROM {blk} l JOIN {blk} r ON l.h = r.h AND l.rid < r.rid
             WHERE l.h IN (SELECT h FROM {blk} GROUP BY h
                           HAVING count(*) BETWEEN 2 AND {int(settings.max_block_size)})""")
@@ -390,7 +397,7 @@ def estimate_m(con: duckdb.DuckDBPyConnection, settings: Probabilistic, u: dict)
     uu = [{k: u.get((c, k), 1.0) for k in priors[i]} for i, c in enumerate(COMPARISONS)]
     measured = {c for c in COMPARISONS if (c, EXACT_LEVEL) in u}
     sums: dict = {}
-    for r, keys in enumerate(settings.blocking):
+    for r, keys in enumerate(settings.blocking[:64]):
         sel = (masks & np.uint64(1 << r)) != 0
         if n[sel].sum() < EM_MIN_PAIRS:
             continue
