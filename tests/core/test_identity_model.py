@@ -4,6 +4,8 @@ protected component. Real DuckDB, real contact files through ingestion and stagi
 
 from __future__ import annotations
 
+import random
+
 import duckdb
 import numpy as np
 import pandas as pd
@@ -106,3 +108,36 @@ def test_too_large_component_keeps_a_full_cluster(tmp_path):
     assert ids["S3"] != ids["S0"] and ids["S4"] != ids["S0"]
     split = [(a, b) for a, b, rule, reason in r["refused"] if (rule, reason) == ("email", "split_cluster_too_large")]
     assert sorted(split) == [("S3", "S0"), ("S4", "S0")]
+
+
+def test_em_trains_inside_resolve_and_links_the_duplicates(tmp_path):
+    """600 people, each with a second record carrying a typo or a missing field: EM runs
+    (enough pairs), every duplicate is found and no two people are merged."""
+    firsts = ["Anna", "Marco", "Giulia", "Luca", "Sara", "Paolo", "Elena", "Davide", "Chiara", "Andrea",
+              "Marta", "Stefano", "Laura", "Franco", "Irene", "Piero", "Nadia", "Bruno", "Carla", "Dario"]
+    lasts = ["Rossi", "Bianchi", "Verdi", "Neri", "Gallo", "Conti", "Costa", "Fontana", "Moretti", "Greco",
+             "Marini", "Serra", "Vitale", "Testa", "Ferri", "Caruso", "Rinaldi", "Lombardi", "Barbieri", "Bruno",
+             "Ricci", "Romano", "Colombo", "Leone", "Longo", "Gatti", "Mancini", "Sala", "Villa", "Orlando"]
+    rnd = random.Random(11)
+    rows = []
+    for i in range(600):
+        fn, ln = rnd.choice(firsts), rnd.choice(lasts)
+        dob = f"{rnd.randint(1940, 2000)}-{rnd.randint(1, 12):02d}-{rnd.randint(1, 28):02d}"
+        addr, pc = f"{rnd.randint(1, 200)} Via {rnd.choice(lasts)}", f"{rnd.randint(20100, 20160)}"
+        rows.append(f"P{i}a,,{fn},{ln},,,,{dob},{addr},{pc},Milano,")
+        if i % 3 == 0:    # a typo in the first name
+            rows.append(f"P{i}b,,{fn[:-1]},{ln},,,,{dob},{addr},{pc},Milano,")
+        elif i % 3 == 1:  # no address, day and month transposed where possible
+            y, mo, d = dob.split("-")
+            rows.append(f"P{i}b,,{fn},{ln},,,,{y}-{d}-{mo}," if int(d) <= 12
+                        else f"P{i}b,,{fn},{ln},,,,{dob},,{pc},Milano,")
+        else:             # surname with a typo, moved within the town
+            rows.append(f"P{i}b,,{fn},{ln[0] + ln[2:]},,,,{dob},{2 + i % 90} Via Roma,{pc},Milano,")
+    r = run(tmp_path, "\n".join(row if row.count(",") == 11 else row + ",,," for row in rows))
+    ids = r["ids"]
+    assert r["stats"]["em_sessions"], "EM must train on this volume"
+    assert all(s["iterations"] < M.EM_MAX_ITER for s in r["stats"]["em_sessions"].values())
+    found = sum(ids[f"P{i}a"] == ids[f"P{i}b"] for i in range(600))
+    people = {ids[f"P{i}a"] for i in range(600)}
+    assert len(people) == 600  # no two people merged
+    assert found == 600
