@@ -14,8 +14,10 @@ components by min-label propagation (a star per key group, so edges grow linearl
 **Merge protection** runs before a merge is applied: a link between two clusters
 holding different values of a ``unique_per_cluster`` key (two ERP ids) or the two sides
 of a ``never_merge`` pair, or that would pass ``max_cluster_size``, is refused; a
-component that would still conflict through a chain of links is split: its links are
-kept strongest first and the weakest ones that would close the conflict are refused.
+component that would still join two protected values through a chain of links is
+split: its links are kept strongest first and the weakest ones that would close the
+conflict are refused; one that would pass the size limit through a chain is refused
+whole for the stage.
 Refusals go to ``core.refused_merges`` and to ``core.merge_log`` (event ``refused``);
 accepted links, with rule and score, to ``core.identity_links``.
 
@@ -136,7 +138,7 @@ def _apply_stage(con: duckdb.DuckDBPyConnection, rule: str, edges_sql: str,
         UNION SELECT DISTINCT cb AS a, ca AS b FROM _sedges""")
     _components(con)
     if guarded:
-        # 2. components that would still conflict through a chain of links: split
+        # 2. components that would still conflict through a chain of links
         con.execute("""
             CREATE OR REPLACE TEMP TABLE _bad AS
             WITH sizes AS (
@@ -147,6 +149,18 @@ def _apply_stage(con: duckdb.DuckDBPyConnection, rule: str, edges_sql: str,
             )
             SELECT comp, CASE WHEN size > ? THEN 'cluster_too_large' END AS reason FROM sizes WHERE size > ?
             UNION ALL SELECT comp, 'conflicting_' || gkey FROM conflicts""", [max_size, max_size])
+        # 2a. too large: refused whole. Its links carry no order worth keeping (a shared
+        # office phone, a chain of look-alikes): cutting it to size would merge
+        # arbitrary records.
+        refused += con.execute("""
+            INSERT INTO _refused
+            SELECT e.a, e.b, ?, e.score, 'transitive_cluster_too_large'
+            FROM _sedges e JOIN _comp c ON c.id = e.ca
+            WHERE c.comp IN (SELECT comp FROM _bad WHERE reason = 'cluster_too_large')""", [rule]).fetchone()[0]
+        con.execute("DELETE FROM _comp WHERE comp IN (SELECT comp FROM _bad WHERE reason = 'cluster_too_large')")
+        con.execute("DELETE FROM _sedges WHERE ca NOT IN (SELECT id FROM _comp)")
+        con.execute("DELETE FROM _bad WHERE comp NOT IN (SELECT comp FROM _comp)")
+        # 2b. two protected values (two ERP ids, a never-merge pair): split
         if con.execute("SELECT count(*) FROM _bad").fetchone()[0]:
             refused += _split_bad_components(con, rule, max_size)
     links = con.execute("INSERT INTO _links SELECT a, b, ?, score FROM _sedges", [rule]).fetchone()[0]
@@ -160,14 +174,14 @@ def _apply_stage(con: duckdb.DuckDBPyConnection, rule: str, edges_sql: str,
 
 
 def _split_bad_components(con: duckdb.DuckDBPyConnection, rule: str, max_size: int) -> int:
-    """Split the components of ``_bad``: keep their strongest links, drop the weakest.
+    """Split the conflicting components of ``_bad``: keep their strongest links, drop the weakest.
 
-    The links of each conflicting component are taken strongest first (match weight;
-    ties and rule links, which have none, by record ids) and a link is refused when it
-    would put two values of a protected key, or more than ``max_size`` records, into one
-    cluster: the component ends up as the clusters its strongest evidence supports, and
-    only the links that made the conflict are refused ("split_conflicting_<key>",
-    "split_cluster_too_large"). The walk is a union-find over those links only, which
+    The links of each component are taken strongest first (match weight; ties and rule
+    links, which have none, by record ids) and a link is refused when it would put two
+    values of a protected key (two ERP ids, the two sides of a never-merge pair) into
+    one cluster: the component ends up as the clusters its strongest evidence supports,
+    and only the links that made the conflict are refused ("split_conflicting_<key>";
+    the size limit is checked again, "split_cluster_too_large"). The walk is a union-find over those links only, which
     are few (a conflict is rare); every other link stays set-based. ``_comp`` is then
     recomputed from the links kept.
     """
