@@ -75,9 +75,10 @@ class SalesChannel(_Strict):
     description: str = ""
 
 # Normalised match keys of staging.contacts that rules, blocking and guards may name.
+# ``names``: first and last name as a pair in either order (blocks swapped names together).
 MatchKey = Literal[
     "erp_id", "email", "tax_code", "mobile", "phone", "first_name", "last_name",
-    "birth_date", "postcode", "address", "city",
+    "birth_date", "postcode", "address", "city", "names",
 ]
 
 
@@ -103,7 +104,7 @@ class Probabilistic(_Strict):
     duplicate_share: float = Field(0.1, gt=0, lt=1)
     blocking: list[list[MatchKey]] = Field(
         default_factory=lambda: [
-            ["first_name", "last_name"], ["last_name", "birth_date"], ["first_name", "birth_date"],
+            ["names"], ["last_name", "birth_date"], ["first_name", "birth_date"],
             ["birth_date", "postcode"], ["last_name", "postcode"], ["mobile"], ["phone"], ["address"],
         ],
         min_length=1)
