@@ -100,13 +100,73 @@ def ensure_raw_table(con: duckdb.DuckDBPyConnection, deployment: Deployment, sou
             con.execute(f"ALTER TABLE raw.{source.name} ADD COLUMN {name} {SQL_TYPES[spec.type]}")
 
 
+# Product-line references between the Sendero <sincronizza> tables: a micro line names
+# its macro, a product names its macro and micro line. (entity, field) -> level.
+LINE_REFERENCES = {("product_line", "macro_id"): "macro", ("product", "line_macro_id"): "macro",
+                   ("product", "line_micro_id"): "micro"}
+
+
+def line_reference_sources(deployment: Deployment, source: Source) -> list[Source]:
+    """The product-line sources whose loaded records ``source``'s references point at.
+
+    A micro-line source (one that maps ``macro_id``) refers to the macro-line sources;
+    a product source to every product-line source. Ingestion loads those first.
+    """
+    if not any((source.entity, f) in LINE_REFERENCES for f in source.columns):
+        return []
+    lines = [s for s in deployment.sources_of("product_line") if s.name != source.name]
+    if source.entity == "product_line":
+        lines = [s for s in lines if "macro_id" not in s.columns]
+    return lines
+
+
+def register_line_references(con: duckdb.DuckDBPyConnection, deployment: Deployment,
+                             source: Source) -> dict[str, str]:
+    """Temp tables of the known macro and micro product lines; ``{field: level}`` to check.
+
+    Known lines are the latest version of every record in the raw tables of the
+    deployment's product-line sources (macro: no ``macro_id``; micro: with one). A
+    deployment without product-line sources checks nothing (nothing to check against).
+    """
+    fields = {f: LINE_REFERENCES[(source.entity, f)] for f in source.columns
+              if (source.entity, f) in LINE_REFERENCES}
+    if not fields or not deployment.sources_of("product_line"):
+        return {}
+    parts = []
+    for s in deployment.sources_of("product_line"):
+        ensure_raw_table(con, deployment, s)
+        parts.append(f"SELECT source_record_id, macro_id, _file_seq, _line FROM raw.{s.name}")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _ref_lines AS
+        SELECT source_record_id AS id, macro_id AS macro FROM ({' UNION ALL '.join(parts)})
+        QUALIFY row_number() OVER (PARTITION BY source_record_id, macro_id IS NULL
+                                   ORDER BY _file_seq DESC, _line DESC) = 1""")
+    return fields
+
+
+def _line_reference_checks(name: str, level: str, source: Source) -> list[str]:
+    v = f"\"{name}\""
+    if level == "macro":
+        return [f"WHEN {v} NOT IN (SELECT id FROM _ref_lines WHERE macro IS NULL) "
+                "THEN 'not a known macro product line (no such macro line loaded)'"]
+    checks = [f"WHEN {v} NOT IN (SELECT id FROM _ref_lines WHERE macro IS NOT NULL) "
+              "THEN 'not a known micro product line (no such micro line loaded)'"]
+    if "line_macro_id" in source.columns:
+        checks.append(
+            f"WHEN \"line_macro_id\" IS NOT NULL AND \"line_macro_id\" IS DISTINCT FROM "
+            f"(SELECT any_value(macro) FROM _ref_lines r WHERE r.id = {v} AND r.macro IS NOT NULL) "
+            "THEN 'micro product line does not belong to the record''s line_macro_id'")
+    return checks
+
+
 def _lit(value: str) -> str:
     """A SQL string literal; formats come from validated configuration, quotes doubled."""
     return "'" + value.replace("'", "''") + "'"
 
 
 def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list,
-                      settings: dict[str, str] | None = None) -> tuple[str, str]:
+                      settings: dict[str, str] | None = None,
+                      line_refs: dict[str, str] | None = None) -> tuple[str, str]:
     """SQL for the typed value of one field and for the reason it fails (NULL when fine)."""
     # The value was trimmed of every kind of blank (tabs, NBSP) once, in the inner
     # projection of build_validation_sql; empty means missing.
@@ -164,6 +224,8 @@ def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list,
                 f"WHEN {parent} IS NOT NULL AND {parent} IS DISTINCT FROM "
                 f"(SELECT any_value(macro) FROM {view} k WHERE k.id = ({typed})) "
                 f"THEN {_lit(f'{words} micro does not belong to the record' + chr(39) + f's {spec.parent}')}")
+    if line_refs and name in line_refs:
+        checks.extend(_line_reference_checks(name, line_refs[name], source))
     if spec.allowed is not None:
         allowed = ", ".join("'" + a.replace("'", "''") + "'" for a in spec.allowed)
         checks.append(f"WHEN {v} NOT IN ({allowed}) THEN {_lit('value not allowed (allowed: ' + ', '.join(spec.allowed) + ')')}")
@@ -172,7 +234,8 @@ def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list,
 
 
 def build_validation_sql(deployment: Deployment, source: Source,
-                         settings: dict[str, str] | None = None) -> tuple[str, list]:
+                         settings: dict[str, str] | None = None,
+                         line_refs: dict[str, str] | None = None) -> tuple[str, list]:
     """One SELECT over ``_land`` giving typed columns, per-field reasons and a record hash."""
     fields = source_fields(deployment, source)
     mapped = [f for f in fields if f in source.columns]
@@ -180,7 +243,7 @@ def build_validation_sql(deployment: Deployment, source: Source,
     select_typed, select_reason = [], []
     for name in fields:
         if name in mapped:
-            typed, reason = _typed_and_reason(name, fields[name], source, params, settings)
+            typed, reason = _typed_and_reason(name, fields[name], source, params, settings, line_refs)
             select_typed.append(f"{typed} AS \"{name}\"")
             select_reason.append(f"{reason} AS \"_r_{name}\"")
         elif name == "source_record_id":
@@ -338,7 +401,8 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
     settings = register_settings(con, deployment, {f: k for f, k in refs.items() if "." in k})
     if settings:
         apply_settings(con, "_land", settings)
-    sql, params = build_validation_sql(deployment, source, settings)
+    line_refs = register_line_references(con, deployment, source)
+    sql, params = build_validation_sql(deployment, source, settings, line_refs)
     reason_cols = [f"_r_{f}" for f in source_fields(deployment, source) if f in source.columns]
     # With invalid_values: drop_value, a bad value in an optional field is emptied and
     # reported instead of refusing the whole record (a contact with an impossible birth
@@ -462,7 +526,7 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
             [source.name, rel, batch_id, status, result.records, counts.get("new", 0),
              counts.get("updated", 0), counts.get("unchanged", 0), rejected, sha, message, now,
              suppressed])
-    for t in ("_land", "_checked", "_checked2", "_dups", "_accepted"):
+    for t in ("_land", "_checked", "_checked2", "_dups", "_accepted", "_ref_lines"):
         con.execute(f"DROP TABLE IF EXISTS {t}")
     return FileOutcome(rel, status, records=result.records, new=counts.get("new", 0),
                        updated=counts.get("updated", 0), unchanged=counts.get("unchanged", 0),
