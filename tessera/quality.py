@@ -60,10 +60,11 @@ def entity_expectations(entity: str, settings: EntityExpectations,
                         previous_rows: int | None) -> list[Expectation]:
     """The suite of one staging table; the row-count floor follows the previous load.
 
-    The first load has no previous count: its floor is one row.
+    Without a previous non-empty load there is nothing to compare with: the floor is 0
+    (a source whose first file has not arrived yet must not block the run).
     """
     ratio = settings.row_count_min_ratio
-    floor = max(1, math.ceil(previous_rows * ratio)) if previous_rows else 1
+    floor = math.ceil(previous_rows * ratio) if previous_rows else 0
     out = [
         Expectation("ExpectTableRowCountToBeBetween", {"min_value": floor}, settings.row_count_blocking,
                     f">= {floor}" + (f" ({ratio:.0%} of the previous {previous_rows})"
