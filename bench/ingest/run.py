@@ -143,7 +143,10 @@ def run_case(case: str, path: Path, warehouse: Path) -> dict:
     from tessera.ingest.load import ingest_source
     from tessera.warehouse import connect, ensure_warehouse
 
-    dep = load_deployment(ROOT / "examples" / "demo")
+    import tessera
+
+    # The demo configuration of the checkout whose code runs (a baseline has its own).
+    dep = load_deployment(Path(tessera.__file__).resolve().parents[1] / "examples" / "demo")
     name = {"csv": "crm_contacts", "xml": "erp_contacts", "xml_small": "erp_contacts",
             "order_lines": "shop_order_lines"}[case]
     src = dep.source(name)

@@ -163,11 +163,13 @@ def csv_record_lines(data: bytes, delimiter: str, quote: str,
     if qs.size:
         opening, closing = qs[0::2], qs[1::2]
         prev = np.where(opening > 0, arr[np.maximum(opening - 1, 0)], 10)
-        prev_is_close = np.isin(opening - 1, closing)
+        # Quotes alternate opening/closing, so the quote before the k-th opening is the
+        # (k-1)-th closing and the one after the k-th closing the (k+1)-th opening.
+        prev_is_close = np.concatenate(([False], opening[1:] - 1 == closing[:-1]))
         if not np.all((prev == d) | (prev == 10) | (opening == 0) | prev_is_close):
             return None
         nxt = np.where(closing + 1 < n, arr[np.minimum(closing + 1, n - 1)], 10)
-        next_is_open = np.isin(closing + 1, opening)
+        next_is_open = np.concatenate((closing[:-1] + 1 == opening[1:], [False]))
         if not np.all((nxt == d) | (nxt == 10) | (nxt == 13) | next_is_open):
             return None
     # A CR outside quotes must end its line.
