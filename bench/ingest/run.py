@@ -154,7 +154,7 @@ def run_case(case: str, path: Path, warehouse: Path) -> dict:
     if case == "csv":
         update["csv"] = src.csv.model_copy(update={"encoding": "utf-8"})
     src = src.model_copy(update=update)
-    con = connect(warehouse)
+    con = connect(warehouse, memory_limit=os.environ.get("TESSERA_BENCH_MEMORY_LIMIT") or None)
     ensure_warehouse(con)
     t = time.perf_counter()
     outcome = ingest_source(con, dep, src, path.parent, "bench", dt.datetime(2026, 11, 1))
@@ -165,8 +165,10 @@ def run_case(case: str, path: Path, warehouse: Path) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def _subprocess(case: str, path: Path, warehouse: Path, code: Path) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(code), GX_ANALYTICS_ENABLED="False")
+def _subprocess(case: str, path: Path, warehouse: Path, code: Path,
+                memory_limit: str | None = None) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(code), GX_ANALYTICS_ENABLED="False",
+               TESSERA_BENCH_MEMORY_LIMIT=memory_limit or "")
     out = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--case", case, "--file", str(path),
          "--warehouse", str(warehouse)],
@@ -184,6 +186,8 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--repeat", type=int, default=1, help="runs per case; the fastest is kept")
     ap.add_argument("--baseline", default=None, help="another checkout whose tessera to time too")
+    ap.add_argument("--memory-limit", default=None,
+                    help="DuckDB memory_limit for Tessera's warehouse, e.g. 512MB (default: DuckDB's)")
     ap.add_argument("--cases", default="duckdb_read_csv,csv,xml_small,xml,order_lines",
                     help="comma-separated subset of the cases")
     ap.add_argument("--case", help=argparse.SUPPRESS)
@@ -211,7 +215,8 @@ def main() -> int:
             if case == "duckdb_read_csv" and label != "tessera":
                 continue
             path = files[key]
-            runs = [_subprocess(case, path, work / f"{case}.duckdb", code) for _ in range(args.repeat)]
+            runs = [_subprocess(case, path, work / f"{case}.duckdb", code, args.memory_limit)
+                    for _ in range(args.repeat)]
             best = min(runs, key=lambda r: r["seconds"])
             mb = path.stat().st_size / 1e6
             best.update(code=label, case=case, file=path.name, file_mb=round(mb, 1),
@@ -229,6 +234,7 @@ def main() -> int:
     out_dir.mkdir(exist_ok=True)
     out = out_dir / f"ingest_{args.contacts}_{args.lines}.json"
     out.write_text(json.dumps({"contacts": args.contacts, "lines": args.lines,
+                               "memory_limit": args.memory_limit,
                                "generate_s": t_gen, "cases": results}, indent=2))
     print(f"results: {out}")
     if not args.keep and not args.workdir:
