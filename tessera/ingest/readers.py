@@ -4,11 +4,13 @@ Each reader turns one file into Arrow batches of *strings* named by canonical fi
 plus ``_line`` (the physical line where the record starts) so that every reject can
 name its line. Typing and validation happen afterwards in DuckDB SQL, set-based.
 
-Why not DuckDB's own CSV reader: it cannot report physical line numbers for records
-with quoted newlines, it does not decode cp1250/cp1252 without an extension download,
-and its sniffer and ``ignore_errors`` were measured to lose data silently
-(RELIABILITY.md rule 6). Python's ``csv`` module is C code and streams; we declare the
-dialect instead of sniffing it.
+DuckDB's own CSV reader is used only where it cannot go wrong (``land_csv``): it cannot
+report physical line numbers for records with quoted newlines (a vectorised scan of the
+bytes gives them), it does not decode cp1250/cp1252 without an extension download
+(those files are re-encoded first), and its sniffer and ``ignore_errors`` were measured
+to lose data silently (RELIABILITY.md rule 6): neither is ever used, the dialect is
+declared, the mode strict and the record count reconciled with the scan. Files it
+refuses go through pyarrow or Python's ``csv`` module, which report each bad record.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ import hashlib
 import io
 import json
 import re
+import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 from lxml import etree
@@ -221,9 +225,6 @@ def land_csv(con, path: Path, source: Source, table: str = "_land") -> ReadResul
     0x80-0x9F (the only range where the two differ); any other code page is first
     re-encoded to UTF-8 into a temporary file, in 1 MiB chunks.
     """
-    import duckdb
-    import tempfile
-
     dialect = source.csv
     assert dialect is not None
     if not dialect.header or dialect.escape is not None or path.stat().st_size > FAST_CSV_MAX_BYTES:
