@@ -11,7 +11,7 @@ export DO_NOT_TRACK := 1
 # Keys the suppression ledger's hashes. The demo's value is public: set your own secret.
 export TESSERA_SUPPRESSION_KEY ?= demo-only-key-set-TESSERA_SUPPRESSION_KEY
 
-.PHONY: install demo test ui bench bench-segments bench-identity bench-companies validate lock clean
+.PHONY: install demo test ui bench bench-segments bench-identity bench-identity-febrl bench-ingest bench-companies validate lock clean
 
 install: $(STAMP)
 
@@ -55,6 +55,16 @@ bench-segments: install
 N ?= 100000
 bench-identity: install
 	$(PY) bench/identity/run.py --n $(N) $(if $(SPLINK),--splink,)
+
+## bench-identity-febrl: identity quality on the public FEBRL person data sets, beside Splink
+bench-identity-febrl: install
+	$(PY) bench/identity/febrl.py
+
+## bench-ingest: CSV and XML contacts, XML order lines, beside DuckDB read_csv (reference scale:
+## CONTACTS=1000000 LINES=10000000)
+LINES ?= 1000000
+bench-ingest: install
+	$(PY) bench/ingest/run.py --contacts $(CONTACTS) --lines $(LINES)
 
 ## bench-companies: B2B registries (companies, users, purchased list) at scale, with quality
 COMPANIES ?= 100000

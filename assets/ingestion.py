@@ -14,7 +14,7 @@ from dagster_duckdb import DuckDBResource
 from assets._common import POOL, table_metadata
 from resources import LandingZone, PrivacySettings, resource_key
 from tessera.config import Deployment, Source
-from tessera.ingest.load import ingest_source, rejected_by_reason
+from tessera.ingest.load import ingest_source, line_reference_sources, rejected_by_reason
 from tessera.warehouse import Timer, ensure_warehouse
 
 GROUP = "ingestion"
@@ -61,6 +61,9 @@ def _source_asset(deployment: Deployment, source: Source):
     # files first, so that the users' links see them.
     deps = ([dg.AssetKey(["raw", s.name]) for s in deployment.sources_of("company")]
             if source.entity == "company_user" else [])
+    # Micro product lines are checked against the loaded macros, products against both:
+    # those sources load first.
+    deps += [dg.AssetKey(["raw", s.name]) for s in line_reference_sources(deployment, source)]
     common = dict(
         key=key,
         deps=deps,

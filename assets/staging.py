@@ -9,7 +9,7 @@ from dagster_duckdb import DuckDBResource
 from assets._common import POOL, table_metadata
 from tessera.companies import link_company_users
 from tessera.config import Deployment
-from tessera.quality import check_staged_contacts
+from tessera.quality import check_staged
 from tessera.staging import ENTITY_TABLES, build_contacts, build_entity
 from tessera.warehouse import Timer, ensure_warehouse
 
@@ -63,29 +63,34 @@ def _entity_asset(deployment: Deployment, entity: str):
 
     checks.append(_unique)
 
-    if entity == "contact":
-        @dg.asset_check(asset=key, name="contacts_pass_batch_expectations", blocking=True,
-                        description="great-expectations on the batch: row count not below half of "
-                                    "the previous load, no null or duplicate keys (blocking); "
-                                    "e-mail and surname null rates (reported). Results, counts "
-                                    "only, in ops.expectation_results.")
-        def _expectations(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
-            with warehouse.get_connection() as con:
-                ensure_warehouse(con)
-                outcomes = check_staged_contacts(con, context.run.run_id)
-            failed_blocking = [o for o in outcomes if o.blocking and not o.success]
-            rows = [{"expectation": o.expectation, "column": o.column or "", "blocking": o.blocking,
-                     "success": o.success, "unexpected_count": o.unexpected_count,
-                     "unexpected_percent": (round(o.unexpected_percent, 2)
-                                            if o.unexpected_percent is not None else None),
-                     "observed": o.observed_value, "expected": o.expected} for o in outcomes]
-            return dg.AssetCheckResult(
-                passed=not failed_blocking,
-                metadata={"expectations": dg.MetadataValue.json(rows),
-                          "failed_blocking": len(failed_blocking),
-                          "failed_reported": sum(not o.success and not o.blocking for o in outcomes)})
+    settings = deployment.expectations_of(entity)
+    nulls = ", ".join(f"{c} (at most {r.max_share:.0%} empty{', blocking' if r.blocking else ''})"
+                      for c, r in settings.null_rates_of(entity).items()) or "none"
 
-        checks.append(_expectations)
+    @dg.asset_check(asset=key, name=f"{table}_pass_batch_expectations", blocking=True,
+                    description=f"great-expectations on the batch: row count not below "
+                                f"{settings.row_count_min_ratio:.0%} of the previous load"
+                                f"{' (blocking)' if settings.row_count_blocking else ''}, no null or "
+                                f"duplicate keys (blocking); null rates: {nulls}. Thresholds in "
+                                f"tessera.yaml (expectations: {entity}); results, counts only, in "
+                                f"ops.expectation_results.")
+    def _expectations(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
+        with warehouse.get_connection() as con:
+            ensure_warehouse(con)
+            outcomes = check_staged(con, entity, table, context.run.run_id, settings=settings)
+        failed_blocking = [o for o in outcomes if o.blocking and not o.success]
+        rows = [{"expectation": o.expectation, "column": o.column or "", "blocking": o.blocking,
+                 "success": o.success, "unexpected_count": o.unexpected_count,
+                 "unexpected_percent": (round(o.unexpected_percent, 2)
+                                        if o.unexpected_percent is not None else None),
+                 "observed": o.observed_value, "expected": o.expected} for o in outcomes]
+        return dg.AssetCheckResult(
+            passed=not failed_blocking,
+            metadata={"expectations": dg.MetadataValue.json(rows),
+                      "failed_blocking": len(failed_blocking),
+                      "failed_reported": sum(not o.success and not o.blocking for o in outcomes)})
+
+    checks.append(_expectations)
     return _build, checks
 
 

@@ -76,9 +76,10 @@ class SalesChannel(_Strict):
     description: str = ""
 
 # Normalised match keys of staging.contacts that rules, blocking and guards may name.
+# ``names``: first and last name as a pair in either order (blocks swapped names together).
 MatchKey = Literal[
     "erp_id", "email", "tax_code", "mobile", "phone", "first_name", "last_name",
-    "birth_date", "postcode", "address", "city",
+    "birth_date", "postcode", "address", "city", "names",
 ]
 
 
@@ -104,7 +105,7 @@ class Probabilistic(_Strict):
     duplicate_share: float = Field(0.1, gt=0, lt=1)
     blocking: list[list[MatchKey]] = Field(
         default_factory=lambda: [
-            ["first_name", "last_name"], ["last_name", "birth_date"], ["first_name", "birth_date"],
+            ["names"], ["last_name", "birth_date"], ["first_name", "birth_date"],
             ["birth_date", "postcode"], ["last_name", "postcode"], ["mobile"], ["phone"], ["address"],
         ],
         min_length=1)
@@ -136,6 +137,41 @@ class IdentitySettings(_Strict):
     ]
     junk_phones: list[str] = ["0000000", "1234567", "123456789", "0123456789"]
     junk_tax_codes: list[str] = []
+
+
+class NullRate(_Strict):
+    """At most ``max_share`` of a staging table's rows may have this column empty."""
+
+    max_share: float = Field(ge=0, le=1)
+    # Blocking: a failure stops identity resolution; otherwise it is reported only.
+    blocking: bool = False
+
+
+# Null rates watched when a deployment says nothing about an entity: the fields that
+# make a record useful downstream but that the contract cannot require.
+DEFAULT_NULL_RATES: dict[str, dict[str, NullRate]] = {
+    "contact": {"email": NullRate(max_share=0.5), "last_name": NullRate(max_share=0.5)},
+    "order_line": {"product_id": NullRate(max_share=0.5)},
+    "product": {"description": NullRate(max_share=0.5)},
+    "product_line": {"description": NullRate(max_share=0.5)},
+}
+
+
+class EntityExpectations(_Strict):
+    """Batch expectations of one staging table, run by great-expectations in an asset check.
+
+    The row count must not fall below ``row_count_min_ratio`` of the previous load's;
+    keys (``source``, ``source_record_id``) are never null and never duplicated (always
+    blocking); ``null_rates`` bound the share of empty values per column (``None``: the
+    entity's defaults, ``{}``: none).
+    """
+
+    row_count_min_ratio: float = Field(0.5, ge=0, le=1)
+    row_count_blocking: bool = True
+    null_rates: dict[Identifier, NullRate] | None = None
+
+    def null_rates_of(self, entity: str) -> dict[str, NullRate]:
+        return dict(DEFAULT_NULL_RATES.get(entity, {}) if self.null_rates is None else self.null_rates)
 
 
 class CsvDialect(_Strict):
@@ -368,6 +404,7 @@ class _MainFile(_Strict):
     properties: dict[Literal["contact"], list[ExtendedProperty]] = {}
     identity: IdentitySettings = IdentitySettings()
     sales_channels: dict[Identifier, SalesChannel] = {}
+    expectations: dict[Entity, EntityExpectations] = {}
 
 
 class _SourcesFile(_Strict):
@@ -407,6 +444,11 @@ class Deployment(_Strict):
     lookups: dict[str, LookupTable] = {}
     scores: list[ScoreDef] = []
     stages: list[StageDef] = []
+    expectations: dict[str, EntityExpectations] = {}
+
+    def expectations_of(self, entity: str) -> EntityExpectations:
+        """The entity's configured batch expectations, or the defaults."""
+        return self.expectations.get(entity, EntityExpectations())
 
     def lookup_table(self, name: str) -> LookupTable:
         """A lookup table with predefined values merged in (sales-channel macros)."""
@@ -588,6 +630,14 @@ def load_deployment(config_dir: str | Path) -> Deployment:
                         f"{main_y.where(('identity', kind, i, j, 'source'))}: unknown contact "
                         f"source '{ref.source}'")
 
+    for entity, exp in main.expectations.items():
+        known = set(contracts[entity].fields) | ext_by_entity.get(entity, set())
+        for col in (exp.null_rates or {}):
+            if col not in known:
+                raise ConfigError(
+                    f"{main_y.where(('expectations', entity, 'null_rates', col))}: '{col}' is "
+                    f"not a field of {entity} (contract or extended property)")
+
     deployment = Deployment(
         lookups=lookups.lookups,
         config_dir=config_dir,
@@ -603,6 +653,7 @@ def load_deployment(config_dir: str | Path) -> Deployment:
         feeds=feeds.feeds,
         scores=scoring.scores,
         stages=stages.stages,
+        expectations=main.expectations,
     )
 
     # Rules and feeds are checked against the field catalogue now, so that a bad rule

@@ -14,7 +14,10 @@ components by min-label propagation (a star per key group, so edges grow linearl
 **Merge protection** runs before a merge is applied: a link between two clusters
 holding different values of a ``unique_per_cluster`` key (two ERP ids) or the two sides
 of a ``never_merge`` pair, or that would pass ``max_cluster_size``, is refused; a
-component that would still conflict through a chain of links is refused whole.
+component that would still join two protected values through a chain of links is
+split: its links are kept strongest first and the weakest ones that would close the
+conflict are refused; one that would pass the size limit through a chain is refused
+whole for the stage.
 Refusals go to ``core.refused_merges`` and to ``core.merge_log`` (event ``refused``);
 accepted links, with rule and score, to ``core.identity_links``.
 
@@ -32,8 +35,8 @@ import datetime as dt
 import duckdb
 
 from tessera.config import IdentitySettings
-from tessera.matching import (candidate_pairs_sql, estimate_u, open_pairs_sql, prepare_sql, scored_pairs_sql,
-                              threshold_weight)
+from tessera.matching import (candidate_pairs_sql, estimate_m, estimate_u, levels_table_sql, load_variants,
+                              open_pairs_sql, prepare_sql, scored_pairs_sql, threshold_weight)
 from tessera.warehouse import table_exists, transaction
 
 # Match key -> column of staging.contacts holding its normalised value.
@@ -42,11 +45,13 @@ KEY_COLUMNS = {
     "mobile": "mobile_key", "phone": "phone_key", "first_name": "first_key",
     "last_name": "last_key", "birth_date": "birth_date", "postcode": "postcode_key",
     "address": "address_key", "city": "city_key",
+    "names": "CASE WHEN first_key IS NOT NULL AND last_key IS NOT NULL "
+             "THEN least(first_key, last_key) || ' ' || greatest(first_key, last_key) END",
 }
 MAX_PASSES = 50
 _TEMP = ("_rec", "_label", "_guard", "_links", "_refused", "_sedges", "_cedges", "_comp",
          "_cnext", "_cnext2", "_cstat", "_bad", "_cand", "_members", "_overlap", "_kept", "_ids",
-         "_manual", "_mrec", "_open", "_accepted")
+         "_manual", "_mrec", "_open", "_accepted", "_gam", "_nick")
 
 
 def rule_name(keys: list[str]) -> str:
@@ -133,7 +138,7 @@ def _apply_stage(con: duckdb.DuckDBPyConnection, rule: str, edges_sql: str,
         UNION SELECT DISTINCT cb AS a, ca AS b FROM _sedges""")
     _components(con)
     if guarded:
-        # 2. components that would still conflict through a chain of links: refused whole
+        # 2. components that would still conflict through a chain of links
         con.execute("""
             CREATE OR REPLACE TEMP TABLE _bad AS
             WITH sizes AS (
@@ -144,13 +149,20 @@ def _apply_stage(con: duckdb.DuckDBPyConnection, rule: str, edges_sql: str,
             )
             SELECT comp, CASE WHEN size > ? THEN 'cluster_too_large' END AS reason FROM sizes WHERE size > ?
             UNION ALL SELECT comp, 'conflicting_' || gkey FROM conflicts""", [max_size, max_size])
+        # 2a. too large: refused whole. Its links carry no order worth keeping (a shared
+        # office phone, a chain of look-alikes): cutting it to size would merge
+        # arbitrary records.
         refused += con.execute("""
             INSERT INTO _refused
-            SELECT e.a, e.b, ?, e.score, 'transitive_' || min(b.reason)
-            FROM _sedges e JOIN _comp c ON c.id = e.ca JOIN _bad b ON b.comp = c.comp
-            GROUP BY e.a, e.b, e.score""", [rule]).fetchone()[0]
-        con.execute("DELETE FROM _comp WHERE comp IN (SELECT comp FROM _bad)")
+            SELECT e.a, e.b, ?, e.score, 'transitive_cluster_too_large'
+            FROM _sedges e JOIN _comp c ON c.id = e.ca
+            WHERE c.comp IN (SELECT comp FROM _bad WHERE reason = 'cluster_too_large')""", [rule]).fetchone()[0]
+        con.execute("DELETE FROM _comp WHERE comp IN (SELECT comp FROM _bad WHERE reason = 'cluster_too_large')")
         con.execute("DELETE FROM _sedges WHERE ca NOT IN (SELECT id FROM _comp)")
+        con.execute("DELETE FROM _bad WHERE comp NOT IN (SELECT comp FROM _comp)")
+        # 2b. two protected values (two ERP ids, a never-merge pair): split
+        if con.execute("SELECT count(*) FROM _bad").fetchone()[0]:
+            refused += _split_bad_components(con, rule, max_size)
     links = con.execute("INSERT INTO _links SELECT a, b, ?, score FROM _sedges", [rule]).fetchone()[0]
     con.execute("""
         UPDATE _label SET cid = c.comp FROM _comp c WHERE _label.cid = c.id AND c.comp <> c.id""")
@@ -159,6 +171,66 @@ def _apply_stage(con: duckdb.DuckDBPyConnection, rule: str, edges_sql: str,
         FROM _guard g JOIN _comp c ON c.id = g.cid WHERE c.comp <> c.id""")
     con.execute("DELETE FROM _guard WHERE cid IN (SELECT id FROM _comp WHERE comp <> id)")
     return {"links": int(links), "refused": int(refused)}
+
+
+def _split_bad_components(con: duckdb.DuckDBPyConnection, rule: str, max_size: int) -> int:
+    """Split the conflicting components of ``_bad``: keep their strongest links, drop the weakest.
+
+    The links of each component are taken strongest first (match weight; ties and rule
+    links, which have none, by record ids) and a link is refused when it would put two
+    values of a protected key (two ERP ids, the two sides of a never-merge pair) into
+    one cluster: the component ends up as the clusters its strongest evidence supports,
+    and only the links that made the conflict are refused ("split_conflicting_<key>";
+    the size limit is checked again, "split_cluster_too_large"). The walk is a union-find over those links only, which
+    are few (a conflict is rare); every other link stays set-based. ``_comp`` is then
+    recomputed from the links kept.
+    """
+    edges = con.execute("""
+        SELECT e.a, e.b, e.ca, e.cb, e.score FROM _sedges e JOIN _comp c ON c.id = e.ca
+        WHERE c.comp IN (SELECT comp FROM _bad)
+        ORDER BY e.score DESC NULLS LAST, e.a, e.b""").fetchall()
+    size = dict(con.execute("""
+        SELECT s.cid, s.size FROM _cstat s JOIN _comp c ON c.id = s.cid
+        WHERE c.comp IN (SELECT comp FROM _bad)""").fetchall())
+    guards: dict = {}
+    for cid, gkey, gval in con.execute("""
+            SELECT g.cid, g.gkey, g.gval FROM _guard g JOIN _comp c ON c.id = g.cid
+            WHERE c.comp IN (SELECT comp FROM _bad)""").fetchall():
+        guards.setdefault(cid, {})[gkey] = gval
+    parent: dict = {}
+
+    def root(x):
+        while parent.get(x, x) != x:
+            parent[x] = parent.get(parent[x], parent[x])
+            x = parent[x]
+        return x
+
+    refused = []
+    for a, b, ca, cb, score in edges:
+        ra, rb = root(ca), root(cb)
+        if ra == rb:
+            continue
+        ga, gb = guards.get(ra, {}), guards.get(rb, {})
+        clash = sorted(k for k in ga.keys() & gb.keys() if ga[k] != gb[k])
+        if clash:
+            refused.append((a, b, rule, score, f"split_conflicting_{clash[0]}"))
+        elif size.get(ra, 1) + size.get(rb, 1) > max_size:
+            refused.append((a, b, rule, score, "split_cluster_too_large"))
+        else:
+            parent[rb] = ra
+            size[ra] = size.get(ra, 1) + size.get(rb, 1)
+            guards[ra] = {**gb, **ga}
+    if refused:
+        con.executemany("INSERT INTO _refused VALUES (?, ?, ?, ?, ?)", refused)
+        con.execute("""
+            DELETE FROM _sedges e WHERE EXISTS (
+                SELECT 1 FROM _refused r WHERE r.a = e.a AND r.b = e.b AND r.rule = ?)""", [rule])
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _cedges AS
+        SELECT DISTINCT ca AS a, cb AS b FROM _sedges
+        UNION SELECT DISTINCT cb AS a, ca AS b FROM _sedges""")
+    _components(con)
+    return len(refused)
 
 
 def _pair_refs(pairs, kind: str) -> list[tuple]:
@@ -199,17 +271,23 @@ def cluster(con: duckdb.DuckDBPyConnection, settings: IdentitySettings) -> dict:
     prob = settings.probabilistic
     if prob.enabled:
         n = con.execute("SELECT count(*) FROM _rec").fetchone()[0]
+        load_variants(con)
         for stmt in prepare_sql():
             con.execute(stmt)
         u = estimate_u(con)
         con.execute(f"CREATE OR REPLACE TEMP TABLE _cand AS {candidate_pairs_sql(prob)}")
         stats["candidate_pairs"] = con.execute("SELECT count(*) FROM _cand").fetchone()[0]
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _gam AS {levels_table_sql()}")
+        con.execute("DROP TABLE _cand")
+        m, em_info = estimate_m(con, prob, u)
+        stats["em"] = em_info
         for stmt in open_pairs_sql():
             con.execute(stmt)
+        con.execute("DROP TABLE _gam")
         min_w = threshold_weight(prob, n)
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE _accepted AS
-            SELECT a, b, score FROM ({scored_pairs_sql(u)}) WHERE score >= {min_w:.6f} AND corroborated""")
+            SELECT a, b, score FROM ({scored_pairs_sql(m, u)}) WHERE score >= {min_w:.6f} AND corroborated""")
         stats["probabilistic"] = _apply_stage(con, "probabilistic", "SELECT a, b, score FROM _accepted",
                                               max_size)
         stats["threshold_weight"] = round(min_w, 3)
@@ -347,6 +425,9 @@ def resolve(con: duckdb.DuckDBPyConnection, run_at: dt.datetime, run_key: str,
         "new_ids": int(new_ids), "merges": int(merges[0]) if merges else 0,
         "splits": int(splits[0]) if splits else 0, "refused_links": int(n_refused),
         "refused_log_rows": int(refused[0]) if refused else 0,
-        "links_by_stage": {k: v for k, v in stage_stats.items() if isinstance(v, dict)},
+        "links_by_stage": {k: v for k, v in stage_stats.items() if isinstance(v, dict) and k != "em"},
+        # EM training per blocking rule: pairs, iterations, estimated match share (counts only)
+        "em_sessions": {x["blocking"]: {k: v for k, v in x.items() if k != "blocking"}
+                        for x in stage_stats.get("em", {}).get("sessions", [])},
         "candidate_pairs": int(stage_stats.get("candidate_pairs", 0)),
     }

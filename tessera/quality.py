@@ -1,10 +1,12 @@
 """Batch-level expectations with great-expectations 1.x, kept for analysts.
 
-Contract checks at ingestion judge one record at a time. These judge the batch: did
-the number of staged contacts collapse compared with the previous load, are the keys
-null or duplicated, how many records lack an e-mail. They run inside Dagster asset
-checks (dagster-ge's op factories are broken with current GX, STYLE.md rule 12), and
-the blocking ones stop identity resolution.
+Contract checks at ingestion judge one record at a time. These judge the batch of
+every staging table: did the number of rows collapse compared with the previous load,
+are the keys null or duplicated, how many records lack an e-mail or a product. They run
+inside Dagster asset checks (dagster-ge's op factories are broken with current GX,
+STYLE.md rule 12), and the blocking ones stop identity resolution and everything after
+it. The thresholds are per entity, in ``tessera.yaml`` (``expectations:``), with
+defaults (``tessera.config.EntityExpectations``).
 
 Results go to ``ops.expectation_results``: expectation, column, success, counts and
 percentages. The result format asks GX for no unexpected values at all
@@ -25,12 +27,11 @@ from dataclasses import dataclass
 
 import duckdb
 
+from tessera.config import EntityExpectations
 from tessera.warehouse import transaction
 
 RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 0,
                  "include_unexpected_rows": False, "return_unexpected_index_query": False}
-# A load may shrink, but not below this share of the previous load's row count.
-ROW_COUNT_MIN_RATIO = 0.5
 ROW_COUNT = "expect_table_row_count_to_be_between"
 
 
@@ -55,21 +56,33 @@ class Expectation:
     expected: str
 
 
-def contact_expectations(previous_rows: int | None) -> list[Expectation]:
-    """The suite of ``staging.contacts``; the row-count floor follows the previous load."""
-    floor = max(1, math.ceil(previous_rows * ROW_COUNT_MIN_RATIO)) if previous_rows else 1
-    return [
-        Expectation("ExpectTableRowCountToBeBetween", {"min_value": floor}, True,
-                    f">= {floor}" + (f" ({ROW_COUNT_MIN_RATIO:.0%} of the previous {previous_rows})"
+def entity_expectations(entity: str, settings: EntityExpectations,
+                        previous_rows: int | None) -> list[Expectation]:
+    """The suite of one staging table; the row-count floor follows the previous load.
+
+    Without a previous non-empty load there is nothing to compare with: the floor is 0
+    (a source whose first file has not arrived yet must not block the run).
+    """
+    ratio = settings.row_count_min_ratio
+    floor = math.ceil(previous_rows * ratio) if previous_rows else 0
+    out = [
+        Expectation("ExpectTableRowCountToBeBetween", {"min_value": floor}, settings.row_count_blocking,
+                    f">= {floor}" + (f" ({ratio:.0%} of the previous {previous_rows})"
                                      if previous_rows else "")),
         Expectation("ExpectColumnValuesToNotBeNull", {"column": "source_record_id"}, True, "no nulls"),
         Expectation("ExpectCompoundColumnsToBeUnique", {"column_list": ["source", "source_record_id"]},
                     True, "unique"),
-        Expectation("ExpectColumnValuesToNotBeNull", {"column": "email", "mostly": 0.5}, False,
-                    "mostly 0.5"),
-        Expectation("ExpectColumnValuesToNotBeNull", {"column": "last_name", "mostly": 0.5}, False,
-                    "mostly 0.5"),
     ]
+    for column, rate in settings.null_rates_of(entity).items():
+        mostly = round(1 - rate.max_share, 6)
+        out.append(Expectation("ExpectColumnValuesToNotBeNull", {"column": column, "mostly": mostly},
+                               rate.blocking, f"mostly {mostly:g}"))
+    return out
+
+
+def contact_expectations(previous_rows: int | None) -> list[Expectation]:
+    """The default suite of ``staging.contacts``."""
+    return entity_expectations("contact", EntityExpectations(), previous_rows)
 
 
 def previous_row_count(con: duckdb.DuckDBPyConnection, table: str, batch_id: str) -> int | None:
@@ -137,13 +150,31 @@ def _float(v):
 
 
 def check_staged_contacts(con: duckdb.DuckDBPyConnection, batch_id: str,
-                          now: dt.datetime | None = None) -> list[ExpectationOutcome]:
+                          now: dt.datetime | None = None,
+                          settings: EntityExpectations | None = None) -> list[ExpectationOutcome]:
     """Validate ``staging.contacts`` and record the outcome (re-runnable per batch)."""
+    return check_staged(con, "contact", "contacts", batch_id, now, settings)
+
+
+def check_staged(con: duckdb.DuckDBPyConnection, entity: str, table_name: str, batch_id: str,
+                 now: dt.datetime | None = None,
+                 settings: EntityExpectations | None = None) -> list[ExpectationOutcome]:
+    """Validate ``staging.<table_name>`` and record the outcome (re-runnable per batch).
+
+    Only the columns the suite reads are fetched into the frame GX validates; a column
+    the table lacks (an entity whose sources map no such field) reads as all empty.
+    """
     now = now or dt.datetime.now().replace(microsecond=0)
-    table = "staging.contacts"
-    expectations = contact_expectations(previous_row_count(con, table, batch_id))
-    frame = con.execute(
-        "SELECT source, source_record_id, email, last_name FROM staging.contacts").df()
+    settings = settings or EntityExpectations()
+    table = f"staging.{table_name}"
+    expectations = entity_expectations(entity, settings, previous_row_count(con, table, batch_id))
+    have = {r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'staging' "
+        "AND table_name = ?", [table_name]).fetchall()}
+    wanted = ["source", "source_record_id"] + [
+        c for c in settings.null_rates_of(entity) if c not in ("source", "source_record_id")]
+    select = ", ".join(f'"{c}"' if c in have else f'CAST(NULL AS VARCHAR) AS "{c}"' for c in wanted)
+    frame = con.execute(f"SELECT {select} FROM {table}").df()
     outcomes = validate(frame, expectations)
     with transaction(con):
         con.execute("DELETE FROM ops.expectation_results WHERE batch_id = ? AND table_name = ?",

@@ -399,15 +399,19 @@ def shift_stored_lines(con, source, rel: str, removal: Removal) -> None:
     con.execute("DROP TABLE _scrub_starts")
 
 
-def scrub_landing_files(con, deployment, landing_dir, key: str, request_id: str,
+def scrub_landing_files(con, deployment, landing_dir, key: str, request_id: str | None,
                         record_ids: dict[str, list[str]] | None = None,
-                        order_ids: list[str] | None = None) -> int:
+                        order_ids: list[str] | None = None,
+                        only: set[tuple[str, str]] | None = None) -> int:
     """Rewrite every landing file and API snapshot that holds an erased person's records.
 
     Idempotent: a second run finds nothing left to remove. Order sources are scrubbed
     before order lines, so that the lines of an order removed for its customer's ERP id
     go too. The file ledger's fingerprint of a rewritten file is updated so the next run
     does not take it for a new delivery. Returns the number of files rewritten.
+
+    ``only`` limits the rewrite to some ``(source, file)`` pairs: ingestion uses it to cut
+    the records it suppressed out of the file that just re-delivered them.
     """
     hashes: dict[str, set[str]] = {}
     for kind, h in con.execute("SELECT kind, id_hash FROM ops.suppressions WHERE channel = 'all'").fetchall():
@@ -449,6 +453,8 @@ def scrub_landing_files(con, deployment, landing_dir, key: str, request_id: str,
         if rewrite is None:
             continue
         for path in _files(root, source):
+            if only is not None and (source.name, str(path.relative_to(root))) not in only:
+                continue
             tmp = path.with_name(f".{path.name}.forget-tmp")
             try:
                 removal = rewrite(path, source, hit_for(source), tmp)
@@ -469,6 +475,7 @@ def scrub_landing_files(con, deployment, landing_dir, key: str, request_id: str,
                 con.execute("ROLLBACK")
                 raise
             rewritten += 1
-    con.execute("UPDATE ops.erasures SET files_rewritten = files_rewritten + ? WHERE request_id = ?",
-                [rewritten, request_id])
+    if request_id is not None:
+        con.execute("UPDATE ops.erasures SET files_rewritten = files_rewritten + ? WHERE request_id = ?",
+                    [rewritten, request_id])
     return rewritten

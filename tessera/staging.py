@@ -62,7 +62,8 @@ def tax_code_key_sql(col: str) -> str:
 
     A mistyped code would otherwise link two strangers (or fail to link one person),
     so a 16-character Italian code whose check letter does not match has no key.
-    Other identifiers (foreign tax ids, VAT numbers) are kept when alphanumeric.
+    Other identifiers (foreign tax ids, VAT numbers, social security numbers) are kept
+    when alphanumeric and at least 7 characters long (shorter ones collide by chance).
     """
     idx = f"(CASE WHEN ascii(substr({col}, i + 1, 1)) >= 65 THEN ascii(substr({col}, i + 1, 1)) - 65 " \
           f"ELSE ascii(substr({col}, i + 1, 1)) - 48 END)"
@@ -72,7 +73,7 @@ def tax_code_key_sql(col: str) -> str:
             f"WHEN length({col}) = 16 THEN CASE WHEN regexp_full_match({col}, '{_CF_SHAPE[1:-1]}') "
             f"AND chr(CAST(65 + ({total}) % 26 AS INTEGER)) = substr({col}, 16, 1) THEN {col} END "
             f"WHEN regexp_matches({col}, '^[A-Z]{{6}}[0-9]{{2}}') THEN NULL "  # a truncated Italian code
-            f"WHEN regexp_full_match({col}, '[A-Z0-9]{{8,20}}') THEN {col} END")
+            f"WHEN regexp_full_match({col}, '[A-Z0-9]{{7,20}}') THEN {col} END")
 
 
 def _fold(col: str) -> str:

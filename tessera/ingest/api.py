@@ -175,15 +175,31 @@ def write_snapshot(records: list[dict], landing_dir: Path, source: Source,
     folder.mkdir(parents=True, exist_ok=True)
     safe_batch = "".join(c for c in batch_id if c.isalnum())[:12] or "run"
     final = folder / f"{source.name}_{now:%Y%m%dT%H%M%S}_{safe_batch}.jsonl"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
+    publish_jsonl(records, final)
+    return final
+
+
+def publish_jsonl(records: list[dict], final: Path, exclusive: bool = False) -> bool:
+    """Write records as JSON lines to ``final`` atomically (temporary file, fsync, rename).
+
+    With ``exclusive`` an existing ``final`` is never replaced (a hard link instead of a
+    rename, so two writers racing for one name cannot both win); returns False then.
+    """
+    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             for rec in records:
                 fh.write(json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, final)
+        if not exclusive:
+            os.replace(tmp, final)
+            return True
+        try:
+            os.link(tmp, final)
+        except FileExistsError:
+            return False
+        return True
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return final

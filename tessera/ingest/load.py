@@ -30,6 +30,7 @@ from tessera.ingest.readers import (
     ReadResult,
     encoding_of,
     fingerprint_and_check_encoding,
+    land_csv,
 )
 from tessera.ingest.api import ApiFailed, fetch_records, write_snapshot
 from tessera.lookups import KEY_TABLES, apply_lookups, apply_settings, register_settings
@@ -100,13 +101,82 @@ def ensure_raw_table(con: duckdb.DuckDBPyConnection, deployment: Deployment, sou
             con.execute(f"ALTER TABLE raw.{source.name} ADD COLUMN {name} {SQL_TYPES[spec.type]}")
 
 
+# Line references between the Sendero <sincronizza> tables: a micro line names its
+# macro, a product (or service) names its macro and micro line. (entity, field) -> level.
+LINE_REFERENCES = {("product_line", "macro_id"): "macro", ("product", "line_macro_id"): "macro",
+                   ("product", "line_micro_id"): "micro",
+                   ("service_line", "macro_id"): "macro", ("service", "line_macro_id"): "macro",
+                   ("service", "line_micro_id"): "micro"}
+# The entity whose records the references of an entity point at.
+LINE_ENTITY = {"product": "product_line", "product_line": "product_line",
+               "service": "service_line", "service_line": "service_line"}
+
+
+def line_reference_sources(deployment: Deployment, source: Source) -> list[Source]:
+    """The line sources whose loaded records ``source``'s references point at.
+
+    A micro-line source (one that maps ``macro_id``) refers to the macro-line sources;
+    a product (service) source to every product-line (service-line) source. Ingestion
+    loads those first.
+    """
+    if not any((source.entity, f) in LINE_REFERENCES for f in source.columns):
+        return []
+    lines = [s for s in deployment.sources_of(LINE_ENTITY[source.entity]) if s.name != source.name]
+    if source.entity in ("product_line", "service_line"):
+        lines = [s for s in lines if "macro_id" not in s.columns]
+    return lines
+
+
+def register_line_references(con: duckdb.DuckDBPyConnection, deployment: Deployment,
+                             source: Source) -> dict[str, str]:
+    """Temp tables of the known macro and micro lines; ``{field: level}`` to check.
+
+    Known lines are the latest version of every record in the raw tables of the
+    deployment's line sources of the same kind (macro: no ``macro_id``; micro: with
+    one). A deployment without such line sources checks nothing (nothing to check
+    against).
+    """
+    fields = {f: LINE_REFERENCES[(source.entity, f)] for f in source.columns
+              if (source.entity, f) in LINE_REFERENCES}
+    line_sources = deployment.sources_of(LINE_ENTITY.get(source.entity, ""))
+    if not fields or not line_sources:
+        return {}
+    parts = []
+    for s in line_sources:
+        ensure_raw_table(con, deployment, s)
+        parts.append(f"SELECT source_record_id, macro_id, _file_seq, _line FROM raw.{s.name}")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _ref_lines AS
+        SELECT source_record_id AS id, macro_id AS macro FROM ({' UNION ALL '.join(parts)})
+        QUALIFY row_number() OVER (PARTITION BY source_record_id, macro_id IS NULL
+                                   ORDER BY _file_seq DESC, _line DESC) = 1""")
+    return fields
+
+
+def _line_reference_checks(name: str, level: str, source: Source) -> list[str]:
+    v = f"\"{name}\""
+    kind = "service" if source.entity.startswith("service") else "product"
+    if level == "macro":
+        return [f"WHEN {v} NOT IN (SELECT id FROM _ref_lines WHERE macro IS NULL) "
+                f"THEN 'not a known macro {kind} line (no such macro line loaded)'"]
+    checks = [f"WHEN {v} NOT IN (SELECT id FROM _ref_lines WHERE macro IS NOT NULL) "
+              f"THEN 'not a known micro {kind} line (no such micro line loaded)'"]
+    if "line_macro_id" in source.columns:
+        checks.append(
+            f"WHEN \"line_macro_id\" IS NOT NULL AND \"line_macro_id\" IS DISTINCT FROM "
+            f"(SELECT any_value(macro) FROM _ref_lines r WHERE r.id = {v} AND r.macro IS NOT NULL) "
+            f"THEN 'micro {kind} line does not belong to the record''s line_macro_id'")
+    return checks
+
+
 def _lit(value: str) -> str:
     """A SQL string literal; formats come from validated configuration, quotes doubled."""
     return "'" + value.replace("'", "''") + "'"
 
 
 def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list,
-                      settings: dict[str, str] | None = None) -> tuple[str, str]:
+                      settings: dict[str, str] | None = None,
+                      line_refs: dict[str, str] | None = None) -> tuple[str, str]:
     """SQL for the typed value of one field and for the reason it fails (NULL when fine)."""
     # The value was trimmed of every kind of blank (tabs, NBSP) once, in the inner
     # projection of build_validation_sql; empty means missing.
@@ -169,6 +239,8 @@ def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list,
                 f"WHEN {parent} IS NOT NULL AND {parent} IS DISTINCT FROM "
                 f"(SELECT any_value(macro) FROM {view} k WHERE k.id = ({typed})) "
                 f"THEN {_lit(f'{words} micro does not belong to the record' + chr(39) + f's {spec.parent}')}")
+    if line_refs and name in line_refs:
+        checks.extend(_line_reference_checks(name, line_refs[name], source))
     if spec.allowed is not None:
         allowed = ", ".join("'" + a.replace("'", "''") + "'" for a in spec.allowed)
         checks.append(f"WHEN {v} NOT IN ({allowed}) THEN {_lit('value not allowed (allowed: ' + ', '.join(spec.allowed) + ')')}")
@@ -177,7 +249,8 @@ def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list,
 
 
 def build_validation_sql(deployment: Deployment, source: Source,
-                         settings: dict[str, str] | None = None) -> tuple[str, list]:
+                         settings: dict[str, str] | None = None,
+                         line_refs: dict[str, str] | None = None) -> tuple[str, list]:
     """One SELECT over ``_land`` giving typed columns, per-field reasons and a record hash."""
     fields = source_fields(deployment, source)
     mapped = [f for f in fields if f in source.columns]
@@ -185,7 +258,7 @@ def build_validation_sql(deployment: Deployment, source: Source,
     select_typed, select_reason = [], []
     for name in fields:
         if name in mapped:
-            typed, reason = _typed_and_reason(name, fields[name], source, params, settings)
+            typed, reason = _typed_and_reason(name, fields[name], source, params, settings, line_refs)
             select_typed.append(f"{typed} AS \"{name}\"")
             select_reason.append(f"{reason} AS \"_r_{name}\"")
         elif name == "source_record_id":
@@ -278,6 +351,13 @@ def ingest_source(con: duckdb.DuckDBPyConnection, deployment: Deployment, source
         rel = str(path.relative_to(landing_dir))
         outcome.files.append(_ingest_file(con, deployment, source, path, rel, batch_id, now,
                                           bool(suppression_key)))
+    resent = {(source.name, f.file) for f in outcome.files if f.suppressed}
+    if resent:
+        # An erased person re-delivered: dropped above, and cut out of the archived file
+        # too, so that the landing folder does not keep what the warehouse refused.
+        from tessera.scrub import scrub_landing_files
+
+        scrub_landing_files(con, deployment, landing_dir, suppression_key, None, only=resent)
     return outcome
 
 
@@ -335,15 +415,21 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
         return FileOutcome(rel, "duplicate_file", message=f"same content as {seen[0]}")
 
     fields = list(source.columns)
-    con.execute("DROP TABLE IF EXISTS _land")
-    con.execute("CREATE TEMP TABLE _land (" + ", ".join(f"\"{f}\" VARCHAR" for f in fields)
-                + ", _line BIGINT)")
     result = ReadResult()
     try:
-        for batch in READERS[source.format](path, source, result):
-            con.register("_batch", batch)
-            con.execute("INSERT INTO _land SELECT * FROM _batch")
-            con.unregister("_batch")
+        # Clean CSV files are parsed by DuckDB itself, straight into _land; the others
+        # (and every other format) stream through the readers as Arrow batches.
+        landed = land_csv(con, path, source) if source.format == "csv" else None
+        if landed is not None:
+            result = landed
+        else:
+            con.execute("DROP TABLE IF EXISTS _land")
+            con.execute("CREATE TEMP TABLE _land (" + ", ".join(f"\"{f}\" VARCHAR" for f in fields)
+                        + ", _line BIGINT)")
+            for batch in READERS[source.format](path, source, result):
+                con.register("_batch", batch)
+                con.execute("INSERT INTO _land SELECT * FROM _batch")
+                con.unregister("_batch")
     except FileRejected as exc:
         return _record_file_failure(con, source, rel, sha, batch_id, now, result.records, str(exc))
 
@@ -357,7 +443,8 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
     settings = register_settings(con, deployment, {f: k for f, k in refs.items() if "." in k})
     if settings:
         apply_settings(con, "_land", settings)
-    sql, params = build_validation_sql(deployment, source, settings)
+    line_refs = register_line_references(con, deployment, source)
+    sql, params = build_validation_sql(deployment, source, settings, line_refs)
     reason_cols = [f"_r_{f}" for f in source_fields(deployment, source) if f in source.columns]
     # With invalid_values: drop_value, a bad value in an optional field is emptied and
     # reported instead of refusing the whole record (a contact with an impossible birth
@@ -368,15 +455,23 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
                 if f in source.columns and not sp.required and f != "source_record_id"}
     hard_cols = [c for c in reason_cols if c not in soft]
     any_reason = f"coalesce({', '.join(chr(34) + c + chr(34) for c in hard_cols)})" if hard_cols else "NULL"
-    # Within one file a later row for the same id supersedes an earlier one. Typing,
-    # reasons and the duplicate rank are one statement, materialised once.
+    # Typing and reasons are one statement, materialised once. Within one file a later
+    # row for the same id supersedes an earlier one: the ids seen twice are found by a
+    # hash aggregate (a window over every row cost half of the ingest at 1 M rows) and
+    # only their rows are flagged.
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _checked2 AS
-        SELECT *, {any_reason} IS NULL AS _ok,
-               CASE WHEN {any_reason} IS NULL THEN
-                 row_number() OVER (PARTITION BY ({any_reason} IS NULL), source_record_id ORDER BY _line DESC)
-               END AS _dup_rank
+        SELECT *, {any_reason} IS NULL AS _ok, false AS _dup
         FROM ({sql})""", params)
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _dups AS
+        SELECT source_record_id, max(_line) AS _keep FROM _checked2 WHERE _ok
+        GROUP BY source_record_id HAVING count(*) > 1""")
+    if con.execute("SELECT count(*) FROM _dups").fetchall()[0][0]:
+        con.execute("""
+            UPDATE _checked2 SET _dup = true FROM _dups d
+            WHERE _checked2._ok AND _checked2.source_record_id = d.source_record_id
+              AND _checked2._line <> d._keep""")
     for view in settings.values():
         con.unregister(view)
     raw = f"raw.{source.name}"
@@ -427,28 +522,35 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
         con.execute(f"""
             INSERT INTO ops.rejects
             SELECT ?, ?, c._line, 'source_record_id',
-                   'superseded by a later record with the same id in this file (line ' || l._line || ')',
+                   'superseded by a later record with the same id in this file (line ' || l._keep || ')',
                    {'c.source_record_id' if rid != 'NULL' else 'NULL'}, ?, ?
-            FROM _checked2 c JOIN (SELECT source_record_id, _line FROM _checked2 WHERE _dup_rank = 1) l
-              USING (source_record_id)
-            WHERE c._ok AND c._dup_rank > 1""", [source.name, rel, batch_id, now])
+            FROM _checked2 c JOIN _dups l ON c.source_record_id = l.source_record_id
+                                          AND c._line <> l._keep
+            WHERE c._ok AND c._dup""", [source.name, rel, batch_id, now])
+        # New / updated / unchanged against the latest stored version, on narrow rows
+        # only (line, id, hash); the wide rows are read once, by the insert. Physical
+        # order in raw carries no meaning (_file_seq and _line say where a row came from),
+        # so the insert does not sort.
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE _accepted AS
-            SELECT a.*, CASE WHEN p.source_record_id IS NULL THEN 'new'
-                             WHEN p._record_hash = a._record_hash THEN 'unchanged'
-                             ELSE 'updated' END AS _change
-            FROM (SELECT * FROM _checked2 WHERE _ok AND _dup_rank = 1) a
+            SELECT a._line, CASE WHEN p.source_record_id IS NULL THEN 'new'
+                                 WHEN p._record_hash = a._record_hash THEN 'unchanged'
+                                 ELSE 'updated' END AS _change
+            FROM (SELECT _line, source_record_id, _record_hash FROM _checked2
+                  WHERE _ok AND NOT _dup) a
             LEFT JOIN (SELECT source_record_id, _record_hash FROM {raw}
                        QUALIFY row_number() OVER (PARTITION BY source_record_id
                                                   ORDER BY _file_seq DESC, _line DESC) = 1) p
               USING (source_record_id)""")
+        counts = dict(con.execute("SELECT _change, count(*) FROM _accepted GROUP BY ALL").fetchall())
+        unchanged = ("AND _line NOT IN (SELECT _line FROM _accepted WHERE _change = 'unchanged')"
+                     if counts.get("unchanged") else "")
         con.execute(f"""
             INSERT INTO {raw} ({col_list}, _record_hash, _file, _line, _file_seq, _batch_id, _loaded_at)
-            SELECT {select_list}, _record_hash, ?, _line, ?, ?, ? FROM _accepted
-            WHERE _change <> 'unchanged' ORDER BY _line""", [rel, file_seq, batch_id, now])
-        counts = dict(con.execute("SELECT _change, count(*) FROM _accepted GROUP BY ALL").fetchall())
+            SELECT {select_list}, _record_hash, ?, _line, ?, ?, ? FROM _checked2
+            WHERE _ok AND NOT _dup {unchanged}""", [rel, file_seq, batch_id, now])
         rejected = int(con.execute(
-            "SELECT count(*) FROM _checked2 WHERE NOT _ok OR _dup_rank > 1").fetchone()[0]) + len(
+            "SELECT count(*) FROM _checked2 WHERE NOT _ok OR _dup").fetchone()[0]) + len(
             {p.line for p in result.problems})
         accepted = sum(counts.values())
         status, message = "loaded", None
@@ -466,7 +568,7 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
             [source.name, rel, batch_id, status, result.records, counts.get("new", 0),
              counts.get("updated", 0), counts.get("unchanged", 0), rejected, sha, message, now,
              suppressed])
-    for t in ("_land", "_checked", "_checked2", "_accepted"):
+    for t in ("_land", "_checked", "_checked2", "_dups", "_accepted", "_ref_lines"):
         con.execute(f"DROP TABLE IF EXISTS {t}")
     return FileOutcome(rel, status, records=result.records, new=counts.get("new", 0),
                        updated=counts.get("updated", 0), unchanged=counts.get("unchanged", 0),

@@ -29,13 +29,13 @@ import json
 import logging
 import os
 import re
-import tempfile
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from tessera.config import Deployment, Source
+from tessera.ingest.api import publish_jsonl
 
 log = logging.getLogger("tessera.push")
 
@@ -99,25 +99,9 @@ def land_records(records: list[dict], landing: Path, source: Source, idempotency
             return final, True
     else:
         final = folder / f"{source.name}_{now:%Y%m%dT%H%M%S%f}_{uuid.uuid4().hex[:8]}.jsonl"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            for rec in records:
-                fh.write(json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        if idempotency_key:
-            # link() fails if a concurrent request with the same key won the race.
-            try:
-                os.link(tmp, final)
-            except FileExistsError:
-                return final, True
-        else:
-            os.replace(tmp, final)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return final, False
+    # An idempotency key names the file: a concurrent request with the same key loses.
+    written = publish_jsonl(records, final, exclusive=bool(idempotency_key))
+    return final, not written
 
 
 def make_server(deployment: Deployment, landing: Path, host: str = "127.0.0.1", port: int = 8787,

@@ -338,3 +338,37 @@ def test_value_map_names_a_mapped_column(tmp_path):
                                                  "      sector_micro:\n        Costruzioni"))
     with pytest.raises(ConfigError, match="'sector_micro' is not a mapped column of this source"):
         load_deployment(d)
+
+
+# --------------------------------------------------------------------------- #
+# Batch expectations per entity (tessera.yaml, expectations:)
+# --------------------------------------------------------------------------- #
+def test_expectations_per_entity_and_defaults(cfg):
+    dep = load_deployment(cfg)
+    order = dep.expectations_of("order")
+    assert order.row_count_min_ratio == 0.5 and order.row_count_blocking
+    assert {c: (r.max_share, r.blocking) for c, r in order.null_rates_of("order").items()} == {
+        "channel_macro": (0.2, False)}
+    assert dep.expectations_of("event").row_count_min_ratio == 0.3
+    # Not configured: the entity's defaults.
+    assert set(dep.expectations_of("order_line").null_rates_of("order_line")) == {"product_id"}
+    assert dep.expectations_of("bounce").null_rates_of("bounce") == {}
+
+
+@pytest.mark.parametrize("old,new,key,text", [
+    ("      channel_macro: {max_share: 0.2}", "      channel_macroo: {max_share: 0.2}",
+     "expectations.order.null_rates.channel_macroo", "not a field of order"),
+    ("      channel_macro: {max_share: 0.2}", "      channel_macro: {max_share: 1.5}",
+     "expectations.order.null_rates.channel_macro.max_share", "less than or equal to 1"),
+    ("      channel_macro: {max_share: 0.2}", "      channel_macro: {max_share: 0.2, block: true}",
+     "expectations.order.null_rates.channel_macro.block", "unknown key"),
+    ("  event:\n    row_count_min_ratio: 0.3", "  events:\n    row_count_min_ratio: 0.3",
+     "expectations.events", "Input should be"),
+    ("    row_count_min_ratio: 0.3", "    row_count_min_ratio: -1",
+     "expectations.event.row_count_min_ratio", "greater than or equal to 0"),
+])
+def test_bad_expectations_name_file_line_and_key(cfg, old, new, key, text):
+    line = _break(cfg, "tessera.yaml", old, new)
+    msg = _error(cfg)
+    assert f"tessera.yaml:{line}: {key}" in msg
+    assert text in msg

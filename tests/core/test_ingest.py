@@ -449,3 +449,80 @@ def test_import_report_counts_rejected_by_reason(con, demo, landing):
     assert list(by_reason)[0] in ("email: not a valid e-mail address",
                                   "source_record_id: superseded by a later record with the "
                                   "same id in this file")
+
+
+# --------------------------------------------------------------------------- #
+# Product lines: a micro belongs to a loaded macro, a product names loaded lines
+# --------------------------------------------------------------------------- #
+def sendero(table: str, tag: str, records: list[dict]) -> str:
+    """A Sendero <sincronizza> file; each record starts on line 6 + 1 + (fields + 2) * i."""
+    out = ['<?xml version="1.0" encoding="UTF-8"?>', "<sincronizza>", "<commons>",
+           f"<table>{table}</table>", "</commons>", "<righe>"]
+    for r in records:
+        out += [f"<{tag}>"] + [f"<{k}>{v}</{k}>" for k, v in r.items()] + [f"</{tag}>"]
+    return "\n".join(out + ["</righe>", "</sincronizza>"]) + "\n"
+
+
+def drop(landing: Path, rel: str, text: str) -> None:
+    (landing / rel).parent.mkdir(parents=True, exist_ok=True)
+    (landing / rel).write_text(text, encoding="utf-8")
+
+
+def test_product_line_references_are_checked_across_files(con, demo, landing):
+    drop(landing, "ecommerce/linee-prodotti-macro_20261101.xml", sendero(
+        "linee-prodotti-macro", "linea",
+        [{"idLineaProdottoMacro": "3", "descrizione": "Telefonia"},
+         {"idLineaProdottoMacro": "4", "descrizione": "Casa"}]))
+    drop(landing, "ecommerce/linee-prodotti-micro_20261101.xml", sendero(
+        "linee-prodotti-micro", "linea",
+        [{"idLineaProdottoMicro": "13", "idLineaProdottoMacro": "3", "descrizione": "Smartphone"},
+         {"idLineaProdottoMicro": "14", "idLineaProdottoMacro": "9", "descrizione": "Orfana"},
+         {"idLineaProdottoMicro": "15", "idLineaProdottoMacro": "4", "descrizione": "Cucina"}]))
+    drop(landing, "ecommerce/prodotti_20261101.xml", sendero("prodotti", "prodotto", [
+        {"idProdotto": "345", "descrizione": "IPHONE6", "idLineaProdottoMacro": "3",
+         "idLineaProdottoMicro": "13"},
+        {"idProdotto": "346", "descrizione": "Pentola", "idLineaProdottoMacro": "3",
+         "idLineaProdottoMicro": "15"},                       # 15 belongs to macro 4
+        {"idProdotto": "347", "descrizione": "Lampada", "idLineaProdottoMacro": "7",
+         "idLineaProdottoMicro": ""},                         # no macro 7
+        {"idProdotto": "348", "descrizione": "Cavo", "idLineaProdottoMacro": "",
+         "idLineaProdottoMicro": "14"},                       # 14 was refused: unknown
+        {"idProdotto": "349", "descrizione": "Senza linea", "idLineaProdottoMacro": "",
+         "idLineaProdottoMicro": ""}]))
+    for s in ("shop_product_lines_macro", "shop_product_lines_micro", "shop_products"):
+        ingest(con, demo, landing, source=s)
+    assert rejects(con, "shop_product_lines_micro") == [
+        ("ecommerce/linee-prodotti-micro_20261101.xml", 12, "macro_id",
+         "not a known macro product line (no such macro line loaded)", "14")]
+    assert rejects(con, "shop_products") == [
+        ("ecommerce/prodotti_20261101.xml", 13, "line_micro_id",
+         "micro product line does not belong to the record's line_macro_id", "346"),
+        ("ecommerce/prodotti_20261101.xml", 19, "line_macro_id",
+         "not a known macro product line (no such macro line loaded)", "347"),
+        ("ecommerce/prodotti_20261101.xml", 25, "line_micro_id",
+         "not a known micro product line (no such micro line loaded)", "348")]
+    assert rows(con, "SELECT source_record_id FROM raw.shop_products ORDER BY 1") == [("345",), ("349",)]
+    assert rows(con, "SELECT source_record_id FROM raw.shop_product_lines_micro ORDER BY 1") == [
+        ("13",), ("15",)]
+    assert [(r[2], r[3], r[6]) for r in report(con, "shop_products")] == [(5, 2, 3)]
+
+
+def test_service_line_references_are_checked_like_product_lines(con, demo, landing):
+    drop(landing, "ecommerce/linee-servizi-macro_20261101.xml", sendero(
+        "linee-servizi-macro", "linea", [{"idLineaServizioMacro": "1", "descrizione": "Logistica"}]))
+    drop(landing, "ecommerce/linee-servizi-micro_20261101.xml", sendero(
+        "linee-servizi-micro", "linea",
+        [{"idLineaServizioMicro": "10", "idLineaServizioMacro": "1", "descrizione": "Consegna"},
+         {"idLineaServizioMicro": "11", "idLineaServizioMacro": "2", "descrizione": "Orfana"}]))
+    drop(landing, "ecommerce/servizi_20261101.xml", sendero("servizi", "servizio", [
+        {"idServizio": "501", "descrizione": "EXPRESS", "idLineaServizioMacro": "1",
+         "idLineaServizioMicro": "10"},
+        {"idServizio": "502", "descrizione": "??", "idLineaServizioMacro": "1",
+         "idLineaServizioMicro": "11"}]))                     # 11 was refused: unknown
+    for s in ("shop_service_lines_macro", "shop_service_lines_micro", "shop_services"):
+        ingest(con, demo, landing, source=s)
+    assert [r[2:4] for r in rejects(con, "shop_service_lines_micro")] == [
+        ("macro_id", "not a known macro service line (no such macro line loaded)")]
+    assert [r[2:] for r in rejects(con, "shop_services")] == [
+        ("line_micro_id", "not a known micro service line (no such micro line loaded)", "502")]
+    assert rows(con, "SELECT source_record_id FROM raw.shop_services") == [("501",)]

@@ -81,3 +81,49 @@ def test_good_batch_then_a_collapsed_one_with_duplicates(con):
     everything = " ".join(str(v) for row in con.execute(
         "SELECT * FROM ops.expectation_results").fetchall() for v in row)
     assert "secret.person" not in everything and "Bianchi" not in everything
+
+
+def test_every_staging_table_has_its_suite_with_configured_thresholds(con):
+    from tessera.config import EntityExpectations, NullRate
+    from tessera.quality import check_staged
+
+    settings = EntityExpectations(row_count_min_ratio=0.8,
+                                  null_rates={"product_id": NullRate(max_share=0.2, blocking=True)})
+    con.execute("CREATE TABLE staging.order_lines (source VARCHAR, source_record_id VARCHAR, "
+                "product_id VARCHAR, quantity BIGINT)")
+    con.executemany("INSERT INTO staging.order_lines VALUES (?, ?, ?, ?)",
+                    [("shop", f"L{i}", None if i < 2 else f"P{i}", 1) for i in range(10)])
+    out = check_staged(con, "order_line", "order_lines", "run1", dt.datetime(2026, 11, 1), settings)
+    assert all(o.success for o in out)          # 20 % empty: exactly the limit
+    # Next load: 7 rows (< 80 % of 10), 3 of them without a product (43 %).
+    con.execute("DELETE FROM staging.order_lines WHERE source_record_id IN ('L7', 'L8', 'L9')")
+    con.execute("UPDATE staging.order_lines SET product_id = NULL WHERE source_record_id = 'L5'")
+    out = check_staged(con, "order_line", "order_lines", "run2", dt.datetime(2026, 11, 2), settings)
+    failed = {(o.expectation, o.column, o.blocking) for o in out if not o.success}
+    assert failed == {("expect_table_row_count_to_be_between", None, True),
+                      ("expect_column_values_to_not_be_null", "product_id", True)}
+    rows = con.execute(
+        "SELECT expectation, column_name, success, element_count, unexpected_count, observed_value, "
+        "expected FROM ops.expectation_results WHERE batch_id = 'run2' "
+        "AND table_name = 'staging.order_lines' ORDER BY expectation, column_name").fetchall()
+    assert rows == [
+        ("expect_column_values_to_not_be_null", "product_id", False, 7, 3, None, "mostly 0.8"),
+        ("expect_column_values_to_not_be_null", "source_record_id", True, 7, 0, None, "no nulls"),
+        ("expect_compound_columns_to_be_unique", "source,source_record_id", True, 7, 0, None, "unique"),
+        ("expect_table_row_count_to_be_between", None, False, None, None, 7.0,
+         ">= 8 (80% of the previous 10)"),
+    ]
+
+    # A table whose entity has no default null rates: keys and row count only. The
+    # previous count is per table: contacts' history does not move the bounces' floor.
+    stage(con, [("crm", f"C{i}", f"p{i}@example.it", "Rossi") for i in range(50)])
+    check_staged(con, "contact", "contacts", "run2", dt.datetime(2026, 11, 2))
+    con.execute("CREATE TABLE staging.bounces (source VARCHAR, source_record_id VARCHAR, "
+                "email VARCHAR)")
+    con.executemany("INSERT INTO staging.bounces VALUES (?, ?, ?)",
+                    [("esp", "b1", "x@example.it"), ("esp", "b1", "x@example.it")])
+    out = check_staged(con, "bounce", "bounces", "run3", dt.datetime(2026, 11, 3))
+    assert [(o.expectation, o.success) for o in out] == [
+        ("expect_table_row_count_to_be_between", True),
+        ("expect_column_values_to_not_be_null", True),
+        ("expect_compound_columns_to_be_unique", False)]

@@ -118,6 +118,9 @@ def test_erased_person_is_never_resurrected(demo_env, erased):
     assert rep == (3, 1, 0, 2)
     assert "CRM-900001" not in ids and "CRM-900002" not in ids and "CRM-900003" in ids
     assert p["email"] not in text and "brand.new@example.org" not in text
+    # the re-delivered records are cut out of the archived file as well
+    kept = path.read_bytes().decode("cp1252")
+    assert "CRM-900001" not in kept and "CRM-900002" not in kept and "CRM-900003" in kept
 
 
 def test_feed_carries_a_deletion_record(demo_env, erased):

@@ -257,7 +257,7 @@ def test_purchased_sector_labels_are_mapped_and_unknown_rejected(world):
 def test_second_run_keeps_company_ids_and_registers_potential(world):
     world.drop("crm/aziende_2.xml", CRM_COMPANIES.replace(
         "<codice>X3</codice>", "<codice>X5</codice><ragionesociale>GIALLI srl</ragionesociale>"
-        "<citta>Genova</citta><paese>IT</paese></azienda><azienda><codice>X3</codice>"))
+        "<citta>Genova</citta><paese>IT</paese></azienda>\n<azienda><codice>X3</codice>"))
     world.drop("erp/aziende_2.csv", "id;ragione;piva;citta;paese;settore;fatturato;aggiornato\n"
                "K7;Nuova Srl;09876543217;Como;IT;;;2026-02-01\n")
     world.materialize()
