@@ -103,7 +103,7 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def suppressed_lines_sql(entity: str, mapped: set[str], table: str = "_checked2") -> str | None:
-    """Lines of ``table`` carrying any identifier under an ingestion-blocking suppression.
+    """Rows (``_rowid``) of ``table`` carrying an identifier under an ingestion-blocking suppression.
 
     Channel ``all`` (erasure) blocks every entity; channel ``events`` (stop monitoring)
     blocks behavioural events only.
@@ -115,7 +115,7 @@ def suppressed_lines_sql(entity: str, mapped: set[str], table: str = "_checked2"
     parts = []
     for field, kind in fields.items():
         parts.append(
-            f"SELECT _line FROM {table} WHERE tessera_hmac({normalise_sql(kind, chr(34) + field + chr(34))}) "
+            f"SELECT _rowid FROM {table} WHERE tessera_hmac({normalise_sql(kind, chr(34) + field + chr(34))}) "
             f"IN (SELECT id_hash FROM ops.suppressions WHERE kind = '{kind}' AND channel IN {channels})")
     return " UNION ".join(parts)
 

@@ -459,19 +459,22 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
     # row for the same id supersedes an earlier one: the ids seen twice are found by a
     # hash aggregate (a window over every row cost half of the ingest at 1 M rows) and
     # only their rows are flagged.
+    # ``_rowid`` tells records apart; ``_line`` does not: several XML records (or JSON
+    # objects) may share one physical line, a minified file has all of them on line 2.
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _checked2 AS
-        SELECT *, {any_reason} IS NULL AS _ok, false AS _dup
+        SELECT *, {any_reason} IS NULL AS _ok, false AS _dup, row_number() OVER () AS _rowid
         FROM ({sql})""", params)
     con.execute("""
         CREATE OR REPLACE TEMP TABLE _dups AS
-        SELECT source_record_id, max(_line) AS _keep FROM _checked2 WHERE _ok
+        SELECT source_record_id, max(_rowid) AS _keep, arg_max(_line, _rowid) AS _keep_line
+        FROM _checked2 WHERE _ok
         GROUP BY source_record_id HAVING count(*) > 1""")
     if con.execute("SELECT count(*) FROM _dups").fetchall()[0][0]:
         con.execute("""
             UPDATE _checked2 SET _dup = true FROM _dups d
             WHERE _checked2._ok AND _checked2.source_record_id = d.source_record_id
-              AND _checked2._line <> d._keep""")
+              AND _checked2._rowid <> d._keep""")
     for view in settings.values():
         con.unregister(view)
     raw = f"raw.{source.name}"
@@ -486,7 +489,7 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
         # Erased people stay erased: their records vanish here, before raw, rejects or report.
         con.execute(f"CREATE OR REPLACE TEMP TABLE _supp AS {supp_sql}")
         suppressed = int(con.execute("SELECT count(*) FROM _supp").fetchone()[0])
-        con.execute("DELETE FROM _checked2 WHERE _line IN (SELECT _line FROM _supp)")
+        con.execute("DELETE FROM _checked2 WHERE _rowid IN (SELECT _rowid FROM _supp)")
         con.execute("DROP TABLE _supp")
     file_seq = _next_file_seq(con)
     # A derived id is a hash of the record's values (e-mail included): keep it out of rejects.
@@ -522,10 +525,10 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
         con.execute(f"""
             INSERT INTO ops.rejects
             SELECT ?, ?, c._line, 'source_record_id',
-                   'superseded by a later record with the same id in this file (line ' || l._keep || ')',
+                   'superseded by a later record with the same id in this file (line ' || l._keep_line || ')',
                    {'c.source_record_id' if rid != 'NULL' else 'NULL'}, ?, ?
             FROM _checked2 c JOIN _dups l ON c.source_record_id = l.source_record_id
-                                          AND c._line <> l._keep
+                                          AND c._rowid <> l._keep
             WHERE c._ok AND c._dup""", [source.name, rel, batch_id, now])
         # New / updated / unchanged against the latest stored version, on narrow rows
         # only (line, id, hash); the wide rows are read once, by the insert. Physical
@@ -533,17 +536,17 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
         # so the insert does not sort.
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE _accepted AS
-            SELECT a._line, CASE WHEN p.source_record_id IS NULL THEN 'new'
-                                 WHEN p._record_hash = a._record_hash THEN 'unchanged'
-                                 ELSE 'updated' END AS _change
-            FROM (SELECT _line, source_record_id, _record_hash FROM _checked2
+            SELECT a._rowid, CASE WHEN p.source_record_id IS NULL THEN 'new'
+                                  WHEN p._record_hash = a._record_hash THEN 'unchanged'
+                                  ELSE 'updated' END AS _change
+            FROM (SELECT _rowid, source_record_id, _record_hash FROM _checked2
                   WHERE _ok AND NOT _dup) a
             LEFT JOIN (SELECT source_record_id, _record_hash FROM {raw}
                        QUALIFY row_number() OVER (PARTITION BY source_record_id
                                                   ORDER BY _file_seq DESC, _line DESC) = 1) p
               USING (source_record_id)""")
         counts = dict(con.execute("SELECT _change, count(*) FROM _accepted GROUP BY ALL").fetchall())
-        unchanged = ("AND _line NOT IN (SELECT _line FROM _accepted WHERE _change = 'unchanged')"
+        unchanged = ("AND _rowid NOT IN (SELECT _rowid FROM _accepted WHERE _change = 'unchanged')"
                      if counts.get("unchanged") else "")
         con.execute(f"""
             INSERT INTO {raw} ({col_list}, _record_hash, _file, _line, _file_seq, _batch_id, _loaded_at)

@@ -526,3 +526,28 @@ def test_service_line_references_are_checked_like_product_lines(con, demo, landi
     assert [r[2:] for r in rejects(con, "shop_services")] == [
         ("line_micro_id", "not a known micro service line (no such micro line loaded)", "502")]
     assert rows(con, "SELECT source_record_id FROM raw.shop_services") == [("501",)]
+
+
+def test_records_sharing_one_line_are_all_kept(con, demo, landing):
+    """A minified XML file has every record on one line: records are told apart by their
+    position, not their line (an unchanged or suppressed neighbour must not take the
+    others with it, and a duplicate id on the same line is still one record)."""
+    def products(recs):
+        return sendero("prodotti", "prodotto", recs).replace("\n<prodotto>", "<prodotto>").replace(
+            "\n<", "<").replace(">\n", ">", 6)
+
+    first = [{"idProdotto": "1", "descrizione": "A"}, {"idProdotto": "2", "descrizione": "B"}]
+    drop(landing, "ecommerce/prodotti_20261101.xml", products(first))
+    ingest(con, demo, landing, source="shop_products")
+    assert rows(con, "SELECT source_record_id FROM raw.shop_products ORDER BY 1") == [("1",), ("2",)]
+    # Re-delivered: 1 unchanged, 2 updated, 3 new, 4 twice (the later one wins), all on one line.
+    second = [{"idProdotto": "1", "descrizione": "A"}, {"idProdotto": "2", "descrizione": "B2"},
+              {"idProdotto": "3", "descrizione": "C"}, {"idProdotto": "4", "descrizione": "D"},
+              {"idProdotto": "4", "descrizione": "D2"}]
+    drop(landing, "ecommerce/prodotti_20261102.xml", products(second))
+    out = ingest(con, demo, landing, source="shop_products", batch="b2")
+    f = [x for x in out.files if x.file.endswith("20261102.xml")][0]
+    assert (f.records, f.new, f.updated, f.unchanged, f.rejected) == (5, 2, 1, 1, 1)
+    assert rows(con, "SELECT source_record_id, description FROM raw.shop_products "
+                     "WHERE _file LIKE '%20261102%' ORDER BY 1") == [("2", "B2"), ("3", "C"), ("4", "D2")]
+    assert len({r[0] for r in rows(con, "SELECT _line FROM raw.shop_products WHERE _file LIKE '%20261102%'")}) == 1
