@@ -33,6 +33,20 @@ def table_metadata(con, schema: str, table: str, seconds: float, extra: dict | N
     return meta
 
 
+def published_contract_problems(con, table: str) -> list[str]:
+    """What ``table`` lacks of its contract in ``data_contracts/published/``: each missing
+    column, or a column whose type is not the promised one."""
+    from tessera.contracts import published_contracts
+
+    schema, name = table.split(".")
+    spec = published_contracts()[table]
+    have = dict(column_schema(con, schema, name))
+    problems = [f"{c.name}: missing" for c in spec.columns if c.name not in have]
+    problems += [f"{c.name}: {have[c.name]} instead of {c.type}" for c in spec.columns
+                 if c.name in have and have[c.name] != c.type]
+    return problems
+
+
 def markdown_counts(title: str, rows: list[tuple]) -> dg.MetadataValue:
     """An aggregate preview (counts by a category): safe to show, unlike sample rows."""
     lines = [f"| {title} | count |", "| --- | ---: |"]

@@ -11,7 +11,7 @@ import datetime as dt
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets._common import POOL, table_metadata
+from assets._common import POOL, published_contract_problems, table_metadata
 from pipelines.partitions import daily_partitions
 from resources import FeedStore
 from tessera.companies import (build_company_contacts, build_coworkers, build_potential_companies,
@@ -84,8 +84,16 @@ def build(deployment: Deployment):
                                        metadata={"companies": int(n), "distinct_ids": int(d),
                                                  "records_mapped": int(recs), "records_staged": int(staged)})
 
+        @dg.asset_check(asset=COMPANIES, name="companies_match_published_contract", blocking=True,
+                        description="Columns promised in data_contracts/published/core.companies.yaml "
+                                    "exist with their types.")
+        def companies_contract(warehouse: DuckDBResource):
+            with warehouse.get_connection() as con:
+                problems = published_contract_problems(con, "core.companies")
+            return dg.AssetCheckResult(passed=not problems, metadata={"problems": dg.MetadataValue.json(problems)})
+
         assets.append(companies)
-        checks.append(company_ids_unique)
+        checks += [company_ids_unique, companies_contract]
 
     if deployment.sources_of("company_user"):
         deps = [dg.AssetKey(["staging", "company_users"]), dg.AssetKey(["core", "customer_sources"])]
