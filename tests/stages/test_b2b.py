@@ -271,6 +271,22 @@ def test_second_run_keeps_company_ids_and_registers_potential(world):
     assert pot[0][1] == "registered" and pot[2][1] == "potential"
 
 
+def test_rebuild_keeps_company_and_customer_ids(world):
+    """Everything re-read from the landing files: the same companies and people keep their ids."""
+    from tessera.rebuild import reset_loaded_data
+
+    companies = world.company_of()
+    people = dict(world.query("SELECT source_record_id, customer_id FROM core.customer_sources"))
+    con = connect(world.warehouse)
+    try:
+        assert reset_loaded_data(con)["files_forgotten"] >= 7
+    finally:
+        con.close()
+    world.materialize()
+    assert world.company_of() == companies
+    assert dict(world.query("SELECT source_record_id, customer_id FROM core.customer_sources")) == people
+
+
 def test_forget_erases_a_company_user_everywhere(world):
     """A company user is a person: forget removes their B2B record from raw, staging and
     the company tables (and suppresses their identifiers, like any contact's)."""
