@@ -480,7 +480,7 @@ def cmd_serve_push(args) -> int:
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        pass
+        print("push endpoint stopped", flush=True)  # Ctrl-C is the normal way to stop it
     finally:
         server.server_close()
     return 0

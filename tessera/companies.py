@@ -29,6 +29,7 @@ import datetime as dt
 import duckdb
 
 from tessera.config import Deployment
+from tessera.identity import assign_stable_ids
 from tessera.vat import vat_key_sql
 from tessera.warehouse import table_exists, transaction
 
@@ -254,34 +255,13 @@ def resolve_companies(con: duckdb.DuckDBPyConnection, deployment: Deployment,
         CREATE OR REPLACE TEMP TABLE _cmembers AS
         SELECT r.rid, r.source, r.source_record_id, l.cid, p.company_id AS old_id
         FROM _crec r JOIN _clabel l USING (rid) LEFT JOIN ({prev}) p USING (source, source_record_id)""")
-    # Like customers: each old id goes to the cluster holding most of its records, and
-    # each cluster keeps the old id of which it holds the most.
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE _ckept AS
-        WITH o AS (SELECT cid, old_id, count(*) AS n FROM _cmembers WHERE old_id IS NOT NULL GROUP BY ALL),
-        best AS (SELECT old_id, cid, n FROM o
-                 QUALIFY row_number() OVER (PARTITION BY old_id ORDER BY n DESC, cid) = 1)
-        SELECT cid, old_id AS company_id FROM best
-        QUALIFY row_number() OVER (PARTITION BY cid ORDER BY n DESC, old_id) = 1""")
-    con.execute("INSERT INTO ops.sequences SELECT 'company_id', 0 WHERE NOT EXISTS "
-                "(SELECT 1 FROM ops.sequences WHERE name = 'company_id')")
     rank_values = ", ".join(f"('{n}', {r})" for n, r in deployment.node_rank().items())
     fields = list(COMPANY_FIELDS)
     cast_cols = ", ".join(
         f"CAST({'s.vat_key' if f == 'vat_number' else 's.' + f} AS VARCHAR) AS \"{f}\"" for f in fields)
     with transaction(con):
-        base = con.execute("""
-            SELECT greatest((SELECT value FROM ops.sequences WHERE name = 'company_id'),
-                            coalesce((SELECT max(company_id) FROM _ckept), 0))""").fetchone()[0]
-        con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE _cids AS
-            SELECT c.cid, coalesce(k.company_id,
-                   {int(base)} + row_number() OVER (PARTITION BY k.company_id IS NULL ORDER BY c.cid)) AS company_id,
-                   k.company_id IS NULL AS is_new
-            FROM (SELECT DISTINCT cid FROM _cmembers) c LEFT JOIN _ckept k USING (cid)""")
-        new_ids = con.execute("SELECT count(*) FROM _cids WHERE is_new").fetchone()[0]
-        con.execute("UPDATE ops.sequences SET value = ? WHERE name = 'company_id'",
-                    [int(base) + int(new_ids)])
+        # Stable ids exactly as for customers (largest overlap keeps its id).
+        new_ids = assign_stable_ids(con, "_cmembers", "_cids", "company_id")
         con.execute("""
             CREATE OR REPLACE TABLE core.company_sources AS
             SELECT m.source, m.source_record_id, i.company_id, s.node,
@@ -330,7 +310,7 @@ def resolve_companies(con: duckdb.DuckDBPyConnection, deployment: Deployment,
             SELECT m.company_id, g.* EXCLUDE (company_id), m.source_count, m.nodes, m.updated_at,
                    ?::TIMESTAMP AS golden_built_at
             FROM members m LEFT JOIN g USING (company_id) ORDER BY m.company_id""", [run_at])
-    for t in ("_crec", "_cedges", "_clabel", "_cnext", "_cmembers", "_ckept", "_cids", "_cwinners"):
+    for t in ("_crec", "_cedges", "_clabel", "_cnext", "_cmembers", "_cids", "_cwinners"):
         con.execute(f"DROP TABLE IF EXISTS {t}")
     row = con.execute("""
         SELECT count(*), count(*) FILTER (WHERE source_count > 1), count(vat_number)

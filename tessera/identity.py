@@ -50,7 +50,7 @@ KEY_COLUMNS = {
 }
 MAX_PASSES = 50
 _TEMP = ("_rec", "_label", "_guard", "_links", "_refused", "_sedges", "_cedges", "_comp",
-         "_cnext", "_cnext2", "_cstat", "_bad", "_cand", "_members", "_overlap", "_kept", "_ids",
+         "_cnext", "_cnext2", "_cstat", "_bad", "_cand", "_members", "_ids",
          "_manual", "_mrec", "_open", "_accepted", "_gam", "_nick")
 
 
@@ -313,35 +313,8 @@ def resolve(con: duckdb.DuckDBPyConnection, run_at: dt.datetime, run_key: str,
         SELECT r.rid, r.source, r.source_record_id, l.cid, p.customer_id AS old_id
         FROM _rec r JOIN _label l USING (rid)
         LEFT JOIN ({prev}) p USING (source, source_record_id)""")
-    # Each old id goes to the cluster holding most of its records; each cluster keeps
-    # the old id of which it holds the most.
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE _overlap AS
-        SELECT cid, old_id, count(*) AS n FROM _members WHERE old_id IS NOT NULL GROUP BY ALL""")
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE _kept AS
-        WITH best_cluster AS (
-            SELECT old_id, cid, n FROM _overlap
-            QUALIFY row_number() OVER (PARTITION BY old_id ORDER BY n DESC, cid) = 1
-        )
-        SELECT cid, old_id AS customer_id FROM best_cluster
-        QUALIFY row_number() OVER (PARTITION BY cid ORDER BY n DESC, old_id) = 1""")
-    con.execute("INSERT INTO ops.sequences SELECT 'customer_id', 0 WHERE NOT EXISTS "
-                "(SELECT 1 FROM ops.sequences WHERE name = 'customer_id')")
     with transaction(con):
-        base = con.execute("""
-            SELECT greatest(
-                (SELECT value FROM ops.sequences WHERE name = 'customer_id'),
-                coalesce((SELECT max(customer_id) FROM _kept), 0))""").fetchone()[0]
-        con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE _ids AS
-            SELECT c.cid, coalesce(k.customer_id,
-                   {int(base)} + row_number() OVER (PARTITION BY k.customer_id IS NULL ORDER BY c.cid)) AS customer_id,
-                   k.customer_id IS NULL AS is_new
-            FROM (SELECT DISTINCT cid FROM _members) c LEFT JOIN _kept k USING (cid)""")
-        new_ids = con.execute("SELECT count(*) FROM _ids WHERE is_new").fetchone()[0]
-        con.execute("UPDATE ops.sequences SET value = ? WHERE name = 'customer_id'",
-                    [int(base) + int(new_ids)])
+        new_ids = assign_stable_ids(con, "_members", "_ids", "customer_id")
         # Which rule tied each record to its cluster: the first stage that linked it.
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE _first_rule AS
@@ -431,3 +404,41 @@ def resolve(con: duckdb.DuckDBPyConnection, run_at: dt.datetime, run_key: str,
                         for x in stage_stats.get("em", {}).get("sessions", [])},
         "candidate_pairs": int(stage_stats.get("candidate_pairs", 0)),
     }
+
+
+def assign_stable_ids(con: duckdb.DuckDBPyConnection, members: str, out: str, id_col: str) -> int:
+    """Give every cluster of ``members`` (``cid``, ``old_id``) a stable id, into ``out``.
+
+    Each old id goes to the cluster holding most of its records; each cluster keeps the
+    old id of which it holds the most. Clusters without one get fresh ids from
+    ``ops.sequences`` (named ``id_col``), never reusing one. ``out`` has ``cid``,
+    ``id_col`` and ``is_new``. Shared by customers and companies; run it inside the
+    caller's transaction, so the sequence moves with the tables it numbers. Returns the
+    number of new ids.
+    """
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE {out}_kept AS
+        WITH overlap AS (
+            SELECT cid, old_id, count(*) AS n FROM {members} WHERE old_id IS NOT NULL GROUP BY ALL
+        ),
+        best_cluster AS (
+            SELECT old_id, cid, n FROM overlap
+            QUALIFY row_number() OVER (PARTITION BY old_id ORDER BY n DESC, cid) = 1
+        )
+        SELECT cid, old_id AS kept_id FROM best_cluster
+        QUALIFY row_number() OVER (PARTITION BY cid ORDER BY n DESC, old_id) = 1""")
+    con.execute("INSERT INTO ops.sequences SELECT ?, 0 WHERE NOT EXISTS "
+                "(SELECT 1 FROM ops.sequences WHERE name = ?)", [id_col, id_col])
+    base = int(con.execute(f"""
+        SELECT greatest((SELECT value FROM ops.sequences WHERE name = ?),
+                        coalesce((SELECT max(kept_id) FROM {out}_kept), 0))""", [id_col]).fetchone()[0])
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE {out} AS
+        SELECT c.cid, coalesce(k.kept_id,
+               {base} + row_number() OVER (PARTITION BY k.kept_id IS NULL ORDER BY c.cid)) AS "{id_col}",
+               k.kept_id IS NULL AS is_new
+        FROM (SELECT DISTINCT cid FROM {members}) c LEFT JOIN {out}_kept k USING (cid)""")
+    con.execute(f"DROP TABLE {out}_kept")
+    new_ids = int(con.execute(f"SELECT count(*) FROM {out} WHERE is_new").fetchone()[0])
+    con.execute("UPDATE ops.sequences SET value = ? WHERE name = ?", [base + new_ids, id_col])
+    return new_ids

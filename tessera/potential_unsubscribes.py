@@ -51,7 +51,7 @@ def build_potential_unsubscribes(con: duckdb.DuckDBPyConnection) -> dict:
     con.execute(DECISIONS_DDL)
     have = (table_exists(con, "staging", "unsubscribes")
             and table_exists(con, "staging", "potential_companies")
-            # without an unsubscribe source, staging.unsubscribes may be a stub of two columns
+            # without an unsubscribe source, staging.unsubscribes is an empty two-column table
             and con.execute("SELECT count(*) FROM information_schema.columns WHERE "
                             "table_schema = 'staging' AND table_name = 'unsubscribes' "
                             "AND column_name IN ('email_key', 'source', 'source_record_id', "

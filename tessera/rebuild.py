@@ -23,7 +23,7 @@ from tessera.warehouse import table_exists
 
 
 class RebuildRefused(Exception):
-    pass
+    """A rebuild now would change what the warehouse decided (a soft delete is pending)."""
 
 
 def reset_loaded_data(con: duckdb.DuckDBPyConnection) -> dict:

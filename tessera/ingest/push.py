@@ -43,7 +43,7 @@ _ROUTE = re.compile(r"^/v1/sources/([a-z][a-z0-9_]{0,62})/records/?$")
 
 
 class PushConfigError(Exception):
-    pass
+    """The deployment cannot serve pushes (no push source, or a token variable unset)."""
 
 
 def push_sources(deployment: Deployment) -> dict[str, Source]:
@@ -118,8 +118,8 @@ def make_server(deployment: Deployment, landing: Path, host: str = "127.0.0.1", 
         server_version = "tessera-push"
         sys_version = ""
 
-        def log_message(self, fmt, *args):  # the default logs the raw request line
-            pass
+        def log_message(self, fmt, *args):
+            """Silenced: the default logs the raw request line; ``_reply`` logs counts only."""
 
         def _reply(self, status: int, body: dict, source: str = "-", records: int = 0) -> None:
             data = json.dumps(body).encode("utf-8")
