@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 CSV_HEADER = ["crm_id", "nome", "cognome", "email", "cellulare", "data_nascita", "sesso",
               "indirizzo", "cap", "citta", "provincia", "paese", "codice_fiscale",
-              "consenso_email", "data_modifica", "livello_fedelta"]
+              "consenso_email", "data_modifica", "livello_fedelta", "proprietario"]
 FIRST = ["Niccolò", "Anna", "Łukasz", "Zoë", "Luca", "Giulia", "Wojciech", "Chiara", "Marco",
          "Agnieszka"]
 LAST = ["D'Amato", "Rossi", "Wójcik", "Bianchi", "Esposito", "Kowalski", "Ricci", "Müller",
@@ -95,7 +95,8 @@ def generate(landing: Path, contacts: int, lines: int) -> dict[str, Path]:
                      'IT' AS paese, '' AS codice_fiscale,
                      CASE WHEN i % 3 = 0 THEN 'no' ELSE 'si' END AS consenso_email,
                      '01/10/2026 10:30' AS data_modifica,
-                     {_pick(['gold', 'silver', ''], 3)} AS livello_fedelta
+                     {_pick(['gold', 'silver', ''], 3)} AS livello_fedelta,
+                     {_pick(['m.rossi', 'a.nowak', ''], 4)} AS proprietario
               FROM range({contacts}) r(i))
         TO '{files["csv"]}' (HEADER, DELIMITER ';', QUOTE '"', NEW_LINE '\r\n')""")
     con.close()

@@ -29,11 +29,13 @@ from tessera.ingest.readers import (
     FileRejected,
     ReadResult,
     encoding_of,
-    fingerprint_and_check_encoding,
-    land_csv,
+    check_encoding,
+    encoding_checked_by_duckdb,
+    fingerprint,
+    open_csv_landing,
 )
 from tessera.ingest.api import ApiFailed, fetch_records, write_snapshot
-from tessera.lookups import KEY_TABLES, apply_lookups, apply_settings, register_settings
+from tessera.lookups import KEY_TABLES, register_settings
 from tessera.vat import vat_reason_sql
 from tessera.warehouse import transaction
 
@@ -250,8 +252,17 @@ def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list,
 
 def build_validation_sql(deployment: Deployment, source: Source,
                          settings: dict[str, str] | None = None,
-                         line_refs: dict[str, str] | None = None) -> tuple[str, list]:
-    """One SELECT over ``_land`` giving typed columns, per-field reasons and a record hash."""
+                         line_refs: dict[str, str] | None = None,
+                         trim: bool = True, relation: str = "_land") -> tuple[str, list]:
+    """One SELECT over ``relation`` giving typed columns, per-field reasons and a record hash.
+
+    ``relation`` has the mapped fields as strings, ``_line`` and ``_rowid``, the record's
+    position in the file: records are told apart by it (several may share a line) and
+    the later of two with one id wins. Numbering them here with ``row_number() OVER ()``
+    cost more than all the typing and checking together (a window over the whole file
+    runs on one thread). ``trim=False`` when the reader proved that no value has blanks
+    at its edges.
+    """
     fields = source_fields(deployment, source)
     mapped = [f for f in fields if f in source.columns]
     params: list = []
@@ -270,36 +281,70 @@ def build_validation_sql(deployment: Deployment, source: Source,
         cols = ", ".join(f"coalesce(CAST(\"{c}\" AS VARCHAR), '')" for c in mapped)
         select_typed.insert(0, f"md5(concat_ws('|', {cols})) AS source_record_id")
     order = [c for c in fields]
-    inner = ",\n  ".join(select_typed + select_reason + ["_line"])
+    inner = ",\n  ".join(select_typed + select_reason + ["_line", "_rowid"])
     trimmed = "SELECT " + ", ".join(
-        [f"nullif(regexp_replace(\"{c}\", {_lit(_TRIM_RE)}, '', 'g'), '') AS \"{c}\""
-         for c in mapped] + ["_line"]) + " FROM _land"
+        [(f"nullif(regexp_replace(\"{c}\", {_lit(_TRIM_RE)}, '', 'g'), '') AS \"{c}\"" if trim
+          else f"nullif(\"{c}\", '') AS \"{c}\"")
+         for c in mapped] + ["_line", "_rowid"]) + f" FROM {relation}"
     hash_cols = ", ".join(f"coalesce(CAST(\"{c}\" AS VARCHAR), '\\N')" for c in order if c != "source_record_id")
     sql = (
         f"SELECT {', '.join(chr(34) + c + chr(34) for c in order)}, "
-        f"{', '.join(chr(34) + '_r_' + c + chr(34) for c in mapped) or 'NULL AS _r_none'}, _line, "
+        f"{', '.join(chr(34) + '_r_' + c + chr(34) for c in mapped) or 'NULL AS _r_none'}, _line, _rowid, "
         f"md5(concat_ws('|', {hash_cols})) AS _record_hash\n"
         f"FROM (SELECT\n  {inner}\nFROM ({trimmed}))"
     )
     return sql, params
 
 
-def apply_value_map(con, table: str, value_map: dict[str, dict[str, str]]) -> None:
-    """Replace a source's own labels by the deployment's (``value_map`` of the source).
+def _folded(expr: str) -> str:
+    """How labels are compared with lookup keys: case, outer blanks and inner runs folded."""
+    return f"lower(trim(regexp_replace({expr}, '\\s+', ' ', 'g')))"
 
-    A purchased list names its sectors its own way ("Pensioni"); the configuration maps
-    each label explicitly onto a label or id of the deployment's table ("Pensione"), so
-    that no near-duplicate values appear. Compared like lookups: case and spaces folded.
-    What is not mapped is left as it is, for the lookup and the contract to judge.
+
+def mapped_relation(con, deployment: Deployment, source: Source,
+                    base: str) -> tuple[str, list[str], dict[str, str]]:
+    """``base`` with the source's labels replaced by the deployment's codes and ids.
+
+    In order: the source's own ``value_map`` (a purchased list names its sectors its own
+    way, "Pensioni"; the configuration maps each label explicitly onto a label or id of
+    the deployment's table, so that no near-duplicate values appear), then countries and
+    provinces to ISO codes and siglas, then settings labels to ids. Each step is a LEFT
+    JOIN on a key table of unique keys, as nested SELECTs: the statement that validates
+    the records reads the file once, with nothing updated in place. What no key matches
+    is left as it is, for the lookup and the contract to judge.
+
+    Returns the relation's SQL, the names registered on ``con`` (to unregister once the
+    statement has run) and the settings views ``{field: view}`` the checks refer to.
     """
-    for column, mapping in value_map.items():
-        keys = pa.table({"key": pa.array([" ".join(k.strip().lower().split()) for k in mapping]),
-                         "value": pa.array([str(v) for v in mapping.values()])})
-        con.register("_value_map", keys)
-        con.execute(
-            f'UPDATE {table} SET "{column}" = m.value FROM _value_map m '
-            f"WHERE lower(trim(regexp_replace({table}.\"{column}\", '\\s+', ' ', 'g'))) = m.key")
-        con.unregister("_value_map")
+    rel, registered = base, []
+    spec = source_fields(deployment, source)
+
+    def join(column: str, keys: str, value: str) -> None:
+        nonlocal rel
+        n = len(registered) + 1
+        rel = (f'(SELECT s.* REPLACE (coalesce(m{n}.{value}, s."{column}") AS "{column}") '
+               f'FROM {rel} s LEFT JOIN {keys} m{n} ON m{n}.key = {_folded(f"s.{chr(34)}{column}{chr(34)}")})')
+
+    for i, (column, mapping) in enumerate((source.value_map or {}).items()):
+        folded = {" ".join(k.strip().lower().split()): str(v) for k, v in mapping.items()}
+        name = f"_value_map_{i}"
+        con.register(name, pa.table({"key": pa.array(list(folded), pa.string()),
+                                     "value": pa.array(list(folded.values()), pa.string())}))
+        registered.append(name)
+        join(column, name, "value")
+    refs = {f: spec[f].lookup for f in source.columns if f in spec and spec[f].lookup}
+    for column, kind in refs.items():
+        if kind in KEY_TABLES:
+            name = f"_lookup_{kind}"
+            if name not in registered:
+                con.register(name, KEY_TABLES[kind]())
+                registered.append(name)
+            join(column, name, "code")
+    settings = register_settings(con, deployment, {f: k for f, k in refs.items() if "." in k})
+    registered.extend(settings.values())
+    for column, view in settings.items():
+        join(column, f"(SELECT key, CAST(min(id) AS VARCHAR) AS id FROM {view} GROUP BY key)", "id")
+    return rel, registered, settings
 
 
 def _ledger_state(con, source: str, sha: str, rel: str) -> tuple[str, str] | None:
@@ -399,7 +444,10 @@ def _record_file_failure(con, source: Source, rel: str, sha: str, batch_id: str,
 def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: str,
                  batch_id: str, now, suppress: bool = False) -> FileOutcome:
     try:
-        sha, size = fingerprint_and_check_encoding(path, encoding_of(source))
+        # A UTF-8 CSV file is decoded by DuckDB while landing; its own check waits.
+        if not encoding_checked_by_duckdb(source):
+            check_encoding(path, encoding_of(source))
+        sha, size = fingerprint(path)
     except FileRejected as exc:
         return _record_file_failure(con, source, rel, "", batch_id, now, 0, str(exc))
     seen = _ledger_state(con, source.name, sha, rel)
@@ -414,38 +462,8 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
                 [source.name, rel, batch_id, sha, f"same content as {seen[0]}; nothing changed", now])
         return FileOutcome(rel, "duplicate_file", message=f"same content as {seen[0]}")
 
-    fields = list(source.columns)
-    result = ReadResult()
-    try:
-        # Clean CSV files are parsed by DuckDB itself, straight into _land; the others
-        # (and every other format) stream through the readers as Arrow batches.
-        landed = land_csv(con, path, source) if source.format == "csv" else None
-        if landed is not None:
-            result = landed
-        else:
-            con.execute("DROP TABLE IF EXISTS _land")
-            con.execute("CREATE TEMP TABLE _land (" + ", ".join(f"\"{f}\" VARCHAR" for f in fields)
-                        + ", _line BIGINT)")
-            for batch in READERS[source.format](path, source, result):
-                con.register("_batch", batch)
-                con.execute("INSERT INTO _land SELECT * FROM _batch")
-                con.unregister("_batch")
-    except FileRejected as exc:
-        return _record_file_failure(con, source, rel, sha, batch_id, now, result.records, str(exc))
-
-    if source.value_map:
-        apply_value_map(con, "_land", source.value_map)
     spec = source_fields(deployment, source)
-    refs = {f: spec[f].lookup for f in fields if f in spec and spec[f].lookup}
-    geo = {f: k for f, k in refs.items() if k in KEY_TABLES}
-    if geo:
-        apply_lookups(con, "_land", geo)
-    settings = register_settings(con, deployment, {f: k for f, k in refs.items() if "." in k})
-    if settings:
-        apply_settings(con, "_land", settings)
-    line_refs = register_line_references(con, deployment, source)
-    sql, params = build_validation_sql(deployment, source, settings, line_refs)
-    reason_cols = [f"_r_{f}" for f in source_fields(deployment, source) if f in source.columns]
+    reason_cols = [f"_r_{f}" for f in spec if f in source.columns]
     # With invalid_values: drop_value, a bad value in an optional field is emptied and
     # reported instead of refusing the whole record (a contact with an impossible birth
     # date is still a contact); required fields and the record id always refuse it.
@@ -455,16 +473,56 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
                 if f in source.columns and not sp.required and f != "source_record_id"}
     hard_cols = [c for c in reason_cols if c not in soft]
     any_reason = f"coalesce({', '.join(chr(34) + c + chr(34) for c in hard_cols)})" if hard_cols else "NULL"
-    # Typing and reasons are one statement, materialised once. Within one file a later
-    # row for the same id supersedes an earlier one: the ids seen twice are found by a
-    # hash aggregate (a window over every row cost half of the ingest at 1 M rows) and
-    # only their rows are flagged.
+    line_refs = register_line_references(con, deployment, source)
+
+    def check(relation: str, result: ReadResult) -> None:
+        # Mapping, typing and reasons are one statement, materialised once.
+        rel, registered, settings = mapped_relation(con, deployment, source, relation)
+        try:
+            sql, params = build_validation_sql(deployment, source, settings, line_refs,
+                                               trim=result.edge_blanks, relation=rel)
+            con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE _checked2 AS
+                SELECT *, {any_reason} IS NULL AS _ok, false AS _dup
+                FROM ({sql})""", params)
+        finally:
+            for name in dict.fromkeys(registered):
+                con.unregister(name)
+
+    result = ReadResult()
+    try:
+        # Clean CSV files are parsed by DuckDB itself into _land; the others (every other
+        # format, and any CSV file DuckDB or the scan refuse) stream through the exact
+        # readers as Arrow batches.
+        landing = open_csv_landing(con, path, source) if source.format == "csv" else None
+        if landing is not None:
+            try:
+                result = landing.result()
+                check(landing.relation, result)
+            finally:
+                landing.close()
+        else:
+            if encoding_checked_by_duckdb(source):
+                check_encoding(path, encoding_of(source))
+            result = ReadResult()
+            fields = list(source.columns)
+            con.execute("DROP TABLE IF EXISTS _land")
+            con.execute("CREATE TEMP TABLE _land (" + ", ".join(f"\"{f}\" VARCHAR" for f in fields)
+                        + ", _line BIGINT)")
+            for batch in READERS[source.format](path, source, result):
+                con.register("_batch", batch)
+                con.execute("INSERT INTO _land SELECT * FROM _batch")
+                con.unregister("_batch")
+            # _land's row ids follow the insertion order, which is the file's.
+            check("(SELECT *, rowid AS _rowid FROM _land)", result)
+    except FileRejected as exc:
+        return _record_file_failure(con, source, rel, sha, batch_id, now, result.records, str(exc))
+
+    # Within one file a later row for the same id supersedes an earlier one: the ids
+    # seen twice are found by a hash aggregate (a window over every row cost half of
+    # the ingest at 1 M rows) and only their rows are flagged.
     # ``_rowid`` tells records apart; ``_line`` does not: several XML records (or JSON
     # objects) may share one physical line, a minified file has all of them on line 2.
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE _checked2 AS
-        SELECT *, {any_reason} IS NULL AS _ok, false AS _dup, row_number() OVER () AS _rowid
-        FROM ({sql})""", params)
     con.execute("""
         CREATE OR REPLACE TEMP TABLE _dups AS
         SELECT source_record_id, max(_rowid) AS _keep, arg_max(_line, _rowid) AS _keep_line
@@ -475,8 +533,6 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
             UPDATE _checked2 SET _dup = true FROM _dups d
             WHERE _checked2._ok AND _checked2.source_record_id = d.source_record_id
               AND _checked2._rowid <> d._keep""")
-    for view in settings.values():
-        con.unregister(view)
     raw = f"raw.{source.name}"
     cols = list(source_fields(deployment, source))
     col_list = ", ".join(f"\"{c}\"" for c in cols)

@@ -22,6 +22,7 @@ import csv
 import hashlib
 import io
 import json
+import mmap
 import re
 import tempfile
 import warnings
@@ -61,55 +62,83 @@ class ReadResult:
 
     records: int = 0
     problems: list[Problem] = field(default_factory=list)
+    # False only when a scan of the bytes proved that no value starts or ends with a
+    # blank: trimming every field of every record was a fifth of a clean file's ingest.
+    edge_blanks: bool = True
 
 
-def fingerprint_and_check_encoding(path: Path, encoding: str | None) -> tuple[str, int]:
-    """One streaming pass: sha256 of the bytes, and a strict decode in the declared encoding.
+def fingerprint(path: Path) -> tuple[str, int]:
+    """sha256 of the file's bytes and its size, reading into one reused 1 MiB buffer."""
+    sha = hashlib.sha256()
+    size = 0
+    buf = bytearray(_CHUNK)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buf):
+            sha.update(view[:n])
+            size += n
+    return sha.hexdigest(), size
+
+
+def check_encoding(path: Path, encoding: str | None) -> None:
+    """A strict decode of the file in the declared encoding; FileRejected names the line.
 
     A single-byte code page (cp1252, cp1250, latin-1) decodes almost any bytes, so a
     UTF-8 file declared as cp1252 would load as mojibake without an error. When the
     bytes also decode as UTF-8 and contain multi-byte sequences, the declaration is
     wrong with near certainty: refuse the file instead of corrupting names.
     """
-    sha = hashlib.sha256()
-    size = 0
+    if not encoding:
+        return
     lines_before = 0
-    dec = codecs.getincrementaldecoder(_codec(encoding))(errors="strict") if encoding else None
+    dec = codecs.getincrementaldecoder(_codec(encoding))(errors="strict")
     single_byte = encoding in ("cp1252", "cp1250", "latin-1")
     utf8 = codecs.getincrementaldecoder("utf-8")(errors="strict") if single_byte else None
     utf8_ok, non_ascii = True, False
     with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
-            sha.update(chunk)
-            size += len(chunk)
-            if dec is not None:
-                try:
-                    dec.decode(chunk)
-                except UnicodeDecodeError as exc:
-                    line = lines_before + chunk[: exc.start].count(b"\n") + 1
-                    raise FileRejected(
-                        f"{path.name}: line {line}: bytes are not valid {encoding} "
-                        f"({exc.reason}); fix the file or the source's declared encoding"
-                    ) from None
+            try:
+                dec.decode(chunk)
+            except UnicodeDecodeError as exc:
+                line = lines_before + chunk[: exc.start].count(b"\n") + 1
+                raise FileRejected(
+                    f"{path.name}: line {line}: bytes are not valid {encoding} "
+                    f"({exc.reason}); fix the file or the source's declared encoding"
+                ) from None
             if utf8 is not None and utf8_ok:
-                if not non_ascii and any(b > 127 for b in chunk):
+                if not non_ascii and not chunk.isascii():
                     non_ascii = True
                 try:
                     utf8.decode(chunk)
                 except UnicodeDecodeError:
                     utf8_ok = False
             lines_before += chunk.count(b"\n")
-    if dec is not None:
-        try:
-            dec.decode(b"", final=True)
-        except UnicodeDecodeError:
-            raise FileRejected(f"{path.name}: truncated multi-byte sequence at the end of the file") from None
+    try:
+        dec.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise FileRejected(f"{path.name}: truncated multi-byte sequence at the end of the file") from None
     if single_byte and utf8_ok and non_ascii:
         raise FileRejected(
             f"{path.name}: the source declares {encoding} but the file is UTF-8 text; "
             "declare encoding: utf-8 for this source"
         )
-    return sha.hexdigest(), size
+
+
+def fingerprint_and_check_encoding(path: Path, encoding: str | None) -> tuple[str, int]:
+    """``fingerprint`` after ``check_encoding``: FileRejected before any hashing work is kept."""
+    check_encoding(path, encoding)
+    return fingerprint(path)
+
+
+def encoding_checked_by_duckdb(source: Source) -> bool:
+    """Whether the CSV landing may skip ``check_encoding`` until DuckDB has read the file.
+
+    DuckDB's CSV reader refuses invalid UTF-8 itself ("Invalid unicode"), so for a
+    UTF-8 source the separate decode pass (a fifth of a clean file's ingest) is only
+    needed to name the bad line once the landing has failed. Single-byte code pages
+    accept any bytes, and their check is the guard against mojibake: always run.
+    """
+    return source.format == "csv" and _codec(encoding_of(source)) in ("utf-8", "utf-8-sig")
 
 
 def _codec(encoding: str | None) -> str:
@@ -126,7 +155,25 @@ def _batch(columns: dict[str, list], lines: list[int]) -> pa.Table:
 FAST_CSV_MAX_BYTES = 1 << 30
 
 
-def csv_record_lines(data: bytes, delimiter: str, quote: str,
+def _positions(arr: np.ndarray, value: int) -> np.ndarray:
+    """Where ``arr == value``, in 1 MiB slices.
+
+    One comparison over the whole file allocates a file-sized mask; on this machine the
+    page faults of that allocation cost five times the comparison itself.
+    """
+    mask = np.empty(min(arr.size, _CHUNK), dtype=bool)
+    found = []
+    for i in range(0, arr.size, _CHUNK):
+        part = arr[i:i + _CHUNK]
+        m = mask[:part.size]
+        np.equal(part, value, out=m)
+        hits = np.flatnonzero(m)
+        if hits.size:
+            found.append(hits + i)
+    return np.concatenate(found) if found else np.empty(0, np.int64)
+
+
+def csv_record_lines(data, delimiter: str, quote: str,
                      widths: bool = True) -> tuple[np.ndarray, np.ndarray] | None:
     """Start line and field count of every record, or None when the file is not clean.
 
@@ -145,15 +192,15 @@ def csv_record_lines(data: bytes, delimiter: str, quote: str,
     """
     if len(delimiter.encode()) != 1 or len(quote.encode()) != 1:
         return None
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
     arr = np.frombuffer(data, dtype=np.uint8)
+    if arr[:3].tobytes() == b"\xef\xbb\xbf":
+        arr = arr[3:]
     n = arr.size
     if n == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     d, q = delimiter.encode()[0], quote.encode()[0]
-    nl = np.flatnonzero(arr == 10)
-    qs = np.flatnonzero(arr == q)
+    nl = _positions(arr, 10)
+    qs = _positions(arr, q)
     if qs.size % 2:
         return None  # unterminated quote
     # Record ends: newlines outside quotes; a final line without a newline ends too.
@@ -177,7 +224,7 @@ def csv_record_lines(data: bytes, delimiter: str, quote: str,
         if not np.all((nxt == d) | (nxt == 10) | (nxt == 13) | next_is_open):
             return None
     # A CR outside quotes must end its line.
-    crs = np.flatnonzero(arr == 13)
+    crs = _positions(arr, 13)
     if crs.size:
         outside = crs[(np.searchsorted(qs, crs) % 2) == 0]
         after = outside + 1
@@ -191,7 +238,7 @@ def csv_record_lines(data: bytes, delimiter: str, quote: str,
             starts, width = starts[:-1], width[:-1]
         return (np.searchsorted(nl, starts) + 1).astype(np.int64), width
     # Width: delimiters in the record minus those inside its quoted fields, plus one.
-    ds = np.flatnonzero(arr == d)
+    ds = _positions(arr, d)
     width = np.searchsorted(ds, ends) - np.searchsorted(ds, starts) + 1
     if qs.size:
         inside = np.searchsorted(ds, closing) - np.searchsorted(ds, opening)
@@ -199,7 +246,7 @@ def csv_record_lines(data: bytes, delimiter: str, quote: str,
         width -= np.bincount(owner, weights=inside, minlength=ends.size).astype(np.int64)
     # Records without a delimiter may be blank-looking: rare, checked one by one.
     for k in np.flatnonzero(width == 1):
-        if not data[starts[k]:ends[k]].strip():
+        if not arr[starts[k]:ends[k]].tobytes().strip():
             width[k] = 0
     # The final newline ends the last line, it does not open another.
     if starts[-1] >= n:
@@ -208,18 +255,93 @@ def csv_record_lines(data: bytes, delimiter: str, quote: str,
     return lines.astype(np.int64), width.astype(np.int64)
 
 
-def land_csv(con, path: Path, source: Source, table: str = "_land") -> ReadResult | None:
-    """Parse a clean CSV file with DuckDB's own reader straight into ``table``.
+def _any_in_range(arr: np.ndarray, low: int, high: int) -> bool:
+    """Whether some byte is in [low, high), in 1 MiB slices (no file-sized temporaries)."""
+    return any(bool(np.any((part >= low) & (part < high)))
+               for part in (arr[i:i + _CHUNK] for i in range(0, arr.size, _CHUNK)))
+
+
+def has_edge_blanks(arr: np.ndarray, delimiter: str, quote: str, utf8: bool) -> bool:
+    """Whether some field of the file may start or end with a blank (so needs trimming).
+
+    Exact in one direction only: False is a proof, True may be a false alarm (a blank
+    beside a quote inside a value), which costs time, never correctness. A blank (space,
+    tab, form feed: RE2's ``\\s`` besides CR and LF) at a field's edge sits next to a
+    delimiter, a quote, a line break or the file's ends; a CR or LF at a quoted field's
+    edge sits next to its quote; a no-break space anywhere counts. Works on the raw
+    bytes of the ASCII-compatible encodings the scan accepts, in 1 MiB slices that
+    overlap by one byte.
+    """
+    n = arr.size
+    if n == 0:
+        return False
+    d, q = delimiter.encode()[0], quote.encode()[0]
+    blank, edge, tmp = (np.empty(min(n, _CHUNK + 1), dtype=bool) for _ in range(3))
+    for i in range(0, n, _CHUNK):
+        part = arr[i:i + _CHUNK + 1]
+        m = part.size
+        b, e, t = blank[:m], edge[:m], tmp[:m]
+        np.equal(part, 0x20, out=b)
+        for v in (0x09, 0x0C):
+            np.equal(part, v, out=t)
+            b |= t
+        np.equal(part, d, out=e)
+        for v in (q, 10, 13):
+            np.equal(part, v, out=t)
+            e |= t
+        if np.any(b[:-1] & e[1:]) or np.any(e[:-1] & b[1:]):
+            return True
+    if arr[0] in (0x20, 0x09, 0x0C) or arr[-1] in (0x20, 0x09, 0x0C):
+        return True
+    nbsp = _positions(arr, 0xA0)
+    if nbsp.size and (not utf8 or np.any(arr[np.maximum(nbsp - 1, 0)] == 0xC2)):
+        return True
+    qs = _positions(arr, q)
+    if qs.size:
+        opening, closing = qs[0::2], qs[1::2]
+        after = arr[np.minimum(opening + 1, n - 1)]
+        before = arr[np.maximum(closing - 1, 0)]
+        if np.any((after == 10) | (after == 13) | (before == 10) | (before == 13)):
+            return True
+    return False
+
+
+@dataclass
+class CsvLanding:
+    """A clean CSV file landed by DuckDB in ``_land`` (see ``open_csv_landing``)."""
+
+    con: object
+    records: int
+    edge_blanks: bool
+    # _land's fields, its position in the file (``_rowid``) and its physical line.
+    relation: str = ("(SELECT l.*, k._line FROM (SELECT *, rowid AS _rowid FROM _land) l "
+                     "JOIN _csv_lines k USING (_rowid))")
+
+    def result(self) -> ReadResult:
+        return ReadResult(records=self.records, edge_blanks=self.edge_blanks)
+
+    def close(self) -> None:
+        try:
+            self.con.unregister("_csv_lines")
+        except duckdb.Error:  # pragma: no cover - already gone
+            pass
+
+
+def open_csv_landing(con, path: Path, source: Source) -> CsvLanding | None:
+    """Land a clean CSV file with DuckDB's own reader into ``_land``, or return None.
 
     The fastest path, for files whose every record DuckDB's strict reader accepts with
     the declared dialect: its parser is parallel C++ and nothing crosses into Python.
     What DuckDB cannot give, the physical line of each record, comes from the
-    vectorised scan of the bytes (``csv_record_lines``), joined by position; the scan
-    and DuckDB must find the same number of records or the path is abandoned. DuckDB is
-    never asked to guess: no sniffing, declared columns, all strings, strict mode. Any
-    error (a record of the wrong width, a stray quote) returns None and the caller
-    takes the exact readers, which report each bad record on its line; DuckDB's error
-    text quotes the row, so it is dropped, never logged.
+    vectorised scan of the bytes (``csv_record_lines``), registered as ``_csv_lines``
+    and joined on the record's position by ``CsvLanding.relation`` inside the statement
+    that checks the records (a positional join while landing cost half the parse and
+    kept later work on one thread). The scan and DuckDB must find the same number of
+    records or the path is abandoned. DuckDB is never asked to guess: no sniffing,
+    declared columns, all strings, strict mode. Any error (a record of the wrong width,
+    a stray quote, bytes that are not UTF-8) returns None and the caller takes the exact
+    readers, which report each bad record on its line; DuckDB's error text quotes the
+    row, so it is dropped, never logged.
 
     Code pages: latin-1 is read natively; cp1252 too when the file has no byte in
     0x80-0x9F (the only range where the two differ); any other code page is first
@@ -227,19 +349,38 @@ def land_csv(con, path: Path, source: Source, table: str = "_land") -> ReadResul
     """
     dialect = source.csv
     assert dialect is not None
-    if not dialect.header or dialect.escape is not None or path.stat().st_size > FAST_CSV_MAX_BYTES:
+    size = path.stat().st_size
+    if not dialect.header or dialect.escape is not None or size > FAST_CSV_MAX_BYTES or size == 0:
         return None
-    data = path.read_bytes()
-    scan = csv_record_lines(data, dialect.delimiter, dialect.quote, widths=False)
-    if scan is None:
+    # _land's row ids are the file's order only while DuckDB keeps insertion order.
+    if str(con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]).lower() != "true":
         return None
-    starts, widths = scan
-    lines = starts[widths != 0]
-    if lines.size == 0 or lines[0] != 1:
-        return None  # blank lines before the header: keep it simple
-    head = data[: data.index(b"\n") + 1 if b"\n" in data else len(data)]
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        arr = np.frombuffer(mm, dtype=np.uint8)
+        try:
+            scan = csv_record_lines(arr, dialect.delimiter, dialect.quote, widths=False)
+            if scan is None:
+                return None
+            starts, widths = scan
+            lines = starts[widths != 0]
+            if lines.size == 0 or lines[0] != 1:
+                return None  # blank lines before the header: keep it simple
+            end = mm.find(b"\n")
+            head = mm[: end + 1 if end >= 0 else size]
+            encoding = _codec(dialect.encoding)
+            transcode = False
+            if encoding in ("utf-8", "utf-8-sig"):
+                duck_encoding = "utf-8"
+            elif encoding == "latin-1" or (encoding == "cp1252" and not _any_in_range(arr, 0x80, 0xA0)):
+                duck_encoding = "latin-1"
+            else:
+                duck_encoding, transcode = "utf-8", True
+            edge_blanks = has_edge_blanks(arr, dialect.delimiter, dialect.quote,
+                                          utf8=encoding in ("utf-8", "utf-8-sig"))
+        finally:
+            del arr  # the map cannot close while a view of it is alive
     try:
-        text = head.decode(_codec(dialect.encoding), errors="strict")
+        text = head.decode(encoding, errors="strict")
         header = [h.strip() for h in next(csv.reader(
             [text], delimiter=dialect.delimiter, quotechar=dialect.quote, strict=True))]
     except (UnicodeDecodeError, csv.Error, StopIteration):
@@ -250,17 +391,7 @@ def land_csv(con, path: Path, source: Source, table: str = "_land") -> ReadResul
         raise FileRejected(
             f"{path.name}: line 1: header lacks column(s) {missing} mapped in the "
             f"source configuration")
-    encoding = _codec(dialect.encoding)
-    arr = np.frombuffer(data, dtype=np.uint8)
-    transcode = False
-    if encoding in ("utf-8", "utf-8-sig"):
-        duck_encoding = "utf-8"
-    elif encoding == "latin-1" or (encoding == "cp1252" and not np.any((arr >= 0x80) & (arr < 0xA0))):
-        duck_encoding = "latin-1"
-    else:
-        duck_encoding, transcode = "utf-8", True
-    del arr, data
-    names = {f"c{i}": "VARCHAR" for i in range(len(header))}
+    records = int(lines.size - 1)
     tmp = None
     try:
         read_path = path
@@ -272,34 +403,41 @@ def land_csv(con, path: Path, source: Source, table: str = "_land") -> ReadResul
                     out.write(dec.decode(chunk).encode("utf-8"))
                 out.write(dec.decode(b"", final=True).encode("utf-8"))
             read_path = Path(tmp)
-        con.execute("DROP TABLE IF EXISTS _csv")
-        try:
-            con.execute(
-                "CREATE TEMP TABLE _csv AS SELECT * FROM read_csv(?, delim = ?, quote = ?, "
-                "escape = ?, header = true, auto_detect = false, strict_mode = true, "
-                "columns = ?, encoding = ?)",
-                [str(read_path), dialect.delimiter, dialect.quote, dialect.quote, names,
-                 duck_encoding])
-        except duckdb.Error:
-            return None
-        records = lines.size - 1
-        if con.execute("SELECT count(*) FROM _csv").fetchall()[0][0] != records:
-            return None
         col = {c: f"c{header.index(src)}" for c, src in wanted.items()}
-        con.register("_csv_lines", pa.table({"_line": pa.array(lines[1:], pa.int64())}))
-        try:
-            con.execute(f"DROP TABLE IF EXISTS {table}")
-            con.execute(
-                f"CREATE TEMP TABLE {table} AS SELECT "
-                + "".join(f'c.{col[c]} AS "{c}", ' for c in wanted)
-                + "l._line FROM _csv c POSITIONAL JOIN _csv_lines l")
-        finally:
-            con.unregister("_csv_lines")
-        return ReadResult(records=int(records))
+        names = {f"c{i}": "VARCHAR" for i in range(len(header))}
+        con.execute("DROP TABLE IF EXISTS _land")
+        con.execute(
+            "CREATE TEMP TABLE _land AS SELECT "
+            + ", ".join(f'{col[c]} AS "{c}"' for c in wanted)
+            + " FROM read_csv(?, delim = ?, quote = ?, escape = ?, header = true, "
+            "auto_detect = false, strict_mode = true, columns = ?, encoding = ?)",
+            [str(read_path), dialect.delimiter, dialect.quote, dialect.quote, names,
+             duck_encoding])
+        if con.execute("SELECT count(*) FROM _land").fetchall()[0][0] != records:
+            con.execute("DROP TABLE IF EXISTS _land")
+            return None
+    except (duckdb.Error, UnicodeDecodeError):
+        con.execute("DROP TABLE IF EXISTS _land")
+        return None
     finally:
-        con.execute("DROP TABLE IF EXISTS _csv")
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+    con.register("_csv_lines", pa.table({
+        "_rowid": pa.array(np.arange(records, dtype=np.int64), pa.int64()),
+        "_line": pa.array(lines[1:], pa.int64())}))
+    return CsvLanding(con, records, edge_blanks)
+
+
+def land_csv(con, path: Path, source: Source, table: str = "_landed") -> ReadResult | None:
+    """``open_csv_landing`` with the lines joined, into ``table`` (None when refused)."""
+    landing = open_csv_landing(con, path, source)
+    if landing is None:
+        return None
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM {landing.relation}")
+        return landing.result()
+    finally:
+        landing.close()
 
 
 def read_csv(path: Path, source: Source, result: ReadResult) -> Iterator[pa.Table]:

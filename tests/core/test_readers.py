@@ -452,7 +452,7 @@ def land_rows(path: Path, source: Source):
         return None, None
     cols = list(source.columns) + ["_line"]
     rows = [dict(zip(cols, r)) for r in con.execute(
-        "SELECT " + ", ".join(f'"{c}"' for c in cols) + " FROM _land").fetchall()]
+        "SELECT " + ", ".join(f'"{c}"' for c in cols) + " FROM _landed").fetchall()]
     con.close()
     return rows, res
 
