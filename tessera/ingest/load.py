@@ -37,7 +37,7 @@ from tessera.ingest.readers import (
 from tessera.ingest.api import ApiFailed, fetch_records, write_snapshot
 from tessera.lookups import KEY_TABLES, register_settings
 from tessera.vat import vat_reason_sql
-from tessera.warehouse import transaction
+from tessera.warehouse import transaction, unordered
 
 # Internationalised addresses (RFC 6531: "lucía@...", "börner@...") are valid mail;
 # rejecting them would drop whole contacts of people with accented names.
@@ -86,10 +86,58 @@ def source_fields(deployment: Deployment, source: Source) -> dict[str, FieldSpec
 def raw_table_ddl(deployment: Deployment, source: Source) -> str:
     cols = [f"{name} {SQL_TYPES[spec.type]}" for name, spec in source_fields(deployment, source).items()]
     cols += [
-        "_record_hash VARCHAR", "_file VARCHAR", "_line BIGINT", "_file_seq BIGINT",
+        "_record_hash UBIGINT", "_file VARCHAR", "_line BIGINT", "_file_seq BIGINT",
         "_batch_id VARCHAR", "_loaded_at TIMESTAMP",
     ]
     return f"CREATE TABLE IF NOT EXISTS raw.{source.name} (\n  " + ",\n  ".join(cols) + "\n)"
+
+
+# A value of every contract type through DuckDB's hash(): when an upgrade of DuckDB
+# changes the function, this changes too, and the stored record hashes are recomputed.
+_HASH_PROBE = ("hash('tessera', 1::BIGINT, 1.5::DECIMAL(18,2), DATE '2000-01-01', "
+               "TIMESTAMP '2000-01-01 12:30:00', true, NULL::VARCHAR)")
+
+
+def record_hash_sql(fields: list[str], exprs: dict[str, str] | None = None) -> str:
+    """The record's content hash: DuckDB's 64-bit ``hash()`` over its stored values.
+
+    Over the typed values in contract order, source_record_id aside, exactly as
+    ``raw`` stores them, so that it can be recomputed from ``raw`` alone
+    (``ensure_record_hashes``). It only tells a record's versions apart (a 64-bit
+    collision between two versions of one id is out of reach); md5 over the values
+    cast to text cost a quarter of checking a clean file and twice the bytes to store.
+    """
+    args = [(exprs or {}).get(f, f'"{f}"') for f in fields if f != "source_record_id"]
+    return f"hash({', '.join(args) or 'NULL'})"
+
+
+def ensure_record_hashes(con: duckdb.DuckDBPyConnection, deployment: Deployment) -> None:
+    """Recompute ``raw``'s record hashes when they were made another way.
+
+    Warehouses written before the hash was ``record_hash_sql`` keep md5 text; a DuckDB
+    upgrade may change ``hash()``. Either way the next load would see every record as
+    updated and store it again: recompute them from the stored values first, once
+    (the probe in ``ops.warehouse_info`` says which hash the stored ones are).
+    """
+    probe = str(con.execute(f"SELECT {_HASH_PROBE}").fetchall()[0][0])
+    stored = con.execute("SELECT value FROM ops.warehouse_info WHERE key = 'record_hash'").fetchall()
+    if stored and stored[0][0] == probe:
+        return
+    tables = {r[0]: r[1] for r in con.execute(
+        "SELECT table_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = 'raw' AND column_name = '_record_hash'").fetchall()}
+    with transaction(con):
+        for source in deployment.sources:
+            if source.name not in tables:
+                continue
+            ensure_raw_table(con, deployment, source)
+            expr = record_hash_sql(list(source_fields(deployment, source)))
+            if tables[source.name] != "UBIGINT":
+                con.execute(f"ALTER TABLE raw.{source.name} ALTER _record_hash TYPE UBIGINT USING {expr}")
+            else:
+                con.execute(f"UPDATE raw.{source.name} SET _record_hash = {expr}")
+        con.execute("DELETE FROM ops.warehouse_info WHERE key = 'record_hash'")
+        con.execute("INSERT INTO ops.warehouse_info VALUES ('record_hash', ?)", [probe])
 
 
 def ensure_raw_table(con: duckdb.DuckDBPyConnection, deployment: Deployment, source: Source) -> None:
@@ -227,7 +275,9 @@ def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list,
     elif spec.format == "phone":
         checks.append(
             f"WHEN NOT regexp_full_match({v}, '^[+(0-9][0-9 ()./+-]{{4,24}}$') "
-            f"OR length(regexp_replace({v}, '[^0-9]', '', 'g')) NOT BETWEEN 6 AND 15 "
+            # 6 to 15 digits, as a second expression: counting them with regexp_replace
+            # cost more than every other check of a contact together.
+            f"OR NOT regexp_full_match({v}, '^[^0-9]*(?:[0-9][^0-9]*){{6,15}}$') "
             "THEN 'not a valid phone number'"
         )
     elif spec.format == "vat":
@@ -253,7 +303,8 @@ def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list,
 def build_validation_sql(deployment: Deployment, source: Source,
                          settings: dict[str, str] | None = None,
                          line_refs: dict[str, str] | None = None,
-                         trim: bool = True, relation: str = "_land") -> tuple[str, list]:
+                         trim: bool = True, relation: str = "_land",
+                         soft: frozenset[str] = frozenset()) -> tuple[str, list]:
     """One SELECT over ``relation`` giving typed columns, per-field reasons and a record hash.
 
     ``relation`` has the mapped fields as strings, ``_line`` and ``_rowid``, the record's
@@ -261,7 +312,8 @@ def build_validation_sql(deployment: Deployment, source: Source,
     the later of two with one id wins. Numbering them here with ``row_number() OVER ()``
     cost more than all the typing and checking together (a window over the whole file
     runs on one thread). ``trim=False`` when the reader proved that no value has blanks
-    at its edges.
+    at its edges. ``soft`` fields (``invalid_values: drop_value``) come out NULL where
+    their value failed its check, as ``raw`` stores them; the reason stays.
     """
     fields = source_fields(deployment, source)
     mapped = [f for f in fields if f in source.columns]
@@ -286,11 +338,11 @@ def build_validation_sql(deployment: Deployment, source: Source,
         [(f"nullif(regexp_replace(\"{c}\", {_lit(_TRIM_RE)}, '', 'g'), '') AS \"{c}\"" if trim
           else f"nullif(\"{c}\", '') AS \"{c}\"")
          for c in mapped] + ["_line", "_rowid"]) + f" FROM {relation}"
-    hash_cols = ", ".join(f"coalesce(CAST(\"{c}\" AS VARCHAR), '\\N')" for c in order if c != "source_record_id")
+    outer = {c: f'CASE WHEN "_r_{c}" IS NULL THEN "{c}" END' for c in soft if c in mapped}
     sql = (
-        f"SELECT {', '.join(chr(34) + c + chr(34) for c in order)}, "
+        f"SELECT {', '.join(outer.get(c, chr(34) + c + chr(34)) + ' AS ' + chr(34) + c + chr(34) for c in order)}, "
         f"{', '.join(chr(34) + '_r_' + c + chr(34) for c in mapped) or 'NULL AS _r_none'}, _line, _rowid, "
-        f"md5(concat_ws('|', {hash_cols})) AS _record_hash\n"
+        f"{record_hash_sql(order, outer)} AS _record_hash\n"
         f"FROM (SELECT\n  {inner}\nFROM ({trimmed}))"
     )
     return sql, params
@@ -376,6 +428,7 @@ def ingest_source(con: duckdb.DuckDBPyConnection, deployment: Deployment, source
     """
     now = now or dt.datetime.now().replace(microsecond=0)
     ensure_raw_table(con, deployment, source)
+    ensure_record_hashes(con, deployment)
     privacy.ensure_tables(con)
     if suppression_key:
         privacy.install_hmac(con, suppression_key)
@@ -479,12 +532,24 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
         # Mapping, typing and reasons are one statement, materialised once.
         rel, registered, settings = mapped_relation(con, deployment, source, relation)
         try:
-            sql, params = build_validation_sql(deployment, source, settings, line_refs,
-                                               trim=result.edge_blanks, relation=rel)
-            con.execute(f"""
-                CREATE OR REPLACE TEMP TABLE _checked2 AS
-                SELECT *, {any_reason} IS NULL AS _ok, false AS _dup
-                FROM ({sql})""", params)
+            sql, params = build_validation_sql(
+                deployment, source, settings, line_refs, trim=result.edge_blanks, relation=rel,
+                soft=frozenset(c[3:] for c in soft))
+            # The refusing reasons are only kept for the refused records (_bad): for
+            # every record they were a fifth of the statement, and nearly all NULL.
+            exclude = f" EXCLUDE ({', '.join(chr(34) + c + chr(34) for c in hard_cols)})" if hard_cols else ""
+            with unordered(con):
+                con.execute(f"""
+                    CREATE OR REPLACE TEMP TABLE _checked2 AS
+                    SELECT *{exclude}, {any_reason} IS NULL AS _ok, false AS _dup
+                    FROM ({sql})""", params)
+                bad = con.execute("SELECT count(*) FROM _checked2 WHERE NOT _ok").fetchall()[0][0]
+                con.execute(f"""
+                    CREATE OR REPLACE TEMP TABLE _bad AS
+                    SELECT _line, _rowid, source_record_id, {', '.join(chr(34) + c + chr(34) for c in reason_cols) or 'NULL AS _r_none'}
+                    FROM ({sql})
+                    WHERE {'_rowid IN (SELECT _rowid FROM _checked2 WHERE NOT _ok)' if bad else 'false'}""",
+                            params)
         finally:
             for name in dict.fromkeys(registered):
                 con.unregister(name)
@@ -536,8 +601,8 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
     raw = f"raw.{source.name}"
     cols = list(source_fields(deployment, source))
     col_list = ", ".join(f"\"{c}\"" for c in cols)
-    select_list = ", ".join(
-        f'CASE WHEN "_r_{c}" IS NULL THEN "{c}" END' if f"_r_{c}" in soft else f'"{c}"' for c in cols)
+    # Soft fields came out of the check already emptied where their value failed.
+    select_list = col_list
     suppressed = 0
     supp_sql = privacy.suppressed_lines_sql(source.entity, set(source.columns)) if suppress else None
     if supp_sql and con.execute(
@@ -566,7 +631,7 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
                 INSERT INTO ops.rejects
                 SELECT ?, ?, _line, substr(field, 4), reason, {rid}, ?, ?
                 FROM (UNPIVOT (SELECT _line, source_record_id, {', '.join(chr(34) + c + chr(34) for c in reason_cols)}
-                               FROM _checked2 WHERE NOT _ok)
+                               FROM _bad WHERE _rowid IN (SELECT _rowid FROM _checked2))
                       ON {', '.join(chr(34) + c + chr(34) for c in reason_cols)}
                       INTO NAME field VALUE reason)
                 ORDER BY _line, field""", [source.name, rel, batch_id, now])
@@ -604,10 +669,11 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
         counts = dict(con.execute("SELECT _change, count(*) FROM _accepted GROUP BY ALL").fetchall())
         unchanged = ("AND _rowid NOT IN (SELECT _rowid FROM _accepted WHERE _change = 'unchanged')"
                      if counts.get("unchanged") else "")
-        con.execute(f"""
-            INSERT INTO {raw} ({col_list}, _record_hash, _file, _line, _file_seq, _batch_id, _loaded_at)
-            SELECT {select_list}, _record_hash, ?, _line, ?, ?, ? FROM _checked2
-            WHERE _ok AND NOT _dup {unchanged}""", [rel, file_seq, batch_id, now])
+        with unordered(con):
+            con.execute(f"""
+                INSERT INTO {raw} ({col_list}, _record_hash, _file, _line, _file_seq, _batch_id, _loaded_at)
+                SELECT {select_list}, _record_hash, ?, _line, ?, ?, ? FROM _checked2
+                WHERE _ok AND NOT _dup {unchanged}""", [rel, file_seq, batch_id, now])
         rejected = int(con.execute(
             "SELECT count(*) FROM _checked2 WHERE NOT _ok OR _dup").fetchone()[0]) + len(
             {p.line for p in result.problems})
@@ -627,7 +693,7 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
             [source.name, rel, batch_id, status, result.records, counts.get("new", 0),
              counts.get("updated", 0), counts.get("unchanged", 0), rejected, sha, message, now,
              suppressed])
-    for t in ("_land", "_checked", "_checked2", "_dups", "_accepted", "_ref_lines"):
+    for t in ("_land", "_checked", "_checked2", "_bad", "_dups", "_accepted", "_ref_lines"):
         con.execute(f"DROP TABLE IF EXISTS {t}")
     return FileOutcome(rel, status, records=result.records, new=counts.get("new", 0),
                        updated=counts.get("updated", 0), unchanged=counts.get("unchanged", 0),

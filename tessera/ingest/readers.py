@@ -25,6 +25,7 @@ import json
 import mmap
 import re
 import tempfile
+from concurrent.futures import ThreadPoolExecutor, wait
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -355,29 +356,19 @@ def open_csv_landing(con, path: Path, source: Source) -> CsvLanding | None:
     # _land's row ids are the file's order only while DuckDB keeps insertion order.
     if str(con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]).lower() != "true":
         return None
+    encoding = _codec(dialect.encoding)
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        arr = np.frombuffer(mm, dtype=np.uint8)
-        try:
-            scan = csv_record_lines(arr, dialect.delimiter, dialect.quote, widths=False)
-            if scan is None:
-                return None
-            starts, widths = scan
-            lines = starts[widths != 0]
-            if lines.size == 0 or lines[0] != 1:
-                return None  # blank lines before the header: keep it simple
-            end = mm.find(b"\n")
-            head = mm[: end + 1 if end >= 0 else size]
-            encoding = _codec(dialect.encoding)
-            transcode = False
-            if encoding in ("utf-8", "utf-8-sig"):
-                duck_encoding = "utf-8"
-            elif encoding == "latin-1" or (encoding == "cp1252" and not _any_in_range(arr, 0x80, 0xA0)):
+        end = mm.find(b"\n")
+        head = mm[: end + 1 if end >= 0 else size]
+        transcode = False
+        if encoding in ("utf-8", "utf-8-sig"):
+            duck_encoding = "utf-8"
+        else:
+            arr = np.frombuffer(mm, dtype=np.uint8)
+            if encoding == "latin-1" or (encoding == "cp1252" and not _any_in_range(arr, 0x80, 0xA0)):
                 duck_encoding = "latin-1"
             else:
                 duck_encoding, transcode = "utf-8", True
-            edge_blanks = has_edge_blanks(arr, dialect.delimiter, dialect.quote,
-                                          utf8=encoding in ("utf-8", "utf-8-sig"))
-        finally:
             del arr  # the map cannot close while a view of it is alive
     try:
         text = head.decode(encoding, errors="strict")
@@ -391,7 +382,6 @@ def open_csv_landing(con, path: Path, source: Source) -> CsvLanding | None:
         raise FileRejected(
             f"{path.name}: line 1: header lacks column(s) {missing} mapped in the "
             f"source configuration")
-    records = int(lines.size - 1)
     tmp = None
     try:
         read_path = path
@@ -406,14 +396,42 @@ def open_csv_landing(con, path: Path, source: Source) -> CsvLanding | None:
         col = {c: f"c{header.index(src)}" for c, src in wanted.items()}
         names = {f"c{i}": "VARCHAR" for i in range(len(header))}
         con.execute("DROP TABLE IF EXISTS _land")
-        con.execute(
-            "CREATE TEMP TABLE _land AS SELECT "
-            + ", ".join(f'{col[c]} AS "{c}"' for c in wanted)
-            + " FROM read_csv(?, delim = ?, quote = ?, escape = ?, header = true, "
-            "auto_detect = false, strict_mode = true, columns = ?, encoding = ?)",
-            [str(read_path), dialect.delimiter, dialect.quote, dialect.quote, names,
-             duck_encoding])
-        if con.execute("SELECT count(*) FROM _land").fetchall()[0][0] != records:
+
+        def land() -> int:
+            con.execute(
+                "CREATE TEMP TABLE _land AS SELECT "
+                + ", ".join(f'{col[c]} AS "{c}"' for c in wanted)
+                + " FROM read_csv(?, delim = ?, quote = ?, escape = ?, header = true, "
+                "auto_detect = false, strict_mode = true, columns = ?, encoding = ?)",
+                [str(read_path), dialect.delimiter, dialect.quote, dialect.quote, names,
+                 duck_encoding])
+            return con.execute("SELECT count(*) FROM _land").fetchall()[0][0]
+
+        # DuckDB parses (releasing the GIL) while this thread scans the bytes for the
+        # lines: the connection is left to the worker until it is done.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            parsed = pool.submit(land)
+            try:
+                with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                    arr = np.frombuffer(mm, dtype=np.uint8)
+                    try:
+                        scan = csv_record_lines(arr, dialect.delimiter, dialect.quote, widths=False)
+                        edge_blanks = scan is not None and has_edge_blanks(
+                            arr, dialect.delimiter, dialect.quote,
+                            utf8=encoding in ("utf-8", "utf-8-sig"))
+                    finally:
+                        del arr
+            finally:
+                wait([parsed])
+        found = parsed.result()  # DuckDB's refusal raises here
+        if scan is None:
+            con.execute("DROP TABLE IF EXISTS _land")
+            return None
+        starts, widths = scan
+        lines = starts[widths != 0]
+        records = int(lines.size - 1)
+        if lines.size == 0 or lines[0] != 1 or found != records:
+            # blank lines before the header (kept simple), or the parser and the scan disagree
             con.execute("DROP TABLE IF EXISTS _land")
             return None
     except (duckdb.Error, UnicodeDecodeError):

@@ -42,6 +42,12 @@ CREATE TABLE IF NOT EXISTS ops.sequences (
     value  BIGINT NOT NULL
 );
 
+-- Facts about how the stored data was made (e.g. which hash the record hashes are).
+CREATE TABLE IF NOT EXISTS ops.warehouse_info (
+    key    VARCHAR PRIMARY KEY,
+    value  VARCHAR NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS ops.segment_runs (
     segment     VARCHAR NOT NULL,
     as_of_date  DATE    NOT NULL,

@@ -277,6 +277,45 @@ def test_whitespace_only_change_is_unchanged(con, demo, landing):
     assert n_raw(con) == 1
 
 
+def test_record_hash_is_recomputable_from_raw(con, demo, landing):
+    # Soft-dropped values included: the stored hash covers the values as stored.
+    from tessera.ingest.load import record_hash_sql, source_fields
+
+    write_crm(landing, "crm_contacts_20261101.csv",
+              [crm_row(source_record_id="A"), crm_row(source_record_id="B", birth_date="31/02/1980")],
+              demo)
+    src = demo.source("crm_contacts").model_copy(update={"invalid_values": "drop_value"})
+    f = ingest_source(con, demo, src, landing, "b1", NOW).files[0]
+    assert (f.new, f.rejected) == (2, 0)
+    assert rows(con, "SELECT birth_date FROM raw.crm_contacts WHERE source_record_id = 'B'") == [(None,)]
+    expr = record_hash_sql(list(source_fields(demo, src)))
+    got = rows(con, f"SELECT source_record_id, _record_hash = {expr} FROM raw.crm_contacts ORDER BY 1")
+    assert got == [("A", True), ("B", True)]
+
+
+@pytest.mark.parametrize("how", ["md5_text", "other_hash"])
+def test_stored_hashes_made_another_way_are_recomputed_not_reloaded(con, demo, landing, how):
+    """A warehouse from before the 64-bit hash, or after a DuckDB upgrade changed hash():
+    the next delivery of the same records must find them unchanged, not store them again."""
+    write_crm(landing, "crm_contacts_20261101.csv",
+              [crm_row(source_record_id="A"), crm_row(source_record_id="B")], demo)
+    ingest(con, demo, landing)
+    if how == "md5_text":
+        con.execute("ALTER TABLE raw.crm_contacts ALTER _record_hash TYPE VARCHAR "
+                    "USING md5(source_record_id)")
+        con.execute("DELETE FROM ops.warehouse_info")
+    else:
+        con.execute("UPDATE raw.crm_contacts SET _record_hash = _record_hash + 1")
+        con.execute("UPDATE ops.warehouse_info SET value = 'another DuckDB'")
+    write_crm(landing, "crm_contacts_20261102.csv",
+              [crm_row(source_record_id="A"), crm_row(source_record_id="B", city="Milano")], demo)
+    f = ingest(con, demo, landing, batch="b2").files[1]
+    assert (f.new, f.updated, f.unchanged) == (0, 1, 1)
+    assert n_raw(con) == 3
+    assert rows(con, "SELECT data_type FROM information_schema.columns WHERE table_schema = 'raw' "
+                     "AND table_name = 'crm_contacts' AND column_name = '_record_hash'") == [("UBIGINT",)]
+
+
 def test_same_id_twice_in_one_file_later_wins(con, demo, landing):
     write_crm(landing, "crm_contacts_20261101.csv", [
         crm_row(source_record_id="A", city="Roma"),
