@@ -176,6 +176,13 @@ def _positions(arr: np.ndarray, value: int) -> np.ndarray:
 
 def csv_record_lines(data, delimiter: str, quote: str,
                      widths: bool = True) -> tuple[np.ndarray, np.ndarray] | None:
+    """Start line and field count of every record (see ``csv_records``), or None."""
+    scan = csv_records(data, delimiter, quote, widths)
+    return None if scan is None else (scan[0], scan[1])
+
+
+def csv_records(data, delimiter: str, quote: str,
+                widths: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Start line and field count of every record, or None when the file is not clean.
 
     Vectorised over the bytes with numpy (no Python loop per line): a newline ends a
@@ -189,16 +196,17 @@ def csv_record_lines(data, delimiter: str, quote: str,
     bytes never occur inside a UTF-8 character. Blank-looking records (only
     whitespace) have width 0. With ``widths=False`` the fields are not counted (the
     DuckDB path lets its strict reader count them): empty lines get width 0, every
-    other record -1.
+    other record -1. The third array is each record's first byte in ``data`` (a record
+    runs to the next one's first byte), for cutting records out of the file.
     """
     if len(delimiter.encode()) != 1 or len(quote.encode()) != 1:
         return None
     arr = np.frombuffer(data, dtype=np.uint8)
-    if arr[:3].tobytes() == b"\xef\xbb\xbf":
-        arr = arr[3:]
+    bom = 3 if arr[:3].tobytes() == b"\xef\xbb\xbf" else 0
+    arr = arr[bom:]
     n = arr.size
     if n == 0:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
     d, q = delimiter.encode()[0], quote.encode()[0]
     nl = _positions(arr, 10)
     qs = _positions(arr, q)
@@ -237,7 +245,7 @@ def csv_record_lines(data, delimiter: str, quote: str,
         width = np.where(blank, 0, -1).astype(np.int64)
         if starts[-1] >= n:
             starts, width = starts[:-1], width[:-1]
-        return (np.searchsorted(nl, starts) + 1).astype(np.int64), width
+        return (np.searchsorted(nl, starts) + 1).astype(np.int64), width, starts + bom
     # Width: delimiters in the record minus those inside its quoted fields, plus one.
     ds = _positions(arr, d)
     width = np.searchsorted(ds, ends) - np.searchsorted(ds, starts) + 1
@@ -253,7 +261,7 @@ def csv_record_lines(data, delimiter: str, quote: str,
     if starts[-1] >= n:
         starts, width, ends = starts[:-1], width[:-1], ends[:-1]
     lines = np.searchsorted(nl, starts) + 1
-    return lines.astype(np.int64), width.astype(np.int64)
+    return lines.astype(np.int64), width.astype(np.int64), (starts + bom).astype(np.int64)
 
 
 def _any_in_range(arr: np.ndarray, low: int, high: int) -> bool:
@@ -314,12 +322,14 @@ class CsvLanding:
     con: object
     records: int
     edge_blanks: bool
+    problems: list[Problem] = field(default_factory=list)
     # _land's fields, its position in the file (``_rowid``) and its physical line.
     relation: str = ("(SELECT l.*, k._line FROM (SELECT *, rowid AS _rowid FROM _land) l "
                      "JOIN _csv_lines k USING (_rowid))")
 
     def result(self) -> ReadResult:
-        return ReadResult(records=self.records, edge_blanks=self.edge_blanks)
+        return ReadResult(records=self.records, problems=list(self.problems),
+                          edge_blanks=self.edge_blanks)
 
     def close(self) -> None:
         try:
@@ -342,7 +352,10 @@ def open_csv_landing(con, path: Path, source: Source) -> CsvLanding | None:
     declared columns, all strings, strict mode. Any error (a record of the wrong width,
     a stray quote, bytes that are not UTF-8) returns None and the caller takes the exact
     readers, which report each bad record on its line; DuckDB's error text quotes the
-    row, so it is dropped, never logged.
+    row, so it is dropped, never logged. The one refusal handled here is the commonest:
+    records with more or fewer fields than the header (and whitespace-only lines) are
+    cut out of a copy by their byte ranges and reported as problems, and DuckDB parses
+    the rest, so one bad row does not send a million good ones down the slow path.
 
     Code pages: latin-1 is read natively; cp1252 too when the file has no byte in
     0x80-0x9F (the only range where the two differ); any other code page is first
@@ -382,22 +395,27 @@ def open_csv_landing(con, path: Path, source: Source) -> CsvLanding | None:
         raise FileRejected(
             f"{path.name}: line 1: header lacks column(s) {missing} mapped in the "
             f"source configuration")
-    tmp = None
-    try:
-        read_path = path
-        if transcode:
-            fd, tmp = tempfile.mkstemp(suffix=".csv", prefix="tessera-")
-            dec = codecs.getincrementaldecoder(encoding)(errors="strict")
-            with open(path, "rb") as src_fh, open(fd, "wb") as out:
-                while chunk := src_fh.read(_CHUNK):
-                    out.write(dec.decode(chunk).encode("utf-8"))
-                out.write(dec.decode(b"", final=True).encode("utf-8"))
-            read_path = Path(tmp)
-        col = {c: f"c{header.index(src)}" for c, src in wanted.items()}
-        names = {f"c{i}": "VARCHAR" for i in range(len(header))}
-        con.execute("DROP TABLE IF EXISTS _land")
+    col = {c: f"c{header.index(src)}" for c, src in wanted.items()}
+    names = {f"c{i}": "VARCHAR" for i in range(len(header))}
+    temps: list[Path] = []
 
-        def land() -> int:
+    def readable(src: Path) -> Path:
+        """``src`` itself, or a UTF-8 copy of it when DuckDB cannot decode its code page."""
+        if not transcode:
+            return src
+        fd, tmp = tempfile.mkstemp(suffix=".csv", prefix="tessera-")
+        temps.append(Path(tmp))
+        dec = codecs.getincrementaldecoder(encoding)(errors="strict")
+        with open(src, "rb") as src_fh, open(fd, "wb") as out:
+            while chunk := src_fh.read(_CHUNK):
+                out.write(dec.decode(chunk).encode("utf-8"))
+            out.write(dec.decode(b"", final=True).encode("utf-8"))
+        return Path(tmp)
+
+    def land(read_path: Path) -> int | None:
+        """Parse into _land; the record count, or None when DuckDB refuses the file."""
+        con.execute("DROP TABLE IF EXISTS _land")
+        try:
             con.execute(
                 "CREATE TEMP TABLE _land AS SELECT "
                 + ", ".join(f'{col[c]} AS "{c}"' for c in wanted)
@@ -405,12 +423,20 @@ def open_csv_landing(con, path: Path, source: Source) -> CsvLanding | None:
                 "auto_detect = false, strict_mode = true, columns = ?, encoding = ?)",
                 [str(read_path), dialect.delimiter, dialect.quote, dialect.quote, names,
                  duck_encoding])
-            return con.execute("SELECT count(*) FROM _land").fetchall()[0][0]
+        except duckdb.Error:
+            return None
+        return con.execute("SELECT count(*) FROM _land").fetchall()[0][0]
 
+    problems: list[Problem] = []
+    try:
+        try:
+            first = readable(path)
+        except UnicodeDecodeError:
+            return None
         # DuckDB parses (releasing the GIL) while this thread scans the bytes for the
         # lines: the connection is left to the worker until it is done.
         with ThreadPoolExecutor(max_workers=1) as pool:
-            parsed = pool.submit(land)
+            parsed = pool.submit(land, first)
             try:
                 with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                     arr = np.frombuffer(mm, dtype=np.uint8)
@@ -423,27 +449,76 @@ def open_csv_landing(con, path: Path, source: Source) -> CsvLanding | None:
                         del arr
             finally:
                 wait([parsed])
-        found = parsed.result()  # DuckDB's refusal raises here
+        found = parsed.result()
         if scan is None:
-            con.execute("DROP TABLE IF EXISTS _land")
             return None
         starts, widths = scan
         lines = starts[widths != 0]
+        if lines.size == 0 or lines[0] != 1:
+            return None  # blank lines before the header: keep it simple
         records = int(lines.size - 1)
-        if lines.size == 0 or lines[0] != 1 or found != records:
-            # blank lines before the header (kept simple), or the parser and the scan disagree
-            con.execute("DROP TABLE IF EXISTS _land")
-            return None
-    except (duckdb.Error, UnicodeDecodeError):
-        con.execute("DROP TABLE IF EXISTS _land")
+        if found != records:
+            # Refused, most often for records of the wrong width: cut exactly those out
+            # of a copy, report them as the other readers would, and parse the rest.
+            cut = _cut_wrong_width_records(path, dialect.delimiter, dialect.quote)
+            if cut is None:
+                return None
+            kept, lines, problems = cut
+            temps.append(kept)
+            records = int(lines.size - 1)
+            if land(readable(kept)) != records:
+                return None
+            records += len(problems)
+    except UnicodeDecodeError:
         return None
     finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
     con.register("_csv_lines", pa.table({
-        "_rowid": pa.array(np.arange(records, dtype=np.int64), pa.int64()),
+        "_rowid": pa.array(np.arange(lines.size - 1, dtype=np.int64), pa.int64()),
         "_line": pa.array(lines[1:], pa.int64())}))
-    return CsvLanding(con, records, edge_blanks)
+    return CsvLanding(con, records, edge_blanks, problems)
+
+
+def _cut_wrong_width_records(path: Path, delimiter: str, quote: str):
+    """A copy of ``path`` without its records of the wrong width, or None.
+
+    For a file whose quoting is sound but some records have more or fewer fields than
+    the header: the byte scan knows each record's width and first byte, so the good
+    records are copied in contiguous runs (no per-record work in Python but for the
+    bad ones) and the bad ones become problems worded as the other readers word them.
+    Blank-looking records are dropped from the copy too (no reader counts them).
+    None when there is nothing to cut (DuckDB refused the file for another reason: the
+    exact readers will say which). Returns (copy, lines of the header and
+    the kept records, problems).
+    """
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        arr = np.frombuffer(mm, dtype=np.uint8)
+        try:
+            scan = csv_records(arr, delimiter, quote, widths=True)
+            if scan is None:
+                return None
+            lines, widths, starts = scan
+            nonblank = np.flatnonzero(widths != 0)
+            if nonblank.size == 0 or lines[nonblank[0]] != 1:
+                return None
+            width = widths[nonblank[0]]
+            bad = (widths != 0) & (widths != width)
+            keep = widths == width
+            if keep.all():
+                return None
+            fd, tmp = tempfile.mkstemp(suffix=".csv", prefix="tessera-cut-")
+            bounds = np.append(starts, arr.size)
+            edges = np.flatnonzero(np.diff(np.concatenate(([0], keep.astype(np.int8), [0]))))
+            with open(fd, "wb") as out:
+                out.write(mm[: starts[0]])  # a byte order mark
+                for first, stop in zip(edges[0::2], edges[1::2]):
+                    out.write(mm[bounds[first]: bounds[stop]])
+            problems = [Problem(int(line), "*", f"expected {int(width)} fields, found {int(n)}")
+                        for line, n in zip(lines[bad], widths[bad])]
+            return Path(tmp), lines[keep], problems
+        finally:
+            del arr
 
 
 def land_csv(con, path: Path, source: Source, table: str = "_landed") -> ReadResult | None:

@@ -474,9 +474,15 @@ def test_duckdb_landing_agrees_with_the_python_reader(tmp_path, case, encoding):
     path.write_bytes(text.encode(encoding))
     src = csv_source(encoding=encoding)
     rows, res = land_rows(path, src)
-    # Quote trouble, wrong widths, a whitespace-only line: the exact readers take over.
-    assert rows is None
-    if case != "clean_crlf_quoted_newlines":
+    if case in ("quote_inside_unquoted_field", "text_after_closing_quote", "unterminated_quote"):
+        assert rows is None  # quote trouble: the exact readers take over
+        return
+    # Wrong widths and a whitespace-only line are cut out, the rest parsed by DuckDB.
+    slow_rows, slow_res = read_all(read_csv_python_ref(), path, src)
+    assert rows == _empty_as_none(slow_rows)
+    assert (res.records, res.problems) == (slow_res.records, slow_res.problems)
+    if case == "wrong_widths":
+        assert [p.line for p in res.problems] == [2, 3] and [r["_line"] for r in rows] == [4]
         return
     path.write_bytes(text.replace("\r\n   \r\n", "\r\n").encode(encoding))  # empty lines only
     slow_rows, slow_res = read_all(read_csv_python_ref(), path, src)
@@ -511,6 +517,37 @@ def test_duckdb_landing_of_a_generated_file_matches_line_for_line(tmp_path):
     assert res.records == slow_res.records == 3000
     assert rows == _empty_as_none(slow_rows)
     assert rows[7]["_line"] == 10 and rows[8]["_line"] == 12   # records 0 and 7 span 2 lines
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "cp1250"])
+def test_duckdb_landing_cuts_out_wrong_width_records_like_the_python_reader(tmp_path, encoding):
+    """Bad records among many good ones (quoted newlines, doubled quotes, a BOM, a code
+    page DuckDB cannot read): cut out by byte range, reported with their lines, the
+    rest parsed by DuckDB with exact lines."""
+    import random
+
+    rnd = random.Random(11)
+    out = ["id;nome;cap;note"]
+    for i in range(3000):
+        note = f'"riga {i}\r\nseconda ""{i}"""' if i % 7 == 0 else f"nota {rnd.randint(0, 99)}"
+        nome = rnd.choice(["Anna", "\u0141ucja", '"Ugo; il ""grande"""', ""])
+        row = f"{i};{nome};{i % 1000:05d};{note}"
+        if i % 499 == 3:
+            row += ";extra"
+        elif i % 601 == 5:
+            row = f"{i};{nome}"
+        out.append(row)
+    out.append("   ")  # whitespace only: no reader counts it
+    bom = "\ufeff" if encoding == "utf-8" else ""
+    path = tmp_path / "g.csv"
+    path.write_bytes((bom + "\r\n".join(out) + "\r\n2999x;Eva;1;y").encode(encoding))
+    src = csv_source(encoding=encoding)
+    slow_rows, slow_res = read_all(read_csv_python_ref(), path, src)
+    rows, res = land_rows(path, src)
+    assert rows is not None
+    assert len(slow_res.problems) == 7 + 5
+    assert (res.records, res.problems) == (slow_res.records, slow_res.problems)
+    assert rows == _empty_as_none(slow_rows)
 
 
 def test_csv_scan_matches_a_line_by_line_reading_on_random_bytes():
