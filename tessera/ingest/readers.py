@@ -805,7 +805,12 @@ def read_xml(path: Path, source: Source, result: ReadResult) -> Iterator[pa.Tabl
     started = 0
     open_lines: list[int] = []
     wanted = source.columns
-    columns: dict[str, list] = {c: [] for c in wanted}
+    source_cols = list(dict.fromkeys(wanted.values()))
+    position = {c: i for i, c in enumerate(source_cols)}
+    width = len(source_cols)
+    names = list(wanted)
+    idx = [position[src] for src in wanted.values()]  # a column may feed two fields
+    rows: list[list] = []
     lines: list[int] = []
     table_seen: str | None = None
     parser_kw = dict(
@@ -848,19 +853,22 @@ def read_xml(path: Path, source: Source, result: ReadResult) -> Iterator[pa.Tabl
             if tag != layout.record_tag:
                 continue
             result.records += 1
-            values = {child.tag: (child.text or "").strip() for child in elem
-                      if isinstance(child.tag, str)}
-            for canon, src in wanted.items():
-                columns[canon].append(values.get(src))
+            # One pass over the children into a row; columns by zip per batch (in C):
+            # a dict per record and a lookup per field were half of the reading time.
+            row = [None] * width
+            for child in elem:
+                at = position.get(child.tag)
+                if at is not None:
+                    row[at] = (child.text or "").strip()
+            rows.append(row)
             lines.append(open_lines.pop())
             elem.clear(keep_tail=False)
             parent = elem.getparent()
             while parent is not None and elem.getprevious() is not None:
                 del parent[0]
             if len(lines) >= BATCH_ROWS:
-                yield _batch(columns, lines)
-                columns = {c: [] for c in wanted}
-                lines = []
+                yield _rows_batch(rows, idx, names, lines)
+                rows, lines = [], []
     except etree.XMLSyntaxError as exc:
         line = exc.position[0] if exc.position else None
         raise FileRejected(
@@ -869,7 +877,8 @@ def read_xml(path: Path, source: Source, result: ReadResult) -> Iterator[pa.Tabl
     if layout.table and table_seen is None:
         raise FileRejected(f"{path.name}: no <commons><table> declaration; expected '{layout.table}'")
     if lines:
-        yield _batch(columns, lines)
+        yield _rows_batch(rows, idx, names, lines)
+
 
 
 def _json_path(obj: dict, path: str):
