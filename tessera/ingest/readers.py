@@ -153,6 +153,8 @@ def _batch(columns: dict[str, list], lines: list[int]) -> pa.Table:
     return pa.table(arrays)
 
 
+# The pyarrow path reads the whole file into memory for its scan: larger files that
+# DuckDB refuses take the Python path (DuckDB's own path scans any size in segments).
 FAST_CSV_MAX_BYTES = 1 << 30
 
 
@@ -181,8 +183,8 @@ def csv_record_lines(data, delimiter: str, quote: str,
     return None if scan is None else (scan[0], scan[1])
 
 
-def csv_records(data, delimiter: str, quote: str,
-                widths: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def csv_records(data, delimiter: str, quote: str, widths: bool = True,
+                allow_bom: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Start line and field count of every record, or None when the file is not clean.
 
     Vectorised over the bytes with numpy (no Python loop per line): a newline ends a
@@ -202,7 +204,7 @@ def csv_records(data, delimiter: str, quote: str,
     if len(delimiter.encode()) != 1 or len(quote.encode()) != 1:
         return None
     arr = np.frombuffer(data, dtype=np.uint8)
-    bom = 3 if arr[:3].tobytes() == b"\xef\xbb\xbf" else 0
+    bom = 3 if allow_bom and arr[:3].tobytes() == b"\xef\xbb\xbf" else 0
     arr = arr[bom:]
     n = arr.size
     if n == 0:
@@ -262,6 +264,77 @@ def csv_records(data, delimiter: str, quote: str,
         starts, width, ends = starts[:-1], width[:-1], ends[:-1]
     lines = np.searchsorted(nl, starts) + 1
     return lines.astype(np.int64), width.astype(np.int64), (starts + bom).astype(np.int64)
+
+
+SCAN_SEGMENT = 256 << 20
+
+
+def _segments(arr: np.ndarray, quote: int) -> Iterator[tuple[int, int]]:
+    """Byte ranges of ``arr`` of about SCAN_SEGMENT bytes, each ending after a record.
+
+    A range ends at the last newline of its window with an even number of quotes
+    before it (counted from the range's start, itself a record's start): outside any
+    quoted field, so every range holds whole records and starts with even quote parity.
+    A window without such a newline (one record longer than the window) grows.
+    """
+    n, pos = arr.size, 0
+    while n - pos > SCAN_SEGMENT:
+        size, cut = SCAN_SEGMENT, None
+        while cut is None and pos + size < n:
+            window = arr[pos: pos + size]
+            nl = _positions(window, 10)
+            outside = nl[(np.searchsorted(_positions(window, quote), nl) % 2) == 0]
+            if outside.size:
+                cut = pos + int(outside[-1]) + 1
+            else:
+                size *= 2
+        if cut is None:
+            break
+        yield pos, cut
+        pos = cut
+    if pos < n:
+        yield pos, n
+
+
+def scan_csv(data, delimiter: str, quote: str, widths: bool = True, edges: bool = False,
+             utf8: bool = True):
+    """``csv_records`` (and ``has_edge_blanks``) over a file of any size, in segments.
+
+    Memory stays in proportion to the segment, not the file, but for the per-record
+    results (three integers a record). Returns (lines, widths, starts, edge_blanks) or
+    None when the file is not clean. ``edge_blanks`` is only computed with ``edges``.
+    """
+    if len(delimiter.encode()) != 1 or len(quote.encode()) != 1:
+        return None
+    arr = np.frombuffer(data, dtype=np.uint8)
+    parts, lines_before, edge = [], 0, False
+    for start, end in _segments(arr, quote.encode()[0]):
+        segment = arr[start:end]
+        scan = csv_records(segment, delimiter, quote, widths, allow_bom=start == 0)
+        if scan is None:
+            return None
+        lines, width, starts = scan
+        parts.append((lines + lines_before, width, starts + start))
+        lines_before += _count(segment, 10)
+        if edges and not edge:
+            edge = has_edge_blanks(segment, delimiter, quote, utf8)
+    if not parts:
+        empty = np.empty(0, np.int64)
+        return empty, empty, empty, False
+    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+            np.concatenate([p[2] for p in parts]), edge)
+
+
+def _count(arr: np.ndarray, value: int) -> int:
+    """How many bytes equal ``value``, in 1 MiB slices."""
+    mask = np.empty(min(arr.size, _CHUNK), dtype=bool)
+    total = 0
+    for i in range(0, arr.size, _CHUNK):
+        part = arr[i:i + _CHUNK]
+        m = mask[:part.size]
+        np.equal(part, value, out=m)
+        total += int(np.count_nonzero(m))
+    return total
 
 
 def _any_in_range(arr: np.ndarray, low: int, high: int) -> bool:
@@ -364,7 +437,7 @@ def open_csv_landing(con, path: Path, source: Source) -> CsvLanding | None:
     dialect = source.csv
     assert dialect is not None
     size = path.stat().st_size
-    if not dialect.header or dialect.escape is not None or size > FAST_CSV_MAX_BYTES or size == 0:
+    if not dialect.header or dialect.escape is not None or size == 0:
         return None
     # _land's row ids are the file's order only while DuckDB keeps insertion order.
     if str(con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]).lower() != "true":
@@ -441,10 +514,8 @@ def open_csv_landing(con, path: Path, source: Source) -> CsvLanding | None:
                 with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                     arr = np.frombuffer(mm, dtype=np.uint8)
                     try:
-                        scan = csv_record_lines(arr, dialect.delimiter, dialect.quote, widths=False)
-                        edge_blanks = scan is not None and has_edge_blanks(
-                            arr, dialect.delimiter, dialect.quote,
-                            utf8=encoding in ("utf-8", "utf-8-sig"))
+                        scan = scan_csv(arr, dialect.delimiter, dialect.quote, widths=False,
+                                        edges=True, utf8=encoding in ("utf-8", "utf-8-sig"))
                     finally:
                         del arr
             finally:
@@ -452,8 +523,8 @@ def open_csv_landing(con, path: Path, source: Source) -> CsvLanding | None:
         found = parsed.result()
         if scan is None:
             return None
-        starts, widths = scan
-        lines = starts[widths != 0]
+        record_lines, blank_or_not, _, edge_blanks = scan
+        lines = record_lines[blank_or_not != 0]
         if lines.size == 0 or lines[0] != 1:
             return None  # blank lines before the header: keep it simple
         records = int(lines.size - 1)
@@ -495,10 +566,10 @@ def _cut_wrong_width_records(path: Path, delimiter: str, quote: str):
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         arr = np.frombuffer(mm, dtype=np.uint8)
         try:
-            scan = csv_records(arr, delimiter, quote, widths=True)
+            scan = scan_csv(arr, delimiter, quote, widths=True)
             if scan is None:
                 return None
-            lines, widths, starts = scan
+            lines, widths, starts, _ = scan
             nonblank = np.flatnonzero(widths != 0)
             if nonblank.size == 0 or lines[nonblank[0]] != 1:
                 return None

@@ -550,6 +550,52 @@ def test_duckdb_landing_cuts_out_wrong_width_records_like_the_python_reader(tmp_
     assert rows == _empty_as_none(slow_rows)
 
 
+def test_segmented_scan_equals_the_whole_file_scan(monkeypatch):
+    """Files larger than a segment are scanned in pieces cut outside quoted fields: the
+    records, lines, widths and byte offsets are those of one scan of the whole file."""
+    import random
+
+    import numpy as np
+
+    from tessera.ingest import readers
+
+    rnd = random.Random(5)
+    alphabet = ["a", ";", '"', "\n", "\r\n", " ", '""', "\u00e9", '"x\ny"', ";b", "\n", "c"]
+    compared = 0
+    for size in (7, 16, 64):
+        monkeypatch.setattr(readers, "SCAN_SEGMENT", size)
+        for _ in range(400):
+            data = ("\ufeff" * rnd.randint(0, 1) + "".join(
+                rnd.choice(alphabet) for _ in range(rnd.randint(0, 60)))).encode()
+            whole = readers.csv_records(data, ";", '"', widths=True)
+            parts = readers.scan_csv(data, ";", '"', widths=True, edges=True)
+            assert (whole is None) == (parts is None), data
+            if whole is not None:
+                for a, b in zip(whole, parts[:3]):
+                    assert np.array_equal(a, b), data
+                assert parts[3] == readers.has_edge_blanks(
+                    np.frombuffer(data, np.uint8), ";", '"', True), data
+                compared += 1
+    assert compared > 80
+
+
+def test_duckdb_landing_in_segments_matches_line_for_line(tmp_path, monkeypatch):
+    from tessera.ingest import readers
+
+    monkeypatch.setattr(readers, "SCAN_SEGMENT", 1000)
+    out = ["id;nome;cap;note"]
+    for i in range(2000):
+        note = f'"riga {i}\r\nseconda"' if i % 5 == 0 else f"nota {i}"
+        out.append(f"{i};{'Eva' if i % 3 else ''};{i:05d};{note}")
+    path = tmp_path / "s.csv"
+    path.write_bytes(("\r\n".join(out) + "\r\n").encode("utf-8"))
+    src = csv_source(encoding="utf-8")
+    slow_rows, slow_res = read_all(read_csv_python_ref(), path, src)
+    rows, res = land_rows(path, src)
+    assert res.records == slow_res.records == 2000
+    assert rows == _empty_as_none(slow_rows)
+
+
 def test_csv_scan_matches_a_line_by_line_reading_on_random_bytes():
     """The vectorised scan against a plain reading of small random CSV texts."""
     import random
