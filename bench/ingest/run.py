@@ -11,7 +11,9 @@ Generates, with DuckDB SQL (parallel, seconds even at 10 M records):
   full size and at a tenth of it, to show that the XML reader's memory does not grow
   with the file;
 - ``ecommerce/dettaglio-ordini.xml``: the Sendero ``dettaglio-ordini`` layout
-  (``<dettaglio>``), LINES records.
+  (``<dettaglio>``), LINES records;
+- ``web/web_events.jsonl``: the demo's ``web_events`` layout (JSON lines, a nested
+  ``properties`` object), as many events as contacts.
 
 Then runs every case in its own Python process, so that each peak RSS
 (``ru_maxrss``) belongs to that case alone: Tessera's whole contract-checked
@@ -79,7 +81,8 @@ def generate(landing: Path, contacts: int, lines: int) -> dict[str, Path]:
     files = {"csv": landing / "csv" / "contacts.csv",
              "xml_small": landing / "xml_small" / f"contacts_{max(1, contacts // 10)}.xml",
              "xml": landing / "xml" / f"contacts_{contacts}.xml",
-             "order_lines": landing / "order_lines" / "dettaglio-ordini.xml"}
+             "order_lines": landing / "order_lines" / "dettaglio-ordini.xml",
+             "events": landing / "web" / "web_events.jsonl"}
     for p in files.values():
         p.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
@@ -115,6 +118,17 @@ def generate(landing: Path, contacts: int, lines: int) -> dict[str, Path]:
            ("idProdotto", "1 + hash(i) % 5000"), ("idServizio", "''"),
            ("quantita", "1 + i % 4"), ("prezzo", "printf('%d.%02d', 5 + i % 200, i % 100)")]
     _sendero("dettaglio-ordini", "ordini", "dettaglio", det, lines, files["order_lines"])
+    con = duckdb.connect()
+    con.execute(f"""
+        COPY (SELECT printf('EV%08d', i) AS event_id,
+                     {_pick(['page_view', 'email_open', 'cart', 'form_fill'], 5)} AS type,
+                     strftime(TIMESTAMP '2026-08-01' + to_seconds(i), '%Y-%m-%dT%H:%M:%SZ') AS occurred_at,
+                     'user' || (i % 100000) || '@example.it' AS email,
+                     {{'url': '/it/prodotti/' || (i % 500), 'device': 'mobile',
+                       'os': 'Android', 'browser': 'Chrome'}} AS properties
+              FROM range({contacts}) r(i))
+        TO '{files["events"]}' (FORMAT JSON)""")
+    con.close()
     return files
 
 
@@ -149,7 +163,7 @@ def run_case(case: str, path: Path, warehouse: Path) -> dict:
     # The demo configuration of the checkout whose code runs (a baseline has its own).
     dep = load_deployment(Path(tessera.__file__).resolve().parents[1] / "examples" / "demo")
     name = {"csv": "crm_contacts", "xml": "erp_contacts", "xml_small": "erp_contacts",
-            "order_lines": "shop_order_lines"}[case]
+            "order_lines": "shop_order_lines", "events": "web_events"}[case]
     src = dep.source(name)
     update = {"path": path.name}
     if case == "csv":
@@ -189,7 +203,7 @@ def main() -> int:
     ap.add_argument("--baseline", default=None, help="another checkout whose tessera to time too")
     ap.add_argument("--memory-limit", default=None,
                     help="DuckDB memory_limit for Tessera's warehouse, e.g. 512MB (default: DuckDB's)")
-    ap.add_argument("--cases", default="duckdb_read_csv,csv,xml_small,xml,order_lines",
+    ap.add_argument("--cases", default="duckdb_read_csv,csv,xml_small,xml,order_lines,events",
                     help="comma-separated subset of the cases")
     ap.add_argument("--case", help=argparse.SUPPRESS)
     ap.add_argument("--file", help=argparse.SUPPRESS)
@@ -203,10 +217,10 @@ def main() -> int:
     t = time.perf_counter()
     files = generate(work / "landing", args.contacts, args.lines)
     t_gen = time.perf_counter() - t
-    print(f"generated {args.contacts:,} contacts (CSV, XML, XML/10) and {args.lines:,} order "
+    print(f"generated {args.contacts:,} contacts (CSV, XML, XML/10), as many events (JSON lines) and {args.lines:,} order "
           f"lines in {t_gen:.1f} s under {work}")
     cases = [("duckdb_read_csv", "csv"), ("csv", "csv"), ("xml_small", "xml_small"),
-             ("xml", "xml"), ("order_lines", "order_lines")]
+             ("xml", "xml"), ("order_lines", "order_lines"), ("events", "events")]
     wanted = set(args.cases.split(","))
     cases = [(c, k) for c, k in cases if c in wanted]
     codes = [("tessera", ROOT)] + ([("baseline", Path(args.baseline).resolve())] if args.baseline else [])

@@ -33,6 +33,7 @@ from tessera.ingest.readers import (
     encoding_checked_by_duckdb,
     fingerprint,
     open_csv_landing,
+    open_jsonl_landing,
 )
 from tessera.ingest.api import ApiFailed, fetch_records, write_snapshot
 from tessera.lookups import KEY_TABLES, register_settings
@@ -556,10 +557,12 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
 
     result = ReadResult()
     try:
-        # Clean CSV files are parsed by DuckDB itself into _land; the others (every other
-        # format, and any CSV file DuckDB or the scan refuse) stream through the exact
-        # readers as Arrow batches.
-        landing = open_csv_landing(con, path, source) if source.format == "csv" else None
+        # Clean CSV and JSON lines files are parsed by DuckDB itself into _land; the
+        # others (XML, XLSX, and any file DuckDB or the scans refuse) stream through the
+        # exact readers as Arrow batches.
+        landing = (open_csv_landing(con, path, source) if source.format == "csv" else
+                   open_jsonl_landing(con, path, source) if source.format in ("jsonl", "api", "push")
+                   else None)
         if landing is not None:
             try:
                 result = landing.result()

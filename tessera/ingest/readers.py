@@ -398,7 +398,7 @@ class CsvLanding:
     problems: list[Problem] = field(default_factory=list)
     # _land's fields, its position in the file (``_rowid``) and its physical line.
     relation: str = ("(SELECT l.*, k._line FROM (SELECT *, rowid AS _rowid FROM _land) l "
-                     "JOIN _csv_lines k USING (_rowid))")
+                     "JOIN _land_lines k USING (_rowid))")
 
     def result(self) -> ReadResult:
         return ReadResult(records=self.records, problems=list(self.problems),
@@ -406,7 +406,7 @@ class CsvLanding:
 
     def close(self) -> None:
         try:
-            self.con.unregister("_csv_lines")
+            self.con.unregister("_land_lines")
         except duckdb.Error:  # pragma: no cover - already gone
             pass
 
@@ -417,7 +417,7 @@ def open_csv_landing(con, path: Path, source: Source) -> CsvLanding | None:
     The fastest path, for files whose every record DuckDB's strict reader accepts with
     the declared dialect: its parser is parallel C++ and nothing crosses into Python.
     What DuckDB cannot give, the physical line of each record, comes from the
-    vectorised scan of the bytes (``csv_record_lines``), registered as ``_csv_lines``
+    vectorised scan of the bytes (``csv_record_lines``), registered as ``_land_lines``
     and joined on the record's position by ``CsvLanding.relation`` inside the statement
     that checks the records (a positional join while landing cost half the parse and
     kept later work on one thread). The scan and DuckDB must find the same number of
@@ -545,10 +545,15 @@ def open_csv_landing(con, path: Path, source: Source) -> CsvLanding | None:
     finally:
         for tmp in temps:
             tmp.unlink(missing_ok=True)
-    con.register("_csv_lines", pa.table({
-        "_rowid": pa.array(np.arange(lines.size - 1, dtype=np.int64), pa.int64()),
-        "_line": pa.array(lines[1:], pa.int64())}))
+    _register_lines(con, lines[1:])
     return CsvLanding(con, records, edge_blanks, problems)
+
+
+def _register_lines(con, lines: np.ndarray) -> None:
+    """The physical line of each landed record, by its position (``_rowid``)."""
+    con.register("_land_lines", pa.table({
+        "_rowid": pa.array(np.arange(lines.size, dtype=np.int64), pa.int64()),
+        "_line": pa.array(lines, pa.int64())}))
 
 
 def _cut_wrong_width_records(path: Path, delimiter: str, quote: str):
@@ -961,10 +966,87 @@ def _json_path(obj: dict, path: str):
     if cur is None:
         return None
     if isinstance(cur, (dict, list)):
-        return json.dumps(cur, ensure_ascii=False, sort_keys=True)
+        # Minified, keys in their order: the text DuckDB's JSON path gives (open_jsonl_landing).
+        return json.dumps(cur, ensure_ascii=False, separators=(",", ":"))
     if isinstance(cur, bool):
         return "true" if cur else "false"
     return str(cur)
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+_JSON_KEY = re.compile(r"^[^\"\\]+$")
+
+
+def open_jsonl_landing(con, path: Path, source: Source) -> CsvLanding | None:
+    """Land a clean JSON lines file with DuckDB's JSON reader into ``_land``, or None.
+
+    Every line is read as one JSON value (``records = false``), and each mapped field is
+    extracted from it with a JSON path, as text: strings as they are, numbers and
+    booleans as their JSON text, objects and arrays as minified JSON, absent and null
+    as NULL (``read_jsonl`` gives the same). DuckDB skips empty and whitespace-only
+    lines, as ``read_jsonl`` does; the physical line of each record comes from a byte
+    scan of the newlines. Anything unusual returns None and the exact Python reader,
+    which names each bad line, takes the file: DuckDB refusing a line (not JSON), a
+    value that is not an object, a byte order mark (DuckDB refuses it), a line that
+    is blank to Python but not to JSON (a no-break space), or a key with a quote or
+    backslash in the source's mapping.
+    """
+    wanted = source.columns
+    if any(not all(_JSON_KEY.match(part) for part in src.split(".")) for src in wanted.values()):
+        return None
+    if str(con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]).lower() != "true":
+        return None
+    size = path.stat().st_size
+    if size == 0:
+        return None
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        if mm[:3] == b"\xef\xbb\xbf":
+            return None
+        arr = np.frombuffer(mm, dtype=np.uint8)
+        try:
+            nl = _positions(arr, 10)
+            starts = np.concatenate(([0], nl + 1))
+            ends = np.append(nl, size)
+            keep = ends > starts
+            starts, ends = starts[keep], ends[keep]
+            numbers = np.flatnonzero(keep) + 1
+            # Most lines open with "{": only the others are looked at, one by one.
+            first = arr[np.minimum(starts, size - 1)]
+            record = first == ord("{")
+            for k in np.flatnonzero(~record):
+                text = mm[starts[k]:ends[k]]
+                if text.strip(b" \t\r"):
+                    record[k] = True          # DuckDB decides whether it is JSON
+                elif text.strip():
+                    return None               # blank to Python, not to JSON
+        finally:
+            del arr
+    lines = numbers[record]
+
+    def path_of(src: str) -> str:
+        return "$." + ".".join('"' + part + '"' for part in src.split("."))
+
+    con.execute("DROP TABLE IF EXISTS _land")
+    try:
+        con.execute(
+            "CREATE TEMP TABLE _land AS SELECT "
+            + ", ".join(f"json_extract_string(json, {_sql_text(path_of(src))}) AS \"{canon}\""
+                        for canon, src in wanted.items())
+            + ", json_type(json) = 'OBJECT' AS _object FROM read_json(?, format = "
+            "'newline_delimited', records = false, columns = {'json': 'JSON'})", [str(path)])
+        found, objects = con.execute(
+            "SELECT count(*), count(*) FILTER (_object) FROM _land").fetchall()[0]
+    except duckdb.Error:
+        con.execute("DROP TABLE IF EXISTS _land")
+        return None
+    if found != lines.size or objects != found:
+        con.execute("DROP TABLE IF EXISTS _land")
+        return None
+    _register_lines(con, lines)
+    return CsvLanding(con, int(found), True)
 
 
 def read_jsonl(path: Path, source: Source, result: ReadResult) -> Iterator[pa.Table]:

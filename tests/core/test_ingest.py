@@ -427,10 +427,60 @@ def test_jsonl_events_with_bad_line(con, demo, landing):
     f = ingest(con, demo, landing, source="web_events").files[0]
     assert (f.records, f.new, f.rejected) == (3, 1, 2)
     assert rows(con, "SELECT source_record_id, occurred_at, properties FROM raw.web_events") == [
-        ("e1", dt.datetime(2026, 10, 30, 8, 0), '{"url": "/it"}')]
+        ("e1", dt.datetime(2026, 10, 30, 8, 0), '{"url":"/it"}')]
     got = rejects(con, "web_events")
     assert [(r[1], r[2]) for r in got] == [(2, "*"), (3, "occurred_at")]
     assert got[0][3].startswith("not valid JSON")
+
+
+def test_clean_jsonl_lands_through_duckdb_like_the_python_reader(con, demo, landing, tmp_path):
+    """The DuckDB path (clean files) and the exact reader (any bad line) store the same
+    values, lines and hashes: a record re-delivered through the other path is unchanged."""
+    from tessera.ingest.readers import ReadResult, open_jsonl_landing, read_jsonl
+
+    good = [
+        '{"event_id": "e1", "type": "page_view", "occurred_at": "2026-10-30T08:00:00Z", '
+        '"email": "a@example.it", "properties": {"url": "/it/caf\u00e9", "n": 2, "x": [1, 2.5, true]}}',
+        "",
+        "   ",
+        '{"event_id": "e2", "type": "open", "occurred_at": "2026-10-30T09:00:00Z", '
+        '"email": null, "properties": "plain"}',
+        '{"event_id": "e3", "type": "click", "occurred_at": "2026-10-30T10:00:00Z", "extra": 1}',
+    ]
+    d = landing / "web"
+    d.mkdir()
+    clean = d / "web_events_20261101.jsonl"
+    clean.write_text("\n".join(good) + "\n", encoding="utf-8")
+    src = demo.source("web_events")
+    landing_ = open_jsonl_landing(con, clean, src)
+    assert landing_ is not None and landing_.records == 3
+    fast = rows(con, f"SELECT * EXCLUDE (_rowid, _object) FROM {landing_.relation} ORDER BY _line")
+    landing_.close()
+    slow = []
+    for batch in read_jsonl(clean, src, ReadResult()):
+        slow += [tuple(r.values()) for r in batch.to_pylist()]
+    assert fast == slow
+    assert [r[-1] for r in fast] == [1, 4, 5]
+    f = ingest(con, demo, landing, source="web_events").files[0]
+    assert (f.records, f.new, f.rejected) == (3, 3, 0)
+    # The same records again, now in a file the exact reader must take (a bad line).
+    (d / "web_events_20261102.jsonl").write_text(
+        "\n".join(good) + "\n{not json\n", encoding="utf-8")
+    f = ingest(con, demo, landing, source="web_events", batch="b2").files[1]
+    assert (f.records, f.new, f.updated, f.unchanged, f.rejected) == (4, 0, 0, 3, 1)
+
+
+def test_jsonl_that_duckdb_cannot_vouch_for_takes_the_exact_reader(con, demo, tmp_path):
+    from tessera.ingest.readers import open_jsonl_landing
+
+    src = demo.source("web_events")
+    for name, text in {"bom": "\ufeff{\"event_id\": \"e1\"}\n",
+                       "array": '{"event_id": "e1"}\n[1, 2]\n',
+                       "nbsp": '{"event_id": "e1"}\n\u00a0\n',
+                       "broken": '{"event_id": "e1"}\n{"event_id": \n'}.items():
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text(text, encoding="utf-8")
+        assert open_jsonl_landing(con, path, src) is None, name
 
 
 def test_source_without_natural_id_uses_content_hash(con, demo, landing):
