@@ -981,17 +981,19 @@ _JSON_KEY = re.compile(r"^[^\"\\]+$")
 
 
 def open_jsonl_landing(con, path: Path, source: Source) -> CsvLanding | None:
-    """Land a clean JSON lines file with DuckDB's JSON reader into ``_land``, or None.
+    """Land a JSON lines file with DuckDB's JSON reader into ``_land``, or return None.
 
     Every line is read as one JSON value (``records = false``), and each mapped field is
     extracted from it with a JSON path, as text: strings as they are, numbers and
     booleans as their JSON text, objects and arrays as minified JSON, absent and null
     as NULL (``read_jsonl`` gives the same). DuckDB skips empty and whitespace-only
     lines, as ``read_jsonl`` does; the physical line of each record comes from a byte
-    scan of the newlines. Anything unusual returns None and the exact Python reader,
-    which names each bad line, takes the file: DuckDB refusing a line (not JSON), a
-    value that is not an object, a byte order mark (DuckDB refuses it), a line that
-    is blank to Python but not to JSON (a no-break space), or a key with a quote or
+    scan of the newlines. A line that is not JSON, or not an object, becomes a problem
+    worded as ``read_jsonl`` words it (Python parses just those lines again), so a few
+    bad lines do not send millions of good ones down the slow path. Anything unusual
+    returns None and the exact reader takes the file: a line Python reads as an object
+    but DuckDB does not, a byte order mark (DuckDB refuses it), a lone CR, a line that is
+    blank to Python but not to JSON (a no-break space), or a key with a quote or
     backslash in the source's mapping.
     """
     wanted = source.columns
@@ -1008,6 +1010,9 @@ def open_jsonl_landing(con, path: Path, source: Source) -> CsvLanding | None:
         arr = np.frombuffer(mm, dtype=np.uint8)
         try:
             nl = _positions(arr, 10)
+            crs = _positions(arr, 13)
+            if crs.size and not np.all(np.isin(crs + 1, nl)):
+                return None  # a lone CR ends a line for Python's reader, not for DuckDB
             starts = np.concatenate(([0], nl + 1))
             ends = np.append(nl, size)
             keep = ends > starts
@@ -1018,35 +1023,57 @@ def open_jsonl_landing(con, path: Path, source: Source) -> CsvLanding | None:
             record = first == ord("{")
             for k in np.flatnonzero(~record):
                 text = mm[starts[k]:ends[k]]
-                if text.strip(b" \t\r"):
-                    record[k] = True          # DuckDB decides whether it is JSON
-                elif text.strip():
-                    return None               # blank to Python, not to JSON
+                if text.decode("utf-8", "replace").strip():
+                    record[k] = True          # a record for Python: DuckDB reads it too
+                elif text.strip(b" \t\r"):
+                    return None               # blank to Python, not to JSON (NBSP)
         finally:
             del arr
-    lines = numbers[record]
+    lines, starts, ends = numbers[record], starts[record], ends[record]
 
     def path_of(src: str) -> str:
         return "$." + ".".join('"' + part + '"' for part in src.split("."))
 
     con.execute("DROP TABLE IF EXISTS _land")
     try:
+        # ignore_errors gives a line DuckDB cannot parse a NULL row in its place (it
+        # never drops one with records = false): the row count is checked against the
+        # scan, and every such line is parsed again by Python to word its reject.
         con.execute(
             "CREATE TEMP TABLE _land AS SELECT "
             + ", ".join(f"json_extract_string(json, {_sql_text(path_of(src))}) AS \"{canon}\""
                         for canon, src in wanted.items())
-            + ", json_type(json) = 'OBJECT' AS _object FROM read_json(?, format = "
-            "'newline_delimited', records = false, columns = {'json': 'JSON'})", [str(path)])
-        found, objects = con.execute(
-            "SELECT count(*), count(*) FILTER (_object) FROM _land").fetchall()[0]
+            + ", json_type(json) IS NOT DISTINCT FROM 'OBJECT' AS _object FROM read_json(?, "
+            "format = 'newline_delimited', records = false, columns = {'json': 'JSON'}, "
+            "ignore_errors = true)", [str(path)])
+        found = con.execute("SELECT count(*) FROM _land").fetchall()[0][0]
+        odd = [r[0] for r in con.execute(
+            "SELECT rowid FROM _land WHERE NOT _object ORDER BY rowid").fetchall()]
     except duckdb.Error:
         con.execute("DROP TABLE IF EXISTS _land")
         return None
-    if found != lines.size or objects != found:
+    if found != lines.size:
         con.execute("DROP TABLE IF EXISTS _land")
         return None
-    _register_lines(con, lines)
-    return CsvLanding(con, int(found), True)
+    problems = []
+    if odd:
+        with open(path, "rb") as fh:
+            for k in odd:
+                fh.seek(int(starts[k]))
+                text = fh.read(int(ends[k] - starts[k])).decode("utf-8")
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    problems.append(Problem(int(lines[k]), "*", f"not valid JSON ({exc.msg})"))
+                    continue
+                if isinstance(obj, dict):  # Python reads what DuckDB did not: its call
+                    con.execute("DROP TABLE IF EXISTS _land")
+                    return None
+                problems.append(Problem(int(lines[k]), "*", "a JSON object is expected"))
+        con.execute("DELETE FROM _land WHERE NOT _object")
+    _register_lines(con, lines)  # by position in the file: the deleted rows leave gaps
+    landing = CsvLanding(con, int(found), True, problems)
+    return landing
 
 
 def read_jsonl(path: Path, source: Source, result: ReadResult) -> Iterator[pa.Table]:

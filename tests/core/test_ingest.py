@@ -470,14 +470,34 @@ def test_clean_jsonl_lands_through_duckdb_like_the_python_reader(con, demo, land
     assert (f.records, f.new, f.updated, f.unchanged, f.rejected) == (4, 0, 0, 3, 1)
 
 
+def test_bad_jsonl_lines_are_rejected_on_the_duckdb_path_as_the_exact_reader_words_them(
+        con, demo, tmp_path):
+    from tessera.ingest.readers import ReadResult, open_jsonl_landing, read_jsonl
+
+    src = demo.source("web_events")
+    path = tmp_path / "w.jsonl"
+    path.write_text('{"event_id": "e1"}\n{not json\n\n[1, 2]\nnull\n{"event_id": "e6", "x": {"y": 1}\n'
+                    '{"event_id": "e7"}\n', encoding="utf-8")
+    exact = ReadResult()
+    slow = [r["source_record_id"] for b in read_jsonl(path, src, exact) for r in b.to_pylist()]
+    landing = open_jsonl_landing(con, path, src)
+    assert landing is not None
+    got = landing.result()
+    fast = [r[0] for r in con.execute(
+        f"SELECT source_record_id, _line FROM {landing.relation} ORDER BY _line").fetchall()]
+    landing.close()
+    assert fast == slow == ["e1", "e7"]
+    assert (got.records, got.problems) == (exact.records, exact.problems)
+    assert [p.line for p in got.problems] == [2, 4, 5, 6]
+
+
 def test_jsonl_that_duckdb_cannot_vouch_for_takes_the_exact_reader(con, demo, tmp_path):
     from tessera.ingest.readers import open_jsonl_landing
 
     src = demo.source("web_events")
     for name, text in {"bom": "\ufeff{\"event_id\": \"e1\"}\n",
-                       "array": '{"event_id": "e1"}\n[1, 2]\n',
-                       "nbsp": '{"event_id": "e1"}\n\u00a0\n',
-                       "broken": '{"event_id": "e1"}\n{"event_id": \n'}.items():
+                       "lone_cr": '{"event_id": "e1"}\r{"event_id": "e2"}\n',
+                       "nbsp": '{"event_id": "e1"}\n\u00a0\n'}.items():
         path = tmp_path / f"{name}.jsonl"
         path.write_text(text, encoding="utf-8")
         assert open_jsonl_landing(con, path, src) is None, name
