@@ -100,22 +100,6 @@ def province_keys() -> pa.Table:
 KEY_TABLES = {"country": country_keys, "province": province_keys}
 
 
-def apply_lookups(con: duckdb.DuckDBPyConnection, table: str, fields: dict[str, str]) -> None:
-    """Replace labels by codes in ``table`` (a temporary table of strings), in place.
-
-    ``fields`` maps a column to its lookup kind (``country`` or ``province``). Columns
-    and the table name come from validated configuration, never from data.
-    """
-    for column, kind in fields.items():
-        name = f"_lookup_{kind}"
-        con.register(name, KEY_TABLES[kind]())
-        con.execute(
-            f'UPDATE {table} SET "{column}" = k.code FROM {name} k '
-            f"WHERE lower(trim(regexp_replace({table}.\"{column}\", '\\s+', ' ', 'g'))) = k.key "
-            f'AND {table}."{column}" IS DISTINCT FROM k.code')
-        con.unregister(name)
-
-
 # --------------------------------------------------------------------------- #
 # Settings tables (lookups.yaml): macro/micro values accepted as id or label
 # --------------------------------------------------------------------------- #
@@ -153,12 +137,3 @@ def register_settings(con: duckdb.DuckDBPyConnection, deployment,
         con.register(name, keys)
         views[field] = name
     return views
-
-
-def apply_settings(con: duckdb.DuckDBPyConnection, table: str, views: dict[str, str]) -> None:
-    """Replace labels by ids in ``table`` for the fields with a registered settings view."""
-    for column, view in views.items():
-        con.execute(
-            f'UPDATE {table} SET "{column}" = CAST(k.id AS VARCHAR) FROM {view} k '
-            f"WHERE lower(trim(regexp_replace({table}.\"{column}\", '\\s+', ' ', 'g'))) = k.key "
-            f'AND {table}."{column}" IS DISTINCT FROM CAST(k.id AS VARCHAR)')

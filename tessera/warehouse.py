@@ -50,6 +50,12 @@ def ensure_warehouse(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(sql_file("ops_tables.sql"))
 
 
+def sql_literal(value: str) -> str:
+    """A SQL string literal (quotes doubled), for the few places that cannot take a
+    parameter: views, DDL, and SQL text assembled from validated configuration."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 @contextmanager
 def unordered(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
     """Let DuckDB write a statement's rows in any order (``preserve_insertion_order``).

@@ -38,6 +38,7 @@ from tessera.ingest.readers import (
 from tessera.ingest.api import ApiFailed, fetch_records, write_snapshot
 from tessera.lookups import KEY_TABLES, register_settings
 from tessera.vat import vat_reason_sql
+from tessera.warehouse import sql_literal as _lit
 from tessera.warehouse import transaction, unordered
 
 # Internationalised addresses (RFC 6531: "lucía@...", "börner@...") are valid mail;
@@ -218,11 +219,6 @@ def _line_reference_checks(name: str, level: str, source: Source) -> list[str]:
             f"(SELECT any_value(macro) FROM _ref_lines r WHERE r.id = {v} AND r.macro IS NOT NULL) "
             f"THEN 'micro {kind} line does not belong to the record''s line_macro_id'")
     return checks
-
-
-def _lit(value: str) -> str:
-    """A SQL string literal; formats come from validated configuration, quotes doubled."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list,

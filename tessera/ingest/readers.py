@@ -4,7 +4,7 @@ Each reader turns one file into Arrow batches of *strings* named by canonical fi
 plus ``_line`` (the physical line where the record starts) so that every reject can
 name its line. Typing and validation happen afterwards in DuckDB SQL, set-based.
 
-DuckDB's own CSV reader is used only where it cannot go wrong (``land_csv``): it cannot
+DuckDB's own CSV reader is used only where it cannot go wrong (``open_csv_landing``): it cannot
 report physical line numbers for records with quoted newlines (a vectorised scan of the
 bytes gives them), it does not decode cp1250/cp1252 without an extension download
 (those files are re-encoded first), and its sniffer and ``ignore_errors`` were measured
@@ -38,6 +38,7 @@ import pyarrow as pa
 from lxml import etree
 
 from tessera.config import Source
+from tessera.warehouse import sql_literal
 
 BATCH_ROWS = 50_000
 _CHUNK = 1 << 20
@@ -123,12 +124,6 @@ def check_encoding(path: Path, encoding: str | None) -> None:
             f"{path.name}: the source declares {encoding} but the file is UTF-8 text; "
             "declare encoding: utf-8 for this source"
         )
-
-
-def fingerprint_and_check_encoding(path: Path, encoding: str | None) -> tuple[str, int]:
-    """``fingerprint`` after ``check_encoding``: FileRejected before any hashing work is kept."""
-    check_encoding(path, encoding)
-    return fingerprint(path)
 
 
 def encoding_checked_by_duckdb(source: Source) -> bool:
@@ -315,7 +310,7 @@ def scan_csv(data, delimiter: str, quote: str, widths: bool = True, edges: bool 
             return None
         lines, width, starts = scan
         parts.append((lines + lines_before, width, starts + start))
-        lines_before += _count(segment, 10)
+        lines_before += _positions(segment, 10).size
         if edges and not edge:
             edge = has_edge_blanks(segment, delimiter, quote, utf8)
     if not parts:
@@ -323,18 +318,6 @@ def scan_csv(data, delimiter: str, quote: str, widths: bool = True, edges: bool 
         return empty, empty, empty, False
     return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
             np.concatenate([p[2] for p in parts]), edge)
-
-
-def _count(arr: np.ndarray, value: int) -> int:
-    """How many bytes equal ``value``, in 1 MiB slices."""
-    mask = np.empty(min(arr.size, _CHUNK), dtype=bool)
-    total = 0
-    for i in range(0, arr.size, _CHUNK):
-        part = arr[i:i + _CHUNK]
-        m = mask[:part.size]
-        np.equal(part, value, out=m)
-        total += int(np.count_nonzero(m))
-    return total
 
 
 def _any_in_range(arr: np.ndarray, low: int, high: int) -> bool:
@@ -388,9 +371,15 @@ def has_edge_blanks(arr: np.ndarray, delimiter: str, quote: str, utf8: bool) -> 
     return False
 
 
+def _keeps_insertion_order(con) -> bool:
+    """_land's row ids are the file's order only while DuckDB keeps insertion order."""
+    return str(con.execute("SELECT current_setting('preserve_insertion_order')")
+               .fetchall()[0][0]).lower() == "true"
+
+
 @dataclass
-class CsvLanding:
-    """A clean CSV file landed by DuckDB in ``_land`` (see ``open_csv_landing``)."""
+class Landing:
+    """A file landed by DuckDB in ``_land`` (``open_csv_landing``, ``open_jsonl_landing``)."""
 
     con: object
     records: int
@@ -405,20 +394,17 @@ class CsvLanding:
                           edge_blanks=self.edge_blanks)
 
     def close(self) -> None:
-        try:
-            self.con.unregister("_land_lines")
-        except duckdb.Error:  # pragma: no cover - already gone
-            pass
+        self.con.unregister("_land_lines")  # a no-op when already gone
 
 
-def open_csv_landing(con, path: Path, source: Source) -> CsvLanding | None:
+def open_csv_landing(con, path: Path, source: Source) -> Landing | None:
     """Land a clean CSV file with DuckDB's own reader into ``_land``, or return None.
 
     The fastest path, for files whose every record DuckDB's strict reader accepts with
     the declared dialect: its parser is parallel C++ and nothing crosses into Python.
     What DuckDB cannot give, the physical line of each record, comes from the
     vectorised scan of the bytes (``csv_record_lines``), registered as ``_land_lines``
-    and joined on the record's position by ``CsvLanding.relation`` inside the statement
+    and joined on the record's position by ``Landing.relation`` inside the statement
     that checks the records (a positional join while landing cost half the parse and
     kept later work on one thread). The scan and DuckDB must find the same number of
     records or the path is abandoned. DuckDB is never asked to guess: no sniffing,
@@ -439,8 +425,7 @@ def open_csv_landing(con, path: Path, source: Source) -> CsvLanding | None:
     size = path.stat().st_size
     if not dialect.header or dialect.escape is not None or size == 0:
         return None
-    # _land's row ids are the file's order only while DuckDB keeps insertion order.
-    if str(con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]).lower() != "true":
+    if not _keeps_insertion_order(con):
         return None
     encoding = _codec(dialect.encoding)
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
@@ -546,7 +531,7 @@ def open_csv_landing(con, path: Path, source: Source) -> CsvLanding | None:
         for tmp in temps:
             tmp.unlink(missing_ok=True)
     _register_lines(con, lines[1:])
-    return CsvLanding(con, records, edge_blanks, problems)
+    return Landing(con, records, edge_blanks, problems)
 
 
 def _register_lines(con, lines: np.ndarray) -> None:
@@ -595,18 +580,6 @@ def _cut_wrong_width_records(path: Path, delimiter: str, quote: str):
             return Path(tmp), lines[keep], problems
         finally:
             del arr
-
-
-def land_csv(con, path: Path, source: Source, table: str = "_landed") -> ReadResult | None:
-    """``open_csv_landing`` with the lines joined, into ``table`` (None when refused)."""
-    landing = open_csv_landing(con, path, source)
-    if landing is None:
-        return None
-    try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM {landing.relation}")
-        return landing.result()
-    finally:
-        landing.close()
 
 
 def read_csv(path: Path, source: Source, result: ReadResult) -> Iterator[pa.Table]:
@@ -973,14 +946,10 @@ def _json_path(obj: dict, path: str):
     return str(cur)
 
 
-def _sql_text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 _JSON_KEY = re.compile(r"^[^\"\\]+$")
 
 
-def open_jsonl_landing(con, path: Path, source: Source) -> CsvLanding | None:
+def open_jsonl_landing(con, path: Path, source: Source) -> Landing | None:
     """Land a JSON lines file with DuckDB's JSON reader into ``_land``, or return None.
 
     Every line is read as one JSON value (``records = false``), and each mapped field is
@@ -999,7 +968,7 @@ def open_jsonl_landing(con, path: Path, source: Source) -> CsvLanding | None:
     wanted = source.columns
     if any(not all(_JSON_KEY.match(part) for part in src.split(".")) for src in wanted.values()):
         return None
-    if str(con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]).lower() != "true":
+    if not _keeps_insertion_order(con):
         return None
     size = path.stat().st_size
     if size == 0:
@@ -1041,7 +1010,7 @@ def open_jsonl_landing(con, path: Path, source: Source) -> CsvLanding | None:
         # scan, and every such line is parsed again by Python to word its reject.
         con.execute(
             "CREATE TEMP TABLE _land AS SELECT "
-            + ", ".join(f"json_extract_string(json, {_sql_text(path_of(src))}) AS \"{canon}\""
+            + ", ".join(f"json_extract_string(json, {sql_literal(path_of(src))}) AS \"{canon}\""
                         for canon, src in wanted.items())
             + ", json_type(json) IS NOT DISTINCT FROM 'OBJECT' AS _object FROM read_json(?, "
             "format = 'newline_delimited', records = false, columns = {'json': 'JSON'}, "
@@ -1072,7 +1041,7 @@ def open_jsonl_landing(con, path: Path, source: Source) -> CsvLanding | None:
                 problems.append(Problem(int(lines[k]), "*", "a JSON object is expected"))
         con.execute("DELETE FROM _land WHERE NOT _object")
     _register_lines(con, lines)  # by position in the file: the deleted rows leave gaps
-    landing = CsvLanding(con, int(found), True, problems)
+    landing = Landing(con, int(found), True, problems)
     return landing
 
 

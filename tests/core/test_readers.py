@@ -11,8 +11,9 @@ from tessera.ingest.readers import (
     FileRejected,
     Problem,
     ReadResult,
+    check_encoding,
     encoding_of,
-    fingerprint_and_check_encoding,
+    fingerprint,
     read_csv,
     read_jsonl,
     read_xml,
@@ -44,6 +45,12 @@ def jsonl_source() -> Source:
     )
 
 
+def checked_fingerprint(path: Path, encoding: str | None) -> tuple[str, int]:
+    """The loader's order: the strict decode first (FileRejected), then the sha256."""
+    check_encoding(path, encoding)
+    return fingerprint(path)
+
+
 def read_all(reader, path: Path, source: Source) -> tuple[list[dict], ReadResult]:
     result = ReadResult()
     rows = [r for batch in reader(path, source, result) for r in batch.to_pylist()]
@@ -73,7 +80,7 @@ def test_csv_code_page_with_quoted_newline(tmp_path, encoding, name1, name2):
     path = tmp_path / "c.csv"
     path.write_bytes(text.encode(encoding))
     src = csv_source(encoding=encoding)
-    sha, size = fingerprint_and_check_encoding(path, encoding_of(src))
+    sha, size = checked_fingerprint(path, encoding_of(src))
     assert sha == hashlib.sha256(path.read_bytes()).hexdigest()
     assert size == path.stat().st_size
 
@@ -145,7 +152,7 @@ def test_utf8_file_declared_cp1252_is_rejected(tmp_path):
     path = tmp_path / "crm.csv"
     path.write_bytes("id;nome;cap;note\n1;Niccol\u00f2;00184;x\n".encode("utf-8"))
     with pytest.raises(FileRejected) as exc:
-        fingerprint_and_check_encoding(path, "cp1252")
+        checked_fingerprint(path, "cp1252")
     msg = str(exc.value)
     assert "crm.csv" in msg and "UTF-8" in msg and "cp1252" in msg
     assert "Niccol" not in msg
@@ -155,21 +162,21 @@ def test_utf8_file_declared_cp1252_is_rejected(tmp_path):
 def test_ascii_only_file_passes_any_declared_code_page(tmp_path, encoding):
     path = tmp_path / "a.csv"
     path.write_bytes(b"id;nome;cap;note\n1;Anna;00184;x\n")
-    sha, size = fingerprint_and_check_encoding(path, encoding)
+    sha, size = checked_fingerprint(path, encoding)
     assert size == len(path.read_bytes())
 
 
 def test_cp1252_file_declared_cp1252_passes(tmp_path):
     path = tmp_path / "a.csv"
     path.write_bytes("id;nome\n1;Citt\u00e0 \u20ac\n".encode("cp1252"))
-    fingerprint_and_check_encoding(path, "cp1252")
+    checked_fingerprint(path, "cp1252")
 
 
 def test_invalid_bytes_in_utf8_file_reject_it_naming_the_line(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_bytes("id,nome\n1,Jos\u00e9\n2,Ren".encode("utf-8") + b"\xe9" + b"e\n3,Ugo\n")
     with pytest.raises(FileRejected) as exc:
-        fingerprint_and_check_encoding(path, "utf-8")
+        checked_fingerprint(path, "utf-8")
     msg = str(exc.value)
     assert "bad.csv" in msg and "line 3" in msg and "utf-8" in msg
 
@@ -181,7 +188,7 @@ def test_invalid_bytes_after_first_chunk_report_the_right_line(tmp_path):
     path = tmp_path / "big.csv"
     path.write_bytes(body + b"bad \xff byte\n")
     with pytest.raises(FileRejected) as exc:
-        fingerprint_and_check_encoding(path, "utf-8")
+        checked_fingerprint(path, "utf-8")
     assert "line 20001" in str(exc.value)
 
 
@@ -189,14 +196,14 @@ def test_truncated_multibyte_sequence_at_end_is_rejected(tmp_path):
     path = tmp_path / "t.csv"
     path.write_bytes("id\n1 \u20ac".encode("utf-8")[:-1])
     with pytest.raises(FileRejected, match="truncated"):
-        fingerprint_and_check_encoding(path, "utf-8")
+        checked_fingerprint(path, "utf-8")
 
 
 def test_utf8_bom_is_accepted_and_stripped(tmp_path):
     path = tmp_path / "bom.csv"
     path.write_bytes(b"\xef\xbb\xbf" + "id,nome,cap,note\n1,Andr\u00e9,00184,x\n".encode("utf-8"))
     src = csv_source(encoding="utf-8", delimiter=",")
-    fingerprint_and_check_encoding(path, encoding_of(src))
+    checked_fingerprint(path, encoding_of(src))
     rows, result = read_all(read_csv, path, src)
     assert rows == [{"source_record_id": "1", "first_name": "Andr\u00e9", "postcode": "00184",
                      "address": "x", "_line": 2}]
@@ -444,17 +451,19 @@ def test_fast_and_python_csv_paths_agree(tmp_path, case, encoding):
 def land_rows(path: Path, source: Source):
     import duckdb
 
-    from tessera.ingest.readers import land_csv
+    from tessera.ingest.readers import open_csv_landing
 
     con = duckdb.connect()
-    res = land_csv(con, path, source)
-    if res is None:
+    landing = open_csv_landing(con, path, source)
+    if landing is None:
         return None, None
     cols = list(source.columns) + ["_line"]
     rows = [dict(zip(cols, r)) for r in con.execute(
-        "SELECT " + ", ".join(f'"{c}"' for c in cols) + " FROM _landed").fetchall()]
+        "SELECT " + ", ".join(f'"{c}"' for c in cols) + f" FROM {landing.relation} ORDER BY _rowid"
+    ).fetchall()]
+    landing.close()
     con.close()
-    return rows, res
+    return rows, landing.result()
 
 
 def _empty_as_none(rows):
