@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from tessera.warehouse import column_schema, count
+from tessera.engine.warehouse import column_schema, count
 
 POOL = "duckdb"  # every asset that writes the warehouse: one writer at a time
 

@@ -5,9 +5,9 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets._common import POOL, table_metadata
-from tessera.annotations import build_annotations
-from tessera.config import Deployment
-from tessera.warehouse import Timer
+from tessera.card.annotations import build_annotations
+from tessera.settings import Deployment
+from tessera.engine.warehouse import Timer
 
 GROUP = "golden"
 

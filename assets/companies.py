@@ -14,12 +14,20 @@ from dagster_duckdb import DuckDBResource
 from assets._common import POOL, published_contract_problems, table_metadata
 from pipelines.partitions import daily_partitions
 from resources import FeedStore
-from tessera.companies import (build_company_contacts, build_coworkers, build_potential_companies,
-                               resolve_companies)
-from tessera.config import Deployment
-from tessera.potential_unsubscribes import (WITHHELD_MESSAGE, build_potential_unsubscribes,
-                                            export_potential_companies, pending_counts)
-from tessera.warehouse import Timer, ensure_warehouse
+from tessera.companies.registry import (
+    build_company_contacts,
+    build_coworkers,
+    build_potential_companies,
+    resolve_companies,
+)
+from tessera.settings import Deployment
+from tessera.reports.potential_unsubscribes import (
+    WITHHELD_MESSAGE,
+    build_potential_unsubscribes,
+    export_potential_companies,
+    pending_counts,
+)
+from tessera.engine.warehouse import Timer, ensure_warehouse
 
 GROUP = "companies"
 COMPANIES = dg.AssetKey(["core", "companies"])

@@ -6,12 +6,12 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets._common import POOL, markdown_counts, table_metadata
-from tessera.config import Deployment
+from tessera.settings import Deployment
 from resources import PrivacySettings
-from tessera import privacy as privacy_core
-from tessera.bounces import build_bounce_status
-from tessera.consent import build_consents
-from tessera.warehouse import Timer, ensure_warehouse
+from tessera.privacy import suppression as privacy_core
+from tessera.privacy.bounces import build_bounce_status
+from tessera.privacy.consent import build_consents
+from tessera.engine.warehouse import Timer, ensure_warehouse
 
 GROUP = "consent"
 EVENTS = dg.AssetKey(["core", "consent_events"])

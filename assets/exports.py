@@ -9,10 +9,10 @@ from dagster_duckdb import DuckDBResource
 from assets._common import POOL
 from pipelines.partitions import daily_partitions
 from resources import FeedStore, PrivacySettings
-from tessera import privacy as privacy_core
-from tessera.config import Deployment
-from tessera.feeds import build_feed, delivery_filter
-from tessera.warehouse import Timer
+from tessera.privacy import suppression as privacy_core
+from tessera.settings import Deployment
+from tessera.feeds.publish import build_feed, delivery_filter
+from tessera.engine.warehouse import Timer
 
 GROUP = "exports"
 

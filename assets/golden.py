@@ -7,12 +7,12 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets._common import POOL, markdown_counts, published_contract_problems, table_metadata
-from tessera.config import Deployment
-from tessera.golden import build_customers, build_events, build_orders
-from tessera.staging import ENTITY_TABLES
+from tessera.settings import Deployment
+from tessera.identity.golden import build_customers, build_events, build_orders
+from tessera.vocabulary import ENTITY_TABLES
 from resources import PrivacySettings
-from tessera import privacy as privacy_core
-from tessera.warehouse import Timer, column_schema, ensure_warehouse, table_exists
+from tessera.privacy import suppression as privacy_core
+from tessera.engine.warehouse import Timer, column_schema, ensure_warehouse, table_exists
 
 GROUP = "golden"
 CUSTOMERS = dg.AssetKey(["core", "customers"])

@@ -7,9 +7,9 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets._common import POOL, markdown_counts, table_metadata
-from tessera.config import Deployment
-from tessera.identity import resolve
-from tessera.warehouse import Timer, ensure_warehouse
+from tessera.settings import Deployment
+from tessera.identity.resolve import resolve
+from tessera.engine.warehouse import Timer, ensure_warehouse
 
 GROUP = "identity"
 SOURCES = dg.AssetKey(["core", "customer_sources"])

@@ -13,9 +13,9 @@ from dagster_duckdb import DuckDBResource
 
 from assets._common import POOL, table_metadata
 from resources import LandingZone, PrivacySettings, resource_key
-from tessera.config import Deployment, Source
+from tessera.settings import Deployment, Source
 from tessera.ingest.load import ingest_source, line_reference_sources, rejected_by_reason
-from tessera.warehouse import Timer, ensure_warehouse
+from tessera.engine.warehouse import Timer, ensure_warehouse
 
 GROUP = "ingestion"
 

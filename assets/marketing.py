@@ -1,5 +1,5 @@
 """Marketing: RFM, scores (with threshold actions), funnel stages per day, and one asset per
-configured segment (``segments.<name>``). Thin wrappers over tessera.rfm / scoring /
+configured segment (``segments.<name>``). Thin wrappers over tessera.marketing.rfm / scoring /
 stages / segments; metadata carries counts only."""
 
 
@@ -10,12 +10,13 @@ from dagster_duckdb import DuckDBResource
 
 from assets._common import POOL, markdown_counts, table_metadata
 from pipelines.partitions import daily_partitions
-from tessera.config import Deployment
-from tessera.rfm import build_rfm
-from tessera.scoring import build_scores
-from tessera.segments import build_segment, referenced_segments, segment_order, size_history
-from tessera.stages import build_stages
-from tessera.warehouse import Timer
+from tessera.settings import Deployment
+from tessera.marketing.rfm import build_rfm
+from tessera.marketing.scoring import build_scores
+from tessera.marketing.segments import build_segment, size_history
+from tessera.marketing.rules import referenced_segments, segment_order
+from tessera.marketing.stages import build_stages
+from tessera.engine.warehouse import Timer
 
 GROUP = "marketing"
 RFM = dg.AssetKey(["marketing", "rfm_scores"])

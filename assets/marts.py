@@ -5,10 +5,10 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets._common import POOL, table_metadata
-from tessera.config import Deployment
-from tessera.consent import SOFT_DELETED_SQL
-from tessera.marts import build_contact_cards
-from tessera.warehouse import Timer
+from tessera.settings import Deployment
+from tessera.privacy.consent import SOFT_DELETED_SQL
+from tessera.card.marts import build_contact_cards
+from tessera.engine.warehouse import Timer
 
 GROUP = "marts"
 CARDS = dg.AssetKey(["marts", "contact_cards"])

@@ -7,11 +7,12 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets._common import POOL, table_metadata
-from tessera.companies import link_company_users
-from tessera.config import Deployment
-from tessera.quality import check_staged
-from tessera.staging import ENTITY_TABLES, build_contacts, build_entity
-from tessera.warehouse import Timer, ensure_warehouse
+from tessera.companies.registry import link_company_users
+from tessera.settings import Deployment
+from tessera.ingest.expectations import check_staged
+from tessera.vocabulary import ENTITY_TABLES
+from tessera.ingest.staging import build_contacts, build_entity
+from tessera.engine.warehouse import Timer, ensure_warehouse
 
 GROUP = "staging"
 

@@ -2,7 +2,7 @@
 
     python bench/companies.py [--companies 100000] [--seed 1]
 
-Generates the B2B sample files (``tessera.sample_b2b``) with the given number of real
+Generates the B2B sample files (``tessera.sampledata.b2b``) with the given number of real
 companies (about 40 % written again by the CRM as legal-name variants, 1-4 users each,
 a purchased list of the same size), loads them with the demo's sources into a fresh
 DuckDB file, runs staging, user linking, company resolution, company contacts and the
@@ -32,12 +32,16 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
 
-    from tessera.companies import build_potential_companies, link_company_users, resolve_companies
-    from tessera.config import load_deployment
+    from tessera.companies.registry import (
+        build_potential_companies,
+        link_company_users,
+        resolve_companies,
+    )
+    from tessera.deployment import load_deployment
     from tessera.ingest.load import ingest_source
-    from tessera.sample_b2b import generate_b2b
-    from tessera.staging import build_entity
-    from tessera.warehouse import connect, ensure_warehouse
+    from tessera.sampledata.b2b import generate_b2b
+    from tessera.ingest.staging import build_entity
+    from tessera.engine.warehouse import connect, ensure_warehouse
 
     dep = load_deployment(ROOT / "examples" / "demo")
     now = dt.datetime(2026, 11, 1, 3, 0)

@@ -46,9 +46,9 @@ def main() -> int:
     import dagster as dg
 
     from pipelines.definitions import build_definitions
-    from tessera.config import load_deployment
-    from tessera.sample_data import generate
-    from tessera.warehouse import connect
+    from tessera.deployment import load_deployment
+    from tessera.sampledata.generator import generate
+    from tessera.engine.warehouse import connect
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="tessera-bench-"))
     landing = work / "landing"

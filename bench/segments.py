@@ -139,13 +139,16 @@ def main() -> int:
     parser.add_argument("--workdir", default=None, help="folder for the warehouse (default: temp)")
     args = parser.parse_args()
 
-    from tessera.config import SegmentDef, load_deployment
-    from tessera.marts import build_contact_cards
-    from tessera.rfm import build_rfm
-    from tessera.scoring import build_scores
-    from tessera.segments import build_segment, segment_order, validate_rule, field_catalogue
-    from tessera.stages import build_stages
-    from tessera.warehouse import connect, ensure_warehouse
+    from tessera.settings import SegmentDef
+    from tessera.deployment import load_deployment
+    from tessera.card.marts import build_contact_cards
+    from tessera.marketing.rfm import build_rfm
+    from tessera.marketing.scoring import build_scores
+    from tessera.marketing.segments import build_segment
+    from tessera.marketing.rules import segment_order, validate_rule
+    from tessera.vocabulary import field_catalogue
+    from tessera.marketing.stages import build_stages
+    from tessera.engine.warehouse import connect, ensure_warehouse
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="tessera-bench-seg-"))
     wh = work / "warehouse.duckdb"

@@ -19,7 +19,8 @@ from pipelines.schedules import daily_schedule
 from pipelines.sensors import build_landing_sensor
 from resources import (ApiCredentials, FeedStore, LandingZone, PrivacySettings, resource_key,
                        warehouse_resource)
-from tessera.config import Deployment, load_deployment
+from tessera.settings import Deployment
+from tessera.deployment import load_deployment
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from pipelines.jobs import daily_job
-from tessera.config import Deployment
+from tessera.settings import Deployment
 
 
 def build_landing_sensor(deployment: Deployment, landing: Path) -> dg.SensorDefinition:

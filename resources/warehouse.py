@@ -18,7 +18,7 @@ from contextlib import contextmanager
 import duckdb
 from dagster_duckdb import DuckDBResource
 
-from tessera.warehouse import OFFLINE_SETTINGS
+from tessera.engine.warehouse import OFFLINE_SETTINGS
 
 _QUOTED = re.compile(r"'(?:[^']|'')*'")
 

@@ -44,8 +44,8 @@ class FieldSpec(_Strict):
     required: bool = False
     format: FieldFormat | None = None
     allowed: list[str] | None = None
-    # Labels accepted and replaced by their code before validation (tessera.lookups).
-    # country / province: ISO 3166 (tessera.lookups); "<table>.macro" / "<table>.micro":
+    # Labels accepted and replaced by their code before validation (tessera.ingest.lookups).
+    # country / province: ISO 3166 (tessera.ingest.lookups); "<table>.macro" / "<table>.micro":
     # a settings table of the deployment (lookups.yaml), with ``parent`` naming the
     # field that holds the micro's macro.
     lookup: str | None = None

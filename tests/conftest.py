@@ -32,7 +32,7 @@ class PipelineEnv:
 
     def definitions(self):
         from pipelines.definitions import build_definitions
-        from tessera.config import load_deployment
+        from tessera.deployment import load_deployment
 
         return build_definitions(load_deployment(self.config), self.warehouse, self.landing, self.feeds)
 
@@ -45,14 +45,14 @@ class PipelineEnv:
                                       raise_on_error=False)
 
     def connect(self):
-        from tessera.warehouse import connect
+        from tessera.engine.warehouse import connect
 
         return connect(self.warehouse)
 
 
 @pytest.fixture(scope="module")
 def demo_env(tmp_path_factory) -> PipelineEnv:
-    from tessera.sample_data import generate
+    from tessera.sampledata.generator import generate
 
     env = PipelineEnv(tmp_path_factory.mktemp("tessera"))
     generate(env.landing, contacts=150, seed=7, as_of=AS_OF)

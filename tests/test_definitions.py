@@ -54,7 +54,7 @@ def test_every_layer_has_a_check(tmp_path):
 
 
 def test_asset_key_prefix_is_a_warehouse_layer(tmp_path):
-    from tessera.warehouse import LAYERS
+    from tessera.engine.warehouse import LAYERS
 
     for key in _snapshot(tmp_path)["assets"]:
         assert key.split("/")[0] in LAYERS

@@ -97,11 +97,11 @@ def prepare(name: str, folder: Path) -> tuple[Path, Path, int]:
 
 
 def run_tessera(name: str, landing: Path) -> dict:
-    from tessera.config import load_deployment
-    from tessera.identity import resolve
+    from tessera.deployment import load_deployment
+    from tessera.identity.resolve import resolve
     from tessera.ingest.load import ingest_source
-    from tessera.staging import build_contacts
-    from tessera.warehouse import connect, ensure_warehouse
+    from tessera.ingest.staging import build_contacts
+    from tessera.engine.warehouse import connect, ensure_warehouse
 
     deployment = load_deployment(CONFIG)
     wh = OUT / f"identity_{name}.duckdb"

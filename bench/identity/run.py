@@ -67,11 +67,11 @@ def generate(n: int) -> tuple[Path, Path]:
 
 
 def run_tessera(n: int, contacts: Path, threads: int | None, memory_limit: str | None) -> dict:
-    from tessera.config import load_deployment
-    from tessera.identity import resolve
+    from tessera.deployment import load_deployment
+    from tessera.identity.resolve import resolve
     from tessera.ingest.load import ingest_source
-    from tessera.staging import build_contacts
-    from tessera.warehouse import connect, ensure_warehouse
+    from tessera.ingest.staging import build_contacts
+    from tessera.engine.warehouse import connect, ensure_warehouse
 
     deployment = load_deployment(CONFIG)
     landing = OUT / f"landing_{n}"

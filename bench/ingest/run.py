@@ -154,9 +154,9 @@ def run_case(case: str, path: Path, warehouse: Path) -> dict:
         return {"records": records, "rejected": 0, "seconds": seconds,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
-    from tessera.config import load_deployment
+    from tessera.deployment import load_deployment
     from tessera.ingest.load import ingest_source
-    from tessera.warehouse import connect, ensure_warehouse
+    from tessera.engine.warehouse import connect, ensure_warehouse
 
     import tessera
 

@@ -29,7 +29,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from tessera.config import ApiPull, Source
+from tessera.settings import ApiPull, Source
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from tessera import privacy
-from tessera.config import Deployment, Source
-from tessera.contracts import SQL_TYPES, FieldSpec, entity_contracts
+from tessera.privacy import suppression as privacy
+from tessera.settings import Deployment, Source
+from tessera.contracts import SQL_TYPES, FieldSpec
 from tessera.ingest.readers import (
     READERS,
     FileRejected,
@@ -36,10 +36,11 @@ from tessera.ingest.readers import (
     open_jsonl_landing,
 )
 from tessera.ingest.api import ApiFailed, fetch_records, write_snapshot
-from tessera.lookups import KEY_TABLES, register_settings
-from tessera.vat import vat_reason_sql
-from tessera.warehouse import sql_literal as _lit
-from tessera.warehouse import transaction, unordered
+from tessera.ingest.lookups import KEY_TABLES, register_settings
+from tessera.ingest.vat import vat_reason_sql
+from tessera.engine.warehouse import sql_literal as _lit
+from tessera.engine.warehouse import transaction, unordered
+from tessera.vocabulary import source_fields
 
 # Internationalised addresses (RFC 6531: "lucía@...", "börner@...") are valid mail;
 # rejecting them would drop whole contacts of people with accented names.
@@ -75,14 +76,6 @@ class SourceOutcome:
 
     def total(self, attr: str) -> int:
         return sum(getattr(f, attr) for f in self.files)
-
-
-def source_fields(deployment: Deployment, source: Source) -> dict[str, FieldSpec]:
-    """Contract fields of the source's entity plus the deployment's extended properties."""
-    fields = dict(entity_contracts()[source.entity].fields)
-    for prop in deployment.properties_of(source.entity):
-        fields[prop.name] = FieldSpec(type=prop.type, description=prop.description)
-    return fields
 
 
 def raw_table_ddl(deployment: Deployment, source: Source) -> str:
@@ -450,7 +443,7 @@ def ingest_source(con: duckdb.DuckDBPyConnection, deployment: Deployment, source
     if resent:
         # An erased person re-delivered: dropped above, and cut out of the archived file
         # too, so that the landing folder does not keep what the warehouse refused.
-        from tessera.scrub import scrub_landing_files
+        from tessera.ingest.scrub import scrub_landing_files
 
         scrub_landing_files(con, deployment, landing_dir, suppression_key, None, only=resent)
     return outcome

@@ -34,7 +34,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from tessera.config import Deployment, Source
+from tessera.settings import Deployment, Source
 from tessera.ingest.api import publish_jsonl
 
 log = logging.getLogger("tessera.push")

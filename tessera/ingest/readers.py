@@ -37,8 +37,8 @@ import numpy as np
 import pyarrow as pa
 from lxml import etree
 
-from tessera.config import Source
-from tessera.warehouse import sql_literal
+from tessera.settings import Source
+from tessera.engine.warehouse import sql_literal
 
 BATCH_ROWS = 50_000
 _CHUNK = 1 << 20

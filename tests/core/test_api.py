@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tessera.config import ApiPull, Source, load_deployment
+from tessera.settings import ApiPull, Source
+from tessera.deployment import load_deployment
 from tessera.ingest.api import ApiFailed, backoff_delay, fetch_records
 from tessera.ingest.load import ingest_source
-from tessera.warehouse import connect, ensure_warehouse
+from tessera.engine.warehouse import connect, ensure_warehouse
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
 TOKEN = "s3cret-token-value"

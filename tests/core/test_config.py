@@ -1,4 +1,4 @@
-"""Tests for tessera.config.load_deployment: the demo loads, and every broken file names
+"""Tests for tessera.deployment.load_deployment: the demo loads, and every broken file names
 its file, its line and its key."""
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tessera.config import ConfigError, load_deployment
+from tessera.settings import ConfigError
+from tessera.deployment import load_deployment
 from tessera.yamlfile import load_yaml
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"

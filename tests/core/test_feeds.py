@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tessera.feeds import consent_filter, publish_csv, write_manifest
+from tessera.feeds.publish import consent_filter, publish_csv, write_manifest
 
 COLUMNS = ["customer_id", "email", "mobile", "note", "order_summary", "birth_date"]
 ROWS = [

@@ -10,8 +10,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from tessera import matching as M
-from tessera.config import Probabilistic
+from tessera.identity import matching as M
+from tessera.settings import Probabilistic
 
 from test_identity_rules import run  # noqa: E402  (same folder, rootdir import mode)
 

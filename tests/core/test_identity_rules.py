@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tessera.config import load_deployment
-from tessera.identity import resolve
+from tessera.deployment import load_deployment
+from tessera.identity.resolve import resolve
 from tessera.ingest.load import ingest_source
-from tessera.staging import build_contacts
-from tessera.warehouse import connect, ensure_warehouse
+from tessera.ingest.staging import build_contacts
+from tessera.engine.warehouse import connect, ensure_warehouse
 
 HEADER = "id,erp,first,last,email,mobile,tax,birth,address,postcode,city,country"
 
@@ -236,7 +236,7 @@ def test_staging_normalises_match_keys(tmp_path):
 def test_tax_code_checksum(code, valid):
     import duckdb
 
-    from tessera.staging import tax_code_key_sql
+    from tessera.ingest.staging import tax_code_key_sql
 
     got = duckdb.connect().execute(f"SELECT {tax_code_key_sql('x')} FROM (SELECT ? AS x)", [code]).fetchone()[0]
     assert (got == code) is valid

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tessera.config import load_deployment
+from tessera.deployment import load_deployment
 from tessera.ingest.load import ingest_source
-from tessera.warehouse import connect, ensure_warehouse
+from tessera.engine.warehouse import connect, ensure_warehouse
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
 NOW = dt.datetime(2026, 11, 1, 6, 0, 0)
@@ -279,7 +279,8 @@ def test_whitespace_only_change_is_unchanged(con, demo, landing):
 
 def test_record_hash_is_recomputable_from_raw(con, demo, landing):
     # Soft-dropped values included: the stored hash covers the values as stored.
-    from tessera.ingest.load import record_hash_sql, source_fields
+    from tessera.ingest.load import record_hash_sql
+    from tessera.vocabulary import source_fields
 
     write_crm(landing, "crm_contacts_20261101.csv",
               [crm_row(source_record_id="A"), crm_row(source_record_id="B", birth_date="31/02/1980")],

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tessera.config import load_deployment
+from tessera.deployment import load_deployment
 from tessera.ingest.load import ingest_source
-from tessera.warehouse import connect, ensure_warehouse
+from tessera.engine.warehouse import connect, ensure_warehouse
 from tessera.yamlfile import ConfigError
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
@@ -103,7 +103,7 @@ def test_bad_lookup_tables_fail_at_load(tmp_path, text, message):
 def test_template_lists_the_deployment_lookup_values(tmp_path):
     import openpyxl
 
-    from tessera.templates import write_template
+    from tessera.ingest.templates import write_template
 
     dep = load_deployment(config(tmp_path))
     path = write_template(dep, "b2c_users", tmp_path / "t.xlsx")

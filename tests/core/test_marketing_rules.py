@@ -10,13 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from tessera.config import ScoreDef, SegmentDef, StageDef, load_deployment
-from tessera.scoring import build_scores, rescore
-from tessera.segments import (add_overrides, build_segment, compile_rule, dry_run,
-                              ensure_marketing_tables, rule_members_sql, segment_order,
-                              validate_rule)
-from tessera.stages import build_stages
-from tessera.warehouse import connect, ensure_warehouse
+from tessera.settings import ScoreDef, SegmentDef, StageDef
+from tessera.deployment import load_deployment
+from tessera.marketing.scoring import build_scores, rescore
+from tessera.marketing.segments import (
+    add_overrides,
+    build_segment,
+    dry_run,
+    ensure_marketing_tables,
+    rule_members_sql,
+)
+from tessera.marketing.rules import compile_rule, segment_order, validate_rule
+from tessera.marketing.stages import build_stages
+from tessera.engine.warehouse import connect, ensure_warehouse
 from tessera.yamlfile import ConfigError
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
@@ -110,7 +116,7 @@ def make_tables(c) -> None:
 
 
 def members(con, dep, rule, day=D1):
-    from tessera.segments import field_catalogue
+    from tessera.vocabulary import field_catalogue
 
     validate_rule(rule, field_catalogue(dep), segments={"base_seg"}, entities={"event", "order", "order_line", "product"})
     sql, params = rule_members_sql(dep, rule, day)
@@ -225,7 +231,7 @@ def test_segment_of_segment(con, dep):
     ({"none": []}, "rule.none", "non-empty list"),
 ])
 def test_new_leaves_are_validated(dep, rule, where, text):
-    from tessera.segments import field_catalogue
+    from tessera.vocabulary import field_catalogue
 
     with pytest.raises(ConfigError) as exc:
         validate_rule(rule, field_catalogue(dep), segments={"base_seg"})
@@ -234,7 +240,7 @@ def test_new_leaves_are_validated(dep, rule, where, text):
 
 
 def test_unknown_sales_channel_is_refused(dep):
-    from tessera.segments import field_catalogue
+    from tessera.vocabulary import field_catalogue
 
     with pytest.raises(ConfigError, match="rule.purchase.channel: unknown sales channel 'rome_store'"):
         validate_rule({"purchase": {"channel": "rome_store"}}, field_catalogue(dep),
@@ -242,14 +248,14 @@ def test_unknown_sales_channel_is_refused(dep):
 
 
 def test_purchase_needs_an_order_source(dep):
-    from tessera.segments import field_catalogue
+    from tessera.vocabulary import field_catalogue
 
     with pytest.raises(ConfigError, match="needs an order source"):
         validate_rule({"purchase": {}}, field_catalogue(dep), entities={"contact"})
 
 
 def test_values_in_leaves_are_bound(dep):
-    from tessera.segments import field_catalogue
+    from tessera.vocabulary import field_catalogue
 
     evil = "x') OR 1=1 --"
     rule = {"any": [{"event": "page_view", "where": [{"property": "url", "op": "=", "value": evil}]},

@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
-from tessera.quality import check_staged_contacts
-from tessera.warehouse import connect, ensure_warehouse
+from tessera.ingest.expectations import check_staged_contacts
+from tessera.engine.warehouse import connect, ensure_warehouse
 
 
 @pytest.fixture(autouse=True)
@@ -84,8 +84,8 @@ def test_good_batch_then_a_collapsed_one_with_duplicates(con):
 
 
 def test_every_staging_table_has_its_suite_with_configured_thresholds(con):
-    from tessera.config import EntityExpectations, NullRate
-    from tessera.quality import check_staged
+    from tessera.settings import EntityExpectations, NullRate
+    from tessera.ingest.expectations import check_staged
 
     settings = EntityExpectations(row_count_min_ratio=0.8,
                                   null_rates={"product_id": NullRate(max_share=0.2, blocking=True)})

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tessera.config import CsvDialect, Source, XmlLayout
+from tessera.settings import CsvDialect, Source, XmlLayout
 from tessera.ingest.readers import (
     FileRejected,
     Problem,

@@ -1,4 +1,4 @@
-"""Tests for tessera.sample_data.generate (the deterministic multi-source sample)."""
+"""Tests for tessera.sampledata.generator.generate (the deterministic multi-source sample)."""
 from __future__ import annotations
 
 import csv
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from tessera.sample_data import generate
+from tessera.sampledata.generator import generate
 
 YMD = "20261101"
 CRM = f"crm/crm_contacts_{YMD}.csv"
@@ -400,7 +400,7 @@ def test_b2b_files_and_truth(sample):
     """Companies with valid VATs (bad ones are extra rows), CRM duplicates written as
     legal-name variants, users pointing at real companies or at none, a purchased list
     with the list's own sector labels, some of them client companies."""
-    from tessera.vat import vat_key
+    from tessera.ingest.vat import vat_key
 
     out, summary = sample
     for rel in (B2B_COMPANIES, B2B_CRM, B2B_USERS, B2B_POTENTIAL, "_truth/b2b_companies.csv",

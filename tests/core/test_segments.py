@@ -1,4 +1,4 @@
-"""Tests for tessera.segments: rule validation and compilation, executed by DuckDB over a
+"""Tests for tessera.marketing.segments: rule validation and compilation, executed by DuckDB over a
 small in-memory table whose columns are named like the field catalogue."""
 from __future__ import annotations
 
@@ -8,17 +8,15 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tessera.config import load_deployment
-from tessera.segments import (
+from tessera.deployment import load_deployment
+from tessera.vocabulary import (
     CARD_EXTRA_FIELDS,
     GOLDEN_FIELDS,
     MARKETING_FIELDS,
-    OPERATORS,
     RFM_FIELDS,
-    compile_rule,
     field_catalogue,
-    validate_rule,
 )
+from tessera.marketing.rules import OPERATORS, compile_rule, validate_rule
 from tessera.yamlfile import ConfigError, load_yaml
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
@@ -65,7 +63,7 @@ def test_field_catalogue(catalogue):
     assert catalogue["last_event_at"] == "timestamp"
     assert catalogue["rfm_group"] == "string"
     props = {p.name for p in load_deployment(DEMO).properties_of("contact")}
-    from tessera.companies import CARD_COMPANY_FIELDS
+    from tessera.vocabulary import CARD_COMPANY_FIELDS
 
     assert catalogue["company_revenue"] == "decimal" and catalogue["coworker_count"] == "integer"
     assert set(catalogue) == (set(GOLDEN_FIELDS) | set(CARD_EXTRA_FIELDS) | set(RFM_FIELDS) | props

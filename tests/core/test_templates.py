@@ -10,10 +10,10 @@ import openpyxl
 import pytest
 
 from tessera.cli import main
-from tessera.config import load_deployment
+from tessera.deployment import load_deployment
 from tessera.ingest.load import ingest_source
-from tessera.templates import IMPORT_SHEET, REGISTRIES, template_source, write_template
-from tessera.warehouse import connect, ensure_warehouse
+from tessera.ingest.templates import IMPORT_SHEET, REGISTRIES, template_source, write_template
+from tessera.engine.warehouse import connect, ensure_warehouse
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
 
@@ -61,7 +61,7 @@ def test_template_sheets_headers_comments_and_no_formulas(tmp_path, demo, regist
 
 
 def test_cells_starting_with_equals_are_written_as_text(tmp_path):
-    from tessera.templates import _put
+    from tessera.ingest.templates import _put
 
     wb = openpyxl.Workbook()
     _put(wb.active, 1, 1, "=HYPERLINK(\"http://x\")")

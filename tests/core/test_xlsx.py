@@ -12,10 +12,11 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from tessera.config import Source, XlsxLayout, load_deployment
+from tessera.settings import Source, XlsxLayout
+from tessera.deployment import load_deployment
 from tessera.ingest.load import ingest_source
 from tessera.ingest.readers import FileRejected, Problem, ReadResult, read_xlsx
-from tessera.warehouse import connect, ensure_warehouse
+from tessera.engine.warehouse import connect, ensure_warehouse
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
 NOW = dt.datetime(2026, 11, 1, 6, 0, 0)

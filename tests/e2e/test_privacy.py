@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tessera import privacy
-from tessera.config import load_deployment
+from tessera.privacy import suppression as privacy
+from tessera.deployment import load_deployment
 from tests.conftest import AS_OF, DEMO_CONFIG
+from tessera.ingest.scrub import scrub_landing_files
 
 KEY = os.environ["TESSERA_SUPPRESSION_KEY"]  # the key the pipeline runs with (conftest)
 
@@ -42,7 +43,7 @@ def erased(demo_env, demo_run):
                              WHERE s.email_key = ?""", [person["email"]]).fetchall()
         out = privacy.forget(con, load_deployment(DEMO_CONFIG), KEY, emails=[" " + person["email"].upper()],
                              request_id="req-1")
-        files = privacy.scrub_landing_files(con, load_deployment(DEMO_CONFIG), demo_env.landing,
+        files = scrub_landing_files(con, load_deployment(DEMO_CONFIG), demo_env.landing,
                                             KEY, "req-1", out["records"], out["orders"])
     finally:
         con.close()
@@ -181,7 +182,7 @@ def test_forget_interrupted_before_the_files_then_rerun(demo_env, erased):
         # the re-run: nothing left in the warehouse, but the files are scrubbed now
         again = privacy.forget(con, deployment, KEY, emails=[person["email"]], request_id="req-int-2")
         # the re-run knows nothing of the person but the keyed hashes: enough to scrub
-        files = privacy.scrub_landing_files(con, deployment, demo_env.landing, KEY, "req-int-2")
+        files = scrub_landing_files(con, deployment, demo_env.landing, KEY, "req-int-2")
     finally:
         con.close()
     assert again["customers"] == 0

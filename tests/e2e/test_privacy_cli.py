@@ -10,9 +10,9 @@ import json
 import pytest
 
 from tessera.cli import main
-from tessera.sample_data import generate
-from tessera.warehouse import connect
-from tests.conftest import AS_OF, DEMO_CONFIG, PROJECT_ROOT
+from tessera.sampledata.generator import generate
+from tessera.engine.warehouse import connect
+from tests.conftest import AS_OF, DEMO_CONFIG
 
 
 @pytest.fixture()
@@ -137,8 +137,8 @@ def test_purge_interrupted_then_rerun(home):
     q(home, "DROP TABLE marts.zz_broken")
 
     # Stopped after the warehouse transaction, before the landing files were rewritten.
-    from tessera import privacy
-    from tessera.config import load_deployment
+    from tessera.privacy import suppression as privacy
+    from tessera.deployment import load_deployment
 
     con = connect(home / "warehouse.duckdb")
     try:

@@ -41,7 +41,7 @@ def _orders(landing):
 
 @pytest.fixture(scope="module")
 def seed_env(tmp_path_factory):
-    from tessera.sample_data import generate
+    from tessera.sampledata.generator import generate
 
     env = PipelineEnv(tmp_path_factory.mktemp("seeds"))
     generate(env.landing, contacts=1000, seed=11, as_of=AS_OF)
@@ -63,7 +63,7 @@ def seed_env(tmp_path_factory):
     # The planted companies replace the generated B2B files, so that the answer is known.
     import shutil
 
-    from tessera.vat import check_digit
+    from tessera.ingest.vat import check_digit
 
     shutil.rmtree(env.landing / "b2b")
     (env.landing / "b2b").mkdir()

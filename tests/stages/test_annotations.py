@@ -7,9 +7,10 @@ import os
 import dagster as dg
 
 from pipelines.definitions import build_assets, build_resources
-from tessera import privacy
-from tessera.config import load_deployment
-from tessera.warehouse import connect
+from tessera.privacy import suppression as privacy
+from tessera.deployment import load_deployment
+from tessera.engine.warehouse import connect
+from tessera.ingest.scrub import scrub_landing_files
 
 TESSERA_YAML = """
 deployment: test
@@ -110,7 +111,7 @@ def test_notes_and_tasks_follow_the_person_onto_the_card(tmp_path):
         # Forget Anna: her notes and tasks go from every table and from the landing files.
         key = os.environ["TESSERA_SUPPRESSION_KEY"]
         out = privacy.forget(con, dep, key, emails=["anna@example.it"], request_id="r1")
-        privacy.scrub_landing_files(con, dep, tmp_path / "landing", key, "r1", out["records"], out["orders"])
+        scrub_landing_files(con, dep, tmp_path / "landing", key, "r1", out["records"], out["orders"])
         assert con.execute("SELECT count(*) FROM core.notes WHERE customer_id = ?", [anna]).fetchone()[0] == 0
         assert con.execute("SELECT count(*) FROM core.tasks WHERE customer_id = ?", [anna]).fetchone()[0] == 0
         for table in ("raw.crm_notes", "staging.notes"):

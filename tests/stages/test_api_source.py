@@ -2,13 +2,12 @@
 variable through dg.EnvVar, and neither the run's storage nor its metadata hold it."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import dagster as dg
 
 from pipelines.definitions import build_assets, build_resources
-from tessera.config import load_deployment
-from tessera.warehouse import connect
+from tessera.deployment import load_deployment
+from tessera.engine.warehouse import connect
 from tests.core.test_api import TOKEN, Api, serve
 
 TESSERA_YAML = """

@@ -17,8 +17,8 @@ import dagster as dg
 import pytest
 
 from pipelines.definitions import build_assets, build_resources
-from tessera.config import load_deployment
-from tessera.warehouse import connect
+from tessera.deployment import load_deployment
+from tessera.engine.warehouse import connect
 
 TESSERA_YAML = """
 deployment: test
@@ -273,7 +273,7 @@ def test_second_run_keeps_company_ids_and_registers_potential(world):
 
 def test_rebuild_keeps_company_and_customer_ids(world):
     """Everything re-read from the landing files: the same companies and people keep their ids."""
-    from tessera.rebuild import reset_loaded_data
+    from tessera.ingest.rebuild import reset_loaded_data
 
     companies = world.company_of()
     people = dict(world.query("SELECT source_record_id, customer_id FROM core.customer_sources"))
@@ -290,8 +290,8 @@ def test_rebuild_keeps_company_and_customer_ids(world):
 def test_forget_erases_a_company_user_everywhere(world):
     """A company user is a person: forget removes their B2B record from raw, staging and
     the company tables (and suppresses their identifiers, like any contact's)."""
-    from tessera import privacy
-    from tessera.config import load_deployment
+    from tessera.privacy import suppression as privacy
+    from tessera.deployment import load_deployment
 
     con = connect(world.warehouse)
     try:

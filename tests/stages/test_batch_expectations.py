@@ -11,8 +11,8 @@ import textwrap
 import dagster as dg
 
 from pipelines.definitions import build_assets, build_resources
-from tessera.config import load_deployment
-from tessera.warehouse import connect
+from tessera.deployment import load_deployment
+from tessera.engine.warehouse import connect
 
 TESSERA_YAML = """
 deployment: test

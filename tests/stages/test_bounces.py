@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from pipelines.definitions import build_assets, build_resources
-from tessera.config import load_deployment
+from tessera.deployment import load_deployment
 from tests.stages.test_identity_golden import World
 
 SOURCES = """

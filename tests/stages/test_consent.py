@@ -94,8 +94,8 @@ def test_bulk_edit_is_applied_in_the_next_run_and_audited(world):
     world.drop("crm/crm_1.csv", HEADER + "C1;Mario;Rossi;mario@x.it;;1;2026-03-01\n", "cp1252")
     world.materialize()
     assert state(world, "C1") == "granted"
-    from tessera.bulk import request_bulk_edit
-    from tessera.warehouse import connect
+    from tessera.privacy.bulk import request_bulk_edit
+    from tessera.engine.warehouse import connect
 
     con = connect(world.warehouse)
     try:

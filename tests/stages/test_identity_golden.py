@@ -15,8 +15,8 @@ import dagster as dg
 import pytest
 
 from pipelines.definitions import build_assets, build_resources
-from tessera.config import load_deployment
-from tessera.warehouse import connect
+from tessera.deployment import load_deployment
+from tessera.engine.warehouse import connect
 
 TESSERA_YAML = """
 deployment: test
@@ -189,7 +189,7 @@ def test_lineage_names_the_step_that_decided(world):
 
 
 def test_ids_survive_a_second_run_and_a_rebuild(world):
-    from tessera.rebuild import reset_loaded_data
+    from tessera.ingest.rebuild import reset_loaded_data
 
     before = world.customer_of()
     merges = world.query("SELECT count(*) FROM core.merge_log")[0][0]

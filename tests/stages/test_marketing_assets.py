@@ -6,8 +6,9 @@ from __future__ import annotations
 import dagster as dg
 
 from pipelines.definitions import build_assets, build_resources
-from tessera.config import ScoreDef, SegmentDef, StageDef, load_deployment
-from tessera.warehouse import connect
+from tessera.settings import ScoreDef, SegmentDef, StageDef
+from tessera.deployment import load_deployment
+from tessera.engine.warehouse import connect
 from tests.core.test_marketing_rules import D1, D2, DEMO, SCORE, STAGES, make_tables
 
 

@@ -106,7 +106,7 @@ def test_export_run_alone_is_withheld_and_says_why(env):
     import dagster as dg
 
     from pipelines.definitions import build_assets, build_resources
-    from tessera.config import load_deployment
+    from tessera.deployment import load_deployment
 
     assets, _ = build_assets(load_deployment(env.config))
     res = dg.materialize(assets, selection=dg.AssetSelection.keys(["exports", "potential_companies"]),

@@ -14,10 +14,11 @@ import dagster as dg
 import pytest
 
 from pipelines.definitions import build_assets, build_resources
-from tessera.config import load_deployment
+from tessera.deployment import load_deployment
 from tessera.ingest.load import ingest_source
 from tessera.ingest.push import PushConfigError, make_server
-from tessera.warehouse import connect, ensure_warehouse
+from tessera.engine.warehouse import connect, ensure_warehouse
+from tessera.ingest.scrub import scrub_landing_files
 
 TESSERA_YAML = """
 deployment: test
@@ -126,11 +127,11 @@ def test_push_lands_records_and_ingestion_checks_them(world, caplog):
     again = ingest_source(con, dep, dep.source("web_signups"), landing, "b2", now)
     assert [f.status for f in again.files] == ["already_loaded"]
     # Forget reaches pushed files like any landing file.
-    from tessera import privacy
+    from tessera.privacy import suppression as privacy
 
     key = __import__("os").environ["TESSERA_SUPPRESSION_KEY"]
     gone = privacy.forget(con, dep, key, emails=["Anna.Rossi@example.it"], request_id="r1")
-    assert privacy.scrub_landing_files(con, dep, landing, key, "r1", gone["records"], gone["orders"]) == 1
+    assert scrub_landing_files(con, dep, landing, key, "r1", gone["records"], gone["orders"]) == 1
     assert "anna.rossi" not in files[0].read_text() and len(files[0].read_text().splitlines()) == 2
     assert con.execute("SELECT line FROM ops.rejects ORDER BY line").fetchall() == [(1,), (2,)]
     con.close()

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import openpyxl
 
-from tessera import privacy
-from tessera.config import load_deployment
+from tessera.privacy import suppression as privacy
+from tessera.deployment import load_deployment
 from tessera.ingest.load import ingest_source
-from tessera.warehouse import connect, ensure_warehouse
+from tessera.engine.warehouse import connect, ensure_warehouse
 from tests.core.test_api import TOKEN, Api, serve
+from tessera.ingest.scrub import scrub_landing_files
 
 KEY = os.environ["TESSERA_SUPPRESSION_KEY"]
 NOW = dt.datetime(2026, 11, 1, 6, 0)
@@ -142,7 +143,7 @@ def test_forget_rewrites_every_kind_of_landing_file(tmp_path, monkeypatch):
         assert {k: sorted(v) for k, v in out["records"].items()} == {
             "crm_csv": ["C2"], "erp_xml": ["X2"], "web_jsonl": ["J2"], "xlsx_import": ["W2"],
             "crm_api": ["U2"]}
-        n = privacy.scrub_landing_files(con, dep, landing, KEY, "r1", out["records"], out["orders"])
+        n = scrub_landing_files(con, dep, landing, KEY, "r1", out["records"], out["orders"])
         assert n == 5
 
         # Every file lost the person and nothing else.
@@ -188,7 +189,7 @@ def test_forget_rewrites_every_kind_of_landing_file(tmp_path, monkeypatch):
                 outcome = ingest_source(con, dep, s, landing, "b2", NOW, suppression_key=KEY)
                 assert [f.status for f in outcome.files] == ["already_loaded"], s.name
         # Idempotent: nothing left to remove.
-        assert privacy.scrub_landing_files(con, dep, landing, KEY, "r1b", {}, []) == 0
+        assert scrub_landing_files(con, dep, landing, KEY, "r1b", {}, []) == 0
         con.close()
     finally:
         server.shutdown()
@@ -218,7 +219,7 @@ sources:
     ingest_source(con, dep, dep.sources[0], landing, "b1", NOW, suppression_key=KEY)
     assert con.execute("SELECT count(*) FROM raw.erp_xml").fetchone()[0] == 3
     out = privacy.forget(con, dep, KEY, emails=[GONE], request_id="r1")
-    assert privacy.scrub_landing_files(con, dep, landing, KEY, "r1", out["records"], out["orders"]) == 1
+    assert scrub_landing_files(con, dep, landing, KEY, "r1", out["records"], out["orders"]) == 1
     text = (landing / "erp" / "a.xml").read_bytes().decode("utf-16")
     assert GONE not in text and "keep.three@example.it" in text and "keep.one@example.it" in text
     con.close()

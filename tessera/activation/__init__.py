@@ -1,0 +1,1 @@
+"""Activation (automations, journeys, their state and outbox): declared home, built by its issue."""

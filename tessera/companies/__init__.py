@@ -1,0 +1,1 @@
+"""Companies (B2B): golden companies, their users, potential companies."""

@@ -1,0 +1,286 @@
+"""A deployment's configuration: one folder of YAML files, validated when loaded.
+
+The folder holds ``tessera.yaml`` (nodes, tree of priorities, extended properties,
+identity settings), ``sources.yaml``, ``segments.yaml`` and ``feeds.yaml``. It is chosen
+by ``TESSERA_CONFIG`` or the CLI's ``--config``; ``examples/demo`` is the demo's.
+
+Every model forbids unknown keys: a typo such as ``delimter`` must fail at load time,
+naming the file, the line and the key, instead of silently falling back to a default
+and loading a file with the wrong dialect.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from tessera.contracts import entity_contracts
+from tessera.marketing.rules import segment_order, validate_rule
+from tessera.settings import SALES_CHANNEL_MACROS, Deployment
+from tessera.settings.model import (_FeedsFile, _MainFile, _ScoringFile, _SegmentsFile,
+                                    _SourcesFile, _StagesFile, _LookupsFile)
+from tessera.yamlfile import ConfigError, LoadedYaml, load_yaml
+from tessera.vocabulary import CARD_COMPANY_FIELDS, GOLDEN_FIELDS, STAGE_FIELDS, field_catalogue
+
+def _validate(model, loaded: LoadedYaml):
+    try:
+        return model.model_validate(loaded.data)
+    except ValidationError as exc:
+        msgs = []
+        for err in exc.errors()[:5]:
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            msgs.append(f"{loaded.where(err['loc'])}: {msg}")
+        raise ConfigError("invalid configuration\n  " + "\n  ".join(msgs)) from None
+
+
+def load_deployment(config_dir: str | Path) -> Deployment:
+    """Load and cross-validate a configuration folder; raise ConfigError naming file and key."""
+    config_dir = Path(config_dir).resolve()
+    if not config_dir.is_dir():
+        raise ConfigError(f"{config_dir}: configuration folder not found")
+    main_y = load_yaml(config_dir / "tessera.yaml")
+    sources_y = load_yaml(config_dir / "sources.yaml")
+    main = _validate(_MainFile, main_y)
+    sources = _validate(_SourcesFile, sources_y)
+    seg_path = config_dir / "segments.yaml"
+    feed_path = config_dir / "feeds.yaml"
+    segments_y = load_yaml(seg_path) if seg_path.exists() else None
+    feeds_y = load_yaml(feed_path) if feed_path.exists() else None
+    segments = _validate(_SegmentsFile, segments_y) if segments_y else _SegmentsFile()
+    feeds = _validate(_FeedsFile, feeds_y) if feeds_y else _FeedsFile()
+    scoring_path = config_dir / "scoring.yaml"
+    stages_path = config_dir / "stages.yaml"
+    scoring_y = load_yaml(scoring_path) if scoring_path.exists() else None
+    stages_y = load_yaml(stages_path) if stages_path.exists() else None
+    scoring = _validate(_ScoringFile, scoring_y) if scoring_y else _ScoringFile()
+    stages = _validate(_StagesFile, stages_y) if stages_y else _StagesFile()
+
+    node_names = {n.name for n in main.nodes}
+    for i, name in enumerate(main.tree.priority):
+        if name not in node_names:
+            raise ConfigError(f"{main_y.where(('tree', 'priority', i))}: unknown node '{name}'")
+    missing = node_names - set(main.tree.priority)
+    if missing:
+        raise ConfigError(
+            f"{main_y.where(('tree', 'priority'))}: nodes missing from the priority: "
+            f"{sorted(missing)}"
+        )
+
+    contracts = entity_contracts()
+    ext_by_entity = {e: {p.name for p in props} for e, props in main.properties.items()}
+    for e, props in main.properties.items():
+        builtin = set(contracts[e].fields)
+        for j, p in enumerate(props):
+            if p.name in builtin:
+                raise ConfigError(
+                    f"{main_y.where(('properties', e, j, 'name'))}: '{p.name}' is a base "
+                    "property already"
+                )
+
+    for field in main.tree.field_rules:
+        if field not in GOLDEN_FIELDS and field not in ext_by_entity.get("contact", ()):
+            raise ConfigError(
+                f"{main_y.where(('tree', 'field_rules', field))}: '{field}' is not a golden field "
+                "(consent never comes from survivorship)")
+
+    seen: set[str] = set()
+    for i, s in enumerate(sources.sources):
+        where = lambda *k: sources_y.where(("sources", i) + k)  # noqa: E731
+        if s.name in seen:
+            raise ConfigError(f"{where('name')}: duplicate source name '{s.name}'")
+        seen.add(s.name)
+        if s.node not in node_names:
+            raise ConfigError(f"{where('node')}: unknown node '{s.node}'")
+        if s.format == "csv" and s.csv is None:
+            raise ConfigError(f"{where()}: a csv source needs a 'csv' dialect block")
+        if s.format == "xml" and s.xml is None:
+            raise ConfigError(f"{where()}: an xml source needs an 'xml' block")
+        if s.format == "api" and s.api is None:
+            raise ConfigError(f"{where()}: an api source needs an 'api' block (url, pagination, ...)")
+        if s.format == "push":
+            if s.push is None:
+                raise ConfigError(f"{where()}: a push source needs a 'push' block (token_env, ...)")
+            if s.path != f"_push/{s.name}/*.jsonl":
+                raise ConfigError(f"{where('path')}: a push source lands under _push/{s.name}/; "
+                                  "it takes no 'path'")
+        if s.format not in ("api", "push") and not s.path:
+            raise ConfigError(f"{where()}: a {s.format} source needs a 'path' glob")
+        if s.format == "xlsx" and s.xlsx is None:
+            raise ConfigError(f"{where()}: an xlsx source needs an 'xlsx' block (sheet, header_row)")
+        allowed = set(contracts[s.entity].fields) | ext_by_entity.get(s.entity, set())
+        for field in s.columns:
+            if field not in allowed:
+                raise ConfigError(
+                    f"{where('columns', field)}: '{field}' is not a field of entity "
+                    f"'{s.entity}' (see data_contracts/entities/{s.entity}.yaml)"
+                )
+        required = [f for f, spec in contracts[s.entity].fields.items()
+                    if spec.required and f != "source_record_id"]
+        for field in required:
+            if field not in s.columns:
+                raise ConfigError(f"{where('columns')}: required field '{field}' is not mapped")
+        for field in s.value_map:
+            if field not in s.columns:
+                raise ConfigError(f"{where('value_map', field)}: '{field}' is not a mapped column "
+                                  "of this source")
+        if s.entity in ("order", "note", "task"):
+            if not s.customer_source:
+                raise ConfigError(f"{where()}: an {s.entity} source needs 'customer_source'")
+    names = {s.name for s in sources.sources}
+    for i, s in enumerate(sources.sources):
+        if s.customer_source and s.customer_source not in names:
+            raise ConfigError(
+                f"{sources_y.where(('sources', i, 'customer_source'))}: unknown source "
+                f"'{s.customer_source}'"
+            )
+
+    lookups_path = config_dir / "lookups.yaml"
+    lookups_y = load_yaml(lookups_path) if lookups_path.exists() else None
+    lookups = _validate(_LookupsFile, lookups_y) if lookups_y else _LookupsFile()
+    for name, table in lookups.lookups.items():
+        if name == "sales_channel" and table.macro:
+            raise ConfigError(f"{lookups_y.where(('lookups', name, 'macro'))}: sales-channel "
+                              "macros are predefined (e-commerce, store, phone, mail); declare micros only")
+        macros = SALES_CHANNEL_MACROS if name == "sales_channel" else table.macro
+        by_id = {m.id for m in macros}
+        by_label = {m.label.strip().lower(): m.id for m in macros}
+        for level, values in (("macro", table.macro), ("micro", table.micro)):
+            ids = [v.id for v in values]
+            if len(ids) != len(set(ids)):
+                raise ConfigError(f"{lookups_y.where(('lookups', name, level))}: duplicate id")
+        for j, v in enumerate(table.micro):
+            where = lookups_y.where(("lookups", name, "micro", j))
+            if v.macro is None:
+                raise ConfigError(f"{where}: a micro value needs its macro")
+            known = v.macro in by_id if isinstance(v.macro, int) else (
+                str(v.macro).strip().lower() in by_label)
+            if not known:
+                raise ConfigError(f"{where}: unknown macro '{v.macro}' (a micro belongs to a "
+                                  "macro of the same table)")
+
+    if any(s.entity == "company_user" for s in sources.sources):
+
+        for j, p in enumerate(main.properties.get("contact", [])):
+            if p.name in CARD_COMPANY_FIELDS:
+                raise ConfigError(
+                    f"{main_y.where(('properties', 'contact', j, 'name'))}: '{p.name}' is a company "
+                    "field of the contact card (from the company registries); rename the property")
+
+    ident = main.identity
+    for kind in ("never_merge", "always_merge"):
+        for i, pair in enumerate(getattr(ident, kind)):
+            for j, ref in enumerate(pair):
+                if ref.source not in {s.name for s in sources.sources if s.entity == "contact"}:
+                    raise ConfigError(
+                        f"{main_y.where(('identity', kind, i, j, 'source'))}: unknown contact "
+                        f"source '{ref.source}'")
+
+    for entity, exp in main.expectations.items():
+        known = set(contracts[entity].fields) | ext_by_entity.get(entity, set())
+        for col in (exp.null_rates or {}):
+            if col not in known:
+                raise ConfigError(
+                    f"{main_y.where(('expectations', entity, 'null_rates', col))}: '{col}' is "
+                    f"not a field of {entity} (contract or extended property)")
+
+    deployment = Deployment(
+        lookups=lookups.lookups,
+        config_dir=config_dir,
+        deployment=main.deployment,
+        description=main.description,
+        nodes=main.nodes,
+        tree=main.tree,
+        properties=main.properties,
+        identity=main.identity,
+        sales_channels=main.sales_channels,
+        sources=sources.sources,
+        segments=segments.segments,
+        feeds=feeds.feeds,
+        scores=scoring.scores,
+        stages=stages.stages,
+        expectations=main.expectations,
+    )
+
+    # Rules and feeds are checked against the field catalogue now, so that a bad rule
+    # fails when definitions load rather than in the middle of the nightly run.
+
+    catalogue = field_catalogue(deployment)
+    entities = {s.entity for s in deployment.sources}
+    seg_names = [s.name for s in deployment.segments]
+    for i, seg in enumerate(deployment.segments):
+        if seg_names.count(seg.name) > 1:
+            raise ConfigError(f"{segments_y.where(('segments', i, 'name'))}: duplicate segment")
+        validate_rule(seg.rule, catalogue, segments_y, ("segments", i, "rule"),
+                      segments=set(seg_names), entities=entities,
+                      channels=set(deployment.sales_channels))
+    try:
+        segment_order(deployment.segments)
+    except ValueError as exc:
+        first = str(exc).split(" -> ")[0]
+        i = seg_names.index(first)
+        raise ConfigError(f"{segments_y.where(('segments', i, 'rule'))}: segments reference each "
+                          f"other in a cycle: {exc}") from None
+    _validate_scoring(deployment, scoring_y, stages_y, catalogue, entities, STAGE_FIELDS,
+                      validate_rule)
+    for i, feed in enumerate(deployment.feeds):
+        if feed.segment and feed.segment not in seg_names:
+            raise ConfigError(
+                f"{feeds_y.where(('feeds', i, 'segment'))}: unknown segment '{feed.segment}'"
+            )
+        if feed.score_actions and feed.segment:
+            raise ConfigError(f"{feeds_y.where(('feeds', i, 'score_actions'))}: a feed takes either "
+                              "'segment' or 'score_actions'")
+        if "customer_id" not in feed.fields:
+            raise ConfigError(f"{feeds_y.where(('feeds', i, 'fields'))}: a feed must include 'customer_id'")
+        for j, f in enumerate(feed.fields):
+            if f not in catalogue:
+                raise ConfigError(f"{feeds_y.where(('feeds', i, 'fields', j))}: unknown field '{f}'")
+        if feed.channel != "none":
+            need = "email" if feed.channel == "email" else "mobile"
+            if need not in feed.fields:
+                raise ConfigError(
+                    f"{feeds_y.where(('feeds', i, 'fields'))}: a {feed.channel} feed must "
+                    f"include '{need}'"
+                )
+    return deployment
+
+
+def _validate_scoring(deployment: Deployment, scoring_y, stages_y, catalogue, entities, stage_fields,
+                      validate_rule) -> None:
+    names = [s.name for s in deployment.scores]
+    feed_names = {f.name for f in deployment.feeds}
+    for i, score in enumerate(deployment.scores):
+        where = lambda *k: scoring_y.where(("scores", i) + k)  # noqa: E731
+        if names.count(score.name) > 1:
+            raise ConfigError(f"{where('name')}: duplicate score type '{score.name}'")
+        if deployment.scores and "event" not in entities:
+            raise ConfigError(f"{where()}: scoring needs an event source")
+        for j, rule in enumerate(score.rules):
+            if (rule.event is None) == (rule.no_event is None):
+                raise ConfigError(f"{where('rules', j)}: a scoring rule has exactly one of "
+                                  "'event' or 'no_event'")
+            if rule.no_event is not None and rule.within_days is None:
+                raise ConfigError(f"{where('rules', j)}: 'no_event' needs 'within_days'")
+            # property filters use the segment language's event leaf
+            leaf = {"event": rule.event or rule.no_event, "where": rule.where}
+            validate_rule(leaf, catalogue, scoring_y, ("scores", i, "rules", j), entities=entities)
+        for j, th in enumerate(score.thresholds):
+            for k, action in enumerate(th.actions):
+                try:
+                    kind, target = action.kind_target()
+                except ValueError as exc:
+                    raise ConfigError(f"{where('thresholds', j, 'actions', k)}: {exc}") from None
+                if kind == "feed" and target not in feed_names:
+                    raise ConfigError(f"{where('thresholds', j, 'actions', k, 'feed')}: unknown feed "
+                                      f"'{target}'")
+    stage_names = [s.name for s in deployment.stages]
+    stage_catalogue = {k: v for k, v in catalogue.items() if k not in stage_fields}
+    for i, stage in enumerate(deployment.stages):
+        if stage_names.count(stage.name) > 1:
+            raise ConfigError(f"{stages_y.where(('stages', i, 'name'))}: duplicate stage '{stage.name}'")
+        # A stage rule cannot read stages or segments: stages are built before segments.
+        validate_rule(stage.rule, stage_catalogue, stages_y, ("stages", i, "rule"),
+                      segments=None, entities=entities, channels=set(deployment.sales_channels))

@@ -1,0 +1,1 @@
+"""Identity: matching records of one person, stable customer ids, golden records."""

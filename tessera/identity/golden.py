@@ -1,0 +1,168 @@
+"""Golden records by the tree of nodes, with the lineage of every field.
+
+For each customer and field, the candidates are the non-empty values of its source
+records (an empty value never wins). The tree decides: the node with the best
+priority wins, then the most recently updated record, then the most complete one,
+then a fixed order so the result is deterministic. A field can override the rule
+(``most_recent``: most recently updated first, then the tree). Every choice is kept in
+``core.customer_field_lineage``.
+
+Consent is never chosen by survivorship: it comes from the consent ledger
+(``core.consents``, see ``tessera.privacy.consent``), where only an explicit, newer event can
+lift a withdrawal.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+
+from tessera.settings import Deployment
+from tessera.vocabulary import GOLDEN_FIELDS
+from tessera.contracts import SQL_TYPES
+from tessera.engine.warehouse import transaction
+
+
+def golden_fields(deployment: Deployment) -> dict[str, str]:
+    fields = dict(GOLDEN_FIELDS)
+    for p in deployment.properties_of("contact"):
+        fields[p.name] = p.type
+    return fields
+
+
+def build_customers(con: duckdb.DuckDBPyConnection, deployment: Deployment,
+                    run_at: dt.datetime) -> dict:
+    fields = golden_fields(deployment)
+    rank_values = ", ".join(f"('{n}', {r})" for n, r in deployment.node_rank().items())
+    rules = deployment.tree.field_rules
+    recent_fields = [f for f, r in rules.items() if r == "most_recent"]
+    cast_cols = ", ".join(f'CAST(s."{f}" AS VARCHAR) AS "{f}"' for f in fields)
+    unpivot_cols = ", ".join(f'"{f}"' for f in fields)
+    recent_list = "[" + ", ".join(f"'{f}'" for f in recent_fields) + "]::VARCHAR[]"
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _candidates AS
+        WITH ranks(node, node_rank) AS (VALUES {rank_values})
+        SELECT * FROM (
+            UNPIVOT (
+                SELECT cs.customer_id, s.source, s.source_record_id, s.node, r.node_rank,
+                       s.updated_at, s.completeness, {cast_cols}
+                FROM staging.contacts s
+                JOIN core.customer_sources cs USING (source, source_record_id)
+                JOIN ranks r ON r.node = s.node
+            ) ON {unpivot_cols} INTO NAME field VALUE value
+        ) WHERE trim(value) <> ''""")
+    # The rule recorded in the lineage is the step of the order that decided, found by
+    # comparing the winner with the runner-up: the tree (a better node), recency (same
+    # node, newer record), completeness, or the final deterministic tie-break; a field
+    # override says 'most_recent'; a value no other record had is 'only_value'.
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _winners AS
+        WITH ranked AS (
+            SELECT *, list_contains({recent_list}, field) AS overridden,
+                   row_number() OVER w AS pos,
+                   lead(node_rank) OVER w AS next_rank,
+                   lead(updated_at) OVER w AS next_updated,
+                   lead(completeness) OVER w AS next_completeness
+            FROM _candidates
+            WINDOW w AS (
+                PARTITION BY customer_id, field
+                ORDER BY
+                  CASE WHEN list_contains({recent_list}, field) THEN epoch(updated_at) END DESC NULLS LAST,
+                  node_rank, updated_at DESC NULLS LAST, completeness DESC, source, source_record_id)
+        )
+        SELECT customer_id, field, value, node, source, source_record_id, updated_at AS source_updated_at,
+               CASE WHEN overridden THEN 'most_recent'
+                    WHEN next_rank IS NULL THEN 'only_value'
+                    WHEN node_rank < next_rank THEN 'tree_priority'
+                    WHEN updated_at IS NOT NULL AND (next_updated IS NULL OR updated_at > next_updated)
+                         THEN 'recency'
+                    WHEN completeness > next_completeness THEN 'completeness'
+                    ELSE 'tie_break' END AS rule
+        FROM ranked WHERE pos = 1""")
+    pivot_cols = ",\n".join(
+        f"CAST(max(value) FILTER (WHERE field = '{f}') AS {SQL_TYPES[t]}) AS \"{f}\""
+        for f, t in fields.items())
+    with transaction(con):
+        con.execute("""
+            CREATE OR REPLACE TABLE core.customer_field_lineage AS
+            SELECT customer_id, field, node, source, source_record_id, source_updated_at, rule,
+                   ?::TIMESTAMP AS decided_at
+            FROM _winners ORDER BY customer_id, field""", [run_at])
+        con.execute(f"""
+            CREATE OR REPLACE TABLE core.customers AS
+            WITH g AS (
+                SELECT customer_id, {pivot_cols} FROM _winners GROUP BY customer_id
+            ),
+            members AS (
+                SELECT cs.customer_id, count(*) AS source_count,
+                       list(DISTINCT cs.node ORDER BY cs.node) AS nodes,
+                       max(s.updated_at) AS updated_at
+                FROM core.customer_sources cs JOIN staging.contacts s USING (source, source_record_id)
+                GROUP BY cs.customer_id
+            ),
+            consent AS (
+                SELECT customer_id,
+                       max(state) FILTER (WHERE channel = 'email') AS email_consent,
+                       max(state) FILTER (WHERE channel = 'sms') AS sms_consent
+                FROM core.consents GROUP BY customer_id
+            ),
+            bounced AS (
+                SELECT DISTINCT email_key FROM staging.bounces WHERE bounce_type = 'hard'
+            )
+            SELECT m.customer_id, g.* EXCLUDE (customer_id),
+                   coalesce(c.email_consent, 'unknown') AS email_consent,
+                   coalesce(c.sms_consent, 'unknown') AS sms_consent,
+                   (b.email_key IS NOT NULL) AS email_hard_bounced,
+                   m.source_count, m.nodes, m.updated_at,
+                   ?::TIMESTAMP AS golden_built_at
+            FROM members m
+            LEFT JOIN g USING (customer_id)
+            LEFT JOIN consent c USING (customer_id)
+            LEFT JOIN bounced b ON b.email_key = g.email
+            ORDER BY m.customer_id""", [run_at])
+    con.execute("DROP TABLE IF EXISTS _candidates")
+    con.execute("DROP TABLE IF EXISTS _winners")
+    row = con.execute("""
+        SELECT count(*), count(*) FILTER (WHERE source_count > 1),
+               count(*) FILTER (WHERE email_consent = 'granted') FROM core.customers""").fetchone()
+    return {"customers": int(row[0]), "multi_source": int(row[1]), "email_granted": int(row[2])}
+
+
+def build_orders(con: duckdb.DuckDBPyConnection, deployment: Deployment) -> dict:
+    """Orders linked to golden customers through the contact source they reference."""
+    parts = []
+    for s in deployment.sources_of("order"):
+        parts.append(f"SELECT o.*, cs.customer_id FROM staging.orders o "
+                     f"LEFT JOIN core.customer_sources cs ON cs.source = '{s.customer_source}' "
+                     f"AND cs.source_record_id = o.customer_ref WHERE o.source = '{s.name}'")
+    with transaction(con):
+        if not parts:
+            con.execute("CREATE OR REPLACE TABLE core.orders (order_id VARCHAR, customer_id BIGINT, "
+                        "order_date DATE, amount DECIMAL(18,2))")
+        else:
+            con.execute("CREATE OR REPLACE TABLE core.orders AS SELECT source_record_id AS order_id, "
+                        "customer_id, source, customer_ref, order_date, amount, channel_macro, "
+                        "channel_micro, offer_id FROM (" + " UNION ALL ".join(parts) + ") ORDER BY order_date, order_id")
+    row = con.execute("SELECT count(*), count(*) FILTER (WHERE customer_id IS NULL), "
+                      "coalesce(sum(amount), 0) FROM core.orders").fetchone()
+    return {"orders": int(row[0]), "orders_without_customer": int(row[1]), "revenue": float(row[2])}
+
+
+def build_events(con: duckdb.DuckDBPyConnection) -> dict:
+    """Behavioural events linked to customers by the e-mail they were recorded with."""
+    with transaction(con):
+        con.execute("""
+            CREATE OR REPLACE TABLE core.events AS
+            WITH keys AS (
+                SELECT DISTINCT s.email_key, cs.customer_id
+                FROM staging.contacts s JOIN core.customer_sources cs USING (source, source_record_id)
+                WHERE s.email_key IS NOT NULL
+                QUALIFY count(*) OVER (PARTITION BY s.email_key) = 1
+            )
+            SELECT e.source_record_id AS event_id, k.customer_id, e.event_type, e.occurred_at,
+                   e.properties, e.source
+            FROM staging.events e LEFT JOIN keys k ON k.email_key = e.email_key
+            ORDER BY e.occurred_at, event_id""")
+    row = con.execute("SELECT count(*), count(*) FILTER (WHERE customer_id IS NULL) FROM core.events").fetchone()
+    return {"events": int(row[0]), "anonymous_events": int(row[1])}

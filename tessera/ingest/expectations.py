@@ -1,0 +1,187 @@
+"""Batch-level expectations with great-expectations 1.x, kept for analysts.
+
+Contract checks at ingestion judge one record at a time. These judge the batch of
+every staging table: did the number of rows collapse compared with the previous load,
+are the keys null or duplicated, how many records lack an e-mail or a product. They run
+inside Dagster asset checks (dagster-ge's op factories are broken with current GX,
+STYLE.md rule 12), and the blocking ones stop identity resolution and everything after
+it. The thresholds are per entity, in ``tessera.yaml`` (``expectations:``), with
+defaults (``tessera.settings.EntityExpectations``).
+
+Results go to ``ops.expectation_results``: expectation, column, success, counts and
+percentages. The result format asks GX for no unexpected values at all
+(``partial_unexpected_count: 0``, no unexpected rows or index queries), and only numeric
+fields are copied out of the result: an unexpected value is personal data.
+
+GX analytics are switched off before GX is imported (``GX_ANALYTICS_ENABLED=False``);
+the data context is ephemeral, so nothing is written to disk and nothing leaves the
+machine.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+from dataclasses import dataclass
+
+import duckdb
+
+from tessera.settings import EntityExpectations
+from tessera.engine.warehouse import transaction
+
+RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 0,
+                 "include_unexpected_rows": False, "return_unexpected_index_query": False}
+ROW_COUNT = "expect_table_row_count_to_be_between"
+
+
+@dataclass(frozen=True)
+class ExpectationOutcome:
+    expectation: str
+    column: str | None
+    blocking: bool
+    success: bool
+    element_count: int | None
+    unexpected_count: int | None
+    unexpected_percent: float | None
+    observed_value: float | None
+    expected: str
+
+
+@dataclass(frozen=True)
+class Expectation:
+    kind: str                # the GX class name
+    kwargs: dict
+    blocking: bool
+    expected: str
+
+
+def entity_expectations(entity: str, settings: EntityExpectations,
+                        previous_rows: int | None) -> list[Expectation]:
+    """The suite of one staging table; the row-count floor follows the previous load.
+
+    Without a previous non-empty load there is nothing to compare with: the floor is 0
+    (a source whose first file has not arrived yet must not block the run).
+    """
+    ratio = settings.row_count_min_ratio
+    floor = math.ceil(previous_rows * ratio) if previous_rows else 0
+    out = [
+        Expectation("ExpectTableRowCountToBeBetween", {"min_value": floor}, settings.row_count_blocking,
+                    f">= {floor}" + (f" ({ratio:.0%} of the previous {previous_rows})"
+                                     if previous_rows else "")),
+        Expectation("ExpectColumnValuesToNotBeNull", {"column": "source_record_id"}, True, "no nulls"),
+        Expectation("ExpectCompoundColumnsToBeUnique", {"column_list": ["source", "source_record_id"]},
+                    True, "unique"),
+    ]
+    for column, rate in settings.null_rates_of(entity).items():
+        mostly = round(1 - rate.max_share, 6)
+        out.append(Expectation("ExpectColumnValuesToNotBeNull", {"column": column, "mostly": mostly},
+                               rate.blocking, f"mostly {mostly:g}"))
+    return out
+
+
+def contact_expectations(previous_rows: int | None) -> list[Expectation]:
+    """The default suite of ``staging.contacts``."""
+    return entity_expectations("contact", EntityExpectations(), previous_rows)
+
+
+def previous_row_count(con: duckdb.DuckDBPyConnection, table: str, batch_id: str) -> int | None:
+    row = con.execute(
+        "SELECT observed_value FROM ops.expectation_results WHERE table_name = ? AND expectation = ? "
+        "AND batch_id <> ? AND observed_value IS NOT NULL ORDER BY validated_at DESC LIMIT 1",
+        [table, ROW_COUNT, batch_id]).fetchone()
+    return int(row[0]) if row else None
+
+
+def _gx():
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    return gx, gxe
+
+
+def validate(frame, expectations: list[Expectation]) -> list[ExpectationOutcome]:
+    """Run the expectations on a pandas frame with an ephemeral GX context."""
+    gx, gxe = _gx()
+    context = gx.get_context(mode="ephemeral")
+    try:
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    except Exception:  # pragma: no cover
+        pass  # progress bars are cosmetic: an older/newer GX without this setting still validates
+    source = context.data_sources.add_pandas("tessera")
+    asset = source.add_dataframe_asset("batch")
+    batch = asset.add_batch_definition_whole_dataframe("whole").get_batch(
+        batch_parameters={"dataframe": frame})
+    suite = gx.ExpectationSuite(name="tessera_batch", expectations=[
+        getattr(gxe, e.kind)(**e.kwargs) for e in expectations])
+    result = batch.validate(suite, result_format=RESULT_FORMAT)
+    by_config = {}
+    for r in result.results:
+        d = r.to_json_dict()
+        kwargs = d["expectation_config"]["kwargs"]
+        key = (d["expectation_config"]["type"], kwargs.get("column") or ",".join(kwargs.get("column_list") or []))
+        by_config[key] = d
+    out = []
+    for e in expectations:
+        gx_type = getattr(gxe, e.kind)(**e.kwargs).expectation_type
+        column = e.kwargs.get("column") or ",".join(e.kwargs.get("column_list") or []) or None
+        d = by_config[(gx_type, column or "")]
+        res = d.get("result") or {}
+        observed = res.get("observed_value")
+        out.append(ExpectationOutcome(
+            expectation=gx_type, column=column, blocking=e.blocking, success=bool(d["success"]),
+            element_count=_int(res.get("element_count")),
+            unexpected_count=_int(res.get("unexpected_count")),
+            unexpected_percent=_float(res.get("unexpected_percent")),
+            observed_value=_float(observed) if isinstance(observed, (int, float)) else None,
+            expected=e.expected))
+    return out
+
+
+def _int(v):
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _float(v):
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def check_staged_contacts(con: duckdb.DuckDBPyConnection, batch_id: str,
+                          now: dt.datetime | None = None,
+                          settings: EntityExpectations | None = None) -> list[ExpectationOutcome]:
+    """Validate ``staging.contacts`` and record the outcome (re-runnable per batch)."""
+    return check_staged(con, "contact", "contacts", batch_id, now, settings)
+
+
+def check_staged(con: duckdb.DuckDBPyConnection, entity: str, table_name: str, batch_id: str,
+                 now: dt.datetime | None = None,
+                 settings: EntityExpectations | None = None) -> list[ExpectationOutcome]:
+    """Validate ``staging.<table_name>`` and record the outcome (re-runnable per batch).
+
+    Only the columns the suite reads are fetched into the frame GX validates; a column
+    the table lacks (an entity whose sources map no such field) reads as all empty.
+    """
+    now = now or dt.datetime.now().replace(microsecond=0)
+    settings = settings or EntityExpectations()
+    table = f"staging.{table_name}"
+    expectations = entity_expectations(entity, settings, previous_row_count(con, table, batch_id))
+    have = {r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'staging' "
+        "AND table_name = ?", [table_name]).fetchall()}
+    wanted = ["source", "source_record_id"] + [
+        c for c in settings.null_rates_of(entity) if c not in ("source", "source_record_id")]
+    select = ", ".join(f'"{c}"' if c in have else f'CAST(NULL AS VARCHAR) AS "{c}"' for c in wanted)
+    frame = con.execute(f"SELECT {select} FROM {table}").df()
+    outcomes = validate(frame, expectations)
+    with transaction(con):
+        con.execute("DELETE FROM ops.expectation_results WHERE batch_id = ? AND table_name = ?",
+                    [batch_id, table])
+        for o in outcomes:
+            con.execute(
+                "INSERT INTO ops.expectation_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [batch_id, table, o.expectation, o.column, o.blocking, o.success, o.element_count,
+                 o.unexpected_count, o.unexpected_percent, o.observed_value, o.expected, now])
+    return outcomes

@@ -1,0 +1,265 @@
+"""Staging: the latest version of every source record, typed and normalised, per entity.
+
+``raw.<source>`` keeps every version a source ever sent; staging keeps one row per
+(source, source_record_id), the newest (by file order, then line). Identifiers are
+normalised here once, in SQL, so that identity resolution compares like with like:
+e-mails trimmed and lower-cased (junk addresses keep their value but get no match
+key), phones to E.164 with the record's or the source's default country, names with
+collapsed spaces plus an accent-folded key used for matching only.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from tessera.settings import Deployment
+from tessera.privacy.consent import SOFT_DELETED_SQL
+from tessera.vocabulary import source_fields
+from tessera.engine.warehouse import table_exists, transaction
+from tessera.vocabulary import CONTACT_ENTITIES, ENTITY_TABLES
+
+
+def calling_codes() -> dict[str, tuple[str, str | None]]:
+    """Region -> (calling code, national trunk prefix), from libphonenumber's metadata.
+
+    Every region phonenumbers knows (about 245), so a deployment in Australia or Brazil
+    gets E.164 keys without a hand-kept table. The trunk prefix ("0" in Germany, "1" in
+    the US, none in Italy, where the 0 belongs to the number) is dropped after the
+    calling code. Computed once per region in Python; the per-row work stays in SQL.
+    """
+    import phonenumbers
+    from phonenumbers import PhoneMetadata
+
+    out = {}
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        meta = PhoneMetadata.metadata_for_region(region)
+        prefix = meta.national_prefix if meta is not None else None
+        out[region] = (str(phonenumbers.country_code_for_region(region)),
+                       prefix if prefix and prefix.isdigit() else None)
+    return out
+
+
+# Word-level abbreviations folded in the address match key (English and Italian), so
+# that "12 Main St" and "12 main street" compare equal. The displayed value is untouched.
+ADDRESS_WORDS = {
+    "st": "street", "str": "street", "ave": "avenue", "av": "avenue", "rd": "road",
+    "dr": "drive", "ln": "lane", "ct": "court", "blvd": "boulevard", "pl": "place",
+    "ter": "terrace", "pkwy": "parkway", "sq": "square", "cir": "circle", "hwy": "highway",
+    "mt": "mount", "n": "north", "s": "south", "e": "east", "w": "west", "apt": "apartment",
+    "ste": "suite", "v": "via", "p": "piazza", "pza": "piazza", "pzza": "piazza",
+    "cso": "corso", "c": "corso", "vle": "viale", "lgo": "largo", "loc": "localita",
+    "fraz": "frazione",
+}
+
+# Italian tax code (codice fiscale): value of each character at odd positions (1-based),
+# indexed by letter (A=0); a digit counts as the letter of the same index.
+_CF_ODD = [1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14, 16, 10, 22, 25,
+           24, 23]
+_CF_SHAPE = "^[A-Z]{6}[0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{3}[A-Z]$"
+
+
+def tax_code_key_sql(col: str) -> str:
+    """SQL for a tax-code match key: Italian codes must pass the check character.
+
+    A mistyped code would otherwise link two strangers (or fail to link one person),
+    so a 16-character Italian code whose check letter does not match has no key.
+    Other identifiers (foreign tax ids, VAT numbers, social security numbers) are kept
+    when alphanumeric and at least 7 characters long (shorter ones collide by chance).
+    """
+    idx = f"(CASE WHEN ascii(substr({col}, i + 1, 1)) >= 65 THEN ascii(substr({col}, i + 1, 1)) - 65 " \
+          f"ELSE ascii(substr({col}, i + 1, 1)) - 48 END)"
+    total = (f"list_sum(list_transform(range(15), lambda i: CASE WHEN i % 2 = 0 "
+             f"THEN {_CF_ODD}[{idx} + 1] ELSE {idx} END))")
+    return (f"CASE WHEN {col} IS NULL THEN NULL "
+            f"WHEN length({col}) = 16 THEN CASE WHEN regexp_full_match({col}, '{_CF_SHAPE[1:-1]}') "
+            f"AND chr(CAST(65 + ({total}) % 26 AS INTEGER)) = substr({col}, 16, 1) THEN {col} END "
+            f"WHEN regexp_matches({col}, '^[A-Z]{{6}}[0-9]{{2}}') THEN NULL "  # a truncated Italian code
+            f"WHEN regexp_full_match({col}, '[A-Z0-9]{{7,20}}') THEN {col} END")
+
+
+def _fold(col: str) -> str:
+    """Lower-case, accents folded, anything but letters and digits as one space."""
+    return (f"nullif(trim(regexp_replace(lower(strip_accents({col})), '[^a-z0-9]+', ' ', 'g')), '')")
+
+
+def _held_filter(con, source_name: str) -> str:
+    """Versions loaded after their person was soft-deleted are held, not applied.
+
+    The person is known from the previous run's ``core.customer_sources``; until they
+    are restored (or purged), staging keeps the version from before the soft delete.
+    """
+    if not (table_exists(con, "ops", "bulk_edits") and table_exists(con, "core", "customer_sources")):
+        return ""
+    return (
+        "WHERE NOT EXISTS (SELECT 1 FROM ("
+        f"  SELECT cs.source, cs.source_record_id, d.requested_at FROM ({SOFT_DELETED_SQL}) d"
+        "  JOIN core.customer_sources cs USING (customer_id)"
+        f") h WHERE h.source = '{source_name}' AND h.source_record_id = r.source_record_id"
+        "  AND r._loaded_at > h.requested_at) "
+    )
+
+
+def _latest_union(con, deployment: Deployment, entity: str,
+                  only: dict[str, str] | None = None) -> str | None:
+    """The latest version of every record of the entity's sources (``entity`` may also be
+    a tuple of entities). With ``only`` (field -> SQL type), the other entities' sources
+    give just those fields, NULL where they have none (company users in contacts)."""
+    parts = []
+    entities = entity if isinstance(entity, tuple) else (entity,)
+    for source in [s for e in entities for s in deployment.sources_of(e)]:
+        if not table_exists(con, "raw", source.name):
+            continue
+        names = [c for c in source_fields(deployment, source)
+                 if only is None or source.entity == "contact" or c in only]
+        if only is not None and source.entity != "contact":
+            names += [f"CAST(NULL AS {t}) AS \"{f}\"" for f, t in only.items() if f not in names]
+        cols = ", ".join(c if c.startswith("CAST(") else f'r."{c}"' for c in names)
+        held = _held_filter(con, source.name) if source.entity in CONTACT_ENTITIES else ""
+        parts.append(
+            f"SELECT '{source.name}' AS source, '{source.node}' AS node, "
+            f"'{source.default_country}' AS default_country, {cols}, r._file, r._line, r._file_seq, "
+            f"r._loaded_at FROM raw.{source.name} r {held}"
+            "QUALIFY row_number() OVER (PARTITION BY r.source_record_id "
+            "ORDER BY r._file_seq DESC, r._line DESC) = 1"
+        )
+    if not parts:
+        return None
+    return "\nUNION ALL BY NAME\n".join(parts)
+
+
+def _py_fold(value: str) -> str:
+    """The Python twin of ``_fold`` for configured junk values (lists of a few words)."""
+    import re
+    import unicodedata
+
+    text = unicodedata.normalize("NFKD", value.lower())
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    return re.sub(r"[^a-z0-9]+", " ", text).strip()
+
+
+def build_contacts(con: duckdb.DuckDBPyConnection, deployment: Deployment) -> int:
+    from tessera.contracts import SQL_TYPES, entity_contracts
+
+    contact_fields = {f: SQL_TYPES[spec.type] for f, spec in entity_contracts()["contact"].fields.items()}
+    union = _latest_union(con, deployment, CONTACT_ENTITIES, only=contact_fields)
+    ext = [p.name for p in deployment.properties_of("contact")]
+    codes = ", ".join(f"('{c}', '{cc}', " + (f"'{tp}'" if tp else "NULL") + ")"
+                      for c, (cc, tp) in calling_codes().items())
+    ident = deployment.identity
+    junk_emails = [e.strip().lower() for e in ident.junk_emails] or [""]
+    junk_locals = [e.strip().lower() for e in ident.junk_email_locals] or [""]
+
+    def e164(col: str) -> str:
+        # the digits (and +) are computed once per row in ``base`` as <col>_d
+        d = f"{col}_d"
+        national = (f"CASE WHEN cc.trunk IS NOT NULL AND starts_with({d}, cc.trunk) "
+                    f"THEN substr({d}, length(cc.trunk) + 1) "
+                    f"ELSE {d} END")
+        raw = (f"CASE WHEN {col} IS NULL OR {d} = '' THEN NULL "
+               f"WHEN starts_with({d}, '+') THEN '+' || replace(substr({d}, 2), '+', '') "
+               f"WHEN starts_with({d}, '00') THEN '+' || substr({d}, 3) "
+               f"WHEN cc.code IS NOT NULL THEN '+' || cc.code || {national} END")
+        return (f"CASE WHEN regexp_full_match({raw}, '\\+[1-9][0-9]{{6,14}}') THEN {raw} END")
+
+    ext_cols = "".join(f', "{p}"' for p in ext)
+    addr_map = "MAP {" + ", ".join(f"'{k}': '{v}'" for k, v in ADDRESS_WORDS.items()) + "}"
+
+    def name_key(col: str) -> str:
+        # letters only, so "D'Angelo" = "dangelo" and "J." = "j"; placeholders have no key
+        k = f"regexp_replace(lower(strip_accents({col})), '[^a-z ]+', '', 'g')"
+        k = f"nullif(trim(regexp_replace({k}, '\\s+', ' ', 'g')), '')"
+        return (f"CASE WHEN list_contains($junk_names, {_fold(col)}) THEN NULL "
+                f"ELSE replace({k}, ' ', '') END")
+
+    def phone_key(col: str) -> str:
+        # a number made of two or fewer distinct digits (0000000, 1212121) is a placeholder
+        digits = f"regexp_replace({col}, '[^0-9]', '', 'g')"
+        return (f"CASE WHEN {col} IS NULL OR len(list_distinct(string_split(right({digits}, 8), ''))) <= 2 "
+                f"OR list_has_any($junk_phones, [{digits}, right({digits}, 10), right({digits}, 9), "
+                f"right({digits}, 7)]) THEN NULL ELSE {col} END")
+
+    sql = f"""
+    CREATE OR REPLACE TABLE staging.contacts AS
+    WITH latest AS ({union}),
+    codes(country, code, trunk) AS (VALUES {codes}),
+    base AS (
+      SELECT l.*, upper(coalesce(nullif(trim(l.country), ''), l.default_country)) AS _cc,
+             regexp_replace(l.mobile, '[^0-9+]', '', 'g') AS mobile_d,
+             regexp_replace(l.phone, '[^0-9+]', '', 'g') AS phone_d
+      FROM latest l
+    ),
+    norm AS (
+      SELECT
+        b.source, b.source_record_id, b.node,
+        nullif(upper(trim(b.erp_id)), '') AS erp_id,
+        nullif(lower(trim(b.email)), '') AS email,
+        nullif(regexp_replace(trim(b.first_name), '\\s+', ' ', 'g'), '') AS first_name,
+        nullif(regexp_replace(trim(b.last_name), '\\s+', ' ', 'g'), '') AS last_name,
+        {e164('b.mobile')} AS mobile,
+        {e164('b.phone')} AS phone,
+        nullif(regexp_replace(trim(b.address), '\\s+', ' ', 'g'), '') AS address,
+        nullif(upper(trim(b.postcode)), '') AS postcode,
+        nullif(trim(b.city), '') AS city,
+        nullif(upper(trim(b.province)), '') AS province,
+        b._cc AS country,
+        b.birth_date, b.gender,
+        nullif(upper(replace(trim(b.tax_code), ' ', '')), '') AS tax_code,
+        b.consent_email, b.consent_sms, b.updated_at, nullif(trim(b.owner), '') AS owner{ext_cols},
+        b._file, b._line, b._loaded_at
+      FROM base b LEFT JOIN codes cc ON cc.country = b._cc
+    )
+    SELECT n.*,
+      CASE WHEN n.email IS NULL OR list_contains($junk_emails, n.email)
+                OR list_contains($junk_locals, split_part(n.email, '@', 1))
+                OR NOT regexp_full_match(n.email,
+                     '[\p{{L}}\p{{N}}!#$%&''*+/=?^_`{{|}}~.-]+@[\p{{L}}\p{{N}}-]+(\.[\p{{L}}\p{{N}}-]+)*\.\p{{L}}{{2,}}') THEN NULL
+           ELSE n.email END AS email_key,
+      lower(strip_accents(concat_ws(' ', n.first_name, n.last_name))) AS name_key,
+      {name_key('n.first_name')} AS first_key,
+      {name_key('n.last_name')} AS last_key,
+      {phone_key('n.mobile')} AS mobile_key,
+      {phone_key('n.phone')} AS phone_key,
+      CASE WHEN list_contains($junk_tax, n.tax_code) THEN NULL ELSE {tax_code_key_sql('n.tax_code')} END
+        AS tax_code_key,
+      nullif(regexp_replace(n.postcode, '[^A-Z0-9]', '', 'g'), '') AS postcode_key,
+      array_to_string(list_transform(string_split({_fold('n.address')}, ' '),
+                      lambda w: coalesce({addr_map}[w], w)), ' ') AS address_key,
+      {_fold('n.city')} AS city_key,
+      (CASE WHEN n.email IS NULL THEN 0 ELSE 1 END + CASE WHEN n.first_name IS NULL THEN 0 ELSE 1 END
+       + CASE WHEN n.last_name IS NULL THEN 0 ELSE 1 END + CASE WHEN n.mobile IS NULL THEN 0 ELSE 1 END
+       + CASE WHEN n.address IS NULL THEN 0 ELSE 1 END + CASE WHEN n.birth_date IS NULL THEN 0 ELSE 1 END
+       + CASE WHEN n.city IS NULL THEN 0 ELSE 1 END + CASE WHEN n.postcode IS NULL THEN 0 ELSE 1 END
+      ) AS completeness
+    FROM norm n
+    """
+    with transaction(con):
+        if union is None:
+            raise RuntimeError("no contact source has been loaded yet")
+        con.execute(sql, {
+            "junk_emails": junk_emails, "junk_locals": junk_locals,
+            "junk_names": [_py_fold(v) for v in ident.junk_names],
+            "junk_phones": ["".join(ch for ch in v if ch.isdigit()) for v in ident.junk_phones],
+            "junk_tax": [v.strip().upper().replace(" ", "") for v in ident.junk_tax_codes] or [""],
+        })
+    return int(con.execute("SELECT count(*) FROM staging.contacts").fetchone()[0])
+
+
+def build_entity(con: duckdb.DuckDBPyConnection, deployment: Deployment, entity: str) -> int:
+    """Staging for non-contact entities: the latest version of each record, e-mails normalised."""
+    table = ENTITY_TABLES[entity]
+    union = _latest_union(con, deployment, entity)
+    with transaction(con):
+        if union is None:
+            con.execute(f"CREATE OR REPLACE TABLE staging.{table} AS SELECT NULL::VARCHAR AS source WHERE false")
+            return 0
+        extra = ""
+        if entity in ("event", "bounce", "unsubscribe", "consent"):
+            extra = ", lower(trim(email)) AS email_key"
+        if entity in ("product_line", "service_line"):
+            extra = ", CASE WHEN macro_id IS NULL THEN 'macro' ELSE 'micro' END AS level"
+        if entity in ("company", "company_user", "potential_company"):
+            from tessera.ingest.company_keys import staging_keys_sql
+
+            extra = staging_keys_sql(entity)
+        con.execute(f"CREATE OR REPLACE TABLE staging.{table} AS SELECT * EXCLUDE (default_country, _file_seq){extra} FROM ({union})")
+    return int(con.execute(f"SELECT count(*) FROM staging.{table}").fetchone()[0])

@@ -1,0 +1,1 @@
+"""Marketing: the rule language, segments, scoring, stages and RFM."""

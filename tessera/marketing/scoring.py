@@ -1,0 +1,170 @@
+"""Scoring: points per behaviour, per score type, per day, with thresholds that fire actions.
+
+A score type (``scoring.yaml``) gives points per event of a type, optionally filtered on
+the event's properties (page view +5, download +20), and points given once when something
+did *not* happen in a window (no e-mail opened in the last 30 days: -10). Optional:
+only the last ``window_days`` count, exponential ``decay`` by age (half-life in days),
+a ``cap`` on the total and a ``max_points`` per rule.
+
+A day's score is a pure function of the events up to that day and the rules, computed in
+one grouped pass over ``core.events``: changing the rules and re-running a day *is* the
+rescoring from history (``rescore`` runs a range of days in order).
+
+Thresholds fire their actions (add a tag, notify an internal address, push to a feed)
+once per upward crossing: when the score reaches the threshold and the contact's
+score on the previous stored day (the latest earlier day scored) was below it, or there
+was none. Actions
+are kept in ``marketing.score_actions`` (the day, the threshold, the action and its
+target); the tags they add are the view ``marketing.contact_tags``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+
+from tessera.marketing.rules import _predicate
+from tessera.marketing.segments import ensure_marketing_tables
+from tessera.engine.warehouse import transaction
+
+
+def _event_condition(types, where: list[dict], params: list, as_of: dt.date) -> str:
+    types = types if isinstance(types, list) else [types]
+    sql = f"event_type IN ({', '.join('?' for _ in types)})"
+    params.extend(types)
+    for cond in where:
+        value = cond.get("value")
+        sample = value[0] if isinstance(value, list) and value else value
+        numeric = isinstance(sample, (int, float)) and not isinstance(sample, bool)
+        params.append("$." + cond["property"])
+        expr = "json_extract_string(properties, ?)"
+        if numeric:
+            expr = f"TRY_CAST({expr} AS DOUBLE)"
+        sql += " AND coalesce(" + _predicate(expr, "decimal" if numeric else "string", cond,
+                                              params, as_of) + ", FALSE)"
+    return sql
+
+
+def score_sql(score, as_of: dt.date) -> tuple[str, list]:
+    """One query: (customer_id, score) for every contact card, as of the day."""
+    params: list = []
+    cols: list[str] = []
+    totals: list[str] = []
+    weight = "1.0"
+    if score.decay is not None:
+        weight = (f"pow(0.5, date_diff('day', CAST(occurred_at AS DATE), CAST(? AS DATE)) "
+                  f"/ CAST(? AS DOUBLE))")
+    for j, rule in enumerate(score.rules):
+        cond_params: list = []
+        cond = _event_condition(rule.event or rule.no_event, rule.where, cond_params, as_of)
+        if rule.event is not None:
+            w_params = [as_of, score.decay.half_life_days] if score.decay is not None else []
+            # the score's window applies to points, not to absence rules; it is already the
+            # sub-query's WHERE unless an absence rule looks further back
+            wider = max([0] + [r.within_days for r in score.rules if r.no_event])
+            window = score.window_days if score.window_days and score.window_days < wider else None
+            for days in (rule.within_days, window):
+                if days is not None:
+                    cond += " AND CAST(occurred_at AS DATE) > CAST(? AS DATE) - CAST(? AS INTEGER)"
+                    cond_params.extend([as_of, days])
+            cols.append(f"sum(CASE WHEN {cond} THEN {weight} ELSE 0 END) AS r{j}")
+            params.extend(cond_params + w_params)  # the condition, then the weight, in the text
+            pts = f"coalesce(e.r{j}, 0) * CAST(? AS DOUBLE)"
+            t_params = [rule.points]
+        else:
+            cond += " AND CAST(occurred_at AS DATE) > CAST(? AS DATE) - CAST(? AS INTEGER)"
+            cond_params.extend([as_of, rule.within_days])
+            cols.append(f"bool_or({cond}) AS r{j}")
+            params.extend(cond_params)
+            pts = f"CASE WHEN coalesce(e.r{j}, FALSE) THEN 0 ELSE CAST(? AS DOUBLE) END"
+            t_params = [rule.points]
+        if rule.max_points is not None:
+            pts = f"least({pts}, CAST(? AS DOUBLE))"
+            t_params.append(rule.max_points)
+        totals.append((pts, t_params))
+    ev_where = "customer_id IS NOT NULL AND CAST(occurred_at AS DATE) <= CAST(? AS DATE)"
+    ev_params = [as_of]
+    if score.window_days is not None:
+        # read only the history some rule looks at (absence rules always have within_days)
+        lookback = [score.window_days] + [r.within_days for r in score.rules if r.no_event]
+        ev_where += " AND CAST(occurred_at AS DATE) > CAST(? AS DATE) - CAST(? AS INTEGER)"
+        ev_params.extend([as_of, max(lookback)])
+    total_sql = " + ".join(t for t, _ in totals)
+    total_params = [p for _, ps in totals for p in ps]
+    expr = f"({total_sql})"
+    cap_params: list = []
+    if score.cap is not None and score.cap.max is not None:
+        expr = f"least({expr}, CAST(? AS DOUBLE))"
+        cap_params.append(score.cap.max)
+    if score.cap is not None and score.cap.min is not None:
+        expr = f"greatest({expr}, CAST(? AS DOUBLE))"
+        cap_params.append(score.cap.min)
+    sql = (f"SELECT c.customer_id, CAST(round({expr}, 2) AS DECIMAL(12,2)) AS score "
+           f"FROM marts.contact_cards c LEFT JOIN ("
+           f"SELECT customer_id, {', '.join(cols)} FROM core.events WHERE {ev_where} "
+           f"GROUP BY customer_id) e ON e.customer_id = c.customer_id")
+    # Textual order: the total expression (caps wrap it: max then min are the outer
+    # calls, so their parameters come *after* the totals in the text), then the sub-query.
+    return sql, [*total_params, *cap_params, *params, *ev_params]
+
+
+def build_scores(con: duckdb.DuckDBPyConnection, deployment, as_of: dt.date) -> dict:
+    """Replace every score type's scores and threshold actions of one day, in one transaction."""
+    ensure_marketing_tables(con)
+    out: dict = {"scored": 0, "actions": 0, "by_type": {}}
+    with transaction(con):
+        for score in deployment.scores:
+            sql, params = score_sql(score, as_of)
+            con.execute("DELETE FROM marketing.scores WHERE as_of_date = ? AND score_type = ?",
+                        [as_of, score.name])
+            con.execute(f"INSERT INTO marketing.scores SELECT CAST(? AS DATE), ?, customer_id, score "
+                        f"FROM ({sql}) ORDER BY customer_id", [as_of, score.name, *params])
+            con.execute("DELETE FROM marketing.score_actions WHERE as_of_date = ? AND score_type = ?",
+                        [as_of, score.name])
+            prev_day = con.execute("SELECT max(as_of_date) FROM marketing.scores "
+                                   "WHERE score_type = ? AND as_of_date < ?", [score.name, as_of]).fetchone()[0]
+            fired = 0
+            for th in score.thresholds:
+                fired += _fire(con, score.name, th.at, [a.kind_target() for a in th.actions], as_of, prev_day)
+            n, avg = con.execute("SELECT count(*), coalesce(avg(score), 0) FROM marketing.scores "
+                                 "WHERE as_of_date = ? AND score_type = ?", [as_of, score.name]).fetchone()
+            out["scored"] += int(n)
+            out["actions"] += fired
+            out["by_type"][score.name] = {"scored": int(n), "avg": round(float(avg), 2), "actions": fired}
+    return out
+
+
+def _fire(con, score_type: str, at: float, actions: list[tuple[str, str]], as_of: dt.date,
+          prev_day: dt.date | None) -> int:
+    """Insert the actions of the contacts whose score crossed ``at`` upwards on ``as_of``,
+    compared with the previous stored day (one pass for all the threshold's actions)."""
+    before = con.execute("SELECT count(*) FROM marketing.score_actions").fetchone()[0]
+    values = ", ".join("(?, ?)" for _ in actions)
+    con.execute(f"""
+        INSERT INTO marketing.score_actions
+        WITH today AS (
+            SELECT customer_id, score FROM marketing.scores WHERE as_of_date = ? AND score_type = ?
+        ),
+        prev AS (
+            SELECT customer_id, score FROM marketing.scores WHERE as_of_date = ? AND score_type = ?
+        ),
+        acts(action, target) AS (VALUES {values})
+        SELECT CAST(? AS DATE), ?, ?, t.customer_id, a.action, a.target, t.score, p.score
+        FROM today t LEFT JOIN prev p USING (customer_id) CROSS JOIN acts a
+        WHERE t.score >= ? AND (p.score IS NULL OR p.score < ?)
+        ORDER BY t.customer_id, a.action, a.target""",
+                [as_of, score_type, prev_day, score_type, *[v for kt in actions for v in kt],
+                 as_of, score_type, at, at, at])
+    return int(con.execute("SELECT count(*) FROM marketing.score_actions").fetchone()[0] - before)
+
+
+def rescore(con: duckdb.DuckDBPyConnection, deployment, start: dt.date, end: dt.date) -> dict:
+    """Recompute scores and actions for every day from ``start`` to ``end``, in order (so each
+    day's crossings compare with the rescored day before)."""
+    day, days, actions = start, 0, 0
+    while day <= end:
+        actions += build_scores(con, deployment, day)["actions"]
+        day += dt.timedelta(days=1)
+        days += 1
+    return {"days": days, "actions": actions}

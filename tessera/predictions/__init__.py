@@ -1,0 +1,1 @@
+"""Predictions (purchase, churn, lifetime value): declared home, built by its issue."""

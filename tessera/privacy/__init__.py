@@ -1,0 +1,1 @@
+"""Privacy: the suppression ledger, erasure, consent, bounces and bulk edits."""

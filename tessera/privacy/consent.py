@@ -1,0 +1,121 @@
+"""The consent ledger: per person and channel, only explicit, newer events change "no".
+
+Loaders never write consent (RELIABILITY.md rule 2). Instead every consent signal
+becomes a dated event in ``core.consent_events``:
+
+* the consent flags of *every version* of every contact record in ``raw`` (so a later
+  bulk import that says "yes" cannot erase the "no" an earlier version carried) —
+  kind ``IMPORT``, not explicit;
+* unsubscribe requests — ``MANAGE``, explicit withdrawals;
+* explicit consent sources (entity ``consent``: double opt-in, preference centre) —
+  explicit, with their own kind (ONE_MESSAGE, FROM_INIT, MESSAGE, MANAGE, FEEDBACK_COMPL);
+* bulk edits (enable / disable e-mail or SMS) — ``MANAGE``, explicit.
+
+The state per (customer, channel) in ``core.consents``: a withdrawal, from any record
+of the person, wins unless an *explicit* grant is newer; with no withdrawal, any grant
+gives "granted"; otherwise "unknown". Pooling the events of all the person's records
+makes the most restrictive state win on a merge, and an older file arriving late can
+add only an older event, which never outranks a newer withdrawal.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+
+from tessera.settings import Deployment
+from tessera.engine.warehouse import table_exists, transaction
+
+CHANNELS = ("email", "sms", "post", "web_push")
+
+BULK_EDITS_DDL = """
+CREATE TABLE IF NOT EXISTS ops.bulk_edits (
+    edit_id VARCHAR NOT NULL, action VARCHAR NOT NULL, customer_id BIGINT NOT NULL,
+    requested_at TIMESTAMP NOT NULL, requested_by VARCHAR, applied_at TIMESTAMP)
+"""
+
+# Customers soft-deleted now: their latest delete/restore request is a delete (and when).
+# Requests are second-precise and never removed, so insertion order (rowid) breaks a tie
+# between a delete and a restore asked within the same second.
+SOFT_DELETED_SQL = """
+    SELECT customer_id, requested_at FROM ops.bulk_edits WHERE action IN ('delete', 'restore')
+    QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY requested_at DESC, rowid DESC) = 1
+        AND action = 'delete'"""
+
+BULK_ACTIONS = {
+    "enable_email": ("email", "granted"), "disable_email": ("email", "withdrawn"),
+    "enable_sms": ("sms", "granted"), "disable_sms": ("sms", "withdrawn"),
+}
+
+
+def build_consents(con: duckdb.DuckDBPyConnection, deployment: Deployment, run_at: dt.datetime) -> dict:
+    con.execute(BULK_EDITS_DDL)
+    parts = []
+    # company users are people too: their consent flags are import events like contacts'
+    for s in [*deployment.sources_of("contact"), *deployment.sources_of("company_user")]:
+        if not table_exists(con, "raw", s.name):
+            continue
+        for flag, channel in (("consent_email", "email"), ("consent_sms", "sms")):
+            if flag in s.columns:
+                parts.append(f"""
+                    SELECT cs.customer_id, '{channel}' AS channel,
+                           CASE WHEN r.{flag} THEN 'granted' ELSE 'withdrawn' END AS state,
+                           'IMPORT' AS kind, FALSE AS explicit, '{s.name}' AS source,
+                           r.source_record_id, coalesce(r.updated_at, r._loaded_at) AS occurred_at
+                    FROM raw.{s.name} r
+                    JOIN core.customer_sources cs ON cs.source = '{s.name}' AND cs.source_record_id = r.source_record_id
+                    WHERE r.{flag} IS NOT NULL""")
+    email_owner = """
+        (SELECT DISTINCT s.email_key, cs.customer_id FROM staging.contacts s
+         JOIN core.customer_sources cs USING (source, source_record_id) WHERE s.email_key IS NOT NULL)"""
+    if deployment.sources_of("unsubscribe") and table_exists(con, "staging", "unsubscribes"):
+        parts.append(f"""
+            SELECT o.customer_id, u.channel, 'withdrawn' AS state, 'MANAGE' AS kind, TRUE AS explicit,
+                   u.source, u.source_record_id, u.requested_at AS occurred_at
+            FROM staging.unsubscribes u JOIN {email_owner} o ON o.email_key = u.email_key""")
+    if deployment.sources_of("consent") and table_exists(con, "staging", "consents"):
+        parts.append(f"""
+            SELECT o.customer_id, c.channel, c.state, coalesce(c.kind, 'MANAGE') AS kind, TRUE AS explicit,
+                   c.source, c.source_record_id, c.occurred_at
+            FROM staging.consents c JOIN {email_owner} o ON o.email_key = c.email_key""")
+    cases = " ".join(f"WHEN '{a}' THEN '{ch}'" for a, (ch, _st) in BULK_ACTIONS.items())
+    states = " ".join(f"WHEN '{a}' THEN '{st}'" for a, (_ch, st) in BULK_ACTIONS.items())
+    parts.append(f"""
+        SELECT b.customer_id, CASE b.action {cases} END AS channel, CASE b.action {states} END AS state,
+               'MANAGE' AS kind, TRUE AS explicit, 'bulk_edit' AS source, b.edit_id AS source_record_id,
+               b.requested_at AS occurred_at
+        FROM ops.bulk_edits b WHERE b.action IN ({', '.join(repr(a) for a in BULK_ACTIONS)})
+          AND b.customer_id IN (SELECT customer_id FROM core.customer_sources)""")
+    union = "\nUNION ALL\n".join(parts)
+    with transaction(con):
+        con.execute(f"""
+            CREATE OR REPLACE TABLE core.consent_events AS
+            SELECT customer_id, channel, state, kind, explicit, source, source_record_id,
+                   CAST(occurred_at AS TIMESTAMP) AS occurred_at
+            FROM ({union}) ORDER BY customer_id, channel, occurred_at""")
+        con.execute("""
+            CREATE OR REPLACE TABLE core.consents AS
+            WITH agg AS (
+                SELECT customer_id, channel,
+                       max(occurred_at) FILTER (WHERE state = 'withdrawn') AS last_withdrawn,
+                       max(occurred_at) FILTER (WHERE state = 'granted' AND explicit) AS last_explicit_grant,
+                       max(occurred_at) FILTER (WHERE state = 'granted') AS last_grant,
+                       count(*) AS events
+                FROM core.consent_events GROUP BY ALL
+            )
+            SELECT customer_id, channel,
+                   CASE WHEN last_withdrawn IS NULL THEN 'granted'
+                        WHEN last_explicit_grant > last_withdrawn THEN 'granted'
+                        ELSE 'withdrawn' END AS state,
+                   CASE WHEN last_withdrawn IS NULL THEN last_grant
+                        WHEN last_explicit_grant > last_withdrawn THEN last_explicit_grant
+                        ELSE last_withdrawn END AS since,
+                   events
+            FROM agg WHERE last_withdrawn IS NOT NULL OR last_grant IS NOT NULL
+            ORDER BY customer_id, channel""")
+        con.execute("UPDATE ops.bulk_edits SET applied_at = ? WHERE applied_at IS NULL "
+                    "AND action IN (SELECT unnest(?::VARCHAR[]))", [run_at, list(BULK_ACTIONS)])
+    rows = con.execute("SELECT channel, state, count(*) FROM core.consents GROUP BY ALL ORDER BY 1, 2").fetchall()
+    events = con.execute("SELECT count(*) FROM core.consent_events").fetchone()[0]
+    return {"events": int(events), "states": {f"{c}:{s}": int(n) for c, s, n in rows}}

@@ -1,0 +1,368 @@
+"""Suppression and erasure: "no" outlives deletion (RELIABILITY.md rule 1).
+
+The suppression ledger (``ops.suppressions``) holds keyed hashes, never identifiers:
+HMAC-SHA256 with a deployment secret over a normalised identifier, with the reason,
+the channel and the time. It is kept apart from erasure: erasing a person deletes their
+data everywhere, and the ledger keeps only what is needed to refuse them when a later
+file brings them back.
+
+HMAC is computed inside DuckDB (a temporary macro built from the key's inner and outer
+pads), so ingestion checks every incoming identifier set-based, without a Python loop
+and without the key ever appearing in a query log or an error message.
+
+Identifier normalisation for suppression is deliberately coarse so that any formatting
+of the same value hashes the same: e-mails trimmed and lower-cased; phones reduced to
+their last 9 digits (``+39 347 123 4567``, ``3471234567`` and ``0039 347-1234567`` are
+one key; over-suppressing a different number with the same 9 final digits is the safe
+side); tax codes and ERP ids upper-cased without blanks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+
+import duckdb
+
+from tessera.engine.warehouse import table_exists
+from tessera.vocabulary import IDENTIFIER_FIELDS
+
+DDL = """
+CREATE TABLE IF NOT EXISTS ops.suppressions (
+    kind VARCHAR NOT NULL,        -- email | phone | tax_code | erp_id
+    id_hash VARCHAR NOT NULL,     -- HMAC-SHA256(deployment key, normalised identifier)
+    reason VARCHAR NOT NULL,      -- erasure | unsubscribe | hard_bounce | bulk_edit
+    channel VARCHAR NOT NULL,     -- all | email | sms | post | web_push
+    created_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ops.erasures (
+    customer_id BIGINT,
+    request_id VARCHAR NOT NULL,
+    identifiers BIGINT NOT NULL,
+    rows_deleted BIGINT NOT NULL,
+    files_rewritten BIGINT NOT NULL,
+    erased_at TIMESTAMP NOT NULL
+);
+"""
+
+
+def normalise_sql(kind: str, expr: str) -> str:
+    """SQL that normalises an identifier of ``kind`` (NULL when there is nothing to key on)."""
+    if kind == "email":
+        return f"nullif(lower(trim({expr})), '')"
+    if kind == "phone":
+        digits = f"regexp_replace({expr}, '[^0-9]', '', 'g')"
+        return f"CASE WHEN length({digits}) >= 6 THEN right({digits}, 9) END"
+    if kind in ("tax_code", "erp_id"):
+        return f"nullif(upper(regexp_replace({expr}, '\\s', '', 'g')), '')"
+    raise ValueError(kind)
+
+
+def normalise_value(kind: str, value: str | None) -> str | None:
+    """The Python twin of :func:`normalise_sql`, for identifiers given on the CLI."""
+    if value is None:
+        return None
+    if kind == "email":
+        return value.strip().lower() or None
+    if kind == "phone":
+        digits = re.sub(r"[^0-9]", "", value)
+        return digits[-9:] if len(digits) >= 6 else None
+    return re.sub(r"\s", "", value).upper() or None
+
+
+def install_hmac(con: duckdb.DuckDBPyConnection, key: str) -> None:
+    """Define ``tessera_hmac(text)`` on this connection (HMAC-SHA256, hex)."""
+    if not key:
+        raise ValueError("the suppression key is empty; set TESSERA_SUPPRESSION_KEY")
+    raw = key.encode("utf-8")
+    if len(raw) > 64:
+        raw = hashlib.sha256(raw).digest()
+    raw = raw.ljust(64, b"\0")
+    ipad = bytes(b ^ 0x36 for b in raw).hex()
+    opad = bytes(b ^ 0x5C for b in raw).hex()
+    con.execute(
+        "CREATE OR REPLACE TEMP MACRO tessera_hmac(v) AS "
+        f"sha256(unhex('{opad}') || unhex(sha256(unhex('{ipad}') || encode(v))))")
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(DDL)
+
+
+def suppressed_lines_sql(entity: str, mapped: set[str], table: str = "_checked2") -> str | None:
+    """Rows (``_rowid``) of ``table`` carrying an identifier under an ingestion-blocking suppression.
+
+    Channel ``all`` (erasure) blocks every entity; channel ``events`` (stop monitoring)
+    blocks behavioural events only.
+    """
+    fields = {f: k for f, k in IDENTIFIER_FIELDS.get(entity, {}).items() if f in mapped}
+    if not fields:
+        return None
+    channels = "('all', 'events')" if entity == "event" else "('all')"
+    parts = []
+    for field, kind in fields.items():
+        parts.append(
+            f"SELECT _rowid FROM {table} WHERE tessera_hmac({normalise_sql(kind, chr(34) + field + chr(34))}) "
+            f"IN (SELECT id_hash FROM ops.suppressions WHERE kind = '{kind}' AND channel IN {channels})")
+    return " UNION ".join(parts)
+
+
+def add_suppressions(con, kind_values: list[tuple[str, str]], reason: str, channel: str,
+                     now: dt.datetime) -> int:
+    """Insert keyed hashes for (kind, normalised value) pairs not already suppressed."""
+    if not kind_values:
+        return 0
+    con.execute("CREATE OR REPLACE TEMP TABLE _ids (kind VARCHAR, v VARCHAR)")
+    con.executemany("INSERT INTO _ids VALUES (?, ?)", kind_values)
+    n = con.execute("""
+        INSERT INTO ops.suppressions
+        SELECT DISTINCT kind, tessera_hmac(v), ?, ?, ?
+        FROM _ids i
+        WHERE v IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM ops.suppressions s
+            WHERE s.kind = i.kind AND s.id_hash = tessera_hmac(i.v) AND s.reason = ? AND s.channel = ?)
+    """, [reason, channel, now, reason, channel]).fetchone()[0]
+    con.execute("DROP TABLE _ids")
+    return int(n)
+
+
+def export_suppression_filter(channel: str) -> str:
+    """Predicate over a contact-card row: no suppression on its e-mail/mobile for ``channel``.
+
+    Written as uncorrelated IN lists so that DuckDB hashes the ledger once (a correlated
+    EXISTS with an OR was a nested loop: minutes at 1M contacts).
+    """
+    chans = "('all')" if channel == "none" else f"('all', '{channel}')"
+    checks = []
+    for kind, col in (("email", "email"), ("phone", "mobile")):
+        checks.append(
+            f"coalesce(tessera_hmac({normalise_sql(kind, col)}), '') NOT IN "
+            f"(SELECT id_hash FROM ops.suppressions WHERE kind = '{kind}' AND channel IN {chans})")
+    return "(" + " AND ".join(checks) + ")"
+
+
+# --------------------------------------------------------------------------- forget me
+
+_CONTACT_KINDS = IDENTIFIER_FIELDS["contact"]
+
+
+def _base_tables(con, schema: str) -> list[str]:
+    return [r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = ? "
+        "AND table_type = 'BASE TABLE' ORDER BY 1", [schema]).fetchall()]
+
+
+def _columns(con, schema: str, table: str) -> set[str]:
+    return {r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+        [schema, table]).fetchall()}
+
+
+def _ident_match(kind: str, expr: str) -> str:
+    return (f"{normalise_sql(kind, expr)} IN (SELECT v FROM _f_idents WHERE kind = '{kind}')")
+
+
+def forget(con: duckdb.DuckDBPyConnection, deployment, key: str, *, emails=(), customer_ids=(),
+           request_id: str, now: dt.datetime | None = None) -> dict:
+    """Erase people from every table of the warehouse, in ONE transaction, and suppress them.
+
+    Returns the counts, the erased source records and orders, and the (source, file,
+    line) where their records were; the caller then rewrites the landing files
+    (:func:`scrub_landing_files`). If it is killed between the two, the suppression
+    ledger already refuses the person's records, and running the scrub again (it finds
+    records by their suppressed identifiers) finishes the files: it is idempotent.
+    """
+    now = now or dt.datetime.now().replace(microsecond=0)
+    ensure_tables(con)
+    install_hmac(con, key)
+    emails = sorted({e for e in (normalise_value("email", x) for x in emails) if e})
+    ids = sorted({int(c) for c in customer_ids})
+    has = lambda s, t: table_exists(con, s, t)  # noqa: E731
+
+    con.execute("CREATE OR REPLACE TEMP TABLE _f_ids (customer_id BIGINT)")
+    con.execute("CREATE OR REPLACE TEMP TABLE _f_recs (source VARCHAR, source_record_id VARCHAR)")
+    con.execute("CREATE OR REPLACE TEMP TABLE _f_idents (kind VARCHAR, v VARCHAR)")
+    if ids:
+        con.executemany("INSERT INTO _f_ids VALUES (?)", [[i] for i in ids])
+    if emails:
+        con.executemany("INSERT INTO _f_idents VALUES ('email', ?)", [[e] for e in emails])
+    contact_sources = [s for s in deployment.sources
+                       if s.entity in ("contact", "company_user") and has("raw", s.name)]
+    # Everybody reachable from the request: customers holding the e-mails, their records,
+    # and every identifier any version of those records ever carried (old e-mails too).
+    for _ in range(3):
+        if has("core", "customer_sources") and has("staging", "contacts"):
+            con.execute("""
+                INSERT INTO _f_ids SELECT DISTINCT cs.customer_id FROM staging.contacts s
+                JOIN core.customer_sources cs USING (source, source_record_id)
+                WHERE s.email_key IN (SELECT v FROM _f_idents WHERE kind = 'email')
+                  AND cs.customer_id NOT IN (SELECT customer_id FROM _f_ids)""")
+            con.execute("""
+                INSERT INTO _f_recs SELECT source, source_record_id FROM core.customer_sources
+                WHERE customer_id IN (SELECT customer_id FROM _f_ids)
+                EXCEPT SELECT * FROM _f_recs""")
+        for s in contact_sources:
+            cols = _columns(con, "raw", s.name)
+            match = " OR ".join(_ident_match(k, f'"{f}"') for f, k in _CONTACT_KINDS.items() if f in cols)
+            con.execute(f"""
+                INSERT INTO _f_recs SELECT DISTINCT '{s.name}', source_record_id FROM raw.{s.name}
+                WHERE {match} EXCEPT SELECT * FROM _f_recs""")
+            for f, k in _CONTACT_KINDS.items():
+                if f in cols:
+                    con.execute(f"""
+                        INSERT INTO _f_idents SELECT DISTINCT '{k}', {normalise_sql(k, f'"{f}"')}
+                        FROM raw.{s.name} WHERE source_record_id IN
+                            (SELECT source_record_id FROM _f_recs WHERE source = '{s.name}')
+                          AND {normalise_sql(k, f'"{f}"')} IS NOT NULL
+                        EXCEPT SELECT * FROM _f_idents""")
+
+    # Landing lines to scrub, found before the raw rows that point at them are deleted.
+    con.execute("CREATE OR REPLACE TEMP TABLE _f_lines (source VARCHAR, file VARCHAR, line BIGINT)")
+    con.execute("CREATE OR REPLACE TEMP TABLE _f_orders (order_id VARCHAR)")
+    raw_where: dict[str, str] = {}
+    for s in deployment.sources:
+        if not has("raw", s.name):
+            continue
+        if s.entity in ("contact", "company_user"):
+            raw_where[s.name] = f"source_record_id IN (SELECT source_record_id FROM _f_recs WHERE source = '{s.name}')"
+        elif s.entity in ("event", "bounce", "unsubscribe", "consent"):
+            raw_where[s.name] = _ident_match("email", "email")
+        elif s.entity == "order":
+            raw_where[s.name] = _ident_match("erp_id", "customer_ref")
+            con.execute(f"INSERT INTO _f_orders SELECT source_record_id FROM raw.{s.name} WHERE {raw_where[s.name]}")
+    for s in deployment.sources_of("order_line"):
+        if has("raw", s.name):
+            raw_where[s.name] = "order_id IN (SELECT order_id FROM _f_orders)"
+    # CRM notes and tasks name the contact record they are about.
+    annotation_where: dict[str, list[str]] = {}
+    for s in [*deployment.sources_of("note"), *deployment.sources_of("task")]:
+        about = f"SELECT source_record_id FROM _f_recs WHERE source = '{s.customer_source}'"
+        if has("raw", s.name):
+            raw_where[s.name] = f"contact_ref IN ({about})"
+        annotation_where.setdefault("notes" if s.entity == "note" else "tasks", []).append(
+            f"(source = '{s.name}' AND contact_ref IN ({about}))")
+    for name, where in raw_where.items():
+        con.execute(f"INSERT INTO _f_lines SELECT DISTINCT '{name}', _file, _line FROM raw.{name} WHERE {where}")
+
+    idents = con.execute("SELECT kind, v FROM _f_idents WHERE v IS NOT NULL").fetchall()
+    deleted = 0
+    con.execute("BEGIN TRANSACTION")
+    try:
+        add_suppressions(con, [(k, v) for k, v in idents], "erasure", "all", now)
+        for name, where in raw_where.items():
+            deleted += con.execute(f"DELETE FROM raw.{name} WHERE {where}").fetchone()[0]
+        staging_where = {
+            "contacts": "(source, source_record_id) IN (SELECT source, source_record_id FROM _f_recs)",
+            "company_users": "(source, source_record_id) IN (SELECT source, source_record_id FROM _f_recs)",
+            "events": _ident_match("email", "email"),
+            "bounces": _ident_match("email", "email"),
+            "unsubscribes": _ident_match("email", "email"),
+            "consents": _ident_match("email", "email"),
+            "orders": _ident_match("erp_id", "customer_ref"),
+            "order_lines": "order_id IN (SELECT order_id FROM _f_orders)",
+        }
+        for table, parts in annotation_where.items():
+            staging_where[table] = " OR ".join(parts)
+        for table in ("events", "bounces", "unsubscribes", "consents"):
+            # a table built empty for a deployment without such a source may hold only
+            # the normalised key (staging.bounces from the bounce stage)
+            if has("staging", table) and "email" not in _columns(con, "staging", table):
+                staging_where[table] = (_ident_match("email", "email_key")
+                                        if "email_key" in _columns(con, "staging", table) else "false")
+        for table, where in staging_where.items():
+            if has("staging", table):
+                deleted += con.execute(f"DELETE FROM staging.{table} WHERE {where}").fetchone()[0]
+        for schema in ("core", "marts", "marketing", "exports"):
+            for table in _base_tables(con, schema):
+                cols = _columns(con, schema, table)
+                if "customer_id" in cols:
+                    extra = " OR other_customer_id IN (SELECT customer_id FROM _f_ids)" if "other_customer_id" in cols else ""
+                    deleted += con.execute(
+                        f"DELETE FROM {schema}.{table} WHERE customer_id IN (SELECT customer_id FROM _f_ids){extra}"
+                    ).fetchone()[0]
+                elif {"source", "source_record_id"} <= cols:
+                    deleted += con.execute(
+                        f"DELETE FROM {schema}.{table} WHERE (source, source_record_id) IN "
+                        "(SELECT source, source_record_id FROM _f_recs)").fetchone()[0]
+        deleted += con.execute("""DELETE FROM ops.rejects WHERE (source, source_record_id) IN
+                                  (SELECT source, source_record_id FROM _f_recs)""").fetchone()[0]
+        erased_ids = [r[0] for r in con.execute("SELECT DISTINCT customer_id FROM _f_ids ORDER BY 1").fetchall()]
+        for cid in erased_ids or [None]:
+            con.execute("INSERT INTO ops.erasures VALUES (?, ?, ?, ?, 0, ?)",
+                        [cid, request_id, len(idents), deleted, now])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    lines = con.execute("SELECT source, file, line FROM _f_lines ORDER BY 1, 2, 3").fetchall()
+    records: dict[str, list[str]] = {}
+    for src, rid in con.execute("SELECT source, source_record_id FROM _f_recs").fetchall():
+        records.setdefault(src, []).append(rid)
+    orders = [r[0] for r in con.execute("SELECT order_id FROM _f_orders").fetchall()]
+    for t in ("_f_ids", "_f_recs", "_f_idents", "_f_lines", "_f_orders"):
+        con.execute(f"DROP TABLE IF EXISTS {t}")
+    return {"customers": len(erased_ids), "identifiers": len(idents), "rows_deleted": deleted,
+            "landing_lines": lines, "records": records, "orders": orders}
+
+
+# ------------------------------------------------------------- subject access, monitoring
+
+def customer_identifiers(con, deployment, customer_id: int) -> list[tuple[str, str]]:
+    """Every normalised identifier any version of the customer's records carried."""
+    out: set[tuple[str, str]] = set()
+    for s in [*deployment.sources_of("contact"), *deployment.sources_of("company_user")]:
+        if not table_exists(con, "raw", s.name):
+            continue
+        cols = _columns(con, "raw", s.name)
+        for f, k in _CONTACT_KINDS.items():
+            if f in cols:
+                for (v,) in con.execute(f"""
+                        SELECT DISTINCT {normalise_sql(k, f'r."{f}"')} FROM raw.{s.name} r
+                        JOIN core.customer_sources cs ON cs.source = '{s.name}'
+                         AND cs.source_record_id = r.source_record_id
+                        WHERE cs.customer_id = ?""", [customer_id]).fetchall():
+                    if v:
+                        out.add((k, v))
+    return sorted(out)
+
+
+def stop_monitoring(con, deployment, key: str, customer_id: int, now: dt.datetime | None = None) -> int:
+    """No new behavioural events are kept for this person (their e-mails, keyed hashes)."""
+    install_hmac(con, key)
+    ensure_tables(con)
+    emails = [(k, v) for k, v in customer_identifiers(con, deployment, customer_id) if k == "email"]
+    return add_suppressions(con, emails, "stop_monitoring", "events",
+                            now or dt.datetime.now().replace(microsecond=0))
+
+
+def subject_access(con, deployment, customer_id: int) -> dict:
+    """Everything held about one person, table by table (GDPR subject access request)."""
+    out: dict = {"customer_id": customer_id, "tables": {}}
+    recs = con.execute("SELECT source, source_record_id FROM core.customer_sources WHERE customer_id = ?",
+                       [customer_id]).fetchall()
+    emails = [v for k, v in customer_identifiers(con, deployment, customer_id) if k == "email"]
+
+    def grab(schema: str, table: str, where: str, params: list) -> None:
+        rel = con.execute(f"SELECT * FROM {schema}.{table} WHERE {where}", params)
+        cols = [d[0] for d in rel.description]
+        rows = [dict(zip(cols, r)) for r in rel.fetchall()]
+        if rows:
+            out["tables"][f"{schema}.{table}"] = rows
+
+    for schema in ("core", "marts", "marketing", "exports"):
+        for table in _base_tables(con, schema):
+            cols = _columns(con, schema, table)
+            if "customer_id" in cols:
+                grab(schema, table, "customer_id = ?", [customer_id])
+    by_source: dict[str, list[str]] = {}
+    for source, rid in recs:
+        by_source.setdefault(source, []).append(rid)
+    for source, rids in by_source.items():
+        for schema in ("raw",):
+            if table_exists(con, schema, source):
+                grab(schema, source, "source_record_id IN (SELECT unnest(?::VARCHAR[]))", [rids])
+    for s in deployment.sources:
+        if s.entity in ("event", "bounce", "unsubscribe", "consent") and table_exists(con, "raw", s.name) and emails:
+            grab("raw", s.name, "lower(trim(email)) IN (SELECT unnest(?::VARCHAR[]))", [emails])
+    return out

@@ -1,0 +1,1 @@
+"""Product recommendations: declared home, built by its issue."""

@@ -1,0 +1,1 @@
+"""Reports: analyses an analyst reads (potential unsubscribes today; more to come)."""

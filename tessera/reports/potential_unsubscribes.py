@@ -1,0 +1,203 @@
+"""Unsubscribe requests from potential companies, and the decision each one needs.
+
+Why apart from the consent ledger: B2C and B2B people have consent per channel, and an
+unsubscribe is a dated consent event that only an explicit, newer grant can lift
+(``tessera.privacy.consent``). A purchased list has no consent at all, and the Sendero seed is
+strict about it: when someone in the potential-companies registry asks to be removed,
+the administrator must decide before that registry is used again:
+
+- ``unfreeze``: the request was a mistake; the company stays in the registry's exports;
+- ``block``: keep the data (so a re-import does not bring it back unseen) but never
+  export it;
+- ``download``: the requests are written to a CSV (to clean the ERP); the company is
+  blocked too, since only ``unfreeze`` ignores a request.
+
+Until every request has a decision, the potential registry feeds no export: the blocking
+check ``potential_unsubscribes_are_decided`` on ``core/potential_companies`` stops
+``exports/potential_companies``, and the export, if run alone, publishes no rows and says
+why in its manifest and metadata.
+
+Tables: ``core.potential_unsubscribes`` (one row per request matched to a potential
+company by e-mail, with its decision, rebuilt each run) and
+``ops.potential_unsubscribe_decisions`` (the decisions, append-only, never rebuilt).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import os
+from pathlib import Path
+
+import duckdb
+
+from tessera.engine.warehouse import table_exists, transaction
+
+DECISIONS = ("unfreeze", "block", "download")
+
+DECISIONS_DDL = """
+CREATE TABLE IF NOT EXISTS ops.potential_unsubscribe_decisions (
+    request_source VARCHAR NOT NULL, request_id VARCHAR NOT NULL, decision VARCHAR NOT NULL,
+    decided_at TIMESTAMP NOT NULL, origin VARCHAR NOT NULL)"""
+
+WITHHELD_MESSAGE = ("NOT EXPORTED: {n} unsubscribe request(s) from potential companies await a "
+                    "decision (unfreeze, block or download): run `tessera potential-unsubscribes "
+                    "list`, then `tessera potential-unsubscribes decide`")
+
+
+def build_potential_unsubscribes(con: duckdb.DuckDBPyConnection) -> dict:
+    """``core.potential_unsubscribes``: each unsubscribe request whose e-mail is a potential
+    company's, with the latest decision on it (NULL: undecided)."""
+    con.execute(DECISIONS_DDL)
+    have = (table_exists(con, "staging", "unsubscribes")
+            and table_exists(con, "staging", "potential_companies")
+            # without an unsubscribe source, staging.unsubscribes is an empty two-column table
+            and con.execute("SELECT count(*) FROM information_schema.columns WHERE "
+                            "table_schema = 'staging' AND table_name = 'unsubscribes' "
+                            "AND column_name IN ('email_key', 'source', 'source_record_id', "
+                            "'channel', 'requested_at')").fetchone()[0] == 5)
+    requests = ("""
+        SELECT p.source AS potential_source, p.source_record_id AS potential_record_id,
+               u.source AS request_source, u.source_record_id AS request_id, u.channel,
+               u.requested_at
+        FROM staging.unsubscribes u JOIN staging.potential_companies p ON p.email_key = u.email_key
+        WHERE u.email_key IS NOT NULL""" if have else
+                """SELECT NULL::VARCHAR potential_source, NULL::VARCHAR potential_record_id,
+                   NULL::VARCHAR request_source, NULL::VARCHAR request_id, NULL::VARCHAR channel,
+                   NULL::TIMESTAMP requested_at WHERE false""")
+    with transaction(con):
+        con.execute(f"""
+            CREATE OR REPLACE TABLE core.potential_unsubscribes AS
+            WITH d AS (
+                SELECT request_source, request_id, decision, decided_at
+                FROM ops.potential_unsubscribe_decisions
+                QUALIFY row_number() OVER (PARTITION BY request_source, request_id
+                                           ORDER BY decided_at DESC) = 1
+            )
+            SELECT r.*, d.decision, d.decided_at
+            FROM ({requests}) r LEFT JOIN d USING (request_source, request_id)
+            ORDER BY r.requested_at, r.request_id, r.potential_record_id""")
+    return pending_counts(con)
+
+
+def pending_counts(con) -> dict:
+    row = con.execute("""
+        SELECT count(*), count(*) FILTER (WHERE decision IS NULL),
+               count(*) FILTER (WHERE decision IN ('block', 'download')),
+               count(*) FILTER (WHERE decision = 'unfreeze')
+        FROM core.potential_unsubscribes""").fetchone()
+    return {"requests": int(row[0]), "undecided": int(row[1]), "blocked": int(row[2]),
+            "unfrozen": int(row[3])}
+
+
+def pending(con) -> list[tuple]:
+    """(request_source, request_id, potential_source, potential_record_id, channel,
+    requested_at) of the undecided requests: ids, never e-mails."""
+    return con.execute("""
+        SELECT request_source, request_id, potential_source, potential_record_id, channel, requested_at
+        FROM core.potential_unsubscribes WHERE decision IS NULL
+        ORDER BY requested_at, request_id""").fetchall()
+
+
+def decide(con: duckdb.DuckDBPyConnection, decision: str, request_ids: list[str] | None,
+           now: dt.datetime, origin: str = "cli", download_to: Path | None = None) -> int:
+    """Record ``decision`` for the given requests (None: every undecided one); with
+    ``download``, first write the requests (company, e-mail, channel, date) to a CSV."""
+    if decision not in DECISIONS:
+        raise ValueError(f"decision must be one of {', '.join(DECISIONS)}")
+    con.execute(DECISIONS_DDL)
+    if not table_exists(con, "core", "potential_unsubscribes"):
+        build_potential_unsubscribes(con)
+    rows = con.execute("""
+        SELECT DISTINCT request_source, request_id FROM core.potential_unsubscribes
+        WHERE (?::VARCHAR[] IS NULL AND decision IS NULL) OR list_contains(?::VARCHAR[], request_id)
+        ORDER BY 1, 2""", [request_ids, request_ids]).fetchall()
+    if request_ids is not None:
+        unknown = sorted(set(request_ids) - {r[1] for r in rows})
+        if unknown:
+            raise ValueError(f"unknown request id(s): {', '.join(unknown)}")
+    if decision == "download":
+        if download_to is None:
+            raise ValueError("download needs a file to write (--out)")
+        _write_download(con, [r[1] for r in rows], Path(download_to))
+    with transaction(con):
+        con.executemany("INSERT INTO ops.potential_unsubscribe_decisions VALUES (?, ?, ?, ?, ?)",
+                        [[s, i, decision, now, origin] for s, i in rows])
+        # the current table follows at once, so an export run right after sees the decision
+        con.execute("""
+            UPDATE core.potential_unsubscribes p SET decision = ?, decided_at = ?
+            WHERE list_contains(?::VARCHAR[], p.request_id)""", [decision, now, [r[1] for r in rows]])
+    return len(rows)
+
+
+def _write_download(con, request_ids: list[str], out: Path) -> None:
+    rows = con.execute("""
+        SELECT pu.request_id, pu.potential_record_id, p.legal_name, p.email, pu.channel, pu.requested_at
+        FROM core.potential_unsubscribes pu
+        JOIN staging.potential_companies p
+          ON p.source = pu.potential_source AND p.source_record_id = pu.potential_record_id
+        WHERE list_contains(?::VARCHAR[], pu.request_id) ORDER BY pu.requested_at, pu.request_id""",
+                       [request_ids]).fetchall()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["request_id", "potential_record_id", "legal_name", "email", "channel", "requested_at"])
+        w.writerows(rows)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, out)
+
+
+def export_potential_companies(con: duckdb.DuckDBPyConnection, as_of: dt.date, feeds_dir: Path,
+                               now: dt.datetime) -> dict:
+    """Publish the potential registry for the day: companies still potential, not blocked.
+
+    With undecided requests nothing is exported: no data file, and the manifest says so
+    (``withheld``, ``message``). Otherwise the CSV and its manifest, atomically.
+    """
+    from tessera.feeds.publish import DELIVERIES_DDL, publish_csv, write_manifest
+
+    counts = build_potential_unsubscribes(con)
+    out_dir = feeds_dir / "potential_companies"
+    manifest_path = out_dir / f"potential_companies_{as_of.isoformat()}.manifest.json"
+    base = {"feed": "potential_companies", "as_of_date": as_of.isoformat(), "format": "csv",
+            "written_at": now.isoformat(), "undecided_unsubscribes": counts["undecided"]}
+    if counts["undecided"]:
+        message = WITHHELD_MESSAGE.format(n=counts["undecided"])
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stale = out_dir / f"potential_companies_{as_of.isoformat()}.csv"
+        if stale.exists():
+            stale.unlink()  # an earlier delivery of the day must not look current
+        write_manifest(manifest_path, {**base, "withheld": True, "rows": 0, "file": None,
+                                       "message": message})
+        return {"rows": 0, "withheld": True, "message": message, **counts}
+    sql = """
+        SELECT p.source_record_id, p.legal_name, p.vat_number, p.email, p.city, p.province,
+               p.country, p.sector_macro, p.sector_micro
+        FROM core.potential_companies p
+        WHERE p.status = 'potential' AND NOT EXISTS (
+            SELECT 1 FROM core.potential_unsubscribes u
+            WHERE u.potential_source = p.source AND u.potential_record_id = p.source_record_id
+              AND u.decision IN ('block', 'download'))
+        ORDER BY p.source, p.source_record_id"""
+    rel = con.execute(sql)
+    columns = [d[0] for d in rel.description]
+    rows = rel.fetchall()
+    data_path = out_dir / f"potential_companies_{as_of.isoformat()}.csv"
+    sha = publish_csv(data_path, columns, rows, for_spreadsheet=True)
+    write_manifest(manifest_path, {**base, "withheld": False, "rows": len(rows),
+                                   "file": data_path.name, "sha256": sha, "columns": columns,
+                                   "message": f"{counts['blocked']} blocked by unsubscribe decisions"})
+    con.execute(DELIVERIES_DDL)
+    with transaction(con):
+        con.execute("DELETE FROM exports.feed_deliveries WHERE feed = 'potential_companies' "
+                    "AND as_of_date = ?", [as_of])
+        con.execute("INSERT INTO exports.feed_deliveries VALUES ('potential_companies', ?, ?, ?, ?, ?)",
+                    [as_of, str(data_path), len(rows), sha, now])
+        con.execute("CREATE TABLE IF NOT EXISTS exports.potential_companies AS SELECT CAST(NULL AS DATE) "
+                    f"AS as_of_date, * FROM ({sql}) WHERE false")
+        con.execute("DELETE FROM exports.potential_companies WHERE as_of_date = ?", [as_of])
+        con.execute(f"INSERT INTO exports.potential_companies SELECT CAST(? AS DATE), * FROM ({sql})",
+                    [as_of])
+    return {"rows": len(rows), "withheld": False, "file": str(data_path), "sha256": sha, **counts}

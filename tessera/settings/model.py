@@ -1,0 +1,92 @@
+"""The whole validated configuration of a deployment, and the shape of each of its files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from tessera.settings.base import _Strict, Entity, Identifier
+from tessera.settings.feeds import FeedDef
+from tessera.settings.identity import IdentitySettings
+from tessera.settings.marketing import ScoreDef, SegmentDef, StageDef
+from tessera.settings.sources import EntityExpectations, ExtendedProperty, LookupTable, Node, SALES_CHANNEL_MACROS, SalesChannel, Source, Tree
+
+class _LookupsFile(_Strict):
+    lookups: dict[Identifier, LookupTable] = {}
+
+
+class _MainFile(_Strict):
+    deployment: str
+    description: str = ""
+    nodes: list[Node]
+    tree: Tree
+    properties: dict[Literal["contact"], list[ExtendedProperty]] = {}
+    identity: IdentitySettings = IdentitySettings()
+    sales_channels: dict[Identifier, SalesChannel] = {}
+    expectations: dict[Entity, EntityExpectations] = {}
+
+
+class _SourcesFile(_Strict):
+    sources: list[Source]
+
+
+class _SegmentsFile(_Strict):
+    segments: list[SegmentDef] = []
+
+
+class _FeedsFile(_Strict):
+    feeds: list[FeedDef] = []
+
+
+class _ScoringFile(_Strict):
+    scores: list[ScoreDef] = []
+
+
+class _StagesFile(_Strict):
+    stages: list[StageDef] = []
+
+
+class Deployment(_Strict):
+    """The whole validated configuration of one deployment."""
+
+    config_dir: Path
+    deployment: str
+    description: str = ""
+    nodes: list[Node]
+    tree: Tree
+    properties: dict[str, list[ExtendedProperty]] = {}
+    identity: IdentitySettings = IdentitySettings()
+    sales_channels: dict[str, SalesChannel] = {}
+    sources: list[Source]
+    segments: list[SegmentDef] = []
+    feeds: list[FeedDef] = []
+    lookups: dict[str, LookupTable] = {}
+    scores: list[ScoreDef] = []
+    stages: list[StageDef] = []
+    expectations: dict[str, EntityExpectations] = {}
+
+    def expectations_of(self, entity: str) -> EntityExpectations:
+        """The entity's configured batch expectations, or the defaults."""
+        return self.expectations.get(entity, EntityExpectations())
+
+    def lookup_table(self, name: str) -> LookupTable:
+        """A lookup table with predefined values merged in (sales-channel macros)."""
+        table = self.lookups.get(name, LookupTable())
+        if name == "sales_channel":
+            table = LookupTable(macro=SALES_CHANNEL_MACROS, micro=table.micro)
+        return table
+
+    def properties_of(self, entity: str) -> list[ExtendedProperty]:
+        return list(self.properties.get(entity, []))
+
+    def sources_of(self, entity: str) -> list[Source]:
+        return [s for s in self.sources if s.entity == entity]
+
+    def source(self, name: str) -> Source:
+        for s in self.sources:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def node_rank(self) -> dict[str, int]:
+        return {name: i + 1 for i, name in enumerate(self.tree.priority)}

@@ -1,0 +1,217 @@
+"""Source settings: nodes, the tree of priorities, properties, file layouts, API and push, lookups, expectations."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from tessera.contracts import SQL_TYPES, FieldType
+from tessera.settings.base import _Strict, Entity, Identifier
+
+
+class Node(_Strict):
+    name: Identifier
+    description: str = ""
+
+
+class Tree(_Strict):
+    """Which node wins each golden field: ``priority`` lists nodes, strongest first."""
+
+    priority: list[Identifier]
+    field_rules: dict[str, Literal["priority", "most_recent"]] = {}
+
+
+class ExtendedProperty(_Strict):
+    name: Identifier
+    type: FieldType = "string"
+    description: str = ""
+
+    @property
+    def sql_type(self) -> str:
+        return SQL_TYPES[self.type]
+
+
+class SalesChannel(_Strict):
+    """A named sales channel: a macro (1 e-commerce, 2 store, 3 phone, 4 mail) and
+    optionally one micro under it (a store, a marketplace): what orders carry as
+    channel_macro / channel_micro."""
+
+    macro: int
+    micro: int | None = None
+    description: str = ""
+
+
+class NullRate(_Strict):
+    """At most ``max_share`` of a staging table's rows may have this column empty."""
+
+    max_share: float = Field(ge=0, le=1)
+    # Blocking: a failure stops identity resolution; otherwise it is reported only.
+    blocking: bool = False
+
+
+# Null rates watched when a deployment says nothing about an entity: the fields that
+# make a record useful downstream but that the contract cannot require.
+DEFAULT_NULL_RATES: dict[str, dict[str, NullRate]] = {
+    "contact": {"email": NullRate(max_share=0.5), "last_name": NullRate(max_share=0.5)},
+    "order_line": {"product_id": NullRate(max_share=0.5)},
+    "product": {"description": NullRate(max_share=0.5)},
+    "product_line": {"description": NullRate(max_share=0.5)},
+}
+
+
+class EntityExpectations(_Strict):
+    """Batch expectations of one staging table, run by great-expectations in an asset check.
+
+    The row count must not fall below ``row_count_min_ratio`` of the previous load's;
+    keys (``source``, ``source_record_id``) are never null and never duplicated (always
+    blocking); ``null_rates`` bound the share of empty values per column (``None``: the
+    entity's defaults, ``{}``: none).
+    """
+
+    row_count_min_ratio: float = Field(0.5, ge=0, le=1)
+    row_count_blocking: bool = True
+    null_rates: dict[Identifier, NullRate] | None = None
+
+    def null_rates_of(self, entity: str) -> dict[str, NullRate]:
+        return dict(DEFAULT_NULL_RATES.get(entity, {}) if self.null_rates is None else self.null_rates)
+
+
+class CsvDialect(_Strict):
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    quote: str = Field('"', min_length=1, max_length=1)
+    escape: str | None = Field(None, min_length=1, max_length=1)
+    encoding: Literal["utf-8", "utf-8-sig", "cp1250", "cp1252", "latin-1"] = "utf-8"
+    header: bool = True
+
+
+class XmlLayout(_Strict):
+    record_tag: str
+    # The <commons><table> value the file must declare (Sendero layout), if any.
+    table: str | None = None
+
+
+class XlsxLayout(_Strict):
+    """Where the records are in a workbook, and the limits checked before opening it.
+
+    RELIABILITY.md rule 8: a 5 kB workbook declaring the full sheet dimension became
+    32.7 M cells, and zip ratios near 300x were measured. The archive's total
+    uncompressed size and its compression ratio are checked from the zip directory
+    before openpyxl sees the file, and no more than ``max_columns`` columns are read.
+    """
+
+    sheet: str = Field(min_length=1, max_length=31)
+    header_row: int = Field(1, ge=1, le=1000)
+    max_columns: int = Field(256, ge=1, le=16384)
+    max_uncompressed_mb: int = Field(200, ge=1, le=4096)
+    max_ratio: int = Field(100, ge=2, le=1000)
+
+
+class ApiPull(_Strict):
+    """A REST endpoint pulled on each run; every page is fetched before anything loads.
+
+    The token never appears in configuration: ``token_env`` names the environment
+    variable that holds it, and the Dagster resource reads it through ``dg.EnvVar`` so
+    that only the variable's name is stored in run records (RELIABILITY.md rule 10).
+    """
+
+    url: str = Field(pattern=r"^https?://")
+    pagination: Literal["page", "cursor", "link", "none"] = "page"
+    page_size: int = Field(100, ge=1, le=10_000)
+    page_param: str = "page"
+    size_param: str = "page_size"
+    first_page: int = Field(1, ge=0)
+    cursor_param: str = "cursor"
+    next_cursor_path: str = "next_cursor"
+    # JSON path of the next page's URL; without it, the HTTP Link header (rel="next").
+    next_link_path: str | None = None
+    records_path: str = Field("data", description="dotted path of the list of records; '' = the body")
+    auth_header: str = "Authorization"
+    auth_scheme: str = "Bearer"
+    token_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]{0,99}$")
+    timeout_s: float = Field(30.0, gt=0, le=600)
+    max_attempts: int = Field(5, ge=1, le=20)
+    backoff_s: float = Field(1.0, ge=0, le=60)
+    max_backoff_s: float = Field(60.0, ge=0, le=3600)
+    max_pages: int = Field(100_000, ge=1)
+
+
+class PushEndpoint(_Strict):
+    """Records POSTed to ``tessera serve-push`` for this source land for the next batch.
+
+    The token is scoped to one source, hence to that source's node: a sender holding it
+    can write records of this source only. Like an api source's token it lives in an
+    environment variable that configuration only names. Limits bound what one request
+    can make the server hold in memory.
+    """
+
+    token_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]{0,99}$")
+    max_body_kb: int = Field(1024, ge=1, le=65536)
+    max_records: int = Field(10_000, ge=1, le=1_000_000)
+
+
+class Source(_Strict):
+    name: Identifier
+    entity: Entity
+    node: Identifier
+    format: Literal["csv", "xml", "jsonl", "xlsx", "api", "push"]
+    path: str = Field("", description="glob, relative to the landing folder (not for api/push)")
+    csv: CsvDialect | None = None
+    xml: XmlLayout | None = None
+    xlsx: XlsxLayout | None = None
+    api: ApiPull | None = None
+    push: PushEndpoint | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _push_lands_in_its_folder(cls, data):
+        # Pushed records are files like any other: ingestion, the sensor and erasure
+        # find them by this glob.
+        if isinstance(data, dict) and data.get("format") == "push" and not data.get("path"):
+            data = {**data, "path": f"_push/{data.get('name')}/*.jsonl"}
+        return data
+    columns: dict[str, str] = Field(description="canonical field -> source column / tag / JSON path")
+    date_format: str = "%d/%m/%Y"
+    timestamp_format: str = "%Y-%m-%dT%H:%M:%S"
+    formats: dict[str, str] = {}
+    decimal_separator: Literal[".", ","] = "."
+    # What a bad value in an OPTIONAL field does: refuse the record (default), or empty
+    # the value, keep the record and report the value in ops.rejects.
+    invalid_values: Literal["reject_record", "drop_value"] = "reject_record"
+    default_country: str = Field("IT", pattern=r"^[A-Z]{2}$")
+    # Explicit label mapping per field, applied before lookups: {field: {their label: ours}}
+    # (purchased lists' sector labels onto the deployment's sector table).
+    value_map: dict[str, dict[str, str | int]] = {}
+    customer_source: Identifier | None = None
+
+    def format_of(self, field: str, ftype: str) -> str | None:
+        if field in self.formats:
+            return self.formats[field]
+        if ftype == "date":
+            return self.date_format
+        if ftype == "timestamp":
+            return self.timestamp_format
+        return None
+
+
+class LookupValue(_Strict):
+    id: int = Field(ge=1)
+    label: str = Field(min_length=1)
+    # For a micro value: its macro, as id or label.
+    macro: int | str | None = None
+
+
+class LookupTable(_Strict):
+    """A settings table of the [Sendero] kind: macro values, and micro values under them."""
+
+    macro: list[LookupValue] = []
+    micro: list[LookupValue] = []
+
+
+# Sendero's predefined sales-channel macros; deployments add micros under them.
+SALES_CHANNEL_MACROS = [
+    LookupValue(id=1, label="e-commerce"), LookupValue(id=2, label="store"),
+    LookupValue(id=3, label="phone"), LookupValue(id=4, label="mail"),
+]
+
+

@@ -1,0 +1,144 @@
+"""The shared vocabulary of the product: names every stage agrees on.
+
+Why a module of its own: these catalogues (the contact card's fields and their types, the
+staging table of each entity, which fields carry which identifier, a source's fields) are
+read by configuration loading, ingestion, identity, privacy, marketing and feeds alike.
+When each lived inside the first module that needed it, the others had to import that
+module, and the imports ran in circles. This module imports nothing of ours but the
+contracts, so any layer may import it.
+"""
+
+from __future__ import annotations
+
+from tessera.contracts import FieldSpec, entity_contracts
+
+# ---------------------------------------------------------------- the contact card's fields
+
+# Golden profile fields: the contact contract minus per-source bookkeeping.
+GOLDEN_FIELDS: dict[str, str] = {
+    "erp_id": "string", "email": "string", "first_name": "string", "last_name": "string",
+    "mobile": "string", "phone": "string", "address": "string", "postcode": "string",
+    "city": "string", "province": "string", "country": "string", "birth_date": "date",
+    "gender": "string", "tax_code": "string", "owner": "string",
+}
+
+
+CARD_EXTRA_FIELDS: dict[str, str] = {
+    "customer_id": "integer",
+    "email_consent": "string",
+    "sms_consent": "string",
+    "email_hard_bounced": "boolean",
+    "source_count": "integer",
+    "order_number": "integer",
+    "order_summary": "decimal",
+    "order_avg": "decimal",
+    "first_order_date": "date",
+    "last_order_date": "date",
+    "event_count": "integer",
+    "last_event_at": "timestamp",
+    "page_views": "integer",
+    "email_opens": "integer",
+    "updated_at": "timestamp",
+    # CRM annotations: counts and dates only, never a note's text
+    "note_count": "integer",
+    "last_note_at": "timestamp",
+    "open_tasks": "integer",
+    "next_task_due_at": "timestamp",
+}
+
+
+RFM_FIELDS: dict[str, str] = {
+    "recency_days": "integer", "frequency": "integer", "monetary": "decimal",
+    "r_score": "integer", "f_score": "integer", "m_score": "integer", "rfm_group": "string",
+}
+
+
+# Marketing fields of the day: stage (from stages.yaml) and tags (set by score thresholds).
+MARKETING_FIELDS: dict[str, str] = {"stage": "string", "stage_rank": "integer", "tags": "list"}
+
+
+STAGE_FIELDS = ("stage", "stage_rank")
+
+
+def score_fields(deployment) -> dict[str, str]:
+    scores = list(getattr(deployment, "scores", []) or [])
+    out = {f"score_{s.name}": "decimal" for s in scores}
+    if scores:
+        out["score"] = "decimal"  # the first score type, the one analysts mean by "score"
+    return out
+
+
+def field_catalogue(deployment) -> dict[str, str]:
+    cat = dict(GOLDEN_FIELDS)
+    for prop in deployment.properties_of("contact"):
+        cat[prop.name] = prop.type
+    cat.update(CARD_EXTRA_FIELDS)
+    if any(getattr(s, "entity", None) == "company_user" for s in getattr(deployment, "sources", []) or []):
+        cat.update(CARD_COMPANY_FIELDS)
+    cat.update(RFM_FIELDS)
+    cat.update(score_fields(deployment))
+    cat.update(MARKETING_FIELDS)
+    return cat
+
+
+# ---------------------------------------------------------------- companies on the card
+
+COMPANY_FIELDS = {
+    "legal_name": "VARCHAR", "vat_number": "VARCHAR", "erp_id": "VARCHAR", "email": "VARCHAR",
+    "phone": "VARCHAR", "address": "VARCHAR", "postcode": "VARCHAR", "city": "VARCHAR",
+    "region": "VARCHAR", "province": "VARCHAR", "country": "VARCHAR",
+    "sector_macro": "BIGINT", "sector_micro": "BIGINT", "source_macro": "VARCHAR",
+    "source_micro": "VARCHAR", "company_type": "VARCHAR", "revenue": "DECIMAL(18,2)",
+    "employees": "BIGINT",
+}
+
+
+# Company fields on the contact card (and so in segment rules and feeds), with their
+# segment-language type. Present when the deployment has company user sources.
+CARD_COMPANY_FIELDS: dict[str, str] = {
+    "company_id": "integer", "company_name": "string", "company_vat": "string",
+    "company_city": "string", "company_province": "string", "company_sector_macro": "integer",
+    "company_sector_micro": "integer", "company_type": "string", "company_revenue": "decimal",
+    "company_employees": "integer", "company_role": "string", "coworker_count": "integer",
+}
+
+
+# ---------------------------------------------------------------- entities and their tables
+
+ENTITY_TABLES = {
+    "contact": "contacts", "order": "orders", "order_line": "order_lines",
+    "product": "products", "product_line": "product_lines", "event": "events",
+    "bounce": "bounces", "unsubscribe": "unsubscribes", "consent": "consents",
+    "note": "notes", "task": "tasks",
+    "service": "services", "service_line": "service_lines", "offer": "offers",
+    "company": "companies", "company_user": "company_users",
+    "potential_company": "potential_companies",
+}
+
+
+# Company users are people too: their records also feed staging.contacts (the fields
+# they share with a contact), so one e-mail in the B2C and the B2B registry is one customer.
+CONTACT_ENTITIES = ("contact", "company_user")
+
+
+# Which canonical fields carry which identifier kind, per entity.
+# Which canonical fields carry which identifier kind, per entity.
+IDENTIFIER_FIELDS: dict[str, dict[str, str]] = {
+    "contact": {"email": "email", "mobile": "phone", "phone": "phone", "tax_code": "tax_code",
+                "erp_id": "erp_id"},
+    # company users are people: erased identifiers block them too
+    "company_user": {"email": "email", "mobile": "phone", "phone": "phone", "erp_id": "erp_id"},
+    "event": {"email": "email"},
+    "bounce": {"email": "email"},
+    "unsubscribe": {"email": "email"},
+    "consent": {"email": "email"},
+    "order": {"customer_ref": "erp_id"},
+}
+
+
+def source_fields(deployment, source) -> dict[str, FieldSpec]:
+    """Contract fields of the source's entity plus the deployment's extended properties."""
+    fields = dict(entity_contracts()[source.entity].fields)
+    for prop in deployment.properties_of(source.entity):
+        fields[prop.name] = FieldSpec(type=prop.type, description=prop.description)
+    return fields
