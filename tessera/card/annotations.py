@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import duckdb
 
+from tessera.engine import SqlStep, as_engine
 from tessera.settings import Deployment
 from tessera.engine.warehouse import table_exists, transaction
 
@@ -29,11 +30,16 @@ TASKS_DDL = """(task_id VARCHAR, customer_id BIGINT, source VARCHAR, contact_ref
                 created_at TIMESTAMP, completed_at TIMESTAMP)"""
 
 
-def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+def annotation_table_steps() -> list[SqlStep]:
     """Empty annotation tables for deployments without note or task sources (the card
     reads them either way)."""
-    con.execute(f"CREATE TABLE IF NOT EXISTS core.notes {NOTES_DDL}")
-    con.execute(f"CREATE TABLE IF NOT EXISTS core.tasks {TASKS_DDL}")
+    return [SqlStep("card.notes_ddl", f"CREATE TABLE IF NOT EXISTS core.notes {NOTES_DDL}"),
+            SqlStep("card.tasks_ddl", f"CREATE TABLE IF NOT EXISTS core.tasks {TASKS_DDL}")]
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """:func:`annotation_table_steps`, run on a connection (for callers not on the seam)."""
+    as_engine(con).run(*annotation_table_steps())
 
 
 def _linked(deployment: Deployment, entity: str, table: str) -> list[str]:

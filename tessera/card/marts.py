@@ -7,60 +7,32 @@ as lower-case columns; behaviour is summarised from ``core.events``.
 
 from __future__ import annotations
 
-import duckdb
+from tessera.card.annotations import CARD_SQL as ANNOTATIONS_CARD_SQL
+from tessera.card.annotations import annotation_table_steps
+from tessera.companies.registry import CARD_COMPANY_COLUMNS, card_company_sql
+from tessera.engine import Engine, SqlStep, as_engine
+from tessera.engine.steps import sql_file
+from tessera.privacy.consent import SOFT_DELETED_SQL, bulk_edits_ddl
 
-from tessera.engine.warehouse import transaction
+
+def contact_cards_step(companies: bool = False) -> SqlStep:
+    """The card's select: company columns only when the deployment has company users."""
+    sql = sql_file(__package__, "contact_cards.sql").format(
+        soft_deleted=SOFT_DELETED_SQL, annotations=ANNOTATIONS_CARD_SQL,
+        company_cte=f", k AS ({card_company_sql()})" if companies else "",
+        company_columns=f",\n       {CARD_COMPANY_COLUMNS}" if companies else "",
+        company_join="LEFT JOIN k USING (customer_id)" if companies else "")
+    return SqlStep("card.contact_cards", sql)
 
 
-def build_contact_cards(con: duckdb.DuckDBPyConnection, companies: bool = False) -> dict:
+def build_contact_cards(engine: Engine, companies: bool = False) -> dict:
     """With ``companies`` (the deployment has company users), the card also carries the
     person's company (``tessera.vocabulary.CARD_COMPANY_FIELDS``) and co-worker count."""
-    from tessera.card.annotations import CARD_SQL as ANNOTATIONS_CARD_SQL
-    from tessera.card.annotations import ensure_tables as ensure_annotation_tables
-    from tessera.companies.registry import card_company_sql
-    from tessera.privacy.consent import BULK_EDITS_DDL, SOFT_DELETED_SQL
-
-    ensure_annotation_tables(con)
-
-    con.execute(BULK_EDITS_DDL)
-    with transaction(con):
-        con.execute(f"""
-            CREATE OR REPLACE TABLE marts.contact_cards AS
-            WITH soft_deleted AS (
-                -- soft-deleted people disappear from cards (so from segments and feeds)
-                -- until restored or purged
-                {SOFT_DELETED_SQL}
-            ),
-            a AS ({ANNOTATIONS_CARD_SQL}),
-            o AS (
-                SELECT customer_id, count(*) AS order_number, sum(amount) AS order_summary,
-                       CAST(round(avg(amount), 2) AS DECIMAL(18,2)) AS order_avg,
-                       min(order_date) AS first_order_date, max(order_date) AS last_order_date
-                FROM core.orders WHERE customer_id IS NOT NULL GROUP BY customer_id
-            ),
-            e AS (
-                SELECT customer_id, count(*) AS event_count, max(occurred_at) AS last_event_at,
-                       count(*) FILTER (WHERE event_type = 'page_view') AS page_views,
-                       count(*) FILTER (WHERE event_type = 'email_open') AS email_opens
-                FROM core.events WHERE customer_id IS NOT NULL GROUP BY customer_id
-            ){f", k AS ({card_company_sql()})" if companies else ""}
-            SELECT c.*,
-                   coalesce(o.order_number, 0) AS order_number,
-                   coalesce(o.order_summary, 0)::DECIMAL(18,2) AS order_summary,
-                   o.order_avg, o.first_order_date, o.last_order_date,
-                   coalesce(e.event_count, 0) AS event_count, e.last_event_at,
-                   coalesce(e.page_views, 0) AS page_views, coalesce(e.email_opens, 0) AS email_opens,
-                   coalesce(a.note_count, 0) AS note_count, a.last_note_at,
-                   coalesce(a.open_tasks, 0) AS open_tasks, a.next_task_due_at
-                   {", k.* EXCLUDE (customer_id, coworker_count), coalesce(k.coworker_count, 0) AS coworker_count"
-                    if companies else ""}
-            FROM core.customers c
-            LEFT JOIN o USING (customer_id)
-            LEFT JOIN e USING (customer_id)
-            LEFT JOIN a USING (customer_id)
-            {"LEFT JOIN k USING (customer_id)" if companies else ""}
-            WHERE c.customer_id NOT IN (SELECT customer_id FROM soft_deleted)
-            ORDER BY c.customer_id""")
-    row = con.execute("""SELECT count(*), count(*) FILTER (WHERE order_number > 0),
-                                coalesce(sum(order_summary), 0) FROM marts.contact_cards""").fetchone()
-    return {"cards": int(row[0]), "buyers": int(row[1]), "revenue": float(row[2])}
+    engine = as_engine(engine)
+    engine.run(*annotation_table_steps(), bulk_edits_ddl())
+    with engine.together():
+        engine.replace_table("marts.contact_cards", contact_cards_step(companies))
+    cards, buyers, revenue = engine.rows(SqlStep("card.totals", """
+        SELECT count(*), count(*) FILTER (WHERE order_number > 0), coalesce(sum(order_summary), 0)
+        FROM marts.contact_cards"""))[0]
+    return {"cards": int(cards), "buyers": int(buyers), "revenue": float(revenue)}

@@ -269,6 +269,13 @@ def build_coworkers(con: duckdb.DuckDBPyConnection) -> dict:
     return {"coworker_pairs": int(row[0]), "people_with_coworkers": int(row[1])}
 
 
+# The company columns of the card, in card order (co-worker count 0 when none).
+CARD_COMPANY_COLUMNS = (
+    "k.company_id, k.company_name, k.company_vat, k.company_city, k.company_province, "
+    "k.company_sector_macro, k.company_sector_micro, k.company_type, k.company_revenue, "
+    "k.company_employees, k.company_role, coalesce(k.coworker_count, 0) AS coworker_count")
+
+
 def card_company_sql() -> str:
     """Per customer, their company (the lowest company id when several) and co-worker count:
     joined onto the contact card."""

@@ -11,50 +11,23 @@ from __future__ import annotations
 
 import datetime as dt
 
-import duckdb
-
-from tessera.engine.warehouse import transaction
+from tessera.engine import Engine, SqlStep, as_engine, step_from_file
+from tessera.marketing.segments import marketing_table_steps
 
 GROUPS = ("champions", "loyal", "potential", "at_risk", "hibernating", "lost")
 
-DDL = """
-CREATE TABLE IF NOT EXISTS marketing.rfm_scores (
-    as_of_date DATE NOT NULL, customer_id BIGINT NOT NULL, recency_days INTEGER,
-    frequency BIGINT, monetary DECIMAL(18,2), r_score TINYINT, f_score TINYINT,
-    m_score TINYINT, rfm_score VARCHAR, rfm_group VARCHAR)
-"""
+
+def rfm_scores_step(as_of: dt.date) -> SqlStep:
+    """The day's scores: a select in ``marketing.rfm_scores``' column order."""
+    return step_from_file(__package__, "rfm_scores_of_day.sql", as_of=as_of)
 
 
-def build_rfm(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> dict:
-    con.execute(DDL)
-    with transaction(con):
-        con.execute("DELETE FROM marketing.rfm_scores WHERE as_of_date = ?", [as_of])
-        con.execute("""
-            INSERT INTO marketing.rfm_scores
-            WITH base AS (
-                SELECT customer_id, CAST(? AS DATE) - max(order_date) AS recency_days,
-                       count(*) AS frequency, sum(amount) AS monetary
-                FROM core.orders
-                WHERE customer_id IS NOT NULL AND order_date <= ?
-                GROUP BY customer_id
-            ),
-            scored AS (
-                SELECT *,
-                       ntile(5) OVER (ORDER BY recency_days DESC, customer_id) AS r_score,
-                       ntile(5) OVER (ORDER BY frequency, monetary, customer_id) AS f_score,
-                       ntile(5) OVER (ORDER BY monetary, customer_id) AS m_score
-                FROM base
-            )
-            SELECT ?, customer_id, recency_days, frequency, monetary, r_score, f_score, m_score,
-                   r_score::VARCHAR || f_score::VARCHAR || m_score::VARCHAR,
-                   CASE WHEN r_score >= 4 AND f_score >= 4 THEN 'champions'
-                        WHEN r_score >= 3 AND f_score >= 3 THEN 'loyal'
-                        WHEN r_score >= 3 THEN 'potential'
-                        WHEN f_score >= 3 THEN 'at_risk'
-                        WHEN r_score = 2 THEN 'hibernating'
-                        ELSE 'lost' END
-            FROM scored ORDER BY customer_id""", [as_of, as_of, as_of])
-    groups = dict(con.execute(
-        "SELECT rfm_group, count(*) FROM marketing.rfm_scores WHERE as_of_date = ? GROUP BY ALL",
-        [as_of]).fetchall())
+def build_rfm(engine: Engine, as_of: dt.date) -> dict:
+    engine = as_engine(engine)
+    engine.run(*marketing_table_steps())
+    engine.replace_partition("marketing.rfm_scores", "as_of_date", as_of, rfm_scores_step(as_of))
+    groups = dict(engine.rows(SqlStep(
+        "rfm.group_sizes",
+        "SELECT rfm_group, count(*) FROM marketing.rfm_scores WHERE as_of_date = $as_of "
+        "GROUP BY rfm_group", {"as_of": as_of})))
     return {"scored": int(sum(groups.values())), "groups": {g: int(groups.get(g, 0)) for g in GROUPS}}

@@ -9,50 +9,20 @@ from __future__ import annotations
 
 import datetime as dt
 
+from tessera.engine import Engine, SqlStep, as_engine
+from tessera.engine.steps import ddl_statements
 from tessera.marketing.rules import compile_rule, referenced_fields
 from tessera.vocabulary import RFM_FIELDS, STAGE_FIELDS, field_catalogue
 
 
-MEMBERS_DDL = """
-CREATE TABLE IF NOT EXISTS marketing.segment_members (
-    as_of_date DATE NOT NULL, segment VARCHAR NOT NULL, customer_id BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS marketing.segment_history (
-    segment VARCHAR NOT NULL, customer_id BIGINT NOT NULL, entered_on DATE NOT NULL, left_on DATE);
-CREATE TABLE IF NOT EXISTS marketing.segment_overrides (
-    segment VARCHAR NOT NULL, customer_id BIGINT NOT NULL, action VARCHAR NOT NULL,
-    effective_on DATE NOT NULL, recorded_at TIMESTAMP NOT NULL, origin VARCHAR);
-CREATE TABLE IF NOT EXISTS marketing.static_segment_base (
-    segment VARCHAR NOT NULL, customer_id BIGINT NOT NULL, frozen_on DATE NOT NULL);
-"""
-
-# Tables the rule base reads besides the card and RFM; created empty when a deployment has
-# no scoring or stages so that rules still run.
-MARKETING_DDL = """
-CREATE TABLE IF NOT EXISTS marketing.rfm_scores (
-    as_of_date DATE NOT NULL, customer_id BIGINT NOT NULL, recency_days INTEGER,
-    frequency BIGINT, monetary DECIMAL(18,2), r_score TINYINT, f_score TINYINT,
-    m_score TINYINT, rfm_score VARCHAR, rfm_group VARCHAR);
-CREATE TABLE IF NOT EXISTS marketing.scores (
-    as_of_date DATE NOT NULL, score_type VARCHAR NOT NULL, customer_id BIGINT NOT NULL,
-    score DECIMAL(12,2) NOT NULL);
-CREATE TABLE IF NOT EXISTS marketing.score_actions (
-    as_of_date DATE NOT NULL, score_type VARCHAR NOT NULL, threshold DOUBLE NOT NULL,
-    customer_id BIGINT NOT NULL, action VARCHAR NOT NULL, target VARCHAR NOT NULL,
-    score DECIMAL(12,2) NOT NULL, previous_score DECIMAL(12,2));
-CREATE TABLE IF NOT EXISTS marketing.stages (
-    as_of_date DATE NOT NULL, customer_id BIGINT NOT NULL, stage VARCHAR NOT NULL,
-    stage_rank INTEGER NOT NULL);
-CREATE OR REPLACE VIEW marketing.contact_tags AS
-    SELECT customer_id, target AS tag, min(as_of_date) AS added_on,
-           'score:' || any_value(score_type) AS origin
-    FROM marketing.score_actions WHERE action = 'tag' GROUP BY customer_id, target;
-"""
+def marketing_table_steps() -> list[SqlStep]:
+    """DDL of every marketing table (``sql/tables.sql``), idempotent."""
+    return [SqlStep("marketing.schema", "CREATE SCHEMA IF NOT EXISTS marketing"),
+            *ddl_statements(__package__, "tables.sql")]
 
 
-def ensure_marketing_tables(con) -> None:
-    con.execute("CREATE SCHEMA IF NOT EXISTS marketing")
-    con.execute(MARKETING_DDL)
-    con.execute(MEMBERS_DDL)
+def ensure_marketing_tables(engine: Engine) -> None:
+    as_engine(engine).run(*marketing_table_steps())
 
 
 def segment_base_sql() -> str:

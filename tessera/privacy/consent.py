@@ -24,6 +24,7 @@ import datetime as dt
 
 import duckdb
 
+from tessera.engine import SqlStep
 from tessera.settings import Deployment
 from tessera.engine.warehouse import table_exists, transaction
 
@@ -42,6 +43,10 @@ SOFT_DELETED_SQL = """
     SELECT customer_id, requested_at FROM ops.bulk_edits WHERE action IN ('delete', 'restore')
     QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY requested_at DESC, rowid DESC) = 1
         AND action = 'delete'"""
+
+def bulk_edits_ddl() -> SqlStep:
+    return SqlStep("privacy.bulk_edits_ddl", BULK_EDITS_DDL)
+
 
 BULK_ACTIONS = {
     "enable_email": ("email", "granted"), "disable_email": ("email", "withdrawn"),

@@ -1,0 +1,134 @@
+"""The DuckDB implementation of the :class:`~tessera.engine.base.Engine` seam.
+
+Why it also records: the portability check (tests/core/test_portability.py) runs the
+daily job with :func:`recording` on and transpiles every step the stages ran to Spark
+SQL, so a DuckDB-only spelling that slipped past :mod:`tessera.engine.dialect` fails CI.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import duckdb
+import pyarrow as pa
+
+from tessera.engine.base import Engine, FileFormat
+from tessera.engine.steps import SqlStep
+from tessera.engine.warehouse import sql_literal, table_exists, transaction
+
+_RECORDERS: list[dict[tuple[str, str], SqlStep]] = []
+
+
+@contextmanager
+def recording() -> Iterator[dict[tuple[str, str], SqlStep]]:
+    """Collect every distinct step run by any DuckDB engine inside the block."""
+    log: dict[tuple[str, str], SqlStep] = {}
+    _RECORDERS.append(log)
+    try:
+        yield log
+    finally:
+        _RECORDERS.remove(log)
+
+
+def _record(step: SqlStep) -> None:
+    for log in _RECORDERS:
+        log.setdefault((step.name, step.sql), step)
+
+
+_FORMATS = {"csv": "FORMAT csv, HEADER true", "parquet": "FORMAT parquet",
+            "json": "FORMAT json"}
+
+
+class DuckDBEngine:
+    """An Engine over one DuckDB connection (the single writer of the warehouse file)."""
+
+    dialect = "duckdb"
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self._depth = 0
+
+    def _exec(self, step: SqlStep) -> duckdb.DuckDBPyConnection:
+        _record(step)
+        if not step.params:
+            return self.con.execute(step.sql)
+        params = dict(step.params) if isinstance(step.params, Mapping) else list(step.params)
+        return self.con.execute(step.sql, params)
+
+    def run(self, *steps: SqlStep) -> None:
+        for step in steps:
+            self._exec(step)
+
+    def rows(self, step: SqlStep) -> list[tuple]:
+        return self._exec(step).fetchall()
+
+    def scalar(self, step: SqlStep) -> Any:
+        row = self._exec(step).fetchone()
+        return row[0] if row else None
+
+    def columns(self, step: SqlStep) -> dict[str, list]:
+        return self.arrow(step).to_pydict()
+
+    def arrow(self, step: SqlStep) -> pa.Table:
+        return self._exec(step).fetch_arrow_table()
+
+    def replace_table(self, table: str, step: SqlStep) -> int:
+        self._exec(SqlStep(step.name, f"CREATE OR REPLACE TABLE {table} AS {step.sql}", step.params))
+        return int(self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+    def overwrite(self, table: str, step: SqlStep) -> int:
+        with self.together():
+            self.con.execute(f"DELETE FROM {table}")
+            return self.append(table, step)
+
+    def replace_partition(self, table: str, column: str, value: Any, step: SqlStep) -> int:
+        with self.together():
+            self.con.execute(f"DELETE FROM {table} WHERE {column} = ?", [value])
+            return self.append(table, step)
+
+    def append(self, table: str, step: SqlStep) -> int:
+        row = self._exec(SqlStep(step.name, f"INSERT INTO {table} {step.sql}", step.params)).fetchone()
+        return int(row[0]) if row else 0
+
+    @contextmanager
+    def together(self) -> Iterator[Engine]:
+        if self._depth:  # already inside: the outer block is the unit
+            self._depth += 1
+            try:
+                yield self
+            finally:
+                self._depth -= 1
+            return
+        self._depth = 1
+        try:
+            with transaction(self.con):
+                yield self
+        finally:
+            self._depth = 0
+
+    def register_arrow(self, name: str, table: pa.Table) -> None:
+        self.con.register(name, table)
+
+    def unregister(self, name: str) -> None:
+        self.con.unregister(name)
+
+    def copy_to(self, step: SqlStep, path: Path, fmt: FileFormat) -> int:
+        row = self._exec(SqlStep(step.name, f"COPY ({step.sql}) TO {sql_literal(str(path))} "
+                                 f"({_FORMATS[fmt]})", step.params)).fetchone()
+        return int(row[0]) if row else 0
+
+    def table_exists(self, schema: str, table: str) -> bool:
+        return table_exists(self.con, schema, table)
+
+
+def as_engine(target: Engine | duckdb.DuckDBPyConnection) -> Engine:
+    """An Engine for a stage entry point that is still called with a DuckDB connection.
+
+    Assets, the CLI and tests hand stages a connection today; stages migrated onto the
+    seam accept either, so callers can move one at a time.
+    """
+    if isinstance(target, duckdb.DuckDBPyConnection):
+        return DuckDBEngine(target)
+    return target

@@ -1,0 +1,93 @@
+"""The portability check: does a step's SQL run on Spark, as transpiled by sqlglot?
+
+A step passes when its DuckDB SQL parses, every function it calls is one sqlglot
+translates for Spark, a Spark built-in of the same name and meaning
+or one the dialect module maps (:data:`~tessera.engine.dialect.SPARK_EQUIVALENTS`);
+after sqlglot translated it for Spark (reporting nothing unsupported), every function
+the Spark SQL calls is a Spark built-in (:data:`~tessera.engine.dialect.SPARK_FUNCTIONS`). CI runs it over every step of a real daily run
+(tests/core/test_portability.py); ``python -m tessera.engine.portability`` prints the
+report for the demo.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sqlglot
+from sqlglot import ErrorLevel, exp
+
+import re
+
+from tessera.engine.dialect import SPARK_EQUIVALENTS, SPARK_FUNCTIONS
+from tessera.engine.steps import SqlStep
+
+
+@dataclass
+class Verdict:
+    step: str
+    problems: list[str] = field(default_factory=list)
+    mapped: list[str] = field(default_factory=list)  # functions the Spark engine supplies
+    spark_sql: str = ""
+
+    @property
+    def passes(self) -> bool:
+        return not self.problems
+
+
+def check(step: SqlStep) -> Verdict:
+    verdict = Verdict(step.name)
+    try:
+        statements = sqlglot.parse(step.sql, read="duckdb")
+    except sqlglot.errors.ParseError as exc:
+        verdict.problems.append(f"does not parse as DuckDB SQL: {str(exc).splitlines()[0]}")
+        return verdict
+    for tree in statements:
+        if tree is None:
+            continue
+        mapped = {_name(fn, "duckdb") for fn in tree.find_all(exp.Func)} & set(SPARK_EQUIVALENTS)
+        verdict.mapped += sorted(mapped)
+        try:
+            spark = sqlglot.transpile(tree.sql("duckdb"), read="duckdb", write="spark",
+                                      unsupported_level=ErrorLevel.RAISE)[0]
+        except (sqlglot.errors.UnsupportedError, sqlglot.errors.ParseError) as exc:
+            verdict.problems.append(f"Spark cannot express it: {str(exc).splitlines()[0]}")
+            continue
+        verdict.spark_sql += spark + ";\n"
+        for fn in sqlglot.parse_one(spark, read="spark").find_all(exp.Func):
+            name = _name(fn, "spark")
+            if name and name not in SPARK_FUNCTIONS and name not in mapped and not (
+                    name in _RENAMED and _RENAMED[name] in mapped):
+                verdict.problems.append(f"function {name}() has no Spark equivalent "
+                                        "(map it in tessera.engine.dialect)")
+    verdict.mapped = sorted(set(verdict.mapped))
+    return verdict
+
+
+_LEADING_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\(")
+# DuckDB functions the dialect maps, as sqlglot renames them for Spark
+_RENAMED = {"jarowinkler_similarity": "jaro_winkler_similarity"}
+_NOT_FUNCTIONS = (exp.Cast, exp.TryCast, exp.Case, exp.If)
+
+
+def _name(fn: exp.Func, dialect: str) -> str | None:
+    """The function's name as the SQL spells it, lower-case (None for syntax like CAST)."""
+    if isinstance(fn, exp.Anonymous):
+        return fn.name.lower()
+    if isinstance(fn, _NOT_FUNCTIONS):
+        return None
+    m = _LEADING_NAME.match(fn.sql(dialect))
+    return m.group(1).lower() if m else None
+
+
+def report(steps: list[SqlStep]) -> tuple[list[Verdict], str]:
+    """Verdicts per step and a one-paragraph summary (counts, failing steps)."""
+    verdicts = [check(s) for s in steps]
+    ok = sum(v.passes for v in verdicts)
+    lines = [f"{ok} of {len(verdicts)} steps transpile to Spark SQL"]
+    mapped = sorted({m for v in verdicts for m in v.mapped})
+    if mapped:
+        lines.append(f"functions the Spark engine must supply: {', '.join(mapped)}")
+    for v in verdicts:
+        for p in v.problems:
+            lines.append(f"  FAIL {v.step}: {p}")
+    return verdicts, "\n".join(lines)
