@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Protocol, runtime_checkable
 
 from tessera.engine.steps import SqlStep
 
@@ -49,8 +49,9 @@ class Engine(Protocol):
         """Every row of the existing ``table`` becomes the result of ``step``; the table's
         definition (types, constraints) stays. Returns rows written."""
 
-    def replace_partition(self, table: str, column: str, value: Any, step: SqlStep) -> int:
-        """Rows of ``table`` with ``column = value`` become the result of ``step``.
+    def replace_partition(self, table: str, partition: Mapping[str, Any], step: SqlStep) -> int:
+        """Rows of ``table`` in ``partition`` (column = value for each item, e.g.
+        ``{"as_of_date": day}``) become the result of ``step``.
 
         Re-runnable: a second run of the same day gives the same table (STYLE rule 5).
         ``step`` selects the table's columns in the table's order. Returns rows written.

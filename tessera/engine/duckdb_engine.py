@@ -83,9 +83,10 @@ class DuckDBEngine:
             self.con.execute(f"DELETE FROM {table}")
             return self.append(table, step)
 
-    def replace_partition(self, table: str, column: str, value: Any, step: SqlStep) -> int:
+    def replace_partition(self, table: str, partition: Mapping[str, Any], step: SqlStep) -> int:
+        where = " AND ".join(f"{column} = ?" for column in partition)
         with self.together():
-            self.con.execute(f"DELETE FROM {table} WHERE {column} = ?", [value])
+            self.con.execute(f"DELETE FROM {table} WHERE {where}", list(partition.values()))
             return self.append(table, step)
 
     def append(self, table: str, step: SqlStep) -> int:

@@ -76,7 +76,8 @@ def _name(fn: exp.Func, dialect: str) -> str | None:
     if isinstance(fn, _NOT_FUNCTIONS):
         return None
     m = _LEADING_NAME.match(fn.sql(dialect))
-    return m.group(1).lower() if m else None
+    name = m.group(1).lower() if m else None
+    return None if name in ("cast", "try_cast") else name  # syntax a function renders to
 
 
 def report(steps: list[SqlStep]) -> tuple[list[Verdict], str]:

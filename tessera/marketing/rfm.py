@@ -25,7 +25,7 @@ def rfm_scores_step(as_of: dt.date) -> SqlStep:
 def build_rfm(engine: Engine, as_of: dt.date) -> dict:
     engine = as_engine(engine)
     engine.run(*marketing_table_steps())
-    engine.replace_partition("marketing.rfm_scores", "as_of_date", as_of, rfm_scores_step(as_of))
+    engine.replace_partition("marketing.rfm_scores", {"as_of_date": as_of}, rfm_scores_step(as_of))
     groups = dict(engine.rows(SqlStep(
         "rfm.group_sizes",
         "SELECT rfm_group, count(*) FROM marketing.rfm_scores WHERE as_of_date = $as_of "

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-import duckdb
-
+from tessera.engine import Engine, SqlStep, as_engine
 from tessera.marketing.rules import _predicate
-from tessera.marketing.segments import ensure_marketing_tables
-from tessera.engine.warehouse import transaction
+from tessera.marketing.segments import marketing_table_steps
 
 
 def _event_condition(types, where: list[dict], params: list, as_of: dt.date) -> str:
@@ -53,8 +51,8 @@ def score_sql(score, as_of: dt.date) -> tuple[str, list]:
     totals: list[str] = []
     weight = "1.0"
     if score.decay is not None:
-        weight = (f"pow(0.5, date_diff('day', CAST(occurred_at AS DATE), CAST(? AS DATE)) "
-                  f"/ CAST(? AS DOUBLE))")
+        weight = ("pow(0.5, date_diff('day', CAST(occurred_at AS DATE), CAST(? AS DATE)) "
+                  "/ CAST(? AS DOUBLE))")
     for j, rule in enumerate(score.rules):
         cond_params: list = []
         cond = _event_condition(rule.event or rule.no_event, rule.where, cond_params, as_of)
@@ -109,62 +107,68 @@ def score_sql(score, as_of: dt.date) -> tuple[str, list]:
     return sql, [*total_params, *cap_params, *params, *ev_params]
 
 
-def build_scores(con: duckdb.DuckDBPyConnection, deployment, as_of: dt.date) -> dict:
+def build_scores(engine: Engine, deployment, as_of: dt.date) -> dict:
     """Replace every score type's scores and threshold actions of one day, in one transaction."""
-    ensure_marketing_tables(con)
+    engine = as_engine(engine)
+    engine.run(*marketing_table_steps())
     out: dict = {"scored": 0, "actions": 0, "by_type": {}}
-    with transaction(con):
+    with engine.together():
         for score in deployment.scores:
             sql, params = score_sql(score, as_of)
-            con.execute("DELETE FROM marketing.scores WHERE as_of_date = ? AND score_type = ?",
-                        [as_of, score.name])
-            con.execute(f"INSERT INTO marketing.scores SELECT CAST(? AS DATE), ?, customer_id, score "
-                        f"FROM ({sql}) ORDER BY customer_id", [as_of, score.name, *params])
-            con.execute("DELETE FROM marketing.score_actions WHERE as_of_date = ? AND score_type = ?",
-                        [as_of, score.name])
-            prev_day = con.execute("SELECT max(as_of_date) FROM marketing.scores "
-                                   "WHERE score_type = ? AND as_of_date < ?", [score.name, as_of]).fetchone()[0]
-            fired = 0
-            for th in score.thresholds:
-                fired += _fire(con, score.name, th.at, [a.kind_target() for a in th.actions], as_of, prev_day)
-            n, avg = con.execute("SELECT count(*), coalesce(avg(score), 0) FROM marketing.scores "
-                                 "WHERE as_of_date = ? AND score_type = ?", [as_of, score.name]).fetchone()
+            day = {"as_of_date": as_of, "score_type": score.name}
+            engine.replace_partition("marketing.scores", day, SqlStep(
+                "scoring.scores_of_day", f"SELECT CAST(? AS DATE), ?, customer_id, score "
+                f"FROM ({sql}) ORDER BY customer_id", [as_of, score.name, *params]))
+            prev_day = engine.scalar(SqlStep(
+                "scoring.previous_day", "SELECT max(as_of_date) FROM marketing.scores "
+                "WHERE score_type = $score_type AND as_of_date < $as_of",
+                {"score_type": score.name, "as_of": as_of}))
+            fired = engine.replace_partition(
+                "marketing.score_actions", day, _actions_step(score, as_of, prev_day))
+            n, avg = engine.rows(SqlStep(
+                "scoring.summary", "SELECT count(*), coalesce(avg(score), 0) FROM marketing.scores "
+                "WHERE as_of_date = $as_of AND score_type = $score_type",
+                {"as_of": as_of, "score_type": score.name}))[0]
             out["scored"] += int(n)
             out["actions"] += fired
             out["by_type"][score.name] = {"scored": int(n), "avg": round(float(avg), 2), "actions": fired}
     return out
 
 
-def _fire(con, score_type: str, at: float, actions: list[tuple[str, str]], as_of: dt.date,
-          prev_day: dt.date | None) -> int:
-    """Insert the actions of the contacts whose score crossed ``at`` upwards on ``as_of``,
-    compared with the previous stored day (one pass for all the threshold's actions)."""
-    before = con.execute("SELECT count(*) FROM marketing.score_actions").fetchone()[0]
-    values = ", ".join("(?, ?)" for _ in actions)
-    con.execute(f"""
-        INSERT INTO marketing.score_actions
-        WITH today AS (
-            SELECT customer_id, score FROM marketing.scores WHERE as_of_date = ? AND score_type = ?
-        ),
-        prev AS (
-            SELECT customer_id, score FROM marketing.scores WHERE as_of_date = ? AND score_type = ?
-        ),
-        acts(action, target) AS (VALUES {values})
-        SELECT CAST(? AS DATE), ?, ?, t.customer_id, a.action, a.target, t.score, p.score
-        FROM today t LEFT JOIN prev p USING (customer_id) CROSS JOIN acts a
-        WHERE t.score >= ? AND (p.score IS NULL OR p.score < ?)
-        ORDER BY t.customer_id, a.action, a.target""",
-                [as_of, score_type, prev_day, score_type, *[v for kt in actions for v in kt],
-                 as_of, score_type, at, at, at])
-    return int(con.execute("SELECT count(*) FROM marketing.score_actions").fetchone()[0] - before)
+def _actions_step(score, as_of: dt.date, prev_day: dt.date | None) -> SqlStep:
+    """The actions of the contacts whose score crossed a threshold upwards on ``as_of``,
+    compared with the previous stored day: one select for all thresholds and actions."""
+    parts, params = [], []
+    for th in score.thresholds:
+        actions = [a.kind_target() for a in th.actions]
+        values = ", ".join("(?, ?)" for _ in actions)
+        parts.append(f"""(
+            WITH today AS (
+                SELECT customer_id, score FROM marketing.scores
+                WHERE as_of_date = ? AND score_type = ?
+            ),
+            prev AS (
+                SELECT customer_id, score FROM marketing.scores
+                WHERE as_of_date = ? AND score_type = ?
+            ),
+            acts(action, target) AS (VALUES {values})
+            SELECT CAST(? AS DATE), ?, ?, t.customer_id, a.action, a.target, t.score, p.score
+            FROM today t LEFT JOIN prev p USING (customer_id) CROSS JOIN acts a
+            WHERE t.score >= ? AND (p.score IS NULL OR p.score < ?)
+            ORDER BY t.customer_id, a.action, a.target)""")
+        params += [as_of, score.name, prev_day, score.name, *[v for kt in actions for v in kt],
+                   as_of, score.name, th.at, th.at, th.at]
+    if not parts:
+        return SqlStep("scoring.threshold_actions", "SELECT * FROM marketing.score_actions LIMIT 0")
+    return SqlStep("scoring.threshold_actions", "\nUNION ALL\n".join(parts), params)
 
 
-def rescore(con: duckdb.DuckDBPyConnection, deployment, start: dt.date, end: dt.date) -> dict:
+def rescore(engine: Engine, deployment, start: dt.date, end: dt.date) -> dict:
     """Recompute scores and actions for every day from ``start`` to ``end``, in order (so each
     day's crossings compare with the rescored day before)."""
     day, days, actions = start, 0, 0
     while day <= end:
-        actions += build_scores(con, deployment, day)["actions"]
+        actions += build_scores(engine, deployment, day)["actions"]
         day += dt.timedelta(days=1)
         days += 1
     return {"days": days, "actions": actions}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 
 from tessera.engine import Engine, SqlStep, as_engine
-from tessera.engine.steps import ddl_statements
+from tessera.engine.steps import ddl_statements, step_from_file
 from tessera.marketing.rules import compile_rule, referenced_fields
 from tessera.vocabulary import RFM_FIELDS, STAGE_FIELDS, field_catalogue
 
@@ -108,7 +108,7 @@ def _membership_sql(segment, deployment, as_of: dt.date) -> tuple[str, list]:
     return sql, [segment.name, as_of, *base_params]
 
 
-def build_segment(con, deployment, segment, as_of: dt.date) -> dict:
+def build_segment(engine: Engine, deployment, segment, as_of: dt.date) -> dict:
     """Replace one segment's members for one day, then rebuild its entered/left history.
 
     History is recomputed from the stored days (gaps-and-islands over the days the
@@ -116,135 +116,116 @@ def build_segment(con, deployment, segment, as_of: dt.date) -> dict:
     the days had run in order. A static segment is frozen the first time it is built:
     later days keep that set, changed only by overrides (``add_override``).
     """
-    from tessera.engine.warehouse import transaction
-
-    ensure_marketing_tables(con)
-    con.execute("CREATE SCHEMA IF NOT EXISTS segments")
-    with transaction(con):
+    engine = as_engine(engine)
+    name = segment.name
+    seg_day = {"segment": name, "as_of": as_of}
+    engine.run(*marketing_table_steps(),
+               SqlStep("segments.schema", "CREATE SCHEMA IF NOT EXISTS segments"))
+    with engine.together():
         if segment.kind == "static":
-            frozen = con.execute("SELECT count(*) FROM marketing.static_segment_base WHERE segment = ?",
-                                 [segment.name]).fetchone()[0]
-            runs = con.execute("SELECT count(*) FROM ops.segment_runs WHERE segment = ?",
-                               [segment.name]).fetchone()[0]
+            frozen, runs = engine.rows(SqlStep("segments.static_state", """
+                SELECT (SELECT count(*) FROM marketing.static_segment_base WHERE segment = $segment),
+                       (SELECT count(*) FROM ops.segment_runs WHERE segment = $segment)""",
+                {"segment": name}))[0]
             if not frozen and not runs:
                 rsql, rparams = rule_members_sql(deployment, segment.rule, as_of)
-                con.execute(f"INSERT INTO marketing.static_segment_base SELECT ?, customer_id, "
-                            f"CAST(? AS DATE) FROM ({rsql}) ORDER BY customer_id",
-                            [segment.name, as_of, *rparams])
+                engine.append("marketing.static_segment_base", SqlStep(
+                    "segments.freeze_static", f"SELECT ?, customer_id, CAST(? AS DATE) "
+                    f"FROM ({rsql}) ORDER BY customer_id", [name, as_of, *rparams]))
         msql, mparams = _membership_sql(segment, deployment, as_of)
-        con.execute("DELETE FROM marketing.segment_members WHERE segment = ? AND as_of_date = ?",
-                    [segment.name, as_of])
-        con.execute(
-            f"INSERT INTO marketing.segment_members SELECT CAST(? AS DATE), ?, customer_id "
-            f"FROM ({msql}) ORDER BY customer_id", [as_of, segment.name, *mparams])
-        members = con.execute(
-            "SELECT count(*) FROM marketing.segment_members WHERE segment = ? AND as_of_date = ?",
-            [segment.name, as_of]).fetchone()[0]
-        con.execute("DELETE FROM ops.segment_runs WHERE segment = ? AND as_of_date = ?",
-                    [segment.name, as_of])
-        con.execute("INSERT INTO ops.segment_runs VALUES (?, ?, ?, now()::TIMESTAMP)",
-                    [segment.name, as_of, members])
-        later = con.execute("SELECT count(*) FROM ops.segment_runs WHERE segment = ? AND as_of_date > ?",
-                            [segment.name, as_of]).fetchone()[0]
+        members = engine.replace_partition(
+            "marketing.segment_members", {"segment": name, "as_of_date": as_of},
+            SqlStep("segments.members_of_day", f"SELECT CAST(? AS DATE), ?, customer_id "
+                    f"FROM ({msql}) ORDER BY customer_id", [as_of, name, *mparams]))
+        engine.replace_partition("ops.segment_runs", {"segment": name, "as_of_date": as_of}, SqlStep(
+            "segments.run", "SELECT $segment, CAST($as_of AS DATE), CAST($members AS BIGINT), "
+            "CAST(now() AS TIMESTAMP)", {**seg_day, "members": members}))
+        later = engine.scalar(SqlStep(
+            "segments.later_runs",
+            "SELECT count(*) FROM ops.segment_runs WHERE segment = $segment AND as_of_date > $as_of",
+            seg_day))
         if later:
-            _rebuild_history(con, segment.name)
+            engine.replace_partition("marketing.segment_history", {"segment": name}, step_from_file(
+                __package__, "segment_history_rebuild.sql", segment=name))
         else:
-            _advance_history(con, segment.name, as_of)
+            _advance_history(engine, name, as_of)
         # The view segments.<name> is the segment as of its latest day: asset key = table.
-        con.execute(
-            f"CREATE OR REPLACE VIEW segments.{segment.name} AS "
-            f"SELECT customer_id FROM marketing.segment_members WHERE segment = '{segment.name}' "
+        engine.run(SqlStep("segments.latest_view",
+            f"CREATE OR REPLACE VIEW segments.{name} AS "
+            f"SELECT customer_id FROM marketing.segment_members WHERE segment = '{name}' "
             f"AND as_of_date = (SELECT max(as_of_date) FROM marketing.segment_members "
-            f"WHERE segment = '{segment.name}')")
-    entered = con.execute(
-        "SELECT count(*) FROM marketing.segment_history WHERE segment = ? AND entered_on = ?",
-        [segment.name, as_of]).fetchone()[0]
-    left = con.execute(
-        "SELECT count(*) FROM marketing.segment_history WHERE segment = ? AND left_on = ?",
-        [segment.name, as_of]).fetchone()[0]
+            f"WHERE segment = '{name}')"))
+    entered, left = engine.rows(SqlStep("segments.moves_of_day", """
+        SELECT count(*) FILTER (WHERE entered_on = $as_of), count(*) FILTER (WHERE left_on = $as_of)
+        FROM marketing.segment_history WHERE segment = $segment""", seg_day))[0]
     return {"members": int(members), "entered": int(entered), "left": int(left)}
 
 
-def _rebuild_history(con, name: str) -> None:
-    """Entered/left from every stored day (gaps and islands): used when an earlier day is
-    (re)built, so a backfill gives the same history as if the days had run in order."""
-    con.execute("DELETE FROM marketing.segment_history WHERE segment = ?", [name])
-    con.execute("""
-        INSERT INTO marketing.segment_history
-        WITH runs AS (
-            SELECT as_of_date, row_number() OVER (ORDER BY as_of_date) AS k,
-                   lead(as_of_date) OVER (ORDER BY as_of_date) AS next_day
-            FROM ops.segment_runs WHERE segment = ?
-        ),
-        m AS (
-            SELECT sm.customer_id, r.k, r.as_of_date, r.next_day,
-                   r.k - row_number() OVER (PARTITION BY sm.customer_id ORDER BY r.k) AS island
-            FROM marketing.segment_members sm JOIN runs r USING (as_of_date)
-            WHERE sm.segment = ?
-        )
-        -- arg_max skips NULLs: the open end (no next run) is carried as 9999-12-31
-        SELECT ?, customer_id, min(as_of_date) AS entered_on,
-               nullif(arg_max(coalesce(next_day, DATE '9999-12-31'), k), DATE '9999-12-31') AS left_on
-        FROM m GROUP BY customer_id, island ORDER BY customer_id, entered_on""", [name, name, name])
-
-
-def _advance_history(con, name: str, as_of: dt.date) -> None:
+def _advance_history(engine: Engine, name: str, as_of: dt.date) -> None:
     """The usual daily case, the newest day: touch only what changed (cost ~ members, not
     days x members). A re-run of the same day first undoes that day's changes."""
-    con.execute("DELETE FROM marketing.segment_history WHERE segment = ? AND entered_on = ?", [name, as_of])
-    con.execute("UPDATE marketing.segment_history SET left_on = NULL WHERE segment = ? AND left_on = ?",
-                [name, as_of])
-    con.execute("""
-        UPDATE marketing.segment_history SET left_on = ?
-        WHERE segment = ? AND left_on IS NULL AND customer_id NOT IN (
-            SELECT customer_id FROM marketing.segment_members WHERE segment = ? AND as_of_date = ?)""",
-                [as_of, name, name, as_of])
-    con.execute("""
-        INSERT INTO marketing.segment_history
-        SELECT ?, customer_id, ?, NULL FROM marketing.segment_members
-        WHERE segment = ? AND as_of_date = ? AND customer_id NOT IN (
-            SELECT customer_id FROM marketing.segment_history WHERE segment = ? AND left_on IS NULL)
-        ORDER BY customer_id""", [name, as_of, name, as_of, name])
+    seg_day = {"segment": name, "as_of": as_of}
+    engine.run(
+        SqlStep("segments.history_undo_entered", "DELETE FROM marketing.segment_history "
+                "WHERE segment = $segment AND entered_on = $as_of", seg_day),
+        SqlStep("segments.history_undo_left", "UPDATE marketing.segment_history SET left_on = NULL "
+                "WHERE segment = $segment AND left_on = $as_of", seg_day),
+        SqlStep("segments.history_close", """
+            UPDATE marketing.segment_history SET left_on = $as_of
+            WHERE segment = $segment AND left_on IS NULL AND customer_id NOT IN (
+                SELECT customer_id FROM marketing.segment_members
+                WHERE segment = $segment AND as_of_date = $as_of)""", seg_day))
+    engine.append("marketing.segment_history", SqlStep("segments.history_open", """
+        SELECT $segment, customer_id, CAST($as_of AS DATE), NULL FROM marketing.segment_members
+        WHERE segment = $segment AND as_of_date = $as_of AND customer_id NOT IN (
+            SELECT customer_id FROM marketing.segment_history
+            WHERE segment = $segment AND left_on IS NULL)
+        ORDER BY customer_id""", seg_day))
 
 
-def size_history(con, segment: str, days: int = 30) -> list[tuple[dt.date, int]]:
+def size_history(engine: Engine, segment: str, days: int = 30) -> list[tuple[dt.date, int]]:
     """(day, members) of the segment's last ``days`` builds: counts only."""
-    return [(d, int(n)) for d, n in con.execute(
-        "SELECT as_of_date, members FROM ops.segment_runs WHERE segment = ? "
-        "ORDER BY as_of_date DESC LIMIT ?", [segment, days]).fetchall()][::-1]
+    return [(d, int(n)) for d, n in as_engine(engine).rows(SqlStep(
+        "segments.size_history", "SELECT as_of_date, members FROM ops.segment_runs "
+        "WHERE segment = $segment ORDER BY as_of_date DESC LIMIT $days",
+        {"segment": segment, "days": days}))][::-1]
 
 
-def dry_run(con, deployment, segment, as_of: dt.date, sample: int = 10) -> dict:
+def dry_run(engine: Engine, deployment, segment, as_of: dt.date, sample: int = 10) -> dict:
     """What the segment's rule *as now configured* selects on a day, compared with the stored
     membership of that day (or the latest stored day before it). Writes nothing.
 
     For a static segment the rule is what a fresh freeze would select; overrides are applied
     in both cases, so ``entering`` / ``leaving`` show the effect of a rule change."""
-    ensure_marketing_tables(con)
+    engine = as_engine(engine)
+    engine.run(*marketing_table_steps())
     msql, mparams = _membership_sql(segment, deployment, as_of)
     if segment.kind == "static":
         rsql, rparams = rule_members_sql(deployment, segment.rule, as_of)
         msql = msql.replace("SELECT customer_id FROM marketing.static_segment_base WHERE segment = ?",
                             rsql, 1)
         mparams = [mparams[0], mparams[1], *rparams]
+    seg_day = {"segment": segment.name, "as_of": as_of}
     # a build with no members is a stored membership too: look at the runs, not the members
-    stored_day = con.execute(
-        "SELECT max(as_of_date) FROM ops.segment_runs WHERE segment = ? AND as_of_date <= ?",
-        [segment.name, as_of]).fetchone()[0]
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _dry AS {msql}", mparams)
-    size = con.execute("SELECT count(*) FROM _dry").fetchone()[0]
-    ids = [r[0] for r in con.execute("SELECT customer_id FROM _dry ORDER BY customer_id LIMIT ?",
-                                     [sample]).fetchall()]
+    stored_day = engine.scalar(SqlStep(
+        "segments.stored_day", "SELECT max(as_of_date) FROM ops.segment_runs "
+        "WHERE segment = $segment AND as_of_date <= $as_of", seg_day))
+    engine.run(SqlStep("segments.dry_members", f"CREATE OR REPLACE TEMP TABLE _dry AS {msql}",
+                       mparams))
+    size = engine.scalar(SqlStep("segments.dry_size", "SELECT count(*) FROM _dry"))
+    ids = [r[0] for r in engine.rows(SqlStep(
+        "segments.dry_sample", "SELECT customer_id FROM _dry ORDER BY customer_id LIMIT $n",
+        {"n": sample}))]
     entering = leaving = stored = None
     if stored_day is not None:
-        stored, entering, leaving = con.execute("""
+        stored, entering, leaving = engine.rows(SqlStep("segments.dry_compare", """
             WITH s AS (SELECT customer_id FROM marketing.segment_members
-                       WHERE segment = ? AND as_of_date = ?)
+                       WHERE segment = $segment AND as_of_date = $day)
             SELECT (SELECT count(*) FROM s),
                    (SELECT count(*) FROM _dry WHERE customer_id NOT IN (SELECT customer_id FROM s)),
                    (SELECT count(*) FROM s WHERE customer_id NOT IN (SELECT customer_id FROM _dry))""",
-            [segment.name, stored_day]).fetchone()
-    con.execute("DROP TABLE IF EXISTS _dry")
+            {"segment": segment.name, "day": stored_day}))[0]
+    engine.run(SqlStep("segments.dry_drop", "DROP TABLE IF EXISTS _dry"))
     return {"segment": segment.name, "kind": segment.kind, "as_of": as_of, "size": int(size),
             "sample_ids": ids, "stored_day": stored_day,
             "stored_size": None if stored is None else int(stored),
@@ -252,18 +233,20 @@ def dry_run(con, deployment, segment, as_of: dt.date, sample: int = 10) -> dict:
             "leaving": None if leaving is None else int(leaving)}
 
 
-def add_overrides(con, segment: str, customer_ids: list[int], action: str, effective_on: dt.date,
-                  origin: str = "cli") -> int:
+def add_overrides(engine: Engine, segment: str, customer_ids: list[int], action: str,
+                  effective_on: dt.date, origin: str = "cli") -> int:
     """Record explicit additions (``include``) or removals (``exclude``) for a segment, effective
     from a day (they apply when the segment is next built for that day or later)."""
-    from tessera.engine.warehouse import transaction
-
     if action not in ("include", "exclude"):
         raise ValueError(f"action must be include or exclude, not {action!r}")
-    ensure_marketing_tables(con)
+    engine = as_engine(engine)
+    engine.run(*marketing_table_steps())
     ids = sorted({int(i) for i in customer_ids})
-    with transaction(con):
-        con.execute("""INSERT INTO marketing.segment_overrides
-                       SELECT ?, unnest(CAST(? AS BIGINT[])), ?, ?, now()::TIMESTAMP, ?""",
-                    [segment, ids, action, effective_on, origin])
+    with engine.together():
+        engine.append("marketing.segment_overrides", SqlStep(
+            "segments.overrides",
+            "SELECT $segment, unnest(CAST($ids AS BIGINT[])), $action, CAST($day AS DATE), "
+            "CAST(now() AS TIMESTAMP), $origin",
+            {"segment": segment, "ids": ids, "action": action, "day": effective_on,
+             "origin": origin}))
     return len(ids)

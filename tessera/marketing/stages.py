@@ -84,12 +84,12 @@ def build_stages(engine: Engine, deployment, as_of: dt.date) -> dict:
     sql, params = stages_sql(deployment, as_of)
     names = ", ".join(f"({i + 1}, '{s.name}')" for i, s in enumerate(deployment.stages))
     with engine.together():
-        engine.replace_partition("marketing.stages", "as_of_date", as_of, SqlStep(
+        engine.replace_partition("marketing.stages", {"as_of_date": as_of}, SqlStep(
             "stages.of_day", f"SELECT CAST(? AS DATE), customer_id, stage, stage_rank "
                              f"FROM ({sql}) ORDER BY customer_id", [as_of, *params]))
         staged = _count(engine, "stages.staged",
                         "SELECT count(*) FROM marketing.stages WHERE as_of_date = $as_of", as_of)
-        engine.replace_partition("marketing.stage_runs", "as_of_date", as_of, SqlStep(
+        engine.replace_partition("marketing.stage_runs", {"as_of_date": as_of}, SqlStep(
             "stages.run", "SELECT CAST($as_of AS DATE), CAST($staged AS BIGINT)",
             {"as_of": as_of, "staged": staged}))
         later = _count(engine, "stages.later_runs",
@@ -98,7 +98,7 @@ def build_stages(engine: Engine, deployment, as_of: dt.date) -> dict:
             _rebuild_history(engine)
         else:
             _advance_history(engine, as_of)
-        engine.replace_partition("marketing.funnel_daily", "as_of_date", as_of, SqlStep(
+        engine.replace_partition("marketing.funnel_daily", {"as_of_date": as_of}, SqlStep(
             "stages.funnel", f"""
             WITH names(stage_rank, stage) AS (VALUES {names}),
             c AS (SELECT stage_rank, count(*) AS n FROM marketing.stages

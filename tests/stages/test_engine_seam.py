@@ -33,14 +33,14 @@ def test_replace_partition_is_rerunnable_and_together_is_all_or_nothing():
     eng.run(SqlStep("ddl", "CREATE TABLE t (d INTEGER, v INTEGER)"),
             SqlStep("ddl2", "CREATE TABLE u (v INTEGER)"))
     rows = SqlStep("rows", "SELECT $d, range FROM range(3)")
-    assert eng.replace_partition("t", "d", 1, rows.bind(d=1)) == 3
-    assert eng.replace_partition("t", "d", 1, rows.bind(d=1)) == 3
-    assert eng.replace_partition("t", "d", 2, rows.bind(d=2)) == 3
+    assert eng.replace_partition("t", {"d": 1}, rows.bind(d=1)) == 3
+    assert eng.replace_partition("t", {"d": 1}, rows.bind(d=1)) == 3
+    assert eng.replace_partition("t", {"d": 2}, rows.bind(d=2)) == 3
     assert eng.scalar(SqlStep("n", "SELECT count(*) FROM t")) == 6
     with pytest.raises(duckdb.Error):
         with eng.together():
             eng.replace_table("u", SqlStep("u", "SELECT 1 AS v"))
-            eng.replace_partition("t", "d", 1, SqlStep("bad", "SELECT 1, no_such_column"))
+            eng.replace_partition("t", {"d": 1}, SqlStep("bad", "SELECT 1, no_such_column"))
     assert eng.scalar(SqlStep("n", "SELECT count(*) FROM t")) == 6
     assert eng.scalar(SqlStep("n", "SELECT count(*) FROM u")) == 0
 
