@@ -11,7 +11,8 @@ from pipelines.partitions import daily_partitions
 from resources import FeedStore, PrivacySettings
 from tessera.privacy import suppression as privacy_core
 from tessera.settings import Deployment
-from tessera.feeds.publish import build_feed, delivery_filter
+from tessera.feeds.publish import build_feed
+from tessera.feeds.selection import delivery_filter
 from tessera.engine.warehouse import Timer
 
 GROUP = "exports"

@@ -72,7 +72,7 @@ class DuckDBEngine:
         return self.arrow(step).to_pydict()
 
     def arrow(self, step: SqlStep) -> pa.Table:
-        return self._exec(step).fetch_arrow_table()
+        return self._exec(step).to_arrow_table()
 
     def replace_table(self, table: str, step: SqlStep) -> int:
         self._exec(SqlStep(step.name, f"CREATE OR REPLACE TABLE {table} AS {step.sql}", step.params))

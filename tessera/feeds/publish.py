@@ -1,9 +1,6 @@
 """Daily export feeds, published atomically with a manifest.
 
-A feed's rows are its segment's members for the day (or, with ``score_actions``, the
-contacts a score threshold pushed to the feed that day), joined to the contact card and
-the day's RFM, filtered by consent on the feed's channel (and, for e-mail, without a
-hard bounce). The file is written to a temporary name in the destination folder,
+Which rows a feed delivers is :mod:`tessera.feeds.selection`. The file is written to a temporary name in the destination folder,
 fsynced and renamed, and only then is the manifest (rows, sha256, columns) written
 beside it: a reader that sees a manifest always sees a whole file
 (RELIABILITY.md rule 5).
@@ -18,11 +15,10 @@ import json
 import os
 from pathlib import Path
 
-import duckdb
-
-from tessera.privacy.suppression import export_suppression_filter
-from tessera.marketing.segments import segment_base_sql
-from tessera.engine.warehouse import transaction
+from tessera.engine import Engine, SqlStep, as_engine
+from tessera.feeds.selection import (erasures_to_announce_step, feed_rows_step,
+                                     unconsented_step)
+from tessera.marketing.segments import marketing_table_steps
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -38,35 +34,6 @@ CREATE TABLE IF NOT EXISTS exports.feed_deliveries (
     feed VARCHAR NOT NULL, as_of_date DATE NOT NULL, file VARCHAR NOT NULL, rows BIGINT NOT NULL,
     sha256 VARCHAR NOT NULL, written_at TIMESTAMP NOT NULL)
 """
-
-
-def consent_filter(channel: str) -> str:
-    if channel == "email":
-        return ("email IS NOT NULL AND email_consent = 'granted' "
-                "AND NOT coalesce(email_hard_bounced, FALSE)")
-    if channel == "sms":
-        return "mobile IS NOT NULL AND sms_consent = 'granted'"
-    return "TRUE"
-
-
-def delivery_filter(channel: str) -> str:
-    """Consent on the channel AND no suppression of the identifier (needs tessera_hmac)."""
-    return f"({consent_filter(channel)}) AND {export_suppression_filter(channel)}"
-
-
-def feed_rows_sql(feed) -> str:
-    """The feed's rows; binds the day, then (with a segment) the segment name and the day."""
-    cols = ", ".join(f'"{f}"' for f in feed.fields)
-    seg = ""
-    if feed.segment:
-        seg = ("AND customer_id IN (SELECT customer_id FROM marketing.segment_members "
-               "WHERE segment = ? AND as_of_date = ?)")
-    elif getattr(feed, "score_actions", False):
-        # contacts a score threshold pushed to this feed on the day
-        seg = ("AND customer_id IN (SELECT customer_id FROM marketing.score_actions "
-               "WHERE action = 'feed' AND target = ? AND as_of_date = ?)")
-    return (f"SELECT {cols} FROM ({segment_base_sql()}) WHERE {delivery_filter(feed.channel)} "
-            f"{seg} ORDER BY customer_id")
 
 
 def _neutralise(value):
@@ -109,27 +76,19 @@ def write_manifest(path: Path, manifest: dict) -> None:
     os.replace(tmp, path)
 
 
-def build_feed(con: duckdb.DuckDBPyConnection, feed, as_of: dt.date, feeds_dir: Path,
-               now: dt.datetime) -> dict:
+def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.datetime) -> dict:
     """Publish one feed for one day. The connection needs ``tessera_hmac`` installed
     (``privacy.install_hmac``) and ``ops.suppressions`` present."""
-    sql = feed_rows_sql(feed)
-    # The base relation binds the RFM day first, then the segment filter binds its own.
-    bind = [as_of] + ([feed.segment, as_of] if feed.segment else [])
+    engine = as_engine(engine)
     if not feed.segment and getattr(feed, "score_actions", False):
-        bind += [feed.name, as_of]
-        from tessera.marketing.segments import ensure_marketing_tables
-
-        ensure_marketing_tables(con)
-    rel = con.execute(sql, bind)
-    columns = [d[0] for d in rel.description]
-    rows = rel.fetchall()
+        engine.run(*marketing_table_steps())
+    step = feed_rows_step(feed, as_of)
+    table = engine.arrow(step)
+    columns = table.column_names
+    rows = list(zip(*table.to_pydict().values())) if columns else []
     # Belt and braces: the query filters by consent; verify before publishing anything.
-    check_sql = (f"SELECT count(*) FROM ({segment_base_sql()}) WHERE customer_id IN "
-                 f"(SELECT unnest(?::BIGINT[])) AND NOT ({delivery_filter(feed.channel)})")
     if "customer_id" in columns:
-        ids = [r[columns.index("customer_id")] for r in rows]
-        bad = con.execute(check_sql, [as_of, ids]).fetchone()[0]
+        bad = engine.scalar(unconsented_step(feed, as_of, table.column("customer_id").to_pylist()))
         if bad:
             raise RuntimeError(f"feed {feed.name}: {bad} rows without {feed.channel} consent; not published")
     out_dir = feeds_dir / feed.name
@@ -137,13 +96,8 @@ def build_feed(con: duckdb.DuckDBPyConnection, feed, as_of: dt.date, feeds_dir: 
     sha = publish_csv(data_path, columns, rows, feed.for_spreadsheet)
     # Downstream tools must delete erased people: each erasure is announced in the first
     # delivery of this feed made after it (and again if that same day is re-delivered).
-    con.execute(NOTICES_DDL)
-    erased = [r[0] for r in con.execute("""
-        SELECT DISTINCT e.customer_id FROM ops.erasures e
-        WHERE e.customer_id IS NOT NULL AND NOT EXISTS (
-            SELECT 1 FROM exports.feed_erasure_notices n
-            WHERE n.feed = ? AND n.erased_customer = e.customer_id AND n.as_of_date <> ?)
-        ORDER BY 1""", [feed.name, as_of]).fetchall()]
+    engine.run(SqlStep("feeds.notices_ddl", NOTICES_DDL), SqlStep("feeds.deliveries_ddl", DELIVERIES_DDL))
+    erased = [r[0] for r in engine.rows(erasures_to_announce_step(feed, as_of))]
     deletions_path = out_dir / f"{feed.name}_{as_of.isoformat()}.deletions.csv"
     publish_csv(deletions_path, ["customer_id"], [(c,) for c in erased], False)
     manifest = {
@@ -153,28 +107,28 @@ def build_feed(con: duckdb.DuckDBPyConnection, feed, as_of: dt.date, feeds_dir: 
         "channel": feed.channel, "segment": feed.segment, "written_at": now.isoformat(),
     }
     write_manifest(out_dir / f"{feed.name}_{as_of.isoformat()}.manifest.json", manifest)
-    con.execute(DELIVERIES_DDL)
-    with transaction(con):
-        con.execute("DELETE FROM exports.feed_deliveries WHERE feed = ? AND as_of_date = ?",
-                    [feed.name, as_of])
-        con.execute("INSERT INTO exports.feed_deliveries VALUES (?, ?, ?, ?, ?, ?)",
-                    [feed.name, as_of, str(data_path), len(rows), sha, now])
-        con.execute("DELETE FROM exports.feed_erasure_notices WHERE feed = ? AND as_of_date = ?",
-                    [feed.name, as_of])
-        if erased:
-            con.executemany("INSERT INTO exports.feed_erasure_notices VALUES (?, ?, ?)",
-                            [[feed.name, c, as_of] for c in erased])
+    day = {"feed": feed.name, "as_of_date": as_of}
+    with engine.together():
+        engine.replace_partition("exports.feed_deliveries", day, SqlStep(
+            "feeds.delivery", "SELECT $feed, CAST($as_of AS DATE), $file, CAST($rows AS BIGINT), "
+            "$sha, CAST($now AS TIMESTAMP)", {"feed": feed.name, "as_of": as_of,
+                                               "file": str(data_path), "rows": len(rows),
+                                               "sha": sha, "now": now}))
+        engine.replace_partition("exports.feed_erasure_notices", day, SqlStep(
+            "feeds.erasure_notices", "SELECT $feed, unnest(CAST($ids AS BIGINT[])), "
+            "CAST($as_of AS DATE)", {"feed": feed.name, "ids": erased, "as_of": as_of}))
         # exports.<feed> keeps every delivered day; a re-run replaces its own day only.
         # If the feed's fields changed, the table is rebuilt with the new columns.
-        table = f"exports.{feed.name}"
+        target = f"exports.{feed.name}"
+        dated = SqlStep("feeds.rows_of_day", f"SELECT CAST(? AS DATE) AS as_of_date, * "
+                        f"FROM ({step.sql})", [as_of, *step.params])
         want = ["as_of_date", *columns]
-        have = [r[0] for r in con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'exports' "
-            "AND table_name = ? ORDER BY ordinal_position", [feed.name]).fetchall()]
+        have = [r[0] for r in engine.rows(SqlStep(
+            "feeds.table_columns", "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = 'exports' AND table_name = $feed ORDER BY ordinal_position",
+            {"feed": feed.name}))]
         if have != want:
-            con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT CAST(? AS DATE) AS as_of_date, * "
-                        f"FROM ({sql}) WHERE false", [as_of, *bind])
-        con.execute(f"DELETE FROM {table} WHERE as_of_date = ?", [as_of])
-        con.execute(f"INSERT INTO {table} SELECT CAST(? AS DATE) AS as_of_date, * FROM ({sql})",
-                    [as_of, *bind])
+            engine.replace_table(target, SqlStep(dated.name, dated.sql + " WHERE false",
+                                                 dated.params))
+        engine.replace_partition(target, {"as_of_date": as_of}, dated)
     return {"rows": len(rows), "file": str(data_path), "sha256": sha}

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tessera.feeds.publish import consent_filter, publish_csv, write_manifest
+from tessera.feeds.publish import publish_csv, write_manifest
+from tessera.feeds.selection import consent_filter
 
 COLUMNS = ["customer_id", "email", "mobile", "note", "order_summary", "birth_date"]
 ROWS = [
