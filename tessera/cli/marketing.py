@@ -31,7 +31,7 @@ def _read_ids(ids: tuple[int, ...], file: str | None) -> list[int]:
     return out
 
 
-@click.group("segment")
+@click.group("segment", short_help="Dry-run a segment, or add / remove members.")
 def segment() -> None:
     """Dry-run a segment rule, or add / remove members explicitly."""
 

@@ -19,7 +19,7 @@ from tessera.cli.common import confirmed, warehouse_and_deployment, yes_option
 BULK_ACTIONS = ["enable_email", "disable_email", "enable_sms", "disable_sms", "delete", "restore"]
 
 
-@click.command("forget")
+@click.command("forget", short_help="Erase people and suppress them.")
 @click.option("--email", "emails", multiple=True, help="e-mail address (repeatable)")
 @click.option("--customer-id", "customer_ids", type=int, multiple=True,
               help="customer id (repeatable)")
@@ -121,7 +121,7 @@ def bulk_edit_cmd(ctx: click.Context, action: str, customer_ids: tuple[int, ...]
     return 0
 
 
-@click.command("purge")
+@click.command("purge", short_help="Erase soft deletes past the grace period.")
 @click.option("--grace-hours", type=float, default=24.0, show_default=True,
               help="only soft deletes older than this many hours are erased")
 @yes_option("erase without asking (needed when run by a scheduler)")
@@ -163,7 +163,7 @@ def purge_cmd(ctx: click.Context, grace_hours: float, yes: bool) -> int:
     return 0
 
 
-@click.command("export-person")
+@click.command("export-person", short_help="Subject access: one person, as JSON.")
 @click.option("--customer-id", type=int, help="the customer's id")
 @click.option("--email", help="an e-mail address of the person (if no --customer-id)")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
@@ -217,7 +217,7 @@ def stop_monitoring_cmd(ctx: click.Context, customer_id: int) -> int:
     return 0
 
 
-@click.group("potential-unsubscribes")
+@click.group("potential-unsubscribes", short_help="Decide unsubscribes from potential companies.")
 def potential_unsubscribes() -> None:
     """Decide unsubscribe requests from potential companies.
 

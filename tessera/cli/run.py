@@ -115,7 +115,7 @@ def generate_cmd(ctx: click.Context, contacts: int, seed: int, as_of: dt.date,
     return 0
 
 
-@click.command("run")
+@click.command("run", short_help="Run the daily job for one day.")
 @click.option("--date", "day", type=DATE, help="business day to run (default: yesterday)")
 @click.pass_context
 def run_cmd(ctx: click.Context, day: dt.date | None) -> int:
@@ -126,7 +126,7 @@ def run_cmd(ctx: click.Context, day: dt.date | None) -> int:
     return _run_day(ctx, day)
 
 
-@click.command("rebuild")
+@click.command("rebuild", short_help="Re-read every landing file, re-derive.")
 @click.option("--date", "day", type=DATE, help="business day of the run (default: yesterday)")
 @yes_option("confirm without asking: raw and staging are dropped")
 @click.pass_context
@@ -154,7 +154,7 @@ def rebuild_cmd(ctx: click.Context, day: dt.date | None, yes: bool) -> int:
     return _run_day(ctx, day)
 
 
-@click.command("demo")
+@click.command("demo", short_help="Generate the sample data if absent, run the job.")
 @click.option("--contacts", type=int, default=300, show_default=True,
               help="number of persons to generate when the landing folder is empty")
 @click.pass_context
@@ -192,7 +192,7 @@ def summary_cmd(ctx: click.Context, run_id: str | None) -> int:
     return 0
 
 
-@click.command("init-home")
+@click.command("init-home", short_help="Create DAGSTER_HOME, print its path.")
 @click.pass_context
 def init_home_cmd(ctx: click.Context) -> int:
     """Create DAGSTER_HOME with the project's dagster.yaml and print its path."""

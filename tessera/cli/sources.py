@@ -12,7 +12,7 @@ from tessera.cli.common import setup_env
 REGISTRIES = ["b2c_users", "b2b_companies", "b2b_company_users", "potential_companies"]
 
 
-@click.command("template")
+@click.command("template", short_help="Write a registry's import workbook.")
 @click.argument("registry", type=click.Choice(REGISTRIES), metavar="REGISTRY")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="the .xlsx file to write")
@@ -42,7 +42,7 @@ def template_cmd(ctx: click.Context, registry: str, out: str, source_name: str,
     return 0
 
 
-@click.command("serve-push")
+@click.command("serve-push", short_help="Serve the push sources' endpoint.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
 @click.option("--port", type=int, default=8787, show_default=True, help="port to listen on")
 @click.pass_context
