@@ -1,7 +1,8 @@
 """The one Definitions object: built by loading every module of ``assets``.
 
 This is the only place where the environment is read (TESSERA_CONFIG, TESSERA_HOME and
-the per-path overrides); asset bodies receive resources and never branch on it.
+the per-path overrides, resolved by ``tessera.settings.paths``, which the command line
+shares); asset bodies receive resources and never branch on it.
 """
 
 from __future__ import annotations
@@ -21,20 +22,7 @@ from resources import (ApiCredentials, FeedStore, LandingZone, PrivacySettings, 
                        warehouse_resource)
 from tessera.settings import Deployment
 from tessera.deployment import load_deployment
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
-def tessera_paths(env: dict | None = None) -> dict[str, Path]:
-    env = os.environ if env is None else env
-    home = Path(env.get("TESSERA_HOME", PROJECT_ROOT / "var" / "demo"))
-    return {
-        "config": Path(env.get("TESSERA_CONFIG", PROJECT_ROOT / "examples" / "demo")),
-        "home": home,
-        "warehouse": Path(env.get("TESSERA_WAREHOUSE", home / "warehouse.duckdb")),
-        "landing": Path(env.get("TESSERA_LANDING", home / "landing")),
-        "feeds": Path(env.get("TESSERA_FEEDS", home / "feeds")),
-    }
+from tessera.settings.paths import tessera_paths
 
 
 def load_stage_modules():

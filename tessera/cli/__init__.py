@@ -1,5 +1,5 @@
-"""The tessera command line."""
+"""The tessera command line (click); ``main(argv) -> int`` is the console script's entry."""
 
-from tessera.cli.main import main
+from tessera.cli.app import cli, main
 
-__all__ = ["main"]
+__all__ = ["cli", "main"]

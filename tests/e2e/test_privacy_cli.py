@@ -77,7 +77,7 @@ def test_stop_monitoring_keeps_no_new_events(home):
 def test_soft_delete_restore_and_purge(home):
     p, cid = person1(home)
     other = q(home, "SELECT min(customer_id) FROM core.customers WHERE customer_id <> ?", [cid])[0][0]
-    assert main(["bulk-edit", "delete", "--customer-id", str(cid), "--customer-id", str(other), "--by", "t"]) == 0
+    assert main(["bulk-edit", "delete", "--yes", "--customer-id", str(cid), "--customer-id", str(other), "--by", "t"]) == 0
     assert main(["run", "--date", AS_OF.isoformat()]) == 0
     cards = {r[0] for r in q(home, "SELECT customer_id FROM marts.contact_cards")}
     assert cid not in cards and other not in cards
@@ -85,7 +85,7 @@ def test_soft_delete_restore_and_purge(home):
     assert main(["bulk-edit", "restore", "--customer-id", str(other)]) == 0
     assert main(["run", "--date", AS_OF.isoformat()]) == 0
     assert other in {r[0] for r in q(home, "SELECT customer_id FROM marts.contact_cards")}
-    assert main(["purge", "--grace-hours", "0"]) == 0
+    assert main(["purge", "--yes", "--grace-hours", "0"]) == 0
     assert q(home, "SELECT count(*) FROM core.customers WHERE customer_id = ?", [cid]) == [(0,)]
     assert q(home, "SELECT count(*) FROM core.customers WHERE customer_id = ?", [other]) == [(1,)]
     # the purge is an erasure: the person does not come back with the next run
@@ -99,7 +99,7 @@ def test_imports_for_a_soft_deleted_person_are_held_until_restored(home):
     p, cid = person1(home)
     crm_id = q(home, """SELECT source_record_id FROM core.customer_sources
                         WHERE customer_id = ? AND source = 'crm_contacts' LIMIT 1""", [cid])[0][0]
-    assert main(["bulk-edit", "delete", "--customer-id", str(cid)]) == 0
+    assert main(["bulk-edit", "delete", "--yes", "--customer-id", str(cid)]) == 0
     time.sleep(1.1)  # the new file is loaded strictly after the soft delete
     header = ("crm_id;nome;cognome;email;cellulare;data_nascita;sesso;indirizzo;cap;citta;provincia;paese;"
               "codice_fiscale;consenso_email;data_modifica;livello_fedelta;proprietario\r\n")
@@ -120,7 +120,7 @@ def test_purge_interrupted_then_rerun(home):
     """A purge that fails inside its transaction erases nothing (no half-erased person);
     one stopped between the warehouse and the files is finished by the next purge."""
     p, cid = person1(home)
-    assert main(["bulk-edit", "delete", "--customer-id", str(cid), "--by", "t"]) == 0
+    assert main(["bulk-edit", "delete", "--yes", "--customer-id", str(cid), "--by", "t"]) == 0
     before = q(home, "SELECT count(*) FROM raw.crm_contacts")[0][0]
     # A real failure half-way through the deletes: a table whose customer_id cannot be
     # compared with the erased ids (a cast error, raised after raw and staging are done).
@@ -129,7 +129,7 @@ def test_purge_interrupted_then_rerun(home):
     con.execute("INSERT INTO marts.zz_broken VALUES ('not-a-number')")
     con.close()
     with pytest.raises(Exception):
-        main(["purge", "--grace-hours", "0"])
+        main(["purge", "--yes", "--grace-hours", "0"])
     assert q(home, "SELECT count(*) FROM raw.crm_contacts")[0][0] == before
     assert q(home, "SELECT count(*) FROM core.customers WHERE customer_id = ?", [cid]) == [(1,)]
     assert q(home, "SELECT count(*) FROM ops.suppressions WHERE reason = 'erasure'") == [(0,)]
@@ -150,23 +150,23 @@ def test_purge_interrupted_then_rerun(home):
     landing_text = b"".join(f.read_bytes() for f in (home / "landing").rglob("*")
                             if f.is_file() and "_truth" not in f.parts).lower()
     assert p["email"].encode() in landing_text  # files not done yet
-    assert main(["purge", "--grace-hours", "0"]) == 0  # the next nightly purge finishes it
+    assert main(["purge", "--yes", "--grace-hours", "0"]) == 0  # the next nightly purge finishes it
     landing_text = b"".join(f.read_bytes() for f in (home / "landing").rglob("*")
                             if f.is_file() and "_truth" not in f.parts).lower()
     assert p["email"].encode() not in landing_text
     assert q(home, "SELECT count(*) FROM ops.bulk_edits WHERE customer_id = ? AND applied_at IS NULL",
              [cid]) == [(0,)]
-    assert main(["purge", "--grace-hours", "0"]) == 0  # and then there is nothing left to do
+    assert main(["purge", "--yes", "--grace-hours", "0"]) == 0  # and then there is nothing left to do
     assert main(["run", "--date", (AS_OF + dt.timedelta(days=1)).isoformat()]) == 0
     assert q(home, "SELECT count(*) FROM staging.contacts WHERE email_key = ?", [p["email"]]) == [(0,)]
 
 
 def test_rebuild_keeps_ids_and_never_brings_back_the_erased(home):
     p, cid = person1(home)
-    assert main(["forget", "--email", p["email"]]) == 0
+    assert main(["forget", "--yes", "--email", p["email"]]) == 0
     ids = dict(q(home, "SELECT source || ':' || source_record_id, customer_id FROM core.customer_sources"))
     other = q(home, "SELECT min(customer_id) FROM core.customers")[0][0]
-    assert main(["bulk-edit", "delete", "--customer-id", str(other)]) == 0
+    assert main(["bulk-edit", "delete", "--yes", "--customer-id", str(other)]) == 0
     assert main(["rebuild", "--yes", "--date", AS_OF.isoformat()]) == 2  # a pending soft delete
     assert main(["bulk-edit", "restore", "--customer-id", str(other)]) == 0
     assert main(["rebuild", "--date", AS_OF.isoformat()]) == 2  # no --yes

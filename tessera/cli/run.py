@@ -1,0 +1,204 @@
+"""Running the daily job and reporting on it: generate, run, rebuild, demo, summary, init-home.
+
+Only ``run``, ``rebuild`` and ``demo`` import Dagster (they execute the job); ``summary``
+reads the warehouse alone, so it starts fast and works while the UI holds Dagster's storage.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from tessera.cli.common import DATE, DEMO_DATE, setup_env, warehouse_and_deployment, yes_option
+
+
+def run_daily(day: dt.date):
+    import dagster as dg
+
+    from pipelines.definitions import defs_from_env
+
+    defs = defs_from_env()
+    job = defs.resolve_job_def("daily_job")
+    instance = dg.DagsterInstance.get()
+    # INFO on the console: one line per file loaded, warnings, failures; the full DEBUG
+    # event stream is still stored and visible in the UI.
+    run_config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    return job.execute_in_process(partition_key=day.isoformat(), instance=instance,
+                                  raise_on_error=False, run_config=run_config)
+
+
+def summary(run_id: str | None = None) -> dict:
+    import gc
+
+    from tessera.engine.warehouse import connect
+    from tessera.settings.paths import tessera_paths
+
+    # A failed in-process run can leave its DuckDB connection referenced by the error's
+    # traceback; collect it so this connection opens with its own configuration.
+    gc.collect()
+    con = connect(tessera_paths()["warehouse"])
+    try:
+        if run_id is None:
+            row = con.execute("SELECT batch_id FROM ops.import_report "
+                              "ORDER BY loaded_at DESC LIMIT 1").fetchone()
+            run_id = row[0] if row else ""
+        files, loaded, rejected, failed = con.execute("""
+            SELECT count(*) FILTER (WHERE status IN ('loaded', 'failed')),
+                   coalesce(sum(new + updated + unchanged), 0), coalesce(sum(rejected), 0),
+                   count(*) FILTER (WHERE status = 'failed')
+            FROM ops.import_report WHERE batch_id = ?""", [run_id]).fetchone()
+        customers = con.execute("SELECT count(*) FROM core.customers").fetchone()[0]
+        records = con.execute("SELECT count(*) FROM core.customer_sources").fetchone()[0]
+        feeds = con.execute("""SELECT feed, as_of_date, file, rows FROM exports.feed_deliveries
+                               ORDER BY written_at DESC, feed""").fetchall()
+    finally:
+        con.close()
+    return {"run_id": run_id, "files_read": int(files), "rows_loaded": int(loaded),
+            "rows_rejected": int(rejected), "files_failed": int(failed),
+            "contact_records": int(records), "golden_customers": int(customers), "feeds": feeds}
+
+
+def print_summary(s: dict) -> None:
+    print("\nTessera daily run summary")
+    print(f"  files read         {s['files_read']:>8}   (failed: {s['files_failed']})")
+    print(f"  rows loaded        {s['rows_loaded']:>8}")
+    print(f"  rows rejected      {s['rows_rejected']:>8}   (see ops.rejects)")
+    print(f"  contact records    {s['contact_records']:>8}")
+    print(f"  golden customers   {s['golden_customers']:>8}")
+    print(f"  feed files written {len(s['feeds']):>8}")
+    for feed, day, path, rows in s["feeds"]:
+        print(f"    {feed} {day}: {rows} rows -> {path}")
+
+
+def _run_day(ctx: click.Context, day: dt.date | None) -> int:
+    setup_env(ctx)
+    day = day or dt.date.today() - dt.timedelta(days=1)
+    result = run_daily(day)
+    print_summary(summary(result.run_id))
+    if not result.success:
+        print(f"\nrun {result.run_id} FAILED; see the Dagster UI (make ui) for the failing step",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+@click.command("generate")
+@click.option("--contacts", type=int, default=300, show_default=True,
+              help="number of persons to generate")
+@click.option("--seed", type=int, default=42, show_default=True,
+              help="random seed (same seed, same data)")
+@click.option("--as-of", "as_of", type=DATE, default=DEMO_DATE.isoformat(), show_default=True,
+              help="the business day the sample data ends on")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="folder to write into (default: the landing folder of --home)")
+@click.pass_context
+def generate_cmd(ctx: click.Context, contacts: int, seed: int, as_of: dt.date,
+                 out: str | None) -> int:
+    """Write the sample data set with its truth."""
+    from tessera.sampledata.generator import generate
+
+    if out:
+        folder = Path(out)
+    else:
+        setup_env(ctx)
+        from tessera.settings.paths import tessera_paths
+
+        folder = tessera_paths()["landing"]
+    result = generate(folder, contacts=contacts, seed=seed, as_of=as_of)
+    print(f"generated {result['persons']} persons into {folder}:")
+    for source, n in sorted(result["records"].items()):
+        print(f"  {source:<28} {n:>9} records")
+    return 0
+
+
+@click.command("run", short_help="Run the daily job for one day.")
+@click.option("--date", "day", type=DATE, help="business day to run (default: yesterday)")
+@click.pass_context
+def run_cmd(ctx: click.Context, day: dt.date | None) -> int:
+    """Run the daily job for one day, in process, and print the summary.
+
+    Exits 1 if the run failed.
+    """
+    return _run_day(ctx, day)
+
+
+@click.command("rebuild", short_help="Re-read every landing file, re-derive.")
+@click.option("--date", "day", type=DATE, help="business day of the run (default: yesterday)")
+@yes_option("confirm without asking: raw and staging are dropped")
+@click.pass_context
+def rebuild_cmd(ctx: click.Context, day: dt.date | None, yes: bool) -> int:
+    """Re-read every landing file and re-derive the warehouse (ids, suppressions and
+    decisions are kept)."""
+    from tessera.cli.common import confirmed
+
+    refused = confirmed("rebuild drops raw and staging and re-reads every landing file", yes)
+    if refused is not None:
+        return refused
+    from tessera.ingest.rebuild import RebuildRefused, reset_loaded_data
+
+    con, _deployment, _paths = warehouse_and_deployment(ctx)
+    try:
+        out = reset_loaded_data(con)
+    except RebuildRefused as exc:
+        print(f"rebuild refused: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        con.close()
+    print(f"rebuild: {out['raw_tables']} raw and {out['staging_tables']} staging tables dropped, "
+          f"{out['files_forgotten']} ledger entries cleared; identity map kept "
+          f"({out.get('identity_map_rows', 0)} records)")
+    return _run_day(ctx, day)
+
+
+@click.command("demo", short_help="Generate the sample data if absent, run the job.")
+@click.option("--contacts", type=int, default=300, show_default=True,
+              help="number of persons to generate when the landing folder is empty")
+@click.pass_context
+def demo_cmd(ctx: click.Context, contacts: int) -> int:
+    """Generate the sample data (if absent) and run the daily job on it."""
+    setup_env(ctx)
+    from tessera.sampledata.generator import generate
+    from tessera.settings.paths import tessera_paths
+
+    landing = tessera_paths()["landing"]
+    if not any(landing.glob("*/*")):
+        print(f"generating sample data ({contacts} persons) into {landing}")
+        generate(landing, contacts=contacts, seed=42, as_of=DEMO_DATE)
+    print(f"running daily_job as of {DEMO_DATE} (warehouse {tessera_paths()['warehouse']})")
+    result = run_daily(DEMO_DATE)
+    print_summary(summary(result.run_id))
+    print("\nopen the Dagster UI with `make ui` (http://127.0.0.1:3000) to browse the run.")
+    return 0 if result.success else 1
+
+
+@click.command("summary")
+@click.option("--run-id", help="the run to report on (default: the latest in ops.import_report)")
+@click.pass_context
+def summary_cmd(ctx: click.Context, run_id: str | None) -> int:
+    """Summary of a run (default: the last)."""
+    setup_env(ctx)
+    from tessera.settings.paths import tessera_paths
+
+    warehouse = tessera_paths()["warehouse"]
+    if not warehouse.exists():  # connecting would create an empty one and fail on its tables
+        print(f"no warehouse at {warehouse}: run `tessera run` or `tessera demo` first",
+              file=sys.stderr)
+        return 1
+    print_summary(summary(run_id))
+    return 0
+
+
+@click.command("init-home", short_help="Create DAGSTER_HOME, print its path.")
+@click.pass_context
+def init_home_cmd(ctx: click.Context) -> int:
+    """Create DAGSTER_HOME with the project's dagster.yaml and print its path."""
+    setup_env(ctx)
+    print(os.environ["DAGSTER_HOME"])
+    return 0
+
+
+COMMANDS = [generate_cmd, run_cmd, rebuild_cmd, demo_cmd, summary_cmd, init_home_cmd]
