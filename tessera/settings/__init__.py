@@ -4,19 +4,50 @@
 ``identity``, ``marketing``, ``feeds``, ``model`` (the whole ``Deployment``). The settings
 layer imports nothing of the stages: loading and cross-checking a configuration folder
 (which needs the rule language) is :func:`tessera.deployment.load_deployment`.
+Names are loaded on first use, so that reading the paths (``tessera.settings.paths``,
+all the fast CLI commands need) does not load every pydantic model.
 """
 
-from tessera.settings.base import Entity, Identifier
-from tessera.settings.feeds import FeedDef
-from tessera.settings.identity import IdentitySettings, MatchKey, Probabilistic, RecordRef
-from tessera.settings.marketing import (Cap, Decay, ScoreDef, ScoreRule, SegmentDef, StageDef,
-                                        Threshold, ThresholdAction)
-from tessera.settings.model import Deployment
-from tessera.settings.sources import (DEFAULT_NULL_RATES, SALES_CHANNEL_MACROS, ApiPull, CsvDialect,
-                                      EntityExpectations, ExtendedProperty, LookupTable, LookupValue,
-                                      Node, NullRate, PushEndpoint, SalesChannel, Source, Tree,
-                                      XlsxLayout, XmlLayout)
-from tessera.yamlfile import ConfigError
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "ApiPull": "tessera.settings.sources",
+    "Cap": "tessera.settings.marketing",
+    "ConfigError": "tessera.yamlfile",
+    "CsvDialect": "tessera.settings.sources",
+    "DEFAULT_NULL_RATES": "tessera.settings.sources",
+    "Decay": "tessera.settings.marketing",
+    "Deployment": "tessera.settings.model",
+    "Entity": "tessera.settings.base",
+    "EntityExpectations": "tessera.settings.sources",
+    "ExtendedProperty": "tessera.settings.sources",
+    "FeedDef": "tessera.settings.feeds",
+    "Identifier": "tessera.settings.base",
+    "IdentitySettings": "tessera.settings.identity",
+    "LookupTable": "tessera.settings.sources",
+    "LookupValue": "tessera.settings.sources",
+    "MatchKey": "tessera.settings.identity",
+    "Node": "tessera.settings.sources",
+    "NullRate": "tessera.settings.sources",
+    "Probabilistic": "tessera.settings.identity",
+    "PushEndpoint": "tessera.settings.sources",
+    "RecordRef": "tessera.settings.identity",
+    "SALES_CHANNEL_MACROS": "tessera.settings.sources",
+    "SalesChannel": "tessera.settings.sources",
+    "ScoreDef": "tessera.settings.marketing",
+    "ScoreRule": "tessera.settings.marketing",
+    "SegmentDef": "tessera.settings.marketing",
+    "Source": "tessera.settings.sources",
+    "StageDef": "tessera.settings.marketing",
+    "Threshold": "tessera.settings.marketing",
+    "ThresholdAction": "tessera.settings.marketing",
+    "Tree": "tessera.settings.sources",
+    "XlsxLayout": "tessera.settings.sources",
+    "XmlLayout": "tessera.settings.sources",
+}
 
 __all__ = [
     "ApiPull", "Cap", "ConfigError", "CsvDialect", "DEFAULT_NULL_RATES", "Decay", "Deployment",
@@ -25,3 +56,9 @@ __all__ = [
     "RecordRef", "SALES_CHANNEL_MACROS", "SalesChannel", "ScoreDef", "ScoreRule", "SegmentDef",
     "Source", "StageDef", "Threshold", "ThresholdAction", "Tree", "XlsxLayout", "XmlLayout",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(name)
