@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-import duckdb
-
+from tessera.engine import Engine, SqlStep, as_engine
 from tessera.settings import Deployment
 from tessera.stable_ids import assign_stable_ids
-from tessera.engine.warehouse import table_exists, transaction
 from tessera.vocabulary import COMPANY_FIELDS
 
 
@@ -40,7 +38,7 @@ CREATE TABLE IF NOT EXISTS ops.unlinked_company_users (
     detected_at TIMESTAMP NOT NULL)"""
 
 
-def link_company_users(con: duckdb.DuckDBPyConnection, run_at: dt.datetime) -> dict:
+def link_company_users(engine: Engine, run_at: dt.datetime) -> dict:
     """Link each staged company user to one company record; report those left unlinked.
 
     Order of evidence: the user's company VAT (when given and valid), then the normalised
@@ -48,16 +46,18 @@ def link_company_users(con: duckdb.DuckDBPyConnection, run_at: dt.datetime) -> d
     reported, not guessed. A VAT given on the user that contradicts the named company is
     reported too. ``ops.unlinked_company_users`` holds ids and reasons only.
     """
-    have_companies = table_exists(con, "staging", "companies") and bool(con.execute(
+    engine = as_engine(engine)
+    have_companies = engine.table_exists("staging", "companies") and bool(engine.scalar(SqlStep(
+        "companies.have_name_keys",
         "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'staging' "
-        "AND table_name = 'companies' AND column_name = 'name_key'").fetchone()[0])
+        "AND table_name = 'companies' AND column_name = 'name_key'")))
     companies = ("SELECT source, source_record_id, vat_key, name_key FROM staging.companies"
                  if have_companies else
                  "SELECT NULL::VARCHAR source, NULL::VARCHAR source_record_id, NULL::VARCHAR vat_key, "
                  "NULL::VARCHAR name_key WHERE false")
-    con.execute(UNLINKED_DDL)
-    with transaction(con):
-        con.execute(f"""
+    engine.run(SqlStep("companies.unlinked_ddl", UNLINKED_DDL))
+    with engine.together():
+        engine.run(SqlStep("companies.user_links", f"""
             CREATE OR REPLACE TEMP TABLE _user_links AS
             WITH c AS ({companies}),
             by_vat AS (
@@ -96,23 +96,22 @@ def link_company_users(con: duckdb.DuckDBPyConnection, run_at: dt.datetime) -> d
                    END AS unlinked_reason
             FROM staging.company_users u
             LEFT JOIN by_vat v USING (source, source_record_id)
-            LEFT JOIN by_name n USING (source, source_record_id)""")
-        con.execute("""
-            CREATE OR REPLACE TABLE staging.company_users AS
+            LEFT JOIN by_name n USING (source, source_record_id)"""))
+        engine.replace_table("staging.company_users", SqlStep("companies.users_linked", """
             SELECT u.*, l.company_source, l.company_record_id, l.linked_by
             FROM staging.company_users u JOIN _user_links l USING (source, source_record_id)
-            ORDER BY u.source, u.source_record_id""")
-        con.execute("DELETE FROM ops.unlinked_company_users")
-        con.execute("""
-            INSERT INTO ops.unlinked_company_users
-            SELECT source, source_record_id, unlinked_reason, ?::TIMESTAMP FROM _user_links
-            WHERE unlinked_reason IS NOT NULL ORDER BY source, source_record_id""", [run_at])
-    con.execute("DROP TABLE IF EXISTS _user_links")
-    rows = con.execute("""
+            ORDER BY u.source, u.source_record_id"""))
+        engine.overwrite("ops.unlinked_company_users", SqlStep("companies.unlinked_users", """
+            SELECT source, source_record_id, unlinked_reason, CAST($run_at AS TIMESTAMP)
+            FROM _user_links WHERE unlinked_reason IS NOT NULL
+            ORDER BY source, source_record_id""", {"run_at": run_at}))
+    engine.run(SqlStep("companies.drop_user_links", "DROP TABLE IF EXISTS _user_links"))
+    rows = engine.rows(SqlStep("companies.user_link_counts", """
         SELECT count(*), count(*) FILTER (WHERE linked_by = 'vat'),
-               count(*) FILTER (WHERE linked_by = 'legal_name') FROM staging.company_users""").fetchone()
-    reasons = dict(con.execute("SELECT reason, count(*) FROM ops.unlinked_company_users "
-                               "GROUP BY ALL ORDER BY 1").fetchall())
+               count(*) FILTER (WHERE linked_by = 'legal_name') FROM staging.company_users"""))[0]
+    reasons = dict(engine.rows(SqlStep(
+        "companies.unlinked_reasons",
+        "SELECT reason, count(*) FROM ops.unlinked_company_users GROUP BY reason ORDER BY 1")))
     return {"company_users": int(rows[0]), "linked_by_vat": int(rows[1]),
             "linked_by_legal_name": int(rows[2]),
             "unlinked": int(sum(reasons.values())),
@@ -122,14 +121,14 @@ def link_company_users(con: duckdb.DuckDBPyConnection, run_at: dt.datetime) -> d
 # --------------------------------------------------------------------------- #
 # Golden companies
 # --------------------------------------------------------------------------- #
-def _cluster(con) -> int:
+def _cluster(engine: Engine) -> int:
     """Connected components of the company records (``_crec``) over VAT and name edges.
 
     Edges are stars (every record of a key group to the group's smallest record), so
     they grow linearly. A name group holding two different VATs links nothing by name:
     those are different companies that happen to share a name.
     """
-    con.execute("""
+    engine.run(SqlStep("companies.edges", """
         CREATE OR REPLACE TEMP TABLE _cedges AS
         SELECT min(rid) OVER (PARTITION BY vat_key) AS a, rid AS b FROM _crec WHERE vat_key IS NOT NULL
         UNION ALL
@@ -137,59 +136,61 @@ def _cluster(con) -> int:
             SELECT min(rid) OVER w AS a, rid AS b, count(DISTINCT vat_key) OVER w AS vats
             FROM _crec WHERE name_key IS NOT NULL AND (NOT generic_name OR city_key IS NOT NULL)
             WINDOW w AS (PARTITION BY name_key, CASE WHEN generic_name THEN city_key END)
-        ) WHERE vats <= 1""")
-    con.execute("CREATE OR REPLACE TEMP TABLE _clabel AS SELECT rid, rid AS cid FROM _crec")
+        ) WHERE vats <= 1"""),
+               SqlStep("companies.labels", "CREATE OR REPLACE TEMP TABLE _clabel AS "
+                                           "SELECT rid, rid AS cid FROM _crec"))
     rounds = 0
     while True:
         rounds += 1
-        con.execute("""
+        engine.run(SqlStep("companies.propagate", """
             CREATE OR REPLACE TEMP TABLE _cnext AS
             WITH e AS (SELECT a, b FROM _cedges UNION ALL SELECT b, a FROM _cedges)
             SELECT l.rid, least(l.cid, coalesce(min(n.cid), l.cid)) AS cid
             FROM _clabel l LEFT JOIN e ON e.a = l.rid LEFT JOIN _clabel n ON n.rid = e.b
-            GROUP BY l.rid, l.cid""")
-        changed = con.execute("SELECT count(*) FROM _cnext n JOIN _clabel l USING (rid) "
-                              "WHERE n.cid <> l.cid").fetchone()[0]
-        con.execute("CREATE OR REPLACE TEMP TABLE _clabel AS SELECT * FROM _cnext")
+            GROUP BY l.rid, l.cid"""))
+        changed = engine.scalar(SqlStep("companies.changed_labels",
+                                        "SELECT count(*) FROM _cnext n JOIN _clabel l USING (rid) "
+                                        "WHERE n.cid <> l.cid"))
+        engine.run(SqlStep("companies.next_labels",
+                           "CREATE OR REPLACE TEMP TABLE _clabel AS SELECT * FROM _cnext"))
         if not changed or rounds > 100:
             return rounds
 
 
-def resolve_companies(con: duckdb.DuckDBPyConnection, deployment: Deployment,
-                      run_at: dt.datetime) -> dict:
+def resolve_companies(engine: Engine, deployment: Deployment, run_at: dt.datetime) -> dict:
     """Rebuild ``core.company_sources``, ``core.companies`` and their field lineage."""
-    con.execute("""
+    engine = as_engine(engine)
+    engine.run(SqlStep("companies.records", """
         CREATE OR REPLACE TEMP TABLE _crec AS
         SELECT row_number() OVER (ORDER BY source, source_record_id) AS rid,
                source, source_record_id, vat_key, name_key, city_key, generic_name
-        FROM staging.companies""")
-    rounds = _cluster(con)
+        FROM staging.companies"""))
+    rounds = _cluster(engine)
     prev = ("SELECT source, source_record_id, company_id FROM core.company_sources"
-            if table_exists(con, "core", "company_sources") else
+            if engine.table_exists("core", "company_sources") else
             "SELECT NULL::VARCHAR source, NULL::VARCHAR source_record_id, NULL::BIGINT company_id WHERE false")
-    con.execute(f"""
+    engine.run(SqlStep("companies.members", f"""
         CREATE OR REPLACE TEMP TABLE _cmembers AS
         SELECT r.rid, r.source, r.source_record_id, l.cid, p.company_id AS old_id
-        FROM _crec r JOIN _clabel l USING (rid) LEFT JOIN ({prev}) p USING (source, source_record_id)""")
+        FROM _crec r JOIN _clabel l USING (rid) LEFT JOIN ({prev}) p USING (source, source_record_id)"""))
     rank_values = ", ".join(f"('{n}', {r})" for n, r in deployment.node_rank().items())
     fields = list(COMPANY_FIELDS)
     cast_cols = ", ".join(
         f"CAST({'s.vat_key' if f == 'vat_number' else 's.' + f} AS VARCHAR) AS \"{f}\"" for f in fields)
-    with transaction(con):
+    with engine.together():
         # Stable ids exactly as for customers (largest overlap keeps its id).
-        new_ids = assign_stable_ids(con, "_cmembers", "_cids", "company_id")
-        con.execute("""
-            CREATE OR REPLACE TABLE core.company_sources AS
+        new_ids = assign_stable_ids(engine, "_cmembers", "_cids", "company_id")
+        engine.replace_table("core.company_sources", SqlStep("companies.sources", """
             SELECT m.source, m.source_record_id, i.company_id, s.node,
                    CASE WHEN count(*) OVER (PARTITION BY m.cid) = 1 THEN 'singleton'
                         WHEN s.vat_key IS NOT NULL AND count(*) OVER (PARTITION BY m.cid, s.vat_key) > 1 THEN 'vat'
                         ELSE 'legal_name' END AS matched_by,
-                   ?::TIMESTAMP AS resolved_at
+                   CAST(? AS TIMESTAMP) AS resolved_at
             FROM _cmembers m JOIN _cids i USING (cid)
             JOIN staging.companies s USING (source, source_record_id)
-            ORDER BY i.company_id, m.source, m.source_record_id""", [run_at])
+            ORDER BY i.company_id, m.source, m.source_record_id""", [run_at]))
         # Survivorship by the tree: best node, then most recent, then a fixed order.
-        con.execute(f"""
+        engine.run(SqlStep("companies.survivors", f"""
             CREATE OR REPLACE TEMP TABLE _cwinners AS
             WITH ranks(node, node_rank) AS (VALUES {rank_values}),
             cand AS (
@@ -206,16 +207,14 @@ def resolve_companies(con: duckdb.DuckDBPyConnection, deployment: Deployment,
             FROM cand
             QUALIFY row_number() OVER (PARTITION BY company_id, field
                                        ORDER BY node_rank, updated_at DESC NULLS LAST,
-                                                source, source_record_id) = 1""")
-        con.execute("""
-            CREATE OR REPLACE TABLE core.company_field_lineage AS
+                                                source, source_record_id) = 1"""))
+        engine.replace_table("core.company_field_lineage", SqlStep("companies.lineage", """
             SELECT company_id, field, node, source, source_record_id, source_updated_at,
-                   'tree_priority' AS rule, ?::TIMESTAMP AS decided_at
-            FROM _cwinners ORDER BY company_id, field""", [run_at])
+                   'tree_priority' AS rule, CAST(? AS TIMESTAMP) AS decided_at
+            FROM _cwinners ORDER BY company_id, field""", [run_at]))
         pivot = ",\n".join(f"CAST(max(value) FILTER (WHERE field = '{f}') AS {t}) AS \"{f}\""
                            for f, t in COMPANY_FIELDS.items())
-        con.execute(f"""
-            CREATE OR REPLACE TABLE core.companies AS
+        engine.replace_table("core.companies", SqlStep("companies.golden", f"""
             WITH g AS (SELECT company_id, {pivot} FROM _cwinners GROUP BY company_id),
             members AS (
                 SELECT cs.company_id, count(*) AS source_count,
@@ -224,32 +223,34 @@ def resolve_companies(con: duckdb.DuckDBPyConnection, deployment: Deployment,
                 GROUP BY cs.company_id
             )
             SELECT m.company_id, g.* EXCLUDE (company_id), m.source_count, m.nodes, m.updated_at,
-                   ?::TIMESTAMP AS golden_built_at
-            FROM members m LEFT JOIN g USING (company_id) ORDER BY m.company_id""", [run_at])
-    for t in ("_crec", "_cedges", "_clabel", "_cnext", "_cmembers", "_cids", "_cwinners"):
-        con.execute(f"DROP TABLE IF EXISTS {t}")
-    row = con.execute("""
+                   CAST(? AS TIMESTAMP) AS golden_built_at
+            FROM members m LEFT JOIN g USING (company_id) ORDER BY m.company_id""", [run_at]))
+    engine.run(*(SqlStep("companies.drop_temp", f"DROP TABLE IF EXISTS {t}")
+                 for t in ("_crec", "_cedges", "_clabel", "_cnext", "_cmembers", "_cids", "_cwinners")))
+    row = engine.rows(SqlStep("companies.counts", """
         SELECT count(*), count(*) FILTER (WHERE source_count > 1), count(vat_number)
-        FROM core.companies""").fetchone()
-    records = con.execute("SELECT count(*) FROM core.company_sources").fetchone()[0]
+        FROM core.companies"""))[0]
+    records = engine.scalar(SqlStep("companies.records_count",
+                                    "SELECT count(*) FROM core.company_sources"))
     return {"companies": int(row[0]), "company_records": int(records),
             "merged_companies": int(row[1]), "with_vat": int(row[2]), "rounds": rounds,
             "new_company_ids": int(new_ids)}
 
 
-def build_company_contacts(con: duckdb.DuckDBPyConnection) -> dict:
+def build_company_contacts(engine: Engine) -> dict:
     """``core.company_contacts``: the customer behind each linked company user."""
-    with transaction(con):
-        con.execute("""
-            CREATE OR REPLACE TABLE core.company_contacts AS
+    engine = as_engine(engine)
+    with engine.together():
+        engine.replace_table("core.company_contacts", SqlStep("companies.contacts", """
             SELECT cs.customer_id, ks.company_id, u.role, u.source, u.source_record_id, u.linked_by
             FROM staging.company_users u
             JOIN core.customer_sources cs USING (source, source_record_id)
             JOIN core.company_sources ks
               ON ks.source = u.company_source AND ks.source_record_id = u.company_record_id
-            ORDER BY ks.company_id, cs.customer_id, u.source, u.source_record_id""")
-    row = con.execute("SELECT count(*), count(DISTINCT customer_id), count(DISTINCT company_id) "
-                      "FROM core.company_contacts").fetchone()
+            ORDER BY ks.company_id, cs.customer_id, u.source, u.source_record_id"""))
+    row = engine.rows(SqlStep("companies.contacts_counts",
+                              "SELECT count(*), count(DISTINCT customer_id), count(DISTINCT company_id) "
+                              "FROM core.company_contacts"))[0]
     return {"links": int(row[0]), "people": int(row[1]), "companies_with_people": int(row[2])}
 
 
@@ -261,11 +262,12 @@ FROM cc a JOIN cc b ON a.company_id = b.company_id AND a.customer_id <> b.custom
 """
 
 
-def build_coworkers(con: duckdb.DuckDBPyConnection) -> dict:
+def build_coworkers(engine: Engine) -> dict:
     """``marts.coworkers``: a view, always as current as ``core.company_contacts``."""
-    with transaction(con):
-        con.execute(COWORKERS_VIEW)
-    row = con.execute("SELECT count(*), count(DISTINCT customer_id) FROM marts.coworkers").fetchone()
+    engine = as_engine(engine)
+    engine.run(SqlStep("companies.coworkers_view", COWORKERS_VIEW))
+    row = engine.rows(SqlStep("companies.coworker_counts", "SELECT count(*), count(DISTINCT customer_id) "
+                              "FROM marts.coworkers"))[0]
     return {"coworker_pairs": int(row[0]), "people_with_coworkers": int(row[1])}
 
 
@@ -301,22 +303,22 @@ def card_company_sql() -> str:
 # --------------------------------------------------------------------------- #
 # Potential companies
 # --------------------------------------------------------------------------- #
-def build_potential_companies(con: duckdb.DuckDBPyConnection, run_at: dt.datetime) -> dict:
+def build_potential_companies(engine: Engine, run_at: dt.datetime) -> dict:
     """``core.potential_companies``: purchased lists, marked registered when a company
     with the same VAT (else the same normalised legal name, if it names one company)
     exists in ``core.companies``. The first time of registration is kept across runs."""
+    engine = as_engine(engine)
     prev = ("SELECT source, source_record_id, registered_at FROM core.potential_companies"
-            if table_exists(con, "core", "potential_companies") else
+            if engine.table_exists("core", "potential_companies") else
             "SELECT NULL::VARCHAR source, NULL::VARCHAR source_record_id, NULL::TIMESTAMP registered_at "
             "WHERE false")
-    have_companies = table_exists(con, "core", "company_sources")
+    have_companies = engine.table_exists("core", "company_sources")
     keys = ("""SELECT DISTINCT s.vat_key, s.name_key, cs.company_id FROM staging.companies s
                JOIN core.company_sources cs USING (source, source_record_id)"""
             if have_companies else
             "SELECT NULL::VARCHAR vat_key, NULL::VARCHAR name_key, NULL::BIGINT company_id WHERE false")
-    with transaction(con):
-        con.execute(f"""
-            CREATE OR REPLACE TABLE core.potential_companies AS
+    with engine.together():
+        engine.replace_table("core.potential_companies", SqlStep("companies.potential", f"""
             WITH k AS ({keys}),
             by_vat AS (SELECT vat_key, min(company_id) AS company_id FROM k
                        WHERE vat_key IS NOT NULL GROUP BY ALL),
@@ -339,10 +341,11 @@ def build_potential_companies(con: duckdb.DuckDBPyConnection, run_at: dt.datetim
                    p.registered_company_id,
                    CASE WHEN p.registered_company_id IS NOT NULL THEN p.registered_by END AS registered_by,
                    CASE WHEN p.registered_company_id IS NOT NULL
-                        THEN coalesce(prev.registered_at, ?::TIMESTAMP) END AS registered_at
+                        THEN coalesce(prev.registered_at, CAST(? AS TIMESTAMP)) END AS registered_at
             FROM p LEFT JOIN ({prev}) prev USING (source, source_record_id)
-            ORDER BY p.source, p.source_record_id""", [run_at])
-    row = con.execute("""SELECT count(*), count(*) FILTER (WHERE status = 'registered')
-                         FROM core.potential_companies""").fetchone()
+            ORDER BY p.source, p.source_record_id""", [run_at]))
+    row = engine.rows(SqlStep("companies.potential_counts",
+                              "SELECT count(*), count(*) FILTER (WHERE status = 'registered') "
+                              "FROM core.potential_companies"))[0]
     return {"potential_companies": int(row[0]), "registered": int(row[1]),
             "still_potential": int(row[0] - row[1])}
