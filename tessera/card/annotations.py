@@ -15,11 +15,8 @@ for its author. Erasure deletes them with the person (``core`` tables keyed by
 
 from __future__ import annotations
 
-import duckdb
-
-from tessera.engine import SqlStep, as_engine
+from tessera.engine import Engine, SqlStep, as_engine
 from tessera.settings import Deployment
-from tessera.engine.warehouse import table_exists, transaction
 
 ANNOTATION_ENTITIES = ("note", "task")
 
@@ -37,9 +34,9 @@ def annotation_table_steps() -> list[SqlStep]:
             SqlStep("card.tasks_ddl", f"CREATE TABLE IF NOT EXISTS core.tasks {TASKS_DDL}")]
 
 
-def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """:func:`annotation_table_steps`, run on a connection (for callers not on the seam)."""
-    as_engine(con).run(*annotation_table_steps())
+def ensure_tables(engine: Engine) -> None:
+    """:func:`annotation_table_steps`, run."""
+    as_engine(engine).run(*annotation_table_steps())
 
 
 def _linked(deployment: Deployment, entity: str, table: str) -> list[str]:
@@ -49,32 +46,32 @@ def _linked(deployment: Deployment, entity: str, table: str) -> list[str]:
             for s in deployment.sources_of(entity)]
 
 
-def build_annotations(con: duckdb.DuckDBPyConnection, deployment: Deployment) -> dict:
+def build_annotations(engine: Engine, deployment: Deployment) -> dict:
     """``core.notes`` and ``core.tasks``: every annotation with the customer it is about."""
-    notes = _linked(deployment, "note", "notes") if table_exists(con, "staging", "notes") else []
-    tasks = _linked(deployment, "task", "tasks") if table_exists(con, "staging", "tasks") else []
-    with transaction(con):
+    engine = as_engine(engine)
+    notes = _linked(deployment, "note", "notes") if engine.table_exists("staging", "notes") else []
+    tasks = _linked(deployment, "task", "tasks") if engine.table_exists("staging", "tasks") else []
+    with engine.together():
         if notes:
-            con.execute(f"""
-                CREATE OR REPLACE TABLE core.notes AS
+            engine.replace_table("core.notes", SqlStep("card.notes", f"""
                 SELECT source_record_id AS note_id, customer_id, source, contact_ref, body,
                        coalesce(visibility, 'public') AS visibility, author, created_at
-                FROM ({' UNION ALL '.join(notes)}) ORDER BY customer_id, created_at, note_id""")
+                FROM ({' UNION ALL '.join(notes)}) ORDER BY customer_id, created_at, note_id"""))
         else:
-            con.execute(f"CREATE OR REPLACE TABLE core.notes {NOTES_DDL}")
+            engine.run(SqlStep("card.notes_empty", f"CREATE OR REPLACE TABLE core.notes {NOTES_DDL}"))
         if tasks:
-            con.execute(f"""
-                CREATE OR REPLACE TABLE core.tasks AS
+            engine.replace_table("core.tasks", SqlStep("card.tasks", f"""
                 SELECT source_record_id AS task_id, customer_id, source, contact_ref, title, owner,
                        due_at, reminder_at, coalesce(status, 'open') AS status, created_at, completed_at
-                FROM ({' UNION ALL '.join(tasks)}) ORDER BY customer_id, due_at NULLS LAST, task_id""")
+                FROM ({' UNION ALL '.join(tasks)}) ORDER BY customer_id, due_at NULLS LAST, task_id"""))
         else:
-            con.execute(f"CREATE OR REPLACE TABLE core.tasks {TASKS_DDL}")
-    n = con.execute("SELECT (SELECT count(*) FROM core.notes), "
-                    "(SELECT count(*) FROM core.notes WHERE customer_id IS NULL), "
-                    "(SELECT count(*) FROM core.tasks), "
-                    "(SELECT count(*) FROM core.tasks WHERE status = 'open'), "
-                    "(SELECT count(*) FROM core.tasks WHERE customer_id IS NULL)").fetchone()
+            engine.run(SqlStep("card.tasks_empty", f"CREATE OR REPLACE TABLE core.tasks {TASKS_DDL}"))
+    n = engine.rows(SqlStep("card.annotation_counts",
+                            "SELECT (SELECT count(*) FROM core.notes), "
+                            "(SELECT count(*) FROM core.notes WHERE customer_id IS NULL), "
+                            "(SELECT count(*) FROM core.tasks), "
+                            "(SELECT count(*) FROM core.tasks WHERE status = 'open'), "
+                            "(SELECT count(*) FROM core.tasks WHERE customer_id IS NULL)"))[0]
     return {"notes": int(n[0]), "notes_without_customer": int(n[1]), "tasks": int(n[2]),
             "open_tasks": int(n[3]), "tasks_without_customer": int(n[4])}
 
