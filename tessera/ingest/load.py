@@ -24,7 +24,7 @@ import pyarrow as pa
 from tessera.privacy import suppression as privacy
 from tessera.settings import Deployment, Source
 from tessera.contracts import SQL_TYPES, FieldSpec
-from tessera.ingest.readers import (
+from tessera.ingest.formats import (
     READERS,
     FileRejected,
     ReadResult,
@@ -230,7 +230,7 @@ def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list,
         inner = f"replace({v}, ',', '.')" if source.decimal_separator == "," else v
         typed = f"TRY_CAST({inner} AS DECIMAL(18,2))"
     elif spec.type in ("date", "timestamp"):
-        # Workbook date cells arrive as ISO text (readers.xlsx_cell_text); text cells
+        # Workbook date cells arrive as ISO text (formats.xlsx.xlsx_cell_text); text cells
         # still follow the source's declared format.
         fmts = _lit(fmt) if source.format != "xlsx" else (
             f"[{_lit(fmt)}, '%Y-%m-%d', '%Y-%m-%d %H:%M:%S']")

@@ -437,7 +437,7 @@ def test_jsonl_events_with_bad_line(con, demo, landing):
 def test_clean_jsonl_lands_through_duckdb_like_the_python_reader(con, demo, landing, tmp_path):
     """The DuckDB path (clean files) and the exact reader (any bad line) store the same
     values, lines and hashes: a record re-delivered through the other path is unchanged."""
-    from tessera.ingest.readers import ReadResult, open_jsonl_landing, read_jsonl
+    from tessera.ingest.formats import ReadResult, open_jsonl_landing, read_jsonl
 
     good = [
         '{"event_id": "e1", "type": "page_view", "occurred_at": "2026-10-30T08:00:00Z", '
@@ -473,7 +473,7 @@ def test_clean_jsonl_lands_through_duckdb_like_the_python_reader(con, demo, land
 
 def test_bad_jsonl_lines_are_rejected_on_the_duckdb_path_as_the_exact_reader_words_them(
         con, demo, tmp_path):
-    from tessera.ingest.readers import ReadResult, open_jsonl_landing, read_jsonl
+    from tessera.ingest.formats import ReadResult, open_jsonl_landing, read_jsonl
 
     src = demo.source("web_events")
     path = tmp_path / "w.jsonl"
@@ -493,7 +493,7 @@ def test_bad_jsonl_lines_are_rejected_on_the_duckdb_path_as_the_exact_reader_wor
 
 
 def test_jsonl_that_duckdb_cannot_vouch_for_takes_the_exact_reader(con, demo, tmp_path):
-    from tessera.ingest.readers import open_jsonl_landing
+    from tessera.ingest.formats import open_jsonl_landing
 
     src = demo.source("web_events")
     for name, text in {"bom": "\ufeff{\"event_id\": \"e1\"}\n",

@@ -15,7 +15,7 @@ import pytest
 from tessera.settings import Source, XlsxLayout
 from tessera.deployment import load_deployment
 from tessera.ingest.load import ingest_source
-from tessera.ingest.readers import FileRejected, Problem, ReadResult, read_xlsx
+from tessera.ingest.formats import FileRejected, Problem, ReadResult, read_xlsx
 from tessera.engine.warehouse import connect, ensure_warehouse
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
