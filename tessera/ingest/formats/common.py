@@ -40,6 +40,12 @@ class ReadResult:
     # False only when a scan of the bytes proved that no value starts or ends with a
     # blank: trimming every field of every record was a fifth of a clean file's ingest.
     edge_blanks: bool = True
+    # False only when a scan of the bytes proved that no value holds a control character
+    # (other than tab, CR, LF): the per-field check is then skipped.
+    controls: bool = True
+    # True when the batches (or _land) carry ``_numbers``: the fields of each record
+    # that the file gave as numbers (JSON numbers, XLSX number cells), not as text.
+    numbers: bool = False
 
 
 def fingerprint(path: Path) -> tuple[str, int]:
@@ -115,9 +121,12 @@ def _codec(encoding: str | None) -> str:
     return "utf-8-sig" if encoding in ("utf-8", "utf-8-sig") else (encoding or "utf-8")
 
 
-def _batch(columns: dict[str, list], lines: list[int]) -> pa.Table:
+def _batch(columns: dict[str, list], lines: list[int],
+           numbers: list[str | None] | None = None) -> pa.Table:
     arrays = {name: pa.array(values, type=pa.string()) for name, values in columns.items()}
     arrays["_line"] = pa.array(lines, type=pa.int64())
+    if numbers is not None:
+        arrays["_numbers"] = pa.array(numbers, type=pa.string())
     return pa.table(arrays)
 
 
@@ -139,6 +148,33 @@ def _positions(arr: np.ndarray, value: int) -> np.ndarray:
     return np.concatenate(found) if found else np.empty(0, np.int64)
 
 
+_CONTROL_BYTES = np.zeros(256, dtype=bool)
+_CONTROL_BYTES[[*range(0, 9), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F]] = True
+_CONTROL_BYTES_LATIN1 = _CONTROL_BYTES.copy()
+_CONTROL_BYTES_LATIN1[0x80:0xA0] = True
+
+
+def has_controls(arr: np.ndarray, encoding: str) -> bool:
+    """Whether the bytes may hold a control character other than tab, CR and LF.
+
+    Exact in one direction: False proves that no decoded value holds one (C0, DEL, C1),
+    so the per-field check can be skipped. In UTF-8 a C1 character is 0xC2 followed by
+    0x80-0x9F; in latin-1 it is a byte 0x80-0x9F; in cp1250/cp1252 those bytes are
+    letters and signs. In 1 MiB slices (no file-sized temporaries).
+    """
+    lut = _CONTROL_BYTES_LATIN1 if encoding == "latin-1" else _CONTROL_BYTES
+    utf8 = encoding in ("utf-8", "utf-8-sig")
+    for i in range(0, arr.size, _CHUNK):
+        part = arr[i:i + _CHUNK + 1]
+        if np.any(lut[part]):
+            return True
+        if utf8:
+            lead = np.flatnonzero(part[:-1] == 0xC2)
+            if lead.size and np.any((part[lead + 1] >= 0x80) & (part[lead + 1] < 0xA0)):
+                return True
+    return False
+
+
 def _keeps_insertion_order(con) -> bool:
     """_land's row ids are the file's order only while DuckDB keeps insertion order."""
     return str(con.execute("SELECT current_setting('preserve_insertion_order')")
@@ -157,9 +193,13 @@ class Landing:
     relation: str = ("(SELECT l.*, k._line FROM (SELECT *, rowid AS _rowid FROM _land) l "
                      "JOIN _land_lines k USING (_rowid))")
 
+    controls: bool = True
+    numbers: bool = False
+
     def result(self) -> ReadResult:
         return ReadResult(records=self.records, problems=list(self.problems),
-                          edge_blanks=self.edge_blanks)
+                          edge_blanks=self.edge_blanks, controls=self.controls,
+                          numbers=self.numbers)
 
     def close(self) -> None:
         self.con.unregister("_land_lines")  # a no-op when already gone

@@ -19,7 +19,7 @@ import pyarrow as pa
 from tessera.settings import Source
 from tessera.ingest.formats.common import (
     _CHUNK, BATCH_ROWS, FileRejected, Landing, Problem, ReadResult, _codec, _keeps_insertion_order,
-    _positions, _register_lines, _rows_batch,
+    _positions, _register_lines, _rows_batch, has_controls,
 )
 
 # The pyarrow path reads the whole file into memory for its scan: larger files that
@@ -331,6 +331,7 @@ def open_csv_landing(con, path: Path, source: Source) -> Landing | None:
                     try:
                         scan = scan_csv(arr, dialect.delimiter, dialect.quote, widths=False,
                                         edges=True, utf8=encoding in ("utf-8", "utf-8-sig"))
+                        controls = scan is not None and has_controls(arr, encoding)
                     finally:
                         del arr
             finally:
@@ -361,7 +362,7 @@ def open_csv_landing(con, path: Path, source: Source) -> Landing | None:
         for tmp in temps:
             tmp.unlink(missing_ok=True)
     _register_lines(con, lines[1:])
-    return Landing(con, records, edge_blanks, problems)
+    return Landing(con, records, edge_blanks, problems, controls=controls)
 
 
 def _cut_wrong_width_records(path: Path, delimiter: str, quote: str):

@@ -10,15 +10,36 @@ import pyarrow as pa
 from lxml import etree
 
 from tessera.settings import Source
-from tessera.ingest.formats.common import _CHUNK, BATCH_ROWS, FileRejected, ReadResult, _rows_batch
+from tessera.ingest.formats.common import (
+    _CHUNK, BATCH_ROWS, FileRejected, Problem, ReadResult, _rows_batch, check_encoding,
+)
+
+_DECLARED = re.compile(rb"""^(?:\xef\xbb\xbf)?<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+# XML encoding names of the 8-bit code pages, as ``check_encoding`` knows them.
+_SINGLE_BYTE = {"iso-8859-1": "latin-1", "latin1": "latin-1", "latin-1": "latin-1",
+                "iso_8859-1": "latin-1", "windows-1252": "cp1252", "cp1252": "cp1252",
+                "windows-1250": "cp1250", "cp1250": "cp1250"}
+
 
 def _refuse_doctype(path: Path) -> None:
     # A DOCTYPE can only appear in the prolog, before the root element. lxml still
     # expands small internal entities (RELIABILITY.md rule 7), so refuse it outright.
     with open(path, "rb") as fh:
         head = fh.read(64 * 1024)
-    if b"<!DOCTYPE" in head or b"<!doctype" in head:
-        raise FileRejected(f"{path.name}: XML with a DOCTYPE declaration is refused")
+    for marker in (b"<!DOCTYPE", b"<!doctype"):
+        at = head.find(marker)
+        if at >= 0:
+            line = head.count(b"\n", 0, at) + 1
+            raise FileRejected(f"{path.name}: line {line}: "
+                               "XML with a DOCTYPE declaration is refused; nothing loaded")
+    # lxml trusts the declaration: UTF-8 bytes declared ISO-8859-1 become mojibake, and a
+    # cp1250 file declared windows-1252 too. The 8-bit code pages get the same checks as
+    # a CSV file's declared encoding (check_encoding: UTF-8 text, implausible bytes).
+    declared = _DECLARED.match(head)
+    if declared:
+        codec = _SINGLE_BYTE.get(declared.group(1).decode("ascii").lower())
+        if codec:
+            check_encoding(path, codec)
 
 
 _LXML_LINE_LIMIT = 65535
@@ -141,12 +162,21 @@ def read_xml(path: Path, source: Source, result: ReadResult) -> Iterator[pa.Tabl
             # One pass over the children into a row; columns by zip per batch (in C):
             # a dict per record and a lookup per field were half of the reading time.
             row = [None] * width
+            twice = None
             for child in elem:
                 at = position.get(child.tag)
                 if at is not None:
+                    if row[at] is not None:
+                        twice = child.tag
                     row[at] = (child.text or "").strip()
-            rows.append(row)
-            lines.append(open_lines.pop())
+            line = open_lines.pop()
+            if twice is None:
+                rows.append(row)
+                lines.append(line)
+            else:
+                # Which of the two is the value? Neither is taken: the record is refused.
+                field = next(c for c, src in wanted.items() if src == twice)
+                result.problems.append(Problem(line, field, f"element <{twice}> given twice in one record"))
             elem.clear(keep_tail=False)
             parent = elem.getparent()
             while parent is not None and elem.getprevious() is not None:
