@@ -279,3 +279,88 @@ def test_implausible_birth_dates_are_refused_and_ranges_are_configurable(con, de
     assert outcome(f) == ("loaded", 2, 0, 2)
     assert rejects(con, file="1102.csv") == [(2, "birth_date", "implausible date: before 1950-01-01"),
                                              (3, "birth_date", "implausible date: after 2010-12-31")]
+
+
+# --------------------------------------------------------------------------- #
+# 5. Every physical record accounted for
+# --------------------------------------------------------------------------- #
+def physical_records(data: bytes) -> int:
+    """Records counted without any CSV parser: non-blank lines after the header (the
+    files here have no legitimately quoted newline)."""
+    return sum(1 for line in data.split(b"\r\n")[1:] if line.strip())
+
+
+def test_an_unterminated_quote_rejects_its_line_and_the_records_after_it_load(con, demo, landing):
+    text = crm_text([crm_row(source_record_id=f"C{i}", first_name=f"Nome{i}") for i in range(1, 7)], demo)
+    text = text.replace(";Nome3;", ';"Nome3;')  # the quote never closes
+    path = put(landing, "crm/crm_contacts_20261101.csv", text)
+    f = ingest(con, demo, landing).files[0]
+    assert outcome(f) == ("loaded", physical_records(path.read_bytes()), 5, 1) == ("loaded", 6, 5, 1)
+    (reject,) = rejects(con)
+    assert reject[:2] == (4, "*")
+    assert reject[2].startswith("malformed CSV record: the quote opened on line 4 runs over 4 lines")
+    assert sorted(r[0] for r in rows(con, "SELECT source_record_id FROM raw.crm_contacts")) == [
+        "C1", "C2", "C4", "C5", "C6"]
+    no_value_in_storage(con, "Nome3")
+
+
+def test_a_quote_closed_records_later_gives_back_the_records_it_swallowed(con, demo, landing):
+    text = crm_text([crm_row(source_record_id=f"C{i}", first_name=f"Nome{i}", loyalty_tier="gold")
+                     for i in range(1, 6)], demo)
+    # Opened in record C2 (line 3), closed at the end of record C4 (line 5): the quotes
+    # are balanced and well placed, so the byte scan vouches for the file; the record
+    # from line 3 to 5 has the wrong width.
+    text = text.replace(";Nome2;", ';"Nome2;').replace("C4;Nome4", "C4;Nome4").replace(
+        "gold;\r\nC5", 'gold";\r\nC5')
+    path = put(landing, "crm/crm_contacts_20261101.csv", text)
+    f = ingest(con, demo, landing).files[0]
+    assert f.records == physical_records(path.read_bytes()) == 5
+    assert f.new + f.rejected == 5
+    got = rejects(con)
+    assert got[0][:2] == (3, "*") and "the quote opened on line 3" in got[0][2]
+    stored = sorted(r[0] for r in rows(con, "SELECT source_record_id FROM raw.crm_contacts"))
+    assert {"C1", "C3", "C5"} <= set(stored)   # C3, swallowed before, is loaded
+
+
+def test_one_line_per_record_after_many_broken_quotes(con, demo, landing):
+    text = crm_text([crm_row(source_record_id=f"C{i}", first_name=f"N{i}") for i in range(1, 41)], demo)
+    for i in range(3, 41, 4):
+        text = text.replace(f";N{i};", f';"N{i};')
+    path = put(landing, "crm/crm_contacts_20261101.csv", text)
+    f = ingest(con, demo, landing).files[0]
+    assert (f.records, f.new, f.rejected) == (physical_records(path.read_bytes()), 30, 10) == (40, 30, 10)
+    assert [r[0] for r in rejects(con)] == [i + 1 for i in range(3, 41, 4)]
+
+
+# --------------------------------------------------------------------------- #
+# 9. Headers
+# --------------------------------------------------------------------------- #
+def test_a_header_giving_a_column_twice_is_refused_naming_it(con, demo, landing):
+    text = crm_text([crm_row()], demo).replace("cognome", "nome", 1)
+    put(landing, "crm/crm_contacts_20261101.csv", text)
+    f = ingest(con, demo, landing).files[0]
+    assert f.status == "failed"
+    assert "column name(s) ['nome'] appear more than once in the header" in f.message
+    assert rows(con, "SELECT count(*) FROM raw.crm_contacts") == [(0,)]
+
+
+def test_an_unknown_extra_column_is_refused_unless_the_source_ignores_extras(con, demo, landing):
+    text = crm_text([crm_row()], demo)
+    head, rest = text.split("\r\n", 1)
+    text = head + ";note_interne\r\n" + rest.replace("\r\n", ";segreto\r\n")
+    put(landing, "crm/crm_contacts_20261101.csv", text)
+    f = ingest(con, demo, landing).files[0]
+    assert f.status == "failed"
+    assert "header has column(s) ['note_interne'] that the source's mapping does not name" in f.message
+    assert "extra_columns: ignore" in f.message
+    lenient = demo.source("crm_contacts").model_copy(update={"extra_columns": "ignore"})
+    f = ingest(con, demo, landing, batch="b2", src=lenient).files[0]
+    assert outcome(f) == ("loaded", 1, 1, 0)
+    no_value_in_storage(con, "segreto")
+
+
+def test_a_header_in_another_delimiter_says_so(con, demo, landing):
+    put(landing, "crm/crm_contacts_20261101.csv", crm_text([crm_row()], demo).replace(";", ","))
+    f = ingest(con, demo, landing).files[0]
+    assert f.status == "failed"
+    assert "the header reads as one column: is the delimiter ',' rather than ';'?" in f.message

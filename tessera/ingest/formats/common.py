@@ -175,6 +175,49 @@ def has_controls(arr: np.ndarray, encoding: str) -> bool:
     return False
 
 
+def check_header(name: str, header: list[str], source: Source, where: str = "line 1",
+                 delimiter: str | None = None) -> None:
+    """Refuse a header that does not say what the source's mapping expects.
+
+    A name given twice (which column is the value?), a mapped column missing, and a
+    column the mapping does not name (a renamed or shifted export) unless the source
+    says ``extra_columns: ignore``. The message names the real problem: a header read as
+    one column that holds another delimiter says so, a column found in another case or
+    with other blanks says so. Column names are the file's structure, never its values.
+    """
+    named = [h for h in header if h]
+    twice = [h for h in dict.fromkeys(named) if named.count(h) > 1]
+    if twice:
+        raise FileRejected(f"{name}: {where}: column name(s) {twice} appear more than once "
+                           "in the header; nothing loaded")
+    wanted = list(dict.fromkeys(source.columns.values()))
+    missing = [col for col in wanted if col not in header]
+    if missing:
+        hints = []
+        if delimiter is not None and len(header) == 1:
+            others = [d for d in (",", ";", "\t", "|") if d != delimiter and d in header[0]]
+            if others:
+                shown = "tab" if others[0] == "\t" else repr(others[0])
+                hints.append(f"the header reads as one column: is the delimiter {shown} "
+                             f"rather than {delimiter!r}?")
+        folded = {" ".join(h.split()).lower(): h for h in header}
+        near = [f"'{folded[' '.join(m.split()).lower()]}' for '{m}'" for m in missing
+                if " ".join(m.split()).lower() in folded]
+        if near:
+            hints.append(f"found {', '.join(near)} (names are matched exactly)")
+        raise FileRejected(
+            f"{name}: {where}: header lacks column(s) {missing} mapped in the source "
+            f"configuration" + (f"; {'; '.join(hints)}" if hints else ""))
+    if source.extra_columns != "ignore":
+        extra = [h or f"(unnamed column {i + 1})" for i, h in enumerate(header)
+                 if h not in wanted]
+        if extra:
+            raise FileRejected(
+                f"{name}: {where}: header has column(s) {extra} that the source's mapping "
+                "does not name; map them, or set extra_columns: ignore for this source; "
+                "nothing loaded")
+
+
 def _keeps_insertion_order(con) -> bool:
     """_land's row ids are the file's order only while DuckDB keeps insertion order."""
     return str(con.execute("SELECT current_setting('preserve_insertion_order')")

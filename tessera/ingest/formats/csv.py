@@ -19,7 +19,7 @@ import pyarrow as pa
 from tessera.settings import Source
 from tessera.ingest.formats.common import (
     _CHUNK, BATCH_ROWS, FileRejected, Landing, Problem, ReadResult, _codec, _keeps_insertion_order,
-    _positions, _register_lines, _rows_batch, has_controls,
+    _positions, _register_lines, _rows_batch, check_header, has_controls,
 )
 
 # The pyarrow path reads the whole file into memory for its scan: larger files that
@@ -278,11 +278,7 @@ def open_csv_landing(con, path: Path, source: Source) -> Landing | None:
     except (UnicodeDecodeError, csv.Error, StopIteration):
         return None
     wanted = source.columns
-    missing = [col for col in wanted.values() if col not in header]
-    if missing:
-        raise FileRejected(
-            f"{path.name}: line 1: header lacks column(s) {missing} mapped in the "
-            f"source configuration")
+    check_header(path.name, header, source, delimiter=dialect.delimiter)
     col = {c: f"c{header.index(src)}" for c, src in wanted.items()}
     names = {f"c{i}": "VARCHAR" for i in range(len(header))}
     temps: list[Path] = []
@@ -347,7 +343,7 @@ def open_csv_landing(con, path: Path, source: Source) -> Landing | None:
         if found != records:
             # Refused, most often for records of the wrong width: cut exactly those out
             # of a copy, report them as the other readers would, and parse the rest.
-            cut = _cut_wrong_width_records(path, dialect.delimiter, dialect.quote)
+            cut = _cut_wrong_width_records(path, dialect.delimiter, dialect.quote, encoding)
             if cut is None:
                 return None
             kept, lines, problems = cut
@@ -365,7 +361,24 @@ def open_csv_landing(con, path: Path, source: Source) -> Landing | None:
     return Landing(con, records, edge_blanks, problems, controls=controls)
 
 
-def _cut_wrong_width_records(path: Path, delimiter: str, quote: str):
+def _swallowed(record: bytes, encoding: str, delimiter: str, quote: str, width: int) -> bool:
+    """Whether a bad record over several lines holds good records after its first line.
+
+    Then a broken quote swallowed them: only the exact reader gives them back (the fast
+    paths cut records whole). Python work for bad records only.
+    """
+    text = record.decode(_codec(encoding), errors="replace")
+    rest = text.splitlines(keepends=True)[1:]
+    if not rest:
+        return False
+
+    def make_reader(lines):
+        return csv.reader(lines, delimiter=delimiter, quotechar=quote, strict=True)
+
+    return _reads_as_a_record(make_reader, [(0, t) for t in rest], width, width)
+
+
+def _cut_wrong_width_records(path: Path, delimiter: str, quote: str, encoding: str = "utf-8"):
     """A copy of ``path`` without its records of the wrong width, or None.
 
     For a file whose quoting is sound but some records have more or fewer fields than
@@ -392,8 +405,12 @@ def _cut_wrong_width_records(path: Path, delimiter: str, quote: str):
             keep = widths == width
             if keep.all():
                 return None
-            fd, tmp = tempfile.mkstemp(suffix=".csv", prefix="tessera-cut-")
             bounds = np.append(starts, arr.size)
+            for k in np.flatnonzero(bad):
+                if mm.find(b"\n", int(bounds[k]), int(bounds[k + 1]) - 1) >= 0 and _swallowed(
+                        mm[bounds[k]:bounds[k + 1]], encoding, delimiter, quote, int(width)):
+                    return None
+            fd, tmp = tempfile.mkstemp(suffix=".csv", prefix="tessera-cut-")
             edges = np.flatnonzero(np.diff(np.concatenate(([0], keep.astype(np.int8), [0]))))
             with open(fd, "wb") as out:
                 out.write(mm[: starts[0]])  # a byte order mark
@@ -428,10 +445,10 @@ def read_csv(path: Path, source: Source, result: ReadResult) -> Iterator[pa.Tabl
 def _fast_csv_plan(path: Path, source: Source):
     dialect = source.csv
     data = path.read_bytes()
-    scan = csv_record_lines(data, dialect.delimiter, dialect.quote)
+    scan = csv_records(data, dialect.delimiter, dialect.quote)
     if scan is None:
         return None
-    starts, widths = scan
+    starts, widths, offsets = scan
     records = [(s, w) for s, w in zip(starts, widths) if w]
     if not records:
         return None
@@ -448,6 +465,13 @@ def _fast_csv_plan(path: Path, source: Source):
     # with the same line and message as the Python path.
     good = [s for s, w in records[1:] if w == width]
     bad = [(s, w) for s, w in records[1:] if w != width]
+    if bad:
+        bounds = np.append(offsets, len(data))
+        for k in np.flatnonzero((widths != 0) & (widths != width)):
+            record = data[bounds[k]:bounds[k + 1]]
+            if b"\n" in record.rstrip(b"\r\n") and _swallowed(
+                    record, dialect.encoding, dialect.delimiter, dialect.quote, int(width)):
+                return None  # a broken quote: the exact reader reads its lines again
     return header, good, bad, width
 
 
@@ -462,11 +486,7 @@ def _read_csv_arrow(path: Path, source: Source, result: ReadResult, header: list
 
     dialect = source.csv
     wanted = source.columns
-    missing = [col for col in wanted.values() if col not in header]
-    if missing:
-        raise FileRejected(
-            f"{path.name}: line 1: header lacks column(s) {missing} mapped in the "
-            f"source configuration")
+    check_header(path.name, header, source, delimiter=dialect.delimiter)
     names = [f"c{i}" for i in range(len(header))]
     pick = {canon: names[header.index(col)] for canon, col in wanted.items()}
     encoding = _codec(dialect.encoding)
@@ -506,28 +526,24 @@ def read_csv_python(path: Path, source: Source, result: ReadResult) -> Iterator[
     wanted = source.columns  # canonical -> source column
     with open(path, "rb") as raw:
         text = io.TextIOWrapper(raw, encoding=_codec(dialect.encoding), errors="strict", newline="")
-        reader = csv.reader(
-            text,
-            delimiter=dialect.delimiter,
-            quotechar=dialect.quote,
-            escapechar=dialect.escape,
-            doublequote=dialect.escape is None,
-            strict=True,
-        )
+        src = _Lines(text)
+
+        def make_reader(lines):
+            return csv.reader(lines, delimiter=dialect.delimiter, quotechar=dialect.quote,
+                              escapechar=dialect.escape, doublequote=dialect.escape is None,
+                              strict=True)
+
+        reader = make_reader(src)
         try:
             header = next(reader) if dialect.header else None
         except StopIteration:
             return
-        except csv.Error as exc:
+        except (csv.Error, _RecordTooLong) as exc:
             raise FileRejected(f"{path.name}: line 1: unreadable header ({exc})") from None
+        src.take()
         if header is not None:
             header = [h.strip() for h in header]
-            missing = [col for col in wanted.values() if col not in header]
-            if missing:
-                raise FileRejected(
-                    f"{path.name}: line 1: header lacks column(s) {missing} mapped in the "
-                    f"source configuration"
-                )
+            check_header(path.name, header, source, delimiter=dialect.delimiter)
             index = {canon: header.index(col) for canon, col in wanted.items()}
             width = len(header)
         else:
@@ -543,47 +559,134 @@ def read_csv_python(path: Path, source: Source, result: ReadResult) -> Iterator[
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            yield from _csv_rows(reader, result, width, need, idx, names, gc_was_enabled)
+            yield from _csv_rows(src, make_reader, result, width, need, idx, names,
+                                 gc_was_enabled)
         finally:
             if gc_was_enabled:
                 gc.enable()
 
 
-def _csv_rows(reader, result: ReadResult, width: int | None, need: int, idx: list[int],
-              names: list[str], gc_was_enabled: bool) -> Iterator[pa.Table]:
+# A record whose quoted field runs over more lines than this is taken for a broken
+# quote: its first line is refused and the lines after it are read again as records.
+MAX_RECORD_LINES = 1000
+
+
+class _RecordTooLong(Exception):
+    def __str__(self) -> str:
+        return f"a quoted field runs over more than {MAX_RECORD_LINES} lines"
+
+
+class _Lines:
+    """The decoded lines of a file for ``csv.reader``, numbered, some read again.
+
+    Python's reader swallows every line after a quote that is never closed (or closed
+    lines later, before text): a record that fails over several lines gives its lines
+    back (``again``) and a new reader reads them as records. Each line is taken once by
+    a record, or given back and taken again: every physical line is accounted for.
+    """
+
+    __slots__ = ("_it", "_again", "taken", "_next")
+
+    def __init__(self, text):
+        self._it = iter(text)
+        self._again: list[tuple[int, str]] = []
+        self.taken: list[tuple[int, str]] = []
+        self._next = 1
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        if self._again:
+            item = self._again.pop()
+        else:
+            item = (self._next, next(self._it))
+            self._next += 1
+        self.taken.append(item)
+        if len(self.taken) > MAX_RECORD_LINES:
+            raise _RecordTooLong()
+        return item[1]
+
+    def take(self) -> list[tuple[int, str]]:
+        taken, self.taken = self.taken, []
+        return taken
+
+    def again(self, items: list[tuple[int, str]]) -> None:
+        self._again.extend(reversed(items))
+
+
+def _broken_quote(start: int, taken: list, why: str) -> str:
+    return (f"malformed CSV record: the quote opened on line {start} runs over "
+            f"{len(taken)} lines and the record is broken ({why}); the lines after "
+            "line {start} are read again as records").replace("{start}", str(start))
+
+
+def _reads_as_a_record(make_reader, taken: list, width: int | None, need: int) -> bool:
+    """Whether the lines after a failed record's first one start with a good record."""
+    try:
+        for row in make_reader(iter([text for _, text in taken])):
+            n = len(row)
+            if n <= 1 and (n == 0 or not row[0].strip()):
+                continue
+            return n == width or (width is None and n >= need)
+    except csv.Error:
+        return False
+    return False
+
+
+def _csv_rows(src: _Lines, make_reader, result: ReadResult, width: int | None, need: int,
+              idx: list[int], names: list[str], gc_was_enabled: bool) -> Iterator[pa.Table]:
     rows: list[list[str]] = []
     lines: list[int] = []
     problems = result.problems
     records = 0
-    prev_end = reader.line_num
+    reader = make_reader(src)
     while True:
         try:
-            for row in reader:
-                start = prev_end + 1
-                prev_end = reader.line_num
-                n = len(row)
-                if n <= 1 and (n == 0 or not row[0].strip()):
-                    continue  # blank line
-                records += 1
-                if n != width and (width is not None or n < need):
-                    problems.append(Problem(start, "*", f"expected {width or need} fields, "
-                                                        f"found {n}"))
-                    continue
-                rows.append(row)
-                lines.append(start)
-                if len(lines) >= BATCH_ROWS:
-                    result.records = records
-                    batch = _rows_batch(rows, idx, names, lines)
-                    rows, lines = [], []
-                    if gc_was_enabled:
-                        gc.enable()
-                    yield batch
-                    gc.disable()
+            row = next(reader)
+        except StopIteration:
             break
-        except csv.Error as exc:
+        except (csv.Error, _RecordTooLong) as exc:
+            taken = src.take()
+            if not taken:
+                break
             records += 1
-            problems.append(Problem(prev_end + 1, "*", f"malformed CSV record ({exc})"))
-            prev_end = reader.line_num
+            start = taken[0][0]
+            if len(taken) > 1 and _reads_as_a_record(make_reader, taken[1:], width, need):
+                problems.append(Problem(start, "*", _broken_quote(start, taken, str(exc))))
+                src.again(taken[1:])
+            else:
+                problems.append(Problem(start, "*", f"malformed CSV record ({exc})"))
+            reader = make_reader(src)
+            continue
+        taken = src.take()
+        start = taken[0][0]
+        n = len(row)
+        if n <= 1 and (n == 0 or not row[0].strip()):
+            continue  # blank line
+        records += 1
+        if n != width and (width is not None or n < need):
+            why = f"expected {width or need} fields, found {n}"
+            if len(taken) > 1 and _reads_as_a_record(make_reader, taken[1:], width, need):
+                # A quoted field over several lines in a record of the wrong width, and
+                # the next line reads as a good record of its own: a quote that
+                # swallowed the records after it. They are read again.
+                problems.append(Problem(start, "*", _broken_quote(start, taken, why)))
+                src.again(taken[1:])
+                reader = make_reader(src)
+            else:
+                problems.append(Problem(start, "*", why))
+            continue
+        rows.append(row)
+        lines.append(start)
+        if len(lines) >= BATCH_ROWS:
+            result.records = records
+            batch = _rows_batch(rows, idx, names, lines)
+            rows, lines = [], []
+            if gc_was_enabled:
+                gc.enable()
+            yield batch
+            gc.disable()
     result.records = records
     if lines:
         batch = _rows_batch(rows, idx, names, lines)

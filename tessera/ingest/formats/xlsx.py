@@ -11,7 +11,9 @@ from typing import Iterator
 import pyarrow as pa
 
 from tessera.settings import Source
-from tessera.ingest.formats.common import BATCH_ROWS, FileRejected, Problem, ReadResult, _batch
+from tessera.ingest.formats.common import (
+    BATCH_ROWS, FileRejected, Problem, ReadResult, _batch, check_header,
+)
 
 def check_workbook_archive(path: Path, max_uncompressed_mb: int, max_ratio: int) -> None:
     """Refuse a workbook whose zip directory announces too much data, before opening it.
@@ -111,11 +113,7 @@ def read_xlsx(path: Path, source: Source, result: ReadResult) -> Iterator[pa.Tab
         header = [("" if c.value is None else str(c.value)).strip() for c in header_cells]
         while header and not header[-1]:
             header.pop()
-        missing = [col for col in wanted.values() if col not in header]
-        if missing:
-            raise FileRejected(
-                f"{path.name}: sheet '{layout.sheet}' row {layout.header_row}: header lacks "
-                f"column(s) {missing} mapped in the source configuration")
+        check_header(path.name, header, source, where=f"sheet '{layout.sheet}' row {layout.header_row}")
         index = {canon: header.index(col) for canon, col in wanted.items()}
         width = len(header)
         columns: dict[str, list] = {c: [] for c in wanted}
