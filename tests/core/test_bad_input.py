@@ -364,3 +364,45 @@ def test_a_header_in_another_delimiter_says_so(con, demo, landing):
     f = ingest(con, demo, landing).files[0]
     assert f.status == "failed"
     assert "the header reads as one column: is the delimiter ',' rather than ';'?" in f.message
+
+
+# --------------------------------------------------------------------------- #
+# 6. Encodings
+# --------------------------------------------------------------------------- #
+POLISH = [crm_row(source_record_id=f"P{i}", first_name=name, last_name=last, city=city)
+          for i, (name, last, city) in enumerate([
+              ("\u0141ucja", "W\u00f3jcik", "Wroc\u0142aw"), ("Ma\u0142gorzata", "Kowalska", "\u0141\u00f3d\u017a"),
+              ("Zbigniew", "\u015awi\u0105tek", "Gda\u0144sk"), ("Jo\u0142anta", "Nowak", "Bia\u0142ystok")])]
+
+
+@pytest.mark.parametrize("declared", ["cp1252", "latin-1"])
+def test_a_polish_cp1250_file_declared_otherwise_is_refused_naming_cp1250(con, demo, landing, declared):
+    put(landing, "crm/crm_contacts_20261101.csv", crm_text([crm_row()], demo))
+    ingest(con, demo, landing)
+    before = rows(con, "SELECT * FROM raw.crm_contacts")
+    src = demo.source("crm_contacts")
+    src = src.model_copy(update={"csv": src.csv.model_copy(update={"encoding": declared})})
+    put(landing, "crm/crm_contacts_20261102.csv", crm_text(POLISH, demo), "cp1250")
+    f = ingest(con, demo, landing, batch="b2", src=src).files[1]
+    assert f.status == "failed"
+    assert f"declares {declared} but the bytes look like cp1250" in f.message
+    assert "declare encoding: cp1250" in f.message
+    assert rows(con, "SELECT * FROM raw.crm_contacts") == before
+    no_value_in_storage(con, "Wroc", "Kowalska")
+
+
+def test_a_windows_1252_file_declared_latin1_is_refused_naming_cp1252(con, demo, landing):
+    src = demo.source("crm_contacts")
+    src = src.model_copy(update={"csv": src.csv.model_copy(update={"encoding": "latin-1"})})
+    put(landing, "crm/crm_contacts_20261101.csv", crm_text([
+        crm_row(last_name="D\u2019Amato", address="Via dell\u2019Orso 1 \u2013 scala B")], demo), "cp1252")
+    f = ingest(con, demo, landing, src=src).files[0]
+    assert f.status == "failed" and "look like cp1252" in f.message
+    assert rows(con, "SELECT count(*) FROM raw.crm_contacts") == [(0,)]
+
+
+def test_genuine_code_page_text_with_odd_signs_still_loads(con, demo, landing):
+    put(landing, "crm/crm_contacts_20261101.csv", crm_text([
+        crm_row(address="Via Roma N\u00b0civico 3", last_name="D\u2019Amato", city="Forl\u00ec")], demo))
+    f = ingest(con, demo, landing).files[0]
+    assert outcome(f) == ("loaded", 1, 1, 0)

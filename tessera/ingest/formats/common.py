@@ -103,6 +103,113 @@ def check_encoding(path: Path, encoding: str | None) -> None:
             f"{path.name}: the source declares {encoding} but the file is UTF-8 text; "
             "declare encoding: utf-8 for this source"
         )
+    if single_byte and non_ascii:
+        check_code_page(path, encoding)
+
+
+_SINGLE_BYTE = ("cp1252", "cp1250", "latin-1")
+# Non-letters that do sit between two letters in real text: apostrophes, the middle
+# dot, ordinal indicators, soft hyphen and no-break space.
+_INSIDE_WORDS = set("\u2019\u2018\u00b4`\u00b7\u00ad\u00a0'\u00aa\u00ba")
+_TABLES: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _letter_tables(encoding: str) -> tuple[np.ndarray, np.ndarray]:
+    """(is a letter, is implausible inside a word) for every byte in ``encoding``."""
+    if encoding not in _TABLES:
+        letter, odd = np.zeros(256, dtype=bool), np.zeros(256, dtype=bool)
+        for b in range(256):
+            try:
+                ch = bytes([b]).decode(encoding)
+            except UnicodeDecodeError:
+                odd[b] = b >= 0x80
+                continue
+            letter[b] = ch.isalpha()
+            odd[b] = b >= 0x80 and not ch.isalpha() and ch not in _INSIDE_WORDS
+        _TABLES[encoding] = letter, odd
+    return _TABLES[encoding]
+
+
+def implausible_bytes(arr: np.ndarray, encoding: str) -> int:
+    """How many bytes read, in ``encoding``, as what real text does not hold.
+
+    A sign between two letters ("Wroc\u00b3aw": a cp1250 ``\u0142`` read as cp1252) and,
+    in latin-1, any C1 control character (bytes 0x80-0x9F: cp1252's quotes, dashes and
+    euro sign read as latin-1). Vectorised: only the non-ASCII bytes are looked at.
+    """
+    letter, odd = _letter_tables(encoding)
+    count = 0
+    n = arr.size
+    for i in range(0, n, _CHUNK):
+        part = arr[i:i + _CHUNK]
+        pos = np.flatnonzero(odd[part]) + i
+        if not pos.size:
+            continue
+        if encoding == "latin-1":
+            c1 = (arr[pos] >= 0x80) & (arr[pos] < 0xA0)
+            count += int(np.count_nonzero(c1))
+            pos = pos[~c1]
+        pos = pos[(pos > 0) & (pos < n - 1)]
+        count += int(np.count_nonzero(letter[arr[pos - 1]] & letter[arr[pos + 1]]))
+    return count
+
+
+def _decodes(arr: np.ndarray, encoding: str) -> bool:
+    dec = codecs.getincrementaldecoder(encoding)(errors="strict")
+    try:
+        for i in range(0, arr.size, _CHUNK):
+            dec.decode(arr[i:i + _CHUNK].tobytes())
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def check_code_page(path: Path, encoding: str) -> None:
+    """Refuse a file whose bytes are implausible in its declared 8-bit code page.
+
+    Single-byte code pages decode any bytes, so a Polish cp1250 file or a Windows-1252
+    file declared latin-1 loads as silent mojibake. When the declared code page gives
+    implausible characters and another one gives none, the file is refused, naming the
+    one it looks like; charset-normalizer, when installed, gives a second opinion in
+    the message. Nothing from the file is stored.
+    """
+    import mmap
+
+    if path.stat().st_size == 0:
+        return
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        arr = np.frombuffer(mm, dtype=np.uint8)
+        try:
+            score = implausible_bytes(arr, encoding)
+            if not score:
+                return
+            clean = [other for other in _SINGLE_BYTE if other != encoding
+                     and _decodes(arr, other) and implausible_bytes(arr, other) == 0]
+            if not clean:
+                return  # nothing reads better: odd, but not a wrong declaration
+            # Ties (cp1250 and cp1252 share most signs): the detector's choice when it
+            # is one of them, else the commoner code page first.
+            opinion = _second_opinion(mm[: 1 << 20])
+            normal = {"windows-1252": "cp1252", "windows-1250": "cp1250", "latin_1": "latin-1",
+                      "iso-8859-1": "latin-1"}
+            looks_like = normal.get(opinion or "", opinion) if normal.get(
+                opinion or "", opinion) in clean else clean[0]
+        finally:
+            del arr
+    second = f"; charset-normalizer reads it as {opinion}" if opinion else ""
+    raise FileRejected(
+        f"{path.name}: the source declares {encoding} but the bytes look like {looks_like} "
+        f"({score} character(s) would read as signs or control characters inside words"
+        f"{second}); declare encoding: {looks_like} for this source; nothing loaded")
+
+
+def _second_opinion(sample: bytes) -> str | None:
+    try:
+        from charset_normalizer import from_bytes
+    except ImportError:  # optional: the byte tables decide alone
+        return None
+    best = from_bytes(sample).best()
+    return best.encoding if best is not None else None
 
 
 def encoding_checked_by_duckdb(source: Source) -> bool:
