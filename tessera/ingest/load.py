@@ -233,7 +233,8 @@ def _date_bound(value: str | None, ftype: str) -> str | None:
 def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list,
                       settings: dict[str, str] | None = None,
                       line_refs: dict[str, str] | None = None,
-                      controls: bool = True, numbers: bool = False) -> tuple[str, str]:
+                      controls: bool = True, numbers: bool = False,
+                      cells: dict[str, str] | None = None) -> tuple[str, str]:
     """SQL for the typed value of one field and for the reason it fails (NULL when fine)."""
     # The value was trimmed of every kind of blank (tabs, NBSP) once, in the inner
     # projection of build_validation_sql; empty means missing.
@@ -272,9 +273,12 @@ def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list,
         checks.append(f"WHEN regexp_matches({v}, {_lit(_CONTROL_RE)}) THEN "
                       "'contains a control character (only tab and line breaks are allowed)'")
     if numbers and spec.type == "string" and not _exact_as_number(name):
+        text = ("a number where text is expected (leading zeros or a sign may be lost; "
+                "deliver it as text)")
+        cell = (cells or {}).get(name)
+        said = (f"{_lit(text[:-1] + '; cell ' + cell)} || _line || ')'" if cell else _lit(text))
         checks.append(f"WHEN _numbers IS NOT NULL AND contains(',' || _numbers || ',', {_lit(',' + name + ',')}) "
-                      "THEN 'a number where text is expected (leading zeros or a sign may be lost; "
-                      "deliver it as text)'")
+                      f"THEN {said}")
     view = (settings or {}).get(name)
     if view is not None:
         # An unknown label is "not a known ..." rather than "not an integer": the value
@@ -333,7 +337,8 @@ def build_validation_sql(deployment: Deployment, source: Source,
                          line_refs: dict[str, str] | None = None,
                          trim: bool = True, relation: str = "_land",
                          soft: frozenset[str] = frozenset(),
-                         controls: bool = True, numbers: bool = False) -> tuple[str, list]:
+                         controls: bool = True, numbers: bool = False,
+                         cells: dict[str, str] | None = None) -> tuple[str, list]:
     """One SELECT over ``relation`` giving typed columns, per-field reasons and a record hash.
 
     ``relation`` has the mapped fields as strings, ``_line`` and ``_rowid``, the record's
@@ -351,7 +356,7 @@ def build_validation_sql(deployment: Deployment, source: Source,
     for name in fields:
         if name in mapped:
             typed, reason = _typed_and_reason(name, fields[name], source, params, settings,
-                                              line_refs, controls, numbers)
+                                              line_refs, controls, numbers, cells)
             select_typed.append(f"{typed} AS \"{name}\"")
             select_reason.append(f"{reason} AS \"_r_{name}\"")
         elif name == "source_record_id":
@@ -578,7 +583,7 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
             sql, params = build_validation_sql(
                 deployment, source, settings, line_refs, trim=result.edge_blanks, relation=rel,
                 soft=frozenset(c[3:] for c in soft), controls=result.controls,
-                numbers=result.numbers)
+                numbers=result.numbers, cells=result.cells)
             # The refusing reasons are only kept for the refused records (_bad): for
             # every record they were a fifth of the statement, and nearly all NULL.
             exclude = f" EXCLUDE ({', '.join(chr(34) + c + chr(34) for c in hard_cols)})" if hard_cols else ""

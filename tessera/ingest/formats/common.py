@@ -46,6 +46,8 @@ class ReadResult:
     # True when the batches (or _land) carry ``_numbers``: the fields of each record
     # that the file gave as numbers (JSON numbers, XLSX number cells), not as text.
     numbers: bool = False
+    # Per field, the worksheet column its cells come from (XLSX): rejects name the cell.
+    cells: dict[str, str] = field(default_factory=dict)
 
 
 def fingerprint(path: Path) -> tuple[str, int]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import warnings
 import zipfile
 from pathlib import Path
 from typing import Iterator
 
 import pyarrow as pa
+from openpyxl.utils import get_column_letter
 
 from tessera.settings import Source
 from tessera.ingest.formats.common import (
@@ -30,6 +32,9 @@ def check_workbook_archive(path: Path, max_uncompressed_mb: int, max_ratio: int)
     names = {i.filename for i in infos}
     if "[Content_Types].xml" not in names or not any(n.startswith("xl/") for n in names):
         raise FileRejected(f"{path.name}: not an XLSX workbook (no xl/ part)")
+    if any(n.lower().endswith("vbaproject.bin") for n in names):
+        raise FileRejected(f"{path.name}: a macro-enabled workbook (.xlsm, with a VBA project) "
+                           "is refused; save it as a plain .xlsx; nothing loaded")
     total = sum(i.file_size for i in infos)
     packed = sum(i.compress_size for i in infos)
     limit = max_uncompressed_mb * 1024 * 1024
@@ -80,9 +85,57 @@ def xlsx_cell_text(cell) -> tuple[str | None, str | None]:
     return str(value), None
 
 
+_ZEROS = re.compile(r"^0+$")
+
+
+def _is_number_cell(cell) -> bool:
+    value = getattr(cell, "value", None)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _zero_padded(cell) -> str | None:
+    """The text a zero-padded number format shows (``00000``: 184 -> ``00184``), or None.
+
+    Only whole numbers under a format of zeros alone: that text is exactly what the
+    person typing saw, so it is recovered; any other format cannot say what was lost.
+    """
+    fmt = str(getattr(cell, "number_format", "") or "")
+    value = cell.value
+    if not _ZEROS.match(fmt) or value < 0 or (isinstance(value, float) and not value.is_integer()):
+        return None
+    return str(int(value)).zfill(len(fmt))
+
+
+def sniff_workbook(path: Path) -> None:
+    """Refuse a file named .xlsx that is something else, from its content, with the reason.
+
+    An OLE2 compound file is an encrypted workbook (its ``EncryptedPackage`` stream) or
+    a legacy Excel 97-2003 (BIFF) one; HTML and CSV text are often saved as .xlsx by
+    other tools; a macro-enabled workbook (.xlsm) carries a VBA project.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
+        if "EncryptedPackage".encode("utf-16-le") in head or "EncryptionInfo".encode("utf-16-le") in head:
+            raise FileRejected(f"{path.name}: the workbook is encrypted (password-protected); "
+                               "save it without a password; nothing loaded")
+        raise FileRejected(f"{path.name}: a legacy Excel 97-2003 (.xls, BIFF) workbook, not XLSX; "
+                           "save it as .xlsx; nothing loaded")
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<table", b"<?xml")) or b"<html" in text[:1024]:
+        raise FileRejected(f"{path.name}: an HTML (or XML) file saved as .xlsx, not a workbook; "
+                           "nothing loaded")
+    if b"\x00" not in head:
+        raise FileRejected(f"{path.name}: not an XLSX workbook (a text file, such as CSV, "
+                           "saved as .xlsx); nothing loaded")
+
+
 def _open_sheet(path: Path, layout):
     import openpyxl
 
+    sniff_workbook(path)
     check_workbook_archive(path, layout.max_uncompressed_mb, layout.max_ratio)
     try:
         with warnings.catch_warnings():
@@ -115,6 +168,10 @@ def read_xlsx(path: Path, source: Source, result: ReadResult) -> Iterator[pa.Tab
             header.pop()
         check_header(path.name, header, source, where=f"sheet '{layout.sheet}' row {layout.header_row}")
         index = {canon: header.index(col) for canon, col in wanted.items()}
+        # Number cells in text fields are refused by the loader naming the cell.
+        result.numbers = True
+        result.cells = {canon: get_column_letter(i + 1) for canon, i in index.items()}
+        kinds: list[str | None] = []
         width = len(header)
         columns: dict[str, list] = {c: [] for c in wanted}
         lines: list[int] = []
@@ -123,11 +180,18 @@ def read_xlsx(path: Path, source: Source, result: ReadResult) -> Iterator[pa.Tab
             if all(getattr(c, "value", None) is None for c in row):
                 continue  # blank row
             result.records += 1
-            texts, problems = {}, []
+            texts, problems, given_as_numbers = {}, [], []
             for canon, i in index.items():
-                text, problem = xlsx_cell_text(row[i]) if i < len(row) else (None, None)
+                cell = row[i] if i < len(row) else None
+                text, problem = xlsx_cell_text(cell) if cell is not None else (None, None)
                 if problem:
                     problems.append(Problem(rowno, canon, problem))
+                elif text is not None and _is_number_cell(cell):
+                    padded = _zero_padded(cell)
+                    if padded is not None:
+                        text = padded      # 184 shown as 00184 by its format: exact
+                    else:
+                        given_as_numbers.append(canon)
                 texts[canon] = text
             if problems:
                 result.problems.extend(problems)
@@ -135,11 +199,12 @@ def read_xlsx(path: Path, source: Source, result: ReadResult) -> Iterator[pa.Tab
             for canon in wanted:
                 columns[canon].append(texts[canon])
             lines.append(rowno)
+            kinds.append(",".join(given_as_numbers) or None)
             if len(lines) >= BATCH_ROWS:
-                yield _batch(columns, lines)
+                yield _batch(columns, lines, kinds)
                 columns = {c: [] for c in wanted}
-                lines = []
+                lines, kinds = [], []
         if lines:
-            yield _batch(columns, lines)
+            yield _batch(columns, lines, kinds)
     finally:
         wb.close()
