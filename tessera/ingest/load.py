@@ -434,17 +434,18 @@ def mapped_relation(con, deployment: Deployment, source: Source,
     return rel, registered, settings
 
 
-def _ledger_state(con, source: str, sha: str, rel: str) -> tuple[str, str] | None:
-    """(first file with these bytes, status of *this* file name) or None if never seen."""
+def _ledger_state(con, source: str, sha: str, rel: str) -> tuple[str, str, str] | None:
+    """(first file with these bytes, status of *this* file name, the first one's delivery
+    date) or None if never seen."""
     rows = con.execute(
-        "SELECT file, status FROM ops.file_ledger WHERE source = ? AND sha256 = ? "
-        "ORDER BY file_seq", [source, sha]).fetchall()
+        "SELECT file, status, CAST(loaded_at AS DATE) FROM ops.file_ledger "
+        "WHERE source = ? AND sha256 = ? ORDER BY file_seq", [source, sha]).fetchall()
     if not rows:
         return None
-    for file, status in rows:
+    for file, status, _ in rows:
         if file == rel:
-            return rows[0][0], status
-    return rows[0][0], "new_name"
+            return rows[0][0], status, str(rows[0][2])
+    return rows[0][0], "new_name", str(rows[0][2])
 
 
 def _next_file_seq(con) -> int:
@@ -560,8 +561,10 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
                         [source.name, sha, rel, size, _next_file_seq(con), now])
             con.execute(
                 f"INSERT INTO ops.import_report ({_REPORT_COLS}) VALUES (?, ?, ?, 'duplicate_file', 0, 0, 0, 0, 0, ?, ?, ?, 0)",
-                [source.name, rel, batch_id, sha, f"same content as {seen[0]}; nothing changed", now])
-        return FileOutcome(rel, "duplicate_file", message=f"same content as {seen[0]}")
+                [source.name, rel, batch_id, sha,
+                 f"same content as {seen[0]}, delivered {seen[2]}; nothing changed", now])
+        return FileOutcome(rel, "duplicate_file",
+                           message=f"same content as {seen[0]}, delivered {seen[2]}")
 
     spec = source_fields(deployment, source)
     reason_cols = [f"_r_{f}" for f in spec if f in source.columns]

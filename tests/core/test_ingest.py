@@ -219,7 +219,8 @@ def test_same_bytes_under_another_name_is_a_duplicate(con, demo, landing):
     ]
     assert n_raw(con) == 1
     assert report(con)[1] == ("crm/crm_contacts_20261102.csv", "duplicate_file", 0, 0, 0, 0, 0,
-                              "same content as crm/crm_contacts_20261101.csv; nothing changed")
+                              "same content as crm/crm_contacts_20261101.csv, delivered 2026-11-01; "
+                              "nothing changed")
     assert rows(con, "SELECT file, status FROM ops.file_ledger ORDER BY file_seq") == [
         ("crm/crm_contacts_20261101.csv", "loaded"),
         ("crm/crm_contacts_20261102.csv", "duplicate_file"),
