@@ -7,7 +7,8 @@ JSON lines under ``<landing>/_api/<source>/`` (temporary file, fsync, rename), a
 loaded by the ordinary JSON lines path in one transaction, with rejects naming the
 snapshot's line.
 
-Retries: 429, 5xx, time-outs and connection errors are retried with exponential
+Retries: 429, 5xx, time-outs, connection errors (reset, refused, closed early) and
+truncated bodies (``IncompleteRead``, a body that is cut JSON) are retried with exponential
 back-off and jitter; a ``Retry-After`` header is honoured (capped by ``max_backoff_s``).
 Other 4xx answers (a wrong token) fail at once. Messages name the page and the status,
 never the token, the URL's query or a response body.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import http.client
 import json
 import os
 import random
@@ -69,10 +71,15 @@ def _get(api: ApiPull, url: str, headers: dict, page_no: int,
             with urllib.request.urlopen(req, timeout=api.timeout_s) as resp:
                 body = resp.read()
                 resp_headers = dict(resp.headers.items())
+                declared = resp.headers.get("Content-Length")
+            if declared is not None and declared.isdigit() and int(declared) != len(body):
+                raise http.client.IncompleteRead(body, int(declared) - len(body))
             try:
                 return json.loads(body), resp_headers
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise ApiFailed(f"page {page_no}: the response is not JSON; nothing loaded") from None
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+                # A body cut short by the network reads as broken JSON: try again; a
+                # server that keeps answering something else fails after the attempts.
+                last = "the response is not JSON"
         except urllib.error.HTTPError as exc:
             if exc.code not in RETRY_STATUS:
                 raise ApiFailed(f"page {page_no}: HTTP {exc.code}; nothing loaded") from None
@@ -85,7 +92,9 @@ def _get(api: ApiPull, url: str, headers: dict, page_no: int,
                 last = f"timed out after {api.timeout_s:g} s"
             else:
                 last = f"connection failed ({type(exc.reason).__name__})"
-        except (ConnectionError, OSError) as exc:
+        except http.client.IncompleteRead:
+            last = "the response was cut short (IncompleteRead)"
+        except (ConnectionError, OSError, http.client.HTTPException) as exc:
             last = f"connection failed ({type(exc).__name__})"
         if attempt < api.max_attempts:
             sleep(backoff_delay(api, attempt, retry_after))

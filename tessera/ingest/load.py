@@ -24,7 +24,7 @@ import pyarrow as pa
 from tessera.privacy import suppression as privacy
 from tessera.settings import Deployment, Source
 from tessera.contracts import SQL_TYPES, FieldSpec
-from tessera.ingest.readers import (
+from tessera.ingest.formats import (
     READERS,
     FileRejected,
     ReadResult,
@@ -214,9 +214,27 @@ def _line_reference_checks(name: str, level: str, source: Source) -> list[str]:
     return checks
 
 
+# Control characters other than tab, LF and CR (C0, DEL and the C1 range): never part of
+# a name or an address, and a NUL byte truncates text in the tools downstream.
+_CONTROL_RE = r"[\x{00}-\x{08}\x{0B}\x{0C}\x{0E}-\x{1F}\x{7F}-\x{9F}]"
+
+
+def _exact_as_number(name: str) -> bool:
+    """Text fields that a number gives exactly: ids and references (a JSON id 184)."""
+    return name == "source_record_id" or name.endswith(("_id", "_ref"))
+
+
+def _date_bound(value: str | None, ftype: str) -> str | None:
+    if value is None:
+        return None
+    return "current_date" if value == "today" else f"DATE {_lit(value)}"
+
+
 def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list,
                       settings: dict[str, str] | None = None,
-                      line_refs: dict[str, str] | None = None) -> tuple[str, str]:
+                      line_refs: dict[str, str] | None = None,
+                      controls: bool = True, numbers: bool = False,
+                      cells: dict[str, str] | None = None) -> tuple[str, str]:
     """SQL for the typed value of one field and for the reason it fails (NULL when fine)."""
     # The value was trimmed of every kind of blank (tabs, NBSP) once, in the inner
     # projection of build_validation_sql; empty means missing.
@@ -230,7 +248,7 @@ def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list,
         inner = f"replace({v}, ',', '.')" if source.decimal_separator == "," else v
         typed = f"TRY_CAST({inner} AS DECIMAL(18,2))"
     elif spec.type in ("date", "timestamp"):
-        # Workbook date cells arrive as ISO text (readers.xlsx_cell_text); text cells
+        # Workbook date cells arrive as ISO text (formats.xlsx.xlsx_cell_text); text cells
         # still follow the source's declared format.
         fmts = _lit(fmt) if source.format != "xlsx" else (
             f"[{_lit(fmt)}, '%Y-%m-%d', '%Y-%m-%d %H:%M:%S']")
@@ -246,6 +264,21 @@ def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list,
         checks.append(f"WHEN {v} IS NULL THEN 'required field is empty'")
     else:
         checks.append(f"WHEN {v} IS NULL THEN NULL")
+    # Size and control characters first: the reason names the real problem (a NUL byte
+    # inside a date is not "not a date"), and never the value. strlen is bytes.
+    limit = source.max_field_kb * 1024
+    checks.append(f"WHEN strlen({v}) > {limit} THEN "
+                  f"{_lit(f'value longer than {source.max_field_kb} KiB (the source' + chr(39) + 's max_field_kb)')}")
+    if controls:
+        checks.append(f"WHEN regexp_matches({v}, {_lit(_CONTROL_RE)}) THEN "
+                      "'contains a control character (only tab and line breaks are allowed)'")
+    if numbers and spec.type == "string" and not _exact_as_number(name):
+        text = ("a number where text is expected (leading zeros or a sign may be lost; "
+                "deliver it as text)")
+        cell = (cells or {}).get(name)
+        said = (f"{_lit(text[:-1] + '; cell ' + cell)} || _line || ')'" if cell else _lit(text))
+        checks.append(f"WHEN _numbers IS NOT NULL AND contains(',' || _numbers || ',', {_lit(',' + name + ',')}) "
+                      f"THEN {said}")
     view = (settings or {}).get(name)
     if view is not None:
         # An unknown label is "not a known ..." rather than "not an integer": the value
@@ -260,6 +293,15 @@ def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list,
                  "date": f"a date in format {fmt}{excel}",
                  "timestamp": f"a timestamp in format {fmt}{excel}"}[spec.type]
         checks.append(f"WHEN ({typed}) IS NULL THEN {_lit('not ' + label)}")
+    if spec.type in ("date", "timestamp"):
+        bounds = source.date_range_of(name)
+        low, high = _date_bound(bounds.min, spec.type), _date_bound(bounds.max, spec.type)
+        if low:
+            checks.append(f"WHEN CAST(({typed}) AS DATE) < {low} THEN "
+                          f"{_lit('implausible date: before ' + bounds.min)}")
+        if high:
+            checks.append(f"WHEN CAST(({typed}) AS DATE) > {high} THEN "
+                          f"{_lit('implausible date: after ' + ('today' if bounds.max == 'today' else bounds.max))}")
     if spec.format == "email":
         checks.append(f"WHEN NOT regexp_full_match({v}, {_lit(_EMAIL_RE)}) THEN 'not a valid e-mail address'")
     elif spec.format == "phone":
@@ -294,7 +336,9 @@ def build_validation_sql(deployment: Deployment, source: Source,
                          settings: dict[str, str] | None = None,
                          line_refs: dict[str, str] | None = None,
                          trim: bool = True, relation: str = "_land",
-                         soft: frozenset[str] = frozenset()) -> tuple[str, list]:
+                         soft: frozenset[str] = frozenset(),
+                         controls: bool = True, numbers: bool = False,
+                         cells: dict[str, str] | None = None) -> tuple[str, list]:
     """One SELECT over ``relation`` giving typed columns, per-field reasons and a record hash.
 
     ``relation`` has the mapped fields as strings, ``_line`` and ``_rowid``, the record's
@@ -311,7 +355,8 @@ def build_validation_sql(deployment: Deployment, source: Source,
     select_typed, select_reason = [], []
     for name in fields:
         if name in mapped:
-            typed, reason = _typed_and_reason(name, fields[name], source, params, settings, line_refs)
+            typed, reason = _typed_and_reason(name, fields[name], source, params, settings,
+                                              line_refs, controls, numbers, cells)
             select_typed.append(f"{typed} AS \"{name}\"")
             select_reason.append(f"{reason} AS \"_r_{name}\"")
         elif name == "source_record_id":
@@ -327,7 +372,7 @@ def build_validation_sql(deployment: Deployment, source: Source,
     trimmed = "SELECT " + ", ".join(
         [(f"nullif(regexp_replace(\"{c}\", {_lit(_TRIM_RE)}, '', 'g'), '') AS \"{c}\"" if trim
           else f"nullif(\"{c}\", '') AS \"{c}\"")
-         for c in mapped] + ["_line", "_rowid"]) + f" FROM {relation}"
+         for c in mapped] + ["_line", "_rowid"] + (["_numbers"] if numbers else [])) + f" FROM {relation}"
     outer = {c: f'CASE WHEN "_r_{c}" IS NULL THEN "{c}" END' for c in soft if c in mapped}
     sql = (
         f"SELECT {', '.join(outer.get(c, chr(34) + c + chr(34)) + ' AS ' + chr(34) + c + chr(34) for c in order)}, "
@@ -389,17 +434,18 @@ def mapped_relation(con, deployment: Deployment, source: Source,
     return rel, registered, settings
 
 
-def _ledger_state(con, source: str, sha: str, rel: str) -> tuple[str, str] | None:
-    """(first file with these bytes, status of *this* file name) or None if never seen."""
+def _ledger_state(con, source: str, sha: str, rel: str) -> tuple[str, str, str] | None:
+    """(first file with these bytes, status of *this* file name, the first one's delivery
+    date) or None if never seen."""
     rows = con.execute(
-        "SELECT file, status FROM ops.file_ledger WHERE source = ? AND sha256 = ? "
-        "ORDER BY file_seq", [source, sha]).fetchall()
+        "SELECT file, status, CAST(loaded_at AS DATE) FROM ops.file_ledger "
+        "WHERE source = ? AND sha256 = ? ORDER BY file_seq", [source, sha]).fetchall()
     if not rows:
         return None
-    for file, status in rows:
+    for file, status, _ in rows:
         if file == rel:
-            return rows[0][0], status
-    return rows[0][0], "new_name"
+            return rows[0][0], status, str(rows[0][2])
+    return rows[0][0], "new_name", str(rows[0][2])
 
 
 def _next_file_seq(con) -> int:
@@ -431,14 +477,27 @@ def ingest_source(con: duckdb.DuckDBPyConnection, deployment: Deployment, source
             outcome.files.append(_record_file_failure(
                 con, source, f"_api/{source.name}", "", batch_id, now, 0, str(exc)))
             return outcome
+        except Exception as exc:  # noqa: BLE001 - never a crash of the run, never the data
+            outcome.files.append(_record_file_failure(
+                con, source, f"_api/{source.name}", "", batch_id, now, 0,
+                f"the pull failed ({type(exc).__name__}); nothing loaded"))
+            return outcome
         snapshot = write_snapshot(records, landing_dir, source, now, batch_id)
         files = [snapshot]
     else:
         files = sorted(p for p in landing_dir.glob(source.path) if p.is_file())
     for path in files:
         rel = str(path.relative_to(landing_dir))
-        outcome.files.append(_ingest_file(con, deployment, source, path, rel, batch_id, now,
-                                          bool(suppression_key)))
+        try:
+            outcome.files.append(_ingest_file(con, deployment, source, path, rel, batch_id, now,
+                                              bool(suppression_key)))
+        except Exception as exc:  # noqa: BLE001 - the other files of the run still load
+            # Its transaction rolled back: nothing of it is stored but this failure.
+            for t in ("_land", "_checked2", "_bad", "_dups", "_accepted"):
+                con.execute(f"DROP TABLE IF EXISTS {t}")
+            outcome.files.append(_record_file_failure(
+                con, source, rel, "", batch_id, now, 0,
+                f"{path.name}: loading failed ({type(exc).__name__}); nothing loaded"))
     resent = {(source.name, f.file) for f in outcome.files if f.suppressed}
     if resent:
         # An erased person re-delivered: dropped above, and cut out of the archived file
@@ -502,8 +561,10 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
                         [source.name, sha, rel, size, _next_file_seq(con), now])
             con.execute(
                 f"INSERT INTO ops.import_report ({_REPORT_COLS}) VALUES (?, ?, ?, 'duplicate_file', 0, 0, 0, 0, 0, ?, ?, ?, 0)",
-                [source.name, rel, batch_id, sha, f"same content as {seen[0]}; nothing changed", now])
-        return FileOutcome(rel, "duplicate_file", message=f"same content as {seen[0]}")
+                [source.name, rel, batch_id, sha,
+                 f"same content as {seen[0]}, delivered {seen[2]}; nothing changed", now])
+        return FileOutcome(rel, "duplicate_file",
+                           message=f"same content as {seen[0]}, delivered {seen[2]}")
 
     spec = source_fields(deployment, source)
     reason_cols = [f"_r_{f}" for f in spec if f in source.columns]
@@ -524,7 +585,8 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
         try:
             sql, params = build_validation_sql(
                 deployment, source, settings, line_refs, trim=result.edge_blanks, relation=rel,
-                soft=frozenset(c[3:] for c in soft))
+                soft=frozenset(c[3:] for c in soft), controls=result.controls,
+                numbers=result.numbers, cells=result.cells)
             # The refusing reasons are only kept for the refused records (_bad): for
             # every record they were a fifth of the statement, and nearly all NULL.
             exclude = f" EXCLUDE ({', '.join(chr(34) + c + chr(34) for c in hard_cols)})" if hard_cols else ""
@@ -565,15 +627,20 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
             fields = list(source.columns)
             con.execute("DROP TABLE IF EXISTS _land")
             con.execute("CREATE TEMP TABLE _land (" + ", ".join(f"\"{f}\" VARCHAR" for f in fields)
-                        + ", _line BIGINT)")
+                        + ", _line BIGINT, _numbers VARCHAR)")
             for batch in READERS[source.format](path, source, result):
                 con.register("_batch", batch)
-                con.execute("INSERT INTO _land SELECT * FROM _batch")
+                con.execute("INSERT INTO _land BY NAME SELECT * FROM _batch")
                 con.unregister("_batch")
             # _land's row ids follow the insertion order, which is the file's.
             check("(SELECT *, rowid AS _rowid FROM _land)", result)
     except FileRejected as exc:
         return _record_file_failure(con, source, rel, sha, batch_id, now, result.records, str(exc))
+    except Exception as exc:  # noqa: BLE001 - one unreadable file must not stop the others
+        # The exception's text may quote the data (a parser's message): only its type.
+        return _record_file_failure(
+            con, source, rel, sha, batch_id, now, result.records,
+            f"{path.name}: the file could not be read ({type(exc).__name__}); nothing loaded")
 
     # Within one file a later row for the same id supersedes an earlier one: the ids
     # seen twice are found by a hash aggregate (a window over every row cost half of

@@ -125,7 +125,7 @@ def _rewrite_csv(path: Path, source, hit, tmp: Path) -> Removal:
 # ------------------------------------------------------------------ JSON lines / API
 
 def _rewrite_jsonl(path: Path, source, hit, tmp: Path) -> Removal:
-    from tessera.ingest.readers import _json_path
+    from tessera.ingest.formats.jsonl import _json_path
 
     removal = Removal()
     with open(path, encoding="utf-8-sig") as fh:
@@ -184,11 +184,11 @@ def _rewrite_xml(path: Path, source, hit, tmp: Path) -> Removal:
 
     ``iterparse`` decides which records go (by ordinal); a scan of the memory-mapped
     bytes, which skips comments, CDATA and processing instructions exactly as the reader's
-    line counter does (``readers.record_start_lines``), finds the same start tags and
+    line counter does (``formats.xml.record_start_lines``), finds the same start tags and
     their end tags. A record that has its lines to itself goes with its indentation and
     line break, so the file keeps its layout.
     """
-    from tessera.ingest.readers import _ascii_compatible
+    from tessera.ingest.formats.xml import _ascii_compatible
 
     removal = Removal()
     wanted = _xml_hits(path, source, hit)
@@ -316,7 +316,7 @@ def _rewrite_xlsx(path: Path, source, hit, tmp: Path) -> Removal:
     """
     import openpyxl
 
-    from tessera.ingest.readers import _open_sheet, xlsx_cell_text
+    from tessera.ingest.formats.xlsx import _open_sheet, xlsx_cell_text
 
     layout = source.xlsx
     removal = Removal()

@@ -150,6 +150,18 @@ class PushEndpoint(_Strict):
     max_records: int = Field(10_000, ge=1, le=1_000_000)
 
 
+class DateRange(_Strict):
+    """Inclusive bounds of a date field: ISO dates, ``today`` (the run's date) or none."""
+
+    min: str | None = Field("1900-01-01", pattern=r"^(\d{4}-\d{2}-\d{2}|today)$")
+    max: str | None = Field(None, pattern=r"^(\d{4}-\d{2}-\d{2}|today)$")
+
+
+DEFAULT_DATE_RANGES: dict[str, DateRange] = {
+    "birth_date": DateRange(min="1900-01-01", max="today"),
+}
+
+
 class Source(_Strict):
     name: Identifier
     entity: Entity
@@ -183,6 +195,17 @@ class Source(_Strict):
     # (purchased lists' sector labels onto the deployment's sector table).
     value_map: dict[str, dict[str, str | int]] = {}
     customer_source: Identifier | None = None
+    # Columns of a file that the mapping does not name: a header with an unknown column
+    # is refused (a renamed or shifted export), unless the source says to ignore them.
+    extra_columns: Literal["reject", "ignore"] = "reject"
+    # The longest value a field may hold, in KiB of UTF-8 (a bigger one refuses the record).
+    max_field_kb: int = Field(64, ge=1, le=1 << 20)
+    # Plausible ranges of date and timestamp fields: {field: {min: date, max: date|today}}.
+    # Fields not named keep DEFAULT_DATE_RANGES (no date before 1900; no birth in the future).
+    date_ranges: dict[str, DateRange] = {}
+
+    def date_range_of(self, field: str) -> DateRange:
+        return self.date_ranges.get(field) or DEFAULT_DATE_RANGES.get(field) or DateRange()
 
     def format_of(self, field: str, ftype: str) -> str | None:
         if field in self.formats:

@@ -64,6 +64,16 @@ def serve(api: Api):
                 time.sleep(api.delay.pop(n))
             if api.fail.get(n):
                 status = api.fail[n].pop(0)
+                if status == "cut":  # a body cut short by the network: IncompleteRead
+                    self.send_response(200)
+                    self.send_header("Content-Length", "500")
+                    self.end_headers()
+                    self.wfile.write(b'{"data": [{"id": "U1", "pro')
+                    self.close_connection = True
+                    return
+                if status == "reset":  # the connection closes without an answer
+                    self.close_connection = True
+                    return
                 self.send_response(status)
                 if status == 429 and api.retry_after is not None:
                     self.send_header("Retry-After", str(api.retry_after))
@@ -145,6 +155,31 @@ def test_timeout_is_retried(http):
     base = http(api)
     got = fetch_records(pull(base, timeout_s=0.5), TOKEN)
     assert len(got) == 7 and len(api.requests) == 4
+
+
+def test_truncated_body_and_closed_connection_are_retried_then_succeed(http):
+    api = Api(fail={2: ["cut", "reset"]})
+    got = fetch_records(pull(http(api)), TOKEN, sleep=lambda s: None)
+    assert [r["id"] for r in got] == [p["id"] for p in PEOPLE]
+    assert [p for p, _ in api.requests].count("/people?page=2&page_size=3") == 3
+
+
+def test_a_source_that_keeps_cutting_its_body_gets_a_failed_report_row(http, tmp_path):
+    dep = load_deployment(DEMO)
+    c = connect(tmp_path / "wh.duckdb")
+    ensure_warehouse(c)
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    api = Api(fail={1: ["cut", "cut", "cut"]})
+    out = ingest_source(c, dep, api_source(pull(http(api))), landing, "run1",
+                        now=dt.datetime(2026, 11, 1, 6), token=TOKEN)
+    (f,) = out.files
+    assert (f.status, f.file) == ("failed", "_api/crm_api")
+    assert f.message == ("page 1: the response was cut short (IncompleteRead) after 3 attempts; "
+                         "nothing loaded")
+    assert c.execute("SELECT status, message FROM ops.import_report").fetchall() == [
+        ("failed", f.message)]
+    c.close()
 
 
 def test_wrong_token_fails_at_once_and_says_nothing_secret(http):

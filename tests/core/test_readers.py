@@ -1,4 +1,4 @@
-"""Tests for tessera.ingest.readers on real files: CSV in code pages, XML, JSON lines."""
+"""Tests for tessera.ingest.formats on real files: CSV in code pages, XML, JSON lines."""
 from __future__ import annotations
 
 import hashlib
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tessera.settings import CsvDialect, Source, XmlLayout
-from tessera.ingest.readers import (
+from tessera.ingest.formats import (
     FileRejected,
     Problem,
     ReadResult,
@@ -396,7 +396,7 @@ def test_xml_lines_are_exact_past_65535(tmp_path):
 
 @pytest.mark.parametrize("chunk", [7, 64, 1000])
 def test_record_start_lines_across_chunk_boundaries(tmp_path, chunk):
-    from tessera.ingest.readers import record_start_lines
+    from tessera.ingest.formats import record_start_lines
 
     data, expected = big_sendero(300)
     path = tmp_path / "s.xml"
@@ -421,7 +421,7 @@ FAST_CASES = {
 @pytest.mark.parametrize("case", sorted(FAST_CASES))
 @pytest.mark.parametrize("encoding", ["cp1252", "utf-8"])
 def test_fast_and_python_csv_paths_agree(tmp_path, case, encoding):
-    from tessera.ingest.readers import csv_record_lines, read_csv_python
+    from tessera.ingest.formats import csv_record_lines, read_csv_python
 
     path = tmp_path / "c.csv"
     path.write_bytes(FAST_CASES[case].encode(encoding))
@@ -434,7 +434,7 @@ def test_fast_and_python_csv_paths_agree(tmp_path, case, encoding):
     assert (csv_record_lines(path.read_bytes(), ";", '"') is not None) == (
         clean or case == "wrong_widths")
     if clean:
-        from tessera.ingest.readers import _fast_csv_plan
+        from tessera.ingest.formats.csv import _fast_csv_plan
 
         assert _fast_csv_plan(path, src) is not None      # the pyarrow path was taken
     if case == "wrong_widths":
@@ -451,7 +451,7 @@ def test_fast_and_python_csv_paths_agree(tmp_path, case, encoding):
 def land_rows(path: Path, source: Source):
     import duckdb
 
-    from tessera.ingest.readers import open_csv_landing
+    from tessera.ingest.formats import open_csv_landing
 
     con = duckdb.connect()
     landing = open_csv_landing(con, path, source)
@@ -503,7 +503,7 @@ def test_duckdb_landing_agrees_with_the_python_reader(tmp_path, case, encoding):
 
 
 def read_csv_python_ref():
-    from tessera.ingest.readers import read_csv_python
+    from tessera.ingest.formats import read_csv_python
 
     return read_csv_python
 
@@ -566,7 +566,7 @@ def test_segmented_scan_equals_the_whole_file_scan(monkeypatch):
 
     import numpy as np
 
-    from tessera.ingest import readers
+    from tessera.ingest.formats import csv as readers
 
     rnd = random.Random(5)
     alphabet = ["a", ";", '"', "\n", "\r\n", " ", '""', "\u00e9", '"x\ny"', ";b", "\n", "c"]
@@ -589,7 +589,7 @@ def test_segmented_scan_equals_the_whole_file_scan(monkeypatch):
 
 
 def test_duckdb_landing_in_segments_matches_line_for_line(tmp_path, monkeypatch):
-    from tessera.ingest import readers
+    from tessera.ingest.formats import csv as readers
 
     monkeypatch.setattr(readers, "SCAN_SEGMENT", 1000)
     out = ["id;nome;cap;note"]
@@ -609,7 +609,7 @@ def test_csv_scan_matches_a_line_by_line_reading_on_random_bytes():
     """The vectorised scan against a plain reading of small random CSV texts."""
     import random
 
-    from tessera.ingest.readers import csv_record_lines
+    from tessera.ingest.formats import csv_record_lines
 
     def plain(data: bytes):
         # Record boundaries by quote parity, one line at a time (the reference).

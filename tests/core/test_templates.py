@@ -80,7 +80,7 @@ def test_filled_template_with_labels_imports_cleanly(tmp_path, demo, capsys):
     headers = [c.value for c in ws[1]]
     people = [
         dict(codice="B1", idgestionale="E-9", nome="Niccol\u00f2", cognome="D'Amato, jr. (II)",
-             email="n.damato@example.it", telefonocellulare=3471234567, cap="00184",
+             email="n.damato@example.it", telefonocellulare="3471234567", cap="00184",
              citta="Roma", provincia="Roma", paese="Italia", datanascita=dt.datetime(1980, 2, 14),
              sesso="M", consensoemail="si", datamodifica="01/10/2026 10:30", loyalty_tier="gold"),
         dict(codice="B2", nome="Ewa", cognome="W\u00f3jcik", email="ewa@example.pl",

@@ -15,7 +15,7 @@ import pytest
 from tessera.settings import Source, XlsxLayout
 from tessera.deployment import load_deployment
 from tessera.ingest.load import ingest_source
-from tessera.ingest.readers import FileRejected, Problem, ReadResult, read_xlsx
+from tessera.ingest.formats import FileRejected, Problem, ReadResult, read_xlsx
 from tessera.engine.warehouse import connect, ensure_warehouse
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
@@ -70,14 +70,17 @@ def test_cells_become_text_without_float_artefacts(tmp_path):
     assert rows == [
         {"source_record_id": "C1", "first_name": "Niccol\u00f2", "email": "n@example.it",
          "mobile": "3471234567", "postcode": "00184", "birth_date": "1980-02-14",
-         "consent_email": "true", "updated_at": "2026-10-01 10:30:00", "_line": 4},
-        # a postcode typed as a number has lost its leading zeros in Excel already
+         "consent_email": "true", "updated_at": "2026-10-01 10:30:00", "_line": 4,
+         "_numbers": "mobile"},
+        # a postcode typed as a number has lost its leading zeros in Excel already: the
+        # fields given as numbers are listed, and the loader refuses them in text fields
         {"source_record_id": "42", "first_name": "Zo\u00eb", "email": None,
          "mobile": "393331234567", "postcode": "184", "birth_date": "14/02/1981",
-         "consent_email": "false", "updated_at": "01/10/2026 09:00", "_line": 6},
+         "consent_email": "false", "updated_at": "01/10/2026 09:00", "_line": 6,
+         "_numbers": "source_record_id,mobile,postcode"},
         {"source_record_id": "C3", "first_name": "Ugo", "email": "u@example.it",
          "mobile": "0.3", "postcode": "12.5", "birth_date": "1990-01-02",
-         "consent_email": None, "updated_at": None, "_line": 7},
+         "consent_email": None, "updated_at": None, "_line": 7, "_numbers": "mobile,postcode"},
     ]
 
 
@@ -190,17 +193,58 @@ def test_workbook_loads_typed_with_rejects_on_physical_rows(tmp_path, con):
     src = xlsx_source(header_row=2)
     out = ingest_source(con, dep, src, landing, "b1", now=NOW)
     f = out.files[0]
-    assert (f.status, f.records, f.new, f.rejected) == ("loaded", 4, 2, 2)
+    # C1's mobile is a number cell in General format: what was lost cannot be known.
+    assert (f.status, f.records, f.new, f.rejected) == ("loaded", 4, 1, 3)
     got = con.execute("SELECT source_record_id, mobile, postcode, birth_date, consent_email, "
                       "updated_at, _line FROM raw.shop_import ORDER BY _line").fetchall()
     assert got == [
-        ("C1", "3471234567", "00184", dt.date(1980, 2, 14), True, dt.datetime(2026, 10, 1, 10, 30), 3),
         ("C4", None, None, dt.date(1981, 2, 14), False, dt.datetime(2026, 10, 1, 9, 0), 6),
     ]
     rej = con.execute("SELECT file, line, field, reason FROM ops.rejects ORDER BY line, field").fetchall()
     assert rej == [
+        ("import/contatti.xlsx", 3, "mobile", "a number where text is expected (leading zeros "
+         "or a sign may be lost; deliver it as text; cell D3)"),
         ("import/contatti.xlsx", 4, "birth_date", "not a date in format %d/%m/%Y or an Excel date"),
         ("import/contatti.xlsx", 4, "email", "not a valid e-mail address"),
         ("import/contatti.xlsx", 5, "email",
          "cell holds a formula (formulas are not evaluated; paste the values)"),
     ]
+
+
+def test_zero_padded_number_cells_are_recovered_exactly(tmp_path, con):
+    dep = load_deployment(DEMO)
+    landing = tmp_path / "landing"
+    (landing / "import").mkdir(parents=True)
+    path = workbook(landing / "import" / "contatti.xlsx", [
+        ["C1", "Anna", "anna@example.it", None, 184, None, "si", None],
+        ["C2", "Luca", "luca@example.it", None, 20121, None, "no", None],
+    ])
+    wb = openpyxl.load_workbook(path)
+    for row in (2, 3):
+        wb["contatti"].cell(row=row, column=5).number_format = "00000"
+    wb.save(path)
+    f = ingest_source(con, dep, xlsx_source(), landing, "b1", now=NOW).files[0]
+    assert (f.status, f.records, f.new, f.rejected) == ("loaded", 2, 2, 0)
+    assert con.execute("SELECT source_record_id, postcode FROM raw.shop_import ORDER BY 1").fetchall() == [
+        ("C1", "00184"), ("C2", "20121")]
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 600, "legacy Excel 97-2003 (.xls, BIFF)"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100 + "EncryptedPackage".encode("utf-16-le"),
+     "the workbook is encrypted"),
+    (b"<html><body><table><tr><td>C1</td></tr></table></body></html>", "an HTML (or XML) file"),
+    (b"crm_id;nome\r\nC1;Anna\r\n", "a text file, such as CSV, saved as .xlsx"),
+    ("macro", "a macro-enabled workbook (.xlsm, with a VBA project)"),
+])
+def test_the_real_type_of_a_workbook_is_sniffed_from_its_content(tmp_path, content, reason):
+    path = tmp_path / "w.xlsx"
+    if content == "macro":
+        workbook(path, [["C1", "Anna", None, None, None, None, None, None]])
+        with zipfile.ZipFile(path, "a") as zf:
+            zf.writestr("xl/vbaProject.bin", b"\x00" * 64)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(FileRejected) as exc:
+        read(path, xlsx_source())
+    assert reason in str(exc.value) and "w.xlsx" in str(exc.value)
