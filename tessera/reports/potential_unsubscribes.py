@@ -29,9 +29,8 @@ import datetime as dt
 import os
 from pathlib import Path
 
-import duckdb
-
-from tessera.engine.warehouse import table_exists, transaction
+from tessera.engine import Engine, SqlStep, as_engine
+from tessera.feeds.publish import DELIVERIES_DDL, publish_csv, write_manifest
 
 DECISIONS = ("unfreeze", "block", "download")
 
@@ -45,17 +44,20 @@ WITHHELD_MESSAGE = ("NOT EXPORTED: {n} unsubscribe request(s) from potential com
                     "list`, then `tessera potential-unsubscribes decide`")
 
 
-def build_potential_unsubscribes(con: duckdb.DuckDBPyConnection) -> dict:
+def build_potential_unsubscribes(engine: Engine) -> dict:
     """``core.potential_unsubscribes``: each unsubscribe request whose e-mail is a potential
     company's, with the latest decision on it (NULL: undecided)."""
-    con.execute(DECISIONS_DDL)
-    have = (table_exists(con, "staging", "unsubscribes")
-            and table_exists(con, "staging", "potential_companies")
+    engine = as_engine(engine)
+    engine.run(SqlStep("reports.decisions_ddl", DECISIONS_DDL))
+    have = (engine.table_exists("staging", "unsubscribes")
+            and engine.table_exists("staging", "potential_companies")
             # without an unsubscribe source, staging.unsubscribes is an empty two-column table
-            and con.execute("SELECT count(*) FROM information_schema.columns WHERE "
-                            "table_schema = 'staging' AND table_name = 'unsubscribes' "
-                            "AND column_name IN ('email_key', 'source', 'source_record_id', "
-                            "'channel', 'requested_at')").fetchone()[0] == 5)
+            and engine.scalar(SqlStep(
+                "reports.unsubscribe_columns",
+                "SELECT count(*) FROM information_schema.columns WHERE "
+                "table_schema = 'staging' AND table_name = 'unsubscribes' "
+                "AND column_name IN ('email_key', 'source', 'source_record_id', "
+                "'channel', 'requested_at')")) == 5)
     requests = ("""
         SELECT p.source AS potential_source, p.source_record_id AS potential_record_id,
                u.source AS request_source, u.source_record_id AS request_id, u.channel,
@@ -65,9 +67,8 @@ def build_potential_unsubscribes(con: duckdb.DuckDBPyConnection) -> dict:
                 """SELECT NULL::VARCHAR potential_source, NULL::VARCHAR potential_record_id,
                    NULL::VARCHAR request_source, NULL::VARCHAR request_id, NULL::VARCHAR channel,
                    NULL::TIMESTAMP requested_at WHERE false""")
-    with transaction(con):
-        con.execute(f"""
-            CREATE OR REPLACE TABLE core.potential_unsubscribes AS
+    with engine.together():
+        engine.replace_table("core.potential_unsubscribes", SqlStep("reports.potential_unsubscribes", f"""
             WITH d AS (
                 SELECT request_source, request_id, decision, decided_at
                 FROM ops.potential_unsubscribe_decisions
@@ -76,42 +77,44 @@ def build_potential_unsubscribes(con: duckdb.DuckDBPyConnection) -> dict:
             )
             SELECT r.*, d.decision, d.decided_at
             FROM ({requests}) r LEFT JOIN d USING (request_source, request_id)
-            ORDER BY r.requested_at, r.request_id, r.potential_record_id""")
-    return pending_counts(con)
+            ORDER BY r.requested_at, r.request_id, r.potential_record_id"""))
+    return pending_counts(engine)
 
 
-def pending_counts(con) -> dict:
-    row = con.execute("""
+def pending_counts(engine: Engine) -> dict:
+    row = as_engine(engine).rows(SqlStep("reports.pending_counts", """
         SELECT count(*), count(*) FILTER (WHERE decision IS NULL),
                count(*) FILTER (WHERE decision IN ('block', 'download')),
                count(*) FILTER (WHERE decision = 'unfreeze')
-        FROM core.potential_unsubscribes""").fetchone()
+        FROM core.potential_unsubscribes"""))[0]
     return {"requests": int(row[0]), "undecided": int(row[1]), "blocked": int(row[2]),
             "unfrozen": int(row[3])}
 
 
-def pending(con) -> list[tuple]:
+def pending(engine: Engine) -> list[tuple]:
     """(request_source, request_id, potential_source, potential_record_id, channel,
     requested_at) of the undecided requests: ids, never e-mails."""
-    return con.execute("""
+    return as_engine(engine).rows(SqlStep("reports.pending", """
         SELECT request_source, request_id, potential_source, potential_record_id, channel, requested_at
         FROM core.potential_unsubscribes WHERE decision IS NULL
-        ORDER BY requested_at, request_id""").fetchall()
+        ORDER BY requested_at, request_id"""))
 
 
-def decide(con: duckdb.DuckDBPyConnection, decision: str, request_ids: list[str] | None,
+def decide(engine: Engine, decision: str, request_ids: list[str] | None,
            now: dt.datetime, origin: str = "cli", download_to: Path | None = None) -> int:
     """Record ``decision`` for the given requests (None: every undecided one); with
     ``download``, first write the requests (company, e-mail, channel, date) to a CSV."""
     if decision not in DECISIONS:
         raise ValueError(f"decision must be one of {', '.join(DECISIONS)}")
-    con.execute(DECISIONS_DDL)
-    if not table_exists(con, "core", "potential_unsubscribes"):
-        build_potential_unsubscribes(con)
-    rows = con.execute("""
+    engine = as_engine(engine)
+    engine.run(SqlStep("reports.decisions_ddl", DECISIONS_DDL))
+    if not engine.table_exists("core", "potential_unsubscribes"):
+        build_potential_unsubscribes(engine)
+    rows = engine.rows(SqlStep("reports.requests_to_decide", """
         SELECT DISTINCT request_source, request_id FROM core.potential_unsubscribes
-        WHERE (?::VARCHAR[] IS NULL AND decision IS NULL) OR list_contains(?::VARCHAR[], request_id)
-        ORDER BY 1, 2""", [request_ids, request_ids]).fetchall()
+        WHERE (CAST($ids AS VARCHAR[]) IS NULL AND decision IS NULL)
+           OR list_contains(CAST($ids AS VARCHAR[]), request_id)
+        ORDER BY 1, 2""", {"ids": request_ids}))
     if request_ids is not None:
         unknown = sorted(set(request_ids) - {r[1] for r in rows})
         if unknown:
@@ -119,25 +122,30 @@ def decide(con: duckdb.DuckDBPyConnection, decision: str, request_ids: list[str]
     if decision == "download":
         if download_to is None:
             raise ValueError("download needs a file to write (--out)")
-        _write_download(con, [r[1] for r in rows], Path(download_to))
-    with transaction(con):
-        con.executemany("INSERT INTO ops.potential_unsubscribe_decisions VALUES (?, ?, ?, ?, ?)",
-                        [[s, i, decision, now, origin] for s, i in rows])
+        _write_download(engine, [r[1] for r in rows], Path(download_to))
+    decided = {"sources": [s for s, _ in rows], "ids": [i for _, i in rows], "decision": decision,
+               "now": now, "origin": origin}
+    with engine.together():
+        engine.append("ops.potential_unsubscribe_decisions", SqlStep("reports.decisions", """
+            SELECT s, i, $decision, CAST($now AS TIMESTAMP), $origin
+            FROM (SELECT unnest(CAST($sources AS VARCHAR[])) AS s,
+                         unnest(CAST($ids AS VARCHAR[])) AS i)""", decided))
         # the current table follows at once, so an export run right after sees the decision
-        con.execute("""
-            UPDATE core.potential_unsubscribes p SET decision = ?, decided_at = ?
-            WHERE list_contains(?::VARCHAR[], p.request_id)""", [decision, now, [r[1] for r in rows]])
+        engine.run(SqlStep("reports.apply_decisions", """
+            UPDATE core.potential_unsubscribes p SET decision = $decision, decided_at = $now
+            WHERE list_contains(CAST($ids AS VARCHAR[]), p.request_id)""",
+            {"decision": decision, "now": now, "ids": decided["ids"]}))
     return len(rows)
 
 
-def _write_download(con, request_ids: list[str], out: Path) -> None:
-    rows = con.execute("""
+def _write_download(engine: Engine, request_ids: list[str], out: Path) -> None:
+    rows = engine.rows(SqlStep("reports.download", """
         SELECT pu.request_id, pu.potential_record_id, p.legal_name, p.email, pu.channel, pu.requested_at
         FROM core.potential_unsubscribes pu
         JOIN staging.potential_companies p
           ON p.source = pu.potential_source AND p.source_record_id = pu.potential_record_id
-        WHERE list_contains(?::VARCHAR[], pu.request_id) ORDER BY pu.requested_at, pu.request_id""",
-                       [request_ids]).fetchall()
+        WHERE list_contains(CAST($ids AS VARCHAR[]), pu.request_id)
+        ORDER BY pu.requested_at, pu.request_id""", {"ids": request_ids}))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     with open(tmp, "w", encoding="utf-8", newline="") as fh:
@@ -149,16 +157,15 @@ def _write_download(con, request_ids: list[str], out: Path) -> None:
     os.replace(tmp, out)
 
 
-def export_potential_companies(con: duckdb.DuckDBPyConnection, as_of: dt.date, feeds_dir: Path,
+def export_potential_companies(engine: Engine, as_of: dt.date, feeds_dir: Path,
                                now: dt.datetime) -> dict:
     """Publish the potential registry for the day: companies still potential, not blocked.
 
     With undecided requests nothing is exported: no data file, and the manifest says so
     (``withheld``, ``message``). Otherwise the CSV and its manifest, atomically.
     """
-    from tessera.feeds.publish import DELIVERIES_DDL, publish_csv, write_manifest
-
-    counts = build_potential_unsubscribes(con)
+    engine = as_engine(engine)
+    counts = build_potential_unsubscribes(engine)
     out_dir = feeds_dir / "potential_companies"
     manifest_path = out_dir / f"potential_companies_{as_of.isoformat()}.manifest.json"
     base = {"feed": "potential_companies", "as_of_date": as_of.isoformat(), "format": "csv",
@@ -181,23 +188,26 @@ def export_potential_companies(con: duckdb.DuckDBPyConnection, as_of: dt.date, f
             WHERE u.potential_source = p.source AND u.potential_record_id = p.source_record_id
               AND u.decision IN ('block', 'download'))
         ORDER BY p.source, p.source_record_id"""
-    rel = con.execute(sql)
-    columns = [d[0] for d in rel.description]
-    rows = rel.fetchall()
+    table = engine.arrow(SqlStep("reports.potential_companies_feed", sql))
+    columns = table.column_names
+    rows = list(zip(*table.to_pydict().values()))
     data_path = out_dir / f"potential_companies_{as_of.isoformat()}.csv"
     sha = publish_csv(data_path, columns, rows, for_spreadsheet=True)
     write_manifest(manifest_path, {**base, "withheld": False, "rows": len(rows),
                                    "file": data_path.name, "sha256": sha, "columns": columns,
                                    "message": f"{counts['blocked']} blocked by unsubscribe decisions"})
-    con.execute(DELIVERIES_DDL)
-    with transaction(con):
-        con.execute("DELETE FROM exports.feed_deliveries WHERE feed = 'potential_companies' "
-                    "AND as_of_date = ?", [as_of])
-        con.execute("INSERT INTO exports.feed_deliveries VALUES ('potential_companies', ?, ?, ?, ?, ?)",
-                    [as_of, str(data_path), len(rows), sha, now])
-        con.execute("CREATE TABLE IF NOT EXISTS exports.potential_companies AS SELECT CAST(NULL AS DATE) "
-                    f"AS as_of_date, * FROM ({sql}) WHERE false")
-        con.execute("DELETE FROM exports.potential_companies WHERE as_of_date = ?", [as_of])
-        con.execute(f"INSERT INTO exports.potential_companies SELECT CAST(? AS DATE), * FROM ({sql})",
-                    [as_of])
+    engine.run(SqlStep("feeds.deliveries_ddl", DELIVERIES_DDL))
+    with engine.together():
+        engine.replace_partition(
+            "exports.feed_deliveries", {"feed": "potential_companies", "as_of_date": as_of},
+            SqlStep("reports.potential_companies_delivery",
+                    "SELECT 'potential_companies', CAST($as_of AS DATE), $file, CAST($rows AS BIGINT), "
+                    "$sha, CAST($now AS TIMESTAMP)", {"as_of": as_of, "file": str(data_path),
+                                                       "rows": len(rows), "sha": sha, "now": now}))
+        engine.run(SqlStep("reports.potential_companies_table",
+                           "CREATE TABLE IF NOT EXISTS exports.potential_companies AS SELECT "
+                           f"CAST(NULL AS DATE) AS as_of_date, * FROM ({sql}) WHERE false"))
+        engine.replace_partition("exports.potential_companies", {"as_of_date": as_of}, SqlStep(
+            "reports.potential_companies_rows", f"SELECT CAST($as_of AS DATE), * FROM ({sql})",
+            {"as_of": as_of}))
     return {"rows": len(rows), "withheld": False, "file": str(data_path), "sha256": sha, **counts}
