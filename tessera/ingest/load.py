@@ -21,25 +21,26 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from tessera.privacy import suppression as privacy
-from tessera.settings import Deployment, Source
 from tessera.contracts import SQL_TYPES, FieldSpec
+from tessera.engine.warehouse import sql_literal as _lit
+from tessera.engine.warehouse import transaction, unordered
+from tessera.ingest.api import ApiFailed, fetch_records, write_snapshot
 from tessera.ingest.formats import (
     READERS,
     FileRejected,
     ReadResult,
-    encoding_of,
     check_encoding,
     encoding_checked_by_duckdb,
+    encoding_of,
     fingerprint,
     open_csv_landing,
     open_jsonl_landing,
 )
-from tessera.ingest.api import ApiFailed, fetch_records, write_snapshot
 from tessera.ingest.lookups import KEY_TABLES, register_settings
+from tessera.ingest.scrub import scrub_landing_files
 from tessera.ingest.vat import vat_reason_sql
-from tessera.engine.warehouse import sql_literal as _lit
-from tessera.engine.warehouse import transaction, unordered
+from tessera.privacy import suppression as privacy
+from tessera.settings import Deployment, Source
 from tessera.vocabulary import source_fields
 
 # Internationalised addresses (RFC 6531: "lucía@...", "börner@...") are valid mail;
@@ -502,8 +503,6 @@ def ingest_source(con: duckdb.DuckDBPyConnection, deployment: Deployment, source
     if resent:
         # An erased person re-delivered: dropped above, and cut out of the archived file
         # too, so that the landing folder does not keep what the warehouse refused.
-        from tessera.ingest.scrub import scrub_landing_files
-
         scrub_landing_files(con, deployment, landing_dir, suppression_key, None, only=resent)
     return outcome
 

@@ -36,9 +36,11 @@ from pathlib import Path
 from typing import Callable
 
 from tessera.engine.warehouse import table_exists
-
-from tessera.vocabulary import IDENTIFIER_FIELDS
+from tessera.ingest.formats.jsonl import _json_path
+from tessera.ingest.formats.xlsx import _open_sheet, xlsx_cell_text
+from tessera.ingest.formats.xml import _ascii_compatible
 from tessera.privacy.suppression import normalise_value
+from tessera.vocabulary import ENTITY_TABLES, IDENTIFIER_FIELDS
 
 
 @dataclass
@@ -125,8 +127,6 @@ def _rewrite_csv(path: Path, source, hit, tmp: Path) -> Removal:
 # ------------------------------------------------------------------ JSON lines / API
 
 def _rewrite_jsonl(path: Path, source, hit, tmp: Path) -> Removal:
-    from tessera.ingest.formats.jsonl import _json_path
-
     removal = Removal()
     with open(path, encoding="utf-8-sig") as fh:
         for lineno, text in enumerate(fh, start=1):
@@ -188,8 +188,6 @@ def _rewrite_xml(path: Path, source, hit, tmp: Path) -> Removal:
     their end tags. A record that has its lines to itself goes with its indentation and
     line break, so the file keeps its layout.
     """
-    from tessera.ingest.formats.xml import _ascii_compatible
-
     removal = Removal()
     wanted = _xml_hits(path, source, hit)
     if not wanted:
@@ -316,8 +314,6 @@ def _rewrite_xlsx(path: Path, source, hit, tmp: Path) -> Removal:
     """
     import openpyxl
 
-    from tessera.ingest.formats.xlsx import _open_sheet, xlsx_cell_text
-
     layout = source.xlsx
     removal = Removal()
     wb, ws = _open_sheet(path, layout)
@@ -388,8 +384,6 @@ def shift_stored_lines(con, source, rel: str, removal: Removal) -> None:
     targets = []
     if table_exists(con, "raw", source.name):
         targets.append((f"raw.{source.name}", ""))
-    from tessera.vocabulary import ENTITY_TABLES
-
     table = ENTITY_TABLES.get(source.entity)
     if table and table_exists(con, "staging", table):
         targets.append((f"staging.{table}", f" AND source = '{source.name}'"))

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import duckdb
 
-from tessera.settings import Deployment
-from tessera.privacy.consent import SOFT_DELETED_SQL
-from tessera.vocabulary import source_fields
+from tessera.contracts import SQL_TYPES, entity_contracts
 from tessera.engine.warehouse import table_exists, transaction
-from tessera.vocabulary import CONTACT_ENTITIES, ENTITY_TABLES
+from tessera.ingest.company_keys import staging_keys_sql
+from tessera.privacy.consent import SOFT_DELETED_SQL
+from tessera.settings import Deployment
+from tessera.vocabulary import CONTACT_ENTITIES, ENTITY_TABLES, source_fields
 
 
 def calling_codes() -> dict[str, tuple[str, str | None]]:
@@ -138,8 +139,6 @@ def _py_fold(value: str) -> str:
 
 
 def build_contacts(con: duckdb.DuckDBPyConnection, deployment: Deployment) -> int:
-    from tessera.contracts import SQL_TYPES, entity_contracts
-
     contact_fields = {f: SQL_TYPES[spec.type] for f, spec in entity_contracts()["contact"].fields.items()}
     union = _latest_union(con, deployment, CONTACT_ENTITIES, only=contact_fields)
     ext = [p.name for p in deployment.properties_of("contact")]
@@ -258,8 +257,6 @@ def build_entity(con: duckdb.DuckDBPyConnection, deployment: Deployment, entity:
         if entity in ("product_line", "service_line"):
             extra = ", CASE WHEN macro_id IS NULL THEN 'macro' ELSE 'micro' END AS level"
         if entity in ("company", "company_user", "potential_company"):
-            from tessera.ingest.company_keys import staging_keys_sql
-
             extra = staging_keys_sql(entity)
         con.execute(f"CREATE OR REPLACE TABLE staging.{table} AS SELECT * EXCLUDE (default_country, _file_seq){extra} FROM ({union})")
     return int(con.execute(f"SELECT count(*) FROM staging.{table}").fetchone()[0])

@@ -71,6 +71,9 @@ import numpy as np
 import polars as pl
 from faker import Faker
 
+from tessera.sampledata.b2b import generate_b2b
+from tessera.sampledata.crm import generate_annotations
+
 __all__ = ["generate"]
 
 _CHUNK = 100_000
@@ -846,8 +849,6 @@ def generate(out_dir: str | Path, contacts: int = 300, seed: int = 42,
     files.append(web_f.rel)
 
     # ---------------- CRM notes and tasks (tessera.sampledata.crm) ----------------
-    from tessera.sampledata.crm import generate_annotations
-
     crm_ids = pl.concat(truth_crm)["source_record_id"].to_list()
     crm_files, crm_counts = generate_annotations(root, crm_ids, seed, ymd, as_of_s, bad_rows)
     files += crm_files
@@ -878,8 +879,6 @@ def generate(out_dir: str | Path, contacts: int = 300, seed: int = 42,
     files += [brel, urel]
 
     # ---------------- B2B registries (tessera.sampledata.b2b) ----------------
-    from tessera.sampledata.b2b import generate_b2b
-
     # company users who are also B2C people are drawn from the first persons
     people = pl.read_csv(root / "_truth" / "persons.csv", n_rows=20_000,
                          infer_schema_length=0).to_dicts()
