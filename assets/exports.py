@@ -45,7 +45,7 @@ def _feed_asset(deployment: Deployment, feed):
             "duration_s": dg.MetadataValue.float(timer.seconds),
         })
 
-    @dg.asset_check(asset=key, name="no_export_without_consent", blocking=True,
+    @dg.asset_check(pool=POOL, asset=key, name="no_export_without_consent", blocking=True,
                     description="Every exported person has consent on the feed's channel today and no suppression.")
     def _consent(warehouse: DuckDBResource, privacy: PrivacySettings):
         with warehouse.get_connection() as con:
