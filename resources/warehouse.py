@@ -12,9 +12,13 @@ re-raised with every quoted literal redacted, without the original chained.
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from contextlib import contextmanager
+from pathlib import Path
 
+import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
@@ -32,17 +36,40 @@ def redact(message: str) -> str:
 
 
 class TesseraWarehouse(DuckDBResource):
+    # Tests only (TESSERA_TEST_HOLD): every connection writes ``<hold_file>.reached`` and
+    # waits while ``hold_file`` exists, so a test can kill or overlap a run at a known point.
+    hold_file: str | None = None
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        super().setup_for_execution(context)
+        # A run launched by the UI or the schedule records its executing process, so that
+        # a later command can tell it is dead once that process is gone (pipelines/runs.py).
+        if context.instance is not None and context.dagster_run is not None:
+            from pipelines.runs import record_executor
+
+            record_executor(context.instance, context.dagster_run)
+
+    def _hold(self) -> None:
+        hold = Path(self.hold_file)
+        hold.with_name(hold.name + ".reached").write_text(str(os.getpid()))
+        deadline = time.monotonic() + 600
+        while hold.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
     @contextmanager
     def get_connection(self):
         with super().get_connection() as con:
+            if self.hold_file:
+                self._hold()
             try:
                 yield con
             except duckdb.Error as exc:
                 raise WarehouseError(f"{type(exc).__name__}: {redact(str(exc))}") from None
 
 
-def warehouse_resource(path: str, memory_limit: str | None = None) -> TesseraWarehouse:
+def warehouse_resource(path: str, memory_limit: str | None = None,
+                       hold_file: str | None = None) -> TesseraWarehouse:
     config = dict(OFFLINE_SETTINGS)
     if memory_limit:
         config["memory_limit"] = memory_limit
-    return TesseraWarehouse(database=path, connection_config=config)
+    return TesseraWarehouse(database=path, connection_config=config, hold_file=hold_file)

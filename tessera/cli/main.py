@@ -9,6 +9,7 @@
     tessera purge [--grace-hours H]                         soft deletes -> erasure
     tessera export-person (--customer-id N | --email E) --out F.json   subject access
     tessera stop-monitoring --customer-id N                 no new behavioural events
+    tessera runs [--close-dead] [--close RUN_ID]            runs and their state; close dead ones
     tessera init-home                                       prepare DAGSTER_HOME
     tessera template REGISTRY --out FILE.xlsx               the pre-set import workbook
     tessera segment dry-run NAME [--date D]                 size, sample ids, entering/leaving
@@ -95,8 +96,9 @@ def run_daily(day: dt.date):
     # INFO on the console: one line per file loaded, warnings, failures; the full DEBUG
     # event stream is still stored and visible in the UI.
     run_config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-    return job.execute_in_process(partition_key=day.isoformat(), instance=instance,
-                                  raise_on_error=False, run_config=run_config)
+    from pipelines.runs import execute_daily_in_turn  # closes dead runs, waits for live ones
+
+    return execute_daily_in_turn(job, instance, day.isoformat(), run_config)
 
 
 def summary(run_id: str | None = None) -> dict:
@@ -218,6 +220,9 @@ def cmd_forget(args) -> int:
     paths = tessera_paths()
     deployment = load_deployment(paths["config"])
     request_id = args.request_id or uuid.uuid4().hex
+    from pipelines.runs import before_warehouse_command
+
+    before_warehouse_command("tessera forget")
     con = connect(paths["warehouse"])
     try:
         ensure_warehouse(con)
@@ -274,6 +279,9 @@ def _warehouse_and_deployment(args):
     from tessera.engine.warehouse import connect, ensure_warehouse
 
     paths = tessera_paths()
+    from pipelines.runs import before_warehouse_command
+
+    before_warehouse_command(f"tessera {args.command}")
     con = connect(paths["warehouse"])
     ensure_warehouse(con)
     return con, load_deployment(paths["config"]), paths
@@ -398,6 +406,13 @@ def cmd_template(args) -> int:
           f"and drop the files into <landing>/{args.source_name}/:\n")
     print(source_yaml(src))
     return 0
+
+
+def cmd_runs(args) -> int:
+    _setup_env(args)
+    from pipelines.runs import cmd_runs as runs
+
+    return runs(args)
 
 
 def cmd_init_home(args) -> int:
@@ -574,6 +589,12 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     sp.add_argument("--port", type=int, default=8787)
     sp.set_defaults(func=cmd_serve_push)
+
+    ru = sub.add_parser("runs", help="list runs with their state; close the dead ones")
+    ru.add_argument("--close-dead", action="store_true", help="mark failed the runs whose process is gone")
+    ru.add_argument("--close", action="append", metavar="RUN_ID", help="close one run (not if alive)")
+    ru.add_argument("--limit", type=int, default=20)
+    ru.set_defaults(func=cmd_runs)
 
     i = sub.add_parser("init-home", help="create DAGSTER_HOME with the project's dagster.yaml")
     i.set_defaults(func=cmd_init_home)
