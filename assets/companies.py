@@ -11,7 +11,7 @@ import datetime as dt
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets._common import POOL, published_contract_problems, table_metadata
+from assets._common import POOL, published_contract_problems, report_swept_temps, table_metadata
 from pipelines.partitions import daily_partitions
 from resources import FeedStore
 from tessera.companies.registry import (
@@ -202,6 +202,7 @@ def build(deployment: Deployment):
             else:
                 meta["file"] = dg.MetadataValue.path(stats["file"])
                 meta["sha256"] = stats["sha256"]
+            report_swept_temps(context, stats, meta)
             return dg.MaterializeResult(metadata=meta)
 
         assets += [potential_companies, potential_export]

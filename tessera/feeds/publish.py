@@ -7,6 +7,9 @@ hard bounce). The file is written to a temporary name in the destination folder,
 fsynced and renamed, and only then is the manifest (rows, sha256, columns) written
 beside it: a reader that sees a manifest always sees a whole file
 (RELIABILITY.md rule 5).
+
+An export killed while writing leaves its temporary (``.<file>.tmp-<pid>``) behind; each
+export sweeps its own folder of such files before it writes (``sweep_stale_temps``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
+import time
 from pathlib import Path
 
 import duckdb
@@ -75,10 +80,53 @@ def _neutralise(value):
     return value
 
 
+_TEMP_NAME = re.compile(r"^\.[^/]+\.tmp-(?P<pid>[0-9]+)$")
+
+
+def temp_path(path: Path) -> Path:
+    """The temporary a file is written to before it is renamed to ``path``."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_temps(folder: Path, started: float) -> dict:
+    """Remove the temporaries that killed exports left in ``folder``: only names of the
+    ``temp_path`` pattern, only plain files in that folder (no recursion, no links), only
+    those last written before ``started`` (the running export's start), and not one whose
+    writing process still runs. Returns how many files and bytes were removed."""
+    removed = {"files": 0, "bytes": 0}
+    if not folder.is_dir():
+        return removed
+    for entry in os.scandir(folder):
+        m = _TEMP_NAME.match(entry.name)
+        if not m or not entry.is_file(follow_symlinks=False):
+            continue
+        st = entry.stat(follow_symlinks=False)
+        pid = int(m["pid"])
+        if st.st_mtime >= started or (pid != os.getpid() and _pid_alive(pid)):
+            continue
+        try:
+            os.unlink(entry.path)
+        except FileNotFoundError:
+            continue
+        removed["files"] += 1
+        removed["bytes"] += st.st_size
+    return removed
+
+
 def publish_csv(path: Path, columns: list[str], rows: list[tuple], for_spreadsheet: bool) -> str:
     """Write rows to ``path`` atomically; return the file's sha256."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temp_path(path)
     try:
         with open(tmp, "w", encoding="utf-8", newline="") as fh:
             writer = csv.writer(fh, lineterminator="\n")
@@ -104,7 +152,7 @@ def publish_csv(path: Path, columns: list[str], rows: list[tuple], for_spreadshe
 
 
 def write_manifest(path: Path, manifest: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temp_path(path)
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(tmp, path)
 
@@ -113,6 +161,7 @@ def build_feed(con: duckdb.DuckDBPyConnection, feed, as_of: dt.date, feeds_dir: 
                now: dt.datetime) -> dict:
     """Publish one feed for one day. The connection needs ``tessera_hmac`` installed
     (``privacy.install_hmac``) and ``ops.suppressions`` present."""
+    started = time.time()
     sql = feed_rows_sql(feed)
     # The base relation binds the RFM day first, then the segment filter binds its own.
     bind = [as_of] + ([feed.segment, as_of] if feed.segment else [])
@@ -133,6 +182,7 @@ def build_feed(con: duckdb.DuckDBPyConnection, feed, as_of: dt.date, feeds_dir: 
         if bad:
             raise RuntimeError(f"feed {feed.name}: {bad} rows without {feed.channel} consent; not published")
     out_dir = feeds_dir / feed.name
+    swept = sweep_stale_temps(out_dir, started)
     data_path = out_dir / f"{feed.name}_{as_of.isoformat()}.csv"
     sha = publish_csv(data_path, columns, rows, feed.for_spreadsheet)
     # Downstream tools must delete erased people: each erasure is announced in the first
@@ -177,4 +227,5 @@ def build_feed(con: duckdb.DuckDBPyConnection, feed, as_of: dt.date, feeds_dir: 
         con.execute(f"DELETE FROM {table} WHERE as_of_date = ?", [as_of])
         con.execute(f"INSERT INTO {table} SELECT CAST(? AS DATE) AS as_of_date, * FROM ({sql})",
                     [as_of, *bind])
-    return {"rows": len(rows), "file": str(data_path), "sha256": sha}
+    return {"rows": len(rows), "file": str(data_path), "sha256": sha,
+            "stale_temp_files": swept["files"], "stale_temp_bytes": swept["bytes"]}
