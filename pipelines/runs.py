@@ -288,9 +288,28 @@ def execute_daily_in_turn(job: dg.JobDefinition, instance: dg.DagsterInstance, p
     except Stopped as exc:
         log(f"stopped by {exc} while waiting for the warehouse; nothing was started")
         raise SystemExit(128 + exc.signum) from None
-    return job.execute_in_process(partition_key=partition_key, instance=instance,
-                                  raise_on_error=False, run_config=run_config, run_id=run_id,
-                                  tags=executor_tags())
+    result = job.execute_in_process(partition_key=partition_key, instance=instance,
+                                    raise_on_error=False, run_config=run_config, run_id=run_id,
+                                    tags=executor_tags())
+    if not result.success:
+        for line in failure_lines(result):
+            log(line)
+    return result
+
+
+def failure_lines(result) -> list[str]:
+    """One line per distinct cause of a failed run: the first failing step and its error
+    (the innermost one: for a full disk, which path ran out of space)."""
+    causes: dict[str, list[str]] = {}
+    for event in result.all_events:
+        if not event.is_step_failure or event.step_failure_data.error is None:
+            continue
+        err = event.step_failure_data.error
+        while err.cause is not None:
+            err = err.cause
+        causes.setdefault(err.message.strip(), []).append(event.step_key)
+    return [f"step {steps[0]} failed{f' (and {len(steps) - 1} more)' if len(steps) > 1 else ''}: "
+            f"{message}" for message, steps in causes.items()]
 
 
 def before_warehouse_command(what: str, log: Log = _stderr) -> None:

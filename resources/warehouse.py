@@ -22,9 +22,13 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
+from tessera.engine.space import OutOfSpace, file_named_in, is_out_of_space
 from tessera.engine.warehouse import OFFLINE_SETTINGS
 
 _QUOTED = re.compile(r"'(?:[^']|'')*'")
+# DuckDB words a full temp directory as "Out of Memory Error: failed to offload data block"
+# (the spill space is capped by the free space of the temp directory's drive).
+_TEMP_FULL = "failed to offload data block"
 
 
 class WarehouseError(RuntimeError):
@@ -64,7 +68,29 @@ class TesseraWarehouse(DuckDBResource):
             try:
                 yield con
             except duckdb.Error as exc:
+                if is_out_of_space(exc) or _TEMP_FULL in str(exc):
+                    raise WarehouseError(str(self.out_of_space(exc))) from None
                 raise WarehouseError(f"{type(exc).__name__}: {redact(str(exc))}") from None
+            except OutOfSpace:
+                raise  # already names its place (a feed folder, the landing archive)
+            except OSError as exc:
+                if is_out_of_space(exc):
+                    raise OutOfSpace("a file written by this step", exc.filename or self.database) from exc
+                raise
+
+    def out_of_space(self, exc: duckdb.Error) -> OutOfSpace:
+        """Which of the warehouse's places is full: its file (and WAL) or its temp directory
+        (DuckDB's default, ``<warehouse>.tmp``, unless ``temp_directory`` is set)."""
+        temp_dir = str((self.connection_config or {}).get("temp_directory")
+                       or f"{self.database}.tmp")
+        named = file_named_in(str(exc))
+        if _TEMP_FULL in str(exc) or (named and named.startswith(temp_dir)):
+            what, path = "the warehouse's temp directory", temp_dir
+        elif named:
+            what, path = "the warehouse", named
+        else:
+            what, path = f"the warehouse (or its temp directory {temp_dir})", self.database
+        return OutOfSpace(what, path, detail=f"{type(exc).__name__}: {redact(str(exc))}")
 
 
 def warehouse_resource(path: str, memory_limit: str | None = None,

@@ -27,6 +27,7 @@ import duckdb
 
 from tessera.privacy.suppression import export_suppression_filter
 from tessera.marketing.segments import segment_base_sql
+from tessera.engine.space import naming_space
 from tessera.engine.warehouse import transaction
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -128,7 +129,8 @@ def publish_csv(path: Path, columns: list[str], rows: list[tuple], for_spreadshe
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
     try:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        with naming_space("the feed folder", path), \
+                open(tmp, "w", encoding="utf-8", newline="") as fh:
             writer = csv.writer(fh, lineterminator="\n")
             writer.writerow(columns)
             for row in rows:
@@ -153,8 +155,16 @@ def publish_csv(path: Path, columns: list[str], rows: list[tuple], for_spreadshe
 
 def write_manifest(path: Path, manifest: dict) -> None:
     tmp = temp_path(path)
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    text = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
+    try:
+        with naming_space("the feed folder", path, needed=len(text)), open(tmp, "wb") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def build_feed(con: duckdb.DuckDBPyConnection, feed, as_of: dt.date, feeds_dir: Path,

@@ -461,10 +461,14 @@ def open_csv_landing(con, path: Path, source: Source) -> Landing | None:
         """``src`` itself, or a UTF-8 copy of it when DuckDB cannot decode its code page."""
         if not transcode:
             return src
+        from tessera.engine.space import naming_space
+
         fd, tmp = tempfile.mkstemp(suffix=".csv", prefix="tessera-")
         temps.append(Path(tmp))
         dec = codecs.getincrementaldecoder(encoding)(errors="strict")
-        with open(src, "rb") as src_fh, open(fd, "wb") as out:
+        with naming_space("a UTF-8 copy of a landing file in the temporary directory", tmp,
+                          needed=src.stat().st_size), \
+                open(src, "rb") as src_fh, open(fd, "wb") as out:
             while chunk := src_fh.read(_CHUNK):
                 out.write(dec.decode(chunk).encode("utf-8"))
             out.write(dec.decode(b"", final=True).encode("utf-8"))
@@ -481,7 +485,9 @@ def open_csv_landing(con, path: Path, source: Source) -> Landing | None:
                 "auto_detect = false, strict_mode = true, columns = ?, encoding = ?)",
                 [str(read_path), dialect.delimiter, dialect.quote, dialect.quote, names,
                  duck_encoding])
-        except duckdb.Error:
+        except duckdb.Error as exc:
+            if not_a_refusal(exc):
+                raise  # a full disk or a broken connection is not the file's fault
             return None
         return con.execute("SELECT count(*) FROM _land").fetchall()[0][0]
 
@@ -1018,7 +1024,9 @@ def open_jsonl_landing(con, path: Path, source: Source) -> Landing | None:
         found = con.execute("SELECT count(*) FROM _land").fetchall()[0][0]
         odd = [r[0] for r in con.execute(
             "SELECT rowid FROM _land WHERE NOT _object ORDER BY rowid").fetchall()]
-    except duckdb.Error:
+    except duckdb.Error as exc:
+        if not_a_refusal(exc):
+            raise  # a full disk or a broken connection is not the file's fault
         con.execute("DROP TABLE IF EXISTS _land")
         return None
     if found != lines.size:
@@ -1076,6 +1084,16 @@ def read_jsonl(path: Path, source: Source, result: ReadResult) -> Iterator[pa.Ta
 # --------------------------------------------------------------------------- #
 # XLSX
 # --------------------------------------------------------------------------- #
+def not_a_refusal(exc: BaseException) -> bool:
+    """A DuckDB error that says nothing about the file: out of space, a fatal or
+    transaction error. Such an error must surface as it is, never send the file to
+    a slower reader (which would then fail with a misleading "transaction is aborted")."""
+    from tessera.engine.space import is_out_of_space
+
+    return is_out_of_space(exc) or isinstance(exc, (duckdb.FatalException,
+                                                    duckdb.TransactionException))
+
+
 def check_workbook_archive(path: Path, max_uncompressed_mb: int, max_ratio: int) -> None:
     """Refuse a workbook whose zip directory announces too much data, before opening it.
 
