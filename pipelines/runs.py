@@ -32,6 +32,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -44,6 +45,9 @@ POOL = "duckdb"
 HOST_TAG = "tessera/executor_host"
 PID_TAG = "tessera/executor_pid"
 START_TAG = "tessera/executor_start"
+# The run the executor tags were written for: a re-executed run inherits its parent's tags
+# (auto retries, the UI), and must not be judged by the parent's dead process.
+RUN_TAG = "tessera/executor_run"
 DEAD_RUN_REASON = "its process ended without reporting: killed or crashed"
 
 # Runs that may be executing: created, launched, running or being cancelled.
@@ -81,16 +85,19 @@ def process_start(pid: int) -> str | None:
     return f"{_boot_id()}:{fields[19]}"  # field 22 of proc(5): starttime
 
 
-def executor_tags() -> dict[str, str]:
-    """Run tags naming this process as the run's executor."""
+def executor_tags(run_id: str) -> dict[str, str]:
+    """Run tags naming this process as the executor of run ``run_id``."""
     pid = os.getpid()
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), START_TAG: process_start(pid) or ""}
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), START_TAG: process_start(pid) or "",
+            RUN_TAG: run_id}
 
 
-def executor_state(tags: dict) -> str:
-    """``alive``, ``gone`` or ``unknown`` (no executor recorded, or another host)."""
+def executor_state(run: dg.DagsterRun) -> str:
+    """``alive``, ``gone`` or ``unknown`` (no executor recorded for this very run, or
+    recorded on another host)."""
+    tags = run.tags
     host, pid = tags.get(HOST_TAG), tags.get(PID_TAG)
-    if not host or not pid or not pid.isdigit():
+    if not host or not pid or not pid.isdigit() or tags.get(RUN_TAG) != run.run_id:
         return "unknown"
     if host != socket.gethostname():
         return "unknown"
@@ -111,8 +118,8 @@ def executor_state(tags: dict) -> str:
 
 def record_executor(instance: dg.DagsterInstance, run: dg.DagsterRun) -> None:
     """Tag a run launched elsewhere (the UI, the schedule) with its executing process."""
-    if run.tags.get(PID_TAG) != str(os.getpid()):
-        instance.add_run_tags(run.run_id, executor_tags())
+    if run.tags.get(PID_TAG) != str(os.getpid()) or run.tags.get(RUN_TAG) != run.run_id:
+        instance.add_run_tags(run.run_id, executor_tags(run.run_id))
 
 
 def describe(run: dg.DagsterRun) -> str:
@@ -136,7 +143,7 @@ def close_dead_runs(instance: dg.DagsterInstance, log: Log | None = None) -> lis
     closed = []
     for record in instance.get_run_records(dg.RunsFilter(statuses=ACTIVE_STATUSES)):
         run = record.dagster_run
-        if executor_state(run.tags) != "gone":
+        if executor_state(run) != "gone":
             continue
         reason = (f"Closed by Tessera: {DEAD_RUN_REASON} (pid {run.tags[PID_TAG]} on "
                   f"{run.tags[HOST_TAG]} no longer runs)")
@@ -192,6 +199,10 @@ class Stopped(Exception):
 
 @contextmanager
 def _stop_on_signals() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; the process's own handling stays
+        return
+
     def handler(signum, _frame):
         raise Stopped(signum)
 
@@ -290,7 +301,7 @@ def execute_daily_in_turn(job: dg.JobDefinition, instance: dg.DagsterInstance, p
         raise SystemExit(128 + exc.signum) from None
     result = job.execute_in_process(partition_key=partition_key, instance=instance,
                                     raise_on_error=False, run_config=run_config, run_id=run_id,
-                                    tags=executor_tags())
+                                    tags=executor_tags(run_id))
     if not result.success:
         for line in failure_lines(result):
             log(line)
@@ -328,7 +339,7 @@ def list_runs(instance: dg.DagsterInstance, limit: int = 20) -> list[dict]:
     rows = []
     for record in instance.get_run_records(limit=limit):
         run = record.dagster_run
-        state = executor_state(run.tags) if run.status in ACTIVE_STATUSES else ""
+        state = executor_state(run) if run.status in ACTIVE_STATUSES else ""
         rows.append({
             "run_id": run.run_id, "job": run.job_name, "status": run.status.value,
             "day": run.tags.get("dagster/partition", ""),
@@ -349,7 +360,7 @@ def cmd_runs(args) -> int:
         if run is None or run.status not in ACTIVE_STATUSES:
             print(f"run {run_id}: not found or not in progress; nothing to close", file=sys.stderr)
             return 2
-        if executor_state(run.tags) == "alive":
+        if executor_state(run) == "alive":
             print(f"run {run_id}: its process is alive; not closed", file=sys.stderr)
             return 2
         close_run(instance, run, "Closed by the operator (tessera runs --close): "

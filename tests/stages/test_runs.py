@@ -36,8 +36,10 @@ def dead_pid() -> int:
     return p.pid
 
 
-def add_started_run(instance, tags: dict, step: str | None = "raw__crm_contacts") -> str:
-    run_id = str(uuid.uuid4())
+def add_started_run(instance, tags: dict | None, step: str | None = "raw__crm_contacts",
+                    run_id: str | None = None, **override: str) -> str:
+    run_id = run_id or str(uuid.uuid4())
+    tags = {} if tags is None else {**runs.executor_tags(run_id), **override}
     instance.add_run(dg.DagsterRun(job_name="daily_job", run_id=run_id,
                                    status=dg.DagsterRunStatus.STARTED, tags=tags))
     if step:
@@ -48,17 +50,24 @@ def add_started_run(instance, tags: dict, step: str | None = "raw__crm_contacts"
 
 
 def test_executor_state():
-    me = runs.executor_tags()
-    assert runs.executor_state(me) == "alive"
-    assert runs.executor_state({**me, runs.PID_TAG: str(dead_pid())}) == "gone"
+    def state(**tags):
+        run_id = "r1"
+        return runs.executor_state(dg.DagsterRun(job_name="daily_job", run_id=run_id, tags={
+            **runs.executor_tags(run_id), **tags}))
+
+    me = runs.executor_tags("r1")
+    assert state() == "alive"
+    assert state(**{runs.PID_TAG: str(dead_pid())}) == "gone"
     # the same pid with another start time is another process: the run's executor is gone
-    assert runs.executor_state({**me, runs.START_TAG: me[runs.START_TAG] + "0"}) == "gone"
-    assert runs.executor_state({**me, runs.HOST_TAG: socket.gethostname() + "-other"}) == "unknown"
-    assert runs.executor_state({}) == "unknown"
+    assert state(**{runs.START_TAG: me[runs.START_TAG] + "0"}) == "gone"
+    assert state(**{runs.HOST_TAG: socket.gethostname() + "-other"}) == "unknown"
+    # tags inherited from a parent run (a re-execution) say nothing about this run
+    assert state(**{runs.PID_TAG: str(dead_pid()), runs.RUN_TAG: "parent"}) == "unknown"
+    assert runs.executor_state(dg.DagsterRun(job_name="daily_job", run_id="r2")) == "unknown"
 
 
 def test_dead_run_is_closed_and_its_slot_freed_live_run_untouched(instance):
-    dead = add_started_run(instance, {**runs.executor_tags(), runs.PID_TAG: str(dead_pid())})
+    dead = add_started_run(instance, {}, **{runs.PID_TAG: str(dead_pid())})
     assert runs.blockers(instance)  # the dead run holds the pool: the next run would wait
     closed = runs.close_dead_runs(instance)
     assert closed == [dead]
@@ -70,8 +79,8 @@ def test_dead_run_is_closed_and_its_slot_freed_live_run_untouched(instance):
     assert info.claimed_slots == [] and info.pending_steps == []
     assert runs.blockers(instance) == []
 
-    live = add_started_run(instance, runs.executor_tags())
-    unknown = add_started_run(instance, {}, step=None)
+    live = add_started_run(instance, {})
+    unknown = add_started_run(instance, None, step=None)
     assert runs.close_dead_runs(instance) == []
     assert instance.get_run_by_id(live).status == dg.DagsterRunStatus.STARTED
     assert instance.get_run_by_id(unknown).status == dg.DagsterRunStatus.STARTED
@@ -79,7 +88,7 @@ def test_dead_run_is_closed_and_its_slot_freed_live_run_untouched(instance):
 
 
 def test_slots_of_a_deleted_run_are_freed(instance):
-    gone = add_started_run(instance, runs.executor_tags())
+    gone = add_started_run(instance, {})
     instance.run_storage.delete_run(gone)  # run row gone, slot left behind
     assert runs.close_dead_runs(instance) == []
     assert instance.event_log_storage.get_concurrency_info(runs.POOL).claimed_slots == []
@@ -88,7 +97,7 @@ def test_slots_of_a_deleted_run_are_freed(instance):
 def test_cli_waits_for_the_pool_without_spinning_and_stops_on_sigterm(tmp_path, instance):
     """A live run (this test process) holds the duckdb pool: `tessera run` says it waits and
     for whom, sleeps, and SIGTERM ends it promptly with no run created and nothing claimed."""
-    holder = add_started_run(instance, runs.executor_tags())
+    holder = add_started_run(instance, {})
     env = {**os.environ, "TESSERA_HOME": str(tmp_path), "TESSERA_CONFIG": str(DEMO_CONFIG),
            "DAGSTER_HOME": instance.root_directory}
     proc = subprocess.Popen([sys.executable, "-m", "tessera.cli.main", "run", "--date", AS_OF.isoformat()],
