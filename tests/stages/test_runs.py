@@ -87,6 +87,17 @@ def test_dead_run_is_closed_and_its_slot_freed_live_run_untouched(instance):
     assert {s.run_id for s in instance.event_log_storage.get_concurrency_info(runs.POOL).claimed_slots} == {live}
 
 
+def test_dead_runs_sensor_closes_dead_runs(instance):
+    from pipelines.sensors import dead_runs_sensor
+
+    dead = add_started_run(instance, {}, **{runs.PID_TAG: str(dead_pid())})
+    live = add_started_run(instance, {}, step=None)
+    result = dead_runs_sensor(dg.build_sensor_context(instance=instance))
+    assert "closed 1 dead run" in result.skip_message
+    assert instance.get_run_by_id(dead).status == dg.DagsterRunStatus.FAILURE
+    assert instance.get_run_by_id(live).status == dg.DagsterRunStatus.STARTED
+
+
 def test_slots_of_a_deleted_run_are_freed(instance):
     gone = add_started_run(instance, {})
     instance.run_storage.delete_run(gone)  # run row gone, slot left behind
