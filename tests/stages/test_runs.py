@@ -145,3 +145,21 @@ def test_cli_waits_for_the_pool_without_spinning_and_stops_on_sigterm(tmp_path, 
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_tessera_runs_lists_and_closes_dead_runs(tmp_path, instance, monkeypatch, capsys):
+    from tessera.cli import main
+
+    monkeypatch.setenv("DAGSTER_HOME", instance.root_directory)
+    monkeypatch.setenv("TESSERA_HOME", str(tmp_path))
+    dead = add_started_run(instance, {}, **{runs.PID_TAG: str(dead_pid())})
+    live = add_started_run(instance, {}, step=None)
+    assert main(["runs"]) == 0
+    out = capsys.readouterr().out
+    assert dead in out and "(gone)" in out and "(alive)" in out and "--close-dead" in out
+    assert main(["runs", "--close-dead"]) == 0
+    out = capsys.readouterr().out
+    assert "closed 1 dead run(s)" in out
+    assert instance.get_run_by_id(dead).status == dg.DagsterRunStatus.FAILURE
+    assert main(["runs", "--close", live]) == 2  # alive: refused
+    assert instance.get_run_by_id(live).status == dg.DagsterRunStatus.STARTED
