@@ -52,3 +52,13 @@ def markdown_counts(title: str, rows: list[tuple]) -> dg.MetadataValue:
     lines = [f"| {title} | count |", "| --- | ---: |"]
     lines += [f"| {k if k is not None else '(empty)'} | {v} |" for k, v in rows]
     return dg.MetadataValue.md("\n".join(lines))
+
+
+def report_swept_temps(context, stats: dict, meta: dict) -> None:
+    """Say how many stale temporaries (left by killed exports) the export removed."""
+    files, size = stats.get("stale_temp_files", 0), stats.get("stale_temp_bytes", 0)
+    meta["stale_temp_files_removed"] = dg.MetadataValue.int(files)
+    meta["stale_temp_bytes_removed"] = dg.MetadataValue.int(size)
+    if files:
+        context.log.info(f"removed {files} stale temporary file(s), {size} bytes, left by "
+                         "killed exports")

@@ -39,7 +39,7 @@ def build(deployment: Deployment):
             yield dg.MaterializeResult(asset_key=["core", "tasks"],
                                        metadata=table_metadata(con, "core", "tasks", timer.seconds, tasks))
 
-    @dg.asset_check(asset=dg.AssetKey(["core", "notes"]), name="private_notes_stay_off_cards",
+    @dg.asset_check(pool=POOL, asset=dg.AssetKey(["core", "notes"]), name="private_notes_stay_off_cards",
                     description="The contact card counts public notes only; no note text column "
                                 "exists on the card.")
     def private_off_cards(warehouse: DuckDBResource):

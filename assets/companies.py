@@ -11,7 +11,7 @@ import datetime as dt
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets._common import POOL, published_contract_problems, table_metadata
+from assets._common import POOL, published_contract_problems, report_swept_temps, table_metadata
 from pipelines.partitions import daily_partitions
 from resources import FeedStore
 from tessera.companies.registry import (
@@ -79,7 +79,7 @@ def build(deployment: Deployment):
             yield dg.MaterializeResult(asset_key=COMPANIES, metadata=gold)
             yield dg.MaterializeResult(asset_key=COMPANY_LINEAGE, metadata=lin)
 
-        @dg.asset_check(asset=COMPANIES, name="company_ids_are_unique", blocking=True,
+        @dg.asset_check(pool=POOL, asset=COMPANIES, name="company_ids_are_unique", blocking=True,
                         description="company_id is unique, and every company record has one company.")
         def company_ids_unique(warehouse: DuckDBResource):
             with warehouse.get_connection() as con:
@@ -92,7 +92,7 @@ def build(deployment: Deployment):
                                        metadata={"companies": int(n), "distinct_ids": int(d),
                                                  "records_mapped": int(recs), "records_staged": int(staged)})
 
-        @dg.asset_check(asset=COMPANIES, name="companies_match_published_contract", blocking=True,
+        @dg.asset_check(pool=POOL, asset=COMPANIES, name="companies_match_published_contract", blocking=True,
                         description="Columns promised in data_contracts/published/core.companies.yaml "
                                     "exist with their types.")
         def companies_contract(warehouse: DuckDBResource):
@@ -167,7 +167,7 @@ def build(deployment: Deployment):
             yield dg.MaterializeResult(asset_key=POTENTIAL, metadata=meta)
             yield dg.MaterializeResult(asset_key=POTENTIAL_UNSUBS, metadata=umeta)
 
-        @dg.asset_check(asset=POTENTIAL_UNSUBS, name="potential_unsubscribes_are_decided",
+        @dg.asset_check(pool=POOL, asset=POTENTIAL_UNSUBS, name="potential_unsubscribes_are_decided",
                         blocking=True,
                         description="Every unsubscribe request from a potential company has a "
                                     "decision; until then the potential registry feeds no export.")
@@ -202,6 +202,7 @@ def build(deployment: Deployment):
             else:
                 meta["file"] = dg.MetadataValue.path(stats["file"])
                 meta["sha256"] = stats["sha256"]
+            report_swept_temps(context, stats, meta)
             return dg.MaterializeResult(metadata=meta)
 
         assets += [potential_companies, potential_export]

@@ -48,7 +48,7 @@ def build(deployment: Deployment):
         yield dg.MaterializeResult(asset_key=EVENTS, metadata=ev)
         yield dg.MaterializeResult(asset_key=CONSENTS, metadata=st)
 
-    @dg.asset_check(asset=CONSENTS, name="opt_out_is_never_lifted_by_an_import", blocking=True,
+    @dg.asset_check(pool=POOL, asset=CONSENTS, name="opt_out_is_never_lifted_by_an_import", blocking=True,
                     description="No channel is granted while its latest withdrawal is newer than its latest "
                                 "explicit grant.")
     def opt_out_sticky(warehouse: DuckDBResource):

@@ -6,7 +6,7 @@ import datetime as dt
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets._common import POOL
+from assets._common import POOL, report_swept_temps
 from pipelines.partitions import daily_partitions
 from resources import FeedStore, PrivacySettings
 from tessera.privacy import suppression as privacy_core
@@ -39,14 +39,16 @@ def _feed_asset(deployment: Deployment, feed):
             privacy_core.ensure_tables(con)
             privacy_core.install_hmac(con, privacy.suppression_key)
             stats = build_feed(con, feed, day, feeds.path, dt.datetime.now().replace(microsecond=0))
-        return dg.MaterializeResult(metadata={
+        meta = {
             "dagster/row_count": stats["rows"],
             "file": dg.MetadataValue.path(stats["file"]),
             "sha256": stats["sha256"],
             "duration_s": dg.MetadataValue.float(timer.seconds),
-        })
+        }
+        report_swept_temps(context, stats, meta)
+        return dg.MaterializeResult(metadata=meta)
 
-    @dg.asset_check(asset=key, name="no_export_without_consent", blocking=True,
+    @dg.asset_check(pool=POOL, asset=key, name="no_export_without_consent", blocking=True,
                     description="Every exported person has consent on the feed's channel today and no suppression.")
     def _consent(warehouse: DuckDBResource, privacy: PrivacySettings):
         with warehouse.get_connection() as con:

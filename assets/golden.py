@@ -55,20 +55,20 @@ def build(deployment: Deployment):
         yield dg.MaterializeResult(asset_key=CUSTOMERS, metadata=meta)
         yield dg.MaterializeResult(asset_key=LINEAGE, metadata=lin)
 
-    @dg.asset_check(asset=CUSTOMERS, name="golden_ids_are_unique", blocking=True)
+    @dg.asset_check(pool=POOL, asset=CUSTOMERS, name="golden_ids_are_unique", blocking=True)
     def ids_unique(warehouse: DuckDBResource):
         with warehouse.get_connection() as con:
             n, d = con.execute("SELECT count(*), count(DISTINCT customer_id) FROM core.customers").fetchone()
         return dg.AssetCheckResult(passed=n == d and n > 0, metadata={"rows": int(n), "distinct_ids": int(d)})
 
-    @dg.asset_check(asset=CUSTOMERS, name="customers_match_published_contract", blocking=True,
+    @dg.asset_check(pool=POOL, asset=CUSTOMERS, name="customers_match_published_contract", blocking=True,
                     description="Columns promised in data_contracts/published/core.customers.yaml exist with their types.")
     def contract(warehouse: DuckDBResource):
         with warehouse.get_connection() as con:
             problems = published_contract_problems(con, "core.customers")
         return dg.AssetCheckResult(passed=not problems, metadata={"problems": dg.MetadataValue.json(problems)})
 
-    @dg.asset_check(asset=CUSTOMERS, name="no_erased_identifier_in_warehouse", blocking=True,
+    @dg.asset_check(pool=POOL, asset=CUSTOMERS, name="no_erased_identifier_in_warehouse", blocking=True,
                     description="No identifier under an erasure suppression is held in staging "
                                 "(so none reaches golden records, segments or feeds).")
     def no_erased(warehouse: DuckDBResource, privacy: PrivacySettings):
@@ -105,7 +105,7 @@ def build(deployment: Deployment):
         assets.append(orders)
 
         if deployment.sources_of("offer"):
-            @dg.asset_check(asset=dg.AssetKey(["core", "orders"]), name="orders_name_known_offers",
+            @dg.asset_check(pool=POOL, asset=dg.AssetKey(["core", "orders"]), name="orders_name_known_offers",
                             blocking=False, additional_deps=[dg.AssetKey(["staging", "offers"])],
                             description="Every idOfferta on an order is an offer of the offers table "
                                         "(a warning: the offers file may arrive later).")

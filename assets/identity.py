@@ -63,7 +63,7 @@ def build(deployment: Deployment):
         yield dg.MaterializeResult(asset_key=REFUSED, metadata=refused_meta)
         yield dg.MaterializeResult(asset_key=LINKS, metadata=link_meta)
 
-    @dg.asset_check(asset=SOURCES, name="every_source_record_has_one_customer", blocking=True)
+    @dg.asset_check(pool=POOL, asset=SOURCES, name="every_source_record_has_one_customer", blocking=True)
     def one_customer(warehouse: DuckDBResource):
         with warehouse.get_connection() as con:
             row = con.execute("""

@@ -90,7 +90,7 @@ def _source_asset(deployment: Deployment, source: Source):
             r = context.resources
             return _run(context, r.warehouse, r.landing, r.privacy, getattr(r, api_key).token)
 
-    @dg.asset_check(asset=key, name="import_reconciles", blocking=True,
+    @dg.asset_check(pool=POOL, asset=key, name="import_reconciles", blocking=True,
                     description="For every file of this run: accepted + rejected + suppressed = records read.")
     def _reconciles(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
         with warehouse.get_connection() as con:
@@ -102,7 +102,7 @@ def _source_asset(deployment: Deployment, source: Source):
                               [source.name, context.run.run_id]).fetchone()[0]
         return dg.AssetCheckResult(passed=bad == 0, metadata={"files_not_reconciled": int(bad)})
 
-    @dg.asset_check(asset=key, name="no_failed_files", blocking=False,
+    @dg.asset_check(pool=POOL, asset=key, name="no_failed_files", blocking=False,
                     description="No landing file of this run was refused whole (encoding, XML, header).")
     def _no_failed(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
         with warehouse.get_connection() as con:

@@ -49,7 +49,7 @@ def build(deployment: Deployment):
             meta["by_group"] = markdown_counts("rfm_group", list(stats["groups"].items()))
         return dg.MaterializeResult(metadata=meta)
 
-    @dg.asset_check(asset=RFM, name="rfm_scores_in_range", blocking=True)
+    @dg.asset_check(pool=POOL, asset=RFM, name="rfm_scores_in_range", blocking=True)
     def rfm_range(warehouse: DuckDBResource):
         with warehouse.get_connection() as con:
             bad = con.execute("""SELECT count(*) FROM marketing.rfm_scores
@@ -106,7 +106,7 @@ def _scores_asset(deployment: Deployment):
         yield dg.MaterializeResult(asset_key=SCORES, metadata=meta)
         yield dg.MaterializeResult(asset_key=ACTIONS, metadata=act)
 
-    @dg.asset_check(asset=ACTIONS, name="actions_fire_once_per_crossing", blocking=True)
+    @dg.asset_check(pool=POOL, asset=ACTIONS, name="actions_fire_once_per_crossing", blocking=True)
     def once(warehouse: DuckDBResource):
         with warehouse.get_connection() as con:
             bad = con.execute("""SELECT count(*) FROM (
@@ -146,7 +146,7 @@ def _stages_asset(deployment: Deployment, upstream: list):
         yield dg.MaterializeResult(asset_key=STAGE_HISTORY, metadata=hist)
         yield dg.MaterializeResult(asset_key=FUNNEL, metadata=funnel)
 
-    @dg.asset_check(asset=STAGES, name="one_stage_per_contact_per_day", blocking=True)
+    @dg.asset_check(pool=POOL, asset=STAGES, name="one_stage_per_contact_per_day", blocking=True)
     def one_stage(warehouse: DuckDBResource):
         with warehouse.get_connection() as con:
             bad = con.execute("""SELECT count(*) FROM (SELECT as_of_date, customer_id FROM marketing.stages
@@ -178,7 +178,7 @@ def _segment_asset(deployment: Deployment, segment, upstream: list):
             "duration_s": dg.MetadataValue.float(timer.seconds),
         })
 
-    @dg.asset_check(asset=key, name="members_are_customers", blocking=True)
+    @dg.asset_check(pool=POOL, asset=key, name="members_are_customers", blocking=True)
     def _members_ok(warehouse: DuckDBResource):
         with warehouse.get_connection() as con:
             bad = con.execute("""SELECT count(*) FROM marketing.segment_members m

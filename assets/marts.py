@@ -41,7 +41,7 @@ def build(deployment: Deployment):
             stats = build_contact_cards(con, companies=companies)
             return dg.MaterializeResult(metadata=table_metadata(con, "marts", "contact_cards", timer.seconds, stats))
 
-    @dg.asset_check(asset=CARDS, name="one_card_per_customer", blocking=True,
+    @dg.asset_check(pool=POOL, asset=CARDS, name="one_card_per_customer", blocking=True,
                     description="One card per golden customer who is not soft-deleted.")
     def one_card(warehouse: DuckDBResource):
         with warehouse.get_connection() as con:

@@ -53,7 +53,7 @@ def _entity_asset(deployment: Deployment, entity: str):
 
     checks = []
 
-    @dg.asset_check(asset=key, name="keys_are_unique", blocking=True,
+    @dg.asset_check(pool=POOL, asset=key, name="keys_are_unique", blocking=True,
                     description="One row per (source, source_record_id).")
     def _unique(warehouse: DuckDBResource):
         with warehouse.get_connection() as con:
@@ -68,7 +68,7 @@ def _entity_asset(deployment: Deployment, entity: str):
     nulls = ", ".join(f"{c} (at most {r.max_share:.0%} empty{', blocking' if r.blocking else ''})"
                       for c, r in settings.null_rates_of(entity).items()) or "none"
 
-    @dg.asset_check(asset=key, name=f"{table}_pass_batch_expectations", blocking=True,
+    @dg.asset_check(pool=POOL, asset=key, name=f"{table}_pass_batch_expectations", blocking=True,
                     description=f"great-expectations on the batch: row count not below "
                                 f"{settings.row_count_min_ratio:.0%} of the previous load"
                                 f"{' (blocking)' if settings.row_count_blocking else ''}, no null or "

@@ -17,7 +17,7 @@ import dagster as dg
 import assets as assets_pkg
 from pipelines.jobs import daily_job
 from pipelines.schedules import daily_schedule
-from pipelines.sensors import build_landing_sensor
+from pipelines.sensors import build_landing_sensor, dead_runs_sensor
 from resources import (ApiCredentials, FeedStore, LandingZone, PrivacySettings, resource_key,
                        warehouse_resource)
 from tessera.settings import Deployment
@@ -45,9 +45,10 @@ def build_assets(deployment: Deployment) -> tuple[list, list]:
 
 
 def build_resources(warehouse: Path, landing: Path, feeds: Path,
-                    memory_limit: str | None = None, deployment: Deployment | None = None) -> dict:
+                    memory_limit: str | None = None, deployment: Deployment | None = None,
+                    hold_file: str | None = None) -> dict:
     resources = {
-        "warehouse": warehouse_resource(str(warehouse), memory_limit),
+        "warehouse": warehouse_resource(str(warehouse), memory_limit, hold_file),
         "landing": LandingZone(root=str(landing)),
         "feeds": FeedStore(root=str(feeds)),
         "privacy": PrivacySettings(suppression_key=dg.EnvVar("TESSERA_SUPPRESSION_KEY")),
@@ -62,23 +63,24 @@ def build_resources(warehouse: Path, landing: Path, feeds: Path,
 
 
 def build_definitions(deployment: Deployment, warehouse: Path, landing: Path, feeds: Path,
-                      memory_limit: str | None = None) -> dg.Definitions:
+                      memory_limit: str | None = None, hold_file: str | None = None) -> dg.Definitions:
     all_assets, all_checks = build_assets(deployment)
     return dg.Definitions(
         assets=all_assets,
         asset_checks=all_checks,
         jobs=[daily_job],
         schedules=[daily_schedule],
-        sensors=[build_landing_sensor(deployment, landing)],
-        resources=build_resources(warehouse, landing, feeds, memory_limit, deployment),
+        sensors=[build_landing_sensor(deployment, landing), dead_runs_sensor],
+        resources=build_resources(warehouse, landing, feeds, memory_limit, deployment, hold_file),
     )
 
 
 def defs_from_env() -> dg.Definitions:
     paths = tessera_paths()
     deployment = load_deployment(paths["config"])
+    # TESSERA_TEST_HOLD: a test hook that pauses every warehouse connection (resources/warehouse.py)
     return build_definitions(deployment, paths["warehouse"], paths["landing"], paths["feeds"],
-                             os.environ.get("TESSERA_MEMORY_LIMIT"))
+                             os.environ.get("TESSERA_MEMORY_LIMIT"), os.environ.get("TESSERA_TEST_HOLD"))
 
 
 defs = defs_from_env()

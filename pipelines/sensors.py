@@ -2,6 +2,10 @@
 
 It compares the landing folder's (path, size, mtime) fingerprint with its cursor, so
 it asks for a run only when something changed. Off by default.
+
+``dead_runs_sensor`` (on by default) closes, every minute, the runs whose executing process
+is gone (killed or crashed) and frees their pool slots, so that runs launched from the UI
+or the schedule never wait for a dead run (pipelines/runs.py).
 """
 
 from __future__ import annotations
@@ -37,3 +41,14 @@ def build_landing_sensor(deployment: Deployment, landing: Path) -> dg.SensorDefi
         return dg.RunRequest(run_key=digest, partition_key=day)
 
     return landing_files_sensor
+
+
+@dg.sensor(name="dead_runs_sensor", minimum_interval_seconds=60,
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Marks failed the runs whose process is gone (killed or crashed) and "
+                       "frees their duckdb pool slots. Never touches a live run.")
+def dead_runs_sensor(context: dg.SensorEvaluationContext):
+    from pipelines.runs import close_dead_runs
+
+    closed = close_dead_runs(context.instance, context.log.info)
+    return dg.SkipReason(f"closed {len(closed)} dead run(s)" if closed else "no dead runs")

@@ -64,3 +64,39 @@ def demo_run(demo_env):
     result = demo_env.run_daily()
     assert result.success, "the daily job failed on the generated sample"
     return result
+
+
+@pytest.fixture()
+def small_fs(tmp_path):
+    """``small_fs(size)``: a fresh tmpfs of ``size`` (e.g. "256k") mounted in tmp_path, to
+    fill up for real; skipped where mounting is not allowed (needs root or CAP_SYS_ADMIN)."""
+    import subprocess
+
+    mounted = []
+
+    def mount(size: str, name: str = "fs") -> Path:
+        point = tmp_path / name
+        point.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip() or 'mount failed'})")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in reversed(mounted):
+        subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+def fill(folder: Path, leave: int = 0) -> None:
+    """Fill ``folder``'s file system, leaving about ``leave`` bytes free."""
+    free = shutil.disk_usage(folder).free - leave
+    with open(folder / "filler", "wb") as fh:
+        while free > 0:
+            try:
+                fh.write(b"\0" * min(free, 1 << 16))
+                fh.flush()
+            except OSError:
+                break
+            free -= 1 << 16

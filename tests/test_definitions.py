@@ -66,3 +66,16 @@ def test_schedule_is_off_by_default(tmp_path):
     defs = PipelineEnv(tmp_path, DEMO_CONFIG).definitions()
     sched = defs.resolve_schedule_def("daily_schedule")
     assert sched.default_status == dg.DefaultScheduleStatus.STOPPED
+
+
+def test_every_step_of_the_daily_job_is_in_the_duckdb_pool(tmp_path):
+    """DuckDB allows one writer: every step of daily_job (assets and asset checks alike)
+    opens the warehouse, so every one must be in the pool of 1 (a check outside it hit
+    "Could not set lock on file" while another run wrote)."""
+    from assets._common import POOL
+
+    job = PipelineEnv(tmp_path, DEMO_CONFIG).definitions().resolve_job_def("daily_job")
+    plan_steps = [node.definition for node in job.graph.nodes]
+    assert len(plan_steps) > 50
+    outside = sorted(d.name for d in plan_steps if d.pool != POOL)
+    assert outside == []

@@ -82,6 +82,10 @@ def warehouse_and_deployment(ctx: click.Context):
     from tessera.settings.paths import tessera_paths
 
     paths = tessera_paths()
+    # closes runs whose process died and waits (saying for whom) while one uses the warehouse
+    from pipelines.runs import before_warehouse_command
+
+    before_warehouse_command(f"tessera {ctx.command_path.split(' ', 1)[-1]}")
     con = connect(paths["warehouse"])
     ensure_warehouse(con)
     try:

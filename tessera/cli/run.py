@@ -27,8 +27,9 @@ def run_daily(day: dt.date):
     # INFO on the console: one line per file loaded, warnings, failures; the full DEBUG
     # event stream is still stored and visible in the UI.
     run_config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-    return job.execute_in_process(partition_key=day.isoformat(), instance=instance,
-                                  raise_on_error=False, run_config=run_config)
+    from pipelines.runs import execute_daily_in_turn  # closes dead runs, waits for live ones
+
+    return execute_daily_in_turn(job, instance, day.isoformat(), run_config)
 
 
 def summary(run_id: str | None = None) -> dict:
@@ -192,6 +193,27 @@ def summary_cmd(ctx: click.Context, run_id: str | None) -> int:
     return 0
 
 
+@click.command("runs", short_help="List runs; close the dead ones.")
+@click.option("--close-dead", is_flag=True,
+              help="mark failed the runs whose process is gone (killed or crashed)")
+@click.option("--close", "close", multiple=True, metavar="RUN_ID",
+              help="close one run whose process is gone or unknown (repeatable; never a live one)")
+@click.option("--limit", type=int, default=20, show_default=True, help="how many runs to list")
+@click.pass_context
+def runs_cmd(ctx: click.Context, close_dead: bool, close: tuple[str, ...], limit: int) -> int:
+    """Runs of the Dagster instance with their state and who executes them.
+
+    A run whose process ended without reporting (kill -9, a crash) stays STARTED in
+    Dagster's storage and holds the warehouse's pool slot: --close-dead marks such runs
+    failed and frees their slots (every run and warehouse command also does it first)."""
+    setup_env(ctx)
+    import argparse
+
+    from pipelines.runs import cmd_runs
+
+    return cmd_runs(argparse.Namespace(close_dead=close_dead, close=list(close), limit=limit))
+
+
 @click.command("init-home", short_help="Create DAGSTER_HOME, print its path.")
 @click.pass_context
 def init_home_cmd(ctx: click.Context) -> int:
@@ -201,4 +223,4 @@ def init_home_cmd(ctx: click.Context) -> int:
     return 0
 
 
-COMMANDS = [generate_cmd, run_cmd, rebuild_cmd, demo_cmd, summary_cmd, init_home_cmd]
+COMMANDS = [generate_cmd, run_cmd, rebuild_cmd, demo_cmd, summary_cmd, runs_cmd, init_home_cmd]

@@ -75,15 +75,29 @@ def unordered(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnect
 
 @contextmanager
 def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
-    """All-or-nothing: a failure anywhere leaves the warehouse as it was."""
+    """All-or-nothing: a failure anywhere leaves the warehouse as it was.
+
+    The first error is the one raised: a ROLLBACK that fails in turn (the database was
+    invalidated by an I/O error) must not replace it, and a failed COMMIT is rolled back
+    so that the connection's next statement does not fail with "transaction is aborted"."""
     con.execute("BEGIN TRANSACTION")
     try:
         yield con
     except BaseException:
-        con.execute("ROLLBACK")
+        _rollback_quietly(con)
         raise
-    else:
+    try:
         con.execute("COMMIT")
+    except BaseException:
+        _rollback_quietly(con)
+        raise
+
+
+def _rollback_quietly(con: duckdb.DuckDBPyConnection) -> None:
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass  # the transaction is gone already; the error being raised is the one to see
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:

@@ -4,6 +4,9 @@ Which rows a feed delivers is :mod:`tessera.feeds.selection`. The file is writte
 fsynced and renamed, and only then is the manifest (rows, sha256, columns) written
 beside it: a reader that sees a manifest always sees a whole file
 (RELIABILITY.md rule 5).
+
+An export killed while writing leaves its temporary (``.<file>.tmp-<pid>``) behind; each
+export sweeps its own folder of such files before it writes (``sweep_stale_temps``).
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
+import time
 from pathlib import Path
 
 from tessera.engine import Engine, SqlStep, as_engine
+from tessera.engine.space import naming_space
 from tessera.feeds.selection import (erasures_to_announce_step, feed_rows_step,
                                      unconsented_step)
 from tessera.marketing.segments import marketing_table_steps
@@ -42,12 +48,56 @@ def _neutralise(value):
     return value
 
 
+_TEMP_NAME = re.compile(r"^\.[^/]+\.tmp-(?P<pid>[0-9]+)$")
+
+
+def temp_path(path: Path) -> Path:
+    """The temporary a file is written to before it is renamed to ``path``."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_temps(folder: Path, started: float) -> dict:
+    """Remove the temporaries that killed exports left in ``folder``: only names of the
+    ``temp_path`` pattern, only plain files in that folder (no recursion, no links), only
+    those last written before ``started`` (the running export's start), and not one whose
+    writing process still runs. Returns how many files and bytes were removed."""
+    removed = {"files": 0, "bytes": 0}
+    if not folder.is_dir():
+        return removed
+    for entry in os.scandir(folder):
+        m = _TEMP_NAME.match(entry.name)
+        if not m or not entry.is_file(follow_symlinks=False):
+            continue
+        st = entry.stat(follow_symlinks=False)
+        pid = int(m["pid"])
+        if st.st_mtime >= started or (pid != os.getpid() and _pid_alive(pid)):
+            continue
+        try:
+            os.unlink(entry.path)
+        except FileNotFoundError:
+            continue
+        removed["files"] += 1
+        removed["bytes"] += st.st_size
+    return removed
+
+
 def publish_csv(path: Path, columns: list[str], rows: list[tuple], for_spreadsheet: bool) -> str:
     """Write rows to ``path`` atomically; return the file's sha256."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temp_path(path)
     try:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        with naming_space("the feed folder", path), \
+                open(tmp, "w", encoding="utf-8", newline="") as fh:
             writer = csv.writer(fh, lineterminator="\n")
             writer.writerow(columns)
             for row in rows:
@@ -71,15 +121,24 @@ def publish_csv(path: Path, columns: list[str], rows: list[tuple], for_spreadshe
 
 
 def write_manifest(path: Path, manifest: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    tmp = temp_path(path)
+    text = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
+    try:
+        with naming_space("the feed folder", path, needed=len(text)), open(tmp, "wb") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.datetime) -> dict:
     """Publish one feed for one day. The connection needs ``tessera_hmac`` installed
     (``privacy.install_hmac``) and ``ops.suppressions`` present."""
     engine = as_engine(engine)
+    started = time.time()
     if not feed.segment and getattr(feed, "score_actions", False):
         engine.run(*marketing_table_steps())
     step = feed_rows_step(feed, as_of)
@@ -92,6 +151,7 @@ def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.da
         if bad:
             raise RuntimeError(f"feed {feed.name}: {bad} rows without {feed.channel} consent; not published")
     out_dir = feeds_dir / feed.name
+    swept = sweep_stale_temps(out_dir, started)
     data_path = out_dir / f"{feed.name}_{as_of.isoformat()}.csv"
     sha = publish_csv(data_path, columns, rows, feed.for_spreadsheet)
     # Downstream tools must delete erased people: each erasure is announced in the first
@@ -131,4 +191,5 @@ def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.da
             engine.replace_table(target, SqlStep(dated.name, dated.sql + " WHERE false",
                                                  dated.params))
         engine.replace_partition(target, {"as_of_date": as_of}, dated)
-    return {"rows": len(rows), "file": str(data_path), "sha256": sha}
+    return {"rows": len(rows), "file": str(data_path), "sha256": sha,
+            "stale_temp_files": swept["files"], "stale_temp_bytes": swept["bytes"]}

@@ -194,9 +194,12 @@ def publish_jsonl(records: list[dict], final: Path, exclusive: bool = False) -> 
     With ``exclusive`` an existing ``final`` is never replaced (a hard link instead of a
     rename, so two writers racing for one name cannot both win); returns False then.
     """
+    from tessera.engine.space import naming_space
+
     fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+        with naming_space("the landing archive", final), \
+                os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             for rec in records:
                 fh.write(json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n")
             fh.flush()

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from tessera.engine.space import naming_space
 from tessera.engine.warehouse import table_exists
 from tessera.ingest.formats.jsonl import _json_path
 from tessera.ingest.formats.xlsx import _open_sheet, xlsx_cell_text
@@ -452,10 +453,11 @@ def scrub_landing_files(con, deployment, landing_dir, key: str, request_id: str 
                 continue
             tmp = path.with_name(f".{path.name}.forget-tmp")
             try:
-                removal = rewrite(path, source, hit_for(source), tmp)
-                if not removal.starts:
-                    continue
-                sha, size = _publish(tmp, path)
+                with naming_space("the landing archive", path, needed=path.stat().st_size):
+                    removal = rewrite(path, source, hit_for(source), tmp)
+                    if not removal.starts:
+                        continue
+                    sha, size = _publish(tmp, path)
             finally:
                 if tmp.exists():
                     tmp.unlink()

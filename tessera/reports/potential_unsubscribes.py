@@ -27,10 +27,11 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import os
+import time
 from pathlib import Path
 
 from tessera.engine import Engine, SqlStep, as_engine
-from tessera.feeds.publish import DELIVERIES_DDL, publish_csv, write_manifest
+from tessera.feeds.publish import DELIVERIES_DDL, publish_csv, sweep_stale_temps, write_manifest
 
 DECISIONS = ("unfreeze", "block", "download")
 
@@ -165,8 +166,11 @@ def export_potential_companies(engine: Engine, as_of: dt.date, feeds_dir: Path,
     (``withheld``, ``message``). Otherwise the CSV and its manifest, atomically.
     """
     engine = as_engine(engine)
+    started = time.time()
     counts = build_potential_unsubscribes(engine)
     out_dir = feeds_dir / "potential_companies"
+    swept = sweep_stale_temps(out_dir, started)
+    counts = {**counts, "stale_temp_files": swept["files"], "stale_temp_bytes": swept["bytes"]}
     manifest_path = out_dir / f"potential_companies_{as_of.isoformat()}.manifest.json"
     base = {"feed": "potential_companies", "as_of_date": as_of.isoformat(), "format": "csv",
             "written_at": now.isoformat(), "undecided_unsubscribes": counts["undecided"]}

@@ -135,3 +135,43 @@ def test_consent_filter_runs(channel, expected):
     got = [r[0] for r in con.execute(
         f"SELECT customer_id FROM c WHERE {consent_filter(channel)} ORDER BY 1").fetchall()]
     assert got == expected
+
+
+def test_sweep_removes_only_its_own_stale_temps(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tessera.feeds.publish import sweep_stale_temps, temp_path
+
+    folder = tmp_path / "feed"
+    folder.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = folder / f".feed_2026-11-01.csv.tmp-{dead.pid}"
+    stale.write_bytes(b"x" * 10)
+    stale_manifest = folder / f".feed_2026-11-01.manifest.json.tmp-{dead.pid}"
+    stale_manifest.write_bytes(b"{}")
+    others = [folder / "feed_2026-11-01.csv",              # a published file
+              folder / ".feed.csv.tmp-abc",               # not the pattern
+              folder / f".feed.csv.tmp-{os.getppid()}",   # its writer is alive
+              folder / "notes.tmp-1"]                     # not hidden
+    for p in others:
+        p.write_bytes(b"keep")
+    (folder / "sub").mkdir()
+    nested = folder / "sub" / f".x.csv.tmp-{dead.pid}"     # another folder: not ours
+    nested.write_bytes(b"keep")
+    old = time.time() - 3600
+    for p in [stale, stale_manifest, *others, nested]:
+        os.utime(p, (old, old))
+    fresh = folder / f".feed_2026-11-02.csv.tmp-{dead.pid}"  # younger than the running export
+    fresh.write_bytes(b"keep")
+    started = time.time() - 60
+    os.utime(fresh, (started + 30, started + 30))
+
+    assert sweep_stale_temps(folder, started) == {"files": 2, "bytes": 12}
+    assert not stale.exists() and not stale_manifest.exists()
+    assert all(p.exists() for p in [*others, nested, fresh])
+    assert temp_path(folder / "f.csv").name == f".f.csv.tmp-{os.getpid()}"
+    assert sweep_stale_temps(tmp_path / "missing", started) == {"files": 0, "bytes": 0}

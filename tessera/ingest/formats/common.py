@@ -8,9 +8,11 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 
+from tessera.engine.space import is_out_of_space
 from tessera.settings import Source
 
 BATCH_ROWS = 50_000
@@ -378,3 +380,11 @@ def encoding_of(source: Source) -> str | None:
     if source.format in ("jsonl", "api", "push"):
         return "utf-8"
     return None  # XML declares its own encoding; lxml checks it
+
+
+def not_a_refusal(exc: BaseException) -> bool:
+    """A DuckDB error that says nothing about the file: out of space, a fatal or
+    transaction error. Such an error must surface as it is, never send the file to
+    a slower reader (which would then fail with a misleading "transaction is aborted")."""
+    return is_out_of_space(exc) or isinstance(exc, (duckdb.FatalException,
+                                                    duckdb.TransactionException))

@@ -16,6 +16,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from tessera.engine.space import naming_space
+from tessera.ingest.formats.common import not_a_refusal
 from tessera.settings import Source
 from tessera.ingest.formats.common import (
     _CHUNK, BATCH_ROWS, FileRejected, Landing, Problem, ReadResult, _codec, _keeps_insertion_order,
@@ -290,7 +292,9 @@ def open_csv_landing(con, path: Path, source: Source) -> Landing | None:
         fd, tmp = tempfile.mkstemp(suffix=".csv", prefix="tessera-")
         temps.append(Path(tmp))
         dec = codecs.getincrementaldecoder(encoding)(errors="strict")
-        with open(src, "rb") as src_fh, open(fd, "wb") as out:
+        with naming_space("a UTF-8 copy of a landing file in the temporary directory", tmp,
+                          needed=src.stat().st_size), \
+                open(src, "rb") as src_fh, open(fd, "wb") as out:
             while chunk := src_fh.read(_CHUNK):
                 out.write(dec.decode(chunk).encode("utf-8"))
             out.write(dec.decode(b"", final=True).encode("utf-8"))
@@ -307,7 +311,9 @@ def open_csv_landing(con, path: Path, source: Source) -> Landing | None:
                 "auto_detect = false, strict_mode = true, columns = ?, encoding = ?)",
                 [str(read_path), dialect.delimiter, dialect.quote, dialect.quote, names,
                  duck_encoding])
-        except duckdb.Error:
+        except duckdb.Error as exc:
+            if not_a_refusal(exc):
+                raise  # a full disk or a broken connection is not the file's fault
             return None
         return con.execute("SELECT count(*) FROM _land").fetchall()[0][0]
 

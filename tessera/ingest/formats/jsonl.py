@@ -12,6 +12,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from tessera.ingest.formats.common import not_a_refusal
 from tessera.settings import Source
 from tessera.engine.warehouse import sql_literal
 from tessera.ingest.formats.common import (
@@ -183,7 +184,9 @@ def open_jsonl_landing(con, path: Path, source: Source) -> Landing | None:
         found = con.execute("SELECT count(*) FROM _land").fetchall()[0][0]
         odd = [r[0] for r in con.execute(
             "SELECT rowid FROM _land WHERE NOT _object OR _dupkeys ORDER BY rowid").fetchall()]
-    except duckdb.Error:
+    except duckdb.Error as exc:
+        if not_a_refusal(exc):
+            raise  # a full disk or a broken connection is not the file's fault
         con.execute("DROP TABLE IF EXISTS _land")
         return None
     if found != lines.size:
