@@ -27,15 +27,10 @@ from __future__ import annotations
 import datetime as dt
 
 from tessera.engine import Engine, SqlStep, as_engine
+from tessera.engine.steps import ddl_statements
 from tessera.settings import Deployment
 from tessera.stable_ids import assign_stable_ids
 from tessera.vocabulary import COMPANY_FIELDS
-
-
-UNLINKED_DDL = """
-CREATE TABLE IF NOT EXISTS ops.unlinked_company_users (
-    source VARCHAR NOT NULL, source_record_id VARCHAR NOT NULL, reason VARCHAR NOT NULL,
-    detected_at TIMESTAMP NOT NULL)"""
 
 
 def link_company_users(engine: Engine, run_at: dt.datetime) -> dict:
@@ -55,7 +50,7 @@ def link_company_users(engine: Engine, run_at: dt.datetime) -> dict:
                  if have_companies else
                  "SELECT NULL::VARCHAR source, NULL::VARCHAR source_record_id, NULL::VARCHAR vat_key, "
                  "NULL::VARCHAR name_key WHERE false")
-    engine.run(SqlStep("companies.unlinked_ddl", UNLINKED_DDL))
+    engine.run(*ddl_statements(__package__, "tables.sql"))
     with engine.together():
         engine.run(SqlStep("companies.user_links", f"""
             CREATE OR REPLACE TEMP TABLE _user_links AS

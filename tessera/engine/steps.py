@@ -48,13 +48,10 @@ def step_from_file(package: str, name: str, **params: Any) -> SqlStep:
 
 
 def ddl_statements(package: str, name: str) -> list[SqlStep]:
-    """The statements of a DDL file, one step each (``;``-separated, no ``;`` in strings)."""
+    """The statements of a DDL file, one step each: whole-line ``--`` comments are dropped,
+    then the text is split at ``;`` (so no ``;`` inside a string literal)."""
     stage = package.rsplit(".", 1)[-1]
-    text = sql_file(package, name)
-    parts = [p.strip() for p in text.split(";")]
-    return [SqlStep(f"{stage}.ddl.{name.removesuffix('.sql')}[{i}]", p)
-            for i, p in enumerate(x for x in parts if x and not _only_comments(x))]
-
-
-def _only_comments(text: str) -> bool:
-    return all(not line.strip() or line.strip().startswith("--") for line in text.splitlines())
+    text = "\n".join(line for line in sql_file(package, name).splitlines()
+                     if not line.lstrip().startswith("--"))
+    parts = [p.strip() for p in text.split(";") if p.strip()]
+    return [SqlStep(f"{stage}.ddl.{name.removesuffix('.sql')}[{i}]", p) for i, p in enumerate(parts)]

@@ -22,24 +22,17 @@ from pathlib import Path
 
 from tessera.engine import Engine, SqlStep, as_engine
 from tessera.engine.space import naming_space
+from tessera.engine.steps import ddl_statements
 from tessera.feeds.selection import (erasures_to_announce_step, feed_rows_step,
                                      unconsented_step)
 from tessera.marketing.segments import marketing_table_steps
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
-# Which erased customers each feed has announced, and in which day's delivery. It holds
-# only pseudonymous ids; `forget` never deletes from it (it is in the ops sense a log).
-NOTICES_DDL = """
-CREATE TABLE IF NOT EXISTS exports.feed_erasure_notices (
-    feed VARCHAR NOT NULL, erased_customer BIGINT NOT NULL, as_of_date DATE NOT NULL)
-"""
 
-DELIVERIES_DDL = """
-CREATE TABLE IF NOT EXISTS exports.feed_deliveries (
-    feed VARCHAR NOT NULL, as_of_date DATE NOT NULL, file VARCHAR NOT NULL, rows BIGINT NOT NULL,
-    sha256 VARCHAR NOT NULL, written_at TIMESTAMP NOT NULL)
-"""
+def feed_table_steps() -> list[SqlStep]:
+    """DDL of the feeds' bookkeeping tables (``sql/tables.sql``), idempotent."""
+    return ddl_statements(__package__, "tables.sql")
 
 
 def _neutralise(value):
@@ -156,7 +149,7 @@ def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.da
     sha = publish_csv(data_path, columns, rows, feed.for_spreadsheet)
     # Downstream tools must delete erased people: each erasure is announced in the first
     # delivery of this feed made after it (and again if that same day is re-delivered).
-    engine.run(SqlStep("feeds.notices_ddl", NOTICES_DDL), SqlStep("feeds.deliveries_ddl", DELIVERIES_DDL))
+    engine.run(*feed_table_steps())
     erased = [r[0] for r in engine.rows(erasures_to_announce_step(feed, as_of))]
     deletions_path = out_dir / f"{feed.name}_{as_of.isoformat()}.deletions.csv"
     publish_csv(deletions_path, ["customer_id"], [(c,) for c in erased], False)

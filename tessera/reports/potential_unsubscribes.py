@@ -31,14 +31,11 @@ import time
 from pathlib import Path
 
 from tessera.engine import Engine, SqlStep, as_engine
-from tessera.feeds.publish import DELIVERIES_DDL, publish_csv, sweep_stale_temps, write_manifest
+from tessera.engine.steps import ddl_statements
+from tessera.feeds.publish import feed_table_steps, publish_csv, sweep_stale_temps, write_manifest
 
 DECISIONS = ("unfreeze", "block", "download")
 
-DECISIONS_DDL = """
-CREATE TABLE IF NOT EXISTS ops.potential_unsubscribe_decisions (
-    request_source VARCHAR NOT NULL, request_id VARCHAR NOT NULL, decision VARCHAR NOT NULL,
-    decided_at TIMESTAMP NOT NULL, origin VARCHAR NOT NULL)"""
 
 WITHHELD_MESSAGE = ("NOT EXPORTED: {n} unsubscribe request(s) from potential companies await a "
                     "decision (unfreeze, block or download): run `tessera potential-unsubscribes "
@@ -49,7 +46,7 @@ def build_potential_unsubscribes(engine: Engine) -> dict:
     """``core.potential_unsubscribes``: each unsubscribe request whose e-mail is a potential
     company's, with the latest decision on it (NULL: undecided)."""
     engine = as_engine(engine)
-    engine.run(SqlStep("reports.decisions_ddl", DECISIONS_DDL))
+    engine.run(*ddl_statements(__package__, "tables.sql"))
     have = (engine.table_exists("staging", "unsubscribes")
             and engine.table_exists("staging", "potential_companies")
             # without an unsubscribe source, staging.unsubscribes is an empty two-column table
@@ -108,7 +105,7 @@ def decide(engine: Engine, decision: str, request_ids: list[str] | None,
     if decision not in DECISIONS:
         raise ValueError(f"decision must be one of {', '.join(DECISIONS)}")
     engine = as_engine(engine)
-    engine.run(SqlStep("reports.decisions_ddl", DECISIONS_DDL))
+    engine.run(*ddl_statements(__package__, "tables.sql"))
     if not engine.table_exists("core", "potential_unsubscribes"):
         build_potential_unsubscribes(engine)
     rows = engine.rows(SqlStep("reports.requests_to_decide", """
@@ -200,7 +197,7 @@ def export_potential_companies(engine: Engine, as_of: dt.date, feeds_dir: Path,
     write_manifest(manifest_path, {**base, "withheld": False, "rows": len(rows),
                                    "file": data_path.name, "sha256": sha, "columns": columns,
                                    "message": f"{counts['blocked']} blocked by unsubscribe decisions"})
-    engine.run(SqlStep("feeds.deliveries_ddl", DELIVERIES_DDL))
+    engine.run(*feed_table_steps())
     with engine.together():
         engine.replace_partition(
             "exports.feed_deliveries", {"feed": "potential_companies", "as_of_date": as_of},

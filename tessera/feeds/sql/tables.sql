@@ -1,0 +1,9 @@
+-- The feeds' bookkeeping. feed_erasure_notices: which erased customers each feed has
+-- announced, and in which day's delivery (pseudonymous ids only: `forget` never deletes
+-- from it). feed_deliveries: one row per feed and day delivered.
+CREATE TABLE IF NOT EXISTS exports.feed_erasure_notices (
+    feed VARCHAR NOT NULL, erased_customer BIGINT NOT NULL, as_of_date DATE NOT NULL);
+
+CREATE TABLE IF NOT EXISTS exports.feed_deliveries (
+    feed VARCHAR NOT NULL, as_of_date DATE NOT NULL, file VARCHAR NOT NULL, rows BIGINT NOT NULL,
+    sha256 VARCHAR NOT NULL, written_at TIMESTAMP NOT NULL);
