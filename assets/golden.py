@@ -8,7 +8,8 @@ from dagster_duckdb import DuckDBResource
 
 from assets._common import POOL, markdown_counts, published_contract_problems, table_metadata
 from tessera.settings import Deployment
-from tessera.identity.golden import build_customers, build_events, build_orders
+from tessera.identity.golden import build_customers, build_orders
+from tessera.identity.linkage import build_events, events_linkage, orders_linkage
 from tessera.vocabulary import ENTITY_TABLES
 from resources import PrivacySettings
 from tessera.privacy import suppression as privacy_core
@@ -104,6 +105,20 @@ def build(deployment: Deployment):
                 return dg.MaterializeResult(metadata=table_metadata(con, "core", "orders", timer.seconds, stats))
         assets.append(orders)
 
+        @dg.asset_check(asset=dg.AssetKey(["core", "orders"]), name="orders_are_linked", blocking=False,
+                        description="Every order whose customer_ref is a record of its customer source is "
+                                    "linked to that record's customer now (a warning; counts and the "
+                                    "anonymous share only).")
+        def orders_linked(warehouse: DuckDBResource):
+            with warehouse.get_connection() as con:
+                c = orders_linkage(con, deployment)
+            bad = c["owned_but_unlinked"] + c["linked_elsewhere"] + c["not_a_customer"]
+            share = round(c["anonymous"] / c["orders"], 4) if c["orders"] else 0.0
+            return dg.AssetCheckResult(passed=bad == 0, severity=dg.AssetCheckSeverity.WARN, metadata={
+                **{k: dg.MetadataValue.int(v) for k, v in c.items()},
+                "anonymous_share": dg.MetadataValue.float(share)})
+        checks.append(orders_linked)
+
         if deployment.sources_of("offer"):
             @dg.asset_check(asset=dg.AssetKey(["core", "orders"]), name="orders_name_known_offers",
                             blocking=False, additional_deps=[dg.AssetKey(["staging", "offers"])],
@@ -127,7 +142,26 @@ def build(deployment: Deployment):
         def events(warehouse: DuckDBResource) -> dg.MaterializeResult:
             timer = Timer()
             with warehouse.get_connection() as con:
-                stats = build_events(con)
-                return dg.MaterializeResult(metadata=table_metadata(con, "core", "events", timer.seconds, stats))
+                stats = build_events(con, deployment)
+                meta = table_metadata(con, "core", "events", timer.seconds, stats)
+                if stats["events"]:
+                    meta["anonymous_share"] = dg.MetadataValue.float(
+                        round(stats["anonymous_events"] / stats["events"], 4))
+                return dg.MaterializeResult(metadata=meta)
         assets.append(events)
+
+        @dg.asset_check(asset=dg.AssetKey(["core", "events"]), name="events_are_linked", blocking=True,
+                        description="Every event carrying an identifier (contact record id, e-mail, phone) "
+                                    "that belongs to exactly one customer is linked to that customer, and "
+                                    "no event names an id that is no customer now. Counts and the "
+                                    "anonymous share only.")
+        def events_linked(warehouse: DuckDBResource):
+            with warehouse.get_connection() as con:
+                c = events_linkage(con, deployment)
+            bad = c["owned_but_unlinked"] + c["linked_elsewhere"] + c["not_a_customer"]
+            share = round(c["anonymous"] / c["events"], 4) if c["events"] else 0.0
+            return dg.AssetCheckResult(passed=bad == 0, metadata={
+                **{k: dg.MetadataValue.int(v) for k, v in c.items()},
+                "anonymous_share": dg.MetadataValue.float(share)})
+        checks.append(events_linked)
     return assets, checks

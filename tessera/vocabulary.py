@@ -122,16 +122,16 @@ CONTACT_ENTITIES = ("contact", "company_user")
 
 
 # Which canonical fields carry which identifier kind, per entity.
-# Which canonical fields carry which identifier kind, per entity.
 IDENTIFIER_FIELDS: dict[str, dict[str, str]] = {
     "contact": {"email": "email", "mobile": "phone", "phone": "phone", "tax_code": "tax_code",
                 "erp_id": "erp_id"},
     # company users are people: erased identifiers block them too
     "company_user": {"email": "email", "mobile": "phone", "phone": "phone", "erp_id": "erp_id"},
-    "event": {"email": "email"},
+    "event": {"email": "email", "mobile": "phone"},
     "bounce": {"email": "email"},
-    "unsubscribe": {"email": "email"},
-    "consent": {"email": "email"},
+    # a withdrawal names the person by whichever identifier its channel carries
+    "unsubscribe": {"email": "email", "mobile": "phone", "erp_id": "erp_id"},
+    "consent": {"email": "email", "mobile": "phone", "erp_id": "erp_id"},
     "order": {"customer_ref": "erp_id"},
 }
 
