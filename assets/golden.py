@@ -13,6 +13,7 @@ from tessera.identity.linkage import build_events, events_linkage, orders_linkag
 from tessera.vocabulary import ENTITY_TABLES
 from resources import PrivacySettings
 from tessera.privacy import suppression as privacy_core
+from tessera.privacy.consent import withdrawal_violations
 from tessera.engine.warehouse import Timer, column_schema, ensure_warehouse, table_exists
 
 GROUP = "golden"
@@ -91,8 +92,19 @@ def build(deployment: Deployment):
                                             [kind]).fetchone()[0]
         return dg.AssetCheckResult(passed=hits == 0, metadata={"erased_identifiers_found": int(hits)})
 
+    @dg.asset_check(asset=CUSTOMERS, name="withdrawals_hold_for_the_person", blocking=True,
+                    description="Re-verified after identity, before every feed and action: each explicit "
+                                "withdrawal (unsubscribe, SMS STOP, consent event, bulk edit), reaching the "
+                                "person by any identifier (e-mail, phone, ERP id, contact id), holds for the "
+                                "customer who holds it now unless an explicit grant on that channel is newer.")
+    def withdrawals_hold(warehouse: DuckDBResource):
+        with warehouse.get_connection() as con:
+            c = withdrawal_violations(con, deployment)
+        return dg.AssetCheckResult(passed=c["violations"] == 0,
+                                   metadata={k: dg.MetadataValue.int(v) for k, v in c.items()})
+
     assets = [customers]
-    checks = [ids_unique, contract, no_erased]
+    checks = [ids_unique, contract, no_erased, withdrawals_hold]
 
     if deployment.sources_of("order"):
         @dg.asset(key=["core", "orders"], group_name=GROUP, pool=POOL, kinds={"duckdb"},
