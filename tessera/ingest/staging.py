@@ -1,8 +1,8 @@
 """Staging: the latest version of every source record, typed and normalised, per entity.
 
 ``raw.<source>`` keeps every version a source ever sent; staging keeps one row per
-(source, source_record_id), the newest (by file order, then line). Identifiers are
-normalised here once, in SQL, so that identity resolution compares like with like:
+(source, source_record_id), the newest by the time the data describes (the source's
+``record_order``; delivery order breaks ties). Identifiers are normalised here once, in SQL, so that identity resolution compares like with like:
 e-mails trimmed and lower-cased (junk addresses keep their value but get no match
 key), phones to E.164 with the record's or the source's default country, names with
 collapsed spaces plus an accent-folded key used for matching only.
@@ -15,7 +15,7 @@ import duckdb
 from tessera.settings import Deployment
 from tessera.privacy.consent import SOFT_DELETED_SQL
 from tessera.vocabulary import source_fields
-from tessera.engine.warehouse import table_exists, transaction
+from tessera.engine.warehouse import sql_literal, table_exists, transaction
 from tessera.vocabulary import CONTACT_ENTITIES, ENTITY_TABLES
 
 
@@ -99,6 +99,22 @@ def _held_filter(con, source_name: str) -> str:
     )
 
 
+def record_order_sql(source) -> str:
+    """The time a version of a record describes, by the source's declared order: its
+    timestamp column, or the business date in its file's name; the delivery time when
+    the version has none (or the source declares delivery). The newest wins in staging,
+    so an older file delivered late never overwrites a newer value (issue #20)."""
+    order = source.effective_record_order()
+    if order.by == "record_timestamp":
+        key = f'CAST(r."{order.column}" AS TIMESTAMP)'
+    elif order.by == "file_date":
+        key = (f"CAST(try_strptime(regexp_extract(r._file, {sql_literal(order.pattern)}, 1), "
+               f"{sql_literal(order.format)}) AS TIMESTAMP)")
+    else:
+        return "r._loaded_at"
+    return f"coalesce({key}, r._loaded_at)"
+
+
 def _latest_union(con, deployment: Deployment, entity: str,
                   only: dict[str, str] | None = None) -> str | None:
     """The latest version of every record of the entity's sources (``entity`` may also be
@@ -120,7 +136,7 @@ def _latest_union(con, deployment: Deployment, entity: str,
             f"'{source.default_country}' AS default_country, {cols}, r._file, r._line, r._file_seq, "
             f"r._loaded_at FROM raw.{source.name} r {held}"
             "QUALIFY row_number() OVER (PARTITION BY r.source_record_id "
-            "ORDER BY r._file_seq DESC, r._line DESC) = 1"
+            f"ORDER BY {record_order_sql(source)} DESC, r._file_seq DESC, r._line DESC) = 1"
         )
     if not parts:
         return None
