@@ -8,10 +8,12 @@ from dagster_duckdb import DuckDBResource
 
 from assets._common import POOL, markdown_counts, published_contract_problems, table_metadata
 from tessera.settings import Deployment
-from tessera.identity.golden import build_customers, build_events, build_orders
+from tessera.identity.golden import build_customers, build_orders
+from tessera.identity.linkage import build_events, events_linkage, orders_linkage
 from tessera.vocabulary import ENTITY_TABLES
 from resources import PrivacySettings
 from tessera.privacy import suppression as privacy_core
+from tessera.privacy.consent import withdrawal_violations
 from tessera.engine.warehouse import Timer, column_schema, ensure_warehouse, table_exists
 
 GROUP = "golden"
@@ -90,8 +92,19 @@ def build(deployment: Deployment):
                                             [kind]).fetchone()[0]
         return dg.AssetCheckResult(passed=hits == 0, metadata={"erased_identifiers_found": int(hits)})
 
+    @dg.asset_check(asset=CUSTOMERS, name="withdrawals_hold_for_the_person", blocking=True,
+                    description="Re-verified after identity, before every feed and action: each explicit "
+                                "withdrawal (unsubscribe, SMS STOP, consent event, bulk edit), reaching the "
+                                "person by any identifier (e-mail, phone, ERP id, contact id), holds for the "
+                                "customer who holds it now unless an explicit grant on that channel is newer.")
+    def withdrawals_hold(warehouse: DuckDBResource):
+        with warehouse.get_connection() as con:
+            c = withdrawal_violations(con, deployment)
+        return dg.AssetCheckResult(passed=c["violations"] == 0,
+                                   metadata={k: dg.MetadataValue.int(v) for k, v in c.items()})
+
     assets = [customers]
-    checks = [ids_unique, contract, no_erased]
+    checks = [ids_unique, contract, no_erased, withdrawals_hold]
 
     if deployment.sources_of("order"):
         @dg.asset(key=["core", "orders"], group_name=GROUP, pool=POOL, kinds={"duckdb"},
@@ -103,6 +116,20 @@ def build(deployment: Deployment):
                 stats = build_orders(con, deployment)
                 return dg.MaterializeResult(metadata=table_metadata(con, "core", "orders", timer.seconds, stats))
         assets.append(orders)
+
+        @dg.asset_check(asset=dg.AssetKey(["core", "orders"]), name="orders_are_linked", blocking=False,
+                        description="Every order whose customer_ref is a record of its customer source is "
+                                    "linked to that record's customer now (a warning; counts and the "
+                                    "anonymous share only).")
+        def orders_linked(warehouse: DuckDBResource):
+            with warehouse.get_connection() as con:
+                c = orders_linkage(con, deployment)
+            bad = c["owned_but_unlinked"] + c["linked_elsewhere"] + c["not_a_customer"]
+            share = round(c["anonymous"] / c["orders"], 4) if c["orders"] else 0.0
+            return dg.AssetCheckResult(passed=bad == 0, severity=dg.AssetCheckSeverity.WARN, metadata={
+                **{k: dg.MetadataValue.int(v) for k, v in c.items()},
+                "anonymous_share": dg.MetadataValue.float(share)})
+        checks.append(orders_linked)
 
         if deployment.sources_of("offer"):
             @dg.asset_check(pool=POOL, asset=dg.AssetKey(["core", "orders"]), name="orders_name_known_offers",
@@ -127,7 +154,26 @@ def build(deployment: Deployment):
         def events(warehouse: DuckDBResource) -> dg.MaterializeResult:
             timer = Timer()
             with warehouse.get_connection() as con:
-                stats = build_events(con)
-                return dg.MaterializeResult(metadata=table_metadata(con, "core", "events", timer.seconds, stats))
+                stats = build_events(con, deployment)
+                meta = table_metadata(con, "core", "events", timer.seconds, stats)
+                if stats["events"]:
+                    meta["anonymous_share"] = dg.MetadataValue.float(
+                        round(stats["anonymous_events"] / stats["events"], 4))
+                return dg.MaterializeResult(metadata=meta)
         assets.append(events)
+
+        @dg.asset_check(asset=dg.AssetKey(["core", "events"]), name="events_are_linked", blocking=True,
+                        description="Every event carrying an identifier (contact record id, e-mail, phone) "
+                                    "that belongs to exactly one customer is linked to that customer, and "
+                                    "no event names an id that is no customer now. Counts and the "
+                                    "anonymous share only.")
+        def events_linked(warehouse: DuckDBResource):
+            with warehouse.get_connection() as con:
+                c = events_linkage(con, deployment)
+            bad = c["owned_but_unlinked"] + c["linked_elsewhere"] + c["not_a_customer"]
+            share = round(c["anonymous"] / c["events"], 4) if c["events"] else 0.0
+            return dg.AssetCheckResult(passed=bad == 0, metadata={
+                **{k: dg.MetadataValue.int(v) for k, v in c.items()},
+                "anonymous_share": dg.MetadataValue.float(share)})
+        checks.append(events_linked)
     return assets, checks

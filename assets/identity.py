@@ -9,6 +9,7 @@ from dagster_duckdb import DuckDBResource
 from assets._common import POOL, markdown_counts, table_metadata
 from tessera.settings import Deployment
 from tessera.identity.resolve import resolve
+from tessera.identity.rekey import rekey_customer_tables
 from tessera.engine.warehouse import Timer, ensure_warehouse
 
 GROUP = "identity"
@@ -45,6 +46,9 @@ def build(deployment: Deployment):
             ensure_warehouse(con)
             stats = resolve(con, dt.datetime.now().replace(microsecond=0), context.run_id,
                             deployment.identity)
+            # in the same run, before anything downstream reads them: stored days of
+            # marketing output, feeds' rows, overrides and bulk edits follow the merges
+            stats["rekeyed_rows"] = rekey_customer_tables(con)
             by_rule = con.execute(
                 "SELECT matched_by, count(*) FROM core.customer_sources GROUP BY ALL ORDER BY 1").fetchall()
             meta = table_metadata(con, "core", "customer_sources", timer.seconds, stats)

@@ -129,6 +129,30 @@ def load_deployment(config_dir: str | Path) -> Deployment:
         if s.entity in ("order", "note", "task"):
             if not s.customer_source:
                 raise ConfigError(f"{where()}: an {s.entity} source needs 'customer_source'")
+        order = s.effective_record_order()
+        if order.by == "record_timestamp":
+            spec = contracts[s.entity].fields.get(order.column)
+            if order.column not in s.columns or spec is None or spec.type not in ("date", "timestamp"):
+                raise ConfigError(f"{where('record_order', 'column')}: '{order.column}' is not a mapped "
+                                  "date or timestamp field of this source")
+        if order.by == "file_date":
+            import re as _re
+
+            try:
+                groups = _re.compile(order.pattern or "").groups
+            except _re.error as exc:
+                raise ConfigError(f"{where('record_order', 'pattern')}: not a regular expression ({exc})") from None
+            if groups < 1:
+                raise ConfigError(f"{where('record_order', 'pattern')}: needs a group holding the date "
+                                  "in the file's name, e.g. '_(\\d{{8}})\\.csv$'")
+        if s.entity in ("event", "unsubscribe", "consent") and "customer_ref" in s.columns \
+                and not s.customer_source:
+            raise ConfigError(f"{where('columns', 'customer_ref')}: a source that maps 'customer_ref' "
+                              "needs 'customer_source' (the contact source whose ids it names)")
+        if s.entity in ("unsubscribe", "consent") and not any(
+                f in s.columns for f in ("email", "mobile", "erp_id", "customer_ref")):
+            raise ConfigError(f"{where('columns')}: an {s.entity} source must map at least one "
+                              "identifier of the person: email, mobile, erp_id or customer_ref")
     names = {s.name for s in sources.sources}
     for i, s in enumerate(sources.sources):
         if s.customer_source and s.customer_source not in names:

@@ -122,16 +122,16 @@ CONTACT_ENTITIES = ("contact", "company_user")
 
 
 # Which canonical fields carry which identifier kind, per entity.
-# Which canonical fields carry which identifier kind, per entity.
 IDENTIFIER_FIELDS: dict[str, dict[str, str]] = {
     "contact": {"email": "email", "mobile": "phone", "phone": "phone", "tax_code": "tax_code",
                 "erp_id": "erp_id"},
     # company users are people: erased identifiers block them too
     "company_user": {"email": "email", "mobile": "phone", "phone": "phone", "erp_id": "erp_id"},
-    "event": {"email": "email"},
+    "event": {"email": "email", "mobile": "phone"},
     "bounce": {"email": "email"},
-    "unsubscribe": {"email": "email"},
-    "consent": {"email": "email"},
+    # a withdrawal names the person by whichever identifier its channel carries
+    "unsubscribe": {"email": "email", "mobile": "phone", "erp_id": "erp_id"},
+    "consent": {"email": "email", "mobile": "phone", "erp_id": "erp_id"},
     "order": {"customer_ref": "erp_id"},
 }
 
@@ -142,3 +142,28 @@ def source_fields(deployment, source) -> dict[str, FieldSpec]:
     for prop in deployment.properties_of(source.entity):
         fields[prop.name] = FieldSpec(type=prop.type, description=prop.description)
     return fields
+
+
+# ---------------------------------------------------------------- tables keyed by customer
+
+# Stored tables keyed by customer_id that outlive a run (days of marketing output, logs),
+# and how each is re-keyed when customers merge (tessera.identity.rekey): the rows of a
+# merged-away id move to the id that absorbed it, in the same run as the merge.
+#   ("daily", keys): one row per (keys, customer): the survivor's own row wins a clash;
+#   ("log", ()): every row moves;
+#   ("intervals", keys): entered_on/left_on periods per (keys, customer) are united;
+#   ("survivor_history", ()): the survivor's own history if it has one, else the moved one.
+# Every ``exports.<feed>`` table with ``as_of_date`` is ("daily", ("as_of_date",)).
+# Tables rebuilt from core.customer_sources each run (core.*, marts.*) need nothing.
+CUSTOMER_KEYED_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "marketing.rfm_scores": ("daily", ("as_of_date",)),
+    "marketing.scores": ("daily", ("as_of_date", "score_type")),
+    "marketing.score_actions": ("daily", ("as_of_date", "score_type", "threshold", "action", "target")),
+    "marketing.stages": ("daily", ("as_of_date",)),
+    "marketing.segment_members": ("daily", ("as_of_date", "segment")),
+    "marketing.static_segment_base": ("daily", ("segment",)),
+    "marketing.segment_history": ("intervals", ("segment",)),
+    "marketing.stage_history": ("survivor_history", ()),
+    "marketing.segment_overrides": ("log", ()),
+    "ops.bulk_edits": ("log", ()),
+}

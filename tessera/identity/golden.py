@@ -149,20 +149,4 @@ def build_orders(con: duckdb.DuckDBPyConnection, deployment: Deployment) -> dict
     return {"orders": int(row[0]), "orders_without_customer": int(row[1]), "revenue": float(row[2])}
 
 
-def build_events(con: duckdb.DuckDBPyConnection) -> dict:
-    """Behavioural events linked to customers by the e-mail they were recorded with."""
-    with transaction(con):
-        con.execute("""
-            CREATE OR REPLACE TABLE core.events AS
-            WITH keys AS (
-                SELECT DISTINCT s.email_key, cs.customer_id
-                FROM staging.contacts s JOIN core.customer_sources cs USING (source, source_record_id)
-                WHERE s.email_key IS NOT NULL
-                QUALIFY count(*) OVER (PARTITION BY s.email_key) = 1
-            )
-            SELECT e.source_record_id AS event_id, k.customer_id, e.event_type, e.occurred_at,
-                   e.properties, e.source
-            FROM staging.events e LEFT JOIN keys k ON k.email_key = e.email_key
-            ORDER BY e.occurred_at, event_id""")
-    row = con.execute("SELECT count(*), count(*) FILTER (WHERE customer_id IS NULL) FROM core.events").fetchone()
-    return {"events": int(row[0]), "anonymous_events": int(row[1])}
+# Events are linked through the identity graph: tessera.identity.linkage.build_events.

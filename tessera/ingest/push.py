@@ -23,6 +23,7 @@ and record count only: never bodies, headers or tokens.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import hashlib
 import hmac
 import json
@@ -86,21 +87,50 @@ def parse_records(body: bytes, max_records: int) -> list[dict]:
     return records
 
 
+def _next_sequence(folder: Path, fh) -> int:
+    """The next receipt sequence of the folder (``fh``: its ``.sequence`` file, locked)."""
+    fh.seek(0)
+    text = fh.read().strip()
+    stored = int(text) if text.isdigit() else 0
+    # a lost or stale counter never goes back: the names already there count too
+    seen = [int(m.group(1)) for p in folder.glob("*.jsonl") if (m := _SEQ_NAME.match(p.name))]
+    n = max([stored, *seen]) + 1
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(n))
+    fh.flush()
+    os.fsync(fh.fileno())
+    return n
+
+
+_SEQ_NAME = re.compile(r"^[a-z][a-z0-9_]*?_r(\d{12})_")
+
+
 def land_records(records: list[dict], landing: Path, source: Source, idempotency_key: str | None,
                  now: dt.datetime | None = None) -> tuple[Path, bool]:
-    """Write the records as one JSON lines file, atomically; (file, already there)."""
+    """Write the records as one JSON lines file, atomically; (file, already there).
+
+    The file's name starts with a sequence assigned on receipt (``<source>_r<12 digits>_``),
+    so files load, and their records supersede each other, in the order they were received,
+    whatever the client's idempotency key hashes to. An idempotency key is the name's
+    tail; a request repeating one finds its file and lands nothing. The counter file is
+    locked for the whole check-and-write, so two servers on one landing folder agree.
+    """
     folder = landing / "_push" / source.name
     folder.mkdir(parents=True, exist_ok=True)
     now = now or dt.datetime.now()
-    if idempotency_key:
-        tag = "k" + hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()[:24]
-        final = folder / f"{source.name}_{tag}.jsonl"
-        if final.exists():
-            return final, True
-    else:
-        final = folder / f"{source.name}_{now:%Y%m%dT%H%M%S%f}_{uuid.uuid4().hex[:8]}.jsonl"
-    # An idempotency key names the file: a concurrent request with the same key loses.
-    written = publish_jsonl(records, final, exclusive=bool(idempotency_key))
+    tag = ("k" + hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()[:24] if idempotency_key
+           else "u" + uuid.uuid4().hex[:12])
+    with open(folder / ".sequence", "a+", encoding="ascii") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        if idempotency_key:
+            for existing in (*folder.glob(f"{source.name}_r*_{tag}.jsonl"),
+                             folder / f"{source.name}_{tag}.jsonl"):  # named before receipt sequences
+                if existing.exists():
+                    return existing, True
+        seq = _next_sequence(folder, fh)
+        final = folder / f"{source.name}_r{seq:012d}_{now:%Y%m%dT%H%M%S}_{tag}.jsonl"
+        written = publish_jsonl(records, final, exclusive=True)
     return final, not written
 
 

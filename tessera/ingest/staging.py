@@ -1,8 +1,8 @@
 """Staging: the latest version of every source record, typed and normalised, per entity.
 
 ``raw.<source>`` keeps every version a source ever sent; staging keeps one row per
-(source, source_record_id), the newest (by file order, then line). Identifiers are
-normalised here once, in SQL, so that identity resolution compares like with like:
+(source, source_record_id), the newest by the time the data describes (the source's
+``record_order``; delivery order breaks ties). Identifiers are normalised here once, in SQL, so that identity resolution compares like with like:
 e-mails trimmed and lower-cased (junk addresses keep their value but get no match
 key), phones to E.164 with the record's or the source's default country, names with
 collapsed spaces plus an accent-folded key used for matching only.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import duckdb
 
 from tessera.contracts import SQL_TYPES, entity_contracts
-from tessera.engine.warehouse import table_exists, transaction
+from tessera.engine.warehouse import sql_literal, table_exists, transaction
 from tessera.ingest.company_keys import staging_keys_sql
 from tessera.privacy.consent import SOFT_DELETED_SQL
 from tessera.settings import Deployment
@@ -100,6 +100,22 @@ def _held_filter(con, source_name: str) -> str:
     )
 
 
+def record_order_sql(source) -> str:
+    """The time a version of a record describes, by the source's declared order: its
+    timestamp column, or the business date in its file's name; the delivery time when
+    the version has none (or the source declares delivery). The newest wins in staging,
+    so an older file delivered late never overwrites a newer value (issue #20)."""
+    order = source.effective_record_order()
+    if order.by == "record_timestamp":
+        key = f'CAST(r."{order.column}" AS TIMESTAMP)'
+    elif order.by == "file_date":
+        key = (f"CAST(try_strptime(regexp_extract(r._file, {sql_literal(order.pattern)}, 1), "
+               f"{sql_literal(order.format)}) AS TIMESTAMP)")
+    else:
+        return "r._loaded_at"
+    return f"coalesce({key}, r._loaded_at)"
+
+
 def _latest_union(con, deployment: Deployment, entity: str,
                   only: dict[str, str] | None = None) -> str | None:
     """The latest version of every record of the entity's sources (``entity`` may also be
@@ -121,11 +137,32 @@ def _latest_union(con, deployment: Deployment, entity: str,
             f"'{source.default_country}' AS default_country, {cols}, r._file, r._line, r._file_seq, "
             f"r._loaded_at FROM raw.{source.name} r {held}"
             "QUALIFY row_number() OVER (PARTITION BY r.source_record_id "
-            "ORDER BY r._file_seq DESC, r._line DESC) = 1"
+            f"ORDER BY {record_order_sql(source)} DESC, r._file_seq DESC, r._line DESC) = 1"
         )
     if not parts:
         return None
     return "\nUNION ALL BY NAME\n".join(parts)
+
+
+def calling_codes_values() -> str:
+    """``(country, code, trunk)`` rows of every region, as a VALUES list (built from
+    libphonenumber's metadata, never from data)."""
+    return ", ".join(f"('{c}', '{cc}', " + (f"'{tp}'" if tp else "NULL") + ")"
+                     for c, (cc, tp) in calling_codes().items())
+
+
+def e164_sql(col: str, d: str) -> str:
+    """SQL for a phone number in E.164, or NULL. ``d`` is the value's digits and '+'
+    (computed once per row by the caller); ``cc`` is the row's join to the calling
+    codes (the record's country, else the source's default country)."""
+    national = (f"CASE WHEN cc.trunk IS NOT NULL AND starts_with({d}, cc.trunk) "
+                f"THEN substr({d}, length(cc.trunk) + 1) "
+                f"ELSE {d} END")
+    raw = (f"CASE WHEN {col} IS NULL OR {d} = '' THEN NULL "
+           f"WHEN starts_with({d}, '+') THEN '+' || replace(substr({d}, 2), '+', '') "
+           f"WHEN starts_with({d}, '00') THEN '+' || substr({d}, 3) "
+           f"WHEN cc.code IS NOT NULL THEN '+' || cc.code || {national} END")
+    return (f"CASE WHEN regexp_full_match({raw}, '\\+[1-9][0-9]{{6,14}}') THEN {raw} END")
 
 
 def _py_fold(value: str) -> str:
@@ -142,23 +179,14 @@ def build_contacts(con: duckdb.DuckDBPyConnection, deployment: Deployment) -> in
     contact_fields = {f: SQL_TYPES[spec.type] for f, spec in entity_contracts()["contact"].fields.items()}
     union = _latest_union(con, deployment, CONTACT_ENTITIES, only=contact_fields)
     ext = [p.name for p in deployment.properties_of("contact")]
-    codes = ", ".join(f"('{c}', '{cc}', " + (f"'{tp}'" if tp else "NULL") + ")"
-                      for c, (cc, tp) in calling_codes().items())
+    codes = calling_codes_values()
     ident = deployment.identity
     junk_emails = [e.strip().lower() for e in ident.junk_emails] or [""]
     junk_locals = [e.strip().lower() for e in ident.junk_email_locals] or [""]
 
     def e164(col: str) -> str:
         # the digits (and +) are computed once per row in ``base`` as <col>_d
-        d = f"{col}_d"
-        national = (f"CASE WHEN cc.trunk IS NOT NULL AND starts_with({d}, cc.trunk) "
-                    f"THEN substr({d}, length(cc.trunk) + 1) "
-                    f"ELSE {d} END")
-        raw = (f"CASE WHEN {col} IS NULL OR {d} = '' THEN NULL "
-               f"WHEN starts_with({d}, '+') THEN '+' || replace(substr({d}, 2), '+', '') "
-               f"WHEN starts_with({d}, '00') THEN '+' || substr({d}, 3) "
-               f"WHEN cc.code IS NOT NULL THEN '+' || cc.code || {national} END")
-        return (f"CASE WHEN regexp_full_match({raw}, '\\+[1-9][0-9]{{6,14}}') THEN {raw} END")
+        return e164_sql(col, f"{col}_d")
 
     ext_cols = "".join(f', "{p}"' for p in ext)
     addr_map = "MAP {" + ", ".join(f"'{k}': '{v}'" for k, v in ADDRESS_WORDS.items()) + "}"
@@ -251,12 +279,24 @@ def build_entity(con: duckdb.DuckDBPyConnection, deployment: Deployment, entity:
         if union is None:
             con.execute(f"CREATE OR REPLACE TABLE staging.{table} AS SELECT NULL::VARCHAR AS source WHERE false")
             return 0
-        extra = ""
+        extra, joins = "", ""
         if entity in ("event", "bounce", "unsubscribe", "consent"):
             extra = ", lower(trim(email)) AS email_key"
+        if entity in ("event", "unsubscribe", "consent"):
+            # the other identifiers a behaviour or a withdrawal may name the person by:
+            # a phone in E.164 (an SMS STOP), the ERP id, a contact of the customer source
+            extra += (f", {e164_sql('u.mobile', 'u._mobile_d')} AS mobile_key"
+                      ", nullif(trim(u.customer_ref), '') AS customer_ref_key")
+            if entity != "event":
+                extra += ", nullif(upper(trim(u.erp_id)), '') AS erp_key"
+            union = (f"SELECT *, regexp_replace(mobile, '[^0-9+]', '', 'g') AS _mobile_d FROM ({union})")
+            joins = (f" u LEFT JOIN (VALUES {calling_codes_values()}) cc(country, code, trunk) "
+                     "ON cc.country = u.default_country")
         if entity in ("product_line", "service_line"):
             extra = ", CASE WHEN macro_id IS NULL THEN 'macro' ELSE 'micro' END AS level"
         if entity in ("company", "company_user", "potential_company"):
             extra = staging_keys_sql(entity)
-        con.execute(f"CREATE OR REPLACE TABLE staging.{table} AS SELECT * EXCLUDE (default_country, _file_seq){extra} FROM ({union})")
+        drop = "default_country, _file_seq, _mobile_d" if joins else "default_country, _file_seq"
+        star = f"u.* EXCLUDE ({drop})" if joins else f"* EXCLUDE ({drop})"
+        con.execute(f"CREATE OR REPLACE TABLE staging.{table} AS SELECT {star}{extra} FROM ({union}){joins}")
     return int(con.execute(f"SELECT count(*) FROM staging.{table}").fetchone()[0])

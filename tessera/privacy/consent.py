@@ -24,7 +24,8 @@ import datetime as dt
 
 import duckdb
 
-from tessera.engine import SqlStep
+from tessera.engine import SqlStep, as_engine
+from tessera.privacy.owners import identifier_owners, identifiers_sql
 from tessera.settings import Deployment
 from tessera.engine.warehouse import table_exists, transaction
 
@@ -54,6 +55,24 @@ BULK_ACTIONS = {
 }
 
 
+def request_owners_sql(con, deployment: Deployment, entity: str, table: str,
+                       prefix: str) -> tuple[str, dict]:
+    """SQL ``(source, source_record_id, customer_id, sole)``: the customers holding any
+    identifier of each row of ``staging.<table>`` now (``_identifier_owners`` must exist);
+    ``sole`` when the identifier belongs to that customer alone."""
+    cols = {r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'staging' "
+        "AND table_name = ?", [table]).fetchall()}
+    refs = {s.name: s.customer_source for s in deployment.sources_of(entity) if s.customer_source}
+    ids, params = identifiers_sql(f"staging.{table}", cols, refs, prefix)
+    return f"""
+        SELECT i.source, i.source_record_id, o.customer_id, bool_or(o.holders = 1) AS sole
+        FROM ({ids}) AS i
+        JOIN (SELECT kind, key, customer_id, count(*) OVER (PARTITION BY kind, key) AS holders
+              FROM _identifier_owners) AS o ON o.kind = i.kind AND o.key = i.key
+        GROUP BY i.source, i.source_record_id, o.customer_id""", params
+
+
 def build_consents(con: duckdb.DuckDBPyConnection, deployment: Deployment, run_at: dt.datetime) -> dict:
     con.execute(BULK_EDITS_DDL)
     parts = []
@@ -71,19 +90,29 @@ def build_consents(con: duckdb.DuckDBPyConnection, deployment: Deployment, run_a
                     FROM raw.{s.name} r
                     JOIN core.customer_sources cs ON cs.source = '{s.name}' AND cs.source_record_id = r.source_record_id
                     WHERE r.{flag} IS NOT NULL""")
-    email_owner = """
-        (SELECT DISTINCT s.email_key, cs.customer_id FROM staging.contacts s
-         JOIN core.customer_sources cs USING (source, source_record_id) WHERE s.email_key IS NOT NULL)"""
-    if deployment.sources_of("unsubscribe") and table_exists(con, "staging", "unsubscribes"):
-        parts.append(f"""
-            SELECT o.customer_id, u.channel, 'withdrawn' AS state, 'MANAGE' AS kind, TRUE AS explicit,
-                   u.source, u.source_record_id, u.requested_at AS occurred_at
-            FROM staging.unsubscribes u JOIN {email_owner} o ON o.email_key = u.email_key""")
-    if deployment.sources_of("consent") and table_exists(con, "staging", "consents"):
-        parts.append(f"""
-            SELECT o.customer_id, c.channel, c.state, coalesce(c.kind, 'MANAGE') AS kind, TRUE AS explicit,
-                   c.source, c.source_record_id, c.occurred_at
-            FROM staging.consents c JOIN {email_owner} o ON o.email_key = c.email_key""")
+    # Withdrawals and explicit consent events name the person by whichever identifier
+    # their channel carries (an SMS STOP: the phone it came from). A withdrawal reaches
+    # every customer holding any of its identifiers now (the safe side); a grant only
+    # the one customer holding an identifier alone.
+    engine = as_engine(con)
+    identifier_owners(engine)
+    params: dict = {}
+    for entity, table, prefix in (("unsubscribe", "unsubscribes", "un"), ("consent", "consents", "ce")):
+        if not (deployment.sources_of(entity) and table_exists(con, "staging", table)):
+            continue
+        owners, p = request_owners_sql(con, deployment, entity, table, prefix)
+        params.update(p)
+        if entity == "unsubscribe":
+            parts.append(f"""
+                SELECT o.customer_id, u.channel, 'withdrawn' AS state, 'MANAGE' AS kind, TRUE AS explicit,
+                       u.source, u.source_record_id, u.requested_at AS occurred_at
+                FROM staging.unsubscribes u JOIN ({owners}) o USING (source, source_record_id)""")
+        else:
+            parts.append(f"""
+                SELECT o.customer_id, c.channel, c.state, coalesce(c.kind, 'MANAGE') AS kind, TRUE AS explicit,
+                       c.source, c.source_record_id, c.occurred_at
+                FROM staging.consents c JOIN ({owners}) o USING (source, source_record_id)
+                WHERE c.state = 'withdrawn' OR o.sole""")
     cases = " ".join(f"WHEN '{a}' THEN '{ch}'" for a, (ch, _st) in BULK_ACTIONS.items())
     states = " ".join(f"WHEN '{a}' THEN '{st}'" for a, (_ch, st) in BULK_ACTIONS.items())
     parts.append(f"""
@@ -98,7 +127,7 @@ def build_consents(con: duckdb.DuckDBPyConnection, deployment: Deployment, run_a
             CREATE OR REPLACE TABLE core.consent_events AS
             SELECT customer_id, channel, state, kind, explicit, source, source_record_id,
                    CAST(occurred_at AS TIMESTAMP) AS occurred_at
-            FROM ({union}) ORDER BY customer_id, channel, occurred_at""")
+            FROM ({union}) ORDER BY customer_id, channel, occurred_at""", params or None)
         con.execute("""
             CREATE OR REPLACE TABLE core.consents AS
             WITH agg AS (
@@ -121,6 +150,56 @@ def build_consents(con: duckdb.DuckDBPyConnection, deployment: Deployment, run_a
             ORDER BY customer_id, channel""")
         con.execute("UPDATE ops.bulk_edits SET applied_at = ? WHERE applied_at IS NULL "
                     "AND action IN (SELECT unnest(?::VARCHAR[]))", [run_at, list(BULK_ACTIONS)])
+    con.execute("DROP TABLE IF EXISTS _identifier_owners")
     rows = con.execute("SELECT channel, state, count(*) FROM core.consents GROUP BY ALL ORDER BY 1, 2").fetchall()
     events = con.execute("SELECT count(*) FROM core.consent_events").fetchone()[0]
     return {"events": int(events), "states": {f"{c}:{s}": int(n) for c, s, n in rows}}
+
+
+def withdrawal_violations(con: duckdb.DuckDBPyConnection, deployment: Deployment) -> dict[str, int]:
+    """Re-verify every explicit withdrawal against the golden records, after identity.
+
+    Computed apart from the ledger: each unsubscribe, withdrawn consent event and
+    disabling bulk edit reaches every customer that holds one of its identifiers now
+    (e-mail, phone, ERP id, contact record id); unless an explicit grant of that customer
+    on that channel is newer, the customer must be ``withdrawn`` on the channel
+    (``core.customers`` for e-mail and SMS, ``core.consents`` for the others).
+    Returns counts only: ``violations`` must be 0.
+    """
+    con.execute(BULK_EDITS_DDL)
+    identifier_owners(as_engine(con))
+    wparts = ["""SELECT customer_id, CASE action WHEN 'disable_email' THEN 'email' ELSE 'sms' END AS channel,
+                        requested_at AS ts FROM ops.bulk_edits WHERE action IN ('disable_email', 'disable_sms')"""]
+    gparts = ["""SELECT customer_id, CASE action WHEN 'enable_email' THEN 'email' ELSE 'sms' END AS channel,
+                        requested_at AS ts FROM ops.bulk_edits WHERE action IN ('enable_email', 'enable_sms')"""]
+    params: dict = {}
+    for entity, table, prefix, at in (("unsubscribe", "unsubscribes", "uv", "requested_at"),
+                                      ("consent", "consents", "cv", "occurred_at")):
+        if not (deployment.sources_of(entity) and table_exists(con, "staging", table)):
+            continue
+        owners, p = request_owners_sql(con, deployment, entity, table, prefix)
+        params.update(p)
+        state = "'withdrawn'" if entity == "unsubscribe" else "r.state"
+        wparts.append(f"SELECT o.customer_id, r.channel, r.{at} AS ts FROM staging.{table} r "
+                      f"JOIN ({owners}) o USING (source, source_record_id) WHERE {state} = 'withdrawn'")
+        if entity == "consent":
+            gparts.append(f"SELECT o.customer_id, r.channel, r.{at} AS ts FROM staging.{table} r "
+                          f"JOIN ({owners}) o USING (source, source_record_id) "
+                          "WHERE r.state = 'granted' AND o.sole")
+    row = con.execute(f"""
+        WITH w AS (SELECT customer_id, channel, max(ts) AS last_w FROM ({' UNION ALL '.join(wparts)}) AS x
+                   GROUP BY customer_id, channel),
+             g AS (SELECT customer_id, channel, max(ts) AS last_g FROM ({' UNION ALL '.join(gparts)}) AS x
+                   GROUP BY customer_id, channel),
+             standing AS (SELECT w.customer_id, w.channel FROM w LEFT JOIN g USING (customer_id, channel)
+                          WHERE g.last_g IS NULL OR g.last_g <= w.last_w)
+        SELECT count(*),
+               count(*) FILTER (WHERE CASE s.channel WHEN 'email' THEN coalesce(c.email_consent, '')
+                                                     WHEN 'sms' THEN coalesce(c.sms_consent, '')
+                                                     ELSE coalesce(k.state, '') END <> 'withdrawn')
+        FROM standing s
+        LEFT JOIN core.customers c ON c.customer_id = s.customer_id
+        LEFT JOIN core.consents k ON k.customer_id = s.customer_id AND k.channel = s.channel""",
+                      params or None).fetchone()
+    con.execute("DROP TABLE IF EXISTS _identifier_owners")
+    return {"standing_withdrawals": int(row[0]), "violations": int(row[1])}

@@ -161,6 +161,22 @@ DEFAULT_DATE_RANGES: dict[str, DateRange] = {
     "birth_date": DateRange(min="1900-01-01", max="today"),
 }
 
+class RecordOrder(_Strict):
+    """What orders a source's versions of one record: the newest by this wins in staging.
+
+    ``record_timestamp``: a timestamp or date field of the record (``column``, default
+    ``updated_at``); ``file_date``: the business date in the file's name (``pattern``, a
+    regular expression whose first group is the date, in ``format``); ``delivery``: the
+    order files were received (name order within a run, then run after run; pushes by the
+    sequence assigned on receipt), the last resort. Whatever the key, a version without
+    one falls back to its delivery time, and ties go to the later delivery.
+    """
+
+    by: Literal["record_timestamp", "file_date", "delivery"]
+    column: str | None = None
+    pattern: str | None = None
+    format: str = "%Y%m%d"
+
 
 class Source(_Strict):
     name: Identifier
@@ -206,6 +222,19 @@ class Source(_Strict):
 
     def date_range_of(self, field: str) -> DateRange:
         return self.date_ranges.get(field) or DEFAULT_DATE_RANGES.get(field) or DateRange()
+
+    # What orders the source's versions of a record (see RecordOrder). Unset: the record's
+    # updated_at when the source maps it, else delivery.
+    record_order: RecordOrder | None = None
+
+    def effective_record_order(self) -> RecordOrder:
+        if self.record_order is not None:
+            if self.record_order.by == "record_timestamp" and not self.record_order.column:
+                return RecordOrder(by="record_timestamp", column="updated_at")
+            return self.record_order
+        if "updated_at" in self.columns:
+            return RecordOrder(by="record_timestamp", column="updated_at")
+        return RecordOrder(by="delivery")
 
     def format_of(self, field: str, ftype: str) -> str | None:
         if field in self.formats:

@@ -1,0 +1,96 @@
+"""Linkage of behaviour to people by the identity graph.
+
+An event links through every identifier it carries (a contact record id of its
+source's ``customer_source``, an e-mail, a phone in E.164, a device or cookie id) to
+the customer that owns that identifier after this run's merges and splits. An
+identifier links when it belongs to exactly one customer, however many of that
+customer's records carry it: two records of one person under one address are the most
+common duplicate, and counting records instead of customers left their behaviour
+anonymous (issue #20). Devices link through the events they were seen on.
+
+The build and the check (``events_are_linked``) share the identifier tables but not
+the query that decides.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tessera.engine import Engine, SqlStep, as_engine, step_from_file
+from tessera.privacy.owners import identifier_owners, identifiers_sql
+
+EMPTY_EVENTS = SqlStep("identity.events_empty", """
+    CREATE OR REPLACE TABLE core.events (event_id VARCHAR, customer_id BIGINT, event_type VARCHAR,
+        occurred_at TIMESTAMP, properties VARCHAR, source VARCHAR, linked_by VARCHAR)""")
+
+
+def _event_identifiers(engine: Engine, deployment) -> None:
+    cols = {r[0] for r in engine.rows(SqlStep(
+        "identity.events_columns",
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = 'staging' AND table_name = 'events'"))}
+    refs = {s.name: s.customer_source for s in deployment.sources_of("event") if s.customer_source}
+    sql, params = identifiers_sql("staging.events", cols, refs, "ev")
+    engine.run(SqlStep("identity.event_identifiers",
+                       f"CREATE OR REPLACE TEMP TABLE _event_identifiers AS {sql}", params))
+
+
+def _drop_temps(engine: Engine) -> None:
+    engine.run(SqlStep("identity.drop_event_identifiers", "DROP TABLE IF EXISTS _event_identifiers"),
+               SqlStep("identity.drop_identifier_owners", "DROP TABLE IF EXISTS _identifier_owners"))
+
+
+def build_events(target, deployment) -> dict[str, Any]:
+    """``core.events``: behavioural events linked to customers through the identity graph."""
+    engine = as_engine(target)
+    if not engine.table_exists("staging", "events"):
+        engine.run(EMPTY_EVENTS)
+        return {"events": 0, "anonymous_events": 0}
+    identifier_owners(engine)
+    _event_identifiers(engine, deployment)
+    with engine.together():
+        engine.replace_table("core.events", step_from_file(__package__, "events_linked.sql"))
+    _drop_temps(engine)
+    by = engine.rows(SqlStep("identity.events_counts", """
+        SELECT coalesce(linked_by, 'anonymous'), count(*) FROM core.events GROUP BY 1 ORDER BY 1"""))
+    counts = {k: int(n) for k, n in by}
+    return {"events": sum(counts.values()), "anonymous_events": counts.pop("anonymous", 0),
+            "linked_by": counts}
+
+
+def events_linkage(target, deployment) -> dict[str, int]:
+    """The check's counts: ``owned_but_unlinked``, ``linked_elsewhere`` and
+    ``not_a_customer`` must be 0; ``anonymous`` of ``events`` are anonymous."""
+    engine = as_engine(target)
+    identifier_owners(engine)
+    _event_identifiers(engine, deployment)
+    step = step_from_file(__package__, "events_linkage_check.sql")
+    names = ("events", "anonymous", "owned_but_unlinked", "linked_elsewhere", "not_a_customer")
+    row = engine.rows(step)[0]
+    _drop_temps(engine)
+    return {n: int(v or 0) for n, v in zip(names, row)}
+
+
+def orders_linkage(target, deployment) -> dict[str, int]:
+    """The check's counts for ``core.orders``: orders whose ``customer_ref`` is a record of
+    their source's ``customer_source`` but that are not linked to its customer now
+    (``owned_but_unlinked``, ``linked_elsewhere``), orders naming an id that is no
+    customer now (``not_a_customer``), and how many are anonymous."""
+    engine = as_engine(target)
+    names = ("orders", "anonymous", "owned_but_unlinked", "linked_elsewhere", "not_a_customer")
+    parts, params = [], {}
+    for i, s in enumerate(deployment.sources_of("order")):
+        params[f"src{i}"], params[f"cs{i}"] = s.name, s.customer_source
+        parts.append(f"SELECT o.order_id, o.customer_id, cs.customer_id AS owner FROM core.orders o "
+                     f"LEFT JOIN core.customer_sources cs ON cs.source = $cs{i} "
+                     f"AND cs.source_record_id = o.customer_ref WHERE o.source = $src{i}")
+    if not parts:
+        return dict.fromkeys(names, 0)
+    row = engine.rows(SqlStep("identity.orders_linkage_check", f"""
+        SELECT count(*), count(*) FILTER (WHERE customer_id IS NULL),
+               count(*) FILTER (WHERE owner IS NOT NULL AND customer_id IS NULL),
+               count(*) FILTER (WHERE owner IS NOT NULL AND customer_id <> owner),
+               count(*) FILTER (WHERE customer_id IS NOT NULL
+                                AND customer_id NOT IN (SELECT customer_id FROM core.customer_sources))
+        FROM ({' UNION ALL '.join(parts)}) AS o""", params))[0]
+    return {n: int(v or 0) for n, v in zip(names, row)}
