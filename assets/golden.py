@@ -92,7 +92,7 @@ def build(deployment: Deployment):
                                             [kind]).fetchone()[0]
         return dg.AssetCheckResult(passed=hits == 0, metadata={"erased_identifiers_found": int(hits)})
 
-    @dg.asset_check(asset=CUSTOMERS, name="withdrawals_hold_for_the_person", blocking=True,
+    @dg.asset_check(pool=POOL, asset=CUSTOMERS, name="withdrawals_hold_for_the_person", blocking=True,
                     description="Re-verified after identity, before every feed and action: each explicit "
                                 "withdrawal (unsubscribe, SMS STOP, consent event, bulk edit), reaching the "
                                 "person by any identifier (e-mail, phone, ERP id, contact id), holds for the "
@@ -117,7 +117,7 @@ def build(deployment: Deployment):
                 return dg.MaterializeResult(metadata=table_metadata(con, "core", "orders", timer.seconds, stats))
         assets.append(orders)
 
-        @dg.asset_check(asset=dg.AssetKey(["core", "orders"]), name="orders_are_linked", blocking=False,
+        @dg.asset_check(pool=POOL, asset=dg.AssetKey(["core", "orders"]), name="orders_are_linked", blocking=False,
                         description="Every order whose customer_ref is a record of its customer source is "
                                     "linked to that record's customer now (a warning; counts and the "
                                     "anonymous share only).")
@@ -162,7 +162,7 @@ def build(deployment: Deployment):
                 return dg.MaterializeResult(metadata=meta)
         assets.append(events)
 
-        @dg.asset_check(asset=dg.AssetKey(["core", "events"]), name="events_are_linked", blocking=True,
+        @dg.asset_check(pool=POOL, asset=dg.AssetKey(["core", "events"]), name="events_are_linked", blocking=True,
                         description="Every event carrying an identifier (contact record id, e-mail, phone) "
                                     "that belongs to exactly one customer is linked to that customer, and "
                                     "no event names an id that is no customer now. Counts and the "
