@@ -18,7 +18,9 @@ import json
 import os
 import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Iterator
 
 from tessera.engine import Engine, SqlStep, as_engine
 from tessera.engine.space import naming_space
@@ -84,23 +86,31 @@ def sweep_stale_temps(folder: Path, started: float) -> dict:
     return removed
 
 
-def publish_csv(path: Path, columns: list[str], rows: list[tuple], for_spreadsheet: bool) -> str:
-    """Write rows to ``path`` atomically; return the file's sha256."""
+@contextmanager
+def _atomically(path: Path, needed: int | None = None, **open_args) -> Iterator[IO]:
+    """A file written under a temporary name, fsynced, then renamed to ``path``: a reader
+    never sees a partial file under the final name; a full disk is named, and leaves no
+    temporary file behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
     try:
-        with naming_space("the feed folder", path), \
-                open(tmp, "w", encoding="utf-8", newline="") as fh:
-            writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow(columns)
-            for row in rows:
-                writer.writerow([_neutralise(v) for v in row] if for_spreadsheet else row)
+        with naming_space("the feed folder", path, needed=needed), open(tmp, **open_args) as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def publish_csv(path: Path, columns: list[str], rows: list[tuple], for_spreadsheet: bool) -> str:
+    """Write rows to ``path`` atomically; return the file's sha256."""
+    with _atomically(path, mode="w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([_neutralise(v) for v in row] if for_spreadsheet else row)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -114,17 +124,9 @@ def publish_csv(path: Path, columns: list[str], rows: list[tuple], for_spreadshe
 
 
 def write_manifest(path: Path, manifest: dict) -> None:
-    tmp = temp_path(path)
     text = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
-    try:
-        with naming_space("the feed folder", path, needed=len(text)), open(tmp, "wb") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with _atomically(path, needed=len(text), mode="wb") as fh:
+        fh.write(text)
 
 
 def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.datetime) -> dict:
