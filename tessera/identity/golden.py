@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-import duckdb
-
+from tessera.contracts import SQL_TYPES
+from tessera.engine import Engine, SqlStep, as_engine
 from tessera.settings import Deployment
 from tessera.vocabulary import GOLDEN_FIELDS
-from tessera.contracts import SQL_TYPES
-from tessera.engine.warehouse import transaction
 
 
 def golden_fields(deployment: Deployment) -> dict[str, str]:
@@ -31,8 +29,8 @@ def golden_fields(deployment: Deployment) -> dict[str, str]:
     return fields
 
 
-def build_customers(con: duckdb.DuckDBPyConnection, deployment: Deployment,
-                    run_at: dt.datetime) -> dict:
+def build_customers(engine: Engine, deployment: Deployment, run_at: dt.datetime) -> dict:
+    engine = as_engine(engine)
     fields = golden_fields(deployment)
     rank_values = ", ".join(f"('{n}', {r})" for n, r in deployment.node_rank().items())
     rules = deployment.tree.field_rules
@@ -40,7 +38,7 @@ def build_customers(con: duckdb.DuckDBPyConnection, deployment: Deployment,
     cast_cols = ", ".join(f'CAST(s."{f}" AS VARCHAR) AS "{f}"' for f in fields)
     unpivot_cols = ", ".join(f'"{f}"' for f in fields)
     recent_list = "[" + ", ".join(f"'{f}'" for f in recent_fields) + "]::VARCHAR[]"
-    con.execute(f"""
+    engine.run(SqlStep("golden.candidates", f"""
         CREATE OR REPLACE TEMP TABLE _candidates AS
         WITH ranks(node, node_rank) AS (VALUES {rank_values})
         SELECT * FROM (
@@ -51,12 +49,12 @@ def build_customers(con: duckdb.DuckDBPyConnection, deployment: Deployment,
                 JOIN core.customer_sources cs USING (source, source_record_id)
                 JOIN ranks r ON r.node = s.node
             ) ON {unpivot_cols} INTO NAME field VALUE value
-        ) WHERE trim(value) <> ''""")
+        ) WHERE trim(value) <> ''"""))
     # The rule recorded in the lineage is the step of the order that decided, found by
     # comparing the winner with the runner-up: the tree (a better node), recency (same
     # node, newer record), completeness, or the final deterministic tie-break; a field
     # override says 'most_recent'; a value no other record had is 'only_value'.
-    con.execute(f"""
+    engine.run(SqlStep("golden.winners", f"""
         CREATE OR REPLACE TEMP TABLE _winners AS
         WITH ranked AS (
             SELECT *, list_contains({recent_list}, field) AS overridden,
@@ -79,18 +77,16 @@ def build_customers(con: duckdb.DuckDBPyConnection, deployment: Deployment,
                          THEN 'recency'
                     WHEN completeness > next_completeness THEN 'completeness'
                     ELSE 'tie_break' END AS rule
-        FROM ranked WHERE pos = 1""")
+        FROM ranked WHERE pos = 1"""))
     pivot_cols = ",\n".join(
         f"CAST(max(value) FILTER (WHERE field = '{f}') AS {SQL_TYPES[t]}) AS \"{f}\""
         for f, t in fields.items())
-    with transaction(con):
-        con.execute("""
-            CREATE OR REPLACE TABLE core.customer_field_lineage AS
+    with engine.together():
+        engine.replace_table("core.customer_field_lineage", SqlStep("golden.lineage", """
             SELECT customer_id, field, node, source, source_record_id, source_updated_at, rule,
-                   ?::TIMESTAMP AS decided_at
-            FROM _winners ORDER BY customer_id, field""", [run_at])
-        con.execute(f"""
-            CREATE OR REPLACE TABLE core.customers AS
+                   CAST($run_at AS TIMESTAMP) AS decided_at
+            FROM _winners ORDER BY customer_id, field""", {"run_at": run_at}))
+        engine.replace_table("core.customers", SqlStep("golden.customers", f"""
             WITH g AS (
                 SELECT customer_id, {pivot_cols} FROM _winners GROUP BY customer_id
             ),
@@ -115,37 +111,41 @@ def build_customers(con: duckdb.DuckDBPyConnection, deployment: Deployment,
                    coalesce(c.sms_consent, 'unknown') AS sms_consent,
                    (b.email_key IS NOT NULL) AS email_hard_bounced,
                    m.source_count, m.nodes, m.updated_at,
-                   ?::TIMESTAMP AS golden_built_at
+                   CAST($run_at AS TIMESTAMP) AS golden_built_at
             FROM members m
             LEFT JOIN g USING (customer_id)
             LEFT JOIN consent c USING (customer_id)
             LEFT JOIN bounced b ON b.email_key = g.email
-            ORDER BY m.customer_id""", [run_at])
-    con.execute("DROP TABLE IF EXISTS _candidates")
-    con.execute("DROP TABLE IF EXISTS _winners")
-    row = con.execute("""
+            ORDER BY m.customer_id""", {"run_at": run_at}))
+    engine.run(SqlStep("golden.drop_candidates", "DROP TABLE IF EXISTS _candidates"),
+               SqlStep("golden.drop_winners", "DROP TABLE IF EXISTS _winners"))
+    row = engine.rows(SqlStep("golden.counts", """
         SELECT count(*), count(*) FILTER (WHERE source_count > 1),
-               count(*) FILTER (WHERE email_consent = 'granted') FROM core.customers""").fetchone()
+               count(*) FILTER (WHERE email_consent = 'granted') FROM core.customers"""))[0]
     return {"customers": int(row[0]), "multi_source": int(row[1]), "email_granted": int(row[2])}
 
 
-def build_orders(con: duckdb.DuckDBPyConnection, deployment: Deployment) -> dict:
+def build_orders(engine: Engine, deployment: Deployment) -> dict:
     """Orders linked to golden customers through the contact source they reference."""
+    engine = as_engine(engine)
     parts = []
     for s in deployment.sources_of("order"):
         parts.append(f"SELECT o.*, cs.customer_id FROM staging.orders o "
                      f"LEFT JOIN core.customer_sources cs ON cs.source = '{s.customer_source}' "
                      f"AND cs.source_record_id = o.customer_ref WHERE o.source = '{s.name}'")
-    with transaction(con):
+    with engine.together():
         if not parts:
-            con.execute("CREATE OR REPLACE TABLE core.orders (order_id VARCHAR, customer_id BIGINT, "
-                        "order_date DATE, amount DECIMAL(18,2))")
+            engine.run(SqlStep("golden.orders_empty",
+                               "CREATE OR REPLACE TABLE core.orders (order_id VARCHAR, "
+                               "customer_id BIGINT, order_date DATE, amount DECIMAL(18,2))"))
         else:
-            con.execute("CREATE OR REPLACE TABLE core.orders AS SELECT source_record_id AS order_id, "
-                        "customer_id, source, customer_ref, order_date, amount, channel_macro, "
-                        "channel_micro, offer_id FROM (" + " UNION ALL ".join(parts) + ") ORDER BY order_date, order_id")
-    row = con.execute("SELECT count(*), count(*) FILTER (WHERE customer_id IS NULL), "
-                      "coalesce(sum(amount), 0) FROM core.orders").fetchone()
+            engine.replace_table("core.orders", SqlStep(
+                "golden.orders", "SELECT source_record_id AS order_id, customer_id, source, "
+                "customer_ref, order_date, amount, channel_macro, channel_micro, offer_id FROM ("
+                + " UNION ALL ".join(parts) + ") ORDER BY order_date, order_id"))
+    row = engine.rows(SqlStep("golden.order_counts",
+                              "SELECT count(*), count(*) FILTER (WHERE customer_id IS NULL), "
+                              "coalesce(sum(amount), 0) FROM core.orders"))[0]
     return {"orders": int(row[0]), "orders_without_customer": int(row[1]), "revenue": float(row[2])}
 
 
