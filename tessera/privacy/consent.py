@@ -22,12 +22,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-import duckdb
-
-from tessera.engine import SqlStep, as_engine
+from tessera.engine import Engine, SqlStep, as_engine
 from tessera.privacy.owners import identifier_owners, identifiers_sql
 from tessera.settings import Deployment
-from tessera.engine.warehouse import table_exists, transaction
 
 CHANNELS = ("email", "sms", "post", "web_push")
 
@@ -55,14 +52,14 @@ BULK_ACTIONS = {
 }
 
 
-def request_owners_sql(con, deployment: Deployment, entity: str, table: str,
+def request_owners_sql(engine: Engine, deployment: Deployment, entity: str, table: str,
                        prefix: str) -> tuple[str, dict]:
     """SQL ``(source, source_record_id, customer_id, sole)``: the customers holding any
     identifier of each row of ``staging.<table>`` now (``_identifier_owners`` must exist);
     ``sole`` when the identifier belongs to that customer alone."""
-    cols = {r[0] for r in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'staging' "
-        "AND table_name = ?", [table]).fetchall()}
+    cols = {r[0] for r in engine.rows(SqlStep(
+        "privacy.staging_columns", "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = 'staging' AND table_name = $table", {"table": table}))}
     refs = {s.name: s.customer_source for s in deployment.sources_of(entity) if s.customer_source}
     ids, params = identifiers_sql(f"staging.{table}", cols, refs, prefix)
     return f"""
@@ -73,12 +70,13 @@ def request_owners_sql(con, deployment: Deployment, entity: str, table: str,
         GROUP BY i.source, i.source_record_id, o.customer_id""", params
 
 
-def build_consents(con: duckdb.DuckDBPyConnection, deployment: Deployment, run_at: dt.datetime) -> dict:
-    con.execute(BULK_EDITS_DDL)
+def build_consents(engine: Engine, deployment: Deployment, run_at: dt.datetime) -> dict:
+    engine = as_engine(engine)
+    engine.run(bulk_edits_ddl())
     parts = []
     # company users are people too: their consent flags are import events like contacts'
     for s in [*deployment.sources_of("contact"), *deployment.sources_of("company_user")]:
-        if not table_exists(con, "raw", s.name):
+        if not engine.table_exists("raw", s.name):
             continue
         for flag, channel in (("consent_email", "email"), ("consent_sms", "sms")):
             if flag in s.columns:
@@ -94,13 +92,12 @@ def build_consents(con: duckdb.DuckDBPyConnection, deployment: Deployment, run_a
     # their channel carries (an SMS STOP: the phone it came from). A withdrawal reaches
     # every customer holding any of its identifiers now (the safe side); a grant only
     # the one customer holding an identifier alone.
-    engine = as_engine(con)
     identifier_owners(engine)
     params: dict = {}
     for entity, table, prefix in (("unsubscribe", "unsubscribes", "un"), ("consent", "consents", "ce")):
-        if not (deployment.sources_of(entity) and table_exists(con, "staging", table)):
+        if not (deployment.sources_of(entity) and engine.table_exists("staging", table)):
             continue
-        owners, p = request_owners_sql(con, deployment, entity, table, prefix)
+        owners, p = request_owners_sql(engine, deployment, entity, table, prefix)
         params.update(p)
         if entity == "unsubscribe":
             parts.append(f"""
@@ -122,21 +119,19 @@ def build_consents(con: duckdb.DuckDBPyConnection, deployment: Deployment, run_a
         FROM ops.bulk_edits b WHERE b.action IN ({', '.join(repr(a) for a in BULK_ACTIONS)})
           AND b.customer_id IN (SELECT customer_id FROM core.customer_sources)""")
     union = "\nUNION ALL\n".join(parts)
-    with transaction(con):
-        con.execute(f"""
-            CREATE OR REPLACE TABLE core.consent_events AS
+    with engine.together():
+        engine.replace_table("core.consent_events", SqlStep("privacy.consent_events", f"""
             SELECT customer_id, channel, state, kind, explicit, source, source_record_id,
                    CAST(occurred_at AS TIMESTAMP) AS occurred_at
-            FROM ({union}) ORDER BY customer_id, channel, occurred_at""", params or None)
-        con.execute("""
-            CREATE OR REPLACE TABLE core.consents AS
+            FROM ({union}) ORDER BY customer_id, channel, occurred_at""", params))
+        engine.replace_table("core.consents", SqlStep("privacy.consents", """
             WITH agg AS (
                 SELECT customer_id, channel,
                        max(occurred_at) FILTER (WHERE state = 'withdrawn') AS last_withdrawn,
                        max(occurred_at) FILTER (WHERE state = 'granted' AND explicit) AS last_explicit_grant,
                        max(occurred_at) FILTER (WHERE state = 'granted') AS last_grant,
                        count(*) AS events
-                FROM core.consent_events GROUP BY ALL
+                FROM core.consent_events GROUP BY customer_id, channel
             )
             SELECT customer_id, channel,
                    CASE WHEN last_withdrawn IS NULL THEN 'granted'
@@ -147,16 +142,21 @@ def build_consents(con: duckdb.DuckDBPyConnection, deployment: Deployment, run_a
                         ELSE last_withdrawn END AS since,
                    events
             FROM agg WHERE last_withdrawn IS NOT NULL OR last_grant IS NOT NULL
-            ORDER BY customer_id, channel""")
-        con.execute("UPDATE ops.bulk_edits SET applied_at = ? WHERE applied_at IS NULL "
-                    "AND action IN (SELECT unnest(?::VARCHAR[]))", [run_at, list(BULK_ACTIONS)])
-    con.execute("DROP TABLE IF EXISTS _identifier_owners")
-    rows = con.execute("SELECT channel, state, count(*) FROM core.consents GROUP BY ALL ORDER BY 1, 2").fetchall()
-    events = con.execute("SELECT count(*) FROM core.consent_events").fetchone()[0]
+            ORDER BY customer_id, channel"""))
+        engine.run(SqlStep("privacy.bulk_edits_applied",
+                           "UPDATE ops.bulk_edits SET applied_at = $run_at WHERE applied_at IS NULL "
+                           "AND action IN (SELECT unnest(CAST($actions AS VARCHAR[])))",
+                           {"run_at": run_at, "actions": list(BULK_ACTIONS)}))
+    engine.run(SqlStep("privacy.drop_owners", "DROP TABLE IF EXISTS _identifier_owners"))
+    rows = engine.rows(SqlStep("privacy.consent_states",
+                               "SELECT channel, state, count(*) FROM core.consents "
+                               "GROUP BY channel, state ORDER BY 1, 2"))
+    events = engine.scalar(SqlStep("privacy.consent_event_count",
+                                   "SELECT count(*) FROM core.consent_events"))
     return {"events": int(events), "states": {f"{c}:{s}": int(n) for c, s, n in rows}}
 
 
-def withdrawal_violations(con: duckdb.DuckDBPyConnection, deployment: Deployment) -> dict[str, int]:
+def withdrawal_violations(engine: Engine, deployment: Deployment) -> dict[str, int]:
     """Re-verify every explicit withdrawal against the golden records, after identity.
 
     Computed apart from the ledger: each unsubscribe, withdrawn consent event and
@@ -166,8 +166,9 @@ def withdrawal_violations(con: duckdb.DuckDBPyConnection, deployment: Deployment
     (``core.customers`` for e-mail and SMS, ``core.consents`` for the others).
     Returns counts only: ``violations`` must be 0.
     """
-    con.execute(BULK_EDITS_DDL)
-    identifier_owners(as_engine(con))
+    engine = as_engine(engine)
+    engine.run(bulk_edits_ddl())
+    identifier_owners(engine)
     wparts = ["""SELECT customer_id, CASE action WHEN 'disable_email' THEN 'email' ELSE 'sms' END AS channel,
                         requested_at AS ts FROM ops.bulk_edits WHERE action IN ('disable_email', 'disable_sms')"""]
     gparts = ["""SELECT customer_id, CASE action WHEN 'enable_email' THEN 'email' ELSE 'sms' END AS channel,
@@ -175,9 +176,9 @@ def withdrawal_violations(con: duckdb.DuckDBPyConnection, deployment: Deployment
     params: dict = {}
     for entity, table, prefix, at in (("unsubscribe", "unsubscribes", "uv", "requested_at"),
                                       ("consent", "consents", "cv", "occurred_at")):
-        if not (deployment.sources_of(entity) and table_exists(con, "staging", table)):
+        if not (deployment.sources_of(entity) and engine.table_exists("staging", table)):
             continue
-        owners, p = request_owners_sql(con, deployment, entity, table, prefix)
+        owners, p = request_owners_sql(engine, deployment, entity, table, prefix)
         params.update(p)
         state = "'withdrawn'" if entity == "unsubscribe" else "r.state"
         wparts.append(f"SELECT o.customer_id, r.channel, r.{at} AS ts FROM staging.{table} r "
@@ -186,7 +187,7 @@ def withdrawal_violations(con: duckdb.DuckDBPyConnection, deployment: Deployment
             gparts.append(f"SELECT o.customer_id, r.channel, r.{at} AS ts FROM staging.{table} r "
                           f"JOIN ({owners}) o USING (source, source_record_id) "
                           "WHERE r.state = 'granted' AND o.sole")
-    row = con.execute(f"""
+    row = engine.rows(SqlStep("privacy.withdrawal_violations", f"""
         WITH w AS (SELECT customer_id, channel, max(ts) AS last_w FROM ({' UNION ALL '.join(wparts)}) AS x
                    GROUP BY customer_id, channel),
              g AS (SELECT customer_id, channel, max(ts) AS last_g FROM ({' UNION ALL '.join(gparts)}) AS x
@@ -200,6 +201,6 @@ def withdrawal_violations(con: duckdb.DuckDBPyConnection, deployment: Deployment
         FROM standing s
         LEFT JOIN core.customers c ON c.customer_id = s.customer_id
         LEFT JOIN core.consents k ON k.customer_id = s.customer_id AND k.channel = s.channel""",
-                      params or None).fetchone()
-    con.execute("DROP TABLE IF EXISTS _identifier_owners")
+        params))[0]
+    engine.run(SqlStep("privacy.drop_owners", "DROP TABLE IF EXISTS _identifier_owners"))
     return {"standing_withdrawals": int(row[0]), "violations": int(row[1])}
