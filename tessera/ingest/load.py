@@ -25,6 +25,7 @@ from tessera.contracts import SQL_TYPES, FieldSpec
 from tessera.engine.warehouse import sql_literal as _lit
 from tessera.engine.warehouse import transaction, unordered
 from tessera.ingest.api import ApiFailed, fetch_records, write_snapshot
+from tessera.ingest.formats.common import not_a_refusal
 from tessera.ingest.formats import (
     READERS,
     FileRejected,
@@ -493,6 +494,8 @@ def ingest_source(con: duckdb.DuckDBPyConnection, deployment: Deployment, source
             outcome.files.append(_ingest_file(con, deployment, source, path, rel, batch_id, now,
                                               bool(suppression_key)))
         except Exception as exc:  # noqa: BLE001 - the other files of the run still load
+            if not_a_refusal(exc):
+                raise  # out of space or a broken warehouse: not this file's fault; stop the run
             # Its transaction rolled back: nothing of it is stored but this failure.
             for t in ("_land", "_checked2", "_bad", "_dups", "_accepted"):
                 con.execute(f"DROP TABLE IF EXISTS {t}")
@@ -636,6 +639,8 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
     except FileRejected as exc:
         return _record_file_failure(con, source, rel, sha, batch_id, now, result.records, str(exc))
     except Exception as exc:  # noqa: BLE001 - one unreadable file must not stop the others
+        if not_a_refusal(exc):
+            raise  # out of space or a broken warehouse: not this file's fault; stop the run
         # The exception's text may quote the data (a parser's message): only its type.
         return _record_file_failure(
             con, source, rel, sha, batch_id, now, result.records,
