@@ -112,7 +112,7 @@ def executor_state(run: dg.DagsterRun) -> str:
     except ProcessLookupError:
         return "gone"
     except PermissionError:
-        pass
+        return "alive"  # the process exists, owned by another user
     return "alive"
 
 

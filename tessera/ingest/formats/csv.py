@@ -17,10 +17,9 @@ import numpy as np
 import pyarrow as pa
 
 from tessera.engine.space import naming_space
-from tessera.ingest.formats.common import not_a_refusal
 from tessera.settings import Source
 from tessera.ingest.formats.common import (
-    _CHUNK, BATCH_ROWS, FileRejected, Landing, Problem, ReadResult, _codec, _keeps_insertion_order,
+    not_a_refusal, _CHUNK, BATCH_ROWS, FileRejected, Landing, Problem, ReadResult, _codec, _keeps_insertion_order,
     _positions, _register_lines, _rows_batch, check_header, has_controls,
 )
 

@@ -12,11 +12,10 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from tessera.ingest.formats.common import not_a_refusal
-from tessera.settings import Source
 from tessera.engine.warehouse import sql_literal
+from tessera.settings import Source
 from tessera.ingest.formats.common import (
-    BATCH_ROWS, Landing, Problem, ReadResult, _batch, _keeps_insertion_order, _positions,
+    not_a_refusal, BATCH_ROWS, Landing, Problem, ReadResult, _batch, _keeps_insertion_order, _positions,
     _register_lines, has_controls,
 )
 
@@ -28,7 +27,7 @@ class _DuplicateKey(ValueError):
 
 
 class _NonFinite(ValueError):
-    pass
+    """A JSON number that is NaN or +/-Infinity: no field of a contract can hold one."""
 
 
 def _unique_pairs(pairs: list) -> dict:
