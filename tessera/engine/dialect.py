@@ -25,6 +25,8 @@ SPARK_EQUIVALENTS: dict[str, str] = {
     "strftime": "date_format({0}, udf:strftime_to_java({1}))",
     # the keyed HMAC macro of the suppression ledger (tessera.privacy.suppression)
     "tessera_hmac": "udf:tessera_hmac",
+    # the identity stage's name and address similarity (Spark has levenshtein only)
+    "jaro_winkler_similarity": "udf:tessera_jaro_winkler",
     "regexp_full_match": "({0} RLIKE concat('^(?:', {1}, ')$'))",
     "list_has_any": "arrays_overlap({0}, {1})",
     "epoch": "unix_timestamp({0})",

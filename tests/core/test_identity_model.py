@@ -10,6 +10,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from tessera.engine import as_engine
+
 from tessera.identity import matching as M
 from tessera.settings import Probabilistic
 
@@ -56,8 +58,7 @@ def test_name_variant_level():
                 "k_tax_code"):
         con.execute(f"ALTER TABLE _rec ADD COLUMN {col} VARCHAR")
     con.execute("ALTER TABLE _rec ADD COLUMN k_birth_date DATE")
-    for stmt in M.prepare_sql():
-        con.execute(stmt)
+    as_engine(con).run(*M.prepare_sql())
     expr = M.level_sql("fn", M._RAW)
     got = dict(con.execute(f"SELECT r.fn, {expr} FROM _mrec l, _mrec r WHERE l.rid = 1 AND r.rid > 1").fetchall())
     assert got == {"robert": M.codes("fn")["variant"], "brian": M.ELSE}
