@@ -271,12 +271,18 @@ def estimate_u(engine: Engine, pairs: int = U_SAMPLE_PAIRS, seed: float = 0.42) 
     n = engine.scalar(SqlStep("identity.u.records", "SELECT count(*) FROM _mrec"))
     if n < 50:
         return {}
-    engine.scalar(SqlStep("identity.u.seed", "SELECT setseed($seed)", {"seed": seed}))
-    engine.run(SqlStep("identity.u.pairs", f"""
-        CREATE OR REPLACE TEMP TABLE _upairs AS
-        SELECT DISTINCT least(a, b) AS a, greatest(a, b) AS b FROM (
-            SELECT 1 + floor(random() * {n})::BIGINT AS a, 1 + floor(random() * {n})::BIGINT AS b
-            FROM range({int(pairs)})) WHERE a <> b"""))
+    # The sample is drawn here, not by the engine's random(): the same seed then gives
+    # the same pairs on DuckDB and on Spark, so both engines weigh evidence alike.
+    rng = np.random.default_rng(int(seed * 1_000_000))
+    a = rng.integers(1, n + 1, size=int(pairs), dtype=np.int64)
+    b = rng.integers(1, n + 1, size=int(pairs), dtype=np.int64)
+    engine.register_arrow("_usample", pa.table({"a": np.minimum(a, b), "b": np.maximum(a, b)}))
+    try:
+        engine.run(SqlStep("identity.u.pairs", """
+            CREATE OR REPLACE TEMP TABLE _upairs AS
+            SELECT DISTINCT a, b FROM _usample WHERE a <> b"""))
+    finally:
+        engine.unregister("_usample")
     counts = []
     for c in COMPARISONS:
         counts.append(f"count(*) FILTER (WHERE g_{c} NOT IN (0, {INITIAL})) AS \"{c}_n\"")
