@@ -101,6 +101,10 @@ LEVELS = [
                     "= list_sort(string_split(r.tax, ''))))", 0.05),
     ("addr", "typo", "{lev_addr} <= 2", 0.10),
     ("addr", "similar", "{jw_addr} >= 0.9", 0.05),
+    # one line holds the other (a street number alone, a street without its number), or a
+    # looser likeness: FEBRL-style lines with two typos, split or joined words
+    ("addr", "contained", "(contains(l.addr, r.addr) OR contains(r.addr, l.addr))", 0.04),
+    ("addr", "alike", "{jw_addr} >= 0.8", 0.04),
     ("loc", "city", "l.city = r.city", 0.10),
 ]
 _RAW = {k: f"(CASE WHEN {guard} THEN {expr} END)" for k, (guard, expr) in SIMS.items()}
@@ -310,6 +314,7 @@ def estimate_u(engine: Engine, pairs: int = U_SAMPLE_PAIRS, seed: float = 0.42) 
 DEFAULT_U = {("fn", "variant"): 0.002, ("fn", "typo"): 0.005, ("fn", "similar"): 0.03, ("ln", "typo"): 0.002,
              ("ln", "similar"): 0.03, ("dob", "near"): 0.002, ("dob", "partial"): 0.002, ("em", "typo"): 1e-4,
              ("ph", "typo"): 1e-4, ("tax", "typo"): 1e-4, ("addr", "typo"): 5e-4, ("addr", "similar"): 0.01,
+             ("addr", "contained"): 0.002, ("addr", "alike"): 0.01,
              ("loc", "city"): 0.03}
 
 
