@@ -431,7 +431,35 @@ def estimate_m(engine: Engine, settings: Probabilistic, u: dict) -> tuple[dict, 
                 sums.setdefault((COMPARISONS[i], k), []).append(v)
     for key, vals in sums.items():
         out[key] = max(float(np.mean(vals)), M_FLOOR_ELSE if key[1] == ELSE else M_FLOOR)
+    info["candidate_pairs"] = int(n.sum())
+    info["candidate_match_share"] = _candidate_match_share(g, n, out, u)
     return out, info
+
+
+def _candidate_match_share(g: np.ndarray, n: np.ndarray, m: dict, u: dict) -> float:
+    """The share of candidate pairs that are matches, with ``m`` and ``u`` fixed.
+
+    The fixed point of "the share is the mean posterior of the pairs under it", over every
+    candidate pair (all blocking rules together): with the pairs outside blocking taken
+    as non-matches, ``share x candidates`` estimates the matches among all pairs, so the
+    prior of a match comes from the data (Splink's lambda) instead of a configured guess.
+    """
+    llr = np.zeros(len(n))
+    for i, c in enumerate(COMPARISONS):
+        names = {v: k for k, v in codes(c).items()}
+        for k, name in names.items():
+            if (c, k) not in m:
+                continue
+            uu = u.get((c, k)) or (EXACT[c][1] if k == EXACT_LEVEL else DEFAULT_U.get((c, name), 1.0))
+            llr[g[:, i] == k] += math.log(m[(c, k)] / max(uu, EXACT[c][1]))
+    lam = 0.05
+    for _ in range(EM_MAX_ITER * 2):
+        p = 1 / (1 + np.exp(-np.clip(llr + math.log(lam / (1 - lam)), -60, 60)))
+        new = float(min(max((p * n).sum() / n.sum(), 1e-6), 0.999))
+        if abs(new - lam) < 1e-6:
+            return new
+        lam = new
+    return lam
 
 
 def _weights(m: dict, u: dict) -> dict:
@@ -502,12 +530,17 @@ def open_pairs_sql() -> list[SqlStep]:
     ]
 
 
-def threshold_weight(settings: Probabilistic, records: int) -> float:
+def threshold_weight(settings: Probabilistic, records: int, expected_matches: float | None = None) -> float:
     """The match weight (bits) a pair needs to reach ``settings.threshold``.
 
-    Prior: among the ``n(n-1)/2`` pairs about ``duplicate_share * n`` are matches.
+    Prior: among the ``n(n-1)/2`` pairs, ``expected_matches`` are matches when the model
+    estimated it from the candidate pairs (:func:`_candidate_match_share`), else about
+    ``duplicate_share * n``. The estimate is kept within a factor of 10 of the configured
+    guess either way, so a bad sample cannot open or close the gate wholesale.
     """
     n = max(records, 3)
-    prior = min(0.5, 2 * settings.duplicate_share / (n - 1))
+    guess = settings.duplicate_share * n
+    matches = guess if not expected_matches else min(max(expected_matches, guess / 10), guess * 10)
+    prior = min(0.5, 2 * matches / (n * (n - 1)))
     p = settings.threshold
     return math.log2(p / (1 - p)) - math.log2(prior / (1 - prior))

@@ -319,7 +319,9 @@ def cluster(engine: Engine, settings: IdentitySettings) -> dict:
         m, em_info = estimate_m(engine, prob, u)
         stats["em"] = em_info
         engine.run(*open_pairs_sql(), _q("drop_levels", "DROP TABLE _gam"))
-        min_w = threshold_weight(prob, n)
+        expected = (em_info["candidate_match_share"] * em_info["candidate_pairs"]
+                    if prob.prior == "estimated" and "candidate_match_share" in em_info else None)
+        min_w = threshold_weight(prob, n, expected)
         engine.run(_q("accepted", f"""
             CREATE OR REPLACE TEMP TABLE _accepted AS
             SELECT a, b, score FROM ({scored_pairs_sql(m, u)}) WHERE score >= $min_w AND corroborated""",

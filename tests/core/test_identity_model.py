@@ -163,3 +163,34 @@ def test_address_levels_contained_and_alike():
     w = M._weights({(c, k): v for c in M.COMPARISONS for k, v in M.prior_m(c).items()}, M.DEFAULT_U)
     assert w[("addr", M.ELSE)] < 0 < w[("addr", code["alike"])] < w[("addr", code["typo"])]
     assert 0 < w[("addr", code["contained"])] < w[("addr", code["typo"])]
+
+
+def test_match_prior_is_estimated_from_the_candidate_pairs():
+    """1 000 pairs agreeing on everything among 10 000 candidates: the share found is about
+    0.1, and more expected matches lower the bits a pair needs (issue #21)."""
+    comps = M.COMPARISONS
+    g = np.array([[M.EXACT_LEVEL] * len(comps), [M.ELSE] * len(comps)], dtype=np.int64)
+    n = np.array([1000.0, 9000.0])
+    m = {(c, k): v for c in comps for k, v in M.prior_m(c).items()}
+    u = {(c, M.EXACT_LEVEL): 0.001 for c in comps} | {(c, M.ELSE): 0.99 for c in comps}
+    share = M._candidate_match_share(g, n, m, u)
+    assert abs(share - 0.1) < 0.01
+    settings = Probabilistic()
+    guessed = M.threshold_weight(settings, 100_000)
+    assert M.threshold_weight(settings, 100_000, expected_matches=50_000) < guessed
+    # kept within a factor of 10 of the configured guess either way
+    assert M.threshold_weight(settings, 100_000, expected_matches=1e9) == \
+        M.threshold_weight(settings, 100_000, expected_matches=100_000)
+
+
+def test_rare_surname_outweighs_a_common_one():
+    """Exact agreement is weighed by the value's term frequency: "Zanetti" shared by two
+    records is more evidence than "Rossi" (issue #21)."""
+    m = {(c, k): v for c in M.COMPARISONS for k, v in M.prior_m(c).items()}
+    w = M._weights(m, M.DEFAULT_U)
+    expr = M._weight_sql("ln", m, w)
+    rare, common = duckdb.sql(f"SELECT {expr} FROM (VALUES ({M.EXACT_LEVEL}, 0.0001), ({M.EXACT_LEVEL}, 0.05)) "
+                              "t(g_ln, ln_tf)").fetchall()
+    assert rare[0] > common[0] + 5  # log2(0.05 / 0.0001) = 9 bits apart, less the cap
+    # and never weaker than a near miss (rounded to 4 places in the SQL)
+    assert common[0] >= round(max(v for (c, k), v in w.items() if c == "ln" and k not in (M.EXACT_LEVEL, M.ELSE)), 4)
