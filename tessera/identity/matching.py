@@ -496,8 +496,14 @@ def _weight_sql(comp: str, m: dict, w: dict, else_null: bool = False) -> str:
     return f"CASE g_{comp} " + " ".join(parts) + " END"
 
 
-def scored_pairs_sql(m: dict | None = None, u: dict | None = None) -> str:
-    """``(a, b, score, corroborated)`` for the pairs of ``_open`` (see ``open_pairs_sql``)."""
+def scored_pairs_sql(m: dict | None = None, u: dict | None = None, detail: bool = False) -> str:
+    """``(a, b, score, corroborated)`` for the pairs of ``_open`` (see ``open_pairs_sql``).
+
+    With ``detail``, also each comparison's level (``g_<comp>``) and weight (``w_<comp>``,
+    NULL for a street or locality disagreement, which count through ``place``), the
+    street-and-locality weight ``place`` and ``swapped``: what ``tessera identity
+    explain`` shows an analyst.
+    """
     u = u or {}
     m = m or {(c, k): v for c in COMPARISONS for k, v in prior_m(c).items()}
     w = _weights(m, u)
@@ -506,14 +512,40 @@ def scored_pairs_sql(m: dict | None = None, u: dict | None = None) -> str:
     # place: street and locality together; a move changes both and counts once
     place = (f"CASE WHEN w_addr IS NULL AND w_loc IS NULL THEN {place_dis:.4f} "
              "WHEN w_addr IS NULL THEN least(w_loc, 0) ELSE w_addr + greatest(coalesce(w_loc, 0), 0) END")
+    extra = levels = ""
+    if detail:
+        levels = "".join(f", o.g_{c}" for c in COMPARISONS)
+        extra = (", swapped, " + ", ".join(f"g_{c}, w_{c}" for c in COMPARISONS) + f", {place} AS place")
     return f"""
         SELECT a, b, w_fn + w_ln - CASE WHEN swapped THEN {SWAP_PENALTY} ELSE 0 END
                      + w_dob + w_em + w_ph + w_tax + {place} AS score,
-               (w_dob > 0 OR w_em > 0 OR w_ph > 0 OR w_tax > 0 OR w_addr > 2) AS corroborated
+               (w_dob > 0 OR w_em > 0 OR w_ph > 0 OR w_tax > 0 OR w_addr > 2) AS corroborated{extra}
         FROM (
-            SELECT o.a, o.b, o.swapped, {", ".join(f"{parts[c]} AS w_{c}" for c in COMPARISONS)}
+            SELECT o.a, o.b, o.swapped{levels}, {", ".join(f"{parts[c]} AS w_{c}" for c in COMPARISONS)}
             FROM _open o JOIN _mrec l ON l.rid = o.a  -- term frequencies of the exact levels
         )"""
+
+
+def model_table(m: dict, u: dict, threshold_bits: float) -> dict[str, list]:
+    """The trained model as columns (comparison, level, code, m, u, weight_bits).
+
+    Exact levels have no fixed weight (it comes from the value's term frequency); the
+    row ``threshold`` holds the bits a pair needed in this run.
+    """
+    w = _weights(m, u)
+    cols: dict[str, list] = {k: [] for k in ("comparison", "level", "code", "m", "u", "weight_bits")}
+    for c in COMPARISONS:
+        for name, k in sorted(codes(c).items(), key=lambda x: x[1]):
+            cols["comparison"].append(c)
+            cols["level"].append(name)
+            cols["code"].append(k)
+            cols["m"].append(m.get((c, k)))
+            cols["u"].append(u.get((c, k), DEFAULT_U.get((c, name))))
+            cols["weight_bits"].append(None if k == EXACT_LEVEL else w[(c, k)])
+    for key, val in (("comparison", "threshold"), ("level", "match"), ("code", None), ("m", None),
+                     ("u", None), ("weight_bits", threshold_bits)):
+        cols[key].append(val)
+    return cols
 
 
 def open_pairs_sql() -> list[SqlStep]:

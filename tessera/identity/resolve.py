@@ -41,6 +41,7 @@ from tessera.identity.matching import (
     estimate_u,
     levels_table_sql,
     load_variants,
+    model_table,
     open_pairs_sql,
     prepare_sql,
     scored_pairs_sql,
@@ -329,6 +330,7 @@ def cluster(engine: Engine, settings: IdentitySettings) -> dict:
         stats["probabilistic"] = _apply_stage(engine, "probabilistic", "SELECT a, b, score FROM _accepted",
                                               max_size)
         stats["threshold_weight"] = round(min_w, 3)
+        stats["model"] = model_table(m, u, min_w)
     return stats
 
 
@@ -419,6 +421,15 @@ def resolve(engine: Engine, run_at: dt.datetime, run_key: str,
             FROM _refused r
             JOIN _rec ra ON ra.rid = r.a JOIN _label la ON la.rid = r.a JOIN _ids ia ON ia.cid = la.cid
             JOIN _rec rb ON rb.rid = r.b JOIN _label lb ON lb.rid = r.b JOIN _ids ib ON ib.cid = lb.cid""", **at))
+        if "model" in stage_stats:
+            # the weights this run used, for `tessera identity explain` and the analyst
+            engine.register_arrow("_model", pa.table(stage_stats["model"]))
+            try:
+                engine.replace_table("core.identity_model", _q("identity_model", """
+                    SELECT comparison, level, CAST(code AS INTEGER) AS code, m, u, weight_bits,
+                           CAST($run_at AS TIMESTAMP) AS trained_at FROM _model""", run_at=run_at))
+            finally:
+                engine.unregister("_model")
         engine.replace_table("core.identity_links", _q("identity_links", """
             SELECT ra.source AS source_a, ra.source_record_id AS source_record_id_a,
                    rb.source AS source_b, rb.source_record_id AS source_record_id_b,
@@ -435,7 +446,7 @@ def resolve(engine: Engine, run_at: dt.datetime, run_key: str,
         "records": int(stats[0]), "customers": int(stats[1]), "linked_records": int(stats[2]),
         "new_ids": int(new_ids), "merges": int(merges), "splits": int(splits),
         "refused_links": int(n_refused), "refused_log_rows": int(refused),
-        "links_by_stage": {k: v for k, v in stage_stats.items() if isinstance(v, dict) and k != "em"},
+        "links_by_stage": {k: v for k, v in stage_stats.items() if isinstance(v, dict) and k not in ("em", "model")},
         # EM training per blocking rule: pairs, iterations, estimated match share (counts only)
         "em_sessions": {x["blocking"]: {k: v for k, v in x.items() if k != "blocking"}
                         for x in stage_stats.get("em", {}).get("sessions", [])},

@@ -56,6 +56,42 @@ def test_known_duplicates_share_one_customer_id(demo_env, demo_run):
             assert owner.setdefault(cid, person_of[rec]) == person_of[rec], f"customer {cid} merges strangers"
 
 
+def test_identity_explain_agrees_with_what_the_run_did(demo_env, demo_run):
+    """`tessera identity explain` scores a pair with the run's trained weights (issue #21):
+    a pair linked by e-mail shows the exact e-mail level and one customer; two records of
+    different customers sharing only a surname would not link."""
+    from tessera.identity.explain import ExplainError, explain_pair
+
+    con = demo_env.connect()
+    try:
+        linked = con.execute("""SELECT source_a, source_record_id_a, source_b, source_record_id_b
+                                FROM core.identity_links WHERE rule = 'email' LIMIT 1""").fetchone()
+        apart = con.execute("""
+            SELECT a.source, a.source_record_id, b.source, b.source_record_id
+            FROM staging.contacts a JOIN staging.contacts b ON a.last_key = b.last_key
+             AND (a.source, a.source_record_id) < (b.source, b.source_record_id)
+            JOIN core.customer_sources ca ON (ca.source, ca.source_record_id) = (a.source, a.source_record_id)
+            JOIN core.customer_sources cb ON (cb.source, cb.source_record_id) = (b.source, b.source_record_id)
+            WHERE ca.customer_id <> cb.customer_id AND a.email_key <> b.email_key
+            ORDER BY 1, 2, 3, 4 LIMIT 1""").fetchone()
+        r = explain_pair(con, linked[:2], linked[2:])
+        levels = {c["comparison"]: c["level"] for c in r["comparisons"]}
+        assert levels["e-mail"] == "exact" and r["direct_link"][0]["rule"] == "email"
+        assert len(set(r["customers"].values())) == 1
+        assert r["threshold"] > 0 and r["score"] > 0
+        r = explain_pair(con, apart[:2], apart[2:])
+        assert {c["comparison"]: c["level"] for c in r["comparisons"]}["last name"] == "exact"
+        assert not r["would_match"] and r["direct_link"] == []
+        assert len(set(r["customers"].values())) == 2
+        try:
+            explain_pair(con, ("crm_contacts", "no-such-record"), linked[2:])
+            raise AssertionError("an unknown record must be refused")
+        except ExplainError as exc:
+            assert "no-such-record" in str(exc)
+    finally:
+        con.close()
+
+
 def test_known_bad_rows_are_in_rejects_with_reason(demo_env, demo_run):
     con = demo_env.connect()
     try:
