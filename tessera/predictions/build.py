@@ -175,15 +175,21 @@ def _sample(n: int, limit: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
 
 
-def _classifier(seed: int) -> HistGradientBoostingClassifier:
+def _leaf(rows: int) -> int:
+    """Smallest leaf: 100 contacts on a large base, fewer on a small one (a demo's few
+    hundred contacts would otherwise allow no split at all)."""
+    return int(min(100, max(5, rows // 100)))
+
+
+def _classifier(seed: int, rows: int) -> HistGradientBoostingClassifier:
     return HistGradientBoostingClassifier(max_iter=100, learning_rate=0.08, max_leaf_nodes=15,
-                                          min_samples_leaf=100, l2_regularization=1.0,
+                                          min_samples_leaf=_leaf(rows), l2_regularization=1.0,
                                           early_stopping=False, random_state=seed)
 
 
-def _regressor(seed: int) -> HistGradientBoostingRegressor:
+def _regressor(seed: int, rows: int) -> HistGradientBoostingRegressor:
     return HistGradientBoostingRegressor(loss="poisson", max_iter=100, learning_rate=0.08,
-                                         max_leaf_nodes=15, min_samples_leaf=100,
+                                         max_leaf_nodes=15, min_samples_leaf=_leaf(rows),
                                          l2_regularization=1.0, early_stopping=False,
                                          random_state=seed)
 
@@ -210,7 +216,7 @@ def _fit_predict(make, X_train, y_train, X_apply, proba: bool) -> np.ndarray:
     """Fit on the training rows and score the others; a column the training rows never
     fill (no events in a deployment without event sources) is left out."""
     keep = ~np.all(np.isnan(X_train), axis=0)
-    model = make()
+    model = make(len(X_train))
     model.fit(X_train[:, keep], y_train)
     X = X_apply[:, keep]
     return model.predict_proba(X)[:, 1] if proba else model.predict(X)
@@ -315,7 +321,7 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
         idx0 = np.flatnonzero(m0)[_sample(int(m0.sum()), settings.max_training_rows, seed)]
         X0, X1 = f0.matrix(), f1.matrix()
         # back-test: trained on the window before the hold-out, judged on the hold-out
-        p = _fit_predict(lambda: _classifier(seed), X0[idx0], y0[idx0], X1[m1], True)
+        p = _fit_predict(lambda rows: _classifier(seed, rows), X0[idx0], y0[idx0], X1[m1], True)
         yt, pos = y1[m1], int(y1[m1].sum())
         record(task.target, "gradient_boosting", False, metrics.classification(yt, p, True),
                c1, task.window, m1.sum(), pos)
@@ -324,7 +330,7 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
                metrics.classification(yt, rec if task.target == "churn" else -rec, False),
                c1, task.window, m1.sum(), pos)
         q0, q1 = _rfm_quintiles(f0), _rfm_quintiles(f1)
-        pr = _fit_predict(lambda: _rfm_logistic(seed), q0[idx0], y0[idx0], q1[m1], True)
+        pr = _fit_predict(lambda rows: _rfm_logistic(seed), q0[idx0], y0[idx0], q1[m1], True)
         record(task.target, "rfm_logistic", True, metrics.classification(yt, pr, True),
                c1, task.window, m1.sum(), pos)
         # the customer-base model's ranking: expected purchases in the window (not
@@ -337,7 +343,7 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
         # production: refitted on the latest labelled window, applied at the day
         idx1 = np.flatnonzero(m1)[_sample(int(m1.sum()), settings.max_training_rows, seed)]
         full = np.full(n, np.nan)
-        full[mt] = _fit_predict(lambda: _classifier(seed), X1[idx1], y1[idx1],
+        full[mt] = _fit_predict(lambda rows: _classifier(seed, rows), X1[idx1], y1[idx1],
                                 ft.matrix()[mt], True)
         scores[task.target] = full
 
@@ -351,7 +357,7 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
     if trainable(f0, n0, every0, False) and trainable(f1, n1, every1, False) and n0.sum() > 0:
         idx0 = _sample(len(f0.ids), settings.max_training_rows, seed)
         X1 = f1.matrix()
-        pc = _fit_predict(lambda: _regressor(seed), f0.matrix()[idx0], n0[idx0], X1, False)
+        pc = _fit_predict(lambda rows: _regressor(seed, rows), f0.matrix()[idx0], n0[idx0], X1, False)
         bgc = np.nan_to_num(f1.out["expected_window"], nan=0.0)
         pos = float(n1.sum())
         record("purchases", "gradient_boosting_poisson", False, metrics.counts(n1, pc), c1, w, n, pos)
@@ -366,7 +372,7 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
         record("spend", "bgnbd_gamma_gamma", True, metrics.counts(s1, bgc * value1), c1, w, n, spos)
         record("spend", "predicts_zero", True, metrics.counts(s1, np.zeros(n)), c1, w, n, spos)
         record("spend", "last_window", True, metrics.counts(s1, s0), c1, w, n, spos)
-        scores["purchases"] = _fit_predict(lambda: _regressor(seed), X1[_sample(len(f1.ids),
+        scores["purchases"] = _fit_predict(lambda rows: _regressor(seed, rows), X1[_sample(len(f1.ids),
                                            settings.max_training_rows, seed)],
                                            n1[_sample(len(f1.ids), settings.max_training_rows, seed)],
                                            today.matrix(), False)
