@@ -228,7 +228,8 @@ class _Task:
 
     target: str
     window: int
-    population: callable          # Frame -> bool mask
+    population: callable          # Frame -> bool mask: who is trained on and judged
+    scored: callable              # Frame -> bool mask: who gets the day's prediction
     label: callable               # purchases in the window -> 0/1
 
 
@@ -238,6 +239,14 @@ def _buyers(fr: Frame) -> np.ndarray:
 
 def _everyone(fr: Frame) -> np.ndarray:
     return np.ones(len(fr.ids), bool)
+
+
+def _known(fr: Frame) -> np.ndarray:
+    """The contacts a cut-off knew of: they had bought or done something by then. Training
+    and judging on everybody known today would leak the future: a contact who first appears
+    (with a purchase) after a cut-off would sit in that cut-off's frame as a never-buyer
+    who then certainly buys."""
+    return (fr.cols["purchase_days"] >= 1) | ~np.isnan(fr.cols["days_since_event"])
 
 
 # ------------------------------------------------------------------ the build
@@ -302,8 +311,8 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
         return not classes or 0 < y[mask].sum() < mask.sum()
 
     tasks = [
-        _Task("purchase", w, _everyone, lambda p: (p > 0).astype(int)),
-        _Task("churn", wc, _buyers, lambda p: (p == 0).astype(int)),
+        _Task("purchase", w, _known, _everyone, lambda p: (p > 0).astype(int)),
+        _Task("churn", wc, _buyers, _buyers, lambda p: (p == 0).astype(int)),
     ]
     scores: dict[str, np.ndarray] = {}
     t_fit = time.perf_counter()
@@ -313,7 +322,7 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
         y0 = task.label(outcome(c0, c1)[0])
         y1 = task.label(outcome(c1, as_of)[0])
         ft = frame(as_of, task.window)
-        m0, m1, mt = task.population(f0), task.population(f1), task.population(ft)
+        m0, m1, mt = task.population(f0), task.population(f1), task.scored(ft)
         if not (trainable(f0, y0, m0, True) and trainable(f1, y1, m1, True)):
             skipped[task.target] = (f"not enough history: needs buyers and both outcomes at "
                                     f"{c0} and {c1} ({2 * task.window} days before the day)")
@@ -353,28 +362,30 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
     f1, f0 = frame(c1, w), frame(c0, w)
     n0, _ = outcome(c0, c1)
     n1, s1 = outcome(c1, as_of)
-    every0, every1 = _everyone(f0), _everyone(f1)
-    if trainable(f0, n0, every0, False) and trainable(f1, n1, every1, False) and n0.sum() > 0:
-        idx0 = _sample(len(f0.ids), settings.max_training_rows, seed)
+    k0, k1 = _known(f0), _known(f1)
+    if trainable(f0, n0, k0, False) and trainable(f1, n1, k1, False) and n0[k0].sum() > 0:
+        idx0 = np.flatnonzero(k0)[_sample(int(k0.sum()), settings.max_training_rows, seed)]
         X1 = f1.matrix()
-        pc = _fit_predict(lambda rows: _regressor(seed, rows), f0.matrix()[idx0], n0[idx0], X1, False)
-        bgc = np.nan_to_num(f1.out["expected_window"], nan=0.0)
-        pos = float(n1.sum())
-        record("purchases", "gradient_boosting_poisson", False, metrics.counts(n1, pc), c1, w, n, pos)
-        record("purchases", "bgnbd", True, metrics.counts(n1, bgc), c1, w, n, pos)
-        record("purchases", "predicts_zero", True, metrics.counts(n1, np.zeros(n)), c1, w, n, pos)
-        record("purchases", "last_window", True, metrics.counts(n1, n0), c1, w, n, pos)
-        value1 = np.nan_to_num(f1.out["expected_value"], nan=0.0)
-        s0 = outcome(c0, c1)[1]
-        spos = float(s1.sum())
+        a1, n1k, s1k = X1[k1], n1[k1], s1[k1]
+        nk, pos, spos = int(k1.sum()), float(n1k.sum()), float(s1k.sum())
+        pc = _fit_predict(lambda rows: _regressor(seed, rows), f0.matrix()[idx0], n0[idx0], a1, False)
+        bgc = np.nan_to_num(f1.out["expected_window"][k1], nan=0.0)
+        record("purchases", "gradient_boosting_poisson", False, metrics.counts(n1k, pc), c1, w, nk, pos)
+        record("purchases", "bgnbd", True, metrics.counts(n1k, bgc), c1, w, nk, pos)
+        record("purchases", "predicts_zero", True, metrics.counts(n1k, np.zeros(nk)), c1, w, nk, pos)
+        record("purchases", "last_window", True, metrics.counts(n1k, n0[k1]), c1, w, nk, pos)
+        # a never-buyer's next purchase is worth the population's mean spend
+        pop_value = (models.expected_value(f1.gg, np.zeros(1), np.zeros(1))[0]
+                     if f1.gg is not None else 0.0)
+        value1 = np.nan_to_num(f1.out["expected_value"][k1], nan=pop_value)
+        s0 = outcome(c0, c1)[1][k1]
         record("spend", "gradient_boosting_poisson_x_gamma_gamma", False,
-               metrics.counts(s1, pc * value1), c1, w, n, spos)
-        record("spend", "bgnbd_gamma_gamma", True, metrics.counts(s1, bgc * value1), c1, w, n, spos)
-        record("spend", "predicts_zero", True, metrics.counts(s1, np.zeros(n)), c1, w, n, spos)
-        record("spend", "last_window", True, metrics.counts(s1, s0), c1, w, n, spos)
-        scores["purchases"] = _fit_predict(lambda rows: _regressor(seed, rows), X1[_sample(len(f1.ids),
-                                           settings.max_training_rows, seed)],
-                                           n1[_sample(len(f1.ids), settings.max_training_rows, seed)],
+               metrics.counts(s1k, pc * value1), c1, w, nk, spos)
+        record("spend", "bgnbd_gamma_gamma", True, metrics.counts(s1k, bgc * value1), c1, w, nk, spos)
+        record("spend", "predicts_zero", True, metrics.counts(s1k, np.zeros(nk)), c1, w, nk, spos)
+        record("spend", "last_window", True, metrics.counts(s1k, s0), c1, w, nk, spos)
+        idx1 = np.flatnonzero(k1)[_sample(nk, settings.max_training_rows, seed)]
+        scores["purchases"] = _fit_predict(lambda rows: _regressor(seed, rows), X1[idx1], n1[idx1],
                                            today.matrix(), False)
     else:
         skipped["purchases"] = (f"not enough history: needs buyers and purchases at {c0} and "

@@ -132,3 +132,29 @@ def test_short_history_fits_nothing_and_says_why(tmp_path):
     assert stats["by_status"] == {"scored": 0, "not_enough_history": 2, "no_purchases": 1}
     assert con.execute("SELECT count(*) FROM predictions.customer_predictions WHERE "
                        "purchase_propensity IS NOT NULL OR p_alive IS NOT NULL").fetchone()[0] == 0
+
+
+def test_predict_command_on_an_orders_csv(tmp_path):
+    from tessera.cli import main
+
+    orders = synthetic.orders(1500, seed=4, as_of=DAY)
+    lines = ["client;day;total"] + [
+        f"C{c:05d};{d.strftime('%d/%m/%Y')};{a:.2f}"
+        for c, d, a in zip(*(orders.column(i).to_pylist() for i in range(3)))
+        if d <= DAY + dt.timedelta(days=120)]
+    (tmp_path / "orders.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    code = main(["predict", "--orders", str(tmp_path / "orders.csv"), "--cutoff", DAY.isoformat(),
+                 "--out", str(tmp_path / "out"), "--customer-column", "client",
+                 "--date-column", "day", "--amount-column", "total", "--date-format", "%d/%m/%Y"])
+    assert code == 0
+    con = duckdb.connect()
+    pred = con.execute(f"SELECT count(*), count(DISTINCT customer), min(customer) FROM "
+                       f"read_csv('{tmp_path / 'out' / 'predictions.csv'}')").fetchone()
+    first_buyers = len({line.split(";")[0] for line in lines[1:]
+                        if dt.datetime.strptime(line.split(";")[1], "%d/%m/%Y").date() <= DAY})
+    assert pred[0] == pred[1] == first_buyers and pred[2].startswith("C")
+    back = con.execute(f"SELECT DISTINCT target FROM read_csv('{tmp_path / 'out' / 'backtest.csv'}')").fetchall()
+    assert {t for (t,) in back} == {"purchase", "churn", "purchases", "spend"}
+    future = con.execute(f"SELECT value FROM read_csv('{tmp_path / 'out' / 'future.csv'}') "
+                         "WHERE target = 'purchase' AND model = 'gradient_boosting' AND metric = 'auc'").fetchone()
+    assert 0.6 < future[0] <= 1

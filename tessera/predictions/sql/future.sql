@@ -1,0 +1,13 @@
+-- The day's stored predictions beside each contact's purchase days in ($day, $end].
+WITH w AS (
+    SELECT customer_id, count(DISTINCT order_date) AS actual_purchases
+    FROM pred_future_orders
+    WHERE order_date > CAST($day AS DATE) AND order_date <= CAST($end AS DATE)
+    GROUP BY customer_id
+)
+SELECT p.customer_id, coalesce(w.actual_purchases, 0) AS actual_purchases,
+       p.purchase_propensity, p.days_since_last_purchase, p.expected_purchases,
+       p.expected_purchases_30d, p.expected_purchases_90d, p.expected_purchases_365d
+FROM predictions.customer_predictions p LEFT JOIN w ON w.customer_id = p.customer_id
+WHERE p.as_of_date = CAST($day AS DATE)
+ORDER BY p.customer_id
