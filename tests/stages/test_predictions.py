@@ -158,3 +158,28 @@ def test_predict_command_on_an_orders_csv(tmp_path):
     future = con.execute(f"SELECT value FROM read_csv('{tmp_path / 'out' / 'future.csv'}') "
                          "WHERE target = 'purchase' AND model = 'gradient_boosting' AND metric = 'auc'").fetchone()
     assert 0.6 < future[0] <= 1
+
+
+def test_segment_rules_and_feeds_read_the_predictions(engine):
+    from tessera.deployment import load_deployment
+    from tessera.feeds.selection import feed_bind, feed_rows_sql, uses_predictions
+    from tessera.marketing.segments import rule_members_sql
+    from tessera.settings import FeedDef
+    from tests.conftest import DEMO_CONFIG
+
+    eng, _ = engine
+    dep = load_deployment(DEMO_CONFIG)
+    rule = {"all": [{"field": "churn_band", "op": "=", "value": "high"},
+                    {"field": "clv", "op": ">", "value": 10}]}
+    sql, params = rule_members_sql(dep, rule, DAY)
+    got = {r[0] for r in eng.rows(SqlStep("t", sql, params))}
+    want = {r[0] for r in eng.rows(SqlStep("t", "SELECT customer_id FROM predictions.customer_predictions "
+                                                "WHERE as_of_date = $d AND churn_band = 'high' AND clv > 10",
+                                           {"d": DAY}))}
+    assert got == want and len(got) > 10
+    feed = FeedDef(name="churners", segment="x", fields=["customer_id", "email", "churn_risk", "clv"],
+                   channel="email")
+    assert uses_predictions(feed)
+    assert feed_rows_sql(feed).count("?") == len(feed_bind(feed, DAY)) == 4
+    plain = FeedDef(name="plain", segment="x", fields=["customer_id", "email"], channel="email")
+    assert not uses_predictions(plain) and feed_rows_sql(plain).count("?") == len(feed_bind(plain, DAY))
