@@ -51,9 +51,22 @@ class GammaGamma:
 
 
 def _compress(*cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct rows of the stacked columns and how many customers share each."""
-    stacked = np.column_stack(cols)
-    uniq, counts = np.unique(stacked, axis=0, return_counts=True)
+    """Distinct rows of the stacked columns and how many customers share each.
+
+    Whole non-negative numbers below 2**20 (counts, days, cents: what the warehouse
+    gives) are packed into one int64 key per row, which sorts about ten times faster than
+    ``np.unique(axis=0)``; anything else takes the general path."""
+    bits = 63 // len(cols)
+    if all(np.all((c >= 0) & (c < 2 ** min(bits, 20)) & (c == np.floor(c))) for c in cols):
+        key = np.zeros(len(cols[0]), np.int64)
+        for c in cols:
+            key = (key << bits) | c.astype(np.int64)
+        uniq, counts = np.unique(key, return_counts=True)
+        mask = (1 << bits) - 1
+        out = np.column_stack([(uniq >> (bits * (len(cols) - 1 - j))) & mask
+                               for j in range(len(cols))]).astype(float)
+        return out, counts.astype(float)
+    uniq, counts = np.unique(np.column_stack(cols), axis=0, return_counts=True)
     return uniq, counts.astype(float)
 
 
@@ -141,7 +154,8 @@ def fit_gamma_gamma(n: np.ndarray, mean_value: np.ndarray, penalty: float = 1e-4
     n, mbar = n[keep], mbar[keep]
     if len(n) == 0:
         raise ValueError("no customers with a positive spend to fit")
-    uniq, w = _compress(n, np.round(mbar, 2))
+    uniq, w = _compress(n, np.round(mbar * 100))   # whole cents
+    uniq[:, 1] /= 100
     mean = float(np.average(uniq[:, 1], weights=w))
     start = np.log([1.0, 2.0, mean])
     res = optimize.minimize(_gg_ll, start, args=(uniq[:, 0], uniq[:, 1], w, penalty),

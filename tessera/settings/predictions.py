@@ -38,7 +38,7 @@ class PredictionSettings(_Strict):
     min_buyers: int = Field(50, ge=10)
     churn_bands: ChurnBands = ChurnBands()
     # the supervised models train on at most this many contacts (a fixed, seeded sample)
-    max_training_rows: int = Field(200_000, ge=1000)
+    max_training_rows: int = Field(100_000, ge=1000)
     seed: int = 42
     # threads of the model fits (OpenMP); more than the free cores slows them down
     threads: int = Field(1, ge=1, le=256)
