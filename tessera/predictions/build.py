@@ -182,13 +182,13 @@ def _leaf(rows: int) -> int:
 
 
 def _classifier(seed: int, rows: int) -> HistGradientBoostingClassifier:
-    return HistGradientBoostingClassifier(max_iter=100, learning_rate=0.08, max_leaf_nodes=15,
+    return HistGradientBoostingClassifier(max_iter=60, learning_rate=0.12, max_leaf_nodes=15,
                                           min_samples_leaf=_leaf(rows), l2_regularization=1.0,
                                           early_stopping=False, random_state=seed)
 
 
 def _regressor(seed: int, rows: int) -> HistGradientBoostingRegressor:
-    return HistGradientBoostingRegressor(loss="poisson", max_iter=100, learning_rate=0.08,
+    return HistGradientBoostingRegressor(loss="poisson", max_iter=60, learning_rate=0.12,
                                          max_leaf_nodes=15, min_samples_leaf=_leaf(rows),
                                          l2_regularization=1.0, early_stopping=False,
                                          random_state=seed)
