@@ -138,13 +138,18 @@ def _frame(tbl: pa.Table, cutoff: dt.date, settings: PredictionSettings, window_
     x = cols["purchase_days"][buyer] - 1
     tx = cols["active_span_days"][buyer]
     T = cols["tenure_days"][buyer]
-    fr.bgnbd = fitted[0] if fitted else models.fit_bgnbd(x, tx, T)
+    # four (or three) parameters are pinned down long before a million customers: the
+    # fits see a seeded sample of at most max_training_rows; every buyer is scored
+    fit_rows = _sample(len(x), settings.max_training_rows, settings.seed)
+    fr.bgnbd = fitted[0] if fitted else models.fit_bgnbd(x[fit_rows], tx[fit_rows], T[fit_rows])
     fr.out["p_alive"][buyer] = models.p_alive(fr.bgnbd, x, tx, T)
     fr.out["expected_window"][buyer] = models.expected_purchases(fr.bgnbd, window_days, x, tx, T)
     spenders = cols["valued_days"] >= 1
     if spenders.sum() >= settings.min_buyers:
-        fr.gg = fitted[1] if fitted else models.fit_gamma_gamma(cols["valued_days"][spenders],
-                                                               cols["mean_value"][spenders])
+        spend_rows = np.flatnonzero(spenders)[_sample(int(spenders.sum()),
+                                                      settings.max_training_rows, settings.seed)]
+        fr.gg = fitted[1] if fitted else models.fit_gamma_gamma(cols["valued_days"][spend_rows],
+                                                               cols["mean_value"][spend_rows])
         fr.out["expected_value"][buyer] = models.expected_value(
             fr.gg, cols["valued_days"][buyer], cols["mean_value"][buyer])
     if production:

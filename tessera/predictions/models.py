@@ -53,11 +53,11 @@ class GammaGamma:
 def _compress(*cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distinct rows of the stacked columns and how many customers share each.
 
-    Whole non-negative numbers below 2**20 (counts, days, cents: what the warehouse
-    gives) are packed into one int64 key per row, which sorts about ten times faster than
-    ``np.unique(axis=0)``; anything else takes the general path."""
+    Whole non-negative numbers that fit their share of 63 bits (counts, days, cents: what
+    the warehouse gives) are packed into one int64 key per row, which sorts about ten
+    times faster than ``np.unique(axis=0)``; anything else takes the general path."""
     bits = 63 // len(cols)
-    if all(np.all((c >= 0) & (c < 2 ** min(bits, 20)) & (c == np.floor(c))) for c in cols):
+    if all(np.all((c >= 0) & (c < 2 ** bits) & (c == np.floor(c))) for c in cols):
         key = np.zeros(len(cols[0]), np.int64)
         for c in cols:
             key = (key << bits) | c.astype(np.int64)
