@@ -185,4 +185,5 @@ CUSTOMER_KEYED_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "marketing.stage_history": ("survivor_history", ()),
     "marketing.segment_overrides": ("log", ()),
     "ops.bulk_edits": ("log", ()),
+    "predictions.customer_predictions": ("daily", ("as_of_date",)),
 }

@@ -183,3 +183,34 @@ def test_segment_rules_and_feeds_read_the_predictions(engine):
     assert feed_rows_sql(feed).count("?") == len(feed_bind(feed, DAY)) == 4
     plain = FeedDef(name="plain", segment="x", fields=["customer_id", "email"], channel="email")
     assert not uses_predictions(plain) and feed_rows_sql(plain).count("?") == len(feed_bind(plain, DAY))
+
+
+def test_predictions_follow_merges_and_leave_with_an_erased_person():
+    from tessera.identity.rekey import rekey_customer_tables
+    from tessera.predictions.build import table_steps
+    from tests.stages.test_rekey import D1, D2, warehouse
+
+    con = warehouse()                    # 2 merged into 1, then 1 into 3
+    DuckDBEngine(con).run(*table_steps())
+    for day, cid, p in ((D1, 1, 0.1), (D1, 3, 0.3), (D2, 2, 0.2)):
+        con.execute("INSERT INTO predictions.customer_predictions (as_of_date, customer_id, status, "
+                    "purchases, purchase_propensity, model_version) VALUES (?, ?, 'no_purchases', 0, ?, 'v')",
+                    [day, cid, p])
+    moved = rekey_customer_tables(con)
+    assert moved["predictions.customer_predictions"] >= 2
+    assert sorted(con.execute("SELECT as_of_date, customer_id, purchase_propensity FROM "
+                              "predictions.customer_predictions").fetchall()) == [(D1, 3, 0.3), (D2, 3, 0.2)]
+    # an erased person's predictions go on every day (forget), and subject access shows them
+    from tessera.deployment import load_deployment
+    from tessera.privacy import suppression
+    from tests.conftest import DEMO_CONFIG
+
+    from tessera.engine.warehouse import ensure_warehouse
+
+    ensure_warehouse(con)
+    dep = load_deployment(DEMO_CONFIG)
+    con.execute("CREATE TABLE core.customers (customer_id BIGINT, email VARCHAR, mobile VARCHAR, "
+                "phone VARCHAR, erp_id VARCHAR)")
+    assert "predictions.customer_predictions" in suppression.subject_access(con, dep, 3)["tables"]
+    suppression.forget(con, dep, "k" * 32, customer_ids=[3], request_id="r")
+    assert con.execute("SELECT count(*) FROM predictions.customer_predictions").fetchone()[0] == 0
