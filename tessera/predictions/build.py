@@ -94,7 +94,7 @@ def _input_steps(engine: Engine, inputs: Inputs) -> list[SqlStep]:
 
 FEATURES = ("purchase_days", "orders", "recency_days", "tenure_days", "active_span_days",
             "spend", "mean_value", "max_value", "days_30", "days_90", "days_365",
-            "days_prev_365", "spend_365", "events_30", "events_90", "views_30", "carts_90",
+            "days_prev_365", "days_season_last_year", "spend_365", "events_30", "events_90", "views_30", "carts_90",
             "email_90", "days_since_event")
 
 

@@ -20,6 +20,9 @@ buy AS (
            count(*) FILTER (WHERE d > CAST($cutoff AS DATE) - INTERVAL 365 DAY) AS days_365,
            count(*) FILTER (WHERE d > CAST($cutoff AS DATE) - INTERVAL 730 DAY
                               AND d <= CAST($cutoff AS DATE) - INTERVAL 365 DAY) AS days_prev_365,
+           -- seasonality: the 90 days that followed this date a year ago
+           count(*) FILTER (WHERE d > CAST($cutoff AS DATE) - INTERVAL 365 DAY
+                              AND d <= CAST($cutoff AS DATE) - INTERVAL 275 DAY) AS days_season_last_year,
            coalesce(CAST(sum(value) FILTER (WHERE d > CAST($cutoff AS DATE) - INTERVAL 365 DAY)
                     AS DOUBLE), 0) AS spend_365
     FROM days GROUP BY customer_id
@@ -49,6 +52,7 @@ SELECT p.customer_id,
        b.mean_value, coalesce(b.valued_days, 0) AS valued_days, b.max_value,
        coalesce(b.days_30, 0) AS days_30, coalesce(b.days_90, 0) AS days_90,
        coalesce(b.days_365, 0) AS days_365, coalesce(b.days_prev_365, 0) AS days_prev_365,
+       coalesce(b.days_season_last_year, 0) AS days_season_last_year,
        coalesce(b.spend_365, 0) AS spend_365,
        coalesce(e.events_30, 0) AS events_30, coalesce(e.events_90, 0) AS events_90,
        coalesce(e.views_30, 0) AS views_30, coalesce(e.carts_90, 0) AS carts_90,
