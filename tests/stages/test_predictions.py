@@ -214,3 +214,36 @@ def test_predictions_follow_merges_and_leave_with_an_erased_person():
     assert "predictions.customer_predictions" in suppression.subject_access(con, dep, 3)["tables"]
     suppression.forget(con, dep, "k" * 32, customer_ids=[3], request_id="r")
     assert con.execute("SELECT count(*) FROM predictions.customer_predictions").fetchone()[0] == 0
+
+
+def test_the_asset_reports_the_backtest_and_its_checks_through_dagster(tmp_path):
+    import dagster as dg
+
+    from pipelines.definitions import build_assets, build_resources
+    from tessera.deployment import load_deployment
+    from tessera.engine.warehouse import connect, ensure_warehouse
+    from tests.conftest import DEMO_CONFIG
+
+    wh = tmp_path / "wh.duckdb"
+    con = connect(wh)
+    ensure_warehouse(con)
+    con.register("sim", synthetic.orders(1500, seed=5, as_of=DAY))
+    con.execute("CREATE TABLE core.orders AS SELECT customer_id, order_date::DATE AS order_date, "
+                "amount::DECIMAL(18,2) AS amount FROM sim WHERE order_date <= DATE '2026-11-01'")
+    con.execute("CREATE TABLE marts.contact_cards AS SELECT range::BIGINT AS customer_id FROM range(1, 1601)")
+    con.close()
+    dep = load_deployment(DEMO_CONFIG)
+    assets, _ = build_assets(dep)
+    wanted = [a for a in assets if any(k.path[0] == "predictions" for k in a.keys)]
+    assert len(wanted) == 1
+    result = dg.materialize(wanted, resources=build_resources(wh, tmp_path / "l", tmp_path / "f"),
+                            partition_key=DAY.isoformat())
+    assert result.success
+    mats = {e.event_specific_data.materialization.asset_key.to_user_string():
+            e.event_specific_data.materialization.metadata
+            for e in result.get_asset_materialization_events()}
+    assert mats["predictions/customer_predictions"]["dagster/row_count"].value == 1600
+    assert "| purchase | gradient_boosting |" in mats["predictions/accuracy"]["backtest"].value
+    checks = {e.asset_check_key.name: e for e in result.get_asset_check_evaluations()}
+    assert checks["every_contact_has_one_prediction"].passed
+    assert "models_beat_their_baselines" in checks
