@@ -87,7 +87,8 @@ def predict_cmd(orders_csv: str, cutoff: dt.date, out_dir: str, customer_column:
             con.execute(f"COPY (SELECT * FROM predictions.{table} WHERE as_of_date = ?) TO '"
                         + str(out / name).replace("'", "''") + "' (HEADER)", [cutoff])
         future = score_future(engine, cutoff, settings.window_days,
-                              "SELECT customer_id, order_date, amount FROM cli_orders")
+                              "SELECT customer_id, order_date, amount FROM cli_orders",
+                              stats["baseline_scores"])
         if future:
             with open(out / "future.csv", "w", newline="", encoding="utf-8") as f:
                 w = csv.writer(f)

@@ -320,6 +320,7 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
         _Task("churn", wc, _buyers, _buyers, lambda p: (p == 0).astype(int)),
     ]
     scores: dict[str, np.ndarray] = {}
+    baselines: dict[str, np.ndarray] = {}
     t_fit = time.perf_counter()
     for task in tasks:
         c1, c0 = days(task.window), days(2 * task.window)
@@ -360,6 +361,14 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
         full[mt] = _fit_predict(lambda rows: _classifier(seed, rows), X1[idx1], y1[idx1],
                                 ft.matrix()[mt], True)
         scores[task.target] = full
+        if task.target == "purchase":
+            # the baselines' own predictions for the day, kept for scoring against the
+            # future (tessera predict): the RFM logistic refitted like the model, and the
+            # plain BG/NBD's expected purchases in the window (every buyer, new ones too)
+            q1t = _rfm_quintiles(ft)
+            baselines["rfm_logistic"] = _fit_predict(lambda rows: _rfm_logistic(seed), q1[idx1],
+                                                     y1[idx1], q1t, True)
+            baselines["bgnbd"] = np.nan_to_num(ft.out["expected_window"], nan=0.0)
 
     # purchase counts and spend in the window: the Poisson booster against the plain
     # customer-base models, "predicts zero" and "same as the last window"
@@ -484,6 +493,8 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
                        for m in ("bgnbd", "gamma_gamma")},
         "fit_seconds": round(fit_seconds, 3),
         "seconds": round(time.perf_counter() - t0, 3),
+        # per-contact arrays (in customer_id order), never for metadata
+        "baseline_scores": {"customer_id": today.ids, **baselines},
     }
 
 

@@ -11,11 +11,12 @@ from tessera.engine import Engine, SqlStep, step_from_file
 from tessera.predictions import metrics
 
 
-def score_future(engine: Engine, day: dt.date, window_days: int,
-                 orders_sql: str) -> list[tuple[str, str, str, float]]:
+def score_future(engine: Engine, day: dt.date, window_days: int, orders_sql: str,
+                 baselines: dict[str, np.ndarray] | None = None) -> list[tuple[str, str, str, float]]:
     """``(target, model, metric, value)`` of the day's predictions against the purchases in
     the ``window_days`` after it, from ``orders_sql`` (a SELECT written by code). Empty
-    when no order falls after the day."""
+    when no order falls after the day. ``baselines`` (the build's ``baseline_scores``)
+    adds the RFM-quintile logistic regression and the plain BG/NBD beside the models."""
     end = day + dt.timedelta(days=window_days)
     engine.run(SqlStep("predictions.future_orders",
                        f"CREATE OR REPLACE TEMP VIEW pred_future_orders AS {orders_sql}"))
@@ -39,9 +40,13 @@ def score_future(engine: Engine, day: dt.date, window_days: int,
     if not np.isnan(arr["expected_purchases"]).all():
         add("purchases", "gradient_boosting_poisson",
             metrics.counts(actual, np.nan_to_num(arr["expected_purchases"])))
-    horizon = {30: "expected_purchases_30d", 90: "expected_purchases_90d",
-               365: "expected_purchases_365d"}.get(window_days)
-    if horizon:
-        add("purchases", "bgnbd", metrics.counts(actual, np.nan_to_num(arr[horizon])))
+    base = dict(baselines or {})
+    if base and not np.array_equal(np.asarray(base.pop("customer_id")), arr["customer_id"]):
+        raise ValueError("baseline scores are not those of the stored day's contacts")
+    if "rfm_logistic" in base:
+        add("purchase", "rfm_logistic", metrics.classification(bought, base["rfm_logistic"], True))
+    if "bgnbd" in base:
+        add("purchase", "bgnbd", metrics.classification(bought, base["bgnbd"], False))
+        add("purchases", "bgnbd", metrics.counts(actual, base["bgnbd"]))
     add("purchases", "predicts_zero", metrics.counts(actual, np.zeros(len(actual))))
     return out

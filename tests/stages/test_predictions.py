@@ -158,6 +158,9 @@ def test_predict_command_on_an_orders_csv(tmp_path):
     future = con.execute(f"SELECT value FROM read_csv('{tmp_path / 'out' / 'future.csv'}') "
                          "WHERE target = 'purchase' AND model = 'gradient_boosting' AND metric = 'auc'").fetchone()
     assert 0.6 < future[0] <= 1
+    beside = con.execute(f"SELECT DISTINCT target, model FROM read_csv('{tmp_path / 'out' / 'future.csv'}')").fetchall()
+    assert {("purchase", "rfm_logistic"), ("purchase", "bgnbd"), ("purchases", "bgnbd"),
+            ("purchases", "gradient_boosting_poisson"), ("purchases", "predicts_zero")} <= set(beside)
 
 
 def test_segment_rules_and_feeds_read_the_predictions(engine):
