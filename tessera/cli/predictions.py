@@ -16,10 +16,11 @@ from tessera.cli.common import DATE
 @click.command("predict", short_help="Predictions and back-test from an orders CSV and a cut-off.")
 @click.option("--orders", "orders_csv", required=True, type=click.Path(exists=True, dir_okay=False),
               help="CSV with a header: one row per order (customer, date, amount)")
-@click.option("--cutoff", required=True, type=DATE,
-              help="the day the predictions are made on; later orders are only used to score them")
+@click.option("--cutoff", "cutoffs", required=True, type=DATE, multiple=True,
+              help="a day the predictions are made on (repeatable: one run per cut-off); later "
+                   "orders are only used to score them")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="folder for predictions.csv, backtest.csv, parameters.csv (and future.csv)")
+              help="folder for predictions_<day>.csv, backtest.csv, parameters.csv, future.csv")
 @click.option("--customer-column", default="customer_id", show_default=True,
               help="the CSV column naming the customer")
 @click.option("--date-column", default="order_date", show_default=True,
@@ -33,16 +34,16 @@ from tessera.cli.common import DATE
 @click.option("--churn-days", type=int, default=None,
               help="'churns: no purchase in the next N days' (default: the settings' 180)")
 @click.option("--threads", type=int, default=None, help="threads of the model fits (default 1)")
-def predict_cmd(orders_csv: str, cutoff: dt.date, out_dir: str, customer_column: str,
+def predict_cmd(orders_csv: str, cutoffs: tuple[dt.date, ...], out_dir: str, customer_column: str,
                 date_column: str, amount_column: str, date_format: str, window_days: int | None,
                 churn_days: int | None, threads: int | None) -> int:
-    """Fit, back-test and score every customer of ORDERS as of CUTOFF.
+    """Fit, back-test and score every customer of ORDERS as of each CUTOFF.
 
-    Writes predictions.csv (one row per customer with an order on or before the cut-off,
-    under the CSV's own customer id), backtest.csv (each model beside its baselines on the
-    last window before the cut-off) and parameters.csv. When the file holds orders after
-    the cut-off, future.csv scores the predictions against what happened in the window
-    after it.
+    Writes, per cut-off, predictions_<day>.csv (one row per customer with an order on or
+    before it, under the CSV's own customer id); and for all cut-offs together
+    backtest.csv (each model beside its baselines on the last window before each
+    cut-off), parameters.csv and, when the file holds orders after a cut-off, future.csv
+    (the predictions and the baselines scored against the window after it).
     """
     import duckdb
 
@@ -56,6 +57,8 @@ def predict_cmd(orders_csv: str, cutoff: dt.date, out_dir: str, customer_column:
     settings = PredictionSettings(**overrides)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    path = lambda name: "'" + str(out / name).replace("'", "''") + "'"  # noqa: E731
+    future_rows: list[tuple] = []
     con = duckdb.connect()
     try:
         con.execute("CREATE TABLE cli_src AS SELECT * FROM read_csv(?, header = true, "
@@ -69,33 +72,43 @@ def predict_cmd(orders_csv: str, cutoff: dt.date, out_dir: str, customer_column:
             CAST(strptime({q(date_column)}, ?) AS DATE) AS order_date,
             CAST({q(amount_column)} AS DOUBLE) AS amount
             FROM cli_src WHERE {q(customer_column)} IS NOT NULL""", [date_format])
-        con.execute("""CREATE TABLE cli_ids AS SELECT customer,
-            row_number() OVER (ORDER BY customer) AS customer_id
-            FROM (SELECT DISTINCT customer FROM cli_all WHERE order_date <= ?)""", [cutoff])
-        con.execute("""CREATE TABLE cli_orders AS SELECT i.customer_id, a.order_date, a.amount
-            FROM cli_all a JOIN cli_ids i USING (customer)""")
         engine = DuckDBEngine(con)
-        con.execute("CREATE TABLE cli_cut AS SELECT * FROM cli_orders WHERE order_date <= ?", [cutoff])
-        stats = build_predictions(engine, settings, cutoff, Inputs(
-            population="SELECT customer_id FROM cli_ids",
-            orders="SELECT customer_id, order_date, amount FROM cli_cut", events=None))
-        con.execute("""COPY (SELECT i.customer, p.* EXCLUDE (customer_id)
-            FROM predictions.customer_predictions p JOIN cli_ids i USING (customer_id)
-            WHERE p.as_of_date = ? ORDER BY i.customer_id) TO '""" + str(out / "predictions.csv")
-                    .replace("'", "''") + "' (HEADER)", [cutoff])
+        for cutoff in sorted(set(cutoffs)):
+            con.execute("""CREATE OR REPLACE TABLE cli_ids AS SELECT customer,
+                row_number() OVER (ORDER BY customer) AS customer_id
+                FROM (SELECT DISTINCT customer FROM cli_all WHERE order_date <= ?)""", [cutoff])
+            con.execute("""CREATE OR REPLACE TABLE cli_orders AS
+                SELECT i.customer_id, a.order_date, a.amount
+                FROM cli_all a JOIN cli_ids i USING (customer)""")
+            con.execute("CREATE OR REPLACE TABLE cli_cut AS SELECT * FROM cli_orders "
+                        "WHERE order_date <= ?", [cutoff])
+            stats = build_predictions(engine, settings, cutoff, Inputs(
+                population="SELECT customer_id FROM cli_ids",
+                orders="SELECT customer_id, order_date, amount FROM cli_cut", events=None))
+            con.execute(f"""COPY (SELECT i.customer, p.* EXCLUDE (customer_id)
+                FROM predictions.customer_predictions p JOIN cli_ids i USING (customer_id)
+                WHERE p.as_of_date = ? ORDER BY i.customer_id)
+                TO {path(f"predictions_{cutoff}.csv")} (HEADER)""", [cutoff])
+            future = score_future(engine, cutoff, settings.window_days,
+                                  "SELECT customer_id, order_date, amount FROM cli_orders",
+                                  stats["baseline_scores"])
+            future_rows += [(cutoff, *row) for row in future]
+            _report(cutoff, stats, future)
         for table, name in (("accuracy", "backtest.csv"), ("model_parameters", "parameters.csv")):
-            con.execute(f"COPY (SELECT * FROM predictions.{table} WHERE as_of_date = ?) TO '"
-                        + str(out / name).replace("'", "''") + "' (HEADER)", [cutoff])
-        future = score_future(engine, cutoff, settings.window_days,
-                              "SELECT customer_id, order_date, amount FROM cli_orders",
-                              stats["baseline_scores"])
-        if future:
-            with open(out / "future.csv", "w", newline="", encoding="utf-8") as f:
-                w = csv.writer(f)
-                w.writerow(["target", "model", "metric", "value"])
-                w.writerows(future)
+            con.execute(f"COPY (SELECT * FROM predictions.{table} ORDER BY ALL) "
+                        f"TO {path(name)} (HEADER)")
     finally:
         con.close()
+    if future_rows:
+        with open(out / "future.csv", "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["cutoff", "target", "model", "metric", "value"])
+            w.writerows(future_rows)
+    click.echo(f"written to {out}")
+    return 0
+
+
+def _report(cutoff: dt.date, stats: dict, future: list[tuple]) -> None:
     click.echo(f"{stats['contacts']} customers scored as of {cutoff} "
                f"({stats['seconds']:.1f} s); by status {json.dumps(stats['by_status'])}")
     if stats["skipped"]:
@@ -105,11 +118,12 @@ def predict_cmd(orders_csv: str, cutoff: dt.date, out_dir: str, customer_column:
             shown = ", ".join(f"{k} {v:.4g}" for k, v in figures.items()
                               if v is not None and k != "total_error_pct")
             click.echo(f"  back-test {target:9} {model:40} {shown}")
-    if future:
-        for target, model, metric, value in future:
-            click.echo(f"  after the cut-off {target:9} {model:30} {metric} {value:.4g}")
-    click.echo(f"written to {out}")
-    return 0
+    by_model: dict[tuple, list[str]] = {}
+    for target, model, metric, value in future:
+        if metric != "total_error_pct":
+            by_model.setdefault((target, model), []).append(f"{metric} {value:.4g}")
+    for (target, model), shown in by_model.items():
+        click.echo(f"  after the cut-off {target:9} {model:32} {', '.join(shown)}")
 
 
 COMMANDS = [predict_cmd]

@@ -143,21 +143,25 @@ def test_predict_command_on_an_orders_csv(tmp_path):
         for c, d, a in zip(*(orders.column(i).to_pylist() for i in range(3)))
         if d <= DAY + dt.timedelta(days=120)]
     (tmp_path / "orders.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    earlier = DAY - dt.timedelta(days=91)
     code = main(["predict", "--orders", str(tmp_path / "orders.csv"), "--cutoff", DAY.isoformat(),
+                 "--cutoff", earlier.isoformat(),
                  "--out", str(tmp_path / "out"), "--customer-column", "client",
                  "--date-column", "day", "--amount-column", "total", "--date-format", "%d/%m/%Y"])
     assert code == 0
     con = duckdb.connect()
     pred = con.execute(f"SELECT count(*), count(DISTINCT customer), min(customer) FROM "
-                       f"read_csv('{tmp_path / 'out' / 'predictions.csv'}')").fetchone()
+                       f"read_csv('{tmp_path / 'out' / ('predictions_' + DAY.isoformat() + '.csv')}')").fetchone()
     first_buyers = len({line.split(";")[0] for line in lines[1:]
                         if dt.datetime.strptime(line.split(";")[1], "%d/%m/%Y").date() <= DAY})
     assert pred[0] == pred[1] == first_buyers and pred[2].startswith("C")
-    back = con.execute(f"SELECT DISTINCT target FROM read_csv('{tmp_path / 'out' / 'backtest.csv'}')").fetchall()
-    assert {t for (t,) in back} == {"purchase", "churn", "purchases", "spend"}
-    future = con.execute(f"SELECT value FROM read_csv('{tmp_path / 'out' / 'future.csv'}') "
-                         "WHERE target = 'purchase' AND model = 'gradient_boosting' AND metric = 'auc'").fetchone()
-    assert 0.6 < future[0] <= 1
+    back = con.execute(f"SELECT DISTINCT as_of_date, target FROM read_csv('{tmp_path / 'out' / 'backtest.csv'}')").fetchall()
+    assert {t for (_, t) in back} == {"purchase", "churn", "purchases", "spend"}
+    assert {d for (d, _) in back} == {DAY, earlier}
+    future = con.execute(f"SELECT cutoff, value FROM read_csv('{tmp_path / 'out' / 'future.csv'}') "
+                         "WHERE target = 'purchase' AND model = 'gradient_boosting' AND metric = 'auc' "
+                         "ORDER BY cutoff").fetchall()
+    assert [d for d, _ in future] == [earlier, DAY] and all(0.6 < v <= 1 for _, v in future)
     beside = con.execute(f"SELECT DISTINCT target, model FROM read_csv('{tmp_path / 'out' / 'future.csv'}')").fetchall()
     assert {("purchase", "rfm_logistic"), ("purchase", "bgnbd"), ("purchases", "bgnbd"),
             ("purchases", "gradient_boosting_poisson"), ("purchases", "predicts_zero")} <= set(beside)
