@@ -121,12 +121,18 @@ class Frame:
         return np.column_stack([c[f] for f in FEATURES] + extra)
 
 
-def _frame(tbl: pa.Table, cutoff: dt.date, settings: PredictionSettings, window_days: int,
-           production: bool, fitted: tuple | None = None) -> Frame:
-    """``fitted``: the models already fitted at this cut-off (for another window)."""
-    cols = {n: tbl.column(n).cast(pa.float64()).to_numpy() for n in FEATURES}
-    ids = tbl.column("customer_id").to_numpy()
-    cols["valued_days"] = tbl.column("valued_days").cast(pa.float64()).to_numpy()
+def _columns(tbl: pa.Table) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The features step's result as numpy: ids, and float columns (NULL becomes NaN)."""
+    cols = {n: tbl.column(n).cast(pa.float64()).to_numpy() for n in (*FEATURES, "valued_days")}
+    return tbl.column("customer_id").to_numpy(), cols
+
+
+def _frame(columns: tuple[np.ndarray, dict[str, np.ndarray]], cutoff: dt.date,
+           settings: PredictionSettings, window_days: int, production: bool,
+           fitted: tuple | None = None) -> Frame:
+    """``fitted``: the models already fitted at this cut-off (for another window); the
+    columns are shared with that other window's frame, read only."""
+    ids, cols = columns
     fr = Frame(cutoff, ids, cols)
     buyer = cols["purchase_days"] >= 1
     fr.buyers = int(buyer.sum())
@@ -275,7 +281,7 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
     engine.run(*table_steps(), *_input_steps(engine, inputs))
 
     w, wc = settings.window_days, settings.churn_days
-    features: dict[dt.date, pa.Table] = {}
+    features: dict[dt.date, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
     frames: dict[tuple[dt.date, int], Frame] = {}
     days = lambda n: as_of - dt.timedelta(days=n)  # noqa: E731
 
@@ -283,8 +289,8 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
         # a frame's model outputs depend on the window (expected purchases in it), so a
         # cut-off shared by two windows has a frame for each; the SQL runs once
         if cutoff not in features:
-            features[cutoff] = engine.arrow(step_from_file(__package__, "features.sql",
-                                                           cutoff=cutoff))
+            features[cutoff] = _columns(engine.arrow(step_from_file(__package__, "features.sql",
+                                                                    cutoff=cutoff)))
         if (cutoff, window) not in frames:
             same = [f for (cut, _), f in frames.items() if cut == cutoff]
             frames[(cutoff, window)] = _frame(features[cutoff], cutoff, settings, window,
