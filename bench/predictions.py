@@ -95,7 +95,7 @@ def main() -> int:
 
     future = score_future(engine, AS_OF, settings.window_days,
                           "SELECT customer_id, order_date, amount FROM all_orders",
-                          stats["baseline_scores"])
+                          stats["baseline_scores"], settings.churn_days)
     truth = {f"{target}/{model}/{metric}": round(v, 4) for target, model, metric, v in future}
     actual_total = con.execute("SELECT count(*) FROM (SELECT DISTINCT customer_id, order_date "
                                "FROM all_orders WHERE order_date > ? AND order_date <= ?)",

@@ -91,7 +91,7 @@ def predict_cmd(orders_csv: str, cutoffs: tuple[dt.date, ...], out_dir: str, cus
                 TO {path(f"predictions_{cutoff}.csv")} (HEADER)""", [cutoff])
             future = score_future(engine, cutoff, settings.window_days,
                                   "SELECT customer_id, order_date, amount FROM cli_orders",
-                                  stats["baseline_scores"])
+                                  stats["baseline_scores"], settings.churn_days)
             future_rows += [(cutoff, *row) for row in future]
             _report(cutoff, stats, future)
         for table, name in (("accuracy", "backtest.csv"), ("model_parameters", "parameters.csv")):
