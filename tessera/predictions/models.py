@@ -102,6 +102,27 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, penalty: float = 1e
     return BgNbd(r, alpha, a, b, bool(res.success))
 
 
+def _on_distinct(fn):
+    """Evaluate a per-customer closed form once per distinct (x, t_x, T) and spread the
+    result back: one-time buyers differ only by T (a few thousand days), so a large base
+    has far fewer distinct triples than customers."""
+    def wrapped(m, *args):
+        *head, x, t_x, T = args
+        x, t_x, T = (np.asarray(a, float) for a in (x, t_x, T))
+        if len(x) < 10_000 or not all(np.all((a >= 0) & (a < 2 ** 21) & (a == np.floor(a)))
+                                      for a in (x, t_x, T)):
+            return fn(m, *head, x, t_x, T)
+        key = (x.astype(np.int64) << 42) | (t_x.astype(np.int64) << 21) | T.astype(np.int64)
+        uniq, inverse = np.unique(key, return_inverse=True)
+        mask = (1 << 21) - 1
+        ux, utx, uT = ((uniq >> 42) & mask, (uniq >> 21) & mask, uniq & mask)
+        return fn(m, *head, ux.astype(float), utx.astype(float), uT.astype(float))[inverse]
+    wrapped.__doc__ = fn.__doc__
+    wrapped.__name__ = fn.__name__
+    return wrapped
+
+
+@_on_distinct
 def p_alive(m: BgNbd, x, t_x, T) -> np.ndarray:
     """Probability that each customer is still active at the cut-off."""
     x = np.asarray(x, float)
@@ -114,6 +135,7 @@ def p_alive(m: BgNbd, x, t_x, T) -> np.ndarray:
     return 1.0 / (1.0 + odds)
 
 
+@_on_distinct
 def expected_purchases(m: BgNbd, days: float, x, t_x, T) -> np.ndarray:
     """Expected repeat purchases in the ``days`` after the cut-off, per customer."""
     x = np.asarray(x, float)
