@@ -117,7 +117,8 @@ class Frame:
         with np.errstate(divide="ignore", invalid="ignore"):
             gap = np.where(c["purchase_days"] > 1, c["active_span_days"] / (c["purchase_days"] - 1),
                            np.nan)
-        extra = [gap, self.out["p_alive"], self.out["expected_window"], self.out["expected_value"]]
+        extra = [gap, self.out["p_alive"], self.out["expected_window"], self.out["p_window"],
+                 self.out["expected_value"]]
         return np.column_stack([c[f] for f in FEATURES] + extra)
 
 
@@ -138,7 +139,8 @@ def _frame(columns: tuple[np.ndarray, dict[str, np.ndarray]], cutoff: dt.date,
     fr.buyers = int(buyer.sum())
     n = len(ids)
     nan = np.full(n, np.nan)
-    fr.out = {"p_alive": nan.copy(), "expected_window": nan.copy(), "expected_value": nan.copy()}
+    fr.out = {"p_alive": nan.copy(), "expected_window": nan.copy(), "p_window": nan.copy(),
+              "expected_value": nan.copy()}
     if fr.buyers < settings.min_buyers:
         return fr
     x = cols["purchase_days"][buyer] - 1
@@ -150,6 +152,7 @@ def _frame(columns: tuple[np.ndarray, dict[str, np.ndarray]], cutoff: dt.date,
     fr.bgnbd = fitted[0] if fitted else models.fit_bgnbd(x[fit_rows], tx[fit_rows], T[fit_rows])
     fr.out["p_alive"][buyer] = models.p_alive(fr.bgnbd, x, tx, T)
     fr.out["expected_window"][buyer] = models.expected_purchases(fr.bgnbd, window_days, x, tx, T)
+    fr.out["p_window"][buyer] = models.p_purchase(fr.bgnbd, window_days, x, tx, T)
     spenders = cols["valued_days"] >= 1
     if spenders.sum() >= settings.min_buyers:
         spend_rows = np.flatnonzero(spenders)[_sample(int(spenders.sum()),
@@ -354,12 +357,13 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
         pr = _fit_predict(lambda rows: _rfm_logistic(seed), q0[idx0], y0[idx0], q1[m1], True)
         record(task.target, "rfm_logistic", True, metrics.classification(yt, pr, True),
                c1, task.window, m1.sum(), pos)
-        # the customer-base model's ranking: expected purchases in the window (not
-        # 1 - p_alive for churn: BG/NBD holds every one-time buyer alive, p_alive = 1)
-        bg = np.nan_to_num(f1.out["expected_window"][m1], nan=0.0)
+        # the customer-base model's own probability of a purchase in the window (not
+        # 1 - p_alive for churn: BG/NBD holds every one-time buyer alive, p_alive = 1);
+        # a never-buyer, whom it cannot score, gets 0
+        bg = np.nan_to_num(f1.out["p_window"][m1], nan=0.0)
         if task.target == "churn":
-            bg = -bg
-        record(task.target, "bgnbd", True, metrics.classification(yt, bg, False),
+            bg = 1.0 - bg
+        record(task.target, "bgnbd", True, metrics.classification(yt, bg, True),
                c1, task.window, m1.sum(), pos)
         # production: refitted on the latest labelled window, applied at the day
         idx1 = np.flatnonzero(m1)[_sample(int(m1.sum()), settings.max_training_rows, seed)]
@@ -375,6 +379,7 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
             baselines["rfm_logistic"] = _fit_predict(lambda rows: _rfm_logistic(seed), q1[idx1],
                                                      y1[idx1], q1t, True)
             baselines["bgnbd"] = np.nan_to_num(ft.out["expected_window"], nan=0.0)
+            baselines["bgnbd_probability"] = np.nan_to_num(ft.out["p_window"], nan=0.0)
 
     # purchase counts and spend in the window: the Poisson booster against the plain
     # customer-base models, "predicts zero" and "same as the last window"

@@ -59,8 +59,9 @@ def score_future(engine: Engine, day: dt.date, window_days: int, orders_sql: str
         raise ValueError("baseline scores are not those of the stored day's contacts")
     if "rfm_logistic" in base:
         add("purchase", "rfm_logistic", metrics.classification(bought, base["rfm_logistic"], True))
+    if "bgnbd_probability" in base:
+        add("purchase", "bgnbd", metrics.classification(bought, base["bgnbd_probability"], True))
     if "bgnbd" in base:
-        add("purchase", "bgnbd", metrics.classification(bought, base["bgnbd"], False))
         add("purchases", "bgnbd", metrics.counts(actual, base["bgnbd"]))
     add("purchases", "predicts_zero", metrics.counts(actual, np.zeros(len(actual))))
     return out

@@ -119,6 +119,7 @@ def _on_distinct(fn):
         return fn(m, *head, ux.astype(float), utx.astype(float), uT.astype(float))[inverse]
     wrapped.__doc__ = fn.__doc__
     wrapped.__name__ = fn.__name__
+    wrapped.__wrapped__ = fn
     return wrapped
 
 
@@ -133,6 +134,19 @@ def p_alive(m: BgNbd, x, t_x, T) -> np.ndarray:
         odds = np.where(x > 0, np.exp(np.log(m.a) - np.log(np.maximum(m.b + x - 1, 1e-300))
                                       + log_ratio), 0.0)
     return 1.0 / (1.0 + odds)
+
+
+@_on_distinct
+def p_purchase(m: BgNbd, days: float, x, t_x, T) -> np.ndarray:
+    """Probability of at least one purchase in the ``days`` after the cut-off. Exact under
+    BG/NBD: a customer drops out only right after a purchase, so one who makes none in the
+    window was either already gone or alive with no purchase, which has probability
+    ((alpha + T) / (alpha + T + t)) ** (r + x) under the posterior of their rate."""
+    x = np.asarray(x, float)
+    T_w = np.asarray(T, float) / WEEK
+    t = float(days) / WEEK
+    none_if_alive = np.exp((m.r + x) * (np.log(m.alpha + T_w) - np.log(m.alpha + T_w + t)))
+    return p_alive.__wrapped__(m, x, t_x, T) * (1.0 - none_if_alive)
 
 
 @_on_distinct

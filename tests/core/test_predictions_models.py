@@ -86,3 +86,13 @@ def test_count_measures():
     assert got["mae"] == pytest.approx(0.5)
     assert got["total_error_pct"] == pytest.approx(-12.5)
     assert got["abs_total_error_pct"] == pytest.approx(12.5)
+
+
+def test_probability_of_a_purchase_matches_the_simulated_share(sim):
+    fit = models.fit_bgnbd(sim["x"], sim["t_x"], sim["T"])
+    p = models.p_purchase(fit, 273, sim["x"], sim["t_x"], sim["T"])
+    assert np.all((p >= 0) & (p <= 1))
+    assert p.mean() == pytest.approx((sim["holdout"] > 0).mean(), rel=0.06)
+    # it never exceeds being alive, and grows with the window
+    assert np.all(p <= models.p_alive(fit, sim["x"], sim["t_x"], sim["T"]) + 1e-12)
+    assert np.all(models.p_purchase(fit, 30, sim["x"], sim["t_x"], sim["T"]) <= p + 1e-12)
