@@ -74,6 +74,7 @@ def build(deployment: Deployment):
             meta["by_status"] = markdown_counts("status", list(stats["by_status"].items()))
             meta["by_churn_band"] = markdown_counts("churn band", list(stats["by_churn_band"].items()))
             meta["not_fitted"] = dg.MetadataValue.json(stats["skipped"])
+            meta["production_model"] = dg.MetadataValue.json(stats["chosen"])
             acc = table_metadata(con, "predictions", "accuracy", timer.seconds,
                                  {"model_version": stats["model_version"]}, "as_of_date = ?", [day])
             acc["backtest"] = _accuracy_md(stats["accuracy"])

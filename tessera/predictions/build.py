@@ -330,6 +330,7 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
     ]
     scores: dict[str, np.ndarray] = {}
     baselines: dict[str, np.ndarray] = {}
+    chosen: dict[str, str] = {}
     t_fit = time.perf_counter()
     for task in tasks:
         c1, c0 = days(task.window), days(2 * task.window)
@@ -347,8 +348,8 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
         # back-test: trained on the window before the hold-out, judged on the hold-out
         p = _fit_predict(lambda rows: _classifier(seed, rows), X0[idx0], y0[idx0], X1[m1], True)
         yt, pos = y1[m1], int(y1[m1].sum())
-        record(task.target, "gradient_boosting", False, metrics.classification(yt, p, True),
-               c1, task.window, m1.sum(), pos)
+        gb_fig = metrics.classification(yt, p, True)
+        record(task.target, "gradient_boosting", False, gb_fig, c1, task.window, m1.sum(), pos)
         rec = np.nan_to_num(f1.cols["recency_days"][m1], nan=1e9)
         record(task.target, "recency_only", True,
                metrics.classification(yt, rec if task.target == "churn" else -rec, False),
@@ -363,14 +364,21 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
         bg = np.nan_to_num(f1.out["p_window"][m1], nan=0.0)
         if task.target == "churn":
             bg = 1.0 - bg
-        record(task.target, "bgnbd", True, metrics.classification(yt, bg, True),
-               c1, task.window, m1.sum(), pos)
+        bg_fig = metrics.classification(yt, bg, True)
+        record(task.target, "bgnbd", True, bg_fig, c1, task.window, m1.sum(), pos)
         # production: refitted on the latest labelled window, applied at the day
         idx1 = np.flatnonzero(m1)[_sample(int(m1.sum()), settings.max_training_rows, seed)]
         full = np.full(n, np.nan)
         full[mt] = _fit_predict(lambda rows: _classifier(seed, rows), X1[idx1], y1[idx1],
                                 ft.matrix()[mt], True)
         scores[task.target] = full
+        chosen[task.target] = "gradient_boosting"
+        if task.target == "churn" and bg_fig["brier"] < gb_fig["brier"]:
+            # churn is asked of buyers only, whom BG/NBD scores too: when its probability
+            # was the better one on the hold-out (small bases, where the boosting has
+            # little to learn from), the day's churn risk is BG/NBD's
+            full[mt] = 1.0 - np.nan_to_num(ft.out["p_window"][mt], nan=0.0)
+            chosen[task.target] = "bgnbd"
         if task.target == "purchase":
             # the baselines' own predictions for the day, kept for scoring against the
             # future (tessera predict): the RFM logistic refitted like the model, and the
@@ -498,7 +506,7 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
     by_band = {b: int((band == b).sum()) for b in BANDS}
     return {
         "contacts": written, "model_version": version, "by_status": by_status,
-        "by_churn_band": by_band, "skipped": skipped,
+        "by_churn_band": by_band, "skipped": skipped, "chosen": chosen,
         "accuracy": accuracy_summary(acc_rows),
         "parameters": {m: {k: v for _, _, m2, cut, k, v, _ in params if m2 == m and cut == as_of}
                        for m in ("bgnbd", "gamma_gamma")},

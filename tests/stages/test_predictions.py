@@ -254,3 +254,10 @@ def test_the_asset_reports_the_backtest_and_its_checks_through_dagster(tmp_path)
     checks = {e.asset_check_key.name: e for e in result.get_asset_check_evaluations()}
     assert checks["every_contact_has_one_prediction"].passed
     assert "models_beat_their_baselines" in checks
+
+
+def test_churn_risk_comes_from_the_better_model_of_the_backtest(engine):
+    eng, stats = engine
+    acc = stats["accuracy"]["churn"]
+    better = "bgnbd" if acc["bgnbd"]["brier"] < acc["gradient_boosting"]["brier"] else "gradient_boosting"
+    assert stats["chosen"] == {"purchase": "gradient_boosting", "churn": better}
