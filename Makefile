@@ -11,7 +11,7 @@ export DO_NOT_TRACK := 1
 # Keys the suppression ledger's hashes. The demo's value is public: set your own secret.
 export TESSERA_SUPPRESSION_KEY ?= demo-only-key-set-TESSERA_SUPPRESSION_KEY
 
-.PHONY: install demo test ui bench bench-segments bench-identity bench-identity-febrl bench-ingest bench-companies validate lock clean
+.PHONY: install demo test ui bench bench-segments bench-identity bench-identity-febrl bench-ingest bench-companies bench-predictions validate lock clean
 
 install: $(STAMP)
 
@@ -70,6 +70,12 @@ bench-ingest: install
 COMPANIES ?= 100000
 bench-companies: install
 	$(PY) bench/companies.py --companies $(COMPANIES)
+
+## bench-predictions: fit, back-test and score CUSTOMERS beside a plain BG/NBD, with accuracy
+## against the known future (reference scale: CUSTOMERS=1000000)
+CUSTOMERS ?= 100000
+bench-predictions: install
+	$(PY) bench/predictions.py --customers $(CUSTOMERS)
 
 ## lock: re-pin requirements.lock from the current virtual environment
 lock:

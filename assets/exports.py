@@ -12,7 +12,7 @@ from resources import FeedStore, PrivacySettings
 from tessera.privacy import suppression as privacy_core
 from tessera.settings import Deployment
 from tessera.feeds.publish import build_feed
-from tessera.feeds.selection import delivery_filter
+from tessera.feeds.selection import delivery_filter, uses_predictions
 from tessera.engine.warehouse import Timer
 
 GROUP = "exports"
@@ -26,6 +26,8 @@ def _feed_asset(deployment: Deployment, feed):
         deps.append(dg.AssetKey(["segments", feed.segment]))
     if feed.score_actions and deployment.scores:
         deps.append(dg.AssetKey(["marketing", "score_actions"]))
+    if uses_predictions(feed):
+        deps.append(dg.AssetKey(["predictions", "customer_predictions"]))
 
     @dg.asset(key=key, group_name=GROUP, pool=POOL, deps=deps, kinds={"duckdb", "csv"},
               partitions_def=daily_partitions,

@@ -14,9 +14,10 @@ from tessera.settings import Deployment
 from tessera.marketing.rfm import build_rfm
 from tessera.marketing.scoring import build_scores
 from tessera.marketing.segments import build_segment, size_history
-from tessera.marketing.rules import referenced_segments, segment_order
+from tessera.marketing.rules import referenced_fields, referenced_segments, segment_order
 from tessera.marketing.stages import build_stages
 from tessera.engine.warehouse import Timer
+from tessera.vocabulary import PREDICTION_FIELDS
 
 GROUP = "marketing"
 RFM = dg.AssetKey(["marketing", "rfm_scores"])
@@ -160,6 +161,8 @@ def _segment_asset(deployment: Deployment, segment, upstream: list):
     key = dg.AssetKey(["segments", segment.name])
     deps = list(upstream) + [dg.AssetKey(["segments", s])
                              for s in dict.fromkeys(referenced_segments(segment.rule))]
+    if set(referenced_fields(segment.rule)) & set(PREDICTION_FIELDS):
+        deps.append(dg.AssetKey(["predictions", "customer_predictions"]))
 
     @dg.asset(key=key, group_name="segments", pool=POOL, deps=deps, kinds={"duckdb"},
               partitions_def=daily_partitions,

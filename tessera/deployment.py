@@ -226,6 +226,7 @@ def load_deployment(config_dir: str | Path) -> Deployment:
         scores=scoring.scores,
         stages=stages.stages,
         expectations=main.expectations,
+        predictions=main.predictions,
     )
 
     # Rules and feeds are checked against the field catalogue now, so that a bad rule

@@ -60,6 +60,23 @@ MARKETING_FIELDS: dict[str, str] = {"stage": "string", "stage_rank": "integer", 
 STAGE_FIELDS = ("stage", "stage_rank")
 
 
+# The day's predictions (predictions.customer_predictions), for rules and feeds of a
+# deployment with order sources: field -> type; PREDICTION_COLUMNS: field -> stored column.
+PREDICTION_FIELDS: dict[str, str] = {
+    "prediction_status": "string", "p_alive": "decimal", "expected_purchases_30d": "decimal",
+    "expected_purchases_90d": "decimal", "expected_purchases_365d": "decimal",
+    "expected_purchases": "decimal", "expected_order_value": "decimal", "clv": "decimal",
+    "purchase_propensity": "decimal", "churn_risk": "decimal", "churn_band": "string",
+}
+PREDICTION_COLUMNS: dict[str, str] = {f: ("status" if f == "prediction_status" else f)
+                                      for f in PREDICTION_FIELDS}
+
+
+def prediction_select(alias: str) -> str:
+    """The prediction fields as select items of the table aliased ``alias``."""
+    return ", ".join(f"{alias}.{col} AS {f}" for f, col in PREDICTION_COLUMNS.items())
+
+
 def score_fields(deployment) -> dict[str, str]:
     scores = list(getattr(deployment, "scores", []) or [])
     out = {f"score_{s.name}": "decimal" for s in scores}
@@ -78,6 +95,8 @@ def field_catalogue(deployment) -> dict[str, str]:
     cat.update(RFM_FIELDS)
     cat.update(score_fields(deployment))
     cat.update(MARKETING_FIELDS)
+    if any(getattr(s, "entity", None) == "order" for s in getattr(deployment, "sources", []) or []):
+        cat.update(PREDICTION_FIELDS)
     return cat
 
 
@@ -166,4 +185,5 @@ CUSTOMER_KEYED_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "marketing.stage_history": ("survivor_history", ()),
     "marketing.segment_overrides": ("log", ()),
     "ops.bulk_edits": ("log", ()),
+    "predictions.customer_predictions": ("daily", ("as_of_date",)),
 }

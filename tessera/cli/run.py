@@ -35,7 +35,7 @@ def run_daily(day: dt.date):
 def summary(run_id: str | None = None) -> dict:
     import gc
 
-    from tessera.engine.warehouse import connect
+    from tessera.engine.warehouse import connect, table_exists
     from tessera.settings.paths import tessera_paths
 
     # A failed in-process run can leave its DuckDB connection referenced by the error's
@@ -56,11 +56,26 @@ def summary(run_id: str | None = None) -> dict:
         records = con.execute("SELECT count(*) FROM core.customer_sources").fetchone()[0]
         feeds = con.execute("""SELECT feed, as_of_date, file, rows FROM exports.feed_deliveries
                                ORDER BY written_at DESC, feed""").fetchall()
+        predictions = None
+        if table_exists(con, "predictions", "accuracy"):
+            # the latest day's scored contacts and its back-test AUCs of "buys in the window"
+            predictions = con.execute("""
+                WITH d AS (SELECT max(as_of_date) AS day FROM predictions.customer_predictions)
+                SELECT d.day,
+                  (SELECT count(*) FROM predictions.customer_predictions p
+                    WHERE p.as_of_date = d.day AND p.status = 'scored'),
+                  (SELECT count(*) FROM predictions.customer_predictions p WHERE p.as_of_date = d.day),
+                  (SELECT max(value) FROM predictions.accuracy a WHERE a.as_of_date = d.day
+                    AND target = 'purchase' AND model = 'gradient_boosting' AND metric = 'auc'),
+                  (SELECT max(value) FROM predictions.accuracy a WHERE a.as_of_date = d.day
+                    AND target = 'purchase' AND model = 'recency_only' AND metric = 'auc')
+                FROM d""").fetchone()
     finally:
         con.close()
     return {"run_id": run_id, "files_read": int(files), "rows_loaded": int(loaded),
             "rows_rejected": int(rejected), "files_failed": int(failed),
-            "contact_records": int(records), "golden_customers": int(customers), "feeds": feeds}
+            "contact_records": int(records), "golden_customers": int(customers), "feeds": feeds,
+            "predictions": predictions}
 
 
 def print_summary(s: dict) -> None:
@@ -70,6 +85,11 @@ def print_summary(s: dict) -> None:
     print(f"  rows rejected      {s['rows_rejected']:>8}   (see ops.rejects)")
     print(f"  contact records    {s['contact_records']:>8}")
     print(f"  golden customers   {s['golden_customers']:>8}")
+    if s.get("predictions") and s["predictions"][0]:
+        day, scored, total, auc, base = s["predictions"]
+        back = (f"; back-test AUC of buying {auc:.3f} vs {base:.3f} by recency"
+                if auc is not None and base is not None else "")
+        print(f"  predictions        {total:>8}   ({scored} scored, {day}{back})")
     print(f"  feed files written {len(s['feeds']):>8}")
     for feed, day, path, rows in s["feeds"]:
         print(f"    {feed} {day}: {rows} rows -> {path}")

@@ -14,6 +14,7 @@ import datetime as dt
 from tessera.engine import SqlStep
 from tessera.marketing.segments import segment_base_sql
 from tessera.privacy.suppression import export_suppression_filter
+from tessera.vocabulary import PREDICTION_FIELDS
 
 
 def consent_filter(channel: str) -> str:
@@ -30,6 +31,11 @@ def delivery_filter(channel: str) -> str:
     return f"({consent_filter(channel)}) AND {export_suppression_filter(channel)}"
 
 
+def uses_predictions(feed) -> bool:
+    """Whether the feed exports a prediction field (its rows then join the day's predictions)."""
+    return any(f in PREDICTION_FIELDS for f in feed.fields)
+
+
 def feed_rows_sql(feed) -> str:
     """The feed's rows; binds the day, then (with a segment) the segment name and the day."""
     cols = ", ".join(f'"{f}"' for f in feed.fields)
@@ -41,14 +47,15 @@ def feed_rows_sql(feed) -> str:
         # contacts a score threshold pushed to this feed on the day
         seg = ("AND customer_id IN (SELECT customer_id FROM marketing.score_actions "
                "WHERE action = 'feed' AND target = ? AND as_of_date = ?)")
-    return (f"SELECT {cols} FROM ({segment_base_sql()}) WHERE {delivery_filter(feed.channel)} "
-            f"{seg} ORDER BY customer_id")
+    return (f"SELECT {cols} FROM ({segment_base_sql(uses_predictions(feed))}) "
+            f"WHERE {delivery_filter(feed.channel)} {seg} ORDER BY customer_id")
 
 
 def feed_bind(feed, as_of: dt.date) -> list:
     """Parameters of :func:`feed_rows_sql`: the RFM day, then the segment (or score-action)
     filter's own."""
-    bind = [as_of] + ([feed.segment, as_of] if feed.segment else [])
+    bind = [as_of] + ([as_of] if uses_predictions(feed) else [])
+    bind += [feed.segment, as_of] if feed.segment else []
     if not feed.segment and getattr(feed, "score_actions", False):
         bind += [feed.name, as_of]
     return bind

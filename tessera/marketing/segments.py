@@ -12,7 +12,8 @@ import datetime as dt
 from tessera.engine import Engine, SqlStep, as_engine
 from tessera.engine.steps import ddl_statements, step_from_file
 from tessera.marketing.rules import compile_rule, referenced_fields
-from tessera.vocabulary import RFM_FIELDS, STAGE_FIELDS, field_catalogue
+from tessera.vocabulary import (PREDICTION_FIELDS, RFM_FIELDS, STAGE_FIELDS, field_catalogue,
+                                prediction_select)
 
 
 def marketing_table_steps() -> list[SqlStep]:
@@ -25,10 +26,18 @@ def ensure_marketing_tables(engine: Engine) -> None:
     as_engine(engine).run(*marketing_table_steps())
 
 
-def segment_base_sql() -> str:
-    """The contact card plus the day's RFM scores (binds the day once): what feeds export."""
-    return ("SELECT c.*, r.* EXCLUDE (customer_id, as_of_date) FROM marts.contact_cards c "
-            "LEFT JOIN marketing.rfm_scores r ON r.customer_id = c.customer_id AND r.as_of_date = ?")
+def segment_base_sql(with_predictions: bool = False) -> str:
+    """The contact card plus the day's RFM scores (binds the day once): what feeds export.
+    ``with_predictions`` adds the day's predictions (and binds the day a second time)."""
+    sql = "SELECT c.*, r.* EXCLUDE (customer_id, as_of_date)"
+    if with_predictions:
+        sql += ", " + prediction_select("pr")
+    sql += (" FROM marts.contact_cards c LEFT JOIN marketing.rfm_scores r "
+            "ON r.customer_id = c.customer_id AND r.as_of_date = ?")
+    if with_predictions:
+        sql += (" LEFT JOIN predictions.customer_predictions pr "
+                "ON pr.customer_id = c.customer_id AND pr.as_of_date = ?")
+    return sql
 
 
 def rule_base_sql(deployment, as_of: dt.date, with_stage: bool = True,
@@ -45,6 +54,7 @@ def rule_base_sql(deployment, as_of: dt.date, with_stage: bool = True,
     j_scores = bool(scores) and want(score_cols)
     j_stage = with_stage and want(STAGE_FIELDS)
     j_tags = want(["tags"])
+    j_pred = fields is not None and want(PREDICTION_FIELDS)  # only for a rule that reads them
     params: list = []
     sql = "SELECT c.*"
     if j_rfm:
@@ -56,6 +66,8 @@ def rule_base_sql(deployment, as_of: dt.date, with_stage: bool = True,
         sql += ", st.stage, st.stage_rank"
     if j_tags:
         sql += ", coalesce(t.tags, []::VARCHAR[]) AS tags"
+    if j_pred:
+        sql += ", " + prediction_select("pr")
     sql += " FROM marts.contact_cards c"
     if j_rfm:
         sql += (" LEFT JOIN marketing.rfm_scores r ON r.customer_id = c.customer_id "
@@ -74,6 +86,10 @@ def rule_base_sql(deployment, as_of: dt.date, with_stage: bool = True,
         sql += (" LEFT JOIN (SELECT customer_id, list(DISTINCT tag ORDER BY tag) AS tags "
                 "FROM marketing.contact_tags WHERE added_on <= ? GROUP BY customer_id) t "
                 "ON t.customer_id = c.customer_id")
+        params.append(as_of)
+    if j_pred:
+        sql += (" LEFT JOIN predictions.customer_predictions pr "
+                "ON pr.customer_id = c.customer_id AND pr.as_of_date = ?")
         params.append(as_of)
     return sql, params
 

@@ -32,6 +32,7 @@ _WHERE = {
     "MatchKey": "tessera.settings.identity",
     "Node": "tessera.settings.sources",
     "NullRate": "tessera.settings.sources",
+    "PredictionSettings": "tessera.settings.predictions",
     "Probabilistic": "tessera.settings.identity",
     "PushEndpoint": "tessera.settings.sources",
     "RecordRef": "tessera.settings.identity",
@@ -52,7 +53,7 @@ _WHERE = {
 __all__ = [
     "ApiPull", "Cap", "ConfigError", "CsvDialect", "DEFAULT_NULL_RATES", "Decay", "Deployment",
     "Entity", "EntityExpectations", "ExtendedProperty", "FeedDef", "Identifier", "IdentitySettings",
-    "LookupTable", "LookupValue", "MatchKey", "Node", "NullRate", "Probabilistic", "PushEndpoint",
+    "LookupTable", "LookupValue", "MatchKey", "Node", "NullRate", "PredictionSettings", "Probabilistic", "PushEndpoint",
     "RecordRef", "SALES_CHANNEL_MACROS", "SalesChannel", "ScoreDef", "ScoreRule", "SegmentDef",
     "Source", "StageDef", "Threshold", "ThresholdAction", "Tree", "XlsxLayout", "XmlLayout",
 ]

@@ -9,6 +9,7 @@ from tessera.settings.base import _Strict, Entity, Identifier
 from tessera.settings.feeds import FeedDef
 from tessera.settings.identity import IdentitySettings
 from tessera.settings.marketing import ScoreDef, SegmentDef, StageDef
+from tessera.settings.predictions import PredictionSettings
 from tessera.settings.sources import EntityExpectations, ExtendedProperty, LookupTable, Node, SALES_CHANNEL_MACROS, SalesChannel, Source, Tree
 
 class _LookupsFile(_Strict):
@@ -24,6 +25,7 @@ class _MainFile(_Strict):
     identity: IdentitySettings = IdentitySettings()
     sales_channels: dict[Identifier, SalesChannel] = {}
     expectations: dict[Entity, EntityExpectations] = {}
+    predictions: PredictionSettings = PredictionSettings()
 
 
 class _SourcesFile(_Strict):
@@ -64,6 +66,7 @@ class Deployment(_Strict):
     scores: list[ScoreDef] = []
     stages: list[StageDef] = []
     expectations: dict[str, EntityExpectations] = {}
+    predictions: PredictionSettings = PredictionSettings()
 
     def expectations_of(self, entity: str) -> EntityExpectations:
         """The entity's configured batch expectations, or the defaults."""

@@ -63,11 +63,12 @@ def test_field_catalogue(catalogue):
     assert catalogue["last_event_at"] == "timestamp"
     assert catalogue["rfm_group"] == "string"
     props = {p.name for p in load_deployment(DEMO).properties_of("contact")}
-    from tessera.vocabulary import CARD_COMPANY_FIELDS
+    from tessera.vocabulary import CARD_COMPANY_FIELDS, PREDICTION_FIELDS
 
     assert catalogue["company_revenue"] == "decimal" and catalogue["coworker_count"] == "integer"
     assert set(catalogue) == (set(GOLDEN_FIELDS) | set(CARD_EXTRA_FIELDS) | set(RFM_FIELDS) | props
                               | set(MARKETING_FIELDS) | set(CARD_COMPANY_FIELDS)
+                              | set(PREDICTION_FIELDS)  # the demo has order sources
                               | {"score", "score_engagement", "score_purchase_intent"})
 
 
