@@ -15,8 +15,6 @@ Why it is built this way:
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
 import hmac
 import logging
 import time
@@ -49,27 +47,10 @@ SECURITY_HEADERS = {
 }
 
 
-def show(value: Any) -> str:
-    """A warehouse value as the page shows it (escaping is the template's job)."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, dt.datetime):
-        return value.isoformat(sep=" ", timespec="seconds")
-    if isinstance(value, (list, tuple)):
-        return ", ".join(show(v) for v in value)
-    if isinstance(value, float):
-        return f"{value:,.2f}" if value != int(value) else f"{int(value):,}"
-    if isinstance(value, decimal.Decimal):
-        return f"{value:,.2f}"
-    return str(value)
-
-
 def _templates() -> Environment:
     env = Environment(loader=FileSystemLoader(HERE / "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True))
-    env.filters["show"] = show
+    env.filters["show"] = queries.show
     return env
 
 

@@ -13,13 +13,20 @@ deletion hides the person from the page at once, before the next run.
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import unicodedata
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 from weakref import WeakKeyDictionary
 
 from tessera.engine import Engine, SqlStep
 from tessera.privacy.consent import SOFT_DELETED_SQL
+
+# A page's results are small (a card's tab, 50 search hits): DuckDB's note that Arrow output
+# from a prepared statement copies the rows is about bulk reads, and only litters the output.
+warnings.filterwarnings("ignore", message="Arrow output on a DB-API result", category=UserWarning)
 
 SEARCH_LIMIT = 50
 LIST_LIMIT = 200
@@ -63,6 +70,24 @@ class Table:
     rows: list[tuple] = field(default_factory=list)
     empty: str = "Nothing recorded."
     note: str = ""
+
+
+def show(value: Any) -> str:
+    """A warehouse value as the page shows it (escaping is the template's job)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ", timespec="seconds")
+    if isinstance(value, (list, tuple)):
+        return ", ".join(show(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:,.2f}" if value != int(value) else f"{int(value):,}"
+    if isinstance(value, decimal.Decimal):
+        # a count summed by DuckDB is a HUGEINT, which arrives as a whole decimal
+        return str(value) if value.as_tuple().exponent == 0 else f"{value:,.2f}"
+    return str(value)
 
 
 def fold(text: str) -> str:
@@ -168,6 +193,21 @@ def card(engine: Engine, customer_id: int) -> dict[str, Any] | None:
     if not data or not next(iter(data.values())):
         return None
     return {k: v[0] for k, v in data.items()}
+
+
+def find_customer(engine: Engine, key: str) -> int | None:
+    """A customer id from an id or an e-mail address (as the card holds it), among the
+    people the page may show."""
+    key = key.strip()
+    if key.isdigit():
+        return int(key) if card(engine, int(key)) else None
+    if not _has(engine, "marts.contact_cards"):
+        return None
+    rows = engine.rows(SqlStep("web.find_by_email", f"""
+        SELECT customer_id FROM marts.contact_cards
+        WHERE email = $email AND customer_id NOT IN ({_hidden_sql(engine)})
+        ORDER BY customer_id LIMIT 1""", {"email": key.lower()}))
+    return int(rows[0][0]) if rows else None
 
 
 def card_tab(engine: Engine, tab: str, row: dict[str, Any]) -> list[Table]:
@@ -457,7 +497,7 @@ class Chart:
 
 def analytics(engine: Engine) -> dict[str, Any]:
     """Headline numbers and the distributions an analyst looks at first; counts only."""
-    out: dict[str, Any] = {"headline": [], "charts": [], "as_of": {}}
+    out: dict[str, Any] = {"headline": [], "charts": [], "tables": []}
     if not _has(engine, "marts.contact_cards"):
         return out
     hidden = _hidden_sql(engine)
@@ -475,8 +515,6 @@ def analytics(engine: Engine) -> dict[str, Any]:
         out["charts"].append(Chart(title, bars, unit, empty))
 
     if _has(engine, "marketing.segment_members"):
-        day = engine.scalar(SqlStep("web.segments_day", "SELECT max(as_of_date) FROM marketing.segment_members"))
-        out["as_of"]["segments"] = day
         chart("Segment sizes (each segment's latest built day)", SqlStep("web.segment_sizes", """
             SELECT segment, count(*) AS members FROM marketing.segment_members m
             WHERE as_of_date = (SELECT max(as_of_date) FROM marketing.segment_members x
@@ -498,4 +536,31 @@ def analytics(engine: Engine) -> dict[str, Any]:
     chart("Contacts by country", SqlStep("web.by_country", f"""
         SELECT nullif(country, '') AS country, count(*) FROM marts.contact_cards
         WHERE customer_id NOT IN ({hidden}) GROUP BY ALL ORDER BY 2 DESC, 1 LIMIT 20"""))
+    chart("Contacts by age band", SqlStep("web.by_age", f"""
+        WITH a AS (
+            SELECT CAST(floor(date_diff('day', birth_date, current_date) / 365.25) AS INTEGER) AS age
+            FROM marts.contact_cards WHERE customer_id NOT IN ({hidden}))
+        SELECT CASE WHEN age IS NULL THEN 'unknown' WHEN age < 25 THEN 'under 25'
+                    WHEN age < 35 THEN '25-34' WHEN age < 45 THEN '35-44' WHEN age < 55 THEN '45-54'
+                    WHEN age < 65 THEN '55-64' ELSE '65 and over' END AS band, count(*)
+        FROM a GROUP BY ALL ORDER BY min(coalesce(age, 999))"""))
+    if _has(engine, "ops.import_reject_reasons"):
+        chart("Records rejected at import, by field and reason", SqlStep("web.reject_reasons", """
+            SELECT field || ': ' || reason AS reason, CAST(sum(records) AS BIGINT) AS records
+            FROM ops.import_reject_reasons GROUP BY ALL ORDER BY records DESC, reason LIMIT 15"""),
+            unit="records", empty="No record rejected.")
+    if _has(engine, "ops.import_report"):
+        out["tables"].append(_table(engine, "Import health per day", SqlStep("web.import_health", """
+            SELECT CAST(loaded_at AS DATE) AS day, count(*) AS files,
+                   count(*) FILTER (WHERE status = 'failed') AS failed_files,
+                   CAST(sum(records) AS BIGINT) AS records, CAST(sum(new) AS BIGINT) AS new,
+                   CAST(sum(updated) AS BIGINT) AS updated, CAST(sum(rejected) AS BIGINT) AS rejected,
+                   CAST(sum(coalesce(suppressed, 0)) AS BIGINT) AS suppressed
+            FROM ops.import_report GROUP BY ALL ORDER BY day DESC LIMIT 60"""),
+            empty="No file loaded yet."))
+    if _has(engine, "ops.segment_runs"):
+        out["tables"].append(_table(engine, "Segment sizes over time", SqlStep("web.segment_runs", """
+            SELECT as_of_date, segment, members FROM ops.segment_runs
+            QUALIFY row_number() OVER (PARTITION BY segment, as_of_date ORDER BY built_at DESC) = 1
+            ORDER BY as_of_date DESC, segment LIMIT 500"""), empty="No segment built yet."))
     return out

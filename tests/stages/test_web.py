@@ -227,6 +227,12 @@ def test_analytics_counts_match_the_warehouse(client, web_env):
         WHERE as_of_date = (SELECT max(as_of_date) FROM marketing.funnel_daily)""")[0][0]
     cards = warehouse_rows(web_env, "SELECT count(*) FROM marts.contact_cards")[0][0]
     assert int(charts["Contacts by gender"]) == cards - 1  # the soft-deleted person is not counted
+    assert int(charts["Contacts by age band"]) == cards - 1
+    assert int(charts["Records rejected at import, by field and reason"]) == warehouse_rows(
+        web_env, "SELECT sum(records) FROM ops.import_reject_reasons")[0][0]
+    health = _cells(html, "Import health per day")
+    assert sum(int(r[3]) for r in health) == warehouse_rows(
+        web_env, "SELECT sum(records) FROM ops.import_report")[0][0]
 
 
 def test_a_writing_run_gets_503_not_a_wait(web_env, tmp_path):
@@ -271,13 +277,42 @@ def test_a_token_is_required_off_loopback_and_checked(web_env):
         assert c.get("/analytics", auth=("anyone", "s3cret")).status_code == 200
 
 
-def test_web_command_is_registered():
-    from click.testing import CliRunner
+def test_every_step_the_page_runs_transpiles_to_spark(client, web_env):
+    """The page's reads stay on the engine seam's portable SQL, like the stages' steps."""
+    from tessera.engine import recording
+    from tessera.engine.portability import check
 
-    from tessera.cli.app import cli
+    with recording() as steps:
+        client.get("/", params={"q": "rossi 1980 3669"})
+        client.get("/", params={"letter": "b"})
+        for key, _ in queries.TABS:
+            client.get(f"/card/{web_env['xss']}", params={"tab": key})
+        client.get("/analytics")
+    assert len(steps) >= 25
+    failures = {s.name: check(s).problems for s in steps.values() if not check(s).passes}
+    assert failures == {}
 
-    result = CliRunner().invoke(cli, ["web", "--help"])
-    assert result.exit_code == 0 and "127.0.0.1" in result.output
+
+def test_search_and_card_commands(web_env, monkeypatch, capsys):
+    from tessera.cli.app import main
+
+    home = Path(web_env["warehouse"]).parent
+    for var, value in (("TESSERA_HOME", home), ("TESSERA_WAREHOUSE", web_env["warehouse"]),
+                       ("DAGSTER_HOME", home / "dagster_home"), ("TESSERA_CONFIG", os.environ.get(
+                           "TESSERA_CONFIG", str(Path(__file__).parents[2] / "examples" / "demo")))):
+        monkeypatch.setenv(var, str(value))
+    monkeypatch.delenv("TESSERA_WEB_TOKEN", raising=False)
+    xss = web_env["xss"]
+    assert main(["search", "rossi", "1980"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(rf"^  {xss} +\| Rossì", out, re.M)
+    email = warehouse_rows(web_env, "SELECT email FROM marts.contact_cards WHERE customer_id = ?", [xss])[0][0]
+    assert main(["card", email, "--tab", "orders"]) == 0
+    out = capsys.readouterr().out
+    n = warehouse_rows(web_env, "SELECT count(*) FROM core.orders WHERE customer_id = ?", [xss])[0][0]
+    assert out.startswith(f"contact {xss}: ") and f"ORDER_NUMBER  | {n}" in out
+    assert main(["card", str(web_env["deleted"])]) == 1  # soft-deleted: not shown
+    assert main(["web", "--host", "0.0.0.0"]) == 2  # no token: refused before serving
 
 
 # ------------------------------------------------------------------------- in a real browser
