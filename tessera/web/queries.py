@@ -514,12 +514,12 @@ def analytics(engine: Engine) -> dict[str, Any]:
                 for label, value in engine.rows(step)]
         out["charts"].append(Chart(title, bars, unit, empty))
 
-    if _has(engine, "marketing.segment_members"):
+    if _has(engine, "ops.segment_runs"):
+        # each segment's size on its latest built day, empty segments included
         chart("Segment sizes (each segment's latest built day)", SqlStep("web.segment_sizes", """
-            SELECT segment, count(*) AS members FROM marketing.segment_members m
-            WHERE as_of_date = (SELECT max(as_of_date) FROM marketing.segment_members x
-                                WHERE x.segment = m.segment)
-            GROUP BY segment ORDER BY members DESC, segment"""))
+            SELECT segment, members FROM ops.segment_runs
+            QUALIFY row_number() OVER (PARTITION BY segment ORDER BY as_of_date DESC, built_at DESC) = 1
+            ORDER BY members DESC, segment"""))
     if _has(engine, "marketing.funnel_daily"):
         chart("Funnel: contacts per stage (latest day)", SqlStep("web.funnel", """
             SELECT stage, contacts FROM marketing.funnel_daily
