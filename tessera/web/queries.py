@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from weakref import WeakKeyDictionary
 
+from tessera.card.search import REGISTRY_ORDER, SEARCH_TABLE, contact_search_select
 from tessera.engine import Engine, SqlStep
 from tessera.privacy.consent import SOFT_DELETED_SQL
 
@@ -140,7 +141,9 @@ def search_step(engine: Engine, query: str, letter: str = "", limit: int = SEARC
     word), or the digits of a phone (at least 4). Accent- and case-insensitive.
 
     Listed in the registry order of the Sendero seed: surname and name, else e-mail; with
-    ``letter``, only people whose surname (else e-mail) starts with it."""
+    ``letter``, only people whose surname (else e-mail) starts with it. The keys come
+    from ``marts.contact_search`` (folded once per run), or are folded here if a
+    warehouse has no such table."""
     params: dict[str, Any] = {"limit": limit}
     conds = []
     for i, word in enumerate(query.split()[:8]):
@@ -149,26 +152,21 @@ def search_step(engine: Engine, query: str, letter: str = "", limit: int = SEARC
         phone = ""
         if len(digits) >= 4 and len(digits) >= len(word.lstrip("+")) - 2:
             params[f"d{i}"] = digits
-            phone = (f" OR contains(regexp_replace(coalesce(c.mobile, ''), '[^0-9]', '', 'g'), $d{i})"
-                     f" OR contains(regexp_replace(coalesce(c.phone, ''), '[^0-9]', '', 'g'), $d{i})")
-        conds.append(
-            f"(contains(lower(strip_accents(concat_ws(' ', c.first_name, c.last_name, c.email, "
-            f"CAST(c.birth_date AS VARCHAR), c.city, c.erp_id, c.tax_code))), $t{i})"
-            f" OR lower(coalesce(c.gender, '')) = $t{i}"
-            f" OR CAST(c.customer_id AS VARCHAR) = $t{i}{phone})")
-    sort_key = "lower(strip_accents(coalesce(nullif(c.last_name, ''), c.email, '')))"
+            phone = f" OR contains(s.phone_digits, $d{i})"
+        conds.append(f"(contains(s.search_text, $t{i}) OR s.gender_key = $t{i}"
+                     f" OR CAST(s.customer_id AS VARCHAR) = $t{i}{phone})")
     if letter:
         params["letter"] = fold(letter)[:1]
-        conds.append(f"starts_with({sort_key}, $letter)")
+        conds.append("starts_with(s.sort_key, $letter)")
     where = " AND ".join(conds) or "TRUE"
+    keys = SEARCH_TABLE if _has(engine, SEARCH_TABLE) else f"({contact_search_select()})"
+    order = ", ".join(f"s.{k}" for k in REGISTRY_ORDER.split(", "))
     return SqlStep("web.search", f"""
         SELECT c.customer_id AS id, c.last_name AS surname, c.first_name AS name, c.email,
                c.mobile, c.city, c.birth_date, c.order_number AS orders
-        FROM marts.contact_cards c
-        WHERE c.customer_id NOT IN ({_hidden_sql(engine)}) AND {where}
-        ORDER BY CASE WHEN coalesce(c.last_name, '') <> '' OR coalesce(c.first_name, '') <> ''
-                      THEN 0 ELSE 1 END,
-                 {sort_key}, lower(strip_accents(coalesce(c.first_name, ''))), c.email, c.customer_id
+        FROM {keys} AS s JOIN marts.contact_cards c ON c.customer_id = s.customer_id
+        WHERE s.customer_id NOT IN ({_hidden_sql(engine)}) AND {where}
+        ORDER BY {order}
         LIMIT $limit""", params)
 
 

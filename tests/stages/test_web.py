@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tessera.card.search import build_contact_search
 from tessera.engine import WarehouseUnavailable, read_only
 from tessera.web import queries
 
@@ -42,6 +43,7 @@ def web_env(demo_env, demo_run):
         # erasure removes the person from every table (tessera forget); the card is what
         # the page reads, so its absence must be enough
         con.execute("DELETE FROM marts.contact_cards WHERE customer_id = ?", [erased])
+        build_contact_search(con)  # as the next run would
         con.execute("CHECKPOINT")
     finally:
         con.close()
@@ -89,10 +91,31 @@ def test_search_lists_in_registry_order_and_filters_by_initial(client, web_env):
           AND customer_id NOT IN (SELECT customer_id FROM ops.bulk_edits WHERE action = 'delete')
         ORDER BY CASE WHEN coalesce(last_name, '') <> '' OR coalesce(first_name, '') <> '' THEN 0 ELSE 1 END,
                  lower(strip_accents(coalesce(nullif(last_name, ''), email, ''))),
-                 lower(strip_accents(coalesce(first_name, ''))), email, customer_id
+                 lower(strip_accents(coalesce(first_name, ''))), coalesce(email, ''), customer_id
         LIMIT 50""")]
     assert expected, "the sample has surnames starting with B"
     assert result_ids(client.get("/", params={"letter": "B"}).text) == expected
+
+
+def test_search_without_the_search_table_finds_the_same(client, web_env, tmp_path):
+    """A warehouse built before ``marts.contact_search`` existed is searched by folding the
+    cards inline: same people, same order."""
+    import shutil
+
+    from starlette.testclient import TestClient
+
+    from tessera.engine.warehouse import connect
+    from tessera.web.app import create_app
+
+    copy = tmp_path / "w.duckdb"
+    shutil.copyfile(web_env["warehouse"], copy)
+    con = connect(copy)
+    con.execute("DROP TABLE marts.contact_search")
+    con.close()
+    with TestClient(create_app(copy)) as old:
+        for params in ({"q": "rossi"}, {"q": "1980"}, {"q": "m"}, {"letter": "c"}, {}):
+            expected = result_ids(client.get("/", params=params).text)
+            assert expected and result_ids(old.get("/", params=params).text) == expected, params
 
 
 def test_erased_and_soft_deleted_people_are_never_shown(client, web_env):
