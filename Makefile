@@ -11,7 +11,7 @@ export DO_NOT_TRACK := 1
 # Keys the suppression ledger's hashes. The demo's value is public: set your own secret.
 export TESSERA_SUPPRESSION_KEY ?= demo-only-key-set-TESSERA_SUPPRESSION_KEY
 
-.PHONY: install demo test browser web ui bench bench-segments bench-identity bench-identity-febrl bench-ingest bench-companies validate lock clean
+.PHONY: install demo test browser web ui bench bench-segments bench-identity bench-identity-febrl bench-ingest bench-companies bench-web validate lock clean
 
 install: $(STAMP)
 
@@ -91,6 +91,13 @@ bench-ingest: install
 COMPANIES ?= 100000
 bench-companies: install
 	$(PY) bench/companies.py --companies $(COMPANIES)
+
+## bench-web: search and card latency through the real web server on a synthetic warehouse,
+## without and with marts.contact_search and with events clustered by customer
+## (reference scale: CONTACTS=1000000 EVENTS=50000000)
+REQUESTS ?= 20
+bench-web: install
+	$(PY) bench/web.py --contacts $(CONTACTS) --events $(EVENTS) --requests $(REQUESTS)
 
 ## lock: re-pin requirements.lock from the current virtual environment
 lock:
