@@ -6,6 +6,7 @@ with 503, not a wait. Then a few browser checks with Playwright driving Debian's
 
 from __future__ import annotations
 
+import html as html_lib
 import os
 import re
 import socket
@@ -143,7 +144,8 @@ def _cells(html: str, title: str) -> list[list[str]]:
     """The rows of the table titled ``title`` on a page, as the texts of their cells."""
     section = html.split(f'data-title="{title}"', 1)[1].split("</section>", 1)[0]
     body = section.split("<tbody>", 1)[1] if "<tbody>" in section else ""
-    return [[re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td>(.*?)</td>", row, re.S)]
+    return [[html_lib.unescape(re.sub(r"<[^>]+>", "", c).strip())
+             for c in re.findall(r"<td>(.*?)</td>", row, re.S)]
             for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)]
 
 
@@ -207,6 +209,25 @@ def test_card_tabs_show_the_warehouse_values(client, web_env):
     # the tabs other stages will fill say so until their tables exist
     for key in ("predictions", "recommendations"):
         assert f"No {key} yet" in pages[key].text
+
+
+def test_public_notes_are_shown_and_private_ones_only_counted(client, web_env):
+    rows = warehouse_rows(web_env, """
+        SELECT customer_id, count(*) FILTER (WHERE visibility <> 'public'),
+               list(body ORDER BY created_at DESC) FILTER (WHERE visibility = 'public'),
+               list(body) FILTER (WHERE visibility <> 'public')
+        FROM core.notes WHERE customer_id IN (SELECT customer_id FROM marts.contact_cards)
+          AND customer_id NOT IN (SELECT customer_id FROM ops.bulk_edits)
+        GROUP BY customer_id HAVING count(*) FILTER (WHERE visibility = 'public') > 0
+        ORDER BY count(*) FILTER (WHERE visibility <> 'public') DESC, customer_id LIMIT 1""")
+    assert rows, "the sample has public notes"
+    cid, private, public, hidden = rows[0]
+    html = client.get(f"/card/{cid}", params={"tab": "notes"}).text
+    shown = [r[2] for r in _cells(html, "Public notes")]
+    assert shown == [queries.show(b) for b in public]
+    assert f"{private} private note(s) not shown" in html
+    for body in hidden or []:
+        assert body not in shown
 
 
 def test_discovered_tabs_show_a_stage_table_once_it_exists(web_env, tmp_path):
