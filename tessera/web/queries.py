@@ -39,6 +39,7 @@ TABS = (
     ("consents", "Consents"),
     ("orders", "Orders"),
     ("timeline", "Timeline"),
+    ("visits", "Visits"),
     ("notes", "Notes and tasks"),
     ("companies", "Company"),
     ("segments", "Segments"),
@@ -338,6 +339,32 @@ def _timeline(engine: Engine, row: dict[str, Any]) -> list[Table]:
     return tables
 
 
+# the event properties that name the visitor's device, operating system and browser
+VISIT_PROPERTIES = (("device", "Most used devices"), ("os", "Most used systems"),
+                    ("browser", "Most used browsers"))
+
+
+def _visits(engine: Engine, row: dict[str, Any]) -> list[Table]:
+    """Most used devices / systems / browsers with their share and last use, from the
+    properties events carry (``{"device": "mobile", "os": "iOS", "browser": "Safari"}``)."""
+    if not _has(engine, "core.events"):
+        return [Table("Visits", [], empty="No event source in this deployment.")]
+    tables = []
+    for prop, title in VISIT_PROPERTIES:
+        tables.append(_table(engine, title, SqlStep("web.visits", """
+            WITH v AS (
+                SELECT json_extract_string(properties, $path) AS value, occurred_at
+                FROM core.events WHERE customer_id = $id)
+            SELECT value AS {prop}, count(*) AS events,
+                   round(100.0 * count(*) / sum(count(*)) OVER (), 1) AS share_pct,
+                   max(occurred_at) AS last_used
+            FROM v WHERE value IS NOT NULL AND value <> ''
+            GROUP BY value ORDER BY events DESC, value""".format(prop=prop),
+            {"id": row["customer_id"], "path": f"$.{prop}"}),
+            empty=f"No event names a {prop}."))
+    return tables
+
+
 def _notes(engine: Engine, row: dict[str, Any]) -> list[Table]:
     cid = row["customer_id"]
     tables = []
@@ -467,7 +494,7 @@ def _discovered(schema: str):
 
 _TAB_BUILDERS = {
     "profile": _profile, "identifiers": _identifiers, "consents": _consents, "orders": _orders,
-    "timeline": _timeline, "notes": _notes, "companies": _companies, "segments": _segments,
+    "timeline": _timeline, "visits": _visits, "notes": _notes, "companies": _companies, "segments": _segments,
     "scores": _scores, "stages": _stages, "rfm": _rfm,
     "predictions": _discovered("predictions"), "recommendations": _discovered("recommendations"),
 }
@@ -547,6 +574,17 @@ def analytics(engine: Engine) -> dict[str, Any]:
             SELECT field || ': ' || reason AS reason, CAST(sum(records) AS BIGINT) AS records
             FROM ops.import_reject_reasons GROUP BY ALL ORDER BY records DESC, reason LIMIT 15"""),
             unit="records", empty="No record rejected.")
+    if _has(engine, "staging.offers"):
+        orders = _has(engine, "core.orders")
+        uses = ("LEFT JOIN (SELECT offer_id, count(*) AS uses, sum(amount) AS revenue FROM core.orders "
+                "WHERE offer_id IS NOT NULL GROUP BY offer_id) o ON o.offer_id = f.source_record_id"
+                if orders else "")
+        out["tables"].append(_table(engine, "Offers report", SqlStep("web.offers", f"""
+            SELECT f.source_record_id AS offer, f.description, f.valid_from, f.valid_to,
+                   {"coalesce(o.uses, 0)" if orders else "0"} AS orders_using_it,
+                   {"coalesce(o.revenue, 0)" if orders else "0"} AS revenue
+            FROM staging.offers f {uses}
+            ORDER BY orders_using_it DESC, offer"""), empty="No offer delivered."))
     if _has(engine, "ops.import_report"):
         out["tables"].append(_table(engine, "Import health per day", SqlStep("web.import_health", """
             SELECT CAST(loaded_at AS DATE) AS day, count(*) AS files,

@@ -33,7 +33,7 @@ def web_env(demo_env, demo_run):
     con = demo_env.connect()
     try:
         ids = [r[0] for r in con.execute(
-            "SELECT customer_id FROM marts.contact_cards WHERE order_number > 0 "
+            "SELECT customer_id FROM marts.contact_cards WHERE order_number > 0 AND event_count > 0 "
             "ORDER BY order_number DESC, customer_id LIMIT 3").fetchall()]
         xss, deleted, erased = ids
         for table in ("core.customers", "marts.contact_cards"):
@@ -206,6 +206,12 @@ def test_card_tabs_show_the_warehouse_values(client, web_env):
     assert sum(1 for r in timeline if r[1] == "order") == n or len(timeline) == queries.LIST_LIMIT
     assert [r[0] for r in timeline] == sorted((r[0] for r in timeline), reverse=True)
 
+    devices = {r[0]: int(r[1]) for r in _cells(pages["visits"].text, "Most used devices")}
+    assert devices == dict(warehouse_rows(web_env, """
+        SELECT json_extract_string(properties, '$.device'), count(*) FROM core.events
+        WHERE customer_id = ? AND json_extract_string(properties, '$.device') <> ''
+        GROUP BY 1""", [cid]))
+
     # the tabs other stages will fill say so until their tables exist
     for key in ("predictions", "recommendations"):
         assert f"No {key} yet" in pages[key].text
@@ -276,6 +282,9 @@ def test_analytics_counts_match_the_warehouse(client, web_env):
     assert int(charts["Contacts by age band"]) == cards - 1
     assert int(charts["Records rejected at import, by field and reason"]) == warehouse_rows(
         web_env, "SELECT sum(records) FROM ops.import_reject_reasons")[0][0]
+    offers = {r[0]: int(r[4]) for r in _cells(html, "Offers report")}
+    assert offers and sum(offers.values()) == warehouse_rows(web_env, """
+        SELECT count(*) FROM core.orders WHERE offer_id IN (SELECT source_record_id FROM staging.offers)""")[0][0]
     health = _cells(html, "Import health per day")
     assert sum(int(r[3]) for r in health) == warehouse_rows(
         web_env, "SELECT sum(records) FROM ops.import_report")[0][0]
