@@ -435,6 +435,13 @@ def test_browser_search_open_card_and_tabs(page, server, web_env):
     assert page.locator('section[data-title="Orders, newest first"] tbody tr').count() == n
     page.click('nav.tabs a[data-tab="predictions"]')
     assert "No predictions yet" in page.inner_text("div.tab")
+    # every tab opens from the tab bar and shows its own tables
+    for key, label in queries.TABS:
+        page.click(f'nav.tabs a[data-tab="{key}"]')
+        page.wait_for_url(f"**tab={key}")
+        assert page.get_attribute("nav.tabs a.on", "data-tab") == key
+        assert page.locator("div.tab section h2").count() >= 1, label
+    assert page.evaluate("window.__pwned") is None
 
 
 def test_browser_analytics_charts_render(page, server, web_env):
@@ -448,3 +455,9 @@ def test_browser_analytics_charts_render(page, server, web_env):
     widths = [bars.nth(i).bounding_box()["width"] for i in range(bars.count())]
     assert max(widths) > 100 and all(w >= 0 for w in widths)  # drawn, the largest group longest
     assert widths[0] == max(widths)
+    total = int(chart.get_attribute("data-total"))
+    assert total == sum(int(g.get_attribute("data-value")) for g in chart.locator("g.row").all())
+    assert total == warehouse_rows(web_env, """
+        SELECT count(*) FROM marketing.rfm_scores
+        WHERE as_of_date = (SELECT max(as_of_date) FROM marketing.rfm_scores)""")[0][0]
+    assert f"total {total:,}" in chart.locator("figcaption").inner_text()
