@@ -20,7 +20,7 @@ import logging
 import time
 from base64 import b64decode
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
@@ -57,9 +57,10 @@ def _templates() -> Environment:
 class _Guard(BaseHTTPMiddleware):
     """Security headers on every answer, the optional token, and a log line with no data."""
 
-    def __init__(self, app, token: str | None) -> None:
+    def __init__(self, app, token: str | None, failure: Callable[[], Response]) -> None:
         super().__init__(app)
         self.token = token
+        self.failure = failure
 
     def _authorised(self, request: Request) -> bool:
         if not self.token:
@@ -76,7 +77,14 @@ class _Guard(BaseHTTPMiddleware):
     async def dispatch(self, request: Request, call_next) -> Response:
         start = time.perf_counter()
         if self._authorised(request):
-            response = await call_next(request)
+            try:
+                response = await call_next(request)
+            except Exception as exc:  # noqa: BLE001 - the page answers 500 either way
+                # the error's text and traceback may quote warehouse values: log its kind
+                # and the route only, and keep it from the server's own traceback log
+                LOG.error("%s failed: %s", getattr(request.scope.get("route"), "path", "-"),
+                          type(exc).__name__)
+                response = self.failure()
         else:
             response = PlainTextResponse("sign in: the token is the password", status_code=401,
                                          headers={"WWW-Authenticate": 'Basic realm="tessera"'})
@@ -112,6 +120,9 @@ def create_app(warehouse: str | Path, token: str | None = None) -> Starlette:
 
     def contact(request: Request) -> HTMLResponse:
         customer_id = request.path_params["customer_id"]
+        if customer_id >= 2**63:  # not a BIGINT: no such customer
+            return page("message.html", 404, title="No such contact",
+                        message="No contact card with this id (never built, erased or deleted).")
         tab = request.query_params.get("tab", "profile")
         if tab not in queries.TAB_KEYS:
             tab = "profile"
@@ -137,21 +148,18 @@ def create_app(warehouse: str | Path, token: str | None = None) -> Starlette:
     def not_found(request: Request, exc: Exception) -> HTMLResponse:
         return page("message.html", 404, title="Not found", message="There is no such page.")
 
-    def failed(request: Request, exc: Exception) -> HTMLResponse:
-        # the error's text may quote warehouse values: log its kind and the route only
-        route = getattr(request.scope.get("route"), "path", "-")
-        LOG.error("%s failed: %s", route, type(exc).__name__)
-        return page("message.html", 500, title="Something went wrong",
-                    message="The page could not be built; the server log names the error's kind.")
-
     routes = [
         Route("/", home),
         Route("/card/{customer_id:int}", contact),
         Route("/analytics", analytics),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(_Guard, token=token)],
-                     exception_handlers={404: not_found, Exception: failed})
+    def failure() -> HTMLResponse:
+        return page("message.html", 500, title="Something went wrong",
+                    message="The page could not be built; the server log names the error's kind.")
+
+    return Starlette(routes=routes, middleware=[Middleware(_Guard, token=token, failure=failure)],
+                     exception_handlers={404: not_found})
 
 
 def is_loopback(host: str) -> bool:

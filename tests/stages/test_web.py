@@ -319,6 +319,22 @@ def test_a_writing_run_gets_503_not_a_wait(web_env, tmp_path):
         assert c.get("/analytics").status_code == 503
 
 
+def test_a_failing_page_logs_the_error_kind_only(web_env, monkeypatch, caplog):
+    from starlette.testclient import TestClient
+
+    from tessera.web import app as web_app
+
+    def broken(engine):
+        raise RuntimeError("Conversion Error: 'mario.rossi@example.it' is not a date")
+
+    monkeypatch.setattr(web_app.queries, "analytics", broken)
+    with caplog.at_level("INFO"), TestClient(web_app.create_app(web_env["warehouse"])) as c:
+        page = c.get("/analytics")
+        assert c.get("/card/99999999999999999999").status_code == 404
+    assert page.status_code == 500 and "rossi" not in page.text
+    assert "RuntimeError" in caplog.text and "rossi" not in caplog.text
+
+
 def test_a_token_is_required_off_loopback_and_checked(web_env):
     from starlette.testclient import TestClient
 
