@@ -137,6 +137,28 @@ def create_app(warehouse: str | Path, token: str | None = None) -> Starlette:
                         message="No contact card with this id (never built, erased or deleted).")
         return page("card.html", row=row, tab=tab, tabs=queries.TABS, tables=tables)
 
+    def companies(request: Request) -> HTMLResponse:
+        q = request.query_params.get("q", "").strip()[:200]
+        letter = request.query_params.get("letter", "").strip()[:1]
+        try:
+            with read_only(warehouse) as engine:
+                table = queries.companies_search(engine, q, letter)
+        except WarehouseUnavailable as exc:
+            return unavailable(exc)
+        return page("companies.html", q=q, letter=letter, table=table,
+                    letters="ABCDEFGHIJKLMNOPQRSTUVWXYZ", limit=queries.SEARCH_LIMIT)
+
+    def company(request: Request) -> HTMLResponse:
+        company_id = request.path_params["company_id"]
+        try:
+            with read_only(warehouse) as engine:
+                row, tables = queries.company(engine, company_id) if company_id < 2**63 else (None, [])
+        except WarehouseUnavailable as exc:
+            return unavailable(exc)
+        if row is None:
+            return page("message.html", 404, title="No such company", message="No company with this id.")
+        return page("company.html", row=row, tables=tables)
+
     def analytics(request: Request) -> HTMLResponse:
         try:
             with read_only(warehouse) as engine:
@@ -151,6 +173,8 @@ def create_app(warehouse: str | Path, token: str | None = None) -> Starlette:
     routes = [
         Route("/", home),
         Route("/card/{customer_id:int}", contact),
+        Route("/companies", companies),
+        Route("/company/{company_id:int}", company),
         Route("/analytics", analytics),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]

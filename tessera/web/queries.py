@@ -72,6 +72,7 @@ class Table:
     rows: list[tuple] = field(default_factory=list)
     empty: str = "Nothing recorded."
     note: str = ""
+    link: str = ""  # the first column is an id to link: "card" or "company"
 
 
 def show(value: Any) -> str:
@@ -127,11 +128,11 @@ def _table_columns(engine: Engine, schema: str, table: str) -> list[str]:
 
 
 def _table(engine: Engine, title: str, step: SqlStep, empty: str = "Nothing recorded.",
-           note: str = "") -> Table:
+           note: str = "", link: str = "") -> Table:
     data = engine.columns(step)
     names = list(data)
     rows = list(zip(*(data[n] for n in names))) if names else []
-    return Table(title, names, rows, empty, note)
+    return Table(title, names, rows, empty, note, link)
 
 
 # ---------------------------------------------------------------------------------- search
@@ -175,7 +176,7 @@ def search(engine: Engine, query: str, letter: str = "", limit: int = SEARCH_LIM
     if not _has(engine, "marts.contact_cards"):
         return Table("Contacts", [], empty="No contact cards yet: run the daily job.")
     return _table(engine, "Contacts", search_step(engine, query, letter, limit),
-                  empty="No contact matches.")
+                  empty="No contact matches.", link="card")
 
 
 # ------------------------------------------------------------------------------------ card
@@ -404,7 +405,7 @@ def _companies(engine: Engine, row: dict[str, Any]) -> list[Table]:
             FROM marts.coworkers w JOIN marts.contact_cards c ON c.customer_id = w.coworker_id
             WHERE w.customer_id = $id AND c.customer_id NOT IN ({_hidden_sql(engine)})
             ORDER BY surname, name, c.customer_id LIMIT $limit""",
-            {"id": row["customer_id"], "limit": LIST_LIMIT})))
+            {"id": row["customer_id"], "limit": LIST_LIMIT}), link="card"))
     return tables
 
 
@@ -498,6 +499,68 @@ _TAB_BUILDERS = {
     "scores": _scores, "stages": _stages, "rfm": _rfm,
     "predictions": _discovered("predictions"), "recommendations": _discovered("recommendations"),
 }
+
+
+# ------------------------------------------------------------------------------ companies
+
+def companies_search(engine: Engine, query: str, letter: str = "", limit: int = SEARCH_LIMIT) -> Table:
+    """The B2B companies registry: every word must be in the legal name, VAT number, ERP
+    id, e-mail, city, province or region; in legal-name order, with an initial filter."""
+    if not _has(engine, "core.companies"):
+        return Table("Companies", [], empty="This deployment has no company source.")
+    params: dict[str, Any] = {"limit": limit}
+    conds = []
+    for i, word in enumerate(query.split()[:8]):
+        params[f"t{i}"] = fold(word)
+        conds.append(f"contains(lower(strip_accents(concat_ws(' ', k.legal_name, k.vat_number, k.erp_id, "
+                     f"k.email, k.city, k.province, k.region))), $t{i})")
+    if letter:
+        params["letter"] = fold(letter)[:1]
+        conds.append("starts_with(lower(strip_accents(coalesce(k.legal_name, ''))), $letter)")
+    people = ("(SELECT count(*) FROM core.company_contacts p WHERE p.company_id = k.company_id)"
+              if _has(engine, "core.company_contacts") else "0")
+    return _table(engine, "Companies", SqlStep("web.companies", f"""
+        SELECT k.company_id AS id, k.legal_name, k.vat_number, k.city, k.province, k.sector_macro,
+               k.employees, {people} AS people
+        FROM core.companies k WHERE {" AND ".join(conds) or "TRUE"}
+        ORDER BY lower(strip_accents(coalesce(k.legal_name, ''))), k.company_id
+        LIMIT $limit""", params), empty="No company matches.", link="company")
+
+
+def company(engine: Engine, company_id: int) -> tuple[dict[str, Any] | None, list[Table]]:
+    """A golden company with the lineage of its fields, its source records and its people
+    (only people the page may show)."""
+    if not _has(engine, "core.companies"):
+        return None, []
+    data = engine.columns(SqlStep("web.company", "SELECT * FROM core.companies WHERE company_id = $id",
+                                  {"id": company_id}))
+    if not data or not next(iter(data.values())):
+        return None, []
+    row = {k: v[0] for k, v in data.items()}
+    lineage: dict[str, tuple] = {}
+    if _has(engine, "core.company_field_lineage"):
+        for field_name, *rest in engine.rows(SqlStep("web.company_lineage", """
+                SELECT field, source, node, source_record_id, source_updated_at, rule
+                FROM core.company_field_lineage WHERE company_id = $id""", {"id": company_id})):
+            lineage[field_name] = tuple(rest)
+    tables = [Table("Golden company and the lineage of each field",
+                    ["field", "value", "source", "node", "source record", "source updated", "rule"],
+                    [(f, v, *lineage.get(f, ("", "", "", None, ""))) for f, v in row.items()])]
+    if _has(engine, "core.company_contacts"):
+        tables.append(_table(engine, "People of this company", SqlStep("web.company_people", f"""
+            SELECT c.customer_id AS id, c.last_name AS surname, c.first_name AS name, c.email,
+                   p.role
+            FROM core.company_contacts p JOIN marts.contact_cards c ON c.customer_id = p.customer_id
+            WHERE p.company_id = $id AND c.customer_id NOT IN ({_hidden_sql(engine)})
+            ORDER BY surname, name, c.customer_id LIMIT $limit""",
+            {"id": company_id, "limit": LIST_LIMIT}), empty="No person linked.", link="card"))
+    if _has(engine, "core.company_sources"):
+        tables.append(_table(engine, "Source records merged into this company", SqlStep(
+            "web.company_sources", """
+            SELECT source, source_record_id AS record, node, matched_by, resolved_at
+            FROM core.company_sources WHERE company_id = $id ORDER BY source, source_record_id""",
+            {"id": company_id})))
+    return row, tables
 
 
 # ------------------------------------------------------------------------------- analytics

@@ -259,6 +259,31 @@ def test_discovered_tabs_show_a_stage_table_once_it_exists(web_env, tmp_path):
     assert [r[1:] for r in rows] == [[str(cid), "high"]]
 
 
+def test_companies_registry_and_company_page(client, web_env):
+    html = client.get("/companies", params={"letter": "M"}).text
+    shown = [int(x) for x in re.findall(r'<td><a href="/company/(\d+)">', html)]
+    assert shown and shown == [r[0] for r in warehouse_rows(web_env, """
+        SELECT company_id FROM core.companies
+        WHERE starts_with(lower(strip_accents(coalesce(legal_name, ''))), 'm')
+        ORDER BY lower(strip_accents(coalesce(legal_name, ''))), company_id LIMIT 50""")]
+    company_id, vat = warehouse_rows(web_env, """
+        SELECT k.company_id, k.vat_number FROM core.companies k
+        JOIN core.company_contacts p USING (company_id)
+        GROUP BY ALL ORDER BY count(*) DESC, k.company_id LIMIT 1""")[0]
+    assert company_id in [int(x) for x in re.findall(
+        r'<td><a href="/company/(\d+)">', client.get("/companies", params={"q": vat.lower()}).text)]
+    page = client.get(f"/company/{company_id}").text
+    fields = {r[0]: r for r in _cells(page, "Golden company and the lineage of each field")}
+    assert fields["vat_number"][1] == vat
+    people = sorted(int(r[0]) for r in _cells(page, "People of this company"))
+    assert people == sorted(r[0] for r in warehouse_rows(web_env, """
+        SELECT customer_id FROM core.company_contacts WHERE company_id = ?
+        AND customer_id IN (SELECT customer_id FROM marts.contact_cards)
+        AND customer_id NOT IN (SELECT customer_id FROM ops.bulk_edits WHERE action = 'delete')""",
+        [company_id]))
+    assert client.get("/company/999999999").status_code == 404
+
+
 def test_analytics_counts_match_the_warehouse(client, web_env):
     html = client.get("/analytics").text
     charts = dict(re.findall(r'data-title="([^"]+)" data-total="(\d+)"', html))
