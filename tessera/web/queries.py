@@ -59,8 +59,6 @@ TOTAL_LABELS = {
     "email_opens": "e-mail opens", "note_count": "public notes", "last_note_at": "last note",
     "open_tasks": "open tasks", "next_task_due_at": "next task due",
 }
-# Tables the other helpers' stages fill; their tabs stay empty (and say so) until then.
-DISCOVERED_SCHEMAS = {"predictions": "predictions", "recommendations": "recommendations"}
 
 
 @dataclass
