@@ -340,6 +340,7 @@ def test_a_writing_run_gets_503_not_a_wait(web_env, tmp_path):
     finally:
         holder.kill()
         holder.wait()
+        holder.stdout.close()
     with TestClient(create_app(tmp_path / "missing.duckdb")) as c:
         assert c.get("/analytics").status_code == 503
 
