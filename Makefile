@@ -11,7 +11,7 @@ export DO_NOT_TRACK := 1
 # Keys the suppression ledger's hashes. The demo's value is public: set your own secret.
 export TESSERA_SUPPRESSION_KEY ?= demo-only-key-set-TESSERA_SUPPRESSION_KEY
 
-.PHONY: install demo test ui bench bench-segments bench-identity bench-identity-febrl bench-ingest bench-companies bench-predictions validate lock clean
+.PHONY: install demo test ui bench bench-segments bench-identity bench-identity-febrl bench-ingest bench-companies bench-predictions validate lock clean browser web bench-web
 
 install: $(STAMP)
 
@@ -27,8 +27,29 @@ demo: install
 	$(VENV)/bin/tessera demo
 
 ## test: install and run the whole test suite
-test: install
+test: install browser
 	$(PY) -m pytest -q
+
+## browser: Debian's Chromium for the web app's browser tests (Playwright drives it; no
+## `playwright install`). Idempotent: does nothing when /usr/bin/chromium exists; if it
+## cannot be installed the browser tests skip and say why.
+CHROMIUM := /usr/bin/chromium
+browser:
+	@if [ -x $(CHROMIUM) ]; then echo "browser: $(CHROMIUM) present"; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  echo "browser: installing Debian's chromium (apt-get install -y chromium) ..."; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends chromium \
+	    || { echo "browser: refreshing the package lists"; $$SUDO apt-get update \
+	         && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends chromium; } \
+	    || echo "browser: could not install chromium; the browser tests will skip"; \
+	else echo "browser: no apt-get; the browser tests will skip"; fi
+
+## web: the read-only web app (search, contact card, analytics) on 127.0.0.1:8080 over the
+## demo's warehouse
+WEB_PORT ?= 8080
+web: install
+	$(VENV)/bin/tessera web --host 127.0.0.1 --port $(WEB_PORT)
 
 ## ui: the Dagster UI on 127.0.0.1:3000 over the demo's storage
 ui: install
@@ -76,6 +97,13 @@ bench-companies: install
 CUSTOMERS ?= 100000
 bench-predictions: install
 	$(PY) bench/predictions.py --customers $(CUSTOMERS)
+
+## bench-web: search and card latency through the real web server on a synthetic warehouse,
+## without and with marts.contact_search and with events clustered by customer
+## (reference scale: CONTACTS=1000000 EVENTS=50000000)
+REQUESTS ?= 20
+bench-web: install
+	$(PY) bench/web.py --contacts $(CONTACTS) --events $(EVENTS) --requests $(REQUESTS)
 
 ## lock: re-pin requirements.lock from the current virtual environment
 lock:

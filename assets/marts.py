@@ -8,10 +8,12 @@ from assets._common import POOL, table_metadata
 from tessera.settings import Deployment
 from tessera.privacy.consent import SOFT_DELETED_SQL
 from tessera.card.marts import build_contact_cards
+from tessera.card.search import build_contact_search
 from tessera.engine.warehouse import Timer
 
 GROUP = "marts"
 CARDS = dg.AssetKey(["marts", "contact_cards"])
+SEARCH = dg.AssetKey(["marts", "contact_search"])
 
 
 def build(deployment: Deployment):
@@ -55,4 +57,13 @@ def build(deployment: Deployment):
         return dg.AssetCheckResult(passed=cards == customers == distinct and stray == 0,
                                    metadata={"cards": int(cards), "customers": int(customers)})
 
-    return [contact_cards], [one_card]
+    @dg.asset(key=SEARCH, group_name=GROUP, pool=POOL, deps=[CARDS], kinds={"duckdb"},
+              description="The contact cards' search keys, folded once per run (lower case, no "
+                          "accents) for the web page's search, in registry order.")
+    def contact_search(warehouse: DuckDBResource) -> dg.MaterializeResult:
+        timer = Timer()
+        with warehouse.get_connection() as con:
+            stats = build_contact_search(con)
+            return dg.MaterializeResult(metadata=table_metadata(con, "marts", "contact_search", timer.seconds, stats))
+
+    return [contact_cards, contact_search], [one_card]

@@ -193,6 +193,7 @@ def demo_cmd(ctx: click.Context, contacts: int) -> int:
     result = run_daily(DEMO_DATE)
     print_summary(summary(result.run_id))
     print("\nopen the Dagster UI with `make ui` (http://127.0.0.1:3000) to browse the run.")
+    print("open the contact cards and analytics with `make web` (http://127.0.0.1:8080).")
     return 0 if result.success else 1
 
 

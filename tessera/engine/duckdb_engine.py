@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from tessera.engine.base import Engine, FileFormat
 from tessera.engine.steps import SqlStep
-from tessera.engine.warehouse import sql_literal, table_exists, transaction
+from tessera.engine.warehouse import connect, sql_literal, table_exists, transaction
 
 _RECORDERS: list[dict[tuple[str, str], SqlStep]] = []
 
@@ -143,3 +143,32 @@ def as_engine(target: Engine | duckdb.DuckDBPyConnection) -> Engine:
     if isinstance(target, duckdb.DuckDBPyConnection):
         return DuckDBEngine(target)
     return target
+
+
+class WarehouseUnavailable(RuntimeError):
+    """The warehouse cannot be read now: it was never built, or a run holds the writer's
+    lock (a DuckDB writer also blocks read-only readers, RELIABILITY.md rule 3)."""
+
+
+@contextmanager
+def read_only(path: str | Path, threads: int | None = None) -> Iterator[Engine]:
+    """A short read-only session on the warehouse file, for front ends that only look.
+
+    Opened per use and closed at once, so a reader never holds the file while the daily
+    job needs to write it; while a run writes, it raises :class:`WarehouseUnavailable`
+    (with no DuckDB text in it) instead of waiting.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WarehouseUnavailable("no warehouse yet: run the daily job first (make demo)")
+    try:
+        con = connect(path, read_only=True, threads=threads)
+    except duckdb.IOException as exc:
+        busy = "lock" in str(exc).lower()
+        raise WarehouseUnavailable(
+            "a run is writing the warehouse; try again when it ends" if busy
+            else "the warehouse file cannot be opened") from None
+    try:
+        yield DuckDBEngine(con)
+    finally:
+        con.close()

@@ -1,0 +1,264 @@
+"""Benchmark of the web page: search and card latency through the real server.
+
+    python bench/web.py --contacts 100000 --events 5000000 [--requests 40]
+
+Generates the synthetic warehouse of ``bench/segments.py`` (customers, orders, lines,
+events with JSON properties over a year) and gives every customer a name, surname,
+mobile and birth date, builds the contact card and RFM, then starts ``tessera.web`` with
+uvicorn in its own process and times, over HTTP, searches (a surname, a surname and a
+birth year, an e-mail, phone digits) and card tabs (profile, orders, timeline, RFM) of
+random customers. Each request opens the warehouse read-only, as in production.
+
+Three layouts of the same data, measured one after the other while the server runs
+(the page holds no lock between requests, so the benchmark rewrites tables in between):
+
+1. without ``marts.contact_search``: the page folds names and e-mails on every search
+   (a warehouse built before that table existed);
+2. with ``marts.contact_search``, as the daily job now writes it;
+3. and ``core.events`` / ``core.orders`` rewritten in customer order (DuckDB then skips
+   most row groups by their min/max on a card's lookups), which the daily job does not
+   do today.
+
+Prints p50 / p95 / max milliseconds per kind, requests per second, and the peak memory
+of the server and of this process. Results go to bench/out/ as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import random
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SURNAMES = ["Rossi", "Russo", "Ferrari", "Esposito", "Bianchi", "Romano", "Colombo", "Ricci",
+            "Marino", "Greco", "Bruno", "Gallo", "Conti", "De Luca", "Mancini", "Costa",
+            "Giordano", "Rizzo", "Lombardi", "Moretti", "Nowak", "Kowalski", "Wiśniewski",
+            "Wójcik", "Kowalczyk", "Kamiński", "Lewandowski", "Zieliński", "Szymański", "Niccolò"]
+NAMES = ["Marco", "Giulia", "Luca", "Francesca", "Andrea", "Sara", "Matteo", "Chiara",
+         "Piotr", "Anna", "Krzysztof", "Maria", "Tomasz", "Katarzyna", "Lorenzo", "Martina"]
+
+
+def _segments_bench():
+    spec = importlib.util.spec_from_file_location("bench_segments", ROOT / "bench" / "segments.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build(warehouse: Path, contacts: int, events: int, memory_limit: str | None) -> dict:
+    from tessera.card.marts import build_contact_cards
+    from tessera.engine.warehouse import connect, ensure_warehouse
+    from tessera.marketing.rfm import build_rfm
+
+    con = connect(warehouse, memory_limit=memory_limit)
+    ensure_warehouse(con)
+    t0 = time.perf_counter()
+    seg = _segments_bench()
+    seg.generate(con, contacts, events)
+    surnames = "[" + ", ".join(f"'{s}'" for s in SURNAMES) + "]"
+    names = "[" + ", ".join(f"'{s}'" for s in NAMES) + "]"
+    con.execute(f"""
+        CREATE OR REPLACE TABLE core.customers AS
+        SELECT customer_id, 'ERP' || customer_id AS erp_id, email,
+               {names}[1 + (hash(customer_id * 53) % {len(NAMES)})::INT] AS first_name,
+               {surnames}[1 + (hash(customer_id * 59) % {len(SURNAMES)})::INT] AS last_name,
+               '+393' || lpad(CAST(hash(customer_id * 61) % 1000000000 AS VARCHAR), 9, '0') AS mobile,
+               '' AS phone, '' AS address, '' AS postcode, city, '' AS province, country,
+               birth_date, gender, '' AS tax_code, loyalty_tier, email_consent, sms_consent,
+               email_hard_bounced, source_count, ['bench'] AS nodes,
+               TIMESTAMP '2026-11-01 00:00:00' AS updated_at, now()::TIMESTAMP AS golden_built_at
+        FROM core.customers""")
+    # the columns of core.orders the synthetic warehouse leaves out
+    con.execute("ALTER TABLE core.orders ADD COLUMN source VARCHAR DEFAULT 'shop_orders'")
+    con.execute("ALTER TABLE core.orders ADD COLUMN customer_ref VARCHAR")
+    con.execute("CHECKPOINT")
+    generated = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    build_contact_cards(con)
+    build_rfm(con, seg.AS_OF)
+    con.execute("CHECKPOINT")
+    marts = time.perf_counter() - t0
+    counts = con.execute("SELECT (SELECT count(*) FROM marts.contact_cards), "
+                         "(SELECT count(*) FROM core.events), (SELECT count(*) FROM core.orders)").fetchone()
+    con.close()
+    return {"generate_s": round(generated, 1), "card_and_rfm_s": round(marts, 1),
+            "contacts": counts[0], "events": counts[1], "orders": counts[2]}
+
+
+def add_search_table(warehouse: Path, memory_limit: str | None) -> float:
+    from tessera.card.search import build_contact_search
+    from tessera.engine.warehouse import connect
+
+    t0 = time.perf_counter()
+    con = connect(warehouse, memory_limit=memory_limit)
+    build_contact_search(con)
+    con.execute("CHECKPOINT")
+    con.close()
+    return round(time.perf_counter() - t0, 1)
+
+
+def cluster_by_customer(warehouse: Path, memory_limit: str | None) -> float:
+    """The alternative layout: events and orders stored in customer order."""
+    from tessera.engine.warehouse import connect
+
+    t0 = time.perf_counter()
+    con = connect(warehouse, memory_limit=memory_limit)
+    for table, order in (("core.events", "customer_id, occurred_at"),
+                         ("core.orders", "customer_id, order_date")):
+        con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM {table} ORDER BY {order}")
+    con.execute("CHECKPOINT")
+    con.close()
+    return round(time.perf_counter() - t0, 1)
+
+
+LAYOUTS = ("no search table", "search table (daily job now)", "+ events clustered")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def peak_kb_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def requests_plan(contacts: int, n: int, rng: random.Random) -> list[tuple[str, str, dict]]:
+    plan = []
+    for _ in range(n):
+        cid = rng.randint(1, contacts)
+        surname = rng.choice(SURNAMES)
+        plan += [
+            ("search surname", "/", {"q": surname.lower()}),
+            ("search surname + year", "/", {"q": f"{surname} {rng.randint(1950, 2004)}"}),
+            ("search e-mail", "/", {"q": f"c{cid}@example.invalid"}),
+            ("search phone digits", "/", {"q": str(rng.randint(1000000, 9999999))}),
+            ("card profile", f"/card/{cid}", {"tab": "profile"}),
+            ("card orders", f"/card/{cid}", {"tab": "orders"}),
+            ("card timeline", f"/card/{cid}", {"tab": "timeline"}),
+            ("card rfm", f"/card/{cid}", {"tab": "rfm"}),
+        ]
+    rng.shuffle(plan)
+    return plan
+
+
+def measure(client, base: str, plan) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {}
+    for kind, path, params in plan:
+        t = time.perf_counter()
+        r = client.get(base + path, params=params)
+        elapsed = (time.perf_counter() - t) * 1000
+        if r.status_code != 200:
+            raise SystemExit(f"{kind}: HTTP {r.status_code}")
+        times.setdefault(kind, []).append(elapsed)
+    return times
+
+
+def summary(times: dict[str, list[float]]) -> dict[str, dict]:
+    out = {}
+    for kind, ms in times.items():
+        ms = sorted(ms)
+        out[kind] = {"n": len(ms), "p50_ms": round(statistics.median(ms), 1),
+                     "p95_ms": round(ms[max(0, int(len(ms) * 0.95) - 1)], 1), "max_ms": round(ms[-1], 1)}
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--contacts", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=5_000_000)
+    parser.add_argument("--requests", type=int, default=40, help="requests of each kind per layout")
+    parser.add_argument("--memory-limit", default=None, help="DuckDB memory_limit when building")
+    parser.add_argument("--workdir", default=None, help="folder for the warehouse (default: temp)")
+    args = parser.parse_args()
+    import httpx2 as httpx
+
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="tessera-bench-web-"))
+    work.mkdir(parents=True, exist_ok=True)
+    warehouse = work / "warehouse.duckdb"
+    warehouse.unlink(missing_ok=True)
+    built = build(warehouse, args.contacts, args.events, args.memory_limit)
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from tessera.web.app import serve; "
+         "serve(sys.argv[1], host='127.0.0.1', port=int(sys.argv[2]))", str(warehouse), str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
+    base = f"http://127.0.0.1:{port}"
+    results: dict = {"built": built, "layouts": {}}
+    try:
+        with httpx.Client(timeout=60) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    client.get(base + "/static/tessera.css")
+                    break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline or server.poll() is not None:
+                        raise SystemExit("the server did not start")
+                    time.sleep(0.2)
+            rng = random.Random(42)
+            for layout in LAYOUTS:
+                if layout == LAYOUTS[1]:
+                    results["search_table_s"] = add_search_table(warehouse, args.memory_limit)
+                if layout == LAYOUTS[2]:
+                    results["cluster_s"] = cluster_by_customer(warehouse, args.memory_limit)
+                plan = requests_plan(built["contacts"], args.requests, rng)
+                measure(client, base, plan[:8])  # warm the OS cache
+                t0 = time.perf_counter()
+                times = measure(client, base, plan)
+                wall = time.perf_counter() - t0
+                results["layouts"][layout] = {"requests": len(plan), "wall_s": round(wall, 1),
+                                              "requests_per_s": round(len(plan) / wall, 1),
+                                              "kinds": summary(times)}
+        results["server_peak_rss_mb"] = round(peak_kb_of(server.pid) / 1024)
+    finally:
+        server.terminate()
+        server.wait(10)
+    results["bench_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+    print(f"\nTessera web benchmark: {built['contacts']:,} contacts, {built['events']:,} events, "
+          f"{built['orders']:,} orders (generate {built['generate_s']} s, card + RFM "
+          f"{built['card_and_rfm_s']} s, not counted)")
+    kinds = sorted(next(iter(results["layouts"].values()))["kinds"])
+    print(f"  p50 / p95 ms per request; {args.requests} of each kind per layout")
+    print(f"  {'request':<22}" + "".join(f" | {layout:>28}" for layout in LAYOUTS))
+    for kind in kinds:
+        cells = []
+        for layout in LAYOUTS:
+            k = results["layouts"][layout]["kinds"][kind]
+            cells.append(f"{k['p50_ms']:>8} / {k['p95_ms']:>8}")
+        print(f"  {kind:<22}" + "".join(f" | {c:>28}" for c in cells))
+    print(f"  {'requests/s':<22}" + "".join(
+        f" | {results['layouts'][layout]['requests_per_s']:>28}" for layout in LAYOUTS))
+    print(f"  building marts.contact_search: {results['search_table_s']} s; rewriting events and "
+          f"orders in customer order: {results['cluster_s']} s (both while serving)")
+    print(f"  peak memory (RSS): server {results['server_peak_rss_mb']} MB, "
+          f"builder {results['bench_peak_rss_mb']} MB")
+    out = ROOT / "bench" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"web_{args.contacts}_{args.events}.json").write_text(json.dumps(results, indent=2))
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

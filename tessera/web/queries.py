@@ -1,0 +1,663 @@
+"""What the web page reads: search, the card's tabs and the analytics counts, as named steps.
+
+Why here and not in the stages: these are read-only views for a person at a screen, over
+tables the stages own; they only select, bind every value as a parameter, and read
+tables that a deployment may lack (notes, scores, stages, companies, predictions) only
+when they exist, so the page works on every configuration.
+
+Who may be shown: only people with a contact card (``marts.contact_cards`` leaves out
+soft-deleted people; ``tessera forget`` deletes erased people from every table), and not
+anyone soft-deleted since the card was built (the live ``ops.bulk_edits`` state), so a
+deletion hides the person from the page at once, before the next run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import unicodedata
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+from weakref import WeakKeyDictionary
+
+from tessera.card.search import REGISTRY_ORDER, SEARCH_TABLE, contact_search_select
+from tessera.engine import Engine, SqlStep
+from tessera.privacy.consent import SOFT_DELETED_SQL
+
+# A page's results are small (a card's tab, 50 search hits): DuckDB's note that Arrow output
+# from a prepared statement copies the rows is about bulk reads, and only litters the output.
+warnings.filterwarnings("ignore", message="Arrow output on a DB-API result", category=UserWarning)
+
+SEARCH_LIMIT = 50
+LIST_LIMIT = 200
+
+# The card's tabs, in the order the page shows them: (key, label).
+TABS = (
+    ("profile", "Profile"),
+    ("identifiers", "Identifiers"),
+    ("consents", "Consents"),
+    ("orders", "Orders"),
+    ("timeline", "Timeline"),
+    ("visits", "Visits"),
+    ("notes", "Notes and tasks"),
+    ("companies", "Company"),
+    ("segments", "Segments"),
+    ("scores", "Scores"),
+    ("stages", "Stages"),
+    ("rfm", "RFM"),
+    ("predictions", "Predictions"),
+    ("recommendations", "Recommendations"),
+)
+TAB_KEYS = frozenset(k for k, _ in TABS)
+
+# The card's e-commerce totals under the names analysts know from the contact card.
+TOTAL_LABELS = {
+    "order_number": "ORDER_NUMBER", "order_summary": "ORDER_SUMMARY", "order_avg": "ORDER_AVG",
+    "first_order_date": "first order", "last_order_date": "last order",
+    "event_count": "events", "last_event_at": "last event", "page_views": "page views",
+    "email_opens": "e-mail opens", "note_count": "public notes", "last_note_at": "last note",
+    "open_tasks": "open tasks", "next_task_due_at": "next task due",
+}
+
+
+@dataclass
+class Table:
+    """One titled table of a page: the template renders every one the same way."""
+
+    title: str
+    columns: list[str]
+    rows: list[tuple] = field(default_factory=list)
+    empty: str = "Nothing recorded."
+    note: str = ""
+    link: str = ""  # the first column is an id to link: "card" or "company"
+
+
+def show(value: Any) -> str:
+    """A warehouse value as the page shows it (escaping is the template's job)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ", timespec="seconds")
+    if isinstance(value, (list, tuple)):
+        return ", ".join(show(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:,.2f}" if value != int(value) else f"{int(value):,}"
+    if isinstance(value, decimal.Decimal):
+        # a count summed by DuckDB is a HUGEINT, which arrives as a whole decimal
+        return str(value) if value.as_tuple().exponent == 0 else f"{value:,.2f}"
+    return str(value)
+
+
+def fold(text: str) -> str:
+    """Lower case without accents, as the search compares (``Rossì`` finds ``rossi``)."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).lower()
+
+
+# The warehouse's tables, read once per read-only session: a page asks for a dozen optional
+# tables, and each information_schema look-up costs tens of milliseconds.
+_CATALOGUES: WeakKeyDictionary = WeakKeyDictionary()
+
+
+def _has(engine: Engine, table: str) -> bool:
+    known = _CATALOGUES.get(engine)
+    if known is None:
+        known = frozenset(f"{schema}.{name}" for schema, name in engine.rows(SqlStep(
+            "web.catalogue", "SELECT table_schema, table_name FROM information_schema.tables")))
+        _CATALOGUES[engine] = known
+    return table in known
+
+
+def _hidden_sql(engine: Engine) -> str:
+    """Customer ids soft-deleted now (a subquery), whatever the last run's cards say."""
+    if not _has(engine, "ops.bulk_edits"):
+        return "SELECT CAST(NULL AS BIGINT) AS customer_id WHERE FALSE"
+    return f"SELECT customer_id FROM ({SOFT_DELETED_SQL}) WHERE customer_id IS NOT NULL"
+
+
+def _table_columns(engine: Engine, schema: str, table: str) -> list[str]:
+    return [r[0] for r in engine.rows(SqlStep(
+        "web.table_columns", "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = $schema AND table_name = $table ORDER BY ordinal_position",
+        {"schema": schema, "table": table}))]
+
+
+def _table(engine: Engine, title: str, step: SqlStep, empty: str = "Nothing recorded.",
+           note: str = "", link: str = "") -> Table:
+    data = engine.columns(step)
+    names = list(data)
+    rows = list(zip(*(data[n] for n in names))) if names else []
+    return Table(title, names, rows, empty, note, link)
+
+
+# ---------------------------------------------------------------------------------- search
+
+def search_step(engine: Engine, query: str, letter: str = "", limit: int = SEARCH_LIMIT) -> SqlStep:
+    """Every word of ``query`` must match one of: name, surname, e-mail, birth date
+    (``1980``), city, ERP id, tax code, the customer id, the gender (``M``/``F``, whole
+    word), or the digits of a phone (at least 4). Accent- and case-insensitive.
+
+    Listed in the registry order of the Sendero seed: surname and name, else e-mail; with
+    ``letter``, only people whose surname (else e-mail) starts with it. The keys come
+    from ``marts.contact_search`` (folded once per run), or are folded here if a
+    warehouse has no such table."""
+    params: dict[str, Any] = {"limit": limit}
+    conds = []
+    for i, word in enumerate(query.split()[:8]):
+        params[f"t{i}"] = fold(word)
+        digits = "".join(c for c in word if c.isdigit())
+        phone = ""
+        if len(digits) >= 4 and len(digits) >= len(word.lstrip("+")) - 2:
+            params[f"d{i}"] = digits
+            phone = f" OR contains(s.phone_digits, $d{i})"
+        conds.append(f"(contains(s.search_text, $t{i}) OR s.gender_key = $t{i}"
+                     f" OR CAST(s.customer_id AS VARCHAR) = $t{i}{phone})")
+    if letter:
+        params["letter"] = fold(letter)[:1]
+        conds.append("starts_with(s.sort_key, $letter)")
+    where = " AND ".join(conds) or "TRUE"
+    keys = SEARCH_TABLE if _has(engine, SEARCH_TABLE) else f"({contact_search_select()})"
+    order = ", ".join(f"s.{k}" for k in REGISTRY_ORDER.split(", "))
+    return SqlStep("web.search", f"""
+        SELECT c.customer_id AS id, c.last_name AS surname, c.first_name AS name, c.email,
+               c.mobile, c.city, c.birth_date, c.order_number AS orders
+        FROM {keys} AS s JOIN marts.contact_cards c ON c.customer_id = s.customer_id
+        WHERE s.customer_id NOT IN ({_hidden_sql(engine)}) AND {where}
+        ORDER BY {order}
+        LIMIT $limit""", params)
+
+
+def search(engine: Engine, query: str, letter: str = "", limit: int = SEARCH_LIMIT) -> Table:
+    if not _has(engine, "marts.contact_cards"):
+        return Table("Contacts", [], empty="No contact cards yet: run the daily job.")
+    return _table(engine, "Contacts", search_step(engine, query, letter, limit),
+                  empty="No contact matches.", link="card")
+
+
+# ------------------------------------------------------------------------------------ card
+
+def card(engine: Engine, customer_id: int) -> dict[str, Any] | None:
+    """The person's card row, or None when there is no such person to show (never built,
+    erased, or soft-deleted): the page answers the same for all three."""
+    if not _has(engine, "marts.contact_cards"):
+        return None
+    data = engine.columns(SqlStep("web.card", f"""
+        SELECT * FROM marts.contact_cards
+        WHERE customer_id = $id AND customer_id NOT IN ({_hidden_sql(engine)})""",
+        {"id": customer_id}))
+    if not data or not next(iter(data.values())):
+        return None
+    return {k: v[0] for k, v in data.items()}
+
+
+def find_customer(engine: Engine, key: str) -> int | None:
+    """A customer id from an id or an e-mail address (as the card holds it), among the
+    people the page may show."""
+    key = key.strip()
+    if key.isdigit():
+        return int(key) if card(engine, int(key)) else None
+    if not _has(engine, "marts.contact_cards"):
+        return None
+    rows = engine.rows(SqlStep("web.find_by_email", f"""
+        SELECT customer_id FROM marts.contact_cards
+        WHERE email = $email AND customer_id NOT IN ({_hidden_sql(engine)})
+        ORDER BY customer_id LIMIT 1""", {"email": key.lower()}))
+    return int(rows[0][0]) if rows else None
+
+
+def card_tab(engine: Engine, tab: str, row: dict[str, Any]) -> list[Table]:
+    """The tables of one tab of the card whose row is ``row`` (see :func:`card`)."""
+    return _TAB_BUILDERS[tab](engine, row)
+
+
+def _profile(engine: Engine, row: dict[str, Any]) -> list[Table]:
+    cid = row["customer_id"]
+    golden = _table_columns(engine, "core", "customers") or list(row)
+    lineage: dict[str, tuple] = {}
+    if _has(engine, "core.customer_field_lineage"):
+        for field_name, *rest in engine.rows(SqlStep("web.lineage", """
+                SELECT field, source, node, source_record_id, source_updated_at, rule
+                FROM core.customer_field_lineage WHERE customer_id = $id""", {"id": cid})):
+            lineage[field_name] = tuple(rest)
+    fields = [(f, row.get(f), *lineage.get(f, ("", "", "", None, ""))) for f in golden if f in row]
+    totals = [(TOTAL_LABELS[k], row[k]) for k in TOTAL_LABELS if k in row]
+    return [
+        Table("Golden profile and the lineage of each field",
+              ["field", "value", "source", "node", "source record", "source updated", "rule"],
+              fields, note="Each value's source record and the survivorship rule that chose it."),
+        Table("E-commerce and activity totals", ["measure", "value"], totals),
+    ]
+
+
+def _identifiers(engine: Engine, row: dict[str, Any]) -> list[Table]:
+    cid = row["customer_id"]
+    ids = [(k, row[k]) for k in ("customer_id", "email", "mobile", "phone", "erp_id", "tax_code")
+           if k in row and row[k] not in (None, "")]
+    tables = [Table("Golden identifiers", ["identifier", "value"], ids)]
+    if _has(engine, "core.customer_sources"):
+        tables.append(_table(engine, "Source records merged into this person", SqlStep(
+            "web.sources", """
+            SELECT source, source_record_id AS record, node, matched_by, resolved_at
+            FROM core.customer_sources WHERE customer_id = $id ORDER BY source, source_record_id""",
+            {"id": cid})))
+    if _has(engine, "core.merge_log"):
+        tables.append(_table(engine, "Merges and splits", SqlStep("web.merges", """
+            SELECT logged_at, event, other_customer_id AS other_customer, records, rule
+            FROM core.merge_log WHERE customer_id = $id OR other_customer_id = $id
+            ORDER BY logged_at DESC LIMIT $limit""", {"id": cid, "limit": LIST_LIMIT})))
+    return tables
+
+
+def _consents(engine: Engine, row: dict[str, Any]) -> list[Table]:
+    cid = row["customer_id"]
+    golden = [(k, row[k]) for k in ("email_consent", "sms_consent", "email_hard_bounced") if k in row]
+    tables = [Table("Consent on the golden record", ["channel", "state"], golden)]
+    if _has(engine, "core.consents"):
+        tables.append(_table(engine, "State per channel", SqlStep("web.consents", """
+            SELECT channel, state, since, events FROM core.consents
+            WHERE customer_id = $id ORDER BY channel""", {"id": cid})))
+    if _has(engine, "core.consent_events"):
+        tables.append(_table(engine, "Opt-in and opt-out history", SqlStep("web.consent_events", """
+            SELECT occurred_at, channel, state, kind, explicit, source, source_record_id AS record
+            FROM core.consent_events WHERE customer_id = $id
+            ORDER BY occurred_at DESC, channel LIMIT $limit""", {"id": cid, "limit": LIST_LIMIT})))
+    return tables
+
+
+def _orders(engine: Engine, row: dict[str, Any]) -> list[Table]:
+    totals = [(TOTAL_LABELS[k], row[k]) for k in
+              ("order_number", "order_summary", "order_avg", "first_order_date", "last_order_date")
+              if k in row]
+    tables = [Table("Totals", ["measure", "value"], totals)]
+    if _has(engine, "core.orders"):
+        tables.append(_table(engine, "Orders, newest first", SqlStep("web.orders", """
+            SELECT order_id, order_date, amount, channel_macro, channel_micro, offer_id, source
+            FROM core.orders WHERE customer_id = $id
+            ORDER BY order_date DESC, order_id LIMIT $limit""",
+            {"id": row["customer_id"], "limit": LIST_LIMIT}), empty="No orders."))
+    return tables
+
+
+def timeline_step(engine: Engine, customer_id: int) -> SqlStep | None:
+    """Everything that happened to the person, newest first: events, orders, consent
+    changes, segment and stage moves, score actions, public notes and tasks."""
+    parts = []
+    if _has(engine, "core.events"):
+        parts.append("SELECT occurred_at, 'event' AS kind, event_type AS what, "
+                     "coalesce(properties, '') AS detail FROM core.events WHERE customer_id = $id")
+    if _has(engine, "core.orders"):
+        parts.append("SELECT CAST(order_date AS TIMESTAMP), 'order', 'order ' || order_id, "
+                     "CAST(amount AS VARCHAR) || ' ' || coalesce(channel_macro, '') "
+                     "FROM core.orders WHERE customer_id = $id")
+    if _has(engine, "core.consent_events"):
+        parts.append("SELECT occurred_at, 'consent', channel || ' ' || state, kind || ' from ' || source "
+                     "FROM core.consent_events WHERE customer_id = $id")
+    if _has(engine, "marketing.segment_history"):
+        parts.append("SELECT CAST(entered_on AS TIMESTAMP), 'segment', 'entered ' || segment, '' "
+                     "FROM marketing.segment_history WHERE customer_id = $id")
+        parts.append("SELECT CAST(left_on AS TIMESTAMP), 'segment', 'left ' || segment, '' "
+                     "FROM marketing.segment_history WHERE customer_id = $id AND left_on IS NOT NULL")
+    if _has(engine, "marketing.stage_history"):
+        parts.append("SELECT CAST(entered_on AS TIMESTAMP), 'stage', 'entered ' || stage, '' "
+                     "FROM marketing.stage_history WHERE customer_id = $id")
+    if _has(engine, "marketing.score_actions"):
+        parts.append("SELECT CAST(as_of_date AS TIMESTAMP), 'score action', action || ' ' || target, "
+                     "score_type || ' crossed ' || CAST(threshold AS VARCHAR) "
+                     "FROM marketing.score_actions WHERE customer_id = $id")
+    if _has(engine, "core.notes"):
+        parts.append("SELECT created_at, 'note', 'note by ' || coalesce(author, ''), '' "
+                     "FROM core.notes WHERE customer_id = $id AND visibility = 'public'")
+    if _has(engine, "core.tasks"):
+        parts.append("SELECT created_at, 'task', title, status FROM core.tasks WHERE customer_id = $id")
+    if not parts:
+        return None
+    union = "\nUNION ALL\n".join(parts)
+    return SqlStep("web.timeline", f"""
+        SELECT occurred_at, kind, what, detail FROM ({union})
+        ORDER BY occurred_at DESC NULLS LAST, kind, what LIMIT $limit""",
+        {"id": customer_id, "limit": LIST_LIMIT})
+
+
+def _timeline(engine: Engine, row: dict[str, Any]) -> list[Table]:
+    cid = row["customer_id"]
+    step = timeline_step(engine, cid)
+    tables = [Table("Timeline", ["occurred_at", "kind", "what", "detail"]) if step is None else
+              _table(engine, f"Timeline (newest {LIST_LIMIT})", step)]
+    if _has(engine, "core.events"):
+        tables.append(_table(engine, "Activity by hour of day", SqlStep("web.activity_hours", """
+            SELECT hour(occurred_at) AS hour, count(*) AS events FROM core.events
+            WHERE customer_id = $id GROUP BY ALL ORDER BY events DESC, hour""", {"id": cid}),
+            note="The first row is the best hour to send."))
+        tables.append(_table(engine, "Activity by day of week", SqlStep("web.activity_days", """
+            SELECT isodow(occurred_at) AS day_of_week, count(*) AS events FROM core.events
+            WHERE customer_id = $id GROUP BY ALL ORDER BY events DESC, day_of_week""", {"id": cid}),
+            note="1 = Monday; the first row is the best day to send."))
+    return tables
+
+
+# the event properties that name the visitor's device, operating system and browser
+VISIT_PROPERTIES = (("device", "Most used devices"), ("os", "Most used systems"),
+                    ("browser", "Most used browsers"))
+
+
+def _visits(engine: Engine, row: dict[str, Any]) -> list[Table]:
+    """Most used devices / systems / browsers with their share and last use, from the
+    properties events carry (``{"device": "mobile", "os": "iOS", "browser": "Safari"}``)."""
+    if not _has(engine, "core.events"):
+        return [Table("Visits", [], empty="No event source in this deployment.")]
+    tables = []
+    for prop, title in VISIT_PROPERTIES:
+        tables.append(_table(engine, title, SqlStep("web.visits", """
+            WITH v AS (
+                SELECT json_extract_string(properties, $path) AS value, occurred_at
+                FROM core.events WHERE customer_id = $id)
+            SELECT value AS {prop}, count(*) AS events,
+                   round(100.0 * count(*) / sum(count(*)) OVER (), 1) AS share_pct,
+                   max(occurred_at) AS last_used
+            FROM v WHERE value IS NOT NULL AND value <> ''
+            GROUP BY value ORDER BY events DESC, value""".format(prop=prop),
+            {"id": row["customer_id"], "path": f"$.{prop}"}),
+            empty=f"No event names a {prop}."))
+    return tables
+
+
+def _notes(engine: Engine, row: dict[str, Any]) -> list[Table]:
+    cid = row["customer_id"]
+    tables = []
+    if _has(engine, "core.notes"):
+        private = engine.scalar(SqlStep("web.private_notes", """
+            SELECT count(*) FROM core.notes WHERE customer_id = $id AND visibility <> 'public'""",
+            {"id": cid}))
+        tables.append(_table(engine, "Public notes", SqlStep("web.notes", """
+            SELECT created_at, author, body FROM core.notes
+            WHERE customer_id = $id AND visibility = 'public'
+            ORDER BY created_at DESC LIMIT $limit""", {"id": cid, "limit": LIST_LIMIT}),
+            note=f"{private} private note(s) not shown: private notes are for their author only."))
+    else:
+        tables.append(Table("Notes", [], empty="No note source in this deployment."))
+    if _has(engine, "core.tasks"):
+        tables.append(_table(engine, "Tasks", SqlStep("web.tasks", """
+            SELECT title, owner, status, due_at, reminder_at, created_at, completed_at
+            FROM core.tasks WHERE customer_id = $id
+            ORDER BY status = 'open' DESC, due_at, created_at LIMIT $limit""",
+            {"id": cid, "limit": LIST_LIMIT})))
+    else:
+        tables.append(Table("Tasks", [], empty="No task source in this deployment."))
+    return tables
+
+
+def _companies(engine: Engine, row: dict[str, Any]) -> list[Table]:
+    fields = [(k.removeprefix("company_"), row[k]) for k in row
+              if k.startswith("company_") or k == "coworker_count"]
+    if not fields:
+        return [Table("Company", [], empty="This deployment has no company users.")]
+    tables = [Table("Company", ["field", "value"], fields if row.get("company_id") is not None else [],
+                    empty="Not linked to a company.")]
+    if row.get("company_id") is not None and _has(engine, "marts.coworkers"):
+        tables.append(_table(engine, "Co-workers", SqlStep("web.coworkers", f"""
+            SELECT c.customer_id AS id, c.last_name AS surname, c.first_name AS name, c.email,
+                   c.company_role AS role
+            FROM marts.coworkers w JOIN marts.contact_cards c ON c.customer_id = w.coworker_id
+            WHERE w.customer_id = $id AND c.customer_id NOT IN ({_hidden_sql(engine)})
+            ORDER BY surname, name, c.customer_id LIMIT $limit""",
+            {"id": row["customer_id"], "limit": LIST_LIMIT}), link="card"))
+    return tables
+
+
+def _segments(engine: Engine, row: dict[str, Any]) -> list[Table]:
+    if not _has(engine, "marketing.segment_history"):
+        return [Table("Segments", [], empty="No segment built yet.")]
+    return [_table(engine, "Segments, with entered and left dates", SqlStep("web.segments", """
+        SELECT segment, entered_on, left_on, left_on IS NULL AS member_now
+        FROM marketing.segment_history WHERE customer_id = $id
+        ORDER BY left_on IS NULL DESC, entered_on DESC, segment""", {"id": row["customer_id"]}),
+        empty="Never in a segment.")]
+
+
+def _scores(engine: Engine, row: dict[str, Any]) -> list[Table]:
+    cid = row["customer_id"]
+    if not _has(engine, "marketing.scores"):
+        return [Table("Scores", [], empty="No scoring configured (scoring.yaml).")]
+    tables = [_table(engine, "Scores on the latest day", SqlStep("web.scores", """
+        SELECT score_type, score, as_of_date FROM marketing.scores
+        WHERE customer_id = $id AND as_of_date = (SELECT max(as_of_date) FROM marketing.scores)
+        ORDER BY score_type""", {"id": cid}))]
+    if _has(engine, "marketing.score_actions"):
+        tables.append(_table(engine, "Threshold actions fired", SqlStep("web.score_actions", """
+            SELECT as_of_date, score_type, threshold, action, target, previous_score, score
+            FROM marketing.score_actions WHERE customer_id = $id
+            ORDER BY as_of_date DESC, score_type LIMIT $limit""", {"id": cid, "limit": LIST_LIMIT})))
+    if _has(engine, "marketing.contact_tags"):
+        tables.append(_table(engine, "Tags", SqlStep("web.tags", """
+            SELECT tag, added_on, origin FROM marketing.contact_tags WHERE customer_id = $id
+            ORDER BY added_on DESC, tag""", {"id": cid})))
+    return tables
+
+
+def _stages(engine: Engine, row: dict[str, Any]) -> list[Table]:
+    cid = row["customer_id"]
+    if not _has(engine, "marketing.stages"):
+        return [Table("Stage", [], empty="No funnel configured (stages.yaml).")]
+    tables = [_table(engine, "Stage on the latest day", SqlStep("web.stage", """
+        SELECT stage, stage_rank, as_of_date FROM marketing.stages
+        WHERE customer_id = $id AND as_of_date = (SELECT max(as_of_date) FROM marketing.stages)""",
+        {"id": cid}), empty="In no stage.")]
+    if _has(engine, "marketing.stage_history"):
+        tables.append(_table(engine, "Stage moves", SqlStep("web.stage_history", """
+            SELECT stage, stage_rank, entered_on, left_on FROM marketing.stage_history
+            WHERE customer_id = $id ORDER BY entered_on DESC, stage_rank DESC""", {"id": cid})))
+    return tables
+
+
+def _rfm(engine: Engine, row: dict[str, Any]) -> list[Table]:
+    if not _has(engine, "marketing.rfm_scores"):
+        return [Table("RFM", [], empty="No RFM built yet.")]
+    return [_table(engine, "RFM, latest day first", SqlStep("web.rfm", """
+        SELECT as_of_date, rfm_group, rfm_score, r_score, f_score, m_score, recency_days,
+               frequency, monetary
+        FROM marketing.rfm_scores WHERE customer_id = $id
+        ORDER BY as_of_date DESC LIMIT 30""", {"id": row["customer_id"]}),
+        empty="Not scored (no orders).")]
+
+
+def _discovered(schema: str):
+    """A tab over whatever tables another stage publishes in ``schema`` with a
+    ``customer_id`` column: the rows of the person's latest day, if the table has days."""
+    label = schema.capitalize()
+
+    def build(engine: Engine, row: dict[str, Any]) -> list[Table]:
+        tables = []
+        names = [r[0] for r in engine.rows(SqlStep("web.discover", """
+            SELECT DISTINCT table_name FROM information_schema.columns
+            WHERE table_schema = $schema AND column_name = 'customer_id' ORDER BY table_name""",
+            {"schema": schema}))]
+        for name in names:
+            cols = _table_columns(engine, schema, name)
+            qualified = f'{schema}."{name.replace(chr(34), chr(34) * 2)}"'
+            latest = ("AND as_of_date = (SELECT max(as_of_date) FROM {t} WHERE customer_id = $id)"
+                      .format(t=qualified) if "as_of_date" in cols else "")
+            order = "ORDER BY rank" if "rank" in cols else ""
+            tables.append(_table(engine, name.replace("_", " "), SqlStep("web.discovered", f"""
+                SELECT * FROM {qualified} WHERE customer_id = $id {latest} {order} LIMIT $limit""",
+                {"id": row["customer_id"], "limit": LIST_LIMIT}), empty="None for this person."))
+        if not tables:
+            tables.append(Table(label, [], empty=f"No {schema} yet: this tab fills when the "
+                                                 f"{schema} stage publishes its tables."))
+        return tables
+
+    return build
+
+
+_TAB_BUILDERS = {
+    "profile": _profile, "identifiers": _identifiers, "consents": _consents, "orders": _orders,
+    "timeline": _timeline, "visits": _visits, "notes": _notes, "companies": _companies, "segments": _segments,
+    "scores": _scores, "stages": _stages, "rfm": _rfm,
+    "predictions": _discovered("predictions"), "recommendations": _discovered("recommendations"),
+}
+
+
+# ------------------------------------------------------------------------------ companies
+
+def companies_search(engine: Engine, query: str, letter: str = "", limit: int = SEARCH_LIMIT) -> Table:
+    """The B2B companies registry: every word must be in the legal name, VAT number, ERP
+    id, e-mail, city, province or region; in legal-name order, with an initial filter."""
+    if not _has(engine, "core.companies"):
+        return Table("Companies", [], empty="This deployment has no company source.")
+    params: dict[str, Any] = {"limit": limit}
+    conds = []
+    for i, word in enumerate(query.split()[:8]):
+        params[f"t{i}"] = fold(word)
+        conds.append(f"contains(lower(strip_accents(concat_ws(' ', k.legal_name, k.vat_number, k.erp_id, "
+                     f"k.email, k.city, k.province, k.region))), $t{i})")
+    if letter:
+        params["letter"] = fold(letter)[:1]
+        conds.append("starts_with(lower(strip_accents(coalesce(k.legal_name, ''))), $letter)")
+    people = ("(SELECT count(*) FROM core.company_contacts p WHERE p.company_id = k.company_id)"
+              if _has(engine, "core.company_contacts") else "0")
+    return _table(engine, "Companies", SqlStep("web.companies", f"""
+        SELECT k.company_id AS id, k.legal_name, k.vat_number, k.city, k.province, k.sector_macro,
+               k.employees, {people} AS people
+        FROM core.companies k WHERE {" AND ".join(conds) or "TRUE"}
+        ORDER BY lower(strip_accents(coalesce(k.legal_name, ''))), k.company_id
+        LIMIT $limit""", params), empty="No company matches.", link="company")
+
+
+def company(engine: Engine, company_id: int) -> tuple[dict[str, Any] | None, list[Table]]:
+    """A golden company with the lineage of its fields, its source records and its people
+    (only people the page may show)."""
+    if not _has(engine, "core.companies"):
+        return None, []
+    data = engine.columns(SqlStep("web.company", "SELECT * FROM core.companies WHERE company_id = $id",
+                                  {"id": company_id}))
+    if not data or not next(iter(data.values())):
+        return None, []
+    row = {k: v[0] for k, v in data.items()}
+    lineage: dict[str, tuple] = {}
+    if _has(engine, "core.company_field_lineage"):
+        for field_name, *rest in engine.rows(SqlStep("web.company_lineage", """
+                SELECT field, source, node, source_record_id, source_updated_at, rule
+                FROM core.company_field_lineage WHERE company_id = $id""", {"id": company_id})):
+            lineage[field_name] = tuple(rest)
+    tables = [Table("Golden company and the lineage of each field",
+                    ["field", "value", "source", "node", "source record", "source updated", "rule"],
+                    [(f, v, *lineage.get(f, ("", "", "", None, ""))) for f, v in row.items()])]
+    if _has(engine, "core.company_contacts"):
+        tables.append(_table(engine, "People of this company", SqlStep("web.company_people", f"""
+            SELECT c.customer_id AS id, c.last_name AS surname, c.first_name AS name, c.email,
+                   p.role
+            FROM core.company_contacts p JOIN marts.contact_cards c ON c.customer_id = p.customer_id
+            WHERE p.company_id = $id AND c.customer_id NOT IN ({_hidden_sql(engine)})
+            ORDER BY surname, name, c.customer_id LIMIT $limit""",
+            {"id": company_id, "limit": LIST_LIMIT}), empty="No person linked.", link="card"))
+    if _has(engine, "core.company_sources"):
+        tables.append(_table(engine, "Source records merged into this company", SqlStep(
+            "web.company_sources", """
+            SELECT source, source_record_id AS record, node, matched_by, resolved_at
+            FROM core.company_sources WHERE company_id = $id ORDER BY source, source_record_id""",
+            {"id": company_id})))
+    return row, tables
+
+
+# ------------------------------------------------------------------------------- analytics
+
+@dataclass
+class Chart:
+    """Counts to draw as bars: (label, value) pairs and what they add up to."""
+
+    title: str
+    bars: list[tuple[str, float]]
+    unit: str = "contacts"
+    empty: str = "Nothing built yet."
+
+    @property
+    def total(self) -> float:
+        return sum(v for _, v in self.bars)
+
+    @property
+    def top(self) -> float:
+        return max((v for _, v in self.bars), default=0) or 1
+
+
+def analytics(engine: Engine) -> dict[str, Any]:
+    """Headline numbers and the distributions an analyst looks at first; counts only."""
+    out: dict[str, Any] = {"headline": [], "charts": [], "tables": []}
+    if not _has(engine, "marts.contact_cards"):
+        return out
+    hidden = _hidden_sql(engine)
+    cards, buyers, revenue, email_ok, sms_ok = engine.rows(SqlStep("web.headline", f"""
+        SELECT count(*), count(*) FILTER (WHERE order_number > 0), coalesce(sum(order_summary), 0),
+               count(*) FILTER (WHERE email_consent = 'granted'),
+               count(*) FILTER (WHERE sms_consent = 'granted')
+        FROM marts.contact_cards WHERE customer_id NOT IN ({hidden})"""))[0]
+    out["headline"] = [("contacts", cards), ("buyers", buyers), ("revenue", revenue),
+                       ("e-mail consent granted", email_ok), ("SMS consent granted", sms_ok)]
+
+    def chart(title: str, step: SqlStep, unit: str = "contacts", empty: str = "Nothing built yet.") -> None:
+        bars = [(str(label) if label is not None else "(none)", float(value))
+                for label, value in engine.rows(step)]
+        out["charts"].append(Chart(title, bars, unit, empty))
+
+    if _has(engine, "ops.segment_runs"):
+        # each segment's size on its latest built day, empty segments included
+        chart("Segment sizes (each segment's latest built day)", SqlStep("web.segment_sizes", """
+            SELECT segment, members FROM ops.segment_runs
+            QUALIFY row_number() OVER (PARTITION BY segment ORDER BY as_of_date DESC, built_at DESC) = 1
+            ORDER BY members DESC, segment"""))
+    if _has(engine, "marketing.funnel_daily"):
+        chart("Funnel: contacts per stage (latest day)", SqlStep("web.funnel", """
+            SELECT stage, contacts FROM marketing.funnel_daily
+            WHERE as_of_date = (SELECT max(as_of_date) FROM marketing.funnel_daily)
+            ORDER BY stage_rank"""))
+    if _has(engine, "marketing.rfm_scores"):
+        chart("RFM groups (latest day)", SqlStep("web.rfm_groups", """
+            SELECT rfm_group, count(*) AS contacts FROM marketing.rfm_scores
+            WHERE as_of_date = (SELECT max(as_of_date) FROM marketing.rfm_scores)
+            GROUP BY rfm_group ORDER BY contacts DESC, rfm_group"""))
+    chart("Contacts by gender", SqlStep("web.by_gender", f"""
+        SELECT nullif(gender, '') AS gender, count(*) FROM marts.contact_cards
+        WHERE customer_id NOT IN ({hidden}) GROUP BY ALL ORDER BY 2 DESC, 1"""))
+    chart("Contacts by country", SqlStep("web.by_country", f"""
+        SELECT nullif(country, '') AS country, count(*) FROM marts.contact_cards
+        WHERE customer_id NOT IN ({hidden}) GROUP BY ALL ORDER BY 2 DESC, 1 LIMIT 20"""))
+    chart("Contacts by age band", SqlStep("web.by_age", f"""
+        WITH a AS (
+            SELECT CAST(floor(date_diff('day', birth_date, current_date) / 365.25) AS INTEGER) AS age
+            FROM marts.contact_cards WHERE customer_id NOT IN ({hidden}))
+        SELECT CASE WHEN age IS NULL THEN 'unknown' WHEN age < 25 THEN 'under 25'
+                    WHEN age < 35 THEN '25-34' WHEN age < 45 THEN '35-44' WHEN age < 55 THEN '45-54'
+                    WHEN age < 65 THEN '55-64' ELSE '65 and over' END AS band, count(*)
+        FROM a GROUP BY ALL ORDER BY min(coalesce(age, 999))"""))
+    if _has(engine, "ops.import_reject_reasons"):
+        chart("Records rejected at import, by field and reason", SqlStep("web.reject_reasons", """
+            SELECT field || ': ' || reason AS reason, CAST(sum(records) AS BIGINT) AS records
+            FROM ops.import_reject_reasons GROUP BY ALL ORDER BY records DESC, reason LIMIT 15"""),
+            unit="records", empty="No record rejected.")
+    if _has(engine, "staging.offers"):
+        orders = _has(engine, "core.orders")
+        uses = ("LEFT JOIN (SELECT offer_id, count(*) AS uses, sum(amount) AS revenue FROM core.orders "
+                "WHERE offer_id IS NOT NULL GROUP BY offer_id) o ON o.offer_id = f.source_record_id"
+                if orders else "")
+        out["tables"].append(_table(engine, "Offers report", SqlStep("web.offers", f"""
+            SELECT f.source_record_id AS offer, f.description, f.valid_from, f.valid_to,
+                   {"coalesce(o.uses, 0)" if orders else "0"} AS orders_using_it,
+                   {"coalesce(o.revenue, 0)" if orders else "0"} AS revenue
+            FROM staging.offers f {uses}
+            ORDER BY orders_using_it DESC, offer"""), empty="No offer delivered."))
+    if _has(engine, "ops.import_report"):
+        out["tables"].append(_table(engine, "Import health per day", SqlStep("web.import_health", """
+            SELECT CAST(loaded_at AS DATE) AS day, count(*) AS files,
+                   count(*) FILTER (WHERE status = 'failed') AS failed_files,
+                   CAST(sum(records) AS BIGINT) AS records, CAST(sum(new) AS BIGINT) AS new,
+                   CAST(sum(updated) AS BIGINT) AS updated, CAST(sum(rejected) AS BIGINT) AS rejected,
+                   CAST(sum(coalesce(suppressed, 0)) AS BIGINT) AS suppressed
+            FROM ops.import_report GROUP BY ALL ORDER BY day DESC LIMIT 60"""),
+            empty="No file loaded yet."))
+    if _has(engine, "ops.segment_runs"):
+        out["tables"].append(_table(engine, "Segment sizes over time", SqlStep("web.segment_runs", """
+            SELECT as_of_date, segment, members FROM ops.segment_runs
+            QUALIFY row_number() OVER (PARTITION BY segment, as_of_date ORDER BY built_at DESC) = 1
+            ORDER BY as_of_date DESC, segment LIMIT 500"""), empty="No segment built yet."))
+    return out

@@ -1,0 +1,505 @@
+"""The analyst's web page over a real daily run of the sample: search, every card tab and
+the analytics counts checked against the warehouse; erased and soft-deleted people never
+shown; customer data always text (a name holding ``<script>``); a run's write lock answered
+with 503, not a wait. Then a few browser checks with Playwright driving Debian's Chromium.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+import os
+import re
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tessera.card.search import build_contact_search
+from tessera.engine import WarehouseUnavailable, read_only
+from tessera.web import queries
+
+SCRIPT_NAME = "<script>window.__pwned=1</script>"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def web_env(demo_env, demo_run):
+    """The sample's warehouse, plus three people made for the page's tests: one named
+    with a script tag and an accent, one soft-deleted after the run, one erased."""
+    con = demo_env.connect()
+    try:
+        ids = [r[0] for r in con.execute(
+            "SELECT customer_id FROM marts.contact_cards WHERE order_number > 0 AND event_count > 0 "
+            "ORDER BY order_number DESC, customer_id LIMIT 3").fetchall()]
+        xss, deleted, erased = ids
+        for table in ("core.customers", "marts.contact_cards"):
+            con.execute(f"UPDATE {table} SET first_name = ?, last_name = 'Rossì', "
+                        "birth_date = DATE '1980-03-04' WHERE customer_id = ?", [SCRIPT_NAME, xss])
+        con.execute("INSERT INTO ops.bulk_edits VALUES ('web-test', 'delete', ?, now(), 'test', NULL)",
+                    [deleted])
+        # erasure removes the person from every table (tessera forget); the card is what
+        # the page reads, so its absence must be enough
+        con.execute("DELETE FROM marts.contact_cards WHERE customer_id = ?", [erased])
+        build_contact_search(con)  # as the next run would
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    return {"warehouse": demo_env.warehouse, "xss": xss, "deleted": deleted, "erased": erased}
+
+
+@pytest.fixture(scope="module")
+def client(web_env):
+    from starlette.testclient import TestClient
+
+    from tessera.web.app import create_app
+
+    with TestClient(create_app(web_env["warehouse"])) as c:
+        yield c
+
+
+def warehouse_rows(web_env, sql, params=()):
+    with read_only(web_env["warehouse"]) as engine:
+        from tessera.engine import SqlStep
+
+        return engine.rows(SqlStep("test.rows", sql, list(params)))
+
+
+def result_ids(html: str) -> list[int]:
+    return [int(x) for x in re.findall(r'<td><a href="/card/(\d+)">', html)]
+
+
+def test_search_finds_by_accent_free_name_birth_year_email_phone_and_id(client, web_env):
+    xss = web_env["xss"]
+    for q in ("rossi", "ROSSÌ", "1980", str(xss)):
+        assert xss in result_ids(client.get("/", params={"q": q}).text), q
+    email, mobile = warehouse_rows(web_env, "SELECT email, mobile FROM marts.contact_cards "
+                                            "WHERE customer_id = ?", [xss])[0]
+    assert xss in result_ids(client.get("/", params={"q": email.upper()}).text)
+    if mobile:
+        assert xss in result_ids(client.get("/", params={"q": mobile[-7:]}).text)
+    # every word must match: a surname and a wrong year finds nobody of that surname
+    assert xss not in result_ids(client.get("/", params={"q": "rossi 1899"}).text)
+
+
+def test_search_lists_in_registry_order_and_filters_by_initial(client, web_env):
+    expected = [r[0] for r in warehouse_rows(web_env, """
+        SELECT customer_id FROM marts.contact_cards
+        WHERE starts_with(lower(strip_accents(coalesce(nullif(last_name, ''), email, ''))), 'b')
+          AND customer_id NOT IN (SELECT customer_id FROM ops.bulk_edits WHERE action = 'delete')
+        ORDER BY CASE WHEN coalesce(last_name, '') <> '' OR coalesce(first_name, '') <> '' THEN 0 ELSE 1 END,
+                 lower(strip_accents(coalesce(nullif(last_name, ''), email, ''))),
+                 lower(strip_accents(coalesce(first_name, ''))), coalesce(email, ''), customer_id
+        LIMIT 50""")]
+    assert expected, "the sample has surnames starting with B"
+    assert result_ids(client.get("/", params={"letter": "B"}).text) == expected
+
+
+def test_search_without_the_search_table_finds_the_same(client, web_env, tmp_path):
+    """A warehouse built before ``marts.contact_search`` existed is searched by folding the
+    cards inline: same people, same order."""
+    import shutil
+
+    from starlette.testclient import TestClient
+
+    from tessera.engine.warehouse import connect
+    from tessera.web.app import create_app
+
+    copy = tmp_path / "w.duckdb"
+    shutil.copyfile(web_env["warehouse"], copy)
+    con = connect(copy)
+    con.execute("DROP TABLE marts.contact_search")
+    con.close()
+    with TestClient(create_app(copy)) as old:
+        for params in ({"q": "rossi"}, {"q": "1980"}, {"q": "m"}, {"letter": "c"}, {}):
+            expected = result_ids(client.get("/", params=params).text)
+            assert expected and result_ids(old.get("/", params=params).text) == expected, params
+
+
+def test_erased_and_soft_deleted_people_are_never_shown(client, web_env):
+    for who in ("deleted", "erased"):
+        cid = web_env[who]
+        assert client.get(f"/card/{cid}").status_code == 404
+        assert cid not in result_ids(client.get("/", params={"q": str(cid)}).text)
+    assert client.get("/card/999999999").status_code == 404
+
+
+def test_customer_data_is_text_never_markup(client, web_env):
+    xss = web_env["xss"]
+    pages = [client.get("/", params={"q": "rossi"}), client.get(f"/card/{xss}"),
+             client.get("/", params={"q": SCRIPT_NAME})]
+    for page in pages:
+        assert page.status_code == 200
+        assert SCRIPT_NAME not in page.text
+        assert "<script" not in page.text.lower()
+        assert "script-src" not in page.headers["content-security-policy"]  # none allowed
+        assert page.headers["content-security-policy"].startswith("default-src 'none'")
+    assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in pages[1].text
+
+
+def _cells(html: str, title: str) -> list[list[str]]:
+    """The rows of the table titled ``title`` on a page, as the texts of their cells."""
+    section = html.split(f'data-title="{title}"', 1)[1].split("</section>", 1)[0]
+    body = section.split("<tbody>", 1)[1] if "<tbody>" in section else ""
+    return [[html_lib.unescape(re.sub(r"<[^>]+>", "", c).strip())
+             for c in re.findall(r"<td>(.*?)</td>", row, re.S)]
+            for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)]
+
+
+def test_card_tabs_show_the_warehouse_values(client, web_env):
+    cid = web_env["xss"]
+    pages = {key: client.get(f"/card/{cid}", params={"tab": key}) for key, _ in queries.TABS}
+    assert all(p.status_code == 200 for p in pages.values())
+
+    profile = {r[0]: r for r in _cells(pages["profile"].text, "Golden profile and the lineage of each field")}
+    email, city = warehouse_rows(web_env, "SELECT email, city FROM core.customers WHERE customer_id = ?", [cid])[0]
+    assert profile["email"][1] == email and profile["city"][1] == (city or "")
+    source, record = warehouse_rows(web_env, "SELECT source, source_record_id FROM "
+                                             "core.customer_field_lineage WHERE customer_id = ? "
+                                             "AND field = 'email'", [cid])[0]
+    assert profile["email"][2:5][0] == source and profile["email"][4] == record
+    totals = dict(r for r in _cells(pages["profile"].text, "E-commerce and activity totals"))
+    n, total = warehouse_rows(web_env, "SELECT count(*), sum(amount) FROM core.orders "
+                                       "WHERE customer_id = ?", [cid])[0]
+    assert totals["ORDER_NUMBER"] == str(n) and totals["ORDER_SUMMARY"] == f"{total:,.2f}"
+
+    orders = _cells(pages["orders"].text, "Orders, newest first")
+    assert len(orders) == n
+    assert sorted(r[0] for r in orders) == sorted(r[0] for r in warehouse_rows(
+        web_env, "SELECT order_id FROM core.orders WHERE customer_id = ?", [cid]))
+
+    records = _cells(pages["identifiers"].text, "Source records merged into this person")
+    assert sorted((r[0], r[1]) for r in records) == sorted(warehouse_rows(
+        web_env, "SELECT source, source_record_id FROM core.customer_sources WHERE customer_id = ?", [cid]))
+
+    states = {r[0]: r[1] for r in _cells(pages["consents"].text, "State per channel")}
+    assert states == dict(warehouse_rows(web_env, "SELECT channel, state FROM core.consents "
+                                                  "WHERE customer_id = ?", [cid]))
+
+    rfm = _cells(pages["rfm"].text, "RFM, latest day first")
+    assert rfm[0][1:3] == list(warehouse_rows(web_env, """
+        SELECT rfm_group, rfm_score FROM marketing.rfm_scores WHERE customer_id = ?
+        ORDER BY as_of_date DESC LIMIT 1""", [cid])[0])
+
+    segments = sorted(r[0] for r in _cells(pages["segments"].text, "Segments, with entered and left dates"))
+    assert segments == sorted(r[0] for r in warehouse_rows(
+        web_env, "SELECT segment FROM marketing.segment_history WHERE customer_id = ?", [cid]))
+
+    scores = {r[0]: r[1] for r in _cells(pages["scores"].text, "Scores on the latest day")}
+    assert scores == {t: f"{s:,.2f}" for t, s in warehouse_rows(web_env, """
+        SELECT score_type, score FROM marketing.scores WHERE customer_id = ?
+        AND as_of_date = (SELECT max(as_of_date) FROM marketing.scores)""", [cid])}
+
+    stage = _cells(pages["stages"].text, "Stage on the latest day")
+    expected_stage = warehouse_rows(web_env, """
+        SELECT stage FROM marketing.stages WHERE customer_id = ?
+        AND as_of_date = (SELECT max(as_of_date) FROM marketing.stages)""", [cid])
+    assert [r[0] for r in stage] == [r[0] for r in expected_stage]
+
+    timeline = _cells(pages["timeline"].text, f"Timeline (newest {queries.LIST_LIMIT})")
+    events = warehouse_rows(web_env, "SELECT count(*) FROM core.events WHERE customer_id = ?", [cid])[0][0]
+    assert sum(1 for r in timeline if r[1] == "event") == min(events, queries.LIST_LIMIT) or \
+        len(timeline) == queries.LIST_LIMIT
+    assert sum(1 for r in timeline if r[1] == "order") == n or len(timeline) == queries.LIST_LIMIT
+    assert [r[0] for r in timeline] == sorted((r[0] for r in timeline), reverse=True)
+
+    devices = {r[0]: int(r[1]) for r in _cells(pages["visits"].text, "Most used devices")}
+    assert devices == dict(warehouse_rows(web_env, """
+        SELECT json_extract_string(properties, '$.device'), count(*) FROM core.events
+        WHERE customer_id = ? AND json_extract_string(properties, '$.device') <> ''
+        GROUP BY 1""", [cid]))
+
+    # the tabs other stages will fill say so until their tables exist
+    for key in ("predictions", "recommendations"):
+        assert f"No {key} yet" in pages[key].text
+
+
+def test_public_notes_are_shown_and_private_ones_only_counted(client, web_env):
+    rows = warehouse_rows(web_env, """
+        SELECT customer_id, count(*) FILTER (WHERE visibility <> 'public'),
+               list(body ORDER BY created_at DESC) FILTER (WHERE visibility = 'public'),
+               list(body) FILTER (WHERE visibility <> 'public')
+        FROM core.notes WHERE customer_id IN (SELECT customer_id FROM marts.contact_cards)
+          AND customer_id NOT IN (SELECT customer_id FROM ops.bulk_edits)
+        GROUP BY customer_id HAVING count(*) FILTER (WHERE visibility = 'public') > 0
+        ORDER BY count(*) FILTER (WHERE visibility <> 'public') DESC, customer_id LIMIT 1""")
+    assert rows, "the sample has public notes"
+    cid, private, public, hidden = rows[0]
+    html = client.get(f"/card/{cid}", params={"tab": "notes"}).text
+    shown = [r[2] for r in _cells(html, "Public notes")]
+    assert shown == [queries.show(b) for b in public]
+    assert f"{private} private note(s) not shown" in html
+    for body in hidden or []:
+        assert body not in shown
+
+
+def test_discovered_tabs_show_a_stage_table_once_it_exists(web_env, tmp_path):
+    """A predictions table published by its stage appears on the card, latest day only."""
+    import shutil
+
+    from starlette.testclient import TestClient
+
+    from tessera.engine.warehouse import connect
+    from tessera.web.app import create_app
+
+    copy = tmp_path / "w.duckdb"
+    shutil.copyfile(web_env["warehouse"], copy)
+    cid = web_env["xss"]
+    con = connect(copy)
+    con.execute("CREATE SCHEMA IF NOT EXISTS predictions")
+    con.execute("CREATE TABLE predictions.churn (as_of_date DATE, customer_id BIGINT, churn_risk VARCHAR)")
+    con.execute("INSERT INTO predictions.churn VALUES (DATE '2026-10-31', ?, 'low'), "
+                "(DATE '2026-11-01', ?, 'high'), (DATE '2026-11-01', ?, 'medium')", [cid, cid, cid + 1])
+    con.close()
+    with TestClient(create_app(copy)) as c:
+        rows = _cells(c.get(f"/card/{cid}", params={"tab": "predictions"}).text, "churn")
+    assert [r[1:] for r in rows] == [[str(cid), "high"]]
+
+
+def test_companies_registry_and_company_page(client, web_env):
+    html = client.get("/companies", params={"letter": "M"}).text
+    shown = [int(x) for x in re.findall(r'<td><a href="/company/(\d+)">', html)]
+    assert shown and shown == [r[0] for r in warehouse_rows(web_env, """
+        SELECT company_id FROM core.companies
+        WHERE starts_with(lower(strip_accents(coalesce(legal_name, ''))), 'm')
+        ORDER BY lower(strip_accents(coalesce(legal_name, ''))), company_id LIMIT 50""")]
+    company_id, vat = warehouse_rows(web_env, """
+        SELECT k.company_id, k.vat_number FROM core.companies k
+        JOIN core.company_contacts p USING (company_id)
+        GROUP BY ALL ORDER BY count(*) DESC, k.company_id LIMIT 1""")[0]
+    assert company_id in [int(x) for x in re.findall(
+        r'<td><a href="/company/(\d+)">', client.get("/companies", params={"q": vat.lower()}).text)]
+    page = client.get(f"/company/{company_id}").text
+    fields = {r[0]: r for r in _cells(page, "Golden company and the lineage of each field")}
+    assert fields["vat_number"][1] == vat
+    people = sorted(int(r[0]) for r in _cells(page, "People of this company"))
+    assert people == sorted(r[0] for r in warehouse_rows(web_env, """
+        SELECT customer_id FROM core.company_contacts WHERE company_id = ?
+        AND customer_id IN (SELECT customer_id FROM marts.contact_cards)
+        AND customer_id NOT IN (SELECT customer_id FROM ops.bulk_edits WHERE action = 'delete')""",
+        [company_id]))
+    assert client.get("/company/999999999").status_code == 404
+
+
+def test_analytics_counts_match_the_warehouse(client, web_env):
+    html = client.get("/analytics").text
+    charts = dict(re.findall(r'data-title="([^"]+)" data-total="(\d+)"', html))
+    assert int(charts["RFM groups (latest day)"]) == warehouse_rows(web_env, """
+        SELECT count(*) FROM marketing.rfm_scores
+        WHERE as_of_date = (SELECT max(as_of_date) FROM marketing.rfm_scores)""")[0][0]
+    members = dict(warehouse_rows(web_env, """
+        SELECT segment, count(*) FROM marketing.segment_members m
+        WHERE as_of_date = (SELECT max(as_of_date) FROM marketing.segment_members x WHERE x.segment = m.segment)
+        GROUP BY segment"""))
+    seg_html = html.split('data-title="Segment sizes', 1)[1].split("</figure>", 1)[0]
+    shown = {k: int(v) for k, v in re.findall(r'data-label="([^"]+)" data-value="(\d+)"', seg_html)}
+    # every configured segment is drawn, an empty one as 0
+    assert {k: v for k, v in shown.items() if v} == members
+    assert set(shown) == {r[0] for r in warehouse_rows(web_env, "SELECT DISTINCT segment FROM ops.segment_runs")}
+    assert int(charts["Funnel: contacts per stage (latest day)"]) == warehouse_rows(web_env, """
+        SELECT sum(contacts) FROM marketing.funnel_daily
+        WHERE as_of_date = (SELECT max(as_of_date) FROM marketing.funnel_daily)""")[0][0]
+    cards = warehouse_rows(web_env, "SELECT count(*) FROM marts.contact_cards")[0][0]
+    assert int(charts["Contacts by gender"]) == cards - 1  # the soft-deleted person is not counted
+    assert int(charts["Contacts by age band"]) == cards - 1
+    assert int(charts["Records rejected at import, by field and reason"]) == warehouse_rows(
+        web_env, "SELECT sum(records) FROM ops.import_reject_reasons")[0][0]
+    offers = {r[0]: int(r[4]) for r in _cells(html, "Offers report")}
+    assert offers and sum(offers.values()) == warehouse_rows(web_env, """
+        SELECT count(*) FROM core.orders WHERE offer_id IN (SELECT source_record_id FROM staging.offers)""")[0][0]
+    health = _cells(html, "Import health per day")
+    assert sum(int(r[3]) for r in health) == warehouse_rows(
+        web_env, "SELECT sum(records) FROM ops.import_report")[0][0]
+
+
+def test_a_writing_run_gets_503_not_a_wait(web_env, tmp_path):
+    """A writer in another process holds DuckDB's lock: the page says so at once."""
+    import subprocess
+    import sys
+
+    from starlette.testclient import TestClient
+
+    from tessera.web.app import create_app
+
+    copy = tmp_path / "w.duckdb"
+    copy.write_bytes(Path(web_env["warehouse"]).read_bytes())
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ready', flush=True); "
+        "time.sleep(60)"), str(copy)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(WarehouseUnavailable, match="a run is writing"):
+            with read_only(copy):
+                pass
+        with TestClient(create_app(copy)) as c:
+            page = c.get("/")
+        assert page.status_code == 503 and "a run is writing" in page.text
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    with TestClient(create_app(tmp_path / "missing.duckdb")) as c:
+        assert c.get("/analytics").status_code == 503
+
+
+def test_a_failing_page_logs_the_error_kind_only(web_env, monkeypatch, caplog):
+    from starlette.testclient import TestClient
+
+    from tessera.web import app as web_app
+
+    def broken(engine):
+        raise RuntimeError("Conversion Error: 'mario.rossi@example.it' is not a date")
+
+    monkeypatch.setattr(web_app.queries, "analytics", broken)
+    with caplog.at_level("INFO"), TestClient(web_app.create_app(web_env["warehouse"])) as c:
+        page = c.get("/analytics")
+        assert c.get("/card/99999999999999999999").status_code == 404
+    assert page.status_code == 500 and "rossi" not in page.text
+    assert "RuntimeError" in caplog.text and "rossi" not in caplog.text
+
+
+def test_a_token_is_required_off_loopback_and_checked(web_env):
+    from starlette.testclient import TestClient
+
+    from tessera.web.app import create_app, serve
+
+    with pytest.raises(ValueError, match="token"):
+        serve(web_env["warehouse"], host="0.0.0.0", port=1)
+    with TestClient(create_app(web_env["warehouse"], token="s3cret")) as c:
+        assert c.get("/analytics").status_code == 401
+        assert c.get("/analytics", auth=("anyone", "wrong")).status_code == 401
+        assert c.get("/analytics", auth=("anyone", "s3cret")).status_code == 200
+
+
+def test_every_step_the_page_runs_transpiles_to_spark(client, web_env):
+    """The page's reads stay on the engine seam's portable SQL, like the stages' steps."""
+    from tessera.engine import recording
+    from tessera.engine.portability import check
+
+    with recording() as steps:
+        client.get("/", params={"q": "rossi 1980 3669"})
+        client.get("/", params={"letter": "b"})
+        for key, _ in queries.TABS:
+            client.get(f"/card/{web_env['xss']}", params={"tab": key})
+        client.get("/analytics")
+    assert len(steps) >= 25
+    failures = {s.name: check(s).problems for s in steps.values() if not check(s).passes}
+    assert failures == {}
+
+
+def test_search_and_card_commands(web_env, monkeypatch, capsys):
+    from tessera.cli.app import main
+
+    home = Path(web_env["warehouse"]).parent
+    for var, value in (("TESSERA_HOME", home), ("TESSERA_WAREHOUSE", web_env["warehouse"]),
+                       ("DAGSTER_HOME", home / "dagster_home"), ("TESSERA_CONFIG", os.environ.get(
+                           "TESSERA_CONFIG", str(Path(__file__).parents[2] / "examples" / "demo")))):
+        monkeypatch.setenv(var, str(value))
+    monkeypatch.delenv("TESSERA_WEB_TOKEN", raising=False)
+    xss = web_env["xss"]
+    assert main(["search", "rossi", "1980"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(rf"^  {xss} +\| Rossì", out, re.M)
+    email = warehouse_rows(web_env, "SELECT email FROM marts.contact_cards WHERE customer_id = ?", [xss])[0][0]
+    assert main(["card", email, "--tab", "orders"]) == 0
+    out = capsys.readouterr().out
+    n = warehouse_rows(web_env, "SELECT count(*) FROM core.orders WHERE customer_id = ?", [xss])[0][0]
+    assert out.startswith(f"contact {xss}: ") and f"ORDER_NUMBER  | {n}" in out
+    assert main(["card", str(web_env["deleted"])]) == 1  # soft-deleted: not shown
+    assert main(["web", "--host", "0.0.0.0"]) == 2  # no token: refused before serving
+
+
+# ------------------------------------------------------------------------- in a real browser
+
+@pytest.fixture(scope="module")
+def server(web_env):
+    """The app served by uvicorn on a free loopback port, in a thread of this process."""
+    import uvicorn
+
+    from tessera.web.app import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(create_app(web_env["warehouse"]), host="127.0.0.1",
+                                        port=port, access_log=False, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Debian Chromium for the session (``make browser`` installs it)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing and could not be installed (make browser installs "
+                    "Debian's chromium package with apt-get)")
+    from playwright.sync_api import sync_playwright
+
+    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser):
+    context = browser.new_context()
+    p = context.new_page()
+    yield p
+    context.close()
+
+
+def test_browser_search_open_card_and_tabs(page, server, web_env):
+    xss = web_env["xss"]
+    page.goto(server + "/")
+    page.fill("input[name=q]", "Rossi 1980")
+    page.click("button[type=submit]")
+    page.click(f'a[href="/card/{xss}"] >> nth=0')
+    page.wait_for_url(f"**/card/{xss}")
+    # the script-tag name is shown as text, and no script ran
+    assert page.inner_text("h1.contact-name") == f"{SCRIPT_NAME} Rossì"
+    assert page.evaluate("window.__pwned") is None
+    n = warehouse_rows(web_env, "SELECT count(*) FROM core.orders WHERE customer_id = ?", [xss])[0][0]
+    page.click('nav.tabs a[data-tab="orders"]')
+    page.wait_for_url("**tab=orders")
+    assert page.locator('section[data-title="Orders, newest first"] tbody tr').count() == n
+    page.click('nav.tabs a[data-tab="predictions"]')
+    assert "No predictions yet" in page.inner_text("div.tab")
+    # every tab opens from the tab bar and shows its own tables
+    for key, label in queries.TABS:
+        page.click(f'nav.tabs a[data-tab="{key}"]')
+        page.wait_for_url(f"**tab={key}")
+        assert page.get_attribute("nav.tabs a.on", "data-tab") == key
+        assert page.locator("div.tab section h2").count() >= 1, label
+    assert page.evaluate("window.__pwned") is None
+
+
+def test_browser_analytics_charts_render(page, server, web_env):
+    page.goto(server + "/analytics")
+    chart = page.locator('figure.chart[data-title="RFM groups (latest day)"]')
+    bars = chart.locator("rect.bar")
+    groups = warehouse_rows(web_env, """
+        SELECT count(DISTINCT rfm_group) FROM marketing.rfm_scores
+        WHERE as_of_date = (SELECT max(as_of_date) FROM marketing.rfm_scores)""")[0][0]
+    assert bars.count() == groups
+    widths = [bars.nth(i).bounding_box()["width"] for i in range(bars.count())]
+    assert max(widths) > 100 and all(w >= 0 for w in widths)  # drawn, the largest group longest
+    assert widths[0] == max(widths)
+    total = int(chart.get_attribute("data-total"))
+    assert total == sum(int(g.get_attribute("data-value")) for g in chart.locator("g.row").all())
+    assert total == warehouse_rows(web_env, """
+        SELECT count(*) FROM marketing.rfm_scores
+        WHERE as_of_date = (SELECT max(as_of_date) FROM marketing.rfm_scores)""")[0][0]
+    assert f"total {total:,}" in chart.locator("figcaption").inner_text()
