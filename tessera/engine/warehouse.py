@@ -15,7 +15,8 @@ from typing import Iterator
 
 import duckdb
 
-LAYERS = ("raw", "staging", "core", "marts", "marketing", "segments", "exports", "ops")
+LAYERS = ("raw", "staging", "core", "marts", "marketing", "segments", "recommendations", "exports",
+          "ops")
 
 # DuckDB would otherwise download extensions from the internet the first time a
 # function needs one; Tessera runs offline, so a missing extension must fail loudly.

@@ -273,7 +273,7 @@ def forget(con: duckdb.DuckDBPyConnection, deployment, key: str, *, emails=(), c
         for table, where in staging_where.items():
             if has("staging", table):
                 deleted += con.execute(f"DELETE FROM staging.{table} WHERE {where}").fetchone()[0]
-        for schema in ("core", "marts", "marketing", "exports"):
+        for schema in ("core", "marts", "marketing", "recommendations", "exports"):
             for table in _base_tables(con, schema):
                 cols = _columns(con, schema, table)
                 if "customer_id" in cols:
