@@ -11,6 +11,6 @@ WITH seeds AS (
     CROSS JOIN (SELECT 'viewed_together' AS kind UNION ALL SELECT 'bought_after_viewing') k
     WHERE v.viewed_at >= $recent_since
       AND v.customer_id IN (SELECT customer_id FROM _rec_targets))
-SELECT s.kind, s.customer_id, p.b AS product_id, sum(p.score) AS score
+SELECT s.kind, s.customer_id, p.b AS product_id, round(sum(p.score), 9) AS score
 FROM seeds s JOIN _rec_pairs p ON p.kind = s.kind AND p.a = s.product_id
 GROUP BY s.kind, s.customer_id, p.b

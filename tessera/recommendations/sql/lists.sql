@@ -1,6 +1,7 @@
 -- Every kind's top $top per target contact: products the catalogue holds, and for the
 -- discovery kinds (all but buy again) nothing the contact bought when $exclude is on.
--- Ties break on the product id, so a re-run gives the same lists.
+-- Ties break on the product id and sums are rounded to 9 decimals (a parallel sum of
+-- doubles may differ in the last bit), so a re-run gives the same lists.
 CREATE OR REPLACE TEMP TABLE _rec_lists AS
 SELECT kind, customer_id, CAST(rank AS INTEGER) AS rank, product_id, score FROM (
     SELECT c.kind, c.customer_id, c.product_id, c.score,
@@ -19,7 +20,7 @@ SELECT 'combined', customer_id, CAST(rank AS INTEGER), product_id, score FROM (
     SELECT customer_id, product_id, score,
            row_number() OVER (PARTITION BY customer_id ORDER BY score DESC, product_id) AS rank
     FROM (
-        SELECT customer_id, product_id, sum(w * score / best) AS score FROM (
+        SELECT customer_id, product_id, round(sum(w * score / best), 9) AS score FROM (
             SELECT customer_id, product_id, score,
                    max(score) OVER (PARTITION BY kind, customer_id) AS best,
                    CASE kind WHEN 'collaborative' THEN $w_collaborative
