@@ -207,3 +207,29 @@ def test_lists_are_deterministic(shop):
 def test_settings_refuse_unknown_weights():
     with pytest.raises(ValueError, match="unknown kinds"):
         RecommendationSettings(weights={"collabrative": 1.0})
+
+
+def test_recommend_csv_command_writes_lists_and_the_back_test(tmp_path, capsys):
+    from tessera.cli import main
+
+    orders = ["customer_id,order_id,order_date,product_id"]
+    views = ["customer_id,viewed_at,product_id"]
+    for c in range(1, 31):
+        d = dt.date(2026, 9, 1) + dt.timedelta(days=c)
+        views.append(f"c{c},{d}T10:00:00,X")
+        orders += [f"c{c},o{c},{d + dt.timedelta(days=1)},Y", f"c{c},o{c},{d + dt.timedelta(days=1)},BEST",
+                   f"c{c},p{c},{d + dt.timedelta(days=40)},Y"]
+    (tmp_path / "orders.csv").write_text("\n".join(orders) + "\n", encoding="utf-8")
+    (tmp_path / "views.csv").write_text("\n".join(views) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    rc = main(["recommend-csv", "--orders", str(tmp_path / "orders.csv"), "--views",
+               str(tmp_path / "views.csv"), "--cutoff", "2026-10-10", "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "held out" in printed and "popular" in printed
+    ev = duckdb.sql(f"SELECT mode, kind, contacts, hit_rate FROM read_csv('{out / 'evaluation.csv'}') "
+                    "WHERE kind = 'buy_again' AND mode = 'all_items'").fetchall()
+    # every held-out order re-buys Y, which buy again offers first to everyone
+    assert ev and ev[0][3] == pytest.approx(1.0)
+    lists = duckdb.sql(f"SELECT DISTINCT customer FROM read_csv('{out / 'recommendations.csv'}')").fetchall()
+    assert {r[0] for r in lists} == {f"c{c}" for c in range(1, 31)}
