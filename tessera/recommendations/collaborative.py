@@ -18,21 +18,31 @@ from threadpoolctl import threadpool_limits
 from tessera.engine import Engine, SqlStep
 from tessera.settings.recommendations import AlsSettings
 
-# Collaborative candidates per contact in the Arrow hand-back, before SQL takes out
-# excluded and bought products and keeps the top N.
+# The interactions, numbered for the sparse matrix: u (contact) and i (product) are dense
+# ranks, so only three numeric columns cross into Python and back.
 _INTERACTIONS = SqlStep("recommendations.als_interactions", """
+    CREATE OR REPLACE TEMP TABLE _rec_als_inter AS
     WITH w AS (
         SELECT customer_id, product_id, 1.0 AS w FROM _rec_purchases WHERE customer_id IS NOT NULL
         UNION ALL
-        SELECT customer_id, product_id, $view_weight FROM _rec_views WHERE $view_weight > 0)
+        SELECT customer_id, product_id, $view_weight FROM _rec_views WHERE $view_weight > 0),
+    summed AS (SELECT customer_id, product_id, sum(w) AS w FROM w GROUP BY customer_id, product_id)
     SELECT CAST(dense_rank() OVER (ORDER BY customer_id) - 1 AS INTEGER) AS u,
            CAST(dense_rank() OVER (ORDER BY product_id) - 1 AS INTEGER) AS i,
-           customer_id, product_id, sum(w) AS w
-    FROM w GROUP BY customer_id, product_id""")
-
+           customer_id, product_id, w
+    FROM summed""")
+_MATRIX = SqlStep("recommendations.als_matrix", "SELECT u, i, w FROM _rec_als_inter ORDER BY u, i")
+_USERS = SqlStep("recommendations.als_users", """
+    CREATE OR REPLACE TEMP TABLE _rec_als_users AS SELECT DISTINCT u, customer_id FROM _rec_als_inter""")
 _TARGET_USERS = SqlStep("recommendations.als_targets", """
     SELECT DISTINCT a.u FROM _rec_als_users a JOIN _rec_targets t ON t.customer_id = a.customer_id
     ORDER BY a.u""")
+_SCORES = SqlStep("recommendations.als_scores", """
+    CREATE OR REPLACE TEMP TABLE _rec_als AS
+    SELECT u.customer_id, p.product_id, CAST(s.score AS DOUBLE) AS score
+    FROM _rec_als_arrow s
+    JOIN _rec_als_users u ON u.u = s.u
+    JOIN (SELECT DISTINCT i, product_id FROM _rec_als_inter) p ON p.i = s.i""")
 
 
 def als_candidates(engine: Engine, als: AlsSettings, n: int) -> dict:
@@ -40,55 +50,39 @@ def als_candidates(engine: Engine, als: AlsSettings, n: int) -> dict:
     score) for the targets it knows and ``_rec_als_users`` (every contact it knows)."""
     from implicit.als import AlternatingLeastSquares  # the import takes ~1 s: only when used
 
-    inter = engine.arrow(_INTERACTIONS.bind(view_weight=als.view_weight))
+    engine.run(_INTERACTIONS.bind(view_weight=als.view_weight), _USERS)
+    inter = engine.arrow(_MATRIX)
     u = inter.column("u").to_numpy()
     i = inter.column("i").to_numpy()
-    engine.register_arrow("_rec_als_users_arrow", pa.table({
-        "u": u, "customer_id": inter.column("customer_id")}))
-    engine.run(SqlStep("recommendations.als_users",
-                       "CREATE OR REPLACE TEMP TABLE _rec_als_users AS "
-                       "SELECT DISTINCT u, customer_id FROM _rec_als_users_arrow"))
-    engine.unregister("_rec_als_users_arrow")
-    empty = pa.table({"customer_id": pa.array([], pa.int64()), "product_id": pa.array([], pa.string()),
-                      "score": pa.array([], pa.float64())})
-    users = engine.columns(_TARGET_USERS)["u"]
-    if len(u) == 0 or not users:
-        _store(engine, empty)
+    users = np.asarray(engine.columns(_TARGET_USERS)["u"], dtype=np.int32)
+    if len(u) == 0 or len(users) == 0:
+        _store(engine, np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32))
         return {"als_contacts": 0, "als_products": 0}
     n_users, n_items = int(u.max()) + 1, int(i.max()) + 1
     weights = inter.column("w").to_numpy().astype(np.float32) * np.float32(als.alpha)
+    del inter
     user_items = csr_matrix((weights, (u, i)), shape=(n_users, n_items), dtype=np.float32)
-    customer_of = np.zeros(n_users, dtype=np.int64)
-    customer_of[u] = inter.column("customer_id").to_numpy()
-    product_of = np.empty(n_items, dtype=object)
-    product_of[i] = inter.column("product_id").to_numpy(zero_copy_only=False)
+    del u, i, weights
 
-    # One BLAS thread: implicit parallelises over users itself, and a fixed thread
-    # layout keeps the factors (and so the lists) the same from run to run.
+    # One BLAS thread: implicit parallelises the fit over users itself, and a fixed thread
+    # layout keeps the factors and scores (and so the lists) the same from run to run
+    # (measured: several BLAS threads give other top lists, and are slower on 2 cores).
     with threadpool_limits(1, "blas"):
         model = AlternatingLeastSquares(factors=als.factors, regularization=als.regularization,
                                         iterations=als.iterations, random_state=als.seed,
                                         use_gpu=False, calculate_training_loss=False)
         model.fit(user_items, show_progress=False)
-        targets = np.asarray(users, dtype=np.int64)
-        k = min(n, n_items)
-        ids, scores = model.recommend(targets, user_items[targets], N=k,
+        ids, scores = model.recommend(users, user_items[users], N=min(n, n_items),
                                       filter_already_liked_items=False)
     ids = np.atleast_2d(ids)
     scores = np.atleast_2d(scores)
     keep = ids.ravel() >= 0  # implicit pads short rows with -1
-    table = pa.table({
-        "customer_id": np.repeat(customer_of[targets], ids.shape[1])[keep],
-        "product_id": pa.array(product_of[ids.ravel()[keep]].tolist(), pa.string()),
-        "score": scores.ravel()[keep].astype(np.float64),
-    })
-    _store(engine, table)
+    _store(engine, np.repeat(users, ids.shape[1])[keep], ids.ravel()[keep].astype(np.int32),
+           scores.ravel()[keep].astype(np.float32))
     return {"als_contacts": int(n_users), "als_products": int(n_items)}
 
 
-def _store(engine: Engine, table: pa.Table) -> None:
-    engine.register_arrow("_rec_als_arrow", table)
-    engine.run(SqlStep("recommendations.als_scores",
-                       "CREATE OR REPLACE TEMP TABLE _rec_als AS "
-                       "SELECT customer_id, product_id, score FROM _rec_als_arrow"))
+def _store(engine: Engine, users: np.ndarray, items: np.ndarray, scores: np.ndarray) -> None:
+    engine.register_arrow("_rec_als_arrow", pa.table({"u": users, "i": items, "score": scores}))
+    engine.run(_SCORES)
     engine.unregister("_rec_als_arrow")
