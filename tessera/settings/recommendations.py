@@ -52,8 +52,8 @@ class RecommendationSettings(_Strict):
     popularity_days: int = Field(90, ge=1)      # window of the best-seller list
     after_view_days: int = Field(7, ge=0)       # a purchase this soon after a view follows it
     min_support: int = Field(2, ge=1)           # fewer customers/orders/sessions: the pair is noise
-    neighbours: int = Field(30, ge=1, le=1000)  # item-to-item: best neighbours kept per product
-    candidates: int = Field(50, ge=0, le=1000)  # extra candidates so exclusions still leave top_n
+    neighbours: int = Field(20, ge=1, le=1000)  # item-to-item: best neighbours kept per product
+    candidates: int = Field(20, ge=0, le=1000)  # extra candidates so exclusions still leave top_n
     lift: bool = True                           # bought together by lift, not by raw co-occurrence
     weights: dict[str, float] = {"collaborative": 1.0, "bought_after_viewing": 1.0,
                                  "viewed_together": 0.5, "bought_together": 1.0, "popular": 0.1}
