@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import resource
 import sys
 import time
@@ -145,6 +146,16 @@ def main() -> None:
               f"{r['precision_at_k']:>7.4f} {r['recall_at_k']:>7.4f} {r['map_at_k']:>7.4f} "
               f"{r['ndcg_at_k']:>7.4f} {r['coverage']:>7.4f}")
     print(f"worse than popular: {', '.join(stats['worse_than_popular']) or 'none'}")
+    out = Path(__file__).resolve().parent / "out"
+    out.mkdir(exist_ok=True)
+    path = out / f"recommendations_{args.customers}_{args.products}.json"
+    path.write_text(json.dumps({
+        "customers": args.customers, "products": args.products, "views": n_views,
+        "order_lines": n_lines, "orders": n_orders, "stage_s": round(secs, 2),
+        "events_per_s": round(events / secs), "peak_rss_mb": round(peak_mb),
+        "list_rows": stats["rows"], "evaluation": stats["evaluation"],
+        "worse_than_popular": stats["worse_than_popular"]}, indent=1, default=str), encoding="utf-8")
+    print(f"figures: {path}")
 
 
 if __name__ == "__main__":
