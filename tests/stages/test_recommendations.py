@@ -233,3 +233,38 @@ def test_recommend_csv_command_writes_lists_and_the_back_test(tmp_path, capsys):
     assert ev and ev[0][3] == pytest.approx(1.0)
     lists = duckdb.sql(f"SELECT DISTINCT customer FROM read_csv('{out / 'recommendations.csv'}')").fetchall()
     assert {r[0] for r in lists} == {f"c{c}" for c in range(1, 31)}
+
+
+def test_asset_and_checks_through_dagster(tmp_path, shop):
+    import dagster as dg
+
+    from pipelines.definitions import build_assets, build_resources
+    from tessera.deployment import load_deployment
+    from tessera.engine.warehouse import connect
+    from tests.core.test_marketing_rules import DEMO
+
+    wh = tmp_path / "wh.duckdb"
+    connect(wh).close()  # the warehouse's schemas and ops tables
+    shop.execute(f"ATTACH '{wh}' AS wh")
+    for schema, table in (("staging", "products"), ("marts", "contact_cards"), ("core", "orders"),
+                          ("staging", "order_lines"), ("core", "events")):
+        shop.execute(f"CREATE SCHEMA IF NOT EXISTS wh.{schema}")
+        shop.execute(f"CREATE OR REPLACE TABLE wh.{schema}.{table} AS SELECT * FROM {schema}.{table}")
+    shop.execute("DETACH wh")
+    dep = load_deployment(DEMO)
+    dep = dep.model_copy(update={"recommendations": _settings(evaluation={"holdout_days": 90, "k": 3})})
+    assets, checks = build_assets(dep)
+    wanted = [a for a in assets if any(k.path[0] == "recommendations" for k in a.keys)]
+    wanted_checks = [c for c in checks if any(k.asset_key.path[0] == "recommendations" for k in c.check_keys)]
+    result = dg.materialize(wanted + wanted_checks, partition_key=DAY.isoformat(),
+                            resources=build_resources(wh, tmp_path / "landing", tmp_path / "feeds"))
+    assert result.success
+    evals = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert evals["lists_respect_contacts_and_exclusions"].passed
+    assert "kinds_beat_popularity" in evals
+    meta = {m.event_specific_data.materialization.asset_key.to_user_string():
+            m.event_specific_data.materialization.metadata for m in result.get_asset_materialization_events()}
+    ev = meta["recommendations/evaluation"]
+    assert "| mode | kind | contacts |" in ev["evaluation"].value
+    assert 0.0 <= ev["new_items/combined/ndcg_at_k"].value <= 1.0
+    assert meta["recommendations/contact_products"]["contacts"].value == 42
