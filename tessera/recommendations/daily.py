@@ -27,6 +27,11 @@ TABLE = "recommendations.contact_products"
 EVALUATION = "recommendations.evaluation"
 UNKNOWN = "recommendations.unknown_products"
 MODES = ("new_items", "all_items")
+# the scratch tables of a build (lists.py, collaborative.py, the back-test)
+_SCRATCH = ("_rec_catalogue", "_rec_bought", "_rec_purchases", "_rec_views", "_rec_pairs",
+            "_rec_item_candidates", "_rec_popular", "_rec_candidates", "_rec_lists", "_rec_targets",
+            "_rec_als_inter", "_rec_als_users", "_rec_als", "_rec_truth", "_rec_eval_lists",
+            "_rec_eval_kinds")
 
 
 def table_steps() -> list[SqlStep]:
@@ -136,10 +141,14 @@ def build_recommendations(engine: Engine, settings: RecommendationSettings, day:
     unknown = dict(engine.rows(SqlStep("recommendations.unknown_counts", f"""
         SELECT origin, count(*) FROM {UNKNOWN} WHERE as_of_date = $day GROUP BY origin ORDER BY origin""",
                                        {"day": day})))
+    contacts = int(engine.scalar(SqlStep("recommendations.target_count",
+                                         "SELECT count(*) FROM _rec_targets")) or 0)
+    # the scratch tables hold every candidate: give their memory back now, not when the
+    # connection closes
+    engine.run(*(SqlStep("recommendations.drop_scratch", f"DROP TABLE IF EXISTS {t}") for t in _SCRATCH))
     return {
         "rows": int(written),
-        "contacts": int(engine.scalar(SqlStep("recommendations.target_count",
-                                              "SELECT count(*) FROM _rec_targets")) or 0),
+        "contacts": contacts,
         "contacts_per_kind": {k: int(per_kind.get(k, 0)) for k in kinds},
         "cold_contacts": stats["cold_contacts"],
         "item_pairs": {k: int(v) for k, v in stats["item_pairs"].items()},
