@@ -98,6 +98,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--memory-limit", default="3GB")
+    ap.add_argument("--no-lift", action="store_true", help="bought together by raw co-occurrence")
     args = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -126,7 +127,8 @@ def main() -> None:
           f"{n_orders:,} orders, {n_lines:,} order lines ({n_views + n_lines:,} events) "
           f"generated and loaded in {gen_s:.1f} s")
 
-    settings = RecommendationSettings(als={"factors": 32, "iterations": 10, "seed": 42})
+    settings = RecommendationSettings(als={"factors": 32, "iterations": 10, "seed": 42},
+                                      lift=not args.no_lift)
     t1 = time.perf_counter()
     stats = build_recommendations(con, settings, AS_OF)
     secs = time.perf_counter() - t1
