@@ -350,7 +350,7 @@ def subject_access(con, deployment, customer_id: int) -> dict:
         if rows:
             out["tables"][f"{schema}.{table}"] = rows
 
-    for schema in ("core", "marts", "marketing", "exports"):
+    for schema in ("core", "marts", "marketing", "recommendations", "exports"):
         for table in _base_tables(con, schema):
             cols = _columns(con, schema, table)
             if "customer_id" in cols:

@@ -1,10 +1,15 @@
--- Best sellers, and the candidates of the kinds that need no model: popularity (the
--- baseline and the cold-contact fallback), buy again, and the co-occurrence kinds.
+-- Best sellers: by orders since popularity_days, then by orders over the whole window
+-- (so that a quiet season still has a list), score 1 / rank. Then the candidates of the
+-- kinds that need no model: popularity (the baseline and the cold-contact fallback),
+-- buy again, and the co-occurrence kinds.
 CREATE OR REPLACE TEMP TABLE _rec_popular AS
-SELECT product_id, n, n / max(n) OVER () AS score,
-       row_number() OVER (ORDER BY n DESC, product_id) AS pop_rank
-FROM (SELECT product_id, CAST(count(DISTINCT order_id) AS DOUBLE) AS n FROM _rec_purchases
-      WHERE bought_on >= $popular_since GROUP BY product_id);
+SELECT product_id, pop_rank, 1.0 / pop_rank AS score FROM (
+    SELECT product_id,
+           row_number() OVER (ORDER BY n_recent DESC, n_all DESC, product_id) AS pop_rank
+    FROM (SELECT product_id,
+                 count(DISTINCT CASE WHEN bought_on >= $popular_since THEN order_id END) AS n_recent,
+                 count(DISTINCT order_id) AS n_all
+          FROM _rec_purchases GROUP BY product_id));
 
 CREATE OR REPLACE TEMP TABLE _rec_candidates AS
 SELECT kind, customer_id, product_id, score FROM _rec_item_candidates;
