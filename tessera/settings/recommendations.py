@@ -49,7 +49,7 @@ class RecommendationSettings(_Strict):
     exclude_products: list[str] = []            # inactive or withdrawn product ids
     history_days: int = Field(365, ge=1)        # interactions older than this are ignored
     recent_days: int = Field(30, ge=1)          # a contact's views that seed the item-to-item kinds
-    popularity_days: int = Field(90, ge=1)      # window of the best-seller list
+    popularity_days: int = Field(90, ge=1)      # best sellers: orders here first, then history
     after_view_days: int = Field(7, ge=0)       # a purchase this soon after a view follows it
     min_support: int = Field(2, ge=1)           # fewer customers/orders/sessions: the pair is noise
     neighbours: int = Field(20, ge=1, le=1000)  # item-to-item: best neighbours kept per product
