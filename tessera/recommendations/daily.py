@@ -31,7 +31,7 @@ MODES = ("new_items", "all_items")
 _SCRATCH = ("_rec_catalogue", "_rec_bought", "_rec_purchases", "_rec_views", "_rec_pairs",
             "_rec_item_candidates", "_rec_popular", "_rec_candidates", "_rec_lists", "_rec_targets",
             "_rec_als_inter", "_rec_als_users", "_rec_als", "_rec_truth", "_rec_eval_lists",
-            "_rec_eval_kinds")
+            "_rec_eval_kinds", "_rec_events")
 
 
 def table_steps() -> list[SqlStep]:
@@ -132,7 +132,8 @@ def build_recommendations(engine: Engine, settings: RecommendationSettings, day:
                                          "SELECT count(*) FROM _rec_targets")) or 0)
     # the scratch tables hold every candidate: give their memory back now, not when the
     # connection closes
-    engine.run(*(SqlStep("recommendations.drop_scratch", f"DROP TABLE IF EXISTS {t}") for t in _SCRATCH))
+    engine.run(*(SqlStep("recommendations.drop_scratch", f"DROP TABLE IF EXISTS {t}") for t in _SCRATCH[:-1]),
+               SqlStep("recommendations.drop_events_view", "DROP VIEW IF EXISTS _rec_events"))
     return {
         "rows": int(written),
         "contacts": contacts,

@@ -42,8 +42,19 @@ def _weights(settings: RecommendationSettings) -> dict[str, float]:
     return {f"w_{k}": float(settings.weights.get(k, 0.0)) for k in names}
 
 
+def events_view(engine: Engine) -> None:
+    """``_rec_events``: the linked events, or none for a deployment without event sources
+    (then only the purchase kinds have anything to say)."""
+    source = ("SELECT customer_id, event_type, occurred_at, properties FROM core.events"
+              if engine.table_exists("core", "events") else
+              "SELECT CAST(NULL AS BIGINT) AS customer_id, CAST(NULL AS VARCHAR) AS event_type, "
+              "CAST(NULL AS TIMESTAMP) AS occurred_at, CAST(NULL AS VARCHAR) AS properties WHERE false")
+    engine.run(SqlStep("recommendations.events", f"CREATE OR REPLACE TEMP VIEW _rec_events AS {source}"))
+
+
 def load_inputs(engine: Engine, settings: RecommendationSettings, until: dt.date) -> None:
     """The catalogue, purchases and views of the window before ``until`` (exclusive)."""
+    events_view(engine)
     engine.run(*file_steps(
         "inputs.sql", until=until, since=until - dt.timedelta(days=settings.history_days),
         excluded=list(settings.exclude_products), pattern=settings.product_url_pattern,

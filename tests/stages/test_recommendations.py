@@ -268,3 +268,11 @@ def test_asset_and_checks_through_dagster(tmp_path, shop):
     assert "| mode | kind | contacts |" in ev["evaluation"].value
     assert 0.0 <= ev["new_items/combined/ndcg_at_k"].value <= 1.0
     assert meta["recommendations/contact_products"]["contacts"].value == 42
+
+
+def test_without_an_event_source_the_purchase_kinds_still_work(shop):
+    shop.execute("DROP TABLE core.events")
+    stats = build_recommendations(shop, _settings(), DAY)
+    assert _lists(shop, 60, "bought_together")[0] == "C"
+    assert _lists(shop, 60, "bought_after_viewing") == []
+    assert stats["unknown_product_ids"] == {"order_line": 1}

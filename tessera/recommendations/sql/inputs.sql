@@ -22,7 +22,7 @@ SELECT customer_id, product_id, viewed_at FROM (
            coalesce(json_extract_string(properties, '$.product_id'),
                     nullif(regexp_extract(json_extract_string(properties, '$.url'), $pattern, 1), ''))
                AS product_id
-    FROM core.events
+    FROM _rec_events
     WHERE customer_id IS NOT NULL AND list_contains($view_types, event_type)
       AND occurred_at < $until AND occurred_at >= $since)
 WHERE product_id IN (SELECT product_id FROM _rec_catalogue)

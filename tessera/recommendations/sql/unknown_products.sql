@@ -10,7 +10,7 @@ viewed AS (
            coalesce(json_extract_string(properties, '$.product_id'),
                     nullif(regexp_extract(json_extract_string(properties, '$.url'), $pattern, 1), ''))
                AS product_id
-    FROM core.events
+    FROM _rec_events
     WHERE list_contains($view_types, event_type) AND occurred_at < $until AND occurred_at >= $since)
 SELECT CAST($day AS DATE) AS as_of_date, origin, product_id, count(*) AS occurrences
 FROM (SELECT * FROM ordered UNION ALL SELECT * FROM viewed)
