@@ -29,15 +29,15 @@ vt_scored AS (
     FROM vt JOIN session_n na ON na.product_id = vt.a JOIN session_n nb ON nb.product_id = vt.b),
 -- bought after viewing: share of a's viewers who bought b within $after_days of the view
 viewed AS (SELECT DISTINCT customer_id, product_id AS a, CAST(viewed_at AS DATE) AS d FROM _rec_views),
-viewers AS (SELECT a, count(DISTINCT customer_id) AS n FROM viewed GROUP BY a),
+viewers AS (SELECT a, count(*) AS n FROM (SELECT DISTINCT customer_id, a FROM viewed) GROUP BY a),
 bought AS (SELECT DISTINCT customer_id, product_id AS b, bought_on AS d FROM _rec_purchases
            WHERE customer_id IS NOT NULL),
-bav AS (
-    SELECT v.a, p.b, count(DISTINCT v.customer_id) AS n_ab
+followed AS (
+    SELECT DISTINCT v.customer_id, v.a, p.b
     FROM viewed v JOIN bought p
       ON p.customer_id = v.customer_id AND p.b <> v.a
-     AND date_diff('day', v.d, p.d) BETWEEN 0 AND $after_days
-    GROUP BY v.a, p.b HAVING count(DISTINCT v.customer_id) >= $min_support),
+     AND date_diff('day', v.d, p.d) BETWEEN 0 AND $after_days),
+bav AS (SELECT a, b, count(*) AS n_ab FROM followed GROUP BY a, b HAVING count(*) >= $min_support),
 bav_scored AS (
     SELECT 'bought_after_viewing' AS kind, bav.a, bav.b, bav.n_ab / viewers.n AS score
     FROM bav JOIN viewers ON viewers.a = bav.a),
