@@ -99,6 +99,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--memory-limit", default="3GB")
     ap.add_argument("--no-lift", action="store_true", help="bought together by raw co-occurrence")
+    ap.add_argument("--weights", help='weights of the combination as JSON, e.g. \'{"collaborative": 1}\'')
     args = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -128,7 +129,8 @@ def main() -> None:
           f"generated and loaded in {gen_s:.1f} s")
 
     settings = RecommendationSettings(als={"factors": 32, "iterations": 10, "seed": 42},
-                                      lift=not args.no_lift)
+                                      lift=not args.no_lift,
+                                      **({"weights": json.loads(args.weights)} if args.weights else {}))
     t1 = time.perf_counter()
     stats = build_recommendations(con, settings, AS_OF)
     secs = time.perf_counter() - t1
