@@ -70,9 +70,13 @@ def fetch() -> Path:
     return folder
 
 
-def prepare(name: str, folder: Path) -> tuple[Path, Path, int]:
-    """Landing folder and truth CSV of one data set; returns them and the record count."""
-    landing = OUT / f"landing_{name}"
+def prepare(name: str, folder: Path, with_id: bool = True) -> tuple[Path, Path, int]:
+    """Landing folder and truth CSV of one data set; returns them and the record count.
+
+    Without the id, ``soc_sec_id`` is written empty: the usual case for a CDP's contacts
+    (most carry no tax code), where names, birth dates and addresses must do the work.
+    """
+    landing = OUT / f"landing_{name}{'' if with_id else '_noid'}"
     shutil.rmtree(landing, ignore_errors=True)
     landing.mkdir(parents=True)
     truth = OUT / f"truth_{name}.csv"
@@ -90,7 +94,7 @@ def prepare(name: str, folder: Path) -> tuple[Path, Path, int]:
                     street = " ".join(x for x in (row["street_number"], row["address_1"]) if x)
                     w.writerow([row["rec_id"], row["given_name"], row["surname"], street, row["address_2"],
                                 row["suburb"], row["postcode"], row["state"], row["date_of_birth"],
-                                row["soc_sec_id"]])
+                                row["soc_sec_id"] if with_id else ""])
                     tw.writerow([row["rec_id"], re.match(r"rec-(\d+)-", row["rec_id"]).group(1)])
                     n += 1
     return landing, truth, n
@@ -145,6 +149,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), default=sorted(DATASETS))
     ap.add_argument("--no-splink", action="store_true")
+    ap.add_argument("--id", choices=["with", "without", "both"], default="both",
+                    help="with and/or without the national id (soc_sec_id)")
     a = ap.parse_args()
     folder = fetch()
     sys.path.insert(0, str(SHARED))
@@ -152,31 +158,34 @@ def main() -> int:
     import pair_scorer
 
     results = {}
+    modes = {"with": [True], "without": [False], "both": [True, False]}[a.id]
     for name in a.datasets:
-        landing, truth_path, n = prepare(name, folder)
-        tr = run_tessera(name, landing)
-        truth = pair_scorer.load_truth(None, str(truth_path))
-        pred = pd.read_csv(tr["pred"], dtype=str, keep_default_na=False)
-        score = pair_scorer.score_clusters(pred, truth)
-        tr.update({k: round(score[k], 4) for k in ("precision", "recall", "f1")})
-        tr.update({k: int(score[k]) for k in ("tp", "fp", "fn")})
-        res = {"records": n, "true_pairs": int(score["tp"] + score["fn"]), "tessera": tr}
-        if not a.no_splink:
-            res["splink"] = run_splink(name, landing, truth_path)
-        results[name] = res
+        for with_id in modes:
+            key = name if with_id else f"{name} no id"
+            landing, truth_path, n = prepare(name, folder, with_id)
+            tr = run_tessera(key.replace(" ", "_"), landing)
+            truth = pair_scorer.load_truth(None, str(truth_path))
+            pred = pd.read_csv(tr["pred"], dtype=str, keep_default_na=False)
+            score = pair_scorer.score_clusters(pred, truth)
+            tr.update({k: round(score[k], 4) for k in ("precision", "recall", "f1")})
+            tr.update({k: int(score[k]) for k in ("tp", "fp", "fn")})
+            res = {"records": n, "true_pairs": int(score["tp"] + score["fn"]), "tessera": tr}
+            if not a.no_splink:
+                res["splink"] = run_splink(key.replace(" ", "_"), landing, truth_path)
+            results[key] = res
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "results.json").write_text(json.dumps(results, indent=2, default=str))
 
-    print(f"\n  {'data set':<8} {'records':>7} {'pairs':>6} {'system':<8} {'precision':>9} {'recall':>7} "
+    print(f"\n  {'data set':<14} {'records':>7} {'pairs':>6} {'system':<8} {'precision':>9} {'recall':>7} "
           f"{'F1':>7} {'seconds':>8}")
     for name, res in results.items():
         tr = res["tessera"]
-        print(f"  {name:<8} {res['records']:>7} {res['true_pairs']:>6} {'tessera':<8} {tr['precision']:>9.4f} "
+        print(f"  {name:<14} {res['records']:>7} {res['true_pairs']:>6} {'tessera':<8} {tr['precision']:>9.4f} "
               f"{tr['recall']:>7.4f} {tr['f1']:>7.4f} {tr['staging_identity_s']:>8.2f}   (ingestion "
               f"{tr['ingest_s']} s; {tr['fp']} false, {tr['fn']} missed pairs)")
         sp = res.get("splink")
         if sp and "f1" in sp:
-            print(f"  {'':<8} {'':>7} {'':>6} {'splink':<8} {sp['precision']:>9.4f} {sp['recall']:>7.4f} "
+            print(f"  {'':<14} {'':>7} {'':>6} {'splink':<8} {sp['precision']:>9.4f} {sp['recall']:>7.4f} "
                   f"{sp['f1']:>7.4f} {sp['in_process_s']:>8.2f}   ({sp['wall_s']} s wall; {sp['fp']} false, "
                   f"{sp['fn']} missed pairs)")
         elif sp:

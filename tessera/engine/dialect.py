@@ -25,6 +25,10 @@ SPARK_EQUIVALENTS: dict[str, str] = {
     "strftime": "date_format({0}, udf:strftime_to_java({1}))",
     # the keyed HMAC macro of the suppression ledger (tessera.privacy.suppression)
     "tessera_hmac": "udf:tessera_hmac",
+    # the identity stage's name and address similarity (Spark has levenshtein only)
+    "jaro_winkler_similarity": "udf:tessera_jaro_winkler",
+    # the sum of a list (check characters of tax codes and VAT numbers; lists never empty)
+    "list_sum": "aggregate({0}, 0, (acc, x) -> acc + x)",
     "regexp_full_match": "({0} RLIKE concat('^(?:', {1}, ')$'))",
     "list_has_any": "arrays_overlap({0}, {1})",
     "epoch": "unix_timestamp({0})",

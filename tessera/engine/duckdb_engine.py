@@ -66,13 +66,21 @@ class DuckDBEngine:
 
     def scalar(self, step: SqlStep) -> Any:
         row = self._exec(step).fetchone()
+        # DuckDB 2 keeps a partly read result open, and register() refuses to run beside
+        # one ("unfinished result from execute()"): finish it here.
+        self.con.complete()
         return row[0] if row else None
 
     def columns(self, step: SqlStep) -> dict[str, list]:
         return self.arrow(step).to_pydict()
 
     def arrow(self, step: SqlStep) -> pa.Table:
-        return self._exec(step).to_arrow_table()
+        # a relation hands its batches to Arrow directly; execute()'s DB-API result
+        # would copy them once more
+        _record(step)
+        self.con.complete()
+        params = (dict(step.params) if isinstance(step.params, Mapping) else list(step.params)) or None
+        return self.con.sql(step.sql, params=params).to_arrow_table()
 
     def replace_table(self, table: str, step: SqlStep) -> int:
         self._exec(SqlStep(step.name, f"CREATE OR REPLACE TABLE {table} AS {step.sql}", step.params))
@@ -110,9 +118,11 @@ class DuckDBEngine:
             self._depth = 0
 
     def register_arrow(self, name: str, table: pa.Table) -> None:
+        self.con.complete()  # a result left open by a caller's fetchone() blocks register()
         self.con.register(name, table)
 
     def unregister(self, name: str) -> None:
+        self.con.complete()
         self.con.unregister(name)
 
     def copy_to(self, step: SqlStep, path: Path, fmt: FileFormat) -> int:

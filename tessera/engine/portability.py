@@ -47,13 +47,13 @@ def check(step: SqlStep) -> Verdict:
         mapped = {_name(fn, "duckdb") for fn in tree.find_all(exp.Func)} & set(SPARK_EQUIVALENTS)
         verdict.mapped += sorted(mapped)
         try:
-            spark = sqlglot.transpile(tree.sql("duckdb"), read="duckdb", write="spark",
-                                      unsupported_level=ErrorLevel.RAISE)[0]
+            spark = to_spark(tree)
+            spark_tree = sqlglot.parse_one(spark, read="spark")
         except (sqlglot.errors.UnsupportedError, sqlglot.errors.ParseError) as exc:
             verdict.problems.append(f"Spark cannot express it: {str(exc).splitlines()[0]}")
             continue
         verdict.spark_sql += spark + ";\n"
-        for fn in sqlglot.parse_one(spark, read="spark").find_all(exp.Func):
+        for fn in spark_tree.find_all(exp.Func):
             name = _name(fn, "spark")
             if name and name not in SPARK_FUNCTIONS and name not in mapped and not (
                     name in _RENAMED and _RENAMED[name] in mapped):
@@ -67,6 +67,20 @@ _LEADING_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\(")
 # DuckDB functions the dialect maps, as sqlglot renames them for Spark
 _RENAMED = {"jarowinkler_similarity": "jaro_winkler_similarity"}
 _NOT_FUNCTIONS = (exp.Cast, exp.TryCast, exp.Case, exp.If)
+
+
+def to_spark(tree: exp.Expression) -> str:
+    """One DuckDB statement in Spark SQL, as sqlglot writes it after our fix-ups.
+
+    The fix-ups are the spellings sqlglot 30 gets wrong for Spark: DuckDB's list overlap
+    (``list_has_any``, ``&&``) comes out as ``&&``, which Spark does not parse, instead of
+    ``arrays_overlap``.
+    """
+    tree = tree.copy().transform(
+        lambda node: exp.Anonymous(this="arrays_overlap", expressions=[node.this, node.expression])
+        if isinstance(node, exp.ArrayOverlaps) else node)
+    return sqlglot.transpile(tree.sql("duckdb"), read="duckdb", write="spark",
+                             unsupported_level=ErrorLevel.RAISE)[0]
 
 
 def _name(fn: exp.Func, dialect: str) -> str | None:

@@ -39,9 +39,10 @@ import math
 import re
 from pathlib import Path
 
-import duckdb
+import pyarrow as pa
 import numpy as np
 
+from tessera.engine import Engine, SqlStep, as_engine
 from tessera.settings import Probabilistic
 
 JW = "jaro_winkler_similarity"
@@ -100,6 +101,10 @@ LEVELS = [
                     "= list_sort(string_split(r.tax, ''))))", 0.05),
     ("addr", "typo", "{lev_addr} <= 2", 0.10),
     ("addr", "similar", "{jw_addr} >= 0.9", 0.05),
+    # one line holds the other (a street number alone, a street without its number), or a
+    # looser likeness: FEBRL-style lines with two typos, split or joined words
+    ("addr", "contained", "(contains(l.addr, r.addr) OR contains(r.addr, l.addr))", 0.04),
+    ("addr", "alike", "{jw_addr} >= 0.8", 0.04),
     ("loc", "city", "l.city = r.city", 0.10),
 ]
 _RAW = {k: f"(CASE WHEN {guard} THEN {expr} END)" for k, (guard, expr) in SIMS.items()}
@@ -164,20 +169,28 @@ def prior_m(comp: str) -> dict[int, float]:
     return {k: v / total for k, v in raw.items()}
 
 
-def load_variants(con: duckdb.DuckDBPyConnection, path: Path = VARIANTS_FILE) -> int:
+def load_variants(engine: Engine, path: Path = VARIANTS_FILE) -> int:
     """``_nick(name, grp)``: the given-name variant groups (see ``data/name_variants.txt``)."""
-    rows = []
+    engine = as_engine(engine)
+    names, groups = [], []
     for grp, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
         line = line.strip()
         if line and not line.startswith("#"):
-            rows += [(n.strip(), grp) for n in line.split(",") if n.strip()]
-    con.execute("CREATE OR REPLACE TEMP TABLE _nick (name VARCHAR, grp INTEGER)")
-    if rows:
-        con.executemany("INSERT INTO _nick VALUES (?, ?)", rows)
-    return len(rows)
+            for n in line.split(","):
+                if n.strip():
+                    names.append(n.strip())
+                    groups.append(grp)
+    engine.register_arrow("_nick_file", pa.table({"name": pa.array(names, pa.string()),
+                                                  "grp": pa.array(groups, pa.int32())}))
+    try:
+        engine.run(SqlStep("identity.name_variants",
+                           "CREATE OR REPLACE TEMP TABLE _nick AS SELECT name, grp FROM _nick_file"))
+    finally:
+        engine.unregister("_nick_file")
+    return len(names)
 
 
-def prepare_sql() -> list[str]:
+def prepare_sql() -> list[SqlStep]:
     """``_mrec``: the compared values of each record with their term frequencies.
 
     Needs ``_nick`` (``load_variants``): ``fn_grp`` lists the variant groups of the
@@ -199,7 +212,7 @@ def prepare_sql() -> list[str]:
         SELECT v.*, {", ".join(f"t_{c}.{c}_tf" for c in cols)}, g.fn_grp FROM _mval v {tf_joins}
         LEFT JOIN (SELECT name, list(grp ORDER BY grp) AS fn_grp FROM _nick GROUP BY name) g ON g.name = v.fn""")
     stmts.append("DROP TABLE IF EXISTS _mval")
-    return stmts
+    return [SqlStep(f"identity.match_values[{i}]", sql) for i, sql in enumerate(stmts)]
 
 
 def level_sql(comp: str, sims: dict) -> str:
@@ -210,7 +223,7 @@ def level_sql(comp: str, sims: dict) -> str:
     else:
         parts = [f"WHEN l.{comp} IS NULL OR r.{comp} IS NULL THEN 0", f"WHEN l.{comp} = r.{comp} THEN {EXACT_LEVEL}"]
     if comp == "fn":
-        parts.append(f"WHEN length(l.fn) = 1 OR length(r.fn) = 1 THEN CASE WHEN l.fn[1] = r.fn[1] "
+        parts.append(f"WHEN length(l.fn) = 1 OR length(r.fn) = 1 THEN CASE WHEN left(l.fn, 1) = left(r.fn, 1) "
                      f"THEN {INITIAL} ELSE {ELSE} END")
     code = codes(comp)
     for c, name, cond, _ in LEVELS:
@@ -250,7 +263,7 @@ def _level_columns(sims: dict) -> str:
     return ", ".join(cols)
 
 
-def estimate_u(con: duckdb.DuckDBPyConnection, pairs: int = U_SAMPLE_PAIRS, seed: float = 0.42) -> dict:
+def estimate_u(engine: Engine, pairs: int = U_SAMPLE_PAIRS, seed: float = 0.42) -> dict:
     """Share of random record pairs at each level of each comparison: ``{(comp, code): u}``.
 
     Measured on a seeded sample of ``pairs`` random pairs of ``_mrec``, so the weights
@@ -258,26 +271,31 @@ def estimate_u(con: duckdb.DuckDBPyConnection, pairs: int = U_SAMPLE_PAIRS, seed
     the pairs where both sides have a value. Levels never seen in the sample get
     ``1 / sample``; fuzzy levels at least ``U_FLOOR``. Returns ``{}`` on tiny data.
     """
-    n = con.execute("SELECT count(*) FROM _mrec").fetchone()[0]
+    engine = as_engine(engine)
+    n = engine.scalar(SqlStep("identity.u.records", "SELECT count(*) FROM _mrec"))
     if n < 50:
         return {}
-    con.execute("SELECT setseed(?)", [seed])
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE _upairs AS
-        SELECT DISTINCT least(a, b) AS a, greatest(a, b) AS b FROM (
-            SELECT 1 + floor(random() * {n})::BIGINT AS a, 1 + floor(random() * {n})::BIGINT AS b
-            FROM range({int(pairs)})) WHERE a <> b""")
+    # The sample is drawn here, not by the engine's random(): the same seed then gives
+    # the same pairs on DuckDB and on Spark, so both engines weigh evidence alike.
+    rng = np.random.default_rng(int(seed * 1_000_000))
+    a = rng.integers(1, n + 1, size=int(pairs), dtype=np.int64)
+    b = rng.integers(1, n + 1, size=int(pairs), dtype=np.int64)
+    engine.register_arrow("_usample", pa.table({"a": np.minimum(a, b), "b": np.maximum(a, b)}))
+    try:
+        engine.run(SqlStep("identity.u.pairs", """
+            CREATE OR REPLACE TEMP TABLE _upairs AS
+            SELECT DISTINCT a, b FROM _usample WHERE a <> b"""))
+    finally:
+        engine.unregister("_usample")
     counts = []
     for c in COMPARISONS:
         counts.append(f"count(*) FILTER (WHERE g_{c} NOT IN (0, {INITIAL})) AS \"{c}_n\"")
         counts += [f"count(*) FILTER (WHERE g_{c} = {k}) AS \"{c}_{k}\"" for k in sorted(set(codes(c).values()))]
     counts = ", ".join(counts)
-    row = con.execute(f"""
+    vals = {k: v[0] for k, v in engine.columns(SqlStep("identity.u.levels", f"""
         SELECT {counts} FROM (
             SELECT {_level_columns(_RAW)} FROM _upairs p JOIN _mrec l ON l.rid = p.a JOIN _mrec r ON r.rid = p.b)
-    """).fetchone()
-    names = [d[0] for d in con.description]
-    vals = dict(zip(names, row))
+    """)).items()}
     out = {}
     for c in COMPARISONS:
         total = vals[f"{c}_n"]
@@ -288,7 +306,7 @@ def estimate_u(con: duckdb.DuckDBPyConnection, pairs: int = U_SAMPLE_PAIRS, seed
             if k not in (EXACT_LEVEL, ELSE):
                 share = max(share, U_FLOOR)
             out[(c, k)] = share
-    con.execute("DROP TABLE IF EXISTS _upairs")
+    engine.run(SqlStep("identity.u.drop", "DROP TABLE IF EXISTS _upairs"))
     return out
 
 
@@ -296,6 +314,7 @@ def estimate_u(con: duckdb.DuckDBPyConnection, pairs: int = U_SAMPLE_PAIRS, seed
 DEFAULT_U = {("fn", "variant"): 0.002, ("fn", "typo"): 0.005, ("fn", "similar"): 0.03, ("ln", "typo"): 0.002,
              ("ln", "similar"): 0.03, ("dob", "near"): 0.002, ("dob", "partial"): 0.002, ("em", "typo"): 1e-4,
              ("ph", "typo"): 1e-4, ("tax", "typo"): 1e-4, ("addr", "typo"): 5e-4, ("addr", "similar"): 0.01,
+             ("addr", "contained"): 0.002, ("addr", "alike"): 0.01,
              ("loc", "city"): 0.03}
 
 
@@ -303,7 +322,7 @@ def candidate_pairs_sql(settings: Probabilistic) -> str:
     """Candidate pairs ``(a, b, mask)``, ``a < b``: equal on every key of some blocking rule.
 
     ``mask`` has bit ``i`` set when the pair shares the keys of blocking rule ``i`` (EM
-    trains on each rule's pairs apart; rules past the 64th block but do not train). Blocks with more than ``max_block_size`` records
+    trains on each rule's pairs apart; rules past the 63rd block but do not train). Blocks with more than ``max_block_size`` records
     are skipped: their pairs would be quadratic, and a key shared by that many records is
     not evidence of anything.
     """
@@ -315,7 +334,7 @@ def candidate_pairs_sql(settings: Probabilistic) -> str:
         # candidate (which is then scored), never lose one.
         blk = f"(SELECT rid, hash({cols}) AS h FROM _rec WHERE {present})"
         parts.append(f"""
-            SELECT l.rid AS a, r.rid AS b, {1 << i if i < 64 else 0}::UBIGINT AS bit
+            SELECT l.rid AS a, r.rid AS b, {1 << i if i < 63 else 0}::BIGINT AS bit
             FROM {blk} l JOIN {blk} r ON l.h = r.h AND l.rid < r.rid
             WHERE l.h IN (SELECT h FROM {blk} GROUP BY h
                           HAVING count(*) BETWEEN 2 AND {int(settings.max_block_size)})""")
@@ -376,7 +395,7 @@ def _em_session(g: np.ndarray, n: np.ndarray, comps: list[int], m: list[dict], u
     return m, lam, it
 
 
-def estimate_m(con: duckdb.DuckDBPyConnection, settings: Probabilistic, u: dict) -> tuple[dict, dict]:
+def estimate_m(engine: Engine, settings: Probabilistic, u: dict) -> tuple[dict, dict]:
     """``m`` of every level by EM on the candidate pairs of ``_gam``, one session per blocking rule.
 
     The pairs of a blocking rule agree on its keys by construction, so a session does
@@ -390,14 +409,15 @@ def estimate_m(con: duckdb.DuckDBPyConnection, settings: Probabilistic, u: dict)
     if not u:
         return out, info
     gcols = ", ".join(f"g_{c}" for c in COMPARISONS)
-    rows = con.execute(f"SELECT mask, {gcols}, count(*) FROM _gam GROUP BY ALL ORDER BY ALL").fetchnumpy()
+    rows = as_engine(engine).columns(SqlStep(
+        "identity.m.patterns", f"SELECT mask, {gcols}, count(*) AS pairs FROM _gam GROUP BY ALL ORDER BY ALL"))
     masks = np.asarray(rows["mask"], dtype=np.uint64)
     g = np.stack([np.asarray(rows[f"g_{c}"], dtype=np.int64) for c in COMPARISONS], axis=1)
-    n = np.asarray(rows["count_star()"], dtype=np.float64)
+    n = np.asarray(rows["pairs"], dtype=np.float64)
     uu = [{k: u.get((c, k), 1.0) for k in priors[i]} for i, c in enumerate(COMPARISONS)]
     measured = {c for c in COMPARISONS if (c, EXACT_LEVEL) in u}
     sums: dict = {}
-    for r, keys in enumerate(settings.blocking[:64]):
+    for r, keys in enumerate(settings.blocking[:63]):
         sel = (masks & np.uint64(1 << r)) != 0
         if n[sel].sum() < EM_MIN_PAIRS:
             continue
@@ -468,16 +488,17 @@ def scored_pairs_sql(m: dict | None = None, u: dict | None = None) -> str:
         )"""
 
 
-def open_pairs_sql() -> list[str]:
+def open_pairs_sql() -> list[SqlStep]:
     """``_open``: the pairs of ``_gam`` whose records are still in different clusters.
 
     Built in explicit steps so the planner cannot turn ``cid <> cid`` into an
     inequality join over all records.
     """
     return [
-        "CREATE OR REPLACE TEMP TABLE _open AS SELECT g.*, l.cid AS ca FROM _gam g JOIN _label l ON l.rid = g.a",
-        "CREATE OR REPLACE TEMP TABLE _open AS SELECT o.* EXCLUDE (ca) FROM _open o JOIN _label l ON l.rid = o.b "
-        "WHERE l.cid <> o.ca",
+        SqlStep("identity.open_pairs", "CREATE OR REPLACE TEMP TABLE _open AS "
+                "SELECT g.*, l.cid AS ca FROM _gam g JOIN _label l ON l.rid = g.a"),
+        SqlStep("identity.open_pairs.apart", "CREATE OR REPLACE TEMP TABLE _open AS "
+                "SELECT o.* EXCLUDE (ca) FROM _open o JOIN _label l ON l.rid = o.b WHERE l.cid <> o.ca"),
     ]
 
 

@@ -10,10 +10,9 @@ collapsed spaces plus an accent-folded key used for matching only.
 
 from __future__ import annotations
 
-import duckdb
-
 from tessera.contracts import SQL_TYPES, entity_contracts
-from tessera.engine.warehouse import sql_literal, table_exists, transaction
+from tessera.engine import Engine, SqlStep, as_engine
+from tessera.engine.warehouse import sql_literal
 from tessera.ingest.company_keys import staging_keys_sql
 from tessera.privacy.consent import SOFT_DELETED_SQL
 from tessera.settings import Deployment
@@ -83,13 +82,13 @@ def _fold(col: str) -> str:
     return (f"nullif(trim(regexp_replace(lower(strip_accents({col})), '[^a-z0-9]+', ' ', 'g')), '')")
 
 
-def _held_filter(con, source_name: str) -> str:
+def _held_filter(engine: Engine, source_name: str) -> str:
     """Versions loaded after their person was soft-deleted are held, not applied.
 
     The person is known from the previous run's ``core.customer_sources``; until they
     are restored (or purged), staging keeps the version from before the soft delete.
     """
-    if not (table_exists(con, "ops", "bulk_edits") and table_exists(con, "core", "customer_sources")):
+    if not (engine.table_exists("ops", "bulk_edits") and engine.table_exists("core", "customer_sources")):
         return ""
     return (
         "WHERE NOT EXISTS (SELECT 1 FROM ("
@@ -116,32 +115,43 @@ def record_order_sql(source) -> str:
     return f"coalesce({key}, r._loaded_at)"
 
 
-def _latest_union(con, deployment: Deployment, entity: str,
+def _latest_union(engine: Engine, deployment: Deployment, entity: str,
                   only: dict[str, str] | None = None) -> str | None:
     """The latest version of every record of the entity's sources (``entity`` may also be
     a tuple of entities). With ``only`` (field -> SQL type), the other entities' sources
-    give just those fields, NULL where they have none (company users in contacts)."""
+    give just those fields, NULL where they have none (company users in contacts).
+
+    The sources' columns are aligned here, by name (NULL where a source lacks one), in
+    order of first appearance: plain ``UNION ALL`` runs on every engine, where DuckDB's
+    ``UNION ALL BY NAME`` does not."""
     parts = []
     entities = entity if isinstance(entity, tuple) else (entity,)
     for source in [s for e in entities for s in deployment.sources_of(e)]:
-        if not table_exists(con, "raw", source.name):
+        if not engine.table_exists("raw", source.name):
             continue
         names = [c for c in source_fields(deployment, source)
                  if only is None or source.entity == "contact" or c in only]
+        cols = {c: f'r."{c}"' for c in names}
         if only is not None and source.entity != "contact":
-            names += [f"CAST(NULL AS {t}) AS \"{f}\"" for f, t in only.items() if f not in names]
-        cols = ", ".join(c if c.startswith("CAST(") else f'r."{c}"' for c in names)
-        held = _held_filter(con, source.name) if source.entity in CONTACT_ENTITIES else ""
-        parts.append(
+            cols.update({f: f"CAST(NULL AS {t})" for f, t in only.items() if f not in cols})
+        held = _held_filter(engine, source.name) if source.entity in CONTACT_ENTITIES else ""
+        parts.append((source, cols, held))
+    if not parts:
+        return None
+    order: list[str] = []
+    for _, cols, _ in parts:
+        order += [c for c in cols if c not in order]
+    selects = []
+    for source, cols, held in parts:
+        picked = ", ".join(f'{cols.get(c, "NULL")} AS "{c}"' for c in order)
+        selects.append(
             f"SELECT '{source.name}' AS source, '{source.node}' AS node, "
-            f"'{source.default_country}' AS default_country, {cols}, r._file, r._line, r._file_seq, "
+            f"'{source.default_country}' AS default_country, {picked}, r._file, r._line, r._file_seq, "
             f"r._loaded_at FROM raw.{source.name} r {held}"
             "QUALIFY row_number() OVER (PARTITION BY r.source_record_id "
             f"ORDER BY {record_order_sql(source)} DESC, r._file_seq DESC, r._line DESC) = 1"
         )
-    if not parts:
-        return None
-    return "\nUNION ALL BY NAME\n".join(parts)
+    return "\nUNION ALL\n".join(selects)
 
 
 def calling_codes_values() -> str:
@@ -175,9 +185,10 @@ def _py_fold(value: str) -> str:
     return re.sub(r"[^a-z0-9]+", " ", text).strip()
 
 
-def build_contacts(con: duckdb.DuckDBPyConnection, deployment: Deployment) -> int:
+def build_contacts(engine: Engine, deployment: Deployment) -> int:
+    engine = as_engine(engine)
     contact_fields = {f: SQL_TYPES[spec.type] for f, spec in entity_contracts()["contact"].fields.items()}
-    union = _latest_union(con, deployment, CONTACT_ENTITIES, only=contact_fields)
+    union = _latest_union(engine, deployment, CONTACT_ENTITIES, only=contact_fields)
     ext = [p.name for p in deployment.properties_of("contact")]
     codes = calling_codes_values()
     ident = deployment.identity
@@ -189,7 +200,9 @@ def build_contacts(con: duckdb.DuckDBPyConnection, deployment: Deployment) -> in
         return e164_sql(col, f"{col}_d")
 
     ext_cols = "".join(f', "{p}"' for p in ext)
-    addr_map = "MAP {" + ", ".join(f"'{k}': '{v}'" for k, v in ADDRESS_WORDS.items()) + "}"
+    # MAP(keys, values) rather than a MAP {...} literal: Spark reads it as map_from_arrays
+    addr_map = ("MAP([" + ", ".join(f"'{k}'" for k in ADDRESS_WORDS) + "], ["
+                + ", ".join(f"'{v}'" for v in ADDRESS_WORDS.values()) + "])")
 
     def name_key(col: str) -> str:
         # letters only, so "D'Angelo" = "dangelo" and "J." = "j"; placeholders have no key
@@ -206,7 +219,6 @@ def build_contacts(con: duckdb.DuckDBPyConnection, deployment: Deployment) -> in
                 f"right({digits}, 7)]) THEN NULL ELSE {col} END")
 
     sql = f"""
-    CREATE OR REPLACE TABLE staging.contacts AS
     WITH latest AS ({union}),
     codes(country, code, trunk) AS (VALUES {codes}),
     base AS (
@@ -259,26 +271,26 @@ def build_contacts(con: duckdb.DuckDBPyConnection, deployment: Deployment) -> in
       ) AS completeness
     FROM norm n
     """
-    with transaction(con):
-        if union is None:
-            raise RuntimeError("no contact source has been loaded yet")
-        con.execute(sql, {
+    if union is None:
+        raise RuntimeError("no contact source has been loaded yet")
+    with engine.together():
+        return engine.replace_table("staging.contacts", SqlStep("staging.contacts", sql, {
             "junk_emails": junk_emails, "junk_locals": junk_locals,
             "junk_names": [_py_fold(v) for v in ident.junk_names],
             "junk_phones": ["".join(ch for ch in v if ch.isdigit()) for v in ident.junk_phones],
             "junk_tax": [v.strip().upper().replace(" ", "") for v in ident.junk_tax_codes] or [""],
-        })
-    return int(con.execute("SELECT count(*) FROM staging.contacts").fetchone()[0])
+        }))
 
 
-def build_entity(con: duckdb.DuckDBPyConnection, deployment: Deployment, entity: str) -> int:
+def build_entity(engine: Engine, deployment: Deployment, entity: str) -> int:
     """Staging for non-contact entities: the latest version of each record, e-mails normalised."""
+    engine = as_engine(engine)
     table = ENTITY_TABLES[entity]
-    union = _latest_union(con, deployment, entity)
-    with transaction(con):
+    union = _latest_union(engine, deployment, entity)
+    with engine.together():
         if union is None:
-            con.execute(f"CREATE OR REPLACE TABLE staging.{table} AS SELECT NULL::VARCHAR AS source WHERE false")
-            return 0
+            return engine.replace_table(f"staging.{table}", SqlStep(
+                f"staging.{table}.empty", "SELECT NULL::VARCHAR AS source WHERE false"))
         extra, joins = "", ""
         if entity in ("event", "bounce", "unsubscribe", "consent"):
             extra = ", lower(trim(email)) AS email_key"
@@ -298,5 +310,5 @@ def build_entity(con: duckdb.DuckDBPyConnection, deployment: Deployment, entity:
             extra = staging_keys_sql(entity)
         drop = "default_country, _file_seq, _mobile_d" if joins else "default_country, _file_seq"
         star = f"u.* EXCLUDE ({drop})" if joins else f"* EXCLUDE ({drop})"
-        con.execute(f"CREATE OR REPLACE TABLE staging.{table} AS SELECT {star}{extra} FROM ({union}){joins}")
-    return int(con.execute(f"SELECT count(*) FROM staging.{table}").fetchone()[0])
+        return engine.replace_table(f"staging.{table}", SqlStep(
+            f"staging.{table}", f"SELECT {star}{extra} FROM ({union}){joins}"))

@@ -10,6 +10,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from tessera.engine import as_engine
+
 from tessera.identity import matching as M
 from tessera.settings import Probabilistic
 
@@ -56,8 +58,7 @@ def test_name_variant_level():
                 "k_tax_code"):
         con.execute(f"ALTER TABLE _rec ADD COLUMN {col} VARCHAR")
     con.execute("ALTER TABLE _rec ADD COLUMN k_birth_date DATE")
-    for stmt in M.prepare_sql():
-        con.execute(stmt)
+    as_engine(con).run(*M.prepare_sql())
     expr = M.level_sql("fn", M._RAW)
     got = dict(con.execute(f"SELECT r.fn, {expr} FROM _mrec l, _mrec r WHERE l.rid = 1 AND r.rid > 1").fetchall())
     assert got == {"robert": M.codes("fn")["variant"], "brian": M.ELSE}
@@ -139,3 +140,26 @@ def test_em_trains_inside_resolve_and_links_the_duplicates(tmp_path):
     people = {ids[f"P{i}a"] for i in range(600)}
     assert len(people) == 600  # no two people merged
     assert found == 600
+
+
+def test_address_levels_contained_and_alike():
+    """A line holding the other (a street number alone) and a looser likeness are levels of
+    their own, between 'similar' and disagreement (FEBRL duplicates: issue #21)."""
+    con = duckdb.connect()
+    M.load_variants(con)
+    con.execute("CREATE TEMP TABLE _rec AS SELECT * FROM (VALUES (1, '37 sanford place'), (2, '37'), "
+                "(3, 'sanford place'), (4, '37 sanford street'), (5, '4 wallaby way'), (6, '37 sanford place')) "
+                "t(rid, k_address)")
+    for col in ("k_first_name", "k_last_name", "k_email", "k_mobile", "k_phone", "k_postcode", "k_city",
+                "k_tax_code"):
+        con.execute(f"ALTER TABLE _rec ADD COLUMN {col} VARCHAR")
+    con.execute("ALTER TABLE _rec ADD COLUMN k_birth_date DATE")
+    as_engine(con).run(*M.prepare_sql())
+    expr = M.level_sql("addr", M._RAW)
+    got = dict(con.execute(f"SELECT r.rid, {expr} FROM _mrec l, _mrec r WHERE l.rid = 1 AND r.rid > 1").fetchall())
+    code = M.codes("addr")
+    assert got == {2: code["contained"], 3: code["contained"], 4: code["alike"], 5: M.ELSE, 6: M.EXACT_LEVEL}
+    # the new levels weigh in between: evidence for, less than a typo
+    w = M._weights({(c, k): v for c in M.COMPARISONS for k, v in M.prior_m(c).items()}, M.DEFAULT_U)
+    assert w[("addr", M.ELSE)] < 0 < w[("addr", code["alike"])] < w[("addr", code["typo"])]
+    assert 0 < w[("addr", code["contained"])] < w[("addr", code["typo"])]
