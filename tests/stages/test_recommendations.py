@@ -276,3 +276,30 @@ def test_without_an_event_source_the_purchase_kinds_still_work(shop):
     assert _lists(shop, 60, "bought_together")[0] == "C"
     assert _lists(shop, 60, "bought_after_viewing") == []
     assert stats["unknown_product_ids"] == {"order_line": 1}
+
+
+def test_viewed_together_follows_co_views_in_a_day(shop):
+    # 1-10 view X and then Z on the same day; 11-13 view X and MILK on different days
+    for c in range(1, 11):
+        _view(shop, c, dt.datetime(2026, 10, c, 11), "Z")
+        _view(shop, c, dt.datetime(2026, 10, c, 12), "X")
+    for c in (11, 12, 13):
+        _view(shop, c, dt.datetime(2026, 10, 1, 9), "X")
+        _view(shop, c, dt.datetime(2026, 10, 2, 9), "MILK")
+    build_recommendations(shop, _settings(), DAY)
+    together = _lists(shop, 60, "viewed_together")  # 60 viewed X last week
+    assert together[0] == "Z"
+    assert "MILK" not in together  # viewed by the same people, never on the same day
+
+
+def test_collaborative_follows_contacts_with_the_same_taste(shop):
+    shop.executemany("INSERT INTO staging.products VALUES (?)", [[p] for p in ("P1", "P2", "P3", "Q1", "Q2", "Q3")])
+    shop.executemany("INSERT INTO marts.contact_cards VALUES (?)", [[c] for c in range(100, 141)])
+    d = dt.date(2026, 8, 1)
+    for c in range(100, 120):  # one taste: P1, P2, P3
+        _order(shop, f"p{c}", c, d, "P1", "P2", "P3")
+    for c in range(120, 140):  # the other: Q1, Q2, Q3
+        _order(shop, f"q{c}", c, d, "Q1", "Q2", "Q3")
+    _order(shop, "p140", 140, d, "P1", "P2")
+    build_recommendations(shop, _settings(als={"factors": 8, "iterations": 15, "seed": 7}), DAY)
+    assert _lists(shop, 140, "collaborative")[0] == "P3"
