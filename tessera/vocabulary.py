@@ -166,4 +166,6 @@ CUSTOMER_KEYED_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "marketing.stage_history": ("survivor_history", ()),
     "marketing.segment_overrides": ("log", ()),
     "ops.bulk_edits": ("log", ()),
+    # past days' lists: the survivor's own entry at each rank wins (today's are rebuilt)
+    "recommendations.contact_products": ("daily", ("as_of_date", "kind", "rank")),
 }
