@@ -11,7 +11,7 @@ export DO_NOT_TRACK := 1
 # Keys the suppression ledger's hashes. The demo's value is public: set your own secret.
 export TESSERA_SUPPRESSION_KEY ?= demo-only-key-set-TESSERA_SUPPRESSION_KEY
 
-.PHONY: install demo test ui bench bench-segments bench-identity bench-identity-febrl bench-ingest bench-companies bench-predictions validate lock clean browser web bench-web
+.PHONY: install demo test ui bench bench-segments bench-identity bench-identity-febrl bench-ingest bench-companies bench-predictions validate lock clean browser web bench-web bench-recommendations
 
 install: $(STAMP)
 
@@ -104,6 +104,13 @@ bench-predictions: install
 REQUESTS ?= 20
 bench-web: install
 	$(PY) bench/web.py --contacts $(CONTACTS) --events $(EVENTS) --requests $(REQUESTS)
+
+## bench-recommendations: every kind and the back-test on structured shop data (reference:
+## REC_CUSTOMERS=500000 REC_PRODUCTS=50000, over 13 M events)
+REC_CUSTOMERS ?= 100000
+REC_PRODUCTS ?= 10000
+bench-recommendations: install
+	$(PY) bench/recommendations.py --customers $(REC_CUSTOMERS) --products $(REC_PRODUCTS)
 
 ## lock: re-pin requirements.lock from the current virtual environment
 lock:

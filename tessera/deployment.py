@@ -19,7 +19,7 @@ from tessera.contracts import entity_contracts
 from tessera.marketing.rules import segment_order, validate_rule
 from tessera.settings import SALES_CHANNEL_MACROS, Deployment
 from tessera.settings.model import (_FeedsFile, _MainFile, _ScoringFile, _SegmentsFile,
-                                    _SourcesFile, _StagesFile, _LookupsFile)
+                                    _SourcesFile, _StagesFile, _LookupsFile, _RecommendationsFile)
 from tessera.yamlfile import ConfigError, LoadedYaml, load_yaml
 from tessera.vocabulary import CARD_COMPANY_FIELDS, GOLDEN_FIELDS, STAGE_FIELDS, field_catalogue
 
@@ -57,6 +57,9 @@ def load_deployment(config_dir: str | Path) -> Deployment:
     stages_y = load_yaml(stages_path) if stages_path.exists() else None
     scoring = _validate(_ScoringFile, scoring_y) if scoring_y else _ScoringFile()
     stages = _validate(_StagesFile, stages_y) if stages_y else _StagesFile()
+    recs_path = config_dir / "recommendations.yaml"
+    recs = _validate(_RecommendationsFile, load_yaml(recs_path)).recommendations \
+        if recs_path.exists() else None
 
     node_names = {n.name for n in main.nodes}
     for i, name in enumerate(main.tree.priority):
@@ -227,6 +230,7 @@ def load_deployment(config_dir: str | Path) -> Deployment:
         stages=stages.stages,
         expectations=main.expectations,
         predictions=main.predictions,
+        recommendations=recs,
     )
 
     # Rules and feeds are checked against the field catalogue now, so that a bad rule
@@ -270,6 +274,10 @@ def load_deployment(config_dir: str | Path) -> Deployment:
                     f"{feeds_y.where(('feeds', i, 'fields'))}: a {feed.channel} feed must "
                     f"include '{need}'"
                 )
+    if recs is not None:
+        missing = [e for e in ("order", "order_line", "product") if not deployment.sources_of(e)]
+        if missing:
+            raise ConfigError(f"{recs_path}: recommendations need {', '.join(missing)} sources")
     return deployment
 
 

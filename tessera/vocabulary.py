@@ -186,4 +186,6 @@ CUSTOMER_KEYED_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "marketing.segment_overrides": ("log", ()),
     "ops.bulk_edits": ("log", ()),
     "predictions.customer_predictions": ("daily", ("as_of_date",)),
+    # past days' lists: the survivor's own entry at each rank wins (today's are rebuilt)
+    "recommendations.contact_products": ("daily", ("as_of_date", "kind", "rank")),
 }

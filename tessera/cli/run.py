@@ -70,12 +70,29 @@ def summary(run_id: str | None = None) -> dict:
                   (SELECT max(value) FROM predictions.accuracy a WHERE a.as_of_date = d.day
                     AND target = 'purchase' AND model = 'recency_only' AND metric = 'auc')
                 FROM d""").fetchone()
+        recs = _recommendations_summary(con)
     finally:
         con.close()
     return {"run_id": run_id, "files_read": int(files), "rows_loaded": int(loaded),
             "rows_rejected": int(rejected), "files_failed": int(failed),
             "contact_records": int(records), "golden_customers": int(customers), "feeds": feeds,
-            "predictions": predictions}
+            "predictions": predictions,
+            "recommendations": recs}
+
+
+def _recommendations_summary(con) -> dict | None:
+    """The latest day's lists and the back-test's NDCG of the combination and the best
+    sellers on new items (None without the recommendations stage)."""
+    if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = "
+                       "'recommendations' AND table_name = 'evaluation'").fetchone()[0]:
+        return None
+    day, rows, contacts = con.execute("""SELECT max(as_of_date), count(*), count(DISTINCT customer_id)
+        FROM recommendations.contact_products
+        WHERE as_of_date = (SELECT max(as_of_date) FROM recommendations.contact_products)""").fetchone()
+    ndcg = dict(con.execute("""SELECT kind, ndcg_at_k FROM recommendations.evaluation
+        WHERE mode = 'new_items' AND kind IN ('combined', 'popular')
+          AND as_of_date = (SELECT max(as_of_date) FROM recommendations.evaluation)""").fetchall())
+    return {"day": day, "rows": int(rows), "contacts": int(contacts), "ndcg": ndcg}
 
 
 def print_summary(s: dict) -> None:
@@ -93,6 +110,11 @@ def print_summary(s: dict) -> None:
     print(f"  feed files written {len(s['feeds']):>8}")
     for feed, day, path, rows in s["feeds"]:
         print(f"    {feed} {day}: {rows} rows -> {path}")
+    recs = s.get("recommendations")
+    if recs and recs["day"] is not None:
+        back = ", ".join(f"{k} {v:.3f}" for k, v in sorted(recs["ndcg"].items()))
+        print(f"  recommendations    {recs['rows']:>8}   rows for {recs['contacts']} contacts on "
+              f"{recs['day']} (back-test NDCG@k on new items: {back or 'no held-out purchases'})")
 
 
 def _run_day(ctx: click.Context, day: dt.date | None) -> int:

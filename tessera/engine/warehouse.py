@@ -15,7 +15,7 @@ from typing import Iterator
 
 import duckdb
 
-LAYERS = ("raw", "staging", "core", "marts", "marketing", "segments", "predictions", "exports",
+LAYERS = ("raw", "staging", "core", "marts", "marketing", "segments", "predictions", "recommendations", "exports",
           "ops")
 
 # DuckDB would otherwise download extensions from the internet the first time a

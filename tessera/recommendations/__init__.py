@@ -1,1 +1,2 @@
-"""Product recommendations: declared home, built by its issue."""
+"""Product recommendations: the five kinds of the contact card, buy again, and the
+back-test of each against the best sellers (capability C6)."""

@@ -10,6 +10,7 @@ from tessera.settings.feeds import FeedDef
 from tessera.settings.identity import IdentitySettings
 from tessera.settings.marketing import ScoreDef, SegmentDef, StageDef
 from tessera.settings.predictions import PredictionSettings
+from tessera.settings.recommendations import RecommendationSettings
 from tessera.settings.sources import EntityExpectations, ExtendedProperty, LookupTable, Node, SALES_CHANNEL_MACROS, SalesChannel, Source, Tree
 
 class _LookupsFile(_Strict):
@@ -48,6 +49,10 @@ class _StagesFile(_Strict):
     stages: list[StageDef] = []
 
 
+class _RecommendationsFile(_Strict):
+    recommendations: RecommendationSettings = RecommendationSettings()
+
+
 class Deployment(_Strict):
     """The whole validated configuration of one deployment."""
 
@@ -67,6 +72,7 @@ class Deployment(_Strict):
     stages: list[StageDef] = []
     expectations: dict[str, EntityExpectations] = {}
     predictions: PredictionSettings = PredictionSettings()
+    recommendations: RecommendationSettings | None = None  # None: no recommendations.yaml
 
     def expectations_of(self, entity: str) -> EntityExpectations:
         """The entity's configured batch expectations, or the defaults."""

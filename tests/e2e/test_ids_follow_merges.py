@@ -17,7 +17,8 @@ from tests.conftest import AS_OF
 
 KEYED = ("marketing.rfm_scores", "marketing.scores", "marketing.stages", "marketing.segment_members",
          "marketing.segment_history", "marketing.stage_history", "marketing.score_actions",
-         "exports.newsletter_high_value", "exports.crm_hot_leads", "core.events", "core.orders")
+         "exports.newsletter_high_value", "exports.crm_hot_leads", "core.events", "core.orders",
+         "recommendations.contact_products")
 
 
 def stale_ids(con) -> dict[str, int]:

@@ -81,6 +81,20 @@ def test_forget_erases_everywhere(demo_env, erased):
     assert erased["files"] >= 2
 
 
+def test_forget_drops_the_persons_recommendations(demo_env, erased):
+    con = demo_env.connect()
+    try:
+        left = con.execute("SELECT count(*) FROM recommendations.contact_products "
+                           "WHERE customer_id IN (SELECT unnest(?::BIGINT[]))",
+                           [erased["customer_ids"]]).fetchone()[0]
+        others = con.execute("SELECT count(DISTINCT customer_id) FROM recommendations.contact_products "
+                             "WHERE kind = 'collaborative'").fetchone()[0]
+    finally:
+        con.close()
+    assert left == 0
+    assert others > 0  # every other card still has its list
+
+
 def test_forget_is_idempotent(demo_env, erased):
     con = demo_env.connect()
     try:

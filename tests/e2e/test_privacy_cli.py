@@ -54,6 +54,7 @@ def test_subject_access_export(home, capsys):
     assert data["tables"]["core.customers"][0]["email"] == p["email"]
     assert "raw.erp_contacts" in data["tables"] and "raw.crm_contacts" in data["tables"]
     assert "core.orders" in data["tables"]
+    assert "recommendations.contact_products" in data["tables"]  # profiling is personal data
     assert p["email"] not in capsys.readouterr().out  # the CLI never echoes personal data
 
 

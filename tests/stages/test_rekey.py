@@ -39,6 +39,12 @@ def warehouse() -> duckdb.DuckDBPyConnection:
     con.execute("INSERT INTO marketing.stage_history VALUES (3, 'mql', 2, ?, NULL), (2, 'curious', 1, ?, NULL)", [D1, D1])
     con.execute("CREATE TABLE ops.bulk_edits (edit_id VARCHAR, action VARCHAR, customer_id BIGINT)")
     con.execute("INSERT INTO ops.bulk_edits VALUES ('x', 'delete', 2)")
+    con.execute("CREATE SCHEMA recommendations")
+    con.execute("CREATE TABLE recommendations.contact_products (as_of_date DATE, kind VARCHAR, "
+                "customer_id BIGINT, rank INTEGER, product_id VARCHAR, score DOUBLE)")
+    con.execute("INSERT INTO recommendations.contact_products VALUES (?, 'popular', 1, 1, 'a', 1.0), "
+                "(?, 'popular', 1, 2, 'b', 0.5), (?, 'popular', 3, 1, 'c', 1.0), (?, 'combined', 2, 1, 'd', 1.0)",
+                [D1, D1, D1, D2])
     con.execute("CREATE TABLE exports.feed_a (as_of_date DATE, customer_id BIGINT, email VARCHAR)")
     con.execute("INSERT INTO exports.feed_a VALUES (?, 1, 'one'), (?, 3, 'three')", [D3, D3])
     return con
@@ -56,6 +62,10 @@ def test_every_stored_row_follows_the_chain_of_merges():
     assert rows(con, "SELECT as_of_date, customer_id, score FROM marketing.scores") == sorted(
         [(D1, 3, 30), (D2, 3, 25), (D1, 4, 40)], key=repr)
     assert rows(con, "SELECT as_of_date, customer_id FROM marketing.segment_members") == [(D1, 3), (D2, 3)]
+    # a past day's list: 3's own entry wins rank 1, 1's rank 2 moves; 2's list of day 2 moves whole
+    assert rows(con, "SELECT as_of_date, kind, customer_id, rank, product_id FROM "
+                     "recommendations.contact_products") == sorted(
+        [(D1, "popular", 3, 1, "c"), (D1, "popular", 3, 2, "b"), (D2, "combined", 3, 1, "d")], key=repr)
     # s: [D1, D2) of 1 and [D1, open) of 2 unite into one open period of 3; t untouched
     assert rows(con, "SELECT segment, customer_id, entered_on, left_on FROM marketing.segment_history") == [
         ("s", 3, D1, None), ("t", 3, D1, D2)]

@@ -1,0 +1,88 @@
+"""Collaborative filtering: implicit's alternating least squares on implicit feedback.
+
+Why a library: ALS on a sparse contacts x products matrix is a solved problem, and
+``implicit`` solves it in compiled code with a conjugate-gradient solver; what stays
+here is only the hand-over. The interactions come from the engine as Arrow (purchases
+weigh 1, views ``view_weight``), the scores go back as Arrow and are ranked, filtered
+and stored in SQL like every other kind. Contacts with no interaction are cold: they
+get the best sellers instead (added in SQL by :mod:`tessera.recommendations.lists`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+from scipy.sparse import csr_matrix
+from threadpoolctl import threadpool_limits
+
+from tessera.engine import Engine, SqlStep
+from tessera.settings.recommendations import AlsSettings
+
+# The interactions, numbered for the sparse matrix: u (contact) and i (product) are dense
+# ranks, so only three numeric columns cross into Python and back.
+_INTERACTIONS = SqlStep("recommendations.als_interactions", """
+    CREATE OR REPLACE TEMP TABLE _rec_als_inter AS
+    WITH w AS (
+        SELECT customer_id, product_id, 1.0 AS w FROM _rec_purchases WHERE customer_id IS NOT NULL
+        UNION ALL
+        SELECT customer_id, product_id, $view_weight FROM _rec_views WHERE $view_weight > 0),
+    summed AS (SELECT customer_id, product_id, sum(w) AS w FROM w GROUP BY customer_id, product_id)
+    SELECT CAST(dense_rank() OVER (ORDER BY customer_id) - 1 AS INTEGER) AS u,
+           CAST(dense_rank() OVER (ORDER BY product_id) - 1 AS INTEGER) AS i,
+           customer_id, product_id, w
+    FROM summed""")
+_MATRIX = SqlStep("recommendations.als_matrix", "SELECT u, i, w FROM _rec_als_inter ORDER BY u, i")
+_USERS = SqlStep("recommendations.als_users", """
+    CREATE OR REPLACE TEMP TABLE _rec_als_users AS SELECT DISTINCT u, customer_id FROM _rec_als_inter""")
+_TARGET_USERS = SqlStep("recommendations.als_targets", """
+    SELECT DISTINCT a.u FROM _rec_als_users a JOIN _rec_targets t ON t.customer_id = a.customer_id
+    ORDER BY a.u""")
+_SCORES = SqlStep("recommendations.als_scores", """
+    CREATE OR REPLACE TEMP TABLE _rec_als AS
+    SELECT u.customer_id, p.product_id, CAST(s.score AS DOUBLE) AS score
+    FROM _rec_als_arrow s
+    JOIN _rec_als_users u ON u.u = s.u
+    JOIN (SELECT DISTINCT i, product_id FROM _rec_als_inter) p ON p.i = s.i""")
+
+
+def als_candidates(engine: Engine, als: AlsSettings, n: int) -> dict:
+    """Fit ALS on the interactions before the cut, write ``_rec_als`` (customer, product,
+    score) for the targets it knows and ``_rec_als_users`` (every contact it knows)."""
+    from implicit.als import AlternatingLeastSquares  # the import takes ~1 s: only when used
+
+    engine.run(_INTERACTIONS.bind(view_weight=als.view_weight), _USERS)
+    inter = engine.arrow(_MATRIX)
+    u = inter.column("u").to_numpy()
+    i = inter.column("i").to_numpy()
+    users = np.asarray(engine.columns(_TARGET_USERS)["u"], dtype=np.int32)
+    if len(u) == 0 or len(users) == 0:
+        _store(engine, np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32))
+        return {"als_contacts": 0, "als_products": 0}
+    n_users, n_items = int(u.max()) + 1, int(i.max()) + 1
+    weights = inter.column("w").to_numpy().astype(np.float32) * np.float32(als.alpha)
+    del inter
+    user_items = csr_matrix((weights, (u, i)), shape=(n_users, n_items), dtype=np.float32)
+    del u, i, weights
+
+    # One BLAS thread: implicit parallelises the fit over users itself, and a fixed thread
+    # layout keeps the factors and scores (and so the lists) the same from run to run
+    # (measured: several BLAS threads give other top lists, and are slower on 2 cores).
+    with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(factors=als.factors, regularization=als.regularization,
+                                        iterations=als.iterations, random_state=als.seed,
+                                        use_gpu=False, calculate_training_loss=False)
+        model.fit(user_items, show_progress=False)
+        ids, scores = model.recommend(users, user_items[users], N=min(n, n_items),
+                                      filter_already_liked_items=False)
+    ids = np.atleast_2d(ids)
+    scores = np.atleast_2d(scores)
+    keep = ids.ravel() >= 0  # implicit pads short rows with -1
+    _store(engine, np.repeat(users, ids.shape[1])[keep], ids.ravel()[keep].astype(np.int32),
+           scores.ravel()[keep].astype(np.float32))
+    return {"als_contacts": int(n_users), "als_products": int(n_items)}
+
+
+def _store(engine: Engine, users: np.ndarray, items: np.ndarray, scores: np.ndarray) -> None:
+    engine.register_arrow("_rec_als_arrow", pa.table({"u": users, "i": items, "score": scores}))
+    engine.run(_SCORES)
+    engine.unregister("_rec_als_arrow")

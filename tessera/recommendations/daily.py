@@ -1,0 +1,148 @@
+"""A day of recommendations: the back-test, then the lists for every current contact.
+
+Why the back-test runs in the pipeline: a kind that does not beat "recommend the best
+sellers" on the purchases that came after is not worth sending, and the figures must
+follow the data as it changes. The last ``holdout_days`` of purchases are hidden, every
+kind is built on the rest with the same code as the daily lists, and the hidden
+purchases are scored in two modes: ``new_items`` (only products the contact had not
+bought before the cut; lists exclude bought products) and ``all_items`` (every
+purchase; lists keep bought products, which is where "buy again" competes).
+
+Lists go to every contact card (so never to an erased or soft-deleted person), are
+replaced per day in one transaction, and days older than ``keep_days`` are dropped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+
+from tessera.engine import Engine, SqlStep, as_engine, step_from_file
+from tessera.engine.steps import ddl_statements
+from tessera.recommendations.lists import build_candidates, file_steps, load_inputs, rank_lists
+from tessera.settings.recommendations import BASELINE, DISCOVERY_KINDS, RecommendationSettings
+
+TABLE = "recommendations.contact_products"
+EVALUATION = "recommendations.evaluation"
+UNKNOWN = "recommendations.unknown_products"
+MODES = ("new_items", "all_items")
+# the scratch tables of a build (lists.py, collaborative.py, the back-test)
+_SCRATCH = ("_rec_catalogue", "_rec_bought", "_rec_purchases", "_rec_views", "_rec_pairs",
+            "_rec_item_candidates", "_rec_popular", "_rec_candidates", "_rec_lists", "_rec_targets",
+            "_rec_als_inter", "_rec_als_users", "_rec_als", "_rec_truth", "_rec_eval_lists",
+            "_rec_eval_kinds", "_rec_events")
+
+
+def table_steps() -> list[SqlStep]:
+    return ddl_statements(__package__, "tables.sql")
+
+
+def stored_kinds(settings: RecommendationSettings) -> list[str]:
+    """The kinds written to the table: the configured ones and the best sellers."""
+    return [*settings.kinds, BASELINE]
+
+
+def _targets(engine: Engine, select: str, **params) -> None:
+    engine.run(SqlStep("recommendations.targets",
+                       f"CREATE OR REPLACE TEMP TABLE _rec_targets AS {select}", params))
+
+
+def evaluate(engine: Engine, settings: RecommendationSettings, day: dt.date) -> list[dict]:
+    """Back-test as of ``day``: train before the cut, score the held-out purchases."""
+    ev = settings.evaluation
+    cutoff = day - dt.timedelta(days=ev.holdout_days - 1)
+    load_inputs(engine, settings, cutoff)
+    # the truth: held-out purchases of current contacts, all of them and the new ones
+    engine.run(step_from_file(__package__, "truth.sql", cutoff=cutoff, day=day))
+    _targets(engine, "SELECT DISTINCT customer_id FROM _rec_truth")
+    build_candidates(engine, settings, cutoff)
+    engine.run(SqlStep("recommendations.eval_lists_empty", """
+        CREATE OR REPLACE TEMP TABLE _rec_eval_lists (mode VARCHAR, kind VARCHAR,
+            customer_id BIGINT, rank INTEGER, product_id VARCHAR, score DOUBLE)"""))
+    for mode in MODES:
+        rank_lists(engine, settings, exclude=(mode == "new_items"))
+        engine.run(SqlStep("recommendations.eval_lists", """
+            INSERT INTO _rec_eval_lists
+            SELECT $mode, kind, customer_id, rank, product_id, score FROM _rec_lists""",
+                           {"mode": mode}))
+    kinds = [*settings.kinds, BASELINE]
+    engine.register_arrow("_rec_eval_kinds_arrow", pa.table({"kind": kinds}))
+    engine.run(SqlStep("recommendations.eval_kinds",
+                       "CREATE OR REPLACE TEMP TABLE _rec_eval_kinds AS SELECT kind FROM _rec_eval_kinds_arrow"))
+    engine.unregister("_rec_eval_kinds_arrow")
+    catalogue = int(engine.scalar(SqlStep("recommendations.catalogue_size",
+                                          "SELECT count(*) FROM _rec_catalogue")) or 0)
+    step = step_from_file(__package__, "evaluation.sql", day=day, k=ev.k, cutoff=cutoff,
+                          catalogue=max(catalogue, 1))
+    engine.replace_partition(EVALUATION, {"as_of_date": day}, step)
+    cols = engine.columns(SqlStep("recommendations.evaluation_of_day", f"""
+        SELECT mode, kind, contacts, hit_rate, precision_at_k, recall_at_k, map_at_k, ndcg_at_k, coverage
+        FROM {EVALUATION} WHERE as_of_date = $day ORDER BY mode, kind""", {"day": day}))
+    names = list(cols)
+    return [dict(zip(names, row)) for row in zip(*cols.values())]
+
+
+def worse_than_popular(rows: list[dict]) -> list[str]:
+    """Kinds whose NDCG is below the best sellers' in a mode where they compete: the
+    discovery kinds and the combination on new items, buy again on all items."""
+    base = {r["mode"]: r["ndcg_at_k"] for r in rows if r["kind"] == BASELINE}
+    worse = []
+    for r in rows:
+        competes = (r["mode"] == "new_items" and r["kind"] in (*DISCOVERY_KINDS, "combined")) or \
+                   (r["mode"] == "all_items" and r["kind"] == "buy_again")
+        if competes and r["contacts"] and r["ndcg_at_k"] < base.get(r["mode"], 0.0):
+            worse.append(f"{r['kind']} ({r['mode']})")
+    return worse
+
+
+def build_recommendations(engine: Engine, settings: RecommendationSettings, day: dt.date) -> dict:
+    """Evaluate, then replace the day's lists for every contact card. Returns counts and
+    the evaluation figures (no personal data)."""
+    engine = as_engine(engine)
+    engine.run(*table_steps())
+    evaluation = evaluate(engine, settings, day) if settings.evaluation.enabled else []
+
+    until = day + dt.timedelta(days=1)  # the day's own orders and views are known
+    load_inputs(engine, settings, until)
+    _targets(engine, "SELECT customer_id FROM marts.contact_cards")
+    stats = build_candidates(engine, settings, until)
+    rank_lists(engine, settings, exclude=settings.exclude_bought)
+    kinds = stored_kinds(settings)
+    with engine.together():
+        written = engine.replace_partition(TABLE, {"as_of_date": day}, SqlStep(
+            "recommendations.lists_of_day", """
+            SELECT CAST($day AS DATE), kind, customer_id, rank, product_id, score FROM _rec_lists
+            WHERE list_contains($kinds, kind)""", {"day": day, "kinds": kinds}))
+        engine.run(SqlStep("recommendations.drop_old_days",
+                           f"DELETE FROM {TABLE} WHERE as_of_date <= $oldest",
+                           {"oldest": day - dt.timedelta(days=settings.keep_days)}))
+        engine.replace_partition(UNKNOWN, {"as_of_date": day}, step_from_file(
+            __package__, "unknown_products.sql", day=day, until=until,
+            since=until - dt.timedelta(days=settings.history_days),
+            pattern=settings.product_url_pattern, view_types=list(settings.view_event_types)))
+    engine.run(*file_steps("views.sql"))
+    per_kind = dict(engine.rows(SqlStep("recommendations.contacts_per_kind", f"""
+        SELECT kind, count(DISTINCT customer_id) FROM {TABLE} WHERE as_of_date = $day
+        GROUP BY kind ORDER BY kind""", {"day": day})))
+    unknown = dict(engine.rows(SqlStep("recommendations.unknown_counts", f"""
+        SELECT origin, count(*) FROM {UNKNOWN} WHERE as_of_date = $day GROUP BY origin ORDER BY origin""",
+                                       {"day": day})))
+    contacts = int(engine.scalar(SqlStep("recommendations.target_count",
+                                         "SELECT count(*) FROM _rec_targets")) or 0)
+    # the scratch tables hold every candidate: give their memory back now, not when the
+    # connection closes
+    engine.run(*(SqlStep("recommendations.drop_scratch", f"DROP TABLE IF EXISTS {t}") for t in _SCRATCH[:-1]),
+               SqlStep("recommendations.drop_events_view", "DROP VIEW IF EXISTS _rec_events"))
+    return {
+        "rows": int(written),
+        "contacts": contacts,
+        "contacts_per_kind": {k: int(per_kind.get(k, 0)) for k in kinds},
+        "cold_contacts": stats["cold_contacts"],
+        "item_pairs": {k: int(v) for k, v in stats["item_pairs"].items()},
+        "als_contacts": stats["als_contacts"],
+        "als_products": stats["als_products"],
+        "unknown_product_ids": {k: int(v) for k, v in unknown.items()},
+        "evaluation": evaluation,
+        "worse_than_popular": worse_than_popular(evaluation),
+    }

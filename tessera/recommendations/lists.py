@@ -1,0 +1,93 @@
+"""The recommendation lists of every kind, for a set of target contacts, as of a cut.
+
+Why one builder for the daily lists and the back-test: the evaluation must score the
+very code that fills the tables, only with the data cut earlier. Everything before the
+cut is training; the builder never reads an order or a view at or after ``until``.
+
+The steps run in temporary tables of the caller's connection (``_rec_*``):
+``_rec_catalogue`` (recommendable products), ``_rec_bought`` (everything each contact
+ever bought), ``_rec_purchases`` / ``_rec_views`` (the window), ``_rec_pairs``
+(item-to-item scores), ``_rec_candidates`` (kind, contact, product, score) and the
+result ``_rec_lists`` (kind, contact, rank, product, score).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from tessera.engine import Engine, SqlStep
+from tessera.engine.steps import sql_file
+from tessera.recommendations.collaborative import als_candidates
+from tessera.settings.recommendations import RecommendationSettings
+
+_PARAM = re.compile(r"\$([a-z_]+)")
+
+
+def file_steps(name: str, **params) -> list[SqlStep]:
+    """The statements of ``sql/<name>``, each bound to the parameters it names."""
+    text = "\n".join(line for line in sql_file(__package__, name).splitlines()
+                     if not line.lstrip().startswith("--"))
+    steps = []
+    for i, part in enumerate(p.strip() for p in text.split(";")):
+        if part:
+            used = set(_PARAM.findall(part))
+            steps.append(SqlStep(f"recommendations.{name.removesuffix('.sql')}[{i}]", part,
+                                 {k: v for k, v in params.items() if k in used}))
+    return steps
+
+
+def _weights(settings: RecommendationSettings) -> dict[str, float]:
+    names = ("collaborative", "bought_after_viewing", "viewed_together", "bought_together", "popular")
+    return {f"w_{k}": float(settings.weights.get(k, 0.0)) for k in names}
+
+
+def events_view(engine: Engine) -> None:
+    """``_rec_events``: the linked events, or none for a deployment without event sources
+    (then only the purchase kinds have anything to say)."""
+    source = ("SELECT customer_id, event_type, occurred_at, properties FROM core.events"
+              if engine.table_exists("core", "events") else
+              "SELECT CAST(NULL AS BIGINT) AS customer_id, CAST(NULL AS VARCHAR) AS event_type, "
+              "CAST(NULL AS TIMESTAMP) AS occurred_at, CAST(NULL AS VARCHAR) AS properties WHERE false")
+    engine.run(SqlStep("recommendations.events", f"CREATE OR REPLACE TEMP VIEW _rec_events AS {source}"))
+
+
+def load_inputs(engine: Engine, settings: RecommendationSettings, until: dt.date) -> None:
+    """The catalogue, purchases and views of the window before ``until`` (exclusive)."""
+    events_view(engine)
+    engine.run(*file_steps(
+        "inputs.sql", until=until, since=until - dt.timedelta(days=settings.history_days),
+        excluded=list(settings.exclude_products), pattern=settings.product_url_pattern,
+        view_types=list(settings.view_event_types)))
+
+
+def build_candidates(engine: Engine, settings: RecommendationSettings, until: dt.date) -> dict:
+    """Candidates of every kind for the contacts in ``_rec_targets`` (which the caller
+    fills); ``load_inputs`` has run for the same ``until``."""
+    n = settings.top_n
+    pool = n + settings.candidates
+    engine.run(*file_steps("item_pairs.sql", min_support=settings.min_support, lift=settings.lift,
+                           after_days=settings.after_view_days, neighbours=settings.neighbours))
+    engine.run(*file_steps("item_candidates.sql",
+                           recent_since=until - dt.timedelta(days=settings.recent_days)))
+    engine.run(*file_steps("candidates.sql", pool=pool,
+                           popular_since=until - dt.timedelta(days=settings.popularity_days)))
+    stats = als_candidates(engine, settings.als, pool)
+    # Collaborative: the model's scores, and the best sellers for contacts it never saw.
+    engine.run(SqlStep("recommendations.collaborative_candidates", """
+        INSERT INTO _rec_candidates
+        SELECT 'collaborative', customer_id, product_id, score FROM _rec_als
+        UNION ALL
+        SELECT 'collaborative', customer_id, product_id, score FROM _rec_candidates
+        WHERE kind = 'popular' AND customer_id NOT IN (SELECT customer_id FROM _rec_als_users)"""))
+    stats["cold_contacts"] = int(engine.scalar(SqlStep("recommendations.cold_contacts", """
+        SELECT count(*) FROM _rec_targets
+        WHERE customer_id NOT IN (SELECT customer_id FROM _rec_als_users)""")) or 0)
+    stats["item_pairs"] = dict(engine.rows(SqlStep(
+        "recommendations.pair_counts", "SELECT kind, count(*) FROM _rec_pairs GROUP BY kind ORDER BY kind")))
+    return stats
+
+
+def rank_lists(engine: Engine, settings: RecommendationSettings, exclude: bool) -> None:
+    """``_rec_lists``: every kind's top N (and the weighted combination) from the candidates."""
+    engine.run(*file_steps("lists.sql", top=settings.top_n, exclude=exclude, **_weights(settings)))

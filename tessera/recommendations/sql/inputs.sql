@@ -1,0 +1,28 @@
+-- The catalogue (minus excluded products), purchases and product views before $until,
+-- and everything each contact ever bought before $until. One statement per step.
+CREATE OR REPLACE TEMP TABLE _rec_catalogue AS
+SELECT DISTINCT CAST(source_record_id AS VARCHAR) AS product_id FROM staging.products
+WHERE source_record_id IS NOT NULL AND NOT list_contains($excluded, CAST(source_record_id AS VARCHAR));
+
+CREATE OR REPLACE TEMP TABLE _rec_bought AS
+SELECT DISTINCT o.customer_id, CAST(l.product_id AS VARCHAR) AS product_id
+FROM core.orders o JOIN staging.order_lines l ON l.order_id = o.order_id
+WHERE o.customer_id IS NOT NULL AND l.product_id IS NOT NULL AND o.order_date < $until;
+
+CREATE OR REPLACE TEMP TABLE _rec_purchases AS
+SELECT DISTINCT o.customer_id, CAST(l.product_id AS VARCHAR) AS product_id, o.order_id,
+       CAST(o.order_date AS DATE) AS bought_on
+FROM core.orders o JOIN staging.order_lines l ON l.order_id = o.order_id
+WHERE o.order_date < $until AND o.order_date >= $since
+  AND CAST(l.product_id AS VARCHAR) IN (SELECT product_id FROM _rec_catalogue);
+
+CREATE OR REPLACE TEMP TABLE _rec_views AS
+SELECT customer_id, product_id, viewed_at FROM (
+    SELECT customer_id, occurred_at AS viewed_at,
+           coalesce(json_extract_string(properties, '$.product_id'),
+                    nullif(regexp_extract(json_extract_string(properties, '$.url'), $pattern, 1), ''))
+               AS product_id
+    FROM _rec_events
+    WHERE customer_id IS NOT NULL AND list_contains($view_types, event_type)
+      AND occurred_at < $until AND occurred_at >= $since)
+WHERE product_id IN (SELECT product_id FROM _rec_catalogue)

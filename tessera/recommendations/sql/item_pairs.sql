@@ -1,0 +1,46 @@
+-- Item-to-item scores of the three co-occurrence kinds: (kind, a, b, score), the best
+-- $neighbours b per a, pairs seen fewer than $min_support times dropped. Set-based
+-- self-joins over sparse baskets: never a products x products matrix.
+CREATE OR REPLACE TEMP TABLE _rec_pairs AS
+WITH
+-- bought together: co-occurrence in one order, corrected by lift
+baskets AS (SELECT DISTINCT order_id, product_id FROM _rec_purchases),
+basket_n AS (SELECT product_id, count(*) AS n FROM baskets GROUP BY product_id),
+basket_total AS (SELECT count(DISTINCT order_id) AS n FROM baskets),
+bt AS (
+    SELECT x.product_id AS a, y.product_id AS b, count(*) AS n_ab
+    FROM baskets x JOIN baskets y ON y.order_id = x.order_id AND y.product_id <> x.product_id
+    GROUP BY x.product_id, y.product_id HAVING count(*) >= $min_support),
+bt_scored AS (
+    SELECT 'bought_together' AS kind, bt.a, bt.b,
+           CASE WHEN $lift THEN bt.n_ab * t.n / (na.n * nb.n) ELSE CAST(bt.n_ab AS DOUBLE) END AS score
+    FROM bt JOIN basket_n na ON na.product_id = bt.a JOIN basket_n nb ON nb.product_id = bt.b
+    CROSS JOIN basket_total t),
+-- viewed together: co-views by one contact on one day (the session), cosine-normalised
+sessions AS (SELECT DISTINCT customer_id, CAST(viewed_at AS DATE) AS d, product_id FROM _rec_views),
+session_n AS (SELECT product_id, count(*) AS n FROM sessions GROUP BY product_id),
+vt AS (
+    SELECT x.product_id AS a, y.product_id AS b, count(*) AS n_ab
+    FROM sessions x JOIN sessions y
+      ON y.customer_id = x.customer_id AND y.d = x.d AND y.product_id <> x.product_id
+    GROUP BY x.product_id, y.product_id HAVING count(*) >= $min_support),
+vt_scored AS (
+    SELECT 'viewed_together' AS kind, vt.a, vt.b, vt.n_ab / sqrt(na.n * nb.n) AS score
+    FROM vt JOIN session_n na ON na.product_id = vt.a JOIN session_n nb ON nb.product_id = vt.b),
+-- bought after viewing: share of a's viewers who bought b within $after_days of the view
+viewed AS (SELECT DISTINCT customer_id, product_id AS a, CAST(viewed_at AS DATE) AS d FROM _rec_views),
+viewers AS (SELECT a, count(*) AS n FROM (SELECT DISTINCT customer_id, a FROM viewed) GROUP BY a),
+bought AS (SELECT DISTINCT customer_id, product_id AS b, bought_on AS d FROM _rec_purchases
+           WHERE customer_id IS NOT NULL),
+followed AS (
+    SELECT DISTINCT v.customer_id, v.a, p.b
+    FROM viewed v JOIN bought p
+      ON p.customer_id = v.customer_id AND p.b <> v.a
+     AND date_diff('day', v.d, p.d) BETWEEN 0 AND $after_days),
+bav AS (SELECT a, b, count(*) AS n_ab FROM followed GROUP BY a, b HAVING count(*) >= $min_support),
+bav_scored AS (
+    SELECT 'bought_after_viewing' AS kind, bav.a, bav.b, bav.n_ab / viewers.n AS score
+    FROM bav JOIN viewers ON viewers.a = bav.a),
+pairs AS (SELECT * FROM bt_scored UNION ALL SELECT * FROM vt_scored UNION ALL SELECT * FROM bav_scored)
+SELECT kind, a, b, score FROM pairs
+QUALIFY row_number() OVER (PARTITION BY kind, a ORDER BY score DESC, b) <= $neighbours

@@ -1,0 +1,74 @@
+"""Settings of product recommendations (``recommendations.yaml``).
+
+Why these knobs: the kinds differ by catalogue. A fashion shop wants discovery and
+excludes what was bought; a grocer wants "buy again" and short windows. Weights of the
+combination are here so that the back-test (the evaluation table) can be used to tune
+them without code.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from tessera.settings.base import _Strict
+
+# The kinds of the SALESmanago contact card, plus "buy again" (repeat purchases, kept
+# apart from discovery) and the popularity baseline every kind is measured against.
+DISCOVERY_KINDS = ("collaborative", "bought_after_viewing", "viewed_together", "bought_together")
+Kind = Literal["collaborative", "bought_after_viewing", "viewed_together", "bought_together",
+               "combined", "buy_again"]
+ALL_KINDS: tuple[str, ...] = (*DISCOVERY_KINDS, "combined", "buy_again")
+BASELINE = "popular"
+
+
+class AlsSettings(_Strict):
+    """implicit's alternating least squares on purchases (weight 1) and views."""
+
+    factors: int = Field(32, ge=2, le=512)
+    iterations: int = Field(15, ge=1, le=200)
+    regularization: float = Field(0.05, ge=0)
+    alpha: float = Field(20.0, gt=0)          # confidence = 1 + alpha * weight
+    view_weight: float = Field(0.25, ge=0)    # a view counts this much of a purchase
+    seed: int = 42
+
+
+class Evaluation(_Strict):
+    """The back-test: the last ``holdout_days`` of purchases are hidden from training."""
+
+    enabled: bool = True
+    holdout_days: int = Field(28, ge=1, le=3650)
+    k: int = Field(10, ge=1, le=100)
+
+
+class RecommendationSettings(_Strict):
+    kinds: list[Kind] = list(ALL_KINDS)
+    top_n: int = Field(10, ge=1, le=100)
+    exclude_bought: bool = True                 # discovery kinds skip what the contact bought
+    exclude_products: list[str] = []            # inactive or withdrawn product ids
+    history_days: int = Field(365, ge=1)        # interactions older than this are ignored
+    recent_days: int = Field(30, ge=1)          # a contact's views that seed the item-to-item kinds
+    popularity_days: int = Field(90, ge=1)      # best sellers: orders here first, then history
+    after_view_days: int = Field(7, ge=0)       # a purchase this soon after a view follows it
+    min_support: int = Field(2, ge=1)           # fewer customers/orders/sessions: the pair is noise
+    neighbours: int = Field(20, ge=1, le=1000)  # item-to-item: best neighbours kept per product
+    candidates: int = Field(20, ge=0, le=1000)  # extra candidates so exclusions still leave top_n
+    lift: bool = True                           # bought together by lift, not by raw co-occurrence
+    weights: dict[str, float] = {"collaborative": 1.0, "bought_after_viewing": 1.0,
+                                 "viewed_together": 0.5, "bought_together": 1.0, "popular": 0.1}
+    view_event_types: list[str] = ["page_view"]
+    # Product id in a view: the event's ``product_id`` property, else this pattern's first
+    # group on the ``url`` property.
+    product_url_pattern: str = r"/(?:prodotti|produkty|products?)/([A-Za-z0-9_.-]+)"
+    keep_days: int = Field(7, ge=1)             # days of lists kept in the table
+    als: AlsSettings = AlsSettings()
+    evaluation: Evaluation = Evaluation()
+
+    @model_validator(mode="after")
+    def _weights_name_kinds(self):
+        unknown = set(self.weights) - {*DISCOVERY_KINDS, BASELINE}
+        if unknown:
+            raise ValueError(f"weights name unknown kinds {sorted(unknown)}; "
+                             f"use {sorted({*DISCOVERY_KINDS, BASELINE})}")
+        return self

@@ -1,0 +1,305 @@
+"""Recommendations on a small hand-made catalogue whose answers are known: each kind's
+top product, lift against a best seller, exclusions, cold contacts, no list for a person
+without a card, the back-test figures against hand-computed values, and re-runs."""
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import duckdb
+import pytest
+
+from tessera.engine import as_engine, step_from_file
+from tessera.recommendations.checks import list_problems
+from tessera.recommendations.daily import build_recommendations, table_steps, worse_than_popular
+from tessera.settings.recommendations import RecommendationSettings
+
+DAY = dt.date(2026, 11, 30)
+CATALOGUE = ["X", "Y", "A", "C", "BEST", "Z", "GONE", "MILK"]
+
+
+def _tables(con) -> None:
+    con.execute("""
+        CREATE SCHEMA staging; CREATE SCHEMA core; CREATE SCHEMA marts;
+        CREATE TABLE staging.products (source_record_id VARCHAR);
+        CREATE TABLE marts.contact_cards (customer_id BIGINT);
+        CREATE TABLE core.orders (order_id VARCHAR, customer_id BIGINT, order_date DATE);
+        CREATE TABLE staging.order_lines (order_id VARCHAR, product_id VARCHAR);
+        CREATE TABLE core.events (customer_id BIGINT, event_type VARCHAR, occurred_at TIMESTAMP,
+                                  properties VARCHAR)""")
+    con.executemany("INSERT INTO staging.products VALUES (?)", [[p] for p in CATALOGUE])
+
+
+def _order(con, oid, customer, day, *products):
+    con.execute("INSERT INTO core.orders VALUES (?, ?, ?)", [oid, customer, day])
+    con.executemany("INSERT INTO staging.order_lines VALUES (?, ?)", [[oid, p] for p in products])
+
+
+def _view(con, customer, at, product, via_url=True):
+    props = f'{{"url": "/it/prodotti/{product}"}}' if via_url else f'{{"product_id": "{product}"}}'
+    con.execute("INSERT INTO core.events VALUES (?, 'page_view', ?, ?)", [customer, at, props])
+
+
+@pytest.fixture()
+def shop():
+    """Contacts 1-40 with cards. 1-30 view X, buy Y two days later; BEST is in most
+    orders; A and C always go together in one order (1-20); 1-10 buy MILK every month.
+    41 bought and viewed but has no card (erased); 50 has a card and no history (cold);
+    60 viewed X recently and bought A."""
+    con = duckdb.connect()
+    _tables(con)
+    con.executemany("INSERT INTO marts.contact_cards VALUES (?)",
+                    [[c] for c in [*range(1, 41), 50, 60]])
+    base = dt.date(2026, 9, 1)
+    for c in range(1, 31):
+        d = base + dt.timedelta(days=c)
+        _view(con, c, dt.datetime.combine(d, dt.time(10)), "X", via_url=c % 2 == 0)
+        _order(con, f"y{c}", c, d + dt.timedelta(days=2), "Y")
+        _order(con, f"b{c}", c, d - dt.timedelta(days=20), "BEST", "Z")
+    for c in range(1, 21):
+        _order(con, f"ac{c}", c, base + dt.timedelta(days=c + 5), "A", "C", "BEST")
+    for c in range(1, 11):
+        for m in range(3):
+            _order(con, f"m{c}-{m}", c, base + dt.timedelta(days=30 * m + c), "MILK")
+    _order(con, "e1", 41, base, "Y", "A", "BEST")
+    _view(con, 41, dt.datetime(2026, 11, 20, 9), "X")
+    _order(con, "u1", 60, base, "A", "NOT_IN_CATALOGUE")
+    _view(con, 60, dt.datetime(2026, 11, 25, 9), "X")
+    _view(con, 60, dt.datetime(2026, 11, 25, 9, 5), "GHOST")
+    yield con
+    con.close()
+
+
+def _settings(**kw) -> RecommendationSettings:
+    base = dict(min_support=2, exclude_products=["GONE"], evaluation={"enabled": False},
+                als={"factors": 4, "iterations": 5, "seed": 7})
+    return RecommendationSettings(**{**base, **kw})
+
+
+def _lists(con, customer, kind):
+    return [r[0] for r in con.execute(
+        "SELECT product_id FROM recommendations.contact_products WHERE customer_id = ? AND kind = ? "
+        "AND as_of_date = ? ORDER BY rank", [customer, kind, DAY]).fetchall()]
+
+
+def test_each_kind_finds_its_known_answer(shop):
+    build_recommendations(shop, _settings(), DAY)
+    # 60 viewed X (last week): Y is what X's viewers bought next
+    assert _lists(shop, 60, "bought_after_viewing")[0] == "Y"
+    # 60 bought A: C always goes with A; BEST is in every basket but lift keeps it below C
+    together = _lists(shop, 60, "bought_together")
+    assert together[0] == "C"
+    assert together.index("C") < together.index("BEST")
+    # buy again: MILK for the monthly buyers, ahead of what they bought once
+    assert _lists(shop, 3, "buy_again")[0] == "MILK"
+    # the combination and the best sellers give everyone with a card a list
+    assert _lists(shop, 60, "combined")
+    assert _lists(shop, 60, "popular")[0] == "BEST"
+
+
+def test_without_lift_the_best_seller_tops_bought_together(shop):
+    build_recommendations(shop, _settings(lift=False), DAY)
+    assert _lists(shop, 60, "bought_together")[0] == "BEST"
+
+
+def test_exclusions_unknown_products_and_people_without_a_card(shop):
+    stats = build_recommendations(shop, _settings(), DAY)
+    rows = shop.execute("SELECT kind, customer_id, product_id FROM recommendations.contact_products").fetchall()
+    # nobody without a card (41 is erased) gets a list
+    assert 41 not in {c for _, c, _ in rows}
+    # the excluded and the unknown products are never offered
+    assert not {"GONE", "NOT_IN_CATALOGUE", "GHOST"} & {p for _, _, p in rows}
+    # discovery kinds never offer what the contact bought; buy again only offers it
+    assert "A" not in _lists(shop, 60, "bought_together") + _lists(shop, 60, "collaborative")
+    assert set(_lists(shop, 60, "buy_again")) == {"A"}
+    # unknown ids are reported, by origin
+    unknown = shop.execute("SELECT origin, product_id, occurrences FROM recommendations.unknown_products "
+                           "ORDER BY ALL").fetchall()
+    assert unknown == [("order_line", "NOT_IN_CATALOGUE", 1), ("view", "GHOST", 1)]
+    assert stats["unknown_product_ids"] == {"order_line": 1, "view": 1}
+    assert list_problems(shop, _settings()) == {
+        "contacts_without_card": 0, "broken_rankings": 0, "excluded_or_unknown_products": 0,
+        "bought_products_offered": 0}
+
+
+def test_cold_contact_gets_the_best_sellers_from_collaborative(shop):
+    stats = build_recommendations(shop, _settings(), DAY)
+    assert stats["cold_contacts"] >= 1
+    assert _lists(shop, 50, "collaborative") == _lists(shop, 50, "popular")
+    assert _lists(shop, 50, "popular")[0] == "BEST"
+
+
+def test_the_check_sees_a_bought_product_and_a_person_without_card(shop):
+    build_recommendations(shop, _settings(), DAY)
+    shop.execute("DELETE FROM marts.contact_cards WHERE customer_id = 60")
+    shop.execute("INSERT INTO recommendations.contact_products VALUES (?, 'collaborative', 3, 99, 'MILK', 1.0)",
+                 [DAY])
+    problems = list_problems(shop, _settings())
+    assert problems["contacts_without_card"] == 1
+    assert problems["bought_products_offered"] == 1
+    assert problems["broken_rankings"] == 1
+
+
+def test_rerun_gives_the_same_lists_and_old_days_are_dropped(shop):
+    s = _settings(keep_days=2)
+    build_recommendations(shop, s, DAY - dt.timedelta(days=3))
+    build_recommendations(shop, s, DAY)
+    first = shop.execute("SELECT * FROM recommendations.contact_products ORDER BY ALL").fetchall()
+    build_recommendations(shop, s, DAY)
+    again = shop.execute("SELECT * FROM recommendations.contact_products ORDER BY ALL").fetchall()
+    assert first == again
+    assert {r[0] for r in first} == {DAY}
+
+
+def test_evaluation_figures_match_hand_computed_values():
+    con = duckdb.connect()
+    engine = as_engine(con)
+    _tables(con)
+    engine.run(*table_steps())
+    con.execute("""
+        CREATE TEMP TABLE _rec_truth AS SELECT * FROM (VALUES
+            ('new_items', 1, 'A'), ('new_items', 1, 'B'), ('new_items', 2, 'C')) t(mode, customer_id, product_id);
+        CREATE TEMP TABLE _rec_eval_lists AS SELECT * FROM (VALUES
+            ('new_items', 'popular', 1, 1, 'A', 3.0), ('new_items', 'popular', 1, 2, 'X', 2.0),
+            ('new_items', 'popular', 1, 3, 'B', 1.0), ('new_items', 'popular', 1, 4, 'C', 0.5))
+            t(mode, kind, customer_id, rank, product_id, score);
+        CREATE TEMP TABLE _rec_eval_kinds AS SELECT 'popular' AS kind""")
+    step = step_from_file("tessera.recommendations", "evaluation.sql", day=DAY, k=3,
+                          cutoff=DAY, catalogue=10)
+    engine.replace_partition("recommendations.evaluation", {"as_of_date": DAY}, step)
+    (contacts, hit, prec, rec, mapk, ndcg, cov), = con.execute(
+        "SELECT contacts, hit_rate, precision_at_k, recall_at_k, map_at_k, ndcg_at_k, coverage "
+        "FROM recommendations.evaluation").fetchall()
+    # contact 1: hits at ranks 1 and 3 of 3; contact 2: C is at rank 4, beyond k, so a miss
+    ndcg1 = (1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3))
+    assert contacts == 2
+    assert hit == pytest.approx(0.5)
+    assert prec == pytest.approx((2 / 3) / 2)
+    assert rec == pytest.approx(1 / 2)
+    assert mapk == pytest.approx(((1 + 2 / 3) / 2) / 2)
+    assert ndcg == pytest.approx(ndcg1 / 2)
+    assert cov == pytest.approx(3 / 10)  # A, X, B within the top 3
+
+
+def test_back_test_runs_in_the_build_and_compares_with_popular(shop):
+    # held-out: the last 90 days, where 1-30 bought Y after viewing X
+    stats = build_recommendations(shop, _settings(evaluation={"holdout_days": 90, "k": 3}), DAY)
+    rows = {(r["mode"], r["kind"]): r for r in stats["evaluation"]}
+    assert {m for m, _ in rows} == {"new_items", "all_items"}
+    assert rows[("new_items", "popular")]["contacts"] > 0
+    for r in stats["evaluation"]:
+        assert 0 <= r["hit_rate"] <= 1 and 0 <= r["ndcg_at_k"] <= 1
+    assert worse_than_popular([
+        {"mode": "new_items", "kind": "popular", "contacts": 5, "ndcg_at_k": 0.3},
+        {"mode": "new_items", "kind": "bought_together", "contacts": 5, "ndcg_at_k": 0.2},
+        {"mode": "new_items", "kind": "combined", "contacts": 5, "ndcg_at_k": 0.4},
+    ]) == ["bought_together (new_items)"]
+
+
+def test_lists_are_deterministic(shop):
+    build_recommendations(shop, _settings(), DAY)
+    first = shop.execute("SELECT * FROM recommendations.contact_products ORDER BY ALL").fetchall()
+    shop.execute("DROP SCHEMA recommendations CASCADE")
+    build_recommendations(shop, _settings(), DAY)
+    assert shop.execute("SELECT * FROM recommendations.contact_products ORDER BY ALL").fetchall() == first
+
+
+def test_settings_refuse_unknown_weights():
+    with pytest.raises(ValueError, match="unknown kinds"):
+        RecommendationSettings(weights={"collabrative": 1.0})
+
+
+def test_recommend_csv_command_writes_lists_and_the_back_test(tmp_path, capsys):
+    from tessera.cli import main
+
+    orders = ["customer_id,order_id,order_date,product_id"]
+    views = ["customer_id,viewed_at,product_id"]
+    for c in range(1, 31):
+        d = dt.date(2026, 9, 1) + dt.timedelta(days=c)
+        views.append(f"c{c},{d}T10:00:00,X")
+        orders += [f"c{c},o{c},{d + dt.timedelta(days=1)},Y", f"c{c},o{c},{d + dt.timedelta(days=1)},BEST",
+                   f"c{c},p{c},{d + dt.timedelta(days=40)},Y"]
+    (tmp_path / "orders.csv").write_text("\n".join(orders) + "\n", encoding="utf-8")
+    (tmp_path / "views.csv").write_text("\n".join(views) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    rc = main(["recommend-csv", "--orders", str(tmp_path / "orders.csv"), "--views",
+               str(tmp_path / "views.csv"), "--cutoff", "2026-10-10", "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "held out" in printed and "popular" in printed
+    ev = duckdb.sql(f"SELECT mode, kind, contacts, hit_rate FROM read_csv('{out / 'evaluation.csv'}') "
+                    "WHERE kind = 'buy_again' AND mode = 'all_items'").fetchall()
+    # every held-out order re-buys Y, which buy again offers first to everyone
+    assert ev and ev[0][3] == pytest.approx(1.0)
+    lists = duckdb.sql(f"SELECT DISTINCT customer FROM read_csv('{out / 'recommendations.csv'}')").fetchall()
+    assert {r[0] for r in lists} == {f"c{c}" for c in range(1, 31)}
+
+
+def test_asset_and_checks_through_dagster(tmp_path, shop):
+    import dagster as dg
+
+    from pipelines.definitions import build_assets, build_resources
+    from tessera.deployment import load_deployment
+    from tessera.engine.warehouse import connect
+    from tests.core.test_marketing_rules import DEMO
+
+    wh = tmp_path / "wh.duckdb"
+    connect(wh).close()  # the warehouse's schemas and ops tables
+    shop.execute(f"ATTACH '{wh}' AS wh")
+    for schema, table in (("staging", "products"), ("marts", "contact_cards"), ("core", "orders"),
+                          ("staging", "order_lines"), ("core", "events")):
+        shop.execute(f"CREATE SCHEMA IF NOT EXISTS wh.{schema}")
+        shop.execute(f"CREATE OR REPLACE TABLE wh.{schema}.{table} AS SELECT * FROM {schema}.{table}")
+    shop.execute("DETACH wh")
+    dep = load_deployment(DEMO)
+    dep = dep.model_copy(update={"recommendations": _settings(evaluation={"holdout_days": 90, "k": 3})})
+    assets, checks = build_assets(dep)
+    wanted = [a for a in assets if any(k.path[0] == "recommendations" for k in a.keys)]
+    wanted_checks = [c for c in checks if any(k.asset_key.path[0] == "recommendations" for k in c.check_keys)]
+    result = dg.materialize(wanted + wanted_checks, partition_key=DAY.isoformat(),
+                            resources=build_resources(wh, tmp_path / "landing", tmp_path / "feeds"))
+    assert result.success
+    evals = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert evals["lists_respect_contacts_and_exclusions"].passed
+    assert "kinds_beat_popularity" in evals
+    meta = {m.event_specific_data.materialization.asset_key.to_user_string():
+            m.event_specific_data.materialization.metadata for m in result.get_asset_materialization_events()}
+    ev = meta["recommendations/evaluation"]
+    assert "| mode | kind | contacts |" in ev["evaluation"].value
+    assert 0.0 <= ev["new_items/combined/ndcg_at_k"].value <= 1.0
+    assert meta["recommendations/contact_products"]["contacts"].value == 42
+
+
+def test_without_an_event_source_the_purchase_kinds_still_work(shop):
+    shop.execute("DROP TABLE core.events")
+    stats = build_recommendations(shop, _settings(), DAY)
+    assert _lists(shop, 60, "bought_together")[0] == "C"
+    assert _lists(shop, 60, "bought_after_viewing") == []
+    assert stats["unknown_product_ids"] == {"order_line": 1}
+
+
+def test_viewed_together_follows_co_views_in_a_day(shop):
+    # 1-10 view X and then Z on the same day; 11-13 view X and MILK on different days
+    for c in range(1, 11):
+        _view(shop, c, dt.datetime(2026, 10, c, 11), "Z")
+        _view(shop, c, dt.datetime(2026, 10, c, 12), "X")
+    for c in (11, 12, 13):
+        _view(shop, c, dt.datetime(2026, 10, 1, 9), "X")
+        _view(shop, c, dt.datetime(2026, 10, 2, 9), "MILK")
+    build_recommendations(shop, _settings(), DAY)
+    together = _lists(shop, 60, "viewed_together")  # 60 viewed X last week
+    assert together[0] == "Z"
+    assert "MILK" not in together  # viewed by the same people, never on the same day
+
+
+def test_collaborative_follows_contacts_with_the_same_taste(shop):
+    shop.executemany("INSERT INTO staging.products VALUES (?)", [[p] for p in ("P1", "P2", "P3", "Q1", "Q2", "Q3")])
+    shop.executemany("INSERT INTO marts.contact_cards VALUES (?)", [[c] for c in range(100, 141)])
+    d = dt.date(2026, 8, 1)
+    for c in range(100, 120):  # one taste: P1, P2, P3
+        _order(shop, f"p{c}", c, d, "P1", "P2", "P3")
+    for c in range(120, 140):  # the other: Q1, Q2, Q3
+        _order(shop, f"q{c}", c, d, "Q1", "Q2", "Q3")
+    _order(shop, "p140", 140, d, "P1", "P2")
+    build_recommendations(shop, _settings(als={"factors": 8, "iterations": 15, "seed": 7}), DAY)
+    assert _lists(shop, 140, "collaborative")[0] == "P3"
