@@ -73,8 +73,10 @@ class Engine(Protocol):
     def unregister(self, name: str) -> None:
         """Forget a name given to :meth:`register_arrow`."""
 
-    def copy_to(self, step: SqlStep, path: Path, fmt: FileFormat) -> int:
-        """Write the result of ``step`` to ``path`` in ``fmt``; returns rows written."""
+    def copy_to(self, step: SqlStep, path: Path, fmt: FileFormat,
+                csv: Mapping[str, Any] | None = None) -> int:
+        """Write the result of ``step`` to ``path`` in ``fmt``; returns rows written.
+        ``csv``: the CSV dialect (``delimiter``, ``quote``, ``header``), for ``fmt="csv"``."""
 
     def table_exists(self, schema: str, table: str) -> bool:
         """Whether ``schema.table`` exists (a table or a view)."""

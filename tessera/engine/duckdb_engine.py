@@ -115,9 +115,16 @@ class DuckDBEngine:
     def unregister(self, name: str) -> None:
         self.con.unregister(name)
 
-    def copy_to(self, step: SqlStep, path: Path, fmt: FileFormat) -> int:
+    def copy_to(self, step: SqlStep, path: Path, fmt: FileFormat,
+                csv: Mapping[str, Any] | None = None) -> int:
+        opts = _FORMATS[fmt]
+        if fmt == "csv" and csv:
+            header = "true" if csv.get("header", True) else "false"
+            delimiter, quote = csv.get("delimiter", ","), csv.get("quote", '"')
+            opts = (f"FORMAT csv, HEADER {header}, DELIMITER {sql_literal(delimiter)}, "
+                    f"QUOTE {sql_literal(quote)}, ESCAPE {sql_literal(quote)}")
         row = self._exec(SqlStep(step.name, f"COPY ({step.sql}) TO {sql_literal(str(path))} "
-                                 f"({_FORMATS[fmt]})", step.params)).fetchone()
+                                 f"({opts})", step.params)).fetchone()
         return int(row[0]) if row else 0
 
     def table_exists(self, schema: str, table: str) -> bool:
