@@ -2,8 +2,9 @@
 feed, the rows added, changed and removed since the last delivered day.
 
 The state a diff is taken against is the warehouse itself: ``exports.<feed>`` keeps the
-rows of every delivered day (before renaming and hashing), and
-``exports.feed_deliveries`` says which days were delivered. The base of day D is the
+rows of every day (before renaming and hashing; the day's selection is stored there
+first, and every file is written from it), and ``exports.feed_deliveries`` says which
+days were delivered. The base of day D is the
 last delivered day before D, whatever the gap: a removal is sent even when days were
 skipped, and re-exporting D gives the same diff (the base does not move).
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 
 from tessera.engine import SqlStep
+from tessera.engine.dialect import hash64
 from tessera.feeds.hashing import hashed_sql
 from tessera.feeds.selection import feed_rows_step
 
@@ -42,15 +44,21 @@ def removal_columns(feed) -> list:
 
 
 def row_hash_sql(feed) -> str:
-    """A digest of the values a row delivers: a change in any of them changes it."""
-    parts = ", ".join(f"coalesce(CAST({_q(f)} AS VARCHAR), chr(30))" for f in feed.source_fields)
-    return f"md5(concat_ws(chr(31), {parts}))"
+    """A 64-bit digest of the values a row delivers: a change in any of them changes it.
+    Both days are hashed by the same engine in the same query, so the engine's own fast
+    hash is enough (DuckDB ``hash``, Spark ``xxhash64``)."""
+    return hash64(*(_q(f) for f in feed.source_fields))
+
+
+def _day_rows(feed) -> str:
+    cols = ", ".join(_q(f) for f in feed.source_fields)
+    return f"SELECT {row_hash_sql(feed)} AS _row_hash, {cols} FROM exports.{feed.name} WHERE as_of_date = ?"
 
 
 def full_step(feed, as_of: dt.date) -> SqlStep:
-    sel = feed_rows_step(feed, as_of)
-    return SqlStep("feeds.full", f"SELECT {', '.join(output_exprs(feed))} FROM ({sel.sql}) "
-                                 "ORDER BY customer_id", sel.params)
+    """The day's rows as the file carries them (from the stored day)."""
+    return SqlStep("feeds.full", f"SELECT {', '.join(output_exprs(feed))} FROM exports.{feed.name} "
+                                 "WHERE as_of_date = ? ORDER BY customer_id", [as_of])
 
 
 def base_day_step(feed, as_of: dt.date) -> SqlStep:
@@ -59,55 +67,41 @@ def base_day_step(feed, as_of: dt.date) -> SqlStep:
                                      "WHERE feed = ? AND as_of_date < ?", [feed.name, as_of])
 
 
-def _with(feed, as_of: dt.date, base: dt.date | None) -> tuple[str, list]:
-    sel = feed_rows_step(feed, as_of)
-    h = row_hash_sql(feed)
-    cols = ", ".join(_q(f) for f in feed.source_fields)
-    sql = (f"WITH cur AS (SELECT {h} AS _row_hash, {cols} FROM ({sel.sql})), "
-           f"base AS (SELECT {h} AS _row_hash, {cols} FROM exports.{feed.name} "
-           f"WHERE as_of_date = ?) ")
-    return sql, [*sel.params, base]
+def diff_step(feed, as_of: dt.date, base: dt.date | None) -> SqlStep:
+    """Every added, changed and removed row in one pass over the two stored days, with
+    its ``_kind``; then the erased people this feed has not announced on another day
+    (``removed``, the customer id only)."""
+    fields = feed.source_fields
+    cols = ", ".join(_q(f) for f in fields)
+    c_cols = ", ".join(f"c.{_q(f)}" for f in fields)
+    erased = ", ".join("e.customer_id" if f == "customer_id" else f"NULL AS {_q(f)}" for f in fields)
+    return SqlStep("feeds.diff", f"""
+        WITH cur AS ({_day_rows(feed)}), base AS ({_day_rows(feed)})
+        SELECT 'added' AS _kind, {cols} FROM cur
+        WHERE customer_id NOT IN (SELECT customer_id FROM base)
+        UNION ALL
+        SELECT 'changed' AS _kind, {c_cols} FROM cur c JOIN base b ON b.customer_id = c.customer_id
+        WHERE b._row_hash <> c._row_hash
+        UNION ALL
+        SELECT 'removed' AS _kind, {cols} FROM base
+        WHERE customer_id NOT IN (SELECT customer_id FROM cur)
+        UNION ALL
+        SELECT DISTINCT 'removed' AS _kind, {erased} FROM ops.erasures e
+        WHERE e.customer_id IS NOT NULL
+          AND e.customer_id NOT IN (SELECT customer_id FROM base)
+          AND e.customer_id NOT IN (SELECT customer_id FROM cur)
+          AND NOT EXISTS (SELECT 1 FROM exports.feed_erasure_notices n
+                          WHERE n.feed = ? AND n.erased_customer = e.customer_id
+                            AND n.as_of_date <> ?)""", [as_of, base, feed.name, as_of])
 
 
-def added_step(feed, as_of: dt.date, base: dt.date | None) -> SqlStep:
-    w, params = _with(feed, as_of, base)
-    return SqlStep("feeds.added", w + f"SELECT {', '.join(output_exprs(feed))} FROM cur "
-                   "WHERE customer_id NOT IN (SELECT customer_id FROM base) ORDER BY customer_id",
-                   params)
-
-
-def changed_step(feed, as_of: dt.date, base: dt.date | None) -> SqlStep:
-    w, params = _with(feed, as_of, base)
-    return SqlStep("feeds.changed", w + f"SELECT {', '.join(output_exprs(feed))} FROM cur "
-                   "WHERE EXISTS (SELECT 1 FROM base b WHERE b.customer_id = cur.customer_id "
-                   "AND b._row_hash <> cur._row_hash) ORDER BY customer_id", params)
-
-
-def removed_step(feed, as_of: dt.date, base: dt.date | None) -> SqlStep:
-    """Rows of the base no longer selected, then erased people this feed has not announced
-    on another day: customer id and hashed identifiers only."""
-    w, params = _with(feed, as_of, base)
-    keep = removal_columns(feed)
-    fields = []
-    for c in keep:
-        if c.field not in fields:
-            fields.append(c.field)
-    src = ", ".join(_q(f) for f in fields)
-    erased_src = ", ".join("e.customer_id AS customer_id" if f == "customer_id"
-                           else f"NULL AS {_q(f)}" for f in fields)
-    return SqlStep("feeds.removed", w + f"""
-        , gone AS (
-            SELECT {src} FROM base WHERE customer_id NOT IN (SELECT customer_id FROM cur)
-            UNION ALL
-            SELECT DISTINCT {erased_src} FROM ops.erasures e
-            WHERE e.customer_id IS NOT NULL
-              AND e.customer_id NOT IN (SELECT customer_id FROM base)
-              AND e.customer_id NOT IN (SELECT customer_id FROM cur)
-              AND NOT EXISTS (SELECT 1 FROM exports.feed_erasure_notices n
-                              WHERE n.feed = ? AND n.erased_customer = e.customer_id
-                                AND n.as_of_date <> ?))
-        SELECT {', '.join(output_exprs(feed, keep))} FROM gone ORDER BY customer_id""",
-                   [*params, feed.name, as_of])
+def diff_file_step(feed, diff_table: str, kind: str) -> SqlStep:
+    """One file of a diff, from the rows :func:`diff_step` produced (registered as
+    ``diff_table``): added and changed rows whole; removed rows as the customer id and
+    the hashed identifiers only (no reason, no name)."""
+    cols = removal_columns(feed) if kind == "removed" else None
+    return SqlStep(f"feeds.{kind}", f"SELECT {', '.join(output_exprs(feed, cols))} FROM {diff_table} "
+                                    "WHERE _kind = ? ORDER BY customer_id", [kind])
 
 
 def stored_rows_step(feed, as_of: dt.date) -> SqlStep:

@@ -2,9 +2,11 @@
 (:func:`tessera.feeds.files.published`) and deterministic: the same rows give the same
 bytes, so a day exported twice gives byte-identical files.
 
-CSV, JSON lines and Parquet are written by the engine (``COPY``): no row becomes a Python
-object. XLSX and XML have no engine writer; they stream the engine's Arrow result one
-record batch at a time (openpyxl's write-only workbook, lxml's incremental writer).
+CSV, JSON lines and Parquet are written by the engine (``COPY``). XLSX and XML have no
+engine writer, so the engine renders each row's markup (escaped, typed) as one string
+and Python only joins those strings into the file, a batch at a time: no value becomes a
+Python object. (openpyxl and lxml, a Python object per cell, wrote 4k and 21k rows/s;
+a 1 M-row feed has to be written in under 30 s.)
 
 Formula neutralisation (RELIABILITY.md rule 9): text starting with ``= + - @``, tab or
 carriage return is prefixed with ``'`` in XLSX always and in CSV when the feed is for
@@ -13,29 +15,25 @@ spreadsheets; Parquet, JSON lines and XML keep every value exactly (a phone keep
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
-import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
+from xml.sax.saxutils import escape
 
 import pyarrow as pa
-from lxml import etree
-from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
 
 from tessera.engine import Engine, SqlStep
 from tessera.feeds.files import published, sha256_file
 
 EXTENSIONS = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet", "xlsx": "xlsx", "xml": "xml"}
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_STARTS_SQL = "'=', '+', '-', '@', chr(9), chr(13)"
 _BATCH = 65_536
-# XML 1.0 cannot carry these characters at all; they become U+FFFD in an XML feed.
-_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
-# a fixed time inside the XLSX archive and its properties, so that the bytes are the
-# same on every run (openpyxl stamps "now" in both)
+# a fixed time on every entry of the XLSX archive: the same rows give the same bytes
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+_XLSX_MAX_ROWS = 1_048_575  # one sheet, below its header row
+_QUOTE = "'"
 
 
 @dataclass(frozen=True)
@@ -51,18 +49,24 @@ def schema_of(engine: Engine, step: SqlStep) -> pa.Schema:
                                 step.params)).schema
 
 
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _is_text(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
+def neutralised_sql(expr: str) -> str:
+    """SQL: text that a spreadsheet would run as a formula, prefixed with ``'``."""
+    return (f"CASE WHEN left({expr}, 1) IN ({_STARTS_SQL}) "
+            f"THEN {_QUOTE * 4} || {expr} ELSE {expr} END")
+
+
 def neutralised_step(step: SqlStep, schema: pa.Schema) -> SqlStep:
-    """The step with every text column's formula-looking values prefixed with ``'``."""
-    starts = ", ".join(["'='", "'+'", "'-'", "'@'", "chr(9)", "chr(13)"])
-    cols = []
-    for f in schema:
-        q = '"' + f.name.replace('"', '""') + '"'
-        cols.append(f"CASE WHEN left({q}, 1) IN ({starts}) THEN '''' || {q} ELSE {q} END AS {q}"
-                    if _is_text(f.type) else q)
+    """The step with every text column's formula-looking values neutralised."""
+    cols = [f"{neutralised_sql(_q(f.name))} AS {_q(f.name)}" if _is_text(f.type) else _q(f.name)
+            for f in schema]
     return SqlStep(step.name + ".neutralised", f"SELECT {', '.join(cols)} FROM ({step.sql})",
                    step.params)
 
@@ -89,94 +93,135 @@ def write_feed_file(engine: Engine, step: SqlStep, path: Path, fmt: str, *,
         elif fmt == "parquet":
             rows = engine.copy_to(step, tmp, "parquet")
         elif fmt == "xlsx":
-            rows = _write_xlsx(engine.arrow(step), tmp)
+            rows = _write_xlsx(engine, step, tmp)
         elif fmt == "xml":
             root = xml_names.root if xml_names else "records"
             record = xml_names.record if xml_names else "record"
-            rows = _write_xml(engine.arrow(step), tmp, root, record)
+            rows = _write_xml(engine, step, tmp, root, record)
         else:
             raise ValueError(f"unknown feed format {fmt!r}")
     return FileStats(path.name, int(rows), sha256_file(path))
 
 
-def _write_xlsx(table: pa.Table, tmp: Path) -> int:
-    if table.num_rows > 1_048_575:
-        raise ValueError(f"{table.num_rows} rows do not fit one XLSX sheet (1,048,575 at most)")
-    wb = Workbook(write_only=True)
-    stamp = dt.datetime(2000, 1, 1)
-    wb.properties.created = stamp
-    wb.properties.modified = stamp
-    ws = wb.create_sheet("feed")
-    ws.append([_text_cell(ws, name) for name in table.column_names])
+def xml_text_sql(expr: str) -> str:
+    """SQL: a value as XML text. ``& < >`` escaped, a carriage return as ``&#13;`` (so
+    that a parser gives it back), and the control characters XML 1.0 cannot carry at
+    all replaced by U+FFFD."""
+    v = (f"regexp_replace(CAST({expr} AS VARCHAR), "
+         "'[\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F]', '\ufffd', 'g')")
+    for a, b in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;")):
+        v = f"replace({v}, '{a}', '{b}')"
+    return f"replace({v}, chr(13), '&#13;')"
+
+
+def _rendered(engine: Engine, step: SqlStep, expr: str, name: str) -> Iterator[list[str]]:
+    """The step's rows rendered by ``expr`` (over its columns), a batch at a time."""
+    table = engine.arrow(SqlStep(name, f"SELECT {expr} AS x FROM ({step.sql})", step.params))
     for batch in table.to_batches(_BATCH):
-        for row in zip(*(c.to_pylist() for c in batch.columns)):
-            ws.append([_xlsx_cell(ws, v) for v in row])
-    raw = tmp.with_name(tmp.name + ".raw")
-    try:
-        wb.save(raw)
-        _rezip_fixed(raw, tmp, stamp)
-    finally:
-        raw.unlink(missing_ok=True)
-    return table.num_rows
+        yield batch.column(0).to_pylist()
 
 
-def _text_cell(ws, value: str) -> WriteOnlyCell:
-    # a text cell stays text: openpyxl would store "=..." as a formula otherwise
-    cell = WriteOnlyCell(ws, value=value)
-    cell.data_type = "s"
-    return cell
+def _write_xml(engine: Engine, step: SqlStep, tmp: Path, root: str, record: str) -> int:
+    # element names are validated XML names (tessera.settings.feeds)
+    schema = schema_of(engine, step)
+    parts = [f"coalesce('<{f.name}>' || {xml_text_sql(_q(f.name))} || '</{f.name}>', '')"
+             for f in schema]
+    expr = " || ".join([f"'<{record}>'", *parts, f"'</{record}>'"])
+    rows = 0
+    with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+        fh.write(f'<?xml version="1.0" encoding="UTF-8"?>\n<{root}>\n')
+        for chunk in _rendered(engine, step, expr, step.name + ".xml"):
+            fh.write("\n".join(chunk))
+            fh.write("\n")
+            rows += len(chunk)
+        fh.write(f"</{root}>\n")
+    return rows
 
 
-def _xlsx_cell(ws, v):
-    if isinstance(v, str):
-        return _text_cell(ws, neutralise(v))
-    if isinstance(v, decimal.Decimal):
-        return float(v)
-    if isinstance(v, dt.datetime) and v.tzinfo is not None:
-        return v.replace(tzinfo=None)
-    if isinstance(v, (list, dict)):
-        return _text_cell(ws, str(v))
-    return v
+_XML_HEAD = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+_RELS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+_XLSX_PARTS = {
+    "[Content_Types].xml": (
+        _XML_HEAD + '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+        '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+        '<Default Extension="xml" ContentType="application/xml"/>'
+        '<Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-'
+        'officedocument.spreadsheetml.sheet.main+xml"/>'
+        '<Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/vnd.openxmlformats-'
+        'officedocument.spreadsheetml.worksheet+xml"/>'
+        '<Override PartName="/xl/styles.xml" ContentType="application/vnd.openxmlformats-'
+        'officedocument.spreadsheetml.styles+xml"/></Types>'),
+    "_rels/.rels": (
+        _XML_HEAD + '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+        f'<Relationship Id="rId1" Type="{_RELS}/officeDocument" Target="xl/workbook.xml"/>'
+        '</Relationships>'),
+    "xl/workbook.xml": (
+        _XML_HEAD + '<workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
+        f'xmlns:r="{_RELS}"><sheets><sheet name="feed" sheetId="1" r:id="rId1"/></sheets></workbook>'),
+    "xl/_rels/workbook.xml.rels": (
+        _XML_HEAD + '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+        f'<Relationship Id="rId1" Type="{_RELS}/worksheet" Target="worksheets/sheet1.xml"/>'
+        f'<Relationship Id="rId2" Type="{_RELS}/styles" Target="styles.xml"/></Relationships>'),
+    # cell styles: 0 general, 1 a date (built-in format 14), 2 a date and time (22)
+    "xl/styles.xml": (
+        _XML_HEAD + '<styleSheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+        '<fonts count="1"><font><sz val="11"/><name val="Calibri"/></font></fonts>'
+        '<fills count="2"><fill><patternFill patternType="none"/></fill>'
+        '<fill><patternFill patternType="gray125"/></fill></fills>'
+        '<borders count="1"><border><left/><right/><top/><bottom/><diagonal/></border></borders>'
+        '<cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/></cellStyleXfs>'
+        '<cellXfs count="3"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/>'
+        '<xf numFmtId="14" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/>'
+        '<xf numFmtId="22" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/>'
+        '</cellXfs></styleSheet>'),
+}
 
 
-def _rezip_fixed(src: Path, dst: Path, stamp: dt.datetime) -> None:
-    """Copy an XLSX archive entry by entry with a fixed time on every entry (and the
-    save time openpyxl wrote into the core properties replaced by ``stamp``)."""
-    when = stamp.strftime("%Y-%m-%dT%H:%M:%SZ").encode()
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
-        for info in zin.infolist():
-            data = zin.read(info.filename)
-            if info.filename == "docProps/core.xml":
-                data = re.sub(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*(</dcterms:)",
-                              rb"\g<1>" + when + rb"\g<2>", data)
-            out = zipfile.ZipInfo(info.filename, date_time=_ZIP_TIME)
-            out.compress_type = zipfile.ZIP_DEFLATED
-            out.external_attr = 0o600 << 16
-            zout.writestr(out, data)
+def _xlsx_cell_sql(name: str, t: pa.DataType) -> str:
+    """SQL: one column's cell markup (NULL for a NULL value). Text is always an
+    inline string, never a formula, and formula-looking text is neutralised."""
+    q = _q(name)
+    if pa.types.is_boolean(t):
+        return f"""'<c t="b"><v>' || CASE WHEN {q} THEN '1' ELSE '0' END || '</v></c>'"""
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return f"""'<c><v>' || CAST({q} AS VARCHAR) || '</v></c>'"""
+    if pa.types.is_date(t):
+        return (f"""'<c s="1"><v>' || CAST(date_diff('day', DATE '1899-12-30', {q}) AS VARCHAR)"""
+                """ || '</v></c>'""")
+    if pa.types.is_timestamp(t):
+        return (f"""'<c s="2"><v>' || CAST(epoch(CAST({q} AS TIMESTAMP)) / 86400.0 + 25569 """
+                """AS VARCHAR) || '</v></c>'""")
+    text = neutralised_sql(f"CAST({q} AS VARCHAR)")
+    return (f"""'<c t="inlineStr"><is><t xml:space="preserve">' || {xml_text_sql(text)}"""
+            """ || '</t></is></c>'""")
 
 
-def _xml_text(v) -> str:
-    if isinstance(v, bool):
-        text = "true" if v else "false"
-    elif isinstance(v, (dt.date, dt.datetime)):
-        text = v.isoformat()
-    else:
-        text = str(v)
-    return _XML_INVALID.sub("\ufffd", text)
+def _write_xlsx(engine: Engine, step: SqlStep, tmp: Path) -> int:
+    schema = schema_of(engine, step)
+    header = "".join(f'<c t="inlineStr"><is><t xml:space="preserve">{escape(f.name)}</t></is></c>'
+                     for f in schema)
+    # cells carry no reference, so a NULL is an empty cell that keeps the columns in place
+    cells = " || ".join(f"coalesce({_xlsx_cell_sql(f.name, f.type)}, '<c/>')" for f in schema)
+    rows = 0
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for name, text in _XLSX_PARTS.items():
+            zf.writestr(_zip_info(name), text.encode("utf-8"))
+        with zf.open(_zip_info("xl/worksheets/sheet1.xml"), "w", force_zip64=True) as raw:
+            raw.write((_XML_HEAD + '<worksheet xmlns="http://schemas.openxmlformats.org/'
+                       'spreadsheetml/2006/main"><sheetData>').encode("utf-8"))
+            raw.write(f'<row r="1">{header}</row>'.encode("utf-8"))
+            for chunk in _rendered(engine, step, cells or "''", step.name + ".xlsx"):
+                if rows + len(chunk) > _XLSX_MAX_ROWS:
+                    raise ValueError(f"more than {_XLSX_MAX_ROWS} rows do not fit one XLSX sheet")
+                raw.write("".join(f'<row r="{i}">{c}</row>'
+                                  for i, c in enumerate(chunk, rows + 2)).encode("utf-8"))
+                rows += len(chunk)
+            raw.write(b"</sheetData></worksheet>")
+    return rows
 
 
-def _write_xml(table: pa.Table, tmp: Path, root: str, record: str) -> int:
-    names = table.column_names
-    with etree.xmlfile(str(tmp), encoding="utf-8") as xf:
-        xf.write_declaration()
-        with xf.element(root):
-            xf.write("\n")
-            for batch in table.to_batches(_BATCH):
-                for row in zip(*(c.to_pylist() for c in batch.columns)):
-                    el = etree.Element(record)
-                    for name, v in zip(names, row):
-                        if v is not None:
-                            etree.SubElement(el, name).text = _xml_text(v)
-                    el.tail = "\n"
-                    xf.write(el)
-    return table.num_rows
+def _zip_info(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o600 << 16
+    return info

@@ -23,8 +23,8 @@ from typing import Mapping
 from tessera.engine import Engine, SqlStep, as_engine
 from tessera.engine.steps import ddl_statements
 from tessera.feeds.delivery import HttpDestination, deliver_pending, enqueue, json_batches
-from tessera.feeds.diff import (added_step, base_day_step, changed_step, full_step,
-                                removed_step, stored_rows_step)
+from tessera.feeds.diff import (base_day_step, diff_file_step, diff_step, full_step,
+                                stored_rows_step)
 from tessera.feeds.files import _atomically, sweep_stale_temps, temp_path  # noqa: F401
 from tessera.feeds.formats import EXTENSIONS, FileStats, schema_of, write_feed_file
 from tessera.feeds.selection import delivery_filter, erasures_to_announce_step, feed_rows_step
@@ -70,13 +70,12 @@ def write_manifest(path: Path, manifest: dict) -> None:
 
 
 def _consent_recheck_step(feed, as_of: dt.date) -> SqlStep:
-    """Rows of the day's selection that fail the channel's consent or a suppression: the
+    """Rows of the stored day that fail the channel's consent or a suppression: the
     belt-and-braces re-check before anything is published (set-based, no id list)."""
-    sel = feed_rows_step(feed, as_of)
     return SqlStep("feeds.unconsented",
                    f"SELECT count(*) FROM ({segment_base_sql()}) WHERE customer_id IN "
-                   f"(SELECT customer_id FROM ({sel.sql})) AND NOT ({delivery_filter(feed.channel)})",
-                   [as_of, *sel.params])
+                   f"(SELECT customer_id FROM exports.{feed.name} WHERE as_of_date = ?) "
+                   f"AND NOT ({delivery_filter(feed.channel)})", [as_of, as_of])
 
 
 def _ensure_feed_table(engine: Engine, feed, stored: SqlStep) -> None:
@@ -114,11 +113,15 @@ def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.da
     engine.run(*feed_table_steps())
     if not feed.segment and getattr(feed, "score_actions", False):
         engine.run(*marketing_table_steps())
+    # The day's selection is stored first (exports.<feed>, its own day replaced) and every
+    # file is written from it: the selection runs once. The day counts as delivered only
+    # once exports.feed_deliveries says so, at the end; a diff's base is always such a day.
+    stored = stored_rows_step(feed, as_of)
+    _ensure_feed_table(engine, feed, stored)
+    total = engine.replace_partition(f"exports.{feed.name}", {"as_of_date": as_of}, stored)
     bad = engine.scalar(_consent_recheck_step(feed, as_of))
     if bad:
         raise RuntimeError(f"feed {feed.name}: {bad} rows without {feed.channel} consent; not published")
-    stored = stored_rows_step(feed, as_of)
-    _ensure_feed_table(engine, feed, stored)
     out_dir = feeds_dir / feed.name
     swept = sweep_stale_temps(out_dir, started)
     ext = EXTENSIONS[feed.format]
@@ -129,64 +132,66 @@ def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.da
     base = None
     files: dict[str, FileStats] = {}
     erased = [r[0] for r in engine.rows(erasures_to_announce_step(feed, as_of))]
-    if feed.mode == "diff":
-        base = engine.scalar(base_day_step(feed, as_of))
-        steps = {"added": added_step(feed, as_of, base), "changed": changed_step(feed, as_of, base),
-                 "removed": removed_step(feed, as_of, base)}
-        for kind, step in steps.items():
-            files[kind] = write(step, f"{stem}.{kind}.{ext}")
-        schema = _schema(engine, steps["added"])
-    else:
-        steps = {"full": full_step(feed, as_of), "deletions": SqlStep(
-            "feeds.deletions", "SELECT unnest(CAST(? AS BIGINT[])) AS customer_id ORDER BY 1",
-            [erased])}
-        for kind, step in steps.items():
-            files[kind] = write(step, f"{stem}.{ext}" if kind == "full" else f"{stem}.{kind}.{ext}")
-        schema = _schema(engine, steps["full"])
-    total = int(engine.scalar(SqlStep("feeds.count", f"SELECT count(*) FROM ({stored.sql})",
-                                      stored.params)))
-    main = files.get("full")
-    manifest = {
-        "feed": feed.name, "as_of_date": as_of.isoformat(), "mode": feed.mode,
-        "format": feed.format, "channel": feed.channel, "segment": feed.segment,
-        "rows": total if main else None, "file": main.file if main else None,
-        "sha256": main.sha256 if main else None,
-        "deletions_file": files["deletions"].file if "deletions" in files else None,
-        "deletions": len(erased),
-        "files": [{"kind": k, "file": f.file, "rows": f.rows, "sha256": f.sha256}
-                  for k, f in files.items()],
-        "schema": schema, "previous_delivery": base.isoformat() if base else None,
-        "written_at": now.isoformat(),
-    }
-    write_manifest(out_dir / f"{stem}.manifest.json", manifest)
-    first = main or files["added"]
-    day = {"feed": feed.name, "as_of_date": as_of}
-    with engine.together():
-        engine.replace_partition("exports.feed_deliveries", day, SqlStep(
-            "feeds.delivery", "SELECT $feed, CAST($as_of AS DATE), $file, CAST($rows AS BIGINT), "
-            "$sha, CAST($now AS TIMESTAMP)", {"feed": feed.name, "as_of": as_of,
-                                               "file": str(out_dir / first.file), "rows": total,
-                                               "sha": first.sha256, "now": now}))
-        engine.replace_partition("exports.feed_files", day, SqlStep(
-            "feeds.files", "SELECT $feed, CAST($as_of AS DATE), unnest(CAST($kinds AS VARCHAR[])), "
-            "unnest(CAST($names AS VARCHAR[])), unnest(CAST($rows AS BIGINT[])), "
-            "unnest(CAST($shas AS VARCHAR[])), CAST($base AS DATE)",
-            {"feed": feed.name, "as_of": as_of, "kinds": list(files),
-             "names": [f.file for f in files.values()], "rows": [f.rows for f in files.values()],
-             "shas": [f.sha256 for f in files.values()], "base": base}))
-        engine.replace_partition("exports.feed_erasure_notices", day, SqlStep(
-            "feeds.erasure_notices", "SELECT $feed, unnest(CAST($ids AS BIGINT[])), "
-            "CAST($as_of AS DATE)", {"feed": feed.name, "ids": erased, "as_of": as_of}))
-        # exports.<feed> keeps every delivered day (the base of the next diff); a re-run
-        # replaces its own day only.
-        engine.replace_partition(f"exports.{feed.name}", {"as_of_date": as_of}, stored)
-    stats = {"rows": total, "file": str(out_dir / first.file), "sha256": first.sha256,
-             "files": [{"kind": k, "file": f.file, "rows": f.rows} for k, f in files.items()],
-             "manifest": manifest, "previous_delivery": base, "skipped": False,
-             "stale_temp_files": swept["files"], "stale_temp_bytes": swept["bytes"]}
-    if feed.destination is not None:
-        stats["delivery"] = _deliver_http(engine, feed, as_of, steps, now, environ, sleep)
-    return stats
+    diff_table, registered = f"_feed_diff_{feed.name}", False
+    try:
+        if feed.mode == "diff":
+            base = engine.scalar(base_day_step(feed, as_of))
+            engine.register_arrow(diff_table, engine.arrow(diff_step(feed, as_of, base)))
+            registered = True
+            steps = {kind: diff_file_step(feed, diff_table, kind)
+                     for kind in ("added", "changed", "removed")}
+            for kind, step in steps.items():
+                files[kind] = write(step, f"{stem}.{kind}.{ext}")
+            schema = _schema(engine, steps["added"])
+        else:
+            steps = {"full": full_step(feed, as_of), "deletions": SqlStep(
+                "feeds.deletions", "SELECT unnest(CAST(? AS BIGINT[])) AS customer_id ORDER BY 1",
+                [erased])}
+            for kind, step in steps.items():
+                files[kind] = write(step, f"{stem}.{ext}" if kind == "full" else f"{stem}.{kind}.{ext}")
+            schema = _schema(engine, steps["full"])
+        main = files.get("full")
+        manifest = {
+            "feed": feed.name, "as_of_date": as_of.isoformat(), "mode": feed.mode,
+            "format": feed.format, "channel": feed.channel, "segment": feed.segment,
+            "rows": total if main else None, "file": main.file if main else None,
+            "sha256": main.sha256 if main else None,
+            "deletions_file": files["deletions"].file if "deletions" in files else None,
+            "deletions": len(erased),
+            "files": [{"kind": k, "file": f.file, "rows": f.rows, "sha256": f.sha256}
+                      for k, f in files.items()],
+            "schema": schema, "previous_delivery": base.isoformat() if base else None,
+            "written_at": now.isoformat(),
+        }
+        write_manifest(out_dir / f"{stem}.manifest.json", manifest)
+        first = main or files["added"]
+        day = {"feed": feed.name, "as_of_date": as_of}
+        with engine.together():
+            engine.replace_partition("exports.feed_deliveries", day, SqlStep(
+                "feeds.delivery", "SELECT $feed, CAST($as_of AS DATE), $file, CAST($rows AS BIGINT), "
+                "$sha, CAST($now AS TIMESTAMP)", {"feed": feed.name, "as_of": as_of,
+                                                   "file": str(out_dir / first.file), "rows": total,
+                                                   "sha": first.sha256, "now": now}))
+            engine.replace_partition("exports.feed_files", day, SqlStep(
+                "feeds.files", "SELECT $feed, CAST($as_of AS DATE), unnest(CAST($kinds AS VARCHAR[])), "
+                "unnest(CAST($names AS VARCHAR[])), unnest(CAST($rows AS BIGINT[])), "
+                "unnest(CAST($shas AS VARCHAR[])), CAST($base AS DATE)",
+                {"feed": feed.name, "as_of": as_of, "kinds": list(files),
+                 "names": [f.file for f in files.values()], "rows": [f.rows for f in files.values()],
+                 "shas": [f.sha256 for f in files.values()], "base": base}))
+            engine.replace_partition("exports.feed_erasure_notices", day, SqlStep(
+                "feeds.erasure_notices", "SELECT $feed, unnest(CAST($ids AS BIGINT[])), "
+                "CAST($as_of AS DATE)", {"feed": feed.name, "ids": erased, "as_of": as_of}))
+        stats = {"rows": total, "file": str(out_dir / first.file), "sha256": first.sha256,
+                 "files": [{"kind": k, "file": f.file, "rows": f.rows} for k, f in files.items()],
+                 "manifest": manifest, "previous_delivery": base, "skipped": False,
+                 "stale_temp_files": swept["files"], "stale_temp_bytes": swept["bytes"]}
+        if feed.destination is not None:
+            stats["delivery"] = _deliver_http(engine, feed, as_of, steps, now, environ, sleep)
+        return stats
+    finally:
+        if registered:
+            engine.unregister(diff_table)
 
 
 def _deliver_http(engine: Engine, feed, as_of: dt.date, steps: dict, now: dt.datetime,
