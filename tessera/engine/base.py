@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Mapping, Protocol, runtime_checkable
 
 from tessera.engine.steps import SqlStep
 
@@ -41,6 +41,10 @@ class Engine(Protocol):
 
     def arrow(self, step: SqlStep) -> pa.Table:
         """A query's result as an Arrow table."""
+
+    def arrow_batches(self, step: SqlStep, rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+        """A query's result as Arrow record batches of about ``rows`` rows, streamed: a
+        writer of a large result holds one batch at a time (XLSX and XML feeds)."""
 
     def replace_table(self, table: str, step: SqlStep) -> int:
         """``table`` becomes the result of ``step`` (created if missing); returns its rows."""

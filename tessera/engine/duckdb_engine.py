@@ -74,6 +74,14 @@ class DuckDBEngine:
     def arrow(self, step: SqlStep) -> pa.Table:
         return self._exec(step).to_arrow_table()
 
+    def arrow_batches(self, step: SqlStep, rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+        # a relation streams; a DB-API result (execute) is materialised whole first
+        _record(step)
+        params = None
+        if step.params:
+            params = dict(step.params) if isinstance(step.params, Mapping) else list(step.params)
+        yield from self.con.sql(step.sql, params=params).to_arrow_reader(rows)
+
     def replace_table(self, table: str, step: SqlStep) -> int:
         self._exec(SqlStep(step.name, f"CREATE OR REPLACE TABLE {table} AS {step.sql}", step.params))
         return int(self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])

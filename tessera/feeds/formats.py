@@ -116,8 +116,8 @@ def xml_text_sql(expr: str) -> str:
 
 def _rendered(engine: Engine, step: SqlStep, expr: str, name: str) -> Iterator[list[str]]:
     """The step's rows rendered by ``expr`` (over its columns), a batch at a time."""
-    table = engine.arrow(SqlStep(name, f"SELECT {expr} AS x FROM ({step.sql})", step.params))
-    for batch in table.to_batches(_BATCH):
+    for batch in engine.arrow_batches(SqlStep(name, f"SELECT {expr} AS x FROM ({step.sql})",
+                                              step.params), _BATCH):
         yield batch.column(0).to_pylist()
 
 
