@@ -1,4 +1,4 @@
-"""Feeds: checking a signed delivery (for receivers)."""
+"""Feeds: a registry's compatible export, and checking a signed delivery (for receivers)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ import sys
 from pathlib import Path
 
 import click
+
+from tessera.cli.common import warehouse_and_deployment
+
+REGISTRIES = ["b2c_users", "b2b_companies", "b2b_company_users", "potential_companies"]
 
 
 @click.group("feeds", short_help="Export feeds and their HTTP delivery.")
@@ -43,6 +47,36 @@ def verify_cmd(body: str, msg_id: str, timestamp: str, signature: str, secret_en
         print(f"rejected: {exc}", file=sys.stderr)
         return 1
     print(f"verified {msg_id}")
+    return 0
+
+
+@feeds.command("export-compatible", short_help="A registry's export that re-imports unchanged.")
+@click.argument("registry", type=click.Choice(REGISTRIES), metavar="REGISTRY")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="the .csv file to write")
+@click.option("--source-name", default=None, help="name of the csv source printed for sources.yaml "
+              "(default: <registry>_restore)")
+@click.option("--node", help="node of that source (default: the first of tree.priority)")
+@click.pass_context
+def export_compatible_cmd(ctx: click.Context, registry: str, out: str, source_name: str | None,
+                          node: str | None) -> int:
+    """Write the "compatible" export of REGISTRY (b2c_users, b2b_companies,
+    b2b_company_users, potential_companies): its golden records in the layout of its
+    import, and print the sources.yaml entry that reads the file back unchanged."""
+    from tessera.feeds.compatible import (compatible_export, compatible_source,
+                                          compatible_source_yaml)
+
+    con, deployment, _paths = warehouse_and_deployment(ctx)
+    try:
+        stats = compatible_export(con, deployment, registry, Path(out))
+    finally:
+        con.close()
+    print(f"{registry}: {stats.rows} records -> {out} (sha256 {stats.sha256})")
+    name = source_name or f"{registry}_restore"
+    src = compatible_source(deployment, registry, name, node or deployment.tree.priority[0],
+                            f"{name}/*.csv")
+    print("\nto load it back, add this source to sources.yaml and drop the file into "
+          f"<landing>/{name}/:\n")
+    print(compatible_source_yaml(src), end="")
     return 0
 
 
