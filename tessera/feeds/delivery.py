@@ -56,12 +56,16 @@ import socket
 import time
 import urllib.parse
 from dataclasses import dataclass, field
+import re
 from typing import Any, Callable, Iterable, Mapping
+from xml.sax.saxutils import escape as xml_escape
+from xml.sax.saxutils import quoteattr as xml_quoteattr
 
 from tessera.engine import Engine, SqlStep, as_engine
 from tessera.engine.steps import ddl_statements
 
 SIGNATURE_TOLERANCE_S = 300
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 
@@ -190,6 +194,47 @@ def json_batches(destination: str, *, source: str, as_of: dt.date | None,
                           default=_json_default).encode("utf-8")
         out.append(Batch(batch_id(destination, source, as_of, seq, body), source, as_of, seq,
                          len(chunk), body))
+    return out
+
+
+def _plain(v: Any) -> str:
+    """A value as text (XML 1.0's forbidden control characters become U+FFFD)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    text = _json_default(v) if isinstance(v, (dt.date, dt.datetime, decimal.Decimal, bytes)) else str(v)
+    return _XML_INVALID.sub("\ufffd", text)
+
+
+def _xml_value(v: Any) -> str:
+    return xml_escape(_plain(v), {"\r": "&#13;"})
+
+
+def _xml_element(name: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Mapping):
+        return f"<{name}>" + "".join(_xml_element(k, v) for k, v in value.items()) + f"</{name}>"
+    return f"<{name}>{_xml_value(value)}</{name}>"
+
+
+def xml_batches(destination: str, *, source: str, as_of: dt.date | None,
+                records: Iterable[Mapping[str, Any]], batch_rows: int,
+                envelope: Mapping[str, Any] | None = None, root: str = "batch",
+                item: str = "item") -> list[Batch]:
+    """Records cut into XML batches: ``<root ...envelope batch= batches=>`` with one
+    ``<item>`` per record, a child element per key (nested for a mapping, none for a
+    NULL). Keys must be XML names (feeds check theirs). Deterministic like
+    :func:`json_batches`."""
+    records = list(records)
+    chunks = [records[i:i + batch_rows] for i in range(0, len(records), batch_rows)]
+    out = []
+    for seq, chunk in enumerate(chunks, 1):
+        attrs = {**(envelope or {}), "batch": seq, "batches": len(chunks)}
+        head = " ".join(f"{k}={xml_quoteattr(_plain(v))}" for k, v in attrs.items())
+        body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<{root} {head}>'
+                + "".join(_xml_element(item, r) for r in chunk) + f"</{root}>\n").encode("utf-8")
+        out.append(Batch(batch_id(destination, source, as_of, seq, body), source, as_of, seq,
+                         len(chunk), body, "application/xml"))
     return out
 
 
@@ -380,5 +425,5 @@ def delivery_summary(engine: Engine, destination: str) -> dict[str, int]:
 
 __all__ = ["Batch", "DeliveryReport", "HttpDestination", "SignatureError", "backoff_s",
            "batch_id", "deliver_pending", "delivery_summary", "delivery_table_steps", "enqueue",
-           "json_batches", "post", "retry_after_seconds", "secret_bytes", "sign", "signature",
+           "json_batches", "post", "xml_batches", "retry_after_seconds", "secret_bytes", "sign", "signature",
            "verify"]

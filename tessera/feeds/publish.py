@@ -22,7 +22,8 @@ from typing import Mapping
 
 from tessera.engine import Engine, SqlStep, as_engine
 from tessera.engine.steps import ddl_statements
-from tessera.feeds.delivery import HttpDestination, deliver_pending, enqueue, json_batches
+from tessera.feeds.delivery import (HttpDestination, deliver_pending, enqueue, json_batches,
+                                    xml_batches)
 from tessera.feeds.diff import (base_day_step, diff_file_step, diff_step, full_step,
                                 stored_rows_step)
 from tessera.feeds.files import _atomically, sweep_stale_temps, temp_path  # noqa: F401
@@ -206,10 +207,10 @@ def _deliver_http(engine: Engine, feed, as_of: dt.date, steps: dict, now: dt.dat
     for kind, step in steps.items():
         for row in engine.arrow(step).to_pylist():
             records.append({"op": ops[kind], "record": row})
-    batches = json_batches(dest.name, source=feed.name, as_of=as_of, records=records,
-                           batch_rows=feed.destination.batch_rows,
-                           envelope={"feed": feed.name, "as_of_date": as_of.isoformat(),
-                                     "mode": feed.mode})
+    make = xml_batches if feed.destination.body == "xml" else json_batches
+    batches = make(dest.name, source=feed.name, as_of=as_of, records=records,
+                   batch_rows=feed.destination.batch_rows,
+                   envelope={"feed": feed.name, "as_of_date": as_of.isoformat(), "mode": feed.mode})
     queued = enqueue(engine, dest.name, batches, now)
     report = deliver_pending(engine, dest, sleep=sleep)
     return {"batches": len(batches), "queued": queued, **report.as_metadata()}

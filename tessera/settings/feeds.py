@@ -58,6 +58,8 @@ class HttpDestinationDef(_Strict):
     max_attempts: int = Field(default=5, ge=1, le=20)
     backoff_s: float = Field(default=1.0, ge=0, le=60)
     max_backoff_s: float = Field(default=60.0, ge=0, le=3600)
+    # the batches' bodies: JSON, or XML (<batch ...><item><op/><record>...</record></item>)
+    body: Literal["json", "xml"] = "json"
 
 
 class FeedDef(_Strict):
@@ -95,7 +97,7 @@ class FeedDef(_Strict):
         dup = sorted({o for o in outs if outs.count(o) > 1})
         if dup:
             raise ValueError(f"feed '{self.name}': output column names repeat: {dup}")
-        if self.format == "xml":
+        if self.format == "xml" or (self.destination and self.destination.body == "xml"):
             bad = [o for o in outs if not _XML_NAME.match(o)]
             if bad:
                 raise ValueError(f"feed '{self.name}': not XML element names: {bad}")

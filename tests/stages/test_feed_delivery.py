@@ -12,13 +12,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import duckdb
 import pytest
+from lxml import etree
 
 from tessera.cli import main
 from tessera.engine import DuckDBEngine, SqlStep
 from tessera.engine.warehouse import ensure_warehouse
 from tessera.feeds.delivery import (HttpDestination, SignatureError, backoff_s, deliver_pending,
                                     delivery_summary, enqueue, json_batches, retry_after_seconds,
-                                    secret_bytes, sign, verify)
+                                    secret_bytes, sign, verify, xml_batches)
 from tessera.feeds.publish import build_feed
 from tests.stages.feeds_world import D1, feed, make_world
 
@@ -86,7 +87,8 @@ class Receiver:
             if msg_id in self.applied:
                 self.repeats.append(msg_id)
             else:
-                self.applied[msg_id] = json.loads(body)
+                self.applied[msg_id] = etree.fromstring(body) if body.startswith(b"<?xml") \
+                    else json.loads(body)
 
     @property
     def url(self):
@@ -277,3 +279,21 @@ def test_a_diff_feed_delivered_over_http_day_after_day(tmp_path):
     assert deletes[3] == {"customer_id": 3, "em": None}  # erased: the id only, no reason
     assert "withdrawn" not in json.dumps(bodies) and "erasure" not in json.dumps(bodies)
     con.close()
+
+
+def test_xml_bodies_are_signed_and_delivered_as_they_were_built(engine):
+    records = [{"op": "upsert", "record": {"customer_id": 1, "note": 'a<b & "c"\r', "mobile": "+39 333"}},
+               {"op": "delete", "record": {"customer_id": 2, "note": None}}]
+    batches = xml_batches("crm", source="test", as_of=D1, records=records, batch_rows=1,
+                          envelope={"feed": "test"}, root="Anagrafiche", item="Cliente")
+    assert [b.content_type for b in batches] == ["application/xml"] * 2
+    enqueue(engine, "crm", batches, NOW)
+    with Receiver([503]) as rx:
+        report = deliver_pending(engine, _dest(rx.url), sleep=lambda s: None)
+    assert report.delivered == 2 and rx.bad_signatures == 0 and rx.repeats == []
+    first, second = rx.applied.values()
+    assert first.tag == "Anagrafiche" and first.get("batch") == "1" and first.get("batches") == "2"
+    assert first.findtext("Cliente/op") == "upsert"
+    assert first.findtext("Cliente/record/note") == 'a<b & "c"\r'  # exactly, CR included
+    assert first.findtext("Cliente/record/mobile") == "+39 333"
+    assert second.findtext("Cliente/op") == "delete" and second.find("Cliente/record/note") is None
