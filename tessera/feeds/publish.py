@@ -108,9 +108,15 @@ def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.da
     """
     engine = as_engine(engine)
     started = time.time()
+    # the destination first: a missing secret fails the day before anything is written
+    dest = None if feed.destination is None else HttpDestination.from_settings(
+        f"feed:{feed.name}", feed.destination, os.environ if environ is None else environ)
     if not feed.delivered_on(as_of.weekday()):
-        return {"skipped": True, "rows": 0, "files": [], "stale_temp_files": 0,
-                "stale_temp_bytes": 0}
+        skipped = {"skipped": True, "rows": 0, "files": [], "stale_temp_files": 0,
+                   "stale_temp_bytes": 0}
+        if dest is not None:  # what earlier days left unacknowledged still goes
+            skipped["delivery"] = deliver_pending(engine, dest, sleep=sleep).as_metadata()
+        return skipped
     engine.run(*feed_table_steps())
     if not feed.segment and getattr(feed, "score_actions", False):
         engine.run(*marketing_table_steps())
@@ -167,7 +173,13 @@ def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.da
         write_manifest(out_dir / f"{stem}.manifest.json", manifest)
         first = main or files["added"]
         day = {"feed": feed.name, "as_of_date": as_of}
+        batches = [] if dest is None else _http_batches(engine, feed, as_of, steps, dest)
+        queued = 0
+        # The day is delivered, and its HTTP batches queued, in one transaction: a day
+        # recorded as delivered always has its batches in the queue.
         with engine.together():
+            if dest is not None:
+                queued = enqueue(engine, dest.name, batches, now)
             engine.replace_partition("exports.feed_deliveries", day, SqlStep(
                 "feeds.delivery", "SELECT $feed, CAST($as_of AS DATE), $file, CAST($rows AS BIGINT), "
                 "$sha, CAST($now AS TIMESTAMP)", {"feed": feed.name, "as_of": as_of,
@@ -188,19 +200,17 @@ def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.da
                  "manifest": manifest, "previous_delivery": base, "skipped": False,
                  "stale_temp_files": swept["files"], "stale_temp_bytes": swept["bytes"]}
         if feed.destination is not None:
-            stats["delivery"] = _deliver_http(engine, feed, as_of, steps, now, environ, sleep)
+            report = deliver_pending(engine, dest, sleep=sleep)
+            stats["delivery"] = {"batches": len(batches), "queued": queued, **report.as_metadata()}
         return stats
     finally:
         if registered:
             engine.unregister(diff_table)
 
 
-def _deliver_http(engine: Engine, feed, as_of: dt.date, steps: dict, now: dt.datetime,
-                  environ, sleep) -> dict:
-    """Queue the day's records as signed batches, then deliver everything pending for the
-    destination (earlier days' unacknowledged batches first)."""
-    dest = HttpDestination.from_settings(f"feed:{feed.name}", feed.destination,
-                                         os.environ if environ is None else environ)
+def _http_batches(engine: Engine, feed, as_of: dt.date, steps: dict, dest: HttpDestination) -> list:
+    """The day's records as batches for the destination: upserts (full, added, changed)
+    and deletes (erasures, removed), in file order."""
     ops = {"full": "upsert", "deletions": "delete", "added": "upsert", "changed": "upsert",
            "removed": "delete"}
     records = []
@@ -208,9 +218,6 @@ def _deliver_http(engine: Engine, feed, as_of: dt.date, steps: dict, now: dt.dat
         for row in engine.arrow(step).to_pylist():
             records.append({"op": ops[kind], "record": row})
     make = xml_batches if feed.destination.body == "xml" else json_batches
-    batches = make(dest.name, source=feed.name, as_of=as_of, records=records,
-                   batch_rows=feed.destination.batch_rows,
-                   envelope={"feed": feed.name, "as_of_date": as_of.isoformat(), "mode": feed.mode})
-    queued = enqueue(engine, dest.name, batches, now)
-    report = deliver_pending(engine, dest, sleep=sleep)
-    return {"batches": len(batches), "queued": queued, **report.as_metadata()}
+    return make(dest.name, source=feed.name, as_of=as_of, records=records,
+                batch_rows=feed.destination.batch_rows,
+                envelope={"feed": feed.name, "as_of_date": as_of.isoformat(), "mode": feed.mode})

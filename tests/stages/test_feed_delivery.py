@@ -297,3 +297,35 @@ def test_xml_bodies_are_signed_and_delivered_as_they_were_built(engine):
     assert first.findtext("Cliente/record/note") == 'a<b & "c"\r'  # exactly, CR included
     assert first.findtext("Cliente/record/mobile") == "+39 333"
     assert second.findtext("Cliente/op") == "delete" and second.find("Cliente/record/note") is None
+
+
+def test_a_missing_secret_fails_the_day_before_anything_is_written(tmp_path):
+    con = make_world(tmp_path / "w.duckdb")
+    f = feed(name="nosecret", destination={"url": "http://127.0.0.1:9/", "secret_env": "NOPE_SECRET"})
+    with pytest.raises(RuntimeError, match="NOPE_SECRET"):
+        build_feed(con, f, D1, tmp_path / "feeds", NOW, environ={})
+    assert not (tmp_path / "feeds" / "nosecret").exists()
+    assert not con.execute("SELECT count(*) FROM information_schema.tables "
+                           "WHERE table_name = 'feed_deliveries'").fetchone()[0]
+    con.close()
+
+
+def test_a_day_the_endpoint_was_down_goes_first_the_next_day(tmp_path):
+    con = make_world(tmp_path / "w.duckdb")
+    env = {"CRM_SECRET": SECRET}
+    with Receiver([503] * 2) as rx:
+        f = feed(name="sync", mode="diff", format="parquet", fields=["customer_id", "first_name"],
+                 destination={"url": rx.url, "secret_env": "CRM_SECRET", "batch_rows": 10,
+                              "max_attempts": 2, "timeout_s": 2})
+        d1 = build_feed(con, f, D1, tmp_path / "feeds", NOW, environ=env, sleep=lambda s: None)
+        assert d1["delivery"]["pending_batches"] == 1 and d1["delivery"]["delivered_batches"] == 0
+        con.execute("UPDATE marts.contact_cards SET first_name = 'Johnny' WHERE customer_id = 1")
+        d2 = build_feed(con, f, D1 + dt.timedelta(days=1), tmp_path / "feeds", NOW, environ=env,
+                        sleep=lambda s: None)
+        assert d2["delivery"]["delivered_batches"] == 2 and d2["delivery"]["pending_batches"] == 0
+    days = [b["as_of_date"] for b in rx.applied.values()]
+    assert days == [str(D1), str(D1 + dt.timedelta(days=1))]
+    assert [r["record"]["customer_id"] for r in list(rx.applied.values())[0]["records"]] == [1, 2, 3, 4]
+    assert list(rx.applied.values())[1]["records"] == [
+        {"op": "upsert", "record": {"customer_id": 1, "first_name": "Johnny"}}]
+    con.close()
