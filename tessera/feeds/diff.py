@@ -2,9 +2,9 @@
 feed, the rows added, changed and removed since the last delivered day.
 
 The state a diff is taken against is the warehouse itself: ``exports.<feed>`` keeps the
-rows of every day (before renaming and hashing; the day's selection is stored there
-first, and every file is written from it), and ``exports.feed_deliveries`` says which
-days were delivered. The base of day D is the
+rows of every delivered day (before renaming and hashing), and
+``exports.feed_deliveries`` says which days were delivered; both are written in the
+same transaction, after the files. The base of day D is the
 last delivered day before D, whatever the gap: a removal is sent even when days were
 skipped, and re-exporting D gives the same diff (the base does not move).
 
@@ -50,15 +50,15 @@ def row_hash_sql(feed) -> str:
     return hash64(*(_q(f) for f in feed.source_fields))
 
 
-def _day_rows(feed) -> str:
+def _hashed(feed, relation: str) -> str:
     cols = ", ".join(_q(f) for f in feed.source_fields)
-    return f"SELECT {row_hash_sql(feed)} AS _row_hash, {cols} FROM exports.{feed.name} WHERE as_of_date = ?"
+    return f"SELECT {row_hash_sql(feed)} AS _row_hash, {cols} FROM {relation}"
 
 
-def full_step(feed, as_of: dt.date) -> SqlStep:
-    """The day's rows as the file carries them (from the stored day)."""
-    return SqlStep("feeds.full", f"SELECT {', '.join(output_exprs(feed))} FROM exports.{feed.name} "
-                                 "WHERE as_of_date = ? ORDER BY customer_id", [as_of])
+def full_step(feed, day_rows: str) -> SqlStep:
+    """The day's rows (the relation ``day_rows``) as the file carries them."""
+    return SqlStep("feeds.full", f"SELECT {', '.join(output_exprs(feed))} FROM {day_rows} "
+                                 "ORDER BY customer_id")
 
 
 def base_day_step(feed, as_of: dt.date) -> SqlStep:
@@ -67,16 +67,17 @@ def base_day_step(feed, as_of: dt.date) -> SqlStep:
                                      "WHERE feed = ? AND as_of_date < ?", [feed.name, as_of])
 
 
-def diff_step(feed, as_of: dt.date, base: dt.date | None) -> SqlStep:
-    """Every added, changed and removed row in one pass over the two stored days, with
-    its ``_kind``; then the erased people this feed has not announced on another day
-    (``removed``, the customer id only)."""
+def diff_step(feed, day_rows: str, as_of: dt.date, base: dt.date | None) -> SqlStep:
+    """Every added, changed and removed row in one pass over the day's rows (the relation
+    ``day_rows``) and the stored base day, with its ``_kind``; then the erased people this
+    feed has not announced on another day (``removed``, the customer id only)."""
     fields = feed.source_fields
     cols = ", ".join(_q(f) for f in fields)
     c_cols = ", ".join(f"c.{_q(f)}" for f in fields)
     erased = ", ".join("e.customer_id" if f == "customer_id" else f"NULL AS {_q(f)}" for f in fields)
     return SqlStep("feeds.diff", f"""
-        WITH cur AS ({_day_rows(feed)}), base AS ({_day_rows(feed)})
+        WITH cur AS ({_hashed(feed, day_rows)}),
+             base AS ({_hashed(feed, f"exports.{feed.name} WHERE as_of_date = ?")})
         SELECT 'added' AS _kind, {cols} FROM cur
         WHERE customer_id NOT IN (SELECT customer_id FROM base)
         UNION ALL
@@ -92,7 +93,7 @@ def diff_step(feed, as_of: dt.date, base: dt.date | None) -> SqlStep:
           AND e.customer_id NOT IN (SELECT customer_id FROM cur)
           AND NOT EXISTS (SELECT 1 FROM exports.feed_erasure_notices n
                           WHERE n.feed = ? AND n.erased_customer = e.customer_id
-                            AND n.as_of_date <> ?)""", [as_of, base, feed.name, as_of])
+                            AND n.as_of_date <> ?)""", [base, feed.name, as_of])
 
 
 def diff_file_step(feed, diff_table: str, kind: str) -> SqlStep:

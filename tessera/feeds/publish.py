@@ -70,13 +70,13 @@ def write_manifest(path: Path, manifest: dict) -> None:
         fh.write(text)
 
 
-def _consent_recheck_step(feed, as_of: dt.date) -> SqlStep:
-    """Rows of the stored day that fail the channel's consent or a suppression: the
+def _consent_recheck_step(feed, as_of: dt.date, day_rows: str) -> SqlStep:
+    """Rows of the day's selection that fail the channel's consent or a suppression: the
     belt-and-braces re-check before anything is published (set-based, no id list)."""
     return SqlStep("feeds.unconsented",
                    f"SELECT count(*) FROM ({segment_base_sql()}) WHERE customer_id IN "
-                   f"(SELECT customer_id FROM exports.{feed.name} WHERE as_of_date = ?) "
-                   f"AND NOT ({delivery_filter(feed.channel)})", [as_of, as_of])
+                   f"(SELECT customer_id FROM {day_rows}) "
+                   f"AND NOT ({delivery_filter(feed.channel)})", [as_of])
 
 
 def _ensure_feed_table(engine: Engine, feed, stored: SqlStep) -> None:
@@ -120,13 +120,25 @@ def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.da
     engine.run(*feed_table_steps())
     if not feed.segment and getattr(feed, "score_actions", False):
         engine.run(*marketing_table_steps())
-    # The day's selection is stored first (exports.<feed>, its own day replaced) and every
-    # file is written from it: the selection runs once. The day counts as delivered only
-    # once exports.feed_deliveries says so, at the end; a diff's base is always such a day.
+    # The day's selection runs once, into an Arrow table that every file is written from;
+    # exports.<feed> gets it only in the final transaction, with the delivery record, so
+    # that a diff's base is always exactly what was delivered.
     stored = stored_rows_step(feed, as_of)
     _ensure_feed_table(engine, feed, stored)
-    total = engine.replace_partition(f"exports.{feed.name}", {"as_of_date": as_of}, stored)
-    bad = engine.scalar(_consent_recheck_step(feed, as_of))
+    day_rows = f"_feed_day_{feed.name}"
+    selected = engine.arrow(feed_rows_step(feed, as_of))
+    total = selected.num_rows
+    engine.register_arrow(day_rows, selected)
+    try:
+        return _publish_day(engine, feed, as_of, feeds_dir, now, started, day_rows, total, dest,
+                            sleep)
+    finally:
+        engine.unregister(day_rows)
+
+
+def _publish_day(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.datetime,
+                 started: float, day_rows: str, total: int, dest, sleep) -> dict:
+    bad = engine.scalar(_consent_recheck_step(feed, as_of, day_rows))
     if bad:
         raise RuntimeError(f"feed {feed.name}: {bad} rows without {feed.channel} consent; not published")
     out_dir = feeds_dir / feed.name
@@ -143,7 +155,7 @@ def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.da
     try:
         if feed.mode == "diff":
             base = engine.scalar(base_day_step(feed, as_of))
-            engine.register_arrow(diff_table, engine.arrow(diff_step(feed, as_of, base)))
+            engine.register_arrow(diff_table, engine.arrow(diff_step(feed, day_rows, as_of, base)))
             registered = True
             steps = {kind: diff_file_step(feed, diff_table, kind)
                      for kind in ("added", "changed", "removed")}
@@ -151,7 +163,7 @@ def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.da
                 files[kind] = write(step, f"{stem}.{kind}.{ext}")
             schema = _schema(engine, steps["added"])
         else:
-            steps = {"full": full_step(feed, as_of), "deletions": SqlStep(
+            steps = {"full": full_step(feed, day_rows), "deletions": SqlStep(
                 "feeds.deletions", "SELECT unnest(CAST(? AS BIGINT[])) AS customer_id ORDER BY 1",
                 [erased])}
             for kind, step in steps.items():
@@ -195,6 +207,11 @@ def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.da
             engine.replace_partition("exports.feed_erasure_notices", day, SqlStep(
                 "feeds.erasure_notices", "SELECT $feed, unnest(CAST($ids AS BIGINT[])), "
                 "CAST($as_of AS DATE)", {"feed": feed.name, "ids": erased, "as_of": as_of}))
+            # exports.<feed> keeps every delivered day (the base of the next diff); a
+            # re-run replaces its own day only
+            engine.replace_partition(f"exports.{feed.name}", {"as_of_date": as_of}, SqlStep(
+                "feeds.store_day", f"SELECT CAST(? AS DATE) AS as_of_date, * FROM {day_rows}",
+                [as_of]))
         stats = {"rows": total, "file": str(out_dir / first.file), "sha256": first.sha256,
                  "files": [{"kind": k, "file": f.file, "rows": f.rows} for k, f in files.items()],
                  "manifest": manifest, "previous_delivery": base, "skipped": False,

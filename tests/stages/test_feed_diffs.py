@@ -129,3 +129,27 @@ def test_manifest_lists_files_schema_and_mode(world):
     assert all(len(x["sha256"]) == 64 for x in m["files"])
     rows = con.execute("SELECT kind, rows FROM exports.feed_files WHERE feed = 'm' ORDER BY kind").fetchall()
     assert rows == [("added", 4), ("changed", 0), ("removed", 0)]
+
+
+def test_a_day_that_fails_half_way_changes_no_state(world, monkeypatch):
+    import tessera.feeds.publish as publish
+
+    con, out = world
+    f = feed(name="d", mode="diff", fields=FIELDS)
+    build_feed(con, f, D1, out, NOW)
+    con.execute("UPDATE marts.contact_cards SET first_name = 'Johnny' WHERE customer_id = 1")
+    real = publish.write_feed_file
+
+    def broken(engine, step, path, *a, **kw):
+        if ".changed." in path.name:
+            raise OSError("disk gone")
+        return real(engine, step, path, *a, **kw)
+
+    monkeypatch.setattr(publish, "write_feed_file", broken)
+    with pytest.raises(OSError):
+        build_feed(con, f, _day(1), out, NOW)
+    assert con.execute("SELECT count(*) FROM exports.d WHERE as_of_date = ?", [_day(1)]).fetchone() == (0,)
+    assert con.execute("SELECT max(as_of_date) FROM exports.feed_deliveries").fetchone() == (D1,)
+    monkeypatch.setattr(publish, "write_feed_file", real)
+    stats = build_feed(con, f, _day(1), out, NOW)
+    assert {x["kind"]: x["rows"] for x in stats["files"]} == {"added": 0, "changed": 1, "removed": 0}
