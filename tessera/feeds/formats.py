@@ -34,6 +34,11 @@ _BATCH = 65_536
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 _XLSX_MAX_ROWS = 1_048_575  # one sheet, below its header row
 _QUOTE = "'"
+# the control characters XML 1.0 cannot carry, and everything XML text must escape: a
+# value is searched once and rewritten only if it needs it (measured on 3 M values: a
+# guarded regexp_replace 1.8 s, unguarded 2.5 s, translate() of the 29 characters 20 s)
+_CONTROL_RE = "'[\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F]'"
+_NEEDS_ESCAPE_RE = "'[\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F&<>\\r]'"
 
 
 @dataclass(frozen=True)
@@ -106,12 +111,13 @@ def write_feed_file(engine: Engine, step: SqlStep, path: Path, fmt: str, *,
 def xml_text_sql(expr: str) -> str:
     """SQL: a value as XML text. ``& < >`` escaped, a carriage return as ``&#13;`` (so
     that a parser gives it back), and the control characters XML 1.0 cannot carry at
-    all replaced by U+FFFD."""
-    v = (f"regexp_replace(CAST({expr} AS VARCHAR), "
-         "'[\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F]', '\ufffd', 'g')")
+    all replaced by U+FFFD. A value needing none of it (most) is only searched once."""
+    v = f"CAST({expr} AS VARCHAR)"
+    out = f"regexp_replace({v}, {_CONTROL_RE}, '\ufffd', 'g')"
     for a, b in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;")):
-        v = f"replace({v}, '{a}', '{b}')"
-    return f"replace({v}, chr(13), '&#13;')"
+        out = f"replace({out}, '{a}', '{b}')"
+    out = f"replace({out}, chr(13), '&#13;')"
+    return f"CASE WHEN regexp_matches({v}, {_NEEDS_ESCAPE_RE}) THEN {out} ELSE {v} END"
 
 
 def _rendered(engine: Engine, step: SqlStep, expr: str, name: str) -> Iterator[list[str]]:
@@ -210,12 +216,12 @@ def _write_xlsx(engine: Engine, step: SqlStep, tmp: Path) -> int:
         with zf.open(_zip_info("xl/worksheets/sheet1.xml"), "w", force_zip64=True) as raw:
             raw.write((_XML_HEAD + '<worksheet xmlns="http://schemas.openxmlformats.org/'
                        'spreadsheetml/2006/main"><sheetData>').encode("utf-8"))
-            raw.write(f'<row r="1">{header}</row>'.encode("utf-8"))
+            raw.write(f"<row>{header}</row>".encode("utf-8"))
             for chunk in _rendered(engine, step, cells or "''", step.name + ".xlsx"):
                 if rows + len(chunk) > _XLSX_MAX_ROWS:
                     raise ValueError(f"more than {_XLSX_MAX_ROWS} rows do not fit one XLSX sheet")
-                raw.write("".join(f'<row r="{i}">{c}</row>'
-                                  for i, c in enumerate(chunk, rows + 2)).encode("utf-8"))
+                # rows carry no reference either: they follow each other from row 2
+                raw.write(("<row>" + "</row><row>".join(chunk) + "</row>").encode("utf-8"))
                 rows += len(chunk)
             raw.write(b"</sheetData></worksheet>")
     return rows
