@@ -224,3 +224,21 @@ def test_a_writer_killed_midway_leaves_the_old_file_and_no_partial_one(tmp_path,
     removed = sweep_stale_temps(tmp_path, time.time() + 1)
     assert removed["files"] >= 1 and started
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_xml_and_xlsx_escape_markup_and_control_characters(tmp_path):
+    import duckdb
+
+    from tessera.engine import DuckDBEngine, SqlStep
+    from tessera.feeds.formats import write_feed_file
+
+    eng = DuckDBEngine(duckdb.connect())
+    step = SqlStep("t", "SELECT 1 AS customer_id, ? AS note, TRUE AS flag, "
+                        "TIMESTAMP '2026-11-02 10:30:00' AS seen", ["a\x01b\rc<&>\"d'"])
+    write_feed_file(eng, step, tmp_path / "f.xml", "xml")
+    rec = etree.parse(str(tmp_path / "f.xml")).getroot().find("record")
+    assert rec.findtext("note") == "a\ufffdb\rc<&>\"d'"
+    assert rec.findtext("flag") == "true" and rec.findtext("seen") == "2026-11-02 10:30:00"
+    write_feed_file(eng, step, tmp_path / "f.xlsx", "xlsx")
+    row = list(openpyxl.load_workbook(tmp_path / "f.xlsx").active.iter_rows(values_only=True))[1]
+    assert row == (1, "a\ufffdb\rc<&>\"d'", True, dt.datetime(2026, 11, 2, 10, 30))
