@@ -11,7 +11,7 @@ export DO_NOT_TRACK := 1
 # Keys the suppression ledger's hashes. The demo's value is public: set your own secret.
 export TESSERA_SUPPRESSION_KEY ?= demo-only-key-set-TESSERA_SUPPRESSION_KEY
 
-.PHONY: install demo test ui bench bench-segments bench-identity bench-identity-febrl bench-ingest bench-companies bench-predictions validate lock clean browser web bench-web bench-recommendations
+.PHONY: install demo test ui bench bench-segments bench-identity bench-identity-febrl bench-ingest bench-companies bench-predictions validate lock clean browser web bench-web bench-recommendations bench-feeds
 
 install: $(STAMP)
 
@@ -65,6 +65,11 @@ validate: install
 CONTACTS ?= 100000
 bench: install
 	$(PY) bench/pipeline.py --contacts $(CONTACTS)
+
+## bench-feeds: a contact feed in every format, and a 1 % diff day (ROWS=1000000 for the reference)
+ROWS ?= 1000000
+bench-feeds: install
+	$(PY) bench/feeds.py --rows $(ROWS)
 
 ## bench-segments: 50 segments, scoring, stages and RFM on synthetic data (reference: 1M / 50M)
 EVENTS ?= 5000000

@@ -1,4 +1,6 @@
-"""Exports: one asset per configured feed, ``exports.<feed>``, plus its published file."""
+"""Exports: one asset per configured feed, ``exports.<feed>``, plus its published files
+(full, or added / changed / removed) and, for a feed with an HTTP destination, its
+signed batches delivered."""
 
 
 import datetime as dt
@@ -9,11 +11,13 @@ from dagster_duckdb import DuckDBResource
 from assets._common import POOL, report_swept_temps
 from pipelines.partitions import daily_partitions
 from resources import FeedStore, PrivacySettings
+from tessera.engine.warehouse import Timer
+from tessera.feeds.checks import (erased_in_last_delivery, last_two_deliveries,
+                                  unconsented_in_last_delivery)
+from tessera.feeds.publish import build_feed
 from tessera.privacy import suppression as privacy_core
 from tessera.settings import Deployment
-from tessera.feeds.publish import build_feed
-from tessera.feeds.selection import delivery_filter, uses_predictions
-from tessera.engine.warehouse import Timer
+from tessera.feeds.selection import uses_predictions
 
 GROUP = "exports"
 
@@ -28,11 +32,15 @@ def _feed_asset(deployment: Deployment, feed):
         deps.append(dg.AssetKey(["marketing", "score_actions"]))
     if uses_predictions(feed):
         deps.append(dg.AssetKey(["predictions", "customer_predictions"]))
+    kinds = {"duckdb", feed.format} | ({"http"} if feed.destination else set())
 
-    @dg.asset(key=key, group_name=GROUP, pool=POOL, deps=deps, kinds={"duckdb", "csv"},
+    @dg.asset(key=key, group_name=GROUP, pool=POOL, deps=deps, kinds=kinds,
               partitions_def=daily_partitions,
-              description=f"Feed '{feed.name}': {feed.description} (channel: {feed.channel}).",
-              metadata={"fields": dg.MetadataValue.json(list(feed.fields)), "channel": feed.channel})
+              description=f"Feed '{feed.name}': {feed.description} (channel: {feed.channel}, "
+                          f"{feed.format}, {feed.mode}).",
+              metadata={"fields": dg.MetadataValue.json([c.out for c in feed.columns]),
+                        "channel": feed.channel, "format": feed.format, "mode": feed.mode,
+                        "weekdays": ", ".join(feed.weekdays or ["every day"])})
     def _feed(context: dg.AssetExecutionContext, warehouse: DuckDBResource,
               feeds: FeedStore, privacy: PrivacySettings) -> dg.MaterializeResult:
         timer = Timer()
@@ -41,12 +49,21 @@ def _feed_asset(deployment: Deployment, feed):
             privacy_core.ensure_tables(con)
             privacy_core.install_hmac(con, privacy.suppression_key)
             stats = build_feed(con, feed, day, feeds.path, dt.datetime.now().replace(microsecond=0))
+        if stats["skipped"]:
+            context.log.info(f"feed {feed.name}: {day:%A} is not one of its delivery days")
+            return dg.MaterializeResult(metadata={"skipped": True, "dagster/row_count": 0})
         meta = {
             "dagster/row_count": stats["rows"],
             "file": dg.MetadataValue.path(stats["file"]),
             "sha256": stats["sha256"],
+            "manifest": dg.MetadataValue.json(stats["manifest"]),
+            "previous_delivery": str(stats["previous_delivery"] or ""),
             "duration_s": dg.MetadataValue.float(timer.seconds),
         }
+        for f in stats["files"]:
+            meta[f"rows_{f['kind']}"] = dg.MetadataValue.int(f["rows"])
+        for k, v in stats.get("delivery", {}).items():
+            meta[k] = v
         report_swept_temps(context, stats, meta)
         return dg.MaterializeResult(metadata=meta)
 
@@ -56,15 +73,32 @@ def _feed_asset(deployment: Deployment, feed):
         with warehouse.get_connection() as con:
             privacy_core.ensure_tables(con)
             privacy_core.install_hmac(con, privacy.suppression_key)
-            bad = con.execute(f"""
-                SELECT count(*) FROM marts.contact_cards
-                WHERE customer_id IN (SELECT customer_id FROM exports.{feed.name}
-                                      WHERE as_of_date = (SELECT max(as_of_date) FROM exports.feed_deliveries
-                                                          WHERE feed = '{feed.name}'))
-                  AND NOT ({delivery_filter(feed.channel)})""").fetchone()[0]
-        return dg.AssetCheckResult(passed=bad == 0, metadata={"rows_without_consent": int(bad)})
+            bad = unconsented_in_last_delivery(con, feed)
+        return dg.AssetCheckResult(passed=bad == 0, metadata={"rows_without_consent": bad})
 
-    return _feed, _consent
+    @dg.asset_check(pool=POOL, asset=key, name="no_erased_person_exported", blocking=True,
+                    description="No erased person is among the rows of the last delivery.")
+    def _erased(warehouse: DuckDBResource, privacy: PrivacySettings):
+        with warehouse.get_connection() as con:
+            privacy_core.ensure_tables(con)
+            bad = erased_in_last_delivery(con, feed)
+        return dg.AssetCheckResult(passed=bad == 0, metadata={"erased_rows": bad})
+
+    @dg.asset_check(pool=POOL, asset=key, name="row_count_holds_against_previous_delivery",
+                    description=f"WARN when the last delivery has less than "
+                                f"{1 - feed.max_row_drop:.0%} of the previous one's rows.")
+    def _drop(warehouse: DuckDBResource):
+        with warehouse.get_connection() as con:
+            last = last_two_deliveries(con, feed)
+        if len(last) < 2 or not last[1][1]:
+            return dg.AssetCheckResult(passed=True, metadata={"compared": False})
+        ratio = last[0][1] / last[1][1]
+        return dg.AssetCheckResult(
+            passed=ratio >= 1 - feed.max_row_drop, severity=dg.AssetCheckSeverity.WARN,
+            metadata={"rows": int(last[0][1]), "previous_rows": int(last[1][1]),
+                      "ratio": float(round(ratio, 4))})
+
+    return _feed, [_consent, _erased, _drop]
 
 
 def build(deployment: Deployment):
@@ -72,5 +106,5 @@ def build(deployment: Deployment):
     for feed in deployment.feeds:
         a, c = _feed_asset(deployment, feed)
         assets.append(a)
-        checks.append(c)
+        checks.extend(c)
     return assets, checks

@@ -262,14 +262,14 @@ def load_deployment(config_dir: str | Path) -> Deployment:
         if feed.score_actions and feed.segment:
             raise ConfigError(f"{feeds_y.where(('feeds', i, 'score_actions'))}: a feed takes either "
                               "'segment' or 'score_actions'")
-        if "customer_id" not in feed.fields:
+        if "customer_id" not in feed.source_fields:
             raise ConfigError(f"{feeds_y.where(('feeds', i, 'fields'))}: a feed must include 'customer_id'")
-        for j, f in enumerate(feed.fields):
-            if f not in catalogue:
-                raise ConfigError(f"{feeds_y.where(('feeds', i, 'fields', j))}: unknown field '{f}'")
+        for j, col in enumerate(feed.columns):
+            if col.field not in catalogue:
+                raise ConfigError(f"{feeds_y.where(('feeds', i, 'fields', j))}: unknown field '{col.field}'")
         if feed.channel != "none":
             need = "email" if feed.channel == "email" else "mobile"
-            if need not in feed.fields:
+            if need not in feed.source_fields:
                 raise ConfigError(
                     f"{feeds_y.where(('feeds', i, 'fields'))}: a {feed.channel} feed must "
                     f"include '{need}'"

@@ -16,7 +16,7 @@ import sys
 
 import click
 
-from tessera.cli import identity, marketing, predictions, privacy, recommendations, run, sources, web
+from tessera.cli import feeds, identity, marketing, predictions, privacy, recommendations, run, sources, web
 
 
 @click.group("tessera", context_settings={"help_option_names": ["-h", "--help"],
@@ -31,7 +31,7 @@ def cli(ctx: click.Context, config: str | None, home: str | None) -> None:
     ctx.obj = {"config": config, "home": home}
 
 
-for _module in (run, privacy, marketing, sources, identity, predictions, recommendations, web):
+for _module in (run, privacy, marketing, sources, feeds, identity, predictions, recommendations, web):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

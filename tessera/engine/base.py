@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Mapping, Protocol, runtime_checkable
 
 from tessera.engine.steps import SqlStep
 
@@ -41,6 +41,10 @@ class Engine(Protocol):
 
     def arrow(self, step: SqlStep) -> pa.Table:
         """A query's result as an Arrow table."""
+
+    def arrow_batches(self, step: SqlStep, rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+        """A query's result as Arrow record batches of about ``rows`` rows, streamed: a
+        writer of a large result holds one batch at a time (XLSX and XML feeds)."""
 
     def replace_table(self, table: str, step: SqlStep) -> int:
         """``table`` becomes the result of ``step`` (created if missing); returns its rows."""
@@ -73,8 +77,10 @@ class Engine(Protocol):
     def unregister(self, name: str) -> None:
         """Forget a name given to :meth:`register_arrow`."""
 
-    def copy_to(self, step: SqlStep, path: Path, fmt: FileFormat) -> int:
-        """Write the result of ``step`` to ``path`` in ``fmt``; returns rows written."""
+    def copy_to(self, step: SqlStep, path: Path, fmt: FileFormat,
+                csv: Mapping[str, Any] | None = None) -> int:
+        """Write the result of ``step`` to ``path`` in ``fmt``; returns rows written.
+        ``csv``: the CSV dialect (``delimiter``, ``quote``, ``header``), for ``fmt="csv"``."""
 
     def table_exists(self, schema: str, table: str) -> bool:
         """Whether ``schema.table`` exists (a table or a view)."""

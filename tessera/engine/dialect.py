@@ -85,3 +85,8 @@ def fold_accents(expr: str) -> str:
 def try_parse_timestamp(expr: str, fmt_literal: str) -> str:
     """A timestamp parsed with a strftime format, NULL when it does not parse."""
     return f"try_strptime({expr}, {fmt_literal})"
+
+
+def sha256_hex(expr: str) -> str:
+    """Lower-case hex SHA-256 of a text (DuckDB ``sha256``; Spark ``sha2(x, 256)``)."""
+    return f"sha256({expr})"

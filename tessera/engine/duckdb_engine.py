@@ -82,6 +82,14 @@ class DuckDBEngine:
         params = (dict(step.params) if isinstance(step.params, Mapping) else list(step.params)) or None
         return self.con.sql(step.sql, params=params).to_arrow_table()
 
+    def arrow_batches(self, step: SqlStep, rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+        # a relation streams; a DB-API result (execute) is materialised whole first
+        _record(step)
+        params = None
+        if step.params:
+            params = dict(step.params) if isinstance(step.params, Mapping) else list(step.params)
+        yield from self.con.sql(step.sql, params=params).to_arrow_reader(rows)
+
     def replace_table(self, table: str, step: SqlStep) -> int:
         self._exec(SqlStep(step.name, f"CREATE OR REPLACE TABLE {table} AS {step.sql}", step.params))
         return int(self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
@@ -125,9 +133,16 @@ class DuckDBEngine:
         self.con.complete()
         self.con.unregister(name)
 
-    def copy_to(self, step: SqlStep, path: Path, fmt: FileFormat) -> int:
+    def copy_to(self, step: SqlStep, path: Path, fmt: FileFormat,
+                csv: Mapping[str, Any] | None = None) -> int:
+        opts = _FORMATS[fmt]
+        if fmt == "csv" and csv:
+            header = "true" if csv.get("header", True) else "false"
+            delimiter, quote = csv.get("delimiter", ","), csv.get("quote", '"')
+            opts = (f"FORMAT csv, HEADER {header}, DELIMITER {sql_literal(delimiter)}, "
+                    f"QUOTE {sql_literal(quote)}, ESCAPE {sql_literal(quote)}")
         row = self._exec(SqlStep(step.name, f"COPY ({step.sql}) TO {sql_literal(str(path))} "
-                                 f"({_FORMATS[fmt]})", step.params)).fetchone()
+                                 f"({opts})", step.params)).fetchone()
         return int(row[0]) if row else 0
 
     def table_exists(self, schema: str, table: str) -> bool:

@@ -16,18 +16,20 @@ import datetime as dt
 import hashlib
 import json
 import os
-import re
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import Mapping
 
 from tessera.engine import Engine, SqlStep, as_engine
-from tessera.engine.space import naming_space
 from tessera.engine.steps import ddl_statements
-from tessera.feeds.selection import (erasures_to_announce_step, feed_rows_step,
-                                     unconsented_step)
-from tessera.marketing.segments import marketing_table_steps
+from tessera.feeds.delivery import (HttpDestination, deliver_pending, enqueue, json_batches,
+                                    xml_batches)
+from tessera.feeds.diff import (base_day_step, diff_file_step, diff_step, full_step,
+                                stored_rows_step)
+from tessera.feeds.files import _atomically, sweep_stale_temps, temp_path  # noqa: F401
+from tessera.feeds.formats import EXTENSIONS, FileStats, schema_of, write_feed_file
+from tessera.feeds.selection import delivery_filter, erasures_to_announce_step, feed_rows_step
+from tessera.marketing.segments import marketing_table_steps, segment_base_sql
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -41,67 +43,6 @@ def _neutralise(value):
     if isinstance(value, str) and value.startswith(_FORMULA_START):
         return "'" + value
     return value
-
-
-_TEMP_NAME = re.compile(r"^\.[^/]+\.tmp-(?P<pid>[0-9]+)$")
-
-
-def temp_path(path: Path) -> Path:
-    """The temporary a file is written to before it is renamed to ``path``."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def sweep_stale_temps(folder: Path, started: float) -> dict:
-    """Remove the temporaries that killed exports left in ``folder``: only names of the
-    ``temp_path`` pattern, only plain files in that folder (no recursion, no links), only
-    those last written before ``started`` (the running export's start), and not one whose
-    writing process still runs. Returns how many files and bytes were removed."""
-    removed = {"files": 0, "bytes": 0}
-    if not folder.is_dir():
-        return removed
-    for entry in os.scandir(folder):
-        m = _TEMP_NAME.match(entry.name)
-        if not m or not entry.is_file(follow_symlinks=False):
-            continue
-        st = entry.stat(follow_symlinks=False)
-        pid = int(m["pid"])
-        if st.st_mtime >= started or (pid != os.getpid() and _pid_alive(pid)):
-            continue
-        try:
-            os.unlink(entry.path)
-        except FileNotFoundError:
-            continue
-        removed["files"] += 1
-        removed["bytes"] += st.st_size
-    return removed
-
-
-@contextmanager
-def _atomically(path: Path, needed: int | None = None, **open_args) -> Iterator[IO]:
-    """A file written under a temporary name, fsynced, then renamed to ``path``: a reader
-    never sees a partial file under the final name; a full disk is named, and leaves no
-    temporary file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
-        with naming_space("the feed folder", path, needed=needed), open(tmp, **open_args) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def publish_csv(path: Path, columns: list[str], rows: list[tuple], for_spreadsheet: bool) -> str:
@@ -124,67 +65,176 @@ def publish_csv(path: Path, columns: list[str], rows: list[tuple], for_spreadshe
 
 
 def write_manifest(path: Path, manifest: dict) -> None:
-    text = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
+    text = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode("utf-8")
     with _atomically(path, needed=len(text), mode="wb") as fh:
         fh.write(text)
 
 
-def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.datetime) -> dict:
-    """Publish one feed for one day. The connection needs ``tessera_hmac`` installed
-    (``privacy.install_hmac``) and ``ops.suppressions`` present."""
+def _consent_recheck_step(feed, as_of: dt.date, day_rows: str) -> SqlStep:
+    """Rows of the day's selection that fail the channel's consent or a suppression: the
+    belt-and-braces re-check before anything is published (set-based, no id list)."""
+    return SqlStep("feeds.unconsented",
+                   f"SELECT count(*) FROM ({segment_base_sql()}) WHERE customer_id IN "
+                   f"(SELECT customer_id FROM {day_rows}) "
+                   f"AND NOT ({delivery_filter(feed.channel)})", [as_of])
+
+
+def _ensure_feed_table(engine: Engine, feed, stored: SqlStep) -> None:
+    """``exports.<feed>`` with the feed's current columns. If the fields changed, the
+    table is rebuilt empty: the next diff then starts from nothing (all rows added)."""
+    want = ["as_of_date", *feed.source_fields]
+    have = [r[0] for r in engine.rows(SqlStep(
+        "feeds.table_columns", "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = 'exports' AND table_name = $feed ORDER BY ordinal_position",
+        {"feed": feed.name}))]
+    if have != want:
+        engine.replace_table(f"exports.{feed.name}", SqlStep(stored.name, stored.sql + " WHERE false",
+                                                             stored.params))
+
+
+def _schema(engine: Engine, step: SqlStep) -> list[dict]:
+    return [{"name": f.name, "type": str(f.type)} for f in schema_of(engine, step)]
+
+
+def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.datetime,
+               environ: Mapping[str, str] | None = None, sleep=time.sleep) -> dict:
+    """Publish one feed for one day: its files (full, or added / changed / removed), then
+    the manifest, then the warehouse's record of the delivery; then, for a feed with an
+    HTTP destination, its batches are queued and every pending batch is delivered.
+
+    The connection needs ``tessera_hmac`` installed (``privacy.install_hmac``) and
+    ``ops.suppressions`` present. ``environ`` holds the destination's secret (by the
+    variable named in ``feeds.yaml``); the process environment by default.
+    """
     engine = as_engine(engine)
     started = time.time()
+    # the destination first: a missing secret fails the day before anything is written
+    dest = None if feed.destination is None else HttpDestination.from_settings(
+        f"feed:{feed.name}", feed.destination, os.environ if environ is None else environ)
+    if not feed.delivered_on(as_of.weekday()):
+        skipped = {"skipped": True, "rows": 0, "files": [], "stale_temp_files": 0,
+                   "stale_temp_bytes": 0}
+        if dest is not None:  # what earlier days left unacknowledged still goes
+            skipped["delivery"] = deliver_pending(engine, dest, sleep=sleep).as_metadata()
+        return skipped
+    engine.run(*feed_table_steps())
     if not feed.segment and getattr(feed, "score_actions", False):
         engine.run(*marketing_table_steps())
-    step = feed_rows_step(feed, as_of)
-    table = engine.arrow(step)
-    columns = table.column_names
-    rows = list(zip(*table.to_pydict().values())) if columns else []
-    # Belt and braces: the query filters by consent; verify before publishing anything.
-    if "customer_id" in columns:
-        bad = engine.scalar(unconsented_step(feed, as_of, table.column("customer_id").to_pylist()))
-        if bad:
-            raise RuntimeError(f"feed {feed.name}: {bad} rows without {feed.channel} consent; not published")
+    # The day's selection runs once, into an Arrow table that every file is written from;
+    # exports.<feed> gets it only in the final transaction, with the delivery record, so
+    # that a diff's base is always exactly what was delivered.
+    stored = stored_rows_step(feed, as_of)
+    _ensure_feed_table(engine, feed, stored)
+    day_rows = f"_feed_day_{feed.name}"
+    selected = engine.arrow(feed_rows_step(feed, as_of))
+    total = selected.num_rows
+    engine.register_arrow(day_rows, selected)
+    try:
+        return _publish_day(engine, feed, as_of, feeds_dir, now, started, day_rows, total, dest,
+                            sleep)
+    finally:
+        engine.unregister(day_rows)
+
+
+def _publish_day(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.datetime,
+                 started: float, day_rows: str, total: int, dest, sleep) -> dict:
+    bad = engine.scalar(_consent_recheck_step(feed, as_of, day_rows))
+    if bad:
+        raise RuntimeError(f"feed {feed.name}: {bad} rows without {feed.channel} consent; not published")
     out_dir = feeds_dir / feed.name
     swept = sweep_stale_temps(out_dir, started)
-    data_path = out_dir / f"{feed.name}_{as_of.isoformat()}.csv"
-    sha = publish_csv(data_path, columns, rows, feed.for_spreadsheet)
-    # Downstream tools must delete erased people: each erasure is announced in the first
-    # delivery of this feed made after it (and again if that same day is re-delivered).
-    engine.run(*feed_table_steps())
+    ext = EXTENSIONS[feed.format]
+    stem = f"{feed.name}_{as_of.isoformat()}"
+    write = lambda step, name: write_feed_file(  # noqa: E731
+        engine, step, out_dir / name, feed.format, csv_dialect=feed.csv, xml_names=feed.xml,
+        for_spreadsheet=feed.for_spreadsheet)
+    base = None
+    files: dict[str, FileStats] = {}
     erased = [r[0] for r in engine.rows(erasures_to_announce_step(feed, as_of))]
-    deletions_path = out_dir / f"{feed.name}_{as_of.isoformat()}.deletions.csv"
-    publish_csv(deletions_path, ["customer_id"], [(c,) for c in erased], False)
-    manifest = {
-        "deletions_file": deletions_path.name, "deletions": len(erased),
-        "feed": feed.name, "as_of_date": as_of.isoformat(), "file": data_path.name,
-        "rows": len(rows), "sha256": sha, "columns": columns, "format": "csv",
-        "channel": feed.channel, "segment": feed.segment, "written_at": now.isoformat(),
-    }
-    write_manifest(out_dir / f"{feed.name}_{as_of.isoformat()}.manifest.json", manifest)
-    day = {"feed": feed.name, "as_of_date": as_of}
-    with engine.together():
-        engine.replace_partition("exports.feed_deliveries", day, SqlStep(
-            "feeds.delivery", "SELECT $feed, CAST($as_of AS DATE), $file, CAST($rows AS BIGINT), "
-            "$sha, CAST($now AS TIMESTAMP)", {"feed": feed.name, "as_of": as_of,
-                                               "file": str(data_path), "rows": len(rows),
-                                               "sha": sha, "now": now}))
-        engine.replace_partition("exports.feed_erasure_notices", day, SqlStep(
-            "feeds.erasure_notices", "SELECT $feed, unnest(CAST($ids AS BIGINT[])), "
-            "CAST($as_of AS DATE)", {"feed": feed.name, "ids": erased, "as_of": as_of}))
-        # exports.<feed> keeps every delivered day; a re-run replaces its own day only.
-        # If the feed's fields changed, the table is rebuilt with the new columns.
-        target = f"exports.{feed.name}"
-        dated = SqlStep("feeds.rows_of_day", f"SELECT CAST(? AS DATE) AS as_of_date, * "
-                        f"FROM ({step.sql})", [as_of, *step.params])
-        want = ["as_of_date", *columns]
-        have = [r[0] for r in engine.rows(SqlStep(
-            "feeds.table_columns", "SELECT column_name FROM information_schema.columns "
-            "WHERE table_schema = 'exports' AND table_name = $feed ORDER BY ordinal_position",
-            {"feed": feed.name}))]
-        if have != want:
-            engine.replace_table(target, SqlStep(dated.name, dated.sql + " WHERE false",
-                                                 dated.params))
-        engine.replace_partition(target, {"as_of_date": as_of}, dated)
-    return {"rows": len(rows), "file": str(data_path), "sha256": sha,
-            "stale_temp_files": swept["files"], "stale_temp_bytes": swept["bytes"]}
+    diff_table, registered = f"_feed_diff_{feed.name}", False
+    try:
+        if feed.mode == "diff":
+            base = engine.scalar(base_day_step(feed, as_of))
+            engine.register_arrow(diff_table, engine.arrow(diff_step(feed, day_rows, as_of, base)))
+            registered = True
+            steps = {kind: diff_file_step(feed, diff_table, kind)
+                     for kind in ("added", "changed", "removed")}
+            for kind, step in steps.items():
+                files[kind] = write(step, f"{stem}.{kind}.{ext}")
+            schema = _schema(engine, steps["added"])
+        else:
+            steps = {"full": full_step(feed, day_rows), "deletions": SqlStep(
+                "feeds.deletions", "SELECT unnest(CAST(? AS BIGINT[])) AS customer_id ORDER BY 1",
+                [erased])}
+            for kind, step in steps.items():
+                files[kind] = write(step, f"{stem}.{ext}" if kind == "full" else f"{stem}.{kind}.{ext}")
+            schema = _schema(engine, steps["full"])
+        main = files.get("full")
+        manifest = {
+            "feed": feed.name, "as_of_date": as_of.isoformat(), "mode": feed.mode,
+            "format": feed.format, "channel": feed.channel, "segment": feed.segment,
+            "rows": total if main else None, "file": main.file if main else None,
+            "sha256": main.sha256 if main else None,
+            "deletions_file": files["deletions"].file if "deletions" in files else None,
+            "deletions": len(erased),
+            "files": [{"kind": k, "file": f.file, "rows": f.rows, "sha256": f.sha256}
+                      for k, f in files.items()],
+            "schema": schema, "previous_delivery": base.isoformat() if base else None,
+            "written_at": now.isoformat(),
+        }
+        write_manifest(out_dir / f"{stem}.manifest.json", manifest)
+        first = main or files["added"]
+        day = {"feed": feed.name, "as_of_date": as_of}
+        batches = [] if dest is None else _http_batches(engine, feed, as_of, steps, dest)
+        queued = 0
+        # The day is delivered, and its HTTP batches queued, in one transaction: a day
+        # recorded as delivered always has its batches in the queue.
+        with engine.together():
+            if dest is not None:
+                queued = enqueue(engine, dest.name, batches, now)
+            engine.replace_partition("exports.feed_deliveries", day, SqlStep(
+                "feeds.delivery", "SELECT $feed, CAST($as_of AS DATE), $file, CAST($rows AS BIGINT), "
+                "$sha, CAST($now AS TIMESTAMP)", {"feed": feed.name, "as_of": as_of,
+                                                   "file": str(out_dir / first.file), "rows": total,
+                                                   "sha": first.sha256, "now": now}))
+            engine.replace_partition("exports.feed_files", day, SqlStep(
+                "feeds.files", "SELECT $feed, CAST($as_of AS DATE), unnest(CAST($kinds AS VARCHAR[])), "
+                "unnest(CAST($names AS VARCHAR[])), unnest(CAST($rows AS BIGINT[])), "
+                "unnest(CAST($shas AS VARCHAR[])), CAST($base AS DATE)",
+                {"feed": feed.name, "as_of": as_of, "kinds": list(files),
+                 "names": [f.file for f in files.values()], "rows": [f.rows for f in files.values()],
+                 "shas": [f.sha256 for f in files.values()], "base": base}))
+            engine.replace_partition("exports.feed_erasure_notices", day, SqlStep(
+                "feeds.erasure_notices", "SELECT $feed, unnest(CAST($ids AS BIGINT[])), "
+                "CAST($as_of AS DATE)", {"feed": feed.name, "ids": erased, "as_of": as_of}))
+            # exports.<feed> keeps every delivered day (the base of the next diff); a
+            # re-run replaces its own day only
+            engine.replace_partition(f"exports.{feed.name}", {"as_of_date": as_of}, SqlStep(
+                "feeds.store_day", f"SELECT CAST(? AS DATE) AS as_of_date, * FROM {day_rows}",
+                [as_of]))
+        stats = {"rows": total, "file": str(out_dir / first.file), "sha256": first.sha256,
+                 "files": [{"kind": k, "file": f.file, "rows": f.rows} for k, f in files.items()],
+                 "manifest": manifest, "previous_delivery": base, "skipped": False,
+                 "stale_temp_files": swept["files"], "stale_temp_bytes": swept["bytes"]}
+        if feed.destination is not None:
+            report = deliver_pending(engine, dest, sleep=sleep)
+            stats["delivery"] = {"batches": len(batches), "queued": queued, **report.as_metadata()}
+        return stats
+    finally:
+        if registered:
+            engine.unregister(diff_table)
+
+
+def _http_batches(engine: Engine, feed, as_of: dt.date, steps: dict, dest: HttpDestination) -> list:
+    """The day's records as batches for the destination: upserts (full, added, changed)
+    and deletes (erasures, removed), in file order."""
+    ops = {"full": "upsert", "deletions": "delete", "added": "upsert", "changed": "upsert",
+           "removed": "delete"}
+    records = []
+    for kind, step in steps.items():
+        for row in engine.arrow(step).to_pylist():
+            records.append({"op": ops[kind], "record": row})
+    make = xml_batches if feed.destination.body == "xml" else json_batches
+    return make(dest.name, source=feed.name, as_of=as_of, records=records,
+                batch_rows=feed.destination.batch_rows,
+                envelope={"feed": feed.name, "as_of_date": as_of.isoformat(), "mode": feed.mode})

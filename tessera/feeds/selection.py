@@ -38,7 +38,7 @@ def uses_predictions(feed) -> bool:
 
 def feed_rows_sql(feed) -> str:
     """The feed's rows; binds the day, then (with a segment) the segment name and the day."""
-    cols = ", ".join(f'"{f}"' for f in feed.fields)
+    cols = ", ".join(f'"{f}"' for f in feed.source_fields)
     seg = ""
     if feed.segment:
         seg = ("AND customer_id IN (SELECT customer_id FROM marketing.segment_members "

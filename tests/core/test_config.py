@@ -74,7 +74,10 @@ def test_demo_config_loads():
     assert [s.name for s in dep.sources_of("product_line")] == [
         "shop_product_lines_macro", "shop_product_lines_micro"]
     assert [s.name for s in dep.segments][:2] == ["high_value_customers", "recent_web_visitors"]
-    assert [f.name for f in dep.feeds] == ["newsletter_high_value", "crm_hot_leads"]
+    assert [f.name for f in dep.feeds] == ["newsletter_high_value", "crm_hot_leads", "ads_high_value",
+                                           "bi_contacts", "sales_contacts", "erp_contacts"]
+    assert [(f.format, f.mode) for f in dep.feeds[2:]] == [("jsonl", "diff"), ("parquet", "full"),
+                                                           ("xlsx", "full"), ("xml", "diff")]
     assert [s.name for s in dep.scores] == ["engagement", "purchase_intent"]
     assert [s.name for s in dep.stages] == ["curious", "mql", "sql", "negotiation", "customer"]
     assert dep.feeds[0].for_spreadsheet is False

@@ -7,3 +7,10 @@ CREATE TABLE IF NOT EXISTS exports.feed_erasure_notices (
 CREATE TABLE IF NOT EXISTS exports.feed_deliveries (
     feed VARCHAR NOT NULL, as_of_date DATE NOT NULL, file VARCHAR NOT NULL, rows BIGINT NOT NULL,
     sha256 VARCHAR NOT NULL, written_at TIMESTAMP NOT NULL);
+
+-- feed_files: every file of a delivered day (full / deletions, or added / changed /
+-- removed), its rows and checksum, and the day the diff was taken against.
+CREATE TABLE IF NOT EXISTS exports.feed_files (
+    feed VARCHAR NOT NULL, as_of_date DATE NOT NULL, kind VARCHAR NOT NULL, file VARCHAR NOT NULL,
+    rows BIGINT NOT NULL, sha256 VARCHAR NOT NULL, previous_delivery DATE);
+
