@@ -13,10 +13,11 @@ from pathlib import Path
 
 import click
 
-from tessera.cli.common import DATE, DEMO_DATE, setup_env, warehouse_and_deployment, yes_option
+from tessera.cli.common import (DATE, DEMO_DATE, setup_env, wait_seconds, warehouse_and_deployment,
+                                yes_option)
 
 
-def run_daily(day: dt.date):
+def run_daily(day: dt.date, wait_s: float | None = None):
     import dagster as dg
 
     from pipelines.definitions import defs_from_env
@@ -29,7 +30,7 @@ def run_daily(day: dt.date):
     run_config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     from pipelines.runs import execute_daily_in_turn  # closes dead runs, waits for live ones
 
-    return execute_daily_in_turn(job, instance, day.isoformat(), run_config)
+    return execute_daily_in_turn(job, instance, day.isoformat(), run_config, wait_s=wait_s)
 
 
 def summary(run_id: str | None = None) -> dict:
@@ -78,7 +79,7 @@ def print_summary(s: dict) -> None:
 def _run_day(ctx: click.Context, day: dt.date | None) -> int:
     setup_env(ctx)
     day = day or dt.date.today() - dt.timedelta(days=1)
-    result = run_daily(day)
+    result = run_daily(day, wait_seconds(ctx))
     print_summary(summary(result.run_id))
     if not result.success:
         print(f"\nrun {result.run_id} FAILED; see the Dagster UI (make ui) for the failing step",

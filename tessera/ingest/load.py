@@ -38,7 +38,7 @@ from tessera.ingest.formats import (
     open_jsonl_landing,
 )
 from tessera.ingest.lookups import KEY_TABLES, register_settings
-from tessera.ingest.scrub import scrub_landing_files
+from tessera.ingest.scrub import erasures_owed, finish_erasures, scrub_landing_files
 from tessera.ingest.vat import vat_reason_sql
 from tessera.privacy import suppression as privacy
 from tessera.settings import Deployment, Source
@@ -470,6 +470,8 @@ def ingest_source(con: duckdb.DuckDBPyConnection, deployment: Deployment, source
     privacy.ensure_tables(con)
     if suppression_key:
         privacy.install_hmac(con, suppression_key)
+        if erasures_owed(con):  # a forget or purge killed before its files were done
+            finish_erasures(con, deployment, landing_dir, suppression_key)
     outcome = SourceOutcome(source.name)
     if source.format == "api":
         # Every page is fetched first; a failed pull writes nothing but its report row.
