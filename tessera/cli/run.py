@@ -49,7 +49,7 @@ def summary(run_id: str | None = None) -> dict:
                               "ORDER BY loaded_at DESC LIMIT 1").fetchone()
             run_id = row[0] if row else ""
         files, loaded, rejected, failed = con.execute("""
-            SELECT count(*) FILTER (WHERE status IN ('loaded', 'failed')),
+            SELECT count(*) FILTER (WHERE status IN ('loaded', 'empty', 'failed')),
                    coalesce(sum(new + updated + unchanged), 0), coalesce(sum(rejected), 0),
                    count(*) FILTER (WHERE status = 'failed')
             FROM ops.import_report WHERE batch_id = ?""", [run_id]).fetchone()
