@@ -351,5 +351,5 @@ def pu_decide_cmd(ctx: click.Context, decision: str, requests: tuple[str, ...],
     return 0
 
 
-COMMANDS = [forget_cmd, purge_cmd, unsuppress_cmd, bulk_edit_cmd, export_person_cmd, stop_monitoring_cmd,
-            potential_unsubscribes]
+COMMANDS = [forget_cmd, purge_cmd, unsuppress_cmd, bulk_edit_cmd, export_person_cmd,
+            stop_monitoring_cmd, potential_unsubscribes]

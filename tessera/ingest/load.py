@@ -667,7 +667,8 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
             con, source, rel, sha, batch_id, now, result.records,
             f"{path.name}: the file could not be read ({type(exc).__name__}); nothing loaded")
 
-    if result.records == 0 and source.delivery == "full_snapshot" and not source.allow_empty_snapshot:
+    empty_snapshot = source.delivery == "full_snapshot" and not source.allow_empty_snapshot
+    if result.records == 0 and empty_snapshot:
         return _record_file_failure(
             con, source, rel, sha, batch_id, now, 0,
             f"{path.name}: a full snapshot with no records (empty or header only) is refused as "
@@ -771,7 +772,8 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
         accepted = sum(counts.values())
         status, message = "loaded", None
         if result.records == 0:
-            status, message = "empty", f"{path.name}: no records (empty or header only); nothing changed"
+            status = "empty"
+            message = f"{path.name}: no records (empty or header only); nothing changed"
         if accepted + rejected + suppressed != result.records:
             # Should never happen; if it does the file's numbers cannot be trusted.
             raise RuntimeError(

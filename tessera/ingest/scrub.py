@@ -527,7 +527,8 @@ def _recover_rewrites(con, deployment, root: Path) -> int:
             tmp.unlink()
         source = sources.get(name)
         if source is not None and _file_sha(path) == sha:
-            removal = Removal(spans=[tuple(x) for x in json.loads(spans)], starts=json.loads(starts))
+            removal = Removal(spans=[tuple(x) for x in json.loads(spans)],
+                              starts=json.loads(starts))
             _apply_rewrite(con, source, rel, sha, size, removal)
             done += 1
         else:
@@ -565,6 +566,7 @@ def finish_erasures(con, deployment, landing_dir, key: str) -> dict[str, int]:
                 orders.append(rid)
             else:
                 records.setdefault(source, []).append(rid)
-        out[request_id] = scrub_landing_files(con, deployment, root, key, request_id, records, orders)
+        out[request_id] = scrub_landing_files(con, deployment, root, key, request_id, records,
+                                              orders)
         con.execute("DELETE FROM ops.pending_scrubs WHERE request_id = ?", [request_id])
     return out

@@ -628,7 +628,8 @@ _CSV_REASONS = (
     ("unexpected end of data", "the file ends inside a quoted field"),
     ("line contains nul", "the record holds a NUL byte"),
     ("field larger than field limit", "a field is longer than the CSV reader's limit"),
-    ("new-line character seen in unquoted field", "a bare carriage return inside an unquoted field"),
+    ("new-line character seen in unquoted field",
+     "a bare carriage return inside an unquoted field"),
 )
 
 
@@ -679,10 +680,12 @@ def _csv_rows(src: _Lines, make_reader, result: ReadResult, width: int | None, n
             records += 1
             start = taken[0][0]
             if len(taken) > 1 and _reads_as_a_record(make_reader, taken[1:], width, need):
-                problems.append(Problem(start, "*", _broken_quote(start, taken, csv_error_reason(exc))))
+                why = csv_error_reason(exc)
+                problems.append(Problem(start, "*", _broken_quote(start, taken, why)))
                 src.again(taken[1:])
             else:
-                problems.append(Problem(start, "*", f"malformed CSV record ({csv_error_reason(exc)})"))
+                problems.append(Problem(start, "*",
+                                        f"malformed CSV record ({csv_error_reason(exc)})"))
             reader = make_reader(src)
             continue
         taken = src.take()
