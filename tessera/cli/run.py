@@ -171,7 +171,7 @@ def demo_cmd(ctx: click.Context, contacts: int) -> int:
         print(f"generating sample data ({contacts} persons) into {landing}")
         generate(landing, contacts=contacts, seed=42, as_of=DEMO_DATE)
     print(f"running daily_job as of {DEMO_DATE} (warehouse {tessera_paths()['warehouse']})")
-    result = run_daily(DEMO_DATE)
+    result = run_daily(DEMO_DATE, wait_seconds(ctx))
     print_summary(summary(result.run_id))
     print("\nopen the Dagster UI with `make ui` (http://127.0.0.1:3000) to browse the run.")
     return 0 if result.success else 1
