@@ -490,7 +490,7 @@ def ingest_source(con: duckdb.DuckDBPyConnection, deployment: Deployment, source
     if suppression_key:
         privacy.install_hmac(con, suppression_key)
         if erasures_owed(con):  # a forget or purge killed before its files were done
-            finish_erasures(con, deployment, landing_dir, suppression_key)
+            finish_erasures(con, deployment, landing_dir, suppression_key, only_loaded=True)
     outcome = SourceOutcome(source.name)
     if source.format == "api":
         # Every page is fetched first; a failed pull writes nothing but its report row.

@@ -543,16 +543,21 @@ def erasures_owed(con) -> bool:
     ).fetchone()[0])
 
 
-def finish_erasures(con, deployment, landing_dir, key: str) -> dict[str, int]:
+def finish_erasures(con, deployment, landing_dir, key: str,
+                    only_loaded: bool = False) -> dict[str, int]:
     """Rewrite the landing files every recorded erasure still owes; ``{request: files}``.
 
     Called right after a forget or purge, and by the next warehouse command and every
     ingestion, so that one killed half-way is completed: the warehouse part was one
     transaction (all or nothing), the files are finished here, idempotently.
+    ``only_loaded`` (ingestion) leaves files not loaded yet to the ingestion itself,
+    which drops and cuts the suppressed records and counts them in the import report.
     """
     ensure_tables(con)
     root = Path(landing_dir)
     _recover_rewrites(con, deployment, root)
+    only = ({(s, f) for s, f in con.execute("SELECT DISTINCT source, file FROM ops.file_ledger"
+                                            ).fetchall()} if only_loaded else None)
     out: dict[str, int] = {}
     requests = [r[0] for r in con.execute(
         "SELECT DISTINCT request_id FROM ops.pending_scrubs ORDER BY 1").fetchall()]
@@ -567,6 +572,6 @@ def finish_erasures(con, deployment, landing_dir, key: str) -> dict[str, int]:
             else:
                 records.setdefault(source, []).append(rid)
         out[request_id] = scrub_landing_files(con, deployment, root, key, request_id, records,
-                                              orders)
+                                              orders, only=only)
         con.execute("DELETE FROM ops.pending_scrubs WHERE request_id = ?", [request_id])
     return out
