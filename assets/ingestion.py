@@ -97,7 +97,7 @@ def _source_asset(deployment: Deployment, source: Source):
             ensure_warehouse(con)
             bad = con.execute("""
                 SELECT count(*) FROM ops.import_report
-                WHERE source = ? AND batch_id = ? AND status = 'loaded'
+                WHERE source = ? AND batch_id = ? AND status IN ('loaded', 'empty')
                   AND new + updated + unchanged + rejected + suppressed <> records""",
                               [source.name, context.run.run_id]).fetchone()[0]
         return dg.AssetCheckResult(passed=bad == 0, metadata={"files_not_reconciled": int(bad)})

@@ -230,18 +230,33 @@ def _release_all() -> None:
 atexit.register(_release_all)
 
 
+class WarehouseBusy(Exception):
+    """The wait for the warehouse ran past ``--wait``; the message names the holder."""
+
+
 def hold_warehouse_turn(instance: dg.DagsterInstance, what: str, run_id: str | None = None,
-                        log: Log = _stderr, poll_s: float = 1.0) -> None:
+                        log: Log = _stderr, poll_s: float = 1.0,
+                        wait_s: float | None = None) -> None:
     """Close dead runs, then wait (sleeping) until this process alone may use the warehouse,
     and keep that turn until the process ends. ``what`` says who waits (no personal data).
 
-    Raises ``Stopped`` on SIGTERM or Ctrl-C during the wait, with nothing claimed."""
+    ``wait_s`` bounds the wait (None: as long as it takes; 0: not at all): past it,
+    ``WarehouseBusy`` says who holds the warehouse. Raises ``Stopped`` on SIGTERM or
+    Ctrl-C during the wait, with nothing claimed."""
     path = _lock_path(instance)
     if str(path) in _held:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     said: set[str] = set()
+    deadline = None if wait_s is None else time.monotonic() + max(0.0, wait_s)
+    limit = "Ctrl-C to stop" if wait_s is None else f"for up to {wait_s:g} s; Ctrl-C to stop"
+
+    def give_up(holder: str) -> None:
+        if deadline is not None and time.monotonic() >= deadline:
+            raise WarehouseBusy(f"{what}: {holder}; gave up after {wait_s:g} s "
+                                "(--wait SECONDS waits longer; nothing was changed)")
+
     try:
         with _stop_on_signals():
             while True:
@@ -249,24 +264,27 @@ def hold_warehouse_turn(instance: dg.DagsterInstance, what: str, run_id: str | N
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
-                    holder = _read_holder(path)
+                    holder = f"another Tessera process ({_read_holder(path)}) holds the warehouse"
+                    give_up(holder)
                     if holder not in said:
-                        log(f"{what}: waiting for the warehouse, held by {holder} "
-                            f"(Ctrl-C to stop)")
+                        log(f"{what}: {holder}; waiting for the warehouse ({limit})")
                         said.add(holder)
-                    time.sleep(poll_s)
+                    time.sleep(poll_s if deadline is None
+                               else max(0.01, min(poll_s, deadline - time.monotonic())))
             while True:
                 close_dead_runs(instance, log)
                 waiting_for = blockers(instance, run_id)
                 if not waiting_for:
                     break
+                give_up(f"another Tessera process holds the warehouse: {waiting_for[0]}")
                 for b in waiting_for:
                     if b not in said:
                         hint = (" (if its process is gone, close it with `tessera runs --close "
                                 "RUN_ID`)" if "executor not recorded" in b else "")
-                        log(f"{what}: waiting for the warehouse: {b}{hint} (Ctrl-C to stop)")
+                        log(f"{what}: waiting for the warehouse: {b}{hint} ({limit})")
                         said.add(b)
-                time.sleep(poll_s)
+                time.sleep(poll_s if deadline is None
+                           else max(0.01, min(poll_s, deadline - time.monotonic())))
     except BaseException:
         os.close(fd)
         raise
@@ -280,25 +298,34 @@ def hold_warehouse_turn(instance: dg.DagsterInstance, what: str, run_id: str | N
 
 
 def _read_holder(path: Path) -> str:
+    """``pid N on HOST, `command`, since T`` from the lock file (the holder writes it)."""
     try:
         h = json.loads(path.read_text() or "{}")
     except (OSError, ValueError):
         h = {}
     if not h:
-        return "another Tessera command"
+        return "pid unknown: it has just taken the lock"
     run = f" run {h['run_id']}" if h.get("run_id") else ""
-    return f"`{h.get('what', 'tessera')}`{run} (pid {h.get('pid')} on {h.get('host')}, since {h.get('since')})"
+    return (f"pid {h.get('pid')} on {h.get('host')}, `{h.get('what', 'tessera')}`{run}, "
+            f"since {h.get('since')}")
+
+
+BUSY_EXIT = 75  # EX_TEMPFAIL: try again later
 
 
 def execute_daily_in_turn(job: dg.JobDefinition, instance: dg.DagsterInstance, partition_key: str,
-                          run_config: dict | None = None, log: Log = _stderr):
+                          run_config: dict | None = None, log: Log = _stderr,
+                          wait_s: float | None = None):
     """Run a job in process once it is this process's turn, tagged with its executor."""
     run_id = str(uuid.uuid4())
     try:
-        hold_warehouse_turn(instance, f"tessera run {partition_key}", run_id, log)
+        hold_warehouse_turn(instance, f"tessera run {partition_key}", run_id, log, wait_s=wait_s)
     except Stopped as exc:
         log(f"stopped by {exc} while waiting for the warehouse; nothing was started")
         raise SystemExit(128 + exc.signum) from None
+    except WarehouseBusy as exc:
+        log(str(exc))
+        raise SystemExit(BUSY_EXIT) from None
     result = job.execute_in_process(partition_key=partition_key, instance=instance,
                                     raise_on_error=False, run_config=run_config, run_id=run_id,
                                     tags=executor_tags(run_id))
@@ -323,14 +350,18 @@ def failure_lines(result) -> list[str]:
             f"{message}" for message, steps in causes.items()]
 
 
-def before_warehouse_command(what: str, log: Log = _stderr) -> None:
-    """For CLI commands that open the warehouse: close dead runs, wait for live ones."""
+def before_warehouse_command(what: str, log: Log = _stderr, wait_s: float | None = None) -> None:
+    """For CLI commands that open the warehouse: close dead runs, wait for live ones
+    (``wait_s`` at most; past it the command ends with ``BUSY_EXIT``, naming the holder)."""
     instance = dg.DagsterInstance.get()
     try:
-        hold_warehouse_turn(instance, what, None, log)
+        hold_warehouse_turn(instance, what, None, log, wait_s=wait_s)
     except Stopped as exc:
         log(f"stopped by {exc} while waiting for the warehouse; nothing was changed")
         raise SystemExit(128 + exc.signum) from None
+    except WarehouseBusy as exc:
+        log(str(exc))
+        raise SystemExit(BUSY_EXIT) from None
 
 
 # --- tessera runs -----------------------------------------------------------------------

@@ -25,10 +25,13 @@ from tessera.cli import feeds, identity, marketing, predictions, privacy, recomm
               help="configuration folder (default: $TESSERA_CONFIG or examples/demo)")
 @click.option("--home", type=click.Path(file_okay=False),
               help="data folder (default: $TESSERA_HOME or var/demo)")
+@click.option("--wait", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="wait at most this long for another Tessera process to release the "
+                   "warehouse, then stop naming it (exit 75); default: wait until it is free")
 @click.pass_context
-def cli(ctx: click.Context, config: str | None, home: str | None) -> None:
+def cli(ctx: click.Context, config: str | None, home: str | None, wait: float | None) -> None:
     """Tessera customer data platform."""
-    ctx.obj = {"config": config, "home": home}
+    ctx.obj = {"config": config, "home": home, "wait": wait}
 
 
 for _module in (run, privacy, marketing, sources, feeds, identity, predictions, recommendations, web):
@@ -44,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     """
     try:
         rv = cli.main(args=argv, prog_name="tessera", standalone_mode=False)
+    except SystemExit as exc:  # a wait for the warehouse stopped by a signal or --wait
+        if isinstance(exc.code, int):
+            return exc.code
+        raise
     except click.exceptions.Abort:
         click.echo("Aborted!", err=True)
         return 1

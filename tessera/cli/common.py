@@ -74,6 +74,11 @@ def setup_env(ctx: click.Context) -> None:
     _setup_env(obj.get("config"), obj.get("home"))
 
 
+def wait_seconds(ctx: click.Context) -> float | None:
+    """The group's ``--wait SECONDS`` (None: wait for the warehouse as long as it takes)."""
+    return (ctx.find_root().obj or {}).get("wait")
+
+
 def warehouse_and_deployment(ctx: click.Context):
     """An open, initialised warehouse connection, the deployment and the paths."""
     setup_env(ctx)
@@ -85,15 +90,36 @@ def warehouse_and_deployment(ctx: click.Context):
     # closes runs whose process died and waits (saying for whom) while one uses the warehouse
     from pipelines.runs import before_warehouse_command
 
-    before_warehouse_command(f"tessera {ctx.command_path.split(' ', 1)[-1]}")
+    before_warehouse_command(f"tessera {ctx.command_path.split(' ', 1)[-1]}",
+                             wait_s=wait_seconds(ctx))
     con = connect(paths["warehouse"])
     ensure_warehouse(con)
     try:
         deployment = load_deployment(paths["config"])
+        _finish_killed_erasures(con, deployment, paths)
     except BaseException:
         con.close()
         raise
     return con, deployment, paths
+
+
+def _finish_killed_erasures(con, deployment, paths) -> None:
+    """A forget or purge killed between its warehouse transaction and the landing files is
+    finished by the next warehouse command (its warehouse part is already all or nothing)."""
+    import os
+
+    from tessera.ingest.scrub import erasures_owed, finish_erasures
+
+    if not erasures_owed(con):
+        return
+    key = os.environ.get("TESSERA_SUPPRESSION_KEY")
+    if not key:
+        click.echo("an interrupted erasure still owes landing files; set "
+                   "TESSERA_SUPPRESSION_KEY so that the next command finishes it", err=True)
+        return
+    done = finish_erasures(con, deployment, paths["landing"], key)
+    click.echo(f"finished {len(done)} interrupted erasure(s): "
+               f"{sum(done.values())} landing file(s) rewritten", err=True)
 
 
 def interactive() -> bool:

@@ -1,5 +1,5 @@
-"""People's rights and their data: forget, purge, bulk-edit, export-person, stop-monitoring,
-potential-unsubscribes.
+"""People's rights and their data: forget, purge, unsuppress, bulk-edit, export-person,
+stop-monitoring, potential-unsubscribes.
 
 Messages carry counts and ids only: an e-mail given on the command line is personal data
 and is never echoed back, neither in output nor in errors.
@@ -50,7 +50,7 @@ def forget_cmd(ctx: click.Context, emails: tuple[str, ...], customer_ids: tuple[
         return refused
     import uuid
 
-    from tessera.ingest.scrub import scrub_landing_files
+    from tessera.ingest.scrub import finish_erasures
     from tessera.privacy import suppression as privacy
 
     con, deployment, paths = warehouse_and_deployment(ctx)
@@ -59,8 +59,8 @@ def forget_cmd(ctx: click.Context, emails: tuple[str, ...], customer_ids: tuple[
     try:
         out = privacy.forget(con, deployment, key, emails=emails_, customer_ids=ids,
                              request_id=request_id)
-        files = scrub_landing_files(con, deployment, paths["landing"], key, request_id,
-                                    out["records"], out["orders"])
+        privacy._test_point("forget-after-commit")
+        files = finish_erasures(con, deployment, paths["landing"], key).get(request_id, 0)
     finally:
         con.close()
     # Counts only: the request's e-mails are personal data and are not echoed back.
@@ -134,7 +134,7 @@ def purge_cmd(ctx: click.Context, grace_hours: float, yes: bool) -> int:
         return refused
     import uuid
 
-    from tessera.ingest.scrub import scrub_landing_files
+    from tessera.ingest.scrub import finish_erasures
     from tessera.privacy import suppression as privacy
     from tessera.privacy.consent import BULK_EDITS_DDL, SOFT_DELETED_SQL
 
@@ -150,16 +150,83 @@ def purge_cmd(ctx: click.Context, grace_hours: float, yes: bool) -> int:
             print("purge: nothing to purge")
             return 0
         request_id = "purge-" + uuid.uuid4().hex[:12]
-        out = privacy.forget(con, deployment, key, customer_ids=ids, request_id=request_id)
-        files = scrub_landing_files(con, deployment, paths["landing"], key, request_id,
-                                    out["records"], out["orders"])
-        con.execute("UPDATE ops.bulk_edits SET applied_at = now()::TIMESTAMP "
-                    "WHERE action = 'delete' AND customer_id IN (SELECT unnest(?::BIGINT[]))",
-                    [ids])
+        # the soft deletes are marked applied in the erasure's own transaction
+        applied = ("UPDATE ops.bulk_edits SET applied_at = now()::TIMESTAMP WHERE action = "
+                   "'delete' AND customer_id IN (SELECT unnest(?::BIGINT[]))", [ids])
+        out = privacy.forget(con, deployment, key, customer_ids=ids, request_id=request_id,
+                             also=(applied,))
+        privacy._test_point("forget-after-commit")
+        files = finish_erasures(con, deployment, paths["landing"], key).get(request_id, 0)
     finally:
         con.close()
     print(f"purge {request_id}: {out['customers']} customers erased, "
           f"{files} landing files rewritten")
+    return 0
+
+
+_KINDS = {"email": "email", "phone": "phone", "tax_code": "tax_code", "erp_id": "erp_id"}
+
+
+@click.command("unsuppress", short_help="Re-admit one erased identifier (audited).")
+@click.option("--email", help="the e-mail address to re-admit")
+@click.option("--phone", help="the phone number to re-admit")
+@click.option("--tax-code", help="the tax code to re-admit")
+@click.option("--erp-id", help="the ERP customer id to re-admit")
+@click.option("--reason", "why", required=True,
+              help="why (mandatory, kept in ops.unsuppressions; no personal data in it)")
+@click.option("--by", help="who asks (default: the login running the command)")
+@click.option("--lift", multiple=True, type=click.Choice(["erasure", "stop_monitoring",
+                                                          "hard_bounce"]),
+              help="which suppressions to lift (repeatable; default: erasure)")
+@click.option("--request-id", help="id recorded in ops.unsuppressions (default: random)")
+@yes_option("lift without asking (needed when not run from a terminal)")
+@click.pass_context
+def unsuppress_cmd(ctx: click.Context, email: str | None, phone: str | None,
+                   tax_code: str | None, erp_id: str | None, why: str, by: str | None,
+                   lift: tuple[str, ...], request_id: str | None, yes: bool) -> int:
+    """Lift the suppression of ONE identifier of a person who came back and consented anew.
+
+    Nothing erased is restored: only records delivered after this command are loaded, by
+    the next run. Each lifted ledger entry leaves an audit row in ops.unsuppressions
+    (request id, keyed hash, what was lifted, why, who, when).
+    """
+    given = {k: v for k, v in (("email", email), ("phone", phone), ("tax_code", tax_code),
+                               ("erp_id", erp_id)) if v is not None}
+    if len(given) != 1:
+        print("give exactly one of --email, --phone, --tax-code, --erp-id", file=sys.stderr)
+        return 2
+    if not why.strip():
+        print("--reason must say why", file=sys.stderr)
+        return 2
+    (kind, value), = given.items()
+    lift = lift or ("erasure",)
+    refused = confirmed(f"unsuppress lets the next run load new records of one {kind} "
+                        f"again (lifting: {', '.join(lift)})", yes)
+    if refused is not None:
+        return refused
+    import getpass
+    import uuid
+
+    from tessera.privacy import suppression as privacy
+
+    con, _deployment, _paths = warehouse_and_deployment(ctx)
+    request_id = request_id or uuid.uuid4().hex
+    login = getpass.getuser()
+    try:
+        n = privacy.unsuppress(con, os.environ["TESSERA_SUPPRESSION_KEY"], _KINDS[kind], value,
+                               why=why, requested_by=by or login, os_user=login,
+                               request_id=request_id, lift=tuple(lift))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)  # never the identifier itself
+        return 2
+    finally:
+        con.close()
+    if n == 0:
+        print(f"unsuppress: that {kind} is under no {'/'.join(lift)} suppression; nothing done",
+              file=sys.stderr)
+        return 1
+    print(f"unsuppress request {request_id}: {n} suppression(s) of one {kind} lifted; "
+          "new records are loaded by the next run")
     return 0
 
 
@@ -284,5 +351,5 @@ def pu_decide_cmd(ctx: click.Context, decision: str, requests: tuple[str, ...],
     return 0
 
 
-COMMANDS = [forget_cmd, purge_cmd, bulk_edit_cmd, export_person_cmd, stop_monitoring_cmd,
-            potential_unsubscribes]
+COMMANDS = [forget_cmd, purge_cmd, unsuppress_cmd, bulk_edit_cmd, export_person_cmd,
+            stop_monitoring_cmd, potential_unsubscribes]

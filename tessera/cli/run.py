@@ -13,10 +13,11 @@ from pathlib import Path
 
 import click
 
-from tessera.cli.common import DATE, DEMO_DATE, setup_env, warehouse_and_deployment, yes_option
+from tessera.cli.common import (DATE, DEMO_DATE, setup_env, wait_seconds, warehouse_and_deployment,
+                                yes_option)
 
 
-def run_daily(day: dt.date):
+def run_daily(day: dt.date, wait_s: float | None = None):
     import dagster as dg
 
     from pipelines.definitions import defs_from_env
@@ -29,7 +30,7 @@ def run_daily(day: dt.date):
     run_config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     from pipelines.runs import execute_daily_in_turn  # closes dead runs, waits for live ones
 
-    return execute_daily_in_turn(job, instance, day.isoformat(), run_config)
+    return execute_daily_in_turn(job, instance, day.isoformat(), run_config, wait_s=wait_s)
 
 
 def summary(run_id: str | None = None) -> dict:
@@ -48,7 +49,7 @@ def summary(run_id: str | None = None) -> dict:
                               "ORDER BY loaded_at DESC LIMIT 1").fetchone()
             run_id = row[0] if row else ""
         files, loaded, rejected, failed = con.execute("""
-            SELECT count(*) FILTER (WHERE status IN ('loaded', 'failed')),
+            SELECT count(*) FILTER (WHERE status IN ('loaded', 'empty', 'failed')),
                    coalesce(sum(new + updated + unchanged), 0), coalesce(sum(rejected), 0),
                    count(*) FILTER (WHERE status = 'failed')
             FROM ops.import_report WHERE batch_id = ?""", [run_id]).fetchone()
@@ -120,7 +121,7 @@ def print_summary(s: dict) -> None:
 def _run_day(ctx: click.Context, day: dt.date | None) -> int:
     setup_env(ctx)
     day = day or dt.date.today() - dt.timedelta(days=1)
-    result = run_daily(day)
+    result = run_daily(day, wait_seconds(ctx))
     print_summary(summary(result.run_id))
     if not result.success:
         print(f"\nrun {result.run_id} FAILED; see the Dagster UI (make ui) for the failing step",
@@ -212,7 +213,7 @@ def demo_cmd(ctx: click.Context, contacts: int) -> int:
         print(f"generating sample data ({contacts} persons) into {landing}")
         generate(landing, contacts=contacts, seed=42, as_of=DEMO_DATE)
     print(f"running daily_job as of {DEMO_DATE} (warehouse {tessera_paths()['warehouse']})")
-    result = run_daily(DEMO_DATE)
+    result = run_daily(DEMO_DATE, wait_seconds(ctx))
     print_summary(summary(result.run_id))
     print("\nopen the Dagster UI with `make ui` (http://127.0.0.1:3000) to browse the run.")
     print("open the contact cards and analytics with `make web` (http://127.0.0.1:8080).")

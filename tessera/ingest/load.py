@@ -38,7 +38,7 @@ from tessera.ingest.formats import (
     open_jsonl_landing,
 )
 from tessera.ingest.lookups import KEY_TABLES, register_settings
-from tessera.ingest.scrub import scrub_landing_files
+from tessera.ingest.scrub import erasures_owed, finish_erasures, scrub_landing_files
 from tessera.ingest.vat import vat_reason_sql
 from tessera.privacy import suppression as privacy
 from tessera.settings import Deployment, Source
@@ -226,17 +226,28 @@ def _exact_as_number(name: str) -> bool:
     return name == "source_record_id" or name.endswith(("_id", "_ref"))
 
 
-def _date_bound(value: str | None, ftype: str) -> str | None:
+# A character or entity reference left as text (``&xxe;``, ``&#233;``): in CSV and JSON
+# nothing expands it, and in XML it is what a doubly escaped ``&amp;xxe;`` leaves; either
+# way the stored name would not be the person's.
+_ENTITY_RE = r"&(?:[A-Za-z_][A-Za-z0-9._-]*|#[0-9]+|#[xX][0-9A-Fa-f]+);"
+
+
+def _date_bound(value: str | None, today: dt.date | None) -> str | None:
+    """``today`` is the run's date, passed in: the database's own clock (``current_date``,
+    in its time zone) is neither the run's nor reproducible when a day is re-run."""
     if value is None:
         return None
-    return "current_date" if value == "today" else f"DATE {_lit(value)}"
+    if value == "today":
+        return f"DATE '{today.isoformat()}'" if today else "current_date"
+    return f"DATE {_lit(value)}"
 
 
 def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list,
                       settings: dict[str, str] | None = None,
                       line_refs: dict[str, str] | None = None,
                       controls: bool = True, numbers: bool = False,
-                      cells: dict[str, str] | None = None) -> tuple[str, str]:
+                      cells: dict[str, str] | None = None,
+                      today: dt.date | None = None) -> tuple[str, str]:
     """SQL for the typed value of one field and for the reason it fails (NULL when fine)."""
     # The value was trimmed of every kind of blank (tabs, NBSP) once, in the inner
     # projection of build_validation_sql; empty means missing.
@@ -274,6 +285,13 @@ def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list,
     if controls:
         checks.append(f"WHEN regexp_matches({v}, {_lit(_CONTROL_RE)}) THEN "
                       "'contains a control character (only tab and line breaks are allowed)'")
+    if spec.type == "string":
+        # contains() first: the regular expression then runs on the rare values with '&'.
+        checks.append(f"WHEN contains({v}, '&') AND regexp_matches({v}, {_lit(_ENTITY_RE)}) THEN "
+                      "'contains an entity reference such as &name; (deliver the character itself)'")
+        # What a spreadsheet or a dataframe writes for a missing number: not a value.
+        checks.append(f"WHEN {v} IN ('NaN', 'nan') THEN "
+                      "'NaN (a missing-value marker) is not a value; leave the field empty'")
     if numbers and spec.type == "string" and not _exact_as_number(name):
         text = ("a number where text is expected (leading zeros or a sign may be lost; "
                 "deliver it as text)")
@@ -297,7 +315,7 @@ def _typed_and_reason(name: str, spec: FieldSpec, source: Source, params: list,
         checks.append(f"WHEN ({typed}) IS NULL THEN {_lit('not ' + label)}")
     if spec.type in ("date", "timestamp"):
         bounds = source.date_range_of(name)
-        low, high = _date_bound(bounds.min, spec.type), _date_bound(bounds.max, spec.type)
+        low, high = _date_bound(bounds.min, today), _date_bound(bounds.max, today)
         if low:
             checks.append(f"WHEN CAST(({typed}) AS DATE) < {low} THEN "
                           f"{_lit('implausible date: before ' + bounds.min)}")
@@ -340,7 +358,8 @@ def build_validation_sql(deployment: Deployment, source: Source,
                          trim: bool = True, relation: str = "_land",
                          soft: frozenset[str] = frozenset(),
                          controls: bool = True, numbers: bool = False,
-                         cells: dict[str, str] | None = None) -> tuple[str, list]:
+                         cells: dict[str, str] | None = None,
+                         today: dt.date | None = None) -> tuple[str, list]:
     """One SELECT over ``relation`` giving typed columns, per-field reasons and a record hash.
 
     ``relation`` has the mapped fields as strings, ``_line`` and ``_rowid``, the record's
@@ -358,7 +377,7 @@ def build_validation_sql(deployment: Deployment, source: Source,
     for name in fields:
         if name in mapped:
             typed, reason = _typed_and_reason(name, fields[name], source, params, settings,
-                                              line_refs, controls, numbers, cells)
+                                              line_refs, controls, numbers, cells, today)
             select_typed.append(f"{typed} AS \"{name}\"")
             select_reason.append(f"{reason} AS \"_r_{name}\"")
         elif name == "source_record_id":
@@ -470,6 +489,8 @@ def ingest_source(con: duckdb.DuckDBPyConnection, deployment: Deployment, source
     privacy.ensure_tables(con)
     if suppression_key:
         privacy.install_hmac(con, suppression_key)
+        if erasures_owed(con):  # a forget or purge killed before its files were done
+            finish_erasures(con, deployment, landing_dir, suppression_key, only_loaded=True)
     outcome = SourceOutcome(source.name)
     if source.format == "api":
         # Every page is fetched first; a failed pull writes nothing but its report row.
@@ -588,7 +609,7 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
             sql, params = build_validation_sql(
                 deployment, source, settings, line_refs, trim=result.edge_blanks, relation=rel,
                 soft=frozenset(c[3:] for c in soft), controls=result.controls,
-                numbers=result.numbers, cells=result.cells)
+                numbers=result.numbers, cells=result.cells, today=now.date())
             # The refusing reasons are only kept for the refused records (_bad): for
             # every record they were a fifth of the statement, and nearly all NULL.
             exclude = f" EXCLUDE ({', '.join(chr(34) + c + chr(34) for c in hard_cols)})" if hard_cols else ""
@@ -645,6 +666,14 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
         return _record_file_failure(
             con, source, rel, sha, batch_id, now, result.records,
             f"{path.name}: the file could not be read ({type(exc).__name__}); nothing loaded")
+
+    empty_snapshot = source.delivery == "full_snapshot" and not source.allow_empty_snapshot
+    if result.records == 0 and empty_snapshot:
+        return _record_file_failure(
+            con, source, rel, sha, batch_id, now, 0,
+            f"{path.name}: a full snapshot with no records (empty or header only) is refused as "
+            "suspicious: nothing loaded, nothing deleted; if an empty snapshot can be genuine, "
+            f"set allow_empty_snapshot: true on source {source.name}")
 
     # Within one file a later row for the same id supersedes an earlier one: the ids
     # seen twice are found by a hash aggregate (a window over every row cost half of
@@ -742,6 +771,9 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
             {p.line for p in result.problems})
         accepted = sum(counts.values())
         status, message = "loaded", None
+        if result.records == 0:
+            status = "empty"
+            message = f"{path.name}: no records (empty or header only); nothing changed"
         if accepted + rejected + suppressed != result.records:
             # Should never happen; if it does the file's numbers cannot be trusted.
             raise RuntimeError(

@@ -40,7 +40,7 @@ from tessera.engine.warehouse import table_exists
 from tessera.ingest.formats.jsonl import _json_path
 from tessera.ingest.formats.xlsx import _open_sheet, xlsx_cell_text
 from tessera.ingest.formats.xml import _ascii_compatible
-from tessera.privacy.suppression import normalise_value
+from tessera.privacy.suppression import _test_point, ensure_tables, normalise_value
 from tessera.vocabulary import ENTITY_TABLES, IDENTIFIER_FIELDS
 
 
@@ -66,8 +66,12 @@ def _py_hmac(key: str, value: str) -> str:
     return hmac.new(key.encode("utf-8"), value.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def _publish(tmp: Path, path: Path) -> tuple[str, int]:
-    """fsync and rename ``tmp`` over ``path``; the new content's sha256 and size."""
+def _tmp_of(path: Path) -> Path:
+    return path.with_name(f".{path.name}.forget-tmp")
+
+
+def _sync(tmp: Path) -> tuple[str, int]:
+    """fsync ``tmp``; its sha256 and size."""
     digest = hashlib.sha256()
     size = 0
     with open(tmp, "rb") as fh:
@@ -79,8 +83,32 @@ def _publish(tmp: Path, path: Path) -> tuple[str, int]:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
     return digest.hexdigest(), size
+
+
+def _file_sha(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _apply_rewrite(con, source, rel: str, sha: str, size: int, removal: "Removal") -> None:
+    """After the rename: the file ledger and the stored lines follow the new file, and the
+    journal row goes, in one transaction."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("UPDATE ops.file_ledger SET sha256 = ?, bytes = ? WHERE source = ? AND file = ?",
+                    [sha, size, source.name, rel])
+        shift_stored_lines(con, source, rel, removal)
+        con.execute("DELETE FROM ops.scrub_files WHERE source = ? AND file = ?", [source.name, rel])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 # ----------------------------------------------------------------------------- CSV
@@ -409,6 +437,7 @@ def scrub_landing_files(con, deployment, landing_dir, key: str, request_id: str 
     ``only`` limits the rewrite to some ``(source, file)`` pairs: ingestion uses it to cut
     the records it suppressed out of the file that just re-delivered them.
     """
+    ensure_tables(con)
     hashes: dict[str, set[str]] = {}
     for kind, h in con.execute("SELECT kind, id_hash FROM ops.suppressions WHERE channel = 'all'").fetchall():
         hashes.setdefault(kind, set()).add(h)
@@ -451,28 +480,98 @@ def scrub_landing_files(con, deployment, landing_dir, key: str, request_id: str 
         for path in _files(root, source):
             if only is not None and (source.name, str(path.relative_to(root))) not in only:
                 continue
-            tmp = path.with_name(f".{path.name}.forget-tmp")
+            tmp = _tmp_of(path)
+            rel = str(path.relative_to(root))
             try:
                 with naming_space("the landing archive", path, needed=path.stat().st_size):
                     removal = rewrite(path, source, hit_for(source), tmp)
                     if not removal.starts:
                         continue
-                    sha, size = _publish(tmp, path)
+                    sha, size = _sync(tmp)
+                # Journal first: a kill after the rename below is finished by the next
+                # command (_recover_rewrites) instead of leaving a ledger that no longer
+                # matches the file and stored lines that point at the wrong records.
+                con.execute("INSERT INTO ops.scrub_files VALUES (?, ?, ?, ?, ?, ?)",
+                            [source.name, rel, sha, size, json.dumps(removal.spans),
+                             json.dumps(removal.starts)])
+                _test_point("scrub-before-rename")
+                os.replace(tmp, path)
             finally:
                 if tmp.exists():
                     tmp.unlink()
-            rel = str(path.relative_to(root))
-            con.execute("BEGIN TRANSACTION")
-            try:
-                con.execute("UPDATE ops.file_ledger SET sha256 = ?, bytes = ? WHERE source = ? AND file = ?",
-                            [sha, size, source.name, rel])
-                shift_stored_lines(con, source, rel, removal)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+            _test_point("scrub-after-rename")
+            _apply_rewrite(con, source, rel, sha, size, removal)
             rewritten += 1
     if request_id is not None:
         con.execute("UPDATE ops.erasures SET files_rewritten = files_rewritten + ? WHERE request_id = ?",
                     [rewritten, request_id])
     return rewritten
+
+
+# ------------------------------------------------------------ finishing killed erasures
+
+def _recover_rewrites(con, deployment, root: Path) -> int:
+    """Finish or forget the file rewrites a killed process left in ``ops.scrub_files``.
+
+    The file on disk decides: if it has the journal's new fingerprint the rename happened,
+    and the ledger and stored lines are brought along; otherwise the original is intact,
+    and the journal row and any temporary copy go (the scrub will redo that file).
+    """
+    sources = {s.name: s for s in deployment.sources}
+    done = 0
+    for name, rel, sha, size, spans, starts in con.execute(
+            "SELECT source, file, sha256, bytes, spans, starts FROM ops.scrub_files").fetchall():
+        path = root / rel
+        tmp = _tmp_of(path)
+        if tmp.exists():
+            tmp.unlink()
+        source = sources.get(name)
+        if source is not None and _file_sha(path) == sha:
+            removal = Removal(spans=[tuple(x) for x in json.loads(spans)],
+                              starts=json.loads(starts))
+            _apply_rewrite(con, source, rel, sha, size, removal)
+            done += 1
+        else:
+            con.execute("DELETE FROM ops.scrub_files WHERE source = ? AND file = ?", [name, rel])
+    return done
+
+
+def erasures_owed(con) -> bool:
+    """Whether a forget or purge left work on the landing files (cheap: two small tables)."""
+    return table_exists(con, "ops", "pending_scrubs") and bool(con.execute(
+        "SELECT (SELECT count(*) FROM ops.pending_scrubs) + (SELECT count(*) FROM ops.scrub_files)"
+    ).fetchone()[0])
+
+
+def finish_erasures(con, deployment, landing_dir, key: str,
+                    only_loaded: bool = False) -> dict[str, int]:
+    """Rewrite the landing files every recorded erasure still owes; ``{request: files}``.
+
+    Called right after a forget or purge, and by the next warehouse command and every
+    ingestion, so that one killed half-way is completed: the warehouse part was one
+    transaction (all or nothing), the files are finished here, idempotently.
+    ``only_loaded`` (ingestion) leaves files not loaded yet to the ingestion itself,
+    which drops and cuts the suppressed records and counts them in the import report.
+    """
+    ensure_tables(con)
+    root = Path(landing_dir)
+    _recover_rewrites(con, deployment, root)
+    only = ({(s, f) for s, f in con.execute("SELECT DISTINCT source, file FROM ops.file_ledger"
+                                            ).fetchall()} if only_loaded else None)
+    out: dict[str, int] = {}
+    requests = [r[0] for r in con.execute(
+        "SELECT DISTINCT request_id FROM ops.pending_scrubs ORDER BY 1").fetchall()]
+    for request_id in requests:
+        records: dict[str, list[str]] = {}
+        orders: list[str] = []
+        for kind, source, rid in con.execute(
+                "SELECT kind, source, record_id FROM ops.pending_scrubs WHERE request_id = ? "
+                "AND kind <> 'request'", [request_id]).fetchall():
+            if kind == "order":
+                orders.append(rid)
+            else:
+                records.setdefault(source, []).append(rid)
+        out[request_id] = scrub_landing_files(con, deployment, root, key, request_id, records,
+                                              orders, only=only)
+        con.execute("DELETE FROM ops.pending_scrubs WHERE request_id = ?", [request_id])
+    return out

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import re
+import signal
 
 import duckdb
 
@@ -44,7 +46,42 @@ CREATE TABLE IF NOT EXISTS ops.erasures (
     files_rewritten BIGINT NOT NULL,
     erased_at TIMESTAMP NOT NULL
 );
+-- Work an erasure still owes the landing files: written in the erasure's transaction,
+-- deleted once every file is rewritten, so a killed forget/purge is finished by the next
+-- command. Holds source record and order ids (pseudonymous), never identifiers.
+CREATE TABLE IF NOT EXISTS ops.pending_scrubs (
+    request_id VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,            -- request | record | order
+    source VARCHAR,
+    record_id VARCHAR
+);
+-- One landing file being rewritten: its new content's fingerprint and the lines removed,
+-- written before the rename, deleted with the ledger and line updates that follow it.
+CREATE TABLE IF NOT EXISTS ops.scrub_files (
+    source VARCHAR NOT NULL,
+    file VARCHAR NOT NULL,
+    sha256 VARCHAR NOT NULL,
+    bytes BIGINT NOT NULL,
+    spans VARCHAR NOT NULL,           -- JSON [[first, last, shift], ...]
+    starts VARCHAR NOT NULL           -- JSON [line, ...]
+);
+CREATE TABLE IF NOT EXISTS ops.unsuppressions (
+    request_id VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,            -- the identifier's kind, as in ops.suppressions
+    id_hash VARCHAR NOT NULL,         -- the same keyed hash: the identifier itself is not kept
+    lifted_reason VARCHAR NOT NULL,   -- the suppression lifted (erasure, stop_monitoring ...)
+    lifted_channel VARCHAR NOT NULL,
+    suppressed_at TIMESTAMP NOT NULL,
+    why VARCHAR NOT NULL,             -- the operator's reason (mandatory)
+    requested_by VARCHAR NOT NULL,    -- who asked (--by, else the login)
+    os_user VARCHAR NOT NULL,         -- the login that ran the command
+    lifted_at TIMESTAMP NOT NULL
+);
 """
+
+# What ``unsuppress`` may lift. Unsubscribes and withdrawals are not suppressions but
+# consent events: a new grant, newer than the withdrawal, is what lifts those.
+LIFTABLE = ("erasure", "stop_monitoring", "hard_bounce")
 
 
 def normalise_sql(kind: str, expr: str) -> str:
@@ -142,6 +179,50 @@ def export_suppression_filter(channel: str) -> str:
     return "(" + " AND ".join(checks) + ")"
 
 
+def unsuppress(con: duckdb.DuckDBPyConnection, key: str, kind: str, value: str, *,
+               why: str, requested_by: str, os_user: str, request_id: str,
+               lift: tuple[str, ...] = ("erasure",), now: dt.datetime | None = None) -> int:
+    """Lift the suppressions of one identifier, with an audit row per lifted entry.
+
+    Why it exists: a person erased (or who asked to stop being monitored) may come back
+    and consent anew; the ledger would refuse them for ever. Only the ledger entries go:
+    nothing erased is restored (the data, the landing lines and ``ops.erasures`` stay as
+    they are), so only what arrives after this call is loaded, by the next run. The audit
+    row keeps the same keyed hash as the ledger did, never the identifier. Returns the
+    number of entries lifted (0: nothing was suppressed under those reasons).
+    """
+    if kind not in IDENTIFIER_FIELDS["contact"].values():
+        raise ValueError(f"unknown identifier kind {kind!r}")
+    bad = sorted(set(lift) - set(LIFTABLE))
+    if bad:
+        raise ValueError(f"cannot lift {', '.join(bad)}: one of {', '.join(LIFTABLE)}")
+    if not why.strip():
+        raise ValueError("a reason is required")
+    norm = normalise_value(kind, value)
+    if norm is None:
+        raise ValueError(f"the {kind} given is empty once normalised")
+    now = now or dt.datetime.now().replace(microsecond=0)
+    ensure_tables(con)
+    install_hmac(con, key)
+    (h,) = con.execute("SELECT tessera_hmac(?)", [norm]).fetchone()
+    reasons = list(lift)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        n = con.execute("""
+            INSERT INTO ops.unsuppressions
+            SELECT ?, kind, id_hash, reason, channel, created_at, ?, ?, ?, ?
+            FROM ops.suppressions WHERE kind = ? AND id_hash = ? AND reason IN (SELECT unnest(?::VARCHAR[]))
+        """, [request_id, why.strip(), requested_by, os_user, now, kind, h, reasons]).fetchone()[0]
+        con.execute("""DELETE FROM ops.suppressions
+                       WHERE kind = ? AND id_hash = ? AND reason IN (SELECT unnest(?::VARCHAR[]))""",
+                    [kind, h, reasons])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return int(n)
+
+
 # --------------------------------------------------------------------------- forget me
 
 _CONTACT_KINDS = IDENTIFIER_FIELDS["contact"]
@@ -163,8 +244,16 @@ def _ident_match(kind: str, expr: str) -> str:
     return (f"{normalise_sql(kind, expr)} IN (SELECT v FROM _f_idents WHERE kind = '{kind}')")
 
 
+def _test_point(name: str) -> None:
+    """Tests only: ``TESSERA_TEST_KILL_AT=<name>`` kills this process with SIGKILL here, so a
+    fault test interrupts a forget or purge at an exact point (tests/e2e/test_kills.py)."""
+    if os.environ.get("TESSERA_TEST_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def forget(con: duckdb.DuckDBPyConnection, deployment, key: str, *, emails=(), customer_ids=(),
-           request_id: str, now: dt.datetime | None = None) -> dict:
+           request_id: str, now: dt.datetime | None = None,
+           also: tuple[tuple[str, list], ...] = ()) -> dict:
     """Erase people from every table of the warehouse, in ONE transaction, and suppress them.
 
     Returns the counts, the erased source records and orders, and the (source, file,
@@ -291,6 +380,14 @@ def forget(con: duckdb.DuckDBPyConnection, deployment, key: str, *, emails=(), c
         for cid in erased_ids or [None]:
             con.execute("INSERT INTO ops.erasures VALUES (?, ?, ?, ?, 0, ?)",
                         [cid, request_id, len(idents), deleted, now])
+        con.execute("INSERT INTO ops.pending_scrubs VALUES (?, 'request', NULL, NULL)", [request_id])
+        con.execute("INSERT INTO ops.pending_scrubs SELECT DISTINCT ?, 'record', source, source_record_id "
+                    "FROM _f_recs", [request_id])
+        con.execute("INSERT INTO ops.pending_scrubs SELECT DISTINCT ?, 'order', NULL, order_id "
+                    "FROM _f_orders", [request_id])
+        for sql, params in also:
+            con.execute(sql, params)
+        _test_point("forget-before-commit")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

@@ -223,6 +223,14 @@ class Source(_Strict):
     def date_range_of(self, field: str) -> DateRange:
         return self.date_ranges.get(field) or DEFAULT_DATE_RANGES.get(field) or DateRange()
 
+    # What one file holds: the changes since the last delivery (delta), or every record the
+    # sender has (full_snapshot). An empty or header-only full snapshot is far more often a
+    # failed export than a sender with no customers left: it is refused (reported as
+    # failed, nothing loaded, nothing deleted) unless allow_empty_snapshot says it can be
+    # genuine. An empty delta is loaded and reported as empty.
+    delivery: Literal["delta", "full_snapshot"] = "delta"
+    allow_empty_snapshot: bool = False
+
     # What orders the source's versions of a record (see RecordOrder). Unset: the record's
     # updated_at when the source maps it, else delivery.
     record_order: RecordOrder | None = None

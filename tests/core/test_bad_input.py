@@ -406,3 +406,115 @@ def test_genuine_code_page_text_with_odd_signs_still_loads(con, demo, landing):
         crm_row(address="Via Roma N\u00b0civico 3", last_name="D\u2019Amato", city="Forl\u00ec")], demo))
     f = ingest(con, demo, landing).files[0]
     assert outcome(f) == ("loaded", 1, 1, 0)
+
+
+# --------------------------------------------------------------------------- #
+# 10. Deliveries: an empty full snapshot deletes nothing by itself
+# --------------------------------------------------------------------------- #
+def _file(outcome_, name):
+    return next(f for f in outcome_.files if f.file.endswith(name))
+
+
+@pytest.mark.parametrize("content", ["header only", "zero bytes"])
+def test_an_empty_full_snapshot_is_refused_unless_allowed_and_nothing_is_deleted(con, demo, landing,
+                                                                                 content):
+    snap = demo.source("crm_contacts").model_copy(update={"delivery": "full_snapshot"})
+    two = [crm_row(), crm_row(source_record_id="C002", email="b@example.it", mobile="+39 333 7654321",
+                              tax_code="")]
+    put(landing, "crm/crm_contacts_20261101.csv", crm_text(two, demo))
+    assert outcome(_file(ingest(con, demo, landing, src=snap), "20261101.csv")) == ("loaded", 2, 2, 0)
+    put(landing, "crm/crm_contacts_20261102.csv", crm_text([], demo) if content == "header only" else b"")
+    f = _file(ingest(con, demo, landing, batch="b2", src=snap), "20261102.csv")
+    assert f.status == "failed" and f.records == 0
+    assert f.message == ("crm_contacts_20261102.csv: a full snapshot with no records (empty or header "
+                         "only) is refused as suspicious: nothing loaded, nothing deleted; if an empty "
+                         "snapshot can be genuine, set allow_empty_snapshot: true on source crm_contacts")
+    assert rows(con, "SELECT status, records FROM ops.import_report WHERE file LIKE '%20261102.csv'") == [
+        ("failed", 0)]
+    assert rows(con, "SELECT count(*) FROM raw.crm_contacts") == [(2,)]
+    # Refused, not remembered: it is refused again until removed or allowed.
+    assert _file(ingest(con, demo, landing, batch="b3", src=snap), "20261102.csv").status == "failed"
+    allowed = snap.model_copy(update={"allow_empty_snapshot": True})
+    f = _file(ingest(con, demo, landing, batch="b4", src=allowed), "20261102.csv")
+    assert outcome(f) == ("empty", 0, 0, 0)
+    assert rows(con, "SELECT status, records, message FROM ops.import_report WHERE batch_id = 'b4'") == [
+        ("empty", 0, "crm_contacts_20261102.csv: no records (empty or header only); nothing changed")]
+    assert rows(con, "SELECT count(*) FROM raw.crm_contacts") == [(2,)]
+
+
+def test_an_empty_delta_is_reported_as_empty(con, demo, landing):
+    put(landing, "web/web_events_20261101.jsonl", "")
+    f = ingest(con, demo, landing, source="web_events").files[0]
+    assert outcome(f) == ("empty", 0, 0, 0)
+
+
+# --------------------------------------------------------------------------- #
+# 12. The old messages that quoted the file: file, line, field, reason only
+# --------------------------------------------------------------------------- #
+def test_an_xml_table_mismatch_names_file_line_and_field_but_not_the_files_value(con, demo, landing):
+    body = ('<?xml version="1.0" encoding="UTF-8"?>\n<sincronizza>\n<commons>\n'
+            '<table>clienti di mario.rossi@example.it</table>\n</commons>\n<utenti>\n'
+            '<utente><idgestionale>1</idgestionale><nome>Mario</nome></utente>\n</utenti>\n</sincronizza>\n')
+    put(landing, "erp/erp_contacts_20261101.xml", body, encoding="utf-8")
+    f = ingest(con, demo, landing, source="erp_contacts").files[0]
+    assert f.status == "failed"
+    assert f.message == ("erp_contacts_20261101.xml: line 4: field <table>: the file declares another "
+                         "table; expected 'anagrafiche-b2c'; nothing loaded")
+    no_value_in_storage(con, "mario.rossi", "clienti di")
+
+
+def test_a_csv_error_becomes_a_fixed_reason_without_the_record(con, demo, landing):
+    text = crm_text([crm_row(), crm_row(source_record_id="C002", email="x@example.it")], demo)
+    text = text.replace(";Niccol\u00f2;", ';"Nicc"ol\u00f2;', 1)  # a quote closed mid-field
+    put(landing, "crm/crm_contacts_20261101.csv", text)
+    f = ingest(con, demo, landing).files[0]
+    assert outcome(f) == ("loaded", 2, 1, 1)
+    assert rejects(con) == [(2, "*", "malformed CSV record (a closing quote is followed by something "
+                                     "other than the delimiter)")]
+    no_value_in_storage(con, "Nicc", "niccolo.damato")
+
+
+# --------------------------------------------------------------------------- #
+# 7. Values: entity references, NaN, and 'today' as the run's date
+# --------------------------------------------------------------------------- #
+def test_entity_references_and_nan_are_refused_in_csv_names_and_real_names_load(con, demo, landing):
+    put(landing, "crm/crm_contacts_20261101.csv", crm_text([
+        crm_row(source_record_id="C1", first_name="&xxe;", email="c1@example.it"),
+        crm_row(source_record_id="C2", last_name="Ren&#233;e", email="c2@example.it"),
+        crm_row(source_record_id="C3", first_name="NaN", email="c3@example.it"),
+        crm_row(source_record_id="C4", city="nan", email="c4@example.it"),
+        crm_row(source_record_id="C5", first_name="Nan", last_name="Rossi & Figli; Srl",
+                email="c5@example.it"),
+    ], demo))
+    f = ingest(con, demo, landing).files[0]
+    assert outcome(f) == ("loaded", 5, 1, 4)
+    entity = "contains an entity reference such as &name; (deliver the character itself)"
+    nan = "NaN (a missing-value marker) is not a value; leave the field empty"
+    assert rejects(con) == [(2, "first_name", entity), (3, "last_name", entity),
+                            (4, "first_name", nan), (5, "city", nan)]
+    assert rows(con, "SELECT source_record_id, first_name, last_name FROM raw.crm_contacts") == [
+        ("C5", "Nan", "Rossi & Figli; Srl")]
+
+
+def test_an_entity_reference_in_json_text_is_refused(con, demo, landing):
+    put(landing, "web/web_events_20261101.jsonl",
+        event(1, type="&xxe;") + "\n" + event(2, type="page_view") + "\n", encoding="utf-8")
+    f = ingest(con, demo, landing, source="web_events").files[0]
+    assert outcome(f) == ("loaded", 2, 1, 1)
+    assert rejects(con, source="web_events") == [
+        (1, "event_type", "contains an entity reference such as &name; (deliver the character itself)")]
+
+
+def test_today_in_a_date_range_is_the_runs_date_not_the_databases(con, demo, landing):
+    """A birth date after the run's day is refused even when the machine's clock (and the
+    database's current_date) is later; the same record loads in a run dated after it."""
+    put(landing, "crm/crm_contacts_20261101.csv", crm_text([
+        crm_row(source_record_id="C1", birth_date="15/11/2026")], demo))
+    src = demo.source("crm_contacts")
+    f = ingest_source(con, demo, src, landing, "b1", now=dt.datetime(2026, 11, 1, 6)).files[0]
+    assert outcome(f) == ("loaded", 1, 0, 1)
+    assert rejects(con) == [(2, "birth_date", "implausible date: after today")]
+    put(landing, "crm/crm_contacts_20261201.csv", crm_text([
+        crm_row(source_record_id="C1", birth_date="15/11/2026", loyalty_tier="silver")], demo))
+    f = ingest_source(con, demo, src, landing, "b2", now=dt.datetime(2026, 12, 1, 6)).files[1]
+    assert outcome(f) == ("loaded", 1, 1, 0)

@@ -20,7 +20,7 @@ from tessera.cli.common import MultiValueOption
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 COMMANDS = {"generate", "run", "rebuild", "demo", "summary", "forget", "bulk-edit", "purge",
-            "export-person", "stop-monitoring", "init-home", "template", "serve-push",
+            "unsuppress", "export-person", "stop-monitoring", "init-home", "template", "serve-push",
             "segment", "score", "potential-unsubscribes", "runs", "identity", "predict", "web", "search", "card", "recommend-csv", "feeds"}
 
 

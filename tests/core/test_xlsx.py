@@ -248,3 +248,19 @@ def test_the_real_type_of_a_workbook_is_sniffed_from_its_content(tmp_path, conte
     with pytest.raises(FileRejected) as exc:
         read(path, xlsx_source())
     assert reason in str(exc.value) and "w.xlsx" in str(exc.value)
+
+
+def test_an_error_cell_holding_any_other_text_is_refused_without_repeating_it(tmp_path):
+    """Only Excel's own error codes are named: an error cell of a hand-made or broken file
+    may hold anything, and the reject must not repeat it (issue #20, item 12)."""
+    path = tmp_path / "e.xlsx"
+    workbook(path, [["C1", "Anna", "placeholder", None, None, None, None, None],
+                    ["C2", "Luca", "#REF!", None, None, None, None, None]])
+    wb = openpyxl.load_workbook(path)
+    cell = wb["contatti"]["C2"]
+    cell.value, cell.data_type = "mario.rossi@example.it", "e"
+    wb.save(path)
+    rows, result = read(path, xlsx_source())
+    assert result.problems == [Problem(2, "email", "cell holds an Excel error"),
+                               Problem(3, "email", "cell holds an Excel error (#REF!)")]
+    assert rows == []

@@ -163,3 +163,43 @@ def test_tessera_runs_lists_and_closes_dead_runs(tmp_path, instance, monkeypatch
     assert instance.get_run_by_id(dead).status == dg.DagsterRunStatus.FAILURE
     assert main(["runs", "--close", live]) == 2  # alive: refused
     assert instance.get_run_by_id(live).status == dg.DagsterRunStatus.STARTED
+
+
+def test_a_busy_warehouse_names_its_holder_and_wait_bounds_the_wait(tmp_path, instance, monkeypatch,
+                                                                       capsys):
+    """Another process holds the warehouse lock: `--wait 0` stops at once and a bounded
+    wait stops after it, both naming the holder's pid and command, with nothing changed."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time, dagster as dg; from pipelines import runs\n"
+         "inst = dg.DagsterInstance.from_config(sys.argv[1])\n"
+         "runs.hold_warehouse_turn(inst, 'tessera forget')\n"
+         "print('held', flush=True); time.sleep(300)", instance.root_directory],
+        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(runs.WarehouseBusy) as busy:
+            runs.hold_warehouse_turn(instance, "tessera purge", wait_s=0.3, poll_s=0.1)
+        msg = str(busy.value)
+        assert msg.startswith("tessera purge: another Tessera process (pid ")
+        assert f"pid {holder.pid} on {socket.gethostname()}, `tessera forget`" in msg
+        assert "holds the warehouse; gave up after 0.3 s" in msg
+        assert str(runs._lock_path(instance)) not in runs._held  # nothing claimed
+
+        monkeypatch.setenv("DAGSTER_HOME", instance.root_directory)
+        monkeypatch.setenv("TESSERA_HOME", str(tmp_path))
+        monkeypatch.setenv("TESSERA_CONFIG", str(DEMO_CONFIG))
+        from tessera.cli import main
+
+        capsys.readouterr()
+        assert main(["--wait", "0", "purge", "--yes"]) == runs.BUSY_EXIT == 75
+        err = capsys.readouterr().err
+        assert f"another Tessera process (pid {holder.pid} on" in err and "`tessera forget`" in err
+        assert not (tmp_path / "warehouse.duckdb").exists()  # the purge never opened it
+    finally:
+        holder.kill()
+        holder.wait()
+    # the kernel dropped the dead holder's lock: the same bounded wait now gets its turn
+    runs.hold_warehouse_turn(instance, "tessera purge", wait_s=0.3, poll_s=0.1)
+    assert str(runs._lock_path(instance)) in runs._held
+    runs._release_all()

@@ -15,7 +15,7 @@ CREATE TABLE IF NOT EXISTS ops.import_report (
     source        VARCHAR   NOT NULL,
     file          VARCHAR   NOT NULL,
     batch_id      VARCHAR   NOT NULL,
-    status        VARCHAR   NOT NULL,   -- loaded | failed | duplicate_file
+    status        VARCHAR   NOT NULL,   -- loaded | empty | failed | duplicate_file
     records       BIGINT    NOT NULL,   -- records found in the file
     new           BIGINT    NOT NULL,
     updated       BIGINT    NOT NULL,

@@ -544,7 +544,8 @@ def read_csv_python(path: Path, source: Source, result: ReadResult) -> Iterator[
         except StopIteration:
             return
         except (csv.Error, _RecordTooLong) as exc:
-            raise FileRejected(f"{path.name}: line 1: unreadable header ({exc})") from None
+            raise FileRejected(f"{path.name}: line 1: field *: unreadable header "
+                               f"({csv_error_reason(exc)})") from None
         src.take()
         if header is not None:
             header = [h.strip() for h in header]
@@ -620,6 +621,27 @@ class _Lines:
         self._again.extend(reversed(items))
 
 
+# csv.Error's messages, said in the file's terms and never with the file's content: the
+# reader's own text is matched only to pick one of these fixed reasons.
+_CSV_REASONS = (
+    ("expected after", "a closing quote is followed by something other than the delimiter"),
+    ("unexpected end of data", "the file ends inside a quoted field"),
+    ("line contains nul", "the record holds a NUL byte"),
+    ("field larger than field limit", "a field is longer than the CSV reader's limit"),
+    ("new-line character seen in unquoted field",
+     "a bare carriage return inside an unquoted field"),
+)
+
+
+def csv_error_reason(exc: BaseException) -> str:
+    """A fixed reason for a csv.Error (or a record running over too many lines)."""
+    if isinstance(exc, _RecordTooLong):
+        return str(exc)
+    text = str(exc).lower()
+    return next((reason for key, reason in _CSV_REASONS if key in text),
+                "the CSV reader could not split it into fields")
+
+
 def _broken_quote(start: int, taken: list, why: str) -> str:
     return (f"malformed CSV record: the quote opened on line {start} runs over "
             f"{len(taken)} lines and the record is broken ({why}); the lines after "
@@ -658,10 +680,12 @@ def _csv_rows(src: _Lines, make_reader, result: ReadResult, width: int | None, n
             records += 1
             start = taken[0][0]
             if len(taken) > 1 and _reads_as_a_record(make_reader, taken[1:], width, need):
-                problems.append(Problem(start, "*", _broken_quote(start, taken, str(exc))))
+                why = csv_error_reason(exc)
+                problems.append(Problem(start, "*", _broken_quote(start, taken, why)))
                 src.again(taken[1:])
             else:
-                problems.append(Problem(start, "*", f"malformed CSV record ({exc})"))
+                problems.append(Problem(start, "*",
+                                        f"malformed CSV record ({csv_error_reason(exc)})"))
             reader = make_reader(src)
             continue
         taken = src.take()

@@ -50,6 +50,11 @@ def check_workbook_archive(path: Path, max_uncompressed_mb: int, max_ratio: int)
             f"max_ratio ({max_ratio}x); refused before opening (zip bomb?)")
 
 
+EXCEL_ERROR_CODES = frozenset({"#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A",
+                               "#GETTING_DATA", "#SPILL!", "#CALC!", "#FIELD!", "#BLOCKED!",
+                               "#CONNECT!", "#BUSY!", "#UNKNOWN!"})
+
+
 def xlsx_cell_text(cell) -> tuple[str | None, str | None]:
     """(text, problem) for one read-only cell.
 
@@ -67,7 +72,10 @@ def xlsx_cell_text(cell) -> tuple[str | None, str | None]:
     if kind == "f":
         return None, "cell holds a formula (formulas are not evaluated; paste the values)"
     if kind == "e":
-        return None, f"cell holds an Excel error ({value})"
+        # Named only when it is one of Excel's own codes: an error cell of a hand-made or
+        # broken file may hold any text, and that text is not ours to repeat.
+        code = f" ({value})" if value in EXCEL_ERROR_CODES else ""
+        return None, f"cell holds an Excel error{code}"
     if isinstance(value, bool):
         return ("true" if value else "false"), None
     if isinstance(value, int):

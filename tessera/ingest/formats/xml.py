@@ -151,9 +151,11 @@ def read_xml(path: Path, source: Source, result: ReadResult) -> Iterator[pa.Tabl
             if tag == "table" and table_seen is None:
                 table_seen = (elem.text or "").strip()
                 if layout.table and table_seen != layout.table:
+                    # The file's value is not repeated (a refused file's text stays out
+                    # of logs); the configured one is ours to name.
                     raise FileRejected(
-                        f"{path.name}: line {elem.sourceline}: <table> is '{table_seen}', "
-                        f"expected '{layout.table}'"
+                        f"{path.name}: line {elem.sourceline}: field <table>: the file declares "
+                        f"another table; expected '{layout.table}'; nothing loaded"
                     )
                 continue
             if tag != layout.record_tag:
@@ -190,6 +192,7 @@ def read_xml(path: Path, source: Source, result: ReadResult) -> Iterator[pa.Tabl
             f"{path.name}: line {line}: XML is not well-formed ({exc.msg}); nothing loaded"
         ) from None
     if layout.table and table_seen is None:
-        raise FileRejected(f"{path.name}: no <commons><table> declaration; expected '{layout.table}'")
+        raise FileRejected(f"{path.name}: field <table>: no <commons><table> declaration; "
+                           f"expected '{layout.table}'; nothing loaded")
     if lines:
         yield _rows_batch(rows, idx, names, lines)
