@@ -87,8 +87,9 @@ def spark_session(master: str = "local[*]", app_name: str = "tessera",
 
 @dataclass
 class _Entry:
-    """One catalog entry: a table (``path`` of its current version, Spark schema as JSON)
-    or a view (its DuckDB SQL, bound)."""
+    """One catalog entry: a table (``path`` of its current version, relative to the
+    warehouse so that a copied warehouse works, and its Spark schema as JSON) or a view
+    (its DuckDB SQL, bound)."""
 
     kind: str  # "table" | "view"
     path: str = ""
@@ -215,7 +216,8 @@ class SparkEngine:
 
     def vacuum(self) -> int:
         """Delete table versions the catalog no longer points at; returns how many."""
-        live = {Path(e.path).resolve() for e in self._catalog.values() if e.kind == "table"}
+        live = {(self.warehouse / e.path).resolve() for e in self._catalog.values()
+                if e.kind == "table"}
         gone = 0
         for version in self.warehouse.glob("*/*/v-*"):
             if version.resolve() not in live:
@@ -424,7 +426,8 @@ class SparkEngine:
             raise ValueError(f"table {name} needs a schema (or CREATE TEMP TABLE)")
         path = self.warehouse / schema_name / table / f"v-{uuid.uuid4().hex}"
         df.write.mode("error").parquet(str(path))
-        self._set(name, _Entry("table", path=str(path), schema=df.schema.json()))
+        self._set(name, _Entry("table", path=str(path.relative_to(self.warehouse)),
+                               schema=df.schema.json()))
         return self._count_dir(path)
 
     def _write_temp(self, name: str, df: DataFrame) -> int:
@@ -492,7 +495,8 @@ class SparkEngine:
             self.spark.catalog.dropTempView(view)
         elif entry.kind == "table":
             schema = StructType.fromJson(json.loads(entry.schema))
-            self.spark.read.schema(schema).parquet(entry.path).createOrReplaceTempView(view)
+            self.spark.read.schema(schema).parquet(str(self.warehouse / entry.path)) \
+                .createOrReplaceTempView(view)
         else:
             tree = sqlglot.parse_one(entry.sql, read="duckdb")
             self.spark.sql(f"CREATE OR REPLACE TEMP VIEW `{view}` AS {self._spark_sql(tree)}")

@@ -36,8 +36,9 @@ def strip_accents_many(values: Iterable[str | None]) -> list[str | None]:
 
 def jaro_winkler_many(left, right) -> np.ndarray:
     """DuckDB ``jaro_winkler_similarity`` pairwise over two equal-length columns (NaN where
-    either side is NULL). DuckDB vendors rapidfuzz-cpp's Jaro-Winkler (prefix weight 0.1),
-    and rapidfuzz's ``cpdist`` runs the same code over whole columns in C++."""
+    either side is NULL). DuckDB vendors rapidfuzz-cpp's Jaro-Winkler (prefix weight 0.1)
+    and runs it over the UTF-8 *bytes* (an accented letter counts twice), and rapidfuzz's
+    ``cpdist`` runs the same code over whole columns in C++: so the bytes here too."""
     from rapidfuzz.distance import JaroWinkler
     from rapidfuzz.process import cpdist
 
@@ -45,8 +46,12 @@ def jaro_winkler_many(left, right) -> np.ndarray:
     right = list(right)
     out = np.full(len(left), np.nan)
     present = [i for i, (a, b) in enumerate(zip(left, right)) if a is not None and b is not None]
+    # DuckDB: 0 when either side is empty (rapidfuzz says 1 for two empty strings)
+    out[[i for i in present if not left[i] or not right[i]]] = 0.0
+    present = [i for i in present if left[i] and right[i]]
     if present:
-        out[present] = cpdist([left[i] for i in present], [right[i] for i in present],
+        out[present] = cpdist([left[i].encode("utf-8") for i in present],
+                              [right[i].encode("utf-8") for i in present],
                               scorer=JaroWinkler.similarity, dtype=np.float64, workers=1)
     return out
 
@@ -61,7 +66,7 @@ def suppression_hmac(key: str, value: str | None) -> str | None:
 
 
 # strftime directives as Spark datetime pattern letters: the fixed-width spelling, and the
-# lenient one DuckDB's strptime accepts when the next field is not directly adjacent
+# lenient one DuckDB's strptime accepts when no other field is directly adjacent
 # ("1/2/2026" parses with %d/%m/%Y).
 _DIRECTIVES = {
     "Y": ("yyyy", "yyyy"), "y": ("yy", "yy"), "m": ("MM", "M"), "d": ("dd", "d"),
@@ -101,7 +106,7 @@ def strftime_to_java(fmt: str | None, parsing: bool = True) -> str | None:
             out.append(_quote(value))
             continue
         fixed, lenient = _DIRECTIVES[value]
-        adjacent = i + 1 < len(parts) and parts[i + 1][0] == "field"
+        adjacent = any(0 <= j < len(parts) and parts[j][0] == "field" for j in (i - 1, i + 1))
         out.append(lenient if parsing and not adjacent else fixed)
     return "".join(out)
 
