@@ -118,7 +118,7 @@ class SparkEngine:
             spark.conf.set(key, value)
         self.warehouse = Path(warehouse)
         self.warehouse.mkdir(parents=True, exist_ok=True)
-        self._temp_dir = self.warehouse / "_temp" / uuid.uuid4().hex[:12]
+        self._temp_dir = self.warehouse / "temp" / uuid.uuid4().hex[:12]
         self._catalog: dict[str, _Entry] = self._load_catalog()
         self._staged: _Staged | None = None
         self._temps: dict[str, str] = {}  # temp name -> its parquet path ("" for arrow)
@@ -302,13 +302,14 @@ class SparkEngine:
             self._write(name, df)
 
     def _drop(self, tree: exp.Drop) -> None:
-        name = _qualified(tree.this)
-        if name in self._temps:
-            self._drop_temp(name)
-        elif self._entry(name) is not None:
-            self._set(name, None)
-        elif not tree.args.get("exists"):
-            raise ValueError(f"no table {name}")
+        for table in tree.args.get("tables") or [tree.this]:
+            name = _qualified(table)
+            if name in self._temps:
+                self._drop_temp(name)
+            elif self._entry(name) is not None:
+                self._set(name, None)
+            elif not tree.args.get("exists"):
+                raise ValueError(f"no table {name}")
 
     def _insert(self, tree: exp.Insert) -> None:
         target = tree.this
@@ -431,7 +432,7 @@ class SparkEngine:
         return self._count_dir(path)
 
     def _write_temp(self, name: str, df: DataFrame) -> int:
-        path = self._temp_dir / f"{name}-{uuid.uuid4().hex[:8]}"
+        path = self._temp_dir / f"t-{name}-{uuid.uuid4().hex[:8]}"  # "_x" would be a hidden path to Spark
         df.write.mode("error").parquet(str(path))
         old = self._temps.get(name)
         self.spark.read.schema(df.schema).parquet(str(path)).createOrReplaceTempView(name)

@@ -15,11 +15,12 @@ from tessera.engine import SqlStep
 
 # every table a parity test's stages read or write, copied from DuckDB into Spark
 PARITY_TABLES = [
-    "staging.contacts", "staging.bounces", "core.customer_sources", "core.consents", "core.orders",
+    "staging.contacts", "staging.bounces", "staging.orders", "core.customer_sources", "core.consents", "core.orders",
     "core.events", "core.customers", "core.customer_field_lineage", "core.merge_log",
     "marts.contact_cards", "marketing.rfm_scores", "marketing.scores", "marketing.score_actions",
     "marketing.stages", "marketing.segment_members", "marketing.segment_history",
     "marketing.segment_overrides", "marketing.static_segment_base", "ops.segment_runs",
+    "core.refused_merges", "ops.sequences",
 ]
 
 
@@ -55,7 +56,7 @@ def copy_tables(duck_con, engine, tables: list[str]) -> None:
         schema, table = name.split(".")
         if not table_exists(duck_con, schema, table):
             continue
-        engine.register_arrow("_copy", duck_con.execute(f"SELECT * FROM {name}").to_arrow_table())
+        engine.register_arrow("_copy", duck_con.sql(f"SELECT * FROM {name}").to_arrow_table())
         engine.replace_table(name, SqlStep("copy", "SELECT * FROM _copy"))
         engine.unregister("_copy")
 
