@@ -122,7 +122,6 @@ class SparkEngine:
         self._catalog: dict[str, _Entry] = self._load_catalog()
         self._staged: _Staged | None = None
         self._temps: dict[str, str] = {}  # temp name -> its parquet path ("" for arrow)
-        self._registered_views: set[str] = set()
         register_udfs(spark, hmac_key)
         self._refresh_views()
 
@@ -169,7 +168,9 @@ class SparkEngine:
     def append(self, table: str, step: SqlStep) -> int:
         new = self._conform(table, self._query(step))
         old = self._read(table)
-        before = old.count()
+        entry = self._entry(table) if table not in self._temps else None
+        before = self._count_dir(self.warehouse / entry.path) if entry and entry.kind == "table" \
+            else old.count()
         return self._write(table, old.unionByName(new)) - before
 
     @contextmanager
@@ -204,8 +205,11 @@ class SparkEngine:
         {"csv": lambda: writer.option("header", True).csv(str(tmp)),
          "parquet": lambda: writer.parquet(str(tmp)),
          "json": lambda: writer.json(str(tmp))}[fmt]()
-        part = next(p for p in sorted(tmp.iterdir()) if p.name.startswith("part-"))
-        os.replace(part, path)
+        parts = [p for p in sorted(tmp.iterdir()) if p.name.startswith("part-")]
+        if parts:
+            os.replace(parts[0], path)
+        else:  # no rows: Spark writes no CSV/JSON part; the file still exists, as on DuckDB
+            path.write_text(",".join(df.columns) + "\n" if fmt == "csv" else "", encoding="utf-8")
         shutil.rmtree(tmp, ignore_errors=True)
         return self._count_dir(None, df)
 
@@ -448,7 +452,12 @@ class SparkEngine:
             shutil.rmtree(path, ignore_errors=True)
 
     def _count_dir(self, path: Path | None, df: DataFrame | None = None) -> int:
-        return self.spark.read.parquet(str(path)).count() if path is not None else df.count()
+        """Rows written: from the Parquet footers (no Spark job), or by counting ``df``."""
+        if path is None:
+            return df.count()
+        import pyarrow.parquet as pq
+
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in Path(path).glob("part-*.parquet"))
 
     def _set(self, name: str, entry: _Entry | None) -> None:
         if self._staged is not None:
@@ -651,9 +660,7 @@ _DUCK_TYPES = {"string": "VARCHAR", "long": "BIGINT", "integer": "INTEGER", "sho
 def _duck_type(t) -> str:
     if isinstance(t, dict):
         return "VARCHAR[]" if t.get("type") == "array" else t.get("type", "").upper()
-    if t.startswith("decimal"):
-        return t.upper().replace(",", ",")
-    return _DUCK_TYPES.get(t, t.upper())
+    return _DUCK_TYPES.get(t, t.upper())  # decimal(18,2) -> DECIMAL(18,2)
 
 
 def _arrow_schema_ddl(table: pa.Table) -> str:

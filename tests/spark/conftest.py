@@ -56,7 +56,7 @@ def copy_tables(duck_con, engine, tables: list[str]) -> None:
         schema, table = name.split(".")
         if not table_exists(duck_con, schema, table):
             continue
-        engine.register_arrow("_copy", duck_con.sql(f"SELECT * FROM {name}").to_arrow_table())
+        engine.register_arrow("_copy", duck_con.execute(f"SELECT * FROM {name}").to_arrow_table())
         engine.replace_table(name, SqlStep("copy", "SELECT * FROM _copy"))
         engine.unregister("_copy")
 
@@ -110,7 +110,12 @@ def differences(duck_engine, spark_engine, tables: dict[str, tuple[str, ...]]) -
         if dc != sc:
             out[table] = f"columns differ: {dc} vs {sc}"
         elif dr != sr:
-            only_d = [r for r in dr if r not in set(sr)][:3]
-            only_s = [r for r in sr if r not in set(dr)][:3]
-            out[table] = f"{len(dr)} vs {len(sr)} rows; only DuckDB {only_d}; only Spark {only_s}"
+            only_d = [r for r in dr if r not in set(sr)]
+            only_s = [r for r in sr if r not in set(dr)]
+            # the columns that differ, for rows with the same first column (an id)
+            by_id = {r[0]: r for r in only_s}
+            cols = sorted({f"{c}: {a!r} vs {b!r}" for r in only_d if r[0] in by_id
+                           for c, a, b in zip(dc, r, by_id[r[0]]) if a != b})[:5]
+            out[table] = (f"{len(dr)} vs {len(sr)} rows, {len(only_d)} only on DuckDB, "
+                          f"{len(only_s)} only on Spark; e.g. {cols or only_d[:2]}")
     return out
