@@ -260,7 +260,8 @@ class SparkEngine:
             name = f"{table.args['db'].name}.{table.name}"
             alias = table.args.get("alias")
             new = exp.Table(this=exp.to_identifier(_view_name(name)))
-            new.set("alias", alias.copy() if alias else exp.TableAlias(this=exp.to_identifier(table.name)))
+            new.set("alias", alias.copy() if alias
+                    else exp.TableAlias(this=exp.to_identifier(table.name)))
             table.replace(new)
         return tree
 
@@ -389,7 +390,8 @@ class SparkEngine:
             b = self.spark.table(base_name)
             joined = b.join(firsts, "__tsr_rid", "left")
             out = joined.select([
-                F.when(F.col("__tsr_hit"), F.col(f"__tsr_set_{f.name}")).otherwise(F.col(f"`{f.name}`"))
+                F.when(F.col("__tsr_hit"), F.col(f"__tsr_set_{f.name}"))
+                .otherwise(F.col(f"`{f.name}`"))
                 .alias(f.name) if f.name in sets else F.col(f"`{f.name}`") for f in schema])
             self._write(name, self._conform(name, out))
         finally:
@@ -418,9 +420,11 @@ class SparkEngine:
 
         schema = self._schema(name)
         if len(df.columns) != len(schema):
-            raise ValueError(f"{name} has {len(schema)} columns, the step selects {len(df.columns)}")
+            raise ValueError(f"{name} has {len(schema)} columns, "
+                             f"the step selects {len(df.columns)}")
         df = df.toDF(*[f"_c{i}" for i in range(len(df.columns))])
-        return df.select([F.col(f"_c{i}").cast(f.dataType).alias(f.name) for i, f in enumerate(schema)])
+        return df.select([F.col(f"_c{i}").cast(f.dataType).alias(f.name)
+                          for i, f in enumerate(schema)])
 
     def _write(self, name: str, df: DataFrame) -> int:
         """A new version of ``name`` with the rows of ``df``, switched in (or staged)."""
@@ -436,7 +440,8 @@ class SparkEngine:
         return self._count_dir(path)
 
     def _write_temp(self, name: str, df: DataFrame) -> int:
-        path = self._temp_dir / f"t-{name}-{uuid.uuid4().hex[:8]}"  # "_x" would be a hidden path to Spark
+        # not "_x-...": Spark skips a path whose name starts with "_" as hidden
+        path = self._temp_dir / f"t-{name}-{uuid.uuid4().hex[:8]}"
         df.write.mode("error").parquet(str(path))
         old = self._temps.get(name)
         self.spark.read.schema(df.schema).parquet(str(path)).createOrReplaceTempView(name)
@@ -524,10 +529,12 @@ class SparkEngine:
                 fields = json.loads(entry.schema)["fields"]
                 columns += [(schema_name, table, f["name"], i + 1, _duck_type(f["type"]))
                             for i, f in enumerate(fields)]
-        self.spark.createDataFrame(tables, "table_schema STRING, table_name STRING, table_type STRING") \
+        self.spark.createDataFrame(
+            tables, "table_schema STRING, table_name STRING, table_type STRING") \
             .createOrReplaceTempView(_view_name("information_schema.tables"))
-        self.spark.createDataFrame(columns, "table_schema STRING, table_name STRING, column_name STRING, "
-                                   "ordinal_position INT, data_type STRING") \
+        self.spark.createDataFrame(
+            columns, "table_schema STRING, table_name STRING, column_name STRING, "
+            "ordinal_position INT, data_type STRING") \
             .createOrReplaceTempView(_view_name("information_schema.columns"))
 
 
@@ -616,7 +623,8 @@ def _expand_mapped(tree: exp.Expression) -> exp.Expression:
         for child in list(node.iter_expressions()):
             visit(child)
         if isinstance(node, exp.Anonymous) and node.name.lower().startswith(_MARK):
-            node.replace(exp.Var(this=_template(node.name.lower()[len(_MARK):], list(node.expressions))))
+            name = node.name.lower()[len(_MARK):]
+            node.replace(exp.Var(this=_template(name, list(node.expressions))))
     visit(tree)
     return tree
 
@@ -624,7 +632,8 @@ def _expand_mapped(tree: exp.Expression) -> exp.Expression:
 def _template(name: str, args: list[exp.Expression]) -> str:
     """Spark SQL text of one mapped function over its (already Spark) argument nodes."""
     if name == "try_strptime" and isinstance(args[1], exp.Array):
-        return "coalesce(" + ", ".join(_template(name, [args[0], f]) for f in args[1].expressions) + ")"
+        each = [_template(name, [args[0], f]) for f in args[1].expressions]
+        return "coalesce(" + ", ".join(each) + ")"
     template = SPARK_EQUIVALENTS[name]
     if template.startswith("udf:") and "(" not in template:
         template = template + "({args})"
@@ -653,7 +662,8 @@ def _ddl_schema(tree: exp.Create) -> str:
 
 _DUCK_TYPES = {"string": "VARCHAR", "long": "BIGINT", "integer": "INTEGER", "short": "SMALLINT",
                "byte": "TINYINT", "double": "DOUBLE", "float": "FLOAT", "boolean": "BOOLEAN",
-               "date": "DATE", "timestamp_ntz": "TIMESTAMP", "timestamp": "TIMESTAMP WITH TIME ZONE",
+               "date": "DATE", "timestamp_ntz": "TIMESTAMP",
+               "timestamp": "TIMESTAMP WITH TIME ZONE",
                "binary": "BLOB"}
 
 

@@ -18,7 +18,8 @@ PARITY_TABLES = [
     "staging.contacts", "staging.bounces", "staging.orders", "core.customer_sources", "core.consents", "core.orders",
     "core.events", "core.customers", "core.customer_field_lineage", "core.merge_log",
     "marts.contact_cards", "marketing.rfm_scores", "marketing.scores", "marketing.score_actions",
-    "marketing.stages", "marketing.segment_members", "marketing.segment_history",
+    "marketing.stages", "marketing.stage_history", "marketing.funnel_daily", "marketing.stage_runs",
+    "marketing.segment_members", "marketing.segment_history",
     "marketing.segment_overrides", "marketing.static_segment_base", "ops.segment_runs",
     "core.refused_merges", "ops.sequences",
 ]

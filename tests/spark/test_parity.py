@@ -63,6 +63,15 @@ def test_scoring(engines, deployment):
     assert differences(*engines, {"marketing.scores": (), "marketing.score_actions": ()}) == {}
 
 
+def test_stages(engines, deployment):
+    from tessera.marketing.stages import build_stages
+
+    duck, spark = _on_both(engines, build_stages, deployment, AS_OF)
+    assert duck == spark
+    assert differences(*engines, {"marketing.stages": (), "marketing.stage_history": (),
+                                  "marketing.funnel_daily": (), "marketing.stage_runs": ()}) == {}
+
+
 def test_segments(engines, deployment):
     from tessera.marketing.segments import build_segment
 
