@@ -11,7 +11,7 @@ export DO_NOT_TRACK := 1
 # Keys the suppression ledger's hashes. The demo's value is public: set your own secret.
 export TESSERA_SUPPRESSION_KEY ?= demo-only-key-set-TESSERA_SUPPRESSION_KEY
 
-.PHONY: install demo test ui bench bench-segments bench-identity bench-identity-febrl bench-ingest bench-companies bench-predictions validate lock clean browser web bench-web bench-recommendations bench-feeds
+.PHONY: install demo test ui bench bench-segments bench-identity bench-identity-febrl bench-ingest bench-companies bench-predictions validate lock clean browser web bench-web bench-recommendations bench-feeds test-spark bench-spark
 
 install: $(STAMP)
 
@@ -50,6 +50,11 @@ browser:
 WEB_PORT ?= 8080
 web: install
 	$(VENV)/bin/tessera web --host 127.0.0.1 --port $(WEB_PORT)
+
+## test-spark: the Spark lane alone (tests/spark: the Spark engine, its parity with DuckDB);
+## `make test` runs it too, and `pytest -m "not spark"` leaves it out
+test-spark: install
+	$(PY) -m pytest -q -m spark tests/spark
 
 ## ui: the Dagster UI on 127.0.0.1:3000 over the demo's storage
 ui: install
@@ -116,6 +121,13 @@ REC_CUSTOMERS ?= 100000
 REC_PRODUCTS ?= 10000
 bench-recommendations: install
 	$(PY) bench/recommendations.py --customers $(REC_CUSTOMERS) --products $(REC_PRODUCTS)
+
+## bench-spark: RFM, scoring, stages and SEGMENTS segments on DuckDB and on Spark (MASTER) on the
+## same synthetic warehouse, with the parity of their tables (needs Java 17)
+SEGMENTS ?= 5
+MASTER ?= local[2]
+bench-spark: install
+	$(PY) bench/spark/run.py --contacts $(CONTACTS) --events $(EVENTS) --segments $(SEGMENTS) --master '$(MASTER)'
 
 ## lock: re-pin requirements.lock from the current virtual environment
 lock:

@@ -79,8 +79,44 @@ def to_spark(tree: exp.Expression) -> str:
     tree = tree.copy().transform(
         lambda node: exp.Anonymous(this="arrays_overlap", expressions=[node.this, node.expression])
         if isinstance(node, exp.ArrayOverlaps) else node)
+    tree = tree.transform(_ordered_list)
     return sqlglot.transpile(tree.sql("duckdb"), read="duckdb", write="spark",
                              unsupported_level=ErrorLevel.RAISE)[0]
+
+
+def _ordered_list(node: exp.Expression) -> exp.Expression:
+    """DuckDB's ``list(x ORDER BY k)``: sqlglot drops the ORDER BY for Spark, whose
+    ``collect_list`` has no order, so a list column would come out in any order. Spark
+    sorts it instead: ``array_sort`` of the values when they are the keys, else of
+    ``(k, ..., x)`` structs, then takes ``x`` (``reverse`` for a descending order)."""
+    if not (isinstance(node, exp.ArrayAgg) and isinstance(node.this, exp.Order)):
+        return node
+    order = node.this
+    keys = order.expressions
+    if len({bool(k.args.get("desc")) for k in keys}) > 1:
+        raise sqlglot.errors.UnsupportedError("list(... ORDER BY) mixing ASC and DESC")
+    desc = bool(keys[0].args.get("desc"))
+    value = order.this
+    distinct = isinstance(value, exp.Distinct)
+    if distinct:
+        value = value.expressions[0]
+    if [k.this for k in keys] == [value]:
+        agg = exp.Anonymous(this="collect_set" if distinct else "collect_list", expressions=[value.copy()])
+        out = exp.Anonymous(this="array_sort", expressions=[agg])
+    elif distinct:
+        raise sqlglot.errors.UnsupportedError("list(DISTINCT x ORDER BY another key)")
+    else:
+        fields = []
+        for i, k in enumerate(keys):
+            fields += [exp.Literal.string(f"k{i}"), k.this.copy()]
+        fields += [exp.Literal.string("v"), value.copy()]
+        pairs = exp.Anonymous(this="collect_list", expressions=[exp.Anonymous(this="named_struct",
+                                                                             expressions=fields)])
+        sorted_ = exp.Anonymous(this="array_sort", expressions=[pairs])
+        out = exp.Anonymous(this="transform", expressions=[sorted_, exp.Lambda(
+            this=exp.Dot(this=exp.column("s"), expression=exp.to_identifier("v")),
+            expressions=[exp.to_identifier("s")])])
+    return exp.Anonymous(this="reverse", expressions=[out]) if desc else out
 
 
 def _name(fn: exp.Func, dialect: str) -> str | None:

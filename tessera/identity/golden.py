@@ -42,14 +42,13 @@ def build_customers(engine: Engine, deployment: Deployment, run_at: dt.datetime)
         CREATE OR REPLACE TEMP TABLE _candidates AS
         WITH ranks(node, node_rank) AS (VALUES {rank_values})
         SELECT * FROM (
-            UNPIVOT (
-                SELECT cs.customer_id, s.source, s.source_record_id, s.node, r.node_rank,
-                       s.updated_at, s.completeness, {cast_cols}
-                FROM staging.contacts s
-                JOIN core.customer_sources cs USING (source, source_record_id)
-                JOIN ranks r ON r.node = s.node
-            ) ON {unpivot_cols} INTO NAME field VALUE value
-        ) WHERE trim(value) <> ''"""))
+            SELECT cs.customer_id, s.source, s.source_record_id, s.node, r.node_rank,
+                   s.updated_at, s.completeness, {cast_cols}
+            FROM staging.contacts s
+            JOIN core.customer_sources cs USING (source, source_record_id)
+            JOIN ranks r ON r.node = s.node
+        ) UNPIVOT (value FOR field IN ({unpivot_cols}))  -- the standard form: Spark reads it too
+        WHERE trim(value) <> ''"""))
     # The rule recorded in the lineage is the step of the order that decided, found by
     # comparing the winner with the runner-up: the tree (a better node), recency (same
     # node, newer record), completeness, or the final deterministic tie-break; a field
