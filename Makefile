@@ -26,9 +26,10 @@ $(STAMP): requirements.lock pyproject.toml
 demo: install
 	$(VENV)/bin/tessera demo
 
-## test: install and run the whole test suite
+## test: install and run the whole test suite, one worker per core (pytest-xdist; a module's
+## tests stay on one worker, so its shared fixtures are built once)
 test: install browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadscope
 
 ## browser: Debian's Chromium for the web app's browser tests (Playwright drives it; no
 ## `playwright install`). Idempotent: does nothing when /usr/bin/chromium exists; if it
