@@ -46,7 +46,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
-import email.utils
 import hashlib
 import hmac
 import http.client
@@ -63,6 +62,7 @@ from xml.sax.saxutils import quoteattr as xml_quoteattr
 
 from tessera.engine import Engine, SqlStep, as_engine
 from tessera.engine.steps import ddl_statements
+from tessera.ingest.api import retry_after_seconds  # one parser of Retry-After for pull and push
 
 SIGNATURE_TOLERANCE_S = 300
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
@@ -323,22 +323,6 @@ def post(dest: HttpDestination, batch_id: str, body: bytes, content_type: str,
         return Attempt(None, None, kind, (time.monotonic() - started) * 1000)
     finally:
         conn.close()
-
-
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """A ``Retry-After`` header in seconds (it may be a number or an HTTP date)."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def backoff_s(dest: HttpDestination, retry: int, rng: Callable[[], float] = random.random) -> float:

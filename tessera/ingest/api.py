@@ -40,7 +40,11 @@ class ApiFailed(Exception):
     """The pull failed; the message is safe to store (no token, no data)."""
 
 
-def _retry_after(value: str | None) -> float | None:
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """A ``Retry-After`` header in seconds (it may be a number or an HTTP date).
+
+    Shared by the API pull and the feeds' HTTP delivery (``tessera.feeds.delivery``).
+    """
     if not value:
         return None
     value = value.strip()
@@ -50,7 +54,9 @@ def _retry_after(value: str | None) -> float | None:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def backoff_delay(api: ApiPull, attempt: int, retry_after: float | None) -> float:
@@ -84,7 +90,7 @@ def _get(api: ApiPull, url: str, headers: dict, page_no: int,
             if exc.code not in RETRY_STATUS:
                 raise ApiFailed(f"page {page_no}: HTTP {exc.code}; nothing loaded") from None
             last = f"HTTP {exc.code}"
-            retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
+            retry_after = retry_after_seconds(exc.headers.get("Retry-After") if exc.headers else None)
         except (socket.timeout, TimeoutError):
             last = f"timed out after {api.timeout_s:g} s"
         except urllib.error.URLError as exc:
