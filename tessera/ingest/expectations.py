@@ -93,8 +93,25 @@ def previous_row_count(con: duckdb.DuckDBPyConnection, table: str, batch_id: str
     return int(row[0]) if row else None
 
 
+def _block_spark_connect() -> None:
+    """Keep great_expectations from importing pyspark's Spark Connect client.
+
+    great_expectations imports ``pyspark.sql.connect`` when pyspark is installed (the
+    Spark lane installs it). Without its grpc dependencies, that module takes an
+    interpreter started with ``python -c`` (pytest-xdist workers, one-line scripts) for a
+    doctest run and calls ``sys.exit(0)`` on import: the step ends with no error at all.
+    Tessera's Spark engine is classic Spark, not Connect, so the client is blocked unless
+    something imported it already: the import then fails with ImportError, which
+    great_expectations expects.
+    """
+    import sys
+
+    sys.modules.setdefault("pyspark.sql.connect", None)  # type: ignore[arg-type]
+
+
 def _gx():
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    _block_spark_connect()
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
