@@ -33,7 +33,7 @@ def delivery_filter(channel: str) -> str:
 
 def uses_predictions(feed) -> bool:
     """Whether the feed exports a prediction field (its rows then join the day's predictions)."""
-    return any(f in PREDICTION_FIELDS for f in feed.fields)
+    return any(f in PREDICTION_FIELDS for f in feed.source_fields)
 
 
 def feed_rows_sql(feed) -> str:
