@@ -49,16 +49,24 @@ def test_em_recovers_known_m_on_a_small_fixture():
     assert m[("em", M.EXACT_LEVEL)] == M.prior_m("em")[M.EXACT_LEVEL]
 
 
-def test_name_variant_level():
+def _match_values(values: list[str], key: str):
+    """A connection whose ``_mrec`` holds one record per value of match key ``key`` (rid 1..n),
+    every other key empty: for checking one comparison's levels."""
     con = duckdb.connect()
     M.load_variants(con)
-    con.execute("CREATE TEMP TABLE _rec AS SELECT * FROM (VALUES (1, 'bob'), (2, 'robert'), (3, 'brian')) "
-                "t(rid, k_first_name)")
-    for col in ("k_last_name", "k_email", "k_mobile", "k_phone", "k_address", "k_postcode", "k_city",
-                "k_tax_code"):
-        con.execute(f"ALTER TABLE _rec ADD COLUMN {col} VARCHAR")
+    rows = ", ".join(f"({i}, '{v}')" for i, v in enumerate(values, 1))
+    con.execute(f"CREATE TEMP TABLE _rec AS SELECT * FROM (VALUES {rows}) t(rid, k_{key})")
+    for col in ("first_name", "last_name", "email", "mobile", "phone", "address", "postcode", "city",
+                "tax_code"):
+        if col != key:
+            con.execute(f"ALTER TABLE _rec ADD COLUMN k_{col} VARCHAR")
     con.execute("ALTER TABLE _rec ADD COLUMN k_birth_date DATE")
     as_engine(con).run(*M.prepare_sql())
+    return con
+
+
+def test_name_variant_level():
+    con = _match_values(["bob", "robert", "brian"], "first_name")
     expr = M.level_sql("fn", M._RAW)
     got = dict(con.execute(f"SELECT r.fn, {expr} FROM _mrec l, _mrec r WHERE l.rid = 1 AND r.rid > 1").fetchall())
     assert got == {"robert": M.codes("fn")["variant"], "brian": M.ELSE}
@@ -145,16 +153,8 @@ def test_em_trains_inside_resolve_and_links_the_duplicates(tmp_path):
 def test_address_levels_contained_and_alike():
     """A line holding the other (a street number alone) and a looser likeness are levels of
     their own, between 'similar' and disagreement (FEBRL duplicates: issue #21)."""
-    con = duckdb.connect()
-    M.load_variants(con)
-    con.execute("CREATE TEMP TABLE _rec AS SELECT * FROM (VALUES (1, '37 sanford place'), (2, '37'), "
-                "(3, 'sanford place'), (4, '37 sanford street'), (5, '4 wallaby way'), (6, '37 sanford place')) "
-                "t(rid, k_address)")
-    for col in ("k_first_name", "k_last_name", "k_email", "k_mobile", "k_phone", "k_postcode", "k_city",
-                "k_tax_code"):
-        con.execute(f"ALTER TABLE _rec ADD COLUMN {col} VARCHAR")
-    con.execute("ALTER TABLE _rec ADD COLUMN k_birth_date DATE")
-    as_engine(con).run(*M.prepare_sql())
+    con = _match_values(["37 sanford place", "37", "sanford place", "37 sanford street", "4 wallaby way",
+                         "37 sanford place"], "address")
     expr = M.level_sql("addr", M._RAW)
     got = dict(con.execute(f"SELECT r.rid, {expr} FROM _mrec l, _mrec r WHERE l.rid = 1 AND r.rid > 1").fetchall())
     code = M.codes("addr")
