@@ -74,6 +74,11 @@ class Engine(Protocol):
     def register_arrow(self, name: str, table: pa.Table) -> None:
         """Make an Arrow table queryable under ``name`` for the following steps."""
 
+    def define_keyed_hash(self, key: str) -> None:
+        """Make ``tessera_hmac(text)`` (HMAC-SHA256 under ``key``, lower-case hex) callable
+        in the following steps. The key is never part of a step's text or parameters, so it
+        is neither recorded nor logged."""
+
     def unregister(self, name: str) -> None:
         """Forget a name given to :meth:`register_arrow`."""
 

@@ -7,6 +7,7 @@ SQL, so a DuckDB-only spelling that slipped past :mod:`tessera.engine.dialect` f
 
 from __future__ import annotations
 
+import hashlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -128,6 +129,22 @@ class DuckDBEngine:
     def register_arrow(self, name: str, table: pa.Table) -> None:
         self.con.complete()  # a result left open by a caller's fetchone() blocks register()
         self.con.register(name, table)
+
+    def define_keyed_hash(self, key: str) -> None:
+        # a temporary macro built from the key's inner and outer pads: HMAC set-based in
+        # SQL, no Python call per value
+        if not key:
+            raise ValueError("the suppression key is empty; set TESSERA_SUPPRESSION_KEY")
+        raw = key.encode("utf-8")
+        if len(raw) > 64:
+            raw = hashlib.sha256(raw).digest()
+        raw = raw.ljust(64, b"\0")
+        ipad = bytes(b ^ 0x36 for b in raw).hex()
+        opad = bytes(b ^ 0x5C for b in raw).hex()
+        self.con.complete()
+        self.con.execute(
+            "CREATE OR REPLACE TEMP MACRO tessera_hmac(v) AS "
+            f"sha256(unhex('{opad}') || unhex(sha256(unhex('{ipad}') || encode(v))))")
 
     def unregister(self, name: str) -> None:
         self.con.complete()

@@ -194,6 +194,11 @@ class SparkEngine:
         df.createOrReplaceTempView(name)
         self._temps[name] = ""
 
+    def define_keyed_hash(self, key: str) -> None:
+        if not key:
+            raise ValueError("the suppression key is empty; set TESSERA_SUPPRESSION_KEY")
+        register_udfs(self.spark, key)
+
     def unregister(self, name: str) -> None:
         self._drop_temp(name)
 

@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import datetime as dt
 
-import duckdb
-
+from tessera.engine import Engine, SqlStep, as_engine
 from tessera.privacy import suppression as privacy
-from tessera.engine.warehouse import table_exists, transaction
 
 
-def build_bounce_status(con: duckdb.DuckDBPyConnection, now: dt.datetime) -> dict:
-    if not table_exists(con, "staging", "bounces"):
-        con.execute("CREATE TABLE IF NOT EXISTS staging.bounces (email_key VARCHAR, campaign_id VARCHAR, "
-                    "bounce_type VARCHAR, bounced_at TIMESTAMP)")
-    with transaction(con):
-        con.execute("""
-            CREATE OR REPLACE TABLE core.bounce_status AS
+def build_bounce_status(engine: Engine, now: dt.datetime) -> dict:
+    engine = as_engine(engine)
+    if not engine.table_exists("staging", "bounces"):
+        engine.run(SqlStep("bounces.empty_staging", "CREATE TABLE IF NOT EXISTS staging.bounces "
+                           "(email_key VARCHAR, campaign_id VARCHAR, bounce_type VARCHAR, bounced_at TIMESTAMP)"))
+    with engine.together():
+        engine.replace_table("core.bounce_status", SqlStep("bounces.status", """
             WITH campaigns AS (
                 SELECT campaign_id, max(bounced_at) AS last_at FROM staging.bounces GROUP BY ALL
             ),
@@ -49,10 +47,10 @@ def build_bounce_status(con: duckdb.DuckDBPyConnection, now: dt.datetime) -> dic
                           OR p.bounced_in_last_3 = (SELECT count(*) FROM last3) AND (SELECT count(*) FROM last3) = 3
                         THEN 'blocked' ELSE 'to_handle' END AS state
             FROM per_address p LEFT JOIN owner o USING (email_key)
-            ORDER BY customer_id, email_key""")
-        hard = [("email", r[0]) for r in con.execute(
-            "SELECT DISTINCT email_key FROM core.bounce_status WHERE hard_bounces > 0").fetchall()]
-        privacy.add_suppressions(con, hard, "hard_bounce", "email", now)
-    rows = dict(con.execute("SELECT state, count(*) FROM core.bounce_status GROUP BY ALL").fetchall())
+            ORDER BY customer_id, email_key"""))
+        hard = [("email", r[0]) for r in engine.rows(SqlStep(
+            "bounces.hard", "SELECT DISTINCT email_key FROM core.bounce_status WHERE hard_bounces > 0"))]
+        privacy.add_suppressions(engine, hard, "hard_bounce", "email", now)
+    rows = dict(engine.rows(SqlStep("bounces.states", "SELECT state, count(*) FROM core.bounce_status GROUP BY ALL")))
     return {"blocked": int(rows.get("blocked", 0)), "to_handle": int(rows.get("to_handle", 0)),
             "hard_bounce_suppressions": len(hard)}

@@ -6,9 +6,10 @@ the channel and the time. It is kept apart from erasure: erasing a person delete
 data everywhere, and the ledger keeps only what is needed to refuse them when a later
 file brings them back.
 
-HMAC is computed inside DuckDB (a temporary macro built from the key's inner and outer
-pads), so ingestion checks every incoming identifier set-based, without a Python loop
-and without the key ever appearing in a query log or an error message.
+HMAC is computed inside the engine (``Engine.define_keyed_hash``: on DuckDB a temporary
+macro built from the key's inner and outer pads, on Spark a registered function), so
+ingestion checks every incoming identifier set-based, without a Python loop and without
+the key ever appearing in a step, a query log or an error message.
 
 Identifier normalisation for suppression is deliberately coarse so that any formatting
 of the same value hashes the same: e-mails trimmed and lower-cased; phones reduced to
@@ -20,14 +21,13 @@ side); tax codes and ERP ids upper-cased without blanks.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 import re
 import signal
 
-import duckdb
+import pyarrow as pa
 
-from tessera.engine.warehouse import table_exists
+from tessera.engine import Engine, SqlStep, as_engine
 from tessera.vocabulary import IDENTIFIER_FIELDS
 
 DDL = """
@@ -108,23 +108,19 @@ def normalise_value(kind: str, value: str | None) -> str | None:
     return re.sub(r"\s", "", value).upper() or None
 
 
-def install_hmac(con: duckdb.DuckDBPyConnection, key: str) -> None:
-    """Define ``tessera_hmac(text)`` on this connection (HMAC-SHA256, hex)."""
+def install_hmac(engine: Engine, key: str) -> None:
+    """Make ``tessera_hmac(text)`` (HMAC-SHA256, hex) callable on this engine."""
     if not key:
         raise ValueError("the suppression key is empty; set TESSERA_SUPPRESSION_KEY")
-    raw = key.encode("utf-8")
-    if len(raw) > 64:
-        raw = hashlib.sha256(raw).digest()
-    raw = raw.ljust(64, b"\0")
-    ipad = bytes(b ^ 0x36 for b in raw).hex()
-    opad = bytes(b ^ 0x5C for b in raw).hex()
-    con.execute(
-        "CREATE OR REPLACE TEMP MACRO tessera_hmac(v) AS "
-        f"sha256(unhex('{opad}') || unhex(sha256(unhex('{ipad}') || encode(v))))")
+    as_engine(engine).define_keyed_hash(key)
 
 
-def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(DDL)
+def ensure_tables(engine: Engine) -> None:
+    engine = as_engine(engine)
+    engine.run(*(SqlStep(f"privacy.ddl[{i}]", part.strip())
+                 for i, part in enumerate("\n".join(
+                     line for line in DDL.splitlines() if not line.lstrip().startswith("--")).split(";"))
+                 if part.strip()))
 
 
 def suppressed_lines_sql(entity: str, mapped: set[str], table: str = "_checked2") -> str | None:
@@ -145,23 +141,25 @@ def suppressed_lines_sql(entity: str, mapped: set[str], table: str = "_checked2"
     return " UNION ".join(parts)
 
 
-def add_suppressions(con, kind_values: list[tuple[str, str]], reason: str, channel: str,
+def add_suppressions(engine: Engine, kind_values: list[tuple[str, str]], reason: str, channel: str,
                      now: dt.datetime) -> int:
     """Insert keyed hashes for (kind, normalised value) pairs not already suppressed."""
     if not kind_values:
         return 0
-    con.execute("CREATE OR REPLACE TEMP TABLE _ids (kind VARCHAR, v VARCHAR)")
-    con.executemany("INSERT INTO _ids VALUES (?, ?)", kind_values)
-    n = con.execute("""
-        INSERT INTO ops.suppressions
-        SELECT DISTINCT kind, tessera_hmac(v), ?, ?, ?
-        FROM _ids i
-        WHERE v IS NOT NULL AND NOT EXISTS (
-            SELECT 1 FROM ops.suppressions s
-            WHERE s.kind = i.kind AND s.id_hash = tessera_hmac(i.v) AND s.reason = ? AND s.channel = ?)
-    """, [reason, channel, now, reason, channel]).fetchone()[0]
-    con.execute("DROP TABLE _ids")
-    return int(n)
+    engine = as_engine(engine)
+    engine.register_arrow("_ids", pa.table({"kind": [k for k, _ in kind_values],
+                                            "v": [v for _, v in kind_values]},
+                                           schema=pa.schema([("kind", pa.string()), ("v", pa.string())])))
+    try:
+        return engine.append("ops.suppressions", SqlStep("privacy.add_suppressions", """
+            SELECT DISTINCT kind, tessera_hmac(v), $reason, $channel, $now
+            FROM _ids i
+            WHERE v IS NOT NULL AND NOT EXISTS (
+                SELECT 1 FROM ops.suppressions s WHERE s.kind = i.kind AND s.id_hash = tessera_hmac(i.v)
+                  AND s.reason = $reason AND s.channel = $channel)""",
+            {"reason": reason, "channel": channel, "now": now}))
+    finally:
+        engine.unregister("_ids")
 
 
 def export_suppression_filter(channel: str) -> str:
@@ -179,7 +177,7 @@ def export_suppression_filter(channel: str) -> str:
     return "(" + " AND ".join(checks) + ")"
 
 
-def unsuppress(con: duckdb.DuckDBPyConnection, key: str, kind: str, value: str, *,
+def unsuppress(engine: Engine, key: str, kind: str, value: str, *,
                why: str, requested_by: str, os_user: str, request_id: str,
                lift: tuple[str, ...] = ("erasure",), now: dt.datetime | None = None) -> int:
     """Lift the suppressions of one identifier, with an audit row per lifted entry.
@@ -202,24 +200,21 @@ def unsuppress(con: duckdb.DuckDBPyConnection, key: str, kind: str, value: str, 
     if norm is None:
         raise ValueError(f"the {kind} given is empty once normalised")
     now = now or dt.datetime.now().replace(microsecond=0)
-    ensure_tables(con)
-    install_hmac(con, key)
-    (h,) = con.execute("SELECT tessera_hmac(?)", [norm]).fetchone()
-    reasons = list(lift)
-    con.execute("BEGIN TRANSACTION")
-    try:
-        n = con.execute("""
-            INSERT INTO ops.unsuppressions
-            SELECT ?, kind, id_hash, reason, channel, created_at, ?, ?, ?, ?
-            FROM ops.suppressions WHERE kind = ? AND id_hash = ? AND reason IN (SELECT unnest(?::VARCHAR[]))
-        """, [request_id, why.strip(), requested_by, os_user, now, kind, h, reasons]).fetchone()[0]
-        con.execute("""DELETE FROM ops.suppressions
-                       WHERE kind = ? AND id_hash = ? AND reason IN (SELECT unnest(?::VARCHAR[]))""",
-                    [kind, h, reasons])
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+    engine = as_engine(engine)
+    ensure_tables(engine)
+    install_hmac(engine, key)
+    h = engine.scalar(SqlStep("privacy.unsuppress.hash", "SELECT tessera_hmac($v)", {"v": norm}))
+    reasons = ", ".join(f"'{r}'" for r in lift)  # checked against LIFTABLE above
+    match = {"kind": kind, "h": h}
+    with engine.together():
+        n = engine.append("ops.unsuppressions", SqlStep("privacy.unsuppress.audit", f"""
+            SELECT $request_id, kind, id_hash, reason, channel, created_at, $why, $by, $os_user, $now
+            FROM ops.suppressions WHERE kind = $kind AND id_hash = $h AND reason IN ({reasons})""",
+            {**match, "request_id": request_id, "why": why.strip(), "by": requested_by,
+             "os_user": os_user, "now": now}))
+        engine.run(SqlStep("privacy.unsuppress.lift", f"""
+            DELETE FROM ops.suppressions WHERE kind = $kind AND id_hash = $h AND reason IN ({reasons})""",
+            match))
     return int(n)
 
 
@@ -228,16 +223,21 @@ def unsuppress(con: duckdb.DuckDBPyConnection, key: str, kind: str, value: str, 
 _CONTACT_KINDS = IDENTIFIER_FIELDS["contact"]
 
 
-def _base_tables(con, schema: str) -> list[str]:
-    return [r[0] for r in con.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = ? "
-        "AND table_type = 'BASE TABLE' ORDER BY 1", [schema]).fetchall()]
+def _base_tables(engine: Engine, schema: str) -> list[str]:
+    return [r[0] for r in engine.rows(SqlStep(
+        "privacy.base_tables", "SELECT table_name FROM information_schema.tables WHERE table_schema = $schema "
+        "AND table_type = 'BASE TABLE' ORDER BY 1", {"schema": schema}))]
 
 
-def _columns(con, schema: str, table: str) -> set[str]:
-    return {r[0] for r in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
-        [schema, table]).fetchall()}
+def _columns(engine: Engine, schema: str, table: str) -> set[str]:
+    return {r[0] for r in engine.rows(SqlStep(
+        "privacy.columns", "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = $schema AND table_name = $table", {"schema": schema, "table": table}))}
+
+
+def _count(engine: Engine, name: str, sql: str, params=None) -> int:
+    """Rows a DELETE removed (DuckDB answers a DML statement with its row count)."""
+    return int(engine.scalar(SqlStep(name, sql, params or {})) or 0)
 
 
 def _ident_match(kind: str, expr: str) -> str:
@@ -251,7 +251,7 @@ def _test_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def forget(con: duckdb.DuckDBPyConnection, deployment, key: str, *, emails=(), customer_ids=(),
+def forget(engine: Engine, deployment, key: str, *, emails=(), customer_ids=(),
            request_id: str, now: dt.datetime | None = None,
            also: tuple[tuple[str, list], ...] = ()) -> dict:
     """Erase people from every table of the warehouse, in ONE transaction, and suppress them.
@@ -263,43 +263,47 @@ def forget(con: duckdb.DuckDBPyConnection, deployment, key: str, *, emails=(), c
     records by their suppressed identifiers) finishes the files: it is idempotent.
     """
     now = now or dt.datetime.now().replace(microsecond=0)
-    ensure_tables(con)
-    install_hmac(con, key)
+    engine = as_engine(engine)
+    ensure_tables(engine)
+    install_hmac(engine, key)
     emails = sorted({e for e in (normalise_value("email", x) for x in emails) if e})
     ids = sorted({int(c) for c in customer_ids})
-    has = lambda s, t: table_exists(con, s, t)  # noqa: E731
+    has = engine.table_exists
+    run = lambda name, sql, params=None: engine.run(SqlStep(f"privacy.forget.{name}", sql, params or {}))  # noqa: E731
 
-    con.execute("CREATE OR REPLACE TEMP TABLE _f_ids (customer_id BIGINT)")
-    con.execute("CREATE OR REPLACE TEMP TABLE _f_recs (source VARCHAR, source_record_id VARCHAR)")
-    con.execute("CREATE OR REPLACE TEMP TABLE _f_idents (kind VARCHAR, v VARCHAR)")
-    if ids:
-        con.executemany("INSERT INTO _f_ids VALUES (?)", [[i] for i in ids])
-    if emails:
-        con.executemany("INSERT INTO _f_idents VALUES ('email', ?)", [[e] for e in emails])
+    run("work_tables", "CREATE OR REPLACE TEMP TABLE _f_ids (customer_id BIGINT)")
+    run("work_tables", "CREATE OR REPLACE TEMP TABLE _f_recs (source VARCHAR, source_record_id VARCHAR)")
+    run("work_tables", "CREATE OR REPLACE TEMP TABLE _f_idents (kind VARCHAR, v VARCHAR)")
+    engine.register_arrow("_f_request", pa.table({"customer_id": pa.array(ids, pa.int64())}))
+    run("request_ids", "INSERT INTO _f_ids SELECT customer_id FROM _f_request")
+    engine.unregister("_f_request")
+    engine.register_arrow("_f_request", pa.table({"v": pa.array(emails, pa.string())}))
+    run("request_emails", "INSERT INTO _f_idents SELECT 'email', v FROM _f_request")
+    engine.unregister("_f_request")
     contact_sources = [s for s in deployment.sources
                        if s.entity in ("contact", "company_user") and has("raw", s.name)]
     # Everybody reachable from the request: customers holding the e-mails, their records,
     # and every identifier any version of those records ever carried (old e-mails too).
     for _ in range(3):
         if has("core", "customer_sources") and has("staging", "contacts"):
-            con.execute("""
+            run("reach_customers", """
                 INSERT INTO _f_ids SELECT DISTINCT cs.customer_id FROM staging.contacts s
                 JOIN core.customer_sources cs USING (source, source_record_id)
                 WHERE s.email_key IN (SELECT v FROM _f_idents WHERE kind = 'email')
                   AND cs.customer_id NOT IN (SELECT customer_id FROM _f_ids)""")
-            con.execute("""
+            run("reach_records", """
                 INSERT INTO _f_recs SELECT source, source_record_id FROM core.customer_sources
                 WHERE customer_id IN (SELECT customer_id FROM _f_ids)
                 EXCEPT SELECT * FROM _f_recs""")
         for s in contact_sources:
-            cols = _columns(con, "raw", s.name)
+            cols = _columns(engine, "raw", s.name)
             match = " OR ".join(_ident_match(k, f'"{f}"') for f, k in _CONTACT_KINDS.items() if f in cols)
-            con.execute(f"""
+            run("reach_raw_records", f"""
                 INSERT INTO _f_recs SELECT DISTINCT '{s.name}', source_record_id FROM raw.{s.name}
                 WHERE {match} EXCEPT SELECT * FROM _f_recs""")
             for f, k in _CONTACT_KINDS.items():
                 if f in cols:
-                    con.execute(f"""
+                    run("reach_identifiers", f"""
                         INSERT INTO _f_idents SELECT DISTINCT '{k}', {normalise_sql(k, f'"{f}"')}
                         FROM raw.{s.name} WHERE source_record_id IN
                             (SELECT source_record_id FROM _f_recs WHERE source = '{s.name}')
@@ -307,8 +311,8 @@ def forget(con: duckdb.DuckDBPyConnection, deployment, key: str, *, emails=(), c
                         EXCEPT SELECT * FROM _f_idents""")
 
     # Landing lines to scrub, found before the raw rows that point at them are deleted.
-    con.execute("CREATE OR REPLACE TEMP TABLE _f_lines (source VARCHAR, file VARCHAR, line BIGINT)")
-    con.execute("CREATE OR REPLACE TEMP TABLE _f_orders (order_id VARCHAR)")
+    run("work_tables", "CREATE OR REPLACE TEMP TABLE _f_lines (source VARCHAR, file VARCHAR, line BIGINT)")
+    run("work_tables", "CREATE OR REPLACE TEMP TABLE _f_orders (order_id VARCHAR)")
     raw_where: dict[str, str] = {}
     for s in deployment.sources:
         if not has("raw", s.name):
@@ -319,7 +323,7 @@ def forget(con: duckdb.DuckDBPyConnection, deployment, key: str, *, emails=(), c
             raw_where[s.name] = _ident_match("email", "email")
         elif s.entity == "order":
             raw_where[s.name] = _ident_match("erp_id", "customer_ref")
-            con.execute(f"INSERT INTO _f_orders SELECT source_record_id FROM raw.{s.name} WHERE {raw_where[s.name]}")
+            run("orders", f"INSERT INTO _f_orders SELECT source_record_id FROM raw.{s.name} WHERE {raw_where[s.name]}")
     for s in deployment.sources_of("order_line"):
         if has("raw", s.name):
             raw_where[s.name] = "order_id IN (SELECT order_id FROM _f_orders)"
@@ -332,15 +336,14 @@ def forget(con: duckdb.DuckDBPyConnection, deployment, key: str, *, emails=(), c
         annotation_where.setdefault("notes" if s.entity == "note" else "tasks", []).append(
             f"(source = '{s.name}' AND contact_ref IN ({about}))")
     for name, where in raw_where.items():
-        con.execute(f"INSERT INTO _f_lines SELECT DISTINCT '{name}', _file, _line FROM raw.{name} WHERE {where}")
+        run("landing_lines", f"INSERT INTO _f_lines SELECT DISTINCT '{name}', _file, _line FROM raw.{name} WHERE {where}")
 
-    idents = con.execute("SELECT kind, v FROM _f_idents WHERE v IS NOT NULL").fetchall()
+    idents = engine.rows(SqlStep("privacy.forget.identifiers", "SELECT kind, v FROM _f_idents WHERE v IS NOT NULL"))
     deleted = 0
-    con.execute("BEGIN TRANSACTION")
-    try:
-        add_suppressions(con, [(k, v) for k, v in idents], "erasure", "all", now)
+    with engine.together():
+        add_suppressions(engine, [(k, v) for k, v in idents], "erasure", "all", now)
         for name, where in raw_where.items():
-            deleted += con.execute(f"DELETE FROM raw.{name} WHERE {where}").fetchone()[0]
+            deleted += _count(engine, "privacy.forget.raw", f"DELETE FROM raw.{name} WHERE {where}")
         staging_where = {
             "contacts": "(source, source_record_id) IN (SELECT source, source_record_id FROM _f_recs)",
             "company_users": "(source, source_record_id) IN (SELECT source, source_record_id FROM _f_recs)",
@@ -356,110 +359,114 @@ def forget(con: duckdb.DuckDBPyConnection, deployment, key: str, *, emails=(), c
         for table in ("events", "bounces", "unsubscribes", "consents"):
             # a table built empty for a deployment without such a source may hold only
             # the normalised key (staging.bounces from the bounce stage)
-            if has("staging", table) and "email" not in _columns(con, "staging", table):
+            if has("staging", table) and "email" not in _columns(engine, "staging", table):
                 staging_where[table] = (_ident_match("email", "email_key")
-                                        if "email_key" in _columns(con, "staging", table) else "false")
+                                        if "email_key" in _columns(engine, "staging", table) else "false")
         for table, where in staging_where.items():
             if has("staging", table):
-                deleted += con.execute(f"DELETE FROM staging.{table} WHERE {where}").fetchone()[0]
+                deleted += _count(engine, "privacy.forget.staging", f"DELETE FROM staging.{table} WHERE {where}")
         for schema in ("core", "marts", "marketing", "predictions", "recommendations", "exports"):
-            for table in _base_tables(con, schema):
-                cols = _columns(con, schema, table)
+            for table in _base_tables(engine, schema):
+                cols = _columns(engine, schema, table)
                 if "customer_id" in cols:
                     extra = " OR other_customer_id IN (SELECT customer_id FROM _f_ids)" if "other_customer_id" in cols else ""
-                    deleted += con.execute(
-                        f"DELETE FROM {schema}.{table} WHERE customer_id IN (SELECT customer_id FROM _f_ids){extra}"
-                    ).fetchone()[0]
+                    deleted += _count(
+                        engine, "privacy.forget.by_customer",
+                        f"DELETE FROM {schema}.{table} WHERE customer_id IN (SELECT customer_id FROM _f_ids){extra}")
                 elif {"source", "source_record_id"} <= cols:
-                    deleted += con.execute(
+                    deleted += _count(
+                        engine, "privacy.forget.by_record",
                         f"DELETE FROM {schema}.{table} WHERE (source, source_record_id) IN "
-                        "(SELECT source, source_record_id FROM _f_recs)").fetchone()[0]
-        deleted += con.execute("""DELETE FROM ops.rejects WHERE (source, source_record_id) IN
-                                  (SELECT source, source_record_id FROM _f_recs)""").fetchone()[0]
-        erased_ids = [r[0] for r in con.execute("SELECT DISTINCT customer_id FROM _f_ids ORDER BY 1").fetchall()]
-        for cid in erased_ids or [None]:
-            con.execute("INSERT INTO ops.erasures VALUES (?, ?, ?, ?, 0, ?)",
-                        [cid, request_id, len(idents), deleted, now])
-        con.execute("INSERT INTO ops.pending_scrubs VALUES (?, 'request', NULL, NULL)", [request_id])
-        con.execute("INSERT INTO ops.pending_scrubs SELECT DISTINCT ?, 'record', source, source_record_id "
-                    "FROM _f_recs", [request_id])
-        con.execute("INSERT INTO ops.pending_scrubs SELECT DISTINCT ?, 'order', NULL, order_id "
-                    "FROM _f_orders", [request_id])
+                        "(SELECT source, source_record_id FROM _f_recs)")
+        deleted += _count(engine, "privacy.forget.rejects", """DELETE FROM ops.rejects WHERE (source, source_record_id) IN
+                                  (SELECT source, source_record_id FROM _f_recs)""")
+        erased_ids = [r[0] for r in engine.rows(SqlStep(
+            "privacy.forget.erased", "SELECT DISTINCT customer_id FROM _f_ids ORDER BY 1"))]
+        engine.register_arrow("_f_erased", pa.table({"customer_id": pa.array(erased_ids or [None], pa.int64())}))
+        engine.append("ops.erasures", SqlStep(
+            "privacy.forget.audit", "SELECT customer_id, $request_id, $identifiers, $deleted, 0, $now FROM _f_erased",
+            {"request_id": request_id, "identifiers": len(idents), "deleted": deleted, "now": now}))
+        engine.unregister("_f_erased")
+        req = {"request_id": request_id}
+        run("pending_scrubs", "INSERT INTO ops.pending_scrubs VALUES ($request_id, 'request', NULL, NULL)", req)
+        run("pending_scrubs", "INSERT INTO ops.pending_scrubs SELECT DISTINCT $request_id, 'record', source, "
+            "source_record_id FROM _f_recs", req)
+        run("pending_scrubs", "INSERT INTO ops.pending_scrubs SELECT DISTINCT $request_id, 'order', NULL, order_id "
+            "FROM _f_orders", req)
         for sql, params in also:
-            con.execute(sql, params)
+            run("also", sql, params)
         _test_point("forget-before-commit")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    lines = con.execute("SELECT source, file, line FROM _f_lines ORDER BY 1, 2, 3").fetchall()
+    lines = engine.rows(SqlStep("privacy.forget.lines", "SELECT source, file, line FROM _f_lines ORDER BY 1, 2, 3"))
     records: dict[str, list[str]] = {}
-    for src, rid in con.execute("SELECT source, source_record_id FROM _f_recs").fetchall():
+    for src, rid in engine.rows(SqlStep("privacy.forget.records", "SELECT source, source_record_id FROM _f_recs")):
         records.setdefault(src, []).append(rid)
-    orders = [r[0] for r in con.execute("SELECT order_id FROM _f_orders").fetchall()]
+    orders = [r[0] for r in engine.rows(SqlStep("privacy.forget.orders", "SELECT order_id FROM _f_orders"))]
     for t in ("_f_ids", "_f_recs", "_f_idents", "_f_lines", "_f_orders"):
-        con.execute(f"DROP TABLE IF EXISTS {t}")
+        run("drop_work_tables", f"DROP TABLE IF EXISTS {t}")
     return {"customers": len(erased_ids), "identifiers": len(idents), "rows_deleted": deleted,
             "landing_lines": lines, "records": records, "orders": orders}
 
 
 # ------------------------------------------------------------- subject access, monitoring
 
-def customer_identifiers(con, deployment, customer_id: int) -> list[tuple[str, str]]:
+def customer_identifiers(engine: Engine, deployment, customer_id: int) -> list[tuple[str, str]]:
     """Every normalised identifier any version of the customer's records carried."""
+    engine = as_engine(engine)
     out: set[tuple[str, str]] = set()
     for s in [*deployment.sources_of("contact"), *deployment.sources_of("company_user")]:
-        if not table_exists(con, "raw", s.name):
+        if not engine.table_exists("raw", s.name):
             continue
-        cols = _columns(con, "raw", s.name)
+        cols = _columns(engine, "raw", s.name)
         for f, k in _CONTACT_KINDS.items():
             if f in cols:
-                for (v,) in con.execute(f"""
+                for (v,) in engine.rows(SqlStep("privacy.customer_identifiers", f"""
                         SELECT DISTINCT {normalise_sql(k, f'r."{f}"')} FROM raw.{s.name} r
                         JOIN core.customer_sources cs ON cs.source = '{s.name}'
                          AND cs.source_record_id = r.source_record_id
-                        WHERE cs.customer_id = ?""", [customer_id]).fetchall():
+                        WHERE cs.customer_id = $customer_id""", {"customer_id": customer_id})):
                     if v:
                         out.add((k, v))
     return sorted(out)
 
 
-def stop_monitoring(con, deployment, key: str, customer_id: int, now: dt.datetime | None = None) -> int:
+def stop_monitoring(engine: Engine, deployment, key: str, customer_id: int,
+                    now: dt.datetime | None = None) -> int:
     """No new behavioural events are kept for this person (their e-mails, keyed hashes)."""
-    install_hmac(con, key)
-    ensure_tables(con)
-    emails = [(k, v) for k, v in customer_identifiers(con, deployment, customer_id) if k == "email"]
-    return add_suppressions(con, emails, "stop_monitoring", "events",
+    engine = as_engine(engine)
+    install_hmac(engine, key)
+    ensure_tables(engine)
+    emails = [(k, v) for k, v in customer_identifiers(engine, deployment, customer_id) if k == "email"]
+    return add_suppressions(engine, emails, "stop_monitoring", "events",
                             now or dt.datetime.now().replace(microsecond=0))
 
 
-def subject_access(con, deployment, customer_id: int) -> dict:
+def subject_access(engine: Engine, deployment, customer_id: int) -> dict:
     """Everything held about one person, table by table (GDPR subject access request)."""
+    engine = as_engine(engine)
     out: dict = {"customer_id": customer_id, "tables": {}}
-    recs = con.execute("SELECT source, source_record_id FROM core.customer_sources WHERE customer_id = ?",
-                       [customer_id]).fetchall()
-    emails = [v for k, v in customer_identifiers(con, deployment, customer_id) if k == "email"]
+    recs = engine.rows(SqlStep("privacy.access.records", "SELECT source, source_record_id "
+                               "FROM core.customer_sources WHERE customer_id = $customer_id",
+                               {"customer_id": customer_id}))
+    emails = [v for k, v in customer_identifiers(engine, deployment, customer_id) if k == "email"]
 
-    def grab(schema: str, table: str, where: str, params: list) -> None:
-        rel = con.execute(f"SELECT * FROM {schema}.{table} WHERE {where}", params)
-        cols = [d[0] for d in rel.description]
-        rows = [dict(zip(cols, r)) for r in rel.fetchall()]
+    def grab(schema: str, table: str, where: str, params: dict) -> None:
+        rows = engine.arrow(SqlStep("privacy.access.rows", f"SELECT * FROM {schema}.{table} WHERE {where}",
+                                    params)).to_pylist()
         if rows:
             out["tables"][f"{schema}.{table}"] = rows
 
     for schema in ("core", "marts", "marketing", "predictions", "recommendations", "exports"):
-        for table in _base_tables(con, schema):
-            cols = _columns(con, schema, table)
+        for table in _base_tables(engine, schema):
+            cols = _columns(engine, schema, table)
             if "customer_id" in cols:
-                grab(schema, table, "customer_id = ?", [customer_id])
+                grab(schema, table, "customer_id = $customer_id", {"customer_id": customer_id})
     by_source: dict[str, list[str]] = {}
     for source, rid in recs:
         by_source.setdefault(source, []).append(rid)
     for source, rids in by_source.items():
-        for schema in ("raw",):
-            if table_exists(con, schema, source):
-                grab(schema, source, "source_record_id IN (SELECT unnest(?::VARCHAR[]))", [rids])
+        if engine.table_exists("raw", source):
+            grab("raw", source, "list_contains($ids, source_record_id)", {"ids": rids})
     for s in deployment.sources:
-        if s.entity in ("event", "bounce", "unsubscribe", "consent") and table_exists(con, "raw", s.name) and emails:
-            grab("raw", s.name, "lower(trim(email)) IN (SELECT unnest(?::VARCHAR[]))", [emails])
+        if s.entity in ("event", "bounce", "unsubscribe", "consent") and engine.table_exists("raw", s.name) and emails:
+            grab("raw", s.name, "list_contains($emails, lower(trim(email)))", {"emails": emails})
     return out
