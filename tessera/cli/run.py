@@ -211,7 +211,7 @@ def demo_cmd(ctx: click.Context, contacts: int) -> int:
     landing = tessera_paths()["landing"]
     if not any(landing.glob("*/*")):
         print(f"generating sample data ({contacts} persons) into {landing}")
-        generate(landing, contacts=contacts, seed=42, as_of=DEMO_DATE)
+        generate(landing, contacts=contacts, seed=42, as_of=DEMO_DATE, journey_events=True)
     print(f"running daily_job as of {DEMO_DATE} (warehouse {tessera_paths()['warehouse']})")
     result = run_daily(DEMO_DATE, wait_seconds(ctx))
     print_summary(summary(result.run_id))
