@@ -308,3 +308,17 @@ def test_an_edited_journey_lets_contacts_finish_the_version_they_started(tmp_pat
     # Anna entered under the first version: its subject, not the edited one
     assert [m["Subject"] for m in sink.messages if m["To"] == "anna@example.it" and "donna" in m["Subject"]]
     assert not [m for m in sink.messages if m["Subject"] == "Nuovo invito"]
+
+
+def test_every_activation_step_transpiles_to_spark(tmp_path, smtp, http):
+    from tessera.engine import recording
+    from tessera.engine.portability import report
+
+    ctl, sink = smtp
+    dep = _deployment(ctl.port, http.server_address[1])
+    con = _warehouse(tmp_path / "w.duckdb")
+    with recording() as log:
+        _walk(con, dep, range(0, 14, 1))
+    verdicts, text = report([s for s in log.values() if s.name.startswith("activation.")])
+    assert len(verdicts) > 20
+    assert all(v.passes for v in verdicts), text
