@@ -124,27 +124,30 @@ def _moves_step(deployment, journey: JourneyDef, version: str, step, day: dt.dat
         return SqlStep("activation.journey_check", sql,
                        [step.within_days, *base, *params, *base, step.within_days, day])
     if kind == "branch":
-        params, whens = [], []
-        for b in step.branches:
-            parts = []
+        # each branch's condition is evaluated once, as a semi-join over the contacts at
+        # the step (a CASE over IN sub-queries re-ran them per branch and per column)
+        params: list = [*base]
+        ctes = [f"at_step AS (SELECT s.customer_id, s.entered_on {_at(step.name)})"]
+        for i, b in enumerate(step.branches):
+            conds = []
             if b.event is not None:
                 ep: list = []
                 ec = event_filter_sql(deployment, b.event, day, ep, alias="e")
-                parts.append(f"""s.customer_id IN (
-                    SELECT e.customer_id FROM core.events e JOIN {STATE} s2
-                      ON s2.customer_id = e.customer_id AND s2.journey = ? AND s2.status = 'active'
-                    WHERE CAST(e.occurred_at AS DATE) >= s2.entered_on
+                conds.append(f"""a.customer_id IN (
+                    SELECT e.customer_id FROM core.events e JOIN at_step a2 ON a2.customer_id = e.customer_id
+                    WHERE CAST(e.occurred_at AS DATE) >= a2.entered_on
                       AND CAST(e.occurred_at AS DATE) <= CAST(? AS DATE) AND {ec})""")
-                params += [journey.name, day, *ep]
+                params += [day, *ep]
             if b.conditions:
-                parts.append(conditions_sql(deployment, b.conditions, day, params, "s.customer_id"))
-            whens.append((" AND ".join(parts) or "TRUE", b))
-        nxt = " ".join(f"WHEN {c} THEN '{b.next}'" for c, b in whens)
-        # the conditions are written twice (next step, branch name): parameters twice too
-        names = " ".join(f"WHEN {c} THEN '{b.name}'" for c, b in whens)
-        sql = (f"SELECT s.customer_id, s.entered_on, CASE {nxt} ELSE '{step.otherwise}' END AS next_step, "
-               f"'branched' AS outcome, CASE {names} ELSE 'otherwise' END AS branch {_at(step.name)}")
-        return SqlStep("activation.journey_branch", sql, [*params, *params, *base])
+                conds.append(conditions_sql(deployment, b.conditions, day, params, "a.customer_id"))
+            ctes.append(f"b{i} AS (SELECT a.customer_id FROM at_step a WHERE {' AND '.join(conds) or 'TRUE'})")
+        joins = " ".join(f"LEFT JOIN b{i} ON b{i}.customer_id = a.customer_id" for i in range(len(step.branches)))
+        nxt = " ".join(f"WHEN b{i}.customer_id IS NOT NULL THEN '{b.next}'" for i, b in enumerate(step.branches))
+        names = " ".join(f"WHEN b{i}.customer_id IS NOT NULL THEN '{b.name}'" for i, b in enumerate(step.branches))
+        sql = (f"WITH {', '.join(ctes)} SELECT a.customer_id, a.entered_on, "
+               f"CASE {nxt} ELSE '{step.otherwise}' END AS next_step, 'branched' AS outcome, "
+               f"CASE {names} ELSE 'otherwise' END AS branch FROM at_step a {joins}")
+        return SqlStep("activation.journey_branch", sql, params)
     # action and end move everybody at the step
     nxt = f"'{step.next}'" if kind == "action" else "CAST(NULL AS VARCHAR)"
     outcome = "acted" if kind == "action" else "ended"

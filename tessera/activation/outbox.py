@@ -103,20 +103,21 @@ def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, acti
     if message and cap is not None:
         status = f"CASE WHEN g.nth > {int(cap)} THEN 'capped' ELSE 'pending' END"
     sent_at = "CAST(NULL AS TIMESTAMP)" if message else "CAST(? AS TIMESTAMP)"
+    cols = "".join(f', c."{f}"' for f in fields)
+    gated = engine.replace_table("activation._gated", SqlStep("activation.gate", f"""
+        SELECT {KEY_SQL.replace("customer_id", "k.customer_id").replace("ref)", "k.ref)")} AS action_key,
+               k.customer_id, k.ref, k.trigger_event, k.coupon{cols}
+        FROM activation._candidates k JOIN marts.contact_cards c ON c.customer_id = k.customer_id
+        WHERE {delivery_filter(action.channel)}""", [origin, name, step]))
     sql = f"""
-        WITH k AS (
-            SELECT customer_id, ref, trigger_event, coupon, {KEY_SQL} AS action_key
-            FROM activation._candidates),
-        gated AS (
-            SELECT k.action_key, k.ref, k.trigger_event, k.coupon, c.*
-            FROM k JOIN marts.contact_cards c ON c.customer_id = k.customer_id
-            WHERE {delivery_filter(action.channel)}),
-        fresh AS (
-            SELECT * FROM gated WHERE action_key NOT IN (SELECT action_key FROM activation.outbox)),
+        WITH fresh AS (
+            SELECT * FROM activation._gated n
+            WHERE NOT EXISTS (SELECT 1 FROM activation.outbox o WHERE o.action_key = n.action_key)),
         today AS (
             SELECT customer_id, count(*) AS sent_today FROM activation.outbox
             WHERE as_of_date = CAST(? AS DATE) AND kind IN ('email', 'sms', 'webhook')
-              AND status <> 'capped' GROUP BY customer_id),
+              AND status <> 'capped'
+              AND customer_id IN (SELECT customer_id FROM activation._gated) GROUP BY customer_id),
         g AS (
             SELECT f.*, coalesce(t.sent_today, 0)
                    + row_number() OVER (PARTITION BY f.customer_id ORDER BY f.action_key) AS nth
@@ -127,12 +128,9 @@ def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, acti
                CAST(? AS TIMESTAMP) AS queued_at, {sent_at} AS sent_at,
                CAST(NULL AS VARCHAR) AS last_error, CAST(? AS VARCHAR) AS version
         FROM g"""
-    params = [origin, name, step, day, day, origin, name, step, action.kind, action.channel,
+    params = [day, day, origin, name, step, action.kind, action.channel,
               target_of(action), now] + ([] if message else [now]) + [version]
-    queued = engine.replace_table("activation._queued", SqlStep("activation.gate", sql, params))
-    gated = engine.scalar(SqlStep(
-        "activation.gated", "SELECT count(*) FROM activation._candidates k JOIN marts.contact_cards c "
-        f"ON c.customer_id = k.customer_id WHERE {delivery_filter(action.channel)}"))
+    queued = engine.replace_table("activation._queued", SqlStep("activation.fresh", sql, params))
     engine.append("activation.outbox", SqlStep("activation.enqueue", "SELECT * FROM activation._queued"))
     spec = action.spec
     if action.kind == "tag":
