@@ -57,7 +57,10 @@ def template_fields(deployment, action) -> set[str]:
     spec, out = action.spec, set()
     tpl = getattr(spec, "template", None)
     if tpl:
-        out |= _template_vars(str(deployment.config_dir / "templates" / tpl))
+        path = deployment.config_dir / "templates" / tpl
+        if not path.is_file():
+            path = Path(__file__).parent / "templates" / tpl   # the package's own
+        out |= _template_vars(str(path))
     subject = getattr(spec, "subject", None)
     if subject:
         import jinja2

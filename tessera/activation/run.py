@@ -15,6 +15,7 @@ from tessera.engine import Engine, SqlStep, as_engine
 from tessera.activation.automations import run_automations
 from tessera.activation.journeys import run_journey
 from tessera.activation.outbox import activation_table_steps, card_columns
+from tessera.activation.scores import run_score_notifications
 from tessera.activation.send import SendReport, dispatch
 
 
@@ -40,9 +41,10 @@ def evaluate_day(engine: Engine, deployment, day: dt.date, now: dt.datetime) -> 
         autos = run_automations(engine, deployment, day, now, columns)
         journeys = {j.name: run_journey(engine, deployment, j, day, now, columns)
                     for j in deployment.journeys}
+        scores = run_score_notifications(engine, deployment, day, now, columns)
         engine.run(SqlStep("activation.evaluated", "INSERT INTO activation.evaluated_days "
                            "VALUES (CAST(? AS DATE), CAST(? AS TIMESTAMP))", [day, now]))
-    return {"automations": autos, "journeys": journeys}
+    return {"automations": autos, "journeys": journeys, "score_notifications": scores}
 
 
 def run_activation(engine: Engine, deployment, day: dt.date, now: dt.datetime | None = None, *,

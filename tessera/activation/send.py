@@ -52,16 +52,20 @@ def _renderer(config_dir: Path):
     """E-mail bodies are HTML, autoescaped (a name like ``<b>`` arrives as text); SMS
     texts and subjects are plain text (escaping would show ``&amp;``)."""
     import jinja2
-    loader = jinja2.FileSystemLoader(str(config_dir / "templates"))
+    loader = jinja2.ChoiceLoader([jinja2.FileSystemLoader(str(config_dir / "templates")),
+                                  jinja2.PackageLoader("tessera.activation", "templates")])
     html = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.ChainableUndefined)
     text = jinja2.Environment(loader=loader, autoescape=False, undefined=jinja2.ChainableUndefined)
     return html, text
 
 
 def _action_index(deployment) -> dict[tuple, Any]:
-    """(origin, name, step, version) -> the action, for the current automations (the
-    journeys' versions are added by :func:`action_index`)."""
-    return {("automation", a.name, "action", None): a.action for a in deployment.automations}
+    """(origin, name, step, version) -> the action, for the current automations and score
+    notifications (the journeys' versions are added by :func:`action_index`)."""
+    from tessera.activation.scores import notify_actions
+    out = {("automation", a.name, "action", None): a.action for a in deployment.automations}
+    out.update({("score", name, step, None): action for name, _at, step, action in notify_actions(deployment)})
+    return out
 
 
 def withdraw_unconsented(engine: Engine) -> int:

@@ -322,3 +322,21 @@ def test_every_activation_step_transpiles_to_spark(tmp_path, smtp, http):
     verdicts, text = report([s for s in log.values() if s.name.startswith("activation.")])
     assert len(verdicts) > 20
     assert all(v.passes for v in verdicts), text
+
+
+def test_score_threshold_notifications_are_sent_once_through_the_outbox(tmp_path, smtp, http):
+    from tessera.activation.run import ensure_tables
+
+    ctl, sink = smtp
+    dep = _deployment(ctl.port, http.server_address[1])
+    con = _warehouse(tmp_path / "w.duckdb")
+    ensure_tables(con)
+    day = D0 + dt.timedelta(days=1)
+    con.execute("INSERT INTO marketing.score_actions VALUES (?, 'engagement', 100, 2, 'notify', "
+                "'sales@tessera.example', 120, 90), (?, 'engagement', 100, 2, 'tag', 'hot_lead', 120, 90)",
+                [day, day])
+    _run(con, dep, day)
+    _run(con, dep, day + dt.timedelta(days=1))
+    notes = [m for m in sink.messages if m["Subject"] == "engagement >= 100"]
+    assert [m["To"] for m in notes] == ["sales@tessera.example"]
+    assert "Contact 2 reached engagement" in notes[0].get_payload(decode=True).decode()
