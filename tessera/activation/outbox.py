@@ -115,7 +115,8 @@ def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, acti
     sql = f"""
         WITH fresh AS (
             SELECT * FROM activation._gated n
-            WHERE NOT EXISTS (SELECT 1 FROM activation.outbox o WHERE o.action_key = n.action_key)),
+            WHERE NOT EXISTS (SELECT 1 FROM activation.outbox o WHERE o.action_key = n.action_key)
+            QUALIFY row_number() OVER (PARTITION BY n.action_key ORDER BY n.customer_id) = 1),
         today AS (
             SELECT customer_id, count(*) AS sent_today FROM activation.outbox
             WHERE as_of_date = CAST(? AS DATE) AND kind IN ('email', 'sms', 'webhook')

@@ -2,9 +2,11 @@
 -- decided, keyed by a deterministic action_key (automation or journey step, contact,
 -- trigger event or journey entry); the payload holds only what the send needs and is
 -- dropped once sent. outbox_attempts: one row per SMTP attempt (HTTP attempts are in
--- exports.delivery_attempts, linked by delivery_batch).
+-- exports.delivery_attempts, linked by delivery_batch). No primary key: its index made
+-- inserts the costliest step at scale; the anti-join on action_key keeps keys unique and
+-- the asset check `no_action_twice` proves it.
 CREATE TABLE IF NOT EXISTS activation.outbox (
-    action_key VARCHAR NOT NULL PRIMARY KEY, as_of_date DATE NOT NULL, origin VARCHAR NOT NULL,
+    action_key VARCHAR NOT NULL, as_of_date DATE NOT NULL, origin VARCHAR NOT NULL,
     name VARCHAR NOT NULL, step VARCHAR NOT NULL, customer_id BIGINT NOT NULL, ref VARCHAR NOT NULL,
     kind VARCHAR NOT NULL, channel VARCHAR NOT NULL, target VARCHAR NOT NULL, payload VARCHAR,
     status VARCHAR NOT NULL, attempts INTEGER NOT NULL, delivery_batch VARCHAR,
