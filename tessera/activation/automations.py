@@ -41,7 +41,7 @@ def conditions_sql(deployment, rule, as_of: dt.date, params: list, col: str = "c
 def candidates_step(deployment, automation, day: dt.date) -> SqlStep:
     params: list = []
     cond = event_filter_sql(deployment, automation.trigger, day, params)
-    sql = ("SELECT customer_id, event_id AS ref, to_json({'event_type': event_type, "
+    sql = ("SELECT customer_id, source || ':' || event_id AS ref, to_json({'event_type': event_type, "
            "'occurred_at': occurred_at, 'properties': properties}) AS trigger_event, "
            "CAST(NULL AS VARCHAR) AS coupon FROM core.events "
            f"WHERE customer_id IS NOT NULL AND CAST(occurred_at AS DATE) = CAST(? AS DATE) AND {cond}")

@@ -112,11 +112,9 @@ def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, acti
                k.customer_id, k.ref, k.trigger_event, k.coupon{cols}
         FROM activation._candidates k JOIN marts.contact_cards c ON c.customer_id = k.customer_id
         WHERE {delivery_filter(action.channel)}""", [origin, name, step]))
-    sql = f"""
-        WITH fresh AS (
-            SELECT * FROM activation._gated n
-            WHERE NOT EXISTS (SELECT 1 FROM activation.outbox o WHERE o.action_key = n.action_key)
-            QUALIFY row_number() OVER (PARTITION BY n.action_key ORDER BY n.customer_id) = 1),
+    # the cap's window only when there is a cap (a sort per contact is not free)
+    if message and cap is not None:
+        counted = """,
         today AS (
             SELECT customer_id, count(*) AS sent_today FROM activation.outbox
             WHERE as_of_date = CAST(? AS DATE) AND kind IN ('email', 'sms', 'webhook')
@@ -125,14 +123,23 @@ def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, acti
         g AS (
             SELECT f.*, coalesce(t.sent_today, 0)
                    + row_number() OVER (PARTITION BY f.customer_id ORDER BY f.action_key) AS nth
-            FROM fresh f LEFT JOIN today t ON t.customer_id = f.customer_id)
+            FROM fresh f LEFT JOIN today t ON t.customer_id = f.customer_id)"""
+        cap_params = [day]
+    else:
+        counted, cap_params = ", g AS (SELECT * FROM fresh)", []
+    # candidates are unique per (contact, trigger) by construction (an event id within its
+    # source, a journey entry, a score crossing), so the anti-join is the only de-duplication
+    sql = f"""
+        WITH fresh AS (
+            SELECT * FROM activation._gated n
+            WHERE NOT EXISTS (SELECT 1 FROM activation.outbox o WHERE o.action_key = n.action_key)){counted}
         SELECT g.action_key, CAST(? AS DATE) AS as_of_date, ? AS origin, ? AS name, ? AS step,
                g.customer_id, g.ref, ? AS kind, ? AS channel, ? AS target, {payload} AS payload,
                {status} AS status, 0 AS attempts, CAST(NULL AS VARCHAR) AS delivery_batch,
                CAST(? AS TIMESTAMP) AS queued_at, {sent_at} AS sent_at,
                CAST(NULL AS VARCHAR) AS last_error, CAST(? AS VARCHAR) AS version
         FROM g"""
-    params = [day, day, origin, name, step, action.kind, action.channel,
+    params = [*cap_params, day, origin, name, step, action.kind, action.channel,
               target_of(action), now] + ([] if message else [now]) + [version]
     queued = engine.replace_table("activation._queued", SqlStep("activation.fresh", sql, params))
     engine.append("activation.outbox", SqlStep("activation.enqueue", "SELECT * FROM activation._queued"))
