@@ -340,3 +340,41 @@ def test_score_threshold_notifications_are_sent_once_through_the_outbox(tmp_path
     notes = [m for m in sink.messages if m["Subject"] == "engagement >= 100"]
     assert [m["To"] for m in notes] == ["sales@tessera.example"]
     assert "Contact 2 reached engagement" in notes[0].get_payload(decode=True).decode()
+
+
+def test_date_and_segment_triggers_wait_until_and_reentry_never(tmp_path, smtp, http):
+    from tessera.activation.run import ensure_tables
+    from tessera.settings.activation import JourneyDef
+
+    ctl, sink = smtp
+    base = _deployment(ctl.port, http.server_address[1])
+    on_date = JourneyDef.model_validate({
+        "name": "christmas", "reentry": "never",
+        "trigger": {"date": D0 + dt.timedelta(days=1), "conditions": {"field": "gender", "op": "=", "value": "F"}},
+        "steps": [{"name": "hold", "until": D0 + dt.timedelta(days=4), "next": "tag"},
+                  {"name": "tag", "action": {"tag": {"tag": "xmas", "property": "season", "value": "winter"}},
+                   "next": "end"},
+                  {"name": "end", "end": True}]})
+    on_segment = JourneyDef.model_validate({
+        "name": "welcome_vip", "trigger": {"segment": "top_spenders"},
+        "steps": [{"name": "wait", "wait": 2, "next": "mail"},
+                  {"name": "mail", "action": {"email": {"subject": "Benvenuto VIP",
+                                                        "template": "download_thanks.html"}}, "next": "end"},
+                  {"name": "end", "end": True}]})
+    dep = base.model_copy(update={"automations": [], "journeys": [on_date, on_segment]})
+    con = _warehouse(tmp_path / "w.duckdb")
+    ensure_tables(con)
+    con.execute("INSERT INTO marketing.segment_history VALUES ('top_spenders', 2, ?, NULL)",
+                [D0 + dt.timedelta(days=1)])
+    _walk(con, dep, range(6))
+    tags = con.execute("SELECT customer_id, tag FROM marketing.contact_tags ORDER BY 1, 2").fetchall()
+    women = [c for c, _n, g, *_ in PEOPLE if g == "F"]
+    assert tags == [(c, t) for c in women for t in ("season=winter", "xmas")]
+    hist = con.execute("""SELECT DISTINCT as_of_date FROM activation.journey_history
+        WHERE journey = 'christmas' AND step = 'tag'""").fetchall()
+    assert hist == [(D0 + dt.timedelta(days=4),)]           # held until the date
+    assert [(m["To"], m["Subject"]) for m in sink.messages] == [("marco@example.it", "Benvenuto VIP")]
+    mail_day = con.execute("""SELECT as_of_date FROM activation.outbox WHERE name = 'welcome_vip'""").fetchone()[0]
+    assert mail_day == D0 + dt.timedelta(days=3)              # entered day 1, waited 2 days
+    # one entry per woman (reentry: never)
+    assert con.execute("SELECT count(*) FROM activation.journey_state WHERE journey = 'christmas'").fetchone()[0] == len(women)
