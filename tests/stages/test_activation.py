@@ -378,3 +378,21 @@ def test_date_and_segment_triggers_wait_until_and_reentry_never(tmp_path, smtp, 
     assert mail_day == D0 + dt.timedelta(days=3)              # entered day 1, waited 2 days
     # one entry per woman (reentry: never)
     assert con.execute("SELECT count(*) FROM activation.journey_state WHERE journey = 'christmas'").fetchone()[0] == len(women)
+
+
+def test_an_email_platform_over_http_gets_the_message_rendered_and_escaped(tmp_path, smtp, http):
+    ctl, sink = smtp
+    base = _deployment(ctl.port, http.server_address[1])
+    welcome = [a for a in base.automations if a.name == "welcome_download"][0]
+    email_def = welcome.action.email.model_copy(update={"destination": "sms_gateway"})
+    platform = welcome.model_copy(update={"action": welcome.action.model_copy(update={"email": email_def})})
+    dep = base.model_copy(update={"automations": [platform], "journeys": []})
+    con = _warehouse(tmp_path / "w.duckdb")
+    con.execute("UPDATE marts.contact_cards SET first_name = 'Marco <b>' WHERE customer_id = 2")
+    _run(con, dep, D0 + dt.timedelta(days=1))
+    assert not sink.messages
+    (rec,) = _sms(http)
+    assert rec["to"] == "marco@example.it" and rec["subject"] == "Grazie Marco <b>!"
+    assert "Ciao Marco &lt;b&gt;" in rec["html"]
+    # the outbox kept only what the templates read, and drops it once sent
+    assert con.execute("SELECT status, payload FROM activation.outbox").fetchall() == [("sent", None)]
