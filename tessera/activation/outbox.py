@@ -171,15 +171,16 @@ def outbox_summary(engine: Engine) -> dict[str, int]:
 
 
 def unconsented_sends(engine: Engine) -> int:
-    """Messages sent (or being sent) to a contact who today has no consent on the channel,
-    is suppressed, or is no longer on the card: the check's number (0 expected, except
-    for consent withdrawn after the send)."""
+    """Messages still to send whose contact now has no consent on the channel, is
+    suppressed, or is no longer on the card: the check's number, 0 after every run (the
+    run turns them ``withdrawn``). Rows already inside an HTTP batch are left out: a
+    signed batch is delivered as queued (its body cannot change under its id)."""
     engine = as_engine(engine)
     total = 0
-    for channel in ("email", "sms"):
+    for channel in ("email", "sms", "none"):
         total += int(engine.scalar(SqlStep("activation.unconsented", f"""
             SELECT count(*) FROM activation.outbox o
-            WHERE o.channel = ? AND o.status IN ('pending', 'sending')
+            WHERE o.channel = ? AND o.status IN ('pending', 'sending') AND o.delivery_batch IS NULL
               AND o.customer_id NOT IN (SELECT customer_id FROM marts.contact_cards
                                         WHERE {delivery_filter(channel)})""", [channel])) or 0)
     return total

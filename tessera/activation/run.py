@@ -16,7 +16,7 @@ from tessera.activation.automations import run_automations
 from tessera.activation.journeys import run_journey
 from tessera.activation.outbox import activation_table_steps, card_columns
 from tessera.activation.scores import run_score_notifications
-from tessera.activation.send import SendReport, dispatch
+from tessera.activation.send import SendReport, dispatch, withdraw_unconsented
 
 
 def ensure_tables(engine: Engine) -> None:
@@ -59,6 +59,8 @@ def run_activation(engine: Engine, deployment, day: dt.date, now: dt.datetime | 
     if send and deployment.activation.send:
         kw = {"sleep": sleep} if sleep is not None else {}
         report = dispatch(engine, deployment, now, environ=environ, **kw)
+    else:   # nothing is sent, but a consent lost since the decision still withdraws it
+        report.withdrawn = withdraw_unconsented(engine)
     return {"days": days, "evaluated": evaluated, "send": report}
 
 
