@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from tessera.contracts import entity_contracts
 from tessera.marketing.rules import segment_order, validate_rule
 from tessera.settings import SALES_CHANNEL_MACROS, Deployment
+from tessera.settings.activation import AutomationsFile, JourneysFile
 from tessera.settings.model import (_FeedsFile, _MainFile, _ScoringFile, _SegmentsFile,
                                     _SourcesFile, _StagesFile, _LookupsFile, _RecommendationsFile)
 from tessera.yamlfile import ConfigError, LoadedYaml, load_yaml
@@ -60,6 +61,11 @@ def load_deployment(config_dir: str | Path) -> Deployment:
     recs_path = config_dir / "recommendations.yaml"
     recs = _validate(_RecommendationsFile, load_yaml(recs_path)).recommendations \
         if recs_path.exists() else None
+    auto_path, journeys_path = config_dir / "automations.yaml", config_dir / "journeys.yaml"
+    auto_y = load_yaml(auto_path) if auto_path.exists() else None
+    journeys_y = load_yaml(journeys_path) if journeys_path.exists() else None
+    autos = _validate(AutomationsFile, auto_y) if auto_y else AutomationsFile()
+    journeys = _validate(JourneysFile, journeys_y) if journeys_y else JourneysFile()
 
     node_names = {n.name for n in main.nodes}
     for i, name in enumerate(main.tree.priority):
@@ -231,6 +237,9 @@ def load_deployment(config_dir: str | Path) -> Deployment:
         expectations=main.expectations,
         predictions=main.predictions,
         recommendations=recs,
+        activation=autos.activation,
+        automations=autos.automations,
+        journeys=journeys.journeys,
     )
 
     # Rules and feeds are checked against the field catalogue now, so that a bad rule
@@ -274,11 +283,74 @@ def load_deployment(config_dir: str | Path) -> Deployment:
                     f"{feeds_y.where(('feeds', i, 'fields'))}: a {feed.channel} feed must "
                     f"include '{need}'"
                 )
+    _validate_activation(deployment, auto_y, journeys_y, catalogue, entities, set(seg_names))
     if recs is not None:
         missing = [e for e in ("order", "order_line", "product") if not deployment.sources_of(e)]
         if missing:
             raise ConfigError(f"{recs_path}: recommendations need {', '.join(missing)} sources")
     return deployment
+
+
+def _validate_activation(deployment: Deployment, auto_y, journeys_y, catalogue, entities,
+                         segments: set[str]) -> None:
+    """Automations' and journeys' rules, event filters, destinations and templates, checked
+    when the configuration loads (so a typo fails before the nightly run)."""
+    dests = set(deployment.activation.destinations)
+    nodes = {n.name for n in deployment.nodes}
+    templates = deployment.config_dir / "templates"
+
+    def event(src, loc, ev) -> None:
+        if ev is None:
+            return
+        validate_rule({"event": ev.event, "where": ev.where}, catalogue, src, loc, entities=entities)
+        for j, n in enumerate(ev.nodes):
+            if n not in nodes:
+                raise ConfigError(f"{src.where(loc + ('nodes', j))}: unknown node '{n}'")
+
+    def rule(src, loc, r) -> None:
+        if r is not None:
+            validate_rule(r, catalogue, src, loc, segments=segments, entities=entities,
+                          channels=set(deployment.sales_channels))
+
+    def action(src, loc, a) -> None:
+        spec = a.spec
+        d = getattr(spec, "destination", None)
+        if d is not None and d not in dests:
+            raise ConfigError(f"{src.where(loc + (a.kind, 'destination'))}: unknown destination "
+                              f"'{d}' (declare it under activation.destinations)")
+        t = getattr(spec, "template", None)
+        if t is not None and not (templates / t).is_file():
+            raise ConfigError(f"{src.where(loc + (a.kind, 'template'))}: template {templates / t} not found")
+        if a.kind == "webhook":
+            for j, f in enumerate(spec.fields):
+                if f not in catalogue:
+                    raise ConfigError(f"{src.where(loc + ('webhook', 'fields', j))}: unknown field '{f}'")
+
+    names = [a.name for a in deployment.automations]
+    for i, a in enumerate(deployment.automations):
+        if names.count(a.name) > 1:
+            raise ConfigError(f"{auto_y.where(('automations', i, 'name'))}: duplicate automation")
+        event(auto_y, ("automations", i, "trigger"), a.trigger)
+        rule(auto_y, ("automations", i, "conditions"), a.conditions)
+        action(auto_y, ("automations", i, "action"), a.action)
+    names = [j.name for j in deployment.journeys]
+    for i, j in enumerate(deployment.journeys):
+        loc = ("journeys", i)
+        if names.count(j.name) > 1:
+            raise ConfigError(f"{journeys_y.where(loc + ('name',))}: duplicate journey")
+        event(journeys_y, loc + ("trigger", "event"), j.trigger.event)
+        rule(journeys_y, loc + ("trigger", "conditions"), j.trigger.conditions)
+        if j.trigger.segment and j.trigger.segment not in segments:
+            raise ConfigError(f"{journeys_y.where(loc + ('trigger', 'segment'))}: unknown segment "
+                              f"'{j.trigger.segment}'")
+        for k, s in enumerate(j.steps):
+            sl = loc + ("steps", k)
+            event(journeys_y, sl + ("check",), s.check)
+            if s.action is not None:
+                action(journeys_y, sl + ("action",), s.action)
+            for b, br in enumerate(s.branches):
+                event(journeys_y, sl + ("branches", b, "event"), br.event)
+                rule(journeys_y, sl + ("branches", b, "conditions"), br.conditions)
 
 
 def _validate_scoring(deployment: Deployment, scoring_y, stages_y, catalogue, entities, stage_fields,

@@ -72,13 +72,20 @@ def summary(run_id: str | None = None) -> dict:
                     AND target = 'purchase' AND model = 'recency_only' AND metric = 'auc')
                 FROM d""").fetchone()
         recs = _recommendations_summary(con)
+        activation = None
+        if table_exists(con, "activation", "outbox"):
+            # decided actions by status, and the journeys' contacts by status
+            activation = (con.execute("SELECT status, count(*) FROM activation.outbox GROUP BY 1 "
+                                      "ORDER BY 1").fetchall(),
+                          con.execute("SELECT status, count(*) FROM activation.journey_state "
+                                      "GROUP BY 1 ORDER BY 1").fetchall())
     finally:
         con.close()
     return {"run_id": run_id, "files_read": int(files), "rows_loaded": int(loaded),
             "rows_rejected": int(rejected), "files_failed": int(failed),
             "contact_records": int(records), "golden_customers": int(customers), "feeds": feeds,
             "predictions": predictions,
-            "recommendations": recs}
+            "recommendations": recs, "activation": activation}
 
 
 def _recommendations_summary(con) -> dict | None:
@@ -116,6 +123,12 @@ def print_summary(s: dict) -> None:
         back = ", ".join(f"{k} {v:.3f}" for k, v in sorted(recs["ndcg"].items()))
         print(f"  recommendations    {recs['rows']:>8}   rows for {recs['contacts']} contacts on "
               f"{recs['day']} (back-test NDCG@k on new items: {back or 'no held-out purchases'})")
+    if s.get("activation"):
+        actions, journeys = s["activation"]
+        print(f"  actions decided    {sum(n for _, n in actions):>8}   (activation.outbox: "
+              + ", ".join(f"{k} {n}" for k, n in actions) + ")")
+        print(f"  journey entries    {sum(n for _, n in journeys):>8}   ("
+              + ", ".join(f"{k} {n}" for k, n in journeys) + ")")
 
 
 def _run_day(ctx: click.Context, day: dt.date | None) -> int:
@@ -211,7 +224,7 @@ def demo_cmd(ctx: click.Context, contacts: int) -> int:
     landing = tessera_paths()["landing"]
     if not any(landing.glob("*/*")):
         print(f"generating sample data ({contacts} persons) into {landing}")
-        generate(landing, contacts=contacts, seed=42, as_of=DEMO_DATE)
+        generate(landing, contacts=contacts, seed=42, as_of=DEMO_DATE, journey_events=True)
     print(f"running daily_job as of {DEMO_DATE} (warehouse {tessera_paths()['warehouse']})")
     result = run_daily(DEMO_DATE, wait_seconds(ctx))
     print_summary(summary(result.run_id))

@@ -238,10 +238,13 @@ def xml_batches(destination: str, *, source: str, as_of: dt.date | None,
     return out
 
 
-def enqueue(engine: Engine, destination: str, batches: list[Batch], now: dt.datetime) -> int:
+def enqueue(engine: Engine, destination: str, batches: list[Batch], now: dt.datetime,
+            supersede: bool = True) -> int:
     """Queue batches for ``destination``; a batch id already queued (pending, delivered
     or rejected) is not queued again. Pending batches of the same source and day that
-    are not among ``batches`` are marked ``superseded``. Returns how many were queued."""
+    are not among ``batches`` are marked ``superseded`` (unless ``supersede`` is false:
+    a caller whose batches add up, like the activation outbox, keeps them all).
+    Returns how many were queued."""
     engine = as_engine(engine)
     engine.run(*delivery_table_steps())
     if not batches:
@@ -252,7 +255,7 @@ def enqueue(engine: Engine, destination: str, batches: list[Batch], now: dt.date
         "AND batch_id IN (SELECT unnest(CAST(? AS VARCHAR[])))", [destination, ids]))}
     new = [b for b in batches if b.batch_id not in known]
     with engine.together():
-        for source, day in sorted({(b.source, b.as_of_date) for b in batches}, key=str):
+        for source, day in sorted({(b.source, b.as_of_date) for b in batches} if supersede else (), key=str):
             engine.run(SqlStep("delivery.supersede", """
                 UPDATE exports.delivery_batches SET status = 'superseded', body = NULL
                 WHERE destination = ? AND source = ? AND as_of_date IS NOT DISTINCT FROM ?

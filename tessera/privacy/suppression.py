@@ -222,6 +222,10 @@ def unsuppress(engine: Engine, key: str, kind: str, value: str, *,
 
 _CONTACT_KINDS = IDENTIFIER_FIELDS["contact"]
 
+# The layers whose tables key rows by customer (customer_id) or by source record: forget
+# deletes a person's rows from every table in them, subject access reads them all.
+PERSON_SCHEMAS = ("core", "marts", "marketing", "predictions", "recommendations", "exports", "activation")
+
 
 def _base_tables(engine: Engine, schema: str) -> list[str]:
     return [r[0] for r in engine.rows(SqlStep(
@@ -365,7 +369,7 @@ def forget(engine: Engine, deployment, key: str, *, emails=(), customer_ids=(),
         for table, where in staging_where.items():
             if has("staging", table):
                 deleted += _count(engine, "privacy.forget.staging", f"DELETE FROM staging.{table} WHERE {where}")
-        for schema in ("core", "marts", "marketing", "predictions", "recommendations", "exports"):
+        for schema in PERSON_SCHEMAS:
             for table in _base_tables(engine, schema):
                 cols = _columns(engine, schema, table)
                 if "customer_id" in cols:
@@ -455,7 +459,7 @@ def subject_access(engine: Engine, deployment, customer_id: int) -> dict:
         if rows:
             out["tables"][f"{schema}.{table}"] = rows
 
-    for schema in ("core", "marts", "marketing", "predictions", "recommendations", "exports"):
+    for schema in PERSON_SCHEMAS:
         for table in _base_tables(engine, schema):
             cols = _columns(engine, schema, table)
             if "customer_id" in cols:

@@ -688,8 +688,11 @@ def _bad_erp(P, rng, pos: int, kind: tuple[str, str], mod: str) -> str:
 # Main entry point
 # --------------------------------------------------------------------------- #
 def generate(out_dir: str | Path, contacts: int = 300, seed: int = 42,
-             as_of: date = date(2026, 11, 1)) -> dict:
+             as_of: date = date(2026, 11, 1), journey_events: bool = False) -> dict:
     """Write the sample data set into ``out_dir`` and return a summary.
+
+    ``journey_events`` adds ``web/web_events_<day>_journeys.jsonl``: the Milan journey's
+    purchases, coupon redemptions and show attendances (:mod:`tessera.sampledata.journeys`).
 
     Returns ``{"persons": n, "files": [relative paths, data then _truth],
     "records": {source: number of records in the file, bad rows included}}``.
@@ -769,6 +772,8 @@ def generate(out_dir: str | Path, contacts: int = 300, seed: int = 42,
         last = ci == n_chunks - 1
         rng = np.random.default_rng([seed, 100, ci])
         persons = _make_persons(P, rng, pyrng, p0, n, seen, old_email[p0:p1])
+        if ci == 0:
+            journey_people = persons.select("email", "gender")
         persons = persons.with_columns(
             crm_email=pl.when(pl.Series(old_email[p0:p1])).then(pl.col("old_email"))
             .otherwise(pl.col("email")))
@@ -847,6 +852,14 @@ def generate(out_dir: str | Path, contacts: int = 300, seed: int = 42,
         counts[table] = rf.count
         files.append(rel)
     files.append(web_f.rel)
+
+    if journey_events:
+        from tessera.sampledata.journeys import journey_event_lines
+        jrel = f"web/web_events_{ymd}_journeys.jsonl"
+        lines = journey_event_lines(journey_people, as_of, seed)
+        (root / jrel).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        counts["journey_events"] = len(lines)
+        files.append(jrel)
 
     # ---------------- CRM notes and tasks (tessera.sampledata.crm) ----------------
     crm_ids = pl.concat(truth_crm)["source_record_id"].to_list()

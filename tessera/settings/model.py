@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from tessera.settings.activation import ActivationSettings, AutomationDef, JourneyDef
 from tessera.settings.base import _Strict, Entity, Identifier
 from tessera.settings.feeds import FeedDef
 from tessera.settings.identity import IdentitySettings
@@ -73,6 +74,9 @@ class Deployment(_Strict):
     expectations: dict[str, EntityExpectations] = {}
     predictions: PredictionSettings = PredictionSettings()
     recommendations: RecommendationSettings | None = None  # None: no recommendations.yaml
+    activation: ActivationSettings = ActivationSettings()
+    automations: list[AutomationDef] = []
+    journeys: list[JourneyDef] = []
 
     def expectations_of(self, entity: str) -> EntityExpectations:
         """The entity's configured batch expectations, or the defaults."""

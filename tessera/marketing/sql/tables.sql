@@ -14,10 +14,17 @@ CREATE TABLE IF NOT EXISTS marketing.score_actions (
 CREATE TABLE IF NOT EXISTS marketing.stages (
     as_of_date DATE NOT NULL, customer_id BIGINT NOT NULL, stage VARCHAR NOT NULL,
     stage_rank INTEGER NOT NULL);
+-- tags added by other stages (automations and journeys: origin 'automation:<name>' ...)
+CREATE TABLE IF NOT EXISTS marketing.tag_assignments (
+    customer_id BIGINT NOT NULL, tag VARCHAR NOT NULL, added_on DATE NOT NULL,
+    origin VARCHAR NOT NULL);
 CREATE OR REPLACE VIEW marketing.contact_tags AS
     SELECT customer_id, target AS tag, min(as_of_date) AS added_on,
            'score:' || any_value(score_type) AS origin
-    FROM marketing.score_actions WHERE action = 'tag' GROUP BY customer_id, target;
+    FROM marketing.score_actions WHERE action = 'tag' GROUP BY customer_id, target
+    UNION ALL
+    SELECT customer_id, tag, min(added_on), min(origin) FROM marketing.tag_assignments
+    GROUP BY customer_id, tag;
 
 -- segment membership per day, its history, overrides and static bases
 CREATE TABLE IF NOT EXISTS marketing.segment_members (

@@ -1,0 +1,59 @@
+"""Automations: when an event of a type lands on chosen nodes, perform one action.
+
+Evaluated per day, one set-based query per automation: the day's matching events
+(type, property filters in the segment language, nodes), the contacts that meet the
+profile conditions (a segment rule, same day), one action per triggering event (the
+event id is the action key's trigger), through the outbox's gate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from tessera.engine import Engine, SqlStep
+from tessera.marketing.scoring import _event_condition
+from tessera.marketing.segments import rule_members_sql
+from tessera.activation.outbox import queue
+
+
+def event_filter_sql(deployment, ev, as_of: dt.date, params: list, alias: str = "") -> str:
+    """Predicate over ``core.events`` rows: type, property filters, nodes."""
+    a = f"{alias}." if alias else ""
+    cond = _event_condition(ev.event, ev.where, params, as_of)
+    if alias:
+        for col in ("event_type", "properties"):
+            cond = cond.replace(f"{col}", f"{a}{col}").replace(f"{a}{a}", a)
+    if ev.nodes:
+        sources = [s.name for s in deployment.sources if s.node in ev.nodes] or ["<none>"]
+        cond += f" AND {a}source IN ({', '.join('?' for _ in sources)})"
+        params.extend(sources)
+    return cond
+
+
+def conditions_sql(deployment, rule, as_of: dt.date, params: list, col: str = "customer_id") -> str:
+    if not rule:
+        return "TRUE"
+    sql, p = rule_members_sql(deployment, rule, as_of)
+    params.extend(p)
+    return f"{col} IN ({sql})"
+
+
+def candidates_step(deployment, automation, day: dt.date) -> SqlStep:
+    params: list = []
+    cond = event_filter_sql(deployment, automation.trigger, day, params)
+    sql = ("SELECT customer_id, source || ':' || event_id AS ref, to_json({'event_type': event_type, "
+           "'occurred_at': occurred_at, 'properties': properties}) AS trigger_event, "
+           "CAST(NULL AS VARCHAR) AS coupon FROM core.events "
+           f"WHERE customer_id IS NOT NULL AND CAST(occurred_at AS DATE) = CAST(? AS DATE) AND {cond}")
+    params = [day, *params]
+    sql += " AND " + conditions_sql(deployment, automation.conditions, day, params)
+    return SqlStep("activation.automation_candidates", sql, params)
+
+
+def run_automations(engine: Engine, deployment, day: dt.date, now: dt.datetime, columns: set[str]) -> dict:
+    out = {}
+    for a in deployment.automations:
+        out[a.name] = queue(engine, deployment, origin="automation", name=a.name, step="action",
+                            action=a.action, day=day, now=now, columns=columns,
+                            candidates=candidates_step(deployment, a, day))
+    return out

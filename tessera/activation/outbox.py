@@ -1,0 +1,200 @@
+"""The outbox: every action decided, once, behind the consent and privacy gate.
+
+Why a table and a deterministic key: a batch platform re-runs days, backfills them and
+can die half-way. Each action gets ``action_key`` = md5(origin, automation or journey
+step, contact, trigger event id or journey entry day); a key already in the outbox is
+never queued again, so a re-run or a backfill decides nothing twice. Sending is a
+separate phase (:mod:`tessera.activation.send`) that marks a row ``sending`` *before*
+handing it over, so a crash between the hand-over and the record is re-sent with the
+same key (the e-mail's Message-ID, the HTTP Idempotency-Key), never a new one.
+
+The gate is one set-based join, applied before anything enters the outbox: the contact
+is on the card (erased and soft-deleted people are not), has consent on the action's
+channel (and no hard bounce for e-mail), and none of its identifiers is suppressed
+(:func:`tessera.feeds.selection.delivery_filter`, the same rule the feeds apply). The
+per-contact daily cap marks messages beyond it ``capped`` (decided, never sent).
+Tags and coupons are warehouse writes, applied in the same transaction (``sent``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+from pathlib import Path
+
+from tessera.engine import Engine, SqlStep, as_engine
+from tessera.engine.steps import ddl_statements
+from tessera.feeds.selection import delivery_filter
+from tessera.marketing.segments import marketing_table_steps
+
+MESSAGE_KINDS = ("email", "sms", "webhook")
+KEY_SQL = ("md5(concat_ws('|', CAST(? AS VARCHAR), CAST(? AS VARCHAR), CAST(? AS VARCHAR), "
+           "CAST(customer_id AS VARCHAR), ref))")
+
+
+def activation_table_steps() -> list[SqlStep]:
+    return [SqlStep("activation.schema", "CREATE SCHEMA IF NOT EXISTS activation"),
+            SqlStep("activation.exports_schema", "CREATE SCHEMA IF NOT EXISTS exports"),
+            *marketing_table_steps(), *ddl_statements(__package__, "tables.sql")]
+
+
+def card_columns(engine: Engine) -> set[str]:
+    return {r[0] for r in engine.rows(SqlStep(
+        "activation.card_columns", "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = 'marts' AND table_name = 'contact_cards'"))}
+
+
+@functools.cache
+def _template_vars(path: str) -> frozenset[str]:
+    import jinja2
+    from jinja2 import meta
+    return frozenset(meta.find_undeclared_variables(jinja2.Environment().parse(Path(path).read_text("utf-8"))))
+
+
+def template_fields(deployment, action) -> set[str]:
+    """The variables an action's templates read (so the payload carries only those)."""
+    spec, out = action.spec, set()
+    tpl = getattr(spec, "template", None)
+    if tpl:
+        path = deployment.config_dir / "templates" / tpl
+        if not path.is_file():
+            path = Path(__file__).parent / "templates" / tpl   # the package's own
+        out |= _template_vars(str(path))
+    subject = getattr(spec, "subject", None)
+    if subject:
+        import jinja2
+        from jinja2 import meta
+        out |= meta.find_undeclared_variables(jinja2.Environment().parse(subject))
+    return out
+
+
+def payload_fields(deployment, action, columns: set[str]) -> list[str]:
+    """Card fields the send needs: the address, the templates' variables, a webhook's fields."""
+    kind, spec = action.kind, action.spec
+    want: set[str] = set()
+    if kind == "email" and not spec.to:
+        want.add("email")
+    if kind == "sms":
+        want.add("mobile")
+    if kind in ("email", "sms"):
+        want |= template_fields(deployment, action)
+    if kind == "webhook":
+        want |= set(spec.fields)
+    return sorted(want & columns)
+
+
+def target_of(action) -> str:
+    spec = action.spec
+    return {"email": lambda: spec.destination or spec.to or "smtp",
+            "sms": lambda: spec.destination, "webhook": lambda: spec.destination,
+            "tag": lambda: spec.tag, "coupon": lambda: spec.campaign}[action.kind]()
+
+
+def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, action, day: dt.date,
+          now: dt.datetime, candidates: SqlStep, columns: set[str], version: str | None = None) -> dict:
+    """Gate and queue one action for the contacts ``candidates`` selects (columns
+    ``customer_id, ref, trigger_event, coupon``). Returns the counts."""
+    engine = as_engine(engine)
+    n = engine.replace_table("activation._candidates", candidates)
+    fields = payload_fields(deployment, action, columns)
+    parts = [f"'{f}': g.\"{f}\"" for f in fields] + ["'event': g.trigger_event", "'coupon': g.coupon"]
+    payload = "to_json({" + ", ".join(parts) + "})" if action.kind in MESSAGE_KINDS else "CAST(NULL AS VARCHAR)"
+    cap = deployment.activation.daily_cap
+    message = action.kind in MESSAGE_KINDS
+    status = "'pending'" if message else "'sent'"
+    if message and cap is not None:
+        status = f"CASE WHEN g.nth > {int(cap)} THEN 'capped' ELSE 'pending' END"
+    sent_at = "CAST(NULL AS TIMESTAMP)" if message else "CAST(? AS TIMESTAMP)"
+    cols = "".join(f', c."{f}"' for f in fields)
+    gated = engine.replace_table("activation._gated", SqlStep("activation.gate", f"""
+        SELECT {KEY_SQL.replace("customer_id", "k.customer_id").replace("ref)", "k.ref)")} AS action_key,
+               k.customer_id, k.ref, k.trigger_event, k.coupon{cols}
+        FROM activation._candidates k JOIN marts.contact_cards c ON c.customer_id = k.customer_id
+        WHERE {delivery_filter(action.channel)}""", [origin, name, step]))
+    # the cap's window only when there is a cap (a sort per contact is not free)
+    if message and cap is not None:
+        counted = """,
+        today AS (
+            SELECT customer_id, count(*) AS sent_today FROM activation.outbox
+            WHERE as_of_date = CAST(? AS DATE) AND kind IN ('email', 'sms', 'webhook')
+              AND status <> 'capped'
+              AND customer_id IN (SELECT customer_id FROM activation._gated) GROUP BY customer_id),
+        g AS (
+            SELECT f.*, coalesce(t.sent_today, 0)
+                   + row_number() OVER (PARTITION BY f.customer_id ORDER BY f.action_key) AS nth
+            FROM fresh f LEFT JOIN today t ON t.customer_id = f.customer_id)"""
+        cap_params = [day]
+    else:
+        counted, cap_params = ", g AS (SELECT * FROM fresh)", []
+    # candidates are unique per (contact, trigger) by construction (an event id within its
+    # source, a journey entry, a score crossing), so the anti-join is the only de-duplication
+    sql = f"""
+        WITH fresh AS (
+            SELECT * FROM activation._gated n
+            WHERE NOT EXISTS (SELECT 1 FROM activation.outbox o WHERE o.action_key = n.action_key)){counted}
+        SELECT g.action_key, CAST(? AS DATE) AS as_of_date, ? AS origin, ? AS name, ? AS step,
+               g.customer_id, g.ref, ? AS kind, ? AS channel, ? AS target, {payload} AS payload,
+               {status} AS status, 0 AS attempts, CAST(NULL AS VARCHAR) AS delivery_batch,
+               CAST(? AS TIMESTAMP) AS queued_at, {sent_at} AS sent_at,
+               CAST(NULL AS VARCHAR) AS last_error, CAST(? AS VARCHAR) AS version
+        FROM g"""
+    params = [*cap_params, day, origin, name, step, action.kind, action.channel,
+              target_of(action), now] + ([] if message else [now]) + [version]
+    queued = engine.replace_table("activation._queued", SqlStep("activation.fresh", sql, params))
+    engine.append("activation.outbox", SqlStep("activation.enqueue", "SELECT * FROM activation._queued"))
+    spec = action.spec
+    if action.kind == "tag":
+        label = spec.tag if spec.property is None else f"{spec.property}={spec.value or ''}"
+        engine.run(SqlStep("activation.apply_tags", """
+            INSERT INTO marketing.tag_assignments
+            SELECT customer_id, ?, as_of_date, origin || ':' || name FROM activation._queued
+            UNION ALL
+            SELECT customer_id, ?, as_of_date, origin || ':' || name FROM activation._queued
+            WHERE CAST(? AS BOOLEAN)""", [spec.tag, label, spec.property is not None]))
+    elif action.kind == "coupon":
+        engine.run(SqlStep("activation.issue_coupons", """
+            INSERT INTO activation.coupons
+            SELECT upper(substr(action_key, 1, 10)), ?, customer_id, origin, name, ref, as_of_date,
+                   as_of_date + CAST(? AS INTEGER), ?, action_key FROM activation._queued""",
+                           [spec.campaign, spec.valid_days, spec.discount]))
+    capped = engine.scalar(SqlStep("activation.capped",
+                                   "SELECT count(*) FROM activation._queued WHERE status = 'capped'"))
+    return {"candidates": int(n), "blocked": int(n) - int(gated), "queued": int(queued) - int(capped),
+            "capped": int(capped), "already": int(gated) - int(queued)}
+
+
+def outbox_summary(engine: Engine) -> dict[str, int]:
+    engine = as_engine(engine)
+    return {s: int(n) for s, n in engine.rows(SqlStep(
+        "activation.outbox_summary", "SELECT status, count(*) FROM activation.outbox GROUP BY 1 ORDER BY 1"))}
+
+
+def unconsented_sends(engine: Engine) -> int:
+    """Messages still to send whose contact now has no consent on the channel, is
+    suppressed, or is no longer on the card: the check's number, 0 after every run (the
+    run turns them ``withdrawn``). Rows already inside an HTTP batch are left out: a
+    signed batch is delivered as queued (its body cannot change under its id)."""
+    engine = as_engine(engine)
+    total = 0
+    for channel in ("email", "sms", "none"):
+        total += int(engine.scalar(SqlStep("activation.unconsented", f"""
+            SELECT count(*) FROM activation.outbox o
+            WHERE o.channel = ? AND o.status IN ('pending', 'sending') AND o.delivery_batch IS NULL
+              AND o.customer_id NOT IN (SELECT customer_id FROM marts.contact_cards
+                                        WHERE {delivery_filter(channel)})""", [channel])) or 0)
+    return total
+
+
+def duplicate_actions(engine: Engine) -> int:
+    """Actions decided twice (same origin, step, contact and trigger): 0 by construction."""
+    return int(as_engine(engine).scalar(SqlStep("activation.duplicates", """
+        SELECT count(*) FROM (SELECT origin, name, step, customer_id, ref FROM activation.outbox
+                              GROUP BY ALL HAVING count(*) > 1)""")) or 0)
+
+
+def payload(text: str | None) -> dict:
+    doc = json.loads(text) if text else {}
+    if isinstance(doc.get("event"), str):
+        doc["event"] = json.loads(doc["event"])
+    return doc
