@@ -105,8 +105,8 @@ def diff_file_step(feed, diff_table: str, kind: str) -> SqlStep:
                                     "WHERE _kind = ? ORDER BY customer_id", [kind])
 
 
-def stored_rows_step(feed, as_of: dt.date) -> SqlStep:
+def stored_rows_step(feed, as_of: dt.date, mart_columns: list[str] | None = None) -> SqlStep:
     """The day's selection as ``exports.<feed>`` stores it: the day, then the card fields."""
-    sel = feed_rows_step(feed, as_of)
+    sel = feed_rows_step(feed, as_of, mart_columns)
     return SqlStep("feeds.rows_of_day", f"SELECT CAST(? AS DATE) AS as_of_date, * FROM ({sel.sql})",
                    [as_of, *sel.params])

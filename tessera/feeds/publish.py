@@ -20,14 +20,18 @@ import time
 from pathlib import Path
 from typing import Mapping
 
+import pyarrow.compute as pc
+
 from tessera.engine import Engine, SqlStep, as_engine
 from tessera.engine.steps import ddl_statements
 from tessera.feeds.delivery import (HttpDestination, deliver_pending, enqueue, json_batches,
                                     xml_batches)
 from tessera.feeds.diff import (base_day_step, diff_file_step, diff_step, full_step,
                                 stored_rows_step)
+from tessera.feeds.erasure import scrub_feed
 from tessera.feeds.files import _atomically, sweep_stale_temps, temp_path  # noqa: F401
 from tessera.feeds.formats import EXTENSIONS, FileStats, schema_of, write_feed_file
+from tessera.feeds.retention import apply_retention
 from tessera.feeds.selection import delivery_filter, erasures_to_announce_step, feed_rows_step
 from tessera.marketing.segments import marketing_table_steps, segment_base_sql
 
@@ -92,6 +96,20 @@ def _ensure_feed_table(engine: Engine, feed, stored: SqlStep) -> None:
                                                              stored.params))
 
 
+def _mart_columns(engine: Engine, feed) -> list[str] | None:
+    """A mart feed's mart columns; every field it asks for must be the mart's or the card's."""
+    if feed.row_source != "mart":
+        return None
+    cols = [r[0] for r in engine.rows(SqlStep(
+        "feeds.mart_columns", "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = 'marts' AND table_name = $mart", {"mart": feed.mart}))]
+    if not cols:
+        raise RuntimeError(f"feed {feed.name}: the mart marts.{feed.mart} does not exist")
+    if "customer_id" not in cols:
+        raise RuntimeError(f"feed {feed.name}: marts.{feed.mart} has no customer_id column")
+    return cols
+
+
 def _schema(engine: Engine, step: SqlStep) -> list[dict]:
     return [{"name": f.name, "type": str(f.type)} for f in schema_of(engine, step)]
 
@@ -111,23 +129,32 @@ def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.da
     # the destination first: a missing secret fails the day before anything is written
     dest = None if feed.destination is None else HttpDestination.from_settings(
         f"feed:{feed.name}", feed.destination, os.environ if environ is None else environ)
+    # an erasure since the last run leaves the kept files and unsent bodies first
+    scrub_feed(engine, feed, feeds_dir, now)
     if not feed.delivered_on(as_of.weekday()):
         skipped = {"skipped": True, "rows": 0, "files": [], "stale_temp_files": 0,
                    "stale_temp_bytes": 0}
         if dest is not None:  # what earlier days left unacknowledged still goes
             skipped["delivery"] = deliver_pending(engine, dest, sleep=sleep).as_metadata()
+        skipped.update(apply_retention(engine, feed, feeds_dir, as_of, now,
+                                       None if dest is None else dest.name))
         return skipped
     engine.run(*feed_table_steps())
-    if not feed.segment and getattr(feed, "score_actions", False):
+    if feed.row_source == "score_actions" or set(feed.source_fields) & {"stage", "stage_rank"}:
         engine.run(*marketing_table_steps())
+    mart_columns = _mart_columns(engine, feed)
     # The day's selection runs once, into an Arrow table that every file is written from;
     # exports.<feed> gets it only in the final transaction, with the delivery record, so
     # that a diff's base is always exactly what was delivered.
-    stored = stored_rows_step(feed, as_of)
+    stored = stored_rows_step(feed, as_of, mart_columns)
     _ensure_feed_table(engine, feed, stored)
     day_rows = f"_feed_day_{feed.name}"
-    selected = engine.arrow(feed_rows_step(feed, as_of))
+    selected = engine.arrow(feed_rows_step(feed, as_of, mart_columns))
     total = selected.num_rows
+    if feed.row_source == "mart" and total and \
+            pc.count_distinct(selected.column("customer_id")).as_py() != total:
+        raise RuntimeError(f"feed {feed.name}: marts.{feed.mart} has more than one row for a "
+                           "contact; a feed delivers one row per contact")
     engine.register_arrow(day_rows, selected)
     try:
         return _publish_day(engine, feed, as_of, feeds_dir, now, started, day_rows, total, dest,
@@ -219,6 +246,8 @@ def _publish_day(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.
         if feed.destination is not None:
             report = deliver_pending(engine, dest, sleep=sleep)
             stats["delivery"] = {"batches": len(batches), "queued": queued, **report.as_metadata()}
+        stats.update(apply_retention(engine, feed, feeds_dir, as_of, now,
+                                     None if dest is None else dest.name))
         return stats
     finally:
         if registered:
@@ -230,11 +259,17 @@ def _http_batches(engine: Engine, feed, as_of: dt.date, steps: dict, dest: HttpD
     and deletes (erasures, removed), in file order."""
     ops = {"full": "upsert", "deletions": "delete", "added": "upsert", "changed": "upsert",
            "removed": "delete"}
-    records = []
+    records, subjects = [], []
+    id_out = next(c.out for c in feed.columns if c.field == "customer_id")
     for kind, step in steps.items():
         for row in engine.arrow(step).to_pylist():
             records.append({"op": ops[kind], "record": row})
+            # an erasure notice (the id and nothing else) is about nobody: it must still
+            # reach the receiver after the person is erased; any other record is theirs
+            notice = kind == "deletions" or (kind == "removed" and all(
+                v is None for k, v in row.items() if k != id_out))
+            subjects.append(None if notice else row.get(id_out))
     make = xml_batches if feed.destination.body == "xml" else json_batches
-    return make(dest.name, source=feed.name, as_of=as_of, records=records,
+    return make(dest.name, source=feed.name, as_of=as_of, records=records, subjects=subjects,
                 batch_rows=feed.destination.batch_rows,
                 envelope={"feed": feed.name, "as_of_date": as_of.isoformat(), "mode": feed.mode})
