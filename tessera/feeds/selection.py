@@ -79,11 +79,13 @@ def feed_query(feed, as_of: dt.date | None, mart_columns: list[str] | None = Non
         cols.append("act.action_score_type, act.action_threshold, act.action_score, "
                     "act.action_previous_score")
         joins.append(f"{'' if source == 'score_actions' else 'LEFT '}JOIN ("
-                     "SELECT customer_id, arg_max(score_type, score) AS action_score_type, "
-                     "arg_max(threshold, score) AS action_threshold, max(score) AS action_score, "
-                     "arg_max(previous_score, score) AS action_previous_score "
+                     "SELECT customer_id, score_type AS action_score_type, "
+                     "threshold AS action_threshold, score AS action_score, "
+                     "previous_score AS action_previous_score FROM ("
+                     "SELECT *, row_number() OVER (PARTITION BY customer_id "
+                     "ORDER BY score DESC, score_type) AS _n "
                      "FROM marketing.score_actions WHERE action = 'feed' AND target = ? "
-                     "AND as_of_date = ? GROUP BY customer_id) act ON act.customer_id = b.customer_id")
+                     "AND as_of_date = ?) WHERE _n = 1) act ON act.customer_id = b.customer_id")
         params += [feed.name, as_of]
     if source == "predictions":
         joins.append("JOIN (SELECT customer_id FROM predictions.customer_predictions "
