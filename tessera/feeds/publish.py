@@ -27,7 +27,7 @@ from tessera.engine.steps import ddl_statements
 from tessera.feeds.delivery import (HttpDestination, deliver_pending, enqueue, json_batches,
                                     xml_batches)
 from tessera.feeds.diff import (base_day_step, diff_file_step, diff_step, full_step,
-                                stored_rows_step)
+                                row_hash_sql, state_update_steps, stored_rows_step)
 from tessera.feeds.erasure import scrub_feed
 from tessera.feeds.files import _atomically, sweep_stale_temps, temp_path  # noqa: F401
 from tessera.feeds.formats import EXTENSIONS, FileStats, schema_of, write_feed_file
@@ -85,15 +85,25 @@ def _consent_recheck_step(feed, as_of: dt.date, day_rows: str) -> SqlStep:
 
 def _ensure_feed_table(engine: Engine, feed, stored: SqlStep) -> None:
     """``exports.<feed>`` with the feed's current columns. If the fields changed, the
-    table is rebuilt empty: the next diff then starts from nothing (all rows added)."""
-    want = ["as_of_date", *feed.source_fields]
+    table is rebuilt empty: the next diff then starts from nothing (all rows added). A
+    table of the earlier layout (every delivered day in full) becomes the versions of
+    its last day, so an upgrade does not resend every row."""
+    want = ["as_of_date", "valid_to", "_row_hash", *feed.source_fields]
     have = [r[0] for r in engine.rows(SqlStep(
         "feeds.table_columns", "SELECT column_name FROM information_schema.columns "
         "WHERE table_schema = 'exports' AND table_name = $feed ORDER BY ordinal_position",
         {"feed": feed.name}))]
-    if have != want:
-        engine.replace_table(f"exports.{feed.name}", SqlStep(stored.name, stored.sql + " WHERE false",
-                                                             stored.params))
+    if have == want:
+        return
+    if have == ["as_of_date", *feed.source_fields]:
+        cols = ", ".join('"' + f + '"' for f in feed.source_fields)
+        engine.replace_table(f"exports.{feed.name}", SqlStep("feeds.state_from_days", f"""
+            SELECT as_of_date, CAST(NULL AS DATE) AS valid_to, {row_hash_sql(feed)} AS _row_hash,
+                   {cols} FROM exports.{feed.name}
+            WHERE as_of_date = (SELECT max(as_of_date) FROM exports.{feed.name})"""))
+        return
+    engine.replace_table(f"exports.{feed.name}", SqlStep(stored.name, stored.sql + " WHERE false",
+                                                         stored.params))
 
 
 def _mart_columns(engine: Engine, feed) -> list[str] | None:
@@ -165,9 +175,6 @@ def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.da
 
 def _publish_day(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.datetime,
                  started: float, day_rows: str, total: int, dest, sleep) -> dict:
-    bad = engine.scalar(_consent_recheck_step(feed, as_of, day_rows))
-    if bad:
-        raise RuntimeError(f"feed {feed.name}: {bad} rows without {feed.channel} consent; not published")
     out_dir = feeds_dir / feed.name
     swept = sweep_stale_temps(out_dir, started)
     ext = EXTENSIONS[feed.format]
@@ -180,10 +187,22 @@ def _publish_day(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.
     erased = [r[0] for r in engine.rows(erasures_to_announce_step(feed, as_of))]
     diff_table, registered = f"_feed_diff_{feed.name}", False
     try:
+        # the diff against the last delivered day, in every mode: a diff feed's files,
+        # and what the day changes in the stored state
+        base = engine.scalar(base_day_step(feed, as_of))
+        latest = engine.scalar(SqlStep("feeds.latest_day", "SELECT max(as_of_date) FROM "
+                                       "exports.feed_deliveries WHERE feed = ?", [feed.name]))
+        engine.register_arrow(diff_table, engine.arrow(diff_step(feed, day_rows, as_of, base)))
+        registered = True
+        # the belt-and-braces consent re-check, over what is published: every row of a
+        # full file, the added and changed rows of a diff
+        checked = day_rows if feed.mode == "full" else \
+            f"(SELECT customer_id FROM {diff_table} WHERE _kind <> 'removed')"
+        bad = engine.scalar(_consent_recheck_step(feed, as_of, checked))
+        if bad:
+            raise RuntimeError(f"feed {feed.name}: {bad} rows without {feed.channel} consent; "
+                               "not published")
         if feed.mode == "diff":
-            base = engine.scalar(base_day_step(feed, as_of))
-            engine.register_arrow(diff_table, engine.arrow(diff_step(feed, day_rows, as_of, base)))
-            registered = True
             steps = {kind: diff_file_step(feed, diff_table, kind)
                      for kind in ("added", "changed", "removed")}
             for kind, step in steps.items():
@@ -234,11 +253,11 @@ def _publish_day(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.
             engine.replace_partition("exports.feed_erasure_notices", day, SqlStep(
                 "feeds.erasure_notices", "SELECT $feed, unnest(CAST($ids AS BIGINT[])), "
                 "CAST($as_of AS DATE)", {"feed": feed.name, "ids": erased, "as_of": as_of}))
-            # exports.<feed> keeps every delivered day (the base of the next diff); a
-            # re-run replaces its own day only
-            engine.replace_partition(f"exports.{feed.name}", {"as_of_date": as_of}, SqlStep(
-                "feeds.store_day", f"SELECT CAST(? AS DATE) AS as_of_date, * FROM {day_rows}",
-                [as_of]))
+            # exports.<feed> keeps the delivered rows as versions (the base of the next
+            # diff), changed by what changed; a backfill older than the last delivered
+            # day leaves them to that day
+            if latest is None or as_of >= latest:
+                engine.run(*state_update_steps(feed, diff_table, as_of, rerun=as_of == latest))
         stats = {"rows": total, "file": str(out_dir / first.file), "sha256": first.sha256,
                  "files": [{"kind": k, "file": f.file, "rows": f.rows} for k, f in files.items()],
                  "manifest": manifest, "previous_delivery": base, "skipped": False,

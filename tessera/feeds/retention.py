@@ -6,7 +6,8 @@ so a re-run of a day drops exactly what the first run dropped; the delivery log,
 with clock times, from the run's time. Two things are never dropped whatever their
 age: the last delivered day (the base the next diff is taken against: dropping it would
 turn every row into an "added" and lose the removals) and a pending batch (never lost).
-A dropped day also leaves ``exports.feed_deliveries``, so a backfill older than the
+The stored state keeps the versions a retained day delivered (see
+:mod:`tessera.feeds.diff`). A dropped day also leaves ``exports.feed_deliveries``, so a backfill older than the
 retention is delivered as a first delivery, honestly, rather than diffed against nothing.
 """
 
@@ -46,9 +47,12 @@ def apply_retention(engine: Engine, feed, feeds_dir: Path, as_of: dt.date, now: 
                           AND as_of_date IN (SELECT unnest(CAST(? AS DATE[])))""",
                         [feed.name, days]))
                 if engine.table_exists("exports", feed.name):
+                    # versions no retained day delivered: closed by the first retained
+                    # day or before (the last delivered day's are open: it is kept)
                     engine.run(SqlStep("feeds.retention_state", f"""
-                        DELETE FROM exports."{feed.name}"
-                        WHERE as_of_date IN (SELECT unnest(CAST(? AS DATE[])))""", [days]))
+                        DELETE FROM exports."{feed.name}" WHERE valid_to <= (
+                            SELECT min(as_of_date) FROM exports.feed_deliveries WHERE feed = ?)""",
+                        [feed.name]))
             folder = Path(feeds_dir) / feed.name
             names = files + [f"{feed.name}_{d.isoformat()}.manifest.json" for d in days]
             for name in names:

@@ -31,7 +31,14 @@ def world(tmp_path):
 
 
 def _kept(con, out, name):
-    days = [r[0] for r in con.execute(f"SELECT DISTINCT as_of_date FROM exports.{name} ORDER BY 1").fetchall()]
+    """The delivered days the stored state can still give, the files, the records."""
+    days = [r[0] for r in con.execute(f"""
+        SELECT DISTINCT d.as_of_date FROM exports.feed_deliveries d, exports.{name} s
+        WHERE d.feed = ? AND s.as_of_date <= d.as_of_date
+          AND (s.valid_to IS NULL OR s.valid_to > d.as_of_date) ORDER BY 1""", [name]).fetchall()]
+    closed = con.execute(f"SELECT min(valid_to) FROM exports.{name}").fetchone()[0]
+    first = min(days) if days else None
+    assert closed is None or first is None or closed > first  # nothing only a dropped day used
     files = sorted(p.name for p in (out / name).iterdir())
     recorded = [r[0] for r in con.execute("SELECT as_of_date FROM exports.feed_deliveries "
                                           "WHERE feed = ? ORDER BY 1", [name]).fetchall()]
