@@ -73,7 +73,7 @@ def _feed_asset(deployment: Deployment, feed):
         for k, v in stats.get("delivery", {}).items():
             meta[k] = v
         for k, v in stats.items():
-            if k.startswith("retention_"):
+            if k.startswith(("retention_", "erasure_")):
                 meta[k] = dg.MetadataValue.int(v)
         report_swept_temps(context, stats, meta)
         return dg.MaterializeResult(metadata=meta)

@@ -140,7 +140,7 @@ def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.da
     dest = None if feed.destination is None else HttpDestination.from_settings(
         f"feed:{feed.name}", feed.destination, os.environ if environ is None else environ)
     # an erasure since the last run leaves the kept files and unsent bodies first
-    scrub_feed(engine, feed, feeds_dir, now)
+    scrubbed = {f"erasure_{k}": v for k, v in scrub_feed(engine, feed, feeds_dir, now).items()}
     if not feed.delivered_on(as_of.weekday()):
         skipped = {"skipped": True, "rows": 0, "files": [], "stale_temp_files": 0,
                    "stale_temp_bytes": 0}
@@ -148,7 +148,7 @@ def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.da
             skipped["delivery"] = deliver_pending(engine, dest, sleep=sleep).as_metadata()
         skipped.update(apply_retention(engine, feed, feeds_dir, as_of, now,
                                        None if dest is None else dest.name))
-        return skipped
+        return {**skipped, **scrubbed}
     engine.run(*feed_table_steps())
     if feed.row_source == "score_actions" or set(feed.source_fields) & {"stage", "stage_rank"}:
         engine.run(*marketing_table_steps())
@@ -167,8 +167,8 @@ def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.da
                            "contact; a feed delivers one row per contact")
     engine.register_arrow(day_rows, selected)
     try:
-        return _publish_day(engine, feed, as_of, feeds_dir, now, started, day_rows, total, dest,
-                            sleep)
+        return {**_publish_day(engine, feed, as_of, feeds_dir, now, started, day_rows, total,
+                               dest, sleep), **scrubbed}
     finally:
         engine.unregister(day_rows)
 
