@@ -267,7 +267,8 @@ def load_deployment(config_dir: str | Path) -> Deployment:
             raise ConfigError(f"{feeds_y.where(('feeds', i, 'fields'))}: a feed must include 'customer_id'")
         for j, col in enumerate(feed.columns):
             # a mart feed's other fields are the mart's columns (checked when it runs)
-            if col.field not in catalogue and col.field not in FEED_FIELDS and feed.row_source != "mart":
+            if (col.field not in catalogue and col.field not in FEED_FIELDS
+                    and feed.row_source != "mart"):
                 raise ConfigError(f"{feeds_y.where(('feeds', i, 'fields', j))}: unknown field '{col.field}'")
         if ("recommended_products" in feed.source_fields or feed.row_source == "recommendations") \
                 and recs is None:

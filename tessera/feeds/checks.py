@@ -33,7 +33,8 @@ def erased_in_last_delivery(engine: Engine, feed) -> int:
         return 0
     return int(as_engine(engine).scalar(SqlStep("feeds.check_erased", f"""
         SELECT count(*) FROM {state_at(feed, _LAST)}
-        WHERE customer_id IN (SELECT customer_id FROM ops.erasures WHERE customer_id IS NOT NULL)""",
+        WHERE customer_id IN (SELECT customer_id FROM ops.erasures
+                              WHERE customer_id IS NOT NULL)""",
         [feed.name, feed.name])) or 0)
 
 

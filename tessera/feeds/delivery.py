@@ -334,8 +334,8 @@ def _xml_value_of(e) -> Any:
     return e.text or ""
 
 
-def scrub_erased_batches(engine: Engine,
-                         erased_sql: str = "SELECT customer_id FROM ops.erasures") -> dict[str, int]:
+def scrub_erased_batches(engine: Engine, erased_sql: str = "SELECT customer_id FROM ops.erasures"
+                         ) -> dict[str, int]:
     """Drop the records about erased customers (``erased_sql``, one column) from every
     batch body still kept (pending, rejected): a retried batch no longer carries them.
 
@@ -366,7 +366,8 @@ def scrub_erased_batches(engine: Engine,
                 SET body = CASE WHEN ? = 0 THEN NULL ELSE ? END, body_sha256 = ?, records = ?,
                     status = CASE WHEN ? = 0 AND status = 'pending' THEN 'erased' ELSE status END
                 WHERE destination = ? AND batch_id = ?""",
-                [left, new.decode("utf-8"), hashlib.sha256(new).hexdigest(), left, left, dest, bid]))
+                [left, new.decode("utf-8"), hashlib.sha256(new).hexdigest(), left, left, dest,
+                 bid]))
             # the records after a dropped one move up: their positions follow
             engine.run(SqlStep("delivery.scrub_positions", """
                 UPDATE exports.delivery_batch_subjects
@@ -520,5 +521,6 @@ def delivery_summary(engine: Engine, destination: str) -> dict[str, int]:
 
 __all__ = ["Batch", "DeliveryReport", "HttpDestination", "SignatureError", "backoff_s",
            "batch_id", "deliver_pending", "delivery_summary", "delivery_table_steps", "enqueue",
-           "json_batches", "post", "scrub_erased_batches", "xml_batches", "retry_after_seconds", "secret_bytes", "sign", "signature",
+           "json_batches", "post", "scrub_erased_batches", "xml_batches", "retry_after_seconds",
+           "secret_bytes", "sign", "signature",
            "verify"]

@@ -192,7 +192,8 @@ def scrub_feed(engine: Engine, feed, feeds_dir: Path, now: dt.datetime) -> dict[
         "feeds.erased_ids", "SELECT DISTINCT customer_id FROM ops.erasures "
         "WHERE customer_id IS NOT NULL"))], pa.int64())
     files = (engine.rows(SqlStep("feeds.kept_files", """
-        SELECT as_of_date, kind, file, sha256 FROM exports.feed_files WHERE feed = ? ORDER BY 1, 2""",
+        SELECT as_of_date, kind, file, sha256 FROM exports.feed_files WHERE feed = ?
+        ORDER BY 1, 2""",
         [feed.name])) if engine.table_exists("exports", "feed_files") else [])
     schema = _output_schema(engine, feed) if engine.table_exists("exports", feed.name) else None
     out_dir = Path(feeds_dir) / feed.name
@@ -204,8 +205,8 @@ def scrub_feed(engine: Engine, feed, feeds_dir: Path, now: dt.datetime) -> dict[
         done = _scrub_file(engine, feed, path, kind, erased, schema)
         if done is None:
             if sha256_file(path) != recorded:  # rewritten by a scrub killed before its record
-                by_day.setdefault(day, {})[file] = (
-                    read_feed_file(engine, path, feed, _names(feed, kind)).num_rows, sha256_file(path))
+                rows = read_feed_file(engine, path, feed, _names(feed, kind)).num_rows
+                by_day.setdefault(day, {})[file] = (rows, sha256_file(path))
             continue
         rows, dropped, sha = done
         by_day.setdefault(day, {})[file] = (rows, sha)

@@ -7,8 +7,9 @@ with clock times, from the run's time. Two things are never dropped whatever the
 age: the last delivered day (the base the next diff is taken against: dropping it would
 turn every row into an "added" and lose the removals) and a pending batch (never lost).
 The stored state keeps the versions a retained day delivered (see
-:mod:`tessera.feeds.diff`). A dropped day also leaves ``exports.feed_deliveries``, so a backfill older than the
-retention is delivered as a first delivery, honestly, rather than diffed against nothing.
+:mod:`tessera.feeds.diff`). A dropped day also leaves ``exports.feed_deliveries``, so a
+backfill older than the retention is delivered as a first delivery, honestly, rather
+than diffed against nothing.
 """
 
 from __future__ import annotations

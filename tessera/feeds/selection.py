@@ -2,8 +2,9 @@
 
 A feed's rows are its source's for the day (every contact, a segment's members, the
 contacts a score threshold pushed to the feed, those with a prediction or a
-recommendation list, or a mart's rows), joined to the contact card and the day's RFM, filtered by consent on the feed's channel (and, for e-mail, without a
-hard bounce) and by the suppression ledger. Writing the rows to files is
+recommendation list, or a mart's rows), joined to the contact card and the day's RFM,
+filtered by consent on the feed's channel (and, for e-mail, without a hard bounce) and
+by the suppression ledger. Writing the rows to files is
 :mod:`tessera.feeds.publish`.
 """
 
@@ -97,7 +98,8 @@ def feed_query(feed, as_of: dt.date | None, mart_columns: list[str] | None = Non
         pick = [f for f in fields if f != "customer_id" and f not in _FILTER_COLUMNS]
         picked = ", ".join(f"m.{_q(f)} AS {_q(f)}" if f in have else f"x.{_q(f)}" for f in pick)
         keep = ", ".join(f"x.{_q(c)}" for c in _FILTER_COLUMNS if c not in pick)
-        inner = (f"SELECT x.customer_id{', ' + picked if picked else ''}{', ' + keep if keep else ''} "
+        extra = "".join(f", {p}" for p in (picked, keep) if p)
+        inner = (f"SELECT x.customer_id{extra} "
                  f"FROM ({inner}) x JOIN marts.{_q(feed.mart)} m ON m.customer_id = x.customer_id")
     seg = ""
     if feed.segment:

@@ -45,8 +45,8 @@ def keyed_tables(engine: Engine) -> dict[str, tuple[str, tuple[str, ...], list[s
         cols = _columns(engine, "exports", table)
         # a feed's state is row versions (tessera.feeds.diff): one version per customer
         # and end (the open one, or the one closed on a day), the survivor's winning
-        out[f"exports.{table}"] = ("daily", ("valid_to",) if "valid_to" in cols else ("as_of_date",),
-                                   cols)
+        keys = ("valid_to",) if "valid_to" in cols else ("as_of_date",)
+        out[f"exports.{table}"] = ("daily", keys, cols)
     return out
 
 
