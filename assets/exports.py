@@ -18,6 +18,7 @@ from tessera.feeds.publish import build_feed
 from tessera.privacy import suppression as privacy_core
 from tessera.settings import Deployment
 from tessera.feeds.selection import uses_predictions
+from tessera.vocabulary import ACTION_FIELDS
 
 GROUP = "exports"
 
@@ -28,8 +29,15 @@ def _feed_asset(deployment: Deployment, feed):
             dg.AssetKey(["core", "bounce_status"])]
     if feed.segment:
         deps.append(dg.AssetKey(["segments", feed.segment]))
-    if feed.score_actions and deployment.scores:
+    fields = set(feed.source_fields)
+    if (feed.row_source == "score_actions" or fields & set(ACTION_FIELDS)) and deployment.scores:
         deps.append(dg.AssetKey(["marketing", "score_actions"]))
+    if fields & {"stage", "stage_rank"}:
+        deps.append(dg.AssetKey(["marketing", "stages"]))
+    if "recommended_products" in fields or feed.row_source == "recommendations":
+        deps.append(dg.AssetKey(["recommendations", "contact_products"]))
+    if feed.row_source == "mart":
+        deps.append(dg.AssetKey(["marts", feed.mart]))
     if uses_predictions(feed):
         deps.append(dg.AssetKey(["predictions", "customer_predictions"]))
     kinds = {"duckdb", feed.format} | ({"http"} if feed.destination else set())
@@ -64,6 +72,9 @@ def _feed_asset(deployment: Deployment, feed):
             meta[f"rows_{f['kind']}"] = dg.MetadataValue.int(f["rows"])
         for k, v in stats.get("delivery", {}).items():
             meta[k] = v
+        for k, v in stats.items():
+            if k.startswith(("retention_", "erasure_")):
+                meta[k] = dg.MetadataValue.int(v)
         report_swept_temps(context, stats, meta)
         return dg.MaterializeResult(metadata=meta)
 

@@ -126,6 +126,10 @@ def main() -> None:
             print(f"{r['run']:>11}: {r['rows']:>9} rows in {r['seconds']:>7.2f} s "
                   f"({r['rows_per_s'] or 0:>9} rows/s), {r['file_mb']:>7.1f} MB, "
                   f"peak RSS {r['peak_rss_mb']} MB")
+        by = {r["run"]: r for r in results}
+        if "csv" in by and "diff_1pct" in by:
+            print(f"a 1 % diff day costs {by['diff_1pct']['seconds'] / by['csv']['seconds']:.0%} "
+                  "of the full CSV export (the day's selection itself is most of what is left)")
         out = ROOT / "bench" / "out"
         out.mkdir(exist_ok=True)
         (out / "feeds.json").write_text(json.dumps({"rows": args.rows, "runs": results}, indent=2))

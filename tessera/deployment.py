@@ -22,7 +22,8 @@ from tessera.settings.activation import AutomationsFile, JourneysFile
 from tessera.settings.model import (_FeedsFile, _MainFile, _ScoringFile, _SegmentsFile,
                                     _SourcesFile, _StagesFile, _LookupsFile, _RecommendationsFile)
 from tessera.yamlfile import ConfigError, LoadedYaml, load_yaml
-from tessera.vocabulary import CARD_COMPANY_FIELDS, GOLDEN_FIELDS, STAGE_FIELDS, field_catalogue
+from tessera.vocabulary import (CARD_COMPANY_FIELDS, FEED_FIELDS, GOLDEN_FIELDS, STAGE_FIELDS,
+                                field_catalogue)
 
 def _validate(model, loaded: LoadedYaml):
     try:
@@ -268,14 +269,20 @@ def load_deployment(config_dir: str | Path) -> Deployment:
             raise ConfigError(
                 f"{feeds_y.where(('feeds', i, 'segment'))}: unknown segment '{feed.segment}'"
             )
-        if feed.score_actions and feed.segment:
+        if feed.row_source == "score_actions" and feed.segment:
             raise ConfigError(f"{feeds_y.where(('feeds', i, 'score_actions'))}: a feed takes either "
                               "'segment' or 'score_actions'")
         if "customer_id" not in feed.source_fields:
             raise ConfigError(f"{feeds_y.where(('feeds', i, 'fields'))}: a feed must include 'customer_id'")
         for j, col in enumerate(feed.columns):
-            if col.field not in catalogue:
+            # a mart feed's other fields are the mart's columns (checked when it runs)
+            if (col.field not in catalogue and col.field not in FEED_FIELDS
+                    and feed.row_source != "mart"):
                 raise ConfigError(f"{feeds_y.where(('feeds', i, 'fields', j))}: unknown field '{col.field}'")
+        if ("recommended_products" in feed.source_fields or feed.row_source == "recommendations") \
+                and recs is None:
+            raise ConfigError(f"{feeds_y.where(('feeds', i))}: recommendation lists need "
+                              "recommendations.yaml")
         if feed.channel != "none":
             need = "email" if feed.channel == "email" else "mobile"
             if need not in feed.source_fields:

@@ -59,6 +59,12 @@ MARKETING_FIELDS: dict[str, str] = {"stage": "string", "stage_rank": "integer", 
 
 STAGE_FIELDS = ("stage", "stage_rank")
 
+# Fields only feeds carry (tessera.feeds.selection): the score-threshold action that
+# pushed a contact to the feed, and the day's recommendation list.
+ACTION_FIELDS: dict[str, str] = {"action_score_type": "string", "action_threshold": "decimal",
+                                 "action_score": "decimal", "action_previous_score": "decimal"}
+FEED_FIELDS: dict[str, str] = {**ACTION_FIELDS, "recommended_products": "list"}
+
 
 # The day's predictions (predictions.customer_predictions), for rules and feeds of a
 # deployment with order sources: field -> type; PREDICTION_COLUMNS: field -> stored column.

@@ -61,13 +61,24 @@ def forget_cmd(ctx: click.Context, emails: tuple[str, ...], customer_ids: tuple[
                              request_id=request_id)
         privacy._test_point("forget-after-commit")
         files = finish_erasures(con, deployment, paths["landing"], key).get(request_id, 0)
+        feeds = _scrub_feeds(con, deployment, paths)
     finally:
         con.close()
     # Counts only: the request's e-mails are personal data and are not echoed back.
     print(f"forget request {request_id}: {out['customers']} customers erased, "
           f"{out['identifiers']} identifiers suppressed, {out['rows_deleted']} rows deleted, "
-          f"{files} landing files rewritten")
+          f"{files} landing files rewritten, {feeds['files_rewritten']} feed files rewritten, "
+          f"{feeds['records_dropped']} records dropped from unsent batches")
     return 0
+
+
+def _scrub_feeds(con, deployment, paths) -> dict:
+    """The erased people out of the kept feed files and the unacknowledged batch bodies
+    (the next feed run does it too, should this be interrupted)."""
+    from tessera.feeds.erasure import scrub_feeds
+
+    return scrub_feeds(con, deployment.feeds, paths["feeds"],
+                       dt.datetime.now().replace(microsecond=0))
 
 
 def _resolve_ids(con, customer_ids, ids_file, segment) -> list[int]:
@@ -157,10 +168,11 @@ def purge_cmd(ctx: click.Context, grace_hours: float, yes: bool) -> int:
                              also=(applied,))
         privacy._test_point("forget-after-commit")
         files = finish_erasures(con, deployment, paths["landing"], key).get(request_id, 0)
+        feeds = _scrub_feeds(con, deployment, paths)
     finally:
         con.close()
     print(f"purge {request_id}: {out['customers']} customers erased, "
-          f"{files} landing files rewritten")
+          f"{files} landing files rewritten, {feeds['files_rewritten']} feed files rewritten")
     return 0
 
 

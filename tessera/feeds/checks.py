@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tessera.engine import Engine, SqlStep, as_engine
+from tessera.feeds.diff import state_at
 from tessera.feeds.selection import delivery_filter
 
 _LAST = ("(SELECT max(as_of_date) FROM exports.feed_deliveries WHERE feed = ?)")
@@ -22,9 +23,8 @@ def unconsented_in_last_delivery(engine: Engine, feed) -> int:
         return 0
     return int(as_engine(engine).scalar(SqlStep("feeds.check_consent", f"""
         SELECT count(*) FROM marts.contact_cards
-        WHERE customer_id IN (SELECT customer_id FROM exports.{feed.name}
-                              WHERE as_of_date = {_LAST})
-          AND NOT ({delivery_filter(feed.channel)})""", [feed.name])) or 0)
+        WHERE customer_id IN (SELECT customer_id FROM {state_at(feed, _LAST)})
+          AND NOT ({delivery_filter(feed.channel)})""", [feed.name, feed.name])) or 0)
 
 
 def erased_in_last_delivery(engine: Engine, feed) -> int:
@@ -32,10 +32,10 @@ def erased_in_last_delivery(engine: Engine, feed) -> int:
     if not delivered_yet(engine, feed):
         return 0
     return int(as_engine(engine).scalar(SqlStep("feeds.check_erased", f"""
-        SELECT count(*) FROM exports.{feed.name}
-        WHERE as_of_date = {_LAST}
-          AND customer_id IN (SELECT customer_id FROM ops.erasures WHERE customer_id IS NOT NULL)""",
-        [feed.name])) or 0)
+        SELECT count(*) FROM {state_at(feed, _LAST)}
+        WHERE customer_id IN (SELECT customer_id FROM ops.erasures
+                              WHERE customer_id IS NOT NULL)""",
+        [feed.name, feed.name])) or 0)
 
 
 def last_two_deliveries(engine: Engine, feed) -> list[tuple]:

@@ -56,7 +56,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 import re
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 from xml.sax.saxutils import escape as xml_escape
 from xml.sax.saxutils import quoteattr as xml_quoteattr
 
@@ -162,6 +162,9 @@ class Batch:
     records: int
     body: bytes = field(repr=False)
     content_type: str = "application/json"
+    # (position in the batch, customer id) of each record about a person: what an
+    # erasure finds and drops while the batch is still unacknowledged (scrub_erased_batches)
+    subjects: tuple[tuple[int, int], ...] = field(default=(), repr=False)
 
 
 def batch_id(destination: str, source: str, as_of: dt.date | None, seq: int, body: bytes) -> str:
@@ -179,21 +182,42 @@ def _json_default(v: Any):
     raise TypeError(f"cannot send a {type(v).__name__} as JSON")
 
 
+def _chunk_subjects(subjects: Sequence[int | None] | None, n: int, batch_rows: int,
+                    chunks: int) -> list[tuple[tuple[int, int], ...]]:
+    """``subjects`` (the customer id each record is about, or None) cut like the records."""
+    if subjects is None:
+        return [()] * chunks
+    subjects = list(subjects)
+    if len(subjects) != n:
+        raise ValueError("subjects must give one entry per record")
+    return [tuple((j, int(c)) for j, c in enumerate(subjects[i:i + batch_rows]) if c is not None)
+            for i in range(0, n, batch_rows)]
+
+
+def _json_body(doc: Mapping[str, Any]) -> bytes:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"),
+                      default=_json_default).encode("utf-8")
+
+
 def json_batches(destination: str, *, source: str, as_of: dt.date | None,
                  records: Iterable[Mapping[str, Any]], batch_rows: int,
-                 envelope: Mapping[str, Any] | None = None) -> list[Batch]:
+                 envelope: Mapping[str, Any] | None = None,
+                 subjects: Sequence[int | None] | None = None) -> list[Batch]:
     """Records cut into JSON batches of ``batch_rows``: ``{...envelope, "batch": i,
     "batches": n, "records": [...]}``, compact, keys in the records' own order. The
-    same records give the same bytes, hence the same batch ids."""
+    same records give the same bytes, hence the same batch ids. ``subjects``, one per
+    record, names the customer a record is about (None: about nobody, e.g. an erasure
+    notice carrying only an id): ``tessera forget`` drops those records from a batch
+    not yet acknowledged."""
     records = list(records)
     chunks = [records[i:i + batch_rows] for i in range(0, len(records), batch_rows)]
+    whose = _chunk_subjects(subjects, len(records), batch_rows, len(chunks))
     out = []
     for seq, chunk in enumerate(chunks, 1):
         doc = {**(envelope or {}), "batch": seq, "batches": len(chunks), "records": chunk}
-        body = json.dumps(doc, ensure_ascii=False, separators=(",", ":"),
-                          default=_json_default).encode("utf-8")
+        body = _json_body(doc)
         out.append(Batch(batch_id(destination, source, as_of, seq, body), source, as_of, seq,
-                         len(chunk), body))
+                         len(chunk), body, subjects=whose[seq - 1]))
     return out
 
 
@@ -220,22 +244,27 @@ def _xml_element(name: str, value: Any) -> str:
 def xml_batches(destination: str, *, source: str, as_of: dt.date | None,
                 records: Iterable[Mapping[str, Any]], batch_rows: int,
                 envelope: Mapping[str, Any] | None = None, root: str = "batch",
-                item: str = "item") -> list[Batch]:
+                item: str = "item", subjects: Sequence[int | None] | None = None) -> list[Batch]:
     """Records cut into XML batches: ``<root ...envelope batch= batches=>`` with one
     ``<item>`` per record, a child element per key (nested for a mapping, none for a
     NULL). Keys must be XML names (feeds check theirs). Deterministic like
     :func:`json_batches`."""
     records = list(records)
     chunks = [records[i:i + batch_rows] for i in range(0, len(records), batch_rows)]
+    whose = _chunk_subjects(subjects, len(records), batch_rows, len(chunks))
     out = []
     for seq, chunk in enumerate(chunks, 1):
         attrs = {**(envelope or {}), "batch": seq, "batches": len(chunks)}
-        head = " ".join(f"{k}={xml_quoteattr(_plain(v))}" for k, v in attrs.items())
-        body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<{root} {head}>'
-                + "".join(_xml_element(item, r) for r in chunk) + f"</{root}>\n").encode("utf-8")
+        body = _xml_body(root, attrs, (_xml_element(item, r) for r in chunk))
         out.append(Batch(batch_id(destination, source, as_of, seq, body), source, as_of, seq,
-                         len(chunk), body, "application/xml"))
+                         len(chunk), body, "application/xml", subjects=whose[seq - 1]))
     return out
+
+
+def _xml_body(root: str, attrs: Mapping[str, Any], items: Iterable[str]) -> bytes:
+    head = " ".join(f"{k}={xml_quoteattr(_plain(v))}" for k, v in attrs.items())
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<{root} {head}>' + "".join(items)
+            + f"</{root}>\n").encode("utf-8")
 
 
 def enqueue(engine: Engine, destination: str, batches: list[Batch], now: dt.datetime,
@@ -272,7 +301,90 @@ def enqueue(engine: Engine, destination: str, batches: list[Batch], now: dt.date
                  [b.as_of_date for b in new], [b.seq for b in new], [b.records for b in new],
                  [b.content_type for b in new], [b.body.decode("utf-8") for b in new],
                  [hashlib.sha256(b.body).hexdigest() for b in new], now]))
+            whose = [(b.batch_id, j, c) for b in new for j, c in b.subjects]
+            if whose:
+                engine.append("exports.delivery_batch_subjects", SqlStep(
+                    "delivery.subjects", """
+                    SELECT ?, unnest(CAST(? AS VARCHAR[])), unnest(CAST(? AS INTEGER[])),
+                           unnest(CAST(? AS BIGINT[]))""",
+                    [destination, [w[0] for w in whose], [w[1] for w in whose],
+                     [w[2] for w in whose]]))
     return len(new)
+
+
+# --- erasure -------------------------------------------------------------------------
+
+def _without(body: bytes, content_type: str, drop: set[int]) -> tuple[bytes, int]:
+    """The body with the records at positions ``drop`` left out; and how many are left.
+    A JSON body is re-serialised the way :func:`json_batches` writes it and an XML body
+    re-rendered the way :func:`xml_batches` does, so every other record keeps its bytes."""
+    if content_type == "application/xml":
+        from xml.etree import ElementTree as ET
+
+        root = ET.fromstring(body)
+        kept = [e for j, e in enumerate(root) if j not in drop]
+        return _xml_body(root.tag, dict(root.attrib),
+                         (_xml_element(e.tag, _xml_value_of(e)) for e in kept)), len(kept)
+    doc = json.loads(body)
+    doc["records"] = [r for j, r in enumerate(doc["records"]) if j not in drop]
+    return _json_body(doc), len(doc["records"])
+
+
+def _xml_value_of(e) -> Any:
+    """An element back as what :func:`_xml_element` rendered it from (text or a mapping)."""
+    if len(e):
+        return {c.tag: _xml_value_of(c) for c in e}
+    return e.text or ""
+
+
+def scrub_erased_batches(engine: Engine, erased_sql: str = "SELECT customer_id FROM ops.erasures"
+                         ) -> dict[str, int]:
+    """Drop the records about erased customers (``erased_sql``, one column) from every
+    batch body still kept (pending, rejected): a retried batch no longer carries them.
+
+    The batch keeps its id, so a receiver that did get the earlier body (an attempt that
+    timed out after it was applied) still de-duplicates it. A batch left with no record
+    is marked ``erased`` and never sent. Idempotent: the subjects rows of erased people
+    are deleted with the scrub, so a second call finds nothing. Called by ``tessera
+    forget`` / ``purge`` after their transaction and at the start of every feed delivery,
+    so an erasure killed in between is finished by the next run."""
+    engine = as_engine(engine)
+    engine.run(*delivery_table_steps())
+    out = {"batches_scrubbed": 0, "records_dropped": 0, "batches_erased": 0}
+    if "ops.erasures" in erased_sql and not engine.table_exists("ops", "erasures"):
+        return out
+    hits = engine.rows(SqlStep("delivery.erased_records", f"""
+        SELECT s.destination, s.batch_id, list(s.record ORDER BY s.record), b.body, b.content_type
+        FROM exports.delivery_batch_subjects s
+        JOIN exports.delivery_batches b USING (destination, batch_id)
+        WHERE s.subject_id IN ({erased_sql}) AND b.body IS NOT NULL
+        GROUP BY s.destination, s.batch_id, b.body, b.content_type ORDER BY 1, 2"""))
+    with engine.together():
+        for dest, bid, drop, body, ctype in hits:
+            drop = set(drop)
+            new, left = _without(body.encode("utf-8"), ctype, drop)
+            shift = sorted(drop)
+            engine.run(SqlStep("delivery.scrub_body", """
+                UPDATE exports.delivery_batches
+                SET body = CASE WHEN ? = 0 THEN NULL ELSE ? END, body_sha256 = ?, records = ?,
+                    status = CASE WHEN ? = 0 AND status = 'pending' THEN 'erased' ELSE status END
+                WHERE destination = ? AND batch_id = ?""",
+                [left, new.decode("utf-8"), hashlib.sha256(new).hexdigest(), left, left, dest,
+                 bid]))
+            # the records after a dropped one move up: their positions follow
+            engine.run(SqlStep("delivery.scrub_positions", """
+                UPDATE exports.delivery_batch_subjects
+                SET record = record - (SELECT count(*) FROM unnest(CAST(? AS INTEGER[])) d(p)
+                                       WHERE d.p < record)
+                WHERE destination = ? AND batch_id = ?
+                  AND record NOT IN (SELECT unnest(CAST(? AS INTEGER[])))""",
+                [shift, dest, bid, shift]))
+            out["batches_scrubbed"] += 1
+            out["records_dropped"] += len(drop)
+            out["batches_erased"] += int(left == 0)
+        engine.run(SqlStep("delivery.scrub_subjects", f"""
+            DELETE FROM exports.delivery_batch_subjects WHERE subject_id IN ({erased_sql})"""))
+    return out
 
 
 # --- sending -------------------------------------------------------------------------
@@ -412,5 +524,6 @@ def delivery_summary(engine: Engine, destination: str) -> dict[str, int]:
 
 __all__ = ["Batch", "DeliveryReport", "HttpDestination", "SignatureError", "backoff_s",
            "batch_id", "deliver_pending", "delivery_summary", "delivery_table_steps", "enqueue",
-           "json_batches", "post", "xml_batches", "retry_after_seconds", "secret_bytes", "sign", "signature",
+           "json_batches", "post", "scrub_erased_batches", "xml_batches", "retry_after_seconds",
+           "secret_bytes", "sign", "signature",
            "verify"]

@@ -20,14 +20,18 @@ import time
 from pathlib import Path
 from typing import Mapping
 
+import pyarrow.compute as pc
+
 from tessera.engine import Engine, SqlStep, as_engine
 from tessera.engine.steps import ddl_statements
 from tessera.feeds.delivery import (HttpDestination, deliver_pending, enqueue, json_batches,
                                     xml_batches)
 from tessera.feeds.diff import (base_day_step, diff_file_step, diff_step, full_step,
-                                stored_rows_step)
+                                row_hash_sql, state_update_steps, stored_rows_step)
+from tessera.feeds.erasure import scrub_feed
 from tessera.feeds.files import _atomically, sweep_stale_temps, temp_path  # noqa: F401
 from tessera.feeds.formats import EXTENSIONS, FileStats, schema_of, write_feed_file
+from tessera.feeds.retention import apply_retention
 from tessera.feeds.selection import delivery_filter, erasures_to_announce_step, feed_rows_step
 from tessera.marketing.segments import marketing_table_steps, segment_base_sql
 
@@ -81,15 +85,39 @@ def _consent_recheck_step(feed, as_of: dt.date, day_rows: str) -> SqlStep:
 
 def _ensure_feed_table(engine: Engine, feed, stored: SqlStep) -> None:
     """``exports.<feed>`` with the feed's current columns. If the fields changed, the
-    table is rebuilt empty: the next diff then starts from nothing (all rows added)."""
-    want = ["as_of_date", *feed.source_fields]
+    table is rebuilt empty: the next diff then starts from nothing (all rows added). A
+    table of the earlier layout (every delivered day in full) becomes the versions of
+    its last day, so an upgrade does not resend every row."""
+    want = ["as_of_date", "valid_to", "_row_hash", *feed.source_fields]
     have = [r[0] for r in engine.rows(SqlStep(
         "feeds.table_columns", "SELECT column_name FROM information_schema.columns "
         "WHERE table_schema = 'exports' AND table_name = $feed ORDER BY ordinal_position",
         {"feed": feed.name}))]
-    if have != want:
-        engine.replace_table(f"exports.{feed.name}", SqlStep(stored.name, stored.sql + " WHERE false",
-                                                             stored.params))
+    if have == want:
+        return
+    if have == ["as_of_date", *feed.source_fields]:
+        cols = ", ".join('"' + f + '"' for f in feed.source_fields)
+        engine.replace_table(f"exports.{feed.name}", SqlStep("feeds.state_from_days", f"""
+            SELECT as_of_date, CAST(NULL AS DATE) AS valid_to, {row_hash_sql(feed)} AS _row_hash,
+                   {cols} FROM exports.{feed.name}
+            WHERE as_of_date = (SELECT max(as_of_date) FROM exports.{feed.name})"""))
+        return
+    engine.replace_table(f"exports.{feed.name}", SqlStep(stored.name, stored.sql + " WHERE false",
+                                                         stored.params))
+
+
+def _mart_columns(engine: Engine, feed) -> list[str] | None:
+    """A mart feed's mart columns; every field it asks for must be the mart's or the card's."""
+    if feed.row_source != "mart":
+        return None
+    cols = [r[0] for r in engine.rows(SqlStep(
+        "feeds.mart_columns", "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = 'marts' AND table_name = $mart", {"mart": feed.mart}))]
+    if not cols:
+        raise RuntimeError(f"feed {feed.name}: the mart marts.{feed.mart} does not exist")
+    if "customer_id" not in cols:
+        raise RuntimeError(f"feed {feed.name}: marts.{feed.mart} has no customer_id column")
+    return cols
 
 
 def _schema(engine: Engine, step: SqlStep) -> list[dict]:
@@ -111,36 +139,42 @@ def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.da
     # the destination first: a missing secret fails the day before anything is written
     dest = None if feed.destination is None else HttpDestination.from_settings(
         f"feed:{feed.name}", feed.destination, os.environ if environ is None else environ)
+    # an erasure since the last run leaves the kept files and unsent bodies first
+    scrubbed = {f"erasure_{k}": v for k, v in scrub_feed(engine, feed, feeds_dir, now).items()}
     if not feed.delivered_on(as_of.weekday()):
         skipped = {"skipped": True, "rows": 0, "files": [], "stale_temp_files": 0,
                    "stale_temp_bytes": 0}
         if dest is not None:  # what earlier days left unacknowledged still goes
             skipped["delivery"] = deliver_pending(engine, dest, sleep=sleep).as_metadata()
-        return skipped
+        skipped.update(apply_retention(engine, feed, feeds_dir, as_of, now,
+                                       None if dest is None else dest.name))
+        return {**skipped, **scrubbed}
     engine.run(*feed_table_steps())
-    if not feed.segment and getattr(feed, "score_actions", False):
+    if feed.row_source == "score_actions" or set(feed.source_fields) & {"stage", "stage_rank"}:
         engine.run(*marketing_table_steps())
+    mart_columns = _mart_columns(engine, feed)
     # The day's selection runs once, into an Arrow table that every file is written from;
     # exports.<feed> gets it only in the final transaction, with the delivery record, so
     # that a diff's base is always exactly what was delivered.
-    stored = stored_rows_step(feed, as_of)
+    stored = stored_rows_step(feed, as_of, mart_columns)
     _ensure_feed_table(engine, feed, stored)
     day_rows = f"_feed_day_{feed.name}"
-    selected = engine.arrow(feed_rows_step(feed, as_of))
+    selected = engine.arrow(feed_rows_step(feed, as_of, mart_columns))
     total = selected.num_rows
+    if feed.row_source == "mart" and total and \
+            pc.count_distinct(selected.column("customer_id")).as_py() != total:
+        raise RuntimeError(f"feed {feed.name}: marts.{feed.mart} has more than one row for a "
+                           "contact; a feed delivers one row per contact")
     engine.register_arrow(day_rows, selected)
     try:
-        return _publish_day(engine, feed, as_of, feeds_dir, now, started, day_rows, total, dest,
-                            sleep)
+        return {**_publish_day(engine, feed, as_of, feeds_dir, now, started, day_rows, total,
+                               dest, sleep), **scrubbed}
     finally:
         engine.unregister(day_rows)
 
 
 def _publish_day(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.datetime,
                  started: float, day_rows: str, total: int, dest, sleep) -> dict:
-    bad = engine.scalar(_consent_recheck_step(feed, as_of, day_rows))
-    if bad:
-        raise RuntimeError(f"feed {feed.name}: {bad} rows without {feed.channel} consent; not published")
     out_dir = feeds_dir / feed.name
     swept = sweep_stale_temps(out_dir, started)
     ext = EXTENSIONS[feed.format]
@@ -153,10 +187,22 @@ def _publish_day(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.
     erased = [r[0] for r in engine.rows(erasures_to_announce_step(feed, as_of))]
     diff_table, registered = f"_feed_diff_{feed.name}", False
     try:
+        # the diff against the last delivered day, in every mode: a diff feed's files,
+        # and what the day changes in the stored state
+        base = engine.scalar(base_day_step(feed, as_of))
+        latest = engine.scalar(SqlStep("feeds.latest_day", "SELECT max(as_of_date) FROM "
+                                       "exports.feed_deliveries WHERE feed = ?", [feed.name]))
+        engine.register_arrow(diff_table, engine.arrow(diff_step(feed, day_rows, as_of, base)))
+        registered = True
+        # the belt-and-braces consent re-check, over what is published: every row of a
+        # full file, the added and changed rows of a diff
+        checked = day_rows if feed.mode == "full" else \
+            f"(SELECT customer_id FROM {diff_table} WHERE _kind <> 'removed')"
+        bad = engine.scalar(_consent_recheck_step(feed, as_of, checked))
+        if bad:
+            raise RuntimeError(f"feed {feed.name}: {bad} rows without {feed.channel} consent; "
+                               "not published")
         if feed.mode == "diff":
-            base = engine.scalar(base_day_step(feed, as_of))
-            engine.register_arrow(diff_table, engine.arrow(diff_step(feed, day_rows, as_of, base)))
-            registered = True
             steps = {kind: diff_file_step(feed, diff_table, kind)
                      for kind in ("added", "changed", "removed")}
             for kind, step in steps.items():
@@ -207,11 +253,11 @@ def _publish_day(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.
             engine.replace_partition("exports.feed_erasure_notices", day, SqlStep(
                 "feeds.erasure_notices", "SELECT $feed, unnest(CAST($ids AS BIGINT[])), "
                 "CAST($as_of AS DATE)", {"feed": feed.name, "ids": erased, "as_of": as_of}))
-            # exports.<feed> keeps every delivered day (the base of the next diff); a
-            # re-run replaces its own day only
-            engine.replace_partition(f"exports.{feed.name}", {"as_of_date": as_of}, SqlStep(
-                "feeds.store_day", f"SELECT CAST(? AS DATE) AS as_of_date, * FROM {day_rows}",
-                [as_of]))
+            # exports.<feed> keeps the delivered rows as versions (the base of the next
+            # diff), changed by what changed; a backfill older than the last delivered
+            # day leaves them to that day
+            if latest is None or as_of >= latest:
+                engine.run(*state_update_steps(feed, diff_table, as_of, rerun=as_of == latest))
         stats = {"rows": total, "file": str(out_dir / first.file), "sha256": first.sha256,
                  "files": [{"kind": k, "file": f.file, "rows": f.rows} for k, f in files.items()],
                  "manifest": manifest, "previous_delivery": base, "skipped": False,
@@ -219,6 +265,8 @@ def _publish_day(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.
         if feed.destination is not None:
             report = deliver_pending(engine, dest, sleep=sleep)
             stats["delivery"] = {"batches": len(batches), "queued": queued, **report.as_metadata()}
+        stats.update(apply_retention(engine, feed, feeds_dir, as_of, now,
+                                     None if dest is None else dest.name))
         return stats
     finally:
         if registered:
@@ -230,11 +278,17 @@ def _http_batches(engine: Engine, feed, as_of: dt.date, steps: dict, dest: HttpD
     and deletes (erasures, removed), in file order."""
     ops = {"full": "upsert", "deletions": "delete", "added": "upsert", "changed": "upsert",
            "removed": "delete"}
-    records = []
+    records, subjects = [], []
+    id_out = next(c.out for c in feed.columns if c.field == "customer_id")
     for kind, step in steps.items():
         for row in engine.arrow(step).to_pylist():
             records.append({"op": ops[kind], "record": row})
+            # an erasure notice (the id and nothing else) is about nobody: it must still
+            # reach the receiver after the person is erased; any other record is theirs
+            notice = kind == "deletions" or (kind == "removed" and all(
+                v is None for k, v in row.items() if k != id_out))
+            subjects.append(None if notice else row.get(id_out))
     make = xml_batches if feed.destination.body == "xml" else json_batches
-    return make(dest.name, source=feed.name, as_of=as_of, records=records,
+    return make(dest.name, source=feed.name, as_of=as_of, records=records, subjects=subjects,
                 batch_rows=feed.destination.batch_rows,
                 envelope={"feed": feed.name, "as_of_date": as_of.isoformat(), "mode": feed.mode})

@@ -42,7 +42,11 @@ def keyed_tables(engine: Engine) -> dict[str, tuple[str, tuple[str, ...], list[s
                                  WHERE table_schema = 'exports' AND column_name = 'as_of_date')
               AND table_name IN (SELECT table_name FROM information_schema.tables
                                  WHERE table_schema = 'exports' AND table_type = 'BASE TABLE')""")):
-        out[f"exports.{table}"] = ("daily", ("as_of_date",), _columns(engine, "exports", table))
+        cols = _columns(engine, "exports", table)
+        # a feed's state is row versions (tessera.feeds.diff): one version per customer
+        # and end (the open one, or the one closed on a day), the survivor's winning
+        keys = ("valid_to",) if "valid_to" in cols else ("as_of_date",)
+        out[f"exports.{table}"] = ("daily", keys, cols)
     return out
 
 

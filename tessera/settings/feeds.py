@@ -62,6 +62,35 @@ class HttpDestinationDef(_Strict):
     body: Literal["json", "xml"] = "json"
 
 
+class FeedRecommendations(_Strict):
+    """What the ``recommended_products`` field holds: the day's top ``k`` products of one
+    recommendation kind (tessera.recommendations), best first."""
+
+    kind: Identifier = "combined"
+    k: int = Field(default=5, ge=1, le=100)
+
+
+# Where a feed's rows come from (each row a contact, joined to the card for consent):
+#   contacts         every contact (or a segment's members, with ``segment``)
+#   score_actions    the contacts a score threshold pushed to this feed on the day
+#   predictions      the contacts with a prediction on the day
+#   recommendations  the contacts with a recommendation list (of ``recommendations.kind``)
+#   mart             the rows of ``marts.<mart>`` (one per contact), its columns as fields
+FeedSource = Literal["contacts", "score_actions", "predictions", "recommendations", "mart"]
+
+
+class FeedRetention(_Strict):
+    """How long a feed keeps what it delivered (days; unset: for ever). Applied by the
+    daily run after the day's delivery."""
+
+    # the files and manifests of older delivered days, and their stored rows (the diff
+    # state); the last delivered day is always kept, being the next diff's base
+    days: int | None = Field(default=None, ge=1, le=36_500)
+    # the delivery log: attempts, and batches no longer pending (with the body of a
+    # refused one); a pending batch is never dropped
+    delivery_log_days: int | None = Field(default=None, ge=1, le=36_500)
+
+
 class FeedDef(_Strict):
     name: Identifier
     description: str = ""
@@ -79,17 +108,33 @@ class FeedDef(_Strict):
     # Feeds opened by people in spreadsheets get formula-looking cells neutralised
     # (CSV and XLSX only: machine formats always keep values exactly).
     for_spreadsheet: bool = False
-    # The contacts a score threshold pushed to this feed on the day (e.g. to the CRM).
+    # The contacts a score threshold pushed to this feed on the day (e.g. to the CRM);
+    # the same as ``source: score_actions``.
     score_actions: bool = False
+    source: FeedSource = "contacts"
+    # the list of ``recommended_products`` (a field any feed may carry)
+    recommendations: FeedRecommendations = FeedRecommendations()
+    # the mart a ``source: mart`` feed reads (a table of the ``marts`` schema)
+    mart: Identifier | None = None
     destination: HttpDestinationDef | None = None
     # the row-count check warns when a delivery has lost more than this share of the
     # previous delivery's rows
     max_row_drop: float = Field(default=0.5, ge=0, le=1)
+    retention: FeedRetention = FeedRetention()
 
     @field_validator("fields")
     @classmethod
     def _as_columns(cls, value):
         return [v if isinstance(v, FeedField) else FeedField(field=v) for v in value]
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.score_actions and self.source not in ("contacts", "score_actions"):
+            raise ValueError(f"feed '{self.name}': score_actions and source: {self.source}")
+        if (self.source == "mart") != (self.mart is not None):
+            raise ValueError(f"feed '{self.name}': 'mart' names the table of a source: mart feed "
+                             "(and only of one)")
+        return self
 
     @model_validator(mode="after")
     def _distinct_names(self):
@@ -102,6 +147,11 @@ class FeedDef(_Strict):
             if bad:
                 raise ValueError(f"feed '{self.name}': not XML element names: {bad}")
         return self
+
+    @property
+    def row_source(self) -> str:
+        """Where the rows come from (``score_actions: true`` is ``source: score_actions``)."""
+        return "score_actions" if self.score_actions else self.source
 
     @property
     def columns(self) -> list[FeedField]:

@@ -75,9 +75,13 @@ def test_demo_config_loads():
         "shop_product_lines_macro", "shop_product_lines_micro"]
     assert [s.name for s in dep.segments][:2] == ["high_value_customers", "recent_web_visitors"]
     assert [f.name for f in dep.feeds] == ["newsletter_high_value", "crm_hot_leads", "ads_high_value",
-                                           "bi_contacts", "sales_contacts", "erp_contacts"]
+                                           "bi_contacts", "sales_contacts", "erp_contacts",
+                                           "churn_offers"]
     assert [(f.format, f.mode) for f in dep.feeds[2:]] == [("jsonl", "diff"), ("parquet", "full"),
-                                                           ("xlsx", "full"), ("xml", "diff")]
+                                                           ("xlsx", "full"), ("xml", "diff"),
+                                                           ("jsonl", "diff")]
+    assert dep.feeds[-1].row_source == "predictions" and dep.feeds[-1].recommendations.k == 3
+    assert dep.feeds[-1].retention.days == 30
     assert [s.name for s in dep.scores] == ["engagement", "purchase_intent"]
     assert [s.name for s in dep.stages] == ["curious", "mql", "sql", "negotiation", "customer"]
     assert dep.feeds[0].for_spreadsheet is False

@@ -157,6 +157,33 @@ def test_feed_carries_a_deletion_record(demo_env, erased):
     assert not exported & set(erased["customer_ids"])
 
 
+def test_kept_feed_files_lose_the_person(demo_env, erased):
+    """What `forget` and every feed's next run do: no kept feed file, in any format, holds
+    the person any more; each feed records the request as scrubbed."""
+    import datetime as dt
+    import zipfile
+
+    from tessera.feeds.erasure import scrub_feeds
+
+    deployment = load_deployment(DEMO_CONFIG)
+    con = demo_env.connect()
+    try:
+        scrub_feeds(con, deployment.feeds, demo_env.feeds, dt.datetime.now())
+        scrubbed = {r[0] for r in con.execute(
+            "SELECT feed FROM exports.feed_scrubs WHERE request_id = 'req-1'").fetchall()}
+    finally:
+        con.close()
+    assert scrubbed == {f.name for f in deployment.feeds}
+    email = erased["person"]["email"].lower().encode()
+    for path in demo_env.feeds.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            if path.suffix == ".xlsx":
+                with zipfile.ZipFile(path) as zf:
+                    data = zf.read("xl/worksheets/sheet1.xml")
+            assert email not in data.lower(), path.name
+
+
 def test_no_personal_data_in_dagster_storage(demo_env, erased):
     """Logs, event records and metadata in DAGSTER_HOME hold no e-mail of any person."""
     _, people = _persons(demo_env)

@@ -74,3 +74,15 @@ def test_every_stored_row_follows_the_chain_of_merges():
     assert rows(con, "SELECT customer_id, email FROM exports.feed_a") == [(3, "three")]
     # re-runnable: nothing is stale any more
     assert rekey_customer_tables(con) == {}
+
+
+def test_a_feeds_versions_keep_one_current_row_per_customer():
+    con = warehouse()
+    con.execute("CREATE TABLE exports.feed_v (as_of_date DATE, valid_to DATE, _row_hash UBIGINT, "
+                "customer_id BIGINT, email VARCHAR)")
+    con.execute("INSERT INTO exports.feed_v VALUES (?, NULL, 1, 1, 'one'), (?, NULL, 3, 3, 'three'), "
+                "(?, ?, 2, 2, 'two-old'), (?, NULL, 22, 2, 'two')", [D1, D2, D1, D2, D2])
+    rekey_customer_tables(con)
+    # 3's own open version wins over 1's and 2's; 2's closed version moves
+    assert rows(con, "SELECT customer_id, as_of_date, valid_to, email FROM exports.feed_v") == sorted(
+        [(3, D2, None, "three"), (3, D1, D2, "two-old")], key=repr)
