@@ -215,7 +215,7 @@ def _send_http(engine: Engine, deployment, environ, now, sleep, report: SendRepo
     actions = action_index(engine, deployment)
     for dest_name, dest_def in settings.destinations.items():
         rows = engine.rows(SqlStep("activation.http_pending", """
-            SELECT action_key, origin, name, step, version, payload FROM activation.outbox
+            SELECT action_key, origin, name, step, version, payload, customer_id FROM activation.outbox
             WHERE target = ? AND kind IN ('email', 'sms', 'webhook') AND status = 'pending'
               AND delivery_batch IS NULL ORDER BY queued_at, action_key""", [dest_name]))
         has_queue = engine.scalar(SqlStep("activation.http_queue", """
@@ -225,21 +225,23 @@ def _send_http(engine: Engine, deployment, environ, now, sleep, report: SendRepo
             continue
         dest = delivery.HttpDestination.from_settings(dest_name, dest_def, environ)
         groups: dict[tuple, list] = {}
-        for key, origin, name, step, version, pl in rows:
-            groups.setdefault((origin, name, step, version), []).append((key, pl))
+        for key, origin, name, step, version, pl, cid in rows:
+            groups.setdefault((origin, name, step, version), []).append((key, pl, cid))
         for (origin, name, step, version), items in groups.items():
             action = actions[(origin, name, step, version)]
-            records = [_http_record(env, plain, action, k, decode_payload(pl)) for k, pl in items]
+            records = [_http_record(env, plain, action, k, decode_payload(pl)) for k, pl, _ in items]
             body = getattr(action.spec, "body", dest_def.body)
             make = delivery.xml_batches if body == "xml" else delivery.json_batches
             source = f"activation:{origin}:{name}:{step}"
             batches = make(dest.name, source=source, as_of=None, records=records,
                            batch_rows=dest_def.batch_rows,
-                           envelope={"origin": origin, "name": name, "step": step})
+                           envelope={"origin": origin, "name": name, "step": step},
+                           # whose each record is: forget drops them from an unsent body
+                           subjects=[cid for _, _, cid in items])
             delivery.enqueue(engine, dest.name, batches, now, supersede=False)
             keys, ids = [], []
             for b, i in zip(batches, range(0, len(items), dest_def.batch_rows)):
-                for k, _ in items[i:i + dest_def.batch_rows]:
+                for k, _, _ in items[i:i + dest_def.batch_rows]:
                     keys.append(k)
                     ids.append(b.batch_id)
             engine.run(SqlStep("activation.batched", """
