@@ -231,6 +231,7 @@ def load_deployment(config_dir: str | Path) -> Deployment:
         expectations=main.expectations,
         predictions=main.predictions,
         recommendations=recs,
+        warehouse=main.warehouse,
     )
 
     # Rules and feeds are checked against the field catalogue now, so that a bad rule

@@ -11,6 +11,7 @@ from tessera.settings.identity import IdentitySettings
 from tessera.settings.marketing import ScoreDef, SegmentDef, StageDef
 from tessera.settings.predictions import PredictionSettings
 from tessera.settings.recommendations import RecommendationSettings
+from tessera.settings.warehouse import WarehouseSettings
 from tessera.settings.sources import EntityExpectations, ExtendedProperty, LookupTable, Node, SALES_CHANNEL_MACROS, SalesChannel, Source, Tree
 
 class _LookupsFile(_Strict):
@@ -27,6 +28,7 @@ class _MainFile(_Strict):
     sales_channels: dict[Identifier, SalesChannel] = {}
     expectations: dict[Entity, EntityExpectations] = {}
     predictions: PredictionSettings = PredictionSettings()
+    warehouse: WarehouseSettings = WarehouseSettings()
 
 
 class _SourcesFile(_Strict):
@@ -73,6 +75,7 @@ class Deployment(_Strict):
     expectations: dict[str, EntityExpectations] = {}
     predictions: PredictionSettings = PredictionSettings()
     recommendations: RecommendationSettings | None = None  # None: no recommendations.yaml
+    warehouse: WarehouseSettings = WarehouseSettings()
 
     def expectations_of(self, entity: str) -> EntityExpectations:
         """The entity's configured batch expectations, or the defaults."""
