@@ -36,14 +36,9 @@ def _source_asset(deployment: Deployment, source: Source):
             with heartbeat(context, con, f"loading {source.name}"):
                 outcome = ingest_source(con, deployment, source, landing.path, context.run_id, now,
                                         privacy.suppression_key, token=token, progress=context.log.info)
-            for f in outcome.files:
+            for f in outcome.files:  # each loaded file's counts were logged as it ended
                 if f.status == "failed":
                     context.log.warning(f"{source.name}: file failed: {f.message}")
-                elif f.status != "already_loaded":
-                    context.log.info(
-                        f"{source.name}: {f.file}: {f.status}, {f.records} records, {f.new} new, "
-                        f"{f.updated} updated, {f.unchanged} unchanged, {f.rejected} rejected, "
-                        f"{f.suppressed} suppressed")
             loaded = [f for f in outcome.files if f.status not in ("already_loaded",)]
             meta = table_metadata(con, "raw", source.name, timer.seconds, {
                 "files_seen": len(outcome.files),
@@ -165,7 +160,27 @@ def _run_report_asset(deployment: Deployment):
         yield dg.MaterializeResult(asset_key=IMPORT_REPORT, metadata=report)
         yield dg.MaterializeResult(asset_key=REJECTS, metadata=rejects)
 
-    return _report
+    @dg.asset_check(pool=POOL, asset=REJECTS, name="rejected_files_have_reasons", blocking=False,
+                    description="Every file of the run that rejected records has its reasons in "
+                                "ops.rejects, and every reject of the run names a file of the report.")
+    def _have_reasons(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
+        with warehouse.get_connection() as con:
+            ensure_warehouse(con)
+            unexplained, orphans = con.execute("""
+                SELECT
+                  (SELECT count(*) FROM ops.import_report r WHERE r.batch_id = $run AND r.rejected > 0
+                     AND NOT EXISTS (SELECT 1 FROM ops.rejects j WHERE j.batch_id = $run
+                                     AND j.source = r.source AND j.file = r.file)),
+                  (SELECT count(*) FROM (SELECT DISTINCT source, file FROM ops.rejects j WHERE j.batch_id = $run
+                     AND NOT EXISTS (SELECT 1 FROM ops.import_report r WHERE r.batch_id = $run
+                                     AND r.source = j.source AND r.file = j.file)))""",
+                                               {"run": context.run.run_id}).fetchone()
+        return dg.AssetCheckResult(passed=unexplained == 0 and orphans == 0,
+                                   severity=dg.AssetCheckSeverity.WARN,
+                                   metadata={"files_without_reasons": int(unexplained),
+                                             "reject_files_not_in_report": int(orphans)})
+
+    return _report, _have_reasons
 
 
 def build(deployment: Deployment):
@@ -174,5 +189,7 @@ def build(deployment: Deployment):
         a, c = _source_asset(deployment, source)
         assets.append(a)
         checks.extend(c)
-    assets.append(_run_report_asset(deployment))
+    report, check = _run_report_asset(deployment)
+    assets.append(report)
+    checks.append(check)
     return assets, checks

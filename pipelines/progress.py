@@ -29,18 +29,19 @@ class ProgressPrinter(logging.Handler):
     """Turns Dagster's log records into one line per step event (counts only)."""
 
     def __init__(self, stream: TextIO | None = None, quiet_s: float = QUIET_S) -> None:
-        super().__init__(logging.INFO)
+        super().__init__(logging.DEBUG)  # step events are DEBUG records; plain lines from INFO
         self.stream = stream or sys.stderr
         self.quiet_s = quiet_s
         self.started: dict[str, float] = {}
         self.rows: dict[str, list[tuple[str, int | None]]] = {}
+        self.checks: dict[str, list[str]] = {}
         self.last_line = time.monotonic()
-        self.lock = threading.Lock()
+        self.out_lock = threading.Lock()
         self.done = threading.Event()
         self.beat: threading.Thread | None = None
 
     def line(self, text: str) -> None:
-        with self.lock:
+        with self.out_lock:
             self.stream.write(f"{time.strftime('%H:%M:%S')}  {text}\n")
             self.stream.flush()
             self.last_line = time.monotonic()
@@ -50,8 +51,8 @@ class ProgressPrinter(logging.Handler):
             now = time.monotonic()
             if now - self.last_line < self.quiet_s:
                 continue
-            with self.lock:
-                running = sorted(self.started.items(), key=lambda kv: kv[1])
+            with self.out_lock:
+                running = sorted(dict(self.started).items(), key=lambda kv: kv[1])
             if running:
                 self.line("  ... still running: " + ", ".join(
                     f"{_name(k)} ({now - t:.0f} s)" for k, t in running))
@@ -78,6 +79,10 @@ class ProgressPrinter(logging.Handler):
             value = getattr(rows, "value", rows)
             self.rows.setdefault(step, []).append(
                 (data.asset_key.to_user_string(), int(value) if value is not None else None))
+        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
+            check = event.event_specific_data
+            self.checks.setdefault(step, []).append(
+                f"check {check.check_name} {'passed' if check.passed else 'FAILED'}")
         elif event.is_step_success:
             self.started.pop(step, None)
             took = event.event_specific_data.duration_ms / 1000
@@ -98,6 +103,7 @@ class ProgressPrinter(logging.Handler):
                 continue
             rate = f", {n / took:,.0f} rows/s" if took >= 1 and n else ""
             parts.append(f"{asset} {n:,} rows{rate}")
+        parts += self.checks.pop(step, [])
         return ("  " + "; ".join(parts)) if parts else ""
 
 
@@ -106,7 +112,7 @@ class ProgressPrinter(logging.Handler):
                        "and a heartbeat while a step is quiet (tessera run).")
 def progress_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
     log = logging.getLogger(f"tessera.progress.{id(init_context)}")
-    log.setLevel(logging.INFO)
+    log.setLevel(logging.DEBUG)
     log.propagate = False
     log.handlers = [ProgressPrinter(quiet_s=init_context.logger_config["quiet_s"])]
     return log

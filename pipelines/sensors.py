@@ -47,7 +47,7 @@ def build_landing_sensor(deployment: Deployment, landing: Path) -> dg.SensorDefi
 def sensor_partition(now: dt.datetime | None = None) -> str:
     """The partition the 02:00 schedule runs: the last complete day (yesterday), never
     today, whose partition does not exist yet and whose data is still arriving."""
-    return daily_partitions.get_last_partition_key(current_time=now)
+    return daily_partitions.get_partition_keys(current_time=now or dt.datetime.now(dt.timezone.utc))[-1]
 
 
 @dg.sensor(name="dead_runs_sensor", minimum_interval_seconds=60,

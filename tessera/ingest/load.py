@@ -519,14 +519,15 @@ def ingest_source(con: duckdb.DuckDBPyConnection, deployment: Deployment, source
         rel = str(path.relative_to(landing_dir))
         started = time.perf_counter()
         if progress:
-            progress(f"{source.name}: file {i}/{len(files)} {rel} ({_size(path)}) started")
+            progress(f"file {i}/{len(files)} {rel} ({_size(path)}) started")
         try:
             outcome.files.append(_ingest_file(con, deployment, source, path, rel, batch_id, now,
                                               bool(suppression_key)))
             if progress:
                 f, took = outcome.files[-1], time.perf_counter() - started
-                progress(f"{source.name}: file {i}/{len(files)} {rel} {f.status}: {f.records} records "
-                         f"in {took:.1f} s ({f.records / max(took, 1e-3):,.0f} records/s)")
+                progress(f"file {i}/{len(files)} {rel} {f.status} in {took:.1f} s: {f.records} records "
+                         f"({f.records / max(took, 1e-3):,.0f}/s), {f.new} new, {f.updated} updated, "
+                         f"{f.unchanged} unchanged, {f.rejected} rejected, {f.suppressed} suppressed")
         except Exception as exc:  # noqa: BLE001 - the other files of the run still load
             if not_a_refusal(exc):
                 raise  # out of space or a broken warehouse: not this file's fault; stop the run
