@@ -85,6 +85,8 @@ def heartbeat(context, con, what: str, every_s: float = HEARTBEAT_S):
     silent for minutes. Counts and percentages only."""
     stop = threading.Event()
     start = time.perf_counter()
+    # DuckDB estimates a statement's progress only with its progress bar on (not printed)
+    con.execute("SET enable_progress_bar = true; SET enable_progress_bar_print = false")
 
     def beat() -> None:
         while not stop.wait(every_s):

@@ -61,3 +61,24 @@ def test_the_cli_logger_is_defined_for_the_daily_job():
     job = defs.resolve_job_def("daily_job")
     assert job.loggers["progress"] is progress_logger
     assert "console" in job.loggers  # runs from the UI or the schedule keep Dagster's
+
+
+def test_a_long_statement_reports_duckdbs_progress(tmp_path):
+    from assets._common import heartbeat
+    from tessera.engine.warehouse import connect
+
+    class Log:
+        lines: list[str] = []
+
+        def info(self, text: str) -> None:
+            self.lines.append(text)
+
+    class Context:
+        log = Log()
+
+    con = connect(tmp_path / "w.duckdb")
+    with heartbeat(Context(), con, "loading big", every_s=0.2):
+        con.execute("SELECT count(DISTINCT md5(range::VARCHAR)) FROM range(3000000)").fetchall()
+    lines = Context.log.lines
+    assert lines and all(re.match(r"loading big: still running after \d+ s", x) for x in lines), lines
+    assert any(re.search(r"current statement about \d+ % done$", x) for x in lines), lines
