@@ -21,12 +21,9 @@ def table_metadata(con, schema: str, table: str, seconds: float, extra: dict | N
     Each column is described from the table's published contract, the entity contract of
     its records (``entity``, or guessed from the table's name) and ``descriptions`` (a
     deployment's extended properties), so the UI's column list explains itself."""
-    cols = column_schema(con, schema, table)
-    described = column_descriptions(f"{schema}.{table}", entity, descriptions)
     meta = {
         "dagster/row_count": count(con, f"{schema}.{table}", where, params),
-        "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(name=n, type=t, description=described.get(n)) for n, t in cols]),
+        "dagster/column_schema": described_schema(con, schema, table, entity, descriptions),
         "dagster/table_name": f"{schema}.{table}",
         "duration_s": dg.MetadataValue.float(float(seconds)),
     }
@@ -42,6 +39,14 @@ def table_metadata(con, schema: str, table: str, seconds: float, extra: dict | N
         else:
             meta[k] = dg.MetadataValue.text(str(v))
     return meta
+
+
+def described_schema(con, schema: str, table: str, entity: str | None = None,
+                     descriptions: dict[str, str] | None = None) -> dg.TableSchema:
+    """The table's columns with their types and descriptions (see ``table_metadata``)."""
+    described = column_descriptions(f"{schema}.{table}", entity, descriptions)
+    return dg.TableSchema(columns=[dg.TableColumn(name=n, type=t, description=described.get(n))
+                                   for n, t in column_schema(con, schema, table)])
 
 
 def published_contract_problems(con, table: str) -> list[str]:

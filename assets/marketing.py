@@ -8,7 +8,7 @@ import datetime as dt
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets._common import POOL, markdown_counts, table_metadata
+from assets._common import POOL, described_schema, markdown_counts, table_metadata
 from pipelines.partitions import daily_partitions
 from tessera.settings import Deployment
 from tessera.marketing.rfm import build_rfm
@@ -175,7 +175,9 @@ def _segment_asset(deployment: Deployment, segment, upstream: list):
             stats = build_segment(con, deployment, segment, day)
             sizes = size_history(con, segment.name)
             sample = member_sample(con, segment.name, day)
+            schema = described_schema(con, "segments", segment.name, "contact")
         return dg.MaterializeResult(metadata={
+            "dagster/column_schema": schema,
             "dagster/row_count": stats["members"],
             "members": stats["members"], "entered": stats["entered"], "left": stats["left"],
             # customer ids only (no names, no e-mails): open them in the contact card page

@@ -269,3 +269,8 @@ def test_analyst_metadata_describes_columns_and_lists_the_run(demo_env, demo_run
         assert r["lines"] and all((r["source"], r["file"], r["field"], line) in rejects for line in r["lines"])
     sample = meta["segments/high_value_customers"]["sample_member_ids"].value
     assert sample == sorted(members)[:10]
+    segment_cols = {c.name: c.description for c in
+                    meta["segments/high_value_customers"]["dagster/column_schema"].value.columns}
+    assert segment_cols["customer_id"] == "stable id of the golden customer (person)"
+    feed_cols = meta["exports/newsletter_high_value"]["dagster/column_schema"].value.columns
+    assert feed_cols and sum(bool(c.description) for c in feed_cols) >= len(feed_cols) // 2
