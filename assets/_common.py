@@ -1,21 +1,29 @@
 """Small helpers shared by the asset modules: metadata every asset reports."""
 
 
+import threading
+import time
+from contextlib import contextmanager
+
 import dagster as dg
 
+from tessera.contracts import column_descriptions
 from tessera.engine.warehouse import column_schema, count
 
 POOL = "duckdb"  # every asset that writes the warehouse: one writer at a time
 
 
 def table_metadata(con, schema: str, table: str, seconds: float, extra: dict | None = None,
-                   where: str = "", params=None) -> dict:
-    """Row count, column schema and timing; ``extra`` holds counts only, never personal data."""
-    cols = column_schema(con, schema, table)
+                   where: str = "", params=None, entity: str | None = None,
+                   descriptions: dict[str, str] | None = None) -> dict:
+    """Row count, column schema and timing; ``extra`` holds counts only, never personal data.
+
+    Each column is described from the table's published contract, the entity contract of
+    its records (``entity``, or guessed from the table's name) and ``descriptions`` (a
+    deployment's extended properties), so the UI's column list explains itself."""
     meta = {
         "dagster/row_count": count(con, f"{schema}.{table}", where, params),
-        "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(name=n, type=t) for n, t in cols]),
+        "dagster/column_schema": described_schema(con, schema, table, entity, descriptions),
         "dagster/table_name": f"{schema}.{table}",
         "duration_s": dg.MetadataValue.float(float(seconds)),
     }
@@ -31,6 +39,14 @@ def table_metadata(con, schema: str, table: str, seconds: float, extra: dict | N
         else:
             meta[k] = dg.MetadataValue.text(str(v))
     return meta
+
+
+def described_schema(con, schema: str, table: str, entity: str | None = None,
+                     descriptions: dict[str, str] | None = None) -> dg.TableSchema:
+    """The table's columns with their types and descriptions (see ``table_metadata``)."""
+    described = column_descriptions(f"{schema}.{table}", entity, descriptions)
+    return dg.TableSchema(columns=[dg.TableColumn(name=n, type=t, description=described.get(n))
+                                   for n, t in column_schema(con, schema, table)])
 
 
 def published_contract_problems(con, table: str) -> list[str]:
@@ -62,3 +78,34 @@ def report_swept_temps(context, stats: dict, meta: dict) -> None:
     if files:
         context.log.info(f"removed {files} stale temporary file(s), {size} bytes, left by "
                          "killed exports")
+
+
+HEARTBEAT_S = 20.0
+
+
+@contextmanager
+def heartbeat(context, con, what: str, every_s: float = HEARTBEAT_S):
+    """While a long step runs, log every ``every_s`` seconds that it still does, with
+    DuckDB's estimate of the running statement's progress: a 1 GB file load is not
+    silent for minutes. Counts and percentages only."""
+    stop = threading.Event()
+    start = time.perf_counter()
+    # DuckDB estimates a statement's progress only with its progress bar on (not printed)
+    con.execute("SET enable_progress_bar = true; SET enable_progress_bar_print = false")
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            try:
+                pct = con.query_progress()
+            except Exception:  # noqa: BLE001 - a progress estimate is never worth a failure
+                pct = -1
+            done = f"; current statement about {pct:.0f} % done" if pct is not None and pct >= 0 else ""
+            context.log.info(f"{what}: still running after {time.perf_counter() - start:.0f} s{done}")
+
+    thread = threading.Thread(target=beat, name=f"heartbeat {what}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

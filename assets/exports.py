@@ -8,10 +8,10 @@ import datetime as dt
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets._common import POOL, report_swept_temps
+from assets._common import POOL, described_schema, report_swept_temps
 from pipelines.partitions import daily_partitions
 from resources import FeedStore, PrivacySettings
-from tessera.engine.warehouse import Timer
+from tessera.engine.warehouse import Timer, table_exists
 from tessera.feeds.checks import (erased_in_last_delivery, last_two_deliveries,
                                   unconsented_in_last_delivery)
 from tessera.feeds.publish import build_feed
@@ -57,6 +57,8 @@ def _feed_asset(deployment: Deployment, feed):
             privacy_core.ensure_tables(con)
             privacy_core.install_hmac(con, privacy.suppression_key)
             stats = build_feed(con, feed, day, feeds.path, dt.datetime.now().replace(microsecond=0))
+            schema = (described_schema(con, "exports", feed.name, "contact")
+                      if table_exists(con, "exports", feed.name) else None)
         if stats["skipped"]:
             context.log.info(f"feed {feed.name}: {day:%A} is not one of its delivery days")
             return dg.MaterializeResult(metadata={"skipped": True, "dagster/row_count": 0})
@@ -68,6 +70,8 @@ def _feed_asset(deployment: Deployment, feed):
             "previous_delivery": str(stats["previous_delivery"] or ""),
             "duration_s": dg.MetadataValue.float(timer.seconds),
         }
+        if schema is not None:
+            meta["dagster/column_schema"] = schema
         for f in stats["files"]:
             meta[f"rows_{f['kind']}"] = dg.MetadataValue.int(f["rows"])
         for k, v in stats.get("delivery", {}).items():

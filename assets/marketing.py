@@ -8,12 +8,12 @@ import datetime as dt
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets._common import POOL, markdown_counts, table_metadata
+from assets._common import POOL, described_schema, markdown_counts, table_metadata
 from pipelines.partitions import daily_partitions
 from tessera.settings import Deployment
 from tessera.marketing.rfm import build_rfm
 from tessera.marketing.scoring import build_scores
-from tessera.marketing.segments import build_segment, size_history
+from tessera.marketing.segments import build_segment, member_sample, size_history
 from tessera.marketing.rules import referenced_fields, referenced_segments, segment_order
 from tessera.marketing.stages import build_stages
 from tessera.engine.warehouse import Timer
@@ -174,9 +174,14 @@ def _segment_asset(deployment: Deployment, segment, upstream: list):
         with warehouse.get_connection() as con:
             stats = build_segment(con, deployment, segment, day)
             sizes = size_history(con, segment.name)
+            sample = member_sample(con, segment.name, day)
+            schema = described_schema(con, "segments", segment.name, "contact")
         return dg.MaterializeResult(metadata={
+            "dagster/column_schema": schema,
             "dagster/row_count": stats["members"],
             "members": stats["members"], "entered": stats["entered"], "left": stats["left"],
+            # customer ids only (no names, no e-mails): open them in the contact card page
+            "sample_member_ids": dg.MetadataValue.json(sample),
             "size_over_time": markdown_counts("day", [(d.isoformat(), n) for d, n in sizes]),
             "duration_s": dg.MetadataValue.float(timer.seconds),
         })

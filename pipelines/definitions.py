@@ -16,6 +16,7 @@ import dagster as dg
 
 import assets as assets_pkg
 from pipelines.jobs import daily_job
+from pipelines.progress import progress_logger
 from pipelines.schedules import daily_schedule
 from pipelines.sensors import build_landing_sensor, dead_runs_sensor
 from resources import (ApiCredentials, FeedStore, LandingZone, PrivacySettings, resource_key,
@@ -48,7 +49,10 @@ def build_resources(warehouse: Path, landing: Path, feeds: Path,
                     memory_limit: str | None = None, deployment: Deployment | None = None,
                     hold_file: str | None = None) -> dict:
     resources = {
-        "warehouse": warehouse_resource(str(warehouse), memory_limit, hold_file),
+        # an explicit memory_limit (a benchmark's) wins over the deployment's warehouse: settings
+        "warehouse": warehouse_resource(
+            str(warehouse), memory_limit or (deployment.warehouse.memory_limit if deployment else None),
+            hold_file, deployment.warehouse.temp_directory if deployment else None),
         "landing": LandingZone(root=str(landing)),
         "feeds": FeedStore(root=str(feeds)),
         "privacy": PrivacySettings(suppression_key=dg.EnvVar("TESSERA_SUPPRESSION_KEY")),
@@ -71,6 +75,8 @@ def build_definitions(deployment: Deployment, warehouse: Path, landing: Path, fe
         jobs=[daily_job],
         schedules=[daily_schedule],
         sensors=[build_landing_sensor(deployment, landing), dead_runs_sensor],
+        # console: Dagster's default; progress: named by `tessera run`'s run config only
+        loggers={"console": dg.colored_console_logger, "progress": progress_logger},
         resources=build_resources(warehouse, landing, feeds, memory_limit, deployment, hold_file),
     )
 
@@ -79,8 +85,10 @@ def defs_from_env() -> dg.Definitions:
     paths = tessera_paths()
     deployment = load_deployment(paths["config"])
     # TESSERA_TEST_HOLD: a test hook that pauses every warehouse connection (resources/warehouse.py)
+    # TESSERA_MEMORY_LIMIT / TESSERA_TEMP_DIRECTORY are read where limits resolve
+    # (tessera.engine.warehouse.warehouse_limits), over tessera.yaml's warehouse: settings
     return build_definitions(deployment, paths["warehouse"], paths["landing"], paths["feeds"],
-                             os.environ.get("TESSERA_MEMORY_LIMIT"), os.environ.get("TESSERA_TEST_HOLD"))
+                             None, os.environ.get("TESSERA_TEST_HOLD"))
 
 
 defs = defs_from_env()

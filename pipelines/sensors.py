@@ -17,6 +17,7 @@ from pathlib import Path
 import dagster as dg
 
 from pipelines.jobs import daily_job
+from pipelines.partitions import daily_partitions
 from tessera.settings import Deployment
 
 
@@ -25,7 +26,8 @@ def build_landing_sensor(deployment: Deployment, landing: Path) -> dg.SensorDefi
 
     @dg.sensor(job=daily_job, name="landing_files_sensor", minimum_interval_seconds=300,
                default_status=dg.DefaultSensorStatus.STOPPED,
-               description="Runs the daily job for today when new or changed landing files appear.")
+               description="Runs the daily job for the day the schedule would run (the last "
+                           "complete day) when new or changed landing files appear.")
     def landing_files_sensor(context: dg.SensorEvaluationContext):
         root = Path(landing)
         h = hashlib.sha256()
@@ -37,10 +39,15 @@ def build_landing_sensor(deployment: Deployment, landing: Path) -> dg.SensorDefi
         if digest == context.cursor:
             return dg.SkipReason("no new landing files")
         context.update_cursor(digest)
-        day = dt.date.today().isoformat()
-        return dg.RunRequest(run_key=digest, partition_key=day)
+        return dg.RunRequest(run_key=digest, partition_key=sensor_partition())
 
     return landing_files_sensor
+
+
+def sensor_partition(now: dt.datetime | None = None) -> str:
+    """The partition the 02:00 schedule runs: the last complete day (yesterday), never
+    today, whose partition does not exist yet and whose data is still arriving."""
+    return daily_partitions.get_partition_keys(current_time=now or dt.datetime.now(dt.timezone.utc))[-1]
 
 
 @dg.sensor(name="dead_runs_sensor", minimum_interval_seconds=60,

@@ -23,7 +23,7 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 
 from tessera.engine.space import OutOfSpace, file_named_in, is_out_of_space
-from tessera.engine.warehouse import OFFLINE_SETTINGS
+from tessera.engine.warehouse import OFFLINE_SETTINGS, apply_limits, warehouse_limits
 
 _QUOTED = re.compile(r"'(?:[^']|'')*'")
 # DuckDB words a full temp directory as "Out of Memory Error: failed to offload data block"
@@ -43,6 +43,15 @@ class TesseraWarehouse(DuckDBResource):
     # Tests only (TESSERA_TEST_HOLD): every connection writes ``<hold_file>.reached`` and
     # waits while ``hold_file`` exists, so a test can kill or overlap a run at a known point.
     hold_file: str | None = None
+    # The deployment's ``warehouse:`` settings (the environment overrides them); every
+    # connection gets the resolved memory limit and temp directory (warehouse_limits).
+    memory_limit: str | None = None
+    temp_directory: str | None = None
+
+    def limits(self) -> dict[str, str]:
+        config = self.connection_config or {}
+        return warehouse_limits(self.database, config.get("memory_limit") or self.memory_limit,
+                                config.get("temp_directory") or self.temp_directory)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         super().setup_for_execution(context)
@@ -63,6 +72,7 @@ class TesseraWarehouse(DuckDBResource):
     @contextmanager
     def get_connection(self):
         with super().get_connection() as con:
+            apply_limits(con, self.limits())
             if self.hold_file:
                 self._hold()
             try:
@@ -81,8 +91,7 @@ class TesseraWarehouse(DuckDBResource):
     def out_of_space(self, exc: duckdb.Error) -> OutOfSpace:
         """Which of the warehouse's places is full: its file (and WAL) or its temp directory
         (DuckDB's default, ``<warehouse>.tmp``, unless ``temp_directory`` is set)."""
-        temp_dir = str((self.connection_config or {}).get("temp_directory")
-                       or f"{self.database}.tmp")
+        temp_dir = self.limits().get("temp_directory") or f"{self.database}.tmp"
         named = file_named_in(str(exc))
         if _TEMP_FULL in str(exc) or (named and named.startswith(temp_dir)):
             what, path = "the warehouse's temp directory", temp_dir
@@ -94,8 +103,7 @@ class TesseraWarehouse(DuckDBResource):
 
 
 def warehouse_resource(path: str, memory_limit: str | None = None,
-                       hold_file: str | None = None) -> TesseraWarehouse:
-    config = dict(OFFLINE_SETTINGS)
-    if memory_limit:
-        config["memory_limit"] = memory_limit
-    return TesseraWarehouse(database=path, connection_config=config, hold_file=hold_file)
+                       hold_file: str | None = None,
+                       temp_directory: str | None = None) -> TesseraWarehouse:
+    return TesseraWarehouse(database=path, connection_config=dict(OFFLINE_SETTINGS), hold_file=hold_file,
+                            memory_limit=memory_limit, temp_directory=temp_directory)

@@ -241,6 +241,7 @@ def load_deployment(config_dir: str | Path) -> Deployment:
         activation=autos.activation,
         automations=autos.automations,
         journeys=journeys.journeys,
+        warehouse=main.warehouse,
     )
 
     # Rules and feeds are checked against the field catalogue now, so that a bad rule

@@ -92,10 +92,11 @@ def warehouse_and_deployment(ctx: click.Context):
 
     before_warehouse_command(f"tessera {ctx.command_path.split(' ', 1)[-1]}",
                              wait_s=wait_seconds(ctx))
-    con = connect(paths["warehouse"])
+    deployment = load_deployment(paths["config"])
+    con = connect(paths["warehouse"], memory_limit=deployment.warehouse.memory_limit,
+                  temp_directory=deployment.warehouse.temp_directory)
     ensure_warehouse(con)
     try:
-        deployment = load_deployment(paths["config"])
         _finish_killed_erasures(con, deployment, paths)
     except BaseException:
         con.close()

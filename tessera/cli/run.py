@@ -25,9 +25,10 @@ def run_daily(day: dt.date, wait_s: float | None = None):
     defs = defs_from_env()
     job = defs.resolve_job_def("daily_job")
     instance = dg.DagsterInstance.get()
-    # INFO on the console: one line per file loaded, warnings, failures; the full DEBUG
-    # event stream is still stored and visible in the UI.
-    run_config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    # Each step as it starts and ends (duration, rows), the assets' own lines (each file
+    # loaded), warnings, failures, and a heartbeat while a step is quiet
+    # (pipelines/progress.py); the full DEBUG event stream is still stored for the UI.
+    run_config = {"loggers": {"progress": {"config": {}}}}
     from pipelines.runs import execute_daily_in_turn  # closes dead runs, waits for live ones
 
     return execute_daily_in_turn(job, instance, day.isoformat(), run_config, wait_s=wait_s)

@@ -8,6 +8,7 @@ transaction that can be re-run (RELIABILITY.md, rules 3 and 4).
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,16 +29,95 @@ OFFLINE_SETTINGS = {
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 
 
+# Without a configured bound, the warehouse takes this share of the machine's memory
+# (DuckDB's own default is 80 %, which leaves too little for Python, the OS page cache
+# and the other processes of a 2-core, 24 GiB reference machine: 30 % keeps the daily
+# run's peak under the 8 GB target there). It spills to its temp directory beyond it.
+DEFAULT_MEMORY_SHARE = 0.30
+MIN_MEMORY_LIMIT = 256 * 1024 ** 2
+_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000 ** 2, "GB": 1000 ** 3, "TB": 1000 ** 4,
+          "KIB": 1024, "MIB": 1024 ** 2, "GIB": 1024 ** 3, "TIB": 1024 ** 4}
+
+
+def physical_memory() -> int:
+    """The memory this process may use: physical RAM, or a smaller cgroup (container) limit."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for cgroup in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(cgroup).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < total:
+            total = int(text)
+    return total
+
+
+def memory_limit_bytes(spec: str | None) -> int:
+    """``30%`` (of :func:`physical_memory`), ``6GB``, ``512MiB``, or empty for the default share."""
+    text = (spec or "").strip().upper().replace(" ", "")
+    if not text:
+        return max(MIN_MEMORY_LIMIT, int(physical_memory() * DEFAULT_MEMORY_SHARE))
+    if text.endswith("%"):
+        share = float(text[:-1])
+        if not 0 < share <= 100:
+            raise ValueError(f"memory_limit {spec!r}: a share must be above 0 % and at most 100 %")
+        return max(MIN_MEMORY_LIMIT, int(physical_memory() * share / 100))
+    number = text.rstrip("KMGTIB")
+    unit = text[len(number):]
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if unit not in _UNITS or value <= 0:
+        raise ValueError(f"memory_limit {spec!r}: expected a share (30%) or a size (6GB, 512MiB)")
+    return int(value * _UNITS[unit])
+
+
+def warehouse_limits(database: str | Path, memory_limit: str | None = None,
+                     temp_directory: str | Path | None = None) -> dict[str, str]:
+    """The memory limit and temp directory of the warehouse's connections.
+
+    The environment (``TESSERA_MEMORY_LIMIT``, ``TESSERA_TEMP_DIRECTORY``) wins over the
+    deployment's ``warehouse:`` settings passed here, which win over the defaults (a share
+    of the machine; DuckDB's ``<warehouse>.tmp``). A relative temp directory is relative
+    to the warehouse file's folder.
+    """
+    spec = os.environ.get("TESSERA_MEMORY_LIMIT") or memory_limit
+    temp = os.environ.get("TESSERA_TEMP_DIRECTORY") or temp_directory
+    if str(database) == ":memory:":
+        temp_path = Path(temp) if temp else None
+    else:
+        base = Path(database).resolve().parent
+        temp_path = base / temp if temp else Path(f"{Path(database).resolve()}.tmp")
+    limits = {"memory_limit": f"{memory_limit_bytes(spec) // 1024 ** 2}MiB"}
+    if temp_path is not None:
+        limits["temp_directory"] = str(temp_path)
+    return limits
+
+
+def apply_limits(con: duckdb.DuckDBPyConnection, limits: dict[str, str]) -> None:
+    """SET rather than connection config: in one process every connection to a file shares
+    one database, and DuckDB refuses a second connection whose config differs from the
+    first's; a SET applies to that shared database instead."""
+    for name, value in limits.items():
+        con.execute(f"SET {name} = {sql_literal(value)}")
+
+
 def connect(path: str | Path, read_only: bool = False, memory_limit: str | None = None,
-            threads: int | None = None) -> duckdb.DuckDBPyConnection:
+            threads: int | None = None, temp_directory: str | Path | None = None) -> duckdb.DuckDBPyConnection:
+    """A warehouse connection, always bounded (:func:`warehouse_limits`)."""
     config: dict = dict(OFFLINE_SETTINGS)
-    if memory_limit:
-        config["memory_limit"] = memory_limit
     if threads:
         config["threads"] = threads
     if not read_only:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return duckdb.connect(str(path), read_only=read_only, config=config)
+    con = duckdb.connect(str(path), read_only=read_only, config=config)
+    try:
+        apply_limits(con, warehouse_limits(path, memory_limit, temp_directory))
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 def sql_file(name: str) -> str:

@@ -15,6 +15,8 @@ Accepted + rejected must equal the records found in the file, or the file is fai
 from __future__ import annotations
 
 import datetime as dt
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -475,8 +477,12 @@ def _next_file_seq(con) -> int:
 
 def ingest_source(con: duckdb.DuckDBPyConnection, deployment: Deployment, source: Source,
                   landing_dir: Path, batch_id: str, now: dt.datetime | None = None,
-                  suppression_key: str | None = None, token: str | None = None) -> SourceOutcome:
+                  suppression_key: str | None = None, token: str | None = None,
+                  progress: Callable[[str], None] | None = None) -> SourceOutcome:
     """Load the source's new files (or, for an api source, a fresh pull) into raw.
+
+    ``progress`` hears one line as each file starts (its size, its place in the run) and
+    one as it ends (status, records, seconds, records/s): file names and counts only.
 
     With a suppression key, records carrying an identifier under an erasure suppression
     are dropped before anything is stored (not even in rejects). ``token`` is the api
@@ -509,11 +515,19 @@ def ingest_source(con: duckdb.DuckDBPyConnection, deployment: Deployment, source
         files = [snapshot]
     else:
         files = sorted(p for p in landing_dir.glob(source.path) if p.is_file())
-    for path in files:
+    for i, path in enumerate(files, 1):
         rel = str(path.relative_to(landing_dir))
+        started = time.perf_counter()
+        if progress:
+            progress(f"file {i}/{len(files)} {rel} ({_size(path)}) started")
         try:
             outcome.files.append(_ingest_file(con, deployment, source, path, rel, batch_id, now,
                                               bool(suppression_key)))
+            if progress:
+                f, took = outcome.files[-1], time.perf_counter() - started
+                progress(f"file {i}/{len(files)} {rel} {f.status} in {took:.1f} s: {f.records} records "
+                         f"({f.records / max(took, 1e-3):,.0f}/s), {f.new} new, {f.updated} updated, "
+                         f"{f.unchanged} unchanged, {f.rejected} rejected, {f.suppressed} suppressed")
         except Exception as exc:  # noqa: BLE001 - the other files of the run still load
             if not_a_refusal(exc):
                 raise  # out of space or a broken warehouse: not this file's fault; stop the run
@@ -529,6 +543,11 @@ def ingest_source(con: duckdb.DuckDBPyConnection, deployment: Deployment, source
         # too, so that the landing folder does not keep what the warehouse refused.
         scrub_landing_files(con, deployment, landing_dir, suppression_key, None, only=resent)
     return outcome
+
+
+def _size(path: Path) -> str:
+    size = path.stat().st_size
+    return f"{size / 1024 ** 2:,.1f} MiB" if size >= 1024 ** 2 else f"{size / 1024:,.1f} KiB"
 
 
 def _summarise_reasons(con, source: str, rel: str, batch_id: str) -> None:

@@ -207,6 +207,15 @@ def size_history(engine: Engine, segment: str, days: int = 30) -> list[tuple[dt.
         {"segment": segment, "days": days}))][::-1]
 
 
+def member_sample(engine: Engine, segment: str, as_of: dt.date, n: int = 10) -> list[int]:
+    """Up to ``n`` member ids of the day (the lowest, so a rebuilt day shows the same ones):
+    ids only, for an analyst to open their cards, never names or e-mails."""
+    return [int(r[0]) for r in as_engine(engine).rows(SqlStep(
+        "segments.member_sample", "SELECT customer_id FROM marketing.segment_members "
+        "WHERE segment = $segment AND as_of_date = $day ORDER BY customer_id LIMIT $n",
+        {"segment": segment, "day": as_of, "n": n}))]
+
+
 def dry_run(engine: Engine, deployment, segment, as_of: dt.date, sample: int = 10) -> dict:
     """What the segment's rule *as now configured* selects on a day, compared with the stored
     membership of that day (or the latest stored day before it). Writes nothing.

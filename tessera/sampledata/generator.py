@@ -688,11 +688,15 @@ def _bad_erp(P, rng, pos: int, kind: tuple[str, str], mod: str) -> str:
 # Main entry point
 # --------------------------------------------------------------------------- #
 def generate(out_dir: str | Path, contacts: int = 300, seed: int = 42,
-             as_of: date = date(2026, 11, 1), journey_events: bool = False) -> dict:
+             as_of: date = date(2026, 11, 1), journey_events: bool = False, *,
+             orders_scale: float = 1.0, events_scale: float = 1.0) -> dict:
     """Write the sample data set into ``out_dir`` and return a summary.
 
     ``journey_events`` adds ``web/web_events_<day>_journeys.jsonl``: the Milan journey's
     purchases, coupon redemptions and show attendances (:mod:`tessera.sampledata.journeys`).
+    ``orders_scale`` / ``events_scale`` multiply each person's drawn number of orders and
+    of web events (the benchmark's reference proportions: 10 order lines and 50 events per
+    contact record); at 1.0 the output is the same as without them.
 
     Returns ``{"persons": n, "files": [relative paths, data then _truth],
     "records": {source: number of records in the file, bad rows included}}``.
@@ -725,6 +729,10 @@ def generate(out_dir: str | Path, contacts: int = 300, seed: int = 42,
     n_events = np.where(web_active, np.minimum(mr.geometric(0.18, N), 20), 0)
     bounce = mr.random(N) < 0.03
     unsub = mr.random(N) < 0.04
+    if orders_scale != 1.0:
+        n_orders = np.rint(n_orders * orders_scale).astype(n_orders.dtype)
+    if events_scale != 1.0:
+        n_events = np.rint(n_events * events_scale).astype(n_events.dtype)
     if N >= 2:  # make sure the interesting cases exist even in tiny samples
         in_crm[0] = in_erp[0] = True
         in_crm[1] = crm_dup[1] = True

@@ -47,6 +47,7 @@ _WHERE = {
     "ThresholdAction": "tessera.settings.marketing",
     "Tree": "tessera.settings.sources",
     "XlsxLayout": "tessera.settings.sources",
+    "WarehouseSettings": "tessera.settings.warehouse",
     "XmlLayout": "tessera.settings.sources",
 }
 
@@ -55,7 +56,7 @@ __all__ = [
     "Entity", "EntityExpectations", "ExtendedProperty", "FeedDef", "Identifier", "IdentitySettings",
     "LookupTable", "LookupValue", "MatchKey", "Node", "NullRate", "PredictionSettings", "Probabilistic", "PushEndpoint",
     "RecordRef", "SALES_CHANNEL_MACROS", "SalesChannel", "ScoreDef", "ScoreRule", "SegmentDef",
-    "Source", "StageDef", "Threshold", "ThresholdAction", "Tree", "XlsxLayout", "XmlLayout",
+    "Source", "StageDef", "Threshold", "ThresholdAction", "Tree", "WarehouseSettings", "XlsxLayout", "XmlLayout",
 ]
 
 

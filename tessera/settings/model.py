@@ -12,6 +12,7 @@ from tessera.settings.identity import IdentitySettings
 from tessera.settings.marketing import ScoreDef, SegmentDef, StageDef
 from tessera.settings.predictions import PredictionSettings
 from tessera.settings.recommendations import RecommendationSettings
+from tessera.settings.warehouse import WarehouseSettings
 from tessera.settings.sources import EntityExpectations, ExtendedProperty, LookupTable, Node, SALES_CHANNEL_MACROS, SalesChannel, Source, Tree
 
 class _LookupsFile(_Strict):
@@ -28,6 +29,7 @@ class _MainFile(_Strict):
     sales_channels: dict[Identifier, SalesChannel] = {}
     expectations: dict[Entity, EntityExpectations] = {}
     predictions: PredictionSettings = PredictionSettings()
+    warehouse: WarehouseSettings = WarehouseSettings()
 
 
 class _SourcesFile(_Strict):
@@ -77,6 +79,7 @@ class Deployment(_Strict):
     activation: ActivationSettings = ActivationSettings()
     automations: list[AutomationDef] = []
     journeys: list[JourneyDef] = []
+    warehouse: WarehouseSettings = WarehouseSettings()
 
     def expectations_of(self, entity: str) -> EntityExpectations:
         """The entity's configured batch expectations, or the defaults."""

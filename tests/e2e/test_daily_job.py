@@ -231,3 +231,46 @@ def test_b2b_sample_resolves_as_the_truth_says(demo_env, demo_run):
         assert (status, key_of_id.get(cid)) == (("registered", p["company_key"]) if p["company_key"]
                                                 else ("potential", None))
     assert in_contacts == 0
+
+
+def _materialized(demo_run) -> dict:
+    return {e.event_specific_data.materialization.asset_key.to_user_string():
+            e.event_specific_data.materialization.metadata
+            for e in demo_run.get_asset_materialization_events()}
+
+
+def test_analyst_metadata_describes_columns_and_lists_the_run(demo_env, demo_run):
+    """#19 item 7: described columns, the run's files and reasons, segment samples."""
+    meta = _materialized(demo_run)
+    columns = meta["raw/crm_contacts"]["dagster/column_schema"].value.columns
+    assert columns and all(c.description for c in columns), [c.name for c in columns if not c.description]
+    assert {c.name: c.description for c in columns}["loyalty_tier"].startswith("loyalty programme tier")
+    card = {c.name: c.description for c in meta["core/customers"]["dagster/column_schema"].value.columns}
+    assert card["customer_id"] == "stable id of the person"
+
+    con = demo_env.connect()
+    try:
+        run = demo_run.run_id
+        report = con.execute("SELECT source, file, records, rejected FROM ops.import_report "
+                             "WHERE batch_id = ? ORDER BY source, file", [run]).fetchall()
+        rejects = set(con.execute("SELECT source, file, field, line FROM ops.rejects WHERE batch_id = ?",
+                                  [run]).fetchall())
+        members = {r[0] for r in con.execute(
+            "SELECT customer_id FROM marketing.segment_members WHERE segment = 'high_value_customers' "
+            "AND as_of_date = ?", [AS_OF]).fetchall()}
+    finally:
+        con.close()
+    files = meta["ops/import_report"]["files_json"].value
+    assert [(f["source"], f["file"], f["records"], f["rejected"]) for f in files] == [tuple(r) for r in report]
+    assert meta["ops/import_report"]["dagster/row_count"].value == len(report)
+    reasons = meta["ops/rejects"]["top_reasons_json"].value
+    assert reasons and sum(r["records"] for r in reasons) <= len(rejects)
+    for r in reasons:  # each line shown is a real reject of that file and field
+        assert r["lines"] and all((r["source"], r["file"], r["field"], line) in rejects for line in r["lines"])
+    sample = meta["segments/high_value_customers"]["sample_member_ids"].value
+    assert sample == sorted(members)[:10]
+    segment_cols = {c.name: c.description for c in
+                    meta["segments/high_value_customers"]["dagster/column_schema"].value.columns}
+    assert segment_cols["customer_id"] == "stable id of the golden customer (person)"
+    feed_cols = meta["exports/newsletter_high_value"]["dagster/column_schema"].value.columns
+    assert feed_cols and sum(bool(c.description) for c in feed_cols) >= len(feed_cols) // 2
