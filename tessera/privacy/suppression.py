@@ -374,6 +374,22 @@ def forget(con: duckdb.DuckDBPyConnection, deployment, key: str, *, emails=(), c
                     deleted += con.execute(
                         f"DELETE FROM {schema}.{table} WHERE (source, source_record_id) IN "
                         "(SELECT source, source_record_id FROM _f_recs)").fetchone()[0]
+        # The recorded versions of past days (tessera.history): an erasure holds in every
+        # day a backfill rebuilds, so the person goes from every version too.
+        for table in _base_tables(con, "history"):
+            cols = _columns(con, "history", table)
+            where = []
+            if "customer_id" in cols:
+                where.append("customer_id IN (SELECT customer_id FROM _f_ids)")
+            if {"source", "source_record_id"} <= cols:
+                where.append("(source, source_record_id) IN (SELECT source, source_record_id FROM _f_recs)")
+            if "order_id" in cols and "customer_id" not in cols:
+                where.append("order_id IN (SELECT order_id FROM _f_orders)")
+            for col in ("email", "email_key"):
+                if col in cols:
+                    where.append(_ident_match("email", col))
+            if where:
+                deleted += con.execute(f"DELETE FROM history.{table} WHERE {' OR '.join(where)}").fetchone()[0]
         deleted += con.execute("""DELETE FROM ops.rejects WHERE (source, source_record_id) IN
                                   (SELECT source, source_record_id FROM _f_recs)""").fetchone()[0]
         erased_ids = [r[0] for r in con.execute("SELECT DISTINCT customer_id FROM _f_ids ORDER BY 1").fetchall()]
@@ -447,7 +463,7 @@ def subject_access(con, deployment, customer_id: int) -> dict:
         if rows:
             out["tables"][f"{schema}.{table}"] = rows
 
-    for schema in ("core", "marts", "marketing", "predictions", "recommendations", "exports"):
+    for schema in ("core", "marts", "marketing", "predictions", "recommendations", "exports", "history"):
         for table in _base_tables(con, schema):
             cols = _columns(con, schema, table)
             if "customer_id" in cols:
