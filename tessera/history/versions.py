@@ -71,7 +71,16 @@ def _ensure_days(engine: Engine) -> None:
     engine.run(SqlStep("history.schema", f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"),
                SqlStep("history.days_table", f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.days (
                    as_of_date DATE, run_id VARCHAR, tables BIGINT, opened BIGINT, closed BIGINT,
-                   recorded_at TIMESTAMP)"""))
+                   recorded_at TIMESTAMP)"""),
+               SqlStep("history.runs_table", f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.runs (
+                   run_id VARCHAR, as_of_date DATE, backfill BOOLEAN, started_at TIMESTAMP)"""))
+
+
+def _record_run(engine: Engine, run_id: str, day: dt.date, backfill: bool, now: dt.datetime) -> None:
+    """Which day each run was for, and whether it was a backfill (the run history's key)."""
+    engine.replace_partition(f"{SCHEMA}.runs", {"run_id": run_id}, SqlStep("history.run", (
+        "SELECT $run, CAST($day AS DATE), $backfill, CAST($now AS TIMESTAMP)"),
+        {"run": run_id, "day": day, "backfill": backfill, "now": now}))
 
 
 def recorded_days(engine: Engine) -> list[dt.date]:
@@ -139,10 +148,12 @@ def record_day(engine: Engine, day: dt.date, run_id: str, now: dt.datetime) -> d
     _ensure_days(engine)
     days = recorded_days(engine)
     if days and day < days[-1]:
+        _record_run(engine, run_id, day, True, now)
         return {"recorded": False, "backfill": True, "latest_recorded": days[-1],
                 "version_of": _version_day(days, day), "tables": {}}
     tables: dict[str, dict] = {}
     with engine.together():
+        _record_run(engine, run_id, day, False, now)
         for table in DAY_INPUTS:
             if _exists(engine, table):
                 opened, closed = _record_table(engine, table, day)
