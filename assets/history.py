@@ -12,6 +12,7 @@ from pipelines.partitions import daily_backfill, daily_partitions
 from tessera.engine import as_engine
 from tessera.engine.warehouse import Timer
 from tessera.history import record_day
+from tessera.history.versions import version_mismatches
 from tessera.settings import Deployment
 
 
@@ -57,5 +58,16 @@ def build(deployment: Deployment):
                              f"on {out['version_of']} (newest recorded day {out['latest_recorded']})")
         return dg.MaterializeResult(metadata=meta)
 
-    return [days], []
+    @dg.asset_check(pool=POOL, asset=DAY_INPUTS, name="newest_version_reads_back", blocking=False,
+                    description="Each input table equals its newest recorded version, row for row "
+                                "(what a backfill of that day would read). Skipped after a backfill.")
+    def reads_back(warehouse: DuckDBResource):
+        with warehouse.get_connection() as con:
+            diff = version_mismatches(as_engine(con))
+        if diff is None:
+            return dg.AssetCheckResult(passed=True, metadata={"compared": False})
+        return dg.AssetCheckResult(passed=not any(diff.values()), severity=dg.AssetCheckSeverity.WARN,
+                                   metadata={"compared": True, "differing_rows": dg.MetadataValue.json(diff)})
+
+    return [days], [reads_back]
 

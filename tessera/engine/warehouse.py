@@ -16,7 +16,7 @@ from typing import Iterator
 import duckdb
 
 LAYERS = ("raw", "staging", "core", "marts", "marketing", "segments", "predictions", "recommendations", "exports",
-          "ops")
+          "history", "ops")
 
 # DuckDB would otherwise download extensions from the internet the first time a
 # function needs one; Tessera runs offline, so a missing extension must fail loudly.

@@ -168,6 +168,34 @@ def record_day(engine: Engine, day: dt.date, run_id: str, now: dt.datetime) -> d
             "tables": tables}
 
 
+def version_mismatches(engine: Engine) -> dict[str, int] | None:
+    """Rows that differ between each input table and its newest recorded version (0 when
+    the version reads back exactly); None when the newest run of the history asset was a
+    backfill (the tables may have moved on since the newest recorded day)."""
+    if not engine.table_exists(SCHEMA, "runs"):
+        return None
+    last = engine.rows(SqlStep("history.last_run", f"""
+        SELECT backfill FROM {SCHEMA}.runs ORDER BY started_at DESC, run_id DESC LIMIT 1"""))
+    days = recorded_days(engine)
+    if not last or last[0][0] or not days:
+        return None
+    out = {}
+    for table in DAY_INPUTS:
+        if not (_exists(engine, table) and _exists(engine, history_table(table))):
+            continue
+        cols = _columns(engine, table)
+        keyed = [c for c in cols if c not in VOLATILE] or cols
+        out[table] = int(engine.scalar(SqlStep("history.mismatches", f"""
+            WITH cur AS (SELECT {hash64(*map(_q, keyed))} AS _row_hash FROM {table}),
+            numbered AS (SELECT _row_hash, row_number() OVER (PARTITION BY _row_hash ORDER BY _row_hash) AS _copy
+                         FROM cur),
+            ver AS ({_state_sql(table, ['h._row_hash', 'h._copy'], '<=', '$day')}),
+            a AS (SELECT * FROM numbered EXCEPT SELECT * FROM ver),
+            b AS (SELECT * FROM ver EXCEPT SELECT * FROM numbered)
+            SELECT (SELECT count(*) FROM a) + (SELECT count(*) FROM b)""", {"day": days[-1]})))
+    return out
+
+
 def _version_day(days: list[dt.date], day: dt.date) -> dt.date:
     """The recorded day whose version holds on ``day`` (the last one on or before it)."""
     earlier = [d for d in days if d <= day]

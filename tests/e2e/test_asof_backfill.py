@@ -57,6 +57,16 @@ def _day_rows(env: PipelineEnv, day: dt.date) -> dict[str, list]:
         con.close()
 
 
+def _failures(result) -> list[str]:
+    """Why a run failed: each failed step's error and each failed blocking check."""
+    out = [f"{e.step_key}: {e.event_specific_data.error.message.strip()[:400]}"
+           for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    out += [f"check {e.event_specific_data.asset_key.to_user_string()}:{e.event_specific_data.check_name}"
+            for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+            and not e.event_specific_data.passed and e.event_specific_data.severity.value == "ERROR"]
+    return out
+
+
 def _feed_files(env: PipelineEnv, day: dt.date) -> dict[str, bytes]:
     """Every data file of the day's feeds (manifests say when they were written: left out)."""
     return {str(p.relative_to(env.feeds)): p.read_bytes() for p in sorted(env.feeds.rglob(f"*{day.isoformat()}*"))
@@ -77,7 +87,7 @@ def five_days(tmp_path_factory):
         shutil.copytree(delivery, env.landing, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("_truth"))
         result = env.run_daily(day)
-        assert result.success, f"the daily job failed on {day}"
+        assert result.success, f"the daily job failed on {day}: {_failures(result)}"
         if day == DAY3:
             kept = {"rows": _day_rows(env, day), "files": _feed_files(env, day)}
     return env, kept
@@ -99,7 +109,7 @@ def test_a_backfilled_day_gives_what_its_run_gave(five_days):
     assert sum(len(v) for v in kept["rows"].values()) > 0
 
     result = env.run_daily(DAY3)  # the backfill
-    assert result.success
+    assert result.success, _failures(result)
     mats = {tuple(m.asset_key.path): m for m in result.get_asset_materialization_events()
             for m in [m.event_specific_data.materialization]}
     assert mats[("history", "days")].metadata["backfill"].value is True
@@ -139,7 +149,7 @@ def test_an_erasure_holds_in_a_rebuilt_past_day(five_days):
         con.close()
 
     result = env.run_daily(DAY3)
-    assert result.success
+    assert result.success, _failures(result)
     con = env.connect()
     try:
         for table in (*DAY_TABLES, *_feed_tables(con)):
