@@ -63,10 +63,11 @@ def days_step(engine: Engine, limit: int = 60) -> SqlStep:
                             count(*) FILTER (WHERE event = 'split') AS customers_split
                      FROM core.merge_log m JOIN r ON r.run_id = m.run_key GROUP BY 1""",
             ["customers_merged", "customers_split"])
-    add("er", """SELECT d.as_of_date AS day, count(DISTINCT e.customer_id) AS customers_erased
-                 FROM d JOIN ops.erasures e ON e.erased_at <= d.recorded_at
-                  AND (d.prev_at IS NULL OR e.erased_at > d.prev_at) GROUP BY 1""",
-        ["customers_erased"])
+    if _has(engine, "ops.erasures"):
+        add("er", """SELECT d.as_of_date AS day, count(DISTINCT e.customer_id) AS customers_erased
+                     FROM d JOIN ops.erasures e ON e.erased_at <= d.recorded_at
+                      AND (d.prev_at IS NULL OR e.erased_at > d.prev_at) GROUP BY 1""",
+            ["customers_erased"])
     if _has(engine, "marketing.segment_history"):
         add("se", """SELECT entered_on AS day, count(*) AS segment_entries
                      FROM marketing.segment_history GROUP BY 1""", ["segment_entries"])
