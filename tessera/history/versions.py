@@ -124,8 +124,8 @@ def _ensure_history(engine: Engine, table: str, cols: list[str]) -> list[str]:
 
 def _record_table(engine: Engine, table: str, day: dt.date) -> tuple[int, int]:
     cols = _columns(engine, table)
-    have = _ensure_history(engine, table, cols)
     hist = history_table(table)
+    have = _columns(engine, hist)
     keyed = [c for c in cols if c not in VOLATILE] or cols
     numbered = (f"WITH cur AS (SELECT {', '.join(map(_q, cols))}, {hash64(*map(_q, keyed))} AS _row_hash "
                 f"FROM {table}), "
@@ -152,12 +152,17 @@ def record_day(engine: Engine, day: dt.date, run_id: str, now: dt.datetime) -> d
         return {"recorded": False, "backfill": True, "latest_recorded": days[-1],
                 "version_of": _version_day(days, day), "tables": {}}
     tables: dict[str, dict] = {}
+    inputs = [t for t in DAY_INPUTS if _exists(engine, t)]
+    # The history tables are created (or widened) before, not inside, the transaction that
+    # fills them: DuckDB 2.0.0 answered GROUP BY over a table created and filled with more
+    # than one row group in one transaction with no rows at all (measured).
+    for table in inputs:
+        _ensure_history(engine, table, _columns(engine, table))
     with engine.together():
         _record_run(engine, run_id, day, False, now)
-        for table in DAY_INPUTS:
-            if _exists(engine, table):
-                opened, closed = _record_table(engine, table, day)
-                tables[table] = {"opened": opened, "closed": closed}
+        for table in inputs:
+            opened, closed = _record_table(engine, table, day)
+            tables[table] = {"opened": opened, "closed": closed}
         engine.replace_partition(f"{SCHEMA}.days", {"as_of_date": day}, SqlStep("history.day", (
             "SELECT CAST($day AS DATE), $run, CAST($tables AS BIGINT), CAST($opened AS BIGINT), "
             "CAST($closed AS BIGINT), CAST($now AS TIMESTAMP)"),

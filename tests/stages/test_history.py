@@ -173,3 +173,17 @@ def test_the_newest_version_reads_back_and_a_change_is_seen(warehouse):
     assert version_mismatches(engine) == {"marts.contact_cards": 0, "core.orders": 0}
     warehouse.execute("UPDATE marts.contact_cards SET city = 'Pisa' WHERE customer_id = 2")
     assert version_mismatches(engine)["marts.contact_cards"] == 2  # one row gone, one new
+
+
+def test_more_than_a_row_group_records_only_the_change(warehouse):
+    """Regression: DuckDB 2.0.0 lost every row of a table created and filled (more than one
+    row group, 122,880 rows) in one transaction, so a second day stored everything again."""
+    warehouse.execute("CREATE TABLE marts.contact_cards AS SELECT range AS customer_id, range % 7 AS n "
+                      "FROM range(130000)")
+    engine = DuckDBEngine(warehouse)
+    record_day(engine, D1, "r1", NOW)
+    warehouse.execute("UPDATE marts.contact_cards SET n = n + 1 WHERE customer_id % 100 = 0")
+    out = record_day(engine, D2, "r2", NOW)
+    assert out["tables"]["marts.contact_cards"] == {"opened": 1300, "closed": 1300}
+    assert _read(day_engine(engine, D1), "SELECT sum(n) FROM marts.contact_cards") == [
+        warehouse.execute("SELECT sum(n) - 1300 FROM marts.contact_cards").fetchone()]
