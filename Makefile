@@ -11,7 +11,7 @@ export DO_NOT_TRACK := 1
 # Keys the suppression ledger's hashes. The demo's value is public: set your own secret.
 export TESSERA_SUPPRESSION_KEY ?= demo-only-key-set-TESSERA_SUPPRESSION_KEY
 
-.PHONY: install demo test ui bench bench-segments bench-identity bench-identity-febrl bench-ingest bench-companies bench-predictions validate lock clean browser web bench-web bench-recommendations bench-feeds test-spark bench-spark
+.PHONY: install demo test ui bench bench-history bench-segments bench-identity bench-identity-febrl bench-ingest bench-companies bench-predictions validate lock clean browser web bench-web bench-recommendations bench-feeds test-spark bench-spark
 
 install: $(STAMP)
 
@@ -76,6 +76,10 @@ bench: install
 ROWS ?= 1000000
 bench-feeds: install
 	$(PY) bench/feeds.py --rows $(ROWS)
+
+## bench-history: as-of versions of 1M contact cards (1 % changed on day 2) beside a full copy per day
+bench-history: install
+	$(PY) bench/history.py --rows $(ROWS)
 
 ## bench-segments: 50 segments, scoring, stages and RFM on synthetic data (reference: 1M / 50M)
 EVENTS ?= 5000000
