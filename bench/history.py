@@ -55,7 +55,8 @@ def main() -> None:
         kept = con.execute("SELECT count(*) FROM history.marts__contact_cards").fetchone()[0]
         print(f"  rows kept for two days: versions {kept:,} | full copies {2 * args.rows:,}")
         t = time.perf_counter()
-        total = day_engine(engine, D1).scalar(SqlStep("bench.read", "SELECT sum(order_number) FROM marts.contact_cards"))
+        total = day_engine(engine, D1).scalar(
+            SqlStep("bench.read", "SELECT sum(order_number) FROM marts.contact_cards"))
         read = time.perf_counter() - t
         t = time.perf_counter()
         con.execute(f"SELECT sum(order_number) FROM marts.cards_{D1:%Y%m%d}").fetchone()

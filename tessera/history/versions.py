@@ -42,6 +42,9 @@ DAY_INPUTS: tuple[str, ...] = (
 # identity, or every row would be a new version every day.
 VOLATILE = frozenset({"golden_built_at", "resolved_at"})
 
+# Identical rows are numbered 1..n, so a row's identity (hash, copy) keeps multiplicity.
+COPY_NUMBER = "row_number() OVER (PARTITION BY _row_hash ORDER BY _row_hash)"
+
 # Suppressions of these channels hold on every day, past ones included (erasure).
 ALWAYS_IN_FORCE = "channel = 'all'"
 
@@ -129,7 +132,7 @@ def _record_table(engine: Engine, table: str, day: dt.date) -> tuple[int, int]:
     keyed = [c for c in cols if c not in VOLATILE] or cols
     numbered = (f"WITH cur AS (SELECT {', '.join(map(_q, cols))}, {hash64(*map(_q, keyed))} AS _row_hash "
                 f"FROM {table}), "
-                "numbered AS (SELECT *, row_number() OVER (PARTITION BY _row_hash ORDER BY _row_hash) AS _copy FROM cur), "
+                f"numbered AS (SELECT *, {COPY_NUMBER} AS _copy FROM cur), "
                 f"before AS ({_state_sql(table, ['h._row_hash', 'h._copy', 'h._from'], '<', '$day')}) ")
     out = [("$day" if c == "_from" else (f"n.{_q(c)}" if c in cols or c in ("_row_hash", "_copy")
                                            else "NULL")) + f" AS {_q(c)}" for c in have]
@@ -192,8 +195,7 @@ def version_mismatches(engine: Engine) -> dict[str, int] | None:
         keyed = [c for c in cols if c not in VOLATILE] or cols
         out[table] = int(engine.scalar(SqlStep("history.mismatches", f"""
             WITH cur AS (SELECT {hash64(*map(_q, keyed))} AS _row_hash FROM {table}),
-            numbered AS (SELECT _row_hash, row_number() OVER (PARTITION BY _row_hash ORDER BY _row_hash) AS _copy
-                         FROM cur),
+            numbered AS (SELECT _row_hash, {COPY_NUMBER} AS _copy FROM cur),
             ver AS ({_state_sql(table, ['h._row_hash', 'h._copy'], '<=', '$day')}),
             a AS (SELECT * FROM numbered EXCEPT SELECT * FROM ver),
             b AS (SELECT * FROM ver EXCEPT SELECT * FROM numbered)
@@ -223,7 +225,8 @@ def relations(engine: Engine, day: dt.date) -> dict[str, str]:
         select = [f"h.{_q(c)}" if c in have else f"NULL AS {_q(c)}" for c in cols]
         sql = _state_sql(table, select, "<=", literal)
         if table == "ops.suppressions":  # erasures hold on every day
-            sql += f" UNION ALL SELECT {', '.join(map(_q, cols))} FROM ops.suppressions WHERE {ALWAYS_IN_FORCE}"
+            sql += (f" UNION ALL SELECT {', '.join(map(_q, cols))} FROM ops.suppressions "
+                    f"WHERE {ALWAYS_IN_FORCE}")
         out[table] = sql
     return out
 
