@@ -59,11 +59,12 @@ def build(deployment: Deployment):
         return dg.MaterializeResult(metadata=meta)
 
     @dg.asset_check(pool=POOL, asset=DAY_INPUTS, name="newest_version_reads_back", blocking=False,
-                    description="Each input table equals its newest recorded version, row for row "
-                                "(what a backfill of that day would read). Skipped after a backfill.")
+                    description="Each input table has as many rows as its newest recorded version "
+                                "(what a backfill of that day would read; row counts, no "
+                                "hashing). Skipped after a backfill.")
     def reads_back(warehouse: DuckDBResource):
         with warehouse.get_connection() as con:
-            diff = version_mismatches(as_engine(con))
+            diff = version_mismatches(as_engine(con), exact=False)
         if diff is None:
             return dg.AssetCheckResult(passed=True, metadata={"compared": False})
         return dg.AssetCheckResult(passed=not any(diff.values()), severity=dg.AssetCheckSeverity.WARN,

@@ -173,6 +173,8 @@ def test_the_newest_version_reads_back_and_a_change_is_seen(warehouse):
     assert version_mismatches(engine) == {"marts.contact_cards": 0, "core.orders": 0}
     warehouse.execute("UPDATE marts.contact_cards SET city = 'Pisa' WHERE customer_id = 2")
     assert version_mismatches(engine)["marts.contact_cards"] == 2  # one row gone, one new
+    warehouse.execute("DELETE FROM marts.contact_cards WHERE customer_id = 2")
+    assert version_mismatches(engine, exact=False) == {"marts.contact_cards": 1, "core.orders": 0}
 
 
 def test_more_than_a_row_group_records_only_the_change(warehouse):
