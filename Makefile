@@ -11,7 +11,7 @@ export DO_NOT_TRACK := 1
 # Keys the suppression ledger's hashes. The demo's value is public: set your own secret.
 export TESSERA_SUPPRESSION_KEY ?= demo-only-key-set-TESSERA_SUPPRESSION_KEY
 
-.PHONY: install demo test ui bench bench-segments bench-identity bench-identity-febrl bench-ingest bench-companies bench-predictions validate lock clean browser web bench-web bench-recommendations bench-feeds test-spark bench-spark bench-activation
+.PHONY: install demo test ui bench bench-segments bench-identity bench-identity-febrl bench-ingest bench-companies bench-predictions validate lock clean browser web bench-web bench-recommendations bench-feeds test-spark bench-spark bench-activation bench-history
 
 install: $(STAMP)
 
@@ -85,6 +85,10 @@ ACT_CONTACTS ?= 100000
 ACT_EVENTS ?= 500000
 bench-activation: install
 	$(PY) bench/activation.py --contacts $(ACT_CONTACTS) --events $(ACT_EVENTS)
+
+## bench-history: as-of versions of 1M contact cards (1 % changed on day 2) beside a full copy per day
+bench-history: install
+	$(PY) bench/history.py --rows $(ROWS)
 
 ## bench-segments: 50 segments, scoring, stages and RFM on synthetic data (reference: 1M / 50M)
 EVENTS ?= 5000000

@@ -11,6 +11,16 @@ from tessera.contracts import column_descriptions
 from tessera.engine.warehouse import column_schema, count
 
 POOL = "duckdb"  # every asset that writes the warehouse: one writer at a time
+DAY_INPUTS = dg.AssetKey(["history", "days"])  # upstream of every partitioned asset
+
+
+def day_inputs(con, day):
+    """The engine a partitioned asset of ``day`` runs its stage on: the warehouse as it is
+    for the newest recorded day, the day's recorded inputs for an earlier one (a backfill)."""
+    from tessera.engine import as_engine
+    from tessera.history import day_engine
+
+    return day_engine(as_engine(con), day)
 
 
 def table_metadata(con, schema: str, table: str, seconds: float, extra: dict | None = None,

@@ -11,8 +11,9 @@ import datetime as dt
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets._common import POOL, published_contract_problems, report_swept_temps, table_metadata
-from pipelines.partitions import daily_partitions
+from assets._common import (DAY_INPUTS, POOL, day_inputs,
+                            published_contract_problems, report_swept_temps, table_metadata)
+from pipelines.partitions import daily_backfill, daily_partitions
 from resources import FeedStore
 from tessera.companies.registry import (
     build_company_contacts,
@@ -181,8 +182,8 @@ def build(deployment: Deployment):
 
         export_key = dg.AssetKey(["exports", "potential_companies"])
 
-        @dg.asset(key=export_key, group_name="exports", pool=POOL, deps=[POTENTIAL, POTENTIAL_UNSUBS],
-                  partitions_def=daily_partitions, kinds={"duckdb", "csv"},
+        @dg.asset(key=export_key, group_name="exports", pool=POOL, deps=[POTENTIAL, POTENTIAL_UNSUBS, DAY_INPUTS],
+                  partitions_def=daily_partitions, backfill_policy=daily_backfill, kinds={"duckdb", "csv"},
                   description="The potential-companies registry (still potential, not blocked by an "
                               "unsubscribe decision), published with a manifest; withheld while "
                               "unsubscribe requests await a decision.")
@@ -191,7 +192,7 @@ def build(deployment: Deployment):
             timer = Timer()
             day = dt.date.fromisoformat(context.partition_key)
             with warehouse.get_connection() as con:
-                stats = export_potential_companies(con, day, feeds.path, _now())
+                stats = export_potential_companies(day_inputs(con, day), day, feeds.path, _now())
             if stats["withheld"]:
                 context.log.warning(stats["message"])
             meta = {"dagster/row_count": stats["rows"], "withheld": stats["withheld"],

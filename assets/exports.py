@@ -8,8 +8,8 @@ import datetime as dt
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets._common import POOL, described_schema, report_swept_temps
-from pipelines.partitions import daily_partitions
+from assets._common import DAY_INPUTS, POOL, day_inputs, described_schema, report_swept_temps
+from pipelines.partitions import daily_backfill, daily_partitions
 from resources import FeedStore, PrivacySettings
 from tessera.engine.warehouse import Timer, table_exists
 from tessera.feeds.checks import (erased_in_last_delivery, last_two_deliveries,
@@ -42,8 +42,8 @@ def _feed_asset(deployment: Deployment, feed):
         deps.append(dg.AssetKey(["predictions", "customer_predictions"]))
     kinds = {"duckdb", feed.format} | ({"http"} if feed.destination else set())
 
-    @dg.asset(key=key, group_name=GROUP, pool=POOL, deps=deps, kinds=kinds,
-              partitions_def=daily_partitions,
+    @dg.asset(key=key, group_name=GROUP, pool=POOL, deps=[*deps, DAY_INPUTS], kinds=kinds,
+              partitions_def=daily_partitions, backfill_policy=daily_backfill,
               description=f"Feed '{feed.name}': {feed.description} (channel: {feed.channel}, "
                           f"{feed.format}, {feed.mode}).",
               metadata={"fields": dg.MetadataValue.json([c.out for c in feed.columns]),
@@ -56,7 +56,7 @@ def _feed_asset(deployment: Deployment, feed):
         with warehouse.get_connection() as con:
             privacy_core.ensure_tables(con)
             privacy_core.install_hmac(con, privacy.suppression_key)
-            stats = build_feed(con, feed, day, feeds.path, dt.datetime.now().replace(microsecond=0))
+            stats = build_feed(day_inputs(con, day), feed, day, feeds.path, dt.datetime.now().replace(microsecond=0))
             schema = (described_schema(con, "exports", feed.name, "contact")
                       if table_exists(con, "exports", feed.name) else None)
         if stats["skipped"]:

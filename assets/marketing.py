@@ -8,8 +8,8 @@ import datetime as dt
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets._common import POOL, described_schema, markdown_counts, table_metadata
-from pipelines.partitions import daily_partitions
+from assets._common import DAY_INPUTS, POOL, day_inputs, described_schema, markdown_counts, table_metadata
+from pipelines.partitions import daily_backfill, daily_partitions
 from tessera.settings import Deployment
 from tessera.marketing.rfm import build_rfm
 from tessera.marketing.scoring import build_scores
@@ -37,14 +37,14 @@ def build(deployment: Deployment):
     deps = [dg.AssetKey(["core", "orders"])] if deployment.sources_of("order") else []
     deps.append(CARDS)
 
-    @dg.asset(key=RFM, group_name=GROUP, pool=POOL, deps=deps, kinds={"duckdb"},
-              partitions_def=daily_partitions,
+    @dg.asset(key=RFM, group_name=GROUP, pool=POOL, deps=[*deps, DAY_INPUTS], kinds={"duckdb"},
+              partitions_def=daily_partitions, backfill_policy=daily_backfill,
               description="Recency, frequency, monetary quintiles and RFM group per customer, per day.")
     def rfm_scores(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         timer = Timer()
         day = _day(context)
         with warehouse.get_connection() as con:
-            stats = build_rfm(con, day)
+            stats = build_rfm(day_inputs(con, day), day)
             meta = table_metadata(con, "marketing", "rfm_scores", timer.seconds,
                                   {"scored": stats["scored"]}, "as_of_date = ?", [day])
             meta["by_group"] = markdown_counts("rfm_group", list(stats["groups"].items()))
@@ -84,18 +84,18 @@ def _scores_asset(deployment: Deployment):
 
     @dg.multi_asset(
         specs=[
-            dg.AssetSpec(SCORES, group_name=GROUP, deps=deps, kinds={"duckdb"},
+            dg.AssetSpec(SCORES, group_name=GROUP, deps=[*deps, DAY_INPUTS], kinds={"duckdb"},
                          description="Score per contact, per score type (scoring.yaml), per day."),
-            dg.AssetSpec(ACTIONS, group_name=GROUP, deps=deps, kinds={"duckdb"},
+            dg.AssetSpec(ACTIONS, group_name=GROUP, deps=[*deps, DAY_INPUTS], kinds={"duckdb"},
                          description="Threshold actions (tag, notify, feed), fired once per upward crossing."),
         ],
-        pool=POOL, partitions_def=daily_partitions,
+        pool=POOL, partitions_def=daily_partitions, backfill_policy=daily_backfill,
     )
     def scores(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
         timer = Timer()
         day = _day(context)
         with warehouse.get_connection() as con:
-            stats = build_scores(con, deployment, day)
+            stats = build_scores(day_inputs(con, day), deployment, day)
             meta = table_metadata(con, "marketing", "scores", timer.seconds,
                                   {"scored": stats["scored"]}, "as_of_date = ?", [day])
             meta["by_type"] = dg.MetadataValue.json(stats["by_type"])
@@ -121,20 +121,20 @@ def _scores_asset(deployment: Deployment):
 def _stages_asset(deployment: Deployment, upstream: list):
     @dg.multi_asset(
         specs=[
-            dg.AssetSpec(STAGES, group_name=GROUP, deps=upstream, kinds={"duckdb"},
+            dg.AssetSpec(STAGES, group_name=GROUP, deps=[*upstream, DAY_INPUTS], kinds={"duckdb"},
                          description="Funnel stage per contact per day (stages.yaml, furthest matching stage)."),
-            dg.AssetSpec(STAGE_HISTORY, group_name=GROUP, deps=upstream, kinds={"duckdb"},
+            dg.AssetSpec(STAGE_HISTORY, group_name=GROUP, deps=[*upstream, DAY_INPUTS], kinds={"duckdb"},
                          description="When each contact entered and left each stage."),
-            dg.AssetSpec(FUNNEL, group_name=GROUP, deps=upstream, kinds={"duckdb"},
+            dg.AssetSpec(FUNNEL, group_name=GROUP, deps=[*upstream, DAY_INPUTS], kinds={"duckdb"},
                          description="Contacts per stage per day, and at-or-beyond each stage."),
         ],
-        pool=POOL, partitions_def=daily_partitions,
+        pool=POOL, partitions_def=daily_partitions, backfill_policy=daily_backfill,
     )
     def stages(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
         timer = Timer()
         day = _day(context)
         with warehouse.get_connection() as con:
-            stats = build_stages(con, deployment, day)
+            stats = build_stages(day_inputs(con, day), deployment, day)
             meta = table_metadata(con, "marketing", "stages", timer.seconds,
                                   {"staged": stats["staged"]}, "as_of_date = ?", [day])
             meta["funnel"] = markdown_counts("stage", list(stats["funnel"].items()))
@@ -164,15 +164,15 @@ def _segment_asset(deployment: Deployment, segment, upstream: list):
     if set(referenced_fields(segment.rule)) & set(PREDICTION_FIELDS):
         deps.append(dg.AssetKey(["predictions", "customer_predictions"]))
 
-    @dg.asset(key=key, group_name="segments", pool=POOL, deps=deps, kinds={"duckdb"},
-              partitions_def=daily_partitions,
+    @dg.asset(key=key, group_name="segments", pool=POOL, deps=[*deps, DAY_INPUTS], kinds={"duckdb"},
+              partitions_def=daily_partitions, backfill_policy=daily_backfill,
               description=f"Segment '{segment.name}' ({segment.kind}): {segment.description}",
               metadata={"rule": dg.MetadataValue.json(segment.rule), "kind": segment.kind})
     def _segment(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         timer = Timer()
         day = _day(context)
         with warehouse.get_connection() as con:
-            stats = build_segment(con, deployment, segment, day)
+            stats = build_segment(day_inputs(con, day), deployment, segment, day)
             sizes = size_history(con, segment.name)
             sample = member_sample(con, segment.name, day)
             schema = described_schema(con, "segments", segment.name, "contact")

@@ -8,8 +8,8 @@ import datetime as dt
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets._common import POOL, markdown_counts, table_metadata
-from pipelines.partitions import daily_partitions
+from assets._common import DAY_INPUTS, POOL, day_inputs, markdown_counts, table_metadata
+from pipelines.partitions import daily_backfill, daily_partitions
 from tessera.predictions.build import build_predictions
 from tessera.predictions.checks import baseline_shortfalls, prediction_problems
 from tessera.engine.warehouse import Timer
@@ -46,28 +46,28 @@ def build(deployment: Deployment):
 
     @dg.multi_asset(
         specs=[
-            dg.AssetSpec(PREDICTIONS, group_name=GROUP, deps=deps, kinds={"duckdb", "scikitlearn"},
+            dg.AssetSpec(PREDICTIONS, group_name=GROUP, deps=[*deps, DAY_INPUTS], kinds={"duckdb", "scikitlearn"},
                          description="Per contact per day: p_alive, expected purchases (30/90/365 "
                                      "days and the window), expected order value, CLV, purchase "
                                      "propensity, churn risk and band, with a status."),
-            dg.AssetSpec(ACCURACY, group_name=GROUP, deps=deps, kinds={"duckdb"},
+            dg.AssetSpec(ACCURACY, group_name=GROUP, deps=[*deps, DAY_INPUTS], kinds={"duckdb"},
                          description="The back-test of the day: each model and its naive "
                                      "baselines on the held-out last window (AUC, average "
                                      "precision, Brier, lift, MAE, error of the total)."),
-            dg.AssetSpec(PARAMETERS, group_name=GROUP, deps=deps, kinds={"duckdb"},
+            dg.AssetSpec(PARAMETERS, group_name=GROUP, deps=[*deps, DAY_INPUTS], kinds={"duckdb"},
                          description="Fitted BG/NBD and Gamma-Gamma parameters at each cut-off."),
         ],
         check_specs=[
             dg.AssetCheckSpec("every_contact_has_one_prediction", asset=PREDICTIONS, blocking=True),
             dg.AssetCheckSpec("models_beat_their_baselines", asset=ACCURACY),
         ],
-        pool=POOL, partitions_def=daily_partitions,
+        pool=POOL, partitions_def=daily_partitions, backfill_policy=daily_backfill,
     )
     def predictions(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
         timer = Timer()
         day = dt.date.fromisoformat(context.partition_key)
         with warehouse.get_connection() as con:
-            stats = build_predictions(con, settings, day)
+            stats = build_predictions(day_inputs(con, day), settings, day)
             meta = table_metadata(con, "predictions", "customer_predictions", timer.seconds, {
                 "model_version": stats["model_version"], "fit_seconds": stats["fit_seconds"]},
                 "as_of_date = ?", [day])

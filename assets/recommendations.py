@@ -8,8 +8,8 @@ import datetime as dt
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets._common import POOL, table_metadata
-from pipelines.partitions import daily_partitions
+from assets._common import DAY_INPUTS, POOL, day_inputs, table_metadata
+from pipelines.partitions import daily_backfill, daily_partitions
 from tessera.engine.warehouse import Timer
 from tessera.recommendations.checks import list_problems
 from tessera.recommendations.daily import worse_than_popular
@@ -43,23 +43,23 @@ def build(deployment: Deployment):
 
     @dg.multi_asset(
         specs=[
-            dg.AssetSpec(LISTS, group_name=GROUP, deps=deps, kinds={"duckdb"},
+            dg.AssetSpec(LISTS, group_name=GROUP, deps=[*deps, DAY_INPUTS], kinds={"duckdb"},
                          description="Top products per contact, per kind (collaborative, bought after "
                                      "viewing, viewed together, bought together, combined, buy again, "
                                      "popular), per day; views recommendations.<kind> show the latest day."),
-            dg.AssetSpec(EVALUATION, group_name=GROUP, deps=deps, kinds={"duckdb"},
+            dg.AssetSpec(EVALUATION, group_name=GROUP, deps=[*deps, DAY_INPUTS], kinds={"duckdb"},
                          description="Back-test per day: every kind and the best sellers on the held-out "
                                      "last weeks of purchases (hit rate, precision, recall, MAP, NDCG, coverage)."),
-            dg.AssetSpec(UNKNOWN, group_name=GROUP, deps=deps, kinds={"duckdb"},
+            dg.AssetSpec(UNKNOWN, group_name=GROUP, deps=[*deps, DAY_INPUTS], kinds={"duckdb"},
                          description="Product ids named by orders or views that the catalogue lacks (never recommended)."),
         ],
-        pool=POOL, partitions_def=daily_partitions,
+        pool=POOL, partitions_def=daily_partitions, backfill_policy=daily_backfill,
     )
     def recommendations(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
         timer = Timer()
         day = dt.date.fromisoformat(context.partition_key)
         with warehouse.get_connection() as con:
-            stats = build_recommendations(con, settings, day)
+            stats = build_recommendations(day_inputs(con, day), settings, day)
             lists = table_metadata(con, "recommendations", "contact_products", timer.seconds, {
                 "contacts": stats["contacts"], "cold_contacts": stats["cold_contacts"],
                 "contacts_per_kind": stats["contacts_per_kind"], "item_pairs": stats["item_pairs"],

@@ -14,5 +14,7 @@ daily_job = dg.define_asset_job(
     partitions_def=daily_partitions,
     executor_def=dg.in_process_executor,
     description="Ingest every source, resolve identities, build golden records, the contact "
-                "card, RFM, segments and export feeds, as of the partition's day.",
+                "card, RFM, segments and export feeds, as of the partition's day. For a day "
+                "before the newest recorded one (a backfill) the partitioned assets read that "
+                "day's recorded inputs (history/days), one day per run.",
 )

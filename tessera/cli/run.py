@@ -34,10 +34,15 @@ def run_daily(day: dt.date, wait_s: float | None = None):
     return execute_daily_in_turn(job, instance, day.isoformat(), run_config, wait_s=wait_s)
 
 
-def summary(run_id: str | None = None) -> dict:
+def summary(run_id: str | None = None, day: dt.date | None = None) -> dict:
+    """The run's (default: the last) import counts, and the run history of its day (or of
+    ``day``): customers new / updated / merged / split / erased, segment changes and the
+    feeds delivered for that day only."""
     import gc
 
+    from tessera.engine import DuckDBEngine
     from tessera.engine.warehouse import connect, table_exists
+    from tessera.history.summary import day_summary
     from tessera.settings.paths import tessera_paths
 
     # A failed in-process run can leave its DuckDB connection referenced by the error's
@@ -45,6 +50,13 @@ def summary(run_id: str | None = None) -> dict:
     gc.collect()
     con = connect(tessera_paths()["warehouse"])
     try:
+        engine = DuckDBEngine(con)
+        if day is None and run_id and table_exists(con, "history", "runs"):
+            row = con.execute("SELECT as_of_date FROM history.runs WHERE run_id = ?", [run_id]).fetchone()
+            day = row[0] if row else None
+        the_day = day_summary(engine, day)
+        if run_id is None and day is not None:  # the day's last forward run
+            run_id = the_day["runs"][-1] if the_day and the_day["runs"] else ""
         if run_id is None:
             row = con.execute("SELECT batch_id FROM ops.import_report "
                               "ORDER BY loaded_at DESC LIMIT 1").fetchone()
@@ -56,8 +68,11 @@ def summary(run_id: str | None = None) -> dict:
             FROM ops.import_report WHERE batch_id = ?""", [run_id]).fetchone()
         customers = con.execute("SELECT count(*) FROM core.customers").fetchone()[0]
         records = con.execute("SELECT count(*) FROM core.customer_sources").fetchone()[0]
+        # only the feeds of the summarised day (every earlier day's stay in the table)
+        feed_day = the_day["as_of_date"] if the_day else con.execute(
+            "SELECT max(as_of_date) FROM exports.feed_deliveries").fetchone()[0]
         feeds = con.execute("""SELECT feed, as_of_date, file, rows FROM exports.feed_deliveries
-                               ORDER BY written_at DESC, feed""").fetchall()
+                               WHERE as_of_date = ? ORDER BY feed""", [feed_day]).fetchall()
         predictions = None
         if table_exists(con, "predictions", "accuracy"):
             # the latest day's scored contacts and its back-test AUCs of "buys in the window"
@@ -86,7 +101,7 @@ def summary(run_id: str | None = None) -> dict:
             "rows_rejected": int(rejected), "files_failed": int(failed),
             "contact_records": int(records), "golden_customers": int(customers), "feeds": feeds,
             "predictions": predictions,
-            "recommendations": recs, "activation": activation}
+            "recommendations": recs, "activation": activation, "day": the_day}
 
 
 def _recommendations_summary(con) -> dict | None:
@@ -111,6 +126,19 @@ def print_summary(s: dict) -> None:
     print(f"  rows rejected      {s['rows_rejected']:>8}   (see ops.rejects)")
     print(f"  contact records    {s['contact_records']:>8}")
     print(f"  golden customers   {s['golden_customers']:>8}")
+    d = s.get("day")
+    if d:
+        print(f"\n  day {d['as_of_date']} (all its runs):")
+        print(f"    files read         {d['files_read']:>8}   (failed: {d['files_failed']})")
+        print(f"    rows loaded        {d['rows_loaded']:>8}   rejected: {d['rows_rejected']}")
+        print(f"    customers          {d['customers']:>8}   new {d['customers_new']}, updated "
+              f"{d['customers_updated']}, merged {d['customers_merged']}, split "
+              f"{d['customers_split']}, erased {d['customers_erased']}")
+        print(f"    segment changes    {d['segment_entries'] + d['segment_exits']:>8}   "
+              f"({d['segment_entries']} entered, {d['segment_exits']} left)")
+        for segment, entered, exited in d["segments"]:
+            print(f"      {segment}: +{entered} -{exited}")
+        print(f"    feed rows          {d['feed_rows']:>8}   in {d['feeds']} feed(s)")
     if s.get("predictions") and s["predictions"][0]:
         day, scored, total, auc, base = s["predictions"]
         back = (f"; back-test AUC of buying {auc:.3f} vs {base:.3f} by recency"
@@ -236,9 +264,11 @@ def demo_cmd(ctx: click.Context, contacts: int) -> int:
 
 @click.command("summary")
 @click.option("--run-id", help="the run to report on (default: the latest in ops.import_report)")
+@click.option("--date", "day", type=DATE,
+              help="the business day to report on (default: the run's day, else the newest)")
 @click.pass_context
-def summary_cmd(ctx: click.Context, run_id: str | None) -> int:
-    """Summary of a run (default: the last)."""
+def summary_cmd(ctx: click.Context, run_id: str | None, day: dt.date | None) -> int:
+    """Summary of a run (default: the last) and the run history of its day."""
     setup_env(ctx)
     from tessera.settings.paths import tessera_paths
 
@@ -247,7 +277,7 @@ def summary_cmd(ctx: click.Context, run_id: str | None) -> int:
         print(f"no warehouse at {warehouse}: run `tessera run` or `tessera demo` first",
               file=sys.stderr)
         return 1
-    print_summary(summary(run_id))
+    print_summary(summary(run_id, day))
     return 0
 
 

@@ -17,7 +17,7 @@ from typing import Iterator
 import duckdb
 
 LAYERS = ("raw", "staging", "core", "marts", "marketing", "segments", "predictions", "recommendations", "exports",
-          "activation", "ops")
+          "activation", "history", "ops")
 
 # DuckDB would otherwise download extensions from the internet the first time a
 # function needs one; Tessera runs offline, so a missing extension must fail loudly.

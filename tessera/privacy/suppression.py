@@ -382,6 +382,23 @@ def forget(engine: Engine, deployment, key: str, *, emails=(), customer_ids=(),
                         engine, "privacy.forget.by_record",
                         f"DELETE FROM {schema}.{table} WHERE (source, source_record_id) IN "
                         "(SELECT source, source_record_id FROM _f_recs)")
+        # The recorded versions of past days (tessera.history): an erasure holds in every
+        # day a backfill rebuilds, so the person goes from every version too.
+        for table in _base_tables(engine, "history"):
+            cols = _columns(engine, "history", table)
+            where = []
+            if "customer_id" in cols:
+                where.append("customer_id IN (SELECT customer_id FROM _f_ids)")
+            if {"source", "source_record_id"} <= cols:
+                where.append("(source, source_record_id) IN (SELECT source, source_record_id FROM _f_recs)")
+            if "order_id" in cols and "customer_id" not in cols:
+                where.append("order_id IN (SELECT order_id FROM _f_orders)")
+            for col in ("email", "email_key"):
+                if col in cols:
+                    where.append(_ident_match("email", col))
+            if where:
+                deleted += _count(engine, "privacy.forget.history",
+                                  f"DELETE FROM history.{table} WHERE {' OR '.join(where)}")
         deleted += _count(engine, "privacy.forget.rejects", """DELETE FROM ops.rejects WHERE (source, source_record_id) IN
                                   (SELECT source, source_record_id FROM _f_recs)""")
         erased_ids = [r[0] for r in engine.rows(SqlStep(
@@ -459,7 +476,7 @@ def subject_access(engine: Engine, deployment, customer_id: int) -> dict:
         if rows:
             out["tables"][f"{schema}.{table}"] = rows
 
-    for schema in PERSON_SCHEMAS:
+    for schema in (*PERSON_SCHEMAS, "history"):
         for table in _base_tables(engine, schema):
             cols = _columns(engine, schema, table)
             if "customer_id" in cols:

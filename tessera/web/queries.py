@@ -23,6 +23,7 @@ from weakref import WeakKeyDictionary
 
 from tessera.card.search import REGISTRY_ORDER, SEARCH_TABLE, contact_search_select
 from tessera.engine import Engine, SqlStep
+from tessera.history.summary import days_step
 from tessera.privacy.consent import SOFT_DELETED_SQL
 
 # A page's results are small (a card's tab, 50 search hits): DuckDB's note that Arrow output
@@ -655,6 +656,11 @@ def analytics(engine: Engine) -> dict[str, Any]:
                    CAST(sum(coalesce(suppressed, 0)) AS BIGINT) AS suppressed
             FROM ops.import_report GROUP BY ALL ORDER BY day DESC LIMIT 60"""),
             empty="No file loaded yet."))
+    if _has(engine, "history.runs") and _has(engine, "ops.import_report"):
+        out["tables"].append(_table(engine, "Run history per day", days_step(engine),
+                                    empty="No day recorded yet.",
+                                    note="Files, rows and customers of each day's runs; segment "
+                                         "entries and exits dated that day; that day's feeds only."))
     if _has(engine, "ops.segment_runs"):
         out["tables"].append(_table(engine, "Segment sizes over time", SqlStep("web.segment_runs", """
             SELECT as_of_date, segment, members FROM ops.segment_runs

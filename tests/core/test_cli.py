@@ -180,3 +180,29 @@ def test_help_and_summary_do_not_import_dagster(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "Tessera daily run summary" in proc.stdout
+
+
+def test_summary_of_a_day_lists_that_days_feeds_only(tmp_path, capsys):
+    import datetime as dt
+
+    from tessera.cli import main
+    from tessera.engine import DuckDBEngine
+    from tessera.engine.warehouse import connect
+    from tessera.history import record_day
+
+    home = tmp_path / "home"
+    _warehouse_for_summary(home)
+    con = connect(home / "warehouse.duckdb")
+    try:
+        for i, day in enumerate((dt.date(2026, 11, 1), dt.date(2026, 11, 2))):
+            con.execute("INSERT INTO core.customers VALUES (?)", [10 + i])
+            con.execute("INSERT INTO exports.feed_deliveries VALUES (?, ?, ?, ?, now())",
+                        [f"feed_day{i + 1}", day, f"f{i}.csv", 5 + i])
+            record_day(DuckDBEngine(con), day, f"run-{i}", dt.datetime(2026, 11, 3 + i))
+    finally:
+        con.close()
+    assert main(["--home", str(home), "summary", "--date", "2026-11-02"]) == 0
+    out = capsys.readouterr().out
+    assert "day 2026-11-02" in out
+    assert "new 1, updated 0, merged 0, split 0, erased 0" in out
+    assert "feed_day2 2026-11-02: 6 rows" in out and "feed_day1" not in out
