@@ -51,8 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc.code, int):
             return exc.code
         raise
-    except click.exceptions.Abort:
-        click.echo("Aborted!", err=True)
+    except click.exceptions.Abort as exc:
+        # click turns an EOFError or KeyboardInterrupt into Abort: name which (no message,
+        # it could carry data), so an interrupted run says why
+        cause = type(exc.__context__).__name__ if exc.__context__ else "interrupted"
+        click.echo(f"Aborted! ({cause})", err=True)
         return 1
     except click.ClickException as exc:
         exc.show()
