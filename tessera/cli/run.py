@@ -72,13 +72,35 @@ def summary(run_id: str | None = None) -> dict:
                     AND target = 'purchase' AND model = 'recency_only' AND metric = 'auc')
                 FROM d""").fetchone()
         recs = _recommendations_summary(con)
+        web = _web_summary(con, tessera_paths()["warehouse"])
     finally:
         con.close()
     return {"run_id": run_id, "files_read": int(files), "rows_loaded": int(loaded),
             "rows_rejected": int(rejected), "files_failed": int(failed),
             "contact_records": int(records), "golden_customers": int(customers), "feeds": feeds,
             "predictions": predictions,
-            "recommendations": recs}
+            "recommendations": recs, "web": web}
+
+
+def _web_summary(con, warehouse) -> dict | None:
+    """The web page's published snapshot, the latest static report and the day's new /
+    updated / deleted contacts (None before the first publication)."""
+    import json
+
+    from tessera.web.report import report_folder
+    from tessera.web.snapshot import current
+
+    folder = current(warehouse)
+    if folder is None:
+        return None
+    rows = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["rows"]
+    reports = sorted(report_folder(warehouse).glob("analytics-*.html"))
+    changes = con.execute("SELECT new, updated, deleted FROM marts.contact_changes "
+                          "ORDER BY as_of_date DESC LIMIT 1").fetchone() if con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'marts' "
+        "AND table_name = 'contact_changes'").fetchone()[0] else None
+    return {"tables": len(rows), "rows": sum(rows.values()), "folder": str(folder),
+            "report": str(reports[-1]) if reports else None, "changes": changes}
 
 
 def _recommendations_summary(con) -> dict | None:
@@ -116,6 +138,19 @@ def print_summary(s: dict) -> None:
         back = ", ".join(f"{k} {v:.3f}" for k, v in sorted(recs["ndcg"].items()))
         print(f"  recommendations    {recs['rows']:>8}   rows for {recs['contacts']} contacts on "
               f"{recs['day']} (back-test NDCG@k on new items: {back or 'no held-out purchases'})")
+    _print_web(s.get("web"))
+
+
+def _print_web(web: dict | None) -> None:
+    if not web:
+        return
+    if web["changes"]:
+        new, updated, deleted = web["changes"]
+        print(f"  contacts changed   {new + updated + deleted:>8}   ({new} new, {updated} updated, "
+              f"{deleted} deleted)")
+    print(f"  web snapshot       {web['tables']:>8}   tables, {web['rows']} rows -> {web['folder']}")
+    if web["report"]:
+        print(f"  analytics report   {'':>8}   {web['report']}")
 
 
 def _run_day(ctx: click.Context, day: dt.date | None) -> int:

@@ -463,6 +463,36 @@ def test_publishing_switches_atomically_and_keeps_the_previous_folder(web_env, t
     assert folders == sorted([Path(second["folder"]).name, Path(third["folder"]).name])
 
 
+def test_a_soft_delete_leaves_the_published_page_at_once(web_env, tmp_path, monkeypatch):
+    """`tessera bulk-edit delete` publishes the snapshot again: the person is gone from the
+    page before the next run."""
+    import shutil
+
+    from starlette.testclient import TestClient
+
+    from tessera.cli.app import main
+    from tessera.engine.warehouse import connect
+    from tessera.web.app import create_app
+
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copyfile(web_env["warehouse"], copy)
+    con = connect(copy)
+    try:
+        publish(as_engine(con), copy)
+        cid = con.execute("SELECT min(customer_id) FROM marts.contact_cards").fetchone()[0]
+    finally:
+        con.close()
+    for var, value in (("TESSERA_HOME", tmp_path), ("TESSERA_WAREHOUSE", copy),
+                       ("DAGSTER_HOME", tmp_path / "dagster_home"), ("TESSERA_CONFIG", os.environ.get(
+                           "TESSERA_CONFIG", str(Path(__file__).parents[2] / "examples" / "demo")))):
+        monkeypatch.setenv(var, str(value))
+    with TestClient(create_app(copy)) as c:
+        assert c.get(f"/card/{cid}").status_code == 200
+        assert main(["bulk-edit", "delete", "--customer-id", str(cid), "--yes"]) == 0
+        assert c.get(f"/card/{cid}").status_code == 404
+        assert cid not in result_ids(c.get("/", params={"q": str(cid)}).text)
+
+
 def test_a_writing_run_gets_503_not_a_wait(web_env, tmp_path):
     """Where no snapshot was published yet, the page reads the warehouse: a writer in
     another process holds DuckDB's lock, and the page says so at once."""
