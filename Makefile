@@ -123,7 +123,7 @@ bench-predictions: install
 	$(PY) bench/predictions.py --customers $(CUSTOMERS)
 
 ## bench-web: search and card latency through the real web server on a synthetic warehouse,
-## without and with marts.contact_search and with events clustered by customer
+## reading the warehouse, then the published snapshot, then the snapshot while a writer holds it
 ## (reference scale: CONTACTS=1000000 EVENTS=50000000)
 REQUESTS ?= 20
 bench-web: install

@@ -31,15 +31,23 @@ def load_stage_modules():
         if info.name.startswith("_"):
             continue
         module = importlib.import_module(f"{assets_pkg.__name__}.{info.name}")
-        if hasattr(module, "build"):
+        if hasattr(module, "build") or hasattr(module, "build_last"):
             yield module
 
 
 def build_assets(deployment: Deployment) -> tuple[list, list]:
-    """Every asset and asset check of every stage module, for one deployment."""
+    """Every asset and asset check of every stage module, for one deployment. A module
+    with ``build_last(deployment, keys)`` instead of ``build`` is built after the others,
+    with their asset keys (an asset that must run at the end of the day, after them)."""
     all_assets, all_checks = [], []
-    for module in load_stage_modules():
+    modules = list(load_stage_modules())
+    for module in [m for m in modules if hasattr(m, "build")]:
         a, c = module.build(deployment)
+        all_assets.extend(a)
+        all_checks.extend(c)
+    upstream = [key for a in all_assets for key in a.keys]
+    for module in [m for m in modules if not hasattr(m, "build")]:
+        a, c = module.build_last(deployment, upstream)
         all_assets.extend(a)
         all_checks.extend(c)
     return all_assets, all_checks

@@ -62,6 +62,7 @@ def forget_cmd(ctx: click.Context, emails: tuple[str, ...], customer_ids: tuple[
         privacy._test_point("forget-after-commit")
         files = finish_erasures(con, deployment, paths["landing"], key).get(request_id, 0)
         feeds = _scrub_feeds(con, deployment, paths)
+        _republish(con, paths)
     finally:
         con.close()
     # Counts only: the request's e-mails are personal data and are not echoed back.
@@ -79,6 +80,15 @@ def _scrub_feeds(con, deployment, paths) -> dict:
 
     return scrub_feeds(con, deployment.feeds, paths["feeds"],
                        dt.datetime.now().replace(microsecond=0))
+
+
+def _republish(con, paths) -> None:
+    """The web page reads a published snapshot: publish it again at once, or it would
+    show an erased or soft-deleted person until the next run."""
+    from tessera.engine import as_engine
+    from tessera.web.snapshot import republish_if_published
+
+    republish_if_published(as_engine(con), paths["warehouse"])
 
 
 def _resolve_ids(con, customer_ids, ids_file, segment) -> list[int]:
@@ -126,6 +136,7 @@ def bulk_edit_cmd(ctx: click.Context, action: str, customer_ids: tuple[int, ...]
         ids = _resolve_ids(con, customer_ids, ids_file, segment)
         edit_id = edit_id or uuid.uuid4().hex
         n = request_bulk_edit(con, action, ids, edit_id=edit_id, requested_by=by)
+        _republish(con, _paths)
     finally:
         con.close()
     print(f"bulk edit {edit_id}: {action} requested for {n} customers; applied by the next run")
@@ -169,6 +180,7 @@ def purge_cmd(ctx: click.Context, grace_hours: float, yes: bool) -> int:
         privacy._test_point("forget-after-commit")
         files = finish_erasures(con, deployment, paths["landing"], key).get(request_id, 0)
         feeds = _scrub_feeds(con, deployment, paths)
+        _republish(con, paths)
     finally:
         con.close()
     print(f"purge {request_id}: {out['customers']} customers erased, "

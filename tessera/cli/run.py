@@ -95,13 +95,35 @@ def summary(run_id: str | None = None, day: dt.date | None = None) -> dict:
                                       "ORDER BY 1").fetchall(),
                           con.execute("SELECT status, count(*) FROM activation.journey_state "
                                       "GROUP BY 1 ORDER BY 1").fetchall())
+        web = _web_summary(con, tessera_paths()["warehouse"])
     finally:
         con.close()
     return {"run_id": run_id, "files_read": int(files), "rows_loaded": int(loaded),
             "rows_rejected": int(rejected), "files_failed": int(failed),
             "contact_records": int(records), "golden_customers": int(customers), "feeds": feeds,
             "predictions": predictions,
-            "recommendations": recs, "activation": activation, "day": the_day}
+            "recommendations": recs, "activation": activation, "day": the_day, "web": web}
+
+
+def _web_summary(con, warehouse) -> dict | None:
+    """The web page's published snapshot, the latest static report and the day's new /
+    updated / deleted contacts (None before the first publication)."""
+    import json
+
+    from tessera.web.report import report_folder
+    from tessera.web.snapshot import current
+
+    folder = current(warehouse)
+    if folder is None:
+        return None
+    rows = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["rows"]
+    reports = sorted(report_folder(warehouse).glob("analytics-*.html"))
+    changes = con.execute("SELECT new, updated, deleted FROM marts.contact_changes "
+                          "ORDER BY as_of_date DESC LIMIT 1").fetchone() if con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'marts' "
+        "AND table_name = 'contact_changes'").fetchone()[0] else None
+    return {"tables": len(rows), "rows": sum(rows.values()), "folder": str(folder),
+            "report": str(reports[-1]) if reports else None, "changes": changes}
 
 
 def _recommendations_summary(con) -> dict | None:
@@ -158,6 +180,19 @@ def print_summary(s: dict) -> None:
               + ", ".join(f"{k} {n}" for k, n in actions) + ")")
         print(f"  journey entries    {sum(n for _, n in journeys):>8}   ("
               + ", ".join(f"{k} {n}" for k, n in journeys) + ")")
+    _print_web(s.get("web"))
+
+
+def _print_web(web: dict | None) -> None:
+    if not web:
+        return
+    if web["changes"]:
+        new, updated, deleted = web["changes"]
+        print(f"  contacts changed   {new + updated + deleted:>8}   ({new} new, {updated} updated, "
+              f"{deleted} deleted)")
+    print(f"  web snapshot       {web['tables']:>8}   tables, {web['rows']} rows -> {web['folder']}")
+    if web["report"]:
+        print(f"  analytics report   {'':>8}   {web['report']}")
 
 
 def _run_day(ctx: click.Context, day: dt.date | None) -> int:

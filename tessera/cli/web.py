@@ -21,8 +21,8 @@ from tessera.cli.common import setup_env
 def web(ctx: click.Context, host: str, port: int, token_env: str) -> int:
     """Serve the warehouse read-only to a browser until Ctrl-C.
 
-    Each page opens the warehouse read-only and closes it before answering, so the daily
-    job can always write; while a run writes, pages answer 503 and say so.
+    Pages read the snapshot the daily job publishes at its end, so they answer while a
+    run writes; before the first publication they read the warehouse (503 while it writes).
     """
     setup_env(ctx)
     from tessera.settings.paths import tessera_paths
@@ -55,10 +55,10 @@ def _print_table(table) -> None:
 
 def _reader(ctx: click.Context):
     setup_env(ctx)
-    from tessera.engine import read_only
     from tessera.settings.paths import tessera_paths
+    from tessera.web.snapshot import reader
 
-    return read_only(tessera_paths()["warehouse"])
+    return reader(tessera_paths()["warehouse"])
 
 
 @click.command("search", short_help="Find contacts by name, e-mail, phone, birth year or id.")
@@ -88,7 +88,7 @@ def search(ctx: click.Context, words: tuple[str, ...], limit: int) -> int:
 @click.argument("key")
 @click.option("--tab", "tabs", multiple=True, default=("profile",), show_default=True,
               help="tab(s) to print, repeatable: profile, identifiers, consents, orders, timeline, "
-                   "notes, companies, segments, scores, stages, rfm, predictions, "
+                   "visits, messages, notes, companies, segments, scores, stages, rfm, predictions, "
                    "recommendations, or all")
 @click.pass_context
 def card(ctx: click.Context, key: str, tabs: tuple[str, ...]) -> int:

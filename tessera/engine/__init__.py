@@ -14,11 +14,12 @@ from tessera.engine.base import Engine
 from tessera.engine.steps import SqlStep, step_from_file
 
 __all__ = ["DuckDBEngine", "Engine", "SqlStep", "WarehouseUnavailable", "as_engine", "read_only",
-           "recording", "step_from_file"]
+           "read_snapshot", "recording", "step_from_file"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("DuckDBEngine", "WarehouseUnavailable", "as_engine", "read_only", "recording"):
+    if name in ("DuckDBEngine", "WarehouseUnavailable", "as_engine", "read_only", "read_snapshot",
+                "recording"):
         from tessera.engine import duckdb_engine
 
         return getattr(duckdb_engine, name)

@@ -8,6 +8,7 @@ SQL, so a DuckDB-only spelling that slipped past :mod:`tessera.engine.dialect` f
 from __future__ import annotations
 
 import hashlib
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -204,3 +205,45 @@ def read_only(path: str | Path, threads: int | None = None) -> Iterator[Engine]:
         yield DuckDBEngine(con)
     finally:
         con.close()
+
+
+# A published snapshot (a folder of ``<schema>.<table>.parquet`` files) is opened once per
+# process as an in-memory database of views; each use gets its own cursor. Two folders are
+# kept open: the newest, and the one a request may still be reading as a new one appears.
+_SNAPSHOTS: dict[str, duckdb.DuckDBPyConnection] = {}
+_SNAPSHOT_LOCK = threading.Lock()
+
+
+def _snapshot_connection(folder: Path, threads: int | None) -> duckdb.DuckDBPyConnection:
+    key = str(folder.resolve())
+    with _SNAPSHOT_LOCK:
+        con = _SNAPSHOTS.get(key)
+        if con is not None:
+            return con
+        config: dict = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+        if threads:
+            config["threads"] = threads
+        con = duckdb.connect(":memory:", config=config)
+        for file in sorted(folder.glob("*.parquet")):
+            schema, _, table = file.stem.partition(".")
+            con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            con.execute(f'CREATE VIEW "{schema}"."{table}" AS '
+                        f"SELECT * FROM read_parquet({sql_literal(str(file))})")
+        _SNAPSHOTS[key] = con
+        for old in list(_SNAPSHOTS)[:-2]:
+            _SNAPSHOTS.pop(old).close()
+        return con
+
+
+@contextmanager
+def read_snapshot(folder: str | Path, threads: int | None = None) -> Iterator[Engine]:
+    """A read-only session on a published snapshot folder: never touches the warehouse
+    file, so it answers while a run holds the writer's lock (the page's normal path)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise WarehouseUnavailable("the published snapshot is gone; try again")
+    cursor = _snapshot_connection(folder, threads).cursor()
+    try:
+        yield DuckDBEngine(cursor)
+    finally:
+        cursor.close()

@@ -1,10 +1,11 @@
 """The analyst's web page: search, the 360-degree contact card and a small analytics page.
 
-A front end beside :mod:`tessera.cli`, read-only: every request opens the warehouse
-read-only through the engine seam (:func:`tessera.engine.read_only`) and closes it before
-answering, so the page never holds DuckDB's file while the daily job needs to write it
-(RELIABILITY.md rule 3); while a run writes, the page says so instead of waiting.
+A front end beside :mod:`tessera.cli`, read-only: every request reads the snapshot the
+daily job publishes at its end (``snapshot``: Parquet files of the tables the page reads,
+switched atomically), so the page never holds DuckDB's file while the daily job needs to
+write it (RELIABILITY.md rule 3), and answers while a run writes.
 
-``queries`` holds what is read (named SQL steps over the warehouse), ``app`` the
-Starlette application and its templates.
+``queries`` holds what is read (named SQL steps over the warehouse), ``snapshot`` the
+publication, ``report`` the daily static HTML report, ``app`` the Starlette application
+and its templates.
 """

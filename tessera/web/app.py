@@ -5,8 +5,10 @@ Why it is built this way:
 - Server-rendered Jinja2 with autoescaping, and a Content-Security-Policy that allows no
   script at all and only the page's own style sheet: customer data (a name such as
   ``<script>...``) is always text, and even a template mistake could not run a script.
-- One short read-only warehouse session per request (:func:`tessera.engine.read_only`):
-  the page never blocks the daily job's single writer, and answers 503 while it writes.
+- Each request reads the snapshot the daily job published (:mod:`tessera.web.snapshot`),
+  never the warehouse file, so it neither blocks nor waits for the single writer; only a
+  warehouse with no published snapshot yet is read directly (and answers 503 while a run
+  writes).
 - No personal data in logs: uvicorn's access log (which prints the query string, so a
   searched name or e-mail) is off; this module logs method, route, status and time only.
 - Anything but a loopback address needs a token (HTTP Basic, any user name, the token as
@@ -31,8 +33,8 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from tessera.engine import WarehouseUnavailable, read_only
-from tessera.web import queries
+from tessera.engine import Engine, WarehouseUnavailable
+from tessera.web import queries, snapshot
 
 HERE = Path(__file__).resolve().parent
 LOG = logging.getLogger("tessera.web")
@@ -97,93 +99,89 @@ class _Guard(BaseHTTPMiddleware):
 
 
 def create_app(warehouse: str | Path, token: str | None = None) -> Starlette:
-    """The app over the warehouse file at ``warehouse`` (opened read-only per request)."""
+    """The app over the warehouse file at ``warehouse``: it reads the snapshot the daily
+    job publishes (:mod:`tessera.web.snapshot`), or the warehouse itself, read-only,
+    where none was published yet."""
     env = _templates()
     warehouse = Path(warehouse)
 
     def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
         return HTMLResponse(env.get_template(name).render(**context), status_code=status)
 
-    def unavailable(exc: WarehouseUnavailable) -> HTMLResponse:
-        return page("message.html", 503, title="Warehouse not available", message=str(exc))
+    def missing(what: str, message: str) -> HTMLResponse:
+        return page("message.html", 404, title=f"No such {what}", message=message)
 
-    def home(request: Request) -> HTMLResponse:
-        q = request.query_params.get("q", "").strip()[:200]
-        letter = request.query_params.get("letter", "").strip()[:1]
+    def reading(build: Callable[[Engine], Response]) -> Response:
+        """``build``'s page from one short read session, or 503 when there is none."""
         try:
-            with read_only(warehouse) as engine:
-                table = queries.search(engine, q, letter)
+            with snapshot.reader(warehouse) as engine:
+                return build(engine)
         except WarehouseUnavailable as exc:
-            return unavailable(exc)
-        return page("search.html", q=q, letter=letter, table=table,
-                    letters="ABCDEFGHIJKLMNOPQRSTUVWXYZ", limit=queries.SEARCH_LIMIT)
+            return page("message.html", 503, title="Warehouse not available", message=str(exc))
 
-    def contact(request: Request) -> HTMLResponse:
+    def registry_page(registry: queries.Registry):
+        def handler(request: Request) -> Response:
+            q = request.query_params.get("q", "").strip()[:200]
+            letter = request.query_params.get("letter", "").strip()[:1]
+            return reading(lambda engine: page(
+                "registry.html", registry=registry, q=q, letter=letter,
+                table=registry.read(engine, q, letter), letters="ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+                limit=queries.SEARCH_LIMIT))
+        return handler
+
+    no_card = "No contact card with this id (never built, erased or deleted)."
+
+    def contact(request: Request) -> Response:
         customer_id = request.path_params["customer_id"]
         if customer_id >= 2**63:  # not a BIGINT: no such customer
-            return page("message.html", 404, title="No such contact",
-                        message="No contact card with this id (never built, erased or deleted).")
+            return missing("contact", no_card)
         tab = request.query_params.get("tab", "profile")
-        if tab not in queries.TAB_KEYS:
-            tab = "profile"
-        try:
-            with read_only(warehouse) as engine:
-                row = queries.card(engine, customer_id)
-                tables = queries.card_tab(engine, tab, row) if row else []
-        except WarehouseUnavailable as exc:
-            return unavailable(exc)
-        if row is None:
-            return page("message.html", 404, title="No such contact",
-                        message="No contact card with this id (never built, erased or deleted).")
-        return page("card.html", row=row, tab=tab, tabs=queries.TABS, tables=tables)
+        tab = tab if tab in queries.TAB_KEYS else "profile"
 
-    def companies(request: Request) -> HTMLResponse:
-        q = request.query_params.get("q", "").strip()[:200]
-        letter = request.query_params.get("letter", "").strip()[:1]
-        try:
-            with read_only(warehouse) as engine:
-                table = queries.companies_search(engine, q, letter)
-        except WarehouseUnavailable as exc:
-            return unavailable(exc)
-        return page("companies.html", q=q, letter=letter, table=table,
-                    letters="ABCDEFGHIJKLMNOPQRSTUVWXYZ", limit=queries.SEARCH_LIMIT)
+        def build(engine: Engine) -> Response:
+            row = queries.card(engine, customer_id)
+            if row is None:
+                return missing("contact", no_card)
+            return page("card.html", row=row, tab=tab, tabs=queries.TABS,
+                        tables=queries.card_tab(engine, tab, row))
+        return reading(build)
 
-    def company(request: Request) -> HTMLResponse:
+    def company(request: Request) -> Response:
         company_id = request.path_params["company_id"]
-        try:
-            with read_only(warehouse) as engine:
-                row, tables = queries.company(engine, company_id) if company_id < 2**63 else (None, [])
-        except WarehouseUnavailable as exc:
-            return unavailable(exc)
-        if row is None:
-            return page("message.html", 404, title="No such company", message="No company with this id.")
-        return page("company.html", row=row, tables=tables)
 
-    def analytics(request: Request) -> HTMLResponse:
-        try:
-            with read_only(warehouse) as engine:
-                data = queries.analytics(engine)
-        except WarehouseUnavailable as exc:
-            return unavailable(exc)
-        return page("analytics.html", **data)
+        def build(engine: Engine) -> Response:
+            row, tables = queries.company(engine, company_id) if company_id < 2**63 else (None, [])
+            if row is None:
+                return missing("company", "No company with this id.")
+            return page("company.html", row=row, tables=tables)
+        return reading(build)
+
+    def analytics(request: Request) -> Response:
+        return reading(lambda engine: page("analytics.html", **queries.analytics(engine)))
 
     def not_found(request: Request, exc: Exception) -> HTMLResponse:
         return page("message.html", 404, title="Not found", message="There is no such page.")
 
-    routes = [
-        Route("/", home),
+    routes = [Route(r.path, registry_page(r)) for r in queries.REGISTRIES] + [
         Route("/card/{customer_id:int}", contact),
-        Route("/companies", companies),
         Route("/company/{company_id:int}", company),
         Route("/analytics", analytics),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
+
     def failure() -> HTMLResponse:
         return page("message.html", 500, title="Something went wrong",
                     message="The page could not be built; the server log names the error's kind.")
 
     return Starlette(routes=routes, middleware=[Middleware(_Guard, token=token, failure=failure)],
                      exception_handlers={404: not_found})
+
+
+def render_report(data: dict[str, Any]) -> str:
+    """The analytics page as one self-contained HTML file (style inlined, no links to
+    the server): the daily run's report for analysts without the server."""
+    return _templates().get_template("analytics.html").render(
+        inline_css=(HERE / "static" / "tessera.css").read_text(encoding="utf-8"), report=True, **data)
 
 
 def is_loopback(host: str) -> bool:

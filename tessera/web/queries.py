@@ -18,7 +18,7 @@ import decimal
 import unicodedata
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 from weakref import WeakKeyDictionary
 
 from tessera.card.search import REGISTRY_ORDER, SEARCH_TABLE, contact_search_select
@@ -41,6 +41,7 @@ TABS = (
     ("orders", "Orders"),
     ("timeline", "Timeline"),
     ("visits", "Visits"),
+    ("messages", "Messages"),
     ("notes", "Notes and tasks"),
     ("companies", "Company"),
     ("segments", "Segments"),
@@ -114,6 +115,8 @@ def _has(engine: Engine, table: str) -> bool:
 
 def _hidden_sql(engine: Engine) -> str:
     """Customer ids soft-deleted now (a subquery), whatever the last run's cards say."""
+    if _has(engine, "ops.soft_deleted"):  # a published snapshot: the outcome, copied
+        return "SELECT customer_id FROM ops.soft_deleted"
     if not _has(engine, "ops.bulk_edits"):
         return "SELECT CAST(NULL AS BIGINT) AS customer_id WHERE FALSE"
     return f"SELECT customer_id FROM ({SOFT_DELETED_SQL}) WHERE customer_id IS NOT NULL"
@@ -214,21 +217,36 @@ def card_tab(engine: Engine, tab: str, row: dict[str, Any]) -> list[Table]:
     return _TAB_BUILDERS[tab](engine, row)
 
 
+def _with_lineage(engine: Engine, kind: str, key: int, what: str, fields: list[tuple]) -> Table:
+    """A golden record's (``kind``: customer or company) fields with each value's lineage."""
+    lineage: dict[str, tuple] = {}
+    if _has(engine, f"core.{kind}_field_lineage"):
+        for field_name, *rest in engine.rows(SqlStep(f"web.{kind}_lineage", f"""
+                SELECT field, source, node, source_record_id, source_updated_at, rule
+                FROM core.{kind}_field_lineage WHERE {kind}_id = $id""", {"id": key})):
+            lineage[field_name] = tuple(rest)
+    return Table(f"Golden {what} and the lineage of each field",
+                 ["field", "value", "source", "node", "source record", "source updated", "rule"],
+                 [(f, v, *lineage.get(f, ("", "", "", None, ""))) for f, v in fields],
+                 note="Each value's source record and the survivorship rule that chose it.")
+
+
+def _merged_sources(engine: Engine, kind: str, key: int, what: str) -> list[Table]:
+    """The source records resolved into one golden ``kind`` (customer or company)."""
+    if not _has(engine, f"core.{kind}_sources"):
+        return []
+    return [_table(engine, f"Source records merged into this {what}", SqlStep(f"web.{kind}_sources", f"""
+        SELECT source, source_record_id AS record, node, matched_by, resolved_at
+        FROM core.{kind}_sources WHERE {kind}_id = $id ORDER BY source, source_record_id""",
+        {"id": key}))]
+
+
 def _profile(engine: Engine, row: dict[str, Any]) -> list[Table]:
     cid = row["customer_id"]
     golden = _table_columns(engine, "core", "customers") or list(row)
-    lineage: dict[str, tuple] = {}
-    if _has(engine, "core.customer_field_lineage"):
-        for field_name, *rest in engine.rows(SqlStep("web.lineage", """
-                SELECT field, source, node, source_record_id, source_updated_at, rule
-                FROM core.customer_field_lineage WHERE customer_id = $id""", {"id": cid})):
-            lineage[field_name] = tuple(rest)
-    fields = [(f, row.get(f), *lineage.get(f, ("", "", "", None, ""))) for f in golden if f in row]
     totals = [(TOTAL_LABELS[k], row[k]) for k in TOTAL_LABELS if k in row]
     return [
-        Table("Golden profile and the lineage of each field",
-              ["field", "value", "source", "node", "source record", "source updated", "rule"],
-              fields, note="Each value's source record and the survivorship rule that chose it."),
+        _with_lineage(engine, "customer", cid, "profile", [(f, row.get(f)) for f in golden if f in row]),
         Table("E-commerce and activity totals", ["measure", "value"], totals),
     ]
 
@@ -238,12 +256,7 @@ def _identifiers(engine: Engine, row: dict[str, Any]) -> list[Table]:
     ids = [(k, row[k]) for k in ("customer_id", "email", "mobile", "phone", "erp_id", "tax_code")
            if k in row and row[k] not in (None, "")]
     tables = [Table("Golden identifiers", ["identifier", "value"], ids)]
-    if _has(engine, "core.customer_sources"):
-        tables.append(_table(engine, "Source records merged into this person", SqlStep(
-            "web.sources", """
-            SELECT source, source_record_id AS record, node, matched_by, resolved_at
-            FROM core.customer_sources WHERE customer_id = $id ORDER BY source, source_record_id""",
-            {"id": cid})))
+    tables += _merged_sources(engine, "customer", cid, "person")
     if _has(engine, "core.merge_log"):
         tables.append(_table(engine, "Merges and splits", SqlStep("web.merges", """
             SELECT logged_at, event, other_customer_id AS other_customer, records, rule
@@ -282,37 +295,32 @@ def _orders(engine: Engine, row: dict[str, Any]) -> list[Table]:
     return tables
 
 
+# What the timeline shows of each table: (table, when, kind, what, detail, extra condition).
+TIMELINE_PARTS = (
+    ("core.events", "occurred_at", "'event'", "event_type", "coalesce(properties, '')", ""),
+    ("core.orders", "CAST(order_date AS TIMESTAMP)", "'order'", "'order ' || order_id",
+     "CAST(amount AS VARCHAR) || ' ' || coalesce(channel_macro, '')", ""),
+    ("core.consent_events", "occurred_at", "'consent'", "channel || ' ' || state",
+     "kind || ' from ' || source", ""),
+    ("marketing.segment_history", "CAST(entered_on AS TIMESTAMP)", "'segment'", "'entered ' || segment",
+     "''", ""),
+    ("marketing.segment_history", "CAST(left_on AS TIMESTAMP)", "'segment'", "'left ' || segment", "''",
+     "left_on IS NOT NULL"),
+    ("marketing.stage_history", "CAST(entered_on AS TIMESTAMP)", "'stage'", "'entered ' || stage", "''", ""),
+    ("marketing.score_actions", "CAST(as_of_date AS TIMESTAMP)", "'score action'", "action || ' ' || target",
+     "score_type || ' crossed ' || CAST(threshold AS VARCHAR)", ""),
+    ("core.notes", "created_at", "'note'", "'note by ' || coalesce(author, '')", "''",
+     "visibility = 'public'"),
+    ("core.tasks", "created_at", "'task'", "title", "status", ""),
+)
+
+
 def timeline_step(engine: Engine, customer_id: int) -> SqlStep | None:
     """Everything that happened to the person, newest first: events, orders, consent
     changes, segment and stage moves, score actions, public notes and tasks."""
-    parts = []
-    if _has(engine, "core.events"):
-        parts.append("SELECT occurred_at, 'event' AS kind, event_type AS what, "
-                     "coalesce(properties, '') AS detail FROM core.events WHERE customer_id = $id")
-    if _has(engine, "core.orders"):
-        parts.append("SELECT CAST(order_date AS TIMESTAMP), 'order', 'order ' || order_id, "
-                     "CAST(amount AS VARCHAR) || ' ' || coalesce(channel_macro, '') "
-                     "FROM core.orders WHERE customer_id = $id")
-    if _has(engine, "core.consent_events"):
-        parts.append("SELECT occurred_at, 'consent', channel || ' ' || state, kind || ' from ' || source "
-                     "FROM core.consent_events WHERE customer_id = $id")
-    if _has(engine, "marketing.segment_history"):
-        parts.append("SELECT CAST(entered_on AS TIMESTAMP), 'segment', 'entered ' || segment, '' "
-                     "FROM marketing.segment_history WHERE customer_id = $id")
-        parts.append("SELECT CAST(left_on AS TIMESTAMP), 'segment', 'left ' || segment, '' "
-                     "FROM marketing.segment_history WHERE customer_id = $id AND left_on IS NOT NULL")
-    if _has(engine, "marketing.stage_history"):
-        parts.append("SELECT CAST(entered_on AS TIMESTAMP), 'stage', 'entered ' || stage, '' "
-                     "FROM marketing.stage_history WHERE customer_id = $id")
-    if _has(engine, "marketing.score_actions"):
-        parts.append("SELECT CAST(as_of_date AS TIMESTAMP), 'score action', action || ' ' || target, "
-                     "score_type || ' crossed ' || CAST(threshold AS VARCHAR) "
-                     "FROM marketing.score_actions WHERE customer_id = $id")
-    if _has(engine, "core.notes"):
-        parts.append("SELECT created_at, 'note', 'note by ' || coalesce(author, ''), '' "
-                     "FROM core.notes WHERE customer_id = $id AND visibility = 'public'")
-    if _has(engine, "core.tasks"):
-        parts.append("SELECT created_at, 'task', title, status FROM core.tasks WHERE customer_id = $id")
+    parts = [f"SELECT {at} AS occurred_at, {kind} AS kind, {what} AS what, {detail} AS detail "
+             f"FROM {table} WHERE customer_id = $id" + (f" AND {extra}" if extra else "")
+             for table, at, kind, what, detail, extra in TIMELINE_PARTS if _has(engine, table)]
     if not parts:
         return None
     union = "\nUNION ALL\n".join(parts)
@@ -362,6 +370,40 @@ def _visits(engine: Engine, row: dict[str, Any]) -> list[Table]:
             GROUP BY value ORDER BY events DESC, value""".format(prop=prop),
             {"id": row["customer_id"], "path": f"$.{prop}"}),
             empty=f"No event names a {prop}."))
+    return tables
+
+
+def _messages(engine: Engine, row: dict[str, Any]) -> list[Table]:
+    """The e-mail campaigns that reached the person (opens and clicks, from the events'
+    ``campaign_id``) or bounced (the bounce source), per campaign; then deliverability."""
+    cid = row["customer_id"]
+    parts = []
+    if _has(engine, "core.events"):
+        parts.append("""SELECT json_extract_string(properties, '$.campaign_id') AS campaign,
+                   occurred_at AS happened_at, event_type = 'email_open' AS opened,
+                   event_type = 'email_click' AS clicked, CAST(NULL AS VARCHAR) AS bounce
+            FROM core.events WHERE customer_id = $id AND event_type IN ('email_open', 'email_click')""")
+    bounces = _has(engine, "staging.bounces") and _has(engine, "core.bounce_status")
+    if bounces:
+        parts.append("""SELECT campaign_id, bounced_at, FALSE, FALSE, bounce_type FROM staging.bounces
+            WHERE email_key IN (SELECT email_key FROM core.bounce_status WHERE customer_id = $id)""")
+    if not parts:
+        return [Table("Messages", [], empty="No e-mail event or bounce source in this deployment.")]
+    union = "\nUNION ALL\n".join(parts)
+    tables = [_table(engine, "E-mail campaigns, latest first", SqlStep("web.messages", f"""
+        SELECT coalesce(campaign, '(no campaign)') AS campaign, min(happened_at) AS first_at, max(happened_at) AS last_at,
+               count(*) FILTER (WHERE opened) AS opens, count(*) FILTER (WHERE clicked) AS clicks,
+               max(bounce) AS bounce,
+               CASE WHEN max(bounce) IS NOT NULL THEN 'bounced (' || max(bounce) || ')'
+                    WHEN count(*) FILTER (WHERE clicked) > 0 THEN 'clicked'
+                    ELSE 'opened' END AS status
+        FROM ({union}) GROUP BY ALL ORDER BY last_at DESC, campaign LIMIT $limit""",
+        {"id": cid, "limit": LIST_LIMIT}), empty="No campaign opened, clicked or bounced.",
+        note="Sends that were neither opened nor bounced are not recorded by any source yet.")]
+    if bounces:
+        tables.append(_table(engine, "E-mail deliverability", SqlStep("web.bounce_status", """
+            SELECT state, hard_bounces, soft_bounces, campaigns_bounced, bounced_in_last_3, last_bounced_at
+            FROM core.bounce_status WHERE customer_id = $id""", {"id": cid}), empty="No bounce recorded."))
     return tables
 
 
@@ -464,9 +506,10 @@ def _rfm(engine: Engine, row: dict[str, Any]) -> list[Table]:
         empty="Not scored (no orders).")]
 
 
-def _discovered(schema: str):
+def _discovered(schema: str, accuracy: str = ""):
     """A tab over whatever tables another stage publishes in ``schema`` with a
-    ``customer_id`` column: the rows of the person's latest day, if the table has days."""
+    ``customer_id`` column: the rows of the person's latest day, if the table has days;
+    then the stage's ``accuracy`` table (its back-test), the latest day's rows."""
     label = schema.capitalize()
 
     def build(engine: Engine, row: dict[str, Any]) -> list[Table]:
@@ -487,6 +530,14 @@ def _discovered(schema: str):
         if not tables:
             tables.append(Table(label, [], empty=f"No {schema} yet: this tab fills when the "
                                                  f"{schema} stage publishes its tables."))
+        elif accuracy and _has(engine, f"{schema}.{accuracy}"):
+            tables.append(_table(engine, f"How accurate they are ({schema}.{accuracy}, latest day)",
+                                 SqlStep("web.accuracy", f"""
+                SELECT * FROM {schema}.{accuracy}
+                WHERE as_of_date = (SELECT max(as_of_date) FROM {schema}.{accuracy})
+                LIMIT $limit""", {"limit": LIST_LIMIT}),
+                note="The stage's back-test of the whole base, not of this person: how far to "
+                     "trust the rows above.", empty="Not back-tested yet (too little history)."))
         return tables
 
     return build
@@ -494,36 +545,111 @@ def _discovered(schema: str):
 
 _TAB_BUILDERS = {
     "profile": _profile, "identifiers": _identifiers, "consents": _consents, "orders": _orders,
-    "timeline": _timeline, "visits": _visits, "notes": _notes, "companies": _companies, "segments": _segments,
+    "timeline": _timeline, "visits": _visits, "messages": _messages, "notes": _notes, "companies": _companies, "segments": _segments,
     "scores": _scores, "stages": _stages, "rfm": _rfm,
-    "predictions": _discovered("predictions"), "recommendations": _discovered("recommendations"),
+    "predictions": _discovered("predictions", "accuracy"),
+    "recommendations": _discovered("recommendations", "evaluation"),
 }
 
 
-# ------------------------------------------------------------------------------ companies
+# ------------------------------------------------------------------------------ registries
+
+def _registry_step(engine: Engine, name: str, source: str, text: str, initial: str, order: str,
+                   select: str, query: str, letter: str, limit: int) -> SqlStep:
+    """A registry list: every word of ``query`` in the folded ``text``, ``letter`` the
+    first letter of the folded ``initial``, rows in ``order``. Registries differ only by
+    these expressions (Sendero: a keyword box, the initial-letter bar, a fixed order)."""
+    params: dict[str, Any] = {"limit": limit}
+    conds = [f"x.customer_id NOT IN ({_hidden_sql(engine)})"] if "x.customer_id" in select else []
+    for i, word in enumerate(query.split()[:8]):
+        params[f"t{i}"] = fold(word)
+        conds.append(f"contains(lower(strip_accents({text})), $t{i})")
+    if letter:
+        params["letter"] = fold(letter)[:1]
+        conds.append(f"starts_with(lower(strip_accents(coalesce({initial}, ''))), $letter)")
+    return SqlStep(name, f"""
+        SELECT {select} FROM {source} WHERE {" AND ".join(conds) or "TRUE"}
+        ORDER BY {order} LIMIT $limit""", params)
+
 
 def companies_search(engine: Engine, query: str, letter: str = "", limit: int = SEARCH_LIMIT) -> Table:
     """The B2B companies registry: every word must be in the legal name, VAT number, ERP
     id, e-mail, city, province or region; in legal-name order, with an initial filter."""
     if not _has(engine, "core.companies"):
         return Table("Companies", [], empty="This deployment has no company source.")
-    params: dict[str, Any] = {"limit": limit}
-    conds = []
-    for i, word in enumerate(query.split()[:8]):
-        params[f"t{i}"] = fold(word)
-        conds.append(f"contains(lower(strip_accents(concat_ws(' ', k.legal_name, k.vat_number, k.erp_id, "
-                     f"k.email, k.city, k.province, k.region))), $t{i})")
-    if letter:
-        params["letter"] = fold(letter)[:1]
-        conds.append("starts_with(lower(strip_accents(coalesce(k.legal_name, ''))), $letter)")
     people = ("(SELECT count(*) FROM core.company_contacts p WHERE p.company_id = k.company_id)"
               if _has(engine, "core.company_contacts") else "0")
-    return _table(engine, "Companies", SqlStep("web.companies", f"""
-        SELECT k.company_id AS id, k.legal_name, k.vat_number, k.city, k.province, k.sector_macro,
-               k.employees, {people} AS people
-        FROM core.companies k WHERE {" AND ".join(conds) or "TRUE"}
-        ORDER BY lower(strip_accents(coalesce(k.legal_name, ''))), k.company_id
-        LIMIT $limit""", params), empty="No company matches.", link="company")
+    return _table(engine, "Companies", _registry_step(
+        engine, "web.companies", "core.companies k",
+        "concat_ws(' ', k.legal_name, k.vat_number, k.erp_id, k.email, k.city, k.province, k.region)",
+        "k.legal_name", "lower(strip_accents(coalesce(k.legal_name, ''))), k.company_id",
+        "k.company_id AS id, k.legal_name, k.vat_number, k.city, k.province, k.sector_macro, "
+        f"k.employees, {people} AS people", query, letter, limit),
+        empty="No company matches.", link="company")
+
+
+def company_users_search(engine: Engine, query: str, letter: str = "",
+                         limit: int = SEARCH_LIMIT) -> Table:
+    """The B2B company users registry: people linked to a company, found by name, e-mail,
+    company, VAT number or role; in surname and name order (shown people only)."""
+    if not (_has(engine, "core.company_contacts") and _has(engine, "core.companies")):
+        return Table("Company users", [], empty="This deployment has no company users.")
+    return _table(engine, "Company users", _registry_step(
+        engine, "web.company_users",
+        "core.company_contacts p JOIN marts.contact_cards x ON x.customer_id = p.customer_id "
+        "JOIN core.companies k ON k.company_id = p.company_id",
+        "concat_ws(' ', x.last_name, x.first_name, x.email, x.mobile, k.legal_name, k.vat_number, p.role)",
+        "coalesce(x.last_name, x.email)",
+        "lower(strip_accents(coalesce(x.last_name, x.email, ''))), "
+        "lower(strip_accents(coalesce(x.first_name, ''))), x.customer_id, k.company_id",
+        "x.customer_id AS id, x.last_name AS surname, x.first_name AS name, x.email, "
+        "k.legal_name AS company, k.vat_number, p.role", query, letter, limit),
+        empty="No company user matches.", link="card")
+
+
+def potential_companies_search(engine: Engine, query: str, letter: str = "",
+                               limit: int = SEARCH_LIMIT) -> Table:
+    """The potential (purchased) companies registry: every word in the legal name, VAT
+    number, e-mail, city, province, region or status (``potential`` / ``registered``)."""
+    if not _has(engine, "core.potential_companies"):
+        return Table("Potential companies", [], empty="This deployment has no purchased lists.")
+    return _table(engine, "Potential companies", _registry_step(
+        engine, "web.potential_companies", "core.potential_companies k",
+        "concat_ws(' ', k.legal_name, k.vat_number, k.email, k.city, k.province, k.region, "
+        "k.country, k.status, k.source)",
+        "k.legal_name", "lower(strip_accents(coalesce(k.legal_name, ''))), k.source, k.source_record_id",
+        "k.registered_company_id AS company, k.legal_name, k.vat_number, k.city, k.province, "
+        "k.country, k.sector_macro, k.status, k.registered_by, k.source", query, letter, limit),
+        empty="No potential company matches.", link="company")
+
+
+@dataclass(frozen=True)
+class Registry:
+    """One registry list page: its address, words, and the read behind it."""
+
+    path: str
+    title: str
+    placeholder: str
+    initial: str
+    order: str
+    read: Callable[..., Table]
+
+
+def _contacts(engine: Engine, query: str, letter: str = "", limit: int = SEARCH_LIMIT) -> Table:
+    return search(engine, query, letter, limit)
+
+
+REGISTRIES = (
+    Registry("/", "Contacts", "name, e-mail, phone, birth year or id", "Surname (else e-mail)",
+             "surname and name, else e-mail", _contacts),
+    Registry("/companies", "Companies", "legal name, VAT number, city or ERP id", "Legal name",
+             "legal name", companies_search),
+    Registry("/company-users", "Company users", "name, e-mail, company, VAT number or role",
+             "Surname (else e-mail)", "surname and name, else e-mail", company_users_search),
+    Registry("/potential-companies", "Potential companies",
+             "legal name, VAT number, city, status (potential, registered)", "Legal name",
+             "legal name", potential_companies_search),
+)
 
 
 def company(engine: Engine, company_id: int) -> tuple[dict[str, Any] | None, list[Table]]:
@@ -536,15 +662,7 @@ def company(engine: Engine, company_id: int) -> tuple[dict[str, Any] | None, lis
     if not data or not next(iter(data.values())):
         return None, []
     row = {k: v[0] for k, v in data.items()}
-    lineage: dict[str, tuple] = {}
-    if _has(engine, "core.company_field_lineage"):
-        for field_name, *rest in engine.rows(SqlStep("web.company_lineage", """
-                SELECT field, source, node, source_record_id, source_updated_at, rule
-                FROM core.company_field_lineage WHERE company_id = $id""", {"id": company_id})):
-            lineage[field_name] = tuple(rest)
-    tables = [Table("Golden company and the lineage of each field",
-                    ["field", "value", "source", "node", "source record", "source updated", "rule"],
-                    [(f, v, *lineage.get(f, ("", "", "", None, ""))) for f, v in row.items()])]
+    tables = [_with_lineage(engine, "company", company_id, "company", list(row.items()))]
     if _has(engine, "core.company_contacts"):
         tables.append(_table(engine, "People of this company", SqlStep("web.company_people", f"""
             SELECT c.customer_id AS id, c.last_name AS surname, c.first_name AS name, c.email,
@@ -553,13 +671,7 @@ def company(engine: Engine, company_id: int) -> tuple[dict[str, Any] | None, lis
             WHERE p.company_id = $id AND c.customer_id NOT IN ({_hidden_sql(engine)})
             ORDER BY surname, name, c.customer_id LIMIT $limit""",
             {"id": company_id, "limit": LIST_LIMIT}), empty="No person linked.", link="card"))
-    if _has(engine, "core.company_sources"):
-        tables.append(_table(engine, "Source records merged into this company", SqlStep(
-            "web.company_sources", """
-            SELECT source, source_record_id AS record, node, matched_by, resolved_at
-            FROM core.company_sources WHERE company_id = $id ORDER BY source, source_record_id""",
-            {"id": company_id})))
-    return row, tables
+    return row, tables + _merged_sources(engine, "company", company_id, "company")
 
 
 # ------------------------------------------------------------------------------- analytics
@@ -647,6 +759,21 @@ def analytics(engine: Engine) -> dict[str, Any]:
                    {"coalesce(o.revenue, 0)" if orders else "0"} AS revenue
             FROM staging.offers f {uses}
             ORDER BY orders_using_it DESC, offer"""), empty="No offer delivered."))
+    if _has(engine, "marts.contact_changes"):
+        out["tables"].append(_table(engine, "New, updated and deleted contacts per day", SqlStep(
+            "web.contact_changes", """
+            SELECT as_of_date AS day, new, updated, deleted, contacts, compared_with
+            FROM marts.contact_changes ORDER BY as_of_date DESC LIMIT 60"""),
+            note="Against the cards of the previous day the job ran (compared_with); on the first "
+                 "day every contact counts as new. Deleted: erased, soft-deleted or merged.",
+            empty="Not computed yet: run the daily job."))
+    if _has(engine, "core.orders"):
+        out["tables"].append(_table(engine, "Sales per channel", SqlStep("web.sales_channels", """
+            SELECT channel_macro, channel_micro, count(*) AS orders,
+                   count(DISTINCT customer_id) AS buyers, sum(amount) AS revenue
+            FROM core.orders GROUP BY ALL ORDER BY revenue DESC NULLS LAST, channel_macro, channel_micro
+            LIMIT 50"""), note="ROAS needs campaign costs, which no source of this deployment "
+                                "delivers yet: revenue only.", empty="No order."))
     if _has(engine, "ops.import_report"):
         out["tables"].append(_table(engine, "Import health per day", SqlStep("web.import_health", """
             SELECT CAST(loaded_at AS DATE) AS day, count(*) AS files,

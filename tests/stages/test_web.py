@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from tessera.card.search import build_contact_search
-from tessera.engine import WarehouseUnavailable, read_only
+from tessera.engine import WarehouseUnavailable, as_engine, read_only
 from tessera.web import queries
+from tessera.web.snapshot import current, publish, snapshot_root
 
 SCRIPT_NAME = "<script>window.__pwned=1</script>"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -46,6 +47,7 @@ def web_env(demo_env, demo_run):
         con.execute("DELETE FROM marts.contact_cards WHERE customer_id = ?", [erased])
         build_contact_search(con)  # as the next run would
         con.execute("CHECKPOINT")
+        publish(as_engine(con), demo_env.warehouse)  # as tessera forget / bulk-edit do
     finally:
         con.close()
     return {"warehouse": demo_env.warehouse, "xss": xss, "deleted": deleted, "erased": erased}
@@ -220,6 +222,30 @@ def test_card_tabs_show_the_warehouse_values(client, web_env):
         assert (f"No {key} yet" in pages[key].text) == (published == 0), key
 
 
+def test_messages_tab_counts_opens_clicks_and_bounces_per_campaign(client, web_env):
+    cid, = warehouse_rows(web_env, """
+        SELECT b.customer_id FROM core.bounce_status b
+        JOIN marts.contact_cards c USING (customer_id)
+        WHERE c.customer_id IN (SELECT customer_id FROM core.events WHERE event_type = 'email_open')
+          AND c.customer_id NOT IN (SELECT customer_id FROM ops.bulk_edits)
+        ORDER BY b.customer_id LIMIT 1""")[0]
+    rows = _cells(client.get(f"/card/{cid}", params={"tab": "messages"}).text, "E-mail campaigns, latest first")
+    got = {r[0]: (int(r[3]), int(r[4])) for r in rows}
+    want = dict(((c, (o, k)) for c, o, k in warehouse_rows(web_env, """
+        SELECT json_extract_string(properties, '$.campaign_id'),
+               count(*) FILTER (WHERE event_type = 'email_open'),
+               count(*) FILTER (WHERE event_type = 'email_click')
+        FROM core.events WHERE customer_id = ? AND event_type IN ('email_open', 'email_click')
+        GROUP BY 1""", [cid])))
+    bounced = {c for (c,) in warehouse_rows(web_env, """
+        SELECT campaign_id FROM staging.bounces WHERE email_key IN (
+            SELECT email_key FROM core.bounce_status WHERE customer_id = ?)""", [cid])}
+    assert want and bounced
+    assert {c: v for c, v in got.items() if c in want} == want
+    assert set(got) == set(want) | bounced
+    assert all(r[6].startswith("bounced") for r in rows if r[0] in bounced)
+
+
 def test_public_notes_are_shown_and_private_ones_only_counted(client, web_env):
     rows = warehouse_rows(web_env, """
         SELECT customer_id, count(*) FILTER (WHERE visibility <> 'public'),
@@ -287,8 +313,59 @@ def test_companies_registry_and_company_page(client, web_env):
     assert client.get("/company/999999999").status_code == 404
 
 
+def test_company_users_and_potential_companies_registries(client, web_env):
+    html = client.get("/company-users").text
+    assert result_ids(html) == [r[0] for r in warehouse_rows(web_env, """
+        SELECT c.customer_id FROM core.company_contacts p
+        JOIN marts.contact_cards c ON c.customer_id = p.customer_id
+        JOIN core.companies k ON k.company_id = p.company_id
+        WHERE c.customer_id NOT IN (SELECT customer_id FROM ops.bulk_edits WHERE action = 'delete')
+        ORDER BY lower(strip_accents(coalesce(c.last_name, c.email, ''))),
+                 lower(strip_accents(coalesce(c.first_name, ''))), c.customer_id, k.company_id
+        LIMIT 50""")]
+    company, role = warehouse_rows(web_env, """
+        SELECT k.legal_name, p.role FROM core.company_contacts p JOIN core.companies k USING (company_id)
+        WHERE p.role IS NOT NULL ORDER BY k.company_id, p.customer_id LIMIT 1""")[0]
+    found = _cells(client.get("/company-users", params={"q": f"{company} {role}"}).text, "Company users")
+    assert found and all(r[4] == company and r[6] == role for r in found)
+    counts = dict(warehouse_rows(web_env, "SELECT status, count(*) FROM core.potential_companies GROUP BY ALL"))
+    for status, n in counts.items():
+        rows = _cells(client.get("/potential-companies", params={"q": status}).text, "Potential companies")
+        assert len(rows) == min(n, queries.SEARCH_LIMIT) and {r[7] for r in rows} == {status}
+    m = _cells(client.get("/potential-companies", params={"letter": "m"}).text, "Potential companies")
+    assert [r[1] for r in m] == [r[0] for r in warehouse_rows(web_env, """
+        SELECT legal_name FROM core.potential_companies
+        WHERE starts_with(lower(strip_accents(legal_name)), 'm')
+        ORDER BY lower(strip_accents(legal_name)), source, source_record_id LIMIT 50""")]
+
+
+def test_the_daily_report_is_the_analytics_page_as_a_file(client, web_env):
+    """The run wrote the day's report next to the warehouse: self-contained (style
+    inlined, no script, no link back to the server), with the page's totals."""
+    from tessera.web.report import report_folder
+
+    files = sorted(report_folder(web_env["warehouse"]).glob("analytics-*.html"))
+    assert [f.name for f in files] == ["analytics-2026-11-01.html"]
+    report = files[0].read_text(encoding="utf-8")
+    assert "<script" not in report.lower()
+    assert "<style>" in report and 'href="/' not in report
+    charts = dict(re.findall(r'data-title="([^"]+)" data-total="(\d+)"', report))
+    assert int(charts["RFM groups (latest day)"]) == warehouse_rows(web_env, """
+        SELECT count(*) FROM marketing.rfm_scores
+        WHERE as_of_date = (SELECT max(as_of_date) FROM marketing.rfm_scores)""")[0][0]
+    # built after every stage: the segments of the day are in it
+    assert "No segment built yet" not in report
+    assert [int(v) > 0 for k, v in charts.items() if k.startswith("Segment sizes (each")] == [True]
+
+
 def test_analytics_counts_match_the_warehouse(client, web_env):
     html = client.get("/analytics").text
+    changes = _cells(html, "New, updated and deleted contacts per day")
+    # the sample's first (only) day: every card is new, against no earlier day
+    assert [r[:5] for r in changes] == [["2026-11-01", str(n), "0", "0", str(n)] for (n,) in
+                                        warehouse_rows(web_env, "SELECT contacts FROM marts.contact_changes")]
+    sales = _cells(html, "Sales per channel")
+    assert sum(int(r[2]) for r in sales) == warehouse_rows(web_env, "SELECT count(*) FROM core.orders")[0][0]
     charts = dict(re.findall(r'data-title="([^"]+)" data-total="(\d+)"', html))
     assert int(charts["RFM groups (latest day)"]) == warehouse_rows(web_env, """
         SELECT count(*) FROM marketing.rfm_scores
@@ -318,22 +395,115 @@ def test_analytics_counts_match_the_warehouse(client, web_env):
         web_env, "SELECT sum(records) FROM ops.import_report")[0][0]
 
 
-def test_a_writing_run_gets_503_not_a_wait(web_env, tmp_path):
-    """A writer in another process holds DuckDB's lock: the page says so at once."""
+def _hold_writer(path):
+    """A process holding DuckDB's writer lock on ``path``, as a running daily job does."""
     import subprocess
     import sys
 
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ready', flush=True); "
+        "time.sleep(60)"), str(path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "ready"
+    return holder
+
+
+def test_the_page_answers_from_the_snapshot_while_a_run_writes(client, web_env):
+    """The run published its snapshot: while a writer holds the warehouse, the search,
+    a card and the analytics are served from it, with the same content as before."""
+    before = {u: client.get(u).text for u in (
+        "/?q=rossi", f"/card/{web_env['xss']}?tab=orders", "/analytics", "/companies")}
+    holder = _hold_writer(web_env["warehouse"])
+    try:
+        with pytest.raises(WarehouseUnavailable, match="a run is writing"):
+            with read_only(web_env["warehouse"]):
+                pass
+        for url, html in before.items():
+            page = client.get(url)
+            assert page.status_code == 200 and page.text == html, url
+        assert web_env["xss"] in result_ids(before["/?q=rossi"])
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+
+
+def test_publishing_switches_atomically_and_keeps_the_previous_folder(web_env, tmp_path):
+    """A reader that opened a snapshot keeps reading it while a newer one is published;
+    two folders are kept; an erased person is gone from the page once republished."""
+    import shutil
+
+    from starlette.testclient import TestClient
+
+    from tessera.engine import read_snapshot
+    from tessera.engine.warehouse import connect
+    from tessera.web.app import create_app
+
+    copy = tmp_path / "w.duckdb"
+    shutil.copyfile(web_env["warehouse"], copy)
+    con = connect(copy)
+    try:
+        first = publish(as_engine(con), copy)
+        assert Path(first["folder"]) == current(copy)
+        assert first["tables"] >= 20 and first["rows"] > 0
+        cid = con.execute("SELECT min(customer_id) FROM marts.contact_cards").fetchone()[0]
+        with TestClient(create_app(copy)) as c:
+            assert c.get(f"/card/{cid}").status_code == 200
+            with read_snapshot(first["folder"]) as old:
+                con.execute("DELETE FROM marts.contact_cards WHERE customer_id = ?", [cid])
+                second = publish(as_engine(con), copy)
+                assert current(copy) == Path(second["folder"]) != Path(first["folder"])
+                # the reader on the first folder still sees the person
+                assert old.scalar(queries.SqlStep("t", "SELECT count(*) FROM marts.contact_cards "
+                                                       "WHERE customer_id = $id", {"id": cid})) == 1
+            assert c.get(f"/card/{cid}").status_code == 404
+            third = publish(as_engine(con), copy)
+    finally:
+        con.close()
+    folders = sorted(p.name for p in snapshot_root(copy).iterdir() if p.is_dir())
+    assert folders == sorted([Path(second["folder"]).name, Path(third["folder"]).name])
+
+
+def test_a_soft_delete_leaves_the_published_page_at_once(web_env, tmp_path, monkeypatch):
+    """`tessera bulk-edit delete` publishes the snapshot again: the person is gone from the
+    page before the next run."""
+    import shutil
+
+    from starlette.testclient import TestClient
+
+    from tessera.cli.app import main
+    from tessera.engine.warehouse import connect
+    from tessera.web.app import create_app
+
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copyfile(web_env["warehouse"], copy)
+    con = connect(copy)
+    try:
+        publish(as_engine(con), copy)
+        cid = con.execute("SELECT min(customer_id) FROM marts.contact_cards").fetchone()[0]
+    finally:
+        con.close()
+    for var, value in (("TESSERA_HOME", tmp_path), ("TESSERA_WAREHOUSE", copy),
+                       ("DAGSTER_HOME", tmp_path / "dagster_home"), ("TESSERA_CONFIG", os.environ.get(
+                           "TESSERA_CONFIG", str(Path(__file__).parents[2] / "examples" / "demo")))):
+        monkeypatch.setenv(var, str(value))
+    with TestClient(create_app(copy)) as c:
+        assert c.get(f"/card/{cid}").status_code == 200
+        assert main(["bulk-edit", "delete", "--customer-id", str(cid), "--yes"]) == 0
+        assert c.get(f"/card/{cid}").status_code == 404
+        assert cid not in result_ids(c.get("/", params={"q": str(cid)}).text)
+
+
+def test_a_writing_run_gets_503_not_a_wait(web_env, tmp_path):
+    """Where no snapshot was published yet, the page reads the warehouse: a writer in
+    another process holds DuckDB's lock, and the page says so at once."""
     from starlette.testclient import TestClient
 
     from tessera.web.app import create_app
 
     copy = tmp_path / "w.duckdb"
     copy.write_bytes(Path(web_env["warehouse"]).read_bytes())
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ready', flush=True); "
-        "time.sleep(60)"), str(copy)], stdout=subprocess.PIPE, text=True)
+    holder = _hold_writer(copy)
     try:
-        assert holder.stdout.readline().strip() == "ready"
         with pytest.raises(WarehouseUnavailable, match="a run is writing"):
             with read_only(copy):
                 pass

@@ -1,0 +1,149 @@
+"""The page's published snapshot: the tables it reads, copied as Parquet at the end of a run.
+
+Why: DuckDB has one writer per file, and a writer blocks even read-only readers
+(RELIABILITY.md rule 3), so a page over the warehouse itself answers 503 for as long as
+the daily job writes. The run (and every command that erases or soft-deletes people)
+instead publishes a copy of what the page reads into a new folder next to the warehouse,
+then points ``CURRENT`` at it with an atomic rename; the page reads the folder
+``CURRENT`` names and never opens the warehouse file. A reader that opened the previous
+folder keeps reading it: the newest two are kept.
+
+Layout, for a warehouse ``var/demo/warehouse.duckdb``::
+
+    var/demo/warehouse.web/CURRENT                      the published folder's name
+    var/demo/warehouse.web/20261206T120000-ab12cd/      one Parquet file per table,
+        core.orders.parquet, marts.contact_cards.parquet, ..., manifest.json
+
+Person-level tables are written in ``customer_id`` order, so that a card's look-up reads
+one Parquet row group of each table (row-group statistics), not the whole file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tessera.engine import Engine, SqlStep
+from tessera.privacy.consent import SOFT_DELETED_SQL
+
+POINTER = "CURRENT"
+KEEP = 2
+
+# Every table the page and the report read; a deployment lacks some (they are skipped).
+READ_TABLES = (
+    "marts.contact_cards", "marts.contact_search", "marts.coworkers", "marts.contact_changes",
+    "core.customers", "core.customer_field_lineage", "core.customer_sources", "core.merge_log",
+    "core.consents", "core.consent_events", "core.orders", "core.events", "core.notes",
+    "core.tasks", "core.companies", "core.company_contacts", "core.company_field_lineage",
+    "core.company_sources", "core.bounce_status", "staging.bounces",
+    "staging.offers", "core.potential_companies",
+    "marketing.segment_history", "marketing.stage_history", "marketing.stages",
+    "marketing.scores", "marketing.score_actions", "marketing.contact_tags",
+    "marketing.rfm_scores", "marketing.funnel_daily",
+    "ops.segment_runs", "ops.import_report", "ops.import_reject_reasons",
+    "ops.runs",
+)
+# Published under another name: who is soft-deleted now (the page hides them). The live
+# request log's order (its rowid) does not survive a copy, so its outcome is copied.
+SOFT_DELETED = "ops.soft_deleted"
+# Schemas whose every table is read (the card's discovered tabs and their accuracy).
+READ_SCHEMAS = ("predictions", "recommendations")
+
+
+def snapshot_root(warehouse: str | Path) -> Path:
+    """The folder holding a warehouse's published snapshots."""
+    warehouse = Path(warehouse)
+    return warehouse.with_name(warehouse.stem + ".web")
+
+
+def current(warehouse: str | Path) -> Path | None:
+    """The folder the page reads now, or None while nothing was published."""
+    root = snapshot_root(warehouse)
+    try:
+        name = (root / POINTER).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    folder = root / name
+    return folder if name and folder.is_dir() else None
+
+
+def _tables(engine: Engine) -> list[str]:
+    found = [t for t in READ_TABLES if engine.table_exists(*t.split("."))]
+    for schema in READ_SCHEMAS:
+        found += [f"{schema}.{name}" for (name,) in engine.rows(SqlStep(
+            "web.snapshot_schema", "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = $schema ORDER BY table_name", {"schema": schema}))]
+    return found
+
+
+def _has_customer_id(engine: Engine, table: str) -> bool:
+    schema, name = table.split(".")
+    return bool(engine.scalar(SqlStep(
+        "web.snapshot_columns", "SELECT count(*) FROM information_schema.columns "
+        "WHERE table_schema = $schema AND table_name = $table AND column_name = 'customer_id'",
+        {"schema": schema, "table": name})))
+
+
+def publish(engine: Engine, warehouse: str | Path) -> dict:
+    """Copy the tables the page reads to a new folder and make it the current one.
+
+    Returns counts for the run's metadata (tables, rows, bytes), no personal data."""
+    root = snapshot_root(warehouse).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    name = f"{stamp}-{uuid.uuid4().hex[:6]}"
+    work = root / f".{name}.tmp"
+    work.mkdir()
+    try:
+        rows: dict[str, int] = {}
+        selects = {t: f"SELECT * FROM {t}" for t in _tables(engine)}
+        if engine.table_exists("ops", "bulk_edits"):
+            selects[SOFT_DELETED] = (f"SELECT customer_id, requested_at FROM ({SOFT_DELETED_SQL}) "
+                                     "WHERE customer_id IS NOT NULL")
+        for table, select in selects.items():
+            order = " ORDER BY customer_id" if (table == SOFT_DELETED or
+                                                _has_customer_id(engine, table)) else ""
+            rows[table] = engine.copy_to(SqlStep("web.snapshot_copy", f"{select}{order}"),
+                                         work / f"{table}.parquet", "parquet")
+        published_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        (work / "manifest.json").write_text(json.dumps(
+            {"published_at": published_at, "rows": rows}, indent=1), encoding="utf-8")
+        work.rename(root / name)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    pointer = root / f".{POINTER}.{name}.tmp"
+    pointer.write_text(name, encoding="utf-8")
+    os.replace(pointer, root / POINTER)
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for old in folders[:-KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
+    size = sum(f.stat().st_size for f in (root / name).iterdir())
+    return {"folder": str(root / name), "tables": len(rows), "rows": sum(rows.values()),
+            "bytes": size, "published_at": published_at}
+
+
+def republish_if_published(engine: Engine, warehouse: str | Path) -> dict | None:
+    """After an erasure or a soft-delete: publish again, so the page stops showing the
+    person now rather than after the next run (nothing to do where nothing is published)."""
+    if current(warehouse) is None:
+        return None
+    return publish(engine, warehouse)
+
+
+@contextmanager
+def reader(warehouse: str | Path) -> Iterator[Engine]:
+    """What the page reads: the published snapshot, or the warehouse itself (read-only,
+    503 while a run writes) where a run has never published one."""
+    from tessera.engine import read_only, read_snapshot
+
+    folder = current(warehouse)
+    opened = read_snapshot(folder) if folder is not None else read_only(warehouse)
+    with opened as engine:
+        yield engine
