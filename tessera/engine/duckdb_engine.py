@@ -7,6 +7,7 @@ SQL, so a DuckDB-only spelling that slipped past :mod:`tessera.engine.dialect` f
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import threading
 from contextlib import contextmanager
@@ -233,6 +234,14 @@ def _snapshot_connection(folder: Path, threads: int | None) -> duckdb.DuckDBPyCo
         for old in list(_SNAPSHOTS)[:-2]:
             _SNAPSHOTS.pop(old).close()
         return con
+
+
+@atexit.register
+def _close_snapshots() -> None:
+    # an open connection left to interpreter exit makes nanobind print "leaked instances"
+    with _SNAPSHOT_LOCK:
+        while _SNAPSHOTS:
+            _SNAPSHOTS.popitem()[1].close()
 
 
 @contextmanager
