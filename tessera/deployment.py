@@ -230,6 +230,8 @@ def load_deployment(config_dir: str | Path) -> Deployment:
         stages=stages.stages,
         expectations=main.expectations,
         predictions=main.predictions,
+        engine=main.engine,
+        spark=main.spark,
         recommendations=recs,
     )
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 from tessera.settings.base import _Strict, Entity, Identifier
+from tessera.settings.engine import EngineName, SparkSettings
 from tessera.settings.feeds import FeedDef
 from tessera.settings.identity import IdentitySettings
 from tessera.settings.marketing import ScoreDef, SegmentDef, StageDef
@@ -27,6 +28,8 @@ class _MainFile(_Strict):
     sales_channels: dict[Identifier, SalesChannel] = {}
     expectations: dict[Entity, EntityExpectations] = {}
     predictions: PredictionSettings = PredictionSettings()
+    engine: EngineName = "duckdb"
+    spark: SparkSettings = SparkSettings()
 
 
 class _SourcesFile(_Strict):
@@ -73,6 +76,8 @@ class Deployment(_Strict):
     expectations: dict[str, EntityExpectations] = {}
     predictions: PredictionSettings = PredictionSettings()
     recommendations: RecommendationSettings | None = None  # None: no recommendations.yaml
+    engine: EngineName = "duckdb"  # which engine runs the stages on the seam
+    spark: SparkSettings = SparkSettings()
 
     def expectations_of(self, entity: str) -> EntityExpectations:
         """The entity's configured batch expectations, or the defaults."""
