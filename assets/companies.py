@@ -11,7 +11,6 @@ import datetime as dt
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from resources.spark import SparkEngineResource
 from assets._common import POOL, published_contract_problems, report_swept_temps, table_metadata
 from pipelines.partitions import daily_partitions
 from resources import FeedStore
@@ -64,12 +63,11 @@ def build(deployment: Deployment):
             ],
             pool=POOL,
         )
-        def companies(warehouse: DuckDBResource, spark: SparkEngineResource):
+        def companies(warehouse: DuckDBResource):
             timer = Timer()
             with warehouse.get_connection() as con:
                 ensure_warehouse(con)
-                with spark.stage_engine(con) as engine:
-                    stats = resolve_companies(engine, deployment, _now())
+                stats = resolve_companies(con, deployment, _now())
                 by_rule = dict(con.execute("SELECT matched_by, count(*) FROM core.company_sources "
                                            "GROUP BY ALL ORDER BY 1").fetchall())
                 src = table_metadata(con, "core", "company_sources", timer.seconds,
@@ -113,14 +111,12 @@ def build(deployment: Deployment):
         @dg.asset(key=COMPANY_CONTACTS, group_name=GROUP, pool=POOL, deps=deps, kinds={"duckdb"},
                   description="(customer_id, company_id, role, source) for every company user "
                               "linked to a company: the people of each company.")
-        def company_contacts(warehouse: DuckDBResource,
-                             spark: SparkEngineResource) -> dg.MaterializeResult:
+        def company_contacts(warehouse: DuckDBResource) -> dg.MaterializeResult:
             timer = Timer()
             with warehouse.get_connection() as con:
                 ensure_warehouse(con)
                 _ensure_company_tables(con)
-                with spark.stage_engine(con) as engine:
-                    stats = build_company_contacts(engine)
+                stats = build_company_contacts(con)
                 stats["unlinked_company_users"] = int(con.execute(
                     "SELECT count(*) FROM ops.unlinked_company_users").fetchone()[0])
                 meta = table_metadata(con, "core", "company_contacts", timer.seconds, stats)
@@ -129,11 +125,10 @@ def build(deployment: Deployment):
         @dg.asset(key=COWORKERS, group_name=GROUP, pool=POOL, deps=[COMPANY_CONTACTS],
                   kinds={"duckdb"},
                   description="A view: (customer_id, coworker_id, company_id) for people of the same company.")
-        def coworkers(warehouse: DuckDBResource, spark: SparkEngineResource) -> dg.MaterializeResult:
+        def coworkers(warehouse: DuckDBResource) -> dg.MaterializeResult:
             timer = Timer()
             with warehouse.get_connection() as con:
-                with spark.stage_engine(con) as engine:
-                    stats = build_coworkers(engine)
+                stats = build_coworkers(con)
                 meta = table_metadata(con, "marts", "coworkers", timer.seconds, stats)
             return dg.MaterializeResult(metadata=meta)
 
@@ -159,14 +154,13 @@ def build(deployment: Deployment):
             ],
             pool=POOL,
         )
-        def potential_companies(warehouse: DuckDBResource, spark: SparkEngineResource):
+        def potential_companies(warehouse: DuckDBResource):
             timer = Timer()
             with warehouse.get_connection() as con:
                 ensure_warehouse(con)
-                with spark.stage_engine(con) as engine:
-                    stats = build_potential_companies(engine, _now())
-                    ucounts = build_potential_unsubscribes(engine)
+                stats = build_potential_companies(con, _now())
                 meta = table_metadata(con, "core", "potential_companies", timer.seconds, stats)
+                ucounts = build_potential_unsubscribes(con)
                 if ucounts["undecided"]:
                     ucounts["export_blocked"] = WITHHELD_MESSAGE.format(n=ucounts["undecided"])
                 umeta = table_metadata(con, "core", "potential_unsubscribes", timer.seconds, ucounts)

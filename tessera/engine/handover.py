@@ -5,8 +5,8 @@ quarantine), the Dagster asset checks, the metadata and the stages not yet on Sp
 and write the DuckDB warehouse. With ``engine: spark`` each stage on the seam runs on
 Spark between two hand-overs:
 
-* **in**: every table of the schemas the stages read (``staging``, ``core``, ``marts``,
-  ``marketing``, ``ops``, ``predictions``) that changed in DuckDB since it was last handed
+* **in**: every table of the schemas the stages read (``raw``, ``staging``, ``core``,
+  ``marts``, ``marketing``, ``ops``, ``predictions``) that changed in DuckDB since it was last handed
   over is copied into the Spark warehouse (a fingerprint per table, count and a sum of
   row hashes computed by DuckDB, says whether it changed; an unchanged table is not
   copied again);
@@ -35,7 +35,8 @@ import duckdb
 from tessera.engine.steps import SqlStep
 from tessera.engine.warehouse import transaction
 
-HANDED_SCHEMAS = ("staging", "core", "marts", "marketing", "ops", "predictions")
+# raw too: consent reads the import flags of every record version (raw.<source>)
+HANDED_SCHEMAS = ("raw", "staging", "core", "marts", "marketing", "ops", "predictions")
 _MEMO = "_tessera_handover.json"
 
 

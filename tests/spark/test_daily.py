@@ -7,6 +7,7 @@ runs on any engine and are left out."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -14,16 +15,24 @@ import pytest
 from tests.conftest import AS_OF, DEMO_CONFIG, PipelineEnv
 from tests.spark.conftest import differences
 
-pytestmark = pytest.mark.spark
+# Opt-in (TESSERA_SPARK_DAILY=1): a run takes ~20 minutes on the shared 2-core machine.
+# Its run of 2026-12-06 found identity, lineage, orders and events identical, consent short
+# of raw.* (handed over since) and the B2B registry's count(DISTINCT) OVER refused by Spark
+# (its assets are back on DuckDB); see docs/ARCHITECTURE.md.
+pytestmark = [
+    pytest.mark.spark,
+    pytest.mark.skipif(not os.environ.get("TESSERA_SPARK_DAILY"),
+                       reason="opt-in: TESSERA_SPARK_DAILY=1 (about 20 minutes; see the comment)"),
+]
 
 # table -> columns left out (the run's clock and id)
 KEY_TABLES = {
-    "core.customer_sources": ("first_seen_at", "last_matched_at"),
-    "core.identity_links": (),
-    "core.merge_log": ("run_id", "run_at", "logged_at"),
-    "core.refused_merges": ("run_id", "run_at"),
-    "core.customers": ("created_at", "updated_at", "built_at"),
-    "core.customer_field_lineage": (),
+    "core.customer_sources": ("resolved_at",),
+    "core.identity_links": ("linked_at",),
+    "core.merge_log": ("run_id", "logged_at"),
+    "core.refused_merges": ("refused_at",),
+    "core.customers": ("updated_at", "golden_built_at"),
+    "core.customer_field_lineage": ("decided_at",),
     "core.orders": (),
     "marts.contact_cards": ("created_at", "updated_at", "built_at"),
     "marketing.rfm_scores": (),
@@ -37,16 +46,9 @@ KEY_TABLES = {
     "marketing.static_segment_base": (),
     "marketing.stage_runs": (),
     "ops.segment_runs": ("built_at",),
-    "core.consent_events": (),
+    "core.consent_events": ("occurred_at",),  # an import flag dates from its load
     "core.consents": (),
     "core.events": (),
-    "core.company_sources": (),
-    "core.companies": ("created_at", "updated_at"),
-    "core.company_field_lineage": (),
-    "core.company_contacts": (),
-    "marts.coworkers": (),
-    "core.potential_companies": ("created_at", "updated_at"),
-    "core.potential_unsubscribes": (),
 }
 
 

@@ -15,12 +15,12 @@ pytestmark = pytest.mark.spark
 @pytest.fixture()
 def duck(tmp_path):
     con = duckdb.connect(str(tmp_path / "wh.duckdb"))
-    con.execute("CREATE SCHEMA core; CREATE SCHEMA marketing; CREATE SCHEMA raw")
+    con.execute("CREATE SCHEMA core; CREATE SCHEMA marketing; CREATE SCHEMA scratch")
     con.execute("CREATE TABLE core.people (id BIGINT PRIMARY KEY, name VARCHAR, tags VARCHAR[], "
                 "seen TIMESTAMP, spent DECIMAL(18,2))")
     con.execute("INSERT INTO core.people VALUES (1, 'Ada', ['a'], TIMESTAMP '2026-01-02 03:04:05', "
                 "12.50), (2, NULL, NULL, NULL, NULL)")
-    con.execute("CREATE TABLE raw.files (f VARCHAR)")  # not a handed-over schema
+    con.execute("CREATE TABLE scratch.files (f VARCHAR)")  # not a handed-over schema
     yield con
     con.close()
 
@@ -40,7 +40,7 @@ def test_a_stage_on_spark_hands_its_tables_back(duck, spark_engine):
     # the new table was created with the stage's DDL: its key holds on DuckDB
     with pytest.raises(duckdb.ConstraintException):
         duck.execute("INSERT INTO marketing.top VALUES (1, 'again')")
-    assert not spark_engine.table_exists("raw", "files")
+    assert not spark_engine.table_exists("scratch", "files")
 
     # a second hand-in copies nothing that did not change since
     again = Handover(duck, spark_engine)
