@@ -224,6 +224,7 @@ class SparkEngine:
         import pyarrow.parquet as pq
         from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
+        table = table.cast(_signed(table.schema))  # Spark has no unsigned integers
         schema = from_arrow_schema(table.schema)
         try:
             table = table.cast(to_arrow_schema(schema))
@@ -703,6 +704,16 @@ def _duck_type(t) -> str:
     if isinstance(t, dict):
         return "VARCHAR[]" if t.get("type") == "array" else t.get("type", "").upper()
     return _DUCK_TYPES.get(t, t.upper())  # decimal(18,2) -> DECIMAL(18,2)
+
+
+def _signed(schema: pa.Schema) -> pa.Schema:
+    """Unsigned integer columns (DuckDB's UBIGINT hashes) as the signed type that holds
+    every value, as Spark reads Parquet's unsigned ones (UINT64: DECIMAL(20,0))."""
+    import pyarrow as pa
+
+    wider = {pa.uint8(): pa.int16(), pa.uint16(): pa.int32(), pa.uint32(): pa.int64(),
+             pa.uint64(): pa.decimal128(20, 0)}
+    return pa.schema([f.with_type(wider.get(f.type, f.type)) for f in schema])
 
 
 def _arrow_schema_ddl(table: pa.Table) -> str:

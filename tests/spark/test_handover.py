@@ -17,9 +17,9 @@ def duck(tmp_path):
     con = duckdb.connect(str(tmp_path / "wh.duckdb"))
     con.execute("CREATE SCHEMA core; CREATE SCHEMA marketing; CREATE SCHEMA scratch")
     con.execute("CREATE TABLE core.people (id BIGINT PRIMARY KEY, name VARCHAR, tags VARCHAR[], "
-                "seen TIMESTAMP, spent DECIMAL(18,2))")
+                "seen TIMESTAMP, spent DECIMAL(18,2), h UBIGINT)")
     con.execute("INSERT INTO core.people VALUES (1, 'Ada', ['a'], TIMESTAMP '2026-01-02 03:04:05', "
-                "12.50), (2, NULL, NULL, NULL, NULL)")
+                "12.50, 18446744073709551615), (2, NULL, NULL, NULL, NULL, NULL)")
     con.execute("CREATE TABLE scratch.files (f VARCHAR)")  # not a handed-over schema
     yield con
     con.close()
@@ -35,8 +35,8 @@ def test_a_stage_on_spark_hands_its_tables_back(duck, spark_engine):
                                    "WHERE name IS NOT NULL"))
         engine.run(SqlStep("upd", "UPDATE core.people SET spent = spent * 2 WHERE id = 1"))
     assert duck.execute("SELECT * FROM marketing.top").fetchall() == [(1, "Ada")]
-    assert duck.execute("SELECT id, tags, CAST(spent AS VARCHAR) FROM core.people ORDER BY id").fetchall() \
-        == [(1, ["a"], "25.00"), (2, None, None)]
+    assert duck.execute("SELECT id, tags, CAST(spent AS VARCHAR), h FROM core.people ORDER BY id").fetchall() \
+        == [(1, ["a"], "25.00", 18446744073709551615), (2, None, None, None)]
     # the new table was created with the stage's DDL: its key holds on DuckDB
     with pytest.raises(duckdb.ConstraintException):
         duck.execute("INSERT INTO marketing.top VALUES (1, 'again')")
@@ -46,7 +46,7 @@ def test_a_stage_on_spark_hands_its_tables_back(duck, spark_engine):
     again = Handover(duck, spark_engine)
     again.hand_in()
     assert again.copied_in == []
-    duck.execute("INSERT INTO core.people VALUES (3, 'Bo', [], NULL, 1)")
+    duck.execute("INSERT INTO core.people VALUES (3, 'Bo', [], NULL, 1, 7)")
     again.hand_in()
     assert again.copied_in == ["core.people"]
 
