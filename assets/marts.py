@@ -4,7 +4,6 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from resources.spark import SparkEngineResource
 from assets._common import POOL, table_metadata
 from tessera.settings import Deployment
 from tessera.privacy.consent import SOFT_DELETED_SQL
@@ -34,15 +33,14 @@ def build(deployment: Deployment):
     @dg.asset(key=CARDS, group_name=GROUP, pool=POOL, deps=deps, kinds={"duckdb"},
               description="The 360-degree contact card: golden profile, consents, "
                           "ORDER_NUMBER / ORDER_SUMMARY / ORDER_AVG, behaviour.")
-    def contact_cards(warehouse: DuckDBResource, spark: SparkEngineResource) -> dg.MaterializeResult:
+    def contact_cards(warehouse: DuckDBResource) -> dg.MaterializeResult:
         timer = Timer()
         with warehouse.get_connection() as con:
             con.execute("CREATE TABLE IF NOT EXISTS core.orders (order_id VARCHAR, customer_id BIGINT, "
                         "order_date DATE, amount DECIMAL(18,2))")
             con.execute("CREATE TABLE IF NOT EXISTS core.events (event_id VARCHAR, customer_id BIGINT, "
                         "event_type VARCHAR, occurred_at TIMESTAMP)")
-            with spark.stage_engine(con) as engine:
-                stats = build_contact_cards(engine, companies=companies)
+            stats = build_contact_cards(con, companies=companies)
             return dg.MaterializeResult(metadata=table_metadata(con, "marts", "contact_cards", timer.seconds, stats))
 
     @dg.asset_check(pool=POOL, asset=CARDS, name="one_card_per_customer", blocking=True,

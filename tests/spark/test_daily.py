@@ -48,7 +48,7 @@ KEY_TABLES = {
     "marketing.stage_runs": (),
     "ops.segment_runs": ("built_at",),
     "core.consent_events": ("occurred_at",),  # an import flag dates from its load
-    "core.consents": (),
+    "core.consents": ("since",),  # from an import flag: its load time
     "core.events": (),
 }
 
