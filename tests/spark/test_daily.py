@@ -35,7 +35,7 @@ KEY_TABLES = {
     "core.customers": ("updated_at", "golden_built_at"),
     "core.customer_field_lineage": ("decided_at",),
     "core.orders": (),
-    "marts.contact_cards": ("created_at", "updated_at", "built_at"),
+    "marts.contact_cards": ("golden_built_at",),
     "marketing.rfm_scores": (),
     "marketing.scores": (),
     "marketing.score_actions": (),
