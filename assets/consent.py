@@ -5,6 +5,7 @@ import datetime as dt
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from resources.spark import SparkEngineResource
 from assets._common import POOL, markdown_counts, table_metadata
 from tessera.settings import Deployment
 from resources import PrivacySettings
@@ -37,11 +38,12 @@ def build(deployment: Deployment):
         ],
         pool=POOL,
     )
-    def consents(warehouse: DuckDBResource):
+    def consents(warehouse: DuckDBResource, spark: SparkEngineResource):
         timer = Timer()
         with warehouse.get_connection() as con:
             ensure_warehouse(con)
-            stats = build_consents(con, deployment, dt.datetime.now().replace(microsecond=0))
+            with spark.stage_engine(con) as engine:
+                stats = build_consents(engine, deployment, dt.datetime.now().replace(microsecond=0))
             ev = table_metadata(con, "core", "consent_events", timer.seconds, {"events": stats["events"]})
             st = table_metadata(con, "core", "consents", timer.seconds)
             st["by_state"] = markdown_counts("channel:state", sorted(stats["states"].items()))

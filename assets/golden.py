@@ -6,6 +6,7 @@ import datetime as dt
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from resources.spark import SparkEngineResource
 from assets._common import POOL, markdown_counts, published_contract_problems, table_metadata
 from tessera.settings import Deployment
 from tessera.identity.golden import build_customers, build_orders
@@ -37,7 +38,7 @@ def build(deployment: Deployment):
         ],
         pool=POOL,
     )
-    def customers(warehouse: DuckDBResource):
+    def customers(warehouse: DuckDBResource, spark: SparkEngineResource):
         timer = Timer()
         with warehouse.get_connection() as con:
             ensure_warehouse(con)
@@ -45,7 +46,8 @@ def build(deployment: Deployment):
                 con.execute("CREATE TABLE IF NOT EXISTS staging.unsubscribes (email_key VARCHAR, channel VARCHAR)")
             if not deployment.sources_of("bounce"):
                 con.execute("CREATE TABLE IF NOT EXISTS staging.bounces (email_key VARCHAR, bounce_type VARCHAR)")
-            stats = build_customers(con, deployment, dt.datetime.now().replace(microsecond=0))
+            with spark.stage_engine(con) as engine:
+                stats = build_customers(engine, deployment, dt.datetime.now().replace(microsecond=0))
             meta = table_metadata(con, "core", "customers", timer.seconds, stats)
             meta["by_country"] = markdown_counts("country", con.execute(
                 "SELECT country, count(*) FROM core.customers GROUP BY ALL ORDER BY 2 DESC LIMIT 10").fetchall())
@@ -110,10 +112,11 @@ def build(deployment: Deployment):
         @dg.asset(key=["core", "orders"], group_name=GROUP, pool=POOL, kinds={"duckdb"},
                   deps=[dg.AssetKey(["staging", "orders"]), dg.AssetKey(["core", "customer_sources"])],
                   description="Orders linked to their golden customer.")
-        def orders(warehouse: DuckDBResource) -> dg.MaterializeResult:
+        def orders(warehouse: DuckDBResource, spark: SparkEngineResource) -> dg.MaterializeResult:
             timer = Timer()
             with warehouse.get_connection() as con:
-                stats = build_orders(con, deployment)
+                with spark.stage_engine(con) as engine:
+                    stats = build_orders(engine, deployment)
                 return dg.MaterializeResult(metadata=table_metadata(con, "core", "orders", timer.seconds, stats))
         assets.append(orders)
 
@@ -151,10 +154,11 @@ def build(deployment: Deployment):
         @dg.asset(key=["core", "events"], group_name=GROUP, pool=POOL, kinds={"duckdb"},
                   deps=[dg.AssetKey(["staging", "events"]), dg.AssetKey(["core", "customer_sources"])],
                   description="Behavioural events linked to their golden customer where known.")
-        def events(warehouse: DuckDBResource) -> dg.MaterializeResult:
+        def events(warehouse: DuckDBResource, spark: SparkEngineResource) -> dg.MaterializeResult:
             timer = Timer()
             with warehouse.get_connection() as con:
-                stats = build_events(con, deployment)
+                with spark.stage_engine(con) as engine:
+                    stats = build_events(engine, deployment)
                 meta = table_metadata(con, "core", "events", timer.seconds, stats)
                 if stats["events"]:
                     meta["anonymous_share"] = dg.MetadataValue.float(

@@ -7,6 +7,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets._common import POOL, markdown_counts, table_metadata
+from resources.spark import SparkEngineResource
 from tessera.settings import Deployment
 from tessera.identity.resolve import resolve
 from tessera.identity.rekey import rekey_customer_tables
@@ -40,15 +41,18 @@ def build(deployment: Deployment):
         ],
         pool=POOL,
     )
-    def customer_sources(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+    def customer_sources(context: dg.AssetExecutionContext, warehouse: DuckDBResource,
+                         spark: SparkEngineResource):
         timer = Timer()
         with warehouse.get_connection() as con:
             ensure_warehouse(con)
-            stats = resolve(con, dt.datetime.now().replace(microsecond=0), context.run_id,
-                            deployment.identity)
+            with spark.stage_engine(con) as engine:
+                stats = resolve(engine, dt.datetime.now().replace(microsecond=0), context.run_id,
+                                deployment.identity)
             # in the same run, before anything downstream reads them: stored days of
             # marketing output, feeds' rows, overrides and bulk edits follow the merges
-            stats["rekeyed_rows"] = rekey_customer_tables(con)
+            with spark.stage_engine(con) as engine:
+                stats["rekeyed_rows"] = rekey_customer_tables(engine)
             by_rule = con.execute(
                 "SELECT matched_by, count(*) FROM core.customer_sources GROUP BY ALL ORDER BY 1").fetchall()
             meta = table_metadata(con, "core", "customer_sources", timer.seconds, stats)

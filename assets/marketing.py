@@ -8,6 +8,7 @@ import datetime as dt
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from resources.spark import SparkEngineResource
 from assets._common import DAY_INPUTS, POOL, day_inputs, described_schema, markdown_counts, table_metadata
 from pipelines.partitions import daily_backfill, daily_partitions
 from tessera.settings import Deployment
@@ -40,11 +41,13 @@ def build(deployment: Deployment):
     @dg.asset(key=RFM, group_name=GROUP, pool=POOL, deps=[*deps, DAY_INPUTS], kinds={"duckdb"},
               partitions_def=daily_partitions, backfill_policy=daily_backfill,
               description="Recency, frequency, monetary quintiles and RFM group per customer, per day.")
-    def rfm_scores(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+    def rfm_scores(context: dg.AssetExecutionContext, warehouse: DuckDBResource,
+            spark: SparkEngineResource) -> dg.MaterializeResult:
         timer = Timer()
         day = _day(context)
         with warehouse.get_connection() as con:
-            stats = build_rfm(day_inputs(con, day), day)
+            with spark.stage_engine(con) as engine:
+                stats = build_rfm(day_inputs(engine, day), day)
             meta = table_metadata(con, "marketing", "rfm_scores", timer.seconds,
                                   {"scored": stats["scored"]}, "as_of_date = ?", [day])
             meta["by_group"] = markdown_counts("rfm_group", list(stats["groups"].items()))
@@ -91,11 +94,13 @@ def _scores_asset(deployment: Deployment):
         ],
         pool=POOL, partitions_def=daily_partitions, backfill_policy=daily_backfill,
     )
-    def scores(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+    def scores(context: dg.AssetExecutionContext, warehouse: DuckDBResource,
+            spark: SparkEngineResource):
         timer = Timer()
         day = _day(context)
         with warehouse.get_connection() as con:
-            stats = build_scores(day_inputs(con, day), deployment, day)
+            with spark.stage_engine(con) as engine:
+                stats = build_scores(day_inputs(engine, day), deployment, day)
             meta = table_metadata(con, "marketing", "scores", timer.seconds,
                                   {"scored": stats["scored"]}, "as_of_date = ?", [day])
             meta["by_type"] = dg.MetadataValue.json(stats["by_type"])
@@ -130,11 +135,13 @@ def _stages_asset(deployment: Deployment, upstream: list):
         ],
         pool=POOL, partitions_def=daily_partitions, backfill_policy=daily_backfill,
     )
-    def stages(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+    def stages(context: dg.AssetExecutionContext, warehouse: DuckDBResource,
+            spark: SparkEngineResource):
         timer = Timer()
         day = _day(context)
         with warehouse.get_connection() as con:
-            stats = build_stages(day_inputs(con, day), deployment, day)
+            with spark.stage_engine(con) as engine:
+                stats = build_stages(day_inputs(engine, day), deployment, day)
             meta = table_metadata(con, "marketing", "stages", timer.seconds,
                                   {"staged": stats["staged"]}, "as_of_date = ?", [day])
             meta["funnel"] = markdown_counts("stage", list(stats["funnel"].items()))
@@ -168,11 +175,13 @@ def _segment_asset(deployment: Deployment, segment, upstream: list):
               partitions_def=daily_partitions, backfill_policy=daily_backfill,
               description=f"Segment '{segment.name}' ({segment.kind}): {segment.description}",
               metadata={"rule": dg.MetadataValue.json(segment.rule), "kind": segment.kind})
-    def _segment(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+    def _segment(context: dg.AssetExecutionContext, warehouse: DuckDBResource,
+            spark: SparkEngineResource) -> dg.MaterializeResult:
         timer = Timer()
         day = _day(context)
         with warehouse.get_connection() as con:
-            stats = build_segment(day_inputs(con, day), deployment, segment, day)
+            with spark.stage_engine(con) as engine:
+                stats = build_segment(day_inputs(engine, day), deployment, segment, day)
             sizes = size_history(con, segment.name)
             sample = member_sample(con, segment.name, day)
             schema = described_schema(con, "segments", segment.name, "contact")

@@ -20,7 +20,7 @@ from pipelines.progress import progress_logger
 from pipelines.schedules import daily_schedule
 from pipelines.sensors import build_landing_sensor, dead_runs_sensor
 from resources import (ApiCredentials, FeedStore, LandingZone, PrivacySettings, resource_key,
-                       warehouse_resource)
+                       spark_resource, warehouse_resource)
 from tessera.settings import Deployment
 from tessera.deployment import load_deployment
 from tessera.settings.paths import tessera_paths
@@ -64,6 +64,8 @@ def build_resources(warehouse: Path, landing: Path, feeds: Path,
         "landing": LandingZone(root=str(landing)),
         "feeds": FeedStore(root=str(feeds)),
         "privacy": PrivacySettings(suppression_key=dg.EnvVar("TESSERA_SUPPRESSION_KEY")),
+        # engine: spark runs the stages on the seam on Spark (resources/spark.py)
+        "spark": spark_resource(deployment, str(Path(warehouse).parent / "spark_warehouse")),
     }
     # API tokens: only the environment variable's name is stored (dg.EnvVar).
     for source in (deployment.sources if deployment else []):

@@ -237,6 +237,8 @@ def load_deployment(config_dir: str | Path) -> Deployment:
         stages=stages.stages,
         expectations=main.expectations,
         predictions=main.predictions,
+        engine=main.engine,
+        spark=main.spark,
         recommendations=recs,
         activation=autos.activation,
         automations=autos.automations,

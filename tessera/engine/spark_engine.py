@@ -95,6 +95,7 @@ class _Entry:
     path: str = ""
     schema: str = ""
     sql: str = ""
+    ddl: str = ""  # the DuckDB CREATE TABLE that made it (constraints), for the hand-over
 
     def to_json(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v}
@@ -221,6 +222,37 @@ class SparkEngine:
     def table_exists(self, schema: str, table: str) -> bool:
         return self._entry(f"{schema}.{table}") is not None
 
+    def load_arrow(self, name: str, table: pa.Table) -> int:
+        """``name`` becomes the rows of an Arrow table, written as Parquet by pyarrow: no
+        Spark job, which is what a hand-over of many small tables spends its time on.
+        The file has the Spark types that ``createDataFrame`` would give the table."""
+        import pyarrow.parquet as pq
+        from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
+
+        table = table.cast(_signed(table.schema))  # Spark has no unsigned integers
+        schema = from_arrow_schema(table.schema)
+        try:
+            table = table.cast(to_arrow_schema(schema))
+        except (ValueError, TypeError, NotImplementedError):  # e.g. unsigned: Spark's way
+            self.register_arrow("_tsr_load", table)
+            try:
+                return self.replace_table(name, SqlStep("load", "SELECT * FROM _tsr_load"))
+            finally:
+                self.unregister("_tsr_load")
+        schema_name, _, short = name.partition(".")
+        path = self.warehouse / schema_name / short / f"v-{uuid.uuid4().hex}"
+        path.mkdir(parents=True)
+        pq.write_table(table, path / "part-00000.parquet")
+        old = self._entry(name)
+        self._set(name, _Entry("table", path=str(path.relative_to(self.warehouse)),
+                               schema=schema.json(), ddl=old.ddl if old else ""))
+        return table.num_rows
+
+    def versions(self) -> dict[str, tuple[str, str, str]]:
+        """Each committed table or view: (kind, its version's path or its SQL, its DuckDB
+        DDL). Two calls around a step tell which names the step replaced or dropped."""
+        return {name: (e.kind, e.path or e.sql, e.ddl) for name, e in self._catalog.items()}
+
     # ---- housekeeping ------------------------------------------------------------------
 
     def vacuum(self) -> int:
@@ -309,7 +341,7 @@ class SparkEngine:
         if temp:
             self._write_temp(name, df)
         else:
-            self._write(name, df)
+            self._write(name, df, ddl="" if tree.expression is not None else tree.sql("duckdb"))
 
     def _drop(self, tree: exp.Drop) -> None:
         for table in tree.args.get("tables") or [tree.this]:
@@ -431,7 +463,7 @@ class SparkEngine:
         return df.select([F.col(f"_c{i}").cast(f.dataType).alias(f.name)
                           for i, f in enumerate(schema)])
 
-    def _write(self, name: str, df: DataFrame) -> int:
+    def _write(self, name: str, df: DataFrame, ddl: str = "") -> int:
         """A new version of ``name`` with the rows of ``df``, switched in (or staged)."""
         if name in self._temps:
             return self._write_temp(name, df)
@@ -440,8 +472,9 @@ class SparkEngine:
             raise ValueError(f"table {name} needs a schema (or CREATE TEMP TABLE)")
         path = self.warehouse / schema_name / table / f"v-{uuid.uuid4().hex}"
         df.write.mode("error").parquet(str(path))
+        old = self._entry(name)
         self._set(name, _Entry("table", path=str(path.relative_to(self.warehouse)),
-                               schema=df.schema.json()))
+                               schema=df.schema.json(), ddl=ddl or (old.ddl if old else "")))
         return self._count_dir(path)
 
     def _write_temp(self, name: str, df: DataFrame) -> int:
@@ -676,6 +709,16 @@ def _duck_type(t) -> str:
     if isinstance(t, dict):
         return "VARCHAR[]" if t.get("type") == "array" else t.get("type", "").upper()
     return _DUCK_TYPES.get(t, t.upper())  # decimal(18,2) -> DECIMAL(18,2)
+
+
+def _signed(schema: pa.Schema) -> pa.Schema:
+    """Unsigned integer columns (DuckDB's UBIGINT hashes) as the signed type that holds
+    every value, as Spark reads Parquet's unsigned ones (UINT64: DECIMAL(20,0))."""
+    import pyarrow as pa
+
+    wider = {pa.uint8(): pa.int16(), pa.uint16(): pa.int32(), pa.uint32(): pa.int64(),
+             pa.uint64(): pa.decimal128(20, 0)}
+    return pa.schema([f.with_type(wider.get(f.type, f.type)) for f in schema])
 
 
 def _arrow_schema_ddl(table: pa.Table) -> str:

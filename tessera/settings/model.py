@@ -7,6 +7,7 @@ from typing import Literal
 
 from tessera.settings.activation import ActivationSettings, AutomationDef, JourneyDef
 from tessera.settings.base import _Strict, Entity, Identifier
+from tessera.settings.engine import EngineName, SparkSettings
 from tessera.settings.feeds import FeedDef
 from tessera.settings.identity import IdentitySettings
 from tessera.settings.marketing import ScoreDef, SegmentDef, StageDef
@@ -30,6 +31,8 @@ class _MainFile(_Strict):
     expectations: dict[Entity, EntityExpectations] = {}
     predictions: PredictionSettings = PredictionSettings()
     warehouse: WarehouseSettings = WarehouseSettings()
+    engine: EngineName = "duckdb"
+    spark: SparkSettings = SparkSettings()
 
 
 class _SourcesFile(_Strict):
@@ -80,6 +83,8 @@ class Deployment(_Strict):
     automations: list[AutomationDef] = []
     journeys: list[JourneyDef] = []
     warehouse: WarehouseSettings = WarehouseSettings()
+    engine: EngineName = "duckdb"  # which engine runs the stages on the seam
+    spark: SparkSettings = SparkSettings()
 
     def expectations_of(self, entity: str) -> EntityExpectations:
         """The entity's configured batch expectations, or the defaults."""

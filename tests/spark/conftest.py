@@ -62,16 +62,29 @@ def copy_tables(duck_con, engine, tables: list[str]) -> None:
         engine.unregister("_copy")
 
 
-@pytest.fixture(scope="module")
-def parity_seed(demo_env, demo_run, spark, tmp_path_factory):
+@pytest.fixture(scope="session")
+def duck_daily(tmp_path_factory):
+    """One all-DuckDB daily run of the generated sample for the whole lane (the parity
+    tests start from it, the Spark daily run is compared with it)."""
+    from tessera.sampledata.generator import generate
+    from tests.conftest import AS_OF, PipelineEnv
+
+    env = PipelineEnv(tmp_path_factory.mktemp("tessera"))
+    generate(env.landing, contacts=150, seed=7, as_of=AS_OF)
+    assert env.run_daily().success, "the daily job failed on the generated sample"
+    return env
+
+
+@pytest.fixture(scope="session")
+def parity_seed(duck_daily, spark, tmp_path_factory):
     """The DuckDB warehouse after the daily run (a file to copy per test) and the same
     tables in a Spark warehouse directory (a directory to copy per test)."""
     from tessera.engine.spark_engine import SparkEngine
 
     root = tmp_path_factory.mktemp("parity")
     duck = root / "duck.duckdb"
-    shutil.copyfile(demo_env.warehouse, duck)
-    con = demo_env.connect()
+    shutil.copyfile(duck_daily.warehouse, duck)
+    con = duck_daily.connect()
     try:
         engine = SparkEngine(spark, root / "spark")
         copy_tables(con, engine, PARITY_TABLES)
