@@ -212,7 +212,9 @@ def dry_run(engine: Engine, deployment, segment, as_of: dt.date, sample: int = 1
     membership of that day (or the latest stored day before it). Writes nothing.
 
     For a static segment the rule is what a fresh freeze would select; overrides are applied
-    in both cases, so ``entering`` / ``leaving`` show the effect of a rule change."""
+    in both cases, so ``entering`` / ``leaving`` show the effect of a rule change, and
+    ``entering_ids`` / ``leaving_ids`` who (at most ``sample`` ids each, smallest first;
+    the counts are always complete)."""
     engine = as_engine(engine)
     engine.run(*marketing_table_steps())
     msql, mparams = _membership_sql(segment, deployment, as_of)
@@ -233,20 +235,33 @@ def dry_run(engine: Engine, deployment, segment, as_of: dt.date, sample: int = 1
         "segments.dry_sample", "SELECT customer_id FROM _dry ORDER BY customer_id LIMIT $n",
         {"n": sample}))]
     entering = leaving = stored = None
+    entering_ids: list[int] = []
+    leaving_ids: list[int] = []
     if stored_day is not None:
-        stored, entering, leaving = engine.rows(SqlStep("segments.dry_compare", """
+        # who would enter / leave: the counts in full, the ids bounded by ``sample`` (smallest
+        # ids first, so two dry-runs of the same change list the same people)
+        stored, entering, leaving, entering_ids, leaving_ids = engine.rows(SqlStep(
+            "segments.dry_compare", """
             WITH s AS (SELECT customer_id FROM marketing.segment_members
-                       WHERE segment = $segment AND as_of_date = $day)
-            SELECT (SELECT count(*) FROM s),
-                   (SELECT count(*) FROM _dry WHERE customer_id NOT IN (SELECT customer_id FROM s)),
-                   (SELECT count(*) FROM s WHERE customer_id NOT IN (SELECT customer_id FROM _dry))""",
-            {"segment": segment.name, "day": stored_day}))[0]
+                       WHERE segment = $segment AND as_of_date = $day),
+                 ent AS (SELECT customer_id FROM _dry
+                         WHERE customer_id NOT IN (SELECT customer_id FROM s)),
+                 lea AS (SELECT customer_id FROM s
+                         WHERE customer_id NOT IN (SELECT customer_id FROM _dry))
+            SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM ent), (SELECT count(*) FROM lea),
+                   coalesce((SELECT list(customer_id ORDER BY customer_id) FROM
+                             (SELECT customer_id FROM ent ORDER BY customer_id LIMIT $n)), []),
+                   coalesce((SELECT list(customer_id ORDER BY customer_id) FROM
+                             (SELECT customer_id FROM lea ORDER BY customer_id LIMIT $n)), [])""",
+            {"segment": segment.name, "day": stored_day, "n": sample}))[0]
     engine.run(SqlStep("segments.dry_drop", "DROP TABLE IF EXISTS _dry"))
     return {"segment": segment.name, "kind": segment.kind, "as_of": as_of, "size": int(size),
             "sample_ids": ids, "stored_day": stored_day,
             "stored_size": None if stored is None else int(stored),
             "entering": None if entering is None else int(entering),
-            "leaving": None if leaving is None else int(leaving)}
+            "leaving": None if leaving is None else int(leaving),
+            "entering_ids": [int(i) for i in entering_ids or []],
+            "leaving_ids": [int(i) for i in leaving_ids or []]}
 
 
 def add_overrides(engine: Engine, segment: str, customer_ids: list[int], action: str,
