@@ -40,7 +40,7 @@ def build(deployment: Deployment):
                         "order_date DATE, amount DECIMAL(18,2))")
             con.execute("CREATE TABLE IF NOT EXISTS core.events (event_id VARCHAR, customer_id BIGINT, "
                         "event_type VARCHAR, occurred_at TIMESTAMP)")
-            stats = build_contact_cards(con, companies=companies)
+            stats = build_contact_cards(con, companies=companies, deployment=deployment)
             return dg.MaterializeResult(metadata=table_metadata(con, "marts", "contact_cards", timer.seconds, stats))
 
     @dg.asset_check(pool=POOL, asset=CARDS, name="one_card_per_customer", blocking=True,
