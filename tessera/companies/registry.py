@@ -30,7 +30,8 @@ from tessera.engine import Engine, SqlStep, as_engine
 from tessera.engine.steps import ddl_statements
 from tessera.settings import Deployment
 from tessera.stable_ids import assign_stable_ids
-from tessera.vocabulary import CARD_COMPANY_FIELDS, card_company_fields, company_golden_fields
+from tessera.vocabulary import (CARD_COMPANY_FIELDS, card_company_fields, company_golden_fields,
+                                switched_off)
 
 
 def link_company_users(engine: Engine, run_at: dt.datetime) -> dict:
@@ -233,12 +234,15 @@ def resolve_companies(engine: Engine, deployment: Deployment, run_at: dt.datetim
             "new_company_ids": int(new_ids)}
 
 
-def build_company_contacts(engine: Engine) -> dict:
-    """``core.company_contacts``: the customer behind each linked company user."""
+def build_company_contacts(engine: Engine, deployment=None) -> dict:
+    """``core.company_contacts``: the customer behind each linked company user, with the
+    company user's extended properties (they belong to the person *in* the company)."""
     engine = as_engine(engine)
+    props = "".join(f', u."{p.name}"' for p in
+                    (deployment.properties_of("company_user") if deployment is not None else []))
     with engine.together():
-        engine.replace_table("core.company_contacts", SqlStep("companies.contacts", """
-            SELECT cs.customer_id, ks.company_id, u.role, u.source, u.source_record_id, u.linked_by
+        engine.replace_table("core.company_contacts", SqlStep("companies.contacts", f"""
+            SELECT cs.customer_id, ks.company_id, u.role, u.source, u.source_record_id, u.linked_by{props}
             FROM staging.company_users u
             JOIN core.customer_sources cs USING (source, source_record_id)
             JOIN core.company_sources ks
@@ -315,7 +319,22 @@ def card_company_sql(deployment=None) -> str:
 # --------------------------------------------------------------------------- #
 # Potential companies
 # --------------------------------------------------------------------------- #
-def build_potential_companies(engine: Engine, run_at: dt.datetime) -> dict:
+_POTENTIAL_FIELDS = ("legal_name", "vat_number", "email", "phone", "city", "region", "province",
+                     "country", "sector_macro", "sector_micro", "source_macro", "source_micro",
+                     "updated_at")
+
+
+def _potential_columns(deployment=None) -> str:
+    """The registry's fields: switched-off ones left out, extended properties added."""
+    off = switched_off(deployment, "potential_company") if deployment is not None else set()
+    cols = [("p.vat_key AS vat_number" if f == "vat_number" else f"p.{f}")
+            for f in _POTENTIAL_FIELDS if f not in off]
+    if deployment is not None:
+        cols += [f'p."{prop.name}"' for prop in deployment.properties_of("potential_company")]
+    return ", ".join(cols)
+
+
+def build_potential_companies(engine: Engine, run_at: dt.datetime, deployment=None) -> dict:
     """``core.potential_companies``: purchased lists, marked registered when a company
     with the same VAT (else the same normalised legal name, if it names one company)
     exists in ``core.companies``. The first time of registration is kept across runs."""
@@ -346,9 +365,7 @@ def build_potential_companies(engine: Engine, run_at: dt.datetime) -> dict:
                 LEFT JOIN by_vat v ON v.vat_key = p.vat_key
                 LEFT JOIN by_name n ON n.name_key = p.name_key AND NOT p.generic_name
             )
-            SELECT p.source, p.source_record_id, p.node, p.legal_name, p.vat_key AS vat_number,
-                   p.email, p.phone, p.city, p.region, p.province, p.country, p.sector_macro,
-                   p.sector_micro, p.source_macro, p.source_micro, p.updated_at,
+            SELECT p.source, p.source_record_id, p.node, {_potential_columns(deployment)},
                    CASE WHEN p.registered_company_id IS NULL THEN 'potential' ELSE 'registered' END AS status,
                    p.registered_company_id,
                    CASE WHEN p.registered_company_id IS NOT NULL THEN p.registered_by END AS registered_by,

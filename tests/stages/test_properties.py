@@ -178,6 +178,9 @@ def test_extended_company_properties_are_typed_and_checked(world):
     # a required extended property of company users: the user without a badge is rejected
     assert world.query("SELECT line, field, reason FROM ops.rejects WHERE source = 'crm_company_users'") == [
         (5, "badge", "required field is empty")]
+    # a company user's own property stays with the person's link to the company
+    assert world.query("SELECT source_record_id, badge FROM core.company_contacts ORDER BY 1") == [
+        ("U1", "B-1"), ("U2", "B-2"), ("U3", "B-3"), ("U5", "B-5")]
 
 
 def test_extended_company_property_flows_to_card_segment_and_feed(world):
