@@ -28,6 +28,8 @@ def _feed_asset(deployment: Deployment, feed):
             dg.AssetKey(["core", "bounce_status"])]
     if feed.segment:
         deps.append(dg.AssetKey(["segments", feed.segment]))
+    if feed.view:
+        deps.append(dg.AssetKey(["views", f"{feed.view}_contact_cards"]))
     if feed.score_actions and deployment.scores:
         deps.append(dg.AssetKey(["marketing", "score_actions"]))
     if uses_predictions(feed):

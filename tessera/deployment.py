@@ -298,6 +298,16 @@ def load_deployment(config_dir: str | Path) -> Deployment:
         recommendations=recs,
     )
 
+    views = {v.name for v in main.tree.views}
+    for i, seg in enumerate(segments.segments):
+        if seg.view and seg.view not in views:
+            raise ConfigError(f"{segments_y.where(('segments', i, 'view'))}: unknown view '{seg.view}' "
+                              f"(declared views: {sorted(views)})")
+    for i, feed in enumerate(feeds.feeds):
+        if feed.view and feed.view not in views:
+            raise ConfigError(f"{feeds_y.where(('feeds', i, 'view'))}: unknown view '{feed.view}' "
+                              f"(declared views: {sorted(views)})")
+
     # Rules and feeds are checked against the field catalogue now, so that a bad rule
     # fails when definitions load rather than in the middle of the nightly run.
 

@@ -26,6 +26,27 @@ def contact_cards_step(companies: bool = False, deployment=None) -> SqlStep:
     return SqlStep("card.contact_cards", sql)
 
 
+def view_cards_step(deployment, view: str) -> SqlStep:
+    """A view node's contact cards: the main card with the view's golden profile (and its
+    source count, nodes and recency) in place of the main one, for the customers the view
+    has. Orders, behaviour, consent and company stay the person's."""
+    from tessera.vocabulary import contact_golden_fields
+
+    fields = [*contact_golden_fields(deployment), "source_count", "nodes", "updated_at"]
+    replace = ", ".join(f'v."{f}" AS "{f}"' for f in fields)
+    return SqlStep(f"card.view_cards.{view}", f"""
+        SELECT c.* REPLACE ({replace})
+        FROM marts.contact_cards c JOIN views.{view}_customers v USING (customer_id)
+        ORDER BY c.customer_id""")
+
+
+def build_view_cards(engine: Engine, deployment, view: str) -> dict:
+    engine = as_engine(engine)
+    with engine.together():
+        rows = engine.replace_table(f"views.{view}_contact_cards", view_cards_step(deployment, view))
+    return {"cards": int(rows)}
+
+
 def build_contact_cards(engine: Engine, companies: bool = False, deployment=None) -> dict:
     """With ``companies`` (the deployment has company users), the card also carries the
     person's company (``tessera.vocabulary.CARD_COMPANY_FIELDS``) and co-worker count."""

@@ -36,6 +36,12 @@ def uses_predictions(feed) -> bool:
     return any(f in PREDICTION_FIELDS for f in feed.source_fields)
 
 
+def feed_cards(feed) -> str:
+    """The card table a feed reads: the main view's, or its view node's."""
+    view = getattr(feed, "view", None)
+    return f"views.{view}_contact_cards" if view else "marts.contact_cards"
+
+
 def feed_rows_sql(feed) -> str:
     """The feed's rows; binds the day, then (with a segment) the segment name and the day."""
     cols = ", ".join(f'"{f}"' for f in feed.source_fields)
@@ -47,7 +53,7 @@ def feed_rows_sql(feed) -> str:
         # contacts a score threshold pushed to this feed on the day
         seg = ("AND customer_id IN (SELECT customer_id FROM marketing.score_actions "
                "WHERE action = 'feed' AND target = ? AND as_of_date = ?)")
-    return (f"SELECT {cols} FROM ({segment_base_sql(uses_predictions(feed))}) "
+    return (f"SELECT {cols} FROM ({segment_base_sql(uses_predictions(feed), feed_cards(feed))}) "
             f"WHERE {delivery_filter(feed.channel)} {seg} ORDER BY customer_id")
 
 
@@ -68,7 +74,7 @@ def feed_rows_step(feed, as_of: dt.date) -> SqlStep:
 def unconsented_step(feed, as_of: dt.date, ids: list[int]) -> SqlStep:
     """How many of ``ids`` the feed must not deliver (the belt-and-braces re-check)."""
     return SqlStep("feeds.unconsented",
-                   f"SELECT count(*) FROM ({segment_base_sql()}) WHERE customer_id IN "
+                   f"SELECT count(*) FROM ({segment_base_sql(cards=feed_cards(feed))}) WHERE customer_id IN "
                    f"(SELECT unnest(CAST(? AS BIGINT[]))) AND NOT ({delivery_filter(feed.channel)})",
                    [as_of, ids])
 

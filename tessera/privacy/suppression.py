@@ -362,7 +362,7 @@ def forget(con: duckdb.DuckDBPyConnection, deployment, key: str, *, emails=(), c
         for table, where in staging_where.items():
             if has("staging", table):
                 deleted += con.execute(f"DELETE FROM staging.{table} WHERE {where}").fetchone()[0]
-        for schema in ("core", "marts", "marketing", "predictions", "recommendations", "exports"):
+        for schema in ("core", "views", "marts", "marketing", "predictions", "recommendations", "exports"):
             for table in _base_tables(con, schema):
                 cols = _columns(con, schema, table)
                 if "customer_id" in cols:
@@ -447,7 +447,7 @@ def subject_access(con, deployment, customer_id: int) -> dict:
         if rows:
             out["tables"][f"{schema}.{table}"] = rows
 
-    for schema in ("core", "marts", "marketing", "predictions", "recommendations", "exports"):
+    for schema in ("core", "views", "marts", "marketing", "predictions", "recommendations", "exports"):
         for table in _base_tables(con, schema):
             cols = _columns(con, schema, table)
             if "customer_id" in cols:

@@ -74,6 +74,18 @@ sources:
     columns: {source_record_id: id, first_name: nome, last_name: cognome, email: email, city: citta, updated_at: agg}
 """
 
+FEEDS_YAML = """
+feeds:
+  - {name: brand_people, view: brand, channel: none, format: csv, fields: [customer_id, first_name, city]}
+  - {name: main_people, channel: none, format: csv, fields: [customer_id, first_name, city]}
+"""
+
+SEGMENTS_YAML = """
+segments:
+  - {name: brand_annalisas, view: brand, rule: {field: first_name, op: "=", value: Annalisa}}
+  - {name: main_annalisas, rule: {field: first_name, op: "=", value: Annalisa}}
+"""
+
 FILES = {
     # Anna: the ERP is older, the Italian CRM newer, with another spelling and city
     "erp/people_1.csv": """\
@@ -106,6 +118,8 @@ class World:
         self.config.mkdir()
         (self.config / "tessera.yaml").write_text(TESSERA_YAML)
         (self.config / "sources.yaml").write_text(SOURCES_YAML)
+        (self.config / "feeds.yaml").write_text(FEEDS_YAML)
+        (self.config / "segments.yaml").write_text(SEGMENTS_YAML)
         self.landing = root / "landing"
         self.warehouse = root / "wh.duckdb"
         for rel, text in FILES.items():
@@ -115,8 +129,7 @@ class World:
 
     def materialize(self):
         assets, checks = build_assets(load_deployment(self.config))
-        selection = dg.AssetSelection.groups("ingestion", "staging", "identity", "consent", "golden")
-        result = dg.materialize([*assets, *checks], selection=selection,
+        result = dg.materialize([*assets, *checks], partition_key="2026-11-01",
                                 resources=build_resources(self.warehouse, self.landing, self.root / "feeds"),
                                 instance=dg.DagsterInstance.ephemeral())
         assert result.success
@@ -190,14 +203,40 @@ def test_two_views_give_different_golden_values_by_design(world):
     assert {"views/brand_customers", "views/italy_field_lineage"} <= mats
 
 
+def test_a_feed_chooses_its_view(world):
+    import csv
+
+    def rows(feed):
+        with open(world.root / "feeds" / feed / f"{feed}_2026-11-01.csv", encoding="utf-8") as fh:
+            return sorted((r["first_name"], r["city"]) for r in csv.DictReader(fh))
+
+    # the brand's golden names and cities, and only the people the brand's view has
+    assert rows("brand_people") == [("Annalisa", "Monza"), ("Brunetto", "Torino")]
+    assert rows("main_people") == [("Anna", "Milano"), ("Bruno", "Torino"), ("Carla", "Roma")]
+
+
+def test_a_segment_chooses_its_view(world):
+    con = connect(world.warehouse)
+    try:
+        got = dict(con.execute("SELECT segment, list(c.email ORDER BY c.email) FROM marketing.segment_members m "
+                               "JOIN core.customers c USING (customer_id) GROUP BY segment").fetchall())
+    finally:
+        con.close()
+    # Anna is Annalisa in the brand's view only
+    assert got == {"brand_annalisas": ["anna@x.it"]}
+
+
 @pytest.mark.parametrize("old,new,message", [
     ("- shop\n      field_rules", "- nowhere\n      field_rules", "unknown node 'nowhere'"),
     ("- erp\n    # the country", "- crm_it\n    # the country", "appears twice"),
     ("field_rules: {city: most_recent}", "field_rules: {email_consent: most_recent}", "not a golden field"),
+    ("view: brand,", "view: nowhere,", "unknown view 'nowhere'"),
+    ("view: brand, rule", "view: nowhere, rule", "unknown view 'nowhere'"),
 ])
 def test_bad_views_fail_at_load(tmp_path, old, new, message):
     w = World(tmp_path)
-    path = w.config / "tessera.yaml"
+    path = next(w.config / f for f in ("tessera.yaml", "feeds.yaml", "segments.yaml")
+                if old in (w.config / f).read_text())
     text = path.read_text()
     assert old in text
     path.write_text(text.replace(old, new, 1))
