@@ -59,15 +59,17 @@ def described_schema(con, schema: str, table: str, entity: str | None = None,
                                    for n, t in column_schema(con, schema, table)])
 
 
-def published_contract_problems(con, table: str) -> list[str]:
+def published_contract_problems(con, table: str, switched_off: set[str] | frozenset = frozenset()) -> list[str]:
     """What ``table`` lacks of its contract in ``data_contracts/published/``: each missing
-    column, or a column whose type is not the promised one."""
+    column, or a column whose type is not the promised one. A base property the deployment
+    switched off is absent by design, not a problem."""
     from tessera.contracts import published_contracts
 
     schema, name = table.split(".")
     spec = published_contracts()[table]
     have = dict(column_schema(con, schema, name))
-    problems = [f"{c.name}: missing" for c in spec.columns if c.name not in have]
+    problems = [f"{c.name}: missing" for c in spec.columns
+                if c.name not in have and c.name not in switched_off]
     problems += [f"{c.name}: {have[c.name]} instead of {c.type}" for c in spec.columns
                  if c.name in have and have[c.name] != c.type]
     return problems

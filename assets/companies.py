@@ -98,7 +98,7 @@ def build(deployment: Deployment):
                                     "exist with their types.")
         def companies_contract(warehouse: DuckDBResource):
             with warehouse.get_connection() as con:
-                problems = published_contract_problems(con, "core.companies")
+                problems = published_contract_problems(con, "core.companies", deployment.switched_off_of("company"))
             return dg.AssetCheckResult(passed=not problems, metadata={"problems": dg.MetadataValue.json(problems)})
 
         assets.append(companies)
@@ -117,7 +117,7 @@ def build(deployment: Deployment):
             with warehouse.get_connection() as con:
                 ensure_warehouse(con)
                 _ensure_company_tables(con)
-                stats = build_company_contacts(con)
+                stats = build_company_contacts(con, deployment)
                 stats["unlinked_company_users"] = int(con.execute(
                     "SELECT count(*) FROM ops.unlinked_company_users").fetchone()[0])
                 meta = table_metadata(con, "core", "company_contacts", timer.seconds, stats)
@@ -159,7 +159,7 @@ def build(deployment: Deployment):
             timer = Timer()
             with warehouse.get_connection() as con:
                 ensure_warehouse(con)
-                stats = build_potential_companies(con, _now())
+                stats = build_potential_companies(con, _now(), deployment)
                 meta = table_metadata(con, "core", "potential_companies", timer.seconds, stats)
                 ucounts = build_potential_unsubscribes(con)
                 if ucounts["undecided"]:

@@ -29,6 +29,8 @@ def _feed_asset(deployment: Deployment, feed):
             dg.AssetKey(["core", "bounce_status"])]
     if feed.segment:
         deps.append(dg.AssetKey(["segments", feed.segment]))
+    if feed.view:
+        deps.append(dg.AssetKey(["views", f"{feed.view}_contact_cards"]))
     fields = set(feed.source_fields)
     if (feed.row_source == "score_actions" or fields & set(ACTION_FIELDS)) and deployment.scores:
         deps.append(dg.AssetKey(["marketing", "score_actions"]))

@@ -9,7 +9,7 @@ from dagster_duckdb import DuckDBResource
 from resources.spark import SparkEngineResource
 from assets._common import POOL, markdown_counts, published_contract_problems, table_metadata
 from tessera.settings import Deployment
-from tessera.identity.golden import build_customers, build_orders
+from tessera.identity.golden import build_customers, build_orders, view_tables
 from tessera.identity.linkage import build_events, events_linkage, orders_linkage
 from tessera.vocabulary import ENTITY_TABLES
 from resources import PrivacySettings
@@ -69,7 +69,7 @@ def build(deployment: Deployment):
                     description="Columns promised in data_contracts/published/core.customers.yaml exist with their types.")
     def contract(warehouse: DuckDBResource):
         with warehouse.get_connection() as con:
-            problems = published_contract_problems(con, "core.customers")
+            problems = published_contract_problems(con, "core.customers", deployment.switched_off_of("contact"))
         return dg.AssetCheckResult(passed=not problems, metadata={"problems": dg.MetadataValue.json(problems)})
 
     @dg.asset_check(pool=POOL, asset=CUSTOMERS, name="no_erased_identifier_in_warehouse", blocking=True,
@@ -107,6 +107,11 @@ def build(deployment: Deployment):
 
     assets = [customers]
     checks = [ids_unique, contract, no_erased, withdrawals_hold]
+
+    # Declared view nodes (tree.views): golden records and lineage of each, after the
+    # main view (they share its customer ids and consent).
+    for view in deployment.tree.views:
+        assets.append(_view_asset(deployment, view.name, view.description))
 
     if deployment.sources_of("order"):
         @dg.asset(key=["core", "orders"], group_name=GROUP, pool=POOL, kinds={"duckdb"},
@@ -181,3 +186,35 @@ def build(deployment: Deployment):
                 "anonymous_share": dg.MetadataValue.float(share)})
         checks.append(events_linked)
     return assets, checks
+
+
+def _view_asset(deployment: Deployment, name: str, description: str):
+    """The multi-asset of one view node: ``views/<name>_customers`` and its lineage."""
+    customers_table, lineage_table = view_tables(name)
+    keys = [dg.AssetKey(t.split(".")) for t in (customers_table, lineage_table)]
+
+    @dg.multi_asset(
+        name=f"view_{name}",
+        specs=[
+            dg.AssetSpec(keys[0], group_name=GROUP, deps=[CUSTOMERS], kinds={"duckdb"},
+                         description=f"Golden records of the view node '{name}' "
+                                     f"({description or 'its nodes merged by its own tree'})."),
+            dg.AssetSpec(keys[1], group_name=GROUP, deps=[CUSTOMERS], kinds={"duckdb"},
+                         description=f"Field lineage of the view node '{name}'."),
+        ],
+        pool=POOL,
+    )
+    def view_customers(warehouse: DuckDBResource):
+        timer = Timer()
+        with warehouse.get_connection() as con:
+            stats = build_customers(con, deployment, dt.datetime.now().replace(microsecond=0), view=name)
+            schema, table = customers_table.split(".")
+            meta = table_metadata(con, schema, table, timer.seconds, stats)
+            lschema, ltable = lineage_table.split(".")
+            lin = table_metadata(con, lschema, ltable, timer.seconds)
+            lin["winning_node"] = markdown_counts("node", con.execute(
+                f"SELECT node, count(*) FROM {lineage_table} GROUP BY ALL ORDER BY 2 DESC").fetchall())
+        yield dg.MaterializeResult(asset_key=keys[0], metadata=meta)
+        yield dg.MaterializeResult(asset_key=keys[1], metadata=lin)
+
+    return view_customers

@@ -170,6 +170,8 @@ def _segment_asset(deployment: Deployment, segment, upstream: list):
                              for s in dict.fromkeys(referenced_segments(segment.rule))]
     if set(referenced_fields(segment.rule)) & set(PREDICTION_FIELDS):
         deps.append(dg.AssetKey(["predictions", "customer_predictions"]))
+    if segment.view:
+        deps.append(dg.AssetKey(["views", f"{segment.view}_contact_cards"]))
 
     @dg.asset(key=key, group_name="segments", pool=POOL, deps=[*deps, DAY_INPUTS], kinds={"duckdb"},
               partitions_def=daily_partitions, backfill_policy=daily_backfill,

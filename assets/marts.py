@@ -7,7 +7,7 @@ from dagster_duckdb import DuckDBResource
 from assets._common import POOL, table_metadata
 from tessera.settings import Deployment
 from tessera.privacy.consent import SOFT_DELETED_SQL
-from tessera.card.marts import build_contact_cards
+from tessera.card.marts import build_contact_cards, build_view_cards
 from tessera.card.search import build_contact_search
 from tessera.engine.warehouse import Timer
 
@@ -40,7 +40,7 @@ def build(deployment: Deployment):
                         "order_date DATE, amount DECIMAL(18,2))")
             con.execute("CREATE TABLE IF NOT EXISTS core.events (event_id VARCHAR, customer_id BIGINT, "
                         "event_type VARCHAR, occurred_at TIMESTAMP)")
-            stats = build_contact_cards(con, companies=companies)
+            stats = build_contact_cards(con, companies=companies, deployment=deployment)
             return dg.MaterializeResult(metadata=table_metadata(con, "marts", "contact_cards", timer.seconds, stats))
 
     @dg.asset_check(pool=POOL, asset=CARDS, name="one_card_per_customer", blocking=True,
@@ -66,4 +66,23 @@ def build(deployment: Deployment):
             stats = build_contact_search(con)
             return dg.MaterializeResult(metadata=table_metadata(con, "marts", "contact_search", timer.seconds, stats))
 
-    return [contact_cards, contact_search], [one_card]
+    views = [_view_cards_asset(deployment, v.name) for v in deployment.tree.views]
+    return [contact_cards, contact_search, *views], [one_card]
+
+
+def _view_cards_asset(deployment: Deployment, view: str):
+    """``views/<view>_contact_cards``: the card with the view node's golden profile, for
+    the feeds that choose that view."""
+
+    @dg.asset(key=["views", f"{view}_contact_cards"], group_name=GROUP, pool=POOL,
+              deps=[CARDS, dg.AssetKey(["views", f"{view}_customers"])], kinds={"duckdb"},
+              description=f"Contact cards with the golden profile of the view node '{view}'.")
+    def view_cards(warehouse: DuckDBResource) -> dg.MaterializeResult:
+        timer = Timer()
+        with warehouse.get_connection() as con:
+            stats = build_view_cards(con, deployment, view)
+            return dg.MaterializeResult(metadata=table_metadata(
+                con, "views", f"{view}_contact_cards", timer.seconds, stats))
+
+    return view_cards
+

@@ -17,13 +17,13 @@ from pydantic import ValidationError
 
 from tessera.contracts import entity_contracts
 from tessera.marketing.rules import segment_order, validate_rule
-from tessera.settings import SALES_CHANNEL_MACROS, Deployment
+from tessera.settings import PREDEFINED_MACROS, Deployment
 from tessera.settings.activation import AutomationsFile, JourneysFile
 from tessera.settings.model import (_FeedsFile, _MainFile, _ScoringFile, _SegmentsFile,
                                     _SourcesFile, _StagesFile, _LookupsFile, _RecommendationsFile)
 from tessera.yamlfile import ConfigError, LoadedYaml, load_yaml
 from tessera.vocabulary import (CARD_COMPANY_FIELDS, FEED_FIELDS, GOLDEN_FIELDS, STAGE_FIELDS,
-                                field_catalogue)
+                                field_catalogue, sendero_contact_fields)
 
 def _validate(model, loaded: LoadedYaml):
     try:
@@ -36,6 +36,12 @@ def _validate(model, loaded: LoadedYaml):
                 msg = "unknown key"
             msgs.append(f"{loaded.where(err['loc'])}: {msg}")
         raise ConfigError("invalid configuration\n  " + "\n  ".join(msgs)) from None
+
+
+# Base properties no deployment can switch off: what tells records apart and links them.
+NEEDED = {"contact": ("email",), "company": ("legal_name", "country"),
+          "company_user": ("company_name",), "potential_company": ("legal_name", "country"),
+          "order": ("customer_ref", "order_date", "amount"), "product": ()}
 
 
 def load_deployment(config_dir: str | Path) -> Deployment:
@@ -79,6 +85,21 @@ def load_deployment(config_dir: str | Path) -> Deployment:
             f"{sorted(missing)}"
         )
 
+    view_names: set[str] = set()
+    for i, view in enumerate(main.tree.views):
+        where_v = lambda *k: main_y.where(("tree", "views", i) + k)  # noqa: E731
+        if view.name in view_names:
+            raise ConfigError(f"{where_v('name')}: duplicate view '{view.name}'")
+        view_names.add(view.name)
+        under = view.nodes()
+        for name in under:
+            if name not in node_names:
+                raise ConfigError(f"{where_v('children')}: unknown node '{name}'")
+        if len(under) != len(set(under)):
+            raise ConfigError(f"{where_v('children')}: a node appears twice in view '{view.name}'")
+        if not under:
+            raise ConfigError(f"{where_v('children')}: view '{view.name}' has no node")
+
     contracts = entity_contracts()
     ext_by_entity = {e: {p.name for p in props} for e, props in main.properties.items()}
     for e, props in main.properties.items():
@@ -90,10 +111,26 @@ def load_deployment(config_dir: str | Path) -> Deployment:
                     "property already"
                 )
 
-    for field in main.tree.field_rules:
-        if field not in GOLDEN_FIELDS and field not in ext_by_entity.get("contact", ()):
+    # Switched-off base properties: base fields of the registry, never its key or the
+    # fields the platform needs to tell records apart (NEEDED).
+    off_by_entity = {e: set(fields) for e, fields in main.switched_off.items()}
+    for e, fields in main.switched_off.items():
+        for j, f in enumerate(fields):
+            where_off = main_y.where(("switched_off", e, j))
+            if f not in contracts[e].fields:
+                raise ConfigError(f"{where_off}: '{f}' is not a base property of '{e}'")
+            if f in NEEDED.get(e, ()) or f == contracts[e].key:
+                raise ConfigError(f"{where_off}: '{f}' cannot be switched off (Tessera needs it "
+                                  "to tell records apart)")
+
+    rule_sets = [(("tree", "field_rules"), main.tree.field_rules)] + [
+        (("tree", "views", i, "field_rules"), v.field_rules) for i, v in enumerate(main.tree.views)]
+    for path, field in ((p, f) for p, rules in rule_sets for f in rules):
+        if field in off_by_entity.get("contact", ()) or (
+                field not in GOLDEN_FIELDS and field not in sendero_contact_fields()
+                and field not in ext_by_entity.get("contact", ())):
             raise ConfigError(
-                f"{main_y.where(('tree', 'field_rules', field))}: '{field}' is not a golden field "
+                f"{main_y.where(path + (field,))}: '{field}' is not a golden field "
                 "(consent never comes from survivorship)")
 
     seen: set[str] = set()
@@ -122,13 +159,18 @@ def load_deployment(config_dir: str | Path) -> Deployment:
             raise ConfigError(f"{where()}: an xlsx source needs an 'xlsx' block (sheet, header_row)")
         allowed = set(contracts[s.entity].fields) | ext_by_entity.get(s.entity, set())
         for field in s.columns:
+            if field in off_by_entity.get(s.entity, ()):
+                raise ConfigError(f"{where('columns', field)}: '{field}' is switched off for "
+                                  f"'{s.entity}' (tessera.yaml switched_off)")
             if field not in allowed:
                 raise ConfigError(
                     f"{where('columns', field)}: '{field}' is not a field of entity "
                     f"'{s.entity}' (see data_contracts/entities/{s.entity}.yaml)"
                 )
         required = [f for f, spec in contracts[s.entity].fields.items()
-                    if spec.required and f != "source_record_id"]
+                    if spec.required and f != "source_record_id"
+                    and f not in off_by_entity.get(s.entity, ())]
+        required += [p.name for p in main.properties.get(s.entity, []) if p.required]
         for field in required:
             if field not in s.columns:
                 raise ConfigError(f"{where('columns')}: required field '{field}' is not mapped")
@@ -175,10 +217,12 @@ def load_deployment(config_dir: str | Path) -> Deployment:
     lookups_y = load_yaml(lookups_path) if lookups_path.exists() else None
     lookups = _validate(_LookupsFile, lookups_y) if lookups_y else _LookupsFile()
     for name, table in lookups.lookups.items():
-        if name == "sales_channel" and table.macro:
-            raise ConfigError(f"{lookups_y.where(('lookups', name, 'macro'))}: sales-channel "
-                              "macros are predefined (e-commerce, store, phone, mail); declare micros only")
-        macros = SALES_CHANNEL_MACROS if name == "sales_channel" else table.macro
+        if name in PREDEFINED_MACROS and table.macro:
+            labels = ", ".join(m.label for m in PREDEFINED_MACROS[name])
+            raise ConfigError(f"{lookups_y.where(('lookups', name, 'macro'))}: "
+                              f"{name.replace('_', '-')} macros are predefined ({labels}); "
+                              "declare micros only")
+        macros = PREDEFINED_MACROS.get(name, table.macro)
         by_id = {m.id for m in macros}
         by_label = {m.label.strip().lower(): m.id for m in macros}
         for level, values in (("macro", table.macro), ("micro", table.micro)):
@@ -194,6 +238,25 @@ def load_deployment(config_dir: str | Path) -> Deployment:
             if not known:
                 raise ConfigError(f"{where}: unknown macro '{v.macro}' (a micro belongs to a "
                                   "macro of the same table)")
+    # A named sales channel's micro must be a declared micro under the channel's macro
+    # (once the deployment declares sales-channel micros at all).
+    channel_micros = lookups.lookups.get("sales_channel")
+    if channel_micros is not None and channel_micros.micro:
+        by_label = {m.label.strip().lower(): m.id for m in PREDEFINED_MACROS["sales_channel"]}
+        macro_of = {v.id: (v.macro if isinstance(v.macro, int) else by_label.get(str(v.macro).strip().lower()))
+                    for v in channel_micros.micro}
+        for cname, ch in main.sales_channels.items():
+            if ch.micro is not None and macro_of.get(ch.micro) != ch.macro:
+                raise ConfigError(
+                    f"{main_y.where(('sales_channels', cname, 'micro'))}: micro {ch.micro} is not a "
+                    f"sales-channel micro under macro {ch.macro} in lookups.yaml")
+
+    # A lookup property names a settings table of lookups.yaml.
+    for e, props in main.properties.items():
+        for j, p in enumerate(props):
+            if p.table and p.table not in lookups.lookups and p.table not in PREDEFINED_MACROS:
+                raise ConfigError(f"{main_y.where(('properties', e, j, 'table'))}: unknown settings "
+                                  f"table '{p.table}' (declare it in lookups.yaml)")
 
     if any(s.entity == "company_user" for s in sources.sources):
 
@@ -228,6 +291,7 @@ def load_deployment(config_dir: str | Path) -> Deployment:
         nodes=main.nodes,
         tree=main.tree,
         properties=main.properties,
+        switched_off=main.switched_off,
         identity=main.identity,
         sales_channels=main.sales_channels,
         sources=sources.sources,
@@ -245,6 +309,16 @@ def load_deployment(config_dir: str | Path) -> Deployment:
         journeys=journeys.journeys,
         warehouse=main.warehouse,
     )
+
+    views = {v.name for v in main.tree.views}
+    for i, seg in enumerate(segments.segments):
+        if seg.view and seg.view not in views:
+            raise ConfigError(f"{segments_y.where(('segments', i, 'view'))}: unknown view '{seg.view}' "
+                              f"(declared views: {sorted(views)})")
+    for i, feed in enumerate(feeds.feeds):
+        if feed.view and feed.view not in views:
+            raise ConfigError(f"{feeds_y.where(('feeds', i, 'view'))}: unknown view '{feed.view}' "
+                              f"(declared views: {sorted(views)})")
 
     # Rules and feeds are checked against the field catalogue now, so that a bad rule
     # fails when definitions load rather than in the middle of the nightly run.

@@ -23,6 +23,28 @@ GOLDEN_FIELDS: dict[str, str] = {
 }
 
 
+# Bookkeeping fields of the contact contract: per source record, never golden.
+_CONTACT_BOOKKEEPING = ("source_record_id", "consent_email", "consent_sms", "updated_at")
+
+
+def sendero_contact_fields() -> dict[str, str]:
+    """The contact contract's fields beyond the base profile ([Sendero]'s B2C list:
+    profession, marital status, education, user type, interest and source macro/micro
+    pairs, permanent-form source type, registration detail): field -> type."""
+    fields = entity_contracts()["contact"].fields
+    return {f: spec.type for f, spec in fields.items()
+            if f not in GOLDEN_FIELDS and f not in _CONTACT_BOOKKEEPING}
+
+
+def profile_fields(deployment) -> dict[str, str]:
+    """The Sendero profile fields some contact (or company user) source of the deployment
+    maps: they become golden fields, card fields and rule fields. A deployment that maps
+    none keeps the base tables, column for column."""
+    mapped = {f for s in getattr(deployment, "sources", []) or []
+              if getattr(s, "entity", None) in CONTACT_ENTITIES for f in s.columns}
+    return {f: t for f, t in sendero_contact_fields().items() if f in mapped}
+
+
 CARD_EXTRA_FIELDS: dict[str, str] = {
     "customer_id": "integer",
     "email_consent": "string",
@@ -91,13 +113,33 @@ def score_fields(deployment) -> dict[str, str]:
     return out
 
 
-def field_catalogue(deployment) -> dict[str, str]:
-    cat = dict(GOLDEN_FIELDS)
+def contact_golden_fields(deployment) -> dict[str, str]:
+    """The golden record's profile fields: the base ones not switched off, the Sendero
+    fields the sources map, the extended properties (field -> contract type)."""
+    off = switched_off(deployment, "contact")
+    fields = {f: t for f, t in GOLDEN_FIELDS.items() if f not in off}
+    fields.update(profile_fields(deployment))
     for prop in deployment.properties_of("contact"):
-        cat[prop.name] = prop.type
+        fields[prop.name] = prop.field_type
+    return fields
+
+
+def card_company_fields(deployment) -> dict[str, str]:
+    """The company fields of the contact card: the base ones whose company property is
+    on, plus ``company_<property>`` for each extended company property."""
+    off = switched_off(deployment, "company")
+    fields = {f: t for f, t in CARD_COMPANY_FIELDS.items()
+              if CARD_COMPANY_SOURCE.get(f) not in off}
+    for prop in deployment.properties_of("company"):
+        fields[f"company_{prop.name}"] = prop.field_type
+    return fields
+
+
+def field_catalogue(deployment) -> dict[str, str]:
+    cat = contact_golden_fields(deployment)
     cat.update(CARD_EXTRA_FIELDS)
     if any(getattr(s, "entity", None) == "company_user" for s in getattr(deployment, "sources", []) or []):
-        cat.update(CARD_COMPANY_FIELDS)
+        cat.update(card_company_fields(deployment))
     cat.update(RFM_FIELDS)
     cat.update(score_fields(deployment))
     cat.update(MARKETING_FIELDS)
@@ -112,8 +154,8 @@ COMPANY_FIELDS = {
     "legal_name": "VARCHAR", "vat_number": "VARCHAR", "erp_id": "VARCHAR", "email": "VARCHAR",
     "phone": "VARCHAR", "address": "VARCHAR", "postcode": "VARCHAR", "city": "VARCHAR",
     "region": "VARCHAR", "province": "VARCHAR", "country": "VARCHAR",
-    "sector_macro": "BIGINT", "sector_micro": "BIGINT", "source_macro": "VARCHAR",
-    "source_micro": "VARCHAR", "company_type": "VARCHAR", "revenue": "DECIMAL(18,2)",
+    "sector_macro": "BIGINT", "sector_micro": "BIGINT", "source_macro": "BIGINT",
+    "source_micro": "BIGINT", "company_type": "VARCHAR", "revenue": "DECIMAL(18,2)",
     "employees": "BIGINT",
 }
 
@@ -126,6 +168,25 @@ CARD_COMPANY_FIELDS: dict[str, str] = {
     "company_sector_micro": "integer", "company_type": "string", "company_revenue": "decimal",
     "company_employees": "integer", "company_role": "string", "coworker_count": "integer",
 }
+
+
+# The company property each card company field shows (a switched-off one leaves the card).
+CARD_COMPANY_SOURCE: dict[str, str] = {
+    "company_name": "legal_name", "company_vat": "vat_number", "company_city": "city",
+    "company_province": "province", "company_sector_macro": "sector_macro",
+    "company_sector_micro": "sector_micro", "company_type": "company_type",
+    "company_revenue": "revenue", "company_employees": "employees",
+}
+
+
+def company_golden_fields(deployment) -> dict[str, str]:
+    """The golden company's fields (field -> SQL type): the base ones not switched off,
+    then the extended company properties."""
+    off = switched_off(deployment, "company")
+    fields = {f: t for f, t in COMPANY_FIELDS.items() if f not in off}
+    for prop in deployment.properties_of("company"):
+        fields[prop.name] = prop.sql_type
+    return fields
 
 
 # ---------------------------------------------------------------- entities and their tables
@@ -163,10 +224,17 @@ IDENTIFIER_FIELDS: dict[str, dict[str, str]] = {
 
 def source_fields(deployment, source) -> dict[str, FieldSpec]:
     """Contract fields of the source's entity plus the deployment's extended properties."""
-    fields = dict(entity_contracts()[source.entity].fields)
+    off = switched_off(deployment, source.entity)
+    fields = {f: spec for f, spec in entity_contracts()[source.entity].fields.items() if f not in off}
     for prop in deployment.properties_of(source.entity):
-        fields[prop.name] = FieldSpec(type=prop.type, description=prop.description)
+        fields[prop.name] = prop.field_spec()
     return fields
+
+
+def switched_off(deployment, entity: str) -> set[str]:
+    """The entity's base properties the deployment switched off."""
+    fn = getattr(deployment, "switched_off_of", None)
+    return fn(entity) if fn else set()
 
 
 # ---------------------------------------------------------------- tables keyed by customer

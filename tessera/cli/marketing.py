@@ -40,10 +40,10 @@ def segment() -> None:
 @click.argument("name")
 @click.option("--date", "day", type=DATE, help="business day (default: the latest built day)")
 @click.option("--sample", type=int, default=10, show_default=True,
-              help="how many member ids to show")
+              help="how many ids to show: of the members, of who would enter, of who would leave")
 @click.pass_context
 def dry_run_cmd(ctx: click.Context, name: str, day: dt.date | None, sample: int) -> int:
-    """Size, sample ids and entering/leaving vs the stored membership.
+    """Size, sample ids, and who would enter / leave vs the stored membership.
 
     NAME is the segment's name in segments.yaml. Writes nothing.
     """
@@ -67,6 +67,10 @@ def dry_run_cmd(ctx: click.Context, name: str, day: dt.date | None, sample: int)
     else:
         print(f"  stored membership of {r['stored_day']}: {r['stored_size']} members")
         print(f"  would enter: {r['entering']}   would leave: {r['leaving']}")
+        for label, n, ids in (("entering", r["entering"], r["entering_ids"]),
+                              ("leaving", r["leaving"], r["leaving_ids"])):
+            more = f" (+{n - len(ids)} more)" if n > len(ids) else ""
+            print(f"  {label} ids: {', '.join(map(str, ids)) or '(none)'}{more}")
     return 0
 
 

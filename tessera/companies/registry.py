@@ -30,7 +30,8 @@ from tessera.engine import Engine, SqlStep, as_engine
 from tessera.engine.steps import ddl_statements
 from tessera.settings import Deployment
 from tessera.stable_ids import assign_stable_ids
-from tessera.vocabulary import COMPANY_FIELDS
+from tessera.vocabulary import (CARD_COMPANY_FIELDS, card_company_fields, company_golden_fields,
+                                switched_off)
 
 
 def link_company_users(engine: Engine, run_at: dt.datetime) -> dict:
@@ -169,7 +170,8 @@ def resolve_companies(engine: Engine, deployment: Deployment, run_at: dt.datetim
         SELECT r.rid, r.source, r.source_record_id, l.cid, p.company_id AS old_id
         FROM _crec r JOIN _clabel l USING (rid) LEFT JOIN ({prev}) p USING (source, source_record_id)"""))
     rank_values = ", ".join(f"('{n}', {r})" for n, r in deployment.node_rank().items())
-    fields = list(COMPANY_FIELDS)
+    golden = company_golden_fields(deployment)
+    fields = list(golden)
     cast_cols = ", ".join(
         f"CAST({'s.vat_key' if f == 'vat_number' else 's.' + f} AS VARCHAR) AS \"{f}\"" for f in fields)
     with engine.together():
@@ -208,7 +210,7 @@ def resolve_companies(engine: Engine, deployment: Deployment, run_at: dt.datetim
                    'tree_priority' AS rule, CAST(? AS TIMESTAMP) AS decided_at
             FROM _cwinners ORDER BY company_id, field""", [run_at]))
         pivot = ",\n".join(f"CAST(max(value) FILTER (WHERE field = '{f}') AS {t}) AS \"{f}\""
-                           for f, t in COMPANY_FIELDS.items())
+                           for f, t in golden.items())
         engine.replace_table("core.companies", SqlStep("companies.golden", f"""
             WITH g AS (SELECT company_id, {pivot} FROM _cwinners GROUP BY company_id),
             members AS (
@@ -232,12 +234,15 @@ def resolve_companies(engine: Engine, deployment: Deployment, run_at: dt.datetim
             "new_company_ids": int(new_ids)}
 
 
-def build_company_contacts(engine: Engine) -> dict:
-    """``core.company_contacts``: the customer behind each linked company user."""
+def build_company_contacts(engine: Engine, deployment=None) -> dict:
+    """``core.company_contacts``: the customer behind each linked company user, with the
+    company user's extended properties (they belong to the person *in* the company)."""
     engine = as_engine(engine)
+    props = "".join(f', u."{p.name}"' for p in
+                    (deployment.properties_of("company_user") if deployment is not None else []))
     with engine.together():
-        engine.replace_table("core.company_contacts", SqlStep("companies.contacts", """
-            SELECT cs.customer_id, ks.company_id, u.role, u.source, u.source_record_id, u.linked_by
+        engine.replace_table("core.company_contacts", SqlStep("companies.contacts", f"""
+            SELECT cs.customer_id, ks.company_id, u.role, u.source, u.source_record_id, u.linked_by{props}
             FROM staging.company_users u
             JOIN core.customer_sources cs USING (source, source_record_id)
             JOIN core.company_sources ks
@@ -266,27 +271,43 @@ def build_coworkers(engine: Engine) -> dict:
     return {"coworker_pairs": int(row[0]), "people_with_coworkers": int(row[1])}
 
 
-# The company columns of the card, in card order (co-worker count 0 when none).
-CARD_COMPANY_COLUMNS = (
-    "k.company_id, k.company_name, k.company_vat, k.company_city, k.company_province, "
-    "k.company_sector_macro, k.company_sector_micro, k.company_type, k.company_revenue, "
-    "k.company_employees, k.company_role, coalesce(k.coworker_count, 0) AS coworker_count")
+# Each company field of the card, as read from the company (c) or the link (cc).
+_CARD_COMPANY_EXPR = {
+    "company_id": "cc.company_id", "company_name": "c.legal_name", "company_vat": "c.vat_number",
+    "company_city": "c.city", "company_province": "c.province",
+    "company_sector_macro": "c.sector_macro", "company_sector_micro": "c.sector_micro",
+    "company_type": "c.company_type", "company_revenue": "c.revenue",
+    "company_employees": "c.employees", "company_role": "cc.role",
+}
 
 
-def card_company_sql() -> str:
+def _card_company_names(deployment=None) -> list[str]:
+    """The card's company fields in card order, co-worker count last."""
+    fields = card_company_fields(deployment) if deployment is not None else CARD_COMPANY_FIELDS
+    return [f for f in fields if f != "coworker_count"]
+
+
+def card_company_columns(deployment=None) -> str:
+    """The company columns of the card (co-worker count 0 when none)."""
+    return ", ".join([f"k.{f}" for f in _card_company_names(deployment)]
+                     + ["coalesce(k.coworker_count, 0) AS coworker_count"])
+
+
+CARD_COMPANY_COLUMNS = card_company_columns()
+
+
+def card_company_sql(deployment=None) -> str:
     """Per customer, their company (the lowest company id when several) and co-worker count:
-    joined onto the contact card."""
-    return """
-        SELECT customer_id, company_id, company_name, company_vat, company_city, company_province,
-               company_sector_macro, company_sector_micro, company_type, company_revenue,
-               company_employees, company_role, coalesce(w.coworker_count, 0) AS coworker_count
+    joined onto the contact card. With ``deployment``: switched-off company properties
+    left out, each extended company property as ``company_<name>``."""
+    names = _card_company_names(deployment)
+    inner = ", ".join(f'{_CARD_COMPANY_EXPR.get(f, "c." + chr(34) + f[len("company_"):] + chr(34))} AS {f}'
+                      for f in names if f != "company_id")
+    outer = ", ".join(names)
+    return f"""
+        SELECT customer_id, {outer}, coalesce(w.coworker_count, 0) AS coworker_count
         FROM (
-            SELECT cc.customer_id, cc.company_id, c.legal_name AS company_name,
-                   c.vat_number AS company_vat, c.city AS company_city,
-                   c.province AS company_province, c.sector_macro AS company_sector_macro,
-                   c.sector_micro AS company_sector_micro, c.company_type,
-                   c.revenue AS company_revenue, c.employees AS company_employees,
-                   cc.role AS company_role
+            SELECT cc.customer_id, cc.company_id, {inner}
             FROM core.company_contacts cc JOIN core.companies c USING (company_id)
             QUALIFY row_number() OVER (PARTITION BY cc.customer_id
                                        ORDER BY cc.company_id, cc.role NULLS LAST) = 1
@@ -298,7 +319,22 @@ def card_company_sql() -> str:
 # --------------------------------------------------------------------------- #
 # Potential companies
 # --------------------------------------------------------------------------- #
-def build_potential_companies(engine: Engine, run_at: dt.datetime) -> dict:
+_POTENTIAL_FIELDS = ("legal_name", "vat_number", "email", "phone", "city", "region", "province",
+                     "country", "sector_macro", "sector_micro", "source_macro", "source_micro",
+                     "updated_at")
+
+
+def _potential_columns(deployment=None) -> str:
+    """The registry's fields: switched-off ones left out, extended properties added."""
+    off = switched_off(deployment, "potential_company") if deployment is not None else set()
+    cols = [("p.vat_key AS vat_number" if f == "vat_number" else f"p.{f}")
+            for f in _POTENTIAL_FIELDS if f not in off]
+    if deployment is not None:
+        cols += [f'p."{prop.name}"' for prop in deployment.properties_of("potential_company")]
+    return ", ".join(cols)
+
+
+def build_potential_companies(engine: Engine, run_at: dt.datetime, deployment=None) -> dict:
     """``core.potential_companies``: purchased lists, marked registered when a company
     with the same VAT (else the same normalised legal name, if it names one company)
     exists in ``core.companies``. The first time of registration is kept across runs."""
@@ -329,9 +365,7 @@ def build_potential_companies(engine: Engine, run_at: dt.datetime) -> dict:
                 LEFT JOIN by_vat v ON v.vat_key = p.vat_key
                 LEFT JOIN by_name n ON n.name_key = p.name_key AND NOT p.generic_name
             )
-            SELECT p.source, p.source_record_id, p.node, p.legal_name, p.vat_key AS vat_number,
-                   p.email, p.phone, p.city, p.region, p.province, p.country, p.sector_macro,
-                   p.sector_micro, p.source_macro, p.source_micro, p.updated_at,
+            SELECT p.source, p.source_record_id, p.node, {_potential_columns(deployment)},
                    CASE WHEN p.registered_company_id IS NULL THEN 'potential' ELSE 'registered' END AS status,
                    p.registered_company_id,
                    CASE WHEN p.registered_company_id IS NOT NULL THEN p.registered_by END AS registered_by,

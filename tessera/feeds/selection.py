@@ -43,6 +43,12 @@ def uses_predictions(feed) -> bool:
 _FILTER_COLUMNS = ("email", "mobile", "email_consent", "sms_consent", "email_hard_bounced")
 
 
+def feed_cards(feed) -> str:
+    """The card table a feed reads: the main view's, or its view node's."""
+    view = getattr(feed, "view", None)
+    return f"views.{view}_contact_cards" if view else "marts.contact_cards"
+
+
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -92,7 +98,7 @@ def feed_query(feed, as_of: dt.date | None, mart_columns: list[str] | None = Non
         joins.append("JOIN (SELECT customer_id FROM predictions.customer_predictions "
                      "WHERE as_of_date = ?) pp ON pp.customer_id = b.customer_id")
         params.append(as_of)
-    inner = f"SELECT {', '.join(cols)} FROM ({segment_base_sql(preds)}) b {' '.join(joins)}"
+    inner = f"SELECT {', '.join(cols)} FROM ({segment_base_sql(preds, feed_cards(feed))}) b {' '.join(joins)}"
     if source == "mart":
         have = set(mart_columns or [])
         pick = [f for f in fields if f != "customer_id" and f not in _FILTER_COLUMNS]
@@ -127,7 +133,7 @@ def feed_rows_step(feed, as_of: dt.date, mart_columns: list[str] | None = None) 
 def unconsented_step(feed, as_of: dt.date, ids: list[int]) -> SqlStep:
     """How many of ``ids`` the feed must not deliver (the belt-and-braces re-check)."""
     return SqlStep("feeds.unconsented",
-                   f"SELECT count(*) FROM ({segment_base_sql()}) WHERE customer_id IN "
+                   f"SELECT count(*) FROM ({segment_base_sql(cards=feed_cards(feed))}) WHERE customer_id IN "
                    f"(SELECT unnest(CAST(? AS BIGINT[]))) AND NOT ({delivery_filter(feed.channel)})",
                    [as_of, ids])
 

@@ -19,21 +19,38 @@ import datetime as dt
 from tessera.contracts import SQL_TYPES
 from tessera.engine import Engine, SqlStep, as_engine
 from tessera.settings import Deployment
-from tessera.vocabulary import GOLDEN_FIELDS
+from tessera.vocabulary import contact_golden_fields
 
 
 def golden_fields(deployment: Deployment) -> dict[str, str]:
-    fields = dict(GOLDEN_FIELDS)
-    for p in deployment.properties_of("contact"):
-        fields[p.name] = p.type
-    return fields
+    return contact_golden_fields(deployment)
 
 
-def build_customers(engine: Engine, deployment: Deployment, run_at: dt.datetime) -> dict:
+VIEWS_SCHEMA = "views"
+
+
+def view_tables(view: str) -> tuple[str, str]:
+    """The golden records and field lineage of a declared view node."""
+    return f"{VIEWS_SCHEMA}.{view}_customers", f"{VIEWS_SCHEMA}.{view}_field_lineage"
+
+
+def build_customers(engine: Engine, deployment: Deployment, run_at: dt.datetime,
+                    view: str | None = None) -> dict:
+    """Golden records of the main view (the tree's ``priority``: ``core.customers``), or of
+    a declared view node (``views.<view>_customers``): the same survivorship over the
+    nodes under the view, ranked per level (:meth:`View.node_rank`). A customer with no
+    record under a view has no golden record in it."""
     engine = as_engine(engine)
     fields = golden_fields(deployment)
-    rank_values = ", ".join(f"('{n}', {r})" for n, r in deployment.node_rank().items())
-    rules = deployment.tree.field_rules
+    if view is None:
+        ranks, rules = deployment.node_rank(), deployment.tree.field_rules
+        customers_table, lineage_table = "core.customers", "core.customer_field_lineage"
+    else:
+        v = next(v for v in deployment.tree.views if v.name == view)
+        ranks, rules = v.node_rank(), v.field_rules
+        customers_table, lineage_table = view_tables(view)
+        engine.run(SqlStep("golden.views_schema", f"CREATE SCHEMA IF NOT EXISTS {VIEWS_SCHEMA}"))
+    rank_values = ", ".join(f"('{n}', {r})" for n, r in ranks.items())
     recent_fields = [f for f, r in rules.items() if r == "most_recent"]
     cast_cols = ", ".join(f'CAST(s."{f}" AS VARCHAR) AS "{f}"' for f in fields)
     unpivot_cols = ", ".join(f'"{f}"' for f in fields)
@@ -81,12 +98,14 @@ def build_customers(engine: Engine, deployment: Deployment, run_at: dt.datetime)
         f"CAST(max(value) FILTER (WHERE field = '{f}') AS {SQL_TYPES[t]}) AS \"{f}\""
         for f, t in fields.items())
     with engine.together():
-        engine.replace_table("core.customer_field_lineage", SqlStep("golden.lineage", """
+        engine.replace_table(lineage_table, SqlStep("golden.lineage", """
             SELECT customer_id, field, node, source, source_record_id, source_updated_at, rule,
                    CAST($run_at AS TIMESTAMP) AS decided_at
             FROM _winners ORDER BY customer_id, field""", {"run_at": run_at}))
-        engine.replace_table("core.customers", SqlStep("golden.customers", f"""
-            WITH g AS (
+        # the view's nodes only (the main view ranks every node)
+        engine.replace_table(customers_table, SqlStep("golden.customers", f"""
+            WITH ranks(node, node_rank) AS (VALUES {rank_values}),
+            g AS (
                 SELECT customer_id, {pivot_cols} FROM _winners GROUP BY customer_id
             ),
             members AS (
@@ -94,6 +113,7 @@ def build_customers(engine: Engine, deployment: Deployment, run_at: dt.datetime)
                        list(DISTINCT cs.node ORDER BY cs.node) AS nodes,
                        max(s.updated_at) AS updated_at
                 FROM core.customer_sources cs JOIN staging.contacts s USING (source, source_record_id)
+                WHERE cs.node IN (SELECT node FROM ranks)
                 GROUP BY cs.customer_id
             ),
             consent AS (
@@ -118,9 +138,9 @@ def build_customers(engine: Engine, deployment: Deployment, run_at: dt.datetime)
             ORDER BY m.customer_id""", {"run_at": run_at}))
     engine.run(SqlStep("golden.drop_candidates", "DROP TABLE IF EXISTS _candidates"),
                SqlStep("golden.drop_winners", "DROP TABLE IF EXISTS _winners"))
-    row = engine.rows(SqlStep("golden.counts", """
+    row = engine.rows(SqlStep("golden.counts", f"""
         SELECT count(*), count(*) FILTER (WHERE source_count > 1),
-               count(*) FILTER (WHERE email_consent = 'granted') FROM core.customers"""))[0]
+               count(*) FILTER (WHERE email_consent = 'granted') FROM {customers_table}"""))[0]
     return {"customers": int(row[0]), "multi_source": int(row[1]), "email_granted": int(row[2])}
 
 

@@ -16,7 +16,7 @@ from tessera.engine.warehouse import sql_literal
 from tessera.ingest.company_keys import staging_keys_sql
 from tessera.privacy.consent import SOFT_DELETED_SQL
 from tessera.settings import Deployment
-from tessera.vocabulary import CONTACT_ENTITIES, ENTITY_TABLES, source_fields
+from tessera.vocabulary import CONTACT_ENTITIES, ENTITY_TABLES, profile_fields, source_fields, switched_off
 
 
 def calling_codes() -> dict[str, tuple[str, str | None]]:
@@ -134,6 +134,12 @@ def _latest_union(engine: Engine, deployment: Deployment, entity: str,
         cols = {c: f'r."{c}"' for c in names}
         if only is not None and source.entity != "contact":
             cols.update({f: f"CAST(NULL AS {t})" for f, t in only.items() if f not in cols})
+        # a switched-off base property is stored nowhere, but the staging table keeps its
+        # (empty) column, so that what reads staging reads one shape in every deployment
+        contract = entity_contracts()[source.entity].fields
+        for f in sorted(switched_off(deployment, source.entity)):
+            if f in contract and (only is None or f in only):
+                cols.setdefault(f, f"CAST(NULL AS {SQL_TYPES[contract[f].type]})")
         held = _held_filter(engine, source.name) if source.entity in CONTACT_ENTITIES else ""
         parts.append((source, cols, held))
     if not parts:
@@ -189,7 +195,8 @@ def build_contacts(engine: Engine, deployment: Deployment) -> int:
     engine = as_engine(engine)
     contact_fields = {f: SQL_TYPES[spec.type] for f, spec in entity_contracts()["contact"].fields.items()}
     union = _latest_union(engine, deployment, CONTACT_ENTITIES, only=contact_fields)
-    ext = [p.name for p in deployment.properties_of("contact")]
+    # the Sendero profile fields the sources map, then the extended properties: as delivered
+    ext = [*profile_fields(deployment), *(p.name for p in deployment.properties_of("contact"))]
     codes = calling_codes_values()
     ident = deployment.identity
     junk_emails = [e.strip().lower() for e in ident.junk_emails] or [""]

@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tessera.settings import Deployment, Source, XlsxLayout
+from tessera.settings import PREDEFINED_MACROS, Deployment, Source, XlsxLayout
 from tessera.contracts import FieldSpec, entity_contracts
 from tessera.ingest.lookups import countries, subdivisions
 
@@ -65,6 +65,21 @@ _B2C = [
     ("codicefiscale", "tax_code", ""),
     ("consensoemail", "consent_email", ""), ("consensosms", "consent_sms", ""),
     ("datamodifica", "updated_at", "when the record last changed"),
+    # Sendero's B2C settings fields (web service setSenderoAnagraficaB2C): id or label
+    ("professione", "profession", "id or label of profession.macro: see valori"),
+    ("statocivile", "marital_status", "id or label of marital_status.macro: see valori"),
+    ("titolodistudio", "education", "id or label of education.macro: see valori"),
+    ("tipologia", "user_type", "id or label of user_type.macro: see valori"),
+    *[pair for i in range(1, 11) for pair in (
+        (f"intmacro{i}", f"interest_macro_{i}", "id or label of interest.macro: see valori"),
+        (f"intmicro{i}", f"interest_micro_{i}", f"id or label of interest.micro, under intmacro{i}"))],
+    *[pair for i in range(1, 6) for pair in (
+        (f"fontemacro{i}", f"source_macro_{i}", "id or label of a predefined source.macro: see valori"),
+        (f"fontemicro{i}", f"source_micro_{i}", f"id or label of source.micro, under fontemacro{i}"))],
+    ("tipologiafonteformpermanente", "permanent_form_source_type",
+     "id or label of permanent_form_source_type.macro: see valori"),
+    ("dettaglioregistrazione", "registration_detail",
+     "id or label of registration_detail.macro: see valori"),
 ]
 
 # B2B registries: Sendero's field lists (plus codice, citta and the VAT number, which
@@ -82,7 +97,8 @@ _B2B = {
         ("provincia", "province", "sigla (MI), name or ISO code: see id_provincia"),
         ("settoremacro", "sector_macro", "id or label of sector.macro: see valori"),
         ("settoremicro", "sector_micro", "id or label of sector.micro: see valori"),
-        ("fontemacro", "source_macro", ""), ("fontemicro", "source_micro", ""),
+        ("fontemacro", "source_macro", "id or label of a predefined source.macro: see valori"),
+        ("fontemicro", "source_micro", "id or label of source.micro, under fontemacro: see valori"),
         ("tipologia", "company_type", ""), ("fatturato", "revenue", "numeric"),
         ("dipendenti", "employees", "numeric"),
         ("datamodifica", "updated_at", "when the record last changed"),
@@ -95,7 +111,7 @@ _B2B = {
         ("partitaivaazienda", "company_vat", "the company's partita IVA, if known: it links first"),
         ("email", "email", ""), ("telefonocellulare", "mobile", ""),
         ("idgestionale", "erp_id", ""), ("ruolo", "role", ""),
-        ("titolodistudio", "education", ""),
+        ("titolodistudio", "education", "id or label of education.macro: see valori"),
         ("settoremacro", "sector_macro", "id or label of sector.macro: see valori"),
         ("settoremicro", "sector_micro", "id or label of sector.micro: see valori"),
         ("consensoemail", "consent_email", ""), ("consensosms", "consent_sms", ""),
@@ -111,7 +127,8 @@ _B2B = {
         ("citta", "city", ""),
         ("settoremacro", "sector_macro", "id or label of sector.macro: see valori"),
         ("settoremicro", "sector_micro", "id or label of sector.micro: see valori"),
-        ("fontemacro", "source_macro", ""), ("fontemicro", "source_micro", ""),
+        ("fontemacro", "source_macro", "id or label of a predefined source.macro: see valori"),
+        ("fontemicro", "source_micro", "id or label of source.micro, under fontemacro: see valori"),
         ("email", "email", ""),
     ]),
 }
@@ -127,12 +144,17 @@ def registry_columns(deployment: Deployment, registry: str) -> list[TemplateColu
     fields = entity_contracts()[entity].fields
     rows = _B2C if registry == "b2c_users" else _B2B[registry][1]
     cols = []
+    off = deployment.switched_off_of(entity)
     for header, field, note in rows:
+        if field in off:  # switched off: not in the template, the import or the export
+            continue
         spec: FieldSpec = fields[field]
         cols.append(TemplateColumn(header, field, spec.type, spec.required, note or spec.description))
     for prop in deployment.properties_of(entity):
-        cols.append(TemplateColumn(prop.name, prop.name, prop.type, False,
-                                   prop.description or "extended property"))
+        note = prop.description or "extended property"
+        if prop.table:
+            note += f" (id or label of {prop.table}.macro: see valori)"
+        cols.append(TemplateColumn(prop.name, prop.name, prop.field_type, prop.required, note))
     return cols
 
 
@@ -224,9 +246,9 @@ def write_template(deployment: Deployment, registry: str, out: Path) -> Path:
             values += [[col.header, v] for v in spec.allowed]
         if col.type == "boolean":
             values += [[col.header, v] for v in ("si", "no")]
-    # The deployment's settings tables (lookups.yaml), sales-channel macros included:
-    # an id or its label may be typed.
-    names = sorted(set(deployment.lookups) | {"sales_channel"})
+    # The deployment's settings tables (lookups.yaml), the predefined sales-channel and
+    # source macros included: an id or its label may be typed.
+    names = sorted(set(deployment.lookups) | set(PREDEFINED_MACROS))
     for name in names:
         table = deployment.lookup_table(name)
         values += [[f"{name}.macro", v.id, v.label] for v in table.macro]

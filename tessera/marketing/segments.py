@@ -26,13 +26,14 @@ def ensure_marketing_tables(engine: Engine) -> None:
     as_engine(engine).run(*marketing_table_steps())
 
 
-def segment_base_sql(with_predictions: bool = False) -> str:
+def segment_base_sql(with_predictions: bool = False, cards: str = "marts.contact_cards") -> str:
     """The contact card plus the day's RFM scores (binds the day once): what feeds export.
-    ``with_predictions`` adds the day's predictions (and binds the day a second time)."""
+    ``with_predictions`` adds the day's predictions (and binds the day a second time);
+    ``cards`` is the card table (a view node's: ``views.<view>_contact_cards``)."""
     sql = "SELECT c.*, r.* EXCLUDE (customer_id, as_of_date)"
     if with_predictions:
         sql += ", " + prediction_select("pr")
-    sql += (" FROM marts.contact_cards c LEFT JOIN marketing.rfm_scores r "
+    sql += (f" FROM {cards} c LEFT JOIN marketing.rfm_scores r "
             "ON r.customer_id = c.customer_id AND r.as_of_date = ?")
     if with_predictions:
         sql += (" LEFT JOIN predictions.customer_predictions pr "
@@ -40,8 +41,15 @@ def segment_base_sql(with_predictions: bool = False) -> str:
     return sql
 
 
+def cards_of(segment) -> str:
+    """The card table a segment reads: the main view's, or its view node's."""
+    view = getattr(segment, "view", None)
+    return f"views.{view}_contact_cards" if view else "marts.contact_cards"
+
+
 def rule_base_sql(deployment, as_of: dt.date, with_stage: bool = True,
-                  fields: set[str] | None = None) -> tuple[str, list]:
+                  fields: set[str] | None = None,
+                  cards: str = "marts.contact_cards") -> tuple[str, list]:
     """The relation rules run over, and its parameters: card, RFM, scores, stage and tags
     of the day. Score columns are named after the configured score types (identifiers).
 
@@ -68,7 +76,7 @@ def rule_base_sql(deployment, as_of: dt.date, with_stage: bool = True,
         sql += ", coalesce(t.tags, []::VARCHAR[]) AS tags"
     if j_pred:
         sql += ", " + prediction_select("pr")
-    sql += " FROM marts.contact_cards c"
+    sql += f" FROM {cards} c"
     if j_rfm:
         sql += (" LEFT JOIN marketing.rfm_scores r ON r.customer_id = c.customer_id "
                 "AND r.as_of_date = ?")
@@ -94,11 +102,12 @@ def rule_base_sql(deployment, as_of: dt.date, with_stage: bool = True,
     return sql, params
 
 
-def rule_members_sql(deployment, rule: dict, as_of: dt.date, with_stage: bool = True) -> tuple[str, list]:
+def rule_members_sql(deployment, rule: dict, as_of: dt.date, with_stage: bool = True,
+                     cards: str = "marts.contact_cards") -> tuple[str, list]:
     """``SELECT customer_id`` of the contacts a rule selects on a day: one set-based query."""
     catalogue = field_catalogue(deployment)
     where, params = compile_rule(rule, catalogue, as_of, getattr(deployment, "sales_channels", {}))
-    base, bparams = rule_base_sql(deployment, as_of, with_stage, set(referenced_fields(rule)))
+    base, bparams = rule_base_sql(deployment, as_of, with_stage, set(referenced_fields(rule)), cards)
     return f"SELECT customer_id FROM ({base}) b WHERE {where}", [*bparams, *params]
 
 
@@ -109,7 +118,8 @@ def _membership_sql(segment, deployment, as_of: dt.date) -> tuple[str, list]:
         base_sql, base_params = ("SELECT customer_id FROM marketing.static_segment_base WHERE segment = ?",
                                  [segment.name])
     else:
-        base_sql, base_params = rule_members_sql(deployment, segment.rule, as_of)
+        base_sql, base_params = rule_members_sql(deployment, segment.rule, as_of,
+                                                 cards=cards_of(segment))
     sql = f"""
         WITH ov AS (
             SELECT customer_id, arg_max(action, (effective_on, recorded_at)) AS action
@@ -120,7 +130,7 @@ def _membership_sql(segment, deployment, as_of: dt.date) -> tuple[str, list]:
         WHERE customer_id NOT IN (SELECT customer_id FROM ov WHERE action = 'exclude')
         UNION
         SELECT customer_id FROM ov WHERE action = 'include'
-          AND customer_id IN (SELECT customer_id FROM marts.contact_cards)"""
+          AND customer_id IN (SELECT customer_id FROM {cards_of(segment)})"""
     return sql, [segment.name, as_of, *base_params]
 
 
@@ -144,7 +154,8 @@ def build_segment(engine: Engine, deployment, segment, as_of: dt.date) -> dict:
                        (SELECT count(*) FROM ops.segment_runs WHERE segment = $segment)""",
                 {"segment": name}))[0]
             if not frozen and not runs:
-                rsql, rparams = rule_members_sql(deployment, segment.rule, as_of)
+                rsql, rparams = rule_members_sql(deployment, segment.rule, as_of,
+                                                 cards=cards_of(segment))
                 engine.append("marketing.static_segment_base", SqlStep(
                     "segments.freeze_static", f"SELECT ?, customer_id, CAST(? AS DATE) "
                     f"FROM ({rsql}) ORDER BY customer_id", [name, as_of, *rparams]))
@@ -221,12 +232,14 @@ def dry_run(engine: Engine, deployment, segment, as_of: dt.date, sample: int = 1
     membership of that day (or the latest stored day before it). Writes nothing.
 
     For a static segment the rule is what a fresh freeze would select; overrides are applied
-    in both cases, so ``entering`` / ``leaving`` show the effect of a rule change."""
+    in both cases, so ``entering`` / ``leaving`` show the effect of a rule change, and
+    ``entering_ids`` / ``leaving_ids`` who (at most ``sample`` ids each, smallest first;
+    the counts are always complete)."""
     engine = as_engine(engine)
     engine.run(*marketing_table_steps())
     msql, mparams = _membership_sql(segment, deployment, as_of)
     if segment.kind == "static":
-        rsql, rparams = rule_members_sql(deployment, segment.rule, as_of)
+        rsql, rparams = rule_members_sql(deployment, segment.rule, as_of, cards=cards_of(segment))
         msql = msql.replace("SELECT customer_id FROM marketing.static_segment_base WHERE segment = ?",
                             rsql, 1)
         mparams = [mparams[0], mparams[1], *rparams]
@@ -242,20 +255,33 @@ def dry_run(engine: Engine, deployment, segment, as_of: dt.date, sample: int = 1
         "segments.dry_sample", "SELECT customer_id FROM _dry ORDER BY customer_id LIMIT $n",
         {"n": sample}))]
     entering = leaving = stored = None
+    entering_ids: list[int] = []
+    leaving_ids: list[int] = []
     if stored_day is not None:
-        stored, entering, leaving = engine.rows(SqlStep("segments.dry_compare", """
+        # who would enter / leave: the counts in full, the ids bounded by ``sample`` (smallest
+        # ids first, so two dry-runs of the same change list the same people)
+        stored, entering, leaving, entering_ids, leaving_ids = engine.rows(SqlStep(
+            "segments.dry_compare", """
             WITH s AS (SELECT customer_id FROM marketing.segment_members
-                       WHERE segment = $segment AND as_of_date = $day)
-            SELECT (SELECT count(*) FROM s),
-                   (SELECT count(*) FROM _dry WHERE customer_id NOT IN (SELECT customer_id FROM s)),
-                   (SELECT count(*) FROM s WHERE customer_id NOT IN (SELECT customer_id FROM _dry))""",
-            {"segment": segment.name, "day": stored_day}))[0]
+                       WHERE segment = $segment AND as_of_date = $day),
+                 ent AS (SELECT customer_id FROM _dry
+                         WHERE customer_id NOT IN (SELECT customer_id FROM s)),
+                 lea AS (SELECT customer_id FROM s
+                         WHERE customer_id NOT IN (SELECT customer_id FROM _dry))
+            SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM ent), (SELECT count(*) FROM lea),
+                   coalesce((SELECT list(customer_id ORDER BY customer_id) FROM
+                             (SELECT customer_id FROM ent ORDER BY customer_id LIMIT $n)), []),
+                   coalesce((SELECT list(customer_id ORDER BY customer_id) FROM
+                             (SELECT customer_id FROM lea ORDER BY customer_id LIMIT $n)), [])""",
+            {"segment": segment.name, "day": stored_day, "n": sample}))[0]
     engine.run(SqlStep("segments.dry_drop", "DROP TABLE IF EXISTS _dry"))
     return {"segment": segment.name, "kind": segment.kind, "as_of": as_of, "size": int(size),
             "sample_ids": ids, "stored_day": stored_day,
             "stored_size": None if stored is None else int(stored),
             "entering": None if entering is None else int(entering),
-            "leaving": None if leaving is None else int(leaving)}
+            "leaving": None if leaving is None else int(leaving),
+            "entering_ids": [int(i) for i in entering_ids or []],
+            "leaving_ids": [int(i) for i in leaving_ids or []]}
 
 
 def add_overrides(engine: Engine, segment: str, customer_ids: list[int], action: str,

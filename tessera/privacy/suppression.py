@@ -224,7 +224,7 @@ _CONTACT_KINDS = IDENTIFIER_FIELDS["contact"]
 
 # The layers whose tables key rows by customer (customer_id) or by source record: forget
 # deletes a person's rows from every table in them, subject access reads them all.
-PERSON_SCHEMAS = ("core", "marts", "marketing", "predictions", "recommendations", "exports", "activation")
+PERSON_SCHEMAS = ("core", "views", "marts", "marketing", "predictions", "recommendations", "exports", "activation")
 
 
 def _base_tables(engine: Engine, schema: str) -> list[str]:

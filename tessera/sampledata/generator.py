@@ -72,6 +72,7 @@ import polars as pl
 from faker import Faker
 
 from tessera.sampledata.b2b import generate_b2b
+from tessera.sampledata.seeds import plant_seed_examples
 from tessera.sampledata.crm import generate_annotations
 
 __all__ = ["generate"]
@@ -906,6 +907,10 @@ def generate(out_dir: str | Path, contacts: int = 300, seed: int = 42,
     b2b_files, b2b_counts = generate_b2b(root, people, seed, ymd, bad_rows)
     files += b2b_files
     counts.update(b2b_counts)
+    # the seeds' examples (tessera.sampledata.seeds): planted companies and their users
+    seed_files, seed_counts = plant_seed_examples(root, ymd, as_of)
+    for name, added in seed_counts.items():
+        counts[name] += added
 
     # ---------------- truth ----------------
     truth = pl.concat(truth_crm + truth_erp)
@@ -913,7 +918,8 @@ def generate(out_dir: str | Path, contacts: int = 300, seed: int = 42,
     pl.DataFrame(bad_rows, schema=["file", "line", "field", "problem"], orient="row") \
         .sort(["file", "line"]).write_csv(root / "_truth" / "bad_rows.csv")
     files += ["_truth/records.csv", "_truth/bad_rows.csv", "_truth/persons.csv",
-              "_truth/b2b_companies.csv", "_truth/b2b_users.csv", "_truth/b2b_potential.csv"]
+              "_truth/b2b_companies.csv", "_truth/b2b_users.csv", "_truth/b2b_potential.csv",
+              *seed_files]
     return {"persons": N, "files": files, "records": counts}
 
 
@@ -1075,6 +1081,22 @@ def _erp_text(erp: pl.DataFrame, rng, as_of_s: int) -> pl.Series:
     return erp.select(_xml_block_expr("utente", _ERP_FIELDS).alias("t"))["t"]
 
 
+# The demo's sales-channel micros (examples/demo/lookups.yaml), by predefined macro:
+# 1 e-commerce: 4 web shop, 5 app, 6 marketplace; 2 store: 1 Milan, 2 Rome, 3 Turin;
+# 3 phone: 7 call centre; 4 mail: 8 catalogue. Ids are global, as in Sendero's table.
+_CHANNEL_MICROS = {1: (4, 5, 6), 2: (1, 2, 3), 3: (7,), 4: (8,)}
+
+
+def _channel_micro(macro: np.ndarray, draw: np.ndarray) -> np.ndarray:
+    """A micro under each order's macro, from a draw of 1..8 (the draw the sample always
+    made, so that every other value of the sample stays as it was)."""
+    out = np.empty(len(macro), dtype=np.int64)
+    for m, micros in _CHANNEL_MICROS.items():
+        sel = macro == m
+        out[sel] = np.array(micros)[draw[sel] % len(micros)]
+    return out
+
+
 def _orders_chunk(P, rng, erp: pl.DataFrame, n_ord: np.ndarray, lines_all: np.ndarray, plans, g,
                   last: bool, as_of_day: int, ord_f: _RecordFile, det_f: _RecordFile, bad_rows):
     k = int(n_ord.sum())
@@ -1099,10 +1121,11 @@ def _orders_chunk(P, rng, erp: pl.DataFrame, n_ord: np.ndarray, lines_all: np.nd
     order_id = opos + 1
     erp_ids = erp["erp_id"]
     offer = rng.integers(1, 13, k)
+    macro = rng.choice([1, 2, 3, 4], k, p=[0.55, 0.3, 0.1, 0.05])
     odf = pl.DataFrame({
         "idOrdine": _str(order_id),
-        "idCanaleMacro": _str(rng.choice([1, 2, 3, 4], k, p=[0.55, 0.3, 0.1, 0.05])),
-        "idCanaleMicro": _str(rng.integers(1, 9, k)),
+        "idCanaleMacro": _str(macro),
+        "idCanaleMicro": _str(_channel_micro(macro, rng.integers(1, 9, k))),
         "data": _days_to_str(day, "%d/%m/%Y"),
         "importo": _fmt_cents(amount),
         "idCliente": erp_ids.gather(owner) if k else pl.Series([], dtype=pl.String),
@@ -1112,7 +1135,8 @@ def _orders_chunk(P, rng, erp: pl.DataFrame, n_ord: np.ndarray, lines_all: np.nd
     otext = odf.select(_xml_block_expr("ordine", _ORDER_FIELDS).alias("t"))["t"]
     obad = []
     for bpos, kind in plans["ord"].take(o0, o0 + k, last):
-        vals = {"idOrdine": str(bpos + 1), "idCanaleMacro": "1", "idCanaleMicro": str(int(rng.integers(1, 9))),
+        vals = {"idOrdine": str(bpos + 1), "idCanaleMacro": "1",
+                "idCanaleMicro": str(int(_channel_micro(np.array([1]), rng.integers(1, 9, 1))[0])),
                 "data": _days_to_str([as_of_day - int(rng.integers(1, 1000))], "%d/%m/%Y")[0],
                 "importo": f"{int(rng.integers(10, 500))}.00",
                 "idCliente": erp_ids[int(rng.integers(0, erp.height))] if erp.height else "",

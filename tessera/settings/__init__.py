@@ -37,6 +37,8 @@ _WHERE = {
     "PushEndpoint": "tessera.settings.sources",
     "RecordRef": "tessera.settings.identity",
     "SALES_CHANNEL_MACROS": "tessera.settings.sources",
+    "SOURCE_MACROS": "tessera.settings.sources",
+    "PREDEFINED_MACROS": "tessera.settings.sources",
     "SalesChannel": "tessera.settings.sources",
     "ScoreDef": "tessera.settings.marketing",
     "ScoreRule": "tessera.settings.marketing",
@@ -55,8 +57,9 @@ __all__ = [
     "ApiPull", "Cap", "ConfigError", "CsvDialect", "DEFAULT_NULL_RATES", "Decay", "Deployment",
     "Entity", "EntityExpectations", "ExtendedProperty", "FeedDef", "Identifier", "IdentitySettings",
     "LookupTable", "LookupValue", "MatchKey", "Node", "NullRate", "PredictionSettings", "Probabilistic", "PushEndpoint",
-    "RecordRef", "SALES_CHANNEL_MACROS", "SalesChannel", "ScoreDef", "ScoreRule", "SegmentDef",
-    "Source", "StageDef", "Threshold", "ThresholdAction", "Tree", "WarehouseSettings", "XlsxLayout", "XmlLayout",
+    "PREDEFINED_MACROS", "RecordRef", "SALES_CHANNEL_MACROS", "SOURCE_MACROS", "SalesChannel", "ScoreDef",
+    "ScoreRule", "SegmentDef", "Source", "StageDef", "Threshold", "ThresholdAction", "Tree", "WarehouseSettings",
+    "XlsxLayout", "XmlLayout",
 ]
 
 

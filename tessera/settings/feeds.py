@@ -95,6 +95,8 @@ class FeedDef(_Strict):
     name: Identifier
     description: str = ""
     segment: Identifier | None = None
+    # a view node of tree.views: its golden profile in place of the main one (default)
+    view: Identifier | None = None
     channel: Literal["email", "sms", "none"] = "email"
     format: FeedFormat = "csv"
     csv: FeedCsv = FeedCsv()

@@ -14,6 +14,8 @@ class SegmentDef(_Strict):
     # by explicit additions / removals (``tessera segment add|remove``).
     kind: Literal["dynamic", "static"] = "dynamic"
     rule: dict[str, Any]
+    # a view node of tree.views: the rule reads its golden profile (default: the main one)
+    view: Identifier | None = None
 
 
 class ThresholdAction(_Strict):

@@ -14,7 +14,11 @@ from tessera.settings.marketing import ScoreDef, SegmentDef, StageDef
 from tessera.settings.predictions import PredictionSettings
 from tessera.settings.recommendations import RecommendationSettings
 from tessera.settings.warehouse import WarehouseSettings
-from tessera.settings.sources import EntityExpectations, ExtendedProperty, LookupTable, Node, SALES_CHANNEL_MACROS, SalesChannel, Source, Tree
+from tessera.settings.sources import EntityExpectations, ExtendedProperty, LookupTable, Node, PREDEFINED_MACROS, SalesChannel, Source, Tree
+
+# The registries that take extended properties and switched-off base properties.
+PropertyEntity = Literal["contact", "company", "company_user", "potential_company", "order", "product"]
+
 
 class _LookupsFile(_Strict):
     lookups: dict[Identifier, LookupTable] = {}
@@ -25,7 +29,10 @@ class _MainFile(_Strict):
     description: str = ""
     nodes: list[Node]
     tree: Tree
-    properties: dict[Literal["contact"], list[ExtendedProperty]] = {}
+    properties: dict[PropertyEntity, list[ExtendedProperty]] = {}
+    # Base properties a deployment does not use, per registry: neither required, stored,
+    # shown nor exported ([Contacthub] lets a deployment switch base properties off).
+    switched_off: dict[PropertyEntity, list[str]] = {}
     identity: IdentitySettings = IdentitySettings()
     sales_channels: dict[Identifier, SalesChannel] = {}
     expectations: dict[Entity, EntityExpectations] = {}
@@ -68,6 +75,7 @@ class Deployment(_Strict):
     nodes: list[Node]
     tree: Tree
     properties: dict[str, list[ExtendedProperty]] = {}
+    switched_off: dict[str, list[str]] = {}
     identity: IdentitySettings = IdentitySettings()
     sales_channels: dict[str, SalesChannel] = {}
     sources: list[Source]
@@ -91,14 +99,17 @@ class Deployment(_Strict):
         return self.expectations.get(entity, EntityExpectations())
 
     def lookup_table(self, name: str) -> LookupTable:
-        """A lookup table with predefined values merged in (sales-channel macros)."""
+        """A lookup table with predefined values merged in (sales-channel and source macros)."""
         table = self.lookups.get(name, LookupTable())
-        if name == "sales_channel":
-            table = LookupTable(macro=SALES_CHANNEL_MACROS, micro=table.micro)
+        if name in PREDEFINED_MACROS:
+            table = LookupTable(macro=PREDEFINED_MACROS[name], micro=table.micro)
         return table
 
     def properties_of(self, entity: str) -> list[ExtendedProperty]:
         return list(self.properties.get(entity, []))
+
+    def switched_off_of(self, entity: str) -> set[str]:
+        return set(self.switched_off.get(entity, []))
 
     def sources_of(self, entity: str) -> list[Source]:
         return [s for s in self.sources if s.entity == entity]

@@ -15,21 +15,128 @@ class Node(_Strict):
     description: str = ""
 
 
+class ViewGroup(_Strict):
+    """One level of a view's tree ([Contacthub] trees of nodes): its children (node names
+    or nested groups) in priority order, strongest first; ``equal``: the children share
+    one priority, and recency, then completeness, decide between them."""
+
+    children: list["ViewChild"]
+    equal: bool = False
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _equal_levels_hold_nodes(self):
+        _check_equal(self.children, self.equal)
+        return self
+
+
+def _check_equal(children, equal: bool) -> None:
+    # Children of one priority are compared by recency; a ranked group among them would
+    # make the order ambiguous (a = c and b = c, yet a before b), so it is refused.
+    if equal and any(not isinstance(c, str) for c in children):
+        raise ValueError("the children of an equal level are nodes, not groups")
+
+
+ViewChild = Identifier | ViewGroup
+
+
+class View(_Strict):
+    """A view node: merges the data of the nodes under it into golden records of its own
+    (``views.<name>_customers``), by per-level priority, then recency, then completeness,
+    with per-field overrides. Nodes not under it do not contribute to it."""
+
+    name: Identifier
+    description: str = ""
+    children: list[ViewChild]
+    equal: bool = False
+    field_rules: dict[str, Literal["priority", "most_recent"]] = {}
+
+    @model_validator(mode="after")
+    def _equal_levels_hold_nodes(self):
+        _check_equal(self.children, self.equal)
+        return self
+
+    def node_rank(self) -> dict[str, int]:
+        """Node -> rank (1 strongest): per level, the child's position, read top-down, so
+        that a whole branch outranks the next one; equal groups give one rank to all."""
+        paths: dict[str, tuple[int, ...]] = {}
+
+        def walk(children, equal: bool, path: tuple[int, ...]) -> None:
+            for i, child in enumerate(children):
+                here = path + ((0 if equal else i),)
+                if isinstance(child, ViewGroup):
+                    walk(child.children, child.equal, here)
+                else:
+                    paths[child] = here
+
+        walk(self.children, self.equal, ())
+        longest = max((len(p) for p in paths.values()), default=0)
+        padded = {n: p + (-1,) * (longest - len(p)) for n, p in paths.items()}
+        order = sorted(set(padded.values()))
+        return {n: order.index(p) + 1 for n, p in padded.items()}
+
+    def nodes(self) -> list[str]:
+        out: list[str] = []
+
+        def walk(children) -> None:
+            for child in children:
+                if isinstance(child, ViewGroup):
+                    walk(child.children)
+                else:
+                    out.append(child)
+
+        walk(self.children)
+        return out
+
+
+ViewGroup.model_rebuild()
+
+
 class Tree(_Strict):
-    """Which node wins each golden field: ``priority`` lists nodes, strongest first."""
+    """Which node wins each golden field: ``priority`` lists nodes, strongest first (the
+    main view: ``core.customers``). ``views`` declares further view nodes, each with its
+    own tree over (some of) the nodes and its own golden records."""
 
     priority: list[Identifier]
     field_rules: dict[str, Literal["priority", "most_recent"]] = {}
+    views: list[View] = []
 
 
 class ExtendedProperty(_Strict):
+    """A typed field a deployment adds to a registry ([Contacthub] extended properties),
+    with the contract rules of a base field. ``lookup``: an id or label of a settings
+    table of lookups.yaml (its macro level), stored as the id."""
+
     name: Identifier
-    type: FieldType = "string"
+    type: Literal["string", "integer", "decimal", "date", "timestamp", "boolean", "lookup"] = "string"
+    required: bool = False
+    allowed: list[str] | None = None
+    table: Identifier | None = None  # the settings table of a ``lookup`` property
     description: str = ""
+
+    @model_validator(mode="after")
+    def _lookup_needs_table(self):
+        if (self.type == "lookup") != (self.table is not None):
+            raise ValueError("a lookup property names its settings table (table: ...), "
+                             "and only a lookup property does")
+        return self
+
+    @property
+    def field_type(self) -> FieldType:
+        """The stored type: a lookup stores its value's id."""
+        return "integer" if self.type == "lookup" else self.type
 
     @property
     def sql_type(self) -> str:
-        return SQL_TYPES[self.type]
+        return SQL_TYPES[self.field_type]
+
+    def field_spec(self):
+        """The property as a contract field (type, required, allowed values, lookup)."""
+        from tessera.contracts import FieldSpec
+
+        return FieldSpec(type=self.field_type, required=self.required, allowed=self.allowed,
+                         lookup=f"{self.table}.macro" if self.table else None,
+                         description=self.description)
 
 
 class SalesChannel(_Strict):
@@ -273,5 +380,20 @@ SALES_CHANNEL_MACROS = [
     LookupValue(id=1, label="e-commerce"), LookupValue(id=2, label="store"),
     LookupValue(id=3, label="phone"), LookupValue(id=4, label="mail"),
 ]
+
+# Sendero's source ("fonte") macros are predefined too, and a deployment's source micros
+# hang under them ("Fonte Micro, da assegnare partendo da una delle Fonti Macro
+# predefinite"). The seed does not list them: these are the ways it names for a record to
+# enter the database (manual entry, file import, ERP sync, web service, permanent form,
+# purchased list), plus events for records first seen through behaviour.
+SOURCE_MACROS = [
+    LookupValue(id=1, label="manual entry"), LookupValue(id=2, label="file import"),
+    LookupValue(id=3, label="ERP sync"), LookupValue(id=4, label="web service"),
+    LookupValue(id=5, label="permanent form"), LookupValue(id=6, label="purchased list"),
+    LookupValue(id=7, label="events"),
+]
+
+# Settings tables whose macro level is predefined: deployments declare micros only.
+PREDEFINED_MACROS = {"sales_channel": SALES_CHANNEL_MACROS, "source": SOURCE_MACROS}
 
 

@@ -32,6 +32,10 @@ def config(tmp_path, text=LOOKUPS) -> Path:
     d = tmp_path / "config"
     shutil.copytree(DEMO, d)
     (d / "lookups.yaml").write_text(textwrap.dedent(text))
+    # the named channel milan_store must name a declared store micro of these tables
+    main = (d / "tessera.yaml").read_text()
+    (d / "tessera.yaml").write_text(main.replace("milan_store: {macro: 2, micro: 1",
+                                                 "milan_store: {macro: 2, micro: 7"))
     return d
 
 
@@ -76,7 +80,8 @@ def test_channels_by_id_or_label_and_micro_under_its_macro(tmp_path):
 
 
 def test_without_declared_micros_only_macros_are_checked(tmp_path):
-    dep = load_deployment(DEMO)           # the demo declares no lookups.yaml
+    # tables without sales-channel micros
+    dep = load_deployment(config(tmp_path, "lookups:\n  sector:\n    macro: [{id: 1, label: A}]\n"))
     landing = tmp_path / "landing"
     (landing / "ecommerce").mkdir(parents=True)
     (landing / "ecommerce" / "ordini_1.xml").write_text(orders_xml([("O1", "mail", "5"),

@@ -331,7 +331,21 @@ def test_dry_run_reports_entering_and_leaving(con, dep):
     r = dry_run(con, dep, changed, D1)
     assert r["size"] == 3 and r["sample_ids"] == [1, 3, 6]
     assert (r["stored_size"], r["entering"], r["leaving"]) == (1, 2, 0)
+    assert (r["entering_ids"], r["leaving_ids"]) == ([1, 3], [])
     assert _members_of(con, "dyn", D1) == [6]  # nothing written
+
+
+def test_dry_run_lists_who_enters_and_leaves_bounded(con, dep):
+    seg = SegmentDef(name="dyn", rule={"event": "page_view", "within_days": 3})
+    build_segment(con, dep, seg, D1)  # 1, 3, 6
+    changed = seg.model_copy(update={"rule": {"field": "country", "op": "=", "value": "IT"}})
+    r = dry_run(con, dep, changed, D1)  # 1, 2, 3, 5, 6
+    assert (r["entering"], r["entering_ids"], r["leaving"], r["leaving_ids"]) == (2, [2, 5], 0, [])
+    # bounded: the counts stay complete, the ids are the smallest `sample` ones
+    flipped = seg.model_copy(update={"rule": {"field": "country", "op": "=", "value": "PL"}})
+    r = dry_run(con, dep, flipped, D1, sample=2)
+    assert (r["entering"], r["entering_ids"]) == (1, [4])
+    assert (r["leaving"], r["leaving_ids"]) == (3, [1, 3])
 
 
 def _scores(con, day):
@@ -455,6 +469,7 @@ def test_dry_run_of_a_static_segment_shows_a_fresh_freeze(con, dep):
     changed = seg.model_copy(update={"rule": {"event": "page_view", "within_days": 3}})
     r = dry_run(con, dep, changed, D1)
     assert (r["size"], r["stored_size"], r["entering"], r["leaving"]) == (4, 1, 3, 0)
+    assert (r["entering_ids"], r["leaving_ids"]) == ([1, 3, 4], [])
     assert r["sample_ids"] == [1, 3, 4, 6]
 
 

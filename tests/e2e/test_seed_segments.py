@@ -1,21 +1,38 @@
-"""The seeds' segment examples, shipped in examples/demo, on generated data with answers
-known by construction (planted B2B companies and their users) or read straight from the landing files:
+"""The seeds' segment examples, shipped in examples/demo, on the demo's own data (the sample
+``make demo`` generates: 300 persons, seed 42), each with its expected members written
+here and cross-checked against the landing files:
 
 * Nurtigo: contacts of Turin companies with revenue over 5 M and a purchase in the last
-  six months (``turin_companies_5m``);
+  six months (``turin_companies_5m``; the companies are planted by
+  ``tessera.sampledata.seeds``, with near misses: 4 M, exactly 5 M, Milan, a stale purchase);
 * Flow: top-spending women who bought in the Milan store, a segment built on the segment
   ``top_spenders`` (``milan_store_women_top_spenders``);
-* Contacthub: a customer rule with ALL and ANY (``reachable_loyal_italians``).
+* Contacthub: a customer rule with ALL and ANY (``reachable_loyal_italians``);
+* Nurtigo scoring: page view +5, download +20, unopened e-mail -10, at 100 points a tag,
+  a notification and the CRM feed.
 
-One real run of the daily job (Dagster, in process) over a temporary warehouse."""
+One real run of the daily job (Dagster, in process) over a temporary warehouse. When the
+demo's generator changes, the literal expectations below change with it (they are the
+demo's answers; the cross-checks say why)."""
 from __future__ import annotations
 
+import csv
 import datetime as dt
 
 import pytest
 from lxml import etree
 
 from tests.conftest import AS_OF, PipelineEnv
+
+# The demo's answers (ERP ids of the members), 2026-11-01.
+TURIN_MEMBERS = ["ERP100003", "ERP100015", "ERP100029", "ERP100030"]
+MILAN_MEMBERS = ["ERP100022", "ERP100081", "ERP100120", "ERP100144"]
+CONTACTHUB_MEMBERS = sorted([
+    "ERP100001", "ERP100009", "ERP100023", "ERP100024", "ERP100028", "ERP100031", "ERP100034",
+    "ERP100036", "ERP100042", "ERP100044", "ERP100045", "ERP100053", "ERP100056", "ERP100072",
+    "ERP100078", "ERP100082", "ERP100099", "ERP100133", "ERP100134", "ERP100136", "ERP100149",
+    "ERP100154"])
+HOT_LEADS = {"ERP100055": 102, "ERP100131": 104}  # engagement score >= 100: tag, notify, feed
 
 
 def _records(path, tag):
@@ -44,49 +61,14 @@ def seed_env(tmp_path_factory):
     from tessera.sampledata.generator import generate
 
     env = PipelineEnv(tmp_path_factory.mktemp("seeds"))
-    generate(env.landing, contacts=1000, seed=11, as_of=AS_OF)
-    erp = [r for r in _records(next((env.landing / "erp").glob("erp_contacts_*.xml")), "utente")
-           if r["idgestionale"] and "@" in r["email"]]
-    orders = _orders(env.landing)
-    last = {}
-    for o in orders:
-        last[o["idCliente"]] = max(last.get(o["idCliente"], dt.date.min), o["day"])
-    recent = [r for r in erp if (AS_OF - last.get(r["idgestionale"], dt.date.min)).days <= 150]
-    stale = [r for r in erp if r["idgestionale"] in last and (AS_OF - last[r["idgestionale"]]).days >= 200]
-    plan = {  # group -> (people, company city, revenue)
-        "in": (recent[0:6], "Torino", "6000000.00"),
-        "small": (recent[6:9], "Torino", "4000000.00"),
-        "boundary": (recent[9:10], "Torino", "5000000.00"),
-        "elsewhere": (recent[10:13], "Milano", "9000000.00"),
-        "stale": (stale[0:3], "Torino", "8000000.00"),
-    }
-    # The planted companies replace the generated B2B files, so that the answer is known.
-    import shutil
-
-    from tessera.ingest.vat import check_digit
-
-    shutil.rmtree(env.landing / "b2b")
-    (env.landing / "b2b").mkdir()
-    companies = ["codice;ragionesociale;partitaiva;citta;provincia;paese;settore;tipologia;"
-                 "fatturato;dipendenti;datamodifica"]
-    users = ["codice;nome;cognome;azienda;partitaivaazienda;email;ruolo;consensoemail"]
-    n = 0
-    for group, (people, city, revenue) in plan.items():
-        assert people, f"the sample has nobody for group {group}"
-        for r in people:
-            n += 1
-            vat = f"{n:010d}"
-            vat += str(check_digit(vat))
-            companies.append(f"A{n:04d};Azienda {n} S.p.A.;{vat};{city};;IT;Manifattura;spa;{revenue};10;"
-                             "01/10/2026 10:00")
-            # the user names the company another way: linked by the normalised legal name
-            users.append(f"U{n:04d};{r['nome']};{r['cognome']};AZIENDA {n} SPA;;{r['email']};acquisti;si")
-    (env.landing / "b2b" / "aziende_20261101.csv").write_text("\n".join(companies) + "\n", encoding="utf-8")
-    (env.landing / "b2b" / "utenti-aziende_20261101.csv").write_text("\n".join(users) + "\n",
-                                                                    encoding="utf-8")
-    env.plan = {g: [r["idgestionale"] for r in people] for g, (people, _, _) in plan.items()}
-    env.erp = {r["idgestionale"]: r for r in erp}
-    env.orders = orders
+    generate(env.landing, contacts=300, seed=42, as_of=AS_OF)  # exactly `make demo`'s sample
+    env.erp = {r["idgestionale"]: r for r in _records(next((env.landing / "erp").glob("erp_contacts_*.xml")),
+                                                       "utente") if r["idgestionale"] and "@" in r["email"]}
+    env.orders = _orders(env.landing)
+    with open(env.landing / "_truth" / "seed_examples.csv", encoding="utf-8") as fh:
+        env.plan = {}
+        for r in csv.DictReader(fh):
+            env.plan.setdefault(r["group"], []).append(r["erp_id"])
     result = env.run_daily()
     assert result.success
     env.result = result
@@ -112,9 +94,16 @@ def test_nurtigo_turin_companies_over_5m_with_a_recent_purchase(seed_env):
         linked = con.execute("SELECT count(*) FROM marts.contact_cards WHERE company_revenue IS NOT NULL").fetchone()[0]
     finally:
         con.close()
-    expected = sorted(cid[e] for e in seed_env.plan["in"] if e in cid)
-    assert expected and got == expected
-    assert linked == sum(len(v) for v in seed_env.plan.values())  # every company user is a B2C person
+    erp_of = {c: e for e, c in cid.items()}
+    assert sorted(erp_of[c] for c in got) == TURIN_MEMBERS
+    # the planted "in" group, and none of the near misses (4 M, exactly 5 M, Milan, stale)
+    assert TURIN_MEMBERS == sorted(seed_env.plan["in"])
+    last = {}
+    for o in seed_env.orders:
+        last[o["idCliente"]] = max(last.get(o["idCliente"], dt.date.min), o["day"])
+    assert all((AS_OF - last[e]).days <= 183 for e in TURIN_MEMBERS)
+    assert all((AS_OF - last[e]).days > 183 for e in seed_env.plan["stale"])
+    assert linked >= sum(len(v) for v in seed_env.plan.values())  # planted users are B2C people
 
 
 def test_flow_top_spending_women_who_bought_in_the_milan_store(seed_env):
@@ -132,7 +121,9 @@ def test_flow_top_spending_women_who_bought_in_the_milan_store(seed_env):
     women = {e for e, r in seed_env.erp.items() if r["sesso"] == "F"}
     expected = sorted(cid[e] for e in milan_buyers & women if e in cid and cid[e] in top)
     assert top_seg == top
-    assert expected and got == expected
+    assert got == expected
+    erp_of = {c: e for e, c in cid.items()}
+    assert sorted(erp_of[c] for c in got) == MILAN_MEMBERS
 
 
 def test_contacthub_customer_rule_with_all_and_any(seed_env):
@@ -141,8 +132,10 @@ def test_contacthub_customer_rule_with_all_and_any(seed_env):
         cards = con.execute("""SELECT customer_id, country, order_number, email_consent, sms_consent,
                                       loyalty_tier, birth_date FROM marts.contact_cards""").fetchall()
         got = _members(con, "reachable_loyal_italians")
+        erp_of = {c: e for e, c in _cid_of_erp(con).items()}
     finally:
         con.close()
+    assert sorted(erp_of[c] for c in got) == CONTACTHUB_MEMBERS
     expected = sorted(
         c for c, country, orders, email, sms, tier, birth in cards
         if country == "IT" and orders >= 1 and "granted" in (email, sms)
@@ -166,6 +159,17 @@ def test_scores_stages_and_threshold_feed_in_the_daily_job(seed_env):
         con.close()
     assert low == 0
     assert fired == hot > 0  # first day: everybody at or above 100 crossed today
+    con = seed_env.connect()
+    try:
+        erp_of = {c: e for e, c in _cid_of_erp(con).items()}
+        hot_rows = con.execute("SELECT customer_id, score FROM marketing.scores WHERE as_of_date = ? "
+                               "AND score_type = 'engagement' AND score >= 100", [AS_OF]).fetchall()
+        tagged = {r[0] for r in con.execute("SELECT customer_id FROM marketing.contact_tags "
+                                            "WHERE tag = 'hot_lead'").fetchall()}
+    finally:
+        con.close()
+    assert {erp_of[c]: int(v) for c, v in hot_rows} == HOT_LEADS
+    assert tagged == {c for c, _ in hot_rows}
     assert fed == fired
     assert funnel == staged > 0
     mats = {e.event_specific_data.materialization.asset_key.to_user_string()
@@ -190,9 +194,12 @@ def test_cli_dry_run_and_overrides(seed_env, monkeypatch, capsys):
     con = seed_env.connect()
     try:
         stored = len(_members(con, "turin_companies_5m"))
-        new = len({1, 2} - set(_members(con, "turin_companies_5m")))
+        members = _members(con, "turin_companies_5m")
+        new = len({1, 2} - set(members))
     finally:
         con.close()
     assert f"would enter: {new}   would leave: 0" in out
+    assert "entering ids: " + (", ".join(map(str, sorted({1, 2} - set(members)))) or "(none)") in out
+    assert "leaving ids: (none)" in out
     assert f"{stored + new} members" in out
     assert main(["segment", "dry-run", "nope"]) == 2
