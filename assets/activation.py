@@ -79,7 +79,12 @@ def build(deployment: Deployment):
                 acc = per_auto.setdefault(name, {})
                 for k, v in s.items():
                     acc[k] = acc.get(k, 0) + v
+        with warehouse.get_connection() as con:  # the rows each asset's tables hold now
+            auto_rows, journey_rows = con.execute(
+                "SELECT count(*) FILTER (WHERE origin = 'automation'), "
+                "(SELECT count(*) FROM activation.journey_state) FROM activation.outbox").fetchone()
         auto_meta = {
+            "dagster/row_count": dg.MetadataValue.int(int(auto_rows)),
             "days_evaluated": dg.MetadataValue.json(days),
             "by_automation": dg.MetadataValue.json(per_auto),
             "actions_queued": dg.MetadataValue.int(sum(s.get("queued", 0) for s in per_auto.values())),
@@ -91,6 +96,7 @@ def build(deployment: Deployment):
         lines += [f"| {j} / {s} | " + " | ".join(str(int(v)) for v in rest) + " |"
                   for j, s, *rest in steps]
         journey_meta = {
+            "dagster/row_count": dg.MetadataValue.int(int(journey_rows)),
             "days_evaluated": dg.MetadataValue.json(days),
             "per_step": dg.MetadataValue.md("\n".join(lines)),
             "entered": dg.MetadataValue.int(sum(int(r[2]) for r in steps)),

@@ -49,6 +49,8 @@ def build(deployment: Deployment):
         meta = {"recorded": out["recorded"], "backfill": out["backfill"],
                 "latest_recorded_day": str(out["latest_recorded"]),
                 "inputs_as_of": str(out["version_of"]),
+                "dagster/row_count": dg.MetadataValue.int(
+                    sum(t["opened"] + t["closed"] for t in out["tables"].values())),  # stored by this run
                 "rows_opened": sum(t["opened"] for t in out["tables"].values()),
                 "rows_closed": sum(t["closed"] for t in out["tables"].values()),
                 "by_table": dg.MetadataValue.json(out["tables"]),

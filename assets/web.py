@@ -47,6 +47,7 @@ def build_last(deployment: Deployment, upstream: list[dg.AssetKey]):
         with warehouse.get_connection() as con:
             stats = build_contact_changes(con, day)
         return dg.MaterializeResult(metadata={
+            "dagster/row_count": dg.MetadataValue.int(int(stats["contacts"])),  # fingerprints kept
             **{k: dg.MetadataValue.int(int(stats[k])) for k in ("contacts", "new", "updated", "deleted")},
             "first_day": dg.MetadataValue.bool(bool(stats["first_day"])),
             "duration_s": dg.MetadataValue.float(timer.seconds),
@@ -62,6 +63,7 @@ def build_last(deployment: Deployment, upstream: list[dg.AssetKey]):
             stats = publish(as_engine(con), warehouse.database)
         return dg.MaterializeResult(metadata={
             "path": dg.MetadataValue.path(stats["folder"]),
+            "dagster/row_count": dg.MetadataValue.int(stats["rows"]),
             "tables": dg.MetadataValue.int(stats["tables"]),
             "rows": dg.MetadataValue.int(stats["rows"]),
             "bytes": dg.MetadataValue.int(stats["bytes"]),

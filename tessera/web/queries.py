@@ -767,11 +767,15 @@ def analytics(engine: Engine) -> dict[str, Any]:
             note="Against the cards of the previous day the job ran (compared_with); on the first "
                  "day every contact counts as new. Deleted: erased, soft-deleted or merged.",
             empty="Not computed yet: run the daily job."))
-    if _has(engine, "core.orders"):
-        out["tables"].append(_table(engine, "Sales per channel", SqlStep("web.sales_channels", """
-            SELECT channel_macro, channel_micro, count(*) AS orders,
+    # a deployment whose order source maps no sales channel has no channel columns
+    channels = [c for c in ("channel_macro", "channel_micro")
+                if _has(engine, "core.orders") and c in _table_columns(engine, "core", "orders")]
+    if channels:
+        keys = ", ".join(channels)
+        out["tables"].append(_table(engine, "Sales per channel", SqlStep("web.sales_channels", f"""
+            SELECT {keys}, count(*) AS orders,
                    count(DISTINCT customer_id) AS buyers, sum(amount) AS revenue
-            FROM core.orders GROUP BY ALL ORDER BY revenue DESC NULLS LAST, channel_macro, channel_micro
+            FROM core.orders GROUP BY ALL ORDER BY revenue DESC NULLS LAST, {keys}
             LIMIT 50"""), note="ROAS needs campaign costs, which no source of this deployment "
                                 "delivers yet: revenue only.", empty="No order."))
     if _has(engine, "ops.import_report"):

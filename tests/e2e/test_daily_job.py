@@ -185,8 +185,10 @@ def test_second_run_changes_nothing_and_keeps_ids(demo_env, demo_run):
 
 def test_assets_report_row_counts(demo_env, demo_run):
     mats = [e.event_specific_data.materialization for e in demo_run.get_asset_materialization_events()]
-    for m in mats:
-        assert "dagster/row_count" in m.metadata, m.asset_key
+    files = {dg.AssetKey(["marts", "analytics_report"])}  # an HTML file, not a table
+    missing = [m.asset_key.to_user_string() for m in mats
+               if m.asset_key not in files and "dagster/row_count" not in m.metadata]
+    assert not missing
     cust = next(m for m in mats if m.asset_key == dg.AssetKey(["core", "customers"]))
     assert cust.metadata["dagster/row_count"].value > 100
 

@@ -28,7 +28,7 @@ from tests.conftest import AS_OF, DEMO_CONFIG, PROJECT_ROOT
 
 RUN_TIMEOUT_S = 900
 # Tables that log each run (one row per batch), not data: a killed run may leave its rows.
-PER_RUN_TABLES = {"ops.expectation_results"}
+PER_RUN_TABLES = {"ops.expectation_results", "history.runs"}
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +95,11 @@ def table_counts(warehouse: Path) -> dict[str, int]:
     try:
         tables = con.execute("SELECT table_schema, table_name FROM information_schema.tables "
                              "WHERE table_type = 'BASE TABLE' ORDER BY 1, 2").fetchall()
-        return {f"{s}.{t}": con.execute(f'SELECT count(*) FROM "{s}"."{t}"').fetchone()[0]
-                for s, t in tables if f"{s}.{t}" not in PER_RUN_TABLES}
+        counts = {f"{s}.{t}": con.execute(f'SELECT count(*) FROM "{s}"."{t}"').fetchone()[0]
+                  for s, t in tables if f"{s}.{t}" not in PER_RUN_TABLES}
+        # a version table appears, empty, on the first day its input exists (the segment
+        # overrides only from a second completed run on): its absence is not a lost row
+        return {k: n for k, n in counts.items() if n or not k.startswith("history.")}
     finally:
         con.close()
 

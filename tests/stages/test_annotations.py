@@ -77,8 +77,10 @@ def _world(tmp_path):
     dep = load_deployment(config)
     assets, checks = build_assets(dep)
     result = dg.materialize([*assets, *checks],
+                            # the day's contact changes are a daily partition: not in an unpartitioned run
                             selection=dg.AssetSelection.groups("ingestion", "staging", "identity", "consent",
-                                                               "golden", "marts"),
+                                                               "golden", "marts")
+                            - dg.AssetSelection.assets(dg.AssetKey(["marts", "contact_changes"])),
                             resources=build_resources(tmp_path / "wh.duckdb", tmp_path / "landing",
                                                       tmp_path / "feeds", deployment=dep),
                             instance=dg.DagsterInstance.ephemeral())
