@@ -37,7 +37,7 @@ def _read_keys(upstream: list[dg.AssetKey]) -> list[dg.AssetKey]:
 
 
 def build_last(deployment: Deployment, upstream: list[dg.AssetKey]):
-    @dg.asset(key=CHANGES, group_name="marts", pool=POOL, deps=[dg.AssetKey(["marts", "contact_cards"])],
+    @dg.asset(key=CHANGES, group_name=GROUP, pool=POOL, deps=[dg.AssetKey(["marts", "contact_cards"])],
               partitions_def=daily_partitions, kinds={"duckdb"},
               description="New, updated and deleted contacts of the day, against the previous "
                           "day's fingerprints of the cards' golden fields (counts only).")

@@ -30,17 +30,21 @@ DDL = (
 )
 
 
-def _fingerprint() -> str:
-    fields = ", ".join(f"coalesce(CAST({f} AS VARCHAR), '')" for f in COMPARED)
+def _fingerprint(present: set[str]) -> str:
+    # a deployment may switch base properties off: they are then not on the card
+    fields = ", ".join(f"coalesce(CAST({f} AS VARCHAR), '')" for f in COMPARED if f in present)
     return f"md5(concat_ws('|', {fields}))"
 
 
 def build_contact_changes(engine: Engine, day: dt.date) -> dict:
     engine = as_engine(engine)
     engine.run(*DDL)
+    present = {r[0] for r in engine.rows(SqlStep(
+        "card.card_columns", "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = 'marts' AND table_name = 'contact_cards'"))}
     with engine.together():
         engine.replace_partition(FINGERPRINTS, {"as_of_date": day}, SqlStep("card.fingerprints", f"""
-            SELECT CAST($day AS DATE) AS as_of_date, customer_id, {_fingerprint()} AS fingerprint
+            SELECT CAST($day AS DATE) AS as_of_date, customer_id, {_fingerprint(present)} AS fingerprint
             FROM marts.contact_cards""", {"day": day}))
         engine.replace_partition(CHANGES_TABLE, {"as_of_date": day}, SqlStep("card.changes", f"""
             WITH before AS (SELECT max(as_of_date) AS d FROM {FINGERPRINTS} WHERE as_of_date < $day),
