@@ -39,6 +39,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+BLOCKING: str | None = None  # --blocking
 sys.path.insert(0, str(ROOT))
 SHARED = Path(os.environ.get("TESSERA_IDENTITY_BENCH", "/work/shared/bench/identity"))
 CONFIG = Path(__file__).resolve().parent / "febrl_config"
@@ -100,6 +101,24 @@ def prepare(name: str, folder: Path, with_id: bool = True) -> tuple[Path, Path, 
     return landing, truth, n
 
 
+def with_blocking(deployment, spec: str | None):
+    """The deployment with its probabilistic blocking replaced by ``spec``.
+
+    ``spec`` lists key sets separated by ``;``, keys within a set by ``,``
+    (``names;last_name,birth_date``); a leading ``+`` adds the sets to the defaults.
+    For measuring a blocking change at scale before it becomes a default.
+    """
+    if not spec:
+        return deployment
+    prob = deployment.identity.probabilistic
+    extra = spec.startswith("+")
+    sets = [[k.strip() for k in part.split(",") if k.strip()] for part in spec.lstrip("+").split(";") if part.strip()]
+    blocking = [list(b) for b in prob.blocking] + sets if extra else sets
+    identity = deployment.identity.model_copy(update={"probabilistic": prob.model_validate(
+        {**prob.model_dump(), "blocking": blocking})})
+    return deployment.model_copy(update={"identity": identity})
+
+
 def run_tessera(name: str, landing: Path) -> dict:
     from tessera.deployment import load_deployment
     from tessera.identity.resolve import resolve
@@ -107,7 +126,7 @@ def run_tessera(name: str, landing: Path) -> dict:
     from tessera.ingest.staging import build_contacts
     from tessera.engine.warehouse import connect, ensure_warehouse
 
-    deployment = load_deployment(CONFIG)
+    deployment = with_blocking(load_deployment(CONFIG), BLOCKING)
     wh = OUT / f"identity_{name}.duckdb"
     for p in (wh, Path(str(wh) + ".wal")):
         p.unlink(missing_ok=True)
@@ -124,11 +143,47 @@ def run_tessera(name: str, landing: Path) -> dict:
                 f"FROM core.customer_sources) TO '{pred}' (HEADER)")
     by_rule = dict(con.execute("SELECT matched_by, count(*) FROM core.customer_sources GROUP BY 1").fetchall())
     dropped = con.execute("SELECT count(*) FROM ops.rejects").fetchone()[0]
+    reasons = error_reasons(con, deployment)
     con.close()
     return {"ingest_s": round(t1 - t0, 2), "staging_identity_s": round(t2 - t1, 2),
             "records_ingested": outcome.total("records"), "records_rejected": outcome.total("rejected"),
             "values_reported": int(dropped), "candidate_pairs": stats["candidate_pairs"],
-            "records_by_rule": by_rule, "pred": str(pred)}
+            "records_by_rule": by_rule, "errors_by_reason": reasons, "pred": str(pred)}
+
+
+def error_reasons(con, deployment) -> dict:
+    """Missed and false pairs by reason, so that the next change to the model is aimed.
+
+    A missed pair (one person, two customers) was either never a candidate (no blocking
+    rule and no deterministic key brought the two records together: a blocking problem)
+    or a candidate kept apart (scored below the threshold or not corroborated: a scoring
+    problem). A false pair (two people, one customer) is named by how its two records
+    were linked: directly by a candidate pair, or only through others in the cluster.
+    """
+    from tessera.identity.matching import candidate_pairs_sql
+    from tessera.identity.resolve import KEY_COLUMNS
+
+    cols = ", ".join(f"{c} AS k_{k}" for k, c in KEY_COLUMNS.items())
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _rec AS
+        SELECT row_number() OVER (ORDER BY s.source_record_id) AS rid, s.source_record_id AS id,
+               regexp_extract(s.source_record_id, 'rec-(\\d+)-', 1) AS person, cs.customer_id, cs.matched_by, {cols}
+        FROM staging.contacts s JOIN core.customer_sources cs USING (source, source_record_id)""")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _c AS {candidate_pairs_sql(deployment.identity.probabilistic)}")
+    rows = con.execute("""
+        SELECT CASE WHEN x.person = y.person THEN 'missed' ELSE 'false' END AS kind,
+               CASE WHEN x.person = y.person AND c.a IS NULL THEN 'never a candidate'
+                    WHEN x.person = y.person THEN 'candidate kept apart'
+                    WHEN c.a IS NOT NULL THEN 'linked as a candidate pair (' || least(x.matched_by, y.matched_by) || ')'
+                    ELSE 'linked through other records' END AS reason, count(*) AS n
+        FROM _rec x JOIN _rec y ON x.rid < y.rid
+             AND ((x.person = y.person AND x.customer_id <> y.customer_id)
+                  OR (x.person <> y.person AND x.customer_id = y.customer_id))
+        LEFT JOIN _c c ON c.a = x.rid AND c.b = y.rid
+        GROUP BY ALL ORDER BY ALL""").fetchall()
+    out: dict = {}
+    for kind, reason, n in rows:
+        out.setdefault(kind, {})[reason] = int(n)
+    return out
 
 
 def run_splink(name: str, landing: Path, truth: Path) -> dict:
@@ -151,7 +206,11 @@ def main() -> int:
     ap.add_argument("--no-splink", action="store_true")
     ap.add_argument("--id", choices=["with", "without", "both"], default="both",
                     help="with and/or without the national id (soc_sec_id)")
+    ap.add_argument("--blocking", default=None,
+                    help="replace the probabilistic blocking ('names;last_name,birth_date'); '+...' adds to it")
     a = ap.parse_args()
+    global BLOCKING
+    BLOCKING = a.blocking
     folder = fetch()
     sys.path.insert(0, str(SHARED))
     import pandas as pd
@@ -183,6 +242,9 @@ def main() -> int:
         print(f"  {name:<14} {res['records']:>7} {res['true_pairs']:>6} {'tessera':<8} {tr['precision']:>9.4f} "
               f"{tr['recall']:>7.4f} {tr['f1']:>7.4f} {tr['staging_identity_s']:>8.2f}   (ingestion "
               f"{tr['ingest_s']} s; {tr['fp']} false, {tr['fn']} missed pairs)")
+        for kind, reasons in tr.get("errors_by_reason", {}).items():
+            print(f"  {'':<14} {'':>7} {'':>6} {'':<8} {kind} pairs: "
+                  + "; ".join(f"{reason} {n}" for reason, n in reasons.items()))
         sp = res.get("splink")
         if sp and "f1" in sp:
             print(f"  {'':<14} {'':>7} {'':>6} {'splink':<8} {sp['precision']:>9.4f} {sp['recall']:>7.4f} "

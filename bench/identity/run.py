@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+BLOCKING: str | None = None  # --blocking
 sys.path.insert(0, str(ROOT))
 SHARED = Path(os.environ.get("TESSERA_IDENTITY_BENCH", "/work/shared/bench/identity"))
 CONFIG = Path(__file__).resolve().parent / "config"
@@ -66,6 +67,24 @@ def generate(n: int) -> tuple[Path, Path]:
     return contacts, truth
 
 
+def with_blocking(deployment, spec: str | None):
+    """The deployment with its probabilistic blocking replaced by ``spec``.
+
+    ``spec`` lists key sets separated by ``;``, keys within a set by ``,``
+    (``names;last_name,birth_date``); a leading ``+`` adds the sets to the defaults.
+    For measuring a blocking change at scale before it becomes a default.
+    """
+    if not spec:
+        return deployment
+    prob = deployment.identity.probabilistic
+    extra = spec.startswith("+")
+    sets = [[k.strip() for k in part.split(",") if k.strip()] for part in spec.lstrip("+").split(";") if part.strip()]
+    blocking = [list(b) for b in prob.blocking] + sets if extra else sets
+    identity = deployment.identity.model_copy(update={"probabilistic": prob.model_validate(
+        {**prob.model_dump(), "blocking": blocking})})
+    return deployment.model_copy(update={"identity": identity})
+
+
 def run_tessera(n: int, contacts: Path, threads: int | None, memory_limit: str | None) -> dict:
     from tessera.deployment import load_deployment
     from tessera.identity.resolve import resolve
@@ -73,7 +92,7 @@ def run_tessera(n: int, contacts: Path, threads: int | None, memory_limit: str |
     from tessera.ingest.staging import build_contacts
     from tessera.engine.warehouse import connect, ensure_warehouse
 
-    deployment = load_deployment(CONFIG)
+    deployment = with_blocking(load_deployment(CONFIG), BLOCKING)
     landing = OUT / f"landing_{n}"
     shutil.rmtree(landing, ignore_errors=True)
     landing.mkdir(parents=True)
@@ -128,7 +147,11 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--memory-limit", default=None)
     ap.add_argument("--splink", action="store_true", help="also run the Splink reference")
+    ap.add_argument("--blocking", default=None,
+                    help="replace the probabilistic blocking ('names;last_name,birth_date'); '+...' adds to it")
     a = ap.parse_args()
+    global BLOCKING
+    BLOCKING = a.blocking
     OUT.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     contacts, truth_path = generate(a.n)

@@ -144,7 +144,7 @@ U_MIN_COMPARED = 100
 # not estimate the comparisons its keys make agree by construction.
 KEY_COMPARISON = {"names": ("fn", "ln"), "first_name": ("fn",), "last_name": ("ln",), "birth_date": ("dob",),
                   "email": ("em",), "mobile": ("ph",), "phone": ("ph",), "tax_code": ("tax",),
-                  "address": ("addr",), "postcode": ("loc",), "city": ("loc",)}
+                  "address": ("addr",), "street": ("addr",), "postcode": ("loc",), "city": ("loc",)}
 
 
 def _w(m: float, u: float) -> float:

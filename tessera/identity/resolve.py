@@ -50,6 +50,13 @@ from tessera.identity.matching import (
 from tessera.engine import Engine, SqlStep, as_engine
 from tessera.stable_ids import assign_stable_ids
 
+# Words naming the kind of street, not the street: skipped by the ``street`` key, which
+# takes the first other word of three letters or more ("via roma 12" -> "12 roma").
+STREET_TYPES = sorted({"street", "avenue", "road", "drive", "lane", "court", "boulevard", "place", "terrace",
+                       "parkway", "square", "circle", "highway", "mount", "north", "south", "east", "west",
+                       "apartment", "suite", "via", "piazza", "corso", "viale", "largo", "localita",
+                       "frazione", "vicolo", "strada", "the"})
+
 # Match key -> column of staging.contacts holding its normalised value.
 KEY_COLUMNS = {
     "erp_id": "erp_id", "email": "email_key", "tax_code": "tax_code_key",
@@ -58,6 +65,10 @@ KEY_COLUMNS = {
     "address": "address_key", "city": "city_key",
     "names": "CASE WHEN first_key IS NOT NULL AND last_key IS NOT NULL "
              "THEN least(first_key, last_key) || ' ' || greatest(first_key, last_key) END",
+    "street": f"CASE WHEN regexp_matches(address_key, '[0-9]') THEN nullif(regexp_extract(address_key, '[0-9]+') "
+              f"|| ' ' || left(coalesce(list_filter(string_split(regexp_replace(address_key, '[0-9]+', ' ', 'g'), ' '), "
+              f"lambda w: length(w) >= 3 AND NOT list_contains({STREET_TYPES!r}, w))[1], ''), 4), "
+              f"regexp_extract(address_key, '[0-9]+') || ' ') END",
 }
 MAX_PASSES = 50
 _TEMP = ("_rec", "_label", "_guard", "_links", "_refused", "_sedges", "_cedges", "_comp",

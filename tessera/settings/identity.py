@@ -9,9 +9,12 @@ from tessera.settings.base import _Strict, Identifier
 
 # Normalised match keys of staging.contacts that rules, blocking and guards may name.
 # ``names``: first and last name as a pair in either order (blocks swapped names together).
+# ``street``: the house number and the first four letters of the street's name
+# ("57 finc" for "57 Fincham Crescent" and "57 fincham cerscent"): a blocking key that
+# survives a typo or a different street type after the first letters.
 MatchKey = Literal[
     "erp_id", "email", "tax_code", "mobile", "phone", "first_name", "last_name",
-    "birth_date", "postcode", "address", "city", "names",
+    "birth_date", "postcode", "address", "city", "names", "street",
 ]
 
 
@@ -43,7 +46,7 @@ class Probabilistic(_Strict):
     blocking: list[list[MatchKey]] = Field(
         default_factory=lambda: [
             ["names"], ["last_name", "birth_date"], ["first_name", "birth_date"],
-            ["birth_date", "postcode"], ["last_name", "postcode"], ["mobile"], ["phone"], ["address"],
+            ["birth_date", "postcode"], ["last_name", "postcode"], ["mobile"], ["phone"], ["address"], ["street"],
         ],
         min_length=1)
     max_block_size: int = Field(300, ge=2)
