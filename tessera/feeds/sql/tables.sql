@@ -14,3 +14,8 @@ CREATE TABLE IF NOT EXISTS exports.feed_files (
     feed VARCHAR NOT NULL, as_of_date DATE NOT NULL, kind VARCHAR NOT NULL, file VARCHAR NOT NULL,
     rows BIGINT NOT NULL, sha256 VARCHAR NOT NULL, previous_delivery DATE);
 
+
+-- feed_selections: the digest of the selection (SQL) each day was delivered with; a diff
+-- day reuses the base day's rows only if it is the same (tessera.feeds.changes).
+CREATE TABLE IF NOT EXISTS exports.feed_selections (
+    feed VARCHAR NOT NULL, as_of_date DATE NOT NULL, selection_key VARCHAR NOT NULL);
