@@ -274,6 +274,10 @@ def _publish_day(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.
                 {"feed": feed.name, "as_of": as_of, "kinds": list(files),
                  "names": [f.file for f in files.values()], "rows": [f.rows for f in files.values()],
                  "shas": [f.sha256 for f in files.values()], "base": base}))
+            engine.replace_partition("exports.feed_definitions", {"feed": feed.name}, SqlStep(
+                "feeds.definition", "SELECT $feed, $definition, CAST($as_of AS DATE)",
+                {"feed": feed.name, "definition": feed.model_dump_json(exclude_defaults=True),
+                 "as_of": as_of}))
             engine.replace_partition("exports.feed_selections", day, SqlStep(
                 "feeds.selection", "SELECT $feed, CAST($as_of AS DATE), $key",
                 {"feed": feed.name, "as_of": as_of, "key": key}))
