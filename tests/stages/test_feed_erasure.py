@@ -203,6 +203,8 @@ def test_forget_scrubs_the_files_and_batches_of_a_feed_no_longer_configured(tmp_
             assert sha256_file(out / f.name / file) == sha
     bodies = " ".join(b or "" for (b,) in con.execute("SELECT body FROM exports.delivery_batches").fetchall())
     assert "John" not in bodies and "gmail" not in bodies
+    for f in gone:  # and their stored state (forget's transaction)
+        assert con.execute(f"SELECT count(*) FROM exports.{f.name} WHERE customer_id = 1").fetchone()[0] == 0
     # a second forget run has nothing left to do
     again = scrub_feeds(con, [kept], out, NOW)
     assert again["files_rewritten"] == 0 and again["records_dropped"] == 0
