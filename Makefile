@@ -74,7 +74,7 @@ SCALE ?= 0.1
 bench: install
 	$(PY) bench/pipeline.py --scale $(SCALE)
 
-## bench-feeds: a contact feed in every format, and a 1 % diff day (ROWS=1000000 for the reference)
+## bench-feeds: a contact feed in every format, and a 1 % diff day on the changed contacts beside the full comparison (ROWS=1000000 for the reference)
 ROWS ?= 1000000
 bench-feeds: install
 	$(PY) bench/feeds.py --rows $(ROWS)

@@ -74,6 +74,10 @@ def _feed_asset(deployment: Deployment, feed):
         }
         if schema is not None:
             meta["dagster/column_schema"] = schema
+        # a diff day on the changed contacts only, or compared in full and why (counts only)
+        meta["diff_path"] = stats["diff_path"]
+        if stats["diff_candidates"] is not None:
+            meta["diff_candidates"] = dg.MetadataValue.int(stats["diff_candidates"])
         for f in stats["files"]:
             meta[f"rows_{f['kind']}"] = dg.MetadataValue.int(f["rows"])
         for k, v in stats.get("delivery", {}).items():

@@ -70,6 +70,9 @@ def forget_cmd(ctx: click.Context, emails: tuple[str, ...], customer_ids: tuple[
           f"{out['identifiers']} identifiers suppressed, {out['rows_deleted']} rows deleted, "
           f"{files} landing files rewritten, {feeds['files_rewritten']} feed files rewritten, "
           f"{feeds['records_dropped']} records dropped from unsent batches")
+    if feeds.get("unconfigured_without_definition"):
+        print(f"warning: {feeds['unconfigured_without_definition']} feeds no longer in feeds.yaml "
+              "were delivered before their definitions were kept; scrub their files by hand")
     return 0
 
 

@@ -82,20 +82,26 @@ def state_at(feed, day_param: str = "?") -> str:
             f"AND (valid_to IS NULL OR valid_to > {day_param}))")
 
 
-def diff_step(feed, day_rows: str, as_of: dt.date, base: dt.date | None) -> SqlStep:
+def diff_step(feed, day_rows: str, as_of: dt.date, base: dt.date | None,
+              only: str | None = None) -> SqlStep:
     """Every added, changed and removed row in one pass over the day's rows (the relation
     ``day_rows``) and the stored digests of the base day, with its ``_kind`` and (added,
     changed) its ``_row_hash``; then the erased people this feed has not announced on
-    another day (``removed``, the customer id only)."""
+    another day (``removed``, the customer id only).
+
+    With ``only`` (a relation of customer ids: those whose inputs changed since the base,
+    :mod:`tessera.feeds.changes`) the day's rows are those contacts' alone and the base
+    is read for them alone; every other contact is the same on both days."""
     fields = feed.source_fields
     # one full outer join on the customer id: a removed row takes the base's values, the
     # others the day's (the base is read by its stored digests, never re-hashed)
     either = ", ".join(f"CASE WHEN c.customer_id IS NULL THEN b.{_q(f)} ELSE c.{_q(f)} END "
                        f"AS {_q(f)}" for f in fields)
     erased = ", ".join("e.customer_id" if f == "customer_id" else f"NULL AS {_q(f)}" for f in fields)
+    restrict = "" if only is None else f" WHERE s.customer_id IN (SELECT customer_id FROM {only})"
     return SqlStep("feeds.diff", f"""
         WITH cur AS ({_hashed(feed, day_rows)}),
-             base AS (SELECT * FROM {state_at(feed)})
+             base AS (SELECT * FROM {state_at(feed)} s{restrict})
         SELECT CASE WHEN b.customer_id IS NULL THEN 'added'
                     WHEN c.customer_id IS NULL THEN 'removed' ELSE 'changed' END AS _kind,
                c._row_hash, {either}
@@ -109,6 +115,18 @@ def diff_step(feed, day_rows: str, as_of: dt.date, base: dt.date | None) -> SqlS
           AND NOT EXISTS (SELECT 1 FROM exports.feed_erasure_notices n
                           WHERE n.feed = ? AND n.erased_customer = e.customer_id
                             AND n.as_of_date <> ?)""", [base, base, feed.name, as_of])
+
+
+def day_total_step(feed, diff_table: str, base: dt.date | None) -> SqlStep:
+    """The day's row count when only the changed contacts were selected: the base day's
+    rows, plus the added ones, less the base's rows that were removed (an erasure notice
+    was never in the base)."""
+    return SqlStep("feeds.day_total", f"""
+        SELECT (SELECT count(*) FROM {state_at(feed)})
+             + (SELECT count(*) FROM {diff_table} WHERE _kind = 'added')
+             - (SELECT count(*) FROM {diff_table} WHERE _kind = 'removed'
+                AND customer_id IN (SELECT customer_id FROM {state_at(feed)}))""",
+                   [base, base, base, base])
 
 
 def state_update_steps(feed, diff_table: str, as_of: dt.date, rerun: bool) -> list[SqlStep]:

@@ -230,14 +230,37 @@ def scrub_feed(engine: Engine, feed, feeds_dir: Path, now: dt.datetime) -> dict[
     return out
 
 
+def unconfigured_feeds(engine: Engine, configured: set[str]) -> tuple[list, list[str]]:
+    """Feeds with kept files (``exports.feed_files``) that ``feeds.yaml`` no longer has:
+    their definitions as last delivered (``exports.feed_definitions``), and the names of
+    those delivered before definitions were kept (their files cannot be read back)."""
+    from tessera.settings.feeds import FeedDef
+
+    if not engine.table_exists("exports", "feed_files"):
+        return [], []
+    names = [r[0] for r in engine.rows(SqlStep(
+        "feeds.kept_feeds", "SELECT DISTINCT feed FROM exports.feed_files ORDER BY 1"))
+             if r[0] not in configured]
+    stored = dict(engine.rows(SqlStep(
+        "feeds.definitions", "SELECT feed, definition FROM exports.feed_definitions"))) \
+        if names and engine.table_exists("exports", "feed_definitions") else {}
+    return ([FeedDef.model_validate_json(stored[n]) for n in names if n in stored],
+            [n for n in names if n not in stored])
+
+
 def scrub_feeds(engine: Engine, feeds, feeds_dir: Path, now: dt.datetime) -> dict[str, int]:
-    """:func:`scrub_feed` for every configured feed (``tessera forget`` / ``purge``)."""
+    """:func:`scrub_feed` for every configured feed (``tessera forget`` / ``purge``), and
+    for every feed removed from the configuration whose files are still kept: the files
+    were delivered, so they are scrubbed by the definition they were written with."""
     engine = as_engine(engine)
     total = {"files_rewritten": 0, "rows_dropped": 0, "batches_scrubbed": 0,
              "records_dropped": 0, "batches_erased": 0}
-    for feed in feeds:
+    removed, unreadable = unconfigured_feeds(engine, {f.name for f in feeds})
+    for feed in [*feeds, *removed]:
         for k, v in scrub_feed(engine, feed, feeds_dir, now).items():
             total[k] = total.get(k, 0) + v
-    if not feeds:
+    if not feeds and not removed:
         total.update(scrub_erased_batches(engine))
+    total["unconfigured_feeds"] = len(removed)
+    total["unconfigured_without_definition"] = len(unreadable)
     return total

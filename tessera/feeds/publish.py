@@ -26,8 +26,9 @@ from tessera.engine import Engine, SqlStep, as_engine
 from tessera.engine.steps import ddl_statements
 from tessera.feeds.delivery import (HttpDestination, deliver_pending, enqueue, json_batches,
                                     xml_batches)
-from tessera.feeds.diff import (base_day_step, diff_file_step, diff_step, full_step,
-                                row_hash_sql, state_update_steps, stored_rows_step)
+from tessera.feeds.changes import changed_contacts, selection_key
+from tessera.feeds.diff import (base_day_step, day_total_step, diff_file_step, diff_step,
+                                full_step, row_hash_sql, state_update_steps, stored_rows_step)
 from tessera.feeds.erasure import scrub_feed
 from tessera.feeds.files import _atomically, sweep_stale_temps, temp_path  # noqa: F401
 from tessera.feeds.formats import EXTENSIONS, FileStats, schema_of, write_feed_file
@@ -125,7 +126,8 @@ def _schema(engine: Engine, step: SqlStep) -> list[dict]:
 
 
 def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.datetime,
-               environ: Mapping[str, str] | None = None, sleep=time.sleep) -> dict:
+               environ: Mapping[str, str] | None = None, sleep=time.sleep,
+               incremental: bool = True) -> dict:
     """Publish one feed for one day: its files (full, or added / changed / removed), then
     the manifest, then the warehouse's record of the delivery; then, for a feed with an
     HTTP destination, its batches are queued and every pending batch is delivered.
@@ -133,6 +135,8 @@ def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.da
     The connection needs ``tessera_hmac`` installed (``privacy.install_hmac``) and
     ``ops.suppressions`` present. ``environ`` holds the destination's secret (by the
     variable named in ``feeds.yaml``); the process environment by default.
+    ``incremental=False`` compares a diff day in full even where the changed contacts are
+    known (:mod:`tessera.feeds.changes`; the tests prove both give the same files).
     """
     engine = as_engine(engine)
     started = time.time()
@@ -158,23 +162,41 @@ def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.da
     # that a diff's base is always exactly what was delivered.
     stored = stored_rows_step(feed, as_of, mart_columns)
     _ensure_feed_table(engine, feed, stored)
+    key = selection_key(feed, mart_columns)
+    # a diff day selects only the contacts whose card changed since the base, where the
+    # recorded versions say so (tessera.feeds.changes); otherwise every contact
+    changed, path = (None, "incremental off") if not incremental else changed_contacts(
+        engine, feed, as_of, engine.scalar(base_day_step(feed, as_of)), key)
+    only = f"_feed_changed_{feed.name}" if changed is not None else None
     day_rows = f"_feed_day_{feed.name}"
-    selected = engine.arrow(feed_rows_step(feed, as_of, mart_columns))
-    total = selected.num_rows
-    if feed.row_source == "mart" and total and \
-            pc.count_distinct(selected.column("customer_id")).as_py() != total:
-        raise RuntimeError(f"feed {feed.name}: marts.{feed.mart} has more than one row for a "
-                           "contact; a feed delivers one row per contact")
-    engine.register_arrow(day_rows, selected)
+    if only:
+        engine.register_arrow(only, changed)
     try:
-        return {**_publish_day(engine, feed, as_of, feeds_dir, now, started, day_rows, total,
-                               dest, sleep), **scrubbed}
+        selected = engine.arrow(feed_rows_step(feed, as_of, mart_columns, only))
+        total = None if only else selected.num_rows
+        if feed.row_source == "mart" and total and \
+                pc.count_distinct(selected.column("customer_id")).as_py() != total:
+            raise RuntimeError(f"feed {feed.name}: marts.{feed.mart} has more than one row for a "
+                               "contact; a feed delivers one row per contact")
+        engine.register_arrow(day_rows, selected)
+        try:
+            stats = _publish_day(engine, feed, as_of, feeds_dir, now, started, day_rows, total,
+                                 dest, sleep, key, only)
+        finally:
+            engine.unregister(day_rows)
     finally:
-        engine.unregister(day_rows)
+        if only:
+            engine.unregister(only)
+    stats.update({"diff_path": path, "diff_candidates": changed.num_rows if only else None,
+                  "diff_selected": selected.num_rows if only else None})
+    return {**stats, **scrubbed}
 
 
 def _publish_day(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.datetime,
-                 started: float, day_rows: str, total: int, dest, sleep) -> dict:
+                 started: float, day_rows: str, total: int | None, dest, sleep, key: str,
+                 only: str | None) -> dict:
+    """The day's files, manifest and records from its selection (``day_rows``: every
+    contact's rows, or with ``only`` the changed contacts', ``total`` then unknown)."""
     out_dir = feeds_dir / feed.name
     swept = sweep_stale_temps(out_dir, started)
     ext = EXTENSIONS[feed.format]
@@ -192,8 +214,10 @@ def _publish_day(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.
         base = engine.scalar(base_day_step(feed, as_of))
         latest = engine.scalar(SqlStep("feeds.latest_day", "SELECT max(as_of_date) FROM "
                                        "exports.feed_deliveries WHERE feed = ?", [feed.name]))
-        engine.register_arrow(diff_table, engine.arrow(diff_step(feed, day_rows, as_of, base)))
+        engine.register_arrow(diff_table, engine.arrow(diff_step(feed, day_rows, as_of, base, only)))
         registered = True
+        if total is None:
+            total = engine.scalar(day_total_step(feed, diff_table, base))
         # the belt-and-braces consent re-check, over what is published: every row of a
         # full file, the added and changed rows of a diff
         checked = day_rows if feed.mode == "full" else \
@@ -250,6 +274,13 @@ def _publish_day(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.
                 {"feed": feed.name, "as_of": as_of, "kinds": list(files),
                  "names": [f.file for f in files.values()], "rows": [f.rows for f in files.values()],
                  "shas": [f.sha256 for f in files.values()], "base": base}))
+            engine.replace_partition("exports.feed_definitions", {"feed": feed.name}, SqlStep(
+                "feeds.definition", "SELECT $feed, $definition, CAST($as_of AS DATE)",
+                {"feed": feed.name, "definition": feed.model_dump_json(exclude_defaults=True),
+                 "as_of": as_of}))
+            engine.replace_partition("exports.feed_selections", day, SqlStep(
+                "feeds.selection", "SELECT $feed, CAST($as_of AS DATE), $key",
+                {"feed": feed.name, "as_of": as_of, "key": key}))
             engine.replace_partition("exports.feed_erasure_notices", day, SqlStep(
                 "feeds.erasure_notices", "SELECT $feed, unnest(CAST($ids AS BIGINT[])), "
                 "CAST($as_of AS DATE)", {"feed": feed.name, "ids": erased, "as_of": as_of}))

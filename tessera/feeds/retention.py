@@ -42,7 +42,9 @@ def apply_retention(engine: Engine, feed, feeds_dir: Path, as_of: dt.date, now: 
             # the warehouse first: a file whose record is gone is only an orphan, while a
             # record whose file is gone would be a diff base without its delivery
             with engine.together():
-                for table in ("feed_files", "feed_deliveries"):
+                for table in ("feed_files", "feed_deliveries", "feed_selections"):
+                    if not engine.table_exists("exports", table):
+                        continue
                     engine.run(SqlStep(f"feeds.retention_{table}", f"""
                         DELETE FROM exports.{table} WHERE feed = ?
                           AND as_of_date IN (SELECT unnest(CAST(? AS DATE[])))""",

@@ -53,8 +53,8 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def feed_query(feed, as_of: dt.date | None, mart_columns: list[str] | None = None
-               ) -> tuple[str, list]:
+def feed_query(feed, as_of: dt.date | None, mart_columns: list[str] | None = None,
+               only: str | None = None) -> tuple[str, list]:
     """The feed's rows for a day, and their parameters (in order).
 
     The base is the contact card with the day's RFM (and predictions when a field or the
@@ -62,7 +62,9 @@ def feed_query(feed, as_of: dt.date | None, mart_columns: list[str] | None = Non
     recommendation list (``recommended_products``, the top ``k`` of a kind, best first),
     the score-threshold action that pushed the contact to this feed (one per contact: the
     highest score's), or a mart's row (``mart_columns``: its columns, looked up by the
-    caller; a field the mart has is read from it, except the columns consent reads)."""
+    caller; a field the mart has is read from it, except the columns consent reads).
+    ``only`` names a relation of customer ids: the cards are read for those alone (a diff
+    day's changed contacts, :mod:`tessera.feeds.changes`)."""
     source = getattr(feed, "row_source", "score_actions" if getattr(feed, "score_actions", False)
                      else "contacts")
     fields = list(feed.source_fields)
@@ -98,7 +100,10 @@ def feed_query(feed, as_of: dt.date | None, mart_columns: list[str] | None = Non
         joins.append("JOIN (SELECT customer_id FROM predictions.customer_predictions "
                      "WHERE as_of_date = ?) pp ON pp.customer_id = b.customer_id")
         params.append(as_of)
-    inner = f"SELECT {', '.join(cols)} FROM ({segment_base_sql(preds, feed_cards(feed))}) b {' '.join(joins)}"
+    cards = feed_cards(feed)
+    if only is not None:
+        cards = f"(SELECT * FROM {cards} WHERE customer_id IN (SELECT customer_id FROM {only}))"
+    inner = f"SELECT {', '.join(cols)} FROM ({segment_base_sql(preds, cards)}) b {' '.join(joins)}"
     if source == "mart":
         have = set(mart_columns or [])
         pick = [f for f in fields if f != "customer_id" and f not in _FILTER_COLUMNS]
@@ -125,8 +130,9 @@ def feed_bind(feed, as_of: dt.date) -> list:
     return feed_query(feed, as_of, [])[1]
 
 
-def feed_rows_step(feed, as_of: dt.date, mart_columns: list[str] | None = None) -> SqlStep:
-    sql, params = feed_query(feed, as_of, mart_columns)
+def feed_rows_step(feed, as_of: dt.date, mart_columns: list[str] | None = None,
+                   only: str | None = None) -> SqlStep:
+    sql, params = feed_query(feed, as_of, mart_columns, only)
     return SqlStep("feeds.rows", sql, params)
 
 

@@ -160,3 +160,52 @@ def test_a_batch_left_empty_by_an_erasure_is_never_sent(tmp_path):
     assert rows[1][1] == "pending" and json.loads(rows[1][2])["records"] == [{"id": 7}]
     con.close()
 
+
+
+def test_forget_scrubs_the_files_and_batches_of_a_feed_no_longer_configured(tmp_path):
+    con = make_world(tmp_path / "w.duckdb")
+    out = tmp_path / "feeds"
+    env = {"CRM_SECRET": SECRET}
+    gone = [feed(name="gone_csv", for_spreadsheet=True),
+            feed(name="gone_diff", format="parquet", mode="diff",
+                 fields=["customer_id", "first_name", {"field": "email", "name": "em", "hash": "email"}])]
+    with Receiver([503, 503]) as down:
+        gone.append(feed(name="gone_crm", fields=["customer_id", "first_name", "email"],
+                         format="jsonl", destination={
+                             "url": down.url, "secret_env": "CRM_SECRET", "batch_rows": 3,
+                             "max_attempts": 2, "timeout_s": 2}))
+        for f in gone:
+            build_feed(con, f, D1, out, NOW, environ=env, sleep=lambda s: None)
+    assert con.execute("SELECT count(*) FROM exports.delivery_batches WHERE status = 'pending'"
+                       ).fetchone()[0] == 2
+    clean = make_world(tmp_path / "clean.duckdb", [p for p in PEOPLE if p[0] != 1])
+    build_feed(clean, gone[0], D1, tmp_path / "clean", NOW)
+    clean.close()
+
+    # the three feeds leave feeds.yaml; one other feed is configured
+    kept = feed(name="kept")
+    build_feed(con, kept, D1, out, NOW)
+    _forget(con, 1)
+    done = scrub_feeds(con, [kept], out, NOW)
+    assert done["unconfigured_feeds"] == 3 and done["unconfigured_without_definition"] == 0
+    assert done["records_dropped"] == 1
+    for f in [*gone, kept]:
+        for path in (out / f.name).iterdir():
+            if path.suffix != ".json":
+                for trace in TRACES:
+                    assert trace not in path.read_bytes(), (path.name, trace)
+    # the old full file is the one a world without person 1 would have had
+    name = f"gone_csv_{D1}.csv"
+    assert (out / "gone_csv" / name).read_bytes() == (tmp_path / "clean" / "gone_csv" / name).read_bytes()
+    for f in gone:  # checksums and manifests follow the rewritten files
+        for day, file, sha in con.execute("SELECT as_of_date, file, sha256 FROM exports.feed_files "
+                                          "WHERE feed = ?", [f.name]).fetchall():
+            assert sha256_file(out / f.name / file) == sha
+    bodies = " ".join(b or "" for (b,) in con.execute("SELECT body FROM exports.delivery_batches").fetchall())
+    assert "John" not in bodies and "gmail" not in bodies
+    for f in gone:  # and their stored state (forget's transaction)
+        assert con.execute(f"SELECT count(*) FROM exports.{f.name} WHERE customer_id = 1").fetchone()[0] == 0
+    # a second forget run has nothing left to do
+    again = scrub_feeds(con, [kept], out, NOW)
+    assert again["files_rewritten"] == 0 and again["records_dropped"] == 0
+    con.close()

@@ -21,6 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 from lxml import etree
 
+from tessera.engine import as_engine
+from tessera.feeds.erasure import read_feed_file
 from tessera.feeds.hashing import hash_identifier
 from tessera.feeds.publish import build_feed
 from tessera.feeds.files import sweep_stale_temps
@@ -68,6 +70,37 @@ def test_machine_csv_keeps_values_exactly(world):
         rows = list(csv.reader(fh))
     assert rows[1][2] == "+1 (650) 555-1212" and rows[1][4] == NOTE_1
     assert rows[3][4] == NOTE_3 and rows[4][4] == "-5"
+
+
+@pytest.mark.parametrize("delimiter,quote,spreadsheet", [
+    ("|", "'", False), ("\t", '"', False), (";", "'", True), (",", '"', True)])
+def test_a_headerless_csv_reads_back_with_its_declared_dialect(world, delimiter, quote, spreadsheet):
+    con, _ = world
+    # a value holding the quote character, the delimiters, a newline and non-ASCII text
+    con.execute("UPDATE marts.contact_cards SET first_name = 'D''Ãngelo \"Zoë\"|;' WHERE customer_id = 4")
+    folder, stats = _publish(world, name="h", format="csv", for_spreadsheet=spreadsheet,
+                             csv={"delimiter": delimiter, "quote": quote, "header": False})
+    # the declared encoding is UTF-8 (strict: a wrong byte fails), the declared dialect
+    # with the quote doubled inside quoted values (RFC 4180's rule, with that quote)
+    with open(folder / f"h_{D1}.csv", newline="", encoding="utf-8", errors="strict") as fh:
+        rows = list(csv.reader(fh, delimiter=delimiter, quotechar=quote, doublequote=True,
+                               strict=True))
+    neutral = (lambda v: "'" + v if spreadsheet and v[:1] in ("=", "+", "-", "@", "\t") else v)
+    expected = [
+        ["1", "John_Smith@gmail.com", neutral("+1 (650) 555-1212"), "John", neutral(NOTE_1),
+         "350.00", "1980-02-14"],
+        ["2", "b@x.it", neutral("+39 333 1234567"), "Łucja", neutral("@SUM(A1)"), "-12.50", ""],
+        ["3", "c@x.it", "", "Città", neutral(NOTE_3), "0.00", "2000-01-01"],
+        ["4", "d@x.it", neutral("+48 601 234 567"), 'D\'Ãngelo "Zoë"|;', neutral("-5"), "1.00", ""],
+    ]
+    assert rows == expected  # no header row: the first line is customer 1
+    assert stats["rows"] == 4
+    # the reader a forget scrubs kept files with reads it the same way
+    f = feed(name="h", format="csv", for_spreadsheet=spreadsheet,
+             csv={"delimiter": delimiter, "quote": quote, "header": False})
+    names = [c.out for c in f.columns]
+    back = read_feed_file(as_engine(con), folder / f"h_{D1}.csv", f, names).to_pylist()
+    assert [[r[n] or "" for n in names] for r in back] == expected
 
 
 def test_jsonl_keeps_values_and_types(world):
