@@ -39,6 +39,8 @@ class PredictionSettings(_Strict):
     churn_bands: ChurnBands = ChurnBands()
     # the supervised models train on at most this many contacts (a fixed, seeded sample)
     max_training_rows: int = Field(100_000, ge=1000)
+    # the back-test judges at most this many contacts per target (a fixed, seeded sample)
+    max_backtest_rows: int = Field(200_000, ge=1000)
     seed: int = 42
     # threads of the model fits (OpenMP); more than the free cores slows them down
     threads: int = Field(1, ge=1, le=256)
