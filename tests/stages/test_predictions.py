@@ -312,3 +312,58 @@ def test_a_small_base_serves_a_baseline_never_worse_than_it_on_the_backtest():
     # the day's stored propensity is the served model's
     assert stats["chosen"]["purchases"] == "bgnbd"
     assert not any(prediction_problems(eng, DAY).values())
+
+
+def test_rules_and_the_card_read_a_hand_made_days_predictions(tmp_path):
+    """"Churn risk is high" and "CLV over 500" select exactly the right contacts, and the
+    card shows the person's latest predictions (they are no columns of the card)."""
+    from starlette.testclient import TestClient
+
+    from tessera.deployment import load_deployment
+    from tessera.marketing.segments import rule_members_sql
+    from tessera.predictions.build import table_steps
+    from tessera.web import queries
+    from tessera.web.app import create_app
+    from tests.conftest import DEMO_CONFIG
+
+    wh = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(wh))
+    con.execute("CREATE SCHEMA marts")
+    con.execute("CREATE TABLE marts.contact_cards AS SELECT range::BIGINT AS customer_id, "
+                "'P' || range AS first_name FROM range(1, 6)")
+    eng = DuckDBEngine(con)
+    eng.run(*table_steps())
+    rows = [  # customer, status, churn risk, band, clv
+        (1, "scored", 0.9, "high", 800.0), (2, "scored", 0.85, "high", 120.0),
+        (3, "scored", 0.1, "low", 650.0), (4, "no_purchases", None, None, None),
+        (5, "not_enough_history", None, None, None)]
+    for cid, status, risk, band, clv in rows:
+        con.execute("INSERT INTO predictions.customer_predictions (as_of_date, customer_id, status, "
+                    "purchases, p_alive, churn_risk, churn_band, clv, purchase_propensity, "
+                    "expected_purchases_90d, model_version) VALUES (?, ?, ?, 1, ?, ?, ?, ?, 0.25, ?, 'v')",
+                    [DAY, cid, status, 0.5 if risk is not None else None, risk, band, clv,
+                     0.4 if risk is not None else None])
+    # an older day says the opposite: only the day asked for counts
+    con.execute("INSERT INTO predictions.customer_predictions (as_of_date, customer_id, status, "
+                "purchases, churn_band, clv, model_version) VALUES (?, 3, 'scored', 1, 'high', 900, 'v')",
+                [DAY - dt.timedelta(days=1)])
+    dep = load_deployment(DEMO_CONFIG)
+
+    def members(rule):
+        sql, params = rule_members_sql(dep, rule, DAY)
+        return sorted(r[0] for r in eng.rows(SqlStep("t", sql, params)))
+
+    assert members({"field": "churn_band", "op": "=", "value": "high"}) == [1, 2]
+    assert members({"field": "clv", "op": ">", "value": 500}) == [1, 3]
+    assert members({"all": [{"field": "churn_band", "op": "=", "value": "high"},
+                            {"field": "clv", "op": ">", "value": 500}]}) == [1]
+    assert members({"field": "prediction_status", "op": "=", "value": "no_purchases"}) == [4]
+    one = queries.card(eng, 1)["predictions"]
+    assert (one["predicted_on"], one["churn_band"], one["clv"]) == (DAY, "high", 800.0)
+    assert queries.card(eng, 4)["predictions"]["prediction_status"] == "no_purchases"
+    con.close()
+    with TestClient(create_app(wh)) as c:
+        page = c.get("/card/1").text
+        newcomer = c.get("/card/5").text
+    assert "churn risk <strong>high</strong>" in page and "CLV 800" in page
+    assert "not enough history" in newcomer and "CLV" not in newcomer
