@@ -98,7 +98,7 @@ def main() -> int:
         tot_b = fig.get((c, "purchases", "bgnbd", "total_error_pct"), float("nan"))
         auc_s = fig.get((c, "purchase", "served", "auc"), float("nan"))
         auc_r = fig.get((c, "purchase", "rfm_logistic", "auc"), float("nan"))
-        met = [mae_s < mae_b, abs(tot_s) <= 5.0, auc_s > auc_r]
+        met = [round(mae_s, 6) < round(mae_b, 6), abs(tot_s) <= 5.0, round(auc_s, 6) > round(auc_r, 6)]
         ok_all &= all(met)
         print(f"{c:12}{mae_s:11.4f}{mae_b:11.4f}{tot_s:15.1f}{tot_b:15.1f}{auc_s:11.4f}{auc_r:14.4f}"
               f"  MAE {'yes' if met[0] else 'NO'}, total {'yes' if met[1] else 'NO'}, "
