@@ -122,6 +122,11 @@ CUSTOMERS ?= 100000
 bench-predictions: install
 	$(PY) bench/predictions.py --customers $(CUSTOMERS)
 
+## bench-predictions-real: tessera predict on CDNOW (a real purchase history shipped in the
+## lifetimes wheel, downloaded, never installed) at three cut-offs a quarter apart
+bench-predictions-real: install
+	$(PY) bench/predictions/real_data.py
+
 ## bench-web: search and card latency through the real web server on a synthetic warehouse,
 ## reading the warehouse, then the published snapshot, then the snapshot while a writer holds it
 ## (reference scale: CONTACTS=1000000 EVENTS=50000000)

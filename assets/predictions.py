@@ -26,13 +26,14 @@ _SHOWN = ("auc", "average_precision", "brier", "top_decile_lift", "mae", "total_
 
 
 def _accuracy_md(summary: dict) -> dg.MetadataValue:
-    """The back-test as a table: one row per target and model, baselines marked."""
-    lines = ["| target | model | " + " | ".join(_SHOWN) + " |",
-             "| --- | --- | " + " | ".join("---:" for _ in _SHOWN) + " |"]
+    """The back-test as a table: one row per target and model, the one served marked."""
+    lines = ["| target | model | served | " + " | ".join(_SHOWN) + " |",
+             "| --- | --- | --- | " + " | ".join("---:" for _ in _SHOWN) + " |"]
     for target, by_model in summary.items():
         for model, figures in by_model.items():
             cells = [("" if figures.get(m) is None else f"{figures[m]:.4g}") for m in _SHOWN]
-            lines.append(f"| {target} | {model} | " + " | ".join(cells) + " |")
+            served = "yes" if figures.get("served") else ""
+            lines.append(f"| {target} | {model} | {served} | " + " | ".join(cells) + " |")
     return dg.MetadataValue.md("\n".join(lines))
 
 
@@ -75,9 +76,11 @@ def build(deployment: Deployment):
             meta["by_churn_band"] = markdown_counts("churn band", list(stats["by_churn_band"].items()))
             meta["not_fitted"] = dg.MetadataValue.json(stats["skipped"])
             meta["production_model"] = dg.MetadataValue.json(stats["chosen"])
+            meta["boosting_not_trained"] = dg.MetadataValue.json(stats["boosting_not_trained"])
             acc = table_metadata(con, "predictions", "accuracy", timer.seconds,
                                  {"model_version": stats["model_version"]}, "as_of_date = ?", [day])
             acc["backtest"] = _accuracy_md(stats["accuracy"])
+            acc["served"] = dg.MetadataValue.json(stats["chosen"])
             acc["figures"] = dg.MetadataValue.json(stats["accuracy"])
             par = table_metadata(con, "predictions", "model_parameters", timer.seconds, None,
                                  "as_of_date = ?", [day])

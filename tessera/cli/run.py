@@ -82,8 +82,12 @@ def summary(run_id: str | None = None, day: dt.date | None = None) -> dict:
                   (SELECT count(*) FROM predictions.customer_predictions p
                     WHERE p.as_of_date = d.day AND p.status = 'scored'),
                   (SELECT count(*) FROM predictions.customer_predictions p WHERE p.as_of_date = d.day),
-                  (SELECT max(value) FROM predictions.accuracy a WHERE a.as_of_date = d.day
-                    AND target = 'purchase' AND model = 'gradient_boosting' AND metric = 'auc'),
+                  (SELECT max(a.value) FROM predictions.accuracy a
+                    JOIN predictions.accuracy s ON s.as_of_date = a.as_of_date
+                     AND s.target = a.target AND s.model = a.model AND s.metric = 'served'
+                    WHERE a.as_of_date = d.day AND a.target = 'purchase' AND a.metric = 'auc'),
+                  (SELECT max(model) FROM predictions.accuracy a WHERE a.as_of_date = d.day
+                    AND target = 'purchase' AND metric = 'served'),
                   (SELECT max(value) FROM predictions.accuracy a WHERE a.as_of_date = d.day
                     AND target = 'purchase' AND model = 'recency_only' AND metric = 'auc')
                 FROM d""").fetchone()
@@ -162,8 +166,8 @@ def print_summary(s: dict) -> None:
             print(f"      {segment}: +{entered} -{exited}")
         print(f"    feed rows          {d['feed_rows']:>8}   in {d['feeds']} feed(s)")
     if s.get("predictions") and s["predictions"][0]:
-        day, scored, total, auc, base = s["predictions"]
-        back = (f"; back-test AUC of buying {auc:.3f} vs {base:.3f} by recency"
+        day, scored, total, auc, served, base = s["predictions"]
+        back = (f"; back-test AUC of buying {auc:.3f} ({served}, served) vs {base:.3f} by recency"
                 if auc is not None and base is not None else "")
         print(f"  predictions        {total:>8}   ({scored} scored, {day}{back})")
     print(f"  feed files written {len(s['feeds']):>8}")

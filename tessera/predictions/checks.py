@@ -32,24 +32,30 @@ def prediction_problems(engine: Engine, day: dt.date) -> dict[str, int]:
 
 
 def baseline_shortfalls(engine: Engine, day: dt.date) -> list[str]:
-    """Each (target, metric) on which the day's model did worse than one of its baselines,
-    as a sentence of model names and figures."""
+    """Each (target, metric) on which the model the day serves did worse than one of the
+    naive baselines, as a sentence of model names and figures. The served model is the
+    back-test's pick (the row with metric ``served``); a day stored before the pick was
+    recorded holds its one non-baseline model to them."""
     rows = as_engine(engine).rows(SqlStep(
         "predictions.accuracy_of_day",
         "SELECT target, model, is_baseline, metric, value FROM predictions.accuracy "
         "WHERE as_of_date = $day AND value IS NOT NULL", {"day": day}))
-    model = {(t, m): (name, v) for t, name, base, m, v in rows if not base}
-    base = {(t, name, m): v for t, name, b, m, v in rows if b}
+    served = {t: name for t, name, _, m, _ in rows if m == "served"}
+    for t, name, base, _, _ in rows:
+        if not base:
+            served.setdefault(t, name)
+    figures = {(t, name, m): v for t, name, _, m, v in rows}
     out = []
     for (target, metric), baselines in COMPARISONS.items():
-        if (target, metric) not in model:
+        name = served.get(target)
+        v = figures.get((target, name, metric))
+        if v is None:
             continue
-        name, v = model[(target, metric)]
         for b in baselines:
-            bv = base.get((target, b, metric))
-            if bv is None:
+            bv = figures.get((target, b, metric))
+            if b == name or bv is None:
                 continue
             worse = v < bv if HIGHER_IS_BETTER[metric] else v > bv
             if worse:
-                out.append(f"{target} {metric}: {name} {v:.4g} vs {b} {bv:.4g}")
+                out.append(f"{target} {metric}: {name} (served) {v:.4g} vs {b} {bv:.4g}")
     return out

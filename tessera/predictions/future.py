@@ -14,7 +14,8 @@ from tessera.predictions import metrics
 def score_future(engine: Engine, day: dt.date, window_days: int, orders_sql: str,
                  baselines: dict[str, np.ndarray] | None = None,
                  churn_days: int | None = None) -> list[tuple[str, str, str, float]]:
-    """``(target, model, metric, value)`` of the day's predictions against the purchases in
+    """``(target, model, metric, value)`` of the day's stored predictions (model ``served``:
+    whichever the back-test picked) against the purchases in
     the ``window_days`` after it, from ``orders_sql`` (a SELECT written by code). Empty
     when no order falls after the day. ``baselines`` (the build's ``baseline_scores``)
     adds the RFM-quintile logistic regression and the plain BG/NBD beside the models."""
@@ -36,12 +37,12 @@ def score_future(engine: Engine, day: dt.date, window_days: int, orders_sql: str
         out.extend((target, model, k, float(v)) for k, v in figures.items() if not np.isnan(v))
 
     if not np.isnan(arr["purchase_propensity"]).all():
-        add("purchase", "gradient_boosting",
+        add("purchase", "served",
             metrics.classification(bought, np.nan_to_num(arr["purchase_propensity"]), True))
     add("purchase", "recency_only", metrics.classification(
         bought, -np.nan_to_num(arr["days_since_last_purchase"], nan=1e9), False))
     if not np.isnan(arr["expected_purchases"]).all():
-        add("purchases", "gradient_boosting_poisson",
+        add("purchases", "served",
             metrics.counts(actual, np.nan_to_num(arr["expected_purchases"])))
     # churn, judged only where the whole churn window has happened: the buyers scored
     last = engine.scalar(SqlStep("predictions.future_last", "SELECT max(order_date) FROM "
@@ -50,7 +51,7 @@ def score_future(engine: Engine, day: dt.date, window_days: int, orders_sql: str
     scored = ~np.isnan(arr["churn_risk"])
     if churned_known and scored.sum() and not np.isnan(arr["churn_risk"]).all():
         gone = (arr["churn_window_purchases"][scored] == 0).astype(int)
-        add("churn", "gradient_boosting",
+        add("churn", "served",
             metrics.classification(gone, arr["churn_risk"][scored], True))
         add("churn", "recency_only",
             metrics.classification(gone, arr["days_since_last_purchase"][scored], False))

@@ -102,21 +102,34 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, penalty: float = 1e
     return BgNbd(r, alpha, a, b, bool(res.success))
 
 
-def _on_distinct(fn):
-    """Evaluate a per-customer closed form once per distinct (x, t_x, T) and spread the
-    result back: one-time buyers differ only by T (a few thousand days), so a large base
-    has far fewer distinct triples than customers."""
-    def wrapped(m, *args):
-        *head, x, t_x, T = args
-        x, t_x, T = (np.asarray(a, float) for a in (x, t_x, T))
-        if len(x) < 10_000 or not all(np.all((a >= 0) & (a < 2 ** 21) & (a == np.floor(a)))
-                                      for a in (x, t_x, T)):
-            return fn(m, *head, x, t_x, T)
+def distinct(x, t_x, T) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct (x, t_x, T) rows and, per customer, the index of theirs: one-time buyers
+    differ only by T (a few thousand days), so a large base has far fewer distinct triples
+    than customers, and every closed form below need run only once per triple. Whole
+    numbers below 2**21 (what the warehouse gives) are packed into one int64 key, which
+    sorts about ten times faster than ``np.unique(axis=0)``."""
+    x, t_x, T = (np.asarray(a, float) for a in (x, t_x, T))
+    if all(np.all((a >= 0) & (a < 2 ** 21) & (a == np.floor(a))) for a in (x, t_x, T)):
         key = (x.astype(np.int64) << 42) | (t_x.astype(np.int64) << 21) | T.astype(np.int64)
         uniq, inverse = np.unique(key, return_inverse=True)
         mask = (1 << 21) - 1
-        ux, utx, uT = ((uniq >> 42) & mask, (uniq >> 21) & mask, uniq & mask)
-        return fn(m, *head, ux.astype(float), utx.astype(float), uT.astype(float))[inverse]
+        return (((uniq >> 42) & mask).astype(float), ((uniq >> 21) & mask).astype(float),
+                (uniq & mask).astype(float), inverse.ravel())
+    uniq, inverse = np.unique(np.column_stack([x, t_x, T]), axis=0, return_inverse=True)
+    return uniq[:, 0], uniq[:, 1], uniq[:, 2], inverse.ravel()
+
+
+def _on_distinct(fn):
+    """Evaluate a per-customer closed form once per distinct (x, t_x, T) and spread the
+    result back (see :func:`distinct`). Callers that evaluate several closed forms on the
+    same customers take :func:`distinct` once and call ``fn.__wrapped__`` on its rows."""
+    def wrapped(m, *args):
+        *head, x, t_x, T = args
+        x, t_x, T = (np.asarray(a, float) for a in (x, t_x, T))
+        if len(x) < 10_000:
+            return fn(m, *head, x, t_x, T)
+        ux, utx, uT, inverse = distinct(x, t_x, T)
+        return fn(m, *head, ux, utx, uT)[inverse]
     wrapped.__doc__ = fn.__doc__
     wrapped.__name__ = fn.__name__
     wrapped.__wrapped__ = fn
@@ -217,15 +230,22 @@ def clv(m: BgNbd, value: np.ndarray, x, t_x, T, horizon_days: int,
     """Discounted value of the purchases expected over ``horizon_days``: the expected
     purchases of each ``step_days`` period times the expected value per purchase,
     discounted at ``annual_discount`` per year to the period's end."""
+    return discounted_purchases(m, horizon_days, annual_discount, step_days, x, t_x, T) * value
+
+
+@_on_distinct
+def discounted_purchases(m: BgNbd, horizon_days: int, annual_discount: float, step_days: int,
+                         x, t_x, T) -> np.ndarray:
+    """The CLV per unit of order value (:func:`clv` without the value)."""
     total = np.zeros(len(np.asarray(x)))
     prev = np.zeros_like(total)
     steps = max(1, int(np.ceil(horizon_days / step_days)))
     for k in range(1, steps + 1):  # a loop over periods (about 12), not over customers
         days = min(k * step_days, horizon_days)
-        cum = expected_purchases(m, days, x, t_x, T)
+        cum = expected_purchases.__wrapped__(m, days, x, t_x, T)
         total += (cum - prev) / (1 + annual_discount) ** (days / 365.0)
         prev = cum
-    return total * value
+    return total
 
 
 def simulate_bgnbd(params: BgNbd, n: int, observe_days: float, holdout_days: float,

@@ -39,6 +39,11 @@ class PredictionSettings(_Strict):
     churn_bands: ChurnBands = ChurnBands()
     # the supervised models train on at most this many contacts (a fixed, seeded sample)
     max_training_rows: int = Field(100_000, ge=1000)
+    # fewer contacts than this to train on: no gradient boosting (it overfits a small base);
+    # the day serves the best of the baselines on the back-test
+    min_boosting_rows: int = Field(2000, ge=100)
+    # the back-test judges at most this many contacts per target (a fixed, seeded sample)
+    max_backtest_rows: int = Field(200_000, ge=1000)
     seed: int = 42
     # threads of the model fits (OpenMP); more than the free cores slows them down
     threads: int = Field(1, ge=1, le=256)

@@ -194,6 +194,31 @@ def card(engine: Engine, customer_id: int) -> dict[str, Any] | None:
         {"id": customer_id}))
     if not data or not next(iter(data.values())):
         return None
+    row = {k: v[0] for k, v in data.items()}
+    row["predictions"] = card_predictions(engine, customer_id)
+    return row
+
+
+# The day's predictions shown in the card's header (field as rules name it -> stored column).
+CARD_PREDICTIONS = ("prediction_status", "churn_band", "churn_risk", "p_alive",
+                    "purchase_propensity", "expected_purchases_90d", "expected_order_value", "clv")
+
+
+def card_predictions(engine: Engine, customer_id: int) -> dict[str, Any] | None:
+    """The person's latest predictions (``predictions.customer_predictions``), or None.
+    They are not columns of ``marts.contact_cards``: the predictions stage reads the
+    cards (its population), so the card is built before them; the page joins them here,
+    as rules and feeds do (``tessera.vocabulary.PREDICTION_FIELDS``)."""
+    if not _has(engine, "predictions.customer_predictions"):
+        return None
+    from tessera.vocabulary import PREDICTION_COLUMNS
+
+    select = ", ".join(f"{PREDICTION_COLUMNS[f]} AS {f}" for f in CARD_PREDICTIONS)
+    data = engine.columns(SqlStep("web.card_predictions", f"""
+        SELECT as_of_date AS predicted_on, {select} FROM predictions.customer_predictions
+        WHERE customer_id = $id ORDER BY as_of_date DESC LIMIT 1""", {"id": customer_id}))
+    if not data or not next(iter(data.values())):
+        return None
     return {k: v[0] for k, v in data.items()}
 
 
@@ -243,7 +268,7 @@ def _merged_sources(engine: Engine, kind: str, key: int, what: str) -> list[Tabl
 
 def _profile(engine: Engine, row: dict[str, Any]) -> list[Table]:
     cid = row["customer_id"]
-    golden = _table_columns(engine, "core", "customers") or list(row)
+    golden = _table_columns(engine, "core", "customers") or [k for k in row if k != "predictions"]
     totals = [(TOTAL_LABELS[k], row[k]) for k in TOTAL_LABELS if k in row]
     return [
         _with_lineage(engine, "customer", cid, "profile", [(f, row.get(f)) for f in golden if f in row]),

@@ -159,12 +159,12 @@ def test_predict_command_on_an_orders_csv(tmp_path):
     assert {t for (_, t) in back} == {"purchase", "churn", "purchases", "spend"}
     assert {d for (d, _) in back} == {DAY, earlier}
     future = con.execute(f"SELECT cutoff, value FROM read_csv('{tmp_path / 'out' / 'future.csv'}') "
-                         "WHERE target = 'purchase' AND model = 'gradient_boosting' AND metric = 'auc' "
+                         "WHERE target = 'purchase' AND model = 'served' AND metric = 'auc' "
                          "ORDER BY cutoff").fetchall()
     assert [d for d, _ in future] == [earlier, DAY] and all(0.6 < v <= 1 for _, v in future)
     beside = con.execute(f"SELECT DISTINCT target, model FROM read_csv('{tmp_path / 'out' / 'future.csv'}')").fetchall()
     assert {("purchase", "rfm_logistic"), ("purchase", "bgnbd"), ("purchases", "bgnbd"),
-            ("purchases", "gradient_boosting_poisson"), ("purchases", "predicts_zero")} <= set(beside)
+            ("purchases", "served"), ("purchases", "predicts_zero")} <= set(beside)
 
 
 def test_segment_rules_and_feeds_read_the_predictions(engine):
@@ -250,14 +250,120 @@ def test_the_asset_reports_the_backtest_and_its_checks_through_dagster(tmp_path)
             e.event_specific_data.materialization.metadata
             for e in result.get_asset_materialization_events()}
     assert mats["predictions/customer_predictions"]["dagster/row_count"].value == 1600
-    assert "| purchase | gradient_boosting |" in mats["predictions/accuracy"]["backtest"].value
+    # 1 500 contacts are below min_boosting_rows: a baseline is served, and marked so
+    assert "| purchase | bgnbd | yes |" in mats["predictions/accuracy"]["backtest"].value
+    assert mats["predictions/customer_predictions"]["production_model"].value["purchase"] == "bgnbd"
     checks = {e.asset_check_key.name: e for e in result.get_asset_check_evaluations()}
     assert checks["every_contact_has_one_prediction"].passed
     assert "models_beat_their_baselines" in checks
 
 
-def test_churn_risk_comes_from_the_better_model_of_the_backtest(engine):
+def test_each_target_serves_the_best_model_of_its_backtest(engine):
     eng, stats = engine
-    acc = stats["accuracy"]["churn"]
-    better = "bgnbd" if acc["bgnbd"]["brier"] < acc["gradient_boosting"]["brier"] else "gradient_boosting"
-    assert stats["chosen"] == {"purchase": "gradient_boosting", "churn": better}
+    acc = stats["accuracy"]
+    for target, metric, higher in (("purchase", "auc", True), ("churn", "auc", True),
+                                   ("purchases", "mae", False)):
+        served = stats["chosen"][target]
+        assert acc[target][served]["served"] == 1.0
+        assert sum("served" in fig for fig in acc[target].values()) == 1
+        candidates = {m: f[metric] for m, f in acc[target].items()
+                      if m in ("gradient_boosting", "gradient_boosting_poisson", "bgnbd", "rfm_logistic")}
+        best = max(candidates.values()) if higher else min(candidates.values())
+        assert candidates[served] == best
+    # the served model is never worse than the candidates it beat, so the WARN check can
+    # only name a naive baseline that was no candidate (recency only, last window, zero)
+    for line in baseline_shortfalls(eng, DAY):
+        assert "(served)" in line and any(b in line.split(" vs ")[1] for b in
+                                          ("recency_only", "last_window", "predicts_zero"))
+
+
+def test_the_warn_check_names_a_served_model_that_loses_to_a_naive_baseline():
+    con = duckdb.connect()
+    eng = DuckDBEngine(con)
+    from tessera.predictions.build import table_steps
+
+    eng.run(*table_steps())
+    rows = [("gradient_boosting", False, "auc", 0.70), ("bgnbd", True, "auc", 0.75),
+            ("bgnbd", True, "served", 1.0), ("recency_only", True, "auc", 0.80),
+            ("rfm_logistic", True, "auc", 0.60)]
+    for model, base, metric, value in rows:
+        con.execute("INSERT INTO predictions.accuracy VALUES (?, 'v', 'purchase', ?, ?, ?, ?, ?, 90, "
+                    "100, 10)", [DAY, model, base, metric, value, DAY])
+    # the served BG/NBD loses to recency only; the unserved boosting's loss is no shortfall
+    assert baseline_shortfalls(eng, DAY) == ["purchase auc: bgnbd (served) 0.75 vs recency_only 0.8"]
+
+
+def test_a_small_base_serves_a_baseline_never_worse_than_it_on_the_backtest():
+    con = duckdb.connect()
+    con.register("sim", synthetic.orders(800, seed=8, as_of=DAY))
+    con.execute("CREATE SCHEMA core; CREATE SCHEMA marts")
+    con.execute("CREATE TABLE core.orders AS SELECT customer_id, order_date::DATE AS order_date, "
+                "amount::DECIMAL(18,2) AS amount FROM sim WHERE order_date <= DATE '2026-11-01'")
+    con.execute("CREATE TABLE marts.contact_cards AS SELECT range::BIGINT AS customer_id FROM range(1, 801)")
+    eng = DuckDBEngine(con)
+    stats = build_predictions(eng, SETTINGS, DAY)
+    assert set(stats["boosting_not_trained"]) == {"purchase", "churn", "purchases"}
+    assert "gradient_boosting" not in stats["accuracy"]["purchase"]
+    for target, metric in (("purchase", "auc"), ("churn", "auc")):
+        served = stats["chosen"][target]
+        assert served in ("bgnbd", "rfm_logistic")
+        other = {"bgnbd": "rfm_logistic", "rfm_logistic": "bgnbd"}[served]
+        assert stats["accuracy"][target][served][metric] >= stats["accuracy"][target][other][metric]
+    # the day's stored propensity is the served model's
+    assert stats["chosen"]["purchases"] == "bgnbd"
+    assert not any(prediction_problems(eng, DAY).values())
+
+
+def test_rules_and_the_card_read_a_hand_made_days_predictions(tmp_path):
+    """"Churn risk is high" and "CLV over 500" select exactly the right contacts, and the
+    card shows the person's latest predictions (they are no columns of the card)."""
+    from starlette.testclient import TestClient
+
+    from tessera.deployment import load_deployment
+    from tessera.marketing.segments import rule_members_sql
+    from tessera.predictions.build import table_steps
+    from tessera.web import queries
+    from tessera.web.app import create_app
+    from tests.conftest import DEMO_CONFIG
+
+    wh = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(wh))
+    con.execute("CREATE SCHEMA marts")
+    con.execute("CREATE TABLE marts.contact_cards AS SELECT range::BIGINT AS customer_id, "
+                "'P' || range AS first_name FROM range(1, 6)")
+    eng = DuckDBEngine(con)
+    eng.run(*table_steps())
+    rows = [  # customer, status, churn risk, band, clv
+        (1, "scored", 0.9, "high", 800.0), (2, "scored", 0.85, "high", 120.0),
+        (3, "scored", 0.1, "low", 650.0), (4, "no_purchases", None, None, None),
+        (5, "not_enough_history", None, None, None)]
+    for cid, status, risk, band, clv in rows:
+        con.execute("INSERT INTO predictions.customer_predictions (as_of_date, customer_id, status, "
+                    "purchases, p_alive, churn_risk, churn_band, clv, purchase_propensity, "
+                    "expected_purchases_90d, model_version) VALUES (?, ?, ?, 1, ?, ?, ?, ?, 0.25, ?, 'v')",
+                    [DAY, cid, status, 0.5 if risk is not None else None, risk, band, clv,
+                     0.4 if risk is not None else None])
+    # an older day says the opposite: only the day asked for counts
+    con.execute("INSERT INTO predictions.customer_predictions (as_of_date, customer_id, status, "
+                "purchases, churn_band, clv, model_version) VALUES (?, 3, 'scored', 1, 'high', 900, 'v')",
+                [DAY - dt.timedelta(days=1)])
+    dep = load_deployment(DEMO_CONFIG)
+
+    def members(rule):
+        sql, params = rule_members_sql(dep, rule, DAY)
+        return sorted(r[0] for r in eng.rows(SqlStep("t", sql, params)))
+
+    assert members({"field": "churn_band", "op": "=", "value": "high"}) == [1, 2]
+    assert members({"field": "clv", "op": ">", "value": 500}) == [1, 3]
+    assert members({"all": [{"field": "churn_band", "op": "=", "value": "high"},
+                            {"field": "clv", "op": ">", "value": 500}]}) == [1]
+    assert members({"field": "prediction_status", "op": "=", "value": "no_purchases"}) == [4]
+    one = queries.card(eng, 1)["predictions"]
+    assert (one["predicted_on"], one["churn_band"], one["clv"]) == (DAY, "high", 800.0)
+    assert queries.card(eng, 4)["predictions"]["prediction_status"] == "no_purchases"
+    con.close()
+    with TestClient(create_app(wh)) as c:
+        page = c.get("/card/1").text
+        newcomer = c.get("/card/5").text
+    assert "churn risk <strong>high</strong>" in page and "CLV 800" in page
+    assert "not enough history" in newcomer and "CLV" not in newcomer

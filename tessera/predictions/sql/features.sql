@@ -1,12 +1,10 @@
 -- Features of every contact of the population as of $cutoff, from the orders and events on
 -- or before it (nothing after the cut-off, so a back-test cut-off sees what it would have
 -- seen). Several orders on one day are one purchase (the customer-base models count
--- purchase days). Never-buyers get zeros and NULL recency.
+-- purchase days): pred_days holds them, summed once per build (build.py), so the order
+-- lines are grouped once, not at every cut-off. Never-buyers get zeros and NULL recency.
 WITH days AS (
-    SELECT customer_id, order_date AS d, sum(amount) AS value, count(*) AS orders
-    FROM pred_orders
-    WHERE customer_id IS NOT NULL AND order_date <= CAST($cutoff AS DATE)
-    GROUP BY customer_id, order_date
+    SELECT customer_id, d, value, orders FROM pred_days WHERE d <= CAST($cutoff AS DATE)
 ),
 buy AS (
     SELECT customer_id, count(*) AS purchase_days, sum(orders) AS orders,
