@@ -23,6 +23,7 @@ import functools
 import json
 from pathlib import Path
 
+from tessera.card.marts import SET_PROPERTIES_STEPS, set_property_types
 from tessera.engine import Engine, SqlStep, as_engine
 from tessera.engine.steps import ddl_statements
 from tessera.feeds.selection import delivery_filter
@@ -36,7 +37,7 @@ KEY_SQL = ("md5(concat_ws('|', CAST(? AS VARCHAR), CAST(? AS VARCHAR), CAST(? AS
 def activation_table_steps() -> list[SqlStep]:
     return [SqlStep("activation.schema", "CREATE SCHEMA IF NOT EXISTS activation"),
             SqlStep("activation.exports_schema", "CREATE SCHEMA IF NOT EXISTS exports"),
-            *marketing_table_steps(), *ddl_statements(__package__, "tables.sql")]
+            *marketing_table_steps(), *SET_PROPERTIES_STEPS, *ddl_statements(__package__, "tables.sql")]
 
 
 def card_columns(engine: Engine) -> set[str]:
@@ -145,13 +146,12 @@ def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, acti
     engine.append("activation.outbox", SqlStep("activation.enqueue", "SELECT * FROM activation._queued"))
     spec = action.spec
     if action.kind == "tag":
-        label = spec.tag if spec.property is None else f"{spec.property}={spec.value or ''}"
         engine.run(SqlStep("activation.apply_tags", """
             INSERT INTO marketing.tag_assignments
-            SELECT customer_id, ?, as_of_date, origin || ':' || name FROM activation._queued
-            UNION ALL
-            SELECT customer_id, ?, as_of_date, origin || ':' || name FROM activation._queued
-            WHERE CAST(? AS BOOLEAN)""", [spec.tag, label, spec.property is not None]))
+            SELECT customer_id, ?, as_of_date, origin || ':' || name FROM activation._queued""",
+                           [spec.tag]))
+        if spec.property is not None:
+            set_property(engine, deployment, spec.property, spec.value, columns)
     elif action.kind == "coupon":
         engine.run(SqlStep("activation.issue_coupons", """
             INSERT INTO activation.coupons
@@ -162,6 +162,21 @@ def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, acti
                                    "SELECT count(*) FROM activation._queued WHERE status = 'capped'"))
     return {"candidates": int(n), "blocked": int(n) - int(gated), "queued": int(queued) - int(capped),
             "capped": int(capped), "already": int(gated) - int(queued)}
+
+
+def set_property(engine: Engine, deployment, prop: str, value, columns: set[str]) -> None:
+    """A tag action's ``property: value`` for the contacts just queued: recorded in
+    ``activation.contact_properties`` (the card overlays it on every rebuild) and written
+    on today's card too, so the rest of the run (later days, journeys' conditions) sees it."""
+    engine.run(SqlStep("activation.set_property", """
+        INSERT INTO activation.contact_properties
+        SELECT customer_id, ?, ?, as_of_date, origin || ':' || name, action_key
+        FROM activation._queued""", [prop, value]))
+    sql_type = set_property_types(deployment).get(prop)
+    if sql_type is not None and prop in columns:
+        engine.run(SqlStep("activation.card_property", f"""
+            UPDATE marts.contact_cards SET "{prop}" = TRY_CAST(? AS {sql_type})
+            WHERE customer_id IN (SELECT customer_id FROM activation._queued)""", [value]))
 
 
 def outbox_summary(engine: Engine) -> dict[str, int]:

@@ -239,3 +239,11 @@ class AutomationsFile(_Strict):
 
 class JourneysFile(_Strict):
     journeys: list[JourneyDef] = []
+
+
+def set_properties(automations, journeys) -> list[str]:
+    """The contact properties a tag action sets (automations and journey steps), sorted:
+    the card overlays their values (``tessera.card.marts``), so they are real fields."""
+    actions = [a.action for a in automations]
+    actions += [s.action for j in journeys for s in j.steps if s.action is not None]
+    return sorted({a.tag.property for a in actions if a.tag is not None and a.tag.property})
