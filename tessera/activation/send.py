@@ -249,6 +249,16 @@ def _send_http(engine: Engine, deployment, environ, now, sleep, report: SendRepo
                 FROM (SELECT unnest(CAST(? AS VARCHAR[])) AS k, unnest(CAST(? AS VARCHAR[])) AS batch_id) m
                 WHERE o.action_key = m.k""", [keys, ids]))
         delivery.deliver_pending(engine, dest, sleep=sleep)
+        # a batch never acknowledged after max_attempts attempts (over the runs) is given
+        # up: its actions fail (a journey holds its contacts and retries with new keys)
+        engine.run(SqlStep("activation.http_give_up", """
+            UPDATE exports.delivery_batches AS b SET status = 'gave_up', body = NULL
+            WHERE b.destination = ? AND b.status = 'pending'
+              AND b.batch_id IN (SELECT delivery_batch FROM activation.outbox
+                                 WHERE target = ? AND status = 'sending')
+              AND (SELECT count(*) FROM exports.delivery_attempts a
+                   WHERE a.batch_id = b.batch_id AND a.destination = b.destination) >= ?""",
+            [dest_name, dest_name, settings.max_attempts]))
         before = dict(engine.rows(SqlStep("activation.http_before", """
             SELECT status, count(*) FROM activation.outbox WHERE target = ? GROUP BY 1""", [dest_name])))
         engine.run(SqlStep("activation.http_sync", """
@@ -260,7 +270,9 @@ def _send_http(engine: Engine, deployment, environ, now, sleep, report: SendRepo
                 attempts = (SELECT count(*) FROM exports.delivery_attempts a
                             WHERE a.batch_id = b.batch_id AND a.destination = b.destination),
                 last_error = CASE b.status WHEN 'rejected' THEN 'rejected by the receiver'
-                                           WHEN 'pending' THEN 'not acknowledged yet' END
+                                           WHEN 'pending' THEN 'not acknowledged yet'
+                                           WHEN 'gave_up' THEN 'no acknowledgement, gave up'
+                                           WHEN 'erased' THEN 'erased' END
             FROM exports.delivery_batches b
             WHERE b.batch_id = o.delivery_batch AND b.destination = ?
               AND o.target = ? AND o.status IN ('pending', 'sending')""",

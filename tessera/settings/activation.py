@@ -52,6 +52,9 @@ class ActivationSettings(_Strict):
     quiet_hours: QuietHours | None = None
     daily_cap: int | None = Field(None, ge=1, description="messages per contact per day")
     max_attempts: int = Field(default=5, ge=1, le=50, description="sends of one action before 'failed'")
+    # a journey contact whose action failed (outbox 'failed') is held at the step and the
+    # action retried on the next runs, this many times; then the contact exits (gave_up)
+    journey_retries: int = Field(default=2, ge=0, le=20)
     # the first day evaluated when nothing was evaluated before (default: the run's day)
     start_date: dt.date | None = None
 
