@@ -26,6 +26,7 @@ from pathlib import Path
 from tessera.card.marts import SET_PROPERTIES_STEPS, set_property_types
 from tessera.engine import Engine, SqlStep, as_engine
 from tessera.engine.steps import ddl_statements
+from tessera.feeds.delivery import delivery_table_steps
 from tessera.feeds.selection import delivery_filter
 from tessera.marketing.segments import marketing_table_steps
 
@@ -188,14 +189,18 @@ def outbox_summary(engine: Engine) -> dict[str, int]:
 def unconsented_sends(engine: Engine) -> int:
     """Messages still to send whose contact now has no consent on the channel, is
     suppressed, or is no longer on the card: the check's number, 0 after every run (the
-    run turns them ``withdrawn``). Rows already inside an HTTP batch are left out: a
-    signed batch is delivered as queued (its body cannot change under its id)."""
+    run turns them ``withdrawn``, and drops them from an HTTP batch not sent yet). Rows
+    of a batch no longer pending (delivered, rejected, given up) are left out."""
     engine = as_engine(engine)
+    engine.run(*delivery_table_steps())
     total = 0
     for channel in ("email", "sms", "none"):
         total += int(engine.scalar(SqlStep("activation.unconsented", f"""
             SELECT count(*) FROM activation.outbox o
-            WHERE o.channel = ? AND o.status IN ('pending', 'sending') AND o.delivery_batch IS NULL
+            WHERE o.channel = ? AND o.status IN ('pending', 'sending')
+              AND (o.delivery_batch IS NULL OR o.delivery_batch IN (
+                   SELECT batch_id FROM exports.delivery_batches
+                   WHERE destination = o.target AND status = 'pending'))
               AND o.customer_id NOT IN (SELECT customer_id FROM marts.contact_cards
                                         WHERE {delivery_filter(channel)})""", [channel])) or 0)
     return total

@@ -85,7 +85,37 @@ def withdraw_unconsented(engine: Engine) -> int:
               AND customer_id NOT IN
               (SELECT customer_id FROM marts.contact_cards WHERE {delivery_filter(channel)})""",
             [channel]))
-    return n
+    return n + withdraw_from_batches(engine)
+
+
+def withdraw_from_batches(engine: Engine) -> int:
+    """Actions already inside an HTTP batch not sent yet (pending, being retried) whose
+    contact lost consent, was suppressed or left the card since: their records are
+    dropped from the batch body before it is (re)sent, the way ``forget`` scrubs an
+    erased person (:func:`tessera.feeds.delivery.scrub_batch_subjects`; the batch keeps
+    its id), and they become ``withdrawn``."""
+    engine = as_engine(engine)
+    engine.run(*delivery.delivery_table_steps())
+    parts = [f"""
+        SELECT o.target AS destination, o.delivery_batch AS batch_id, o.customer_id, o.action_key
+        FROM activation.outbox o JOIN exports.delivery_batches b
+          ON b.batch_id = o.delivery_batch AND b.destination = o.target
+        WHERE o.status IN ('pending', 'sending') AND o.channel = '{channel}' AND b.status = 'pending'
+          AND o.customer_id NOT IN (SELECT customer_id FROM marts.contact_cards
+                                    WHERE {delivery_filter(channel)})"""
+             for channel in ("email", "sms", "none")]
+    n = engine.replace_table("activation._unconsented", SqlStep(
+        "activation.unconsented_in_batches", " UNION ALL ".join(parts)))
+    if not n:
+        return 0
+    with engine.together():
+        delivery.scrub_batch_subjects(engine, "SELECT destination, batch_id, customer_id "
+                                              "FROM activation._unconsented")
+        engine.run(SqlStep("activation.withdraw_batched", """
+            UPDATE activation.outbox SET status = 'withdrawn', payload = NULL,
+                   last_error = 'consent withdrawn before sending'
+            WHERE action_key IN (SELECT action_key FROM activation._unconsented)"""))
+    return int(n)
 
 
 def _mark(engine: Engine, keys: list[str], sql: str, params: list, name: str) -> None:

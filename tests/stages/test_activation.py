@@ -461,3 +461,28 @@ def test_a_journey_action_failing_after_the_retries_exits_the_contact(tmp_path, 
     assert steps[("milan_fashion_show", "sms_coupon")][7:] == [0, 7]
     # Paolo (no SMS consent) was blocked, not failed: he went on
     assert con.execute("SELECT step FROM activation.journey_state WHERE customer_id = 6").fetchone()[0] != "sms_coupon"
+
+
+def test_consent_withdrawn_after_the_batch_was_queued_drops_the_person_before_sending(tmp_path, smtp, http):
+    ctl, sink = smtp
+    dep = _deployment(ctl.port, http.server_address[1])
+    dep = dep.model_copy(update={"automations": []})
+    con = _warehouse(tmp_path / "w.duckdb")
+    http.fail_next = 2          # day 0: the SMS batch is queued, both attempts fail
+    _run(con, dep, D0)
+    assert con.execute("SELECT status, records FROM exports.delivery_batches").fetchall() == [("pending", 7)]
+    first = [h["webhook-id"] for p, h, b in http.requests if p == "/sms"]
+    # Carla withdraws SMS consent before the retry
+    con.execute("UPDATE marts.contact_cards SET sms_consent = 'withdrawn' WHERE customer_id = 3")
+    assert unconsented_sends(con) == 1
+    out = _run(con, dep, D0 + dt.timedelta(days=1))
+    assert out["send"].withdrawn == 1
+    (path, headers, body), = [r for r in http.requests[len(first):] if r[0] == "/sms"]
+    assert headers["webhook-id"] == first[0]                 # the same batch, scrubbed
+    assert verify("sms-secret", headers, body)
+    assert sorted(r["to"][-1] for r in json.loads(body)["records"]) == ["1", "2", "4", "5", "7", "8"]
+    rows = dict(con.execute("SELECT customer_id, status FROM activation.outbox WHERE kind = 'sms'").fetchall())
+    assert rows[3] == "withdrawn" and sorted(c for c, st in rows.items() if st == "sent") == [1, 2, 4, 5, 7, 8]
+    assert con.execute("SELECT status, records FROM exports.delivery_batches").fetchall() == [("delivered", 6)]
+    assert con.execute("""SELECT count(*) FROM exports.delivery_batch_subjects""").fetchone()[0] in (0, 6)
+    assert unconsented_sends(con) == 0
