@@ -190,11 +190,15 @@ def _apply_moves(engine: Engine, deployment, journey: JourneyDef, version: str, 
         stats.setdefault("capped", 0)
         stats["capped"] += res["capped"]
         key = KEY_SQL.replace("customer_id", "m.customer_id").replace("ref)", "m.ref)")
+        # the step's own outbox rows only (a correlated look-up decorrelated into a join
+        # over the whole outbox cost more than the action itself at scale)
         engine.run(SqlStep("activation.journey_action_outcome", f"""
             UPDATE activation._moves AS m SET outcome = coalesce((
                 SELECT CASE o.status WHEN 'capped' THEN 'capped' ELSE 'acted' END
-                FROM activation.outbox o WHERE o.action_key = {key}), 'blocked')""",
-            ["journey", journey.name, step.name]))
+                FROM (SELECT action_key, status FROM activation.outbox
+                      WHERE origin = 'journey' AND name = ? AND step = ?) o
+                WHERE o.action_key = {key}), 'blocked')""",
+            [journey.name, step.name, "journey", journey.name, step.name]))
     engine.run(SqlStep("activation.journey_history_add", f"""
         INSERT INTO activation.journey_history
         SELECT ?, ?, customer_id, entered_on, CAST(? AS DATE), ?, outcome, next_step, branch

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 from tessera.engine import Engine, SqlStep, as_engine
 from tessera.activation.automations import run_automations
 from tessera.activation.journeys import hold_failed, run_journey
-from tessera.activation.outbox import activation_table_steps, card_columns
+from tessera.activation.outbox import activation_table_steps, build_gate, card_columns
 from tessera.activation.scores import run_score_notifications
 from tessera.activation.send import SendReport, dispatch, withdraw_unconsented
 
@@ -38,6 +38,7 @@ def evaluate_day(engine: Engine, deployment, day: dt.date, now: dt.datetime) -> 
     engine = as_engine(engine)
     columns = card_columns(engine)
     with engine.together():
+        build_gate(engine)
         autos = run_automations(engine, deployment, day, now, columns)
         journeys = {j.name: run_journey(engine, deployment, j, day, now, columns)
                     for j in deployment.journeys}
