@@ -307,6 +307,14 @@ def hold_failed(engine: Engine, deployment, day: dt.date) -> dict:
                       AND s.status <> 'exited')""", [deployment.activation.journey_retries]))
     if not n:
         return {"held": 0, "gave_up": 0}
+    with engine.together():     # the history marks the failure handled: both or neither
+        _hold(engine, day)
+    gave_up = int(engine.scalar(SqlStep("activation.journey_gave_up",
+                                        "SELECT count(*) FROM activation._failed WHERE gave_up")) or 0)
+    return {"held": int(n) - gave_up, "gave_up": gave_up}
+
+
+def _hold(engine: Engine, day: dt.date) -> None:
     engine.run(SqlStep("activation.journey_failed_history", f"""
         INSERT INTO activation.journey_history
         SELECT s.journey, s.version, s.customer_id, s.entered_on, CAST(? AS DATE), f.step,
@@ -320,6 +328,3 @@ def hold_failed(engine: Engine, deployment, day: dt.date) -> dict:
         FROM activation._failed f
         WHERE f.journey = s.journey AND f.customer_id = s.customer_id AND f.entered_on = s.entered_on""",
         [day, day]))
-    gave_up = int(engine.scalar(SqlStep("activation.journey_gave_up",
-                                        "SELECT count(*) FROM activation._failed WHERE gave_up")) or 0)
-    return {"held": int(n) - gave_up, "gave_up": gave_up}

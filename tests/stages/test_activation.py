@@ -411,7 +411,14 @@ def test_a_failed_journey_action_holds_the_contact_then_the_retry_moves_it_on(tm
     dep = _journey_only(ctl, http, journey_retries=2)
     con = _warehouse(tmp_path / "w.duckdb")
     http.fail_next = 2          # the SMS gateway fails both attempts of day 0: out of attempts
-    out = _run(con, dep, D0)
+    from tessera.engine import recording
+    from tessera.engine.portability import report
+    with recording() as log:
+        out = _run(con, dep, D0)
+    verdicts, text = report([s for s in log.values() if s.name.startswith(("activation.journey_f",
+                                                                           "activation.journey_hold",
+                                                                           "activation.http_give_up"))])
+    assert len(verdicts) == 4 and all(v.passes for v in verdicts), text
     assert out["held"] == {"held": 7, "gave_up": 0}
     assert con.execute("""SELECT DISTINCT status, step FROM activation.journey_state
                           WHERE customer_id <> 6""").fetchall() == [("failed", "sms_coupon")]
@@ -475,7 +482,14 @@ def test_consent_withdrawn_after_the_batch_was_queued_drops_the_person_before_se
     # Carla withdraws SMS consent before the retry
     con.execute("UPDATE marts.contact_cards SET sms_consent = 'withdrawn' WHERE customer_id = 3")
     assert unconsented_sends(con) == 1
-    out = _run(con, dep, D0 + dt.timedelta(days=1))
+    from tessera.engine import recording
+    from tessera.engine.portability import report
+    with recording() as log:
+        out = _run(con, dep, D0 + dt.timedelta(days=1))
+    verdicts, text = report([s for s in log.values() if s.name.startswith(("activation.unconsented_in",
+                                                                           "activation.withdraw_batched",
+                                                                           "delivery.scrub", "delivery.erased"))])
+    assert len(verdicts) >= 4 and all(v.passes for v in verdicts), text
     assert out["send"].withdrawn == 1
     (path, headers, body), = [r for r in http.requests[len(first):] if r[0] == "/sms"]
     assert headers["webhook-id"] == first[0]                 # the same batch, scrubbed
