@@ -91,7 +91,8 @@ def build(deployment: Deployment):
             "blocked_no_consent": dg.MetadataValue.int(sum(s.get("blocked", 0) for s in per_auto.values())),
             "duration_s": dg.MetadataValue.float(timer.seconds),
         }
-        cols = ("journey / step", "entered", "moved", "waited", "branched", "acted", "blocked", "failed")
+        cols = ("journey / step", "entered", "moved", "waited", "branched", "acted", "blocked", "failed",
+                "held", "gave_up")
         lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" + " ---: |" * (len(cols) - 1)]
         lines += [f"| {j} / {s} | " + " | ".join(str(int(v)) for v in rest) + " |"
                   for j, s, *rest in steps]
@@ -102,6 +103,9 @@ def build(deployment: Deployment):
             "entered": dg.MetadataValue.int(sum(int(r[2]) for r in steps)),
             "acted": dg.MetadataValue.int(sum(int(r[6]) for r in steps)),
             "failed": dg.MetadataValue.int(sum(int(r[8]) for r in steps)),
+            # contacts held at a step whose action failed (retried next run) / exited after the retries
+            "held_after_failure": dg.MetadataValue.int(sum(int(r[9]) for r in steps)),
+            "gave_up": dg.MetadataValue.int(sum(int(r[10]) for r in steps)),
         }
         outbox_meta = {"dagster/row_count": dg.MetadataValue.int(sum(summary.values())),
                        "by_status": markdown_counts("status", sorted(summary.items())),

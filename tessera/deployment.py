@@ -405,6 +405,17 @@ def _validate_activation(deployment: Deployment, auto_y, journeys_y, catalogue, 
         t = getattr(spec, "template", None)
         if t is not None and not (templates / t).is_file():
             raise ConfigError(f"{src.where(loc + (a.kind, 'template'))}: template {templates / t} not found")
+        if a.kind == "tag" and spec.property is not None:
+            props = {p.name: p for p in deployment.properties_of("contact")}
+            where = src.where(loc + ("tag", "property"))
+            if spec.property not in props:
+                raise ConfigError(f"{where}: '{spec.property}' is not an extended contact property "
+                                  "(declare it under properties.contact in tessera.yaml)")
+            prop = props[spec.property]
+            if spec.value is None:
+                raise ConfigError(f"{where}: setting '{spec.property}' needs a value")
+            if prop.allowed is not None and spec.value not in prop.allowed:
+                raise ConfigError(f"{where}: '{spec.value}' is not an allowed value of '{spec.property}'")
         if a.kind == "webhook":
             for j, f in enumerate(spec.fields):
                 if f not in catalogue:

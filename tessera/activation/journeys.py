@@ -80,7 +80,8 @@ def _entries_step(deployment, journey: JourneyDef, version: str, day: dt.date) -
         WHERE {cond}
           AND customer_id IN (SELECT customer_id FROM marts.contact_cards)
           AND customer_id NOT IN (SELECT customer_id FROM {STATE}
-                                  WHERE journey = ? AND (status = 'active' OR CAST(? AS BOOLEAN)))"""
+                                  WHERE journey = ? AND (status IN ('active', 'failed')
+                                                         OR CAST(? AS BOOLEAN)))"""
     return SqlStep("activation.journey_entries", sql,
                    [journey.name, version, day, journey.steps[0].name, day, day, *params,
                     journey.name, never])
@@ -148,8 +149,21 @@ def _moves_step(deployment, journey: JourneyDef, version: str, step, day: dt.dat
                f"CASE {nxt} ELSE '{step.otherwise}' END AS next_step, 'branched' AS outcome, "
                f"CASE {names} ELSE 'otherwise' END AS branch FROM at_step a {joins}")
         return SqlStep("activation.journey_branch", sql, params)
-    # action and end move everybody at the step
-    nxt = f"'{step.next}'" if kind == "action" else "CAST(NULL AS VARCHAR)"
+    if kind == "action":
+        # the action's trigger is the entry; a retry after a failure (see hold_failed) is
+        # a new action: the entry plus the number of failures so far
+        sql = f"""
+            SELECT s.customer_id, s.entered_on, '{step.next}' AS next_step, 'acted' AS outcome,
+                   CAST(NULL AS VARCHAR) AS branch,
+                   CAST(s.entered_on AS VARCHAR) || coalesce('/retry-' || CAST(f.n AS VARCHAR), '') AS ref
+            FROM {STATE} s LEFT JOIN (
+                SELECT customer_id, entered_on, count(*) AS n FROM activation.journey_history
+                WHERE journey = ? AND step = ? AND outcome = 'failed' GROUP BY customer_id, entered_on) f
+              ON f.customer_id = s.customer_id AND f.entered_on = s.entered_on
+            WHERE s.journey = ? AND s.version = ? AND s.status = 'active' AND s.step = '{step.name}'"""
+        return SqlStep("activation.journey_action", sql, [journey.name, step.name, *base])
+    # end moves everybody at the step
+    nxt = "CAST(NULL AS VARCHAR)"
     outcome = "acted" if kind == "action" else "ended"
     sql = (f"SELECT s.customer_id, s.entered_on, {nxt} AS next_step, '{outcome}' AS outcome, "
            f"CAST(NULL AS VARCHAR) AS branch {_at(step.name)}")
@@ -163,7 +177,7 @@ def _apply_moves(engine: Engine, deployment, journey: JourneyDef, version: str, 
         return 0
     if step.kind == "action":
         cand = SqlStep("activation.journey_action_candidates", """
-            SELECT m.customer_id, CAST(m.entered_on AS VARCHAR) AS ref,
+            SELECT m.customer_id, m.ref,
                    CAST(NULL AS VARCHAR) AS trigger_event, cp.code AS coupon
             FROM activation._moves m LEFT JOIN (
                 SELECT customer_id, ref, max(code) AS code FROM activation.coupons
@@ -175,12 +189,16 @@ def _apply_moves(engine: Engine, deployment, journey: JourneyDef, version: str, 
                     version=version)
         stats.setdefault("capped", 0)
         stats["capped"] += res["capped"]
-        key = KEY_SQL.replace("customer_id", "m.customer_id").replace("ref)", "CAST(m.entered_on AS VARCHAR))")
+        key = KEY_SQL.replace("customer_id", "m.customer_id").replace("ref)", "m.ref)")
+        # the step's own outbox rows only (a correlated look-up decorrelated into a join
+        # over the whole outbox cost more than the action itself at scale)
         engine.run(SqlStep("activation.journey_action_outcome", f"""
             UPDATE activation._moves AS m SET outcome = coalesce((
                 SELECT CASE o.status WHEN 'capped' THEN 'capped' ELSE 'acted' END
-                FROM activation.outbox o WHERE o.action_key = {key}), 'blocked')""",
-            ["journey", journey.name, step.name]))
+                FROM (SELECT action_key, status FROM activation.outbox
+                      WHERE origin = 'journey' AND name = ? AND step = ?) o
+                WHERE o.action_key = {key}), 'blocked')""",
+            [journey.name, step.name, "journey", journey.name, step.name]))
     engine.run(SqlStep("activation.journey_history_add", f"""
         INSERT INTO activation.journey_history
         SELECT ?, ?, customer_id, entered_on, CAST(? AS DATE), ?, outcome, next_step, branch
@@ -202,6 +220,14 @@ def run_journey(engine: Engine, deployment, journey: JourneyDef, day: dt.date, n
     version = version_of(journey)
     _register(engine, journey, version, day)
     stats: dict = {"version": version}
+    # contacts held at a step whose action failed: retried today (a new action key)
+    engine.run(SqlStep("activation.journey_retry_history", f"""
+        INSERT INTO activation.journey_history
+        SELECT journey, version, customer_id, entered_on, CAST(? AS DATE), step, 'retried', step, branch
+        FROM {STATE} WHERE journey = ? AND status = 'failed'""", [day, journey.name]))
+    stats["retried"] = int(engine.scalar(SqlStep("activation.journey_retry", f"""
+        UPDATE {STATE} SET status = 'active', updated_on = CAST(? AS DATE)
+        WHERE journey = ? AND status = 'failed'""", [day, journey.name])) or 0)
     if journey.on_edit == "migrate":
         names = [s.name for s in journey.steps]
         stats["migrated"] = int(engine.scalar(SqlStep("activation.journey_migrate_count", f"""
@@ -250,3 +276,55 @@ def run_journey(engine: Engine, deployment, journey: JourneyDef, day: dt.date, n
             break
     stats["moved"] = moved
     return stats
+
+
+def hold_failed(engine: Engine, deployment, day: dt.date) -> dict:
+    """Contacts whose journey action failed for good (outbox ``failed``: rejected, or out
+    of attempts) do not silently go on: they are put back at the action's step with
+    status ``failed`` (history ``failed``), wherever they had moved since, and the next
+    evaluated day retries the action (history ``retried``, a new action key). After
+    ``activation.journey_retries`` retries they exit (status ``exited``, history
+    ``gave_up``). A failure is handled once: the outbox's failed rows of an entry and
+    step are matched against the failures the history already holds."""
+    engine = as_engine(engine)
+    n = engine.replace_table("activation._failed", SqlStep("activation.journey_failed", f"""
+        WITH f AS (
+            SELECT name AS journey, customer_id, CAST(substr(ref, 1, 10) AS DATE) AS entered_on,
+                   step, count(*) AS n
+            FROM activation.outbox WHERE origin = 'journey' AND status = 'failed'
+            GROUP BY name, customer_id, CAST(substr(ref, 1, 10) AS DATE), step),
+        h AS (
+            SELECT journey, customer_id, entered_on, step, count(*) AS n
+            FROM activation.journey_history WHERE outcome IN ('failed', 'gave_up')
+            GROUP BY journey, customer_id, entered_on, step)
+        SELECT f.journey, f.customer_id, f.entered_on, f.step, f.n,
+               f.n > CAST(? AS INTEGER) AS gave_up
+        FROM f LEFT JOIN h ON h.journey = f.journey AND h.customer_id = f.customer_id
+                          AND h.entered_on = f.entered_on AND h.step = f.step
+        WHERE f.n > coalesce(h.n, 0)
+          AND EXISTS (SELECT 1 FROM {STATE} s WHERE s.journey = f.journey
+                      AND s.customer_id = f.customer_id AND s.entered_on = f.entered_on
+                      AND s.status <> 'exited')""", [deployment.activation.journey_retries]))
+    if not n:
+        return {"held": 0, "gave_up": 0}
+    with engine.together():     # the history marks the failure handled: both or neither
+        _hold(engine, day)
+    gave_up = int(engine.scalar(SqlStep("activation.journey_gave_up",
+                                        "SELECT count(*) FROM activation._failed WHERE gave_up")) or 0)
+    return {"held": int(n) - gave_up, "gave_up": gave_up}
+
+
+def _hold(engine: Engine, day: dt.date) -> None:
+    engine.run(SqlStep("activation.journey_failed_history", f"""
+        INSERT INTO activation.journey_history
+        SELECT s.journey, s.version, s.customer_id, s.entered_on, CAST(? AS DATE), f.step,
+               CASE WHEN f.gave_up THEN 'gave_up' ELSE 'failed' END,
+               CASE WHEN f.gave_up THEN CAST(NULL AS VARCHAR) ELSE f.step END, s.branch
+        FROM {STATE} s JOIN activation._failed f ON f.journey = s.journey
+         AND f.customer_id = s.customer_id AND f.entered_on = s.entered_on""", [day]))
+    engine.run(SqlStep("activation.journey_hold", f"""
+        UPDATE {STATE} AS s SET step = f.step, step_since = CAST(? AS DATE), updated_on = CAST(? AS DATE),
+               status = CASE WHEN f.gave_up THEN 'exited' ELSE 'failed' END
+        FROM activation._failed f
+        WHERE f.journey = s.journey AND f.customer_id = s.customer_id AND f.entered_on = s.entered_on""",
+        [day, day]))

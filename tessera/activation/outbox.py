@@ -23,8 +23,10 @@ import functools
 import json
 from pathlib import Path
 
+from tessera.card.marts import SET_PROPERTIES_STEPS, set_property_types
 from tessera.engine import Engine, SqlStep, as_engine
 from tessera.engine.steps import ddl_statements
+from tessera.feeds.delivery import delivery_table_steps
 from tessera.feeds.selection import delivery_filter
 from tessera.marketing.segments import marketing_table_steps
 
@@ -36,7 +38,7 @@ KEY_SQL = ("md5(concat_ws('|', CAST(? AS VARCHAR), CAST(? AS VARCHAR), CAST(? AS
 def activation_table_steps() -> list[SqlStep]:
     return [SqlStep("activation.schema", "CREATE SCHEMA IF NOT EXISTS activation"),
             SqlStep("activation.exports_schema", "CREATE SCHEMA IF NOT EXISTS exports"),
-            *marketing_table_steps(), *ddl_statements(__package__, "tables.sql")]
+            *marketing_table_steps(), *SET_PROPERTIES_STEPS, *ddl_statements(__package__, "tables.sql")]
 
 
 def card_columns(engine: Engine) -> set[str]:
@@ -91,6 +93,17 @@ def target_of(action) -> str:
             "tag": lambda: spec.tag, "coupon": lambda: spec.campaign}[action.kind]()
 
 
+def build_gate(engine: Engine) -> int:
+    """``activation._gate``: per card, whether an action may go out on each channel
+    (:func:`tessera.feeds.selection.delivery_filter`: consent, hard bounce, the HMAC
+    suppression ledger). Built once per evaluated day: the ledger's keyed hashes are then
+    computed once per contact, not once per candidate of every action."""
+    return as_engine(engine).replace_table("activation._gate", SqlStep("activation.gate_table", f"""
+        SELECT customer_id, ({delivery_filter('email')}) AS ok_email, ({delivery_filter('sms')}) AS ok_sms,
+               ({delivery_filter('none')}) AS ok_none
+        FROM marts.contact_cards"""))
+
+
 def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, action, day: dt.date,
           now: dt.datetime, candidates: SqlStep, columns: set[str], version: str | None = None) -> dict:
     """Gate and queue one action for the contacts ``candidates`` selects (columns
@@ -111,7 +124,8 @@ def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, acti
         SELECT {KEY_SQL.replace("customer_id", "k.customer_id").replace("ref)", "k.ref)")} AS action_key,
                k.customer_id, k.ref, k.trigger_event, k.coupon{cols}
         FROM activation._candidates k JOIN marts.contact_cards c ON c.customer_id = k.customer_id
-        WHERE {delivery_filter(action.channel)}""", [origin, name, step]))
+        JOIN activation._gate ok ON ok.customer_id = k.customer_id AND ok.ok_{action.channel}""",
+        [origin, name, step]))
     # the cap's window only when there is a cap (a sort per contact is not free)
     if message and cap is not None:
         counted = """,
@@ -129,29 +143,33 @@ def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, acti
         counted, cap_params = ", g AS (SELECT * FROM fresh)", []
     # candidates are unique per (contact, trigger) by construction (an event id within its
     # source, a journey entry, a score crossing), so the anti-join is the only de-duplication
+    # the anti-join's build side is only this action's rows of the outbox (a key holds its
+    # origin, name and step): the whole outbox's keys, hashed once per action, were the
+    # costliest step of a day at scale
     sql = f"""
-        WITH fresh AS (
+        WITH prior AS (
+            SELECT action_key FROM activation.outbox WHERE origin = ? AND name = ? AND step = ?),
+        fresh AS (
             SELECT * FROM activation._gated n
-            WHERE NOT EXISTS (SELECT 1 FROM activation.outbox o WHERE o.action_key = n.action_key)){counted}
+            WHERE NOT EXISTS (SELECT 1 FROM prior o WHERE o.action_key = n.action_key)){counted}
         SELECT g.action_key, CAST(? AS DATE) AS as_of_date, ? AS origin, ? AS name, ? AS step,
                g.customer_id, g.ref, ? AS kind, ? AS channel, ? AS target, {payload} AS payload,
                {status} AS status, 0 AS attempts, CAST(NULL AS VARCHAR) AS delivery_batch,
                CAST(? AS TIMESTAMP) AS queued_at, {sent_at} AS sent_at,
                CAST(NULL AS VARCHAR) AS last_error, CAST(? AS VARCHAR) AS version
         FROM g"""
-    params = [*cap_params, day, origin, name, step, action.kind, action.channel,
+    params = [origin, name, step, *cap_params, day, origin, name, step, action.kind, action.channel,
               target_of(action), now] + ([] if message else [now]) + [version]
     queued = engine.replace_table("activation._queued", SqlStep("activation.fresh", sql, params))
     engine.append("activation.outbox", SqlStep("activation.enqueue", "SELECT * FROM activation._queued"))
     spec = action.spec
     if action.kind == "tag":
-        label = spec.tag if spec.property is None else f"{spec.property}={spec.value or ''}"
         engine.run(SqlStep("activation.apply_tags", """
             INSERT INTO marketing.tag_assignments
-            SELECT customer_id, ?, as_of_date, origin || ':' || name FROM activation._queued
-            UNION ALL
-            SELECT customer_id, ?, as_of_date, origin || ':' || name FROM activation._queued
-            WHERE CAST(? AS BOOLEAN)""", [spec.tag, label, spec.property is not None]))
+            SELECT customer_id, ?, as_of_date, origin || ':' || name FROM activation._queued""",
+                           [spec.tag]))
+        if spec.property is not None:
+            set_property(engine, deployment, spec.property, spec.value, columns)
     elif action.kind == "coupon":
         engine.run(SqlStep("activation.issue_coupons", """
             INSERT INTO activation.coupons
@@ -164,6 +182,21 @@ def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, acti
             "capped": int(capped), "already": int(gated) - int(queued)}
 
 
+def set_property(engine: Engine, deployment, prop: str, value, columns: set[str]) -> None:
+    """A tag action's ``property: value`` for the contacts just queued: recorded in
+    ``activation.contact_properties`` (the card overlays it on every rebuild) and written
+    on today's card too, so the rest of the run (later days, journeys' conditions) sees it."""
+    engine.run(SqlStep("activation.set_property", """
+        INSERT INTO activation.contact_properties
+        SELECT customer_id, ?, ?, as_of_date, origin || ':' || name, action_key
+        FROM activation._queued""", [prop, value]))
+    sql_type = set_property_types(deployment).get(prop)
+    if sql_type is not None and prop in columns:
+        engine.run(SqlStep("activation.card_property", f"""
+            UPDATE marts.contact_cards SET "{prop}" = TRY_CAST(? AS {sql_type})
+            WHERE customer_id IN (SELECT customer_id FROM activation._queued)""", [value]))
+
+
 def outbox_summary(engine: Engine) -> dict[str, int]:
     engine = as_engine(engine)
     return {s: int(n) for s, n in engine.rows(SqlStep(
@@ -173,14 +206,18 @@ def outbox_summary(engine: Engine) -> dict[str, int]:
 def unconsented_sends(engine: Engine) -> int:
     """Messages still to send whose contact now has no consent on the channel, is
     suppressed, or is no longer on the card: the check's number, 0 after every run (the
-    run turns them ``withdrawn``). Rows already inside an HTTP batch are left out: a
-    signed batch is delivered as queued (its body cannot change under its id)."""
+    run turns them ``withdrawn``, and drops them from an HTTP batch not sent yet). Rows
+    of a batch no longer pending (delivered, rejected, given up) are left out."""
     engine = as_engine(engine)
+    engine.run(*delivery_table_steps())
     total = 0
     for channel in ("email", "sms", "none"):
         total += int(engine.scalar(SqlStep("activation.unconsented", f"""
             SELECT count(*) FROM activation.outbox o
-            WHERE o.channel = ? AND o.status IN ('pending', 'sending') AND o.delivery_batch IS NULL
+            WHERE o.channel = ? AND o.status IN ('pending', 'sending')
+              AND (o.delivery_batch IS NULL OR o.delivery_batch IN (
+                   SELECT batch_id FROM exports.delivery_batches
+                   WHERE destination = o.target AND status = 'pending'))
               AND o.customer_id NOT IN (SELECT customer_id FROM marts.contact_cards
                                         WHERE {delivery_filter(channel)})""", [channel])) or 0)
     return total

@@ -13,8 +13,8 @@ from typing import Any, Callable, Mapping
 
 from tessera.engine import Engine, SqlStep, as_engine
 from tessera.activation.automations import run_automations
-from tessera.activation.journeys import run_journey
-from tessera.activation.outbox import activation_table_steps, card_columns
+from tessera.activation.journeys import hold_failed, run_journey
+from tessera.activation.outbox import activation_table_steps, build_gate, card_columns
 from tessera.activation.scores import run_score_notifications
 from tessera.activation.send import SendReport, dispatch, withdraw_unconsented
 
@@ -38,6 +38,7 @@ def evaluate_day(engine: Engine, deployment, day: dt.date, now: dt.datetime) -> 
     engine = as_engine(engine)
     columns = card_columns(engine)
     with engine.together():
+        build_gate(engine)
         autos = run_automations(engine, deployment, day, now, columns)
         journeys = {j.name: run_journey(engine, deployment, j, day, now, columns)
                     for j in deployment.journeys}
@@ -61,12 +62,18 @@ def run_activation(engine: Engine, deployment, day: dt.date, now: dt.datetime | 
         report = dispatch(engine, deployment, now, environ=environ, **kw)
     else:   # nothing is sent, but a consent lost since the decision still withdraws it
         report.withdrawn = withdraw_unconsented(engine)
-    return {"days": days, "evaluated": evaluated, "send": report}
+    # journey contacts whose action failed for good are held at the step (retried next run)
+    last = engine.scalar(SqlStep("activation.last_day",
+                                 "SELECT max(as_of_date) FROM activation.evaluated_days")) or day
+    held = hold_failed(engine, deployment, last)
+    return {"days": days, "evaluated": evaluated, "send": report, "held": held}
 
 
 def step_counts(engine: Engine, days: list[dt.date]) -> list[tuple]:
     """Per journey step, over ``days``: entered, moved, waited (still there), branched,
-    acted, blocked, failed: what the asset's metadata shows (counts only)."""
+    acted, blocked, failed (actions failed or being retried), held (contacts held at
+    the step after a failed action, now), gave_up (contacts that exited after the
+    retries): what the asset's metadata shows (counts only)."""
     engine = as_engine(engine)
     if not days:
         days = [engine.scalar(SqlStep("activation.last_day",
@@ -85,8 +92,12 @@ def step_counts(engine: Engine, days: list[dt.date]) -> list[tuple]:
                    count(*) FILTER (WHERE outcome IN ('blocked', 'capped'))
             FROM h WHERE outcome <> 'entered' GROUP BY ALL),
         waiting AS (
-            SELECT journey, step, count(*) AS waited FROM activation.journey_state
-            WHERE status = 'active' GROUP BY ALL),
+            SELECT journey, step, count(*) FILTER (WHERE status = 'active') AS waited,
+                   count(*) FILTER (WHERE status = 'failed') AS held
+            FROM activation.journey_state WHERE status IN ('active', 'failed') GROUP BY ALL),
+        gave AS (
+            SELECT journey, step, count(*) AS gave_up FROM activation.journey_history
+            WHERE outcome = 'gave_up' GROUP BY ALL),
         failed AS (
             SELECT name AS journey, step, count(*) AS failed FROM activation.outbox
             WHERE origin = 'journey' AND (status = 'failed' OR (status IN ('pending', 'sending')
@@ -94,12 +105,14 @@ def step_counts(engine: Engine, days: list[dt.date]) -> list[tuple]:
         m AS (SELECT journey, step, sum(entered) AS entered, sum(moved) AS moved,
                      sum(branched) AS branched, sum(acted) AS acted, sum(blocked) AS blocked
               FROM moves GROUP BY ALL)
-        SELECT coalesce(m.journey, w.journey, f.journey) AS journey,
-               coalesce(m.step, w.step, f.step) AS step,
+        SELECT coalesce(m.journey, w.journey, f.journey, g.journey) AS journey,
+               coalesce(m.step, w.step, f.step, g.step) AS step,
                coalesce(m.entered, 0), coalesce(m.moved, 0), coalesce(w.waited, 0),
                coalesce(m.branched, 0), coalesce(m.acted, 0), coalesce(m.blocked, 0),
-               coalesce(f.failed, 0)
+               coalesce(f.failed, 0), coalesce(w.held, 0), coalesce(g.gave_up, 0)
         FROM m FULL JOIN waiting w ON w.journey = m.journey AND w.step = m.step
         FULL JOIN failed f ON f.journey = coalesce(m.journey, w.journey)
                           AND f.step = coalesce(m.step, w.step)
+        FULL JOIN gave g ON g.journey = coalesce(m.journey, w.journey, f.journey)
+                        AND g.step = coalesce(m.step, w.step, f.step)
         ORDER BY 1, 2""", [days]))

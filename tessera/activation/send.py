@@ -85,7 +85,37 @@ def withdraw_unconsented(engine: Engine) -> int:
               AND customer_id NOT IN
               (SELECT customer_id FROM marts.contact_cards WHERE {delivery_filter(channel)})""",
             [channel]))
-    return n
+    return n + withdraw_from_batches(engine)
+
+
+def withdraw_from_batches(engine: Engine) -> int:
+    """Actions already inside an HTTP batch not sent yet (pending, being retried) whose
+    contact lost consent, was suppressed or left the card since: their records are
+    dropped from the batch body before it is (re)sent, the way ``forget`` scrubs an
+    erased person (:func:`tessera.feeds.delivery.scrub_batch_subjects`; the batch keeps
+    its id), and they become ``withdrawn``."""
+    engine = as_engine(engine)
+    engine.run(*delivery.delivery_table_steps())
+    parts = [f"""
+        SELECT o.target AS destination, o.delivery_batch AS batch_id, o.customer_id, o.action_key
+        FROM activation.outbox o JOIN exports.delivery_batches b
+          ON b.batch_id = o.delivery_batch AND b.destination = o.target
+        WHERE o.status IN ('pending', 'sending') AND o.channel = '{channel}' AND b.status = 'pending'
+          AND o.customer_id NOT IN (SELECT customer_id FROM marts.contact_cards
+                                    WHERE {delivery_filter(channel)})"""
+             for channel in ("email", "sms", "none")]
+    n = engine.replace_table("activation._unconsented", SqlStep(
+        "activation.unconsented_in_batches", " UNION ALL ".join(parts)))
+    if not n:
+        return 0
+    with engine.together():
+        delivery.scrub_batch_subjects(engine, "SELECT destination, batch_id, customer_id "
+                                              "FROM activation._unconsented")
+        engine.run(SqlStep("activation.withdraw_batched", """
+            UPDATE activation.outbox SET status = 'withdrawn', payload = NULL,
+                   last_error = 'consent withdrawn before sending'
+            WHERE action_key IN (SELECT action_key FROM activation._unconsented)"""))
+    return int(n)
 
 
 def _mark(engine: Engine, keys: list[str], sql: str, params: list, name: str) -> None:
@@ -249,6 +279,16 @@ def _send_http(engine: Engine, deployment, environ, now, sleep, report: SendRepo
                 FROM (SELECT unnest(CAST(? AS VARCHAR[])) AS k, unnest(CAST(? AS VARCHAR[])) AS batch_id) m
                 WHERE o.action_key = m.k""", [keys, ids]))
         delivery.deliver_pending(engine, dest, sleep=sleep)
+        # a batch never acknowledged after max_attempts attempts (over the runs) is given
+        # up: its actions fail (a journey holds its contacts and retries with new keys)
+        engine.run(SqlStep("activation.http_give_up", """
+            UPDATE exports.delivery_batches AS b SET status = 'gave_up', body = NULL
+            WHERE b.destination = ? AND b.status = 'pending'
+              AND b.batch_id IN (SELECT delivery_batch FROM activation.outbox
+                                 WHERE target = ? AND status = 'sending')
+              AND (SELECT count(*) FROM exports.delivery_attempts a
+                   WHERE a.batch_id = b.batch_id AND a.destination = b.destination) >= ?""",
+            [dest_name, dest_name, settings.max_attempts]))
         before = dict(engine.rows(SqlStep("activation.http_before", """
             SELECT status, count(*) FROM activation.outbox WHERE target = ? GROUP BY 1""", [dest_name])))
         engine.run(SqlStep("activation.http_sync", """
@@ -260,7 +300,9 @@ def _send_http(engine: Engine, deployment, environ, now, sleep, report: SendRepo
                 attempts = (SELECT count(*) FROM exports.delivery_attempts a
                             WHERE a.batch_id = b.batch_id AND a.destination = b.destination),
                 last_error = CASE b.status WHEN 'rejected' THEN 'rejected by the receiver'
-                                           WHEN 'pending' THEN 'not acknowledged yet' END
+                                           WHEN 'pending' THEN 'not acknowledged yet'
+                                           WHEN 'gave_up' THEN 'no acknowledgement, gave up'
+                                           WHEN 'erased' THEN 'erased' END
             FROM exports.delivery_batches b
             WHERE b.batch_id = o.delivery_batch AND b.destination = ?
               AND o.target = ? AND o.status IN ('pending', 'sending')""",

@@ -15,10 +15,54 @@ from tessera.engine.steps import sql_file
 from tessera.privacy.consent import SOFT_DELETED_SQL, bulk_edits_ddl
 
 
+# Contact properties set by automations and journeys (a tag action's ``property: value``).
+# The card owns the table's shape because it reads it; the activation stage writes it.
+SET_PROPERTIES_STEPS = [
+    SqlStep("card.activation_schema", "CREATE SCHEMA IF NOT EXISTS activation"),
+    SqlStep("card.set_properties_ddl", """
+        CREATE TABLE IF NOT EXISTS activation.contact_properties (
+            customer_id BIGINT NOT NULL, property VARCHAR NOT NULL, value VARCHAR,
+            set_on DATE NOT NULL, origin VARCHAR NOT NULL, action_key VARCHAR NOT NULL)"""),
+]
+
+
+def set_property_types(deployment) -> dict[str, str]:
+    """Property -> SQL type, for the extended contact properties an action sets."""
+    if deployment is None or not hasattr(deployment, "automations"):
+        return {}
+    from tessera.settings.activation import set_properties
+
+    types = {p.name: p.sql_type for p in deployment.properties_of("contact")}
+    return {p: types[p] for p in set_properties(deployment.automations, deployment.journeys) if p in types}
+
+
+def _set_properties_sql(props: dict[str, str]) -> tuple[str, str, str]:
+    """(cte, join, customer columns): the latest value an action set for each property
+    wins over the sources' golden value (the action is the newer, deliberate write)."""
+    if not props:
+        return "", "", "c.*"
+    pivot = ", ".join(f"max(CASE WHEN property = '{p}' THEN value END) AS \"_set_{p}\"" for p in props)
+    cte = f""",
+sp AS (
+    SELECT customer_id, {pivot}
+    FROM (SELECT customer_id, property, value,
+                 row_number() OVER (PARTITION BY customer_id, property
+                                    ORDER BY set_on DESC, action_key DESC) AS nth
+          FROM activation.contact_properties
+          WHERE property IN ({", ".join(f"'{p}'" for p in props)})) x
+    WHERE nth = 1 GROUP BY customer_id
+)"""
+    repl = ", ".join(f'coalesce(TRY_CAST(sp."_set_{p}" AS {t}), c."{p}") AS "{p}"' for p, t in props.items())
+    return cte, "LEFT JOIN sp USING (customer_id)", f"c.* REPLACE ({repl})"
+
+
 def contact_cards_step(companies: bool = False, deployment=None) -> SqlStep:
     """The card's select: company columns only when the deployment has company users
-    (with ``deployment``: its extended company properties in, switched-off ones out)."""
+    (with ``deployment``: its extended company properties in, switched-off ones out, and
+    the properties its automations and journeys set)."""
+    set_cte, set_join, customer_columns = _set_properties_sql(set_property_types(deployment))
     sql = sql_file(__package__, "contact_cards.sql").format(
+        set_cte=set_cte, set_join=set_join, customer_columns=customer_columns,
         soft_deleted=SOFT_DELETED_SQL, annotations=ANNOTATIONS_CARD_SQL,
         company_cte=f", k AS ({card_company_sql(deployment)})" if companies else "",
         company_columns=f",\n       {card_company_columns(deployment)}" if companies else "",
@@ -52,6 +96,8 @@ def build_contact_cards(engine: Engine, companies: bool = False, deployment=None
     person's company (``tessera.vocabulary.CARD_COMPANY_FIELDS``) and co-worker count."""
     engine = as_engine(engine)
     engine.run(*annotation_table_steps(), bulk_edits_ddl())
+    if set_property_types(deployment):
+        engine.run(*SET_PROPERTIES_STEPS)
     with engine.together():
         engine.replace_table("marts.contact_cards", contact_cards_step(companies, deployment))
     cards, buyers, revenue = engine.rows(SqlStep("card.totals", """

@@ -350,14 +350,29 @@ def scrub_erased_batches(engine: Engine, erased_sql: str = "SELECT customer_id F
     so an erasure killed in between is finished by the next run."""
     engine = as_engine(engine)
     engine.run(*delivery_table_steps())
-    out = {"batches_scrubbed": 0, "records_dropped": 0, "batches_erased": 0}
     if "ops.erasures" in erased_sql and not engine.table_exists("ops", "erasures"):
-        return out
+        return {"batches_scrubbed": 0, "records_dropped": 0, "batches_erased": 0}
+    return _scrub(engine, f"subject_id IN ({erased_sql})")
+
+
+def scrub_batch_subjects(engine: Engine, triples_sql: str) -> dict[str, int]:
+    """Like :func:`scrub_erased_batches`, for chosen people in chosen batches only:
+    ``triples_sql`` selects ``(destination, batch_id, subject_id)``. The activation
+    stage drops, at send time, whoever lost consent since their batch was queued."""
+    engine = as_engine(engine)
+    engine.run(*delivery_table_steps())
+    return _scrub(engine, f"(destination, batch_id, subject_id) IN ({triples_sql})")
+
+
+def _scrub(engine: Engine, subjects_where: str) -> dict[str, int]:
+    """Drop the records whose ``exports.delivery_batch_subjects`` rows match
+    ``subjects_where`` (over that table's columns) from the kept batch bodies."""
+    out = {"batches_scrubbed": 0, "records_dropped": 0, "batches_erased": 0}
     hits = engine.rows(SqlStep("delivery.erased_records", f"""
         SELECT s.destination, s.batch_id, list(s.record ORDER BY s.record), b.body, b.content_type
-        FROM exports.delivery_batch_subjects s
+        FROM (SELECT * FROM exports.delivery_batch_subjects WHERE {subjects_where}) s
         JOIN exports.delivery_batches b USING (destination, batch_id)
-        WHERE s.subject_id IN ({erased_sql}) AND b.body IS NOT NULL
+        WHERE b.body IS NOT NULL
         GROUP BY s.destination, s.batch_id, b.body, b.content_type ORDER BY 1, 2"""))
     with engine.together():
         for dest, bid, drop, body, ctype in hits:
@@ -383,7 +398,7 @@ def scrub_erased_batches(engine: Engine, erased_sql: str = "SELECT customer_id F
             out["records_dropped"] += len(drop)
             out["batches_erased"] += int(left == 0)
         engine.run(SqlStep("delivery.scrub_subjects", f"""
-            DELETE FROM exports.delivery_batch_subjects WHERE subject_id IN ({erased_sql})"""))
+            DELETE FROM exports.delivery_batch_subjects WHERE {subjects_where}"""))
     return out
 
 

@@ -694,7 +694,8 @@ def generate(out_dir: str | Path, contacts: int = 300, seed: int = 42,
     """Write the sample data set into ``out_dir`` and return a summary.
 
     ``journey_events`` adds ``web/web_events_<day>_journeys.jsonl``: the Milan journey's
-    purchases, coupon redemptions and show attendances (:mod:`tessera.sampledata.journeys`).
+    purchases, coupon redemptions and show attendances (:mod:`tessera.sampledata.journeys`),
+    and ``web/sms_optins_<day>.csv``: explicit SMS opt-ins of most of those people.
     ``orders_scale`` / ``events_scale`` multiply each person's drawn number of orders and
     of web events (the benchmark's reference proportions: 10 order lines and 50 events per
     contact record); at 1.0 the output is the same as without them.
@@ -869,6 +870,12 @@ def generate(out_dir: str | Path, contacts: int = 300, seed: int = 42,
         (root / jrel).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         counts["journey_events"] = len(lines)
         files.append(jrel)
+        from tessera.sampledata.journeys import sms_optin_lines
+        orel = f"web/sms_optins_{ymd}.csv"
+        optins = sms_optin_lines(journey_people, as_of, seed)
+        (root / orel).write_text("".join(line + "\n" for line in optins), encoding="utf-8")
+        counts["sms_optins"] = len(optins) - 1
+        files.append(orel)
 
     # ---------------- CRM notes and tasks (tessera.sampledata.crm) ----------------
     crm_ids = pl.concat(truth_crm)["source_record_id"].to_list()

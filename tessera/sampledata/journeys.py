@@ -36,3 +36,20 @@ def journey_event_lines(people: pl.DataFrame, as_of: dt.date, seed: int, n: int 
             if rng.random() < 0.6:
                 emit("show_attended", 4, email, {"show": "milan_fashion_show"})
     return lines
+
+
+def sms_optin_lines(people: pl.DataFrame, as_of: dt.date, seed: int, n: int = 60,
+                    share: float = 0.85) -> list[str]:
+    """CSV lines (with header) of explicit SMS opt-ins from the website's preference
+    centre for about ``share`` of the journey's people, weeks before their purchase,
+    so the Milan journey's SMS step has someone to send to (the contact files carry
+    e-mail consent only). Its own random stream: the rest of the sample is unchanged."""
+    rng = np.random.default_rng([seed, 16])
+    people = people.filter(pl.col("email").is_not_null() & (pl.col("email") != "")).head(n)
+    base = dt.datetime(as_of.year, as_of.month, as_of.day, 12, 0, 0)
+    lines = ["id,email,channel,state,kind,at"]
+    for k, email in enumerate(people["email"].to_list(), start=1):
+        if rng.random() < share:
+            at = base - dt.timedelta(days=int(rng.integers(20, 60)), minutes=int(rng.integers(0, 600)))
+            lines.append(f"SO{k:05d},{email},sms,granted,MANAGE,{at:%Y-%m-%dT%H:%M:%S}")
+    return lines

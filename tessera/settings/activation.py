@@ -52,6 +52,9 @@ class ActivationSettings(_Strict):
     quiet_hours: QuietHours | None = None
     daily_cap: int | None = Field(None, ge=1, description="messages per contact per day")
     max_attempts: int = Field(default=5, ge=1, le=50, description="sends of one action before 'failed'")
+    # a journey contact whose action failed (outbox 'failed') is held at the step and the
+    # action retried on the next runs, this many times; then the contact exits (gave_up)
+    journey_retries: int = Field(default=2, ge=0, le=20)
     # the first day evaluated when nothing was evaluated before (default: the run's day)
     start_date: dt.date | None = None
 
@@ -239,3 +242,11 @@ class AutomationsFile(_Strict):
 
 class JourneysFile(_Strict):
     journeys: list[JourneyDef] = []
+
+
+def set_properties(automations, journeys) -> list[str]:
+    """The contact properties a tag action sets (automations and journey steps), sorted:
+    the card overlays their values (``tessera.card.marts``), so they are real fields."""
+    actions = [a.action for a in automations]
+    actions += [s.action for j in journeys for s in j.steps if s.action is not None]
+    return sorted({a.tag.property for a in actions if a.tag is not None and a.tag.property})

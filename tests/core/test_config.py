@@ -55,10 +55,10 @@ def test_demo_config_loads():
     assert dep.tree.field_rules == {"mobile": "most_recent"}
     assert dep.node_rank() == {"erp": 1, "crm": 2, "ecommerce": 3, "web": 4, "email_platform": 5,
                                "lists": 6}
-    assert [p.name for p in dep.properties_of("contact")] == ["loyalty_tier"]
+    assert [p.name for p in dep.properties_of("contact")] == ["loyalty_tier", "spender_level"]
     assert dep.properties_of("contact")[0].sql_type == "VARCHAR"
     assert dep.properties_of("order") == []
-    assert len(dep.sources) == 20
+    assert len(dep.sources) == 21
     assert [dep.source(n).entity for n in ("erp_companies", "crm_companies", "crm_company_users",
                                            "purchased_companies")] == [
         "company", "company", "company_user", "potential_company"]

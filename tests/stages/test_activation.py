@@ -223,8 +223,8 @@ def test_milan_journey_takes_every_branch_once(tmp_path, smtp, http):
     assert b"<first_name>Carla</first_name>" in crm[0][1] and crm[0][1].startswith(b"<?xml")
     assert unconsented_sends(con) == 0 and duplicate_actions(con) == 0
     steps = {(j, s): rest for j, s, *rest in step_counts(con, [D0 + dt.timedelta(days=i) for i in range(14)])}
-    entered, moved, waited, branched, acted, blocked, failed = steps[("milan_fashion_show", "invite")]
-    assert branched == 6 and failed == 0        # 1, 2, 3, 4, 6, 7 reached the branch
+    entered, moved, waited, branched, acted, blocked, failed, held, gave_up = steps[("milan_fashion_show", "invite")]
+    assert branched == 6 and failed == held == gave_up == 0       # 1, 2, 3, 4, 6, 7 reached the branch
     assert steps[("milan_fashion_show", "issue_coupon")][0] == 7   # entered (Elena's rows erased)
 
     # re-running the last day and backfilling a past one send nothing again
@@ -369,7 +369,9 @@ def test_date_and_segment_triggers_wait_until_and_reentry_never(tmp_path, smtp, 
     _walk(con, dep, range(6))
     tags = con.execute("SELECT customer_id, tag FROM marketing.contact_tags ORDER BY 1, 2").fetchall()
     women = [c for c, _n, g, *_ in PEOPLE if g == "F"]
-    assert tags == [(c, t) for c in women for t in ("season=winter", "xmas")]
+    assert tags == [(c, "xmas") for c in women]      # the property is a property, not a tag
+    assert con.execute("SELECT DISTINCT property, value FROM activation.contact_properties").fetchall() == [
+        ("season", "winter")]
     hist = con.execute("""SELECT DISTINCT as_of_date FROM activation.journey_history
         WHERE journey = 'christmas' AND step = 'tag'""").fetchall()
     assert hist == [(D0 + dt.timedelta(days=4),)]           # held until the date
@@ -396,3 +398,105 @@ def test_an_email_platform_over_http_gets_the_message_rendered_and_escaped(tmp_p
     assert "Ciao Marco &lt;b&gt;" in rec["html"]
     # the outbox kept only what the templates read, and drops it once sent
     assert con.execute("SELECT status, payload FROM activation.outbox").fetchall() == [("sent", None)]
+
+
+def _journey_only(ctl, http, **over):
+    base = _deployment(ctl.port, http.server_address[1], max_attempts=2, **over)
+    # the automations that send over HTTP or SMTP are left out; the tag the journey reads stays
+    return base.model_copy(update={"automations": [a for a in base.automations if a.action.kind == "tag"]})
+
+
+def test_a_failed_journey_action_holds_the_contact_then_the_retry_moves_it_on(tmp_path, smtp, http):
+    ctl, sink = smtp
+    dep = _journey_only(ctl, http, journey_retries=2)
+    con = _warehouse(tmp_path / "w.duckdb")
+    http.fail_next = 2          # the SMS gateway fails both attempts of day 0: out of attempts
+    from tessera.engine import recording
+    from tessera.engine.portability import report
+    with recording() as log:
+        out = _run(con, dep, D0)
+    verdicts, text = report([s for s in log.values() if s.name.startswith(("activation.journey_f",
+                                                                           "activation.journey_hold",
+                                                                           "activation.http_give_up"))])
+    assert len(verdicts) == 4 and all(v.passes for v in verdicts), text
+    assert out["held"] == {"held": 7, "gave_up": 0}
+    assert con.execute("""SELECT DISTINCT status, step FROM activation.journey_state
+                          WHERE customer_id <> 6""").fetchall() == [("failed", "sms_coupon")]
+    assert con.execute("SELECT status FROM activation.delivery_batches".replace("activation", "exports")
+                       ).fetchall() == [("gave_up",)]
+    assert con.execute("SELECT DISTINCT status, last_error FROM activation.outbox WHERE kind = 'sms'").fetchall() == [
+        ("failed", "no acknowledgement, gave up")]
+    steps = {(j, s): rest for j, s, *rest in step_counts(con, [D0])}
+    assert steps[("milan_fashion_show", "sms_coupon")][7:] == [7, 0]      # held, gave up
+    # day 1: the receiver is back; the held contacts get the SMS (a new key, same coupon)
+    _run(con, dep, D0 + dt.timedelta(days=1))
+    sent = con.execute("""SELECT ref, status FROM activation.outbox WHERE kind = 'sms' AND status = 'sent'
+                          ORDER BY customer_id""").fetchall()
+    assert sent == [(f"{D0}/retry-1", "sent")] * 7
+    texts = _sms(http)[-7:]
+    codes = dict(con.execute("SELECT customer_id, code FROM activation.coupons").fetchall())
+    assert all(codes[int(r["to"][-1])] in r["text"] for r in texts)
+    assert con.execute("""SELECT DISTINCT status, step FROM activation.journey_state
+                          WHERE customer_id <> 6""").fetchall() == [("active", "coupon_used")]
+    hist = [r[0] for r in con.execute("""SELECT outcome FROM activation.journey_history WHERE customer_id = 1
+        AND step = 'sms_coupon' ORDER BY as_of_date, outcome""").fetchall()]
+    assert hist == ["acted", "failed", "acted", "retried"]
+    # the rest of the journey goes on as usual: Anna is invited and thanked, once
+    _walk(con, dep, range(2, 14))
+    assert [m["Subject"] for m in sink.messages if m["To"] == "anna@example.it"] == [
+        "Sfilata donna a Milano: sei invitata", "Grazie per essere venuto/a"]
+    assert duplicate_actions(con) == 0
+
+
+def test_a_journey_action_failing_after_the_retries_exits_the_contact(tmp_path, smtp, http):
+    ctl, sink = smtp
+    dep = _journey_only(ctl, http, journey_retries=1)
+    con = _warehouse(tmp_path / "w.duckdb")
+    http.fail_next = 10**6      # the gateway never recovers
+    _walk(con, dep, range(4))
+    state = con.execute("""SELECT DISTINCT status, step FROM activation.journey_state
+                           WHERE customer_id <> 6""").fetchall()
+    assert state == [("exited", "sms_coupon")]
+    hist = [r[0] for r in con.execute("""SELECT outcome FROM activation.journey_history WHERE customer_id = 1
+        ORDER BY as_of_date, outcome""").fetchall()]
+    assert hist == ["acted", "acted", "entered", "failed", "acted", "gave_up", "retried"]
+    # two tries (day 0 and the retry on day 1), two attempts each, then nothing more
+    assert len([r for r in http.requests if r[0] == "/sms"]) == 4
+    assert con.execute("SELECT count(*) FROM activation.outbox WHERE kind = 'sms' AND status = 'failed'"
+                       ).fetchone()[0] == 14
+    steps = {(j, s): rest for j, s, *rest in step_counts(con, [D0 + dt.timedelta(days=i) for i in range(4)])}
+    assert steps[("milan_fashion_show", "sms_coupon")][7:] == [0, 7]
+    # Paolo (no SMS consent) was blocked, not failed: he went on
+    assert con.execute("SELECT step FROM activation.journey_state WHERE customer_id = 6").fetchone()[0] != "sms_coupon"
+
+
+def test_consent_withdrawn_after_the_batch_was_queued_drops_the_person_before_sending(tmp_path, smtp, http):
+    ctl, sink = smtp
+    dep = _deployment(ctl.port, http.server_address[1])
+    dep = dep.model_copy(update={"automations": []})
+    con = _warehouse(tmp_path / "w.duckdb")
+    http.fail_next = 2          # day 0: the SMS batch is queued, both attempts fail
+    _run(con, dep, D0)
+    assert con.execute("SELECT status, records FROM exports.delivery_batches").fetchall() == [("pending", 7)]
+    first = [h["webhook-id"] for p, h, b in http.requests if p == "/sms"]
+    # Carla withdraws SMS consent before the retry
+    con.execute("UPDATE marts.contact_cards SET sms_consent = 'withdrawn' WHERE customer_id = 3")
+    assert unconsented_sends(con) == 1
+    from tessera.engine import recording
+    from tessera.engine.portability import report
+    with recording() as log:
+        out = _run(con, dep, D0 + dt.timedelta(days=1))
+    verdicts, text = report([s for s in log.values() if s.name.startswith(("activation.unconsented_in",
+                                                                           "activation.withdraw_batched",
+                                                                           "delivery.scrub", "delivery.erased"))])
+    assert len(verdicts) >= 4 and all(v.passes for v in verdicts), text
+    assert out["send"].withdrawn == 1
+    (path, headers, body), = [r for r in http.requests[len(first):] if r[0] == "/sms"]
+    assert headers["webhook-id"] == first[0]                 # the same batch, scrubbed
+    assert verify("sms-secret", headers, body)
+    assert sorted(r["to"][-1] for r in json.loads(body)["records"]) == ["1", "2", "4", "5", "7", "8"]
+    rows = dict(con.execute("SELECT customer_id, status FROM activation.outbox WHERE kind = 'sms'").fetchall())
+    assert rows[3] == "withdrawn" and sorted(c for c, st in rows.items() if st == "sent") == [1, 2, 4, 5, 7, 8]
+    assert con.execute("SELECT status, records FROM exports.delivery_batches").fetchall() == [("delivered", 6)]
+    assert con.execute("""SELECT count(*) FROM exports.delivery_batch_subjects""").fetchone()[0] in (0, 6)
+    assert unconsented_sends(con) == 0

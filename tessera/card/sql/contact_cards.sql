@@ -18,8 +18,8 @@ e AS (
            count(*) FILTER (WHERE event_type = 'page_view') AS page_views,
            count(*) FILTER (WHERE event_type = 'email_open') AS email_opens
     FROM core.events WHERE customer_id IS NOT NULL GROUP BY customer_id
-){company_cte}
-SELECT c.*,
+){set_cte}{company_cte}
+SELECT {customer_columns},
        coalesce(o.order_number, 0) AS order_number,
        CAST(coalesce(o.order_summary, 0) AS DECIMAL(18,2)) AS order_summary,
        o.order_avg, o.first_order_date, o.last_order_date,
@@ -31,6 +31,7 @@ FROM core.customers c
 LEFT JOIN o USING (customer_id)
 LEFT JOIN e USING (customer_id)
 LEFT JOIN a USING (customer_id)
+{set_join}
 {company_join}
 WHERE c.customer_id NOT IN (SELECT customer_id FROM soft_deleted)
 ORDER BY c.customer_id
