@@ -69,10 +69,13 @@ def summary(run_id: str | None = None, day: dt.date | None = None) -> dict:
         customers = con.execute("SELECT count(*) FROM core.customers").fetchone()[0]
         records = con.execute("SELECT count(*) FROM core.customer_sources").fetchone()[0]
         # only the feeds of the summarised day (every earlier day's stay in the table)
-        feed_day = the_day["as_of_date"] if the_day else con.execute(
-            "SELECT max(as_of_date) FROM exports.feed_deliveries").fetchone()[0]
-        feeds = con.execute("""SELECT feed, as_of_date, file, rows FROM exports.feed_deliveries
-                               WHERE as_of_date = ? ORDER BY feed""", [feed_day]).fetchall()
+        # (a first run that failed before the feeds has no delivery table yet)
+        feeds = []
+        if table_exists(con, "exports", "feed_deliveries"):
+            feed_day = the_day["as_of_date"] if the_day else con.execute(
+                "SELECT max(as_of_date) FROM exports.feed_deliveries").fetchone()[0]
+            feeds = con.execute("""SELECT feed, as_of_date, file, rows FROM exports.feed_deliveries
+                                   WHERE as_of_date = ? ORDER BY feed""", [feed_day]).fetchall()
         predictions = None
         if table_exists(con, "predictions", "accuracy"):
             # the latest day's scored contacts and its back-test AUCs of "buys in the window"
