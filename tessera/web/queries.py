@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from weakref import WeakKeyDictionary
 
-from tessera.card.search import REGISTRY_ORDER, SEARCH_TABLE, contact_search_select
+from tessera.card.search import REGISTRY_ORDER, SEARCH_TABLE, SEARCHED, contact_search_select
 from tessera.engine import Engine, SqlStep
 from tessera.history.summary import days_step
 from tessera.privacy.consent import SOFT_DELETED_SQL
@@ -42,6 +42,8 @@ TABS = (
     ("timeline", "Timeline"),
     ("visits", "Visits"),
     ("messages", "Messages"),
+    ("coupons", "Coupons"),
+    ("journeys", "Journeys and automations"),
     ("notes", "Notes and tasks"),
     ("companies", "Company"),
     ("segments", "Segments"),
@@ -73,6 +75,7 @@ class Table:
     empty: str = "Nothing recorded."
     note: str = ""
     link: str = ""  # the first column is an id to link: "card" or "company"
+    link_query: str = ""  # appended to the link (``?view=NAME``)
 
 
 def show(value: Any) -> str:
@@ -104,13 +107,17 @@ def fold(text: str) -> str:
 _CATALOGUES: WeakKeyDictionary = WeakKeyDictionary()
 
 
-def _has(engine: Engine, table: str) -> bool:
+def _catalogue(engine: Engine) -> frozenset[str]:
     known = _CATALOGUES.get(engine)
     if known is None:
         known = frozenset(f"{schema}.{name}" for schema, name in engine.rows(SqlStep(
             "web.catalogue", "SELECT table_schema, table_name FROM information_schema.tables")))
         _CATALOGUES[engine] = known
-    return table in known
+    return known
+
+
+def _has(engine: Engine, table: str) -> bool:
+    return table in _catalogue(engine)
 
 
 def _hidden_sql(engine: Engine) -> str:
@@ -130,24 +137,98 @@ def _table_columns(engine: Engine, schema: str, table: str) -> list[str]:
 
 
 def _table(engine: Engine, title: str, step: SqlStep, empty: str = "Nothing recorded.",
-           note: str = "", link: str = "") -> Table:
+           note: str = "", link: str = "", link_query: str = "") -> Table:
     data = engine.columns(step)
     names = list(data)
     rows = list(zip(*(data[n] for n in names))) if names else []
-    return Table(title, names, rows, empty, note, link)
+    return Table(title, names, rows, empty, note, link, link_query)
 
 
 # ---------------------------------------------------------------------------------- search
 
-def search_step(engine: Engine, query: str, letter: str = "", limit: int = SEARCH_LIMIT) -> SqlStep:
+# The registry filters of the Sendero seed on the contacts list: (key, label, card columns).
+# A filter matches when any of its columns holds the value (interests 1-10, sources 1-5);
+# only the filters whose columns the deployment's cards have are offered.
+FILTERS = (
+    ("profession", "Profession", ("profession",)),
+    ("marital_status", "Marital status", ("marital_status",)),
+    ("education", "Education", ("education",)),
+    ("user_type", "User type", ("user_type",)),
+    ("interest_macro", "Interest (macro)", tuple(f"interest_macro_{i}" for i in range(1, 11))),
+    ("interest_micro", "Interest (micro)", tuple(f"interest_micro_{i}" for i in range(1, 11))),
+    ("source_macro", "Source (macro)", tuple(f"source_macro_{i}" for i in range(1, 6))),
+    ("source_micro", "Source (micro)", tuple(f"source_micro_{i}" for i in range(1, 6))),
+    ("permanent_form_source_type", "Permanent form source", ("permanent_form_source_type",)),
+    ("registration_detail", "Registration detail", ("registration_detail",)),
+    ("gender", "Gender", ("gender",)),
+    ("country", "Country", ("country",)),
+    ("province", "Province", ("province",)),
+    ("city", "City", ("city",)),
+    ("email_consent", "E-mail consent", ("email_consent",)),
+    ("sms_consent", "SMS consent", ("sms_consent",)),
+)
+FILTER_KEYS = frozenset(k for k, _, _ in FILTERS)
+FILTER_OPTIONS = 200  # values offered per filter, the most frequent first
+
+
+def views(engine: Engine) -> list[str]:
+    """The view nodes (``tree.views``) whose contact cards were published."""
+    known = _catalogue(engine)
+    return sorted(t[len("views."):-len("_contact_cards")] for t in known
+                  if t.startswith("views.") and t.endswith("_contact_cards"))
+
+
+def cards_table(engine: Engine, view: str | None = None) -> str:
+    """The card table of ``view`` (a name :func:`views` lists, else the main view)."""
+    if view and view in views(engine):
+        return f'views."{view}_contact_cards"'
+    return "marts.contact_cards"
+
+
+def available_filters(engine: Engine, view: str | None = None) -> list[tuple[str, str, tuple]]:
+    """The filters whose columns this deployment's cards have (each with those columns)."""
+    schema, table = _split(cards_table(engine, view))
+    have = set(_table_columns(engine, schema, table))
+    out = []
+    for key, label, cols in FILTERS:
+        present = tuple(c for c in cols if c in have)
+        if present:
+            out.append((key, label, present))
+    return out
+
+
+def filter_options(engine: Engine, view: str | None = None) -> dict[str, list[tuple[str, int]]]:
+    """Per available filter, its values on the cards with how many cards hold each (a
+    card with the value in two slots counts once), the
+    most frequent first (one scan per filter; the page caches them per snapshot)."""
+    cards = cards_table(engine, view)
+    out = {}
+    for key, _label, cols in available_filters(engine, view):
+        union = " UNION ALL ".join(f"SELECT customer_id, CAST({c} AS VARCHAR) AS v FROM {cards}"
+                                   for c in cols)
+        count = "count(*)" if len(cols) == 1 else "count(DISTINCT customer_id)"
+        out[key] = [(str(v), int(n)) for v, n in engine.rows(SqlStep("web.filter_options", f"""
+            SELECT v, {count} AS n FROM ({union}) AS x WHERE v IS NOT NULL AND v <> ''
+            GROUP BY v ORDER BY n DESC, v LIMIT {FILTER_OPTIONS}"""))]
+    return out
+
+
+def _split(table: str) -> tuple[str, str]:
+    schema, name = table.split(".", 1)
+    return schema, name.strip('"')
+
+
+def search_step(engine: Engine, query: str, letter: str = "", limit: int = SEARCH_LIMIT,
+                filters: dict[str, str] | None = None, view: str | None = None) -> SqlStep:
     """Every word of ``query`` must match one of: name, surname, e-mail, birth date
     (``1980``), city, ERP id, tax code, the customer id, the gender (``M``/``F``, whole
     word), or the digits of a phone (at least 4). Accent- and case-insensitive.
 
     Listed in the registry order of the Sendero seed: surname and name, else e-mail; with
-    ``letter``, only people whose surname (else e-mail) starts with it. The keys come
-    from ``marts.contact_search`` (folded once per run), or are folded here if a
-    warehouse has no such table."""
+    ``letter``, only people whose surname (else e-mail) starts with it. ``filters`` (a
+    :data:`FILTERS` key to a value) keep the cards holding that value in one of the
+    filter's columns. The keys come from ``marts.contact_search`` (folded once per run),
+    or are folded here for a warehouse without it and for another ``view``'s cards."""
     params: dict[str, Any] = {"limit": limit}
     conds = []
     for i, word in enumerate(query.split()[:8]):
@@ -162,34 +243,50 @@ def search_step(engine: Engine, query: str, letter: str = "", limit: int = SEARC
     if letter:
         params["letter"] = fold(letter)[:1]
         conds.append("starts_with(s.sort_key, $letter)")
+    for key, _label, cols in available_filters(engine, view) if filters else ():
+        value = (filters or {}).get(key, "").strip()
+        if value:
+            params[f"f_{key}"] = value
+            conds.append("(" + " OR ".join(f"CAST(c.{col} AS VARCHAR) = $f_{key}" for col in cols) + ")")
     where = " AND ".join(conds) or "TRUE"
-    keys = SEARCH_TABLE if _has(engine, SEARCH_TABLE) else f"({contact_search_select()})"
+    cards = cards_table(engine, view)
+    if cards == "marts.contact_cards" and _has(engine, SEARCH_TABLE):
+        keys = SEARCH_TABLE
+    else:
+        schema, table = _split(cards)
+        have = set(_table_columns(engine, schema, table))
+        missing = [f for f in SEARCHED if f not in have]
+        keys = "(" + contact_search_select(missing).replace("FROM marts.contact_cards", f"FROM {cards}") + ")"
     order = ", ".join(f"s.{k}" for k in REGISTRY_ORDER.split(", "))
     return SqlStep("web.search", f"""
         SELECT c.customer_id AS id, c.last_name AS surname, c.first_name AS name, c.email,
                c.mobile, c.city, c.birth_date, c.order_number AS orders
-        FROM {keys} AS s JOIN marts.contact_cards c ON c.customer_id = s.customer_id
+        FROM {keys} AS s JOIN {cards} c ON c.customer_id = s.customer_id
         WHERE s.customer_id NOT IN ({_hidden_sql(engine)}) AND {where}
         ORDER BY {order}
         LIMIT $limit""", params)
 
 
-def search(engine: Engine, query: str, letter: str = "", limit: int = SEARCH_LIMIT) -> Table:
+def search(engine: Engine, query: str, letter: str = "", limit: int = SEARCH_LIMIT,
+           filters: dict[str, str] | None = None, view: str | None = None) -> Table:
     if not _has(engine, "marts.contact_cards"):
         return Table("Contacts", [], empty="No contact cards yet: run the daily job.")
-    return _table(engine, "Contacts", search_step(engine, query, letter, limit),
-                  empty="No contact matches.", link="card")
+    view = view if view in views(engine) else None
+    return _table(engine, "Contacts", search_step(engine, query, letter, limit, filters, view),
+                  empty="No contact matches.", link="card",
+                  link_query=f"?view={view}" if view else "")
 
 
 # ------------------------------------------------------------------------------------ card
 
-def card(engine: Engine, customer_id: int) -> dict[str, Any] | None:
-    """The person's card row, or None when there is no such person to show (never built,
-    erased, or soft-deleted): the page answers the same for all three."""
+def card(engine: Engine, customer_id: int, view: str | None = None) -> dict[str, Any] | None:
+    """The person's card row (in ``view``, a view node's cards, else the main view), or
+    None when there is no such person to show (never built, erased, or soft-deleted, or
+    without a record under the view): the page answers the same for all."""
     if not _has(engine, "marts.contact_cards"):
         return None
     data = engine.columns(SqlStep("web.card", f"""
-        SELECT * FROM marts.contact_cards
+        SELECT * FROM {cards_table(engine, view)}
         WHERE customer_id = $id AND customer_id NOT IN ({_hidden_sql(engine)})""",
         {"id": customer_id}))
     if not data or not next(iter(data.values())):
@@ -212,18 +309,23 @@ def find_customer(engine: Engine, key: str) -> int | None:
     return int(rows[0][0]) if rows else None
 
 
-def card_tab(engine: Engine, tab: str, row: dict[str, Any]) -> list[Table]:
-    """The tables of one tab of the card whose row is ``row`` (see :func:`card`)."""
+def card_tab(engine: Engine, tab: str, row: dict[str, Any], view: str | None = None) -> list[Table]:
+    """The tables of one tab of the card whose row is ``row`` (see :func:`card`); in a
+    view, the profile's lineage is the view's (the other tabs are the person's)."""
+    if tab == "profile" and view and view in views(engine):
+        return _profile(engine, row, view)
     return _TAB_BUILDERS[tab](engine, row)
 
 
-def _with_lineage(engine: Engine, kind: str, key: int, what: str, fields: list[tuple]) -> Table:
+def _with_lineage(engine: Engine, kind: str, key: int, what: str, fields: list[tuple],
+                  lineage_table: str = "") -> Table:
     """A golden record's (``kind``: customer or company) fields with each value's lineage."""
     lineage: dict[str, tuple] = {}
-    if _has(engine, f"core.{kind}_field_lineage"):
+    lineage_table = lineage_table or f"core.{kind}_field_lineage"
+    if _has(engine, lineage_table.replace('"', "")):
         for field_name, *rest in engine.rows(SqlStep(f"web.{kind}_lineage", f"""
                 SELECT field, source, node, source_record_id, source_updated_at, rule
-                FROM core.{kind}_field_lineage WHERE {kind}_id = $id""", {"id": key})):
+                FROM {lineage_table} WHERE {kind}_id = $id""", {"id": key})):
             lineage[field_name] = tuple(rest)
     return Table(f"Golden {what} and the lineage of each field",
                  ["field", "value", "source", "node", "source record", "source updated", "rule"],
@@ -241,12 +343,15 @@ def _merged_sources(engine: Engine, kind: str, key: int, what: str) -> list[Tabl
         {"id": key}))]
 
 
-def _profile(engine: Engine, row: dict[str, Any]) -> list[Table]:
+def _profile(engine: Engine, row: dict[str, Any], view: str | None = None) -> list[Table]:
     cid = row["customer_id"]
     golden = _table_columns(engine, "core", "customers") or list(row)
     totals = [(TOTAL_LABELS[k], row[k]) for k in TOTAL_LABELS if k in row]
+    lineage = f'views."{view}_field_lineage"' if view else ""
+    what = f"profile in the view {view}" if view else "profile"
     return [
-        _with_lineage(engine, "customer", cid, "profile", [(f, row.get(f)) for f in golden if f in row]),
+        _with_lineage(engine, "customer", cid, what, [(f, row.get(f)) for f in golden if f in row],
+                      lineage),
         Table("E-commerce and activity totals", ["measure", "value"], totals),
     ]
 
@@ -543,9 +648,17 @@ def _discovered(schema: str, accuracy: str = ""):
     return build
 
 
+def _activation():
+    from tessera.web import activation_tabs  # it imports this module
+
+    return activation_tabs
+
+
 _TAB_BUILDERS = {
     "profile": _profile, "identifiers": _identifiers, "consents": _consents, "orders": _orders,
     "timeline": _timeline, "visits": _visits, "messages": _messages, "notes": _notes, "companies": _companies, "segments": _segments,
+    "coupons": lambda engine, row: _activation().coupons_tab(engine, row),
+    "journeys": lambda engine, row: _activation().journeys_tab(engine, row),
     "scores": _scores, "stages": _stages, "rfm": _rfm,
     "predictions": _discovered("predictions", "accuracy"),
     "recommendations": _discovered("recommendations", "evaluation"),
@@ -633,15 +746,17 @@ class Registry:
     initial: str
     order: str
     read: Callable[..., Table]
+    filters: bool = False  # the per-field filters and the view selector (contacts)
 
 
-def _contacts(engine: Engine, query: str, letter: str = "", limit: int = SEARCH_LIMIT) -> Table:
-    return search(engine, query, letter, limit)
+def _contacts(engine: Engine, query: str, letter: str = "", limit: int = SEARCH_LIMIT,
+              filters: dict[str, str] | None = None, view: str | None = None) -> Table:
+    return search(engine, query, letter, limit, filters, view)
 
 
 REGISTRIES = (
     Registry("/", "Contacts", "name, e-mail, phone, birth year or id", "Surname (else e-mail)",
-             "surname and name, else e-mail", _contacts),
+             "surname and name, else e-mail", _contacts, filters=True),
     Registry("/companies", "Companies", "legal name, VAT number, city or ERP id", "Legal name",
              "legal name", companies_search),
     Registry("/company-users", "Company users", "name, e-mail, company, VAT number or role",

@@ -48,12 +48,23 @@ READ_TABLES = (
     "marketing.rfm_scores", "marketing.funnel_daily",
     "ops.segment_runs", "ops.import_report", "ops.import_reject_reasons",
     "ops.runs",
+    "activation.coupons", "activation.journey_state", "activation.journey_history",
+    "activation.outbox", "activation.evaluated_days",
 )
+# Tables published through a select of their own: the outbox without its payload (the
+# fields a pending send reads) and with the target only where it is not an address.
+READ_SELECTS = {
+    "activation.outbox": (
+        "SELECT action_key, as_of_date, origin, name, step, customer_id, kind, channel, "
+        "CASE WHEN kind IN ('tag', 'webhook', 'coupon') THEN target END AS target, status, "
+        "attempts, queued_at, sent_at, last_error FROM activation.outbox"),
+}
 # Published under another name: who is soft-deleted now (the page hides them). The live
 # request log's order (its rowid) does not survive a copy, so its outcome is copied.
 SOFT_DELETED = "ops.soft_deleted"
 # Schemas whose every table is read (the card's discovered tabs and their accuracy).
-READ_SCHEMAS = ("predictions", "recommendations")
+# ``views``: the view nodes' cards and lineage (the page's view selector).
+READ_SCHEMAS = ("predictions", "recommendations", "views")
 
 
 def snapshot_root(warehouse: str | Path) -> Path:
@@ -102,7 +113,7 @@ def publish(engine: Engine, warehouse: str | Path) -> dict:
     work.mkdir()
     try:
         rows: dict[str, int] = {}
-        selects = {t: f"SELECT * FROM {t}" for t in _tables(engine)}
+        selects = {t: READ_SELECTS.get(t, f"SELECT * FROM {t}") for t in _tables(engine)}
         if engine.table_exists("ops", "bulk_edits"):
             selects[SOFT_DELETED] = (f"SELECT customer_id, requested_at FROM ({SOFT_DELETED_SQL}) "
                                      "WHERE customer_id IS NOT NULL")
