@@ -197,17 +197,23 @@ def available_filters(engine: Engine, view: str | None = None) -> list[tuple[str
     return out
 
 
-def filter_options(engine: Engine, view: str | None = None) -> dict[str, list[tuple[str, int]]]:
+def filter_options(engine: Engine, view: str | None = None) -> dict[str, list[tuple[str, int, str]]]:
     """Per available filter, its values on the cards with how many cards hold each (a
-    card with the value in two slots counts once), the
+    card with the value in two slots counts once) and the value's label (settings tables,
+    where the run published them; else empty), the
     most frequent first (one scan per filter; the page caches them per snapshot)."""
     cards = cards_table(engine, view)
+    labels: dict[tuple[str, str], str] = {}
+    if _has(engine, "web.filter_labels"):  # the settings tables' labels, published with the run
+        labels = {(k, v): lab for k, v, lab in engine.rows(SqlStep(
+            "web.filter_labels", "SELECT filter, value, label FROM web.filter_labels"))}
     out = {}
     for key, _label, cols in available_filters(engine, view):
         union = " UNION ALL ".join(f"SELECT customer_id, CAST({c} AS VARCHAR) AS v FROM {cards}"
                                    for c in cols)
         count = "count(*)" if len(cols) == 1 else "count(DISTINCT customer_id)"
-        out[key] = [(str(v), int(n)) for v, n in engine.rows(SqlStep("web.filter_options", f"""
+        out[key] = [(str(v), int(n), labels.get((key, str(v)), "")) for v, n in engine.rows(SqlStep(
+            "web.filter_options", f"""
             SELECT v, {count} AS n FROM ({union}) AS x WHERE v IS NOT NULL AND v <> ''
             GROUP BY v ORDER BY n DESC, v LIMIT {FILTER_OPTIONS}"""))]
     return out
@@ -809,6 +815,51 @@ class Chart:
         return max((v for _, v in self.bars), default=0) or 1
 
 
+# An order's campaign: the person's last e-mail click on a campaign in the days before it.
+ATTRIBUTION_DAYS = 7
+ROAS_NOTE = (f"Revenue: orders placed within {ATTRIBUTION_DAYS} days after the buyer clicked a "
+             "campaign's e-mail, each order to the last campaign clicked (last click). ROAS = "
+             "revenue / cost over every channel of the campaign; campaigns without a cost line "
+             "have no ROAS.")
+
+
+def roas_step(engine: Engine) -> SqlStep:
+    """Cost per campaign (every channel) beside the revenue of the orders it is credited
+    with (:data:`ROAS_NOTE`); campaigns with a cost and no sale, and sales of a campaign
+    with no cost line, both shown."""
+    attributed = "SELECT CAST(NULL AS VARCHAR) AS campaign, CAST(NULL AS DECIMAL(18, 2)) AS amount, " \
+                 "CAST(NULL AS BIGINT) AS customer_id WHERE FALSE"
+    if _has(engine, "core.orders") and _has(engine, "core.events"):
+        attributed = f"""
+            SELECT campaign, amount, customer_id FROM (
+                SELECT c.campaign, o.amount, o.customer_id,
+                       row_number() OVER (PARTITION BY o.order_id ORDER BY c.occurred_at DESC,
+                                          c.campaign) AS n
+                FROM core.orders o JOIN (
+                    SELECT customer_id, occurred_at,
+                           json_extract_string(properties, '$.campaign_id') AS campaign
+                    FROM core.events WHERE event_type = 'email_click') c
+                  ON c.customer_id = o.customer_id
+                 AND date_diff('day', CAST(c.occurred_at AS DATE), o.order_date)
+                     BETWEEN 0 AND {ATTRIBUTION_DAYS}
+                WHERE c.campaign IS NOT NULL) AS x
+            WHERE n = 1"""
+    return SqlStep("web.roas", f"""
+        WITH costs AS (
+            SELECT campaign_id AS campaign, sum(cost) AS cost, count(DISTINCT channel) AS channels
+            FROM staging.campaign_costs GROUP BY campaign_id),
+        sales AS (
+            SELECT campaign, count(*) AS orders, count(DISTINCT customer_id) AS buyers,
+                   sum(amount) AS revenue
+            FROM ({attributed}) AS a GROUP BY campaign)
+        SELECT coalesce(k.campaign, s.campaign) AS campaign, k.channels, k.cost,
+               coalesce(s.orders, 0) AS orders, coalesce(s.buyers, 0) AS buyers,
+               coalesce(s.revenue, 0) AS revenue,
+               CAST(round(coalesce(s.revenue, 0) / nullif(k.cost, 0), 2) AS DOUBLE) AS roas
+        FROM costs k FULL OUTER JOIN sales s ON s.campaign = k.campaign
+        ORDER BY campaign DESC LIMIT 200""")
+
+
 def analytics(engine: Engine) -> dict[str, Any]:
     """Headline numbers and the distributions an analyst looks at first; counts only."""
     out: dict[str, Any] = {"headline": [], "charts": [], "tables": []}
@@ -891,8 +942,16 @@ def analytics(engine: Engine) -> dict[str, Any]:
             SELECT {keys}, count(*) AS orders,
                    count(DISTINCT customer_id) AS buyers, sum(amount) AS revenue
             FROM core.orders GROUP BY ALL ORDER BY revenue DESC NULLS LAST, {keys}
-            LIMIT 50"""), note="ROAS needs campaign costs, which no source of this deployment "
-                                "delivers yet: revenue only.", empty="No order."))
+            LIMIT 50"""), note="Per sales channel; ROAS is per campaign, below (it needs a "
+                                "campaign_cost source).", empty="No order."))
+    if _has(engine, "staging.campaign_costs"):
+        out["tables"].append(_table(engine, "Sales and ROAS per campaign", roas_step(engine),
+                                    empty="No campaign cost delivered.", note=ROAS_NOTE))
+        out["tables"].append(_table(engine, "Campaign costs per channel", SqlStep("web.campaign_costs", """
+            SELECT campaign_id AS campaign, channel, min(spend_date) AS first_day,
+                   max(spend_date) AS last_day, sum(cost) AS cost
+            FROM staging.campaign_costs GROUP BY ALL ORDER BY campaign DESC, cost DESC, channel
+            LIMIT 300"""), empty="No campaign cost delivered."))
     if _has(engine, "ops.import_report"):
         out["tables"].append(_table(engine, "Import health per day", SqlStep("web.import_health", """
             SELECT CAST(loaded_at AS DATE) AS day, count(*) AS files,

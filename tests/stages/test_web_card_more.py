@@ -61,7 +61,26 @@ def world(tmp_path_factory):
         ('e1', 1, 'coupon_redeemed', TIMESTAMP '2026-10-25 11:00:00', '{"campaign": "milan", "storeCode": "Milan"}'),
         ('e2', 1, 'coupon_redeemed', TIMESTAMP '2026-10-26 11:00:00', '{"campaign": "spring", "code": "SOMEONEELS"}'),
         ('e3', 1, 'coupon_redeemed', TIMESTAMP '2026-10-30 09:00:00', '{"campaign": "autumn"}'),
-        ('e4', 2, 'coupon_redeemed', TIMESTAMP '2026-10-25 11:00:00', '{"campaign": "milan"}')""")
+        ('e4', 2, 'coupon_redeemed', TIMESTAMP '2026-10-25 11:00:00', '{"campaign": "milan"}'),
+        ('c1', 3, 'email_click', TIMESTAMP '2026-10-05 09:00:00', '{"campaign_id": "CMP-A"}'),
+        ('c2', 3, 'email_click', TIMESTAMP '2026-10-08 09:00:00', '{"campaign_id": "CMP-B"}'),
+        ('c3', 4, 'email_click', TIMESTAMP '2026-10-01 09:00:00', '{"campaign_id": "CMP-A"}'),
+        ('c4', 5, 'email_click', TIMESTAMP '2026-10-12 08:00:00', '{"campaign_id": "CMP-A"}'),
+        ('c5', 5, 'email_open', TIMESTAMP '2026-10-12 07:00:00', '{"campaign_id": "CMP-C"}')""")
+    # ROAS: person 3's order goes to the last campaign clicked (B), person 4's click is
+    # 19 days old (no campaign), person 5 clicked A on the day of the order
+    con.execute("""CREATE TABLE core.orders AS SELECT * FROM (VALUES
+        ('O1', 3, DATE '2026-10-10', CAST(100 AS DECIMAL(18, 2)), 'ecommerce', 'web', NULL, 'shop'),
+        ('O2', 4, DATE '2026-10-20', CAST(50 AS DECIMAL(18, 2)), 'ecommerce', 'web', NULL, 'shop'),
+        ('O3', 5, DATE '2026-10-12', CAST(30 AS DECIMAL(18, 2)), 'store', 'milano', NULL, 'shop'))
+        AS t(order_id, customer_id, order_date, amount, channel_macro, channel_micro, offer_id, source)""")
+    con.execute("CREATE SCHEMA IF NOT EXISTS staging")
+    con.execute("""CREATE TABLE staging.campaign_costs AS SELECT * FROM (VALUES
+        ('campaign_costs', 'k1', 'CMP-A', 'email', DATE '2026-10-01', CAST(10 AS DECIMAL(18, 2))),
+        ('campaign_costs', 'k2', 'CMP-A', 'social', DATE '2026-10-01', CAST(20 AS DECIMAL(18, 2))),
+        ('campaign_costs', 'k3', 'CMP-B', 'email', DATE '2026-10-01', CAST(50 AS DECIMAL(18, 2))),
+        ('campaign_costs', 'k4', 'CMP-C', 'social', DATE '2026-10-01', CAST(40 AS DECIMAL(18, 2))))
+        AS t(source, source_record_id, campaign_id, channel, spend_date, cost)""")
     con.execute(ACTIVATION_SQL.read_text(encoding="utf-8"))
     # milan: redeemed by campaign in time (used); spring: the event names another code
     # (not used, still valid); autumn: expired before its redemption (expired)
@@ -94,7 +113,7 @@ def world(tmp_path_factory):
                'tree_priority' AS rule
         FROM views.online_contact_cards""")
     con.execute("CHECKPOINT")
-    publish(as_engine(con), path)
+    publish(as_engine(con), path, [("profession", "3", "studente"), ("interest_macro", "7", "sport")])
     con.close()
     return path
 
@@ -190,14 +209,27 @@ def test_filters_keep_the_cards_holding_the_value_in_any_slot(client):
     assert _ids(client.get("/", params={"f_source_macro": "1", "view": "online"}).text) == [10, 5]
     # the offered values and their counts; only the filters the cards have columns for
     html = client.get("/").text
-    assert re.search(r'<option value="3">3 \(3\)</option>', html)
-    assert re.search(r'<option value="7">7 \(2\)</option>', html.split('id="opt-interest_macro"')[1])
+    assert re.search(r'<option value="3">studente · 3 \(3\)</option>', html)
+    assert re.search(r'<option value="7">sport · 7 \(2\)</option>', html.split('id="opt-interest_macro"')[1])
+    assert re.search(r'<option value="8">8 \(1\)</option>', html)  # no label for it
     assert 'data-filter="education"' not in html and 'data-filter="profession"' in html
     # an unknown filter or one with a value nobody holds
     assert len(_ids(client.get("/", params={"f_nosuch": "x"}).text)) == 40
     assert _ids(client.get("/", params={"f_profession": "'; DROP TABLE x; --"}).text) == []
     # the initial-letter links keep the filters
     assert 'href="/?letter=B&amp;f_profession=3"' in client.get("/", params={"f_profession": "3"}).text
+
+
+def test_roas_per_campaign_credits_each_order_to_its_last_clicked_campaign(client):
+    html = client.get("/analytics").text
+    rows = {r[0]: r for r in _cells(html, "Sales and ROAS per campaign")}
+    # campaign, channels, cost, orders, buyers, revenue, roas
+    assert rows["CMP-A"][1:] == ["2", "30.00", "1", "1", "30.00", "1"]
+    assert rows["CMP-B"][1:] == ["1", "50.00", "1", "1", "100.00", "2"]
+    assert rows["CMP-C"][1:] == ["1", "40.00", "0", "0", "0.00", "0"]  # cost, no sale
+    assert list(rows) == ["CMP-C", "CMP-B", "CMP-A"]
+    costs = _cells(html, "Campaign costs per channel")
+    assert sum(float(r[4]) for r in costs) == 120.0 and len(costs) == 4
 
 
 def test_new_steps_transpile_to_spark(client, world):
@@ -212,8 +244,10 @@ def test_new_steps_transpile_to_spark(client, world):
         client.get("/", params={"q": "rossi", "f_profession": "3"})
         for tab in ("coupons", "journeys", "profile"):
             client.get("/card/1", params={"tab": tab, "view": "online"})
+        client.get("/analytics")
     names = {s.name for s in steps.values()}
-    assert {"web.coupons", "web.journey_state", "web.outbox", "web.filter_options", "web.search"} <= names
+    assert {"web.coupons", "web.journey_state", "web.outbox", "web.filter_options", "web.search",
+            "web.roas", "web.campaign_costs"} <= names
     failures = {s.name: check(s).problems for s in steps.values() if not check(s).passes}
     assert failures == {}
 
@@ -271,6 +305,30 @@ def test_the_card_at_phone_width_has_no_horizontal_scroll(server):
             assert page.locator('section[data-title="Coupons, newest first"] tbody tr').count() == 3
         finally:
             browser.close()
+
+
+def test_filter_labels_come_from_the_deployments_settings_tables(world, tmp_path):
+    """The run publishes the labels of lookups.yaml for the filters (the page reads no
+    configuration); a republish (erasure, soft delete) carries them over."""
+    import shutil
+
+    from tessera.deployment import load_deployment
+    from tessera.engine.warehouse import connect
+    from tessera.web.snapshot import LABELS, filter_labels, republish_if_published
+
+    labels = filter_labels(load_deployment(Path(__file__).parents[2] / "examples" / "demo"))
+    assert ("profession", "3", "studente") in labels
+    assert {k for k, _, _ in labels} <= queries.FILTER_KEYS
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copyfile(world, copy)
+    con = connect(copy)
+    try:
+        publish(as_engine(con), copy, labels)
+        republish_if_published(as_engine(con), copy)
+    finally:
+        con.close()
+    rows = json.loads((current(copy) / "manifest.json").read_text())["rows"]
+    assert rows[LABELS] == len(labels)
 
 
 def test_manifest_counts_the_activation_tables(world):
