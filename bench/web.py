@@ -122,7 +122,7 @@ def _activation_and_costs(con) -> None:
         FROM core.customers WHERE customer_id % 3 = 0""")
     con.execute("""
         INSERT INTO activation.journey_history
-        SELECT 'bench_journey', 'v1', customer_id, DATE '2026-10-01', DATE '2026-10-01' + s,
+        SELECT 'bench_journey', 'v1', customer_id, DATE '2026-10-01', DATE '2026-10-01' + CAST(s AS INTEGER),
                CASE s WHEN 0 THEN 'coupon' ELSE 'check' END, CASE s WHEN 0 THEN 'acted' ELSE 'waited' END,
                'check', NULL
         FROM core.customers, range(2) t(s) WHERE customer_id % 3 = 0""")

@@ -31,26 +31,32 @@ def _today(engine: Engine) -> str:
 
 
 def coupons_step(engine: Engine, customer_id: int) -> SqlStep:
-    used = "CAST(NULL AS TIMESTAMP)"
-    if _has(engine, "core.events"):
-        used = f"""(SELECT min(e.occurred_at) FROM core.events e
-                   WHERE e.customer_id = k.customer_id AND e.event_type = '{REDEEMED}'
-                     AND CAST(e.occurred_at AS DATE) BETWEEN k.issued_on AND k.valid_until
-                     AND coalesce(json_extract_string(e.properties, '$.code') = k.code,
-                                  json_extract_string(e.properties, '$.campaign') = k.campaign,
-                                  FALSE))"""
+    # the person's redemptions are read with the person's id, so that the events' Parquet
+    # row groups of other people are skipped (a correlated subquery would scan them all)
+    redeemed = ("SELECT occurred_at, properties FROM core.events "
+                f"WHERE customer_id = $id AND event_type = '{REDEEMED}'"
+                if _has(engine, "core.events") else
+                "SELECT CAST(NULL AS TIMESTAMP) AS occurred_at, CAST(NULL AS VARCHAR) AS properties "
+                "WHERE FALSE")
     return SqlStep("web.coupons", f"""
         WITH k AS (
-            SELECT code, campaign, discount, issued_on, valid_until, origin, name,
-                   customer_id, {used} AS used_at
-            FROM activation.coupons k WHERE customer_id = $id)
-        SELECT code, campaign, discount AS value, issued_on AS issued, valid_until AS expires,
-               used_at IS NOT NULL AS used, used_at,
-               CASE WHEN used_at IS NOT NULL THEN 'used'
-                    WHEN valid_until < {_today(engine)} THEN 'expired'
+            SELECT code, campaign, discount, issued_on, valid_until, origin, name
+            FROM activation.coupons WHERE customer_id = $id),
+        r AS ({redeemed}),
+        u AS (
+            SELECT k.code, min(r.occurred_at) AS used_at
+            FROM k JOIN r ON CAST(r.occurred_at AS DATE) BETWEEN k.issued_on AND k.valid_until
+             AND coalesce(json_extract_string(r.properties, '$.code') = k.code,
+                          json_extract_string(r.properties, '$.campaign') = k.campaign, FALSE)
+            GROUP BY k.code)
+        SELECT k.code, k.campaign, k.discount AS value, k.issued_on AS issued,
+               k.valid_until AS expires, u.used_at IS NOT NULL AS used, u.used_at,
+               CASE WHEN u.used_at IS NOT NULL THEN 'used'
+                    WHEN k.valid_until < {_today(engine)} THEN 'expired'
                     ELSE 'valid' END AS status,
-               origin || ' ' || name AS issued_by
-        FROM k ORDER BY issued_on DESC, code LIMIT $limit""",
+               k.origin || ' ' || k.name AS issued_by
+        FROM k LEFT JOIN u ON u.code = k.code
+        ORDER BY k.issued_on DESC, k.code LIMIT $limit""",
         {"id": customer_id, "limit": LIST_LIMIT})
 
 
