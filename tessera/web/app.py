@@ -119,19 +119,27 @@ def create_app(warehouse: str | Path, token: str | None = None) -> Starlette:
         except WarehouseUnavailable as exc:
             return page("message.html", 503, title="Warehouse not available", message=str(exc))
 
-    # a published snapshot never changes: the filters' values are read once per folder and view
-    options_cache: dict[tuple, dict] = {}
+    # A published folder never changes: what is the same for every request on it (the
+    # filters' values, the analytics counts) is computed once per folder. Cached only when
+    # the folder named before the read is still the current one after it, so a publication
+    # in between cannot file one folder's numbers under the next one's name.
+    cache: dict[tuple, Any] = {}
 
-    def filter_options(engine: Engine, view: str | None) -> dict:
-        folder = snapshot.current(warehouse)
-        if folder is None:
-            return queries.filter_options(engine, view)
-        key = (str(folder), view)
-        if key not in options_cache:
-            if len(options_cache) > 16:
-                options_cache.clear()
-            options_cache[key] = queries.filter_options(engine, view)
-        return options_cache[key]
+    def once_per_folder(key: tuple, before: Path | None, compute: Callable[[], Any]) -> Any:
+        if before is None:
+            return compute()
+        full = (str(before),) + key
+        if full not in cache:
+            value = compute()
+            if snapshot.current(warehouse) != before:
+                return value
+            if len(cache) > 32:
+                cache.clear()
+            cache[full] = value
+        return cache[full]
+
+    def filter_options(engine: Engine, view: str | None, before: Path | None) -> dict:
+        return once_per_folder(("filters", view), before, lambda: queries.filter_options(engine, view))
 
     def registry_page(registry: queries.Registry):
         def handler(request: Request) -> Response:
@@ -145,6 +153,7 @@ def create_app(warehouse: str | Path, token: str | None = None) -> Starlette:
                     limit=queries.SEARCH_LIMIT))
             chosen = {k: params.get(f"f_{k}", "").strip()[:200] for k in queries.FILTER_KEYS
                       if params.get(f"f_{k}", "").strip()}
+            before = snapshot.current(warehouse)
 
             def build(engine: Engine) -> Response:
                 views = queries.views(engine)
@@ -155,7 +164,7 @@ def create_app(warehouse: str | Path, token: str | None = None) -> Starlette:
                             letters="ABCDEFGHIJKLMNOPQRSTUVWXYZ", limit=queries.SEARCH_LIMIT,
                             views=views, view=view, chosen=chosen,
                             filters=queries.available_filters(engine, view or None),
-                            options=filter_options(engine, view or None),
+                            options=filter_options(engine, view or None, before),
                             keep=_keep_query(q, view, chosen))
             return reading(build)
         return handler
@@ -192,7 +201,11 @@ def create_app(warehouse: str | Path, token: str | None = None) -> Starlette:
         return reading(build)
 
     def analytics(request: Request) -> Response:
-        return reading(lambda engine: page("analytics.html", **queries.analytics(engine)))
+        # counts over the whole base (ROAS joins every order to every e-mail click), the
+        # same for every request on one published folder
+        before = snapshot.current(warehouse)
+        return reading(lambda engine: page("analytics.html", **once_per_folder(
+            ("analytics",), before, lambda: queries.analytics(engine))))
 
     def not_found(request: Request, exc: Exception) -> HTMLResponse:
         return page("message.html", 404, title="Not found", message="There is no such page.")

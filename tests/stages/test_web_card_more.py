@@ -232,6 +232,34 @@ def test_roas_per_campaign_credits_each_order_to_its_last_clicked_campaign(clien
     assert sum(float(r[4]) for r in costs) == 120.0 and len(costs) == 4
 
 
+def test_analytics_are_computed_once_per_published_folder(world, tmp_path):
+    """The counts are cached per snapshot folder: the same page until the next publication,
+    the new numbers right after it."""
+    import shutil
+
+    from starlette.testclient import TestClient
+
+    from tessera.engine.warehouse import connect
+    from tessera.web.app import create_app
+
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copyfile(world, copy)
+    con = connect(copy)
+    try:
+        publish(as_engine(con), copy)
+        with TestClient(create_app(copy)) as c:
+            def cost_a():
+                rows = {r[0]: r for r in _cells(c.get("/analytics").text, "Sales and ROAS per campaign")}
+                return rows["CMP-A"][2]
+            assert cost_a() == "30.00"
+            con.execute("UPDATE staging.campaign_costs SET cost = cost * 2 WHERE campaign_id = 'CMP-A'")
+            assert cost_a() == "30.00"  # not published yet: the page shows the run's numbers
+            publish(as_engine(con), copy)
+            assert cost_a() == "60.00"
+    finally:
+        con.close()
+
+
 def test_new_steps_transpile_to_spark(client, world):
     from tessera.engine import recording
     from tessera.engine.portability import check
@@ -240,11 +268,11 @@ def test_new_steps_transpile_to_spark(client, world):
     with recording() as steps:
         with reader(world) as engine:  # the page caches them per snapshot: read them here
             queries.filter_options(engine, "online")
+            queries.analytics(engine)
         client.get("/", params={"q": "rossi", "f_interest_macro": "7", "view": "online"})
         client.get("/", params={"q": "rossi", "f_profession": "3"})
         for tab in ("coupons", "journeys", "profile"):
             client.get("/card/1", params={"tab": tab, "view": "online"})
-        client.get("/analytics")
     names = {s.name for s in steps.values()}
     assert {"web.coupons", "web.journey_state", "web.outbox", "web.filter_options", "web.search",
             "web.roas", "web.campaign_costs"} <= names
