@@ -910,9 +910,15 @@ def analytics(engine: Engine) -> dict[str, Any]:
                     WHEN age < 65 THEN '55-64' ELSE '65 and over' END AS band, count(*)
         FROM a GROUP BY ALL ORDER BY min(coalesce(age, 999))"""))
     if _has(engine, "ops.import_reject_reasons"):
+        # the 15 commonest reasons, the rest as one bar, so that the bars add up to every reject
         chart("Records rejected at import, by field and reason", SqlStep("web.reject_reasons", """
-            SELECT field || ': ' || reason AS reason, CAST(sum(records) AS BIGINT) AS records
-            FROM ops.import_reject_reasons GROUP BY ALL ORDER BY records DESC, reason LIMIT 15"""),
+            WITH r AS (
+                SELECT field || ': ' || reason AS reason, sum(records) AS records
+                FROM ops.import_reject_reasons GROUP BY ALL),
+            k AS (SELECT reason, records, row_number() OVER (ORDER BY records DESC, reason) AS n FROM r)
+            SELECT CASE WHEN n <= 15 THEN reason ELSE '(other reasons)' END AS reason,
+                   CAST(sum(records) AS BIGINT) AS records
+            FROM k GROUP BY 1 ORDER BY min(n)"""),
             unit="records", empty="No record rejected.")
     if _has(engine, "staging.offers"):
         orders = _has(engine, "core.orders")
