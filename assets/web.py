@@ -20,7 +20,7 @@ from tessera.engine import as_engine
 from tessera.engine.warehouse import Timer
 from tessera.settings import Deployment
 from tessera.web.report import report_folder, write_report
-from tessera.web.snapshot import READ_SCHEMAS, READ_TABLES, current, publish, snapshot_root
+from tessera.web.snapshot import READ_SCHEMAS, READ_TABLES, current, filter_labels, publish, snapshot_root
 
 GROUP = "web"
 CHANGES = dg.AssetKey(["marts", "contact_changes"])
@@ -60,7 +60,7 @@ def build_last(deployment: Deployment, upstream: list[dg.AssetKey]):
     def snapshot(warehouse: DuckDBResource) -> dg.MaterializeResult:
         timer = Timer()
         with warehouse.get_connection() as con:
-            stats = publish(as_engine(con), warehouse.database)
+            stats = publish(as_engine(con), warehouse.database, filter_labels(deployment))
         return dg.MaterializeResult(metadata={
             "path": dg.MetadataValue.path(stats["folder"]),
             "dagster/row_count": dg.MetadataValue.int(stats["rows"]),

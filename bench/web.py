@@ -83,6 +83,7 @@ def build(warehouse: Path, contacts: int, events: int, memory_limit: str | None)
     # the columns of core.orders the synthetic warehouse leaves out
     con.execute("ALTER TABLE core.orders ADD COLUMN source VARCHAR DEFAULT 'shop_orders'")
     con.execute("ALTER TABLE core.orders ADD COLUMN customer_ref VARCHAR")
+    _activation_and_costs(con)
     con.execute("CHECKPOINT")
     generated = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -95,6 +96,50 @@ def build(warehouse: Path, contacts: int, events: int, memory_limit: str | None)
     con.close()
     return {"generate_s": round(generated, 1), "card_and_rfm_s": round(marts, 1),
             "contacts": counts[0], "events": counts[1], "orders": counts[2]}
+
+
+def _activation_and_costs(con) -> None:
+    """What the coupons, journeys and ROAS read: a coupon for every 5th customer (half of
+    them redeemed), a journey entry for every 3rd with two moves, two outbox rows for every
+    2nd, and a cost per campaign and channel of the events' campaigns."""
+    con.execute("CREATE SCHEMA IF NOT EXISTS activation")
+    con.execute((ROOT / "tessera" / "activation" / "sql" / "tables.sql").read_text(encoding="utf-8"))
+    con.execute("""
+        INSERT INTO activation.coupons
+        SELECT upper(substr(md5(CAST(customer_id AS VARCHAR)), 1, 10)), 'C' || (customer_id % 10),
+               customer_id, 'journey', 'bench_journey', 'r', DATE '2026-10-01', DATE '2026-10-11',
+               '15%', md5(CAST(customer_id AS VARCHAR))
+        FROM core.customers WHERE customer_id % 5 = 0""")
+    con.execute("""
+        INSERT INTO core.events (customer_id, event_type, occurred_at, properties)
+        SELECT customer_id, 'coupon_redeemed', TIMESTAMP '2026-10-05 10:00:00',
+               '{"campaign": "C' || (customer_id % 10) || '"}'
+        FROM core.customers WHERE customer_id % 10 = 0""")
+    con.execute("""
+        INSERT INTO activation.journey_state
+        SELECT 'bench_journey', 'v1', customer_id, DATE '2026-10-01', 'check', DATE '2026-10-02',
+               NULL, 'active', DATE '2026-10-02'
+        FROM core.customers WHERE customer_id % 3 = 0""")
+    con.execute("""
+        INSERT INTO activation.journey_history
+        SELECT 'bench_journey', 'v1', customer_id, DATE '2026-10-01', DATE '2026-10-01' + CAST(s AS INTEGER),
+               CASE s WHEN 0 THEN 'coupon' ELSE 'check' END, CASE s WHEN 0 THEN 'acted' ELSE 'waited' END,
+               'check', NULL
+        FROM core.customers, range(2) t(s) WHERE customer_id % 3 = 0""")
+    con.execute("""
+        INSERT INTO activation.outbox
+        SELECT md5(customer_id || '-' || s), DATE '2026-10-01', 'journey', 'bench_journey',
+               CASE s WHEN 0 THEN 'coupon' ELSE 'mail' END, customer_id, 'r',
+               CASE s WHEN 0 THEN 'coupon' ELSE 'email' END, CASE s WHEN 0 THEN 'none' ELSE 'email' END,
+               CASE s WHEN 0 THEN 'C1' ELSE email END, NULL, 'sent', 1, NULL,
+               TIMESTAMP '2026-10-01 06:00:00', TIMESTAMP '2026-10-01 06:00:01', NULL, 'v1'
+        FROM core.customers, range(2) t(s) WHERE customer_id % 2 = 0""")
+    con.execute("CREATE SCHEMA IF NOT EXISTS staging")
+    con.execute("""
+        CREATE OR REPLACE TABLE staging.campaign_costs AS
+        SELECT 'bench' AS source, 'C' || c || '-' || ch AS source_record_id, 'C' || c AS campaign_id,
+               ch AS channel, DATE '2026-10-01' AS spend_date, CAST(100 + 10 * c AS DECIMAL(18, 2)) AS cost
+        FROM range(10) a(c), (VALUES ('email'), ('social')) b(ch)""")
 
 
 def add_search_table(warehouse: Path, memory_limit: str | None) -> float:
@@ -124,6 +169,7 @@ def publish_snapshot(warehouse: Path, memory_limit: str | None) -> dict:
 
 
 LAYOUTS = ("warehouse read-only", "published snapshot", "snapshot, writer busy")
+CITIES = ("Roma", "Milano", "Napoli", "Torino", "Bologna", "Firenze", "Warszawa")
 
 
 def free_port() -> int:
@@ -154,6 +200,11 @@ def requests_plan(contacts: int, n: int, rng: random.Random) -> list[tuple[str, 
             ("card timeline", f"/card/{cid}", {"tab": "timeline"}),
             ("card rfm", f"/card/{cid}", {"tab": "rfm"}),
             ("card visits", f"/card/{cid}", {"tab": "visits"}),
+            ("card coupons", f"/card/{cid}", {"tab": "coupons"}),
+            ("card journeys", f"/card/{cid}", {"tab": "journeys"}),
+            ("search + filters", "/", {"q": surname.lower(), "f_city": rng.choice(CITIES),
+                                       "f_gender": rng.choice("MF")}),
+            ("analytics (ROAS)", "/analytics", {}),
         ]
     rng.shuffle(plan)
     return plan
@@ -187,7 +238,10 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=40, help="requests of each kind per layout")
     parser.add_argument("--memory-limit", default=None, help="DuckDB memory_limit when building")
     parser.add_argument("--workdir", default=None, help="folder for the warehouse (default: temp)")
+    parser.add_argument("--snapshot-only", action="store_true",
+                        help="measure the published snapshot only (what the page reads after a run)")
     args = parser.parse_args()
+    layouts = LAYOUTS[1:2] if args.snapshot_only else LAYOUTS
     import httpx2 as httpx
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="tessera-bench-web-"))
@@ -217,7 +271,7 @@ def main() -> int:
                     time.sleep(0.2)
             rng = random.Random(42)
             writer = None
-            for layout in LAYOUTS:
+            for layout in layouts:
                 if layout == LAYOUTS[1]:
                     results["snapshot"] = publish_snapshot(warehouse, args.memory_limit)
                 if layout == LAYOUTS[2]:
@@ -248,15 +302,15 @@ def main() -> int:
     kinds = sorted(next(iter(results["layouts"].values()))["kinds"])
     results["generated_s"] = built["generate_s"]
     print(f"  p50 / p95 ms per request; {args.requests} of each kind per layout")
-    print(f"  {'request':<22}" + "".join(f" | {layout:>28}" for layout in LAYOUTS))
+    print(f"  {'request':<22}" + "".join(f" | {layout:>28}" for layout in layouts))
     for kind in kinds:
         cells = []
-        for layout in LAYOUTS:
+        for layout in layouts:
             k = results["layouts"][layout]["kinds"][kind]
             cells.append(f"{k['p50_ms']:>8} / {k['p95_ms']:>8}")
         print(f"  {kind:<22}" + "".join(f" | {c:>28}" for c in cells))
     print(f"  {'requests/s':<22}" + "".join(
-        f" | {results['layouts'][layout]['requests_per_s']:>28}" for layout in LAYOUTS))
+        f" | {results['layouts'][layout]['requests_per_s']:>28}" for layout in layouts))
     snap = results["snapshot"]
     print(f"  building marts.contact_search: {built['search_table_s']} s; publishing the snapshot: "
           f"{snap['publish_s']} s ({snap['tables']} tables, {snap['rows']:,} rows, {snap['mb']} MB, "

@@ -199,6 +199,7 @@ ENTITY_TABLES = {
     "service": "services", "service_line": "service_lines", "offer": "offers",
     "company": "companies", "company_user": "company_users",
     "potential_company": "potential_companies",
+    "campaign_cost": "campaign_costs",
 }
 
 

@@ -25,6 +25,8 @@ retailer with Polish customers would really hand to a customer-data platform:
   the CRM's contacts (see ``tessera.sampledata.crm``).
 * ``email/bounces_YYYYMMDD.csv`` and ``email/unsubscribes_YYYYMMDD.csv`` - ESP
   feedback files (UTF-8, comma).
+* ``marketing/campaign_costs_YYYYMMDD.csv`` - spend per campaign, channel and month, for
+  ROAS (UTF-8, comma; no personal data).
 * ``b2b/aziende_*.csv``, ``b2b/aziende-crm_*.xml``, ``b2b/utenti-aziende_*.csv`` and
   ``b2b/aziende-potenziali_*.csv`` - the B2B registries (see ``tessera.sampledata.b2b``).
 
@@ -906,6 +908,22 @@ def generate(out_dir: str | Path, contacts: int = 300, seed: int = 42,
             [as_of_s - int(r.integers(86400, 200 * 86400))], "%Y-%m-%dT%H:%M:%S")[0], "link"],
         bad_rows)
     files += [brel, urel]
+
+    # ---------------- campaign costs (ROAS per campaign; no personal data) ----------------
+    # what each monthly campaign cost per channel, one line per campaign, channel and month
+    cost_rng = np.random.default_rng([seed, 16])
+    cost_rows = [(cid, ch, datetime.fromtimestamp(start, timezone.utc).strftime("%Y-%m-%d"),
+                  f"{float(cost_rng.uniform(lo, hi)):.2f}")
+                 for cid, start, _end in campaigns
+                 for ch, lo, hi in (("email", 150, 400), ("social", 300, 1200), ("search", 200, 900))]
+    cdf = pl.DataFrame(cost_rows, schema=["campaign_id", "channel", "spend_date", "cost"], orient="row")
+    crel = f"marketing/campaign_costs_{ymd}.csv"
+    counts["campaign_costs"] = _write_small_csv(
+        root, crel, ["campaign_id", "channel", "spend_date", "cost"], cdf, cost_rng,
+        ("cost", "invalid_number"),
+        lambda r: [campaigns[int(r.integers(0, len(campaigns)))][0], "social",
+                   campaigns[0][0][4:] + "-01", "about 300"], bad_rows)
+    files.append(crel)
 
     # ---------------- B2B registries (tessera.sampledata.b2b) ----------------
     # company users who are also B2C people are drawn from the first persons

@@ -119,14 +119,54 @@ def create_app(warehouse: str | Path, token: str | None = None) -> Starlette:
         except WarehouseUnavailable as exc:
             return page("message.html", 503, title="Warehouse not available", message=str(exc))
 
+    # A published folder never changes: what is the same for every request on it (the
+    # filters' values, the analytics counts) is computed once per folder. Cached only when
+    # the folder named before the read is still the current one after it, so a publication
+    # in between cannot file one folder's numbers under the next one's name.
+    cache: dict[tuple, Any] = {}
+
+    def once_per_folder(key: tuple, before: Path | None, compute: Callable[[], Any]) -> Any:
+        if before is None:
+            return compute()
+        full = (str(before),) + key
+        if full not in cache:
+            value = compute()
+            if snapshot.current(warehouse) != before:
+                return value
+            if len(cache) > 32:
+                cache.clear()
+            cache[full] = value
+        return cache[full]
+
+    def filter_options(engine: Engine, view: str | None, before: Path | None) -> dict:
+        return once_per_folder(("filters", view), before, lambda: queries.filter_options(engine, view))
+
     def registry_page(registry: queries.Registry):
         def handler(request: Request) -> Response:
-            q = request.query_params.get("q", "").strip()[:200]
-            letter = request.query_params.get("letter", "").strip()[:1]
-            return reading(lambda engine: page(
-                "registry.html", registry=registry, q=q, letter=letter,
-                table=registry.read(engine, q, letter), letters="ABCDEFGHIJKLMNOPQRSTUVWXYZ",
-                limit=queries.SEARCH_LIMIT))
+            params = request.query_params
+            q = params.get("q", "").strip()[:200]
+            letter = params.get("letter", "").strip()[:1]
+            if not registry.filters:
+                return reading(lambda engine: page(
+                    "registry.html", registry=registry, q=q, letter=letter,
+                    table=registry.read(engine, q, letter), letters="ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+                    limit=queries.SEARCH_LIMIT))
+            chosen = {k: params.get(f"f_{k}", "").strip()[:200] for k in queries.FILTER_KEYS
+                      if params.get(f"f_{k}", "").strip()}
+            before = snapshot.current(warehouse)
+
+            def build(engine: Engine) -> Response:
+                views = queries.views(engine)
+                view = params.get("view", "")
+                view = view if view in views else ""
+                return page("registry.html", registry=registry, q=q, letter=letter,
+                            table=registry.read(engine, q, letter, filters=chosen, view=view or None),
+                            letters="ABCDEFGHIJKLMNOPQRSTUVWXYZ", limit=queries.SEARCH_LIMIT,
+                            views=views, view=view, chosen=chosen,
+                            filters=queries.available_filters(engine, view or None),
+                            options=filter_options(engine, view or None, before),
+                            keep=_keep_query(q, view, chosen))
+            return reading(build)
         return handler
 
     no_card = "No contact card with this id (never built, erased or deleted)."
@@ -137,13 +177,17 @@ def create_app(warehouse: str | Path, token: str | None = None) -> Starlette:
             return missing("contact", no_card)
         tab = request.query_params.get("tab", "profile")
         tab = tab if tab in queries.TAB_KEYS else "profile"
+        wanted = request.query_params.get("view", "")
 
         def build(engine: Engine) -> Response:
-            row = queries.card(engine, customer_id)
+            views = queries.views(engine)
+            view = wanted if wanted in views else ""
+            row = queries.card(engine, customer_id, view or None)
             if row is None:
-                return missing("contact", no_card)
-            return page("card.html", row=row, tab=tab, tabs=queries.TABS,
-                        tables=queries.card_tab(engine, tab, row))
+                return missing("contact", no_card + (" It has no record under this view."
+                                                     if view else ""))
+            return page("card.html", row=row, tab=tab, tabs=queries.TABS, views=views, view=view,
+                        tables=queries.card_tab(engine, tab, row, view or None))
         return reading(build)
 
     def company(request: Request) -> Response:
@@ -157,7 +201,11 @@ def create_app(warehouse: str | Path, token: str | None = None) -> Starlette:
         return reading(build)
 
     def analytics(request: Request) -> Response:
-        return reading(lambda engine: page("analytics.html", **queries.analytics(engine)))
+        # counts over the whole base (ROAS joins every order to every e-mail click), the
+        # same for every request on one published folder
+        before = snapshot.current(warehouse)
+        return reading(lambda engine: page("analytics.html", **once_per_folder(
+            ("analytics",), before, lambda: queries.analytics(engine))))
 
     def not_found(request: Request, exc: Exception) -> HTMLResponse:
         return page("message.html", 404, title="Not found", message="There is no such page.")
@@ -175,6 +223,16 @@ def create_app(warehouse: str | Path, token: str | None = None) -> Starlette:
 
     return Starlette(routes=routes, middleware=[Middleware(_Guard, token=token, failure=failure)],
                      exception_handlers={404: not_found})
+
+
+def _keep_query(q: str, view: str, chosen: dict[str, str]) -> str:
+    """The search's other parameters, for the initial-letter links (URL-encoded)."""
+    from urllib.parse import urlencode
+
+    pairs = [("q", q)] if q else []
+    pairs += [("view", view)] if view else []
+    pairs += [(f"f_{k}", v) for k, v in sorted(chosen.items())]
+    return urlencode(pairs)
 
 
 def render_report(data: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from weakref import WeakKeyDictionary
 
-from tessera.card.search import REGISTRY_ORDER, SEARCH_TABLE, contact_search_select
+from tessera.card.search import REGISTRY_ORDER, SEARCH_TABLE, SEARCHED, contact_search_select
 from tessera.engine import Engine, SqlStep
 from tessera.history.summary import days_step
 from tessera.privacy.consent import SOFT_DELETED_SQL
@@ -42,6 +42,8 @@ TABS = (
     ("timeline", "Timeline"),
     ("visits", "Visits"),
     ("messages", "Messages"),
+    ("coupons", "Coupons"),
+    ("journeys", "Journeys and automations"),
     ("notes", "Notes and tasks"),
     ("companies", "Company"),
     ("segments", "Segments"),
@@ -73,6 +75,7 @@ class Table:
     empty: str = "Nothing recorded."
     note: str = ""
     link: str = ""  # the first column is an id to link: "card" or "company"
+    link_query: str = ""  # appended to the link (``?view=NAME``)
 
 
 def show(value: Any) -> str:
@@ -104,13 +107,17 @@ def fold(text: str) -> str:
 _CATALOGUES: WeakKeyDictionary = WeakKeyDictionary()
 
 
-def _has(engine: Engine, table: str) -> bool:
+def _catalogue(engine: Engine) -> frozenset[str]:
     known = _CATALOGUES.get(engine)
     if known is None:
         known = frozenset(f"{schema}.{name}" for schema, name in engine.rows(SqlStep(
             "web.catalogue", "SELECT table_schema, table_name FROM information_schema.tables")))
         _CATALOGUES[engine] = known
-    return table in known
+    return known
+
+
+def _has(engine: Engine, table: str) -> bool:
+    return table in _catalogue(engine)
 
 
 def _hidden_sql(engine: Engine) -> str:
@@ -130,24 +137,104 @@ def _table_columns(engine: Engine, schema: str, table: str) -> list[str]:
 
 
 def _table(engine: Engine, title: str, step: SqlStep, empty: str = "Nothing recorded.",
-           note: str = "", link: str = "") -> Table:
+           note: str = "", link: str = "", link_query: str = "") -> Table:
     data = engine.columns(step)
     names = list(data)
     rows = list(zip(*(data[n] for n in names))) if names else []
-    return Table(title, names, rows, empty, note, link)
+    return Table(title, names, rows, empty, note, link, link_query)
 
 
 # ---------------------------------------------------------------------------------- search
 
-def search_step(engine: Engine, query: str, letter: str = "", limit: int = SEARCH_LIMIT) -> SqlStep:
+# The registry filters of the Sendero seed on the contacts list: (key, label, card columns).
+# A filter matches when any of its columns holds the value (interests 1-10, sources 1-5);
+# only the filters whose columns the deployment's cards have are offered.
+FILTERS = (
+    ("profession", "Profession", ("profession",)),
+    ("marital_status", "Marital status", ("marital_status",)),
+    ("education", "Education", ("education",)),
+    ("user_type", "User type", ("user_type",)),
+    ("interest_macro", "Interest (macro)", tuple(f"interest_macro_{i}" for i in range(1, 11))),
+    ("interest_micro", "Interest (micro)", tuple(f"interest_micro_{i}" for i in range(1, 11))),
+    ("source_macro", "Source (macro)", tuple(f"source_macro_{i}" for i in range(1, 6))),
+    ("source_micro", "Source (micro)", tuple(f"source_micro_{i}" for i in range(1, 6))),
+    ("permanent_form_source_type", "Permanent form source", ("permanent_form_source_type",)),
+    ("registration_detail", "Registration detail", ("registration_detail",)),
+    ("gender", "Gender", ("gender",)),
+    ("country", "Country", ("country",)),
+    ("province", "Province", ("province",)),
+    ("city", "City", ("city",)),
+    ("email_consent", "E-mail consent", ("email_consent",)),
+    ("sms_consent", "SMS consent", ("sms_consent",)),
+)
+FILTER_KEYS = frozenset(k for k, _, _ in FILTERS)
+FILTER_OPTIONS = 200  # values offered per filter, the most frequent first
+
+
+def views(engine: Engine) -> list[str]:
+    """The view nodes (``tree.views``) whose contact cards were published."""
+    known = _catalogue(engine)
+    return sorted(t[len("views."):-len("_contact_cards")] for t in known
+                  if t.startswith("views.") and t.endswith("_contact_cards"))
+
+
+def cards_table(engine: Engine, view: str | None = None) -> str:
+    """The card table of ``view`` (a name :func:`views` lists, else the main view)."""
+    if view and view in views(engine):
+        return f'views."{view}_contact_cards"'
+    return "marts.contact_cards"
+
+
+def available_filters(engine: Engine, view: str | None = None) -> list[tuple[str, str, tuple]]:
+    """The filters whose columns this deployment's cards have (each with those columns)."""
+    schema, table = _split(cards_table(engine, view))
+    have = set(_table_columns(engine, schema, table))
+    out = []
+    for key, label, cols in FILTERS:
+        present = tuple(c for c in cols if c in have)
+        if present:
+            out.append((key, label, present))
+    return out
+
+
+def filter_options(engine: Engine, view: str | None = None) -> dict[str, list[tuple[str, int, str]]]:
+    """Per available filter, its values on the cards with how many cards hold each (a
+    card with the value in two slots counts once) and the value's label (settings tables,
+    where the run published them; else empty), the
+    most frequent first (one scan per filter; the page caches them per snapshot)."""
+    cards = cards_table(engine, view)
+    labels: dict[tuple[str, str], str] = {}
+    if _has(engine, "web.filter_labels"):  # the settings tables' labels, published with the run
+        labels = {(k, v): lab for k, v, lab in engine.rows(SqlStep(
+            "web.filter_labels", "SELECT filter, value, label FROM web.filter_labels"))}
+    out = {}
+    for key, _label, cols in available_filters(engine, view):
+        union = " UNION ALL ".join(f"SELECT customer_id, CAST({c} AS VARCHAR) AS v FROM {cards}"
+                                   for c in cols)
+        count = "count(*)" if len(cols) == 1 else "count(DISTINCT customer_id)"
+        out[key] = [(str(v), int(n), labels.get((key, str(v)), "")) for v, n in engine.rows(SqlStep(
+            "web.filter_options", f"""
+            SELECT v, {count} AS n FROM ({union}) AS x WHERE v IS NOT NULL AND v <> ''
+            GROUP BY v ORDER BY n DESC, v LIMIT {FILTER_OPTIONS}"""))]
+    return out
+
+
+def _split(table: str) -> tuple[str, str]:
+    schema, name = table.split(".", 1)
+    return schema, name.strip('"')
+
+
+def search_step(engine: Engine, query: str, letter: str = "", limit: int = SEARCH_LIMIT,
+                filters: dict[str, str] | None = None, view: str | None = None) -> SqlStep:
     """Every word of ``query`` must match one of: name, surname, e-mail, birth date
     (``1980``), city, ERP id, tax code, the customer id, the gender (``M``/``F``, whole
     word), or the digits of a phone (at least 4). Accent- and case-insensitive.
 
     Listed in the registry order of the Sendero seed: surname and name, else e-mail; with
-    ``letter``, only people whose surname (else e-mail) starts with it. The keys come
-    from ``marts.contact_search`` (folded once per run), or are folded here if a
-    warehouse has no such table."""
+    ``letter``, only people whose surname (else e-mail) starts with it. ``filters`` (a
+    :data:`FILTERS` key to a value) keep the cards holding that value in one of the
+    filter's columns. The keys come from ``marts.contact_search`` (folded once per run),
+    or are folded here for a warehouse without it and for another ``view``'s cards."""
     params: dict[str, Any] = {"limit": limit}
     conds = []
     for i, word in enumerate(query.split()[:8]):
@@ -162,34 +249,50 @@ def search_step(engine: Engine, query: str, letter: str = "", limit: int = SEARC
     if letter:
         params["letter"] = fold(letter)[:1]
         conds.append("starts_with(s.sort_key, $letter)")
+    for key, _label, cols in available_filters(engine, view) if filters else ():
+        value = (filters or {}).get(key, "").strip()
+        if value:
+            params[f"f_{key}"] = value
+            conds.append("(" + " OR ".join(f"CAST(c.{col} AS VARCHAR) = $f_{key}" for col in cols) + ")")
     where = " AND ".join(conds) or "TRUE"
-    keys = SEARCH_TABLE if _has(engine, SEARCH_TABLE) else f"({contact_search_select()})"
+    cards = cards_table(engine, view)
+    if cards == "marts.contact_cards" and _has(engine, SEARCH_TABLE):
+        keys = SEARCH_TABLE
+    else:
+        schema, table = _split(cards)
+        have = set(_table_columns(engine, schema, table))
+        missing = [f for f in SEARCHED if f not in have]
+        keys = "(" + contact_search_select(missing).replace("FROM marts.contact_cards", f"FROM {cards}") + ")"
     order = ", ".join(f"s.{k}" for k in REGISTRY_ORDER.split(", "))
     return SqlStep("web.search", f"""
         SELECT c.customer_id AS id, c.last_name AS surname, c.first_name AS name, c.email,
                c.mobile, c.city, c.birth_date, c.order_number AS orders
-        FROM {keys} AS s JOIN marts.contact_cards c ON c.customer_id = s.customer_id
+        FROM {keys} AS s JOIN {cards} c ON c.customer_id = s.customer_id
         WHERE s.customer_id NOT IN ({_hidden_sql(engine)}) AND {where}
         ORDER BY {order}
         LIMIT $limit""", params)
 
 
-def search(engine: Engine, query: str, letter: str = "", limit: int = SEARCH_LIMIT) -> Table:
+def search(engine: Engine, query: str, letter: str = "", limit: int = SEARCH_LIMIT,
+           filters: dict[str, str] | None = None, view: str | None = None) -> Table:
     if not _has(engine, "marts.contact_cards"):
         return Table("Contacts", [], empty="No contact cards yet: run the daily job.")
-    return _table(engine, "Contacts", search_step(engine, query, letter, limit),
-                  empty="No contact matches.", link="card")
+    view = view if view in views(engine) else None
+    return _table(engine, "Contacts", search_step(engine, query, letter, limit, filters, view),
+                  empty="No contact matches.", link="card",
+                  link_query=f"?view={view}" if view else "")
 
 
 # ------------------------------------------------------------------------------------ card
 
-def card(engine: Engine, customer_id: int) -> dict[str, Any] | None:
-    """The person's card row, or None when there is no such person to show (never built,
-    erased, or soft-deleted): the page answers the same for all three."""
+def card(engine: Engine, customer_id: int, view: str | None = None) -> dict[str, Any] | None:
+    """The person's card row (in ``view``, a view node's cards, else the main view), or
+    None when there is no such person to show (never built, erased, or soft-deleted, or
+    without a record under the view): the page answers the same for all."""
     if not _has(engine, "marts.contact_cards"):
         return None
     data = engine.columns(SqlStep("web.card", f"""
-        SELECT * FROM marts.contact_cards
+        SELECT * FROM {cards_table(engine, view)}
         WHERE customer_id = $id AND customer_id NOT IN ({_hidden_sql(engine)})""",
         {"id": customer_id}))
     if not data or not next(iter(data.values())):
@@ -237,18 +340,23 @@ def find_customer(engine: Engine, key: str) -> int | None:
     return int(rows[0][0]) if rows else None
 
 
-def card_tab(engine: Engine, tab: str, row: dict[str, Any]) -> list[Table]:
-    """The tables of one tab of the card whose row is ``row`` (see :func:`card`)."""
+def card_tab(engine: Engine, tab: str, row: dict[str, Any], view: str | None = None) -> list[Table]:
+    """The tables of one tab of the card whose row is ``row`` (see :func:`card`); in a
+    view, the profile's lineage is the view's (the other tabs are the person's)."""
+    if tab == "profile" and view and view in views(engine):
+        return _profile(engine, row, view)
     return _TAB_BUILDERS[tab](engine, row)
 
 
-def _with_lineage(engine: Engine, kind: str, key: int, what: str, fields: list[tuple]) -> Table:
+def _with_lineage(engine: Engine, kind: str, key: int, what: str, fields: list[tuple],
+                  lineage_table: str = "") -> Table:
     """A golden record's (``kind``: customer or company) fields with each value's lineage."""
     lineage: dict[str, tuple] = {}
-    if _has(engine, f"core.{kind}_field_lineage"):
+    lineage_table = lineage_table or f"core.{kind}_field_lineage"
+    if _has(engine, lineage_table.replace('"', "")):
         for field_name, *rest in engine.rows(SqlStep(f"web.{kind}_lineage", f"""
                 SELECT field, source, node, source_record_id, source_updated_at, rule
-                FROM core.{kind}_field_lineage WHERE {kind}_id = $id""", {"id": key})):
+                FROM {lineage_table} WHERE {kind}_id = $id""", {"id": key})):
             lineage[field_name] = tuple(rest)
     return Table(f"Golden {what} and the lineage of each field",
                  ["field", "value", "source", "node", "source record", "source updated", "rule"],
@@ -266,12 +374,15 @@ def _merged_sources(engine: Engine, kind: str, key: int, what: str) -> list[Tabl
         {"id": key}))]
 
 
-def _profile(engine: Engine, row: dict[str, Any]) -> list[Table]:
+def _profile(engine: Engine, row: dict[str, Any], view: str | None = None) -> list[Table]:
     cid = row["customer_id"]
     golden = _table_columns(engine, "core", "customers") or [k for k in row if k != "predictions"]
     totals = [(TOTAL_LABELS[k], row[k]) for k in TOTAL_LABELS if k in row]
+    lineage = f'views."{view}_field_lineage"' if view else ""
+    what = f"profile in the view {view}" if view else "profile"
     return [
-        _with_lineage(engine, "customer", cid, "profile", [(f, row.get(f)) for f in golden if f in row]),
+        _with_lineage(engine, "customer", cid, what, [(f, row.get(f)) for f in golden if f in row],
+                      lineage),
         Table("E-commerce and activity totals", ["measure", "value"], totals),
     ]
 
@@ -568,9 +679,17 @@ def _discovered(schema: str, accuracy: str = ""):
     return build
 
 
+def _activation():
+    from tessera.web import activation_tabs  # it imports this module
+
+    return activation_tabs
+
+
 _TAB_BUILDERS = {
     "profile": _profile, "identifiers": _identifiers, "consents": _consents, "orders": _orders,
     "timeline": _timeline, "visits": _visits, "messages": _messages, "notes": _notes, "companies": _companies, "segments": _segments,
+    "coupons": lambda engine, row: _activation().coupons_tab(engine, row),
+    "journeys": lambda engine, row: _activation().journeys_tab(engine, row),
     "scores": _scores, "stages": _stages, "rfm": _rfm,
     "predictions": _discovered("predictions", "accuracy"),
     "recommendations": _discovered("recommendations", "evaluation"),
@@ -658,15 +777,17 @@ class Registry:
     initial: str
     order: str
     read: Callable[..., Table]
+    filters: bool = False  # the per-field filters and the view selector (contacts)
 
 
-def _contacts(engine: Engine, query: str, letter: str = "", limit: int = SEARCH_LIMIT) -> Table:
-    return search(engine, query, letter, limit)
+def _contacts(engine: Engine, query: str, letter: str = "", limit: int = SEARCH_LIMIT,
+              filters: dict[str, str] | None = None, view: str | None = None) -> Table:
+    return search(engine, query, letter, limit, filters, view)
 
 
 REGISTRIES = (
     Registry("/", "Contacts", "name, e-mail, phone, birth year or id", "Surname (else e-mail)",
-             "surname and name, else e-mail", _contacts),
+             "surname and name, else e-mail", _contacts, filters=True),
     Registry("/companies", "Companies", "legal name, VAT number, city or ERP id", "Legal name",
              "legal name", companies_search),
     Registry("/company-users", "Company users", "name, e-mail, company, VAT number or role",
@@ -719,6 +840,51 @@ class Chart:
         return max((v for _, v in self.bars), default=0) or 1
 
 
+# An order's campaign: the person's last e-mail click on a campaign in the days before it.
+ATTRIBUTION_DAYS = 7
+ROAS_NOTE = (f"Revenue: orders placed within {ATTRIBUTION_DAYS} days after the buyer clicked a "
+             "campaign's e-mail, each order to the last campaign clicked (last click). ROAS = "
+             "revenue / cost over every channel of the campaign; campaigns without a cost line "
+             "have no ROAS.")
+
+
+def roas_step(engine: Engine) -> SqlStep:
+    """Cost per campaign (every channel) beside the revenue of the orders it is credited
+    with (:data:`ROAS_NOTE`); campaigns with a cost and no sale, and sales of a campaign
+    with no cost line, both shown."""
+    attributed = "SELECT CAST(NULL AS VARCHAR) AS campaign, CAST(NULL AS DECIMAL(18, 2)) AS amount, " \
+                 "CAST(NULL AS BIGINT) AS customer_id WHERE FALSE"
+    if _has(engine, "core.orders") and _has(engine, "core.events"):
+        attributed = f"""
+            SELECT campaign, amount, customer_id FROM (
+                SELECT c.campaign, o.amount, o.customer_id,
+                       row_number() OVER (PARTITION BY o.order_id ORDER BY c.occurred_at DESC,
+                                          c.campaign) AS n
+                FROM core.orders o JOIN (
+                    SELECT customer_id, occurred_at,
+                           json_extract_string(properties, '$.campaign_id') AS campaign
+                    FROM core.events WHERE event_type = 'email_click') c
+                  ON c.customer_id = o.customer_id
+                 AND date_diff('day', CAST(c.occurred_at AS DATE), o.order_date)
+                     BETWEEN 0 AND {ATTRIBUTION_DAYS}
+                WHERE c.campaign IS NOT NULL) AS x
+            WHERE n = 1"""
+    return SqlStep("web.roas", f"""
+        WITH costs AS (
+            SELECT campaign_id AS campaign, sum(cost) AS cost, count(DISTINCT channel) AS channels
+            FROM staging.campaign_costs GROUP BY campaign_id),
+        sales AS (
+            SELECT campaign, count(*) AS orders, count(DISTINCT customer_id) AS buyers,
+                   sum(amount) AS revenue
+            FROM ({attributed}) AS a GROUP BY campaign)
+        SELECT coalesce(k.campaign, s.campaign) AS campaign, k.channels, k.cost,
+               coalesce(s.orders, 0) AS orders, coalesce(s.buyers, 0) AS buyers,
+               coalesce(s.revenue, 0) AS revenue,
+               CAST(round(coalesce(s.revenue, 0) / nullif(k.cost, 0), 2) AS DOUBLE) AS roas
+        FROM costs k FULL OUTER JOIN sales s ON s.campaign = k.campaign
+        ORDER BY campaign DESC LIMIT 200""")
+
+
 def analytics(engine: Engine) -> dict[str, Any]:
     """Headline numbers and the distributions an analyst looks at first; counts only."""
     out: dict[str, Any] = {"headline": [], "charts": [], "tables": []}
@@ -769,9 +935,15 @@ def analytics(engine: Engine) -> dict[str, Any]:
                     WHEN age < 65 THEN '55-64' ELSE '65 and over' END AS band, count(*)
         FROM a GROUP BY ALL ORDER BY min(coalesce(age, 999))"""))
     if _has(engine, "ops.import_reject_reasons"):
+        # the 15 commonest reasons, the rest as one bar, so that the bars add up to every reject
         chart("Records rejected at import, by field and reason", SqlStep("web.reject_reasons", """
-            SELECT field || ': ' || reason AS reason, CAST(sum(records) AS BIGINT) AS records
-            FROM ops.import_reject_reasons GROUP BY ALL ORDER BY records DESC, reason LIMIT 15"""),
+            WITH r AS (
+                SELECT field || ': ' || reason AS reason, sum(records) AS records
+                FROM ops.import_reject_reasons GROUP BY ALL),
+            k AS (SELECT reason, records, row_number() OVER (ORDER BY records DESC, reason) AS n FROM r)
+            SELECT CASE WHEN n <= 15 THEN reason ELSE '(other reasons)' END AS reason,
+                   CAST(sum(records) AS BIGINT) AS records
+            FROM k GROUP BY 1 ORDER BY min(n)"""),
             unit="records", empty="No record rejected.")
     if _has(engine, "staging.offers"):
         orders = _has(engine, "core.orders")
@@ -801,8 +973,16 @@ def analytics(engine: Engine) -> dict[str, Any]:
             SELECT {keys}, count(*) AS orders,
                    count(DISTINCT customer_id) AS buyers, sum(amount) AS revenue
             FROM core.orders GROUP BY ALL ORDER BY revenue DESC NULLS LAST, {keys}
-            LIMIT 50"""), note="ROAS needs campaign costs, which no source of this deployment "
-                                "delivers yet: revenue only.", empty="No order."))
+            LIMIT 50"""), note="Per sales channel; ROAS is per campaign, below (it needs a "
+                                "campaign_cost source).", empty="No order."))
+    if _has(engine, "staging.campaign_costs"):
+        out["tables"].append(_table(engine, "Sales and ROAS per campaign", roas_step(engine),
+                                    empty="No campaign cost delivered.", note=ROAS_NOTE))
+        out["tables"].append(_table(engine, "Campaign costs per channel", SqlStep("web.campaign_costs", """
+            SELECT campaign_id AS campaign, channel, min(spend_date) AS first_day,
+                   max(spend_date) AS last_day, sum(cost) AS cost
+            FROM staging.campaign_costs GROUP BY ALL ORDER BY campaign DESC, cost DESC, channel
+            LIMIT 300"""), empty="No campaign cost delivered."))
     if _has(engine, "ops.import_report"):
         out["tables"].append(_table(engine, "Import health per day", SqlStep("web.import_health", """
             SELECT CAST(loaded_at AS DATE) AS day, count(*) AS files,

@@ -42,18 +42,29 @@ READ_TABLES = (
     "core.consents", "core.consent_events", "core.orders", "core.events", "core.notes",
     "core.tasks", "core.companies", "core.company_contacts", "core.company_field_lineage",
     "core.company_sources", "core.bounce_status", "staging.bounces",
-    "staging.offers", "core.potential_companies",
+    "staging.offers", "core.potential_companies", "staging.campaign_costs",
     "marketing.segment_history", "marketing.stage_history", "marketing.stages",
     "marketing.scores", "marketing.score_actions", "marketing.contact_tags",
     "marketing.rfm_scores", "marketing.funnel_daily",
     "ops.segment_runs", "ops.import_report", "ops.import_reject_reasons",
     "ops.runs",
+    "activation.coupons", "activation.journey_state", "activation.journey_history",
+    "activation.outbox", "activation.evaluated_days",
 )
+# Tables published through a select of their own: the outbox without its payload (the
+# fields a pending send reads) and with the target only where it is not an address.
+READ_SELECTS = {
+    "activation.outbox": (
+        "SELECT action_key, as_of_date, origin, name, step, customer_id, kind, channel, "
+        "CASE WHEN kind IN ('tag', 'webhook', 'coupon') THEN target END AS target, status, "
+        "attempts, queued_at, sent_at, last_error FROM activation.outbox"),
+}
 # Published under another name: who is soft-deleted now (the page hides them). The live
 # request log's order (its rowid) does not survive a copy, so its outcome is copied.
 SOFT_DELETED = "ops.soft_deleted"
 # Schemas whose every table is read (the card's discovered tabs and their accuracy).
-READ_SCHEMAS = ("predictions", "recommendations")
+# ``views``: the view nodes' cards and lineage (the page's view selector).
+READ_SCHEMAS = ("predictions", "recommendations", "views")
 
 
 def snapshot_root(warehouse: str | Path) -> Path:
@@ -90,10 +101,27 @@ def _has_customer_id(engine: Engine, table: str) -> bool:
         {"schema": schema, "table": name})))
 
 
-def publish(engine: Engine, warehouse: str | Path) -> dict:
+LABELS = "web.filter_labels"
+
+
+def _labels_step(labels: list[tuple[str, str, str]]) -> SqlStep:
+    """``(filter, value, label)`` rows as a select of bound values (a few hundred at most)."""
+    values = ", ".join(f"($f{i}, $v{i}, $l{i})" for i in range(len(labels)))
+    params = {}
+    for i, (key, value, label) in enumerate(labels):
+        params.update({f"f{i}": key, f"v{i}": str(value), f"l{i}": label})
+    return SqlStep("web.snapshot_labels", f"SELECT * FROM (VALUES {values}) AS t(filter, value, label)",
+                   params)
+
+
+def publish(engine: Engine, warehouse: str | Path,
+            labels: list[tuple[str, str, str]] | None = None) -> dict:
     """Copy the tables the page reads to a new folder and make it the current one.
 
-    Returns counts for the run's metadata (tables, rows, bytes), no personal data."""
+    ``labels`` (``(filter, value, label)``: the settings tables of ``lookups.yaml`` for the
+    search's filters, see ``queries.FILTERS``) are written as ``web.filter_labels``, since
+    the page reads no configuration. Returns counts for the run's metadata (tables, rows,
+    bytes), no personal data."""
     root = snapshot_root(warehouse).resolve()
     root.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
@@ -102,7 +130,7 @@ def publish(engine: Engine, warehouse: str | Path) -> dict:
     work.mkdir()
     try:
         rows: dict[str, int] = {}
-        selects = {t: f"SELECT * FROM {t}" for t in _tables(engine)}
+        selects = {t: READ_SELECTS.get(t, f"SELECT * FROM {t}") for t in _tables(engine)}
         if engine.table_exists("ops", "bulk_edits"):
             selects[SOFT_DELETED] = (f"SELECT customer_id, requested_at FROM ({SOFT_DELETED_SQL}) "
                                      "WHERE customer_id IS NOT NULL")
@@ -111,6 +139,8 @@ def publish(engine: Engine, warehouse: str | Path) -> dict:
                                                 _has_customer_id(engine, table)) else ""
             rows[table] = engine.copy_to(SqlStep("web.snapshot_copy", f"{select}{order}"),
                                          work / f"{table}.parquet", "parquet")
+        if labels:
+            rows[LABELS] = engine.copy_to(_labels_step(labels), work / f"{LABELS}.parquet", "parquet")
         published_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         (work / "manifest.json").write_text(json.dumps(
             {"published_at": published_at, "rows": rows}, indent=1), encoding="utf-8")
@@ -131,10 +161,44 @@ def publish(engine: Engine, warehouse: str | Path) -> dict:
 
 def republish_if_published(engine: Engine, warehouse: str | Path) -> dict | None:
     """After an erasure or a soft-delete: publish again, so the page stops showing the
-    person now rather than after the next run (nothing to do where nothing is published)."""
-    if current(warehouse) is None:
+    person now rather than after the next run (nothing to do where nothing is published).
+    The filters' labels are carried over from the current folder."""
+    folder = current(warehouse)
+    if folder is None:
         return None
-    return publish(engine, warehouse)
+    return publish(engine, warehouse, _published_labels(folder))
+
+
+def _published_labels(folder: Path) -> list[tuple[str, str, str]] | None:
+    path = folder / f"{LABELS}.parquet"
+    if not path.exists():
+        return None
+    from tessera.engine import read_snapshot
+
+    with read_snapshot(folder) as snap:
+        return [tuple(r) for r in snap.rows(SqlStep(
+            "web.snapshot_read_labels", f"SELECT filter, value, label FROM {LABELS}"))]
+
+
+def filter_labels(deployment) -> list[tuple[str, str, str]]:
+    """The labels of the settings-table values the search's filters offer (profession,
+    interests, sources ...): the lookup each filter's first column names in the contact
+    contract, macro or micro, from ``lookups.yaml`` (predefined source macros included)."""
+    from tessera.contracts import entity_contracts
+    from tessera.web.queries import FILTERS
+
+    fields = entity_contracts()["contact"].fields
+    out = []
+    for key, _label, cols in FILTERS:
+        spec = fields.get(cols[0])
+        if spec is None or not spec.lookup or "." not in spec.lookup:
+            continue
+        table, level = spec.lookup.split(".", 1)
+        if level not in ("macro", "micro"):
+            continue
+        lookup = deployment.lookup_table(table)
+        out += [(key, str(v.id), str(v.label)) for v in getattr(lookup, level)]
+    return out
 
 
 @contextmanager
