@@ -303,3 +303,37 @@ def test_collaborative_follows_contacts_with_the_same_taste(shop):
     _order(shop, "p140", 140, d, "P1", "P2")
     build_recommendations(shop, _settings(als={"factors": 8, "iterations": 15, "seed": 7}), DAY)
     assert _lists(shop, 140, "collaborative")[0] == "P3"
+
+
+def test_the_card_tab_shows_the_top_products_first(shop):
+    from tessera.web import queries
+
+    engine = as_engine(shop)
+    (empty,) = queries._recommendations(engine, {"customer_id": 60})
+    assert "No recommendations yet" in empty.empty
+    build_recommendations(shop, _settings(evaluation={"holdout_days": 90, "k": 3}), DAY)
+    top, kinds, accuracy, weights = queries._recommendations(as_engine(shop), {"customer_id": 60})
+    assert [r[top.columns.index("product_id")] for r in top.rows] == _lists(shop, 60, "combined")
+    assert kinds.rows[0][0] == "combined"
+    assert dict(kinds.rows)["bought_together"].split(", ") == _lists(shop, 60, "bought_together")
+    assert {r[0] for r in accuracy.rows} == {"new_items", "all_items"}
+    assert weights.rows  # the chosen set, one row per kind
+
+
+def test_the_back_test_tunes_the_weights_of_the_combination(shop):
+    stats = build_recommendations(shop, _settings(evaluation={"holdout_days": 90, "k": 3}), DAY)
+    sets = shop.execute("""SELECT weight_set, max(ndcg_at_k), bool_or(chosen) FROM
+        recommendations.combination_weights GROUP BY weight_set""").fetchall()
+    names = {s for s, _, _ in sets}
+    assert {"configured", "only:collaborative", "only:popular"} <= names
+    chosen = [(s, n) for s, n, c in sets if c]
+    assert len(chosen) == 1 and chosen[0][0] == stats["weight_set"]
+    # the chosen set is the best one, and the combination in the evaluation scores just that
+    assert chosen[0][1] == pytest.approx(max(n for _, n, _ in sets))
+    combined = [r for r in stats["evaluation"] if r["mode"] == "new_items" and r["kind"] == "combined"][0]
+    assert combined["ndcg_at_k"] == pytest.approx(chosen[0][1])
+    # off: the configured weights, and no set is stored for the day
+    again = build_recommendations(shop, _settings(evaluation={"holdout_days": 90, "k": 3,
+                                                              "tune_weights": False}), DAY)
+    assert again["weight_set"] == "configured"
+    assert shop.execute("SELECT count(*) FROM recommendations.combination_weights").fetchone()[0] == 0
