@@ -23,7 +23,7 @@ from tessera.engine import Engine, SqlStep, as_engine, step_from_file
 from tessera.engine.steps import ddl_statements
 from tessera.recommendations.collaborative import Factors
 from tessera.recommendations.lists import build_candidates, file_steps, load_inputs, rank_lists
-from tessera.recommendations.weights import CONFIGURED, configured_weights, tune_weights
+from tessera.recommendations.weights import CONFIGURED, configured_weights, tune_discovery, tune_repeat
 from tessera.settings.recommendations import BASELINE, DISCOVERY_KINDS, RecommendationSettings
 
 TABLE = "recommendations.contact_products"
@@ -73,28 +73,34 @@ def evaluate(engine: Engine, settings: RecommendationSettings, day: dt.date) -> 
     _targets(engine, "SELECT DISTINCT customer_id FROM _rec_truth")
     _, factors = build_candidates(engine, settings, cutoff)
     weights, weight_set, tuning = configured_weights(settings), CONFIGURED, []
-    if ev.tune_weights:
-        rank_lists(engine, settings, exclude=True)
-        weight_set, weights, tuning = tune_weights(engine, settings, ev.k)
-    engine.register_arrow("_rec_weights_arrow", pa.table({
-        "weight_set": [r["weight_set"] for r in tuning], "kind": [r["kind"] for r in tuning],
-        "weight": [float(r["weight"]) for r in tuning], "ndcg_at_k": [float(r["ndcg_at_k"]) for r in tuning],
-        "chosen": [bool(r["chosen"]) for r in tuning]},
-        schema=pa.schema([("weight_set", pa.string()), ("kind", pa.string()), ("weight", pa.float64()),
-                          ("ndcg_at_k", pa.float64()), ("chosen", pa.bool_())])))
-    engine.replace_partition(WEIGHTS, {"as_of_date": day}, SqlStep("recommendations.weights_of_day", """
-        SELECT CAST($day AS DATE), weight_set, kind, weight, ndcg_at_k, chosen FROM _rec_weights_arrow""",
-                                                                   {"day": day}))
-    engine.unregister("_rec_weights_arrow")
     engine.run(SqlStep("recommendations.eval_lists_empty", """
         CREATE OR REPLACE TEMP TABLE _rec_eval_lists (mode VARCHAR, kind VARCHAR,
             customer_id BIGINT, rank INTEGER, product_id VARCHAR, score DOUBLE)"""))
     for mode in MODES:
-        rank_lists(engine, settings, exclude=(mode == "new_items"), weights=weights)
+        exclude = mode == "new_items"
+        if ev.tune_weights:
+            # the kinds' lists of the mode, then the weights tuned on it
+            rank_lists(engine, settings, exclude=exclude, weights=weights)
+            if exclude:
+                weight_set, weights, rows = tune_discovery(engine, settings, ev.k)
+            elif "buy_again" in settings.kinds:
+                weight_set, weights, rows = tune_repeat(engine, settings, ev.k, weight_set, weights)
+            else:
+                rows = []
+            tuning += rows
+        rank_lists(engine, settings, exclude=exclude, weights=weights)
         engine.run(SqlStep("recommendations.eval_lists", """
             INSERT INTO _rec_eval_lists
             SELECT $mode, kind, customer_id, rank, product_id, score FROM _rec_lists""",
                            {"mode": mode}))
+    engine.register_arrow("_rec_weights_arrow", pa.table({
+        name: [r[name] for r in tuning] for name in ("mode", "weight_set", "kind", "weight", "ndcg_at_k", "chosen")},
+        schema=pa.schema([("mode", pa.string()), ("weight_set", pa.string()), ("kind", pa.string()),
+                          ("weight", pa.float64()), ("ndcg_at_k", pa.float64()), ("chosen", pa.bool_())])))
+    engine.replace_partition(WEIGHTS, {"as_of_date": day}, SqlStep("recommendations.weights_of_day", """
+        SELECT CAST($day AS DATE), mode, weight_set, kind, weight, ndcg_at_k, chosen
+        FROM _rec_weights_arrow""", {"day": day}))
+    engine.unregister("_rec_weights_arrow")
     kinds = [*settings.kinds, BASELINE]
     engine.register_arrow("_rec_eval_kinds_arrow", pa.table({"kind": kinds}))
     engine.run(SqlStep("recommendations.eval_kinds",

@@ -37,9 +37,11 @@ def file_steps(name: str, **params) -> list[SqlStep]:
     return steps
 
 
-def _weights(weights: dict[str, float]) -> dict[str, float]:
+def _weights(weights: dict[str, float], exclude: bool) -> dict[str, float]:
     names = ("collaborative", "bought_after_viewing", "viewed_together", "bought_together", "popular")
-    return {f"w_{k}": float(weights.get(k, 0.0)) for k in names}
+    out = {f"w_{k}": float(weights.get(k, 0.0)) for k in names}
+    out["w_buy_again"] = 0.0 if exclude else float(weights.get("buy_again", 0.0))
+    return out
 
 
 def events_view(engine: Engine) -> None:
@@ -96,4 +98,4 @@ def rank_lists(engine: Engine, settings: RecommendationSettings, exclude: bool,
     """``_rec_lists``: every kind's top N (and the weighted combination, by ``weights`` or
     else the configured ones) from the candidates."""
     engine.run(*file_steps("lists.sql", top=settings.top_n, exclude=exclude,
-                           **_weights(settings.weights if weights is None else weights)))
+                           **_weights(settings.weights if weights is None else weights, exclude)))

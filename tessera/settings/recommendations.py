@@ -61,6 +61,7 @@ class RecommendationSettings(_Strict):
     max_basket: int = Field(50, ge=2)           # larger orders/sessions are left out of the pairs
     candidates: int = Field(20, ge=0, le=1000)  # extra candidates so exclusions still leave top_n
     lift: bool = True                           # bought together by lift, not by raw co-occurrence
+    # buy_again counts only with exclude_bought off (a repeat-purchase catalogue)
     weights: dict[str, float] = {"collaborative": 1.0, "bought_after_viewing": 1.0,
                                  "viewed_together": 0.5, "bought_together": 1.0, "popular": 0.1}
     view_event_types: list[str] = ["page_view"]
@@ -73,8 +74,8 @@ class RecommendationSettings(_Strict):
 
     @model_validator(mode="after")
     def _weights_name_kinds(self):
-        unknown = set(self.weights) - {*DISCOVERY_KINDS, BASELINE}
+        known = {*DISCOVERY_KINDS, BASELINE, "buy_again"}
+        unknown = set(self.weights) - known
         if unknown:
-            raise ValueError(f"weights name unknown kinds {sorted(unknown)}; "
-                             f"use {sorted({*DISCOVERY_KINDS, BASELINE})}")
+            raise ValueError(f"weights name unknown kinds {sorted(unknown)}; use {sorted(known)}")
         return self

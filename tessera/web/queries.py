@@ -587,10 +587,10 @@ def _recommendations(engine: Engine, row: dict[str, Any]) -> list[Table]:
     if _has(engine, "recommendations.combination_weights"):
         tables.append(_table(engine, "Weights of the combination (chosen on the back-test)",
                              SqlStep("web.recommendation_weights", """
-            SELECT weight_set, kind, weight, round(ndcg_at_k, 4) AS ndcg_at_k
+            SELECT mode AS tuned_on, weight_set, kind, weight, round(ndcg_at_k, 4) AS ndcg_at_k
             FROM recommendations.combination_weights
             WHERE chosen AND as_of_date = (SELECT max(as_of_date) FROM recommendations.combination_weights)
-            ORDER BY kind"""), empty="The configured weights (no back-test)."))
+            ORDER BY mode DESC, kind"""), empty="The configured weights (no back-test)."))
     return tables
 
 

@@ -322,18 +322,32 @@ def test_the_card_tab_shows_the_top_products_first(shop):
 
 def test_the_back_test_tunes_the_weights_of_the_combination(shop):
     stats = build_recommendations(shop, _settings(evaluation={"holdout_days": 90, "k": 3}), DAY)
-    sets = shop.execute("""SELECT weight_set, max(ndcg_at_k), bool_or(chosen) FROM
-        recommendations.combination_weights GROUP BY weight_set""").fetchall()
-    names = {s for s, _, _ in sets}
-    assert {"configured", "only:collaborative", "only:popular"} <= names
-    chosen = [(s, n) for s, n, c in sets if c]
-    assert len(chosen) == 1 and chosen[0][0] == stats["weight_set"]
-    # the chosen set is the best one, and the combination in the evaluation scores just that
-    assert chosen[0][1] == pytest.approx(max(n for _, n, _ in sets))
-    combined = [r for r in stats["evaluation"] if r["mode"] == "new_items" and r["kind"] == "combined"][0]
-    assert combined["ndcg_at_k"] == pytest.approx(chosen[0][1])
+    rows = {(m, k): r for r in stats["evaluation"] for m, k in [(r["mode"], r["kind"])]}
+    for mode in ("new_items", "all_items"):
+        sets = shop.execute("""SELECT weight_set, max(ndcg_at_k), bool_or(chosen) FROM
+            recommendations.combination_weights WHERE mode = ? GROUP BY weight_set""", [mode]).fetchall()
+        chosen = [(s, n) for s, n, c in sets if c]
+        # one chosen set per mode, the best one, and the evaluation's combination scores just that
+        assert len(chosen) == 1
+        assert chosen[0][1] == pytest.approx(max(n for _, n, _ in sets))
+        assert rows[(mode, "combined")]["ndcg_at_k"] == pytest.approx(chosen[0][1])
+        if mode == "new_items":
+            assert {"configured", "only:collaborative", "only:popular"} <= {s for s, _, _ in sets}
+        else:  # buy again's weight, tried beside the chosen discovery weights
+            assert {s.rsplit(":", 1)[-1] for s, _, _ in sets} >= {"0", "1", "4"}
+            assert stats["weight_set"] == chosen[0][0]
+    # buy again alone is one of the sets: on repeat purchases the combination matches it
+    assert rows[("all_items", "combined")]["ndcg_at_k"] >= rows[("all_items", "buy_again")]["ndcg_at_k"] - 1e-9
     # off: the configured weights, and no set is stored for the day
     again = build_recommendations(shop, _settings(evaluation={"holdout_days": 90, "k": 3,
                                                               "tune_weights": False}), DAY)
     assert again["weight_set"] == "configured"
     assert shop.execute("SELECT count(*) FROM recommendations.combination_weights").fetchone()[0] == 0
+
+
+def test_buy_again_joins_the_combination_only_when_bought_products_are_kept(shop):
+    weights = {"collaborative": 0.0, "popular": 0.01, "buy_again": 1.0}
+    build_recommendations(shop, _settings(weights=weights, exclude_bought=False), DAY)
+    assert _lists(shop, 3, "combined")[0] == "MILK"   # what contact 3 re-buys every month
+    build_recommendations(shop, _settings(weights=weights), DAY)
+    assert "MILK" not in _lists(shop, 3, "combined")  # bought, so excluded from discovery

@@ -11,8 +11,9 @@ CREATE TABLE IF NOT EXISTS recommendations.evaluation (
     cutoff_date DATE NOT NULL, contacts BIGINT NOT NULL, hit_rate DOUBLE, precision_at_k DOUBLE,
     recall_at_k DOUBLE, map_at_k DOUBLE, ndcg_at_k DOUBLE, coverage DOUBLE);
 CREATE TABLE IF NOT EXISTS recommendations.combination_weights (
-    as_of_date DATE NOT NULL, weight_set VARCHAR NOT NULL, kind VARCHAR NOT NULL,
-    weight DOUBLE NOT NULL, ndcg_at_k DOUBLE NOT NULL, chosen BOOLEAN NOT NULL);
+    as_of_date DATE NOT NULL, mode VARCHAR NOT NULL, weight_set VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL, weight DOUBLE NOT NULL, ndcg_at_k DOUBLE NOT NULL,
+    chosen BOOLEAN NOT NULL);
 CREATE TABLE IF NOT EXISTS recommendations.unknown_products (
     as_of_date DATE NOT NULL, origin VARCHAR NOT NULL, product_id VARCHAR NOT NULL,
     occurrences BIGINT NOT NULL)
