@@ -88,7 +88,7 @@ def evaluate(engine: Engine, settings: RecommendationSettings, day: dt.date) -> 
             else:
                 rows = []
             tuning += rows
-        rank_lists(engine, settings, exclude=exclude, weights=weights)
+        rank_lists(engine, settings, exclude=exclude, weights=weights, combine_only=ev.tune_weights)
         engine.run(SqlStep("recommendations.eval_lists", """
             INSERT INTO _rec_eval_lists
             SELECT $mode, kind, customer_id, rank, product_id, score FROM _rec_lists""",

@@ -94,8 +94,13 @@ def build_candidates(engine: Engine, settings: RecommendationSettings, until: dt
 
 
 def rank_lists(engine: Engine, settings: RecommendationSettings, exclude: bool,
-               weights: dict[str, float] | None = None) -> None:
+               weights: dict[str, float] | None = None, combine_only: bool = False) -> None:
     """``_rec_lists``: every kind's top N (and the weighted combination, by ``weights`` or
-    else the configured ones) from the candidates."""
-    engine.run(*file_steps("lists.sql", top=settings.top_n, exclude=exclude,
-                           **_weights(settings.weights if weights is None else weights, exclude)))
+    else the configured ones) from the candidates. ``combine_only``: the kinds' lists are
+    in place (same ``exclude``), only the combination is made again (new weights)."""
+    steps = file_steps("lists.sql", top=settings.top_n, exclude=exclude,
+                       **_weights(settings.weights if weights is None else weights, exclude))
+    if combine_only:
+        steps = [SqlStep("recommendations.lists_drop_combined",
+                         "DELETE FROM _rec_lists WHERE kind = 'combined'"), *steps[1:]]
+    engine.run(*steps)
