@@ -351,3 +351,23 @@ def test_buy_again_joins_the_combination_only_when_bought_products_are_kept(shop
     assert _lists(shop, 3, "combined")[0] == "MILK"   # what contact 3 re-buys every month
     build_recommendations(shop, _settings(weights=weights), DAY)
     assert "MILK" not in _lists(shop, 3, "combined")  # bought, so excluded from discovery
+
+
+def test_baskets_larger_than_max_basket_make_no_pairs(shop):
+    # A, C and BEST always come in one order of three: with max_basket 2 they pair with nothing
+    build_recommendations(shop, _settings(max_basket=2), DAY)
+    assert _lists(shop, 60, "bought_together") == []
+    build_recommendations(shop, _settings(max_basket=3), DAY)
+    assert _lists(shop, 60, "bought_together")[0] == "C"
+
+
+def test_the_days_fit_starts_from_the_back_tests_and_reruns_the_same(shop):
+    s = _settings(evaluation={"holdout_days": 90, "k": 3},
+                  als={"factors": 4, "iterations": 5, "warm_iterations": 2, "seed": 7})
+    stats = build_recommendations(shop, s, DAY)
+    assert stats["als_iterations"] == 2   # warm: the back-test's factors, two more iterations
+    first = shop.execute("SELECT * FROM recommendations.contact_products ORDER BY ALL").fetchall()
+    build_recommendations(shop, s, DAY)
+    assert shop.execute("SELECT * FROM recommendations.contact_products ORDER BY ALL").fetchall() == first
+    cold = build_recommendations(shop, _settings(als={"factors": 4, "iterations": 5, "seed": 7}), DAY)
+    assert cold["als_iterations"] == 5    # no back-test: a full fit
