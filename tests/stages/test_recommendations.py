@@ -226,7 +226,7 @@ def test_recommend_csv_command_writes_lists_and_the_back_test(tmp_path, capsys):
                str(tmp_path / "views.csv"), "--cutoff", "2026-10-10", "--out", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "held out" in printed and "popular" in printed
+    assert "held out" in printed and "popular" in printed and "combination weights" in printed
     ev = duckdb.sql(f"SELECT mode, kind, contacts, hit_rate FROM read_csv('{out / 'evaluation.csv'}') "
                     "WHERE kind = 'buy_again' AND mode = 'all_items'").fetchall()
     # every held-out order re-buys Y, which buy again offers first to everyone
@@ -267,6 +267,8 @@ def test_asset_and_checks_through_dagster(tmp_path, shop):
     ev = meta["recommendations/evaluation"]
     assert "| mode | kind | contacts |" in ev["evaluation"].value
     assert 0.0 <= ev["new_items/combined/ndcg_at_k"].value <= 1.0
+    assert ev["combination_weight_set"].value  # the tuned set's name, and its weights
+    assert set(ev["combination_weights"].value) >= {"collaborative", "popular"}
     assert meta["recommendations/contact_products"]["contacts"].value == 42
 
 
