@@ -568,7 +568,7 @@ def _recommendations(engine: Engine, row: dict[str, Any]) -> list[Table]:
             ORDER BY rank LIMIT $limit""", {"id": row["customer_id"], "limit": LIST_LIMIT}),
             empty="None for this person."),
         _table(engine, "Every kind, best first (latest day)", SqlStep("web.recommended_kinds", f"""
-            SELECT kind, string_agg(product_id, ', ' ORDER BY rank) AS products
+            SELECT kind, array_to_string(list(product_id ORDER BY rank), ', ') AS products
             FROM recommendations.contact_products
             WHERE customer_id = $id AND {latest}
             GROUP BY kind ORDER BY CASE kind {order} ELSE 99 END, kind""", {"id": row["customer_id"]}),
