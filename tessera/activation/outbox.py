@@ -41,10 +41,27 @@ def activation_table_steps() -> list[SqlStep]:
             *marketing_table_steps(), *SET_PROPERTIES_STEPS, *ddl_statements(__package__, "tables.sql")]
 
 
+# A template variable beside the card's fields: the contact's top recommended products
+# (the combination's list of the latest day, best first; product ids), once the
+# recommendations stage has published lists. An empty list for a contact without one.
+RECOMMENDED = "recommended_products"
+_RECOMMENDED_JOIN = """
+        LEFT JOIN (SELECT customer_id, list(product_id ORDER BY rank) AS recommended_products
+                   FROM recommendations.contact_products
+                   WHERE kind = 'combined'
+                     AND as_of_date = (SELECT max(as_of_date) FROM recommendations.contact_products)
+                   GROUP BY customer_id) rp ON rp.customer_id = k.customer_id"""
+
+
 def card_columns(engine: Engine) -> set[str]:
-    return {r[0] for r in engine.rows(SqlStep(
+    """The fields a payload may carry: the card's columns, and ``recommended_products``
+    where the recommendations stage has run."""
+    cols = {r[0] for r in engine.rows(SqlStep(
         "activation.card_columns", "SELECT column_name FROM information_schema.columns "
         "WHERE table_schema = 'marts' AND table_name = 'contact_cards'"))}
+    if engine.table_exists("recommendations", "contact_products"):
+        cols.add(RECOMMENDED)
+    return cols
 
 
 @functools.cache
@@ -69,6 +86,14 @@ def template_fields(deployment, action) -> set[str]:
         from jinja2 import meta
         out |= meta.find_undeclared_variables(jinja2.Environment().parse(subject))
     return out
+
+
+def uses_recommendations(deployment) -> bool:
+    """Whether a message template of an automation or journey reads the contact's
+    recommended products (then the activation runs after the recommendations)."""
+    actions = [a.action for a in deployment.automations or []]
+    actions += [s.action for j in deployment.journeys or [] for s in j.steps if s.action is not None]
+    return any(a.kind in ("email", "sms") and RECOMMENDED in template_fields(deployment, a) for a in actions)
 
 
 def payload_fields(deployment, action, columns: set[str]) -> list[str]:
@@ -119,11 +144,13 @@ def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, acti
     if message and cap is not None:
         status = f"CASE WHEN g.nth > {int(cap)} THEN 'capped' ELSE 'pending' END"
     sent_at = "CAST(NULL AS TIMESTAMP)" if message else "CAST(? AS TIMESTAMP)"
-    cols = "".join(f', c."{f}"' for f in fields)
+    cols = "".join(", coalesce(rp.recommended_products, [])" + f' AS "{RECOMMENDED}"' if f == RECOMMENDED
+                   else f', c."{f}"' for f in fields)
+    rec_join = _RECOMMENDED_JOIN if RECOMMENDED in fields else ""
     gated = engine.replace_table("activation._gated", SqlStep("activation.gate", f"""
         SELECT {KEY_SQL.replace("customer_id", "k.customer_id").replace("ref)", "k.ref)")} AS action_key,
                k.customer_id, k.ref, k.trigger_event, k.coupon{cols}
-        FROM activation._candidates k JOIN marts.contact_cards c ON c.customer_id = k.customer_id
+        FROM activation._candidates k JOIN marts.contact_cards c ON c.customer_id = k.customer_id{rec_join}
         JOIN activation._gate ok ON ok.customer_id = k.customer_id AND ok.ok_{action.channel}""",
         [origin, name, step]))
     # the cap's window only when there is a cap (a sort per contact is not free)

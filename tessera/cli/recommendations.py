@@ -106,6 +106,8 @@ def recommend_csv(orders: str, views: str | None, cutoff: dt.date, settings_file
         click.echo(f"{r['mode']:<10} {r['kind']:<22} {r['contacts']:>8} {r['hit_rate']:>7.4f} "
                    f"{r['precision_at_k']:>7.4f} {r['recall_at_k']:>7.4f} {r['map_at_k']:>7.4f} "
                    f"{r['ndcg_at_k']:>7.4f} {r['coverage']:>7.4f}")
+    click.echo(f"combination weights ({stats['weight_set']}): "
+               + ", ".join(f"{k} {w:g}" for k, w in stats["weights"].items()))
     click.echo(f"lists: {stats['rows']} rows for {stats['contacts']} contacts -> {out_dir}")
     return 0
 

@@ -15,23 +15,27 @@ replaced per day in one transaction, and days older than ``keep_days`` are dropp
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 import pyarrow as pa
 
 from tessera.engine import Engine, SqlStep, as_engine, step_from_file
 from tessera.engine.steps import ddl_statements
+from tessera.recommendations.collaborative import Factors
 from tessera.recommendations.lists import build_candidates, file_steps, load_inputs, rank_lists
+from tessera.recommendations.weights import CONFIGURED, configured_weights, tune_discovery, tune_repeat
 from tessera.settings.recommendations import BASELINE, DISCOVERY_KINDS, RecommendationSettings
 
 TABLE = "recommendations.contact_products"
 EVALUATION = "recommendations.evaluation"
 UNKNOWN = "recommendations.unknown_products"
+WEIGHTS = "recommendations.combination_weights"
 MODES = ("new_items", "all_items")
 # the scratch tables of a build (lists.py, collaborative.py, the back-test)
 _SCRATCH = ("_rec_catalogue", "_rec_bought", "_rec_purchases", "_rec_views", "_rec_pairs",
             "_rec_item_candidates", "_rec_popular", "_rec_candidates", "_rec_lists", "_rec_targets",
             "_rec_als_inter", "_rec_als_users", "_rec_als", "_rec_truth", "_rec_eval_lists",
-            "_rec_eval_kinds", "_rec_events")
+            "_rec_eval_kinds", "_rec_weight_sets", "_rec_events")
 
 
 def table_steps() -> list[SqlStep]:
@@ -48,7 +52,18 @@ def _targets(engine: Engine, select: str, **params) -> None:
                        f"CREATE OR REPLACE TEMP TABLE _rec_targets AS {select}", params))
 
 
-def evaluate(engine: Engine, settings: RecommendationSettings, day: dt.date) -> list[dict]:
+@dataclass
+class BackTest:
+    """What the day's lists take from the back-test: its figures, the collaborative fit
+    to start from, and the combination's weights (tuned, or as configured)."""
+
+    rows: list[dict]
+    factors: Factors | None
+    weights: dict[str, float]
+    weight_set: str
+
+
+def evaluate(engine: Engine, settings: RecommendationSettings, day: dt.date) -> BackTest:
     """Back-test as of ``day``: train before the cut, score the held-out purchases."""
     ev = settings.evaluation
     cutoff = day - dt.timedelta(days=ev.holdout_days - 1)
@@ -56,16 +71,36 @@ def evaluate(engine: Engine, settings: RecommendationSettings, day: dt.date) -> 
     # the truth: held-out purchases of current contacts, all of them and the new ones
     engine.run(step_from_file(__package__, "truth.sql", cutoff=cutoff, day=day))
     _targets(engine, "SELECT DISTINCT customer_id FROM _rec_truth")
-    build_candidates(engine, settings, cutoff)
+    _, factors = build_candidates(engine, settings, cutoff)
+    weights, weight_set, tuning = configured_weights(settings), CONFIGURED, []
     engine.run(SqlStep("recommendations.eval_lists_empty", """
         CREATE OR REPLACE TEMP TABLE _rec_eval_lists (mode VARCHAR, kind VARCHAR,
             customer_id BIGINT, rank INTEGER, product_id VARCHAR, score DOUBLE)"""))
     for mode in MODES:
-        rank_lists(engine, settings, exclude=(mode == "new_items"))
+        exclude = mode == "new_items"
+        if ev.tune_weights:
+            # the kinds' lists of the mode, then the weights tuned on it
+            rank_lists(engine, settings, exclude=exclude, weights=weights)
+            if exclude:
+                weight_set, weights, rows = tune_discovery(engine, settings, ev.k)
+            elif "buy_again" in settings.kinds:
+                weight_set, weights, rows = tune_repeat(engine, settings, ev.k, weight_set, weights)
+            else:
+                rows = []
+            tuning += rows
+        rank_lists(engine, settings, exclude=exclude, weights=weights, combine_only=ev.tune_weights)
         engine.run(SqlStep("recommendations.eval_lists", """
             INSERT INTO _rec_eval_lists
             SELECT $mode, kind, customer_id, rank, product_id, score FROM _rec_lists""",
                            {"mode": mode}))
+    engine.register_arrow("_rec_weights_arrow", pa.table({
+        name: [r[name] for r in tuning] for name in ("mode", "weight_set", "kind", "weight", "ndcg_at_k", "chosen")},
+        schema=pa.schema([("mode", pa.string()), ("weight_set", pa.string()), ("kind", pa.string()),
+                          ("weight", pa.float64()), ("ndcg_at_k", pa.float64()), ("chosen", pa.bool_())])))
+    engine.replace_partition(WEIGHTS, {"as_of_date": day}, SqlStep("recommendations.weights_of_day", """
+        SELECT CAST($day AS DATE), mode, weight_set, kind, weight, ndcg_at_k, chosen
+        FROM _rec_weights_arrow""", {"day": day}))
+    engine.unregister("_rec_weights_arrow")
     kinds = [*settings.kinds, BASELINE]
     engine.register_arrow("_rec_eval_kinds_arrow", pa.table({"kind": kinds}))
     engine.run(SqlStep("recommendations.eval_kinds",
@@ -80,7 +115,7 @@ def evaluate(engine: Engine, settings: RecommendationSettings, day: dt.date) -> 
         SELECT mode, kind, contacts, hit_rate, precision_at_k, recall_at_k, map_at_k, ndcg_at_k, coverage
         FROM {EVALUATION} WHERE as_of_date = $day ORDER BY mode, kind""", {"day": day}))
     names = list(cols)
-    return [dict(zip(names, row)) for row in zip(*cols.values())]
+    return BackTest([dict(zip(names, row)) for row in zip(*cols.values())], factors, weights, weight_set)
 
 
 def worse_than_popular(rows: list[dict]) -> list[str]:
@@ -101,13 +136,16 @@ def build_recommendations(engine: Engine, settings: RecommendationSettings, day:
     the evaluation figures (no personal data)."""
     engine = as_engine(engine)
     engine.run(*table_steps())
-    evaluation = evaluate(engine, settings, day) if settings.evaluation.enabled else []
+    back = (evaluate(engine, settings, day) if settings.evaluation.enabled else
+            BackTest([], None, configured_weights(settings), CONFIGURED))
+    evaluation = back.rows
 
     until = day + dt.timedelta(days=1)  # the day's own orders and views are known
     load_inputs(engine, settings, until)
     _targets(engine, "SELECT customer_id FROM marts.contact_cards")
-    stats = build_candidates(engine, settings, until)
-    rank_lists(engine, settings, exclude=settings.exclude_bought)
+    stats, _ = build_candidates(engine, settings, until, back.factors)
+    back.factors = None  # the factors are large: free them before the ranking
+    rank_lists(engine, settings, exclude=settings.exclude_bought, weights=back.weights)
     kinds = stored_kinds(settings)
     with engine.together():
         written = engine.replace_partition(TABLE, {"as_of_date": day}, SqlStep(
@@ -142,7 +180,10 @@ def build_recommendations(engine: Engine, settings: RecommendationSettings, day:
         "item_pairs": {k: int(v) for k, v in stats["item_pairs"].items()},
         "als_contacts": stats["als_contacts"],
         "als_products": stats["als_products"],
+        "als_iterations": stats["als_iterations"],
         "unknown_product_ids": {k: int(v) for k, v in unknown.items()},
         "evaluation": evaluation,
+        "weight_set": back.weight_set,
+        "weights": back.weights,
         "worse_than_popular": worse_than_popular(evaluation),
     }

@@ -18,7 +18,7 @@ import re
 
 from tessera.engine import Engine, SqlStep
 from tessera.engine.steps import sql_file
-from tessera.recommendations.collaborative import als_candidates
+from tessera.recommendations.collaborative import Factors, als_candidates
 from tessera.settings.recommendations import RecommendationSettings
 
 _PARAM = re.compile(r"\$([a-z_]+)")
@@ -37,9 +37,11 @@ def file_steps(name: str, **params) -> list[SqlStep]:
     return steps
 
 
-def _weights(settings: RecommendationSettings) -> dict[str, float]:
+def _weights(weights: dict[str, float], exclude: bool) -> dict[str, float]:
     names = ("collaborative", "bought_after_viewing", "viewed_together", "bought_together", "popular")
-    return {f"w_{k}": float(settings.weights.get(k, 0.0)) for k in names}
+    out = {f"w_{k}": float(weights.get(k, 0.0)) for k in names}
+    out["w_buy_again"] = 0.0 if exclude else float(weights.get("buy_again", 0.0))
+    return out
 
 
 def events_view(engine: Engine) -> None:
@@ -61,18 +63,21 @@ def load_inputs(engine: Engine, settings: RecommendationSettings, until: dt.date
         view_types=list(settings.view_event_types)))
 
 
-def build_candidates(engine: Engine, settings: RecommendationSettings, until: dt.date) -> dict:
+def build_candidates(engine: Engine, settings: RecommendationSettings, until: dt.date,
+                     warm: Factors | None = None) -> tuple[dict, Factors | None]:
     """Candidates of every kind for the contacts in ``_rec_targets`` (which the caller
-    fills); ``load_inputs`` has run for the same ``until``."""
+    fills); ``load_inputs`` has run for the same ``until``. ``warm``: an earlier fit of
+    the collaborative model to start from. Returns counts and this run's fit."""
     n = settings.top_n
     pool = n + settings.candidates
     engine.run(*file_steps("item_pairs.sql", min_support=settings.min_support, lift=settings.lift,
-                           after_days=settings.after_view_days, neighbours=settings.neighbours))
+                           after_days=settings.after_view_days, neighbours=settings.neighbours,
+                           max_basket=settings.max_basket))
     engine.run(*file_steps("item_candidates.sql",
                            recent_since=until - dt.timedelta(days=settings.recent_days)))
     engine.run(*file_steps("candidates.sql", pool=pool,
                            popular_since=until - dt.timedelta(days=settings.popularity_days)))
-    stats = als_candidates(engine, settings.als, pool)
+    stats, factors = als_candidates(engine, settings.als, pool, warm)
     # Collaborative: the model's scores, and the best sellers for contacts it never saw.
     engine.run(SqlStep("recommendations.collaborative_candidates", """
         INSERT INTO _rec_candidates
@@ -85,9 +90,17 @@ def build_candidates(engine: Engine, settings: RecommendationSettings, until: dt
         WHERE customer_id NOT IN (SELECT customer_id FROM _rec_als_users)""")) or 0)
     stats["item_pairs"] = dict(engine.rows(SqlStep(
         "recommendations.pair_counts", "SELECT kind, count(*) FROM _rec_pairs GROUP BY kind ORDER BY kind")))
-    return stats
+    return stats, factors
 
 
-def rank_lists(engine: Engine, settings: RecommendationSettings, exclude: bool) -> None:
-    """``_rec_lists``: every kind's top N (and the weighted combination) from the candidates."""
-    engine.run(*file_steps("lists.sql", top=settings.top_n, exclude=exclude, **_weights(settings)))
+def rank_lists(engine: Engine, settings: RecommendationSettings, exclude: bool,
+               weights: dict[str, float] | None = None, combine_only: bool = False) -> None:
+    """``_rec_lists``: every kind's top N (and the weighted combination, by ``weights`` or
+    else the configured ones) from the candidates. ``combine_only``: the kinds' lists are
+    in place (same ``exclude``), only the combination is made again (new weights)."""
+    steps = file_steps("lists.sql", top=settings.top_n, exclude=exclude,
+                       **_weights(settings.weights if weights is None else weights, exclude))
+    if combine_only:
+        steps = [SqlStep("recommendations.lists_drop_combined",
+                         "DELETE FROM _rec_lists WHERE kind = 'combined'"), *steps[1:]]
+    engine.run(*steps)

@@ -28,6 +28,8 @@ class AlsSettings(_Strict):
 
     factors: int = Field(32, ge=2, le=512)
     iterations: int = Field(15, ge=1, le=200)
+    # the day's fit starts from the back-test's factors and runs only this many
+    warm_iterations: int = Field(3, ge=1, le=200)
     regularization: float = Field(0.05, ge=0)
     alpha: float = Field(20.0, gt=0)          # confidence = 1 + alpha * weight
     view_weight: float = Field(0.25, ge=0)    # a view counts this much of a purchase
@@ -40,6 +42,9 @@ class Evaluation(_Strict):
     enabled: bool = True
     holdout_days: int = Field(28, ge=1, le=3650)
     k: int = Field(10, ge=1, le=100)
+    # score a few weight sets of the combination on the held-out window and use the best
+    # (recommendations.combination_weights); off: the configured weights
+    tune_weights: bool = True
 
 
 class RecommendationSettings(_Strict):
@@ -53,8 +58,10 @@ class RecommendationSettings(_Strict):
     after_view_days: int = Field(7, ge=0)       # a purchase this soon after a view follows it
     min_support: int = Field(2, ge=1)           # fewer customers/orders/sessions: the pair is noise
     neighbours: int = Field(20, ge=1, le=1000)  # item-to-item: best neighbours kept per product
+    max_basket: int = Field(50, ge=2)           # larger orders/sessions are left out of the pairs
     candidates: int = Field(20, ge=0, le=1000)  # extra candidates so exclusions still leave top_n
     lift: bool = True                           # bought together by lift, not by raw co-occurrence
+    # buy_again counts only with exclude_bought off (a repeat-purchase catalogue)
     weights: dict[str, float] = {"collaborative": 1.0, "bought_after_viewing": 1.0,
                                  "viewed_together": 0.5, "bought_together": 1.0, "popular": 0.1}
     view_event_types: list[str] = ["page_view"]
@@ -67,8 +74,8 @@ class RecommendationSettings(_Strict):
 
     @model_validator(mode="after")
     def _weights_name_kinds(self):
-        unknown = set(self.weights) - {*DISCOVERY_KINDS, BASELINE}
+        known = {*DISCOVERY_KINDS, BASELINE, "buy_again"}
+        unknown = set(self.weights) - known
         if unknown:
-            raise ValueError(f"weights name unknown kinds {sorted(unknown)}; "
-                             f"use {sorted({*DISCOVERY_KINDS, BASELINE})}")
+            raise ValueError(f"weights name unknown kinds {sorted(unknown)}; use {sorted(known)}")
         return self

@@ -683,6 +683,55 @@ def _activation():
     from tessera.web import activation_tabs  # it imports this module
 
     return activation_tabs
+# The recommendation kinds in the order the card lists them (the combination first).
+_REC_KINDS = ("combined", "collaborative", "bought_after_viewing", "viewed_together",
+              "bought_together", "buy_again", "popular")
+
+
+def _recommendations(engine: Engine, row: dict[str, Any]) -> list[Table]:
+    """The person's top recommended products (the combination the feeds and templates
+    use) first, then every kind's list in one line each, then the back-test of the
+    whole base and the weights the combination used. Read from the lists table, so a
+    published snapshot (tables only) shows the same."""
+    if not _has(engine, "recommendations.contact_products"):
+        return [Table("Recommendations", [], empty="No recommendations yet: this tab fills when "
+                                                   "the recommendations stage publishes its tables.")]
+    latest = ("as_of_date = (SELECT max(as_of_date) FROM recommendations.contact_products "
+              "WHERE customer_id = $id)")
+    order = " ".join(f"WHEN '{k}' THEN {i}" for i, k in enumerate(_REC_KINDS))
+    tables = [
+        _table(engine, "Top recommended products (the combination, latest day)", SqlStep(
+            "web.recommended", f"""
+            SELECT rank, product_id, round(score, 4) AS score, as_of_date
+            FROM recommendations.contact_products
+            WHERE customer_id = $id AND kind = 'combined' AND {latest}
+            ORDER BY rank LIMIT $limit""", {"id": row["customer_id"], "limit": LIST_LIMIT}),
+            empty="None for this person."),
+        _table(engine, "Every kind, best first (latest day)", SqlStep("web.recommended_kinds", f"""
+            SELECT kind, array_to_string(list(product_id ORDER BY rank), ', ') AS products
+            FROM recommendations.contact_products
+            WHERE customer_id = $id AND {latest}
+            GROUP BY kind ORDER BY CASE kind {order} ELSE 99 END, kind""", {"id": row["customer_id"]}),
+            empty="None for this person."),
+    ]
+    if _has(engine, "recommendations.evaluation"):
+        tables.append(_table(engine, "How accurate they are (recommendations.evaluation, latest day)",
+                             SqlStep("web.recommendations_accuracy", """
+            SELECT mode, kind, contacts, round(hit_rate, 4) AS hit_rate,
+                   round(ndcg_at_k, 4) AS ndcg_at_k, round(coverage, 4) AS coverage, k, cutoff_date
+            FROM recommendations.evaluation
+            WHERE as_of_date = (SELECT max(as_of_date) FROM recommendations.evaluation)
+            ORDER BY mode, kind LIMIT $limit""", {"limit": LIST_LIMIT}),
+            note="The stage's back-test of the whole base, not of this person: how far to "
+                 "trust the lists above.", empty="Not back-tested yet (too little history)."))
+    if _has(engine, "recommendations.combination_weights"):
+        tables.append(_table(engine, "Weights of the combination (chosen on the back-test)",
+                             SqlStep("web.recommendation_weights", """
+            SELECT mode AS tuned_on, weight_set, kind, weight, round(ndcg_at_k, 4) AS ndcg_at_k
+            FROM recommendations.combination_weights
+            WHERE chosen AND as_of_date = (SELECT max(as_of_date) FROM recommendations.combination_weights)
+            ORDER BY mode DESC, kind"""), empty="The configured weights (no back-test)."))
+    return tables
 
 
 _TAB_BUILDERS = {
@@ -692,7 +741,7 @@ _TAB_BUILDERS = {
     "journeys": lambda engine, row: _activation().journeys_tab(engine, row),
     "scores": _scores, "stages": _stages, "rfm": _rfm,
     "predictions": _discovered("predictions", "accuracy"),
-    "recommendations": _discovered("recommendations", "evaluation"),
+    "recommendations": _recommendations,
 }
 
 

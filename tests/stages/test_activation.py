@@ -21,7 +21,7 @@ import pytest
 
 from tessera.activation import send as send_mod
 from tessera.activation.journeys import version_of
-from tessera.activation.outbox import duplicate_actions, unconsented_sends
+from tessera.activation.outbox import duplicate_actions, unconsented_sends, uses_recommendations
 from tessera.activation.run import run_activation, step_counts
 from tessera.deployment import load_deployment
 from tessera.feeds.delivery import verify
@@ -500,3 +500,24 @@ def test_consent_withdrawn_after_the_batch_was_queued_drops_the_person_before_se
     assert con.execute("SELECT status, records FROM exports.delivery_batches").fetchall() == [("delivered", 6)]
     assert con.execute("""SELECT count(*) FROM exports.delivery_batch_subjects""").fetchone()[0] in (0, 6)
     assert unconsented_sends(con) == 0
+def test_a_template_can_list_the_contacts_recommended_products(tmp_path, smtp, http):
+    ctl, sink = smtp
+    base = _deployment(ctl.port, http.server_address[1])
+    welcome = [a for a in base.automations if a.name == "welcome_download"][0]
+    email_def = welcome.action.email.model_copy(
+        update={"subject": "Per te: {{ recommended_products | join(', ') }}"})
+    auto = welcome.model_copy(update={"action": welcome.action.model_copy(update={"email": email_def})})
+    dep = base.model_copy(update={"automations": [auto], "journeys": []})
+    assert uses_recommendations(dep) and not uses_recommendations(base.model_copy(update={"journeys": []}))
+    con = _warehouse(tmp_path / "w.duckdb")
+    con.execute("""CREATE SCHEMA recommendations;
+        CREATE TABLE recommendations.contact_products (as_of_date DATE, kind VARCHAR,
+            customer_id BIGINT, rank INTEGER, product_id VARCHAR, score DOUBLE)""")
+    day = D0 + dt.timedelta(days=1)
+    con.executemany("INSERT INTO recommendations.contact_products VALUES (?, ?, 2, ?, ?, 1.0)", [
+        (day - dt.timedelta(days=1), "combined", 1, "OLD"),   # an older day: not used
+        (day, "combined", 2, "P2"), (day, "combined", 1, "P1"),
+        (day, "popular", 1, "BEST")])                         # another kind: not used
+    _run(con, dep, day)
+    # Marco downloaded: the latest day's combination, best first
+    assert _by_subject(sink) == {"Per te: P1, P2": ["marco@example.it"]}

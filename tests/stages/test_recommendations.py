@@ -226,7 +226,7 @@ def test_recommend_csv_command_writes_lists_and_the_back_test(tmp_path, capsys):
                str(tmp_path / "views.csv"), "--cutoff", "2026-10-10", "--out", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "held out" in printed and "popular" in printed
+    assert "held out" in printed and "popular" in printed and "combination weights" in printed
     ev = duckdb.sql(f"SELECT mode, kind, contacts, hit_rate FROM read_csv('{out / 'evaluation.csv'}') "
                     "WHERE kind = 'buy_again' AND mode = 'all_items'").fetchall()
     # every held-out order re-buys Y, which buy again offers first to everyone
@@ -267,6 +267,8 @@ def test_asset_and_checks_through_dagster(tmp_path, shop):
     ev = meta["recommendations/evaluation"]
     assert "| mode | kind | contacts |" in ev["evaluation"].value
     assert 0.0 <= ev["new_items/combined/ndcg_at_k"].value <= 1.0
+    assert ev["combination_weight_set"].value  # the tuned set's name, and its weights
+    assert set(ev["combination_weights"].value) >= {"collaborative", "popular"}
     assert meta["recommendations/contact_products"]["contacts"].value == 42
 
 
@@ -303,3 +305,71 @@ def test_collaborative_follows_contacts_with_the_same_taste(shop):
     _order(shop, "p140", 140, d, "P1", "P2")
     build_recommendations(shop, _settings(als={"factors": 8, "iterations": 15, "seed": 7}), DAY)
     assert _lists(shop, 140, "collaborative")[0] == "P3"
+
+
+def test_the_card_tab_shows_the_top_products_first(shop):
+    from tessera.web import queries
+
+    engine = as_engine(shop)
+    (empty,) = queries._recommendations(engine, {"customer_id": 60})
+    assert "No recommendations yet" in empty.empty
+    build_recommendations(shop, _settings(evaluation={"holdout_days": 90, "k": 3}), DAY)
+    top, kinds, accuracy, weights = queries._recommendations(as_engine(shop), {"customer_id": 60})
+    assert [r[top.columns.index("product_id")] for r in top.rows] == _lists(shop, 60, "combined")
+    assert kinds.rows[0][0] == "combined"
+    assert dict(kinds.rows)["bought_together"].split(", ") == _lists(shop, 60, "bought_together")
+    assert {r[0] for r in accuracy.rows} == {"new_items", "all_items"}
+    assert weights.rows  # the chosen set, one row per kind
+
+
+def test_the_back_test_tunes_the_weights_of_the_combination(shop):
+    stats = build_recommendations(shop, _settings(evaluation={"holdout_days": 90, "k": 3}), DAY)
+    rows = {(m, k): r for r in stats["evaluation"] for m, k in [(r["mode"], r["kind"])]}
+    for mode in ("new_items", "all_items"):
+        sets = shop.execute("""SELECT weight_set, max(ndcg_at_k), bool_or(chosen) FROM
+            recommendations.combination_weights WHERE mode = ? GROUP BY weight_set""", [mode]).fetchall()
+        chosen = [(s, n) for s, n, c in sets if c]
+        # one chosen set per mode, the best one, and the evaluation's combination scores just that
+        assert len(chosen) == 1
+        assert chosen[0][1] == pytest.approx(max(n for _, n, _ in sets))
+        assert rows[(mode, "combined")]["ndcg_at_k"] == pytest.approx(chosen[0][1])
+        if mode == "new_items":
+            assert {"configured", "only:collaborative", "only:popular"} <= {s for s, _, _ in sets}
+        else:  # buy again's weight, tried beside the chosen discovery weights
+            assert {s.rsplit(":", 1)[-1] for s, _, _ in sets} >= {"0", "1", "4"}
+            assert stats["weight_set"] == chosen[0][0]
+    # buy again alone is one of the sets: on repeat purchases the combination matches it
+    assert rows[("all_items", "combined")]["ndcg_at_k"] >= rows[("all_items", "buy_again")]["ndcg_at_k"] - 1e-9
+    # off: the configured weights, and no set is stored for the day
+    again = build_recommendations(shop, _settings(evaluation={"holdout_days": 90, "k": 3,
+                                                              "tune_weights": False}), DAY)
+    assert again["weight_set"] == "configured"
+    assert shop.execute("SELECT count(*) FROM recommendations.combination_weights").fetchone()[0] == 0
+
+
+def test_buy_again_joins_the_combination_only_when_bought_products_are_kept(shop):
+    weights = {"collaborative": 0.0, "popular": 0.01, "buy_again": 1.0}
+    build_recommendations(shop, _settings(weights=weights, exclude_bought=False), DAY)
+    assert _lists(shop, 3, "combined")[0] == "MILK"   # what contact 3 re-buys every month
+    build_recommendations(shop, _settings(weights=weights), DAY)
+    assert "MILK" not in _lists(shop, 3, "combined")  # bought, so excluded from discovery
+
+
+def test_baskets_larger_than_max_basket_make_no_pairs(shop):
+    # A, C and BEST always come in one order of three: with max_basket 2 they pair with nothing
+    build_recommendations(shop, _settings(max_basket=2), DAY)
+    assert _lists(shop, 60, "bought_together") == []
+    build_recommendations(shop, _settings(max_basket=3), DAY)
+    assert _lists(shop, 60, "bought_together")[0] == "C"
+
+
+def test_the_days_fit_starts_from_the_back_tests_and_reruns_the_same(shop):
+    s = _settings(evaluation={"holdout_days": 90, "k": 3},
+                  als={"factors": 4, "iterations": 5, "warm_iterations": 2, "seed": 7})
+    stats = build_recommendations(shop, s, DAY)
+    assert stats["als_iterations"] == 2   # warm: the back-test's factors, two more iterations
+    first = shop.execute("SELECT * FROM recommendations.contact_products ORDER BY ALL").fetchall()
+    build_recommendations(shop, s, DAY)
+    assert shop.execute("SELECT * FROM recommendations.contact_products ORDER BY ALL").fetchall() == first
+    cold = build_recommendations(shop, _settings(als={"factors": 4, "iterations": 5, "seed": 7}), DAY)
+    assert cold["als_iterations"] == 5    # no back-test: a full fit

@@ -1,15 +1,24 @@
 -- Item-to-item scores of the three co-occurrence kinds: (kind, a, b, score), the best
 -- $neighbours b per a, pairs seen fewer than $min_support times dropped. Set-based
--- self-joins over sparse baskets: never a products x products matrix.
+-- self-joins over sparse baskets: never a products x products matrix. Blocked before
+-- each join: a product seen fewer than $min_support times cannot be in a pair that is
+-- (so it is dropped first), and a basket or session of more than $max_basket products
+-- (a bulk order, a crawler) says little about any pair and would add its square.
 CREATE OR REPLACE TEMP TABLE _rec_pairs AS
 WITH
 -- bought together: co-occurrence in one order, corrected by lift
 baskets AS (SELECT DISTINCT order_id, product_id FROM _rec_purchases),
 basket_n AS (SELECT product_id, count(*) AS n FROM baskets GROUP BY product_id),
 basket_total AS (SELECT count(DISTINCT order_id) AS n FROM baskets),
+paired_baskets AS (
+    SELECT b.order_id, b.product_id FROM baskets b
+    JOIN basket_n n ON n.product_id = b.product_id
+    JOIN (SELECT order_id FROM baskets GROUP BY order_id
+          HAVING count(*) BETWEEN 2 AND $max_basket) k ON k.order_id = b.order_id
+    WHERE n.n >= $min_support),
 bt AS (
     SELECT x.product_id AS a, y.product_id AS b, count(*) AS n_ab
-    FROM baskets x JOIN baskets y ON y.order_id = x.order_id AND y.product_id <> x.product_id
+    FROM paired_baskets x JOIN paired_baskets y ON y.order_id = x.order_id AND y.product_id <> x.product_id
     GROUP BY x.product_id, y.product_id HAVING count(*) >= $min_support),
 bt_scored AS (
     SELECT 'bought_together' AS kind, bt.a, bt.b,
@@ -19,9 +28,15 @@ bt_scored AS (
 -- viewed together: co-views by one contact on one day (the session), cosine-normalised
 sessions AS (SELECT DISTINCT customer_id, CAST(viewed_at AS DATE) AS d, product_id FROM _rec_views),
 session_n AS (SELECT product_id, count(*) AS n FROM sessions GROUP BY product_id),
+paired_sessions AS (
+    SELECT s.customer_id, s.d, s.product_id FROM sessions s
+    JOIN session_n n ON n.product_id = s.product_id
+    JOIN (SELECT customer_id, d FROM sessions GROUP BY customer_id, d
+          HAVING count(*) BETWEEN 2 AND $max_basket) k ON k.customer_id = s.customer_id AND k.d = s.d
+    WHERE n.n >= $min_support),
 vt AS (
     SELECT x.product_id AS a, y.product_id AS b, count(*) AS n_ab
-    FROM sessions x JOIN sessions y
+    FROM paired_sessions x JOIN paired_sessions y
       ON y.customer_id = x.customer_id AND y.d = x.d AND y.product_id <> x.product_id
     GROUP BY x.product_id, y.product_id HAVING count(*) >= $min_support),
 vt_scored AS (
@@ -32,9 +47,11 @@ viewed AS (SELECT DISTINCT customer_id, product_id AS a, CAST(viewed_at AS DATE)
 viewers AS (SELECT a, count(*) AS n FROM (SELECT DISTINCT customer_id, a FROM viewed) GROUP BY a),
 bought AS (SELECT DISTINCT customer_id, product_id AS b, bought_on AS d FROM _rec_purchases
            WHERE customer_id IS NOT NULL),
+buyers AS (SELECT b, count(DISTINCT customer_id) AS n FROM bought GROUP BY b),
 followed AS (
     SELECT DISTINCT v.customer_id, v.a, p.b
-    FROM viewed v JOIN bought p
+    FROM (SELECT viewed.* FROM viewed JOIN viewers USING (a) WHERE viewers.n >= $min_support) v
+    JOIN (SELECT bought.* FROM bought JOIN buyers USING (b) WHERE buyers.n >= $min_support) p
       ON p.customer_id = v.customer_id AND p.b <> v.a
      AND date_diff('day', v.d, p.d) BETWEEN 0 AND $after_days),
 bav AS (SELECT a, b, count(*) AS n_ab FROM followed GROUP BY a, b HAVING count(*) >= $min_support),

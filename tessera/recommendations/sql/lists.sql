@@ -14,7 +14,8 @@ SELECT kind, customer_id, CAST(rank AS INTEGER) AS rank, product_id, score FROM 
 WHERE rank <= $top;
 
 -- the weighted combination: each kind's scores scaled to its best (1.0) per contact,
--- weighted, summed and ranked again
+-- weighted, summed and ranked again (buy again takes part only when bought products
+-- are not excluded: a repeat-purchase catalogue)
 INSERT INTO _rec_lists
 SELECT 'combined', customer_id, CAST(rank AS INTEGER), product_id, score FROM (
     SELECT customer_id, product_id, score,
@@ -27,7 +28,8 @@ SELECT 'combined', customer_id, CAST(rank AS INTEGER), product_id, score FROM (
                              WHEN 'bought_after_viewing' THEN $w_bought_after_viewing
                              WHEN 'viewed_together' THEN $w_viewed_together
                              WHEN 'bought_together' THEN $w_bought_together
-                             WHEN 'popular' THEN $w_popular ELSE 0.0 END AS w
+                             WHEN 'popular' THEN $w_popular
+                             WHEN 'buy_again' THEN $w_buy_again ELSE 0.0 END AS w
             FROM _rec_lists)
         WHERE best > 0 AND w > 0
         GROUP BY customer_id, product_id))
