@@ -14,6 +14,27 @@ POOL = "duckdb"  # every asset that writes the warehouse: one writer at a time
 DAY_INPUTS = dg.AssetKey(["history", "days"])  # upstream of every partitioned asset
 
 
+def _compile_dagster_records() -> None:
+    """Build each Dagster record the asset bodies construct once, here, at import.
+
+    A Dagster record compiles its checked constructor on its first call and keeps the
+    caller's local variables in that function's namespace for the life of the process.
+    A first call from an asset body (``dg.MaterializeResult(metadata=table_metadata(con,
+    ...))``) kept that run's warehouse connection, and the DuckDB type objects it held,
+    alive until the interpreter exited, where nanobind reported them as "leaked
+    instances". This frame holds nothing worth keeping.
+    """
+    dg.MaterializeResult(metadata={"n": dg.MetadataValue.int(0), "x": dg.MetadataValue.float(0.0),
+                                   "j": dg.MetadataValue.json({}), "m": dg.MetadataValue.md(""),
+                                   "p": dg.MetadataValue.path("."), "b": dg.MetadataValue.bool(True),
+                                   "u": dg.MetadataValue.url("http://127.0.0.1"),
+                                   "t": dg.MetadataValue.text(""),
+                                   "s": dg.TableSchema(columns=[dg.TableColumn(name="c", type="INTEGER")])})
+
+
+_compile_dagster_records()
+
+
 def day_inputs(con, day):
     """The engine a partitioned asset of ``day`` runs its stage on: the warehouse as it is
     for the newest recorded day, the day's recorded inputs for an earlier one (a backfill)."""
