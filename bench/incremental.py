@@ -37,7 +37,8 @@ os.environ.setdefault("TESSERA_SUPPRESSION_KEY", "bench-only-key")
 # columns that say when a row was (re)built, not what it says
 CLOCK_COLUMNS = {"golden_built_at", "resolved_at", "logged_at", "refused_at", "built_at", "computed_at",
                  "updated_at_run", "run_at", "recorded_at", "loaded_at", "created_at", "scored_at",
-                 "as_of_ts", "merged_at", "checked_at", "rejected_at"}
+                 "as_of_ts", "merged_at", "checked_at", "rejected_at", "decided_at", "linked_at", "trained_at",
+                 "_loaded_at"}
 COMPARED_SCHEMAS = ("staging", "core", "marketing", "marts")
 
 
@@ -82,11 +83,12 @@ def compare(a: Path, b: Path) -> dict:
     import duckdb
 
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     con.execute(f"ATTACH '{a}' AS a (READ_ONLY)")
     con.execute(f"ATTACH '{b}' AS b (READ_ONLY)")
     tables = con.execute(f"""
-        SELECT table_schema, table_name FROM duckdb_tables() WHERE database_name = 'a'
-        AND table_schema IN {COMPARED_SCHEMAS} ORDER BY 1, 2""").fetchall()
+        SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = 'a'
+        AND schema_name IN {COMPARED_SCHEMAS} ORDER BY 1, 2""").fetchall()
     same, differ = [], {}
     for schema, table in tables:
         cols = [c for c, in con.execute("""
