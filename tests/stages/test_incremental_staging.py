@@ -223,3 +223,29 @@ def test_a_pending_soft_delete_makes_contacts_full(world):
     con.execute("INSERT INTO ops.bulk_edits VALUES ('e1', 'delete', ?, TIMESTAMP '2026-11-09 08:00', 't', NULL)", [cid])
     out = build_contacts(con, dep, ChangeRun("run-soft", dt.datetime(2026, 11, 9, 9, 0)))
     assert out["staging_mode"] == "full" and "soft delete" in out["staging_full_reason"]
+
+
+def test_run_full_drops_the_recorded_state_so_staging_is_built_in_full(tmp_path, monkeypatch):
+    from tessera.cli import main
+    from tessera.ingest.changed_keys import STATE_DDL
+
+    home = tmp_path / "home"
+    home.mkdir()
+    con = connect(home / "warehouse.duckdb")
+    ensure_warehouse(con)
+    con.execute(STATE_DDL)
+    con.execute("INSERT INTO ops.staging_state VALUES ('staging.contacts', 'crm_contacts', 'x', 1, 1, "
+                "TIMESTAMP '2026-11-01 06:00', 'full', 'first')")
+    con.close()
+    for var in ("TESSERA_CONFIG", "TESSERA_HOME", "DAGSTER_HOME"):
+        monkeypatch.setenv(var, str(tmp_path / var))  # restored after the test
+    ran = []
+    monkeypatch.setattr("tessera.cli.run._run_day", lambda ctx, day: ran.append(day) or 0)
+    assert main(["--config", str(DEMO), "--home", str(home), "run", "--full", "--date", "2026-11-02"]) == 0
+    assert ran == [dt.date(2026, 11, 2)]
+    con = connect(home / "warehouse.duckdb")
+    try:
+        assert con.execute("SELECT count(*) FROM information_schema.tables "
+                           "WHERE table_schema = 'ops' AND table_name = 'staging_state'").fetchone()[0] == 0
+    finally:
+        con.close()
