@@ -16,7 +16,9 @@ previous run's identity map).
 
 Each run writes what changed to ``ops.changed_keys`` (new / changed / deleted, by a
 64-bit digest of the whole row against the stored row), in incremental and full mode
-alike, so later stages can work from them. Full mode costs two extra hashings of the
+alike, so later stages can work from them; a first build (no table before) writes no
+row per key (every key is new: ``ops.staging_state.mode`` says so), and keys recorded
+more than 30 days before the run are dropped. Full mode costs two extra hashings of the
 table; with ``incremental: false`` none of this runs (staging as before).
 """
 
@@ -151,10 +153,13 @@ def stage(engine: Engine, table: str, entity: str, sources: list[str],
     reason, state = (force_full, {}) if force_full else _full_reason(
         engine, table, sources, digest, contact_records)
     key_cols = "source, source_record_id"
+    first_build = None
     with engine.together():
+        # a re-run replaces its run's keys; keys older than RETENTION_DAYS go
         engine.run(SqlStep("staging.incremental.clear_run", """
-            DELETE FROM ops.changed_keys WHERE run_id = $run AND entity = $entity""",
-                           {"run": run.run_id, "entity": entity}))
+            DELETE FROM ops.changed_keys WHERE entity = $entity
+            AND (run_id = $run OR recorded_at < CAST($now AS TIMESTAMP) - INTERVAL 30 DAY)""",
+                           {"run": run.run_id, "entity": entity, "now": run.now}))
         if reason is None:
             # the keys with a version loaded since the last build's watermark
             picks = " UNION ALL ".join(
@@ -200,17 +205,20 @@ def stage(engine: Engine, table: str, entity: str, sources: list[str],
                     CREATE OR REPLACE TEMP TABLE _stg_before AS
                     SELECT {key_cols}, {_row_hash(engine, table)} AS _h FROM {table}"""))
             engine.replace_table(table, SqlStep(f"{table}.full", full_sql, params))
-            before = "_stg_before" if had else (
-                "(SELECT CAST(NULL AS VARCHAR) AS source, CAST(NULL AS VARCHAR) AS source_record_id, "
-                "CAST(NULL AS UBIGINT) AS _h WHERE 1 = 0)")
-            engine.run(SqlStep("staging.incremental.full_changes", f"""
-                INSERT INTO ops.changed_keys
-                SELECT $run, $entity, coalesce(n.source, o.source), coalesce(n.source_record_id, o.source_record_id),
-                       CASE WHEN o.source IS NULL THEN 'new' WHEN n.source IS NULL THEN 'deleted' ELSE 'changed' END,
-                       CAST($now AS TIMESTAMP)
-                FROM (SELECT {key_cols}, {_row_hash(engine, table)} AS _h FROM {table}) n
-                FULL OUTER JOIN {before} o ON n.source = o.source AND n.source_record_id = o.source_record_id
-                WHERE n._h IS DISTINCT FROM o._h""", {"run": run.run_id, "entity": entity, "now": run.now}))
+            if had:
+                engine.run(SqlStep("staging.incremental.full_changes", f"""
+                    INSERT INTO ops.changed_keys
+                    SELECT $run, $entity, coalesce(n.source, o.source), coalesce(n.source_record_id, o.source_record_id),
+                           CASE WHEN o.source IS NULL THEN 'new' WHEN n.source IS NULL THEN 'deleted' ELSE 'changed' END,
+                           CAST($now AS TIMESTAMP)
+                    FROM (SELECT {key_cols}, {_row_hash(engine, table)} AS _h FROM {table}) n
+                    FULL OUTER JOIN _stg_before o ON n.source = o.source AND n.source_record_id = o.source_record_id
+                    WHERE n._h IS DISTINCT FROM o._h""", {"run": run.run_id, "entity": entity, "now": run.now}))
+            else:
+                # a first build: every key is new, which the state's mode says without a row
+                # per key (50 M events would be 50 M rows)
+                first_build = int(engine.scalar(SqlStep("staging.incremental.first_rows",
+                                                        f"SELECT count(*) FROM {table}")))
             considered = None
             engine.run(SqlStep("staging.incremental.drop_before", "DROP TABLE IF EXISTS _stg_before"))
         # the watermark is the newest file this build has seen, per source
@@ -228,7 +236,7 @@ def stage(engine: Engine, table: str, entity: str, sources: list[str],
         SELECT change, count(*) FROM ops.changed_keys WHERE run_id = $run AND entity = $entity GROUP BY ALL""",
                                       {"run": run.run_id, "entity": entity})))
     out = {"staging_mode": "full" if reason else "incremental", "staging_full_reason": reason or "",
-           "keys_new": int(counts.get("new", 0)),
+           "keys_new": first_build if first_build is not None else int(counts.get("new", 0)),
            "keys_changed": int(counts.get("changed", 0)), "keys_deleted": int(counts.get("deleted", 0))}
     if considered is not None:
         out["keys_recomputed"] = int(considered)

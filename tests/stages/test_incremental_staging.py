@@ -124,6 +124,8 @@ def test_three_days_incremental_equal_full_and_name_the_changed_keys(world):
     # the first day has nothing stored: full, every key new
     assert d1["contact"]["staging_mode"] == "full" and d1["contact"]["keys_new"] > 100
     assert d1["contact"]["keys_changed"] == d1["contact"]["keys_deleted"] == 0
+    # ... which the state says without a row per key
+    assert cons["inc"].execute("SELECT count(*) FROM ops.changed_keys").fetchone()[0] == 0
     _assert_same(cons, tmp, "staging")
     _resolve_both(cons, dep, DAY1)
     _assert_same(cons, tmp, "core", ["customer_sources"])
