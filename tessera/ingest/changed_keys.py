@@ -155,7 +155,7 @@ def stage(engine: Engine, table: str, entity: str, sources: list[str],
     key_cols = "source, source_record_id"
     first_build = None
     with engine.together():
-        # a re-run replaces its run's keys; keys older than RETENTION_DAYS go
+        # a re-run replaces its run's keys; keys recorded more than 30 days ago go
         engine.run(SqlStep("staging.incremental.clear_run", """
             DELETE FROM ops.changed_keys WHERE entity = $entity
             AND (run_id = $run OR recorded_at < CAST($now AS TIMESTAMP) - INTERVAL 30 DAY)""",
