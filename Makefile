@@ -11,7 +11,7 @@ export DO_NOT_TRACK := 1
 # Keys the suppression ledger's hashes. The demo's value is public: set your own secret.
 export TESSERA_SUPPRESSION_KEY ?= demo-only-key-set-TESSERA_SUPPRESSION_KEY
 
-.PHONY: install demo test ui bench bench-segments bench-identity bench-identity-febrl bench-ingest bench-companies bench-predictions validate lock clean browser web bench-web bench-recommendations bench-recommendations-real bench-feeds test-spark bench-spark bench-activation bench-history
+.PHONY: install demo test ui bench bench-segments bench-identity bench-identity-febrl bench-ingest bench-companies bench-predictions validate lock clean browser web bench-web bench-recommendations bench-recommendations-real bench-feeds test-spark bench-spark bench-activation bench-history bench-incremental
 
 install: $(STAMP)
 
@@ -73,6 +73,12 @@ CONTACTS ?= 100000
 SCALE ?= 0.1
 bench: install
 	$(PY) bench/pipeline.py --scale $(SCALE)
+
+## bench-incremental: day 2 (1 % changed) with incremental: false and true, interleaved,
+## each in its own process (wall, CPU, peak RSS), and the two warehouses compared table by table
+ROUNDS ?= 2
+bench-incremental: install
+	$(PY) bench/incremental.py --scale $(SCALE) --rounds $(ROUNDS)
 
 ## bench-feeds: a contact feed in every format, and a 1 % diff day on the changed contacts beside the full comparison (ROWS=1000000 for the reference)
 ROWS ?= 1000000

@@ -11,6 +11,7 @@ from tessera.companies.registry import link_company_users
 from tessera.settings import Deployment
 from tessera.ingest.expectations import check_staged
 from tessera.vocabulary import ENTITY_TABLES
+from tessera.ingest.changed_keys import ChangeRun
 from tessera.ingest.staging import build_contacts, build_entity
 from tessera.engine.warehouse import Timer, ensure_warehouse
 
@@ -32,6 +33,10 @@ def _entity_asset(deployment: Deployment, entity: str):
               description=f"Latest version of every {entity} record from its sources, typed and normalised.")
     def _build(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         timer = Timer()
+        # incremental: only records with a new raw version are recomputed; the keys that
+        # changed go to ops.changed_keys (tessera.ingest.changed_keys)
+        changes = (ChangeRun(context.run_id, dt.datetime.now().replace(microsecond=0))
+                   if deployment.incremental else None)
         with warehouse.get_connection() as con:
             ensure_warehouse(con)
             if entity == "company_user":
@@ -41,13 +46,14 @@ def _entity_asset(deployment: Deployment, entity: str):
                     context.log.warning(f"{extra['unlinked']} company users not linked to a company "
                                         "(ids and reasons in ops.unlinked_company_users)")
             elif entity == "contact":
-                build_contacts(con, deployment)
+                built = build_contacts(con, deployment, changes)
                 extra = dict(con.execute("""
                     SELECT 'records_with_email_key', count(email_key) FROM staging.contacts
                     UNION ALL SELECT 'records_with_mobile', count(mobile) FROM staging.contacts""").fetchall())
+                extra.update(built if isinstance(built, dict) else {})
             else:
-                build_entity(con, deployment, entity)
-                extra = {}
+                built = build_entity(con, deployment, entity, changes)
+                extra = built if isinstance(built, dict) else {}
             meta = table_metadata(con, "staging", table, timer.seconds, extra)
         return dg.MaterializeResult(metadata=meta)
 

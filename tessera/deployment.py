@@ -308,6 +308,7 @@ def load_deployment(config_dir: str | Path) -> Deployment:
         automations=autos.automations,
         journeys=journeys.journeys,
         warehouse=main.warehouse,
+        incremental=main.incremental,
     )
 
     views = {v.name for v in main.tree.views}

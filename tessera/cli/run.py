@@ -245,12 +245,22 @@ def generate_cmd(ctx: click.Context, contacts: int, seed: int, as_of: dt.date,
 
 @click.command("run", short_help="Run the daily job for one day.")
 @click.option("--date", "day", type=DATE, help="business day to run (default: yesterday)")
+@click.option("--full", is_flag=True,
+              help="with incremental: true, rebuild staging in full this run (later runs are incremental again)")
 @click.pass_context
-def run_cmd(ctx: click.Context, day: dt.date | None) -> int:
+def run_cmd(ctx: click.Context, day: dt.date | None, full: bool) -> int:
     """Run the daily job for one day, in process, and print the summary.
 
     Exits 1 if the run failed.
     """
+    if full:
+        # without its recorded state every staging table is built in full (and records
+        # its changed keys against the previous table), then incremental again
+        con, _deployment, _paths = warehouse_and_deployment(ctx)
+        try:
+            con.execute("DROP TABLE IF EXISTS ops.staging_state")
+        finally:
+            con.close()
     return _run_day(ctx, day)
 
 

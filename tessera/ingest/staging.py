@@ -13,6 +13,7 @@ from __future__ import annotations
 from tessera.contracts import SQL_TYPES, entity_contracts
 from tessera.engine import Engine, SqlStep, as_engine
 from tessera.engine.warehouse import sql_literal
+from tessera.ingest.changed_keys import HELD_CLOSE, HELD_OPEN, ChangeRun, restrict_raw, stage
 from tessera.ingest.company_keys import staging_keys_sql
 from tessera.privacy.consent import SOFT_DELETED_SQL
 from tessera.settings import Deployment
@@ -87,16 +88,19 @@ def _held_filter(engine: Engine, source_name: str) -> str:
 
     The person is known from the previous run's ``core.customer_sources``; until they
     are restored (or purged), staging keeps the version from before the soft delete.
+    The clause sits between ``HELD_OPEN`` and ``HELD_CLOSE`` comments: whether it is there
+    (the tables exist) changes no row while nothing is soft-deleted, so an incremental
+    build leaves it out of the statement's digest and checks soft deletes itself.
     """
     if not (engine.table_exists("ops", "bulk_edits") and engine.table_exists("core", "customer_sources")):
         return ""
-    return (
+    return HELD_OPEN + (
         "WHERE NOT EXISTS (SELECT 1 FROM ("
         f"  SELECT cs.source, cs.source_record_id, d.requested_at FROM ({SOFT_DELETED_SQL}) d"
         "  JOIN core.customer_sources cs USING (customer_id)"
         f") h WHERE h.source = '{source_name}' AND h.source_record_id = r.source_record_id"
         "  AND r._loaded_at > h.requested_at) "
-    )
+    ) + HELD_CLOSE
 
 
 def record_order_sql(source) -> str:
@@ -116,14 +120,15 @@ def record_order_sql(source) -> str:
 
 
 def _latest_union(engine: Engine, deployment: Deployment, entity: str,
-                  only: dict[str, str] | None = None) -> str | None:
+                  only: dict[str, str] | None = None, keys: str | None = None) -> str | None:
     """The latest version of every record of the entity's sources (``entity`` may also be
     a tuple of entities). With ``only`` (field -> SQL type), the other entities' sources
     give just those fields, NULL where they have none (company users in contacts).
 
     The sources' columns are aligned here, by name (NULL where a source lacks one), in
     order of first appearance: plain ``UNION ALL`` runs on every engine, where DuckDB's
-    ``UNION ALL BY NAME`` does not."""
+    ``UNION ALL BY NAME`` does not. ``keys``: a table of ``(source, source_record_id)``
+    that limits every source to those records (an incremental build)."""
     parts = []
     entities = entity if isinstance(entity, tuple) else (entity,)
     for source in [s for e in entities for s in deployment.sources_of(e)]:
@@ -153,7 +158,7 @@ def _latest_union(engine: Engine, deployment: Deployment, entity: str,
         selects.append(
             f"SELECT '{source.name}' AS source, '{source.node}' AS node, "
             f"'{source.default_country}' AS default_country, {picked}, r._file, r._line, r._file_seq, "
-            f"r._loaded_at FROM raw.{source.name} r {held}"
+            f"r._loaded_at FROM {restrict_raw(source.name, keys)} r {held}"
             "QUALIFY row_number() OVER (PARTITION BY r.source_record_id "
             f"ORDER BY {record_order_sql(source)} DESC, r._file_seq DESC, r._line DESC) = 1"
         )
@@ -191,7 +196,14 @@ def _py_fold(value: str) -> str:
     return re.sub(r"[^a-z0-9]+", " ", text).strip()
 
 
-def build_contacts(engine: Engine, deployment: Deployment) -> int:
+def _raw_sources(engine: Engine, deployment: Deployment, entities: tuple[str, ...]) -> list[str]:
+    """The entity's sources that have a raw table (what ``_latest_union`` reads)."""
+    return [s.name for e in entities for s in deployment.sources_of(e) if engine.table_exists("raw", s.name)]
+
+
+def build_contacts(engine: Engine, deployment: Deployment, changes: ChangeRun | None = None) -> int | dict:
+    """``staging.contacts``; with ``changes`` incrementally where exact (returns what
+    :func:`tessera.ingest.changed_keys.stage` says), else in full (returns its rows)."""
     engine = as_engine(engine)
     contact_fields = {f: SQL_TYPES[spec.type] for f, spec in entity_contracts()["contact"].fields.items()}
     union = _latest_union(engine, deployment, CONTACT_ENTITIES, only=contact_fields)
@@ -226,7 +238,7 @@ def build_contacts(engine: Engine, deployment: Deployment) -> int:
                 f"right({digits}, 7)]) THEN NULL ELSE {col} END")
 
     sql = f"""
-    WITH latest AS ({union}),
+    WITH latest AS (__LATEST__),
     codes(country, code, trunk) AS (VALUES {codes}),
     base AS (
       SELECT l.*, upper(coalesce(nullif(trim(l.country), ''), l.default_country)) AS _cc,
@@ -280,42 +292,62 @@ def build_contacts(engine: Engine, deployment: Deployment) -> int:
     """
     if union is None:
         raise RuntimeError("no contact source has been loaded yet")
+    params = {
+        "junk_emails": junk_emails, "junk_locals": junk_locals,
+        "junk_names": [_py_fold(v) for v in ident.junk_names],
+        "junk_phones": ["".join(ch for ch in v if ch.isdigit()) for v in ident.junk_phones],
+        "junk_tax": [v.strip().upper().replace(" ", "") for v in ident.junk_tax_codes] or [""],
+    }
+    if changes is not None:
+        return stage(engine, "staging.contacts", "contact", _raw_sources(engine, deployment, CONTACT_ENTITIES),
+                     lambda keys: sql.replace("__LATEST__", _latest_union(
+                         engine, deployment, CONTACT_ENTITIES, only=contact_fields, keys=keys)),
+                     params, changes, contact_records=True)
     with engine.together():
-        return engine.replace_table("staging.contacts", SqlStep("staging.contacts", sql, {
-            "junk_emails": junk_emails, "junk_locals": junk_locals,
-            "junk_names": [_py_fold(v) for v in ident.junk_names],
-            "junk_phones": ["".join(ch for ch in v if ch.isdigit()) for v in ident.junk_phones],
-            "junk_tax": [v.strip().upper().replace(" ", "") for v in ident.junk_tax_codes] or [""],
-        }))
+        return engine.replace_table("staging.contacts", SqlStep(
+            "staging.contacts", sql.replace("__LATEST__", union), params))
 
 
-def build_entity(engine: Engine, deployment: Deployment, entity: str) -> int:
-    """Staging for non-contact entities: the latest version of each record, e-mails normalised."""
+def build_entity(engine: Engine, deployment: Deployment, entity: str,
+                 changes: ChangeRun | None = None) -> int | dict:
+    """Staging for non-contact entities: the latest version of each record, e-mails normalised.
+
+    With ``changes``, incrementally where exact. Company users stay full: their links to
+    companies are added to the table afterwards, across records."""
     engine = as_engine(engine)
     table = ENTITY_TABLES[entity]
     union = _latest_union(engine, deployment, entity)
+    if union is not None and changes is not None and entity != "company_user":
+        return stage(engine, f"staging.{table}", entity, _raw_sources(engine, deployment, (entity,)),
+                     lambda keys: _entity_sql(engine, deployment, entity, keys), {}, changes)
     with engine.together():
         if union is None:
             return engine.replace_table(f"staging.{table}", SqlStep(
                 f"staging.{table}.empty", "SELECT NULL::VARCHAR AS source WHERE false"))
-        extra, joins = "", ""
-        if entity in ("event", "bounce", "unsubscribe", "consent"):
-            extra = ", lower(trim(email)) AS email_key"
-        if entity in ("event", "unsubscribe", "consent"):
-            # the other identifiers a behaviour or a withdrawal may name the person by:
-            # a phone in E.164 (an SMS STOP), the ERP id, a contact of the customer source
-            extra += (f", {e164_sql('u.mobile', 'u._mobile_d')} AS mobile_key"
-                      ", nullif(trim(u.customer_ref), '') AS customer_ref_key")
-            if entity != "event":
-                extra += ", nullif(upper(trim(u.erp_id)), '') AS erp_key"
-            union = (f"SELECT *, regexp_replace(mobile, '[^0-9+]', '', 'g') AS _mobile_d FROM ({union})")
-            joins = (f" u LEFT JOIN (VALUES {calling_codes_values()}) cc(country, code, trunk) "
-                     "ON cc.country = u.default_country")
-        if entity in ("product_line", "service_line"):
-            extra = ", CASE WHEN macro_id IS NULL THEN 'macro' ELSE 'micro' END AS level"
-        if entity in ("company", "company_user", "potential_company"):
-            extra = staging_keys_sql(entity)
-        drop = "default_country, _file_seq, _mobile_d" if joins else "default_country, _file_seq"
-        star = f"u.* EXCLUDE ({drop})" if joins else f"* EXCLUDE ({drop})"
         return engine.replace_table(f"staging.{table}", SqlStep(
-            f"staging.{table}", f"SELECT {star}{extra} FROM ({union}){joins}"))
+            f"staging.{table}", _entity_sql(engine, deployment, entity, None)))
+
+
+def _entity_sql(engine: Engine, deployment: Deployment, entity: str, keys: str | None) -> str:
+    """The staging statement of a non-contact entity (``keys``: see ``_latest_union``)."""
+    union = _latest_union(engine, deployment, entity, keys=keys)
+    extra, joins = "", ""
+    if entity in ("event", "bounce", "unsubscribe", "consent"):
+        extra = ", lower(trim(email)) AS email_key"
+    if entity in ("event", "unsubscribe", "consent"):
+        # the other identifiers a behaviour or a withdrawal may name the person by:
+        # a phone in E.164 (an SMS STOP), the ERP id, a contact of the customer source
+        extra += (f", {e164_sql('u.mobile', 'u._mobile_d')} AS mobile_key"
+                  ", nullif(trim(u.customer_ref), '') AS customer_ref_key")
+        if entity != "event":
+            extra += ", nullif(upper(trim(u.erp_id)), '') AS erp_key"
+        union = (f"SELECT *, regexp_replace(mobile, '[^0-9+]', '', 'g') AS _mobile_d FROM ({union})")
+        joins = (f" u LEFT JOIN (VALUES {calling_codes_values()}) cc(country, code, trunk) "
+                 "ON cc.country = u.default_country")
+    if entity in ("product_line", "service_line"):
+        extra = ", CASE WHEN macro_id IS NULL THEN 'macro' ELSE 'micro' END AS level"
+    if entity in ("company", "company_user", "potential_company"):
+        extra = staging_keys_sql(entity)
+    drop = "default_country, _file_seq, _mobile_d" if joins else "default_country, _file_seq"
+    star = f"u.* EXCLUDE ({drop})" if joins else f"* EXCLUDE ({drop})"
+    return f"SELECT {star}{extra} FROM ({union}){joins}"

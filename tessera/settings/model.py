@@ -40,6 +40,9 @@ class _MainFile(_Strict):
     warehouse: WarehouseSettings = WarehouseSettings()
     engine: EngineName = "duckdb"
     spark: SparkSettings = SparkSettings()
+    # staging rewrites only the records whose raw versions changed since its last build
+    # (tessera.ingest.changed_keys); false: every day rebuilds staging in full
+    incremental: bool = False
 
 
 class _SourcesFile(_Strict):
@@ -93,6 +96,7 @@ class Deployment(_Strict):
     warehouse: WarehouseSettings = WarehouseSettings()
     engine: EngineName = "duckdb"  # which engine runs the stages on the seam
     spark: SparkSettings = SparkSettings()
+    incremental: bool = False  # see _MainFile.incremental
 
     def expectations_of(self, entity: str) -> EntityExpectations:
         """The entity's configured batch expectations, or the defaults."""
