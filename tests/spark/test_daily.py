@@ -50,6 +50,10 @@ KEY_TABLES = {
     "core.consent_events": ("occurred_at",),  # an import flag dates from its load
     "core.consents": ("since",),  # from an import flag: its load time
     "core.events": (),
+    "core.company_sources": ("resolved_at",),
+    "core.companies": ("golden_built_at",),
+    "core.company_field_lineage": ("decided_at",),
+    "core.company_contacts": (),
 }
 
 
@@ -94,7 +98,8 @@ def test_the_stages_ran_on_spark(spark_run):
 
     _, warehouse = spark_run
     catalog = json.loads((warehouse / "_tessera_catalog.json").read_text())
-    for table in ("core.customer_sources", "core.customers", "core.orders",
+    for table in ("core.customer_sources", "core.customers", "core.orders", "core.companies",
+                  "core.company_contacts", "marts.contact_cards",
                   "marketing.rfm_scores", "marketing.scores", "marketing.stages",
                   "marketing.segment_members"):
         assert catalog[table]["path"].startswith(table.replace(".", "/") + "/v-"), table
