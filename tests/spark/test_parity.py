@@ -139,6 +139,30 @@ def test_companies(engines, deployment):
                                   "core.company_field_lineage": (), "core.company_contacts": ()}) == {}
 
 
+def _rounded(value):
+    if isinstance(value, float):
+        return round(value, 9)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def test_recommendations(engines, deployment):
+    """Every list kind (the co-occurrence SQL, buy again, popular, and the ALS fit over the
+    same ordered matrix) and the back-test, on both engines."""
+    from tessera.recommendations.daily import build_recommendations
+
+    duck, spark = _on_both(engines, build_recommendations, deployment.recommendations, AS_OF)
+    # the back-test's means are sums of floats in whatever order each engine adds them
+    assert _rounded(duck) == _rounded(spark)
+    assert differences(*engines, {"recommendations.contact_products": (),
+                                  "recommendations.evaluation": (),
+                                  "recommendations.unknown_products": ()}) == {}
+    assert engines[1].scalar(SqlStep("n", "SELECT count(*) FROM recommendations.contact_products")) > 0
+
+
 def test_a_changed_mapping_breaks_parity(engines, deployment, monkeypatch):
     """The lane catches a Spark mapping that means something else: ``epoch`` mapped to a
     reversed clock makes the oldest mobile number win the most-recent rule on Spark."""
