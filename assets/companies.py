@@ -15,6 +15,7 @@ from assets._common import (DAY_INPUTS, POOL, day_inputs,
                             published_contract_problems, report_swept_temps, table_metadata)
 from pipelines.partitions import daily_backfill, daily_partitions
 from resources import FeedStore
+from resources.spark import SparkEngineResource
 from tessera.companies.registry import (
     build_company_contacts,
     build_coworkers,
@@ -64,11 +65,12 @@ def build(deployment: Deployment):
             ],
             pool=POOL,
         )
-        def companies(warehouse: DuckDBResource):
+        def companies(warehouse: DuckDBResource, spark: SparkEngineResource):
             timer = Timer()
             with warehouse.get_connection() as con:
                 ensure_warehouse(con)
-                stats = resolve_companies(con, deployment, _now())
+                with spark.stage_engine(con) as engine:
+                    stats = resolve_companies(engine, deployment, _now())
                 by_rule = dict(con.execute("SELECT matched_by, count(*) FROM core.company_sources "
                                            "GROUP BY ALL ORDER BY 1").fetchall())
                 src = table_metadata(con, "core", "company_sources", timer.seconds,
@@ -112,12 +114,13 @@ def build(deployment: Deployment):
         @dg.asset(key=COMPANY_CONTACTS, group_name=GROUP, pool=POOL, deps=deps, kinds={"duckdb"},
                   description="(customer_id, company_id, role, source) for every company user "
                               "linked to a company: the people of each company.")
-        def company_contacts(warehouse: DuckDBResource) -> dg.MaterializeResult:
+        def company_contacts(warehouse: DuckDBResource, spark: SparkEngineResource) -> dg.MaterializeResult:
             timer = Timer()
             with warehouse.get_connection() as con:
                 ensure_warehouse(con)
                 _ensure_company_tables(con)
-                stats = build_company_contacts(con, deployment)
+                with spark.stage_engine(con) as engine:
+                    stats = build_company_contacts(engine, deployment)
                 stats["unlinked_company_users"] = int(con.execute(
                     "SELECT count(*) FROM ops.unlinked_company_users").fetchone()[0])
                 meta = table_metadata(con, "core", "company_contacts", timer.seconds, stats)

@@ -10,6 +10,7 @@ from tessera.privacy.consent import SOFT_DELETED_SQL
 from tessera.card.marts import build_contact_cards, build_view_cards
 from tessera.card.search import build_contact_search
 from tessera.engine.warehouse import Timer
+from resources.spark import SparkEngineResource
 
 GROUP = "marts"
 CARDS = dg.AssetKey(["marts", "contact_cards"])
@@ -33,14 +34,15 @@ def build(deployment: Deployment):
     @dg.asset(key=CARDS, group_name=GROUP, pool=POOL, deps=deps, kinds={"duckdb"},
               description="The 360-degree contact card: golden profile, consents, "
                           "ORDER_NUMBER / ORDER_SUMMARY / ORDER_AVG, behaviour.")
-    def contact_cards(warehouse: DuckDBResource) -> dg.MaterializeResult:
+    def contact_cards(warehouse: DuckDBResource, spark: SparkEngineResource) -> dg.MaterializeResult:
         timer = Timer()
         with warehouse.get_connection() as con:
             con.execute("CREATE TABLE IF NOT EXISTS core.orders (order_id VARCHAR, customer_id BIGINT, "
                         "order_date DATE, amount DECIMAL(18,2))")
             con.execute("CREATE TABLE IF NOT EXISTS core.events (event_id VARCHAR, customer_id BIGINT, "
                         "event_type VARCHAR, occurred_at TIMESTAMP)")
-            stats = build_contact_cards(con, companies=companies, deployment=deployment)
+            with spark.stage_engine(con) as engine:
+                stats = build_contact_cards(engine, companies=companies, deployment=deployment)
             return dg.MaterializeResult(metadata=table_metadata(con, "marts", "contact_cards", timer.seconds, stats))
 
     @dg.asset_check(pool=POOL, asset=CARDS, name="one_card_per_customer", blocking=True,

@@ -122,17 +122,20 @@ def _cluster(engine: Engine) -> int:
 
     Edges are stars (every record of a key group to the group's smallest record), so
     they grow linearly. A name group holding two different VATs links nothing by name:
-    those are different companies that happen to share a name.
+    those are different companies that happen to share a name. "At most one VAT in the
+    group" is ``min = max`` over the window (or no VAT at all), not ``count(DISTINCT) OVER``,
+    which Spark refuses (DISTINCT_WINDOW_FUNCTION_UNSUPPORTED): the same test on both engines.
     """
     engine.run(SqlStep("companies.edges", """
         CREATE OR REPLACE TEMP TABLE _cedges AS
         SELECT min(rid) OVER (PARTITION BY vat_key) AS a, rid AS b FROM _crec WHERE vat_key IS NOT NULL
         UNION ALL
         SELECT a, b FROM (
-            SELECT min(rid) OVER w AS a, rid AS b, count(DISTINCT vat_key) OVER w AS vats
+            SELECT min(rid) OVER w AS a, rid AS b,
+                   coalesce(min(vat_key) OVER w = max(vat_key) OVER w, TRUE) AS one_vat
             FROM _crec WHERE name_key IS NOT NULL AND (NOT generic_name OR city_key IS NOT NULL)
             WINDOW w AS (PARTITION BY name_key, CASE WHEN generic_name THEN city_key END)
-        ) WHERE vats <= 1"""),
+        ) WHERE one_vat"""),
                SqlStep("companies.labels", "CREATE OR REPLACE TEMP TABLE _clabel AS "
                                            "SELECT rid, rid AS cid FROM _crec"))
     rounds = 0
@@ -191,12 +194,12 @@ def resolve_companies(engine: Engine, deployment: Deployment, run_at: dt.datetim
             CREATE OR REPLACE TEMP TABLE _cwinners AS
             WITH ranks(node, node_rank) AS (VALUES {rank_values}),
             cand AS (
-                SELECT * FROM (UNPIVOT (
+                SELECT * FROM (
                     SELECT cs.company_id, s.source, s.source_record_id, s.node, r.node_rank,
                            s.updated_at, {cast_cols}
                     FROM staging.companies s JOIN core.company_sources cs USING (source, source_record_id)
                     JOIN ranks r ON r.node = s.node
-                ) ON {", ".join(f'"{f}"' for f in fields)} INTO NAME field VALUE value)
+                ) UNPIVOT (value FOR field IN ({", ".join(f'"{f}"' for f in fields)}))  -- standard form: Spark too
                 WHERE trim(value) <> ''
             )
             SELECT company_id, field, value, node, source, source_record_id,

@@ -21,7 +21,8 @@ def request_bulk_edit(engine: Engine, action: str, customer_ids: list[int], *,
     if action not in ACTIONS:
         raise ValueError(f"unknown bulk action '{action}' (one of {', '.join(ACTIONS)})")
     engine = as_engine(engine)
-    now = now or dt.datetime.now().replace(microsecond=0)
+    # to the microsecond: the latest of a delete and a restore is told by its stamp alone
+    now = now or dt.datetime.now()
     engine.run(bulk_edits_ddl())
     ids = sorted({int(c) for c in customer_ids})
     if not ids:

@@ -35,11 +35,14 @@ CREATE TABLE IF NOT EXISTS ops.bulk_edits (
 """
 
 # Customers soft-deleted now: their latest delete/restore request is a delete (and when).
-# Requests are second-precise and never removed, so insertion order (rowid) breaks a tie
-# between a delete and a restore asked within the same second.
+# Requests are stamped to the microsecond (request_bulk_edit), so the latest one is the
+# later stamp. On an exact tie (only a caller passing the same ``now`` twice) the delete
+# wins: hiding a card is restorable, showing one a person asked to remove is not. The
+# order is on values only (no DuckDB ``rowid``), so the card builds on Spark too.
 SOFT_DELETED_SQL = """
     SELECT customer_id, requested_at FROM ops.bulk_edits WHERE action IN ('delete', 'restore')
-    QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY requested_at DESC, rowid DESC) = 1
+    QUALIFY row_number() OVER (PARTITION BY customer_id
+                               ORDER BY requested_at DESC, CASE action WHEN 'delete' THEN 0 ELSE 1 END) = 1
         AND action = 'delete'"""
 
 def bulk_edits_ddl() -> SqlStep:

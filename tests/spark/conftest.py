@@ -22,6 +22,12 @@ PARITY_TABLES = [
     "marketing.segment_members", "marketing.segment_history",
     "marketing.segment_overrides", "marketing.static_segment_base", "ops.segment_runs",
     "core.refused_merges", "ops.sequences",
+    # the card's inputs (annotations, bulk edits, the person's company) and the B2B stage's
+    "core.notes", "core.tasks", "ops.bulk_edits", "staging.companies", "staging.company_users",
+    "core.company_sources", "core.companies", "core.company_field_lineage",
+    "core.company_contacts", "marts.coworkers",
+    # recommendations' inputs
+    "staging.order_lines", "staging.products",
 ]
 
 

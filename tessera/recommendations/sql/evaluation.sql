@@ -28,7 +28,8 @@ coverage AS (
     WHERE rank <= $k GROUP BY mode, kind)
 SELECT CAST($day AS DATE) AS as_of_date, g.mode, g.kind, CAST($k AS INTEGER) AS k,
        CAST($cutoff AS DATE) AS cutoff_date, count(*) AS contacts,
-       avg(CASE WHEN coalesce(p.hits, 0) > 0 THEN 1.0 ELSE 0.0 END) AS hit_rate,
+       -- DOUBLE, not the literal 1.0: Spark averages a DECIMAL(2,1) into DECIMAL(6,5) (0.33333)
+       avg(CASE WHEN coalesce(p.hits, 0) > 0 THEN CAST(1 AS DOUBLE) ELSE CAST(0 AS DOUBLE) END) AS hit_rate,
        avg(coalesce(p.hits, 0) / $k) AS precision_at_k,
        avg(coalesce(p.hits, 0) / g.n_rel) AS recall_at_k,
        avg(coalesce(p.ap_sum, 0) / least(g.n_rel, $k)) AS map_at_k,
