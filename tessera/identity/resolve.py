@@ -66,8 +66,8 @@ KEY_COLUMNS = {
     "names": "CASE WHEN first_key IS NOT NULL AND last_key IS NOT NULL "
              "THEN least(first_key, last_key) || ' ' || greatest(first_key, last_key) END",
     "street": f"CASE WHEN regexp_matches(address_key, '[0-9]') THEN nullif(regexp_extract(address_key, '[0-9]+') "
-              f"|| ' ' || left(coalesce(list_filter(string_split(regexp_replace(address_key, '[0-9]+', ' ', 'g'), ' '), "
-              f"lambda w: length(w) >= 3 AND NOT list_contains({STREET_TYPES!r}, w))[1], ''), 4), "
+              f"|| ' ' || left(split_part(array_to_string(list_filter(string_split(regexp_replace(address_key, '[0-9]+', ' ', 'g'), ' '), "
+              f"lambda w: length(w) >= 3 AND NOT list_contains({STREET_TYPES!r}, w)), ' '), ' ', 1), 4), "
               f"regexp_extract(address_key, '[0-9]+') || ' ') END",
 }
 MAX_PASSES = 50
