@@ -36,9 +36,12 @@ def set_property_types(deployment) -> dict[str, str]:
     return {p: types[p] for p in set_properties(deployment.automations, deployment.journeys) if p in types}
 
 
-def _set_properties_sql(props: dict[str, str]) -> tuple[str, str, str]:
+def _set_properties_sql(props: dict[str, str], columns: list[str] | None = None) -> tuple[str, str, str]:
     """(cte, join, customer columns): the latest value an action set for each property
-    wins over the sources' golden value (the action is the newer, deliberate write)."""
+    wins over the sources' golden value (the action is the newer, deliberate write).
+
+    With ``columns`` (those of ``core.customers``, in order) the select names every
+    column, so Spark runs it too; without, it is DuckDB's ``c.* REPLACE``."""
     if not props:
         return "", "", "c.*"
     pivot = ", ".join(f"max(CASE WHEN property = '{p}' THEN value END) AS \"_set_{p}\"" for p in props)
@@ -52,15 +55,21 @@ sp AS (
           WHERE property IN ({", ".join(f"'{p}'" for p in props)})) x
     WHERE nth = 1 GROUP BY customer_id
 )"""
-    repl = ", ".join(f'coalesce(TRY_CAST(sp."_set_{p}" AS {t}), c."{p}") AS "{p}"' for p, t in props.items())
-    return cte, "LEFT JOIN sp USING (customer_id)", f"c.* REPLACE ({repl})"
+    overlay = {p: f'coalesce(TRY_CAST(sp."_set_{p}" AS {t}), c."{p}") AS "{p}"' for p, t in props.items()}
+    if columns is not None:
+        select = ", ".join(overlay.get(c, f'c."{c}"') for c in columns)
+    else:
+        select = f"c.* REPLACE ({', '.join(overlay.values())})"
+    return cte, "LEFT JOIN sp USING (customer_id)", select
 
 
-def contact_cards_step(companies: bool = False, deployment=None) -> SqlStep:
+def contact_cards_step(companies: bool = False, deployment=None,
+                       customer_columns: list[str] | None = None) -> SqlStep:
     """The card's select: company columns only when the deployment has company users
     (with ``deployment``: its extended company properties in, switched-off ones out, and
-    the properties its automations and journeys set)."""
-    set_cte, set_join, customer_columns = _set_properties_sql(set_property_types(deployment))
+    the properties its automations and journeys set; ``customer_columns``, those of
+    ``core.customers``, make the overlay of set properties portable)."""
+    set_cte, set_join, customer_columns = _set_properties_sql(set_property_types(deployment), customer_columns)
     sql = sql_file(__package__, "contact_cards.sql").format(
         set_cte=set_cte, set_join=set_join, customer_columns=customer_columns,
         soft_deleted=SOFT_DELETED_SQL, annotations=ANNOTATIONS_CARD_SQL,
@@ -96,10 +105,12 @@ def build_contact_cards(engine: Engine, companies: bool = False, deployment=None
     person's company (``tessera.vocabulary.CARD_COMPANY_FIELDS``) and co-worker count."""
     engine = as_engine(engine)
     engine.run(*annotation_table_steps(), bulk_edits_ddl())
+    columns = None
     if set_property_types(deployment):
         engine.run(*SET_PROPERTIES_STEPS)
+        columns = list(engine.columns(SqlStep("card.customer_columns", "SELECT * FROM core.customers LIMIT 0")))
     with engine.together():
-        engine.replace_table("marts.contact_cards", contact_cards_step(companies, deployment))
+        engine.replace_table("marts.contact_cards", contact_cards_step(companies, deployment, columns))
     cards, buyers, revenue = engine.rows(SqlStep("card.totals", """
         SELECT count(*), count(*) FILTER (WHERE order_number > 0), coalesce(sum(order_summary), 0)
         FROM marts.contact_cards"""))[0]
