@@ -100,3 +100,30 @@ def fill(folder: Path, leave: int = 0) -> None:
             except OSError:
                 break
             free -= 1 << 16
+
+
+# ------------------------------------------------------------------------- one real browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Debian Chromium per test process (``make browser`` installs it).
+
+    Session-scoped and shared on purpose: Playwright's sync API runs its own event loop,
+    and a second ``sync_playwright()`` opened while the first is alive in the same process
+    fails with "using Playwright Sync API inside the asyncio loop" (two test files landed
+    on one xdist worker and CI failed that way)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing and could not be installed (make browser installs "
+                    "Debian's chromium package with apt-get)")
+    from playwright.sync_api import sync_playwright
+
+    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

@@ -22,9 +22,6 @@ from tessera.web import queries
 from tessera.web.snapshot import current, publish, snapshot_root
 
 SCRIPT_NAME = "<script>window.__pwned=1</script>"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture(scope="module")
@@ -609,21 +606,6 @@ def server(web_env):
     yield f"http://127.0.0.1:{port}"
     srv.should_exit = True
     thread.join(10)
-
-
-@pytest.fixture(scope="session")
-def browser():
-    """One headless Debian Chromium for the session (``make browser`` installs it)."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing and could not be installed (make browser installs "
-                    "Debian's chromium package with apt-get)")
-    from playwright.sync_api import sync_playwright
-
-    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture()
