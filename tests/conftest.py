@@ -6,6 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -127,3 +130,27 @@ def browser():
         b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+def serve_app(warehouse):
+    """Serve Tessera's web app over this warehouse with uvicorn on a free loopback port, in a
+    thread of this process; yields the base URL (use with ``yield from`` in a fixture)."""
+    import uvicorn
+
+    from tessera.web.app import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(create_app(warehouse), host="127.0.0.1", port=port,
+                                        access_log=False, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(10)

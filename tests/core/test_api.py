@@ -205,14 +205,6 @@ def test_backoff_grows_exponentially_with_jitter_and_honours_retry_after():
 # --------------------------------------------------------------------------- #
 # Through the loader: one transaction after all pages, or nothing
 # --------------------------------------------------------------------------- #
-@pytest.fixture
-def con(tmp_path):
-    c = connect(tmp_path / "wh.duckdb")
-    ensure_warehouse(c)
-    yield c
-    c.close()
-
-
 def test_pull_loads_one_snapshot_and_500_on_page_3_commits_nothing(http, con, tmp_path):
     dep = load_deployment(DEMO)
     landing = tmp_path / "landing"

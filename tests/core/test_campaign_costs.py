@@ -7,23 +7,13 @@ import datetime as dt
 import decimal
 from pathlib import Path
 
-import pytest
 
 from tessera.deployment import load_deployment
-from tessera.engine.warehouse import connect, ensure_warehouse
 from tessera.ingest.load import ingest_source
 from tessera.ingest.staging import build_entity
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
 NOW = dt.datetime(2026, 11, 1, 6, 0, 0)
-
-
-@pytest.fixture
-def con(tmp_path):
-    c = connect(tmp_path / "wh" / "warehouse.duckdb")
-    ensure_warehouse(c)
-    yield c
-    c.close()
 
 
 def _write(landing: Path, name: str, lines: list[str]) -> None:

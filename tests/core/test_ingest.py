@@ -13,7 +13,6 @@ import pytest
 
 from tessera.deployment import load_deployment
 from tessera.ingest.load import ingest_source
-from tessera.engine.warehouse import connect, ensure_warehouse
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
 NOW = dt.datetime(2026, 11, 1, 6, 0, 0)
@@ -22,14 +21,6 @@ NOW = dt.datetime(2026, 11, 1, 6, 0, 0)
 @pytest.fixture(scope="module")
 def demo():
     return load_deployment(DEMO)
-
-
-@pytest.fixture
-def con(tmp_path):
-    c = connect(tmp_path / "wh" / "warehouse.duckdb")
-    ensure_warehouse(c)
-    yield c
-    c.close()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import socket
 import pytest
 
 from tessera.ingest.expectations import check_staged_contacts
-from tessera.engine.warehouse import connect, ensure_warehouse
 
 
 @pytest.fixture(autouse=True)
@@ -25,14 +24,6 @@ def no_network(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", guarded)
     monkeypatch.setenv("GX_ANALYTICS_ENABLED", "False")
-
-
-@pytest.fixture
-def con(tmp_path):
-    c = connect(tmp_path / "wh.duckdb")
-    ensure_warehouse(c)
-    yield c
-    c.close()
 
 
 def stage(con, rows):

@@ -16,7 +16,6 @@ from tessera.settings import Source, XlsxLayout
 from tessera.deployment import load_deployment
 from tessera.ingest.load import ingest_source
 from tessera.ingest.formats import FileRejected, Problem, ReadResult, read_xlsx
-from tessera.engine.warehouse import connect, ensure_warehouse
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
 NOW = dt.datetime(2026, 11, 1, 6, 0, 0)
@@ -171,14 +170,6 @@ def test_uncompressed_size_limit_is_enforced(tmp_path):
 # --------------------------------------------------------------------------- #
 # Through the loader into DuckDB
 # --------------------------------------------------------------------------- #
-@pytest.fixture
-def con(tmp_path):
-    c = connect(tmp_path / "wh.duckdb")
-    ensure_warehouse(c)
-    yield c
-    c.close()
-
-
 def test_workbook_loads_typed_with_rejects_on_physical_rows(tmp_path, con):
     dep = load_deployment(DEMO)
     landing = tmp_path / "landing"

@@ -7,16 +7,15 @@ day 2's card, segment and feed have it."""
 from __future__ import annotations
 
 import csv
-import textwrap
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from pipelines.definitions import build_assets, build_resources
 from tessera.deployment import load_deployment
 from tessera.engine.warehouse import connect
 from tessera.yamlfile import ConfigError
+from tests.stages.small_world import SmallWorld, crm_people
 
 TESSERA_YAML = """
 deployment: setprops
@@ -30,14 +29,7 @@ properties:
 
 SOURCES_YAML = """
 sources:
-  - name: crm_people
-    entity: contact
-    node: crm
-    format: csv
-    path: "crm/people_*.csv"
-    csv: {delimiter: ";", encoding: utf-8}
-    columns: {source_record_id: id, first_name: nome, last_name: cognome, email: email,
-              consent_email: consenso}
+""" + crm_people("source_record_id: id, first_name: nome, last_name: cognome, email: email, consent_email: consenso") + """\
   - name: web_events
     entity: event
     node: web
@@ -88,34 +80,12 @@ EVENTS = """\
 """
 
 
-class World:
+class World(SmallWorld):
     def __init__(self, root: Path):
-        self.root, self.config = root, root / "config"
-        self.config.mkdir()
-        for name, text in (("tessera.yaml", TESSERA_YAML), ("sources.yaml", SOURCES_YAML),
-                           ("segments.yaml", SEGMENTS_YAML), ("feeds.yaml", FEEDS_YAML),
-                           ("automations.yaml", AUTOMATIONS_YAML)):
-            (self.config / name).write_text(text)
-        self.landing, self.warehouse, self.feeds = root / "landing", root / "wh.duckdb", root / "feeds"
-        for rel, text in (("crm/people_1.csv", PEOPLE), ("web/events_1.jsonl", EVENTS)):
-            path = self.landing / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(textwrap.dedent(text), encoding="utf-8")
-
-    def materialize(self, day: str):
-        dep = load_deployment(self.config)
-        assets, checks = build_assets(dep)
-        result = dg.materialize([*assets, *checks], partition_key=day,
-                                resources=build_resources(self.warehouse, self.landing, self.feeds),
-                                instance=self.instance)
-        assert result.success
-
-    def query(self, sql: str, params=None):
-        con = connect(self.warehouse)
-        try:
-            return con.execute(sql, params or []).fetchall()
-        finally:
-            con.close()
+        super().__init__(root, {"tessera.yaml": TESSERA_YAML, "sources.yaml": SOURCES_YAML,
+                                "segments.yaml": SEGMENTS_YAML, "feeds.yaml": FEEDS_YAML,
+                                "automations.yaml": AUTOMATIONS_YAML},
+                         {"crm/people_1.csv": PEOPLE, "web/events_1.jsonl": EVENTS})
 
 
 @pytest.fixture(scope="module")
@@ -153,8 +123,9 @@ def test_the_property_selects_the_segment_and_reaches_the_feed(world):
 
 
 def test_forget_removes_the_property(world, tmp_path):
-    from tessera.privacy import suppression as privacy
     import shutil
+
+    from tessera.privacy import suppression as privacy
 
     copy = tmp_path / "wh.duckdb"
     shutil.copy(world.warehouse, copy)

@@ -7,10 +7,11 @@ import os
 import dagster as dg
 
 from pipelines.definitions import build_assets, build_resources
-from tessera.privacy import suppression as privacy
 from tessera.deployment import load_deployment
 from tessera.engine.warehouse import connect
 from tessera.ingest.scrub import scrub_landing_files
+from tessera.privacy import suppression as privacy
+from tests.stages.small_world import crm_people
 
 TESSERA_YAML = """
 deployment: test
@@ -19,13 +20,8 @@ tree: {priority: [crm]}
 """
 SOURCES_YAML = """
 sources:
-  - name: crm_people
-    entity: contact
-    node: crm
-    format: csv
-    path: "crm/people*.csv"
-    csv: {delimiter: ";", encoding: utf-8}
-    columns: {source_record_id: id, first_name: first, email: email, owner: owner}
+""" + crm_people("source_record_id: id, first_name: first, email: email, owner: owner",
+                 "crm/people*.csv") + """\
   - name: crm_notes
     entity: note
     node: crm

@@ -10,15 +10,12 @@ company registers when the company appears.
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
-import dagster as dg
 import pytest
 
-from pipelines.definitions import build_assets, build_resources
-from tessera.deployment import load_deployment
 from tessera.engine.warehouse import connect
+from tests.stages.small_world import SmallWorld, crm_people
 
 TESSERA_YAML = """
 deployment: test
@@ -38,13 +35,7 @@ lookups:
 
 SOURCES_YAML = """
 sources:
-  - name: crm_people
-    entity: contact
-    node: crm
-    format: csv
-    path: "crm/people_*.csv"
-    csv: {delimiter: ";", encoding: utf-8}
-    columns: {source_record_id: id, first_name: nome, last_name: cognome, email: email}
+""" + crm_people("source_record_id: id, first_name: nome, last_name: cognome, email: email") + """\
   - name: erp_companies
     entity: company
     node: erp
@@ -128,38 +119,14 @@ L4;Mercato Srl;;IT;negozi  e commercio;Asti
 """
 
 
-class World:
+class World(SmallWorld):
     def __init__(self, root: Path):
-        self.root = root
-        self.config = root / "config"
-        self.config.mkdir()
-        (self.config / "tessera.yaml").write_text(TESSERA_YAML)
-        (self.config / "sources.yaml").write_text(SOURCES_YAML)
-        (self.config / "lookups.yaml").write_text(LOOKUPS_YAML)
-        self.landing = root / "landing"
-        self.warehouse = root / "wh.duckdb"
-
-    def drop(self, rel: str, text: str) -> None:
-        path = self.landing / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        super().__init__(root, {"tessera.yaml": TESSERA_YAML, "sources.yaml": SOURCES_YAML,
+                                "lookups.yaml": LOOKUPS_YAML})
 
     def materialize(self):
-        assets, checks = build_assets(load_deployment(self.config))
-        selection = dg.AssetSelection.groups("ingestion", "staging", "identity", "consent", "golden",
-                                             "companies", "marts")
-        result = dg.materialize([*assets, *checks], selection=selection,
-                                resources=build_resources(self.warehouse, self.landing, self.root / "feeds"),
-                                instance=dg.DagsterInstance.ephemeral())
-        assert result.success
-        return result
-
-    def query(self, sql: str, params=None):
-        con = connect(self.warehouse)
-        try:
-            return con.execute(sql, params or []).fetchall()
-        finally:
-            con.close()
+        return super().materialize(groups=("ingestion", "staging", "identity", "consent",
+                                           "golden", "companies", "marts"))
 
     def company_of(self) -> dict[str, int]:
         return {rid: cid for rid, cid in self.query(
@@ -290,8 +257,8 @@ def test_rebuild_keeps_company_and_customer_ids(world):
 def test_forget_erases_a_company_user_everywhere(world):
     """A company user is a person: forget removes their B2B record from raw, staging and
     the company tables (and suppresses their identifiers, like any contact's)."""
-    from tessera.privacy import suppression as privacy
     from tessera.deployment import load_deployment
+    from tessera.privacy import suppression as privacy
 
     con = connect(world.warehouse)
     try:

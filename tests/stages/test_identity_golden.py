@@ -8,15 +8,12 @@ empty value never wins, consent is the most restrictive, ids survive merges and 
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
-import dagster as dg
 import pytest
 
-from pipelines.definitions import build_assets, build_resources
-from tessera.deployment import load_deployment
 from tessera.engine.warehouse import connect
+from tests.stages.small_world import SmallWorld
 
 TESSERA_YAML = """
 deployment: test
@@ -64,36 +61,12 @@ C4;;Rossi;mario.rossi@x.it;;0;2025-01-01
 """
 
 
-class World:
+class World(SmallWorld):
     def __init__(self, root: Path):
-        self.root = root
-        self.config = root / "config"
-        self.config.mkdir()
-        (self.config / "tessera.yaml").write_text(TESSERA_YAML)
-        (self.config / "sources.yaml").write_text(SOURCES_YAML)
-        self.landing = root / "landing"
-        self.warehouse = root / "wh.duckdb"
-
-    def drop(self, rel: str, text: str, encoding: str = "utf-8") -> None:
-        path = self.landing / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(textwrap.dedent(text).encode(encoding))
+        super().__init__(root, {"tessera.yaml": TESSERA_YAML, "sources.yaml": SOURCES_YAML})
 
     def materialize(self):
-        assets, checks = build_assets(load_deployment(self.config))
-        selection = dg.AssetSelection.groups("ingestion", "staging", "identity", "consent", "golden")
-        result = dg.materialize([*assets, *checks], selection=selection,
-                                resources=build_resources(self.warehouse, self.landing, self.root / "feeds"),
-                                instance=dg.DagsterInstance.ephemeral())
-        assert result.success
-        return result
-
-    def query(self, sql: str, params=None):
-        con = connect(self.warehouse)
-        try:
-            return con.execute(sql, params or []).fetchall()
-        finally:
-            con.close()
+        return super().materialize(groups=("ingestion", "staging", "identity", "consent", "golden"))
 
     def customer_of(self) -> dict[str, int]:
         return {rid: cid for rid, cid in self.query(

@@ -14,6 +14,7 @@ import pytest
 
 from tessera.cli import main
 from tests.conftest import AS_OF, PipelineEnv
+from tests.stages.small_world import crm_people
 
 TESSERA_YAML = """
 deployment: test
@@ -23,13 +24,7 @@ tree: {priority: [crm, lists, esp]}
 
 SOURCES_YAML = """
 sources:
-  - name: crm_people
-    entity: contact
-    node: crm
-    format: csv
-    path: "crm/people_*.csv"
-    csv: {delimiter: ";", encoding: utf-8}
-    columns: {source_record_id: id, first_name: nome, last_name: cognome, email: email}
+""" + crm_people("source_record_id: id, first_name: nome, last_name: cognome, email: email") + """\
   - name: purchased_companies
     entity: potential_company
     node: lists

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import csv
 import shutil
-import textwrap
 from pathlib import Path
 
-import dagster as dg
 import pytest
 
-from pipelines.definitions import build_assets, build_resources
 from tessera.deployment import load_deployment
 from tessera.engine.warehouse import connect
 from tessera.yamlfile import ConfigError
+from tests.stages.small_world import SmallWorld, crm_people
 
 TESSERA_YAML = """
 deployment: props
@@ -47,13 +45,7 @@ lookups:
 
 SOURCES_YAML = """
 sources:
-  - name: crm_people
-    entity: contact
-    node: crm
-    format: csv
-    path: "crm/people_*.csv"
-    csv: {delimiter: ";", encoding: utf-8}
-    columns: {source_record_id: id, first_name: nome, last_name: cognome, email: email, vip: vip}
+""" + crm_people("source_record_id: id, first_name: nome, last_name: cognome, email: email, vip: vip") + """\
   - name: erp_companies
     entity: company
     node: erp
@@ -117,45 +109,16 @@ U5;Mario;Rossi;Rossi Costruzioni S.r.l.;mario.rossi@x.it;direzione;B-5
 """
 
 
-class World:
+class World(SmallWorld):
     def __init__(self, root: Path):
-        self.root = root
-        self.config = root / "config"
-        self.config.mkdir()
-        for name, text in (("tessera.yaml", TESSERA_YAML), ("sources.yaml", SOURCES_YAML),
-                           ("lookups.yaml", LOOKUPS_YAML), ("segments.yaml", SEGMENTS_YAML),
-                           ("feeds.yaml", FEEDS_YAML)):
-            (self.config / name).write_text(text)
-        self.landing = root / "landing"
-        self.warehouse = root / "wh.duckdb"
-        self.feeds = root / "feeds"
-        for rel, text in (("crm/people_1.csv", PEOPLE), ("erp/aziende_1.csv", COMPANIES),
-                          ("crm/utenti_1.csv", USERS)):
-            path = self.landing / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(textwrap.dedent(text), encoding="utf-8")
+        super().__init__(root, {"tessera.yaml": TESSERA_YAML, "sources.yaml": SOURCES_YAML,
+                                "lookups.yaml": LOOKUPS_YAML, "segments.yaml": SEGMENTS_YAML,
+                                "feeds.yaml": FEEDS_YAML},
+                         {"crm/people_1.csv": PEOPLE, "erp/aziende_1.csv": COMPANIES,
+                          "crm/utenti_1.csv": USERS})
 
     def materialize(self):
-        self.deployment = load_deployment(self.config)
-        assets, checks = build_assets(self.deployment)
-        result = dg.materialize([*assets, *checks], partition_key="2026-11-01",
-                                resources=build_resources(self.warehouse, self.landing, self.feeds),
-                                instance=dg.DagsterInstance.ephemeral())
-        assert result.success
-        return result
-
-    def query(self, sql: str, params=None):
-        con = connect(self.warehouse)
-        try:
-            return con.execute(sql, params or []).fetchall()
-        finally:
-            con.close()
-
-    def columns(self, table: str) -> list[str]:
-        schema, name = table.split(".")
-        return [r[0] for r in self.query(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = ? "
-            "AND table_name = ? ORDER BY ordinal_position", [schema, name])]
+        return super().materialize("2026-11-01")
 
 
 @pytest.fixture(scope="module")
@@ -200,10 +163,10 @@ def test_extended_company_property_flows_to_card_segment_and_feed(world):
 
 
 def test_a_switched_off_base_property_is_absent_everywhere(world):
+    from tessera.engine import as_engine
     from tessera.feeds.compatible import compatible_step
     from tessera.ingest.templates import registry_columns
     from tessera.vocabulary import field_catalogue
-    from tessera.engine import as_engine
 
     dep = world.deployment
     assert "tax_code" not in world.columns("raw.crm_people")

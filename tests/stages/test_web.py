@@ -9,9 +9,6 @@ from __future__ import annotations
 import html as html_lib
 import os
 import re
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +17,7 @@ from tessera.card.search import build_contact_search
 from tessera.engine import WarehouseUnavailable, as_engine, read_only
 from tessera.web import queries
 from tessera.web.snapshot import current, publish, snapshot_root
+from tests.conftest import serve_app
 
 SCRIPT_NAME = "<script>window.__pwned=1</script>"
 
@@ -587,25 +585,7 @@ def test_search_and_card_commands(web_env, monkeypatch, capsys):
 @pytest.fixture(scope="module")
 def server(web_env):
     """The app served by uvicorn on a free loopback port, in a thread of this process."""
-    import uvicorn
-
-    from tessera.web.app import create_app
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(web_env["warehouse"]), host="127.0.0.1",
-                                        port=port, access_log=False, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    yield from serve_app(web_env["warehouse"])
 
 
 @pytest.fixture()

@@ -8,9 +8,6 @@ from __future__ import annotations
 import html as html_lib
 import json
 import re
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +16,7 @@ from tessera.card.search import build_contact_search
 from tessera.engine import as_engine
 from tessera.web import queries
 from tessera.web.snapshot import current, publish
+from tests.conftest import serve_app
 
 ACTIVATION_SQL = Path(__file__).parents[2] / "tessera" / "activation" / "sql" / "tables.sql"
 DAY = "2026-11-01"  # the activation's last evaluated day: coupons expire against it
@@ -282,25 +280,7 @@ def test_new_steps_transpile_to_spark(client, world):
 
 @pytest.fixture(scope="module")
 def server(world):
-    import uvicorn
-
-    from tessera.web.app import create_app
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(world), host="127.0.0.1", port=port,
-                                        access_log=False, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    yield from serve_app(world)
 
 
 def test_the_card_at_phone_width_has_no_horizontal_scroll(server, browser):
