@@ -77,6 +77,7 @@ def build(deployment: Deployment):
             meta["not_fitted"] = dg.MetadataValue.json(stats["skipped"])
             meta["production_model"] = dg.MetadataValue.json(stats["chosen"])
             meta["boosting_not_trained"] = dg.MetadataValue.json(stats["boosting_not_trained"])
+            meta["seasonal_factor"] = dg.MetadataValue.json(stats["seasonal_factor"])
             acc = table_metadata(con, "predictions", "accuracy", timer.seconds,
                                  {"model_version": stats["model_version"]}, "as_of_date = ?", [day])
             acc["backtest"] = _accuracy_md(stats["accuracy"])

