@@ -31,13 +31,14 @@ from tessera.privacy import suppression
 from tessera.privacy.consent import build_consents
 from tessera.sampledata.generator import generate
 from tessera.settings.identity import RecordRef
-from tessera.vocabulary import ENTITY_TABLES
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
 DAY1 = dt.date(2026, 11, 1)
 CLOCK = {"resolved_at", "linked_at", "golden_built_at", "decided_at"}
 IDENTITY_TABLES = ["customer_sources", "identity_links", "refused_merges", "merge_log"]
 GOLDEN_TABLES = ["customers", "customer_field_lineage"]
+# what identity, consents and golden records read (orders and events would only cost time)
+ENTITIES = ("contact", "bounce", "unsubscribe", "consent")
 
 
 def _crm_rows(landing: Path):
@@ -83,8 +84,9 @@ def _day(cons, dep, landing, day: dt.date) -> dict:
     for kind, con in cons.items():
         changes = ChangeRun(f"run-{day}", now) if kind == "inc" else None
         for src in dep.sources:
-            ingest_source(con, dep, src, landing, f"b-{day}", now)
-        for entity in ENTITY_TABLES:
+            if src.entity in ENTITIES:
+                ingest_source(con, dep, src, landing, f"b-{day}", now)
+        for entity in ENTITIES:
             if entity == "contact":
                 build_contacts(con, dep, changes)
             elif dep.sources_of(entity):
@@ -227,3 +229,27 @@ def test_probabilistic_matching_keeps_identity_full(world):
         update={"probabilistic": dep.identity.probabilistic.model_copy(update={"enabled": True})}),
         incremental=True)
     assert stats["identity_mode"] == "full" and "probabilistic" in stats["identity_full_reason"]
+
+
+def test_run_full_drops_identity_and_golden_state(tmp_path, monkeypatch):
+    from tessera.cli import main
+    from tessera.identity.golden import GOLDEN_STATE_DDL
+    from tessera.identity.incremental import STATE_DDL, TOUCHED_DDL
+
+    home = tmp_path / "home"
+    home.mkdir()
+    con = connect(home / "warehouse.duckdb")
+    ensure_warehouse(con)
+    for ddl in (STATE_DDL, TOUCHED_DDL, GOLDEN_STATE_DDL):
+        con.execute(ddl)
+    con.close()
+    for var in ("TESSERA_CONFIG", "TESSERA_HOME", "DAGSTER_HOME"):
+        monkeypatch.setenv(var, str(tmp_path / var))  # restored after the test
+    monkeypatch.setattr("tessera.cli.run._run_day", lambda ctx, day: 0)
+    assert main(["--config", str(DEMO), "--home", str(home), "run", "--full", "--date", "2026-11-02"]) == 0
+    con = connect(home / "warehouse.duckdb")
+    try:
+        assert con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'ops' AND "
+                           "table_name IN ('identity_state', 'touched_customers', 'golden_state')").fetchone()[0] == 0
+    finally:
+        con.close()
