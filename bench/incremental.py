@@ -185,7 +185,8 @@ def main() -> int:
                for k in ("wall_s", "cpu_s", "peak_rss_mb", "staging_s", "identity_s", "golden_s")}
     print("best of rounds: " + "; ".join(f"{k} full {v['full']} / incremental {v['incremental']}"
                                          for k, v in summary.items()))
-    out = {"scale": args.scale, "persons": persons, "deterministic": args.deterministic, "changed": args.changed, "day2_changes": changes,
+    out = {"scale": args.scale, "persons": persons, "deterministic": args.deterministic,
+           "changed": args.changed, "day2_changes": changes,
            "day1": day1, "day2_runs": runs, "best": summary, "comparison": same}
     res = ROOT / "bench" / "out"
     res.mkdir(parents=True, exist_ok=True)

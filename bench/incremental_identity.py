@@ -173,10 +173,14 @@ def main() -> int:
             shutil.copy(work / "day1.duckdb", wh)
             out = {"round": r + 1, "incremental": incremental, **_run(wh, landing, day2, incremental)}
             runs.append(out)
-            print(f"day 2 {'incremental' if incremental else 'full':<11} round {r + 1}: identity {out['identity_s']} s "
-                  f"({out['records'] / out['identity_s']:,.0f} records/s), golden records {out['golden_s']} s; "
-                  f"re-resolved {out['affected_records'] or out['records']:,} records, rewrote "
-                  f"{out['rebuilt_customers'] if out['golden_mode'] == 'incremental' else out['customers']:,} "
+            mode = "incremental" if incremental else "full"
+            why = f": {out['identity_full_reason']}" if out["identity_full_reason"] else ""
+            redone = out["affected_records"] if out["identity_mode"] == "incremental" else out["records"]
+            rewrote = out["rebuilt_customers"] if out["golden_mode"] == "incremental" else out["customers"]
+            print(f"day 2 {mode:<11} round {r + 1}: identity {out['identity_s']} s "
+                  f"({out['records'] / out['identity_s']:,.0f} records of the table/s), "
+                  f"golden records {out['golden_s']} s; re-resolved {redone:,} records "
+                  f"({out['identity_mode']}{why}), rewrote {rewrote:,} "
                   f"customers; peak RSS {out['peak_rss_mb']} MB", flush=True)
     same = compare(work / "day2_full.duckdb", work / "day2_inc.duckdb")
     print(f"full vs incremental: {same['tables_compared'] - len(same['differ'])}/{same['tables_compared']} "

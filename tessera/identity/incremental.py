@@ -153,9 +153,12 @@ def affected_records(engine: Engine, settings: IdentitySettings, keys_upto) -> d
     if pair_sql:
         steps.append(_q("always_merge", f"""
             INSERT INTO _aff
-            SELECT p.sb, p.ib FROM ({pair_sql}) p JOIN _aff a ON a.source = p.sa AND a.source_record_id = p.ia
-            UNION ALL SELECT p.sa, p.ia FROM ({pair_sql}) p JOIN _aff a ON a.source = p.sb AND a.source_record_id = p.ib"""))
-    steps.append(_q("dedupe", "CREATE OR REPLACE TEMP TABLE _aff AS SELECT DISTINCT source, source_record_id FROM _aff"))
+            SELECT p.sb, p.ib FROM ({pair_sql}) p
+            JOIN _aff a ON a.source = p.sa AND a.source_record_id = p.ia
+            UNION ALL SELECT p.sa, p.ia FROM ({pair_sql}) p
+            JOIN _aff a ON a.source = p.sb AND a.source_record_id = p.ib"""))
+    steps.append(_q("dedupe", "CREATE OR REPLACE TEMP TABLE _aff AS "
+                              "SELECT DISTINCT source, source_record_id FROM _aff"))
     size, passes = -1, 0
     while passes < MAX_PASSES:
         passes += 1

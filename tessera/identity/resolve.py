@@ -429,7 +429,8 @@ def resolve(engine: Engine, run_at: dt.datetime, run_key: str,
             engine.run(_q("incremental.gone", f"""
                 CREATE OR REPLACE TEMP TABLE _gone AS
                 SELECT DISTINCT customer_id FROM core.customer_sources c WHERE {_in_aff('c', '')}"""))
-            engine.run(_q("incremental.delete_sources", f"DELETE FROM core.customer_sources c WHERE {_in_aff('c', '')}"),
+            engine.run(_q("incremental.delete_sources",
+                          f"DELETE FROM core.customer_sources c WHERE {_in_aff('c', '')}"),
                        _q("incremental.delete_links", f"DELETE FROM core.identity_links c WHERE {_in_aff('c', '_a')}"),
                        _q("incremental.delete_refused",
                           f"DELETE FROM core.refused_merges c WHERE {_in_aff('c', '_a')} OR {_in_aff('c', '_b')}"))
