@@ -38,7 +38,7 @@ def build(deployment: Deployment):
         ],
         pool=POOL,
     )
-    def customers(warehouse: DuckDBResource, spark: SparkEngineResource):
+    def customers(context: dg.AssetExecutionContext, warehouse: DuckDBResource, spark: SparkEngineResource):
         timer = Timer()
         with warehouse.get_connection() as con:
             ensure_warehouse(con)
@@ -47,7 +47,9 @@ def build(deployment: Deployment):
             if not deployment.sources_of("bounce"):
                 con.execute("CREATE TABLE IF NOT EXISTS staging.bounces (email_key VARCHAR, bounce_type VARCHAR)")
             with spark.stage_engine(con) as engine:
-                stats = build_customers(engine, deployment, dt.datetime.now().replace(microsecond=0))
+                # incremental: only the customers identity touched in this run, where exact
+                stats = build_customers(engine, deployment, dt.datetime.now().replace(microsecond=0),
+                                        incremental=deployment.incremental, run_key=context.run_id)
             meta = table_metadata(con, "core", "customers", timer.seconds, stats)
             meta["by_country"] = markdown_counts("country", con.execute(
                 "SELECT country, count(*) FROM core.customers GROUP BY ALL ORDER BY 2 DESC LIMIT 10").fetchall())

@@ -47,8 +47,9 @@ def build(deployment: Deployment):
         with warehouse.get_connection() as con:
             ensure_warehouse(con)
             with spark.stage_engine(con) as engine:
+                # incremental: only the records the changed keys reach, where exact
                 stats = resolve(engine, dt.datetime.now().replace(microsecond=0), context.run_id,
-                                deployment.identity)
+                                deployment.identity, incremental=deployment.incremental)
             # in the same run, before anything downstream reads them: stored days of
             # marketing output, feeds' rows, overrides and bulk edits follow the merges
             with spark.stage_engine(con) as engine:

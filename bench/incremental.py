@@ -42,7 +42,8 @@ CLOCK_COLUMNS = {"golden_built_at", "resolved_at", "logged_at", "refused_at", "b
 COMPARED_SCHEMAS = ("staging", "core", "marketing", "marts")
 
 
-def one_day(work: Path, wh: Path, day: dt.date, incremental: bool, memory_limit: str | None) -> dict:
+def one_day(work: Path, wh: Path, day: dt.date, incremental: bool, memory_limit: str | None,
+            deterministic: bool = False) -> dict:
     """Run the daily job for ``day`` on ``wh`` in this process; print what it cost."""
     import dagster as dg
 
@@ -51,6 +52,10 @@ def one_day(work: Path, wh: Path, day: dt.date, incremental: bool, memory_limit:
     from tessera.deployment import load_deployment
 
     dep = load_deployment(ROOT / "examples" / "demo").model_copy(update={"incremental": incremental})
+    if deterministic:  # identity by the rules alone: the configuration incremental identity covers
+        ident = dep.identity.model_copy(update={
+            "probabilistic": dep.identity.probabilistic.model_copy(update={"enabled": False})})
+        dep = dep.model_copy(update={"identity": ident})
     defs = build_definitions(dep, wh, work / "landing", wh.parent / "feeds", memory_limit)
     t, cpu = time.perf_counter(), time.process_time()
     out = run_day(defs, dg.DagsterInstance.ephemeral(), day)
@@ -63,14 +68,20 @@ def one_day(work: Path, wh: Path, day: dt.date, incremental: bool, memory_limit:
             "wall_s": round(time.perf_counter() - t, 1), "cpu_s": round(me.ru_utime + me.ru_stime, 1),
             "cpu_s_job": round(time.process_time() - cpu, 1), "peak_rss_mb": round(hwm / 1024),
             "staging_s": round(sum(v or 0 for v in staging.values()), 2),
+            # identity (one multi-asset step) and golden records (one multi-asset step)
+            "identity_s": out["assets"].get("core/customer_sources", {}).get("seconds"),
+            "golden_s": out["assets"].get("core/customers", {}).get("seconds"),
             "slowest_assets": dict(sorted(((k, v["seconds"]) for k, v in out["assets"].items()
                                            if v["seconds"] is not None), key=lambda kv: -kv[1])[:8])}
 
 
-def _child(work: Path, wh: Path, day: dt.date, incremental: bool, memory_limit: str | None) -> dict:
+def _child(work: Path, wh: Path, day: dt.date, incremental: bool, memory_limit: str | None,
+           deterministic: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--one-day", str(work), "--warehouse", str(wh), "--day", day.isoformat()]
     if incremental:
         cmd.append("--incremental")
+    if deterministic:
+        cmd.append("--deterministic")
     if memory_limit:
         cmd += ["--memory-limit", memory_limit]
     res = subprocess.run(cmd, capture_output=True, text=True)
@@ -118,6 +129,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--memory-limit", default=None)
+    parser.add_argument("--deterministic", action="store_true",
+                        help="identity by the rules alone (probabilistic matching keeps identity full)")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--one-day", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--warehouse", default=None, help=argparse.SUPPRESS)
@@ -126,7 +139,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.one_day:
         out = one_day(Path(args.one_day), Path(args.warehouse), dt.date.fromisoformat(args.day),
-                      args.incremental, args.memory_limit)
+                      args.incremental, args.memory_limit, args.deterministic)
         print("RESULT " + json.dumps(out))
         return 0
 
@@ -146,7 +159,7 @@ def main() -> int:
     shutil.rmtree(day1_dir, ignore_errors=True)
     day1_dir.mkdir()
     print(f"day 1 ({persons:,} persons), incremental: true (a full build recording its state) ...", flush=True)
-    day1 = _child(work, day1_dir / "warehouse.duckdb", AS_OF, True, args.memory_limit)
+    day1 = _child(work, day1_dir / "warehouse.duckdb", AS_OF, True, args.memory_limit, args.deterministic)
     print(f"  {day1['wall_s']} s wall, {day1['cpu_s']} s CPU, {day1['peak_rss_mb']} MB", flush=True)
     changes = day2_changes(work / "landing", day2, args.changed, args.seed)
     runs = []
@@ -155,23 +168,25 @@ def main() -> int:
             d = work / f"day2_{'inc' if incremental else 'full'}"
             shutil.rmtree(d, ignore_errors=True)
             shutil.copytree(day1_dir, d)
-            out = _child(work, d / "warehouse.duckdb", day2, incremental, args.memory_limit)
+            out = _child(work, d / "warehouse.duckdb", day2, incremental, args.memory_limit, args.deterministic)
             runs.append({"round": r + 1, **out})
             print(f"day 2 {'incremental' if incremental else 'full':<11} round {r + 1}: {out['wall_s']} s wall, "
-                  f"{out['cpu_s']} s CPU, {out['peak_rss_mb']} MB peak; staging assets {out['staging_s']} s",
+                  f"{out['cpu_s']} s CPU, {out['peak_rss_mb']} MB peak; staging assets {out['staging_s']} s, "
+                  f"identity {out['identity_s']} s, golden records {out['golden_s']} s",
                   flush=True)
     same = compare(work / "day2_full" / "warehouse.duckdb", work / "day2_inc" / "warehouse.duckdb")
     print(f"day 2 full vs incremental: {same['identical']}/{same['tables_compared']} tables identical; "
           f"differ: {same['differ'] or 'none'}")
 
     def best(inc: bool, key: str) -> float:
-        return min(x[key] for x in runs if x["incremental"] == inc)
+        return min((x[key] for x in runs if x["incremental"] == inc and x[key] is not None), default=None)
 
     summary = {k: {"full": best(False, k), "incremental": best(True, k)}
-               for k in ("wall_s", "cpu_s", "peak_rss_mb", "staging_s")}
+               for k in ("wall_s", "cpu_s", "peak_rss_mb", "staging_s", "identity_s", "golden_s")}
     print("best of rounds: " + "; ".join(f"{k} full {v['full']} / incremental {v['incremental']}"
                                          for k, v in summary.items()))
-    out = {"scale": args.scale, "persons": persons, "changed": args.changed, "day2_changes": changes,
+    out = {"scale": args.scale, "persons": persons, "deterministic": args.deterministic,
+           "changed": args.changed, "day2_changes": changes,
            "day1": day1, "day2_runs": runs, "best": summary, "comparison": same}
     res = ROOT / "bench" / "out"
     res.mkdir(parents=True, exist_ok=True)

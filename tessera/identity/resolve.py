@@ -49,6 +49,7 @@ from tessera.identity.matching import (
 )
 from tessera.engine import Engine, SqlStep, as_engine
 from tessera.stable_ids import assign_stable_ids
+from tessera.identity import incremental as inc
 
 # Words naming the kind of street, not the street: skipped by the ``street`` key, which
 # takes the first other word of three letters or more ("via roma 12" -> "12 roma").
@@ -80,17 +81,29 @@ def _q(name: str, sql: str, **params) -> SqlStep:
     return SqlStep(f"identity.{name}", sql, params)
 
 
+def _in_aff(alias: str, suffix: str) -> str:
+    """The row's record (columns ``source<suffix>``, ``source_record_id<suffix>``) is in ``_aff``."""
+    return (f"EXISTS (SELECT 1 FROM _aff x WHERE x.source = {alias}.source{suffix} "
+            f"AND x.source_record_id = {alias}.source_record_id{suffix})")
+
+
 def rule_name(keys: list[str]) -> str:
     return "+".join(keys)
 
 
-def _records(engine: Engine) -> None:
+def _records(engine: Engine, subset: str | None = None) -> None:
+    """``_rec``: the records to resolve (all, or those of ``subset``), numbered by key.
+
+    Over a subset the numbers keep the order they have over the whole table, which is all
+    the resolver reads of them (smallest id of a cluster, the split's walk order)."""
     cols = ", ".join(f"{c} AS k_{k}" for k, c in KEY_COLUMNS.items())
+    where = (f"WHERE EXISTS (SELECT 1 FROM {subset} x WHERE x.source = s.source "
+             f"AND x.source_record_id = s.source_record_id)" if subset else "")
     engine.run(_q("records", f"""
         CREATE OR REPLACE TEMP TABLE _rec AS
         SELECT row_number() OVER (ORDER BY source, source_record_id) AS rid,
                source, source_record_id, {cols}
-        FROM staging.contacts"""))
+        FROM staging.contacts s {where}"""))
 
 
 def _components(engine: Engine) -> int:
@@ -357,11 +370,23 @@ _REFUSED_DDL = _q("refused_merges_table", """
 
 
 def resolve(engine: Engine, run_at: dt.datetime, run_key: str,
-            settings: IdentitySettings | None = None) -> dict:
-    """Rebuild ``core.customer_sources`` (+ links, refusals) and append to ``core.merge_log``."""
+            settings: IdentitySettings | None = None, incremental: bool = False) -> dict:
+    """Rebuild ``core.customer_sources`` (+ links, refusals) and append to ``core.merge_log``.
+
+    With ``incremental``, only the records the changed keys reach where that is exact
+    (:mod:`tessera.identity.incremental`), else in full with the reason recorded."""
     engine = as_engine(engine)
     settings = settings or IdentitySettings()
-    _records(engine)
+    mode, reason, aff = "full", None, {}
+    if incremental:
+        reason, state = inc.full_reason(engine, settings, run_at)
+        if reason is None:
+            mode = "incremental"
+            aff = inc.affected_records(engine, settings, state["keys_upto"])
+    else:
+        inc.drop_state(engine)
+    incremental_build = mode == "incremental"
+    _records(engine, "_aff" if incremental_build else None)
     stage_stats = cluster(engine, settings)
     names = ["always_merge"] + [rule_name(k) for k in settings.rules] + ["probabilistic"]
     stage_order = "CASE rule " + " ".join(f"WHEN '{n}' THEN {i}" for i, n in enumerate(names)) + " END"
@@ -390,14 +415,28 @@ def resolve(engine: Engine, run_at: dt.datetime, run_key: str,
                 SELECT l.cid, array_to_string(list_sort(list(DISTINCT k.rule)), '|') AS rules,
                        max(k.score) AS max_score, min(k.score) AS min_score
                 FROM _links k JOIN _label l ON l.rid = k.a GROUP BY l.cid"""))
-        engine.replace_table("core.customer_sources", _q("customer_sources", """
+        sources_sql = """
             SELECT m.source, m.source_record_id, i.customer_id, s.node,
                    coalesce(f.rule, 'singleton') AS matched_by,
                    CAST($run_at AS TIMESTAMP) AS resolved_at
             FROM _members m JOIN _ids i USING (cid)
             JOIN staging.contacts s USING (source, source_record_id)
             LEFT JOIN _first_rule f ON f.rid = m.rid
-            ORDER BY i.customer_id, m.source, m.source_record_id""", run_at=run_at))
+            ORDER BY i.customer_id, m.source, m.source_record_id"""
+        if incremental_build:
+            # the affected records' rows (and those of keys that left staging) are replaced;
+            # links and refusals never leave a component, so theirs are too
+            engine.run(_q("incremental.gone", f"""
+                CREATE OR REPLACE TEMP TABLE _gone AS
+                SELECT DISTINCT customer_id FROM core.customer_sources c WHERE {_in_aff('c', '')}"""))
+            engine.run(_q("incremental.delete_sources",
+                          f"DELETE FROM core.customer_sources c WHERE {_in_aff('c', '')}"),
+                       _q("incremental.delete_links", f"DELETE FROM core.identity_links c WHERE {_in_aff('c', '_a')}"),
+                       _q("incremental.delete_refused",
+                          f"DELETE FROM core.refused_merges c WHERE {_in_aff('c', '_a')} OR {_in_aff('c', '_b')}"))
+            engine.append("core.customer_sources", _q("customer_sources.incremental", sources_sql, run_at=run_at))
+        else:
+            engine.replace_table("core.customer_sources", _q("customer_sources", sources_sql, run_at=run_at))
         merges = engine.append("core.merge_log", _q("merge_log.merged", """
             SELECT $run_at, $run_key, 'merged', i.customer_id, m.old_id, count(*),
                    coalesce(any_value(cr.rules), 'none'),
@@ -418,20 +457,31 @@ def resolve(engine: Engine, run_at: dt.datetime, run_key: str,
             WHERE m.old_id IS NOT NULL AND m.old_id <> i.customer_id
               AND m.old_id IN (SELECT customer_id FROM _ids)
             GROUP BY m.old_id, i.customer_id""", **at))
-        refused = engine.append("core.merge_log", _q("merge_log.refused", """
-            SELECT $run_at, $run_key, 'refused', ia.customer_id, ib.customer_id, count(*), r.rule,
-                   'merge refused: ' || r.reason || coalesce('; match weight ' || round(max(r.score), 2), '')
-            FROM _refused r
-            JOIN _label la ON la.rid = r.a JOIN _ids ia ON ia.cid = la.cid
-            JOIN _label lb ON lb.rid = r.b JOIN _ids ib ON ib.cid = lb.cid
-            GROUP BY ia.customer_id, ib.customer_id, r.rule, r.reason""", **at))
-        # The table holds the latest run's refusals; the merge log keeps the history.
-        engine.overwrite("core.refused_merges", _q("refused_merges", """
+        refused_sql = """
             SELECT $run_at, $run_key, ra.source, ra.source_record_id, ia.customer_id, rb.source,
                    rb.source_record_id, ib.customer_id, r.rule, r.reason, r.score
             FROM _refused r
             JOIN _rec ra ON ra.rid = r.a JOIN _label la ON la.rid = r.a JOIN _ids ia ON ia.cid = la.cid
-            JOIN _rec rb ON rb.rid = r.b JOIN _label lb ON lb.rid = r.b JOIN _ids ib ON ib.cid = lb.cid""", **at))
+            JOIN _rec rb ON rb.rid = r.b JOIN _label lb ON lb.rid = r.b JOIN _ids ib ON ib.cid = lb.cid"""
+        if incremental_build:
+            # the table holds the latest run's refusals: the untouched ones are this run's too
+            engine.append("core.refused_merges", _q("refused_merges.incremental", refused_sql, **at))
+            engine.run(_q("incremental.refused_run", "UPDATE core.refused_merges SET refused_at = $run_at, "
+                          "run_key = $run_key", **at))
+            refused = engine.append("core.merge_log", _q("merge_log.refused.incremental", """
+                SELECT $run_at, $run_key, 'refused', customer_id_a, customer_id_b, count(*), rule,
+                       'merge refused: ' || reason || coalesce('; match weight ' || round(max(score), 2), '')
+                FROM core.refused_merges GROUP BY customer_id_a, customer_id_b, rule, reason""", **at))
+        else:
+            refused = engine.append("core.merge_log", _q("merge_log.refused", """
+                SELECT $run_at, $run_key, 'refused', ia.customer_id, ib.customer_id, count(*), r.rule,
+                       'merge refused: ' || r.reason || coalesce('; match weight ' || round(max(r.score), 2), '')
+                FROM _refused r
+                JOIN _label la ON la.rid = r.a JOIN _ids ia ON ia.cid = la.cid
+                JOIN _label lb ON lb.rid = r.b JOIN _ids ib ON ib.cid = lb.cid
+                GROUP BY ia.customer_id, ib.customer_id, r.rule, r.reason""", **at))
+            # The table holds the latest run's refusals; the merge log keeps the history.
+            engine.overwrite("core.refused_merges", _q("refused_merges", refused_sql, **at))
         if "model" in stage_stats:
             # the weights this run used, for `tessera identity explain` and the analyst
             engine.register_arrow("_model", pa.table(stage_stats["model"]))
@@ -441,18 +491,35 @@ def resolve(engine: Engine, run_at: dt.datetime, run_key: str,
                            CAST($run_at AS TIMESTAMP) AS trained_at FROM _model""", run_at=run_at))
             finally:
                 engine.unregister("_model")
-        engine.replace_table("core.identity_links", _q("identity_links", """
+        links_sql = """
             SELECT ra.source AS source_a, ra.source_record_id AS source_record_id_a,
                    rb.source AS source_b, rb.source_record_id AS source_record_id_b,
                    i.customer_id, k.rule, k.score, CAST($run_at AS TIMESTAMP) AS linked_at
             FROM _links k JOIN _rec ra ON ra.rid = k.a JOIN _rec rb ON rb.rid = k.b
-            JOIN _label l ON l.rid = k.a JOIN _ids i ON i.cid = l.cid""", run_at=run_at))
+            JOIN _label l ON l.rid = k.a JOIN _ids i ON i.cid = l.cid"""
+        if incremental_build:
+            engine.append("core.identity_links", _q("identity_links.incremental", links_sql, run_at=run_at))
+        else:
+            engine.replace_table("core.identity_links", _q("identity_links", links_sql, run_at=run_at))
+        touched = None
+        if incremental_build:
+            engine.run(_q("incremental.touched_clear", "DELETE FROM ops.touched_customers"),
+                       _q("incremental.touched", """
+                INSERT INTO ops.touched_customers
+                SELECT DISTINCT $run_key, customer_id FROM (
+                    SELECT customer_id FROM _ids UNION ALL SELECT old_id FROM _members WHERE old_id IS NOT NULL
+                    UNION ALL SELECT customer_id FROM _gone)""", run_key=run_key))
+            touched = engine.scalar(_q("incremental.touched_count", "SELECT count(*) FROM ops.touched_customers"))
+        if incremental:
+            inc.record_state(engine, run_key, run_at, settings, mode, reason,
+                             aff.get("affected_records") if mode == "incremental" else None, touched)
     stats = engine.rows(_q("summary", """
         SELECT count(*) AS records, count(DISTINCT customer_id) AS customers,
                count(*) FILTER (WHERE matched_by <> 'singleton') AS linked_records
         FROM core.customer_sources"""))[0]
     n_refused = engine.scalar(_q("refused_count", "SELECT count(*) FROM core.refused_merges"))
-    engine.run(*(_q("drop_temp", f"DROP TABLE IF EXISTS {t}") for t in _TEMP + ("_first_rule", "_cluster_rules")))
+    engine.run(*(_q("drop_temp", f"DROP TABLE IF EXISTS {t}")
+                 for t in _TEMP + ("_first_rule", "_cluster_rules", "_aff", "_gone")))
     return {
         "records": int(stats[0]), "customers": int(stats[1]), "linked_records": int(stats[2]),
         "new_ids": int(new_ids), "merges": int(merges), "splits": int(splits),
@@ -462,4 +529,7 @@ def resolve(engine: Engine, run_at: dt.datetime, run_key: str,
         "em_sessions": {x["blocking"]: {k: v for k, v in x.items() if k != "blocking"}
                         for x in stage_stats.get("em", {}).get("sessions", [])},
         "candidate_pairs": int(stage_stats.get("candidate_pairs", 0)),
+        "identity_mode": mode, "identity_full_reason": reason or "",
+        **({"changed_records": aff["changed_records"], "affected_records": aff["affected_records"],
+            "touched_customers": int(touched or 0)} if incremental_build else {}),
     }
