@@ -29,7 +29,7 @@ import json
 
 from tessera.engine import Engine, SqlStep, as_engine
 from tessera.settings.activation import JourneyDef
-from tessera.activation.automations import conditions_sql, event_filter_sql
+from tessera.activation.automations import DAY_EVENTS, conditions_sql, event_filter_sql
 from tessera.activation.outbox import KEY_SQL, queue
 
 STATE = "activation.journey_state"
@@ -60,9 +60,7 @@ def _entries_step(deployment, journey: JourneyDef, version: str, day: dt.date) -
     t, params = journey.trigger, []
     if t.event is not None:
         cond = event_filter_sql(deployment, t.event, day, params)
-        src = ("SELECT DISTINCT customer_id FROM core.events WHERE customer_id IS NOT NULL "
-               f"AND CAST(occurred_at AS DATE) = CAST(? AS DATE) AND {cond}")
-        params = [day, *params]
+        src = f"SELECT DISTINCT customer_id FROM {DAY_EVENTS} WHERE {cond}"
     elif t.segment is not None:
         src = ("SELECT DISTINCT customer_id FROM marketing.segment_history "
                "WHERE segment = ? AND entered_on = CAST(? AS DATE)")
@@ -91,9 +89,24 @@ def _at(step_name: str) -> str:
     return f"FROM {STATE} s WHERE s.journey = ? AND s.version = ? AND s.status = 'active' AND s.step = '{step_name}'"
 
 
-def _moves_step(deployment, journey: JourneyDef, version: str, step, day: dt.date) -> SqlStep:
+def _events_between() -> str:
+    """``core.events`` between two instants (parameters): a range on ``occurred_at`` the
+    scan prunes by its zone maps, so a check or a branch reads the days since the
+    earliest contact at the step entered it, not the whole history."""
+    return ("SELECT customer_id, event_type, occurred_at, properties, source FROM core.events "
+            "WHERE occurred_at >= CAST(? AS TIMESTAMP) AND occurred_at < CAST(? AS TIMESTAMP)")
+
+
+def _bounds(since: dt.date | None, day: dt.date) -> list[dt.datetime]:
+    start = dt.datetime.combine(since or dt.date(1900, 1, 1), dt.time())
+    return [start, dt.datetime.combine(day + dt.timedelta(days=1), dt.time())]
+
+
+def _moves_step(deployment, journey: JourneyDef, version: str, step, day: dt.date,
+                since: dt.date | None = None) -> SqlStep:
     """The contacts at ``step`` that move today: (customer_id, entered_on, next_step,
-    outcome, branch)."""
+    outcome, branch). ``since``: the earliest day a contact at the step entered the
+    journey (a branch's events) or the step (a check's)."""
     base = [journey.name, version]
     kind = step.kind
     if kind == "wait":
@@ -115,7 +128,7 @@ def _moves_step(deployment, journey: JourneyDef, version: str, step, day: dt.dat
                    CAST(NULL AS VARCHAR) AS branch
             FROM {STATE} s LEFT JOIN (
                 SELECT DISTINCT s2.customer_id FROM {STATE} s2
-                JOIN core.events e ON e.customer_id = s2.customer_id
+                JOIN ({_events_between()}) e ON e.customer_id = s2.customer_id
                  AND CAST(e.occurred_at AS DATE) >= s2.step_since
                  AND CAST(e.occurred_at AS DATE) <= s2.step_since + CAST(? AS INTEGER)
                 WHERE s2.journey = ? AND s2.version = ? AND s2.status = 'active'
@@ -123,7 +136,7 @@ def _moves_step(deployment, journey: JourneyDef, version: str, step, day: dt.dat
             WHERE s.journey = ? AND s.version = ? AND s.status = 'active' AND s.step = '{step.name}'
               AND s.step_since + CAST(? AS INTEGER) <= CAST(? AS DATE)"""
         return SqlStep("activation.journey_check", sql,
-                       [step.within_days, *base, *params, *base, step.within_days, day])
+                       [*_bounds(since, day), step.within_days, *base, *params, *base, step.within_days, day])
     if kind == "branch":
         # each branch's condition is evaluated once, as a semi-join over the contacts at
         # the step (a CASE over IN sub-queries re-ran them per branch and per column)
@@ -135,10 +148,10 @@ def _moves_step(deployment, journey: JourneyDef, version: str, step, day: dt.dat
                 ep: list = []
                 ec = event_filter_sql(deployment, b.event, day, ep, alias="e")
                 conds.append(f"""a.customer_id IN (
-                    SELECT e.customer_id FROM core.events e JOIN at_step a2 ON a2.customer_id = e.customer_id
-                    WHERE CAST(e.occurred_at AS DATE) >= a2.entered_on
-                      AND CAST(e.occurred_at AS DATE) <= CAST(? AS DATE) AND {ec})""")
-                params += [day, *ep]
+                    SELECT e.customer_id FROM ({_events_between()}) e
+                    JOIN at_step a2 ON a2.customer_id = e.customer_id
+                    WHERE CAST(e.occurred_at AS DATE) >= a2.entered_on AND {ec})""")
+                params += [*_bounds(since, day), *ep]
             if b.conditions:
                 conds.append(conditions_sql(deployment, b.conditions, day, params, "a.customer_id"))
             ctes.append(f"b{i} AS (SELECT a.customer_id FROM at_step a WHERE {' AND '.join(conds) or 'TRUE'})")
@@ -171,8 +184,8 @@ def _moves_step(deployment, journey: JourneyDef, version: str, step, day: dt.dat
 
 
 def _apply_moves(engine: Engine, deployment, journey: JourneyDef, version: str, step, day: dt.date,
-                 now: dt.datetime, columns: set[str], stats: dict) -> int:
-    n = engine.replace_table("activation._moves", _moves_step(deployment, journey, version, step, day))
+                 now: dt.datetime, columns: set[str], stats: dict, since: dt.date | None = None) -> int:
+    n = engine.replace_table("activation._moves", _moves_step(deployment, journey, version, step, day, since))
     if not n:
         return 0
     if step.kind == "action":
@@ -184,9 +197,11 @@ def _apply_moves(engine: Engine, deployment, journey: JourneyDef, version: str, 
                 WHERE origin = 'journey' AND name = ? GROUP BY ALL) cp
               ON cp.customer_id = m.customer_id AND cp.ref = CAST(m.entered_on AS VARCHAR)""",
                        [journey.name])
+        first = engine.scalar(SqlStep("activation.journey_earliest_entry",
+                                      "SELECT min(entered_on) FROM activation._moves"))
         res = queue(engine, deployment, origin="journey", name=journey.name, step=step.name,
                     action=step.action, day=day, now=now, candidates=cand, columns=columns,
-                    version=version)
+                    version=version, since=first)
         stats.setdefault("capped", 0)
         stats["capped"] += res["capped"]
         key = KEY_SQL.replace("customer_id", "m.customer_id").replace("ref)", "m.ref)")
@@ -267,10 +282,14 @@ def run_journey(engine: Engine, deployment, journey: JourneyDef, day: dt.date, n
         for v in active:
             for step in versions[v].steps:
                 # a step nobody is at costs one cheap count, not its (joins and rules) query
-                if engine.scalar(SqlStep("activation.journey_occupied", f"""
-                        SELECT count(*) FROM {STATE} WHERE journey = ? AND version = ?
-                          AND status = 'active' AND step = ?""", [journey.name, v, step.name])):
-                    n += _apply_moves(engine, deployment, versions[v], v, step, day, now, columns, stats)
+                (here, first_entry, first_since), = engine.rows(SqlStep("activation.journey_occupied", f"""
+                        SELECT count(*), min(entered_on), min(step_since) FROM {STATE}
+                        WHERE journey = ? AND version = ? AND status = 'active' AND step = ?""",
+                        [journey.name, v, step.name]))
+                if here:
+                    since = first_since if step.kind == "check" else first_entry
+                    n += _apply_moves(engine, deployment, versions[v], v, step, day, now, columns, stats,
+                                      since)
         moved += n
         if not n:
             break

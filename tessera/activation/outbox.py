@@ -118,21 +118,47 @@ def target_of(action) -> str:
             "tag": lambda: spec.tag, "coupon": lambda: spec.campaign}[action.kind]()
 
 
-def build_gate(engine: Engine) -> int:
+GATE = "activation._gate"
+
+
+def gate_fields(deployment, columns: set[str]) -> list[str]:
+    """The card fields any action's payload reads (a message's address and template
+    variables, a webhook's fields): copied into :data:`GATE` once per day, so that an
+    action reads the one narrow gate table instead of joining the wide card again."""
+    from tessera.activation.scores import notify_actions     # scores queue through here
+    actions = [a.action for a in deployment.automations or []]
+    actions += [s.action for j in deployment.journeys or [] for s in j.steps if s.action is not None]
+    actions += [a for *_, a in notify_actions(deployment)]
+    out: set[str] = set()
+    for a in actions:
+        out |= set(payload_fields(deployment, a, columns))
+    return sorted(out - {RECOMMENDED})
+
+
+def build_gate(engine: Engine, deployment=None, columns: set[str] = frozenset()) -> int:
     """``activation._gate``: per card, whether an action may go out on each channel
     (:func:`tessera.feeds.selection.delivery_filter`: consent, hard bounce, the HMAC
-    suppression ledger). Built once per evaluated day: the ledger's keyed hashes are then
-    computed once per contact, not once per candidate of every action."""
-    return as_engine(engine).replace_table("activation._gate", SqlStep("activation.gate_table", f"""
+    suppression ledger), and the card fields the payloads read (:func:`gate_fields`).
+    Built once per evaluated day: the ledger's keyed hashes are then computed once per
+    contact, not once per candidate of every action, and the card is read once."""
+    fields = gate_fields(deployment, columns) if deployment is not None else []
+    cols = "".join(f', "{f}"' for f in fields if f != "customer_id")
+    return as_engine(engine).replace_table(GATE, SqlStep("activation.gate_table", f"""
         SELECT customer_id, ({delivery_filter('email')}) AS ok_email, ({delivery_filter('sms')}) AS ok_sms,
-               ({delivery_filter('none')}) AS ok_none
+               ({delivery_filter('none')}) AS ok_none{cols}
         FROM marts.contact_cards"""))
 
 
 def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, action, day: dt.date,
-          now: dt.datetime, candidates: SqlStep, columns: set[str], version: str | None = None) -> dict:
+          now: dt.datetime, candidates: SqlStep, columns: set[str], version: str | None = None,
+          since: dt.date | None = None) -> dict:
     """Gate and queue one action for the contacts ``candidates`` selects (columns
-    ``customer_id, ref, trigger_event, coupon``). Returns the counts."""
+    ``customer_id, ref, trigger_event, coupon``). Returns the counts.
+
+    ``since``: the first day on which an action of these triggers can have been decided
+    (an automation's event is of the evaluated day; a journey action's entry day), so the
+    anti-join reads the outbox from that day on (pruned by the zone maps of the rows
+    appended day after day), not the whole history."""
     engine = as_engine(engine)
     n = engine.replace_table("activation._candidates", candidates)
     fields = payload_fields(deployment, action, columns)
@@ -147,11 +173,17 @@ def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, acti
     cols = "".join(", coalesce(rp.recommended_products, [])" + f' AS "{RECOMMENDED}"' if f == RECOMMENDED
                    else f', c."{f}"' for f in fields)
     rec_join = _RECOMMENDED_JOIN if RECOMMENDED in fields else ""
+    # the payload's fields come from the gate table when it carries them (built for this
+    # deployment), else from the card
+    in_gate = set(fields) - {RECOMMENDED} <= set(gate_fields(deployment, columns))
+    card = "" if in_gate else " JOIN marts.contact_cards c ON c.customer_id = k.customer_id"
+    if in_gate:
+        cols = cols.replace(', c."', ', ok."')
     gated = engine.replace_table("activation._gated", SqlStep("activation.gate", f"""
         SELECT {KEY_SQL.replace("customer_id", "k.customer_id").replace("ref)", "k.ref)")} AS action_key,
                k.customer_id, k.ref, k.trigger_event, k.coupon{cols}
-        FROM activation._candidates k JOIN marts.contact_cards c ON c.customer_id = k.customer_id{rec_join}
-        JOIN activation._gate ok ON ok.customer_id = k.customer_id AND ok.ok_{action.channel}""",
+        FROM activation._candidates k
+        JOIN {GATE} ok ON ok.customer_id = k.customer_id AND ok.ok_{action.channel}{card}{rec_join}""",
         [origin, name, step]))
     # the cap's window only when there is a cap (a sort per contact is not free)
     if message and cap is not None:
@@ -175,7 +207,8 @@ def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, acti
     # costliest step of a day at scale
     sql = f"""
         WITH prior AS (
-            SELECT action_key FROM activation.outbox WHERE origin = ? AND name = ? AND step = ?),
+            SELECT action_key FROM activation.outbox WHERE origin = ? AND name = ? AND step = ?
+              AND as_of_date >= CAST(? AS DATE)),
         fresh AS (
             SELECT * FROM activation._gated n
             WHERE NOT EXISTS (SELECT 1 FROM prior o WHERE o.action_key = n.action_key)){counted}
@@ -185,7 +218,7 @@ def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, acti
                CAST(? AS TIMESTAMP) AS queued_at, {sent_at} AS sent_at,
                CAST(NULL AS VARCHAR) AS last_error, CAST(? AS VARCHAR) AS version
         FROM g"""
-    params = [origin, name, step, *cap_params, day, origin, name, step, action.kind, action.channel,
+    params = [origin, name, step, since or dt.date.min, *cap_params, day, origin, name, step, action.kind, action.channel,
               target_of(action), now] + ([] if message else [now]) + [version]
     queued = engine.replace_table("activation._queued", SqlStep("activation.fresh", sql, params))
     engine.append("activation.outbox", SqlStep("activation.enqueue", "SELECT * FROM activation._queued"))
@@ -219,9 +252,13 @@ def set_property(engine: Engine, deployment, prop: str, value, columns: set[str]
         FROM activation._queued""", [prop, value]))
     sql_type = set_property_types(deployment).get(prop)
     if sql_type is not None and prop in columns:
-        engine.run(SqlStep("activation.card_property", f"""
-            UPDATE marts.contact_cards SET "{prop}" = TRY_CAST(? AS {sql_type})
-            WHERE customer_id IN (SELECT customer_id FROM activation._queued)""", [value]))
+        tables = [("activation.card_property", "marts.contact_cards")]
+        if prop in gate_fields(deployment, columns):     # a template reads it the same day
+            tables.append(("activation.gate_property", GATE))
+        for step_name, table in tables:
+            engine.run(SqlStep(step_name, f"""
+                UPDATE {table} SET "{prop}" = TRY_CAST(? AS {sql_type})
+                WHERE customer_id IN (SELECT customer_id FROM activation._queued)""", [value]))
 
 
 def outbox_summary(engine: Engine) -> dict[str, int]:
