@@ -5,7 +5,7 @@ Evaluated per day, one set-based query per automation: the day's matching events
 profile conditions (a segment rule, same day), one action per triggering event (the
 event id is the action key's trigger), through the outbox's gate.
 
-Why ``activation._day_events``: ``core.events`` holds every day ever loaded; the day's
+Why ``_act_day_events``: ``core.events`` holds every day ever loaded; the day's
 rows of the triggering types are copied once per evaluated day (a range on
 ``occurred_at`` the scan can prune by its zone maps, unlike a cast to a date), and the
 ten automations and the journeys' entries read that small table, not the history.
@@ -18,7 +18,7 @@ import datetime as dt
 from tessera.engine import Engine, SqlStep
 from tessera.marketing.scoring import _event_condition
 from tessera.marketing.segments import rule_members_sql
-from tessera.activation.outbox import queue
+from tessera.activation.outbox import MESSAGE_KINDS, queue, scratch
 
 
 def event_filter_sql(deployment, ev, as_of: dt.date, params: list, alias: str = "") -> str:
@@ -35,7 +35,7 @@ def event_filter_sql(deployment, ev, as_of: dt.date, params: list, alias: str = 
     return cond
 
 
-DAY_EVENTS = "activation._day_events"
+DAY_EVENTS = "_act_day_events"
 
 
 def trigger_types(deployment) -> list[str]:
@@ -52,7 +52,7 @@ def trigger_types(deployment) -> list[str]:
 def build_day_events(engine: Engine, deployment, day: dt.date) -> int:
     start = dt.datetime.combine(day, dt.time())
     types = trigger_types(deployment) or ["<none>"]
-    return engine.replace_table(DAY_EVENTS, SqlStep("activation.day_events", f"""
+    return scratch(engine, DAY_EVENTS, SqlStep("activation.day_events", f"""
         SELECT event_id, customer_id, event_type, occurred_at, properties, source FROM core.events
         WHERE occurred_at >= CAST(? AS TIMESTAMP) AND occurred_at < CAST(? AS TIMESTAMP)
           AND customer_id IS NOT NULL AND event_type IN ({', '.join('?' for _ in types)})""",
@@ -72,8 +72,10 @@ def candidates_step(deployment, automation, day: dt.date) -> SqlStep:
     :func:`build_day_events` for that day)."""
     params: list = []
     cond = event_filter_sql(deployment, automation.trigger, day, params)
-    sql = ("SELECT customer_id, source || ':' || event_id AS ref, to_json({'event_type': event_type, "
-           "'occurred_at': occurred_at, 'properties': properties}) AS trigger_event, "
+    # only a message's payload carries the event (a tag or a coupon never reads it)
+    event = ("to_json({'event_type': event_type, 'occurred_at': occurred_at, 'properties': properties})"
+             if automation.action.kind in MESSAGE_KINDS else "CAST(NULL AS VARCHAR)")
+    sql = (f"SELECT customer_id, source || ':' || event_id AS ref, {event} AS trigger_event, "
            f"CAST(NULL AS VARCHAR) AS coupon FROM {DAY_EVENTS} WHERE {cond}")
     sql += " AND " + conditions_sql(deployment, automation.conditions, day, params)
     return SqlStep("activation.automation_candidates", sql, params)

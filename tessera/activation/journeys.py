@@ -30,7 +30,7 @@ import json
 from tessera.engine import Engine, SqlStep, as_engine
 from tessera.settings.activation import JourneyDef
 from tessera.activation.automations import DAY_EVENTS, conditions_sql, event_filter_sql
-from tessera.activation.outbox import KEY_SQL, queue
+from tessera.activation.outbox import KEY_SQL, queue, scratch
 
 STATE = "activation.journey_state"
 
@@ -185,20 +185,20 @@ def _moves_step(deployment, journey: JourneyDef, version: str, step, day: dt.dat
 
 def _apply_moves(engine: Engine, deployment, journey: JourneyDef, version: str, step, day: dt.date,
                  now: dt.datetime, columns: set[str], stats: dict, since: dt.date | None = None) -> int:
-    n = engine.replace_table("activation._moves", _moves_step(deployment, journey, version, step, day, since))
+    n = scratch(engine, "_act_moves", _moves_step(deployment, journey, version, step, day, since))
     if not n:
         return 0
     if step.kind == "action":
         cand = SqlStep("activation.journey_action_candidates", """
             SELECT m.customer_id, m.ref,
                    CAST(NULL AS VARCHAR) AS trigger_event, cp.code AS coupon
-            FROM activation._moves m LEFT JOIN (
+            FROM _act_moves m LEFT JOIN (
                 SELECT customer_id, ref, max(code) AS code FROM activation.coupons
                 WHERE origin = 'journey' AND name = ? GROUP BY ALL) cp
               ON cp.customer_id = m.customer_id AND cp.ref = CAST(m.entered_on AS VARCHAR)""",
                        [journey.name])
         first = engine.scalar(SqlStep("activation.journey_earliest_entry",
-                                      "SELECT min(entered_on) FROM activation._moves"))
+                                      "SELECT min(entered_on) FROM _act_moves"))
         res = queue(engine, deployment, origin="journey", name=journey.name, step=step.name,
                     action=step.action, day=day, now=now, candidates=cand, columns=columns,
                     version=version, since=first)
@@ -208,7 +208,7 @@ def _apply_moves(engine: Engine, deployment, journey: JourneyDef, version: str, 
         # the step's own outbox rows only (a correlated look-up decorrelated into a join
         # over the whole outbox cost more than the action itself at scale)
         engine.run(SqlStep("activation.journey_action_outcome", f"""
-            UPDATE activation._moves AS m SET outcome = coalesce((
+            UPDATE _act_moves AS m SET outcome = coalesce((
                 SELECT CASE o.status WHEN 'capped' THEN 'capped' ELSE 'acted' END
                 FROM (SELECT action_key, status FROM activation.outbox
                       WHERE origin = 'journey' AND name = ? AND step = ?) o
@@ -217,12 +217,12 @@ def _apply_moves(engine: Engine, deployment, journey: JourneyDef, version: str, 
     engine.run(SqlStep("activation.journey_history_add", f"""
         INSERT INTO activation.journey_history
         SELECT ?, ?, customer_id, entered_on, CAST(? AS DATE), ?, outcome, next_step, branch
-        FROM activation._moves""", [journey.name, version, day, step.name]))
+        FROM _act_moves""", [journey.name, version, day, step.name]))
     engine.run(SqlStep("activation.journey_move", f"""
         UPDATE {STATE} AS s SET step = m.next_step, step_since = CAST(? AS DATE),
                branch = coalesce(m.branch, s.branch), updated_on = CAST(? AS DATE),
                status = CASE WHEN m.next_step IS NULL THEN 'done' ELSE 'active' END
-        FROM activation._moves m
+        FROM _act_moves m
         WHERE s.journey = ? AND s.version = ? AND s.status = 'active'
           AND s.customer_id = m.customer_id AND s.entered_on = m.entered_on""",
         [day, day, journey.name, version]))
@@ -306,7 +306,7 @@ def hold_failed(engine: Engine, deployment, day: dt.date) -> dict:
     ``gave_up``). A failure is handled once: the outbox's failed rows of an entry and
     step are matched against the failures the history already holds."""
     engine = as_engine(engine)
-    n = engine.replace_table("activation._failed", SqlStep("activation.journey_failed", f"""
+    n = scratch(engine, "_act_failed", SqlStep("activation.journey_failed", f"""
         WITH f AS (
             SELECT name AS journey, customer_id, CAST(substr(ref, 1, 10) AS DATE) AS entered_on,
                    step, count(*) AS n
@@ -329,7 +329,7 @@ def hold_failed(engine: Engine, deployment, day: dt.date) -> dict:
     with engine.together():     # the history marks the failure handled: both or neither
         _hold(engine, day)
     gave_up = int(engine.scalar(SqlStep("activation.journey_gave_up",
-                                        "SELECT count(*) FROM activation._failed WHERE gave_up")) or 0)
+                                        "SELECT count(*) FROM _act_failed WHERE gave_up")) or 0)
     return {"held": int(n) - gave_up, "gave_up": gave_up}
 
 
@@ -339,11 +339,11 @@ def _hold(engine: Engine, day: dt.date) -> None:
         SELECT s.journey, s.version, s.customer_id, s.entered_on, CAST(? AS DATE), f.step,
                CASE WHEN f.gave_up THEN 'gave_up' ELSE 'failed' END,
                CASE WHEN f.gave_up THEN CAST(NULL AS VARCHAR) ELSE f.step END, s.branch
-        FROM {STATE} s JOIN activation._failed f ON f.journey = s.journey
+        FROM {STATE} s JOIN _act_failed f ON f.journey = s.journey
          AND f.customer_id = s.customer_id AND f.entered_on = s.entered_on""", [day]))
     engine.run(SqlStep("activation.journey_hold", f"""
         UPDATE {STATE} AS s SET step = f.step, step_since = CAST(? AS DATE), updated_on = CAST(? AS DATE),
                status = CASE WHEN f.gave_up THEN 'exited' ELSE 'failed' END
-        FROM activation._failed f
+        FROM _act_failed f
         WHERE f.journey = s.journey AND f.customer_id = s.customer_id AND f.entered_on = s.entered_on""",
         [day, day]))

@@ -35,6 +35,15 @@ KEY_SQL = ("md5(concat_ws('|', CAST(? AS VARCHAR), CAST(? AS VARCHAR), CAST(? AS
            "CAST(customer_id AS VARCHAR), ref))")
 
 
+def scratch(engine: Engine, name: str, step: SqlStep) -> int:
+    """A table of the run's intermediate rows (the day's events, the gate, an action's
+    candidates): temporary, so it is never written to the warehouse file (at 300k
+    contacts, writing them there was the costliest part of a day); returns its rows."""
+    engine = as_engine(engine)
+    engine.run(SqlStep(step.name, f"CREATE OR REPLACE TEMP TABLE {name} AS {step.sql}", step.params))
+    return int(engine.scalar(SqlStep("activation.scratch_rows", f"SELECT count(*) FROM {name}")) or 0)
+
+
 def activation_table_steps() -> list[SqlStep]:
     return [SqlStep("activation.schema", "CREATE SCHEMA IF NOT EXISTS activation"),
             SqlStep("activation.exports_schema", "CREATE SCHEMA IF NOT EXISTS exports"),
@@ -118,7 +127,7 @@ def target_of(action) -> str:
             "tag": lambda: spec.tag, "coupon": lambda: spec.campaign}[action.kind]()
 
 
-GATE = "activation._gate"
+GATE = "_act_gate"
 
 
 def gate_fields(deployment, columns: set[str]) -> list[str]:
@@ -136,14 +145,14 @@ def gate_fields(deployment, columns: set[str]) -> list[str]:
 
 
 def build_gate(engine: Engine, deployment=None, columns: set[str] = frozenset()) -> int:
-    """``activation._gate``: per card, whether an action may go out on each channel
+    """``_act_gate``: per card, whether an action may go out on each channel
     (:func:`tessera.feeds.selection.delivery_filter`: consent, hard bounce, the HMAC
     suppression ledger), and the card fields the payloads read (:func:`gate_fields`).
     Built once per evaluated day: the ledger's keyed hashes are then computed once per
     contact, not once per candidate of every action, and the card is read once."""
     fields = gate_fields(deployment, columns) if deployment is not None else []
     cols = "".join(f', "{f}"' for f in fields if f != "customer_id")
-    return as_engine(engine).replace_table(GATE, SqlStep("activation.gate_table", f"""
+    return scratch(as_engine(engine), GATE, SqlStep("activation.gate_table", f"""
         SELECT customer_id, ({delivery_filter('email')}) AS ok_email, ({delivery_filter('sms')}) AS ok_sms,
                ({delivery_filter('none')}) AS ok_none{cols}
         FROM marts.contact_cards"""))
@@ -160,7 +169,7 @@ def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, acti
     anti-join reads the outbox from that day on (pruned by the zone maps of the rows
     appended day after day), not the whole history."""
     engine = as_engine(engine)
-    n = engine.replace_table("activation._candidates", candidates)
+    n = scratch(engine, "_act_candidates", candidates)
     fields = payload_fields(deployment, action, columns)
     parts = [f"'{f}': g.\"{f}\"" for f in fields] + ["'event': g.trigger_event", "'coupon': g.coupon"]
     payload = "to_json({" + ", ".join(parts) + "})" if action.kind in MESSAGE_KINDS else "CAST(NULL AS VARCHAR)"
@@ -179,10 +188,10 @@ def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, acti
     card = "" if in_gate else " JOIN marts.contact_cards c ON c.customer_id = k.customer_id"
     if in_gate:
         cols = cols.replace(', c."', ', ok."')
-    gated = engine.replace_table("activation._gated", SqlStep("activation.gate", f"""
+    gated = scratch(engine, "_act_gated", SqlStep("activation.gate", f"""
         SELECT {KEY_SQL.replace("customer_id", "k.customer_id").replace("ref)", "k.ref)")} AS action_key,
                k.customer_id, k.ref, k.trigger_event, k.coupon{cols}
-        FROM activation._candidates k
+        FROM _act_candidates k
         JOIN {GATE} ok ON ok.customer_id = k.customer_id AND ok.ok_{action.channel}{card}{rec_join}""",
         [origin, name, step]))
     # the cap's window only when there is a cap (a sort per contact is not free)
@@ -192,7 +201,7 @@ def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, acti
             SELECT customer_id, count(*) AS sent_today FROM activation.outbox
             WHERE as_of_date = CAST(? AS DATE) AND kind IN ('email', 'sms', 'webhook')
               AND status <> 'capped'
-              AND customer_id IN (SELECT customer_id FROM activation._gated) GROUP BY customer_id),
+              AND customer_id IN (SELECT customer_id FROM _act_gated) GROUP BY customer_id),
         g AS (
             SELECT f.*, coalesce(t.sent_today, 0)
                    + row_number() OVER (PARTITION BY f.customer_id ORDER BY f.action_key) AS nth
@@ -210,7 +219,7 @@ def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, acti
             SELECT action_key FROM activation.outbox WHERE origin = ? AND name = ? AND step = ?
               AND as_of_date >= CAST(? AS DATE)),
         fresh AS (
-            SELECT * FROM activation._gated n
+            SELECT * FROM _act_gated n
             WHERE NOT EXISTS (SELECT 1 FROM prior o WHERE o.action_key = n.action_key)){counted}
         SELECT g.action_key, CAST(? AS DATE) AS as_of_date, ? AS origin, ? AS name, ? AS step,
                g.customer_id, g.ref, ? AS kind, ? AS channel, ? AS target, {payload} AS payload,
@@ -220,13 +229,13 @@ def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, acti
         FROM g"""
     params = [origin, name, step, since or dt.date.min, *cap_params, day, origin, name, step, action.kind, action.channel,
               target_of(action), now] + ([] if message else [now]) + [version]
-    queued = engine.replace_table("activation._queued", SqlStep("activation.fresh", sql, params))
-    engine.append("activation.outbox", SqlStep("activation.enqueue", "SELECT * FROM activation._queued"))
+    queued = scratch(engine, "_act_queued", SqlStep("activation.fresh", sql, params))
+    engine.append("activation.outbox", SqlStep("activation.enqueue", "SELECT * FROM _act_queued"))
     spec = action.spec
     if action.kind == "tag":
         engine.run(SqlStep("activation.apply_tags", """
             INSERT INTO marketing.tag_assignments
-            SELECT customer_id, ?, as_of_date, origin || ':' || name FROM activation._queued""",
+            SELECT customer_id, ?, as_of_date, origin || ':' || name FROM _act_queued""",
                            [spec.tag]))
         if spec.property is not None:
             set_property(engine, deployment, spec.property, spec.value, columns)
@@ -234,10 +243,10 @@ def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, acti
         engine.run(SqlStep("activation.issue_coupons", """
             INSERT INTO activation.coupons
             SELECT upper(substr(action_key, 1, 10)), ?, customer_id, origin, name, ref, as_of_date,
-                   as_of_date + CAST(? AS INTEGER), ?, action_key FROM activation._queued""",
+                   as_of_date + CAST(? AS INTEGER), ?, action_key FROM _act_queued""",
                            [spec.campaign, spec.valid_days, spec.discount]))
     capped = engine.scalar(SqlStep("activation.capped",
-                                   "SELECT count(*) FROM activation._queued WHERE status = 'capped'"))
+                                   "SELECT count(*) FROM _act_queued WHERE status = 'capped'"))
     return {"candidates": int(n), "blocked": int(n) - int(gated), "queued": int(queued) - int(capped),
             "capped": int(capped), "already": int(gated) - int(queued)}
 
@@ -249,7 +258,7 @@ def set_property(engine: Engine, deployment, prop: str, value, columns: set[str]
     engine.run(SqlStep("activation.set_property", """
         INSERT INTO activation.contact_properties
         SELECT customer_id, ?, ?, as_of_date, origin || ':' || name, action_key
-        FROM activation._queued""", [prop, value]))
+        FROM _act_queued""", [prop, value]))
     sql_type = set_property_types(deployment).get(prop)
     if sql_type is not None and prop in columns:
         tables = [("activation.card_property", "marts.contact_cards")]
@@ -258,7 +267,7 @@ def set_property(engine: Engine, deployment, prop: str, value, columns: set[str]
         for step_name, table in tables:
             engine.run(SqlStep(step_name, f"""
                 UPDATE {table} SET "{prop}" = TRY_CAST(? AS {sql_type})
-                WHERE customer_id IN (SELECT customer_id FROM activation._queued)""", [value]))
+                WHERE customer_id IN (SELECT customer_id FROM _act_queued)""", [value]))
 
 
 def outbox_summary(engine: Engine) -> dict[str, int]:
