@@ -86,5 +86,7 @@ def run_automations(engine: Engine, deployment, day: dt.date, now: dt.datetime, 
     for a in deployment.automations:
         out[a.name] = queue(engine, deployment, origin="automation", name=a.name, step="action",
                             action=a.action, day=day, now=now, columns=columns,
-                            candidates=candidates_step(deployment, a, day), since=day)
+                            candidates=candidates_step(deployment, a, day))
+    # no ``since`` here: an event id reloaded with a corrected occurred_at (another day)
+    # must still find the action decided for it, so the anti-join reads the whole history
     return out

@@ -165,9 +165,9 @@ def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, acti
     ``customer_id, ref, trigger_event, coupon``). Returns the counts.
 
     ``since``: the first day on which an action of these triggers can have been decided
-    (an automation's event is of the evaluated day; a journey action's entry day), so the
-    anti-join reads the outbox from that day on (pruned by the zone maps of the rows
-    appended day after day), not the whole history."""
+    (a journey action's entry day, a score crossing's day: both are in the key's trigger),
+    so the anti-join reads the outbox from that day on (pruned by the zone maps of the
+    rows appended day after day), not the whole history."""
     engine = as_engine(engine)
     n = scratch(engine, "_act_candidates", candidates)
     fields = payload_fields(deployment, action, columns)

@@ -647,3 +647,21 @@ def test_a_crash_after_the_http_post_before_recording_resends_the_same_batch_id(
     assert json.loads(rec["event"]["properties"]) == {"product_id": 7}     # the event's text, as stored
     assert con.execute("SELECT status, payload FROM activation.outbox").fetchall() == [("sent", None)]
     assert duplicate_actions(con) == 0
+
+
+def test_an_event_reloaded_with_a_corrected_time_on_a_later_day_is_not_acted_on_again(tmp_path, smtp, http):
+    """The welcome e-mail of Marco's download went out on day 1; the source then
+    re-delivers the same event id with its time corrected to day 2: the action key is
+    the event's, so day 2 decides nothing and sends nothing for it."""
+    ctl, sink = smtp
+    base = _deployment(ctl.port, http.server_address[1])
+    dep = base.model_copy(update={"automations": [a for a in base.automations if a.name == "welcome_download"],
+                                  "journeys": []})
+    con = _warehouse(tmp_path / "w.duckdb")
+    _run(con, dep, D0 + dt.timedelta(days=1))
+    assert [m["To"] for m in sink.messages] == ["marco@example.it"]
+    con.execute("UPDATE core.events SET occurred_at = occurred_at + INTERVAL 1 DAY WHERE event_id = 'W1'")
+    out = _run(con, dep, D0 + dt.timedelta(days=2))
+    assert out["evaluated"][D0 + dt.timedelta(days=2)]["automations"]["welcome_download"]["already"] == 1
+    assert len(sink.messages) == 1
+    assert con.execute("SELECT count(*) FROM activation.outbox").fetchone()[0] == 1
