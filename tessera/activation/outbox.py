@@ -37,8 +37,9 @@ KEY_SQL = ("md5(concat_ws('|', CAST(? AS VARCHAR), CAST(? AS VARCHAR), CAST(? AS
 
 def scratch(engine: Engine, name: str, step: SqlStep) -> int:
     """A table of the run's intermediate rows (the day's events, the gate, an action's
-    candidates): temporary, so it is never written to the warehouse file (at 300k
-    contacts, writing them there was the costliest part of a day); returns its rows."""
+    candidates): temporary, so these throw-away rows never reach the warehouse file or
+    its write-ahead log (they spill to DuckDB's temp directory if memory runs short);
+    returns its rows."""
     engine = as_engine(engine)
     engine.run(SqlStep(step.name, f"CREATE OR REPLACE TEMP TABLE {name} AS {step.sql}", step.params))
     return int(engine.scalar(SqlStep("activation.scratch_rows", f"SELECT count(*) FROM {name}")) or 0)
