@@ -29,8 +29,8 @@ import json
 
 from tessera.engine import Engine, SqlStep, as_engine
 from tessera.settings.activation import JourneyDef
-from tessera.activation.automations import conditions_sql, event_filter_sql
-from tessera.activation.outbox import KEY_SQL, queue
+from tessera.activation.automations import DAY_EVENTS, conditions_sql, event_filter_sql
+from tessera.activation.outbox import KEY_SQL, queue, scratch
 
 STATE = "activation.journey_state"
 
@@ -60,9 +60,7 @@ def _entries_step(deployment, journey: JourneyDef, version: str, day: dt.date) -
     t, params = journey.trigger, []
     if t.event is not None:
         cond = event_filter_sql(deployment, t.event, day, params)
-        src = ("SELECT DISTINCT customer_id FROM core.events WHERE customer_id IS NOT NULL "
-               f"AND CAST(occurred_at AS DATE) = CAST(? AS DATE) AND {cond}")
-        params = [day, *params]
+        src = f"SELECT DISTINCT customer_id FROM {DAY_EVENTS} WHERE {cond}"
     elif t.segment is not None:
         src = ("SELECT DISTINCT customer_id FROM marketing.segment_history "
                "WHERE segment = ? AND entered_on = CAST(? AS DATE)")
@@ -91,9 +89,24 @@ def _at(step_name: str) -> str:
     return f"FROM {STATE} s WHERE s.journey = ? AND s.version = ? AND s.status = 'active' AND s.step = '{step_name}'"
 
 
-def _moves_step(deployment, journey: JourneyDef, version: str, step, day: dt.date) -> SqlStep:
+def _events_between() -> str:
+    """``core.events`` between two instants (parameters): a range on ``occurred_at`` the
+    scan prunes by its zone maps, so a check or a branch reads the days since the
+    earliest contact at the step entered it, not the whole history."""
+    return ("SELECT customer_id, event_type, occurred_at, properties, source FROM core.events "
+            "WHERE occurred_at >= CAST(? AS TIMESTAMP) AND occurred_at < CAST(? AS TIMESTAMP)")
+
+
+def _bounds(since: dt.date | None, day: dt.date) -> list[dt.datetime]:
+    start = dt.datetime.combine(since or dt.date(1900, 1, 1), dt.time())
+    return [start, dt.datetime.combine(day + dt.timedelta(days=1), dt.time())]
+
+
+def _moves_step(deployment, journey: JourneyDef, version: str, step, day: dt.date,
+                since: dt.date | None = None) -> SqlStep:
     """The contacts at ``step`` that move today: (customer_id, entered_on, next_step,
-    outcome, branch)."""
+    outcome, branch). ``since``: the earliest day a contact at the step entered the
+    journey (a branch's events) or the step (a check's)."""
     base = [journey.name, version]
     kind = step.kind
     if kind == "wait":
@@ -115,7 +128,7 @@ def _moves_step(deployment, journey: JourneyDef, version: str, step, day: dt.dat
                    CAST(NULL AS VARCHAR) AS branch
             FROM {STATE} s LEFT JOIN (
                 SELECT DISTINCT s2.customer_id FROM {STATE} s2
-                JOIN core.events e ON e.customer_id = s2.customer_id
+                JOIN ({_events_between()}) e ON e.customer_id = s2.customer_id
                  AND CAST(e.occurred_at AS DATE) >= s2.step_since
                  AND CAST(e.occurred_at AS DATE) <= s2.step_since + CAST(? AS INTEGER)
                 WHERE s2.journey = ? AND s2.version = ? AND s2.status = 'active'
@@ -123,7 +136,7 @@ def _moves_step(deployment, journey: JourneyDef, version: str, step, day: dt.dat
             WHERE s.journey = ? AND s.version = ? AND s.status = 'active' AND s.step = '{step.name}'
               AND s.step_since + CAST(? AS INTEGER) <= CAST(? AS DATE)"""
         return SqlStep("activation.journey_check", sql,
-                       [step.within_days, *base, *params, *base, step.within_days, day])
+                       [*_bounds(since, day), step.within_days, *base, *params, *base, step.within_days, day])
     if kind == "branch":
         # each branch's condition is evaluated once, as a semi-join over the contacts at
         # the step (a CASE over IN sub-queries re-ran them per branch and per column)
@@ -135,10 +148,10 @@ def _moves_step(deployment, journey: JourneyDef, version: str, step, day: dt.dat
                 ep: list = []
                 ec = event_filter_sql(deployment, b.event, day, ep, alias="e")
                 conds.append(f"""a.customer_id IN (
-                    SELECT e.customer_id FROM core.events e JOIN at_step a2 ON a2.customer_id = e.customer_id
-                    WHERE CAST(e.occurred_at AS DATE) >= a2.entered_on
-                      AND CAST(e.occurred_at AS DATE) <= CAST(? AS DATE) AND {ec})""")
-                params += [day, *ep]
+                    SELECT e.customer_id FROM ({_events_between()}) e
+                    JOIN at_step a2 ON a2.customer_id = e.customer_id
+                    WHERE CAST(e.occurred_at AS DATE) >= a2.entered_on AND {ec})""")
+                params += [*_bounds(since, day), *ep]
             if b.conditions:
                 conds.append(conditions_sql(deployment, b.conditions, day, params, "a.customer_id"))
             ctes.append(f"b{i} AS (SELECT a.customer_id FROM at_step a WHERE {' AND '.join(conds) or 'TRUE'})")
@@ -171,29 +184,31 @@ def _moves_step(deployment, journey: JourneyDef, version: str, step, day: dt.dat
 
 
 def _apply_moves(engine: Engine, deployment, journey: JourneyDef, version: str, step, day: dt.date,
-                 now: dt.datetime, columns: set[str], stats: dict) -> int:
-    n = engine.replace_table("activation._moves", _moves_step(deployment, journey, version, step, day))
+                 now: dt.datetime, columns: set[str], stats: dict, since: dt.date | None = None) -> int:
+    n = scratch(engine, "_act_moves", _moves_step(deployment, journey, version, step, day, since))
     if not n:
         return 0
     if step.kind == "action":
         cand = SqlStep("activation.journey_action_candidates", """
             SELECT m.customer_id, m.ref,
                    CAST(NULL AS VARCHAR) AS trigger_event, cp.code AS coupon
-            FROM activation._moves m LEFT JOIN (
+            FROM _act_moves m LEFT JOIN (
                 SELECT customer_id, ref, max(code) AS code FROM activation.coupons
                 WHERE origin = 'journey' AND name = ? GROUP BY ALL) cp
               ON cp.customer_id = m.customer_id AND cp.ref = CAST(m.entered_on AS VARCHAR)""",
                        [journey.name])
+        first = engine.scalar(SqlStep("activation.journey_earliest_entry",
+                                      "SELECT min(entered_on) FROM _act_moves"))
         res = queue(engine, deployment, origin="journey", name=journey.name, step=step.name,
                     action=step.action, day=day, now=now, candidates=cand, columns=columns,
-                    version=version)
+                    version=version, since=first)
         stats.setdefault("capped", 0)
         stats["capped"] += res["capped"]
         key = KEY_SQL.replace("customer_id", "m.customer_id").replace("ref)", "m.ref)")
         # the step's own outbox rows only (a correlated look-up decorrelated into a join
         # over the whole outbox cost more than the action itself at scale)
         engine.run(SqlStep("activation.journey_action_outcome", f"""
-            UPDATE activation._moves AS m SET outcome = coalesce((
+            UPDATE _act_moves AS m SET outcome = coalesce((
                 SELECT CASE o.status WHEN 'capped' THEN 'capped' ELSE 'acted' END
                 FROM (SELECT action_key, status FROM activation.outbox
                       WHERE origin = 'journey' AND name = ? AND step = ?) o
@@ -202,12 +217,12 @@ def _apply_moves(engine: Engine, deployment, journey: JourneyDef, version: str, 
     engine.run(SqlStep("activation.journey_history_add", f"""
         INSERT INTO activation.journey_history
         SELECT ?, ?, customer_id, entered_on, CAST(? AS DATE), ?, outcome, next_step, branch
-        FROM activation._moves""", [journey.name, version, day, step.name]))
+        FROM _act_moves""", [journey.name, version, day, step.name]))
     engine.run(SqlStep("activation.journey_move", f"""
         UPDATE {STATE} AS s SET step = m.next_step, step_since = CAST(? AS DATE),
                branch = coalesce(m.branch, s.branch), updated_on = CAST(? AS DATE),
                status = CASE WHEN m.next_step IS NULL THEN 'done' ELSE 'active' END
-        FROM activation._moves m
+        FROM _act_moves m
         WHERE s.journey = ? AND s.version = ? AND s.status = 'active'
           AND s.customer_id = m.customer_id AND s.entered_on = m.entered_on""",
         [day, day, journey.name, version]))
@@ -267,10 +282,14 @@ def run_journey(engine: Engine, deployment, journey: JourneyDef, day: dt.date, n
         for v in active:
             for step in versions[v].steps:
                 # a step nobody is at costs one cheap count, not its (joins and rules) query
-                if engine.scalar(SqlStep("activation.journey_occupied", f"""
-                        SELECT count(*) FROM {STATE} WHERE journey = ? AND version = ?
-                          AND status = 'active' AND step = ?""", [journey.name, v, step.name])):
-                    n += _apply_moves(engine, deployment, versions[v], v, step, day, now, columns, stats)
+                (here, first_entry, first_since), = engine.rows(SqlStep("activation.journey_occupied", f"""
+                        SELECT count(*), min(entered_on), min(step_since) FROM {STATE}
+                        WHERE journey = ? AND version = ? AND status = 'active' AND step = ?""",
+                        [journey.name, v, step.name]))
+                if here:
+                    since = first_since if step.kind == "check" else first_entry
+                    n += _apply_moves(engine, deployment, versions[v], v, step, day, now, columns, stats,
+                                      since)
         moved += n
         if not n:
             break
@@ -287,7 +306,7 @@ def hold_failed(engine: Engine, deployment, day: dt.date) -> dict:
     ``gave_up``). A failure is handled once: the outbox's failed rows of an entry and
     step are matched against the failures the history already holds."""
     engine = as_engine(engine)
-    n = engine.replace_table("activation._failed", SqlStep("activation.journey_failed", f"""
+    n = scratch(engine, "_act_failed", SqlStep("activation.journey_failed", f"""
         WITH f AS (
             SELECT name AS journey, customer_id, CAST(substr(ref, 1, 10) AS DATE) AS entered_on,
                    step, count(*) AS n
@@ -310,7 +329,7 @@ def hold_failed(engine: Engine, deployment, day: dt.date) -> dict:
     with engine.together():     # the history marks the failure handled: both or neither
         _hold(engine, day)
     gave_up = int(engine.scalar(SqlStep("activation.journey_gave_up",
-                                        "SELECT count(*) FROM activation._failed WHERE gave_up")) or 0)
+                                        "SELECT count(*) FROM _act_failed WHERE gave_up")) or 0)
     return {"held": int(n) - gave_up, "gave_up": gave_up}
 
 
@@ -320,11 +339,11 @@ def _hold(engine: Engine, day: dt.date) -> None:
         SELECT s.journey, s.version, s.customer_id, s.entered_on, CAST(? AS DATE), f.step,
                CASE WHEN f.gave_up THEN 'gave_up' ELSE 'failed' END,
                CASE WHEN f.gave_up THEN CAST(NULL AS VARCHAR) ELSE f.step END, s.branch
-        FROM {STATE} s JOIN activation._failed f ON f.journey = s.journey
+        FROM {STATE} s JOIN _act_failed f ON f.journey = s.journey
          AND f.customer_id = s.customer_id AND f.entered_on = s.entered_on""", [day]))
     engine.run(SqlStep("activation.journey_hold", f"""
         UPDATE {STATE} AS s SET step = f.step, step_since = CAST(? AS DATE), updated_on = CAST(? AS DATE),
                status = CASE WHEN f.gave_up THEN 'exited' ELSE 'failed' END
-        FROM activation._failed f
+        FROM _act_failed f
         WHERE f.journey = s.journey AND f.customer_id = s.customer_id AND f.entered_on = s.entered_on""",
         [day, day]))

@@ -35,6 +35,16 @@ KEY_SQL = ("md5(concat_ws('|', CAST(? AS VARCHAR), CAST(? AS VARCHAR), CAST(? AS
            "CAST(customer_id AS VARCHAR), ref))")
 
 
+def scratch(engine: Engine, name: str, step: SqlStep) -> int:
+    """A table of the run's intermediate rows (the day's events, the gate, an action's
+    candidates): temporary, so these throw-away rows never reach the warehouse file or
+    its write-ahead log (they spill to DuckDB's temp directory if memory runs short);
+    returns its rows."""
+    engine = as_engine(engine)
+    engine.run(SqlStep(step.name, f"CREATE OR REPLACE TEMP TABLE {name} AS {step.sql}", step.params))
+    return int(engine.scalar(SqlStep("activation.scratch_rows", f"SELECT count(*) FROM {name}")) or 0)
+
+
 def activation_table_steps() -> list[SqlStep]:
     return [SqlStep("activation.schema", "CREATE SCHEMA IF NOT EXISTS activation"),
             SqlStep("activation.exports_schema", "CREATE SCHEMA IF NOT EXISTS exports"),
@@ -118,23 +128,49 @@ def target_of(action) -> str:
             "tag": lambda: spec.tag, "coupon": lambda: spec.campaign}[action.kind]()
 
 
-def build_gate(engine: Engine) -> int:
-    """``activation._gate``: per card, whether an action may go out on each channel
+GATE = "_act_gate"
+
+
+def gate_fields(deployment, columns: set[str]) -> list[str]:
+    """The card fields any action's payload reads (a message's address and template
+    variables, a webhook's fields): copied into :data:`GATE` once per day, so that an
+    action reads the one narrow gate table instead of joining the wide card again."""
+    from tessera.activation.scores import notify_actions     # scores queue through here
+    actions = [a.action for a in deployment.automations or []]
+    actions += [s.action for j in deployment.journeys or [] for s in j.steps if s.action is not None]
+    actions += [a for *_, a in notify_actions(deployment)]
+    out: set[str] = set()
+    for a in actions:
+        out |= set(payload_fields(deployment, a, columns))
+    return sorted(out - {RECOMMENDED})
+
+
+def build_gate(engine: Engine, deployment=None, columns: set[str] = frozenset()) -> int:
+    """``_act_gate``: per card, whether an action may go out on each channel
     (:func:`tessera.feeds.selection.delivery_filter`: consent, hard bounce, the HMAC
-    suppression ledger). Built once per evaluated day: the ledger's keyed hashes are then
-    computed once per contact, not once per candidate of every action."""
-    return as_engine(engine).replace_table("activation._gate", SqlStep("activation.gate_table", f"""
+    suppression ledger), and the card fields the payloads read (:func:`gate_fields`).
+    Built once per evaluated day: the ledger's keyed hashes are then computed once per
+    contact, not once per candidate of every action, and the card is read once."""
+    fields = gate_fields(deployment, columns) if deployment is not None else []
+    cols = "".join(f', "{f}"' for f in fields if f != "customer_id")
+    return scratch(as_engine(engine), GATE, SqlStep("activation.gate_table", f"""
         SELECT customer_id, ({delivery_filter('email')}) AS ok_email, ({delivery_filter('sms')}) AS ok_sms,
-               ({delivery_filter('none')}) AS ok_none
+               ({delivery_filter('none')}) AS ok_none{cols}
         FROM marts.contact_cards"""))
 
 
 def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, action, day: dt.date,
-          now: dt.datetime, candidates: SqlStep, columns: set[str], version: str | None = None) -> dict:
+          now: dt.datetime, candidates: SqlStep, columns: set[str], version: str | None = None,
+          since: dt.date | None = None) -> dict:
     """Gate and queue one action for the contacts ``candidates`` selects (columns
-    ``customer_id, ref, trigger_event, coupon``). Returns the counts."""
+    ``customer_id, ref, trigger_event, coupon``). Returns the counts.
+
+    ``since``: the first day on which an action of these triggers can have been decided
+    (a journey action's entry day, a score crossing's day: both are in the key's trigger),
+    so the anti-join reads the outbox from that day on (pruned by the zone maps of the
+    rows appended day after day), not the whole history."""
     engine = as_engine(engine)
-    n = engine.replace_table("activation._candidates", candidates)
+    n = scratch(engine, "_act_candidates", candidates)
     fields = payload_fields(deployment, action, columns)
     parts = [f"'{f}': g.\"{f}\"" for f in fields] + ["'event': g.trigger_event", "'coupon': g.coupon"]
     payload = "to_json({" + ", ".join(parts) + "})" if action.kind in MESSAGE_KINDS else "CAST(NULL AS VARCHAR)"
@@ -147,11 +183,17 @@ def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, acti
     cols = "".join(", coalesce(rp.recommended_products, [])" + f' AS "{RECOMMENDED}"' if f == RECOMMENDED
                    else f', c."{f}"' for f in fields)
     rec_join = _RECOMMENDED_JOIN if RECOMMENDED in fields else ""
-    gated = engine.replace_table("activation._gated", SqlStep("activation.gate", f"""
+    # the payload's fields come from the gate table when it carries them (built for this
+    # deployment), else from the card
+    in_gate = set(fields) - {RECOMMENDED} <= set(gate_fields(deployment, columns))
+    card = "" if in_gate else " JOIN marts.contact_cards c ON c.customer_id = k.customer_id"
+    if in_gate:
+        cols = cols.replace(', c."', ', ok."')
+    gated = scratch(engine, "_act_gated", SqlStep("activation.gate", f"""
         SELECT {KEY_SQL.replace("customer_id", "k.customer_id").replace("ref)", "k.ref)")} AS action_key,
                k.customer_id, k.ref, k.trigger_event, k.coupon{cols}
-        FROM activation._candidates k JOIN marts.contact_cards c ON c.customer_id = k.customer_id{rec_join}
-        JOIN activation._gate ok ON ok.customer_id = k.customer_id AND ok.ok_{action.channel}""",
+        FROM _act_candidates k
+        JOIN {GATE} ok ON ok.customer_id = k.customer_id AND ok.ok_{action.channel}{card}{rec_join}""",
         [origin, name, step]))
     # the cap's window only when there is a cap (a sort per contact is not free)
     if message and cap is not None:
@@ -160,7 +202,7 @@ def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, acti
             SELECT customer_id, count(*) AS sent_today FROM activation.outbox
             WHERE as_of_date = CAST(? AS DATE) AND kind IN ('email', 'sms', 'webhook')
               AND status <> 'capped'
-              AND customer_id IN (SELECT customer_id FROM activation._gated) GROUP BY customer_id),
+              AND customer_id IN (SELECT customer_id FROM _act_gated) GROUP BY customer_id),
         g AS (
             SELECT f.*, coalesce(t.sent_today, 0)
                    + row_number() OVER (PARTITION BY f.customer_id ORDER BY f.action_key) AS nth
@@ -175,9 +217,10 @@ def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, acti
     # costliest step of a day at scale
     sql = f"""
         WITH prior AS (
-            SELECT action_key FROM activation.outbox WHERE origin = ? AND name = ? AND step = ?),
+            SELECT action_key FROM activation.outbox WHERE origin = ? AND name = ? AND step = ?
+              AND as_of_date >= CAST(? AS DATE)),
         fresh AS (
-            SELECT * FROM activation._gated n
+            SELECT * FROM _act_gated n
             WHERE NOT EXISTS (SELECT 1 FROM prior o WHERE o.action_key = n.action_key)){counted}
         SELECT g.action_key, CAST(? AS DATE) AS as_of_date, ? AS origin, ? AS name, ? AS step,
                g.customer_id, g.ref, ? AS kind, ? AS channel, ? AS target, {payload} AS payload,
@@ -185,15 +228,15 @@ def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, acti
                CAST(? AS TIMESTAMP) AS queued_at, {sent_at} AS sent_at,
                CAST(NULL AS VARCHAR) AS last_error, CAST(? AS VARCHAR) AS version
         FROM g"""
-    params = [origin, name, step, *cap_params, day, origin, name, step, action.kind, action.channel,
+    params = [origin, name, step, since or dt.date.min, *cap_params, day, origin, name, step, action.kind, action.channel,
               target_of(action), now] + ([] if message else [now]) + [version]
-    queued = engine.replace_table("activation._queued", SqlStep("activation.fresh", sql, params))
-    engine.append("activation.outbox", SqlStep("activation.enqueue", "SELECT * FROM activation._queued"))
+    queued = scratch(engine, "_act_queued", SqlStep("activation.fresh", sql, params))
+    engine.append("activation.outbox", SqlStep("activation.enqueue", "SELECT * FROM _act_queued"))
     spec = action.spec
     if action.kind == "tag":
         engine.run(SqlStep("activation.apply_tags", """
             INSERT INTO marketing.tag_assignments
-            SELECT customer_id, ?, as_of_date, origin || ':' || name FROM activation._queued""",
+            SELECT customer_id, ?, as_of_date, origin || ':' || name FROM _act_queued""",
                            [spec.tag]))
         if spec.property is not None:
             set_property(engine, deployment, spec.property, spec.value, columns)
@@ -201,10 +244,10 @@ def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, acti
         engine.run(SqlStep("activation.issue_coupons", """
             INSERT INTO activation.coupons
             SELECT upper(substr(action_key, 1, 10)), ?, customer_id, origin, name, ref, as_of_date,
-                   as_of_date + CAST(? AS INTEGER), ?, action_key FROM activation._queued""",
+                   as_of_date + CAST(? AS INTEGER), ?, action_key FROM _act_queued""",
                            [spec.campaign, spec.valid_days, spec.discount]))
     capped = engine.scalar(SqlStep("activation.capped",
-                                   "SELECT count(*) FROM activation._queued WHERE status = 'capped'"))
+                                   "SELECT count(*) FROM _act_queued WHERE status = 'capped'"))
     return {"candidates": int(n), "blocked": int(n) - int(gated), "queued": int(queued) - int(capped),
             "capped": int(capped), "already": int(gated) - int(queued)}
 
@@ -216,12 +259,16 @@ def set_property(engine: Engine, deployment, prop: str, value, columns: set[str]
     engine.run(SqlStep("activation.set_property", """
         INSERT INTO activation.contact_properties
         SELECT customer_id, ?, ?, as_of_date, origin || ':' || name, action_key
-        FROM activation._queued""", [prop, value]))
+        FROM _act_queued""", [prop, value]))
     sql_type = set_property_types(deployment).get(prop)
     if sql_type is not None and prop in columns:
-        engine.run(SqlStep("activation.card_property", f"""
-            UPDATE marts.contact_cards SET "{prop}" = TRY_CAST(? AS {sql_type})
-            WHERE customer_id IN (SELECT customer_id FROM activation._queued)""", [value]))
+        tables = [("activation.card_property", "marts.contact_cards")]
+        if prop in gate_fields(deployment, columns):     # a template reads it the same day
+            tables.append(("activation.gate_property", GATE))
+        for step_name, table in tables:
+            engine.run(SqlStep(step_name, f"""
+                UPDATE {table} SET "{prop}" = TRY_CAST(? AS {sql_type})
+                WHERE customer_id IN (SELECT customer_id FROM _act_queued)""", [value]))
 
 
 def outbox_summary(engine: Engine) -> dict[str, int]:

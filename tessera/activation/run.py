@@ -12,7 +12,7 @@ import datetime as dt
 from typing import Any, Callable, Mapping
 
 from tessera.engine import Engine, SqlStep, as_engine
-from tessera.activation.automations import run_automations
+from tessera.activation.automations import build_day_events, run_automations
 from tessera.activation.journeys import hold_failed, run_journey
 from tessera.activation.outbox import activation_table_steps, build_gate, card_columns
 from tessera.activation.scores import run_score_notifications
@@ -38,7 +38,8 @@ def evaluate_day(engine: Engine, deployment, day: dt.date, now: dt.datetime) -> 
     engine = as_engine(engine)
     columns = card_columns(engine)
     with engine.together():
-        build_gate(engine)
+        build_gate(engine, deployment, columns)
+        build_day_events(engine, deployment, day)
         autos = run_automations(engine, deployment, day, now, columns)
         journeys = {j.name: run_journey(engine, deployment, j, day, now, columns)
                     for j in deployment.journeys}

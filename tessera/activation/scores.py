@@ -45,5 +45,5 @@ def run_score_notifications(engine: Engine, deployment, day: dt.date, now: dt.da
               AND action = 'notify' AND target = ?""", [day, score_type, at, action.email.to])
         out[f"{score_type}:{step}"] = queue(engine, deployment, origin="score", name=score_type,
                                             step=step, action=action, day=day, now=now,
-                                            candidates=cand, columns=columns)
+                                            candidates=cand, columns=columns, since=day)
     return out

@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping
 from tessera.engine import Engine, SqlStep, as_engine
 from tessera.feeds import delivery
 from tessera.feeds.selection import delivery_filter
-from tessera.activation.outbox import payload as decode_payload
+from tessera.activation.outbox import payload as decode_payload, scratch
 
 
 @dataclass
@@ -104,17 +104,17 @@ def withdraw_from_batches(engine: Engine) -> int:
           AND o.customer_id NOT IN (SELECT customer_id FROM marts.contact_cards
                                     WHERE {delivery_filter(channel)})"""
              for channel in ("email", "sms", "none")]
-    n = engine.replace_table("activation._unconsented", SqlStep(
+    n = scratch(engine, "_act_unconsented", SqlStep(
         "activation.unconsented_in_batches", " UNION ALL ".join(parts)))
     if not n:
         return 0
     with engine.together():
         delivery.scrub_batch_subjects(engine, "SELECT destination, batch_id, customer_id "
-                                              "FROM activation._unconsented")
+                                              "FROM _act_unconsented")
         engine.run(SqlStep("activation.withdraw_batched", """
             UPDATE activation.outbox SET status = 'withdrawn', payload = NULL,
                    last_error = 'consent withdrawn before sending'
-            WHERE action_key IN (SELECT action_key FROM activation._unconsented)"""))
+            WHERE action_key IN (SELECT action_key FROM _act_unconsented)"""))
     return int(n)
 
 

@@ -521,3 +521,147 @@ def test_a_template_can_list_the_contacts_recommended_products(tmp_path, smtp, h
     _run(con, dep, day)
     # Marco downloaded: the latest day's combination, best first
     assert _by_subject(sink) == {"Per te: P1, P2": ["marco@example.it"]}
+
+
+def test_the_milan_journey_on_generated_events_takes_every_branch_as_the_events_say(tmp_path, smtp, http):
+    """The demo generator's Milan events (tessera.sampledata.journeys) for 60 people, walked
+    day by day over the two weeks: every branch is taken, and who got which message
+    follows from each person's own events and profile."""
+    import polars as pl
+
+    from tessera.sampledata.journeys import journey_event_lines
+
+    ctl, sink = smtp
+    dep = _deployment(ctl.port, http.server_address[1])
+    as_of = D0 + dt.timedelta(days=13)
+    n = 60
+    people = pl.DataFrame({"email": [f"p{i}@example.it" for i in range(1, n + 1)],
+                           "gender": ["F" if i % 2 else "M" for i in range(1, n + 1)]})
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    for s in ("marts", "core", "ops"):
+        con.execute(f"CREATE SCHEMA {s}")
+    con.execute("""CREATE TABLE marts.contact_cards AS SELECT i AS customer_id, 'Nome' || i AS first_name,
+        'Rossi' AS last_name, CASE WHEN i % 2 = 1 THEN 'F' ELSE 'M' END AS gender, 'p' || i || '@example.it' AS email,
+        '+39333' || i AS mobile, 'IT' AS country, CAST(NULL AS VARCHAR) AS loyalty_tier,
+        'granted' AS email_consent, 'granted' AS sms_consent, FALSE AS email_hard_bounced
+        FROM range(1, ?) t(i)""", [n + 1])
+    con.execute("""CREATE TABLE core.events (event_id VARCHAR, customer_id BIGINT, event_type VARCHAR,
+        occurred_at TIMESTAMP, properties VARCHAR, source VARCHAR, linked_by VARCHAR)""")
+    con.execute("CREATE TABLE ops.rejects (source VARCHAR, source_record_id VARCHAR)")
+    privacy.ensure_tables(con)
+    privacy.install_hmac(con, KEY)
+    lines = [json.loads(x) for x in journey_event_lines(people, as_of, seed=7, n=n)]
+    for e in lines:
+        cid = int(e["email"][1:].split("@")[0])
+        at = dt.datetime.strptime(e["occurred_at"], "%Y-%m-%dT%H:%M:%SZ")
+        con.execute("INSERT INTO core.events VALUES (?, ?, ?, ?, ?, 'web_events', 'email')",
+                    [e["event_id"], cid, e["type"], at, json.dumps(e["properties"])])
+    assert min(e["occurred_at"] for e in lines)[:10] == str(D0)
+    _walk(con, dep, range(14))
+
+    # what each person's events and profile say
+    def who(kind, **props):
+        return {int(e["email"][1:].split("@")[0]) for e in lines
+                if e["type"] == kind and all(e["properties"].get(k) == v for k, v in props.items())}
+    top = who("purchase") - {int(e["email"][1:].split("@")[0]) for e in lines
+                             if e["type"] == "purchase" and e["properties"]["amount"] < 300}
+    used, milan, attended = who("coupon_redeemed"), who("coupon_redeemed", storeCode="Milan"), who("show_attended")
+    women = {c for c in milan & top if c % 2 == 1}
+    men = {c for c in milan & top if c % 2 == 0}
+    subjects = {k: {int(a[1:].split("@")[0]) for a in v} for k, v in _by_subject(sink).items()}
+    assert subjects["Sfilata donna a Milano: sei invitata"] == women
+    assert subjects["Sfilata uomo a Milano: sei invitato"] == men
+    assert subjects["Grazie per essere venuto/a"] == (women | men) & attended
+    assert sum(len(v) for v in _by_subject(sink).values()) == len(sink.messages)    # nobody twice
+    assert len(_sms(http)) == n                                   # every buyer: one SMS
+    branch = dict(con.execute("SELECT customer_id, branch FROM activation.journey_state").fetchall())
+    outcomes = dict(con.execute("""SELECT customer_id, list(outcome || ':' || step ORDER BY as_of_date, step)
+        FROM activation.journey_history GROUP BY 1""").fetchall())
+    # every way through the journey was taken by someone
+    assert {c for c, b in branch.items() if b == "women"} == women and women
+    assert {c for c, b in branch.items() if b == "men"} == men and men
+    assert {c for c, b in branch.items() if b == "otherwise"} == used - women - men
+    assert used - women - men                                                  # Rome, or not top
+    assert {c for c, h in outcomes.items() if "checked_no:coupon_used" in h} == set(range(1, n + 1)) - used
+    assert set(range(1, n + 1)) - used
+    assert {c for c, h in outcomes.items() if "checked_no:after_show" in h} == (women | men) - attended
+    assert (women | men) - attended and (women | men) & attended
+    assert con.execute("SELECT DISTINCT status FROM activation.journey_state").fetchall() == [("done",)]
+    assert unconsented_sends(con) == 0 and duplicate_actions(con) == 0
+
+
+def test_replaying_evaluated_days_from_scratch_sends_nothing_again(tmp_path, smtp, http):
+    """A backfill that really re-evaluates past days (their record in evaluated_days
+    removed, as a repair would): the action keys, not the day bookkeeping, keep every
+    SMS, e-mail, webhook and coupon from being decided or sent a second time."""
+    ctl, sink = smtp
+    dep = _deployment(ctl.port, http.server_address[1])
+    con = _warehouse(tmp_path / "w.duckdb")
+    _walk(con, dep, range(10))
+    n_mail, n_http = len(sink.messages), len(http.requests)
+    assert n_mail and n_http
+    outbox = con.execute("SELECT count(*) FROM activation.outbox").fetchone()[0]
+    coupons = con.execute("SELECT count(*) FROM activation.coupons").fetchone()[0]
+    con.execute("DELETE FROM activation.evaluated_days WHERE as_of_date >= ?", [D0])
+    _walk(con, dep, range(10))          # every day evaluated again, from day 0
+    assert (len(sink.messages), len(http.requests)) == (n_mail, n_http)
+    assert con.execute("SELECT count(*) FROM activation.outbox").fetchone()[0] == outbox
+    assert con.execute("SELECT count(*) FROM activation.coupons").fetchone()[0] == coupons
+    assert duplicate_actions(con) == 0
+
+
+def test_a_crash_after_the_http_post_before_recording_resends_the_same_batch_id(tmp_path, smtp, http, monkeypatch):
+    """A JSON webhook (an automation on carts) delivered, then the process dies before the
+    acknowledgement is recorded: the next run posts the same batch (same webhook-id,
+    same signed body), the outbox ends ``sent`` once, and a third run posts nothing."""
+    from tessera.feeds import delivery
+    from tessera.settings.activation import Action, AutomationDef, EventFilter
+
+    ctl, sink = smtp
+    base = _deployment(ctl.port, http.server_address[1])
+    hook = AutomationDef(name="cart_to_crm", trigger=EventFilter(event="cart"),
+                         action=Action(webhook={"destination": "crm_webhook", "body": "json",
+                                                "fields": ["customer_id", "first_name"]}))
+    dep = base.model_copy(update={"automations": [hook], "journeys": []})
+    con = _warehouse(tmp_path / "w.duckdb")
+    real = delivery._log
+
+    def crash(engine, dest, batch, attempt, started, result, outcome, wait):
+        if outcome == "delivered":
+            raise SystemExit("killed after the POST, before the acknowledgement was recorded")
+        return real(engine, dest, batch, attempt, started, result, outcome, wait)
+    monkeypatch.setattr(delivery, "_log", crash)
+    day = D0 + dt.timedelta(days=1)
+    with pytest.raises(SystemExit):
+        _run(con, dep, day)
+    assert con.execute("SELECT status FROM activation.outbox").fetchall() == [("sending",)]
+    monkeypatch.setattr(delivery, "_log", real)
+    _run(con, dep, day)
+    _run(con, dep, day + dt.timedelta(days=1))
+    posts = [(h, b) for p, h, b in http.requests if p == "/crm"]
+    assert len(posts) == 2 and posts[0][0]["webhook-id"] == posts[1][0]["webhook-id"]
+    assert posts[0][1] == posts[1][1] and all(verify("crm-secret", h, b) for h, b in posts)
+    doc = json.loads(posts[1][1])
+    (rec,) = doc["records"]
+    assert rec["first_name"] == "Anna" and rec["event"]["event_type"] == "cart"
+    assert json.loads(rec["event"]["properties"]) == {"product_id": 7}     # the event's text, as stored
+    assert con.execute("SELECT status, payload FROM activation.outbox").fetchall() == [("sent", None)]
+    assert duplicate_actions(con) == 0
+
+
+def test_an_event_reloaded_with_a_corrected_time_on_a_later_day_is_not_acted_on_again(tmp_path, smtp, http):
+    """The welcome e-mail of Marco's download went out on day 1; the source then
+    re-delivers the same event id with its time corrected to day 2: the action key is
+    the event's, so day 2 decides nothing and sends nothing for it."""
+    ctl, sink = smtp
+    base = _deployment(ctl.port, http.server_address[1])
+    dep = base.model_copy(update={"automations": [a for a in base.automations if a.name == "welcome_download"],
+                                  "journeys": []})
+    con = _warehouse(tmp_path / "w.duckdb")
+    _run(con, dep, D0 + dt.timedelta(days=1))
+    assert [m["To"] for m in sink.messages] == ["marco@example.it"]
+    con.execute("UPDATE core.events SET occurred_at = occurred_at + INTERVAL 1 DAY WHERE event_id = 'W1'")
+    out = _run(con, dep, D0 + dt.timedelta(days=2))
+    assert out["evaluated"][D0 + dt.timedelta(days=2)]["automations"]["welcome_download"]["already"] == 1
+    assert len(sink.messages) == 1
+    assert con.execute("SELECT count(*) FROM activation.outbox").fetchone()[0] == 1
