@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from weakref import WeakKeyDictionary
 
-from tessera.card.search import REGISTRY_ORDER, SEARCH_TABLE, SEARCHED, contact_search_select
+from tessera.card.search import (SEARCH_TABLE, SEARCHED, TOKENS_TABLE, contact_search_select,
+                                  contact_search_tokens_select)
 from tessera.engine import Engine, SqlStep
 from tessera.history.summary import days_step
 from tessera.privacy.consent import SOFT_DELETED_SQL
@@ -224,53 +225,106 @@ def _split(table: str) -> tuple[str, str]:
     return schema, name.strip('"')
 
 
+def word_tokens(text: str) -> list[str]:
+    """The folded tokens of ``text`` as the token index splits the cards' search text:
+    runs of letters and digits (``marts.contact_search_tokens``; RE2's ``\\pL\\pN``)."""
+    out, cur = [], []
+    for c in fold(text):
+        if unicodedata.category(c)[0] in "LN":
+            cur.append(c)
+        elif cur:
+            out.append("".join(cur))
+            cur = []
+    if cur:
+        out.append("".join(cur))
+    return out
+
+
+def _after(prefix: str) -> str:
+    """The smallest string above every string starting with ``prefix`` (UTF-8 byte order
+    is code point order), so ``token >= prefix AND token < _after(prefix)`` is a prefix
+    match that Parquet's row-group statistics can prune."""
+    last = ord(prefix[-1]) + 1
+    if 0xD800 <= last <= 0xDFFF:
+        last = 0xE000
+    return prefix[:-1] + chr(min(last, 0x10FFFF))
+
+
+def _search_sources(engine: Engine, view: str | None) -> tuple[str, str, str]:
+    """``(WITH clause, keys, tokens)``: the published index, else both folded inline from
+    the cards (a warehouse built before the index, a view's cards): same matches, slower."""
+    cards = cards_table(engine, view)
+    if (cards == "marts.contact_cards" and _has(engine, TOKENS_TABLE)
+            and "search_rank" in _table_columns(engine, *_split(SEARCH_TABLE))):
+        return "", SEARCH_TABLE, TOKENS_TABLE
+    schema, table = _split(cards)
+    have = set(_table_columns(engine, schema, table))
+    missing = [f for f in SEARCHED if f not in have]
+    keys = contact_search_select(missing).replace("FROM marts.contact_cards", f"FROM {cards}")
+    return (f"WITH search_keys AS ({keys}), search_tokens AS ({contact_search_tokens_select('search_keys')}) ",
+            "search_keys", "search_tokens")
+
+
 def search_step(engine: Engine, query: str, letter: str = "", limit: int = SEARCH_LIMIT,
                 filters: dict[str, str] | None = None, view: str | None = None) -> SqlStep:
-    """Every word of ``query`` must match one of: name, surname, e-mail, birth date
-    (``1980``), city, ERP id, tax code, the customer id, the gender (``M``/``F``, whole
-    word), or the digits of a phone (at least 4). Accent- and case-insensitive.
+    """Every word of ``query`` must match: each of its letter-and-digit runs the start of a
+    word of the name, surname, e-mail, birth date (``1980``), city, ERP id or tax code; or
+    the whole word the customer id or the gender (``M``/``F``); or its digits (at least 4)
+    a run of digits of a phone. Accent- and case-insensitive (``Rossì``, ``ROSSI``, ``ross``).
 
     Listed in the registry order of the Sendero seed: surname and name, else e-mail; with
     ``letter``, only people whose surname (else e-mail) starts with it. ``filters`` (a
     :data:`FILTERS` key to a value) keep the cards holding that value in one of the
-    filter's columns. The keys come from ``marts.contact_search`` (folded once per run),
-    or are folded here for a warehouse without it and for another ``view``'s cards."""
+    filter's columns. Each word is a range scan of the token index; the sets of ranks are
+    intersected, the smallest ``limit`` kept, and only their rows of the keys are read."""
     params: dict[str, Any] = {"limit": limit}
-    conds = []
+    with_, keys, tokens = _search_sources(engine, view)
+
+    def prefix(name: str, value: str) -> str:
+        params[f"{name}_lo"], params[f"{name}_hi"] = value, _after(value)
+        return (f"SELECT search_rank, customer_id FROM {tokens} "
+                f"WHERE token >= ${name}_lo AND token < ${name}_hi")
+
+    sets = []
     for i, word in enumerate(query.split()[:8]):
-        params[f"t{i}"] = fold(word)
+        parts = word_tokens(word)
+        alts = []
+        if parts:
+            alts.append(" INTERSECT ".join(f"SELECT * FROM ({prefix(f'w{i}_{j}', part)})"
+                                           for j, part in enumerate(parts[:6])))
+        whole = fold(word).strip()
+        if whole:
+            params[f"g{i}"], params[f"c{i}"] = "~" + whole, "!" + whole
+            alts.append(f"SELECT search_rank, customer_id FROM {tokens} "
+                        f"WHERE token = $g{i} OR token = $c{i}")
         digits = "".join(c for c in word if c.isdigit())
-        phone = ""
         if len(digits) >= 4 and len(digits) >= len(word.lstrip("+")) - 2:
-            params[f"d{i}"] = digits
-            phone = f" OR contains(s.phone_digits, $d{i})"
-        conds.append(f"(contains(s.search_text, $t{i}) OR s.gender_key = $t{i}"
-                     f" OR CAST(s.customer_id AS VARCHAR) = $t{i}{phone})")
+            alts.append(prefix(f"p{i}", "#" + digits))
+        sets.append(" UNION ".join(f"SELECT * FROM ({a})" for a in alts))
     if letter:
         params["letter"] = fold(letter)[:1]
-        conds.append("starts_with(s.sort_key, $letter)")
+        params["letter_hi"] = _after(params["letter"])
+        sets.append(f"SELECT search_rank, customer_id FROM {keys} "
+                    f"WHERE sort_key >= $letter AND sort_key < $letter_hi")
+    conds = []
     for key, _label, cols in available_filters(engine, view) if filters else ():
         value = (filters or {}).get(key, "").strip()
         if value:
             params[f"f_{key}"] = value
-            conds.append("(" + " OR ".join(f"CAST(c.{col} AS VARCHAR) = $f_{key}" for col in cols) + ")")
-    where = " AND ".join(conds) or "TRUE"
-    cards = cards_table(engine, view)
-    if cards == "marts.contact_cards" and _has(engine, SEARCH_TABLE):
-        keys = SEARCH_TABLE
-    else:
-        schema, table = _split(cards)
-        have = set(_table_columns(engine, schema, table))
-        missing = [f for f in SEARCHED if f not in have]
-        keys = "(" + contact_search_select(missing).replace("FROM marts.contact_cards", f"FROM {cards}") + ")"
-    order = ", ".join(f"s.{k}" for k in REGISTRY_ORDER.split(", "))
-    return SqlStep("web.search", f"""
-        SELECT c.customer_id AS id, c.last_name AS surname, c.first_name AS name, c.email,
-               c.mobile, c.city, c.birth_date, c.order_number AS orders
-        FROM {keys} AS s JOIN {cards} c ON c.customer_id = s.customer_id
-        WHERE s.customer_id NOT IN ({_hidden_sql(engine)}) AND {where}
-        ORDER BY {order}
-        LIMIT $limit""", params)
+            conds.append("(" + " OR ".join(f"CAST({col} AS VARCHAR) = $f_{key}" for col in cols) + ")")
+    if conds:
+        sets.append(f"SELECT search_rank, customer_id FROM {keys} WHERE customer_id IN "
+                    f"(SELECT customer_id FROM {cards_table(engine, view)} WHERE {' AND '.join(conds)})")
+    matched = (" INTERSECT ".join(f"SELECT * FROM ({s})" for s in sets) if sets
+               else f"SELECT search_rank, customer_id FROM {keys}")
+    return SqlStep("web.search", f"""{with_}
+        SELECT k.customer_id AS id, k.surname, k.name, k.email, k.mobile, k.city, k.birth_date, k.orders
+        FROM {keys} AS k
+        WHERE k.search_rank IN (
+            SELECT search_rank FROM ({matched}) AS m
+            WHERE customer_id NOT IN ({_hidden_sql(engine)})
+            ORDER BY search_rank LIMIT $limit)
+        ORDER BY k.search_rank""", params)
 
 
 def search(engine: Engine, query: str, letter: str = "", limit: int = SEARCH_LIMIT,
