@@ -270,7 +270,8 @@ def search_step(engine: Engine, query: str, letter: str = "", limit: int = SEARC
     """Every word of ``query`` must match: each of its letter-and-digit runs the start of a
     word of the name, surname, e-mail, birth date (``1980``), city, ERP id or tax code; or
     the whole word the customer id or the gender (``M``/``F``); or its digits (at least 4)
-    a run of digits of a phone. Accent- and case-insensitive (``Rossì``, ``ROSSI``, ``ross``).
+    a run of digits of a phone. A word with an ``@`` (after its first character) is the
+    start of the e-mail instead. Accent- and case-insensitive (``Rossì``, ``ROSSI``, ``ross``).
 
     Listed in the registry order of the Sendero seed: surname and name, else e-mail; with
     ``letter``, only people whose surname (else e-mail) starts with it. ``filters`` (a
@@ -289,7 +290,9 @@ def search_step(engine: Engine, query: str, letter: str = "", limit: int = SEARC
     for i, word in enumerate(query.split()[:8]):
         parts = word_tokens(word)
         alts = []
-        if parts:
+        if "@" in word[1:]:  # an e-mail, or its start: one range of the e-mail tokens
+            alts.append(prefix(f"e{i}", "@" + fold(word)))
+        elif parts:
             alts.append(" INTERSECT ".join(f"SELECT * FROM ({prefix(f'w{i}_{j}', part)})"
                                            for j, part in enumerate(parts[:6])))
         whole = fold(word).strip()

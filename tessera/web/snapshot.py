@@ -49,7 +49,7 @@ READ_TABLES = (
     "ops.segment_runs", "ops.import_report", "ops.import_reject_reasons",
     "ops.runs",
     "activation.coupons", "activation.journey_state", "activation.journey_history",
-    "activation.outbox", "activation.evaluated_days",
+    "activation.outbox", "activation.outbox_subjects", "activation.evaluated_days",
 )
 # Tables published through a select of their own: the outbox without its payload (the
 # fields a pending send reads) and with the target only where it is not an address.
