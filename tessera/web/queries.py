@@ -805,12 +805,25 @@ _TAB_BUILDERS = {
 # ------------------------------------------------------------------------------ registries
 
 def _registry_step(engine: Engine, name: str, source: str, text: str, initial: str, order: str,
-                   select: str, query: str, letter: str, limit: int) -> SqlStep:
+                   select: str, query: str, letter: str, limit: int, path: str = "",
+                   filters: dict[str, str] | None = None) -> SqlStep:
     """A registry list: every word of ``query`` in the folded ``text``, ``letter`` the
-    first letter of the folded ``initial``, rows in ``order``. Registries differ only by
-    these expressions (Sendero: a keyword box, the initial-letter bar, a fixed order)."""
+    first letter of the folded ``initial``, rows in ``order``, and each chosen filter of
+    the registry at ``path`` (:data:`REGISTRY_FILTERS`). Registries differ only by these
+    expressions (Sendero: a keyword box, the filter fields, the initial-letter bar, a
+    fixed order)."""
     params: dict[str, Any] = {"limit": limit}
     conds = [f"x.customer_id NOT IN ({_hidden_sql(engine)})"] if "x.customer_id" in select else []
+    for f in registry_filters(engine, path) if filters else ():
+        value = (filters or {}).get(f.key, "").strip()
+        if value:
+            column = f"CAST({f.alias}.{f.column} AS VARCHAR)"
+            if f.mode == "is":
+                params[f"f_{f.key}"] = value
+                conds.append(f"{column} = $f_{f.key}")
+            else:
+                params[f"f_{f.key}"] = fold(value)
+                conds.append(f"starts_with(lower(strip_accents(coalesce({column}, ''))), $f_{f.key})")
     for i, word in enumerate(query.split()[:8]):
         params[f"t{i}"] = fold(word)
         conds.append(f"contains(lower(strip_accents({text})), $t{i})")
@@ -822,7 +835,83 @@ def _registry_step(engine: Engine, name: str, source: str, text: str, initial: s
         ORDER BY {order} LIMIT $limit""", params)
 
 
-def companies_search(engine: Engine, query: str, letter: str = "", limit: int = SEARCH_LIMIT) -> Table:
+@dataclass(frozen=True)
+class RegistryFilter:
+    """A filter field of a registry (Sendero seed): ``is`` keeps the rows whose value is
+    the one chosen (the page offers the values present), ``starts`` the rows whose
+    folded value starts with the folded text typed (names, e-mails)."""
+
+    key: str
+    label: str
+    alias: str  # the table of the registry's source holding the column: k, x or p
+    column: str
+    mode: str = "is"
+
+
+_COMPANY_FIELDS = (
+    RegistryFilter("country", "Country", "k", "country"),
+    RegistryFilter("region", "Region", "k", "region"),
+    RegistryFilter("province", "Province", "k", "province"),
+)
+_SECTORS = (RegistryFilter("sector_macro", "Sector (macro)", "k", "sector_macro"),
+            RegistryFilter("sector_micro", "Sector (micro)", "k", "sector_micro"))
+_SOURCES = (RegistryFilter("source_macro", "Source (macro)", "k", "source_macro"),
+            RegistryFilter("source_micro", "Source (micro)", "k", "source_micro"))
+# The filter fields of the Sendero seed for each registry but the contacts' (FILTERS),
+# those a golden company / company link / potential company has.
+REGISTRY_FILTERS: dict[str, tuple[RegistryFilter, ...]] = {
+    "/companies": (RegistryFilter("legal_name", "Company name", "k", "legal_name", "starts"),
+                   *_COMPANY_FIELDS, RegistryFilter("email", "E-mail", "k", "email", "starts"),
+                   RegistryFilter("erp_id", "ERP id", "k", "erp_id"), *_SECTORS, *_SOURCES,
+                   RegistryFilter("company_type", "Type", "k", "company_type")),
+    "/company-users": (RegistryFilter("first_name", "Name", "x", "first_name", "starts"),
+                       RegistryFilter("last_name", "Surname", "x", "last_name", "starts"),
+                       RegistryFilter("company", "Company", "k", "legal_name", "starts"),
+                       RegistryFilter("email", "E-mail", "x", "email", "starts"),
+                       RegistryFilter("erp_id", "ERP id", "x", "erp_id"),
+                       RegistryFilter("role", "Role", "p", "role"), *_SECTORS),
+    "/potential-companies": (RegistryFilter("legal_name", "Company name", "k", "legal_name", "starts"),
+                             *_COMPANY_FIELDS, *_SECTORS, *_SOURCES,
+                             RegistryFilter("email", "E-mail", "k", "email", "starts")),
+}
+# Each registry's source: its tables under the aliases its filters name.
+REGISTRY_SOURCES = {
+    "/companies": ("core.companies k", {"k": "core.companies"}),
+    "/company-users": ("core.company_contacts p JOIN marts.contact_cards x ON x.customer_id = p.customer_id "
+                       "JOIN core.companies k ON k.company_id = p.company_id",
+                       {"p": "core.company_contacts", "x": "marts.contact_cards", "k": "core.companies"}),
+    "/potential-companies": ("core.potential_companies k", {"k": "core.potential_companies"}),
+}
+
+
+def registry_filters(engine: Engine, path: str) -> list[RegistryFilter]:
+    """The filters of the registry at ``path`` whose column this deployment has."""
+    if path not in REGISTRY_FILTERS:
+        return []
+    tables = REGISTRY_SOURCES[path][1]
+    have = {alias: set(_table_columns(engine, *_split(table))) if _has(engine, table) else set()
+            for alias, table in tables.items()}
+    return [f for f in REGISTRY_FILTERS[path] if f.column in have.get(f.alias, ())]
+
+
+def registry_filter_options(engine: Engine, path: str) -> dict[str, list[tuple[str, int, str]]]:
+    """Per ``is`` filter of the registry at ``path``, its values with how many rows of the
+    registry hold each, the most frequent first (the page caches them per snapshot)."""
+    out = {}
+    source = REGISTRY_SOURCES.get(path, ("", {}))[0]
+    hidden = f" AND x.customer_id NOT IN ({_hidden_sql(engine)})" if " x " in f" {source} " else ""
+    for f in registry_filters(engine, path):
+        if f.mode != "is":
+            continue
+        out[f.key] = [(str(v), int(n), "") for v, n in engine.rows(SqlStep("web.registry_filter_options", f"""
+            SELECT CAST({f.alias}.{f.column} AS VARCHAR) AS v, count(*) AS n FROM {source}
+            WHERE CAST({f.alias}.{f.column} AS VARCHAR) <> ''{hidden}
+            GROUP BY v ORDER BY n DESC, v LIMIT {FILTER_OPTIONS}"""))]
+    return out
+
+
+def companies_search(engine: Engine, query: str, letter: str = "", limit: int = SEARCH_LIMIT,
+                     filters: dict[str, str] | None = None) -> Table:
     """The B2B companies registry: every word must be in the legal name, VAT number, ERP
     id, e-mail, city, province or region; in legal-name order, with an initial filter."""
     if not _has(engine, "core.companies"):
@@ -834,31 +923,29 @@ def companies_search(engine: Engine, query: str, letter: str = "", limit: int = 
         "concat_ws(' ', k.legal_name, k.vat_number, k.erp_id, k.email, k.city, k.province, k.region)",
         "k.legal_name", "lower(strip_accents(coalesce(k.legal_name, ''))), k.company_id",
         "k.company_id AS id, k.legal_name, k.vat_number, k.city, k.province, k.sector_macro, "
-        f"k.employees, {people} AS people", query, letter, limit),
+        f"k.employees, {people} AS people", query, letter, limit, "/companies", filters),
         empty="No company matches.", link="company")
 
 
 def company_users_search(engine: Engine, query: str, letter: str = "",
-                         limit: int = SEARCH_LIMIT) -> Table:
+                         limit: int = SEARCH_LIMIT, filters: dict[str, str] | None = None) -> Table:
     """The B2B company users registry: people linked to a company, found by name, e-mail,
     company, VAT number or role; in surname and name order (shown people only)."""
     if not (_has(engine, "core.company_contacts") and _has(engine, "core.companies")):
         return Table("Company users", [], empty="This deployment has no company users.")
     return _table(engine, "Company users", _registry_step(
-        engine, "web.company_users",
-        "core.company_contacts p JOIN marts.contact_cards x ON x.customer_id = p.customer_id "
-        "JOIN core.companies k ON k.company_id = p.company_id",
+        engine, "web.company_users", REGISTRY_SOURCES["/company-users"][0],
         "concat_ws(' ', x.last_name, x.first_name, x.email, x.mobile, k.legal_name, k.vat_number, p.role)",
         "coalesce(x.last_name, x.email)",
         "lower(strip_accents(coalesce(x.last_name, x.email, ''))), "
         "lower(strip_accents(coalesce(x.first_name, ''))), x.customer_id, k.company_id",
         "x.customer_id AS id, x.last_name AS surname, x.first_name AS name, x.email, "
-        "k.legal_name AS company, k.vat_number, p.role", query, letter, limit),
+        "k.legal_name AS company, k.vat_number, p.role", query, letter, limit, "/company-users", filters),
         empty="No company user matches.", link="card")
 
 
 def potential_companies_search(engine: Engine, query: str, letter: str = "",
-                               limit: int = SEARCH_LIMIT) -> Table:
+                               limit: int = SEARCH_LIMIT, filters: dict[str, str] | None = None) -> Table:
     """The potential (purchased) companies registry: every word in the legal name, VAT
     number, e-mail, city, province, region or status (``potential`` / ``registered``)."""
     if not _has(engine, "core.potential_companies"):
@@ -869,7 +956,8 @@ def potential_companies_search(engine: Engine, query: str, letter: str = "",
         "k.country, k.status, k.source)",
         "k.legal_name", "lower(strip_accents(coalesce(k.legal_name, ''))), k.source, k.source_record_id",
         "k.registered_company_id AS company, k.legal_name, k.vat_number, k.city, k.province, "
-        "k.country, k.sector_macro, k.status, k.registered_by, k.source", query, letter, limit),
+        "k.country, k.sector_macro, k.status, k.registered_by, k.source", query, letter, limit,
+        "/potential-companies", filters),
         empty="No potential company matches.", link="company")
 
 

@@ -73,6 +73,21 @@ def warehouse(tmp_path_factory):
     con.executemany("INSERT INTO marts.contact_cards VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, NULL, NULL, 0)",
                     [list(p) for p in PEOPLE])
     build_contact_search(con)
+    con.execute("CREATE SCHEMA IF NOT EXISTS core")
+    con.execute("""CREATE TABLE core.companies AS SELECT * FROM (VALUES
+        (10, 'Acme Srl', 'IT001', 'E10', 'info@acme.it', 'Milano', 'Lombardia', 'MI', 'IT', '1', '11', '2', 'b2b', 5),
+        (11, 'Àcme Nord', 'IT002', 'E11', 'nord@acme.it', 'Torino', 'Piemonte', 'TO', 'IT', '1', '12', '2', 'b2b', 8),
+        (12, 'Beta Spa', 'IT003', 'E12', 'ciao@beta.it', 'Roma', 'Lazio', 'RM', 'IT', '3', '31', '4', 'pa', 40))
+        AS t(company_id, legal_name, vat_number, erp_id, email, city, region, province, country,
+             sector_macro, sector_micro, source_macro, company_type, employees)""")
+    con.execute("""CREATE TABLE core.company_contacts AS SELECT * FROM (VALUES
+        (1, 10, 'marketing'), (2, 11, 'finance'), (3, 12, 'marketing'), (7, 10, 'finance'))
+        AS t(customer_id, company_id, role)""")
+    con.execute("""CREATE TABLE core.potential_companies AS SELECT * FROM (VALUES
+        ('list', 'r1', 'Gamma Srl', 'IT009', 'g@gamma.it', 'Bari', 'Puglia', 'BA', 'IT', '5', '51', 'potential', NULL, NULL),
+        ('list', 'r2', 'Delta Srl', 'IT010', 'd@delta.it', 'Lecce', 'Puglia', 'LE', 'IT', '6', '61', 'registered', 12, 'tessera'))
+        AS t(source, source_record_id, legal_name, vat_number, email, city, region, province, country,
+             sector_macro, sector_micro, status, registered_company_id, registered_by)""")
     publish(as_engine(con), path)
     con.close()
     return path
@@ -111,3 +126,40 @@ def test_without_the_index_the_same_people_are_found(warehouse, tmp_path):
             assert [r[0] for r in queries.search(engine, query).rows] == expected(query), query
     with read_only(copy) as engine:
         assert [r[0] for r in queries.search(engine, "", letter="R").rows] == [2, 1, 4]
+
+
+def _ids(html: str, what: str) -> list[int]:
+    return [int(x) for x in re.findall(rf'<td><a href="/{what}/(\d+)', html)]
+
+
+def test_the_other_registries_filter_by_their_fields(warehouse):
+    from starlette.testclient import TestClient
+
+    from tessera.web.app import create_app
+
+    with TestClient(create_app(warehouse)) as client:
+        companies = lambda **f: _ids(client.get("/companies", params={f"f_{k}": v for k, v in f.items()}).text,
+                                     "company")
+        assert companies(region="Lombardia") == [10]
+        assert companies(sector_macro="1") == [11, 10]  # legal-name order, accents aside
+        assert companies(legal_name="acme") == [11, 10]  # starts with, accents and case aside
+        assert companies(legal_name="ACME", province="TO") == [11]
+        assert companies(sector_macro="1", company_type="pa") == []
+        assert companies(email="ciao@") == [12] and companies(erp_id="E12") == [12]
+        users = lambda **f: _ids(client.get("/company-users", params={f"f_{k}": v for k, v in f.items()}).text,
+                                 "card")
+        assert users(role="marketing") == [3, 1]  # De Luca, Rossi
+        assert users(company="acme", role="finance") == [7, 2]  # Bianchi, Rossì
+        assert users(last_name="rossi") == [2, 1] and users(sector_macro="3") == [3]
+        potential = lambda **f: _ids(client.get("/potential-companies",
+                                                params={f"f_{k}": v for k, v in f.items()}).text, "company")
+        html = client.get("/potential-companies", params={"f_region": "Puglia"}).text
+        assert html.count("<tr>") - 1 == 2 and "Gamma Srl" in html and "Delta Srl" in html
+        html = client.get("/potential-companies", params={"f_region": "Puglia", "f_sector_macro": "6"}).text
+        assert "Delta Srl" in html and "Gamma Srl" not in html
+        # the values offered, with their counts; the contacts' filters are not offered here
+        html = client.get("/companies").text
+        assert re.search(r'<option value="1">1 \(2\)</option>', html.split('id="opt-sector_macro"')[1])
+        assert 'name="f_legal_name"' in html and 'id="opt-legal_name"' in html
+        assert 'name="f_profession"' not in html
+        assert 'name="f_role"' in client.get("/company-users").text
