@@ -315,17 +315,16 @@ def search_step(engine: Engine, query: str, letter: str = "", limit: int = SEARC
         if value:
             params[f"f_{key}"] = value
             conds.append("(" + " OR ".join(f"CAST({col} AS VARCHAR) = $f_{key}" for col in cols) + ")")
-    if conds:
-        sets.append(f"SELECT search_rank, customer_id FROM {keys} WHERE customer_id IN "
-                    f"(SELECT customer_id FROM {cards_table(engine, view)} WHERE {' AND '.join(conds)})")
     matched = (" INTERSECT ".join(f"SELECT * FROM ({s})" for s in sets) if sets
                else f"SELECT search_rank, customer_id FROM {keys}")
+    kept = (f" AND customer_id IN (SELECT customer_id FROM {cards_table(engine, view)} "
+            f"WHERE {' AND '.join(conds)})") if conds else ""
     return SqlStep("web.search", f"""{with_}
         SELECT k.customer_id AS id, k.surname, k.name, k.email, k.mobile, k.city, k.birth_date, k.orders
         FROM {keys} AS k
         WHERE k.search_rank IN (
             SELECT search_rank FROM ({matched}) AS m
-            WHERE customer_id NOT IN ({_hidden_sql(engine)})
+            WHERE customer_id NOT IN ({_hidden_sql(engine)}){kept}
             ORDER BY search_rank LIMIT $limit)
         ORDER BY k.search_rank""", params)
 
