@@ -142,6 +142,17 @@ def _activation_and_costs(con) -> None:
         FROM range(10) a(c), (VALUES ('email'), ('social')) b(ch)""")
 
 
+def reused(warehouse: Path) -> dict:
+    from tessera.engine.warehouse import connect
+
+    con = connect(warehouse)
+    counts = con.execute("SELECT (SELECT count(*) FROM marts.contact_cards), "
+                         "(SELECT count(*) FROM core.events), (SELECT count(*) FROM core.orders)").fetchone()
+    con.close()
+    return {"generate_s": 0, "card_and_rfm_s": 0, "contacts": counts[0], "events": counts[1],
+            "orders": counts[2]}
+
+
 def add_search_table(warehouse: Path, memory_limit: str | None) -> float:
     from tessera.card.search import build_contact_search
     from tessera.engine.warehouse import connect
@@ -185,6 +196,13 @@ def peak_kb_of(pid: int) -> int:
     return 0
 
 
+def cpu_s_of(pid: int) -> float:
+    """The process's user + system CPU seconds: on a shared machine, what a request costs
+    whatever the load (wall time waits for the other sessions' processes too)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def requests_plan(contacts: int, n: int, rng: random.Random) -> list[tuple[str, str, dict]]:
     plan = []
     for _ in range(n):
@@ -210,24 +228,33 @@ def requests_plan(contacts: int, n: int, rng: random.Random) -> list[tuple[str, 
     return plan
 
 
-def measure(client, base: str, plan) -> dict[str, list[float]]:
+def measure(client, base: str, plan, pid: int | None = None) -> dict[str, list[float]]:
+    """Wall milliseconds per request by kind; with the server's ``pid``, its CPU
+    milliseconds per request too (under ``kind + " cpu"``)."""
     times: dict[str, list[float]] = {}
     for kind, path, params in plan:
+        cpu = cpu_s_of(pid) if pid else 0.0
         t = time.perf_counter()
         r = client.get(base + path, params=params)
         elapsed = (time.perf_counter() - t) * 1000
         if r.status_code != 200:
             raise SystemExit(f"{kind}: HTTP {r.status_code}")
         times.setdefault(kind, []).append(elapsed)
+        if pid:
+            times.setdefault(kind + " cpu", []).append((cpu_s_of(pid) - cpu) * 1000)
     return times
 
 
 def summary(times: dict[str, list[float]]) -> dict[str, dict]:
     out = {}
     for kind, ms in times.items():
+        if kind.endswith(" cpu"):
+            continue
         ms = sorted(ms)
+        cpu = times.get(kind + " cpu")
         out[kind] = {"n": len(ms), "p50_ms": round(statistics.median(ms), 1),
-                     "p95_ms": round(ms[max(0, int(len(ms) * 0.95) - 1)], 1), "max_ms": round(ms[-1], 1)}
+                     "p95_ms": round(ms[max(0, int(len(ms) * 0.95) - 1)], 1), "max_ms": round(ms[-1], 1),
+                     "cpu_mean_ms": round(statistics.fmean(cpu), 1) if cpu else None}
     return out
 
 
@@ -238,6 +265,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=40, help="requests of each kind per layout")
     parser.add_argument("--memory-limit", default=None, help="DuckDB memory_limit when building")
     parser.add_argument("--workdir", default=None, help="folder for the warehouse (default: temp)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the warehouse already in --workdir (rebuild its search index and snapshot only)")
     parser.add_argument("--snapshot-only", action="store_true",
                         help="measure the published snapshot only (what the page reads after a run)")
     args = parser.parse_args()
@@ -247,9 +276,15 @@ def main() -> int:
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="tessera-bench-web-"))
     work.mkdir(parents=True, exist_ok=True)
     warehouse = work / "warehouse.duckdb"
-    warehouse.unlink(missing_ok=True)
-    built = build(warehouse, args.contacts, args.events, args.memory_limit)
-    built["search_table_s"] = add_search_table(warehouse, args.memory_limit)
+    if args.reuse and warehouse.exists():
+        built = reused(warehouse)
+    else:
+        warehouse.unlink(missing_ok=True)
+        built = build(warehouse, args.contacts, args.events, args.memory_limit)
+    if not (args.reuse and built["generate_s"] == 0):
+        built["search_table_s"] = add_search_table(warehouse, args.memory_limit)
+    else:
+        built["search_table_s"] = "kept"
 
     port = free_port()
     server = subprocess.Popen(
@@ -282,11 +317,13 @@ def main() -> int:
                         raise SystemExit("the snapshot did not answer while the warehouse was busy")
                 plan = requests_plan(built["contacts"], args.requests, rng)
                 measure(client, base, plan[:8])  # warm the OS cache
-                t0 = time.perf_counter()
-                times = measure(client, base, plan)
-                wall = time.perf_counter() - t0
+                t0, cpu0 = time.perf_counter(), cpu_s_of(server.pid)
+                times = measure(client, base, plan, server.pid)
+                wall, cpu = time.perf_counter() - t0, cpu_s_of(server.pid) - cpu0
                 results["layouts"][layout] = {"requests": len(plan), "wall_s": round(wall, 1),
                                               "requests_per_s": round(len(plan) / wall, 1),
+                                              "server_cpu_ms_per_request": round(cpu * 1000 / len(plan), 1),
+                                              "load_avg_1m": round(os.getloadavg()[0], 1),
                                               "kinds": summary(times)}
             if writer is not None:
                 writer.close()
@@ -301,16 +338,20 @@ def main() -> int:
           f"{built['card_and_rfm_s']} s, not counted)")
     kinds = sorted(next(iter(results["layouts"].values()))["kinds"])
     results["generated_s"] = built["generate_s"]
-    print(f"  p50 / p95 ms per request; {args.requests} of each kind per layout")
-    print(f"  {'request':<22}" + "".join(f" | {layout:>28}" for layout in layouts))
+    print(f"  p50 / p95 ms per request (and the server's mean CPU ms per request); {args.requests} of each kind per layout")
+    print(f"  {'request':<22}" + "".join(f" | {layout:>42}" for layout in layouts))
     for kind in kinds:
         cells = []
         for layout in layouts:
             k = results["layouts"][layout]["kinds"][kind]
-            cells.append(f"{k['p50_ms']:>8} / {k['p95_ms']:>8}")
-        print(f"  {kind:<22}" + "".join(f" | {c:>28}" for c in cells))
+            cells.append(f"{k['p50_ms']:>8} / {k['p95_ms']:>8} (CPU {k['cpu_mean_ms']:>6})")
+        print(f"  {kind:<22}" + "".join(f" | {c:>42}" for c in cells))
     print(f"  {'requests/s':<22}" + "".join(
-        f" | {results['layouts'][layout]['requests_per_s']:>28}" for layout in layouts))
+        f" | {results['layouts'][layout]['requests_per_s']:>42}" for layout in layouts))
+    print(f"  {'server CPU ms/request':<22}" + "".join(
+        f" | {results['layouts'][layout]['server_cpu_ms_per_request']:>42}" for layout in layouts))
+    print(f"  {'load average (1 min)':<22}" + "".join(
+        f" | {results['layouts'][layout]['load_avg_1m']:>42}" for layout in layouts))
     snap = results["snapshot"]
     print(f"  building marts.contact_search: {built['search_table_s']} s; publishing the snapshot: "
           f"{snap['publish_s']} s ({snap['tables']} tables, {snap['rows']:,} rows, {snap['mb']} MB, "

@@ -232,6 +232,8 @@ def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, acti
               target_of(action), now] + ([] if message else [now]) + [version]
     queued = scratch(engine, "_act_queued", SqlStep("activation.fresh", sql, params))
     engine.append("activation.outbox", SqlStep("activation.enqueue", "SELECT * FROM _act_queued"))
+    if action.kind == "email":
+        record_subjects(engine, deployment, action)
     spec = action.spec
     if action.kind == "tag":
         engine.run(SqlStep("activation.apply_tags", """
@@ -250,6 +252,39 @@ def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, acti
                                    "SELECT count(*) FROM _act_queued WHERE status = 'capped'"))
     return {"candidates": int(n), "blocked": int(n) - int(gated), "queued": int(queued) - int(capped),
             "capped": int(capped), "already": int(gated) - int(queued)}
+
+
+def record_subjects(engine: Engine, deployment, action) -> int:
+    """The subject each e-mail just queued will carry, rendered now from its payload as
+    the send will render it (``activation.outbox_subjects``): the page shows what a person
+    was sent without publishing payloads. A subject without variables is one constant,
+    written by SQL; otherwise each is rendered from its payload (the templates are Jinja,
+    as the send's; a batch of payloads at a time)."""
+    import jinja2
+    import pyarrow as pa
+    from jinja2 import meta
+
+    from tessera.activation.send import _renderer
+
+    subject = getattr(action.spec, "subject", None) or ""
+    _, plain = _renderer(deployment.config_dir)
+    if not meta.find_undeclared_variables(jinja2.Environment().parse(subject)):
+        return engine.append("activation.outbox_subjects", SqlStep(
+            "activation.subjects_constant",
+            "SELECT action_key, customer_id, ? AS subject FROM _act_queued",
+            [plain.from_string(subject).render()]))
+    template = plain.from_string(subject)
+    data = engine.columns(SqlStep("activation.subjects_payloads",
+                                  "SELECT action_key, customer_id, payload FROM _act_queued"))
+    engine.register_arrow("_subjects", pa.table({
+        "action_key": pa.array(data["action_key"], pa.string()),
+        "customer_id": pa.array(data["customer_id"], pa.int64()),
+        "subject": pa.array([template.render(**payload(p)) for p in data["payload"]], pa.string())}))
+    try:
+        return engine.append("activation.outbox_subjects", SqlStep(
+            "activation.subjects_rendered", "SELECT action_key, customer_id, subject FROM _subjects"))
+    finally:
+        engine.unregister("_subjects")
 
 
 def set_property(engine: Engine, deployment, prop: str, value, columns: set[str]) -> None:

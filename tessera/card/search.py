@@ -1,9 +1,14 @@
-"""The contact cards' search keys (``marts.contact_search``), for the web page's search.
+"""The contact cards' search keys (``marts.contact_search``) and token index
+(``marts.contact_search_tokens``), for the web page's search.
 
-Why a table: folding names and e-mails (lower case, no accents) is most of a search's
-cost, and it is the same for every search of the day; computed once per run, a search
-over a million cards is one scan of a short column. The select is shared with the web
-page, which runs it inline when a warehouse has no such table yet.
+Why tables: folding names and e-mails (lower case, no accents) is most of a search's
+cost, and it is the same for every search of the day. Even folded, a substring scan of a
+million cards costs a second on the shared machine; the token index turns each search
+word into a range scan of a sorted column (the snapshot publishes it in token order, so
+Parquet's row-group statistics skip all but one or two groups), and the keys carry the
+registry rank and the columns a result list shows, so a search never reads the cards.
+The selects are shared with the web page, which runs them inline when a warehouse has
+no such tables yet.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from tessera.engine import Engine, SqlStep, as_engine
 from tessera.engine.steps import sql_file
 
 SEARCH_TABLE = "marts.contact_search"
+TOKENS_TABLE = "marts.contact_search_tokens"
 # the registry order of the Sendero seed: named people by surname and name, then e-mail
 REGISTRY_ORDER = "named DESC, sort_key, sort_name, sort_email, customer_id"
 
@@ -23,14 +29,22 @@ SEARCHED = {"first_name": "VARCHAR", "last_name": "VARCHAR", "email": "VARCHAR",
 
 
 def contact_search_select(missing: tuple[str, ...] | list[str] = ()) -> str:
-    """The select of the search keys over ``marts.contact_cards`` (no ORDER BY); the
-    ``missing`` card fields (switched off) are searched as empty."""
+    """The select of the search keys over ``marts.contact_cards`` (no ORDER BY), with
+    ``search_rank``, the registry order; the ``missing`` card fields (switched off) are
+    searched as empty."""
     sql = sql_file(__package__, "contact_search.sql")
     if missing:
         pad = ", ".join(f"CAST(NULL AS {SEARCHED[f]}) AS {f}" for f in missing)
         sql = sql.replace("FROM marts.contact_cards",
                           f"FROM (SELECT *, {pad} FROM marts.contact_cards)")
-    return sql
+    sql = "\n".join(line for line in sql.splitlines() if not line.startswith("--"))
+    return f"SELECT row_number() OVER (ORDER BY {REGISTRY_ORDER}) AS search_rank, * FROM ({sql}) AS k"
+
+
+def contact_search_tokens_select(keys: str = SEARCH_TABLE) -> str:
+    """The select of the token index over the search keys ``keys`` (a table, or a
+    parenthesised select with an alias-free body), no ORDER BY."""
+    return sql_file(__package__, "contact_search_tokens.sql").replace(f"FROM {SEARCH_TABLE}", f"FROM {keys}")
 
 
 def missing_search_fields(engine: Engine) -> list[str]:
@@ -45,5 +59,7 @@ def build_contact_search(engine: Engine) -> dict:
     engine = as_engine(engine)
     select = contact_search_select(missing_search_fields(engine))
     rows = engine.replace_table(SEARCH_TABLE, SqlStep(
-        "card.contact_search", f"SELECT * FROM ({select}) ORDER BY {REGISTRY_ORDER}"))
-    return {"contacts": rows}
+        "card.contact_search", f"SELECT * FROM ({select}) ORDER BY search_rank"))
+    tokens = engine.replace_table(TOKENS_TABLE, SqlStep(
+        "card.contact_search_tokens", f"SELECT * FROM ({contact_search_tokens_select()}) ORDER BY token"))
+    return {"contacts": rows, "tokens": tokens}

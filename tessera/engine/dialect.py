@@ -33,6 +33,8 @@ SPARK_EQUIVALENTS: dict[str, str] = {
     "list_has_any": "arrays_overlap({0}, {1})",
     "epoch": "unix_timestamp({0})",
     "today": "current_date()",
+    # the search's token index: split on a regular expression (Java's knows \\pL and \\pN)
+    "regexp_split_to_array": "split({0}, {1})",
 }
 
 # Spark SQL's built-in functions (Spark 3.5), by name: every function of a step's SQL

@@ -88,10 +88,14 @@ def journeys_tab(engine: Engine, row: dict[str, Any]) -> list[Table]:
     if _has(engine, "activation.outbox"):
         tables.append(_table(engine, "Actions sent by automations and journeys", SqlStep(
             "web.outbox", """
-            SELECT coalesce(sent_at, queued_at) AS at, origin, name, step, kind, channel,
-                   target, status, attempts, last_error
-            FROM activation.outbox WHERE customer_id = $id
-            ORDER BY coalesce(sent_at, queued_at) DESC, name, step LIMIT $limit""",
+            SELECT coalesce(o.sent_at, o.queued_at) AS at, o.origin, o.name, o.step, o.kind,
+                   o.channel, o.target, {subject} AS subject, o.status, o.attempts, o.last_error
+            FROM activation.outbox o{subjects}
+            WHERE o.customer_id = $id
+            ORDER BY coalesce(o.sent_at, o.queued_at) DESC, o.name, o.step LIMIT $limit""".format(
+                subject="s.subject" if _has(engine, "activation.outbox_subjects") else "CAST(NULL AS VARCHAR)",
+                subjects=" LEFT JOIN activation.outbox_subjects s ON s.action_key = o.action_key "
+                         "AND s.customer_id = o.customer_id" if _has(engine, "activation.outbox_subjects") else ""),
             {"id": cid, "limit": LIST_LIMIT}), empty="No action decided for this person.",
             note="Blocked actions (no consent, suppressed) never reach the outbox; capped and "
                  "withdrawn ones are listed with that status. Addresses are not shown."))

@@ -147,10 +147,22 @@ def create_app(warehouse: str | Path, token: str | None = None) -> Starlette:
             q = params.get("q", "").strip()[:200]
             letter = params.get("letter", "").strip()[:1]
             if not registry.filters:
-                return reading(lambda engine: page(
-                    "registry.html", registry=registry, q=q, letter=letter,
-                    table=registry.read(engine, q, letter), letters="ABCDEFGHIJKLMNOPQRSTUVWXYZ",
-                    limit=queries.SEARCH_LIMIT))
+                keys = {f.key for f in queries.REGISTRY_FILTERS.get(registry.path, ())}
+                chosen = {k: params.get(f"f_{k}", "").strip()[:200] for k in keys
+                          if params.get(f"f_{k}", "").strip()}
+                before = snapshot.current(warehouse)
+
+                def build_registry(engine: Engine) -> Response:
+                    fields = queries.registry_filters(engine, registry.path)
+                    return page(
+                        "registry.html", registry=registry, q=q, letter=letter,
+                        table=registry.read(engine, q, letter, filters=chosen),
+                        letters="ABCDEFGHIJKLMNOPQRSTUVWXYZ", limit=queries.SEARCH_LIMIT, chosen=chosen,
+                        filters=[(f.key, f.label, f.mode) for f in fields],
+                        options=once_per_folder(("registry", registry.path), before,
+                                                lambda: queries.registry_filter_options(engine, registry.path)),
+                        keep=_keep_query(q, "", chosen))
+                return reading(build_registry)
             chosen = {k: params.get(f"f_{k}", "").strip()[:200] for k in queries.FILTER_KEYS
                       if params.get(f"f_{k}", "").strip()}
             before = snapshot.current(warehouse)

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from weakref import WeakKeyDictionary
 
-from tessera.card.search import REGISTRY_ORDER, SEARCH_TABLE, SEARCHED, contact_search_select
+from tessera.card.search import (SEARCH_TABLE, SEARCHED, TOKENS_TABLE, contact_search_select,
+                                  contact_search_tokens_select)
 from tessera.engine import Engine, SqlStep
 from tessera.history.summary import days_step
 from tessera.privacy.consent import SOFT_DELETED_SQL
@@ -224,53 +225,108 @@ def _split(table: str) -> tuple[str, str]:
     return schema, name.strip('"')
 
 
+def word_tokens(text: str) -> list[str]:
+    """The folded tokens of ``text`` as the token index splits the cards' search text:
+    runs of letters and digits (``marts.contact_search_tokens``; RE2's ``\\pL\\pN``)."""
+    out, cur = [], []
+    for c in fold(text):
+        if unicodedata.category(c)[0] in "LN":
+            cur.append(c)
+        elif cur:
+            out.append("".join(cur))
+            cur = []
+    if cur:
+        out.append("".join(cur))
+    return out
+
+
+def _after(prefix: str) -> str:
+    """The smallest string above every string starting with ``prefix`` (UTF-8 byte order
+    is code point order), so ``token >= prefix AND token < _after(prefix)`` is a prefix
+    match that Parquet's row-group statistics can prune."""
+    last = ord(prefix[-1]) + 1
+    if 0xD800 <= last <= 0xDFFF:
+        last = 0xE000
+    return prefix[:-1] + chr(min(last, 0x10FFFF))
+
+
+def _search_sources(engine: Engine, view: str | None) -> tuple[str, str, str]:
+    """``(WITH clause, keys, tokens)``: the published index, else both folded inline from
+    the cards (a warehouse built before the index, a view's cards): same matches, slower."""
+    cards = cards_table(engine, view)
+    if (cards == "marts.contact_cards" and _has(engine, TOKENS_TABLE)
+            and "search_rank" in _table_columns(engine, *_split(SEARCH_TABLE))):
+        return "", SEARCH_TABLE, TOKENS_TABLE
+    schema, table = _split(cards)
+    have = set(_table_columns(engine, schema, table))
+    missing = [f for f in SEARCHED if f not in have]
+    keys = contact_search_select(missing).replace("FROM marts.contact_cards", f"FROM {cards}")
+    return (f"WITH search_keys AS ({keys}), search_tokens AS ({contact_search_tokens_select('search_keys')}) ",
+            "search_keys", "search_tokens")
+
+
 def search_step(engine: Engine, query: str, letter: str = "", limit: int = SEARCH_LIMIT,
                 filters: dict[str, str] | None = None, view: str | None = None) -> SqlStep:
-    """Every word of ``query`` must match one of: name, surname, e-mail, birth date
-    (``1980``), city, ERP id, tax code, the customer id, the gender (``M``/``F``, whole
-    word), or the digits of a phone (at least 4). Accent- and case-insensitive.
+    """Every word of ``query`` must match: each of its letter-and-digit runs the start of a
+    word of the name, surname, e-mail, birth date (``1980``), city, ERP id or tax code; or
+    the whole word the customer id or the gender (``M``/``F``); or its digits (at least 4)
+    a run of digits of a phone. A word with an ``@`` (after its first character) is the
+    start of the e-mail instead. Accent- and case-insensitive (``Rossì``, ``ROSSI``, ``ross``).
 
     Listed in the registry order of the Sendero seed: surname and name, else e-mail; with
     ``letter``, only people whose surname (else e-mail) starts with it. ``filters`` (a
     :data:`FILTERS` key to a value) keep the cards holding that value in one of the
-    filter's columns. The keys come from ``marts.contact_search`` (folded once per run),
-    or are folded here for a warehouse without it and for another ``view``'s cards."""
+    filter's columns. Each word is a range scan of the token index; the sets of ranks are
+    intersected, the smallest ``limit`` kept, and only their rows of the keys are read."""
     params: dict[str, Any] = {"limit": limit}
-    conds = []
+    with_, keys, tokens = _search_sources(engine, view)
+
+    def prefix(name: str, value: str) -> str:
+        params[f"{name}_lo"], params[f"{name}_hi"] = value, _after(value)
+        return (f"SELECT search_rank, customer_id FROM {tokens} "
+                f"WHERE token >= ${name}_lo AND token < ${name}_hi")
+
+    sets = []
     for i, word in enumerate(query.split()[:8]):
-        params[f"t{i}"] = fold(word)
+        parts = word_tokens(word)
+        alts = []
+        if "@" in word[1:]:  # an e-mail, or its start: one range of the e-mail tokens
+            alts.append(prefix(f"e{i}", "@" + fold(word)))
+        elif parts:
+            alts.append(" INTERSECT ".join(f"SELECT * FROM ({prefix(f'w{i}_{j}', part)})"
+                                           for j, part in enumerate(parts[:6])))
+        whole = fold(word).strip()
+        if whole:
+            params[f"g{i}"], params[f"c{i}"] = "~" + whole, "!" + whole
+            alts.append(f"SELECT search_rank, customer_id FROM {tokens} "
+                        f"WHERE token = $g{i} OR token = $c{i}")
         digits = "".join(c for c in word if c.isdigit())
-        phone = ""
         if len(digits) >= 4 and len(digits) >= len(word.lstrip("+")) - 2:
-            params[f"d{i}"] = digits
-            phone = f" OR contains(s.phone_digits, $d{i})"
-        conds.append(f"(contains(s.search_text, $t{i}) OR s.gender_key = $t{i}"
-                     f" OR CAST(s.customer_id AS VARCHAR) = $t{i}{phone})")
+            alts.append(prefix(f"p{i}", "#" + digits))
+        sets.append(" UNION ".join(f"SELECT * FROM ({a})" for a in alts))
     if letter:
         params["letter"] = fold(letter)[:1]
-        conds.append("starts_with(s.sort_key, $letter)")
+        params["letter_hi"] = _after(params["letter"])
+        sets.append(f"SELECT search_rank, customer_id FROM {keys} "
+                    f"WHERE sort_key >= $letter AND sort_key < $letter_hi")
+    conds = []
     for key, _label, cols in available_filters(engine, view) if filters else ():
         value = (filters or {}).get(key, "").strip()
         if value:
             params[f"f_{key}"] = value
-            conds.append("(" + " OR ".join(f"CAST(c.{col} AS VARCHAR) = $f_{key}" for col in cols) + ")")
-    where = " AND ".join(conds) or "TRUE"
-    cards = cards_table(engine, view)
-    if cards == "marts.contact_cards" and _has(engine, SEARCH_TABLE):
-        keys = SEARCH_TABLE
-    else:
-        schema, table = _split(cards)
-        have = set(_table_columns(engine, schema, table))
-        missing = [f for f in SEARCHED if f not in have]
-        keys = "(" + contact_search_select(missing).replace("FROM marts.contact_cards", f"FROM {cards}") + ")"
-    order = ", ".join(f"s.{k}" for k in REGISTRY_ORDER.split(", "))
-    return SqlStep("web.search", f"""
-        SELECT c.customer_id AS id, c.last_name AS surname, c.first_name AS name, c.email,
-               c.mobile, c.city, c.birth_date, c.order_number AS orders
-        FROM {keys} AS s JOIN {cards} c ON c.customer_id = s.customer_id
-        WHERE s.customer_id NOT IN ({_hidden_sql(engine)}) AND {where}
-        ORDER BY {order}
-        LIMIT $limit""", params)
+            conds.append("(" + " OR ".join(f"CAST({col} AS VARCHAR) = $f_{key}" for col in cols) + ")")
+    matched = (" INTERSECT ".join(f"SELECT * FROM ({s})" for s in sets) if sets
+               else f"SELECT search_rank, customer_id FROM {keys}")
+    kept = (f" AND customer_id IN (SELECT customer_id FROM {cards_table(engine, view)} "
+            f"WHERE {' AND '.join(conds)})") if conds else ""
+    return SqlStep("web.search", f"""{with_}
+        SELECT k.customer_id AS id, k.surname, k.name, k.email, k.mobile, k.city, k.birth_date, k.orders
+        FROM {keys} AS k
+        WHERE k.search_rank IN (
+            SELECT search_rank FROM ({matched}) AS m
+            WHERE customer_id NOT IN ({_hidden_sql(engine)}){kept}
+            ORDER BY search_rank LIMIT $limit)
+        ORDER BY k.search_rank""", params)
 
 
 def search(engine: Engine, query: str, letter: str = "", limit: int = SEARCH_LIMIT,
@@ -748,12 +804,25 @@ _TAB_BUILDERS = {
 # ------------------------------------------------------------------------------ registries
 
 def _registry_step(engine: Engine, name: str, source: str, text: str, initial: str, order: str,
-                   select: str, query: str, letter: str, limit: int) -> SqlStep:
+                   select: str, query: str, letter: str, limit: int, path: str = "",
+                   filters: dict[str, str] | None = None) -> SqlStep:
     """A registry list: every word of ``query`` in the folded ``text``, ``letter`` the
-    first letter of the folded ``initial``, rows in ``order``. Registries differ only by
-    these expressions (Sendero: a keyword box, the initial-letter bar, a fixed order)."""
+    first letter of the folded ``initial``, rows in ``order``, and each chosen filter of
+    the registry at ``path`` (:data:`REGISTRY_FILTERS`). Registries differ only by these
+    expressions (Sendero: a keyword box, the filter fields, the initial-letter bar, a
+    fixed order)."""
     params: dict[str, Any] = {"limit": limit}
     conds = [f"x.customer_id NOT IN ({_hidden_sql(engine)})"] if "x.customer_id" in select else []
+    for f in registry_filters(engine, path) if filters else ():
+        value = (filters or {}).get(f.key, "").strip()
+        if value:
+            column = f"CAST({f.alias}.{f.column} AS VARCHAR)"
+            if f.mode == "is":
+                params[f"f_{f.key}"] = value
+                conds.append(f"{column} = $f_{f.key}")
+            else:
+                params[f"f_{f.key}"] = fold(value)
+                conds.append(f"starts_with(lower(strip_accents(coalesce({column}, ''))), $f_{f.key})")
     for i, word in enumerate(query.split()[:8]):
         params[f"t{i}"] = fold(word)
         conds.append(f"contains(lower(strip_accents({text})), $t{i})")
@@ -765,7 +834,83 @@ def _registry_step(engine: Engine, name: str, source: str, text: str, initial: s
         ORDER BY {order} LIMIT $limit""", params)
 
 
-def companies_search(engine: Engine, query: str, letter: str = "", limit: int = SEARCH_LIMIT) -> Table:
+@dataclass(frozen=True)
+class RegistryFilter:
+    """A filter field of a registry (Sendero seed): ``is`` keeps the rows whose value is
+    the one chosen (the page offers the values present), ``starts`` the rows whose
+    folded value starts with the folded text typed (names, e-mails)."""
+
+    key: str
+    label: str
+    alias: str  # the table of the registry's source holding the column: k, x or p
+    column: str
+    mode: str = "is"
+
+
+_COMPANY_FIELDS = (
+    RegistryFilter("country", "Country", "k", "country"),
+    RegistryFilter("region", "Region", "k", "region"),
+    RegistryFilter("province", "Province", "k", "province"),
+)
+_SECTORS = (RegistryFilter("sector_macro", "Sector (macro)", "k", "sector_macro"),
+            RegistryFilter("sector_micro", "Sector (micro)", "k", "sector_micro"))
+_SOURCES = (RegistryFilter("source_macro", "Source (macro)", "k", "source_macro"),
+            RegistryFilter("source_micro", "Source (micro)", "k", "source_micro"))
+# The filter fields of the Sendero seed for each registry but the contacts' (FILTERS),
+# those a golden company / company link / potential company has.
+REGISTRY_FILTERS: dict[str, tuple[RegistryFilter, ...]] = {
+    "/companies": (RegistryFilter("legal_name", "Company name", "k", "legal_name", "starts"),
+                   *_COMPANY_FIELDS, RegistryFilter("email", "E-mail", "k", "email", "starts"),
+                   RegistryFilter("erp_id", "ERP id", "k", "erp_id"), *_SECTORS, *_SOURCES,
+                   RegistryFilter("company_type", "Type", "k", "company_type")),
+    "/company-users": (RegistryFilter("first_name", "Name", "x", "first_name", "starts"),
+                       RegistryFilter("last_name", "Surname", "x", "last_name", "starts"),
+                       RegistryFilter("company", "Company", "k", "legal_name", "starts"),
+                       RegistryFilter("email", "E-mail", "x", "email", "starts"),
+                       RegistryFilter("erp_id", "ERP id", "x", "erp_id"),
+                       RegistryFilter("role", "Role", "p", "role"), *_SECTORS),
+    "/potential-companies": (RegistryFilter("legal_name", "Company name", "k", "legal_name", "starts"),
+                             *_COMPANY_FIELDS, *_SECTORS, *_SOURCES,
+                             RegistryFilter("email", "E-mail", "k", "email", "starts")),
+}
+# Each registry's source: its tables under the aliases its filters name.
+REGISTRY_SOURCES = {
+    "/companies": ("core.companies k", {"k": "core.companies"}),
+    "/company-users": ("core.company_contacts p JOIN marts.contact_cards x ON x.customer_id = p.customer_id "
+                       "JOIN core.companies k ON k.company_id = p.company_id",
+                       {"p": "core.company_contacts", "x": "marts.contact_cards", "k": "core.companies"}),
+    "/potential-companies": ("core.potential_companies k", {"k": "core.potential_companies"}),
+}
+
+
+def registry_filters(engine: Engine, path: str) -> list[RegistryFilter]:
+    """The filters of the registry at ``path`` whose column this deployment has."""
+    if path not in REGISTRY_FILTERS:
+        return []
+    tables = REGISTRY_SOURCES[path][1]
+    have = {alias: set(_table_columns(engine, *_split(table))) if _has(engine, table) else set()
+            for alias, table in tables.items()}
+    return [f for f in REGISTRY_FILTERS[path] if f.column in have.get(f.alias, ())]
+
+
+def registry_filter_options(engine: Engine, path: str) -> dict[str, list[tuple[str, int, str]]]:
+    """Per ``is`` filter of the registry at ``path``, its values with how many rows of the
+    registry hold each, the most frequent first (the page caches them per snapshot)."""
+    out = {}
+    source = REGISTRY_SOURCES.get(path, ("", {}))[0]
+    hidden = f" AND x.customer_id NOT IN ({_hidden_sql(engine)})" if " x " in f" {source} " else ""
+    for f in registry_filters(engine, path):
+        if f.mode != "is":
+            continue
+        out[f.key] = [(str(v), int(n), "") for v, n in engine.rows(SqlStep("web.registry_filter_options", f"""
+            SELECT CAST({f.alias}.{f.column} AS VARCHAR) AS v, count(*) AS n FROM {source}
+            WHERE CAST({f.alias}.{f.column} AS VARCHAR) <> ''{hidden}
+            GROUP BY v ORDER BY n DESC, v LIMIT {FILTER_OPTIONS}"""))]
+    return out
+
+
+def companies_search(engine: Engine, query: str, letter: str = "", limit: int = SEARCH_LIMIT,
+                     filters: dict[str, str] | None = None) -> Table:
     """The B2B companies registry: every word must be in the legal name, VAT number, ERP
     id, e-mail, city, province or region; in legal-name order, with an initial filter."""
     if not _has(engine, "core.companies"):
@@ -777,31 +922,29 @@ def companies_search(engine: Engine, query: str, letter: str = "", limit: int = 
         "concat_ws(' ', k.legal_name, k.vat_number, k.erp_id, k.email, k.city, k.province, k.region)",
         "k.legal_name", "lower(strip_accents(coalesce(k.legal_name, ''))), k.company_id",
         "k.company_id AS id, k.legal_name, k.vat_number, k.city, k.province, k.sector_macro, "
-        f"k.employees, {people} AS people", query, letter, limit),
+        f"k.employees, {people} AS people", query, letter, limit, "/companies", filters),
         empty="No company matches.", link="company")
 
 
 def company_users_search(engine: Engine, query: str, letter: str = "",
-                         limit: int = SEARCH_LIMIT) -> Table:
+                         limit: int = SEARCH_LIMIT, filters: dict[str, str] | None = None) -> Table:
     """The B2B company users registry: people linked to a company, found by name, e-mail,
     company, VAT number or role; in surname and name order (shown people only)."""
     if not (_has(engine, "core.company_contacts") and _has(engine, "core.companies")):
         return Table("Company users", [], empty="This deployment has no company users.")
     return _table(engine, "Company users", _registry_step(
-        engine, "web.company_users",
-        "core.company_contacts p JOIN marts.contact_cards x ON x.customer_id = p.customer_id "
-        "JOIN core.companies k ON k.company_id = p.company_id",
+        engine, "web.company_users", REGISTRY_SOURCES["/company-users"][0],
         "concat_ws(' ', x.last_name, x.first_name, x.email, x.mobile, k.legal_name, k.vat_number, p.role)",
         "coalesce(x.last_name, x.email)",
         "lower(strip_accents(coalesce(x.last_name, x.email, ''))), "
         "lower(strip_accents(coalesce(x.first_name, ''))), x.customer_id, k.company_id",
         "x.customer_id AS id, x.last_name AS surname, x.first_name AS name, x.email, "
-        "k.legal_name AS company, k.vat_number, p.role", query, letter, limit),
+        "k.legal_name AS company, k.vat_number, p.role", query, letter, limit, "/company-users", filters),
         empty="No company user matches.", link="card")
 
 
 def potential_companies_search(engine: Engine, query: str, letter: str = "",
-                               limit: int = SEARCH_LIMIT) -> Table:
+                               limit: int = SEARCH_LIMIT, filters: dict[str, str] | None = None) -> Table:
     """The potential (purchased) companies registry: every word in the legal name, VAT
     number, e-mail, city, province, region or status (``potential`` / ``registered``)."""
     if not _has(engine, "core.potential_companies"):
@@ -812,7 +955,8 @@ def potential_companies_search(engine: Engine, query: str, letter: str = "",
         "k.country, k.status, k.source)",
         "k.legal_name", "lower(strip_accents(coalesce(k.legal_name, ''))), k.source, k.source_record_id",
         "k.registered_company_id AS company, k.legal_name, k.vat_number, k.city, k.province, "
-        "k.country, k.sector_macro, k.status, k.registered_by, k.source", query, letter, limit),
+        "k.country, k.sector_macro, k.status, k.registered_by, k.source", query, letter, limit,
+        "/potential-companies", filters),
         empty="No potential company matches.", link="company")
 
 

@@ -37,7 +37,7 @@ KEEP = 2
 
 # Every table the page and the report read; a deployment lacks some (they are skipped).
 READ_TABLES = (
-    "marts.contact_cards", "marts.contact_search", "marts.coworkers", "marts.contact_changes",
+    "marts.contact_cards", "marts.contact_search", "marts.contact_search_tokens", "marts.coworkers", "marts.contact_changes",
     "core.customers", "core.customer_field_lineage", "core.customer_sources", "core.merge_log",
     "core.consents", "core.consent_events", "core.orders", "core.events", "core.notes",
     "core.tasks", "core.companies", "core.company_contacts", "core.company_field_lineage",
@@ -49,7 +49,7 @@ READ_TABLES = (
     "ops.segment_runs", "ops.import_report", "ops.import_reject_reasons",
     "ops.runs",
     "activation.coupons", "activation.journey_state", "activation.journey_history",
-    "activation.outbox", "activation.evaluated_days",
+    "activation.outbox", "activation.outbox_subjects", "activation.evaluated_days",
 )
 # Tables published through a select of their own: the outbox without its payload (the
 # fields a pending send reads) and with the target only where it is not an address.
@@ -59,6 +59,10 @@ READ_SELECTS = {
         "CASE WHEN kind IN ('tag', 'webhook', 'coupon') THEN target END AS target, status, "
         "attempts, queued_at, sent_at, last_error FROM activation.outbox"),
 }
+# Tables written in another order than the person's: the search's keys in registry order
+# (the first results are the first rows) and its token index by token (a word's range scan
+# reads the row groups whose min/max hold it, one or two of them).
+ORDERS = {"marts.contact_search": "search_rank", "marts.contact_search_tokens": "token"}
 # Published under another name: who is soft-deleted now (the page hides them). The live
 # request log's order (its rowid) does not survive a copy, so its outcome is copied.
 SOFT_DELETED = "ops.soft_deleted"
@@ -94,11 +98,15 @@ def _tables(engine: Engine) -> list[str]:
 
 
 def _has_customer_id(engine: Engine, table: str) -> bool:
+    return _has_column(engine, table, "customer_id")
+
+
+def _has_column(engine: Engine, table: str, column: str) -> bool:
     schema, name = table.split(".")
     return bool(engine.scalar(SqlStep(
         "web.snapshot_columns", "SELECT count(*) FROM information_schema.columns "
-        "WHERE table_schema = $schema AND table_name = $table AND column_name = 'customer_id'",
-        {"schema": schema, "table": name})))
+        "WHERE table_schema = $schema AND table_name = $table AND column_name = $column",
+        {"schema": schema, "table": name, "column": column})))
 
 
 LABELS = "web.filter_labels"
@@ -137,6 +145,8 @@ def publish(engine: Engine, warehouse: str | Path,
         for table, select in selects.items():
             order = " ORDER BY customer_id" if (table == SOFT_DELETED or
                                                 _has_customer_id(engine, table)) else ""
+            if table in ORDERS and _has_column(engine, table, ORDERS[table]):
+                order = f" ORDER BY {ORDERS[table]}"
             rows[table] = engine.copy_to(SqlStep("web.snapshot_copy", f"{select}{order}"),
                                          work / f"{table}.parquet", "parquet")
         if labels:

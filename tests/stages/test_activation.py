@@ -194,6 +194,12 @@ def test_milan_journey_takes_every_branch_once(tmp_path, smtp, http):
     assert subjects["Grazie Marco!"] == ["marco@example.it"]                  # welcome_download
     assert subjects["Gold customer cart"] == ["sales@tessera.example"]       # internal notification
     assert len(sink.messages) == 6
+    # the subject recorded when each e-mail was queued is the one it was sent with
+    recorded = dict(con.execute("""
+        SELECT s.action_key, s.subject FROM activation.outbox_subjects s
+        JOIN activation.outbox o USING (action_key) WHERE o.status = 'sent'""").fetchall())
+    assert recorded == {m["Message-ID"].strip("<>").removesuffix("@tessera"): m["Subject"]
+                        for m in sink.messages}
     # the SMS: everybody who bought except Paolo (no SMS consent), each with their coupon
     sms = _sms(http)
     assert sorted(r["to"] for r in sms) == [f"+39333000000{c}" for c in (1, 2, 3, 4, 5, 7, 8)]

@@ -99,6 +99,7 @@ def world(tmp_path_factory):
          TIMESTAMP '2026-10-22 06:00:00', NULL, NULL, NULL),
         ('k5', DATE '2026-10-23', 'automation', 'vip', 'tag', 1, 'e9', 'tag', 'none', 'vip', NULL, 'sent', 1,
          NULL, TIMESTAMP '2026-10-23 06:00:00', TIMESTAMP '2026-10-23 06:00:00', NULL, NULL)""")
+    con.execute("INSERT INTO activation.outbox_subjects VALUES ('k4', 1, 'Benvenuta <Anna>')")
     # a view node: persons 1-10, first names from its own nodes, with their lineage
     con.execute("""CREATE TABLE views.online_contact_cards AS
         SELECT * REPLACE ('Online' || customer_id AS first_name) FROM marts.contact_cards
@@ -161,9 +162,11 @@ def test_journeys_tab_lists_state_moves_and_actions_without_addresses(client, wo
     assert [(r[0], r[2], r[3]) for r in moves] == [("2026-10-21", "sms_coupon", "blocked"),
                                                     ("2026-10-20", "issue_coupon", "acted")]
     actions = _cells(html, "Actions sent by automations and journeys")
-    assert [(r[2], r[4], r[6], r[7]) for r in actions] == [
-        ("vip", "tag", "vip", "sent"), ("welcome", "email", "", "pending"),
-        ("milan_show", "coupon", "milan", "sent")]
+    # the e-mail's subject as rendered when it was queued (text, escaped), never its address
+    assert [(r[2], r[4], r[6], r[7], r[8]) for r in actions] == [
+        ("vip", "tag", "vip", "", "sent"), ("welcome", "email", "", "Benvenuta <Anna>", "pending"),
+        ("milan_show", "coupon", "milan", "", "sent")]
+    assert "Benvenuta &lt;Anna&gt;" in html
     # neither the payload nor the address of a send leaves the warehouse for the snapshot
     assert "p1@example.com" not in "".join(str(r) for r in actions)
     published = (current(world) / "activation.outbox.parquet").read_bytes()

@@ -12,6 +12,10 @@ CREATE TABLE IF NOT EXISTS activation.outbox (
     status VARCHAR NOT NULL, attempts INTEGER NOT NULL, delivery_batch VARCHAR,
     queued_at TIMESTAMP NOT NULL, sent_at TIMESTAMP, last_error VARCHAR,
     version VARCHAR);
+-- the rendered subject of each e-mail queued (the page's journeys tab shows what was sent;
+-- the outbox's payload is dropped once sent and never published); no address in it
+CREATE TABLE IF NOT EXISTS activation.outbox_subjects (
+    action_key VARCHAR NOT NULL, customer_id BIGINT NOT NULL, subject VARCHAR);
 CREATE TABLE IF NOT EXISTS activation.outbox_attempts (
     action_key VARCHAR NOT NULL, customer_id BIGINT NOT NULL, attempt INTEGER NOT NULL,
     started_at TIMESTAMP NOT NULL, outcome VARCHAR NOT NULL, error VARCHAR);
