@@ -391,3 +391,18 @@ def test_excluding_bought_products_leaves_the_rest_of_the_full_ranking_in_order(
         assert any(len(v) > 3 for v in lists.values())
         for c, ranked in lists.items():
             assert _lists(shop, c, kind) == [p for p in ranked if p not in bought.get(c, set())][:3], (kind, c)
+
+
+def test_the_back_test_runs_every_n_days_and_the_days_between_reuse_its_weights(shop):
+    s = _settings(evaluation={"holdout_days": 90, "k": 3, "every_days": 7},
+                  weights={"collaborative": 0.0, "popular": 1.0})
+    first = build_recommendations(shop, s, DAY)
+    assert first["back_test_run"] and first["weight_set"] != "configured"
+    between = build_recommendations(shop, s, DAY + dt.timedelta(days=1))
+    assert not between["back_test_run"] and between["evaluation"] == []
+    # the tuned weights of the last back-test, not the configured ones
+    assert between["weights"] == first["weights"]
+    assert between["weight_set"] == f"{first['weight_set']} (back-test of {DAY})"
+    assert shop.execute("SELECT count(*) FROM recommendations.evaluation WHERE as_of_date > ?",
+                        [DAY]).fetchone()[0] == 0
+    assert build_recommendations(shop, s, DAY + dt.timedelta(days=7))["back_test_run"]
