@@ -68,6 +68,7 @@ def build(deployment: Deployment):
             }, "as_of_date = ?", [day])
             ev = table_metadata(con, "recommendations", "evaluation", timer.seconds, {
                 "holdout_days": settings.evaluation.holdout_days,
+                "back_test_run": stats["back_test_run"],
                 "worse_than_popular": ", ".join(stats["worse_than_popular"]) or "none",
                 "combination_weight_set": stats["weight_set"],
                 "combination_weights": {k: float(w) for k, w in stats["weights"].items()},

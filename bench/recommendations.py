@@ -128,6 +128,8 @@ def main() -> None:
     ap.add_argument("--memory-limit", default="3GB")
     ap.add_argument("--no-lift", action="store_true", help="bought together by raw co-occurrence")
     ap.add_argument("--profile", action="store_true", help="print the slowest steps and CPU seconds")
+    ap.add_argument("--every-days", type=int, default=1,
+                    help="evaluation.every_days; above 1 the next day is built too (no back-test)")
     ap.add_argument("--weights", help='weights of the combination as JSON, e.g. \'{"collaborative": 1}\'')
     args = ap.parse_args()
 
@@ -158,7 +160,7 @@ def main() -> None:
           f"generated and loaded in {gen_s:.1f} s")
 
     settings = RecommendationSettings(als={"factors": 32, "iterations": 10, "seed": 42},
-                                      lift=not args.no_lift,
+                                      lift=not args.no_lift, evaluation={"every_days": args.every_days},
                                       **({"weights": json.loads(args.weights)} if args.weights else {}))
     timings = _profile() if args.profile else None
     t1, c1 = time.perf_counter(), time.process_time()
@@ -169,6 +171,11 @@ def main() -> None:
     print(f"stage (back-test + lists of every kind for every customer): {secs:.1f} s, "
           f"{events / secs:,.0f} events/s, {cpu:.1f} CPU s, {stats['rows']:,} list rows, "
           f"peak RSS {peak_mb:,.0f} MB")
+    if args.every_days > 1:
+        t2, c2 = time.perf_counter(), time.process_time()
+        nxt = build_recommendations(con, settings, AS_OF + dt.timedelta(days=1))
+        print(f"next day (back-test skipped: {not nxt['back_test_run']}, weights {nxt['weight_set']}): "
+              f"{time.perf_counter() - t2:.1f} s, {time.process_time() - c2:.1f} CPU s")
     if timings is not None:
         print("slowest steps (CPU s): " + ", ".join(
             f"{name} {t:.1f}" for name, t in sorted(timings.items(), key=lambda x: -x[1])[:12]))

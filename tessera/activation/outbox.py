@@ -52,14 +52,18 @@ def activation_table_steps() -> list[SqlStep]:
 
 
 # A template variable beside the card's fields: the contact's top recommended products
-# (the combination's list of the latest day, best first; product ids), once the
+# (the combination's list of the run's day, best first; product ids), once the
 # recommendations stage has published lists. An empty list for a contact without one.
+# The run's day, not the newest: a backfilled or re-run day must send what was
+# recommended that day (the newest lists may be from a later day). A day the stage did
+# not run falls back to the latest list before it, never to a later one.
 RECOMMENDED = "recommended_products"
 _RECOMMENDED_JOIN = """
         LEFT JOIN (SELECT customer_id, list(product_id ORDER BY rank) AS recommended_products
                    FROM recommendations.contact_products
                    WHERE kind = 'combined'
-                     AND as_of_date = (SELECT max(as_of_date) FROM recommendations.contact_products)
+                     AND as_of_date = (SELECT max(as_of_date) FROM recommendations.contact_products
+                                       WHERE as_of_date <= CAST(? AS DATE))
                    GROUP BY customer_id) rp ON rp.customer_id = k.customer_id"""
 
 
@@ -194,7 +198,7 @@ def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, acti
                k.customer_id, k.ref, k.trigger_event, k.coupon{cols}
         FROM _act_candidates k
         JOIN {GATE} ok ON ok.customer_id = k.customer_id AND ok.ok_{action.channel}{card}{rec_join}""",
-        [origin, name, step]))
+        [origin, name, step, *([day] if rec_join else [])]))
     # the cap's window only when there is a cap (a sort per contact is not free)
     if message and cap is not None:
         counted = """,

@@ -118,6 +118,28 @@ def evaluate(engine: Engine, settings: RecommendationSettings, day: dt.date) -> 
     return BackTest([dict(zip(names, row)) for row in zip(*cols.values())], factors, weights, weight_set)
 
 
+def stored_back_test(engine: Engine, settings: RecommendationSettings, day: dt.date) -> BackTest | None:
+    """The weights of a back-test run less than ``evaluation.every_days`` before ``day``
+    (its chosen all items set, which holds buy again's weight, else the new items one),
+    or None when the back-test is due. Figures stay those of that day's table rows."""
+    every = settings.evaluation.every_days
+    if every <= 1:
+        return None
+    last = engine.scalar(SqlStep("recommendations.last_back_test", f"""
+        SELECT max(as_of_date) FROM {EVALUATION} WHERE as_of_date < $day AND as_of_date > $since""",
+                                 {"day": day, "since": day - dt.timedelta(days=every)}))
+    if last is None:
+        return None
+    chosen = engine.rows(SqlStep("recommendations.stored_weights", f"""
+        SELECT mode, weight_set, kind, weight FROM {WEIGHTS} WHERE as_of_date = $last AND chosen
+        ORDER BY mode, kind""", {"last": last}))
+    mode = "all_items" if any(r[0] == "all_items" for r in chosen) else "new_items"
+    rows = [r for r in chosen if r[0] == mode]
+    if not rows:  # tuning was off: the configured weights
+        return BackTest([], None, configured_weights(settings), CONFIGURED)
+    return BackTest([], None, {r[2]: float(r[3]) for r in rows}, f"{rows[0][1]} (back-test of {last})")
+
+
 def worse_than_popular(rows: list[dict]) -> list[str]:
     """Kinds whose NDCG is below the best sellers' in a mode where they compete: the
     discovery kinds and the combination on new items, buy again on all items."""
@@ -136,8 +158,12 @@ def build_recommendations(engine: Engine, settings: RecommendationSettings, day:
     the evaluation figures (no personal data)."""
     engine = as_engine(engine)
     engine.run(*table_steps())
-    back = (evaluate(engine, settings, day) if settings.evaluation.enabled else
-            BackTest([], None, configured_weights(settings), CONFIGURED))
+    stored = stored_back_test(engine, settings, day) if settings.evaluation.enabled else None
+    evaluated = settings.evaluation.enabled and stored is None
+    if not settings.evaluation.enabled:
+        back = BackTest([], None, configured_weights(settings), CONFIGURED)
+    else:
+        back = stored or evaluate(engine, settings, day)
     evaluation = back.rows
 
     until = day + dt.timedelta(days=1)  # the day's own orders and views are known
@@ -183,6 +209,7 @@ def build_recommendations(engine: Engine, settings: RecommendationSettings, day:
         "als_iterations": stats["als_iterations"],
         "unknown_product_ids": {k: int(v) for k, v in unknown.items()},
         "evaluation": evaluation,
+        "back_test_run": evaluated,
         "weight_set": back.weight_set,
         "weights": back.weights,
         "worse_than_popular": worse_than_popular(evaluation),

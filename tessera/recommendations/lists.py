@@ -75,9 +75,9 @@ def build_candidates(engine: Engine, settings: RecommendationSettings, until: dt
                            max_basket=settings.max_basket))
     engine.run(*file_steps("item_candidates.sql",
                            recent_since=until - dt.timedelta(days=settings.recent_days)))
-    engine.run(*file_steps("candidates.sql", pool=pool,
+    engine.run(*file_steps("candidates.sql", pool=pool, top=n,
                            popular_since=until - dt.timedelta(days=settings.popularity_days)))
-    stats, factors = als_candidates(engine, settings.als, pool, warm)
+    stats, factors = als_candidates(engine, settings.als, n, settings.candidates, warm)
     # Collaborative: the model's scores, and the best sellers for contacts it never saw.
     engine.run(SqlStep("recommendations.collaborative_candidates", """
         INSERT INTO _rec_candidates

@@ -523,9 +523,11 @@ def test_a_template_can_list_the_contacts_recommended_products(tmp_path, smtp, h
     con.executemany("INSERT INTO recommendations.contact_products VALUES (?, ?, 2, ?, ?, 1.0)", [
         (day - dt.timedelta(days=1), "combined", 1, "OLD"),   # an older day: not used
         (day, "combined", 2, "P2"), (day, "combined", 1, "P1"),
-        (day, "popular", 1, "BEST")])                         # another kind: not used
+        (day, "popular", 1, "BEST"),                          # another kind: not used
+        (day + dt.timedelta(days=1), "combined", 1, "NEWER")])  # a later day: not used
     _run(con, dep, day)
-    # Marco downloaded: the latest day's combination, best first
+    # Marco downloaded: the run's day's combination, best first (a backfilled day: the
+    # table already holds a later day's lists)
     assert _by_subject(sink) == {"Per te: P1, P2": ["marco@example.it"]}
 
 

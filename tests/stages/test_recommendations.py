@@ -373,3 +373,36 @@ def test_the_days_fit_starts_from_the_back_tests_and_reruns_the_same(shop):
     assert shop.execute("SELECT * FROM recommendations.contact_products ORDER BY ALL").fetchall() == first
     cold = build_recommendations(shop, _settings(als={"factors": 4, "iterations": 5, "seed": 7}), DAY)
     assert cold["als_iterations"] == 5    # no back-test: a full fit
+
+
+def test_excluding_bought_products_leaves_the_rest_of_the_full_ranking_in_order(shop):
+    # The model's and the best sellers' whole ranking with bought products kept, then the
+    # top 3 with them excluded: the second is the first without what the contact bought
+    # (candidates are cut to each contact's need, so this checks nothing got lost)
+    build_recommendations(shop, _settings(exclude_bought=False, top_n=8), DAY)
+    full = {kind: {c: _lists(shop, c, kind) for c in [*range(1, 41), 50, 60]}
+            for kind in ("collaborative", "popular")}
+    build_recommendations(shop, _settings(top_n=3), DAY)
+    bought = {}
+    for c, p in shop.execute("SELECT o.customer_id, l.product_id FROM core.orders o "
+                             "JOIN staging.order_lines l USING (order_id)").fetchall():
+        bought.setdefault(c, set()).add(p)
+    for kind, lists in full.items():
+        assert any(len(v) > 3 for v in lists.values())
+        for c, ranked in lists.items():
+            assert _lists(shop, c, kind) == [p for p in ranked if p not in bought.get(c, set())][:3], (kind, c)
+
+
+def test_the_back_test_runs_every_n_days_and_the_days_between_reuse_its_weights(shop):
+    s = _settings(evaluation={"holdout_days": 90, "k": 3, "every_days": 7},
+                  weights={"collaborative": 0.0, "popular": 1.0})
+    first = build_recommendations(shop, s, DAY)
+    assert first["back_test_run"] and first["weight_set"] != "configured"
+    between = build_recommendations(shop, s, DAY + dt.timedelta(days=1))
+    assert not between["back_test_run"] and between["evaluation"] == []
+    # the tuned weights of the last back-test, not the configured ones
+    assert between["weights"] == first["weights"]
+    assert between["weight_set"] == f"{first['weight_set']} (back-test of {DAY})"
+    assert shop.execute("SELECT count(*) FROM recommendations.evaluation WHERE as_of_date > ?",
+                        [DAY]).fetchone()[0] == 0
+    assert build_recommendations(shop, s, DAY + dt.timedelta(days=7))["back_test_run"]

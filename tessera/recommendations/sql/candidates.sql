@@ -14,9 +14,19 @@ SELECT product_id, pop_rank, 1.0 / pop_rank AS score FROM (
 CREATE OR REPLACE TEMP TABLE _rec_candidates AS
 SELECT kind, customer_id, product_id, score FROM _rec_item_candidates;
 
+-- each target's best sellers: the top $top, and one more for each of the first $pool
+-- best sellers the contact bought (an exclusion removes those), never beyond $pool.
+-- Mostly $top rows a contact, not $pool: fewer rows to rank, same lists.
 INSERT INTO _rec_candidates
-SELECT 'popular', t.customer_id, p.product_id, p.score
-FROM _rec_targets t CROSS JOIN _rec_popular p WHERE p.pop_rank <= $pool;
+WITH deep AS (
+    SELECT t.customer_id, count(p.product_id) AS n_bought
+    FROM _rec_targets t
+    LEFT JOIN _rec_bought b ON b.customer_id = t.customer_id
+    LEFT JOIN _rec_popular p ON p.product_id = b.product_id AND p.pop_rank <= $pool
+    GROUP BY t.customer_id)
+SELECT 'popular', d.customer_id, p.product_id, p.score
+FROM deep d CROSS JOIN (SELECT product_id, pop_rank, score FROM _rec_popular WHERE pop_rank <= $pool) p
+WHERE p.pop_rank <= d.n_bought + $top;
 
 -- buy again: what the contact bought, by how often buyers of the product buy it again
 -- (smoothed repeat rate) and how often this contact bought it

@@ -16,10 +16,13 @@ paired_baskets AS (
     JOIN (SELECT order_id FROM baskets GROUP BY order_id
           HAVING count(*) BETWEEN 2 AND $max_basket) k ON k.order_id = b.order_id
     WHERE n.n >= $min_support),
-bt AS (
+-- each unordered pair counted once (a < b), then both ways: the counts are symmetric,
+-- and half the rows go through the join and the grouping
+bt_half AS (
     SELECT x.product_id AS a, y.product_id AS b, count(*) AS n_ab
-    FROM paired_baskets x JOIN paired_baskets y ON y.order_id = x.order_id AND y.product_id <> x.product_id
+    FROM paired_baskets x JOIN paired_baskets y ON y.order_id = x.order_id AND y.product_id > x.product_id
     GROUP BY x.product_id, y.product_id HAVING count(*) >= $min_support),
+bt AS (SELECT a, b, n_ab FROM bt_half UNION ALL SELECT b, a, n_ab FROM bt_half),
 bt_scored AS (
     SELECT 'bought_together' AS kind, bt.a, bt.b,
            CASE WHEN $lift THEN bt.n_ab * t.n / (na.n * nb.n) ELSE CAST(bt.n_ab AS DOUBLE) END AS score
@@ -34,11 +37,12 @@ paired_sessions AS (
     JOIN (SELECT customer_id, d FROM sessions GROUP BY customer_id, d
           HAVING count(*) BETWEEN 2 AND $max_basket) k ON k.customer_id = s.customer_id AND k.d = s.d
     WHERE n.n >= $min_support),
-vt AS (
+vt_half AS (
     SELECT x.product_id AS a, y.product_id AS b, count(*) AS n_ab
     FROM paired_sessions x JOIN paired_sessions y
-      ON y.customer_id = x.customer_id AND y.d = x.d AND y.product_id <> x.product_id
+      ON y.customer_id = x.customer_id AND y.d = x.d AND y.product_id > x.product_id
     GROUP BY x.product_id, y.product_id HAVING count(*) >= $min_support),
+vt AS (SELECT a, b, n_ab FROM vt_half UNION ALL SELECT b, a, n_ab FROM vt_half),
 vt_scored AS (
     SELECT 'viewed_together' AS kind, vt.a, vt.b, vt.n_ab / sqrt(na.n * nb.n) AS score
     FROM vt JOIN session_n na ON na.product_id = vt.a JOIN session_n nb ON nb.product_id = vt.b),

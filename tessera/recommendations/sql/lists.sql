@@ -7,9 +7,9 @@ SELECT kind, customer_id, CAST(rank AS INTEGER) AS rank, product_id, score FROM 
     SELECT c.kind, c.customer_id, c.product_id, c.score,
            row_number() OVER (PARTITION BY c.kind, c.customer_id ORDER BY c.score DESC, c.product_id) AS rank
     FROM _rec_candidates c
-    WHERE c.product_id IN (SELECT product_id FROM _rec_catalogue)
-      AND c.customer_id IN (SELECT customer_id FROM _rec_targets)
-      AND (c.kind = 'buy_again' OR NOT $exclude OR NOT EXISTS (
+    -- every candidate is a target's and a catalogue product's by construction (the
+    -- inputs hold catalogue products only, each kind is built for _rec_targets)
+    WHERE (c.kind = 'buy_again' OR NOT $exclude OR NOT EXISTS (
             SELECT 1 FROM _rec_bought b WHERE b.customer_id = c.customer_id AND b.product_id = c.product_id)))
 WHERE rank <= $top;
 
