@@ -21,17 +21,23 @@ pytestmark = pytest.mark.spark
 RUN_AT = dt.datetime(2026, 11, 1, 6, 0, 0)
 
 
-@pytest.fixture()
-def engines(parity_seed, spark, tmp_path):
+@pytest.fixture(scope="module")
+def engines(parity_seed, spark, tmp_path_factory):
+    """One pair of warehouses for the whole module (the lane's time is Spark's fixed cost
+    per job, not the copy, but one engine per module also registers the catalog's views
+    once). The tests share it in file order: each leaves the tables it writes identical
+    on both engines (that is what it asserts), so the next one starts from equal inputs;
+    ``test_a_changed_mapping_breaks_parity``, which leaves them different, stays last."""
     from tessera.engine import DuckDBEngine
     from tessera.engine.spark_engine import SparkEngine
     from tessera.engine.warehouse import connect
 
     duck_src, spark_src = parity_seed
-    shutil.copyfile(duck_src, tmp_path / "duck.duckdb")
-    shutil.copytree(spark_src, tmp_path / "spark")
-    con = connect(tmp_path / "duck.duckdb")
-    spark_engine = SparkEngine(spark, tmp_path / "spark", hmac_key="tests-only-suppression-key")
+    root = tmp_path_factory.mktemp("parity_module")
+    shutil.copyfile(duck_src, root / "duck.duckdb")
+    shutil.copytree(spark_src, root / "spark")
+    con = connect(root / "duck.duckdb")
+    spark_engine = SparkEngine(spark, root / "spark", hmac_key="tests-only-suppression-key")
     yield DuckDBEngine(con), spark_engine
     spark_engine.close()
     con.close()
@@ -161,6 +167,24 @@ def test_recommendations(engines, deployment):
                                   "recommendations.evaluation": (),
                                   "recommendations.unknown_products": ()}) == {}
     assert engines[1].scalar(SqlStep("n", "SELECT count(*) FROM recommendations.contact_products")) > 0
+
+
+def test_predictions(engines, deployment):
+    """The predictions stage's SQL (the day's purchase days, the features at every cut-off,
+    the outcomes of every window, the stored rows) on both engines: the models fitted in
+    Python over them then give the same contacts' figures, back-test and parameters."""
+    from tessera.predictions.build import build_predictions
+    from tessera.predictions.checks import prediction_problems
+
+    duck, spark = _on_both(engines, build_predictions, deployment.predictions, AS_OF)
+    for key in ("contacts", "model_version", "by_status", "by_churn_band", "skipped", "chosen",
+                "boosting_not_trained", "accuracy", "parameters"):
+        assert _rounded(duck[key]) == _rounded(spark[key]), key
+    assert duck["by_status"]["scored"] > 0
+    assert differences(*engines, {"predictions.customer_predictions": (),
+                                  "predictions.accuracy": (),
+                                  "predictions.model_parameters": ()}) == {}
+    assert prediction_problems(engines[1], AS_OF) == prediction_problems(engines[0], AS_OF)
 
 
 def test_a_changed_mapping_breaks_parity(engines, deployment, monkeypatch):
