@@ -30,6 +30,9 @@ PARITY_TABLES = [
     "staging.order_lines", "staging.products",
     # predictions' tables (the daily run's day, replaced by the test's)
     "predictions.customer_predictions", "predictions.accuracy", "predictions.model_parameters",
+    # feeds' inputs (the suppression ledger, erasures, deliveries) and potential companies
+    "ops.suppressions", "ops.erasures", "exports.feed_deliveries", "exports.feed_erasure_notices",
+    "staging.potential_companies", "core.potential_companies", "recommendations.contact_products",
 ]
 
 
