@@ -79,24 +79,31 @@ def contact_cards_step(companies: bool = False, deployment=None,
     return SqlStep("card.contact_cards", sql)
 
 
-def view_cards_step(deployment, view: str) -> SqlStep:
+def view_cards_step(deployment, view: str, card_columns: list[str]) -> SqlStep:
     """A view node's contact cards: the main card with the view's golden profile (and its
     source count, nodes and recency) in place of the main one, for the customers the view
-    has. Orders, behaviour, consent and company stay the person's."""
+    has. Orders, behaviour, consent and company stay the person's.
+
+    ``card_columns`` (those of ``marts.contact_cards``, in order): the select names every
+    column, the view's where it has one, instead of DuckDB's ``c.* REPLACE``, so that the
+    same step runs on Spark."""
     from tessera.vocabulary import contact_golden_fields
 
-    fields = [*contact_golden_fields(deployment), "source_count", "nodes", "updated_at"]
-    replace = ", ".join(f'v."{f}" AS "{f}"' for f in fields)
+    fields = {*contact_golden_fields(deployment), "source_count", "nodes", "updated_at"}
+    select = ", ".join(f'v."{c}" AS "{c}"' if c in fields else f'c."{c}"' for c in card_columns)
     return SqlStep(f"card.view_cards.{view}", f"""
-        SELECT c.* REPLACE ({replace})
-        FROM marts.contact_cards c JOIN views.{view}_customers v USING (customer_id)
+        SELECT {select}
+        FROM marts.contact_cards c JOIN views.{view}_customers v ON v.customer_id = c.customer_id
         ORDER BY c.customer_id""")
 
 
 def build_view_cards(engine: Engine, deployment, view: str) -> dict:
     engine = as_engine(engine)
+    columns = list(engine.columns(SqlStep("card.card_columns",
+                                          "SELECT * FROM marts.contact_cards LIMIT 0")))
     with engine.together():
-        rows = engine.replace_table(f"views.{view}_contact_cards", view_cards_step(deployment, view))
+        rows = engine.replace_table(f"views.{view}_contact_cards",
+                                    view_cards_step(deployment, view, columns))
     return {"cards": int(rows)}
 
 

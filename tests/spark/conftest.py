@@ -28,6 +28,11 @@ PARITY_TABLES = [
     "core.company_contacts", "marts.coworkers",
     # recommendations' inputs
     "staging.order_lines", "staging.products",
+    # predictions' tables (the daily run's day, replaced by the test's)
+    "predictions.customer_predictions", "predictions.accuracy", "predictions.model_parameters",
+    # feeds' inputs (the suppression ledger, erasures, deliveries) and potential companies
+    "ops.suppressions", "ops.erasures", "exports.feed_deliveries", "exports.feed_erasure_notices",
+    "staging.potential_companies", "core.potential_companies", "recommendations.contact_products",
 ]
 
 
@@ -56,16 +61,16 @@ def spark_engine(spark, tmp_path):
 
 
 def copy_tables(duck_con, engine, tables: list[str]) -> None:
-    """DuckDB tables (or views) into the Spark engine, as tables of the same rows."""
+    """DuckDB tables (or views) into the Spark engine, as tables of the same rows: Parquet
+    written by pyarrow (``load_arrow``, as the daily job's hand-over does), no Spark job
+    per table."""
     from tessera.engine.warehouse import table_exists
 
-    for name in tables:
-        schema, table = name.split(".")
-        if not table_exists(duck_con, schema, table):
-            continue
-        engine.register_arrow("_copy", duck_con.execute(f"SELECT * FROM {name}").to_arrow_table())
-        engine.replace_table(name, SqlStep("copy", "SELECT * FROM _copy"))
-        engine.unregister("_copy")
+    with engine.together():  # one catalog write for them all
+        for name in tables:
+            schema, table = name.split(".")
+            if table_exists(duck_con, schema, table):
+                engine.load_arrow(name, duck_con.execute(f"SELECT * FROM {name}").to_arrow_table())
 
 
 @pytest.fixture(scope="session")

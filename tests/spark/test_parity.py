@@ -21,17 +21,23 @@ pytestmark = pytest.mark.spark
 RUN_AT = dt.datetime(2026, 11, 1, 6, 0, 0)
 
 
-@pytest.fixture()
-def engines(parity_seed, spark, tmp_path):
+@pytest.fixture(scope="module")
+def engines(parity_seed, spark, tmp_path_factory):
+    """One pair of warehouses for the whole module (the lane's time is Spark's fixed cost
+    per job, not the copy, but one engine per module also registers the catalog's views
+    once). The tests share it in file order: each leaves the tables it writes identical
+    on both engines (that is what it asserts), so the next one starts from equal inputs;
+    ``test_a_changed_mapping_breaks_parity``, which leaves them different, stays last."""
     from tessera.engine import DuckDBEngine
     from tessera.engine.spark_engine import SparkEngine
     from tessera.engine.warehouse import connect
 
     duck_src, spark_src = parity_seed
-    shutil.copyfile(duck_src, tmp_path / "duck.duckdb")
-    shutil.copytree(spark_src, tmp_path / "spark")
-    con = connect(tmp_path / "duck.duckdb")
-    spark_engine = SparkEngine(spark, tmp_path / "spark", hmac_key="tests-only-suppression-key")
+    root = tmp_path_factory.mktemp("parity_module")
+    shutil.copyfile(duck_src, root / "duck.duckdb")
+    shutil.copytree(spark_src, root / "spark")
+    con = connect(root / "duck.duckdb")
+    spark_engine = SparkEngine(spark, root / "spark", hmac_key="tests-only-suppression-key")
     yield DuckDBEngine(con), spark_engine
     spark_engine.close()
     con.close()
@@ -161,6 +167,113 @@ def test_recommendations(engines, deployment):
                                   "recommendations.evaluation": (),
                                   "recommendations.unknown_products": ()}) == {}
     assert engines[1].scalar(SqlStep("n", "SELECT count(*) FROM recommendations.contact_products")) > 0
+
+
+def test_predictions(engines, deployment):
+    """The predictions stage's SQL (the day's purchase days, the features at every cut-off,
+    the outcomes of every window, the stored rows) on both engines: the models fitted in
+    Python over them then give the same contacts' figures, back-test and parameters."""
+    from tessera.predictions.build import build_predictions
+    from tessera.predictions.checks import prediction_problems
+
+    duck, spark = _on_both(engines, build_predictions, deployment.predictions, AS_OF)
+    for key in ("contacts", "model_version", "by_status", "by_churn_band", "skipped", "chosen",
+                "boosting_not_trained", "accuracy", "parameters"):
+        assert _rounded(duck[key]) == _rounded(spark[key]), key
+    assert duck["by_status"]["scored"] > 0
+    assert differences(*engines, {"predictions.customer_predictions": (),
+                                  "predictions.accuracy": (),
+                                  "predictions.model_parameters": ()}) == {}
+    assert prediction_problems(engines[1], AS_OF) == prediction_problems(engines[0], AS_OF)
+
+
+# the feeds the lane compares: a segment's e-mail audience, a hashed diff audience, every
+# contact (no channel), and the predictions-sourced one with its recommendation lists
+PARITY_FEEDS = ("newsletter_high_value", "ads_high_value", "bi_contacts", "churn_offers")
+
+
+def test_feeds(engines, deployment):
+    """Each feed's rows of the day (selection with consent, bounces and the suppression
+    ledger), its file columns (renamed, identifiers SHA-256 hashed) and its diff against
+    the state delivered the day before (added, changed, removed rows), on both engines.
+    Each engine keeps the state under its own row digest (DuckDB ``hash``, Spark
+    ``xxhash64``), as a warehouse does; the day changes and drops some cards."""
+    from tessera.feeds.diff import diff_file_step, diff_step, full_step, stored_rows_step
+    from tessera.feeds.publish import _mart_columns
+    from tessera.feeds.selection import feed_rows_step
+    from tests.spark.conftest import canonical
+
+    feeds = [f for f in deployment.feeds if f.name in PARITY_FEEDS]
+    assert len(feeds) == len(PARITY_FEEDS)
+    for engine in engines:
+        engine.define_keyed_hash("tests-only-suppression-key")
+        for feed in feeds:  # the day before: everything delivered but three rows
+            engine.replace_table(f"exports.{feed.name}",
+                                 stored_rows_step(feed, AS_OF, _mart_columns(engine, feed)))
+            engine.run(SqlStep("gone", f"DELETE FROM exports.{feed.name} WHERE customer_id IN "
+                               f"(SELECT customer_id FROM exports.{feed.name} "
+                               "ORDER BY customer_id LIMIT 3)"))
+        engine.run(SqlStep("changed", "UPDATE marts.contact_cards SET city = 'Nowhere', "
+                           "first_name = 'Zed' WHERE customer_id IN (SELECT customer_id FROM "
+                           "marts.contact_cards ORDER BY customer_id LIMIT 40)"),
+                   SqlStep("dropped", "DELETE FROM marts.contact_cards WHERE customer_id IN "
+                           "(SELECT customer_id FROM marts.contact_cards "
+                           "ORDER BY customer_id DESC LIMIT 40)"))
+    kinds = {"added": 0, "changed": 0, "removed": 0}
+    for feed in feeds:
+        out = []
+        for engine in engines:
+            day = engine.arrow(feed_rows_step(feed, AS_OF, _mart_columns(engine, feed)))
+            engine.register_arrow("_feed_day", day)
+            diff = engine.arrow(diff_step(feed, "_feed_day", AS_OF + dt.timedelta(days=1), AS_OF))
+            engine.register_arrow("_feed_diff", diff)
+            try:
+                out.append({"rows": canonical(tuple(r.values()) for r in day.to_pylist()),
+                            "file": canonical(engine.rows(full_step(feed, "_feed_day"))),
+                            **{k: canonical(engine.rows(diff_file_step(feed, "_feed_diff", k)))
+                               for k in kinds}})
+            finally:
+                engine.unregister("_feed_diff")
+                engine.unregister("_feed_day")
+        assert out[0] == out[1], feed.name
+        assert out[0]["rows"], feed.name
+        for k in kinds:
+            kinds[k] += len(out[0][k])
+    assert all(kinds.values()), kinds
+
+
+def test_view_cards_coworkers_potential_companies(engines, deployment):
+    """A view node's cards (its golden profile over the person's card), the co-workers
+    view and the potential companies registry, on both engines."""
+    import pyarrow.compute as pc
+
+    from tessera.card.marts import build_view_cards
+    from tessera.companies.registry import build_coworkers, build_potential_companies
+    from tests.spark.conftest import canonical
+
+    view = engines[0].arrow(SqlStep("v", "SELECT * FROM core.customers WHERE customer_id % 2 = 0"))
+    view = view.set_column(view.schema.get_field_index("first_name"), "first_name",
+                           pc.utf8_upper(view.column("first_name")))
+    for engine in engines:
+        engine.run(SqlStep("views", "CREATE SCHEMA IF NOT EXISTS views"))
+        engine.register_arrow("_view", view)
+        engine.replace_table("views.parity_customers", SqlStep("v", "SELECT * FROM _view"))
+        engine.unregister("_view")
+    duck, spark = _on_both(engines, build_view_cards, deployment, "parity")
+    assert duck == spark and duck["cards"] > 0
+    duck, spark = _on_both(engines, build_coworkers)
+    assert duck == spark and duck["coworker_pairs"] > 0
+    duck, spark = _on_both(engines, build_potential_companies, RUN_AT, deployment)
+    assert duck == spark
+    assert differences(*engines, {"views.parity_contact_cards": (),
+                                  "core.potential_companies": ()}) == {}
+    # a view, not a table: compared by its rows
+    coworkers = [canonical(e.rows(SqlStep("c", "SELECT * FROM marts.coworkers"))) for e in engines]
+    assert coworkers[0] == coworkers[1]
+    names = dict(engines[1].rows(SqlStep("n", """
+        SELECT v.customer_id, v.first_name IS NOT DISTINCT FROM upper(c.first_name)
+        FROM views.parity_contact_cards v JOIN core.customers c ON c.customer_id = v.customer_id""")))
+    assert names and all(names.values())
 
 
 def test_a_changed_mapping_breaks_parity(engines, deployment, monkeypatch):

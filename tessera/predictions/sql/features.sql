@@ -10,7 +10,10 @@ buy AS (
     SELECT customer_id, count(*) AS purchase_days, sum(orders) AS orders,
            min(d) AS first_day, max(d) AS last_day,
            CAST(sum(value) AS DOUBLE) AS spend,
-           CAST(avg(value) FILTER (WHERE value > 0) AS DOUBLE) AS mean_value,
+           -- the exact sum as a DOUBLE over the count, not avg(): Spark averages a
+           -- DECIMAL into a DECIMAL of 6 places (651.633333), DuckDB into a DOUBLE
+           CAST(sum(value) FILTER (WHERE value > 0) AS DOUBLE)
+               / nullif(count(*) FILTER (WHERE value > 0), 0) AS mean_value,
            count(*) FILTER (WHERE value > 0) AS valued_days,
            CAST(max(value) AS DOUBLE) AS max_value,
            count(*) FILTER (WHERE d > CAST($cutoff AS DATE) - INTERVAL 30 DAY) AS days_30,
