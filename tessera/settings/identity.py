@@ -50,6 +50,10 @@ class Probabilistic(_Strict):
         ],
         min_length=1)
     max_block_size: int = Field(300, ge=2)
+    # The fitted model (m, u, term frequencies, threshold) is stored and reused for this
+    # many days, so that a day's identity can re-resolve only the records its changes
+    # reach and a full rebuild between refits gives the same customers; 0 refits every run.
+    refit_every_days: int = Field(7, ge=0)
 
 
 class IdentitySettings(_Strict):
