@@ -126,7 +126,8 @@ def affected_records(engine: Engine, settings: IdentitySettings, keys_upto) -> d
     prob = settings.probabilistic
     if changed == 0:
         if prob.enabled:
-            engine.run(_q("no_oversized", "CREATE OR REPLACE TEMP TABLE _oversized (rule INTEGER, h UBIGINT)"))
+            engine.run(_q("no_oversized", "CREATE OR REPLACE TEMP TABLE _oversized AS "
+                                           "SELECT 0 AS rule, hash('') AS h WHERE false"))
         return {"changed_records": 0, "affected_records": 0, "closure_passes": 0}
     # the old components of the changed records: refused links out of them
     engine.run(_q("refused_neighbours", """
