@@ -5,7 +5,8 @@
 The part of ``bench/incremental.py`` that identity and golden records cost, without the
 rest of the daily job (whose other stages are full either way and bury the difference at
 a small scale): the sample's contact, consent, unsubscribe and bounce sources only,
-identity by the rules alone (probabilistic matching keeps identity full). Day 1 is
+identity by the rules alone, or with probabilistic matching as shipped when the
+environment sets ``PROBABILISTIC=1`` (the fit stored on day 1 scores day 2 in both). Day 1 is
 loaded, staged, resolved and made golden with ``incremental: true``; day 2 (``--changed``
 of the contact records change, ``bench/pipeline.py``'s ``day2_changes``) is staged
 incrementally on copies of the day-1 warehouse (its changed keys recorded once, as a
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -35,12 +37,15 @@ sys.path.insert(0, str(ROOT / "bench"))
 ENTITIES = ("contact", "bounce", "unsubscribe", "consent")
 TABLES = ("customer_sources", "identity_links", "refused_merges", "merge_log", "customers", "customer_field_lineage")
 CLOCK = {"resolved_at", "linked_at", "golden_built_at", "decided_at"}
+PROBABILISTIC = os.environ.get("PROBABILISTIC") == "1"
 
 
 def _deployment():
     from tessera.deployment import load_deployment
 
     dep = load_deployment(ROOT / "examples" / "demo").model_copy(update={"incremental": True})
+    if PROBABILISTIC:
+        return dep
     ident = dep.identity.model_copy(update={
         "probabilistic": dep.identity.probabilistic.model_copy(update={"enabled": False})})
     return dep.model_copy(update={"identity": ident})
@@ -195,7 +200,7 @@ def main() -> int:
                                          for k, v in summary.items()))
     res = ROOT / "bench" / "out"
     res.mkdir(parents=True, exist_ok=True)
-    (res / f"incremental_identity_{args.persons}.json").write_text(json.dumps(
+    (res / f"incremental_identity_{args.persons}{'_prob' if PROBABILISTIC else ''}.json").write_text(json.dumps(
         {"persons": args.persons, "changed": args.changed, "day2_changes": changes, "day1": day1,
          "day2_runs": runs, "best": summary, "comparison": same}, indent=2, default=str))
     shutil.rmtree(work, ignore_errors=True)

@@ -10,6 +10,7 @@ It also says what actually happened: the customer each record belongs to, and th
 from __future__ import annotations
 
 from tessera.engine import Engine, SqlStep, as_engine
+from tessera.identity import model_store
 from tessera.identity.matching import (
     COMPARISONS,
     codes,
@@ -60,7 +61,8 @@ def explain_pair(engine: Engine, a: tuple[str, str], b: tuple[str, str]) -> dict
         rids[ref] = rid
     ra, rb = sorted(rids.values())
     load_variants(engine)
-    engine.run(*prepare_sql(),
+    stored_tf = model_store.TF_TABLE if engine.table_exists("ops", "identity_model_tf") else None
+    engine.run(*prepare_sql(stored_tf),
                SqlStep("identity.explain.pair", "CREATE OR REPLACE TEMP TABLE _cand AS "
                        "SELECT CAST($a AS BIGINT) AS a, CAST($b AS BIGINT) AS b, CAST(0 AS BIGINT) AS mask",
                        {"a": ra, "b": rb}),

@@ -21,12 +21,18 @@ a union of previous customers, so the stable-id carry-over (an old id goes to th
 cluster holding most of its records) and the fresh ids (numbered by cluster) decide on
 ``R`` what they decide on the whole table.
 
-Probabilistic matching is not local: a pair's weight reads the term frequency of its
-values over every record, EM re-estimates ``m`` on every candidate pair and the
-threshold follows the record count, so one new record moves every score. With it
-enabled identity stays full (the reason is recorded), as it does after an erasure, a
-staging build that recorded no keys (a first build), a change of identity settings,
-and when the previous build was not incremental-aware (no state).
+Probabilistic matching is local once its model is fixed: refitted every run, a pair's
+weight would read the term frequency of its values over every record, ``m`` by EM over
+every candidate pair and the threshold by the record count, so one new record would
+move every score. The fit is stored (:mod:`tessera.identity.model_store`) and reused
+until a refit is due; between refits a pair's weight reads its two records only, and
+its candidate pairs are the blocks (by the candidate pairs' key hash) it shares, so the
+closure also takes every record sharing a blocking block with a record of ``R``.
+Blocks too large over every record give no pairs: they are left out of the closure and
+out of the candidate pairs over ``R`` (``_oversized``), where a part of one would
+otherwise pass the size limit. A day a refit is due identity is full (every score may
+move), as it is after an erasure, a staging build that recorded no keys (a first build),
+a change of identity settings, and when the previous build was not incremental-aware.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from tessera.engine import Engine, SqlStep
 from tessera.settings import IdentitySettings
 
 # Bump when the mechanism changes: every stored state becomes stale (a full day).
-MECHANISM = "1"
+MECHANISM = "2"
 MAX_PASSES = 100
 
 STATE_DDL = """
@@ -78,9 +84,6 @@ def drop_state(engine: Engine) -> None:
 def full_reason(engine: Engine, settings: IdentitySettings, run_at: dt.datetime) -> tuple[str | None, dict]:
     """Why this identity build must be full (None: it may be incremental), and the state."""
     engine.run(_q("state_ddl", STATE_DDL), _q("touched_ddl", TOUCHED_DDL))
-    if settings.probabilistic.enabled:
-        return ("probabilistic matching is on (its weights read every record: term frequencies, "
-                "EM, the threshold by record count)"), {}
     for schema, table in (("core", "customer_sources"), ("core", "merge_log"), ("core", "refused_merges"),
                           ("core", "identity_links"), ("ops", "changed_keys"), ("ops", "staging_state")):
         if not engine.table_exists(schema, table):
@@ -120,7 +123,11 @@ def affected_records(engine: Engine, settings: IdentitySettings, keys_upto) -> d
         SELECT DISTINCT source, source_record_id FROM ops.changed_keys
         WHERE entity = 'contact' AND {since}""", **up))
     changed = int(engine.scalar(_q("changed_count", "SELECT count(*) FROM _aff")))
+    prob = settings.probabilistic
     if changed == 0:
+        if prob.enabled:
+            engine.run(_q("no_oversized", "CREATE OR REPLACE TEMP TABLE _oversized AS "
+                                           "SELECT 0 AS rule, hash('') AS h WHERE false"))
         return {"changed_records": 0, "affected_records": 0, "closure_passes": 0}
     # the old components of the changed records: refused links out of them
     engine.run(_q("refused_neighbours", """
@@ -131,10 +138,27 @@ def affected_records(engine: Engine, settings: IdentitySettings, keys_upto) -> d
         JOIN _aff a ON a.source = r.source_b AND a.source_record_id = r.source_record_id_b"""))
     # the rule keys of every staged record (a projection; the closure joins on it)
     from tessera.identity.resolve import KEY_COLUMNS, rule_name  # noqa: PLC0415 - resolve imports this module
-    used = sorted({k for keys in settings.rules for k in keys})
+    blocking = prob.blocking if prob.enabled else []
+    used = sorted({k for keys in [*settings.rules, *blocking] for k in keys})
     cols = ", ".join(f"{KEY_COLUMNS[k]} AS k_{k}" for k in used)
     engine.run(_q("keys", f"CREATE OR REPLACE TEMP TABLE _akeys AS SELECT source, source_record_id, {cols} "
                           "FROM staging.contacts"))
+    if blocking:
+        # the probabilistic candidates' blocks, by the hash the candidate pairs group by
+        # (a collision joins two blocks there, so here too); a block too large over every
+        # record gives no pair: it neither reaches further nor counts over a subset
+        engine.run(
+            _q("blocks", "CREATE OR REPLACE TEMP TABLE _ablk AS " + " UNION ALL ".join(
+                f"SELECT source, source_record_id, {i} AS rule, hash({', '.join(f'k_{k}' for k in keys)}) AS h "
+                f"FROM _akeys WHERE {' AND '.join(f'k_{k} IS NOT NULL' for k in keys)}"
+                for i, keys in enumerate(blocking))),
+            _q("oversized", f"""
+                CREATE OR REPLACE TEMP TABLE _oversized AS
+                SELECT rule, h FROM _ablk GROUP BY rule, h HAVING count(*) > {int(prob.max_block_size)}"""),
+            _q("blocks_small", """
+                CREATE OR REPLACE TEMP TABLE _ablk AS
+                SELECT b.* FROM _ablk b
+                WHERE NOT EXISTS (SELECT 1 FROM _oversized o WHERE o.rule = b.rule AND o.h = b.h)"""))
     manual = [(a.source, a.id, b.source, b.id) for a, b in settings.always_merge]
     pair_sql = " UNION ALL ".join(
         f"SELECT '{sa}' AS sa, '{ia}' AS ia, '{sb}' AS sb, '{ib}' AS ib"
@@ -150,6 +174,11 @@ def affected_records(engine: Engine, settings: IdentitySettings, keys_upto) -> d
             INSERT INTO _aff SELECT k.source, k.source_record_id FROM _akeys k
             JOIN (SELECT DISTINCT {", ".join(f"k_{k}" for k in keys)} FROM _akeys
                   JOIN _aff a USING (source, source_record_id) WHERE {present}) g ON {on}"""))
+    if blocking:
+        steps.append(_q("blocking_groups", """
+            INSERT INTO _aff SELECT b.source, b.source_record_id FROM _ablk b
+            JOIN (SELECT DISTINCT rule, h FROM _ablk JOIN _aff a USING (source, source_record_id)) g
+            USING (rule, h)"""))
     if pair_sql:
         steps.append(_q("always_merge", f"""
             INSERT INTO _aff
@@ -169,7 +198,7 @@ def affected_records(engine: Engine, settings: IdentitySettings, keys_upto) -> d
         size = now
     else:  # pragma: no cover - a chain of 100 rule groups
         raise RuntimeError("incremental identity: the affected records did not converge")
-    engine.run(_q("drop_keys", "DROP TABLE IF EXISTS _akeys"))
+    engine.run(_q("drop_keys", "DROP TABLE IF EXISTS _akeys"), _q("drop_blocks", "DROP TABLE IF EXISTS _ablk"))
     return {"changed_records": changed, "affected_records": size, "closure_passes": passes}
 
 

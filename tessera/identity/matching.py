@@ -190,13 +190,20 @@ def load_variants(engine: Engine, path: Path = VARIANTS_FILE) -> int:
     return len(names)
 
 
-def prepare_sql() -> list[SqlStep]:
+TF_COLUMNS = ["fn", "ln", "dob", "em", "ph", "addr", "pc", "tax"]
+
+
+def prepare_sql(stored_tf: str | None = None) -> list[SqlStep]:
     """``_mrec``: the compared values of each record with their term frequencies.
 
     Needs ``_nick`` (``load_variants``): ``fn_grp`` lists the variant groups of the
-    first name, so that two names of one group meet at the "variant" level.
+    first name, so that two names of one group meet at the "variant" level. With
+    ``stored_tf`` (a table ``(col, h, tf)`` written by :func:`tf_table_sql` when the
+    model was fitted) the frequencies are the fitted ones, keyed by the value's hash, and
+    a value unseen then counts as seen once (the row with ``h`` NULL): a pair's weight
+    then reads its two records only, which is what lets identity run incrementally.
     """
-    cols = ["fn", "ln", "dob", "em", "ph", "addr", "pc", "tax"]
+    cols = TF_COLUMNS
     stmts = ["""
         CREATE OR REPLACE TEMP TABLE _mval AS
         SELECT rid, k_first_name AS fn, k_last_name AS ln, k_birth_date AS dob,
@@ -204,15 +211,39 @@ def prepare_sql() -> list[SqlStep]:
                k_address AS addr, k_postcode AS pc, k_city AS city, k_tax_code AS tax, CAST(k_birth_date AS VARCHAR) AS dob_s
         FROM _rec"""]
     # term frequencies by GROUP BY and hash join: cheaper than one window per column
-    tf_joins = " ".join(
-        f"LEFT JOIN (SELECT {c}, count(*) / sum(count(*)) OVER () AS {c}_tf FROM _mval "
-        f"WHERE {c} IS NOT NULL GROUP BY {c}) t_{c} ON t_{c}.{c} = v.{c}" for c in cols)
+    if stored_tf:
+        tf_joins = " ".join(
+            f"LEFT JOIN (SELECT h, tf AS {c}_tf FROM {stored_tf} WHERE col = '{c}' AND h IS NOT NULL) t_{c} "
+            f"ON t_{c}.h = hash(v.{c}) "
+            f"LEFT JOIN (SELECT tf AS {c}_tf FROM {stored_tf} WHERE col = '{c}' AND h IS NULL) n_{c} ON TRUE"
+            for c in cols)
+        tf_cols = ", ".join(f"CASE WHEN v.{c} IS NOT NULL THEN coalesce(t_{c}.{c}_tf, n_{c}.{c}_tf) END AS {c}_tf"
+                            for c in cols)
+    else:
+        tf_joins = " ".join(
+            f"LEFT JOIN (SELECT {c}, count(*) / sum(count(*)) OVER () AS {c}_tf FROM _mval "
+            f"WHERE {c} IS NOT NULL GROUP BY {c}) t_{c} ON t_{c}.{c} = v.{c}" for c in cols)
+        tf_cols = ", ".join(f"t_{c}.{c}_tf" for c in cols)
     stmts.append(f"""
         CREATE OR REPLACE TEMP TABLE _mrec AS
-        SELECT v.*, {", ".join(f"t_{c}.{c}_tf" for c in cols)}, g.fn_grp FROM _mval v {tf_joins}
+        SELECT v.*, {tf_cols}, g.fn_grp FROM _mval v {tf_joins}
         LEFT JOIN (SELECT name, list(grp ORDER BY grp) AS fn_grp FROM _nick GROUP BY name) g ON g.name = v.fn""")
     stmts.append("DROP TABLE IF EXISTS _mval")
     return [SqlStep(f"identity.match_values[{i}]", sql) for i, sql in enumerate(stmts)]
+
+
+def tf_table_sql() -> str:
+    """The term frequencies of ``_mrec`` as ``(col, h, tf)`` rows, to store with a fitted model.
+
+    Keyed by the value's hash, so the stored model holds no personal value; the row with
+    ``h`` NULL is the frequency of a value seen once (for values the fit never saw).
+    """
+    parts = []
+    for c in TF_COLUMNS:
+        parts.append(f"SELECT '{c}' AS col, hash({c}) AS h, max({c}_tf) AS tf FROM _mrec "
+                     f"WHERE {c} IS NOT NULL GROUP BY ALL")
+        parts.append(f"SELECT '{c}', NULL, 1.0 / greatest(count({c}), 1) FROM _mrec")
+    return " UNION ALL ".join(parts)
 
 
 def level_sql(comp: str, sims: dict) -> str:
@@ -318,13 +349,14 @@ DEFAULT_U = {("fn", "variant"): 0.002, ("fn", "typo"): 0.005, ("fn", "similar"):
              ("loc", "city"): 0.03}
 
 
-def candidate_pairs_sql(settings: Probabilistic) -> str:
+def candidate_pairs_sql(settings: Probabilistic, oversized: str | None = None) -> str:
     """Candidate pairs ``(a, b, mask)``, ``a < b``: equal on every key of some blocking rule.
 
     ``mask`` has bit ``i`` set when the pair shares the keys of blocking rule ``i`` (EM
     trains on each rule's pairs apart; rules past the 63rd block but do not train). Blocks with more than ``max_block_size`` records
     are skipped: their pairs would be quadratic, and a key shared by that many records is
-    not evidence of anything.
+    not evidence of anything. ``oversized`` names a table ``(rule, h)`` of the blocks that
+    are too large over every record, for a run over a subset of them (incremental).
     """
     parts = []
     for i, keys in enumerate(settings.blocking):
@@ -333,11 +365,12 @@ def candidate_pairs_sql(settings: Probabilistic) -> str:
         # Records are grouped by a hash of the key set: a collision can only add a
         # candidate (which is then scored), never lose one.
         blk = f"(SELECT rid, hash({cols}) AS h FROM _rec WHERE {present})"
+        skip = f" AND l.h NOT IN (SELECT h FROM {oversized} WHERE rule = {i})" if oversized else ""
         parts.append(f"""
             SELECT l.rid AS a, r.rid AS b, {1 << i if i < 63 else 0}::BIGINT AS bit
             FROM {blk} l JOIN {blk} r ON l.h = r.h AND l.rid < r.rid
             WHERE l.h IN (SELECT h FROM {blk} GROUP BY h
-                          HAVING count(*) BETWEEN 2 AND {int(settings.max_block_size)})""")
+                          HAVING count(*) BETWEEN 2 AND {int(settings.max_block_size)}){skip}""")
     return "SELECT a, b, bit_or(bit) AS mask FROM (" + "\nUNION ALL\n".join(parts) + ") GROUP BY a, b"
 
 

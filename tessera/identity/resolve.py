@@ -50,6 +50,7 @@ from tessera.identity.matching import (
 from tessera.engine import Engine, SqlStep, as_engine
 from tessera.stable_ids import assign_stable_ids
 from tessera.identity import incremental as inc
+from tessera.identity import model_store
 
 # Words naming the kind of street, not the street: skipped by the ``street`` key, which
 # takes the first other word of three letters or more ("via roma 12" -> "12 roma").
@@ -74,7 +75,7 @@ KEY_COLUMNS = {
 MAX_PASSES = 50
 _TEMP = ("_rec", "_label", "_guard", "_links", "_refused", "_sedges", "_cedges", "_comp",
          "_cnext", "_cnext2", "_cstat", "_bad", "_cand", "_members", "_ids",
-         "_manual", "_mrec", "_open", "_accepted", "_gam", "_nick")
+         "_manual", "_mrec", "_open", "_accepted", "_gam", "_nick", "_oversized")
 
 
 def _q(name: str, sql: str, **params) -> SqlStep:
@@ -300,8 +301,13 @@ def _manual_pairs(engine: Engine, settings: IdentitySettings) -> None:
         engine.unregister("_manual_refs")
 
 
-def cluster(engine: Engine, settings: IdentitySettings) -> dict:
-    """Build ``_label(rid, cid)`` from ``_rec`` through the ordered stages. Returns stats."""
+def cluster(engine: Engine, settings: IdentitySettings, model: dict | None = None,
+            oversized: str | None = None) -> dict:
+    """Build ``_label(rid, cid)`` from ``_rec`` through the ordered stages. Returns stats.
+
+    ``model``: a stored probabilistic fit (:mod:`tessera.identity.model_store`) to score
+    with; without it the model is fitted on ``_rec`` (``stats["fit"]``). ``oversized``:
+    the blocks too large over every record, when ``_rec`` is a subset."""
     engine = as_engine(engine)
     engine.run(
         _q("labels", "CREATE OR REPLACE TEMP TABLE _label AS SELECT rid, rid AS cid FROM _rec"),
@@ -333,20 +339,28 @@ def cluster(engine: Engine, settings: IdentitySettings) -> dict:
             ) WHERE a <> b""", max_size)
     prob = settings.probabilistic
     if prob.enabled:
-        n = engine.scalar(_q("record_count", "SELECT count(*) FROM _rec"))
         load_variants(engine)
-        engine.run(*prepare_sql())
-        u = estimate_u(engine)
-        engine.run(_q("candidates", f"CREATE OR REPLACE TEMP TABLE _cand AS {candidate_pairs_sql(prob)}"))
+        engine.run(*prepare_sql(model_store.TF_TABLE if model else None))
+        if model:
+            u = model["u"]
+        else:
+            n = engine.scalar(_q("record_count", "SELECT count(*) FROM _rec"))
+            u = estimate_u(engine)
+        engine.run(_q("candidates", "CREATE OR REPLACE TEMP TABLE _cand AS "
+                                    f"{candidate_pairs_sql(prob, oversized)}"))
         stats["candidate_pairs"] = engine.scalar(_q("candidate_count", "SELECT count(*) FROM _cand"))
         engine.run(_q("levels", f"CREATE OR REPLACE TEMP TABLE _gam AS {levels_table_sql()}"),
                    _q("drop_candidates", "DROP TABLE _cand"))
-        m, em_info = estimate_m(engine, prob, u)
-        stats["em"] = em_info
+        if model:
+            m, min_w = model["m"], model["threshold"]
+        else:
+            m, em_info = estimate_m(engine, prob, u)
+            stats["em"] = em_info
+            expected = (em_info["candidate_match_share"] * em_info["candidate_pairs"]
+                        if prob.prior == "estimated" and "candidate_match_share" in em_info else None)
+            min_w = threshold_weight(prob, n, expected)
+            stats["fit"] = {"m": m, "u": u, "threshold": min_w, "records": n}
         engine.run(*open_pairs_sql(), _q("drop_levels", "DROP TABLE _gam"))
-        expected = (em_info["candidate_match_share"] * em_info["candidate_pairs"]
-                    if prob.prior == "estimated" and "candidate_match_share" in em_info else None)
-        min_w = threshold_weight(prob, n, expected)
         engine.run(_q("accepted", f"""
             CREATE OR REPLACE TEMP TABLE _accepted AS
             SELECT a, b, score FROM ({scored_pairs_sql(m, u)}) WHERE score >= $min_w AND corroborated""",
@@ -378,8 +392,14 @@ def resolve(engine: Engine, run_at: dt.datetime, run_key: str,
     engine = as_engine(engine)
     settings = settings or IdentitySettings()
     mode, reason, aff = "full", None, {}
+    model, refit = None, None
+    if settings.probabilistic.enabled:
+        refit = model_store.refit_reason(engine, settings, run_at)
+        model = None if refit else model_store.load(engine)
     if incremental:
         reason, state = inc.full_reason(engine, settings, run_at)
+        if reason is None and refit:
+            reason = f"the probabilistic model is refitted ({refit})"
         if reason is None:
             mode = "incremental"
             aff = inc.affected_records(engine, settings, state["keys_upto"])
@@ -387,7 +407,10 @@ def resolve(engine: Engine, run_at: dt.datetime, run_key: str,
         inc.drop_state(engine)
     incremental_build = mode == "incremental"
     _records(engine, "_aff" if incremental_build else None)
-    stage_stats = cluster(engine, settings)
+    stage_stats = cluster(engine, settings, model,
+                          "_oversized" if incremental_build and settings.probabilistic.enabled else None)
+    if "fit" in stage_stats:
+        model_store.save(engine, run_key, run_at, settings, stage_stats["fit"])
     names = ["always_merge"] + [rule_name(k) for k in settings.rules] + ["probabilistic"]
     stage_order = "CASE rule " + " ".join(f"WHEN '{n}' THEN {i}" for i, n in enumerate(names)) + " END"
     engine.run(_MERGE_LOG_DDL, _REFUSED_DDL)
@@ -488,7 +511,8 @@ def resolve(engine: Engine, run_at: dt.datetime, run_key: str,
             try:
                 engine.replace_table("core.identity_model", _q("identity_model", """
                     SELECT comparison, level, CAST(code AS INTEGER) AS code, m, u, weight_bits,
-                           CAST($run_at AS TIMESTAMP) AS trained_at FROM _model""", run_at=run_at))
+                           CAST($run_at AS TIMESTAMP) AS trained_at FROM _model""",
+                    run_at=model["fitted_at"] if model else run_at))
             finally:
                 engine.unregister("_model")
         links_sql = """
@@ -524,12 +548,14 @@ def resolve(engine: Engine, run_at: dt.datetime, run_key: str,
         "records": int(stats[0]), "customers": int(stats[1]), "linked_records": int(stats[2]),
         "new_ids": int(new_ids), "merges": int(merges), "splits": int(splits),
         "refused_links": int(n_refused), "refused_log_rows": int(refused),
-        "links_by_stage": {k: v for k, v in stage_stats.items() if isinstance(v, dict) and k not in ("em", "model")},
+        "links_by_stage": {k: v for k, v in stage_stats.items()
+                           if isinstance(v, dict) and k not in ("em", "model", "fit")},
         # EM training per blocking rule: pairs, iterations, estimated match share (counts only)
         "em_sessions": {x["blocking"]: {k: v for k, v in x.items() if k != "blocking"}
                         for x in stage_stats.get("em", {}).get("sessions", [])},
         "candidate_pairs": int(stage_stats.get("candidate_pairs", 0)),
         "identity_mode": mode, "identity_full_reason": reason or "",
+        **({"model_refit": refit or ""} if settings.probabilistic.enabled else {}),
         **({"changed_records": aff["changed_records"], "affected_records": aff["affected_records"],
             "touched_customers": int(touched or 0)} if incremental_build else {}),
     }

@@ -2,12 +2,13 @@
 day over the records the changed keys reach holds the same customers (ids included),
 links, refusals, merge log and golden records as one resolved in full every day.
 
-The demo's sample (120 persons, deterministic rules: the probabilistic stage keeps
-identity full, see ``tessera.identity.incremental``), six days: the first load; a CRM
+The demo's sample (120 persons), deterministic rules only, six days: the first load; a CRM
 file with new records, updates, a merge (a record takes another's e-mail), a split (a
 record leaves a shared e-mail) and a refused merge (a never-merge pair comes to share an
 e-mail); a quiet day; a record removed from raw (its key recorded as deleted: still
 incremental); an erasure (full, reason named); a change of identity settings (full).
+Then with probabilistic matching on (as shipped): days between two refits of the stored
+model are incremental and equal full builds scoring with the same model; a refit is full.
 """
 from __future__ import annotations
 
@@ -222,13 +223,104 @@ def test_six_days_of_incremental_identity_and_golden_records_equal_full(world):
     _same(cons)
 
 
-def test_probabilistic_matching_keeps_identity_full(world):
-    dep, cons, landing, tmp = world
-    con = cons["inc"]
-    stats = resolve(con, dt.datetime(2026, 11, 20, 7), "r-prob", dep.identity.model_copy(
-        update={"probabilistic": dep.identity.probabilistic.model_copy(update={"enabled": True})}),
-        incremental=True)
-    assert stats["identity_mode"] == "full" and "probabilistic" in stats["identity_full_reason"]
+@pytest.fixture(scope="module")
+def pworld(tmp_path_factory):
+    """The demo's identity settings as shipped (probabilistic matching on), refit every 3 days."""
+    tmp = tmp_path_factory.mktemp("incr_identity_prob")
+    landing = tmp / "landing"
+    generate(landing, contacts=120, seed=11, as_of=DAY1)
+    base = load_deployment(DEMO)
+    assert base.identity.probabilistic.enabled
+    ident = base.identity.model_copy(update={
+        "probabilistic": base.identity.probabilistic.model_copy(update={"refit_every_days": 3})})
+    dep = base.model_copy(update={"identity": ident})
+    cons = {k: connect(tmp / f"{k}.duckdb") for k in ("full", "inc")}
+    for con in cons.values():
+        ensure_warehouse(con)
+    yield dep, cons, landing
+    for con in cons.values():
+        con.close()
+
+
+def _fit(con):
+    return con.execute("SELECT fitted_at, threshold_bits, m_json, u_json FROM ops.identity_model_fit").fetchall()
+
+
+def test_probabilistic_days_between_refits_are_incremental_and_equal_full(pworld):
+    """With the stored model, days between refits re-resolve only the reached records
+    (their blocking blocks included) and give the tables of a full build scoring with the
+    same model; the day the model is due it is refitted, in full, in both warehouses."""
+    dep, cons, landing = pworld
+    d1 = _day(cons, dep, landing, DAY1)
+    assert d1["inc"]["identity_mode"] == "full" and d1["inc"]["model_refit"] == "no fitted model"
+    _same(cons)
+    assert _fit(cons["full"]) == _fit(cons["inc"]) and len(_fit(cons["inc"])) == 1
+
+    # day 2: updates, and new records, one a near duplicate only the probabilistic stage links
+    day2 = DAY1 + dt.timedelta(days=1)
+    header, body = _crm_rows(landing)
+    i_id, i_mail, i_mob, i_mod = (header.index(c) for c in ("crm_id", "email", "cellulare", "data_modifica"))
+    i_birth = next(i for i, c in enumerate(header) if "nascita" in c)
+    full = cons["full"]
+    linked = {i for i, in full.execute("""
+        SELECT source_record_id FROM core.customer_sources WHERE source = 'crm_contacts'""").fetchall()}
+    base_rows = [r for r in body if r[i_mail] and r[i_mob] and r[i_birth] and r[i_id] in linked]
+    a, b, c = (list(r) for r in base_rows[:3])
+    b[i_mob] = "+39 347 5550001"
+    c[i_mail] = "changed.address@example.org"
+    twin = list(a)
+    twin[i_id], twin[i_mail], twin[i_mob] = "CRM-TWIN-1", "", ""
+    stranger = list(a)
+    stranger[i_id], stranger[i_mail] = "CRM-NEW-9", "someone.else@example.org"
+    stranger[i_mob] = "+39 347 5550099"
+    rows = [b, c, twin, stranger]
+    for r in rows:
+        r[i_mod] = f"{day2:%d/%m/%Y} 09:00"
+    _crm_file(landing, day2, rows)
+    with recording() as log:
+        d2 = _day(cons, dep, landing, day2)
+    inc = d2["inc"]
+    assert inc["identity_mode"] == "incremental", inc["identity_full_reason"]
+    assert inc["model_refit"] == "" and inc["changed_records"] == len(rows)
+    assert len(rows) <= inc["affected_records"] < inc["records"], inc
+    verdicts, text = report([v for (name, _sql), v in log.items() if name.startswith("identity.incremental")])
+    assert verdicts and all(v.passes for v in verdicts), text
+    _same(cons)
+    owner = dict(cons["inc"].execute("""
+        SELECT source_record_id, customer_id FROM core.customer_sources
+        WHERE source = 'crm_contacts' AND source_record_id IN (?, ?)""", [a[i_id], "CRM-TWIN-1"]).fetchall())
+    matched = cons["inc"].execute("SELECT matched_by FROM core.customer_sources WHERE source_record_id = ?",
+                                  ["CRM-TWIN-1"]).fetchone()[0]
+    assert owner[a[i_id]] == owner["CRM-TWIN-1"] and matched == "probabilistic", (owner, matched)
+    assert _fit(cons["inc"]) == _fit(full)  # not refitted
+
+    # day 3: quiet, incremental, nothing re-resolved
+    day3 = day2 + dt.timedelta(days=1)
+    d3 = _day(cons, dep, landing, day3)
+    assert d3["inc"]["identity_mode"] == "incremental" and d3["inc"]["affected_records"] == 0
+    _same(cons)
+
+    # day 4: the model is 3 days old: refitted, identity in full, the same fit in both
+    day4 = day3 + dt.timedelta(days=1)
+    d4 = _day(cons, dep, landing, day4)
+    assert d4["inc"]["identity_mode"] == "full" and "refitted" in d4["inc"]["identity_full_reason"]
+    assert d4["full"]["model_refit"] == "the model is 3 days old"
+    assert _fit(cons["inc"]) == _fit(full) and _fit(full)[0][0].date() == day4
+    _same(cons)
+
+    # day 5: a record removed from raw: incremental again with the new fit
+    day5 = day4 + dt.timedelta(days=1)
+    for con in cons.values():
+        con.execute("DELETE FROM raw.crm_contacts WHERE source_record_id = ?", ["CRM-TWIN-1"])
+    d5 = _day(cons, dep, landing, day5)
+    assert d5["inc"]["identity_mode"] == "incremental", d5["inc"]["identity_full_reason"]
+    _same(cons)
+
+    # a change of identity settings refits (and is full)
+    dep6 = dep.model_copy(update={"identity": dep.identity.model_copy(update={"max_cluster_size": 40})})
+    d6 = _day(cons, dep6, landing, day5 + dt.timedelta(days=1))
+    assert d6["inc"]["identity_mode"] == "full" and d6["full"]["model_refit"] == "the identity settings changed"
+    _same(cons)
 
 
 def test_run_full_drops_identity_and_golden_state(tmp_path, monkeypatch):
