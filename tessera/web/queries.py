@@ -251,12 +251,19 @@ def _after(prefix: str) -> str:
 
 
 def _search_sources(engine: Engine, view: str | None) -> tuple[str, str, str]:
-    """``(WITH clause, keys, tokens)``: the published index, else both folded inline from
-    the cards (a warehouse built before the index, a view's cards): same matches, slower."""
+    """``(WITH clause, keys, tokens)``: the published index (the main view's, or a view
+    node's, which the snapshot computes), else both folded inline from the cards (a
+    warehouse read directly, one built before the index): same matches, slower."""
     cards = cards_table(engine, view)
     if (cards == "marts.contact_cards" and _has(engine, TOKENS_TABLE)
             and "search_rank" in _table_columns(engine, *_split(SEARCH_TABLE))):
         return "", SEARCH_TABLE, TOKENS_TABLE
+    if cards != "marts.contact_cards":  # a view node's, published with the snapshot
+        from tessera.web.snapshot import view_search_tables
+
+        view_keys, view_tokens = view_search_tables(view or "")
+        if _has(engine, view_tokens.replace('"', "")):
+            return "", view_keys, view_tokens
     schema, table = _split(cards)
     have = set(_table_columns(engine, schema, table))
     missing = [f for f in SEARCHED if f not in have]

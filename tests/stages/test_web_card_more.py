@@ -337,3 +337,19 @@ def test_manifest_counts_the_activation_tables(world):
     rows = json.loads((current(world) / "manifest.json").read_text())["rows"]
     assert rows["activation.coupons"] == 3 and rows["activation.outbox"] == 3
     assert rows["views.online_contact_cards"] == 10
+
+
+def test_a_view_nodes_search_index_is_published_and_searched(world, client):
+    """The snapshot folds a view node's cards into its own keys and token index, so a
+    search in the view is range scans of that index (no fold of the node's cards)."""
+    from tessera.engine import read_snapshot
+
+    rows = json.loads((current(world) / "manifest.json").read_text())["rows"]
+    assert rows["views.online_contact_search"] == 10
+    with read_snapshot(current(world)) as engine:
+        step = queries.search_step(engine, "online2 bianchi", view="online")
+        assert 'views."online_contact_search_tokens"' in step.sql and "WITH search_keys" not in step.sql
+        tokens = {t for (t,) in engine.rows(queries.SqlStep(
+            "t", 'SELECT token FROM views."online_contact_search_tokens" WHERE customer_id = 2'))}
+    assert {"online2", "bianchi", "!2"} <= tokens and "name2" not in tokens  # the view's names
+    assert _ids(client.get("/", params={"q": "onl bian", "view": "online"}).text) == [10, 2, 4, 6, 8]
