@@ -321,6 +321,9 @@ def main() -> int:
                         help="keep the warehouse already in --workdir (rebuild its search index and snapshot only)")
     parser.add_argument("--generate-only", action="store_true",
                         help="build the warehouse in --workdir and stop (then measure with --reuse)")
+    parser.add_argument("--keep-snapshot", action="store_true",
+                        help="with --reuse: measure the snapshot already published in --workdir "
+                             "(no new publication; its time is the one recorded then)")
     parser.add_argument("--snapshot-only", action="store_true",
                         help="measure the published snapshot only (what the page reads after a run)")
     args = parser.parse_args()
@@ -370,7 +373,14 @@ def main() -> int:
             writer = None
             for layout in layouts:
                 if layout == LAYOUTS[1]:
-                    results["snapshot"] = publish_snapshot(warehouse, args.memory_limit)
+                    from tessera.web.snapshot import current
+
+                    kept = work / "snapshot.json"
+                    if args.keep_snapshot and args.reuse and current(warehouse) and kept.exists():
+                        results["snapshot"] = {**json.loads(kept.read_text()), "kept": True}
+                    else:
+                        results["snapshot"] = publish_snapshot(warehouse, args.memory_limit)
+                        kept.write_text(json.dumps(results["snapshot"]))
                     results["report"] = build_report(warehouse, work)
                 if layout == LAYOUTS[2]:
                     from tessera.engine.warehouse import connect
