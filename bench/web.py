@@ -187,10 +187,17 @@ VIEW = "bench_half"
 
 def add_view_cards(warehouse: Path) -> None:
     """A view node's cards (``views.<node>_contact_cards``): every second person, as a
-    node of the tree holding half the records would have them."""
+    node of the tree holding half the records would have them; and the day's new /
+    updated / deleted counts (``marts.contact_changes``, an asset before the snapshot)."""
+    import datetime as dt
+
+    from tessera.card.changes import build_contact_changes
     from tessera.engine.warehouse import connect
 
     con = connect(warehouse)
+    if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'marts' "
+                       "AND table_name = 'contact_changes'").fetchone()[0]:
+        build_contact_changes(con, dt.date(2026, 11, 1))
     con.execute("CREATE SCHEMA IF NOT EXISTS views")
     con.execute(f'CREATE TABLE IF NOT EXISTS views."{VIEW}_contact_cards" AS '
                 "SELECT * FROM marts.contact_cards WHERE customer_id % 2 = 0 ORDER BY customer_id")

@@ -48,6 +48,9 @@ class DuckDBEngine:
     """An Engine over one DuckDB connection (the single writer of the warehouse file)."""
 
     dialect = "duckdb"
+    # the published folder a read_snapshot session reads (immutable): readers may cache
+    # what they learn of its tables under this name
+    snapshot_folder: str | None = None
 
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
@@ -256,6 +259,8 @@ def read_snapshot(folder: str | Path, threads: int | None = None) -> Iterator[En
         raise WarehouseUnavailable("the published snapshot is gone; try again")
     cursor = _snapshot_connection(folder, threads).cursor()
     try:
-        yield DuckDBEngine(cursor)
+        engine = DuckDBEngine(cursor)
+        engine.snapshot_folder = str(folder.resolve())
+        yield engine
     finally:
         cursor.close()
