@@ -141,10 +141,12 @@ bench-predictions-real: install
 
 ## bench-web: search and card latency through the real web server on a synthetic warehouse,
 ## reading the warehouse, then the published snapshot, then the snapshot while a writer holds it
-## (reference scale: CONTACTS=1000000 EVENTS=50000000)
+## (reference scale: CONTACTS=1000000 EVENTS=50000000; WEB_ARGS="--workdir DIR --reuse --snapshot-only"
+## measures a warehouse generated once with --generate-only)
 REQUESTS ?= 20
+WEB_ARGS ?=
 bench-web: install
-	$(PY) bench/web.py --contacts $(CONTACTS) --events $(EVENTS) --requests $(REQUESTS)
+	$(PY) bench/web.py --contacts $(CONTACTS) --events $(EVENTS) --requests $(REQUESTS) $(WEB_ARGS)
 
 ## bench-recommendations: every kind and the back-test on structured shop data (reference:
 ## REC_CUSTOMERS=500000 REC_PRODUCTS=50000, over 13 M events)

@@ -48,6 +48,9 @@ class DuckDBEngine:
     """An Engine over one DuckDB connection (the single writer of the warehouse file)."""
 
     dialect = "duckdb"
+    # the published folder a read_snapshot session reads (immutable): readers may cache
+    # what they learn of its tables under this name
+    snapshot_folder: str | None = None
 
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
@@ -225,6 +228,9 @@ def _snapshot_connection(folder: Path, threads: int | None) -> duckdb.DuckDBPyCo
         if threads:
             config["threads"] = threads
         con = duckdb.connect(":memory:", config=config)
+        # a published folder never changes: each file's footer (a 50 M-row table's holds
+        # hundreds of row groups' statistics) is parsed once, not at every request
+        con.execute("SET parquet_metadata_cache = true")
         for file in sorted(folder.glob("*.parquet")):
             schema, _, table = file.stem.partition(".")
             con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
@@ -253,6 +259,8 @@ def read_snapshot(folder: str | Path, threads: int | None = None) -> Iterator[En
         raise WarehouseUnavailable("the published snapshot is gone; try again")
     cursor = _snapshot_connection(folder, threads).cursor()
     try:
-        yield DuckDBEngine(cursor)
+        engine = DuckDBEngine(cursor)
+        engine.snapshot_folder = str(folder.resolve())
+        yield engine
     finally:
         cursor.close()

@@ -69,6 +69,30 @@ SOFT_DELETED = "ops.soft_deleted"
 # Schemas whose every table is read (the card's discovered tabs and their accuracy).
 # ``views``: the view nodes' cards and lineage (the page's view selector).
 READ_SCHEMAS = ("predictions", "recommendations", "views")
+VIEW_CARDS = "_contact_cards"
+
+
+def view_search_tables(view: str) -> tuple[str, str]:
+    """The search keys and token index published for a view node's cards (quoted)."""
+    return f'views."{view}_contact_search"', f'views."{view}_contact_search_tokens"'
+
+
+def _view_search_selects(engine: Engine, table: str) -> dict[str, str]:
+    """The search keys and token index of a view node's cards (``views.<node>_contact_cards``),
+    computed while publishing: the main view's come from the card stage, a view's would
+    otherwise be folded from its cards at every search (a scan of every card of the node)."""
+    from tessera.card.search import SEARCHED, contact_search_select, contact_search_tokens_select
+
+    view = table[len("views."):-len(VIEW_CARDS)]
+    have = {r[0] for r in engine.rows(SqlStep(
+        "web.snapshot_view_columns", "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = 'views' AND table_name = $table", {"table": table[len("views."):]}))}
+    keys = contact_search_select([f for f in SEARCHED if f not in have]).replace(
+        "FROM marts.contact_cards", f'FROM views."{table[len("views."):]}"')
+    tokens = contact_search_tokens_select("search_keys")
+    keys_name, tokens_name = (t.replace('"', "") for t in view_search_tables(view))
+    return {keys_name: f"SELECT * FROM ({keys}) ORDER BY search_rank",
+            tokens_name: f"WITH search_keys AS ({keys}) SELECT * FROM ({tokens}) ORDER BY token"}
 
 
 def snapshot_root(warehouse: str | Path) -> Path:
@@ -142,6 +166,10 @@ def publish(engine: Engine, warehouse: str | Path,
         if engine.table_exists("ops", "bulk_edits"):
             selects[SOFT_DELETED] = (f"SELECT customer_id, requested_at FROM ({SOFT_DELETED_SQL}) "
                                      "WHERE customer_id IS NOT NULL")
+        for table in [t for t in selects if t.startswith("views.") and t.endswith(VIEW_CARDS)]:
+            for index, select in _view_search_selects(engine, table).items():
+                rows[index] = engine.copy_to(SqlStep("web.snapshot_view_search", select),
+                                             work / f"{index}.parquet", "parquet")
         for table, select in selects.items():
             order = " ORDER BY customer_id" if (table == SOFT_DELETED or
                                                 _has_customer_id(engine, table)) else ""

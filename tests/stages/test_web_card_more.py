@@ -337,3 +337,53 @@ def test_manifest_counts_the_activation_tables(world):
     rows = json.loads((current(world) / "manifest.json").read_text())["rows"]
     assert rows["activation.coupons"] == 3 and rows["activation.outbox"] == 3
     assert rows["views.online_contact_cards"] == 10
+
+
+def test_a_view_nodes_search_index_is_published_and_searched(world, client):
+    """The snapshot folds a view node's cards into its own keys and token index, so a
+    search in the view is range scans of that index (no fold of the node's cards)."""
+    from tessera.engine import read_snapshot
+
+    rows = json.loads((current(world) / "manifest.json").read_text())["rows"]
+    assert rows["views.online_contact_search"] == 10
+    with read_snapshot(current(world)) as engine:
+        step = queries.search_step(engine, "online2 bianchi", view="online")
+        assert 'views."online_contact_search_tokens"' in step.sql and "WITH search_keys" not in step.sql
+        tokens = {t for (t,) in engine.rows(queries.SqlStep(
+            "t", 'SELECT token FROM views."online_contact_search_tokens" WHERE customer_id = 2'))}
+    assert {"online2", "bianchi", "!2"} <= tokens and "name2" not in tokens  # the view's names
+    assert _ids(client.get("/", params={"q": "onl bian", "view": "online"}).text) == [10, 2, 4, 6, 8]
+
+
+def test_what_is_cached_per_folder_is_each_folders_own(world, tmp_path):
+    """The tables and columns the page reads once per published folder: a new folder
+    with another view node lists it, the previous folder still does not."""
+    import shutil
+
+    from tessera.engine import read_snapshot
+    from tessera.engine.warehouse import connect
+
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copyfile(world, copy)
+    con = connect(copy)
+    try:
+        publish(as_engine(con), copy)
+        first = current(copy)
+        with read_snapshot(first) as engine:
+            assert queries.views(engine) == ["online"]
+            assert "first_name" in queries._table_columns(engine, "marts", "contact_cards")
+        con.execute("CREATE TABLE views.shop_contact_cards AS SELECT * FROM views.online_contact_cards "
+                    "WHERE customer_id <= 3")
+        publish(as_engine(con), copy)
+    finally:
+        con.close()
+    assert current(copy) != first
+    with read_snapshot(current(copy)) as engine:
+        assert queries.views(engine) == ["online", "shop"]
+        assert _ids_of(queries.search(engine, "bianchi", view="shop")) == [2]
+    with read_snapshot(first) as engine:
+        assert queries.views(engine) == ["online"]
+
+
+def _ids_of(table) -> list[int]:
+    return [int(r[0]) for r in table.rows]
