@@ -497,17 +497,17 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
         judged["bgnbd"] = metrics.classification(yt, bg_judged, True)
         serve["bgnbd"] = (lambda: 1.0 - bg_today()[mt]) if task.target == "churn" \
             else (lambda: bg_today()[mt])
-        if "gradient_boosting" in probs:
-            # the mean of the three probabilities: the boosting, the RFM logistic and BG/NBD
-            # err on different contacts (the boosting on the few with unusual features, the
-            # quintiles at their bucket edges, BG/NBD on recent one-time buyers), so their
-            # average ranks better than each on sparse real histories (CDNOW: above each
-            # at all three cut-offs); still a probability, so Brier and the bands hold
-            probs["rfm_logistic"], probs["bgnbd"] = pr, bg_judged
-            judged["blend"] = metrics.classification(
-                yt, (probs["gradient_boosting"] + pr + bg_judged) / 3.0, True)
-            serve["blend"] = lambda: (serve["gradient_boosting"]() + serve["rfm_logistic"]()
-                                      + serve["bgnbd"]()) / 3.0
+        # the mean of the probabilities: the boosting (where trained), the RFM logistic and
+        # BG/NBD err on different contacts (the boosting on the few with unusual features,
+        # the quintiles at their bucket edges, BG/NBD on recent one-time buyers), so their
+        # average ranks better than each on sparse real histories (CDNOW: above each at all
+        # three cut-offs; Online Retail, too small for the boosting: the two baselines'
+        # mean above each at both cut-offs); still a probability, so Brier and the bands hold
+        probs["rfm_logistic"], probs["bgnbd"] = pr, bg_judged
+        parts = [k for k in ("gradient_boosting", "rfm_logistic", "bgnbd") if k in probs]
+        judged["blend"] = metrics.classification(
+            yt, sum(probs[k] for k in parts) / len(parts), True)
+        serve["blend"] = lambda parts=parts: sum(serve[k]() for k in parts) / len(parts)
         pick = _best(judged, "auc", higher=True)
         for name, fig in judged.items():
             record(task.target, name, name not in OURS, fig, c1, task.window, m1.sum(), pos)
