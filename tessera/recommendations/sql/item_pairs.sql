@@ -7,10 +7,16 @@
 -- One statement per kind: each is planned, run and freed on its own.
 CREATE OR REPLACE TEMP TABLE _rec_pairs (kind VARCHAR, a VARCHAR, b VARCHAR, score DOUBLE);
 
+-- the catalogue's products numbered: the viewing kinds join and group on the number (an
+-- integer) and name the products again only in the pairs they keep
+CREATE OR REPLACE TEMP TABLE _rec_pids AS
+SELECT product_id, CAST(row_number() OVER (ORDER BY product_id) AS INTEGER) AS pid FROM _rec_catalogue;
+
 -- the sessions (a contact's products viewed on one day), which both viewing kinds read:
 -- made distinct once, not once per kind
 CREATE OR REPLACE TEMP TABLE _rec_sessions AS
-SELECT DISTINCT customer_id, CAST(viewed_at AS DATE) AS d, product_id FROM _rec_views;
+SELECT DISTINCT v.customer_id, CAST(v.viewed_at AS DATE) AS d, c.pid AS product_id
+FROM _rec_views v JOIN _rec_pids c ON c.product_id = v.product_id;
 
 INSERT INTO _rec_pairs
 WITH
@@ -57,8 +63,10 @@ vt_half AS (
     GROUP BY x.product_id, y.product_id HAVING count(*) >= $min_support),
 vt AS (SELECT a, b, n_ab FROM vt_half UNION ALL SELECT b, a, n_ab FROM vt_half),
 vt_scored AS (
-    SELECT 'viewed_together' AS kind, vt.a, vt.b, vt.n_ab / sqrt(na.n * nb.n) AS score
-    FROM vt JOIN session_n na ON na.product_id = vt.a JOIN session_n nb ON nb.product_id = vt.b)
+    SELECT 'viewed_together' AS kind, pa.product_id AS a, pb.product_id AS b,
+           vt.n_ab / sqrt(na.n * nb.n) AS score
+    FROM vt JOIN session_n na ON na.product_id = vt.a JOIN session_n nb ON nb.product_id = vt.b
+    JOIN _rec_pids pa ON pa.pid = vt.a JOIN _rec_pids pb ON pb.pid = vt.b)
 SELECT kind, a, b, score FROM vt_scored
 QUALIFY row_number() OVER (PARTITION BY a ORDER BY score DESC, b) <= $neighbours;
 
@@ -67,8 +75,9 @@ INSERT INTO _rec_pairs
 WITH
 viewed AS (SELECT customer_id, product_id AS a, d FROM _rec_sessions),
 viewers AS (SELECT a, count(*) AS n FROM (SELECT DISTINCT customer_id, a FROM viewed) GROUP BY a),
-bought AS (SELECT DISTINCT customer_id, product_id AS b, bought_on AS d FROM _rec_purchases
-           WHERE customer_id IS NOT NULL),
+bought AS (SELECT DISTINCT p.customer_id, c.pid AS b, p.bought_on AS d
+           FROM _rec_purchases p JOIN _rec_pids c ON c.product_id = p.product_id
+           WHERE p.customer_id IS NOT NULL),
 buyers AS (SELECT b, count(DISTINCT customer_id) AS n FROM bought GROUP BY b),
 followed AS (
     SELECT DISTINCT v.customer_id, v.a, p.b
@@ -78,7 +87,9 @@ followed AS (
      AND date_diff('day', v.d, p.d) BETWEEN 0 AND $after_days),
 bav AS (SELECT a, b, count(*) AS n_ab FROM followed GROUP BY a, b HAVING count(*) >= $min_support),
 bav_scored AS (
-    SELECT 'bought_after_viewing' AS kind, bav.a, bav.b, bav.n_ab / viewers.n AS score
-    FROM bav JOIN viewers ON viewers.a = bav.a)
+    SELECT 'bought_after_viewing' AS kind, pa.product_id AS a, pb.product_id AS b,
+           bav.n_ab / viewers.n AS score
+    FROM bav JOIN viewers ON viewers.a = bav.a
+    JOIN _rec_pids pa ON pa.pid = bav.a JOIN _rec_pids pb ON pb.pid = bav.b)
 SELECT kind, a, b, score FROM bav_scored
 QUALIFY row_number() OVER (PARTITION BY a ORDER BY score DESC, b) <= $neighbours
