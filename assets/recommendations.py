@@ -64,6 +64,7 @@ def build(deployment: Deployment):
                 "contacts": stats["contacts"], "cold_contacts": stats["cold_contacts"],
                 "contacts_per_kind": stats["contacts_per_kind"], "item_pairs": stats["item_pairs"],
                 "als_contacts": stats["als_contacts"], "als_products": stats["als_products"],
+                "als_candidate_products": stats["als_candidate_products"],
                 "als_iterations": stats["als_iterations"],
             }, "as_of_date = ?", [day])
             ev = table_metadata(con, "recommendations", "evaluation", timer.seconds, {

@@ -51,6 +51,15 @@ _USERS = SqlStep("recommendations.als_users", """
 _USER_IDS = SqlStep("recommendations.als_user_ids", "SELECT customer_id FROM _rec_als_users ORDER BY u")
 _ITEM_IDS = SqlStep("recommendations.als_item_ids",
                     "SELECT DISTINCT i, product_id FROM _rec_als_inter ORDER BY i")
+# The products the model may recommend: bought by at least $min_buyers contacts in the
+# window. The rest still shape the fit (their views and rare purchases say something about
+# taste), but scoring them for every contact is most of the top lists' cost on a long-tail
+# catalogue and they are seldom the next purchase (see README: als.min_buyers).
+_CANDIDATE_ITEMS = SqlStep("recommendations.als_candidate_items", """
+    SELECT p.i FROM (SELECT DISTINCT i, product_id FROM _rec_als_inter) p
+    JOIN (SELECT product_id FROM _rec_purchases WHERE customer_id IS NOT NULL GROUP BY product_id
+          HAVING count(DISTINCT customer_id) >= $min_buyers) b ON b.product_id = p.product_id
+    ORDER BY p.i""")
 _TARGET_USERS = SqlStep("recommendations.als_targets", """
     SELECT DISTINCT a.u FROM _rec_als_users a JOIN _rec_targets t ON t.customer_id = a.customer_id
     ORDER BY a.u""")
@@ -104,7 +113,8 @@ def als_candidates(engine: Engine, als: AlsSettings, n: int, pool: int = 0,
     users = np.asarray(engine.columns(_TARGET_USERS)["u"], dtype=np.int32)
     if len(u) == 0 or len(users) == 0:
         _store(engine, np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32))
-        return {"als_contacts": 0, "als_products": 0, "als_iterations": 0}, None
+        return {"als_contacts": 0, "als_products": 0, "als_candidate_products": 0,
+                "als_iterations": 0}, None
     n_users, n_items = int(u.max()) + 1, int(i.max()) + 1
     weights = inter.column("w").to_numpy().astype(np.float32) * np.float32(als.alpha)
     del inter
@@ -129,8 +139,18 @@ def als_candidates(engine: Engine, als: AlsSettings, n: int, pool: int = 0,
             model.item_factors = _warm(item_ids, warm.items, warm.item_factors,
                                        rng.random((n_items, model.factors), dtype=np.float32) * 0.01)
         model.fit(user_items, show_progress=False)
-        ids, scores = model.recommend(users, user_items[users], N=min(n + pool, n_items),
-                                      filter_already_liked_items=False)
+        items = (np.arange(n_items, dtype=np.int32) if als.min_buyers == 0 else
+                 np.asarray(engine.columns(_CANDIDATE_ITEMS.bind(min_buyers=als.min_buyers))["i"],
+                            dtype=np.int32))
+        if als.min_buyers == 0:
+            ids, scores = model.recommend(users, user_items[users], N=min(n + pool, n_items),
+                                          filter_already_liked_items=False)
+        elif len(items):
+            ids, scores = model.recommend(users, user_items[users], N=min(n + pool, len(items)),
+                                          filter_already_liked_items=False, items=items)
+        else:
+            ids = np.full((len(users), 0), -1, np.int64)
+            scores = np.zeros((len(users), 0), np.float32)
         uf, itf = np.asarray(model.user_factors), np.asarray(model.item_factors)
         # What each target bought: dropped from the model's top n + pool, whose first n
         # left are kept, and scored on their own. With bought products excluded the lists
@@ -152,7 +172,7 @@ def als_candidates(engine: Engine, als: AlsSettings, n: int, pool: int = 0,
            np.concatenate([scores[keep], b_scores]).astype(np.float32))
     fitted = Factors(user_ids, item_ids, np.asarray(model.user_factors), np.asarray(model.item_factors))
     return {"als_contacts": int(n_users), "als_products": int(n_items),
-            "als_iterations": int(iterations)}, fitted
+            "als_candidate_products": int(len(items)), "als_iterations": int(iterations)}, fitted
 
 
 def _store(engine: Engine, users: np.ndarray, items: np.ndarray, scores: np.ndarray) -> None:

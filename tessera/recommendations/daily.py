@@ -35,7 +35,7 @@ MODES = ("new_items", "all_items")
 _SCRATCH = ("_rec_catalogue", "_rec_bought", "_rec_purchases", "_rec_views", "_rec_pairs",
             "_rec_item_candidates", "_rec_popular", "_rec_candidates", "_rec_lists", "_rec_targets",
             "_rec_als_inter", "_rec_als_users", "_rec_als", "_rec_truth", "_rec_eval_lists",
-            "_rec_eval_kinds", "_rec_weight_sets", "_rec_events")
+            "_rec_eval_kinds", "_rec_weight_sets", "_rec_sessions", "_rec_pids", "_rec_events")
 
 
 def table_steps() -> list[SqlStep]:
@@ -206,6 +206,7 @@ def build_recommendations(engine: Engine, settings: RecommendationSettings, day:
         "item_pairs": {k: int(v) for k, v in stats["item_pairs"].items()},
         "als_contacts": stats["als_contacts"],
         "als_products": stats["als_products"],
+        "als_candidate_products": stats["als_candidate_products"],
         "als_iterations": stats["als_iterations"],
         "unknown_product_ids": {k: int(v) for k, v in unknown.items()},
         "evaluation": evaluation,

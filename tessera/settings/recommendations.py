@@ -34,6 +34,10 @@ class AlsSettings(_Strict):
     alpha: float = Field(20.0, gt=0)          # confidence = 1 + alpha * weight
     view_weight: float = Field(0.25, ge=0)    # a view counts this much of a purchase
     seed: int = 42
+    # products bought by fewer contacts in the window are not recommended by the model
+    # (they still take part in the fit): scoring every product for every contact is most
+    # of the top lists' cost on a long-tail catalogue (0: any product the model knows)
+    min_buyers: int = Field(0, ge=0)
 
 
 class Evaluation(_Strict):

@@ -307,6 +307,38 @@ def test_collaborative_follows_contacts_with_the_same_taste(shop):
     assert _lists(shop, 140, "collaborative")[0] == "P3"
 
 
+def test_min_buyers_keeps_rarely_bought_products_out_of_the_model_lists(shop):
+    # P4 is bought by one contact only: the model may offer it with min_buyers 0, never
+    # with min_buyers 2, and the taste it learnt from the rest is the same (P3 first)
+    shop.executemany("INSERT INTO staging.products VALUES (?)", [[p] for p in ("P1", "P2", "P3", "P4")])
+    shop.executemany("INSERT INTO marts.contact_cards VALUES (?)", [[c] for c in range(100, 121)])
+    d = dt.date(2026, 8, 1)
+    for c in range(100, 120):
+        _order(shop, f"p{c}", c, d, "P1", "P2", "P3")
+    _order(shop, "p4", 100, d, "P4")
+    _order(shop, "p120", 120, d, "P1", "P2")
+    als = {"factors": 8, "iterations": 15, "seed": 7}
+    everything = build_recommendations(shop, _settings(als=als), DAY)
+    # (contacts the model knows: a cold contact's fallback, the best sellers, may hold P4)
+    offered = {r[0] for r in shop.execute(
+        "SELECT DISTINCT product_id FROM recommendations.contact_products "
+        "WHERE kind = 'collaborative' AND as_of_date = ? AND customer_id BETWEEN 101 AND 120", [DAY]).fetchall()}
+    assert "P4" in offered and everything["als_candidate_products"] == everything["als_products"]
+    pruned = build_recommendations(shop, _settings(als={**als, "min_buyers": 2}), DAY)
+    offered = {r[0] for r in shop.execute(
+        "SELECT DISTINCT product_id FROM recommendations.contact_products "
+        "WHERE kind = 'collaborative' AND as_of_date = ? AND customer_id BETWEEN 101 AND 120", [DAY]).fetchall()}
+    assert "P4" not in offered and _lists(shop, 120, "collaborative")[0] == "P3"
+    # every product bought by two contacts or more stays a candidate; P4 and the products
+    # seen only in views (X, GHOST is unknown) do not
+    buyers = dict(shop.execute(
+        "SELECT l.product_id, count(DISTINCT o.customer_id) FROM core.orders o "
+        "JOIN staging.order_lines l USING (order_id) WHERE l.product_id <> 'NOT_IN_CATALOGUE' "
+        "GROUP BY l.product_id").fetchall())
+    assert pruned["als_candidate_products"] == sum(1 for n in buyers.values() if n >= 2)
+    assert pruned["als_products"] == everything["als_products"]
+
+
 def test_the_card_tab_shows_the_top_products_first(shop):
     from tessera.web import queries
 
