@@ -98,6 +98,13 @@ ACT_EVENTS ?= 500000
 bench-activation: install
 	$(PY) bench/activation.py --contacts $(ACT_CONTACTS) --events $(ACT_EVENTS)
 
+## bench-activation-send: e-mails to aiosmtpd and webhooks to an HTTP receiver on 127.0.0.1,
+## one connection / batch in flight against several
+.PHONY: bench-activation-send
+ACT_MESSAGES ?= 10000
+bench-activation-send: install
+	$(PY) bench/activation_send.py --messages $(ACT_MESSAGES) --connections 1 4
+
 ## bench-history: as-of versions of 1M contact cards (1 % changed on day 2) beside a full copy per day
 bench-history: install
 	$(PY) bench/history.py --rows $(ROWS)

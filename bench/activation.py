@@ -163,6 +163,14 @@ def main() -> None:
                    + conditions_sql(dep, a.conditions, DAY, params))
             floor_rows += eng.scalar(SqlStep("bench.floor", sql, params))
         floor = time.perf_counter() - t
+        # the same day run again (a re-run of the partition): nothing evaluated again,
+        # nothing decided twice; what it costs is the check of what is still to send
+        before = con.execute("SELECT count(*), count(DISTINCT action_key) FROM activation.outbox").fetchone()
+        t, cpu = time.perf_counter(), _cpu()
+        again = run_activation(con, dep, DAY, now)
+        rerun_s, rerun_cpu = time.perf_counter() - t, _cpu() - cpu
+        after = con.execute("SELECT count(*), count(DISTINCT action_key) FROM activation.outbox").fetchone()
+        assert not again["days"] and after == before and after[0] == after[1], "a re-run decided again"
         queued = sum(s["queued"] for s in out["evaluated"][DAY]["automations"].values())
         moved = sum(j["moved"] for j in out["evaluated"][DAY]["journeys"].values())
         entered = sum(j["entered"] for j in out["evaluated"][DAY]["journeys"].values())
@@ -174,12 +182,15 @@ def main() -> None:
            "evaluate_day_s": round(seconds, 2), "evaluate_day_cpu_s": round(cpu_s, 2), "events_per_s": round(args.events / seconds),
            "automation_actions_queued": queued, "journey_entries": entered, "journey_moves": moved,
            "outbox_rows": outbox, "floor_trigger_scan_s": round(floor, 2), "floor_rows": floor_rows,
+           "rerun_s": round(rerun_s, 2), "rerun_cpu_s": round(rerun_cpu, 2), "rerun_new_outbox_rows": after[0] - before[0],
            "peak_rss_mb": round(peak_mb)}
     print(f"activation: {args.contacts:,} contacts, {args.events:,} events, "
           f"{res['automations']} automations, {res['journeys']} journeys")
     print(f"  evaluate one day      {seconds:8.2f} s   {res['events_per_s']:>10,} events/s   "
           f"peak RSS {res['peak_rss_mb']:,} MB   (CPU {cpu_s:.2f} s)")
     print(f"  floor (trigger scans) {floor:8.2f} s   ({floor_rows:,} triggering rows)")
+    print(f"  re-run of the same day {rerun_s:7.2f} s   (CPU {rerun_cpu:.2f} s; new outbox rows: "
+          f"{after[0] - before[0]}, days evaluated again: {len(again['days'])})")
     print(f"  decided: {queued:,} automation actions, {entered:,} journey entries, {moved:,} moves; "
           f"outbox {outbox:,} rows")
     if args.profile:

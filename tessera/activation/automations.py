@@ -19,6 +19,7 @@ from tessera.engine import Engine, SqlStep
 from tessera.marketing.scoring import _event_condition
 from tessera.marketing.segments import rule_members_sql
 from tessera.activation.outbox import MESSAGE_KINDS, queue, scratch
+from tessera.activation.rules import current as current_rules
 
 
 def event_filter_sql(deployment, ev, as_of: dt.date, params: list, alias: str = "") -> str:
@@ -63,6 +64,9 @@ def conditions_sql(deployment, rule, as_of: dt.date, params: list, col: str = "c
     if not rule:
         return "TRUE"
     sql, p = rule_members_sql(deployment, rule, as_of)
+    shared = current_rules()
+    if shared is not None:      # inside a day's evaluation: computed once, read by every step
+        return f"{col} IN (SELECT customer_id FROM {shared.table(sql, p)})"
     params.extend(p)
     return f"{col} IN ({sql})"
 

@@ -141,17 +141,25 @@ def _moves_step(deployment, journey: JourneyDef, version: str, step, day: dt.dat
         # each branch's condition is evaluated once, as a semi-join over the contacts at
         # the step (a CASE over IN sub-queries re-ran them per branch and per column)
         params: list = [*base]
+        # branches asking the same event condition (the Milan journey's women and men both
+        # ask for a coupon used in Milan) share one scan of the events: one CTE per
+        # distinct condition; their profile conditions are the day's shared rule tables
         ctes = [f"at_step AS (SELECT s.customer_id, s.entered_on {_at(step.name)})"]
+        seen: dict[tuple, str] = {}
         for i, b in enumerate(step.branches):
             conds = []
             if b.event is not None:
                 ep: list = []
                 ec = event_filter_sql(deployment, b.event, day, ep, alias="e")
-                conds.append(f"""a.customer_id IN (
-                    SELECT e.customer_id FROM ({_events_between()}) e
-                    JOIN at_step a2 ON a2.customer_id = e.customer_id
-                    WHERE CAST(e.occurred_at AS DATE) >= a2.entered_on AND {ec})""")
-                params += [*_bounds(since, day), *ep]
+                ev = seen.get((ec, repr(ep)))
+                if ev is None:
+                    ev = seen[(ec, repr(ep))] = f"ev{len(seen)}"
+                    ctes.append(f"""{ev} AS (
+                        SELECT DISTINCT e.customer_id FROM ({_events_between()}) e
+                        JOIN at_step a2 ON a2.customer_id = e.customer_id
+                        WHERE CAST(e.occurred_at AS DATE) >= a2.entered_on AND {ec})""")
+                    params += [*_bounds(since, day), *ep]
+                conds.append(f"a.customer_id IN (SELECT customer_id FROM {ev})")
             if b.conditions:
                 conds.append(conditions_sql(deployment, b.conditions, day, params, "a.customer_id"))
             ctes.append(f"b{i} AS (SELECT a.customer_id FROM at_step a WHERE {' AND '.join(conds) or 'TRUE'})")

@@ -29,6 +29,7 @@ from tessera.engine.steps import ddl_statements
 from tessera.feeds.delivery import delivery_table_steps
 from tessera.feeds.selection import delivery_filter
 from tessera.marketing.segments import marketing_table_steps
+from tessera.activation.rules import rules_changed
 
 MESSAGE_KINDS = ("email", "sms", "webhook")
 KEY_SQL = ("md5(concat_ws('|', CAST(? AS VARCHAR), CAST(? AS VARCHAR), CAST(? AS VARCHAR), "
@@ -246,6 +247,8 @@ def queue(engine: Engine, deployment, *, origin: str, name: str, step: str, acti
                            [spec.tag]))
         if spec.property is not None:
             set_property(engine, deployment, spec.property, spec.value, columns)
+        if queued:
+            rules_changed()     # the day's shared rule tables no longer see these tags
     elif action.kind == "coupon":
         engine.run(SqlStep("activation.issue_coupons", """
             INSERT INTO activation.coupons

@@ -15,6 +15,7 @@ from tessera.engine import Engine, SqlStep, as_engine
 from tessera.activation.automations import build_day_events, run_automations
 from tessera.activation.journeys import hold_failed, run_journey
 from tessera.activation.outbox import activation_table_steps, build_gate, card_columns
+from tessera.activation.rules import shared_rules
 from tessera.activation.scores import run_score_notifications
 from tessera.activation.send import SendReport, dispatch, withdraw_unconsented
 
@@ -37,7 +38,7 @@ def evaluate_day(engine: Engine, deployment, day: dt.date, now: dt.datetime) -> 
     """Decide a day's actions and move the journeys, in one transaction."""
     engine = as_engine(engine)
     columns = card_columns(engine)
-    with engine.together():
+    with engine.together(), shared_rules(engine):
         build_gate(engine, deployment, columns)
         build_day_events(engine, deployment, day)
         autos = run_automations(engine, deployment, day, now, columns)

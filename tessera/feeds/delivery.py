@@ -139,6 +139,7 @@ class HttpDestination:
     backoff_s: float = 1.0
     max_backoff_s: float = 60.0
     max_retry_after_s: float = 300.0
+    concurrency: int = 1     # batches in flight at once (1: strictly in queue order)
 
     @classmethod
     def from_settings(cls, name: str, settings, environ: Mapping[str, str]) -> "HttpDestination":
@@ -150,7 +151,8 @@ class HttpDestination:
                                "(the signing secret) is not set")
         return cls(name=name, url=settings.url, secret=secret_bytes(secret),
                    timeout_s=settings.timeout_s, max_attempts=settings.max_attempts,
-                   backoff_s=settings.backoff_s, max_backoff_s=settings.max_backoff_s)
+                   backoff_s=settings.backoff_s, max_backoff_s=settings.max_backoff_s,
+                   concurrency=settings.concurrency)
 
 
 @dataclass(frozen=True)
@@ -471,13 +473,69 @@ def _log(engine: Engine, dest: HttpDestination, batch: str, attempt: int, starte
          outcome, result.error, wait]))
 
 
+def _deliver_one(dest: HttpDestination, bid: str, body: str, ctype: str, report: DeliveryReport, *,
+                 sleep: Callable[[float], Any], rng: Callable[[], float],
+                 clock: Callable[[], dt.datetime], log: Callable[..., None]) -> tuple[str, Any]:
+    """One batch until acknowledged ("delivered", when), refused ("rejected", None), or
+    out of attempts / told to wait too long ("stopped", why). Touches no warehouse: the
+    attempts go to ``log`` (the warehouse at once, or a list a worker thread fills)."""
+    for attempt in range(1, dest.max_attempts + 1):
+        started = clock()
+        result = post(dest, bid, body.encode("utf-8"), ctype)
+        report.attempts += 1
+        if result.status is not None and 200 <= result.status < 300:
+            log(bid, attempt, started, result, "delivered", None)
+            return "delivered", clock()
+        if result.status is not None and result.status not in _RETRY_STATUS:
+            log(bid, attempt, started, result, "rejected", None)
+            return "rejected", None
+        if attempt == dest.max_attempts:
+            log(bid, attempt, started, result, "gave_up", None)
+            return "stopped", f"batch {bid}: no acknowledgement after {attempt} attempts"
+        asked = retry_after_seconds(result.retry_after)
+        if asked is not None and asked > dest.max_retry_after_s:
+            log(bid, attempt, started, result, "deferred", asked)
+            return "stopped", f"batch {bid}: the receiver asked to wait {asked:.0f} s"
+        wait = asked if asked is not None else backoff_s(dest, attempt - 1, rng)
+        log(bid, attempt, started, result, "retry", wait)
+        report.retries += 1
+        report.waited_s += wait
+        sleep(wait)
+    return "stopped", f"batch {bid}: no attempt allowed"
+
+
+def _settle(engine: Engine, dest: HttpDestination, bid: str, outcome: str, when: Any,
+            report: DeliveryReport) -> bool:
+    if outcome == "delivered":
+        engine.run(SqlStep("delivery.acknowledged", """
+            UPDATE exports.delivery_batches SET status = 'delivered', body = NULL,
+                   delivered_at = CAST(? AS TIMESTAMP)
+            WHERE batch_id = ? AND destination = ?""", [when, bid, dest.name]))
+        report.delivered += 1
+        return True
+    if outcome == "rejected":
+        engine.run(SqlStep("delivery.rejected", """
+            UPDATE exports.delivery_batches SET status = 'rejected'
+            WHERE batch_id = ? AND destination = ?""", [bid, dest.name]))
+        report.rejected += 1
+        return True
+    report.stopped = when
+    return False
+
+
 def deliver_pending(engine: Engine, dest: HttpDestination, *, sleep: Callable[[float], Any] = time.sleep,
                     rng: Callable[[], float] = random.random,
                     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now().replace(tzinfo=None),
                     ) -> DeliveryReport:
     """Send every pending batch of ``dest`` in queue order (day, source, position), each
     until acknowledged, rejected, or out of attempts (then stop: order is kept).
-    ``sleep`` and ``rng`` are the waits and the jitter (tests pass their own)."""
+    ``sleep`` and ``rng`` are the waits and the jitter (tests pass their own).
+
+    With ``dest.concurrency`` above 1 (receivers that need no order, like the activation's
+    messages), up to that many batches are in flight at once, a window at a time: the
+    throughput is then the receiver's, not one round trip after another. The attempts are
+    recorded when the window is back (the warehouse connection stays on this thread); a
+    crash in a window re-sends its batches with the same ids."""
     engine = as_engine(engine)
     engine.run(*delivery_table_steps())
     pending = engine.rows(SqlStep("delivery.pending", """
@@ -485,46 +543,38 @@ def deliver_pending(engine: Engine, dest: HttpDestination, *, sleep: Callable[[f
         WHERE destination = ? AND status = 'pending'
         ORDER BY queued_at, as_of_date, source, seq""", [dest.name]))
     report = DeliveryReport()
-    for i, (bid, body, ctype) in enumerate(pending):
-        done = False
-        for attempt in range(1, dest.max_attempts + 1):
-            started = clock()
-            result = post(dest, bid, body.encode("utf-8"), ctype)
-            report.attempts += 1
-            if result.status is not None and 200 <= result.status < 300:
-                _log(engine, dest, bid, attempt, started, result, "delivered", None)
-                engine.run(SqlStep("delivery.acknowledged", """
-                    UPDATE exports.delivery_batches SET status = 'delivered', body = NULL,
-                           delivered_at = CAST(? AS TIMESTAMP)
-                    WHERE batch_id = ? AND destination = ?""", [clock(), bid, dest.name]))
-                report.delivered += 1
-                done = True
+    kw = {"sleep": sleep, "rng": rng, "clock": clock}
+    if dest.concurrency <= 1:
+        def log(bid, attempt, started, result, outcome, wait):
+            _log(engine, dest, bid, attempt, started, result, outcome, wait)
+        for i, (bid, body, ctype) in enumerate(pending):
+            outcome, when = _deliver_one(dest, bid, body, ctype, report, log=log, **kw)
+            if not _settle(engine, dest, bid, outcome, when, report):
+                report.pending = len(pending) - i
                 break
-            if result.status is not None and result.status not in _RETRY_STATUS:
-                _log(engine, dest, bid, attempt, started, result, "rejected", None)
-                engine.run(SqlStep("delivery.rejected", """
-                    UPDATE exports.delivery_batches SET status = 'rejected'
-                    WHERE batch_id = ? AND destination = ?""", [bid, dest.name]))
-                report.rejected += 1
-                done = True
+        return report
+    from concurrent.futures import ThreadPoolExecutor
+    n = dest.concurrency
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        for w in range(0, len(pending), n):
+            window = pending[w:w + n]
+
+            def one(row):
+                logged: list = []
+                part = DeliveryReport()
+                res = _deliver_one(dest, *row, part, log=lambda *a: logged.append(a), **kw)
+                return res, logged, part
+            done = 0
+            for (bid, _, _), ((outcome, when), logged, part) in zip(window, pool.map(one, window)):
+                for a in logged:
+                    _log(engine, dest, *a)
+                report.attempts += part.attempts
+                report.retries += part.retries
+                report.waited_s += part.waited_s
+                done += _settle(engine, dest, bid, outcome, when, report)
+            if done < len(window):
+                report.pending = len(pending) - w - done
                 break
-            if attempt == dest.max_attempts:
-                _log(engine, dest, bid, attempt, started, result, "gave_up", None)
-                report.stopped = f"batch {bid}: no acknowledgement after {attempt} attempts"
-                break
-            asked = retry_after_seconds(result.retry_after)
-            if asked is not None and asked > dest.max_retry_after_s:
-                _log(engine, dest, bid, attempt, started, result, "deferred", asked)
-                report.stopped = f"batch {bid}: the receiver asked to wait {asked:.0f} s"
-                break
-            wait = asked if asked is not None else backoff_s(dest, attempt - 1, rng)
-            _log(engine, dest, bid, attempt, started, result, "retry", wait)
-            report.retries += 1
-            report.waited_s += wait
-            sleep(wait)
-        if not done:
-            report.pending = len(pending) - i
-            break
     return report
 
 

@@ -58,6 +58,10 @@ class HttpDestinationDef(_Strict):
     max_attempts: int = Field(default=5, ge=1, le=20)
     backoff_s: float = Field(default=1.0, ge=0, le=60)
     max_backoff_s: float = Field(default=60.0, ge=0, le=3600)
+    # batches in flight at once: 1 keeps the queue's order (a feed's diffs need it); a
+    # receiver of independent messages (webhooks, an SMS gateway, an e-mail platform)
+    # takes more, so the sending rate is the receiver's, not one round trip at a time
+    concurrency: int = Field(default=1, ge=1, le=64)
     # the batches' bodies: JSON, or XML (<batch ...><item><op/><record>...</record></item>)
     body: Literal["json", "xml"] = "json"
 

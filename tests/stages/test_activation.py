@@ -673,3 +673,55 @@ def test_an_event_reloaded_with_a_corrected_time_on_a_later_day_is_not_acted_on_
     assert out["evaluated"][D0 + dt.timedelta(days=2)]["automations"]["welcome_download"]["already"] == 1
     assert len(sink.messages) == 1
     assert con.execute("SELECT count(*) FROM activation.outbox").fetchone()[0] == 1
+
+
+class _SlowSink(_Sink):
+    """Holds each message a moment and counts the messages being received at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.now = self.most = 0
+
+    async def handle_DATA(self, server, session, envelope):
+        import asyncio
+        self.now += 1
+        self.most = max(self.most, self.now)
+        try:
+            await asyncio.sleep(0.1)
+            return await super().handle_DATA(server, session, envelope)
+        finally:
+            self.now -= 1
+
+
+def test_sending_is_concurrent_within_the_configured_limits(tmp_path, http):
+    """``smtp.connections`` SMTP sessions and a destination's ``concurrency`` HTTP batches
+    at once, never more; every message delivered once."""
+    from tessera.settings.activation import Action, AutomationDef, EventFilter
+
+    sink = _SlowSink()
+    ctl = aiosmtpd.Controller(sink, hostname="127.0.0.1", port=_free_port())
+    ctl.start()
+    try:
+        base = _deployment(ctl.port, http.server_address[1])
+        settings = base.activation.model_copy(update={
+            "smtp": base.activation.smtp.model_copy(update={"connections": 3}),
+            "destinations": {"crm_webhook": base.activation.destinations["crm_webhook"].model_copy(
+                update={"body": "json", "batch_rows": 1, "concurrency": 2})}})
+        mail = AutomationDef(name="views_mail", trigger=EventFilter(event="page_view"), action=Action(
+            email={"subject": "Ciao {{ first_name }}", "template": "download_thanks.html"}))
+        hook = AutomationDef(name="views_hook", trigger=EventFilter(event="page_view"), action=Action(
+            webhook={"destination": "crm_webhook", "fields": ["customer_id"]}))
+        dep = base.model_copy(update={"activation": settings, "automations": [mail, hook], "journeys": []})
+        con = _warehouse(tmp_path / "w.duckdb")
+        for cid, *_ in PEOPLE:
+            _event(con, f"V{cid}", cid, "page_view", D0, {})
+        out = _run(con, dep, D0)
+        out_again = _run(con, dep, D0)
+    finally:
+        ctl.stop()
+    assert out["send"].sent == 16 and out_again["send"].sent == 0
+    assert sorted(m["To"] for m in sink.messages) == sorted(f"{p[1].lower()}@example.it" for p in PEOPLE)
+    assert 1 < sink.most <= 3
+    posts = [json.loads(b)["records"][0]["customer_id"] for p, h, b in http.requests if p == "/crm"]
+    assert sorted(posts) == [p[0] for p in PEOPLE]
+    assert con.execute("SELECT count(*) FROM activation.outbox WHERE status = 'sent'").fetchone() == (16,)

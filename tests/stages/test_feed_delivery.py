@@ -40,6 +40,8 @@ class Receiver:
         self.repeats: list[str] = []
         self.bad_signatures = 0
         self.lock = threading.Lock()
+        self.delay = 0.0            # seconds each request is held (to see requests overlap)
+        self.in_flight = self.max_in_flight = 0
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -58,6 +60,16 @@ class Receiver:
                 with receiver.lock:
                     receiver.requests.append(msg_id)
                     step = receiver.script.pop(0) if receiver.script else 200
+                    receiver.in_flight += 1
+                    receiver.max_in_flight = max(receiver.max_in_flight, receiver.in_flight)
+                try:
+                    time.sleep(receiver.delay)
+                    self._handle(step, msg_id, body)
+                finally:
+                    with receiver.lock:
+                        receiver.in_flight -= 1
+
+            def _handle(self, step, msg_id, body):
                 if step == "timeout":
                     receiver._apply(msg_id, body)
                     time.sleep(0.8)  # the sender has given up by now
@@ -157,6 +169,36 @@ def test_fails_times_out_throttles_then_delivers_everything_once(engine):
     # the bodies are gone once acknowledged
     assert engine.scalar(SqlStep(
         "t.bodies", "SELECT count(body) FROM exports.delivery_batches")) == 0
+
+
+def test_a_receiver_of_independent_messages_gets_batches_concurrently_within_the_limit(engine):
+    """``concurrency``: up to that many batches in flight at once (never more), each
+    delivered once, a failing one retried with its own id, every attempt logged."""
+    batches = _batches(12)
+    enqueue(engine, "crm", batches, NOW)
+    with Receiver([503]) as rx:
+        rx.delay = 0.2
+        report = deliver_pending(engine, _dest(rx.url, concurrency=4, timeout_s=5),
+                                 sleep=lambda s: None)
+    assert report.delivered == 12 and report.pending == 0 and report.stopped is None
+    assert report.attempts == 13 and report.retries == 1
+    assert sorted(rx.applied) == sorted(b.batch_id for b in batches) and rx.repeats == []
+    assert 1 < rx.max_in_flight <= 4 and rx.bad_signatures == 0
+    assert sorted(r[3] for r in _log(engine)) == ["delivered"] * 12 + ["retry"]
+    assert delivery_summary(engine, "crm") == {"delivered": 12}
+
+
+def test_concurrent_delivery_stops_after_the_window_when_a_batch_gets_no_answer(engine):
+    batches = _batches(6)
+    enqueue(engine, "crm", batches, NOW)
+    with Receiver([503]) as rx:
+        report = deliver_pending(engine, _dest(rx.url, concurrency=3, max_attempts=1),
+                                 sleep=lambda s: None)
+    # the window's other batches went through; the one out of attempts and the next
+    # window wait for the next run, still pending
+    assert report.delivered == 2 and report.pending == 4 and "1 attempts" in report.stopped
+    assert delivery_summary(engine, "crm") == {"delivered": 2, "pending": 4}
+    assert len(rx.requests) == 3
 
 
 def test_an_endpoint_down_loses_nothing_and_the_next_run_delivers_once(engine):
