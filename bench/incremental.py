@@ -72,7 +72,8 @@ def one_day(work: Path, wh: Path, day: dt.date, incremental: bool, memory_limit:
             "identity_s": out["assets"].get("core/customer_sources", {}).get("seconds"),
             "golden_s": out["assets"].get("core/customers", {}).get("seconds"),
             "slowest_assets": dict(sorted(((k, v["seconds"]) for k, v in out["assets"].items()
-                                           if v["seconds"] is not None), key=lambda kv: -kv[1])[:8])}
+                                           if v["seconds"] is not None), key=lambda kv: -kv[1])[:8]),
+            "assets_s": {k: v["seconds"] for k, v in out["assets"].items()}}
 
 
 def _child(work: Path, wh: Path, day: dt.date, incremental: bool, memory_limit: str | None,
