@@ -165,7 +165,9 @@ def build(deployment: Deployment):
             timer = Timer()
             with warehouse.get_connection() as con:
                 with spark.stage_engine(con) as engine:
-                    stats = build_events(engine, deployment)
+                    # incremental: only the events a change can move are relinked, where exact
+                    stats = build_events(engine, deployment, incremental=deployment.incremental,
+                                         run_at=dt.datetime.now().replace(microsecond=0))
                 meta = table_metadata(con, "core", "events", timer.seconds, stats)
                 if stats["events"]:
                     meta["anonymous_share"] = dg.MetadataValue.float(

@@ -42,7 +42,9 @@ def build(deployment: Deployment):
             con.execute("CREATE TABLE IF NOT EXISTS core.events (event_id VARCHAR, customer_id BIGINT, "
                         "event_type VARCHAR, occurred_at TIMESTAMP)")
             with spark.stage_engine(con) as engine:
-                stats = build_contact_cards(engine, companies=companies, deployment=deployment)
+                # incremental: behaviour aggregated only for the customers whose events moved
+                stats = build_contact_cards(engine, companies=companies, deployment=deployment,
+                                            incremental=deployment.incremental)
             return dg.MaterializeResult(metadata=table_metadata(con, "marts", "contact_cards", timer.seconds, stats))
 
     @dg.asset_check(pool=POOL, asset=CARDS, name="one_card_per_customer", blocking=True,

@@ -71,8 +71,12 @@ def one_day(work: Path, wh: Path, day: dt.date, incremental: bool, memory_limit:
             # identity (one multi-asset step) and golden records (one multi-asset step)
             "identity_s": out["assets"].get("core/customer_sources", {}).get("seconds"),
             "golden_s": out["assets"].get("core/customers", {}).get("seconds"),
+            # the events' linkage and the card (incremental since #19's fourth increment)
+            "events_s": out["assets"].get("core/events", {}).get("seconds"),
+            "card_s": out["assets"].get("marts/contact_cards", {}).get("seconds"),
             "slowest_assets": dict(sorted(((k, v["seconds"]) for k, v in out["assets"].items()
-                                           if v["seconds"] is not None), key=lambda kv: -kv[1])[:8])}
+                                           if v["seconds"] is not None), key=lambda kv: -kv[1])[:8]),
+            "assets_s": {k: v["seconds"] for k, v in out["assets"].items()}}
 
 
 def _child(work: Path, wh: Path, day: dt.date, incremental: bool, memory_limit: str | None,
@@ -172,7 +176,8 @@ def main() -> int:
             runs.append({"round": r + 1, **out})
             print(f"day 2 {'incremental' if incremental else 'full':<11} round {r + 1}: {out['wall_s']} s wall, "
                   f"{out['cpu_s']} s CPU, {out['peak_rss_mb']} MB peak; staging assets {out['staging_s']} s, "
-                  f"identity {out['identity_s']} s, golden records {out['golden_s']} s",
+                  f"identity {out['identity_s']} s, golden records {out['golden_s']} s, "
+                  f"events {out['events_s']} s, card {out['card_s']} s",
                   flush=True)
     same = compare(work / "day2_full" / "warehouse.duckdb", work / "day2_inc" / "warehouse.duckdb")
     print(f"day 2 full vs incremental: {same['identical']}/{same['tables_compared']} tables identical; "
@@ -182,7 +187,8 @@ def main() -> int:
         return min((x[key] for x in runs if x["incremental"] == inc and x[key] is not None), default=None)
 
     summary = {k: {"full": best(False, k), "incremental": best(True, k)}
-               for k in ("wall_s", "cpu_s", "peak_rss_mb", "staging_s", "identity_s", "golden_s")}
+               for k in ("wall_s", "cpu_s", "peak_rss_mb", "staging_s", "identity_s", "golden_s",
+                                  "events_s", "card_s")}
     print("best of rounds: " + "; ".join(f"{k} full {v['full']} / incremental {v['incremental']}"
                                          for k, v in summary.items()))
     out = {"scale": args.scale, "persons": persons, "deterministic": args.deterministic,

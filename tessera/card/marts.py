@@ -7,6 +7,9 @@ as lower-case columns; behaviour is summarised from ``core.events``.
 
 from __future__ import annotations
 
+import datetime as dt
+
+from tessera.card import incremental as card_inc
 from tessera.card.annotations import CARD_SQL as ANNOTATIONS_CARD_SQL
 from tessera.card.annotations import annotation_table_steps
 from tessera.companies.registry import card_company_columns, card_company_sql
@@ -107,18 +110,43 @@ def build_view_cards(engine: Engine, deployment, view: str) -> dict:
     return {"cards": int(rows)}
 
 
-def build_contact_cards(engine: Engine, companies: bool = False, deployment=None) -> dict:
+def build_contact_cards(engine: Engine, companies: bool = False, deployment=None,
+                        incremental: bool = False, run_at: dt.datetime | None = None) -> dict:
     """With ``companies`` (the deployment has company users), the card also carries the
-    person's company (``tessera.vocabulary.CARD_COMPANY_FIELDS``) and co-worker count."""
+    person's company (``tessera.vocabulary.CARD_COMPANY_FIELDS``) and co-worker count.
+
+    With ``incremental``, the behaviour columns are aggregated from ``core.events`` only
+    for the customers whose events moved (:mod:`tessera.card.incremental`), the others'
+    are carried over from the stored card, where that is exact; the table is rewritten
+    whole either way."""
     engine = as_engine(engine)
     engine.run(*annotation_table_steps(), bulk_edits_ddl())
     columns = None
     if set_property_types(deployment):
         engine.run(*SET_PROPERTIES_STEPS)
         columns = list(engine.columns(SqlStep("card.customer_columns", "SELECT * FROM core.customers LIMIT 0")))
+    step = contact_cards_step(companies, deployment, columns)
+    mode, reason, extra = "full", "incremental is off", {}
+    if incremental:
+        run_at = run_at or dt.datetime.now().replace(microsecond=0)
+        reason, state = card_inc.full_reason(engine, step.sql, run_at)
+        if reason is None:
+            mode = "incremental"
+            extra = card_inc.carried_events(engine, state)
+            step = SqlStep("card.contact_cards.incremental", card_inc.with_carried_events(step.sql), step.params)
+    else:
+        card_inc.drop_state(engine)
     with engine.together():
-        engine.replace_table("marts.contact_cards", contact_cards_step(companies, deployment, columns))
+        engine.replace_table("marts.contact_cards", step)
+        if incremental:
+            card_inc.record_state(engine, run_at, contact_cards_step(companies, deployment, columns).sql,
+                                  mode, reason)
+    if mode == "incremental":
+        card_inc.drop_temps(engine)
     cards, buyers, revenue = engine.rows(SqlStep("card.totals", """
         SELECT count(*), count(*) FILTER (WHERE order_number > 0), coalesce(sum(order_summary), 0)
         FROM marts.contact_cards"""))[0]
-    return {"cards": int(cards), "buyers": int(buyers), "revenue": float(revenue)}
+    out = {"cards": int(cards), "buyers": int(buyers), "revenue": float(revenue)}
+    if incremental:
+        out.update(card_mode=mode, card_full_reason=reason or "", **extra)
+    return out

@@ -255,11 +255,12 @@ def run_cmd(ctx: click.Context, day: dt.date | None, full: bool) -> int:
     """
     if full:
         # without its recorded state every staging table is built in full (and records
-        # its changed keys against the previous table), identity and golden records too,
-        # then incremental again
+        # its changed keys against the previous table), identity, golden records and the
+        # events' linkage too, then incremental again
         con, _deployment, _paths = warehouse_and_deployment(ctx)
         try:
-            for table in ("staging_state", "identity_state", "touched_customers", "golden_state"):
+            for table in ("staging_state", "identity_state", "touched_customers", "golden_state",
+                          "events_state", "event_link_owners", "events_touched", "card_state"):
                 con.execute(f"DROP TABLE IF EXISTS ops.{table}")
         finally:
             con.close()

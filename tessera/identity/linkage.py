@@ -14,23 +14,28 @@ the query that decides.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from tessera.engine import Engine, SqlStep, as_engine, step_from_file
-from tessera.privacy.owners import identifier_owners, identifiers_sql
+from tessera.identity import events_incremental as inc
+from tessera.privacy.owners import KEY_COLUMNS, identifier_owners, identifiers_sql
 
 EMPTY_EVENTS = SqlStep("identity.events_empty", """
     CREATE OR REPLACE TABLE core.events (event_id VARCHAR, customer_id BIGINT, event_type VARCHAR,
         occurred_at TIMESTAMP, properties VARCHAR, source VARCHAR, linked_by VARCHAR)""")
 
 
-def _event_identifiers(engine: Engine, deployment) -> None:
+def _event_refs(deployment) -> dict[str, str]:
+    return {s.name: s.customer_source for s in deployment.sources_of("event") if s.customer_source}
+
+
+def _event_identifiers(engine: Engine, deployment, table: str = "staging.events") -> None:
     cols = {r[0] for r in engine.rows(SqlStep(
         "identity.events_columns",
         "SELECT column_name FROM information_schema.columns "
         "WHERE table_schema = 'staging' AND table_name = 'events'"))}
-    refs = {s.name: s.customer_source for s in deployment.sources_of("event") if s.customer_source}
-    sql, params = identifiers_sql("staging.events", cols, refs, "ev")
+    sql, params = identifiers_sql(table, cols, _event_refs(deployment), "ev")
     engine.run(SqlStep("identity.event_identifiers",
                        f"CREATE OR REPLACE TEMP TABLE _event_identifiers AS {sql}", params))
 
@@ -40,22 +45,64 @@ def _drop_temps(engine: Engine) -> None:
                SqlStep("identity.drop_identifier_owners", "DROP TABLE IF EXISTS _identifier_owners"))
 
 
-def build_events(target, deployment) -> dict[str, Any]:
-    """``core.events``: behavioural events linked to customers through the identity graph."""
+def build_events(target, deployment, incremental: bool = False, run_at: dt.datetime | None = None) -> dict[str, Any]:
+    """``core.events``: behavioural events linked to customers through the identity graph.
+
+    With ``incremental``, only the events a change can move are relinked and rewritten,
+    in one transaction, where :mod:`tessera.identity.events_incremental` allows it."""
     engine = as_engine(target)
     if not engine.table_exists("staging", "events"):
         engine.run(EMPTY_EVENTS)
+        if incremental:
+            inc.drop_state(engine)
         return {"events": 0, "anonymous_events": 0}
+    run_at = run_at or dt.datetime.now().replace(microsecond=0)
+    refs = _event_refs(deployment)
     identifier_owners(engine)
-    _event_identifiers(engine, deployment)
+    mode, reason, extra = "full", "incremental is off", {}
+    if incremental:
+        reason, state = inc.full_reason(engine, refs, run_at)
+        inc.new_owners(engine)
+        if reason is None:
+            mode = "incremental"
+            cols = {r[0] for r in engine.rows(SqlStep(
+                "identity.events_columns",
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = 'staging' AND table_name = 'events'"))}
+            extra = inc.affected_events(engine, state, [kc for kc in KEY_COLUMNS if kc[1] in cols], refs)
+    else:
+        inc.drop_state(engine)
+    linked = step_from_file(__package__, "events_linked.sql")
     with engine.together():
-        engine.replace_table("core.events", step_from_file(__package__, "events_linked.sql"))
+        if mode == "incremental":
+            _event_identifiers(engine, deployment, "_ev_r")
+            inc.touched_before(engine)
+            engine.run(SqlStep("identity.events_incremental.delete", """
+                DELETE FROM core.events WHERE EXISTS (
+                    SELECT 1 FROM _ev_r r WHERE r.source = core.events.source
+                    AND r.source_record_id = core.events.event_id)"""))
+            engine.append("core.events", SqlStep("identity.events_incremental.linked",
+                                                 linked.sql.replace("staging.events", "_ev_r"), linked.params))
+            inc.touched_after(engine)
+        else:
+            _event_identifiers(engine, deployment)
+            engine.replace_table("core.events", linked)
+        if incremental:
+            if mode == "full":
+                inc.touched_clear(engine)
+            inc.write_owners(engine, mode)
+            inc.record_state(engine, run_at, refs, mode, reason, extra.get("events_relinked"))
+    if incremental:
+        inc.drop_temps(engine)
     _drop_temps(engine)
     by = engine.rows(SqlStep("identity.events_counts", """
         SELECT coalesce(linked_by, 'anonymous'), count(*) FROM core.events GROUP BY 1 ORDER BY 1"""))
     counts = {k: int(n) for k, n in by}
-    return {"events": sum(counts.values()), "anonymous_events": counts.pop("anonymous", 0),
-            "linked_by": counts}
+    out = {"events": sum(counts.values()), "anonymous_events": counts.pop("anonymous", 0),
+           "linked_by": counts}
+    if incremental:
+        out.update(events_mode=mode, events_full_reason=reason or "", **extra)
+    return out
 
 
 def events_linkage(target, deployment) -> dict[str, int]:

@@ -52,9 +52,9 @@ class Probabilistic(_Strict):
     max_block_size: int = Field(300, ge=2)
     # The fitted model (m, u, term frequencies, threshold) is stored and reused for this
     # many days, so that a day's identity can re-resolve only the records its changes
-    # reach and a full rebuild between refits gives the same customers; 0 (the default,
-    # until a whole-suite run has shown 7 safe for every deployment) refits every run.
-    refit_every_days: int = Field(0, ge=0)
+    # reach and a full rebuild between refits gives the same customers; 0 refits every
+    # run (every incremental day's identity is then full).
+    refit_every_days: int = Field(7, ge=0)
 
 
 class IdentitySettings(_Strict):

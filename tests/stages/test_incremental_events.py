@@ -1,0 +1,249 @@
+"""Incremental event linkage and the card's behaviour (issue 19 item 2): ``core.events``
+relinked day by day over the events a change can move, and ``marts.contact_cards`` with
+the behaviour aggregated only for the customers whose events moved, hold the same rows
+as those rebuilt in full every day.
+
+The demo's sample (120 persons, identity by the rules), web events carrying a device id,
+three warehouses: one built in full every day, one incrementally, and a control built
+incrementally without the device closure and with the card blind to the events' touched
+customers, which must differ. Six days: the first load;
+new events (some on a device whose other event names a person) and a CRM file with a
+merge and a new person the events name; a quiet day; a person's only address changed
+(the identifier loses its owner: its events and the device's go anonymous); an event
+re-sent changed (full, reason named); an incremental day after it.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from tessera.deployment import load_deployment
+from tessera.engine import SqlStep, recording
+from tessera.engine.portability import report
+from tessera.engine.warehouse import connect, ensure_warehouse
+from tessera.card import incremental as card_incremental
+from tessera.card.marts import build_contact_cards
+from tessera.identity import events_incremental
+from tessera.identity.golden import build_customers
+from tessera.identity.linkage import build_events
+from tessera.identity.resolve import resolve
+from tessera.ingest.changed_keys import ChangeRun
+from tessera.ingest.load import ingest_source
+from tessera.ingest.staging import build_contacts, build_entity
+from tessera.sampledata.generator import generate
+
+DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
+DAY1 = dt.date(2026, 11, 1)
+ENTITIES = ("contact", "event")
+
+
+def _crm(landing: Path):
+    src = sorted((landing / "crm").glob("crm_contacts_*.csv"))[0]
+    rows = list(csv.reader(io.StringIO(src.read_text(encoding="cp1252")), delimiter=";"))
+    return rows[0], [r for r in rows[1:] if len(r) == len(rows[0]) and r[0]]
+
+
+def _crm_file(landing: Path, day: dt.date, rows) -> None:
+    header, _ = _crm(landing)
+    i_mod = header.index("data_modifica")
+    rows = [[*r[:i_mod], f"{day:%d/%m/%Y} 09:00", *r[i_mod + 1:]] for r in rows]
+    buf = io.StringIO()
+    csv.writer(buf, delimiter=";", lineterminator="\r\n").writerows([header, *rows])
+    (landing / "crm" / f"crm_contacts_{day:%Y%m%d}.csv").write_bytes(buf.getvalue().encode("cp1252", "replace"))
+
+
+def _web_file(landing: Path, day: dt.date, events: list[dict]) -> None:
+    with open(landing / "web" / f"web_events_{day:%Y%m%d}.jsonl", "w", encoding="utf-8") as fh:
+        for ev in events:
+            fh.write(json.dumps({"type": "page_view", "occurred_at": f"{day:%Y-%m-%d}T10:00:00Z",
+                                 "properties": {"url": "/it"}, **ev}) + "\n")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("incr_events")
+    landing = tmp / "landing"
+    generate(landing, contacts=120, seed=11, as_of=DAY1)
+    base = load_deployment(DEMO)
+    ident = base.identity.model_copy(update={
+        "probabilistic": base.identity.probabilistic.model_copy(update={"enabled": False})})
+    # the web events carry a device id too (device linkage)
+    sources = [s.model_copy(update={"columns": {**s.columns, "device_id": "device_id"}})
+               if s.name == "web_events" else s for s in base.sources]
+    dep = base.model_copy(update={"identity": ident, "sources": sources})
+    cons = {k: connect(tmp / f"{k}.duckdb") for k in ("full", "inc", "broken")}
+    for con in cons.values():
+        ensure_warehouse(con)
+    yield dep, cons, landing
+    for con in cons.values():
+        con.close()
+
+
+def _no_device_closure(original):
+    """The control: the events a change moves, without the other events of their devices."""
+    def affected(engine, *args, **kwargs):
+        out = original(engine, *args, **kwargs)
+        engine.run(SqlStep("test.no_device_closure", """
+            CREATE OR REPLACE TEMP TABLE _ev_r AS SELECT * FROM staging.events e
+            WHERE EXISTS (SELECT 1 FROM _ev_a a WHERE a.source = e.source AND a.source_record_id = e.source_record_id)"""))
+        return out
+    return affected
+
+
+def _blind_card(original):
+    """The control's card: only customers without a stored card are recounted."""
+    def carried(engine, state):
+        return original(engine, {**state, "use_touched": False})
+    return carried
+
+
+def _day(cons, dep, landing, day: dt.date, monkeypatch) -> dict:
+    now = dt.datetime.combine(day, dt.time(6, 0))
+    run_at = dt.datetime.combine(day, dt.time(7, 0))
+    out = {}
+    for kind, con in cons.items():
+        inc = kind != "full"
+        changes = ChangeRun(f"run-{day}", now) if inc else None
+        for src in dep.sources:
+            if src.entity in ENTITIES:
+                ingest_source(con, dep, src, landing, f"b-{day}", now)
+        build_contacts(con, dep, changes)
+        build_entity(con, dep, "event", changes)
+        resolve(con, run_at, f"r-{day}", dep.identity, incremental=inc)
+        with monkeypatch.context() as mp:
+            if kind == "broken":
+                mp.setattr(events_incremental, "affected_events",
+                           _no_device_closure(events_incremental.affected_events))
+                mp.setattr(card_incremental, "carried_events", _blind_card(card_incremental.carried_events))
+            out[kind] = build_events(con, dep, incremental=inc, run_at=run_at)
+            # the card reads golden records (built in full: their incremental path has its test)
+            for ddl in ("core.consents (customer_id BIGINT, channel VARCHAR, state VARCHAR)",
+                        "core.orders (order_id VARCHAR, customer_id BIGINT, order_date DATE, amount DECIMAL(18,2))",
+                        "staging.unsubscribes (email_key VARCHAR, channel VARCHAR)",
+                        "staging.bounces (email_key VARCHAR, bounce_type VARCHAR)"):
+                con.execute(f"CREATE TABLE IF NOT EXISTS {ddl}")
+            build_customers(con, dep, run_at)
+            out[kind]["card"] = build_contact_cards(con, deployment=dep, incremental=inc, run_at=run_at)
+    return out
+
+
+def _rows(con):
+    return sorted(con.execute("SELECT * FROM core.events").fetchall(), key=repr)
+
+
+def _cards(con):
+    cols = [c for c, in con.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = "
+                                    "'marts' AND table_name = 'contact_cards' ORDER BY ordinal_position").fetchall()
+            if c != "golden_built_at"]
+    return sorted(con.execute(f"SELECT {', '.join(cols)} FROM marts.contact_cards").fetchall(), key=repr)
+
+
+def _same(cons, control_too: bool = True) -> None:
+    full = _rows(cons["full"])
+    assert full and _rows(cons["inc"]) == full, "core.events differs between full and incremental"
+    assert _cards(cons["inc"]) == _cards(cons["full"]), "the cards differ between full and incremental"
+    if control_too:
+        assert _rows(cons["broken"]) == full
+
+
+def test_incremental_event_linkage_equals_full_and_needs_the_device_closure(world, monkeypatch):
+    dep, cons, landing = world
+    d1 = _day(cons, dep, landing, DAY1, monkeypatch)
+    assert d1["inc"]["events_mode"] == "full" and d1["inc"]["events_full_reason"]
+    assert d1["inc"]["card"]["card_mode"] == "full"
+    _same(cons)
+    assert _cards(cons["broken"]) == _cards(cons["full"])
+    total = d1["full"]["events"]
+
+    # day 2: a merge, a new person whose address old events carry, new events (two on a
+    # device, one of which names a person with one record and an address of their own)
+    day2 = DAY1 + dt.timedelta(days=1)
+    header, body = _crm(landing)
+    i_id, i_mail = header.index("crm_id"), header.index("email")
+    full = cons["full"]
+    single = {r[0] for r in full.execute("""
+        SELECT s.source_record_id FROM staging.contacts s JOIN core.customer_sources cs USING (source, source_record_id)
+        WHERE s.source = 'crm_contacts' AND s.email_key IS NOT NULL
+          AND cs.customer_id IN (SELECT customer_id FROM core.customer_sources GROUP BY 1 HAVING count(*) = 1)
+          AND s.email_key IN (SELECT email_key FROM staging.contacts GROUP BY 1 HAVING count(*) = 1)
+          AND s.email_key IN (SELECT email_key FROM staging.events)""").fetchall()}
+    with_mail = [list(r) for r in body if r[i_mail]]
+    p = next(r for r in with_mail if r[i_id] in single)
+    d, e = [r for r in with_mail if r[i_id] != p[i_id]][:2]
+    d[i_mail] = e[i_mail]                                     # d joins e: a merge
+    anon = full.execute("""SELECT email_key FROM staging.events WHERE email_key IS NOT NULL
+                           AND email_key NOT IN (SELECT email_key FROM staging.contacts WHERE email_key IS NOT NULL)
+                           ORDER BY 1 LIMIT 1""").fetchone()
+    rows = [d]
+    if anon:
+        new = list(e)
+        new[i_id], new[i_mail] = "CRM-NEW-1", anon[0]
+        rows.append(new)
+    _crm_file(landing, day2, rows)
+    _web_file(landing, day2, [
+        {"event_id": "D2-1", "email": p[i_mail], "device_id": "dev-1"},
+        {"event_id": "D2-2", "device_id": "dev-1"},
+        {"event_id": "D2-3", "email": e[i_mail]},
+        {"event_id": "D2-4", "email": "nobody@example.org"}])
+    with recording() as log:
+        d2 = _day(cons, dep, landing, day2, monkeypatch)
+    inc = d2["inc"]
+    assert inc["events_mode"] == "incremental", inc["events_full_reason"]
+    assert inc["owners_moved"] >= 1
+    assert 4 <= inc["events_relinked"] < total / 2
+    assert inc["card"]["card_mode"] == "incremental", inc["card"]["card_full_reason"]
+    assert 0 < inc["card"]["behaviour_recounted"] < inc["card"]["cards"] / 2
+    _same(cons)
+    # the control's card keeps the stale behaviour of the customers whose events moved
+    assert _cards(cons["broken"]) != _cards(cons["full"])
+    linked = dict(cons["inc"].execute("SELECT event_id, customer_id FROM core.events "
+                                      "WHERE event_id IN ('D2-1', 'D2-2')").fetchall())
+    assert linked["D2-1"] is not None and linked["D2-2"] == linked["D2-1"]  # by the device
+    if anon:
+        assert cons["inc"].execute("SELECT count(*) FROM core.events WHERE customer_id IS NOT NULL "
+                                   "AND event_id IN (SELECT source_record_id FROM staging.events "
+                                   "WHERE email_key = ?)", [anon[0]]).fetchone()[0] >= 1
+    verdicts, text = report([v for (name, _sql), v in log.items()
+                             if name.startswith(("identity.events_incremental", "card.incremental",
+                                                 "card.contact_cards"))])
+    assert len(verdicts) >= 6 and all(v.passes for v in verdicts), text
+
+    # day 3: nothing arrives: incremental, nothing relinked
+    day3 = day2 + dt.timedelta(days=1)
+    d3 = _day(cons, dep, landing, day3, monkeypatch)
+    assert d3["inc"]["events_mode"] == "incremental" and d3["inc"]["events_relinked"] == 0
+    assert d3["inc"]["card"]["card_mode"] == "incremental" and d3["inc"]["card"]["behaviour_recounted"] == 0
+    _same(cons)
+
+    # day 4: the person's only address changes: it has no owner any more, so their events
+    # by it and the device's other event go anonymous (the control misses the device's)
+    day4 = day3 + dt.timedelta(days=1)
+    p[i_mail] = "p.moved@example.org"
+    _crm_file(landing, day4, [p])
+    d4 = _day(cons, dep, landing, day4, monkeypatch)
+    assert d4["inc"]["events_mode"] == "incremental" and d4["inc"]["owners_lost"] >= 1
+    _same(cons, control_too=False)
+    assert cons["inc"].execute("SELECT count(*) FROM core.events WHERE event_id IN ('D2-1', 'D2-2') "
+                               "AND customer_id IS NULL").fetchone()[0] == 2
+    assert _rows(cons["broken"]) != _rows(cons["full"]), "the control should miss the device's event"
+
+    # day 5: an event re-sent with another type: full, reason named
+    day5 = day4 + dt.timedelta(days=1)
+    _web_file(landing, day5, [{"event_id": "D2-4", "email": "nobody@example.org", "type": "download"}])
+    d5 = _day(cons, dep, landing, day5, monkeypatch)
+    assert d5["inc"]["events_mode"] == "full" and "event changed" in d5["inc"]["events_full_reason"]
+    assert d5["inc"]["card"]["card_mode"] == "full" and "in full" in d5["inc"]["card"]["card_full_reason"]
+    _same(cons, control_too=False)
+
+    # day 6: incremental again
+    day6 = day5 + dt.timedelta(days=1)
+    _web_file(landing, day6, [{"event_id": "D6-1", "email": e[i_mail]}])
+    d6 = _day(cons, dep, landing, day6, monkeypatch)
+    assert d6["inc"]["events_mode"] == "incremental" and d6["inc"]["events_relinked"] == 1
+    assert d6["inc"]["card"]["card_mode"] == "incremental"
+    _same(cons, control_too=False)
