@@ -43,6 +43,7 @@ TABS = (
     ("timeline", "Timeline"),
     ("visits", "Visits"),
     ("messages", "Messages"),
+    ("mobile", "Mobile"),
     ("coupons", "Coupons"),
     ("journeys", "Journeys and automations"),
     ("notes", "Notes and tasks"),
@@ -440,6 +441,7 @@ def _profile(engine: Engine, row: dict[str, Any], view: str | None = None) -> li
         _with_lineage(engine, "customer", cid, what, [(f, row.get(f)) for f in golden if f in row],
                       lineage),
         Table("E-commerce and activity totals", ["measure", "value"], totals),
+        *_contact_data().details_tables(engine, row),
     ]
 
 
@@ -739,6 +741,12 @@ def _activation():
     from tessera.web import activation_tabs  # it imports this module
 
     return activation_tabs
+
+
+def _contact_data():
+    from tessera.web import contact_data_tabs  # it imports this module
+
+    return contact_data_tabs
 # The recommendation kinds in the order the card lists them (the combination first).
 _REC_KINDS = ("combined", "collaborative", "bought_after_viewing", "viewed_together",
               "bought_together", "buy_again", "popular")
@@ -792,7 +800,10 @@ def _recommendations(engine: Engine, row: dict[str, Any]) -> list[Table]:
 
 _TAB_BUILDERS = {
     "profile": _profile, "identifiers": _identifiers, "consents": _consents, "orders": _orders,
-    "timeline": _timeline, "visits": _visits, "messages": _messages, "notes": _notes, "companies": _companies, "segments": _segments,
+    "timeline": _timeline, "visits": _visits,
+    "messages": lambda engine, row: _contact_data().messages_tables(engine, row) + _messages(engine, row),
+    "mobile": lambda engine, row: _contact_data().mobile_tab(engine, row),
+    "notes": _notes, "companies": _companies, "segments": _segments,
     "coupons": lambda engine, row: _activation().coupons_tab(engine, row),
     "journeys": lambda engine, row: _activation().journeys_tab(engine, row),
     "scores": _scores, "stages": _stages, "rfm": _rfm,
