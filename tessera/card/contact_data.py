@@ -63,7 +63,8 @@ PROFILES_SQL = """
            min(occurred_at) FILTER (WHERE event_type IN ('install', 'launch')) AS first_launch_at,
            max(occurred_at) FILTER (WHERE event_type IN ('install', 'launch')) AS last_launch_at,
            count(*) FILTER (WHERE event_type = 'launch') AS launches,
-           coalesce(sum(session_seconds) FILTER (WHERE event_type = 'session_end'), 0) AS time_in_app_seconds,
+           CAST(coalesce(sum(session_seconds) FILTER (WHERE event_type = 'session_end'), 0) AS BIGINT)
+               AS time_in_app_seconds,
            max(occurred_at) AS last_event_at
     FROM core.app_events WHERE customer_id IS NOT NULL
     GROUP BY customer_id, app ORDER BY customer_id, app"""

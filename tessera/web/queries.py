@@ -572,14 +572,16 @@ def _messages(engine: Engine, row: dict[str, Any]) -> list[Table]:
     ``campaign_id``) or bounced (the bounce source), per campaign; then deliverability."""
     cid = row["customer_id"]
     parts = []
-    if _has(engine, "core.events"):
+    # (a deployment without event sources has the card's bare core.events: no properties)
+    if _has(engine, "core.events") and "properties" in _table_columns(engine, "core", "events"):
         parts.append("""SELECT json_extract_string(properties, '$.campaign_id') AS campaign,
                    occurred_at AS happened_at, event_type = 'email_open' AS opened,
                    event_type = 'email_click' AS clicked, CAST(NULL AS VARCHAR) AS bounce
             FROM core.events WHERE customer_id = $id AND event_type IN ('email_open', 'email_click')""")
     bounces = _has(engine, "staging.bounces") and _has(engine, "core.bounce_status")
     if bounces:
-        parts.append("""SELECT campaign_id, bounced_at, FALSE, FALSE, bounce_type FROM staging.bounces
+        parts.append("""SELECT campaign_id AS campaign, bounced_at AS happened_at, FALSE AS opened,
+                   FALSE AS clicked, bounce_type AS bounce FROM staging.bounces
             WHERE email_key IN (SELECT email_key FROM core.bounce_status WHERE customer_id = $id)""")
     if not parts:
         return [Table("Messages", [], empty="No e-mail event or bounce source in this deployment.")]
