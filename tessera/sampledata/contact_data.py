@@ -97,7 +97,7 @@ def generate_contact_data(root: Path, people: list[dict], crm_ids: list[str],
             android = rng.random() < 0.6
             os_, versions = ("Android", ["12", "13", "14"]) if android else ("iOS", ["16.7", "17.4", "17.5"])
             device = f"app-{p['person_id']}"
-            t = as_of_s - int(rng.integers(30, 300)) * 86400
+            t = as_of_s - int(rng.integers(30, 300)) * 86400 + int(rng.integers(7 * 3600, 22 * 3600))
             v = int(rng.integers(0, 2))
             base = ["it.negozio.app", "", "pl" if pl_ else "it", os_, ""]
 

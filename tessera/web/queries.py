@@ -595,7 +595,8 @@ def _messages(engine: Engine, row: dict[str, Any]) -> list[Table]:
                     ELSE 'opened' END AS status
         FROM ({union}) GROUP BY ALL ORDER BY last_at DESC, campaign LIMIT $limit""",
         {"id": cid, "limit": LIST_LIMIT}), empty="No campaign opened, clicked or bounced.",
-        note="Sends that were neither opened nor bounced are not recorded by any source yet.")]
+        note="From the e-mail events and bounces; every send of a message source is listed in "
+             "the messages table (when the deployment has one).")]
     if bounces:
         tables.append(_table(engine, "E-mail deliverability", SqlStep("web.bounce_status", """
             SELECT state, hard_bounces, soft_bounces, campaigns_bounced, bounced_in_last_3, last_bounced_at
