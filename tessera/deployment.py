@@ -197,11 +197,12 @@ def load_deployment(config_dir: str | Path) -> Deployment:
             if groups < 1:
                 raise ConfigError(f"{where('record_order', 'pattern')}: needs a group holding the date "
                                   "in the file's name, e.g. '_(\\d{{8}})\\.csv$'")
-        if s.entity in ("event", "unsubscribe", "consent") and "customer_ref" in s.columns \
+        if s.entity in ("event", "unsubscribe", "consent", "message", "app_event", "detail") \
+                and "customer_ref" in s.columns \
                 and not s.customer_source:
             raise ConfigError(f"{where('columns', 'customer_ref')}: a source that maps 'customer_ref' "
                               "needs 'customer_source' (the contact source whose ids it names)")
-        if s.entity in ("unsubscribe", "consent") and not any(
+        if s.entity in ("unsubscribe", "consent", "message", "app_event", "detail") and not any(
                 f in s.columns for f in ("email", "mobile", "erp_id", "customer_ref")):
             raise ConfigError(f"{where('columns')}: an {s.entity} source must map at least one "
                               "identifier of the person: email, mobile, erp_id or customer_ref")

@@ -200,6 +200,7 @@ ENTITY_TABLES = {
     "company": "companies", "company_user": "company_users",
     "potential_company": "potential_companies",
     "campaign_cost": "campaign_costs",
+    "message": "messages", "app_event": "app_events", "detail": "contact_details",
 }
 
 
@@ -220,6 +221,31 @@ IDENTIFIER_FIELDS: dict[str, dict[str, str]] = {
     "unsubscribe": {"email": "email", "mobile": "phone", "erp_id": "erp_id"},
     "consent": {"email": "email", "mobile": "phone", "erp_id": "erp_id"},
     "order": {"customer_ref": "erp_id"},
+    # the contact card's entities (tessera.card.contact_data): erased people are blocked
+    "message": {"email": "email", "mobile": "phone"},
+    "app_event": {"email": "email", "mobile": "phone"},
+    "detail": {"email": "email", "mobile": "phone"},
+}
+
+# The per-contact entities of the contact card that name their person by identifiers
+# (e-mail, phone, a contact record id): linked like events, erased like events.
+CARD_ENTITIES = ("message", "app_event", "detail")
+
+# SALESmanago's delivery status codes of a message (seed 003, the card's messages tab),
+# with their meaning. An empty status is a message sent without an error.
+MESSAGE_STATUSES = {
+    "FP": "failed permanently: not delivered, not retried",
+    "IE": "invalid e-mail address (syntax)",
+    "OO": "opted out between queueing and sending",
+    "PF": "product failed: no recommended products to fill the template, not sent",
+    "TE": "template error (dynamic template), not sent, not retried",
+    "TR": "template rejected: the contact did not meet the e-mail's conditions, not sent",
+    "SF": "soft bounce: error talking to the server, not retried",
+    "LF": "could not connect to the server",
+    "HF": "hard bounce",
+    "UF": "the e-mail address does not exist",
+    "C": "cancelled mailing",
+    "WFS": "queued, no attempt to send yet",
 }
 
 

@@ -41,7 +41,7 @@ from tessera.ingest.formats.jsonl import _json_path
 from tessera.ingest.formats.xlsx import _open_sheet, xlsx_cell_text
 from tessera.ingest.formats.xml import _ascii_compatible
 from tessera.privacy.suppression import _test_point, ensure_tables, normalise_value
-from tessera.vocabulary import ENTITY_TABLES, IDENTIFIER_FIELDS
+from tessera.vocabulary import CARD_ENTITIES, ENTITY_TABLES, IDENTIFIER_FIELDS
 
 
 @dataclass
@@ -456,6 +456,8 @@ def scrub_landing_files(con, deployment, landing_dir, key: str, request_id: str 
                 return (values.get("contact_ref") or "").strip() in rec_ids.get(source.customer_source, ())
             rid = (values.get("source_record_id") or "").strip()
             hit = bool(rid) and rid in rec_ids.get(source.name, ())
+            if not hit and source.entity in CARD_ENTITIES and source.customer_source:
+                hit = (values.get("customer_ref") or "").strip() in rec_ids.get(source.customer_source, ())
             if not hit:
                 for fld, kind in IDENTIFIER_FIELDS.get(source.entity, {}).items():
                     v = normalise_value(kind, values.get(fld))

@@ -17,7 +17,7 @@ from tessera.ingest.changed_keys import HELD_CLOSE, HELD_OPEN, ChangeRun, restri
 from tessera.ingest.company_keys import staging_keys_sql
 from tessera.privacy.consent import SOFT_DELETED_SQL
 from tessera.settings import Deployment
-from tessera.vocabulary import CONTACT_ENTITIES, ENTITY_TABLES, profile_fields, source_fields, switched_off
+from tessera.vocabulary import CARD_ENTITIES, CONTACT_ENTITIES, ENTITY_TABLES, profile_fields, source_fields, switched_off
 
 
 def calling_codes() -> dict[str, tuple[str, str | None]]:
@@ -332,14 +332,14 @@ def _entity_sql(engine: Engine, deployment: Deployment, entity: str, keys: str |
     """The staging statement of a non-contact entity (``keys``: see ``_latest_union``)."""
     union = _latest_union(engine, deployment, entity, keys=keys)
     extra, joins = "", ""
-    if entity in ("event", "bounce", "unsubscribe", "consent"):
+    if entity in ("event", "bounce", "unsubscribe", "consent", *CARD_ENTITIES):
         extra = ", lower(trim(email)) AS email_key"
-    if entity in ("event", "unsubscribe", "consent"):
+    if entity in ("event", "unsubscribe", "consent", *CARD_ENTITIES):
         # the other identifiers a behaviour or a withdrawal may name the person by:
         # a phone in E.164 (an SMS STOP), the ERP id, a contact of the customer source
         extra += (f", {e164_sql('u.mobile', 'u._mobile_d')} AS mobile_key"
                   ", nullif(trim(u.customer_ref), '') AS customer_ref_key")
-        if entity != "event":
+        if entity in ("unsubscribe", "consent"):
             extra += ", nullif(upper(trim(u.erp_id)), '') AS erp_key"
         union = (f"SELECT *, regexp_replace(mobile, '[^0-9+]', '', 'g') AS _mobile_d FROM ({union})")
         joins = (f" u LEFT JOIN (VALUES {calling_codes_values()}) cc(country, code, trunk) "

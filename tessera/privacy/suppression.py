@@ -28,7 +28,7 @@ import signal
 import pyarrow as pa
 
 from tessera.engine import Engine, SqlStep, as_engine
-from tessera.vocabulary import IDENTIFIER_FIELDS
+from tessera.vocabulary import CARD_ENTITIES, ENTITY_TABLES, IDENTIFIER_FIELDS
 
 DDL = """
 CREATE TABLE IF NOT EXISTS ops.suppressions (
@@ -339,6 +339,19 @@ def forget(engine: Engine, deployment, key: str, *, emails=(), customer_ids=(),
             raw_where[s.name] = f"contact_ref IN ({about})"
         annotation_where.setdefault("notes" if s.entity == "note" else "tasks", []).append(
             f"(source = '{s.name}' AND contact_ref IN ({about}))")
+    # The contact card's entities (messages, app events, details) name the person by
+    # e-mail, phone or the contact record of their customer_source.
+    for s in [src for e in CARD_ENTITIES for src in deployment.sources_of(e)]:
+        about = f"SELECT source_record_id FROM _f_recs WHERE source = '{s.customer_source}'"
+        if has("raw", s.name):
+            cols = _columns(engine, "raw", s.name)
+            parts = [_ident_match("email", "email")] if "email" in cols else []
+            parts += [_ident_match("phone", "mobile")] if "mobile" in cols else []
+            parts += [f"customer_ref IN ({about})"] if "customer_ref" in cols and s.customer_source else []
+            raw_where[s.name] = " OR ".join(parts) or "false"
+        annotation_where.setdefault(ENTITY_TABLES[s.entity], []).append(
+            f"(source = '{s.name}' AND ({_ident_match('email', 'email')} OR {_ident_match('phone', 'mobile')}"
+            + (f" OR customer_ref IN ({about})" if s.customer_source else "") + "))")
     for name, where in raw_where.items():
         run("landing_lines", f"INSERT INTO _f_lines SELECT DISTINCT '{name}', _file, _line FROM raw.{name} WHERE {where}")
 

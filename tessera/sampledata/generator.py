@@ -27,6 +27,9 @@ retailer with Polish customers would really hand to a customer-data platform:
   feedback files (UTF-8, comma).
 * ``marketing/campaign_costs_YYYYMMDD.csv`` - spend per campaign, channel and month, for
   ROAS (UTF-8, comma; no personal data).
+* ``email/messages_YYYYMMDD.csv``, ``mobile/app_events_YYYYMMDD.csv`` and
+  ``crm/crm_details_YYYYMMDD.csv`` - messages with delivery status codes, the shop app's
+  events and key/value details (see ``tessera.sampledata.contact_data``).
 * ``b2b/aziende_*.csv``, ``b2b/aziende-crm_*.xml``, ``b2b/utenti-aziende_*.csv`` and
   ``b2b/aziende-potenziali_*.csv`` - the B2B registries (see ``tessera.sampledata.b2b``).
 
@@ -932,6 +935,13 @@ def generate(out_dir: str | Path, contacts: int = 300, seed: int = 42,
     b2b_files, b2b_counts = generate_b2b(root, people, seed, ymd, bad_rows)
     files += b2b_files
     counts.update(b2b_counts)
+    # the contact card's entities (tessera.sampledata.contact_data): messages, app events,
+    # details
+    from tessera.sampledata.contact_data import generate_contact_data
+    card_files, card_counts = generate_contact_data(root, people, crm_ids, campaigns, seed, ymd,
+                                                    as_of_s, bad_rows)
+    files += card_files
+    counts.update(card_counts)
     # the seeds' examples (tessera.sampledata.seeds): planted companies and their users
     seed_files, seed_counts = plant_seed_examples(root, ymd, as_of)
     for name, added in seed_counts.items():

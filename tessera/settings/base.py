@@ -24,7 +24,8 @@ Identifier = Annotated[str, AfterValidator(_identifier)]
 Entity = Literal[
     "contact", "order", "order_line", "product", "product_line", "event", "bounce",
     "unsubscribe", "consent", "note", "task", "service", "service_line", "offer",
-    "company", "company_user", "potential_company", "campaign_cost",
+    "company", "company_user", "potential_company", "campaign_cost", "message", "app_event",
+    "detail",
 ]
 
 

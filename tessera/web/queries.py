@@ -43,6 +43,7 @@ TABS = (
     ("timeline", "Timeline"),
     ("visits", "Visits"),
     ("messages", "Messages"),
+    ("mobile", "Mobile"),
     ("coupons", "Coupons"),
     ("journeys", "Journeys and automations"),
     ("notes", "Notes and tasks"),
@@ -463,6 +464,7 @@ def _profile(engine: Engine, row: dict[str, Any], view: str | None = None) -> li
         _with_lineage(engine, "customer", cid, what, [(f, row.get(f)) for f in golden if f in row],
                       lineage),
         Table("E-commerce and activity totals", ["measure", "value"], totals),
+        *_contact_data().details_tables(engine, row),
     ]
 
 
@@ -593,14 +595,16 @@ def _messages(engine: Engine, row: dict[str, Any]) -> list[Table]:
     ``campaign_id``) or bounced (the bounce source), per campaign; then deliverability."""
     cid = row["customer_id"]
     parts = []
-    if _has(engine, "core.events"):
+    # (a deployment without event sources has the card's bare core.events: no properties)
+    if _has(engine, "core.events") and "properties" in _table_columns(engine, "core", "events"):
         parts.append("""SELECT json_extract_string(properties, '$.campaign_id') AS campaign,
                    occurred_at AS happened_at, event_type = 'email_open' AS opened,
                    event_type = 'email_click' AS clicked, CAST(NULL AS VARCHAR) AS bounce
             FROM core.events WHERE customer_id = $id AND event_type IN ('email_open', 'email_click')""")
     bounces = _has(engine, "staging.bounces") and _has(engine, "core.bounce_status")
     if bounces:
-        parts.append("""SELECT campaign_id, bounced_at, FALSE, FALSE, bounce_type FROM staging.bounces
+        parts.append("""SELECT campaign_id AS campaign, bounced_at AS happened_at, FALSE AS opened,
+                   FALSE AS clicked, bounce_type AS bounce FROM staging.bounces
             WHERE email_key IN (SELECT email_key FROM core.bounce_status WHERE customer_id = $id)""")
     if not parts:
         return [Table("Messages", [], empty="No e-mail event or bounce source in this deployment.")]
@@ -614,7 +618,8 @@ def _messages(engine: Engine, row: dict[str, Any]) -> list[Table]:
                     ELSE 'opened' END AS status
         FROM ({union}) GROUP BY ALL ORDER BY last_at DESC, campaign LIMIT $limit""",
         {"id": cid, "limit": LIST_LIMIT}), empty="No campaign opened, clicked or bounced.",
-        note="Sends that were neither opened nor bounced are not recorded by any source yet.")]
+        note="From the e-mail events and bounces; every send of a message source is listed in "
+             "the messages table (when the deployment has one).")]
     if bounces:
         tables.append(_table(engine, "E-mail deliverability", SqlStep("web.bounce_status", """
             SELECT state, hard_bounces, soft_bounces, campaigns_bounced, bounced_in_last_3, last_bounced_at
@@ -762,6 +767,12 @@ def _activation():
     from tessera.web import activation_tabs  # it imports this module
 
     return activation_tabs
+
+
+def _contact_data():
+    from tessera.web import contact_data_tabs  # it imports this module
+
+    return contact_data_tabs
 # The recommendation kinds in the order the card lists them (the combination first).
 _REC_KINDS = ("combined", "collaborative", "bought_after_viewing", "viewed_together",
               "bought_together", "buy_again", "popular")
@@ -815,7 +826,10 @@ def _recommendations(engine: Engine, row: dict[str, Any]) -> list[Table]:
 
 _TAB_BUILDERS = {
     "profile": _profile, "identifiers": _identifiers, "consents": _consents, "orders": _orders,
-    "timeline": _timeline, "visits": _visits, "messages": _messages, "notes": _notes, "companies": _companies, "segments": _segments,
+    "timeline": _timeline, "visits": _visits,
+    "messages": lambda engine, row: _contact_data().messages_tables(engine, row) + _messages(engine, row),
+    "mobile": lambda engine, row: _contact_data().mobile_tab(engine, row),
+    "notes": _notes, "companies": _companies, "segments": _segments,
     "coupons": lambda engine, row: _activation().coupons_tab(engine, row),
     "journeys": lambda engine, row: _activation().journeys_tab(engine, row),
     "scores": _scores, "stages": _stages, "rfm": _rfm,

@@ -50,6 +50,7 @@ READ_TABLES = (
     "ops.runs",
     "activation.coupons", "activation.journey_state", "activation.journey_history",
     "activation.outbox", "activation.outbox_subjects", "activation.evaluated_days",
+    "core.messages", "core.app_events", "core.mobile_profiles", "core.contact_details",
 )
 # Tables published through a select of their own: the outbox without its payload (the
 # fields a pending send reads) and with the target only where it is not an address.

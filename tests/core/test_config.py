@@ -58,7 +58,8 @@ def test_demo_config_loads():
     assert [p.name for p in dep.properties_of("contact")] == ["loyalty_tier", "spender_level"]
     assert dep.properties_of("contact")[0].sql_type == "VARCHAR"
     assert dep.properties_of("order") == []
-    assert len(dep.sources) == 22  # with sms_optins (#15) and campaign_costs (#16)
+    # with sms_optins (#15), campaign_costs, esp_messages, app_events and crm_details (#16)
+    assert len(dep.sources) == 25
     assert [dep.source(n).entity for n in ("erp_companies", "crm_companies", "crm_company_users",
                                            "purchased_companies")] == [
         "company", "company", "company_user", "potential_company"]

@@ -260,6 +260,9 @@ def test_bad_rows_point_at_records(sample):
         ("crm/crm_notes_20261101.csv", "created_at", "missing_required"),
         ("crm/crm_tasks_20261101.csv", "status", "not_allowed"),
         ("marketing/campaign_costs_20261101.csv", "cost", "invalid_number"),
+        ("email/messages_20261101.csv", "status", "not_allowed"),
+        ("mobile/app_events_20261101.csv", "event_type", "not_allowed"),
+        ("crm/crm_details_20261101.csv", "kind", "not_allowed"),
     }
     assert kinds == expected
 
@@ -331,7 +334,8 @@ def test_bad_rows_point_at_records(sample):
 def test_bad_rows_exist_when_tiny(tmp_path):
     s = generate(tmp_path, contacts=50, seed=3)
     bad = _read_csv(tmp_path / "_truth" / "bad_rows.csv")
-    assert len({(r["file"], r["field"], r["problem"]) for r in bad}) == 19  # one more: the campaign costs file
+    # one more each: the campaign costs file; messages, app events and details (#16)
+    assert len({(r["file"], r["field"], r["problem"]) for r in bad}) == 22
     assert len(_read_csv(tmp_path / "_truth" / "persons.csv")) == 50
     assert s["persons"] == 50
 
@@ -421,3 +425,25 @@ def test_b2b_files_and_truth(sample):
     labels = {r["settore"] for r in csv.DictReader(
         io.StringIO((out / B2B_POTENTIAL).read_text("utf-8")), delimiter=";")}
     assert "Astrologia" in labels and labels & {"Costruzioni", "Negozi", "Industria"}
+
+
+def test_card_entity_files_hold_their_planted_bad_rows(sample):
+    """Messages, app events and details: the one bad row of each file is where the truth
+    says, every other row is valid for its contract, and the status codes all occur."""
+    import csv
+
+    out, summary = sample
+    checks = (("email/messages_20261101.csv", ",", "status", "status",
+               {"", "FP", "IE", "OO", "PF", "TE", "TR", "SF", "LF", "HF", "UF", "C", "WFS"}),
+              ("mobile/app_events_20261101.csv", ",", "type", "event_type",
+               {"install", "launch", "session_end", "location"}),
+              ("crm/crm_details_20261101.csv", ";", "tipo", "kind", {"standard", "dictionary"}))
+    for rel, sep, column, field, allowed in checks:
+        rows = list(csv.DictReader((out / rel).open(encoding="utf-8"), delimiter=sep))
+        assert len(rows) > 10, rel
+        found = {(i + 2, field, "not_allowed") for i, r in enumerate(rows) if r[column] not in allowed}
+        assert found == _bad(out, rel), rel
+    messages = list(csv.DictReader((out / "email/messages_20261101.csv").open(encoding="utf-8")))
+    assert {r["channel"] for r in messages} == {"email", "sms", "web_push"}
+    assert {r["status"] for r in messages} >= {"", "HF", "WFS", "FP"}
+    assert summary["records"]["messages"] == len(messages)
