@@ -115,8 +115,15 @@ def test_contact_cards(engines, deployment):
     """The card (soft deletes, annotations, the person's company) on both engines, with a
     delete and a restore of one person stamped in the same microsecond (the delete wins:
     no ``rowid`` decides) and a later restore of another."""
+    from tessera.card.annotations import build_annotations
     from tessera.card.marts import build_contact_cards
     from tessera.privacy.bulk import request_bulk_edit
+
+    # the CRM notes and tasks the card counts, linked to their customers (issue 17, fifth
+    # increment: on Spark in the daily job too)
+    duck, spark = _on_both(engines, build_annotations, deployment)
+    assert duck == spark and duck["notes"] > 0
+    assert differences(*engines, {"core.notes": (), "core.tasks": ()}) == {}
 
     ids = [r[0] for r in engines[0].rows(SqlStep("ids", "SELECT customer_id FROM core.customers "
                                                         "ORDER BY customer_id LIMIT 3"))]
