@@ -44,6 +44,26 @@ def day_inputs(con, day):
     return day_engine(as_engine(con), day)
 
 
+@contextmanager
+def day_engine_of(spark, con, day):
+    """The engine a partitioned stage of ``day`` runs on. With ``engine: spark``, the
+    newest day runs on Spark (the stage between the two hand-overs); a backfill of an
+    earlier day runs on DuckDB, because the recorded versions it reads as of its day
+    (``history.*``) live in the DuckDB warehouse and are not handed over (copying every
+    version of the cards, orders and events into Spark for each stage would cost more
+    than the backfill). With ``engine: duckdb``, DuckDB as always."""
+    from tessera.engine import as_engine
+    from tessera.engine.overlay import OverlayEngine
+    from tessera.history import day_engine
+
+    local = day_engine(as_engine(con), day)
+    if isinstance(local, OverlayEngine):
+        yield local  # a backfill: the as-of overlay over DuckDB
+        return
+    with spark.stage_engine(con) as engine:
+        yield day_engine(engine, day)
+
+
 def table_metadata(con, schema: str, table: str, seconds: float, extra: dict | None = None,
                    where: str = "", params=None, entity: str | None = None,
                    descriptions: dict[str, str] | None = None) -> dict:

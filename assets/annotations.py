@@ -5,6 +5,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets._common import POOL, table_metadata
+from resources.spark import SparkEngineResource
 from tessera.card.annotations import build_annotations
 from tessera.settings import Deployment
 from tessera.engine.warehouse import Timer
@@ -28,10 +29,11 @@ def build(deployment: Deployment):
                             kinds={"duckdb"}, group_name=GROUP,
                             description="CRM tasks with owner, due date, reminder and status, "
                                         "with the customer they are about.")])
-    def annotations(warehouse: DuckDBResource):
+    def annotations(warehouse: DuckDBResource, spark: SparkEngineResource):
         timer = Timer()
         with warehouse.get_connection() as con:
-            stats = build_annotations(con, deployment)
+            with spark.stage_engine(con) as engine:
+                stats = build_annotations(engine, deployment)
             notes = {k: v for k, v in stats.items() if k.startswith("notes")}
             tasks = {k: v for k, v in stats.items() if "tasks" in k}
             yield dg.MaterializeResult(asset_key=["core", "notes"],

@@ -129,10 +129,11 @@ def build(deployment: Deployment):
         @dg.asset(key=COWORKERS, group_name=GROUP, pool=POOL, deps=[COMPANY_CONTACTS],
                   kinds={"duckdb"},
                   description="A view: (customer_id, coworker_id, company_id) for people of the same company.")
-        def coworkers(warehouse: DuckDBResource) -> dg.MaterializeResult:
+        def coworkers(warehouse: DuckDBResource, spark: SparkEngineResource) -> dg.MaterializeResult:
             timer = Timer()
             with warehouse.get_connection() as con:
-                stats = build_coworkers(con)
+                with spark.stage_engine(con) as engine:  # the view is handed back as its SQL
+                    stats = build_coworkers(engine)
                 meta = table_metadata(con, "marts", "coworkers", timer.seconds, stats)
             return dg.MaterializeResult(metadata=meta)
 
@@ -158,11 +159,14 @@ def build(deployment: Deployment):
             ],
             pool=POOL,
         )
-        def potential_companies(warehouse: DuckDBResource):
+        def potential_companies(warehouse: DuckDBResource, spark: SparkEngineResource):
             timer = Timer()
             with warehouse.get_connection() as con:
                 ensure_warehouse(con)
-                stats = build_potential_companies(con, _now(), deployment)
+                with spark.stage_engine(con) as engine:
+                    stats = build_potential_companies(engine, _now(), deployment)
+                # the unsubscribe requests stay on DuckDB: their decisions are written by
+                # the CLI into the DuckDB warehouse, a few rows per request
                 meta = table_metadata(con, "core", "potential_companies", timer.seconds, stats)
                 ucounts = build_potential_unsubscribes(con)
                 if ucounts["undecided"]:

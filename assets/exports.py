@@ -4,17 +4,19 @@ signed batches delivered."""
 
 
 import datetime as dt
+from contextlib import nullcontext
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets._common import DAY_INPUTS, POOL, day_inputs, described_schema, report_swept_temps
+from assets._common import DAY_INPUTS, POOL, day_engine_of, day_inputs, described_schema, report_swept_temps
 from pipelines.partitions import daily_backfill, daily_partitions
 from resources import FeedStore, PrivacySettings
+from resources.spark import SparkEngineResource
 from tessera.engine.warehouse import Timer, table_exists
 from tessera.feeds.checks import (erased_in_last_delivery, last_two_deliveries,
                                   unconsented_in_last_delivery)
-from tessera.feeds.publish import build_feed
+from tessera.feeds.publish import build_feed, prepare_feed
 from tessera.privacy import suppression as privacy_core
 from tessera.settings import Deployment
 from tessera.feeds.selection import uses_predictions
@@ -52,13 +54,21 @@ def _feed_asset(deployment: Deployment, feed):
                         "channel": feed.channel, "format": feed.format, "mode": feed.mode,
                         "weekdays": ", ".join(feed.weekdays or ["every day"])})
     def _feed(context: dg.AssetExecutionContext, warehouse: DuckDBResource,
-              feeds: FeedStore, privacy: PrivacySettings) -> dg.MaterializeResult:
+              feeds: FeedStore, privacy: PrivacySettings,
+              spark: SparkEngineResource) -> dg.MaterializeResult:
         timer = Timer()
         day = dt.date.fromisoformat(context.partition_key)
         with warehouse.get_connection() as con:
             privacy_core.ensure_tables(con)
             privacy_core.install_hmac(con, privacy.suppression_key)
-            stats = build_feed(day_inputs(con, day), feed, day, feeds.path, dt.datetime.now().replace(microsecond=0))
+            delivered = feed.delivered_on(day.weekday())
+            if delivered:  # the tables as the day will read them, before any hand-over
+                prepare_feed(day_inputs(con, day), feed, day)
+            # engine: spark selects the day's rows and computes the diff on Spark; the
+            # files, delivery and records are written here (ARCHITECTURE.md, "Engine: spark")
+            with day_engine_of(spark, con, day) if delivered else nullcontext() as compute:
+                stats = build_feed(day_inputs(con, day), feed, day, feeds.path,
+                                   dt.datetime.now().replace(microsecond=0), compute=compute)
             schema = (described_schema(con, "exports", feed.name, "contact")
                       if table_exists(con, "exports", feed.name) else None)
         if stats["skipped"]:

@@ -9,7 +9,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from resources.spark import SparkEngineResource
-from assets._common import DAY_INPUTS, POOL, day_inputs, described_schema, markdown_counts, table_metadata
+from assets._common import DAY_INPUTS, POOL, day_engine_of, described_schema, markdown_counts, table_metadata
 from pipelines.partitions import daily_backfill, daily_partitions
 from tessera.settings import Deployment
 from tessera.marketing.rfm import build_rfm
@@ -46,8 +46,8 @@ def build(deployment: Deployment):
         timer = Timer()
         day = _day(context)
         with warehouse.get_connection() as con:
-            with spark.stage_engine(con) as engine:
-                stats = build_rfm(day_inputs(engine, day), day)
+            with day_engine_of(spark, con, day) as engine:
+                stats = build_rfm(engine, day)
             meta = table_metadata(con, "marketing", "rfm_scores", timer.seconds,
                                   {"scored": stats["scored"]}, "as_of_date = ?", [day])
             meta["by_group"] = markdown_counts("rfm_group", list(stats["groups"].items()))
@@ -99,8 +99,8 @@ def _scores_asset(deployment: Deployment):
         timer = Timer()
         day = _day(context)
         with warehouse.get_connection() as con:
-            with spark.stage_engine(con) as engine:
-                stats = build_scores(day_inputs(engine, day), deployment, day)
+            with day_engine_of(spark, con, day) as engine:
+                stats = build_scores(engine, deployment, day)
             meta = table_metadata(con, "marketing", "scores", timer.seconds,
                                   {"scored": stats["scored"]}, "as_of_date = ?", [day])
             meta["by_type"] = dg.MetadataValue.json(stats["by_type"])
@@ -140,8 +140,8 @@ def _stages_asset(deployment: Deployment, upstream: list):
         timer = Timer()
         day = _day(context)
         with warehouse.get_connection() as con:
-            with spark.stage_engine(con) as engine:
-                stats = build_stages(day_inputs(engine, day), deployment, day)
+            with day_engine_of(spark, con, day) as engine:
+                stats = build_stages(engine, deployment, day)
             meta = table_metadata(con, "marketing", "stages", timer.seconds,
                                   {"staged": stats["staged"]}, "as_of_date = ?", [day])
             meta["funnel"] = markdown_counts("stage", list(stats["funnel"].items()))
@@ -182,8 +182,8 @@ def _segment_asset(deployment: Deployment, segment, upstream: list):
         timer = Timer()
         day = _day(context)
         with warehouse.get_connection() as con:
-            with spark.stage_engine(con) as engine:
-                stats = build_segment(day_inputs(engine, day), deployment, segment, day)
+            with day_engine_of(spark, con, day) as engine:
+                stats = build_segment(engine, deployment, segment, day)
             sizes = size_history(con, segment.name)
             sample = member_sample(con, segment.name, day)
             schema = described_schema(con, "segments", segment.name, "contact")

@@ -81,10 +81,11 @@ def _view_cards_asset(deployment: Deployment, view: str):
     @dg.asset(key=["views", f"{view}_contact_cards"], group_name=GROUP, pool=POOL,
               deps=[CARDS, dg.AssetKey(["views", f"{view}_customers"])], kinds={"duckdb"},
               description=f"Contact cards with the golden profile of the view node '{view}'.")
-    def view_cards(warehouse: DuckDBResource) -> dg.MaterializeResult:
+    def view_cards(warehouse: DuckDBResource, spark: SparkEngineResource) -> dg.MaterializeResult:
         timer = Timer()
         with warehouse.get_connection() as con:
-            stats = build_view_cards(con, deployment, view)
+            with spark.stage_engine(con) as engine:
+                stats = build_view_cards(engine, deployment, view)
             return dg.MaterializeResult(metadata=table_metadata(
                 con, "views", f"{view}_contact_cards", timer.seconds, stats))
 

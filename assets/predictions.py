@@ -8,8 +8,9 @@ import datetime as dt
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets._common import DAY_INPUTS, POOL, day_inputs, markdown_counts, table_metadata
+from assets._common import DAY_INPUTS, POOL, day_engine_of, markdown_counts, table_metadata
 from pipelines.partitions import daily_backfill, daily_partitions
+from resources.spark import SparkEngineResource
 from tessera.predictions.build import build_predictions
 from tessera.predictions.checks import baseline_shortfalls, prediction_problems
 from tessera.engine.warehouse import Timer
@@ -64,11 +65,16 @@ def build(deployment: Deployment):
         ],
         pool=POOL, partitions_def=daily_partitions, backfill_policy=daily_backfill,
     )
-    def predictions(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+    def predictions(context: dg.AssetExecutionContext, warehouse: DuckDBResource,
+                    spark: SparkEngineResource):
         timer = Timer()
         day = dt.date.fromisoformat(context.partition_key)
         with warehouse.get_connection() as con:
-            stats = build_predictions(day_inputs(con, day), settings, day)
+            # engine: spark runs the SQL (purchase days, features at every cut-off, the
+            # windows' outcomes, the stored rows) on Spark; the fits stay in Python over
+            # the collected feature columns (ARCHITECTURE.md, "Engine: spark")
+            with day_engine_of(spark, con, day) as engine:
+                stats = build_predictions(engine, settings, day)
             meta = table_metadata(con, "predictions", "customer_predictions", timer.seconds, {
                 "model_version": stats["model_version"], "fit_seconds": stats["fit_seconds"]},
                 "as_of_date = ?", [day])

@@ -8,8 +8,9 @@ import datetime as dt
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets._common import DAY_INPUTS, POOL, day_inputs, table_metadata
+from assets._common import DAY_INPUTS, POOL, day_engine_of, table_metadata
 from pipelines.partitions import daily_backfill, daily_partitions
+from resources.spark import SparkEngineResource
 from tessera.engine.warehouse import Timer
 from tessera.recommendations.checks import list_problems
 from tessera.recommendations.daily import worse_than_popular
@@ -55,11 +56,15 @@ def build(deployment: Deployment):
         ],
         pool=POOL, partitions_def=daily_partitions, backfill_policy=daily_backfill,
     )
-    def recommendations(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+    def recommendations(context: dg.AssetExecutionContext, warehouse: DuckDBResource,
+                        spark: SparkEngineResource):
         timer = Timer()
         day = dt.date.fromisoformat(context.partition_key)
         with warehouse.get_connection() as con:
-            stats = build_recommendations(day_inputs(con, day), settings, day)
+            # engine: spark runs the co-occurrence, buy-again and popular SQL and the
+            # back-test on Spark; the ALS fit stays in Python over the collected matrix
+            with day_engine_of(spark, con, day) as engine:
+                stats = build_recommendations(engine, settings, day)
             lists = table_metadata(con, "recommendations", "contact_products", timer.seconds, {
                 "contacts": stats["contacts"], "cold_contacts": stats["cold_contacts"],
                 "contacts_per_kind": stats["contacts_per_kind"], "item_pairs": stats["item_pairs"],

@@ -6,7 +6,7 @@ and write the DuckDB warehouse. With ``engine: spark`` each stage on the seam ru
 Spark between two hand-overs:
 
 * **in**: every table of the schemas the stages read (``raw``, ``staging``, ``core``,
-  ``marts``, ``marketing``, ``ops``, ``predictions``) that changed in DuckDB since it was last handed
+  ``marts``, ``marketing``, ``ops``, ``predictions``, ``views``, ``recommendations``, ``exports``) that changed in DuckDB since it was last handed
   over is copied into the Spark warehouse (a fingerprint per table, count and a sum of
   row hashes computed by DuckDB, says whether it changed; an unchanged table is not
   copied again);
@@ -36,7 +36,11 @@ from tessera.engine.steps import SqlStep
 from tessera.engine.warehouse import transaction
 
 # raw too: consent reads the import flags of every record version (raw.<source>)
-HANDED_SCHEMAS = ("raw", "staging", "core", "marts", "marketing", "ops", "predictions")
+# views: the view nodes' golden records (view cards); recommendations: the lists a feed
+# reads; exports: the feeds' delivered state, deliveries and erasure notices (the diff's
+# base, read on Spark)
+HANDED_SCHEMAS = ("raw", "staging", "core", "marts", "marketing", "ops", "predictions", "views",
+                  "recommendations", "exports")
 _MEMO = "_tessera_handover.json"
 
 

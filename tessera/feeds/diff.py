@@ -83,7 +83,7 @@ def state_at(feed, day_param: str = "?") -> str:
 
 
 def diff_step(feed, day_rows: str, as_of: dt.date, base: dt.date | None,
-              only: str | None = None) -> SqlStep:
+              only: str | None = None, by_values: bool = False) -> SqlStep:
     """Every added, changed and removed row in one pass over the day's rows (the relation
     ``day_rows``) and the stored digests of the base day, with its ``_kind`` and (added,
     changed) its ``_row_hash``; then the erased people this feed has not announced on
@@ -91,8 +91,15 @@ def diff_step(feed, day_rows: str, as_of: dt.date, base: dt.date | None,
 
     With ``only`` (a relation of customer ids: those whose inputs changed since the base,
     :mod:`tessera.feeds.changes`) the day's rows are those contacts' alone and the base
-    is read for them alone; every other contact is the same on both days."""
+    is read for them alone; every other contact is the same on both days.
+
+    ``by_values`` compares the values (``IS DISTINCT FROM``, field by field) instead of
+    the stored digests: for an engine that did not write them (Spark computing the diff
+    of a state whose digests are DuckDB's ``hash``, :func:`tessera.feeds.publish.build_feed`
+    with ``compute``). Both say "changed" for the same rows, short of a digest collision."""
     fields = feed.source_fields
+    differs = ("b._row_hash <> c._row_hash" if not by_values else
+               "(" + " OR ".join(f"b.{_q(f)} IS DISTINCT FROM c.{_q(f)}" for f in fields) + ")")
     # one full outer join on the customer id: a removed row takes the base's values, the
     # others the day's (the base is read by its stored digests, never re-hashed)
     either = ", ".join(f"CASE WHEN c.customer_id IS NULL THEN b.{_q(f)} ELSE c.{_q(f)} END "
@@ -106,7 +113,7 @@ def diff_step(feed, day_rows: str, as_of: dt.date, base: dt.date | None,
                     WHEN c.customer_id IS NULL THEN 'removed' ELSE 'changed' END AS _kind,
                c._row_hash, {either}
         FROM cur c FULL OUTER JOIN base b ON b.customer_id = c.customer_id
-        WHERE b.customer_id IS NULL OR c.customer_id IS NULL OR b._row_hash <> c._row_hash
+        WHERE b.customer_id IS NULL OR c.customer_id IS NULL OR {differs}
         UNION ALL
         SELECT DISTINCT 'removed' AS _kind, NULL, {erased} FROM ops.erasures e
         WHERE e.customer_id IS NOT NULL

@@ -125,9 +125,53 @@ def _schema(engine: Engine, step: SqlStep) -> list[dict]:
     return [{"name": f.name, "type": str(f.type)} for f in schema_of(engine, step)]
 
 
+def _stored_types(engine: Engine, feed) -> dict[str, str]:
+    """The DuckDB types ``exports.<feed>`` keeps each field in."""
+    return dict(engine.rows(SqlStep(
+        "feeds.stored_types", "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = 'exports' AND table_name = $feed", {"feed": feed.name})))
+
+
+def _as_stored(engine: Engine, feed, data, rows_of_diff: bool = False):
+    """Rows another engine computed (the day's selection, or its diff) in the types of
+    ``exports.<feed>``, so the files, the manifest's schema and the stored versions are
+    the ones a DuckDB-only run writes; a diff's ``_row_hash`` is recomputed by this engine
+    over those values, so the stored digests stay this engine's whatever computed the
+    diff."""
+    types = _stored_types(engine, feed)
+    cast = ", ".join(f"CAST({_qn(f)} AS {types[f]}) AS {_qn(f)}" for f in feed.source_fields)
+    name = f"_feed_from_compute_{feed.name}"
+    engine.register_arrow(name, data)
+    try:
+        if not rows_of_diff:
+            return engine.arrow(SqlStep("feeds.as_stored", f"SELECT {cast} FROM {name}"))
+        return engine.arrow(SqlStep("feeds.diff_as_stored", f"""
+            SELECT _kind, CASE WHEN _row_hash IS NULL THEN NULL ELSE {row_hash_sql(feed)} END
+                   AS _row_hash, {", ".join(_qn(f) for f in feed.source_fields)}
+            FROM (SELECT _kind, _row_hash, {cast} FROM {name})"""))
+    finally:
+        engine.unregister(name)
+
+
+def _qn(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def prepare_feed(engine: Engine, feed, as_of: dt.date) -> list[str] | None:
+    """The tables a feed's day reads and writes, with ``exports.<feed>`` in the feed's
+    current layout (idempotent); returns a mart feed's mart columns. With ``engine:
+    spark`` the asset calls it before the hand-over, so Spark gets them as they will be."""
+    engine.run(*feed_table_steps())
+    if feed.row_source == "score_actions" or set(feed.source_fields) & {"stage", "stage_rank"}:
+        engine.run(*marketing_table_steps())
+    mart_columns = _mart_columns(engine, feed)
+    _ensure_feed_table(engine, feed, stored_rows_step(feed, as_of, mart_columns))
+    return mart_columns
+
+
 def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.datetime,
                environ: Mapping[str, str] | None = None, sleep=time.sleep,
-               incremental: bool = True) -> dict:
+               incremental: bool = True, compute: Engine | None = None) -> dict:
     """Publish one feed for one day: its files (full, or added / changed / removed), then
     the manifest, then the warehouse's record of the delivery; then, for a feed with an
     HTTP destination, its batches are queued and every pending batch is delivered.
@@ -137,8 +181,18 @@ def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.da
     variable named in ``feeds.yaml``); the process environment by default.
     ``incremental=False`` compares a diff day in full even where the changed contacts are
     known (:mod:`tessera.feeds.changes`; the tests prove both give the same files).
+
+    ``compute`` (a Spark engine holding the same tables, ``engine: spark``) runs the
+    set-based part: the day's selection (consent, bounces, the suppression ledger's keyed
+    hashes, every field) and the diff against the delivered state, compared by values.
+    Everything else stays on ``engine``, the system of record: the erasure scrub, the
+    belt-and-braces consent re-check, the files and manifest (written by one process to
+    one folder, atomically), the delivery records and state in one transaction, the HTTP
+    queue and retention.
     """
     engine = as_engine(engine)
+    if compute is not None and compute.dialect == engine.dialect:
+        compute = None  # the same engine: nothing to hand between them
     started = time.time()
     # the destination first: a missing secret fails the day before anything is written
     dest = None if feed.destination is None else HttpDestination.from_settings(
@@ -153,15 +207,10 @@ def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.da
         skipped.update(apply_retention(engine, feed, feeds_dir, as_of, now,
                                        None if dest is None else dest.name))
         return {**skipped, **scrubbed}
-    engine.run(*feed_table_steps())
-    if feed.row_source == "score_actions" or set(feed.source_fields) & {"stage", "stage_rank"}:
-        engine.run(*marketing_table_steps())
-    mart_columns = _mart_columns(engine, feed)
+    mart_columns = prepare_feed(engine, feed, as_of)
     # The day's selection runs once, into an Arrow table that every file is written from;
     # exports.<feed> gets it only in the final transaction, with the delivery record, so
     # that a diff's base is always exactly what was delivered.
-    stored = stored_rows_step(feed, as_of, mart_columns)
-    _ensure_feed_table(engine, feed, stored)
     key = selection_key(feed, mart_columns)
     # a diff day selects only the contacts whose card changed since the base, where the
     # recorded versions say so (tessera.feeds.changes); otherwise every contact
@@ -171,8 +220,15 @@ def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.da
     day_rows = f"_feed_day_{feed.name}"
     if only:
         engine.register_arrow(only, changed)
+        if compute is not None:
+            compute.register_arrow(only, changed)
     try:
-        selected = engine.arrow(feed_rows_step(feed, as_of, mart_columns, only))
+        if compute is None:
+            selected = engine.arrow(feed_rows_step(feed, as_of, mart_columns, only))
+        else:
+            computed = compute.arrow(feed_rows_step(feed, as_of, mart_columns, only))
+            compute.register_arrow(day_rows, computed)  # the diff's input, on compute
+            selected = _as_stored(engine, feed, computed)
         total = None if only else selected.num_rows
         if feed.row_source == "mart" and total and \
                 pc.count_distinct(selected.column("customer_id")).as_py() != total:
@@ -181,12 +237,16 @@ def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.da
         engine.register_arrow(day_rows, selected)
         try:
             stats = _publish_day(engine, feed, as_of, feeds_dir, now, started, day_rows, total,
-                                 dest, sleep, key, only)
+                                 dest, sleep, key, only, compute)
         finally:
             engine.unregister(day_rows)
+            if compute is not None:
+                compute.unregister(day_rows)
     finally:
         if only:
             engine.unregister(only)
+            if compute is not None:
+                compute.unregister(only)
     stats.update({"diff_path": path, "diff_candidates": changed.num_rows if only else None,
                   "diff_selected": selected.num_rows if only else None})
     return {**stats, **scrubbed}
@@ -194,7 +254,7 @@ def build_feed(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.da
 
 def _publish_day(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.datetime,
                  started: float, day_rows: str, total: int | None, dest, sleep, key: str,
-                 only: str | None) -> dict:
+                 only: str | None, compute: Engine | None = None) -> dict:
     """The day's files, manifest and records from its selection (``day_rows``: every
     contact's rows, or with ``only`` the changed contacts', ``total`` then unknown)."""
     out_dir = feeds_dir / feed.name
@@ -214,7 +274,12 @@ def _publish_day(engine: Engine, feed, as_of: dt.date, feeds_dir: Path, now: dt.
         base = engine.scalar(base_day_step(feed, as_of))
         latest = engine.scalar(SqlStep("feeds.latest_day", "SELECT max(as_of_date) FROM "
                                        "exports.feed_deliveries WHERE feed = ?", [feed.name]))
-        engine.register_arrow(diff_table, engine.arrow(diff_step(feed, day_rows, as_of, base, only)))
+        if compute is None:
+            diff = engine.arrow(diff_step(feed, day_rows, as_of, base, only))
+        else:
+            diff = _as_stored(engine, feed, compute.arrow(
+                diff_step(feed, day_rows, as_of, base, only, by_values=True)), rows_of_diff=True)
+        engine.register_arrow(diff_table, diff)
         registered = True
         if total is None:
             total = engine.scalar(day_total_step(feed, diff_table, base))

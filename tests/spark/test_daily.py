@@ -27,6 +27,12 @@ pytestmark = [
                        reason="opt-in: TESSERA_SPARK_DAILY=1 (about 20 minutes; see the comment)"),
 ]
 
+def _demo_feeds():
+    from tessera.deployment import load_deployment
+
+    return load_deployment(DEMO_CONFIG).feeds
+
+
 # table -> columns left out (the run's clock and id)
 KEY_TABLES = {
     "core.customer_sources": ("resolved_at",),
@@ -55,6 +61,19 @@ KEY_TABLES = {
     "core.companies": ("golden_built_at",),
     "core.company_field_lineage": ("decided_at",),
     "core.company_contacts": (),
+    # issue 17, fifth increment: predictions, recommendations, the potential registry and
+    # the feeds' selection and diffs run on Spark in the daily job too
+    "predictions.customer_predictions": (),
+    "predictions.accuracy": (),
+    "predictions.model_parameters": (),
+    "recommendations.contact_products": (),
+    "recommendations.evaluation": (),
+    "recommendations.unknown_products": (),
+    "core.potential_companies": ("registered_at",),
+    "marts.coworkers": (),
+    "exports.feed_files": (),  # the files' names, rows and SHA-256: byte-identical files
+    "exports.feed_deliveries": ("file", "written_at"),
+    **{f"exports.{f.name}": () for f in _demo_feeds()},  # the stored state, digests included
 }
 
 
@@ -102,6 +121,7 @@ def test_the_stages_ran_on_spark(spark_run):
     for table in ("core.customer_sources", "core.customers", "core.orders", "core.companies",
                   "core.company_contacts", "marts.contact_cards",
                   "marketing.rfm_scores", "marketing.scores", "marketing.stages",
-                  "marketing.segment_members"):
+                  "marketing.segment_members", "predictions.customer_predictions",
+                  "recommendations.contact_products", "core.potential_companies"):
         assert catalog[table]["path"].startswith(table.replace(".", "/") + "/v-"), table
     assert (warehouse / "_tessera_handover.json").exists()

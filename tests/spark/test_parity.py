@@ -115,8 +115,15 @@ def test_contact_cards(engines, deployment):
     """The card (soft deletes, annotations, the person's company) on both engines, with a
     delete and a restore of one person stamped in the same microsecond (the delete wins:
     no ``rowid`` decides) and a later restore of another."""
+    from tessera.card.annotations import build_annotations
     from tessera.card.marts import build_contact_cards
     from tessera.privacy.bulk import request_bulk_edit
+
+    # the CRM notes and tasks the card counts, linked to their customers (issue 17, fifth
+    # increment: on Spark in the daily job too)
+    duck, spark = _on_both(engines, build_annotations, deployment)
+    assert duck == spark and duck["notes"] > 0
+    assert differences(*engines, {"core.notes": (), "core.tasks": ()}) == {}
 
     ids = [r[0] for r in engines[0].rows(SqlStep("ids", "SELECT customer_id FROM core.customers "
                                                         "ORDER BY customer_id LIMIT 3"))]
@@ -274,6 +281,76 @@ def test_view_cards_coworkers_potential_companies(engines, deployment):
         SELECT v.customer_id, v.first_name IS NOT DISTINCT FROM upper(c.first_name)
         FROM views.parity_contact_cards v JOIN core.customers c ON c.customer_id = v.customer_id""")))
     assert names and all(names.values())
+
+
+def _sync_to_spark(engines, *tables):
+    """What the hand-over does before a stage, for the tables a feed's day reads that the
+    DuckDB side wrote (the lane has no hand-over: each engine keeps its own warehouse)."""
+    for table in tables:
+        engines[1].load_arrow(table, engines[0].arrow(SqlStep("t", f"SELECT * FROM {table}")))
+
+
+def _published(engines, feed, day, out, now):
+    """One feed day published (by DuckDB, the day's rows and diff on ``engines[1]`` when
+    given); its files' rows and digests."""
+    import hashlib
+
+    from tessera.feeds.publish import build_feed
+
+    stats = build_feed(engines[0], feed, day, out, now, environ={}, compute=engines[1])
+    files = {f["kind"]: (f["rows"], hashlib.sha256((out / feed.name / f["file"]).read_bytes()).hexdigest())
+             for f in stats["files"]}
+    return stats["rows"], files
+
+
+def test_feed_days_published_from_spark(engines, deployment, tmp_path):
+    """The daily job's feed on ``engine: spark``: the day's rows and its diff computed on
+    Spark (compared by values), files and records written by DuckDB. Each such day is then
+    re-published by DuckDB alone (a re-run of the last delivered day has the same base):
+    the same rows, byte-identical files, and the same stored state, digests included (so a
+    deployment can switch engines without resending its audience as changed). A full feed
+    on one day; a hashed diff feed on the next day after DuckDB delivered its first (two
+    Spark days cost the lane a few minutes under load, so the diff feed's first is
+    DuckDB's)."""
+    from tests.spark.conftest import canonical
+
+    from tessera.feeds.publish import prepare_feed
+
+    duck, spark = engines
+    now = dt.datetime(2026, 11, 3, 6, 0, 0)
+    state = lambda f: canonical(duck.rows(SqlStep("s", f"SELECT * FROM exports.{f.name}")))  # noqa: E731
+    for engine in engines:
+        engine.define_keyed_hash("tests-only-suppression-key")
+    feeds = {f.name: f for f in deployment.feeds}
+    after = AS_OF + dt.timedelta(days=1)
+    plan = [("newsletter_high_value", AS_OF), ("ads_high_value", AS_OF), ("ads_high_value", after)]
+    for name, day in plan:
+        feed = feeds[name]
+        if day == after:  # the next day: the same segment, some delivered cards changed, others gone
+            sent = [r[0] for r in duck.rows(SqlStep("sent", f"SELECT customer_id FROM exports.{name} "
+                                                    "WHERE valid_to IS NULL ORDER BY 1"))]
+            assert len(sent) >= 5
+            changed, dropped = ", ".join(map(str, sent[-3:])), ", ".join(map(str, sent[:2]))
+            for engine in engines:
+                engine.run(SqlStep("members", "INSERT INTO marketing.segment_members "
+                                   "SELECT CAST(? AS DATE), segment, customer_id FROM "
+                                   "marketing.segment_members WHERE as_of_date = ?", [after, AS_OF]),
+                           SqlStep("changed", "UPDATE marts.contact_cards SET email = 'x' || email "
+                                   f"WHERE customer_id IN ({changed})"),
+                           SqlStep("dropped", f"DELETE FROM marts.contact_cards WHERE customer_id IN ({dropped})"))
+        prepare_feed(duck, feed, day)
+        if (name, day) == ("ads_high_value", AS_OF):  # the base of the next day, by DuckDB
+            _published((duck, None), feed, day, tmp_path / "duck", now)
+            continue
+        _sync_to_spark(engines, f"exports.{feed.name}", "exports.feed_erasure_notices")
+        hybrid = _published(engines, feed, day, tmp_path / "spark", now)
+        hybrid_state = state(feed)
+        alone = _published((duck, None), feed, day, tmp_path / "duck", now)
+        assert hybrid == alone, (name, day)
+        assert hybrid_state == state(feed), (name, day)
+        assert hybrid[0], (name, day)
+    # the second day of the diff feed: the changed e-mails and the dropped cards
+    assert hybrid[1]["changed"][0] >= 1 and hybrid[1]["removed"][0] >= 1
 
 
 def test_a_changed_mapping_breaks_parity(engines, deployment, monkeypatch):
