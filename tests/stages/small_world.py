@@ -6,6 +6,8 @@ wrote. They differ only in the YAML and the files, so that is all a test writes.
 
 from __future__ import annotations
 
+import html as html_lib
+import re
 import textwrap
 from pathlib import Path
 
@@ -22,6 +24,18 @@ def crm_people(columns: str, path: str = "crm/people_*.csv") -> str:
     return (f"  - name: crm_people\n    entity: contact\n    node: crm\n    format: csv\n"
             f"    path: \"{path}\"\n    csv: {{delimiter: \";\", encoding: utf-8}}\n"
             f"    columns: {{{columns}}}\n")
+
+
+CARD_GROUPS = ("ingestion", "staging", "identity", "consent", "golden", "marts")
+
+
+def table_cells(html: str, title: str) -> list[list[str]]:
+    """The rows of the web page's table titled ``title``, as the texts of their cells."""
+    section = html.split(f'data-title="{title}"', 1)[1].split("</section>", 1)[0]
+    body = section.split("<tbody>", 1)[1] if "<tbody>" in section else ""
+    return [[html_lib.unescape(re.sub(r"<[^>]+>", "", c).strip())
+             for c in re.findall(r"<td>(.*?)</td>", row, re.S)]
+            for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)]
 
 
 class SmallWorld:
@@ -43,18 +57,28 @@ class SmallWorld:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(textwrap.dedent(text).encode(encoding))
 
-    def materialize(self, day: str | None = None, groups: tuple[str, ...] | None = None):
-        """One run of the real assets (all of them, or these groups), for a partition day
-        when given; fails the test when the run fails."""
+    def materialize(self, day: str | None = None, groups: tuple[str, ...] | None = None,
+                    without: tuple[dg.AssetKey, ...] = ()):
+        """One run of the real assets (all of them, or these groups less ``without``), for a
+        partition day when given; fails the test when the run fails."""
         self.deployment = load_deployment(self.config)
         assets, checks = build_assets(self.deployment)
+        selection = dg.AssetSelection.groups(*groups) if groups else None
+        if without:
+            selection = (selection or dg.AssetSelection.all()) - dg.AssetSelection.assets(*without)
         result = dg.materialize(
-            [*assets, *checks], partition_key=day,
-            selection=dg.AssetSelection.groups(*groups) if groups else None,
-            resources=build_resources(self.warehouse, self.landing, self.feeds),
+            [*assets, *checks], partition_key=day, selection=selection,
+            resources=build_resources(self.warehouse, self.landing, self.feeds,
+                                      deployment=self.deployment),
             instance=self.instance)
         assert result.success
         return result
+
+    def materialize_card(self):
+        """Everything up to the contact card, unpartitioned (the day's contact changes are a
+        daily partition, so they are left out); returns the deployment and an open connection."""
+        self.materialize(groups=CARD_GROUPS, without=(dg.AssetKey(["marts", "contact_changes"]),))
+        return self.deployment, connect(self.warehouse)
 
     def query(self, sql: str, params=None):
         con = connect(self.warehouse)

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import os
 
-import dagster as dg
 
-from pipelines.definitions import build_assets, build_resources
-from tessera.deployment import load_deployment
-from tessera.engine.warehouse import connect
 from tessera.ingest.scrub import scrub_landing_files
 from tessera.privacy import suppression as privacy
-from tests.stages.small_world import crm_people
+from tests.stages.small_world import SmallWorld, crm_people
 
 TESSERA_YAML = """
 deployment: test
@@ -61,27 +57,9 @@ TASKS = ("id;contact;title;owner;due;status;at\n"
 
 
 def _world(tmp_path):
-    config = tmp_path / "config"
-    config.mkdir()
-    (config / "tessera.yaml").write_text(TESSERA_YAML)
-    (config / "sources.yaml").write_text(SOURCES_YAML)
-    landing = tmp_path / "landing" / "crm"
-    landing.mkdir(parents=True)
-    (landing / "people.csv").write_text(PEOPLE)
-    (landing / "notes.csv").write_text(NOTES)
-    (landing / "tasks.csv").write_text(TASKS)
-    dep = load_deployment(config)
-    assets, checks = build_assets(dep)
-    result = dg.materialize([*assets, *checks],
-                            # the day's contact changes are a daily partition: not in an unpartitioned run
-                            selection=dg.AssetSelection.groups("ingestion", "staging", "identity", "consent",
-                                                               "golden", "marts")
-                            - dg.AssetSelection.assets(dg.AssetKey(["marts", "contact_changes"])),
-                            resources=build_resources(tmp_path / "wh.duckdb", tmp_path / "landing",
-                                                      tmp_path / "feeds", deployment=dep),
-                            instance=dg.DagsterInstance.ephemeral())
-    assert result.success
-    return dep, connect(tmp_path / "wh.duckdb")
+    return SmallWorld(tmp_path, {"tessera.yaml": TESSERA_YAML, "sources.yaml": SOURCES_YAML},
+                      {"crm/people.csv": PEOPLE, "crm/notes.csv": NOTES,
+                       "crm/tasks.csv": TASKS}).materialize_card()
 
 
 def test_notes_and_tasks_follow_the_person_onto_the_card(tmp_path):

@@ -4,20 +4,15 @@ link to golden customers through the identity graph; erasure removes them everyw
 the card (web page and ``tessera card``) shows the values the warehouse holds."""
 from __future__ import annotations
 
-import html as html_lib
 import os
-import re
 from pathlib import Path
 
-import dagster as dg
 
-from pipelines.definitions import build_assets, build_resources
-from tessera.deployment import load_deployment
 from tessera.engine import as_engine
 from tessera.engine.warehouse import connect
 from tessera.ingest.scrub import scrub_landing_files
 from tessera.privacy import suppression as privacy
-from tests.stages.small_world import crm_people
+from tests.stages.small_world import SmallWorld, crm_people, table_cells
 
 TESSERA_YAML = """
 deployment: test
@@ -89,34 +84,9 @@ DETAILS = ("id;contact;kind;key;value;at\n"
 
 
 def _world(tmp_path: Path):
-    config = tmp_path / "config"
-    config.mkdir()
-    (config / "tessera.yaml").write_text(TESSERA_YAML)
-    (config / "sources.yaml").write_text(SOURCES_YAML)
-    for rel, text in (("crm/people.csv", PEOPLE), ("esp/messages.csv", MESSAGES), ("esp/app.csv", APP),
-                      ("crm/details.csv", DETAILS)):
-        path = tmp_path / "landing" / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    dep = load_deployment(config)
-    assets, checks = build_assets(dep)
-    result = dg.materialize([*assets, *checks],
-                            selection=dg.AssetSelection.groups("ingestion", "staging", "identity", "consent",
-                                                               "golden", "marts")
-                            - dg.AssetSelection.assets(dg.AssetKey(["marts", "contact_changes"])),
-                            resources=build_resources(tmp_path / "wh.duckdb", tmp_path / "landing",
-                                                      tmp_path / "feeds", deployment=dep),
-                            instance=dg.DagsterInstance.ephemeral())
-    assert result.success
-    return dep, connect(tmp_path / "wh.duckdb")
-
-
-def _cells(html: str, title: str) -> list[list[str]]:
-    section = html.split(f'data-title="{title}"', 1)[1].split("</section>", 1)[0]
-    body = section.split("<tbody>", 1)[1] if "<tbody>" in section else ""
-    return [[html_lib.unescape(re.sub(r"<[^>]+>", "", c).strip())
-             for c in re.findall(r"<td>(.*?)</td>", row, re.S)]
-            for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)]
+    return SmallWorld(tmp_path, {"tessera.yaml": TESSERA_YAML, "sources.yaml": SOURCES_YAML},
+                      {"crm/people.csv": PEOPLE, "esp/messages.csv": MESSAGES, "esp/app.csv": APP,
+                       "crm/details.csv": DETAILS}).materialize_card()
 
 
 def _outbox(con, anna: int) -> None:
@@ -178,7 +148,7 @@ def test_card_entities_are_ingested_linked_shown_and_erased(tmp_path, monkeypatc
         publish(as_engine(con), tmp_path / "wh.duckdb")
         with TestClient(create_app(tmp_path / "wh.duckdb")) as client:
             page = client.get(f"/card/{anna}", params={"tab": "messages"}).text
-            rows = _cells(page, "Messages sent (e-mail, SMS, web push), newest first")
+            rows = table_cells(page, "Messages sent (e-mail, SMS, web push), newest first")
             by_name = {r[2]: r for r in rows}
             assert set(by_name) == {"Newsletter ottobre", "Newsletter novembre", "Benvenuta Anna",
                                     "milan / sms"}
@@ -187,15 +157,15 @@ def test_card_entities_are_ingested_linked_shown_and_erased(tmp_path, monkeypatc
             assert by_name["Benvenuta Anna"][4:7] == ["tessera automation welcome", "", "sent"]
             assert by_name["milan / sms"][5:7] == ["OO", "opted out between queueing and sending"]
             page = client.get(f"/card/{bruno}", params={"tab": "messages"}).text
-            sms = _cells(page, "Messages sent (e-mail, SMS, web push), newest first")
+            sms = table_cells(page, "Messages sent (e-mail, SMS, web push), newest first")
             assert [r[1:2] + r[5:7] for r in sms] == [["sms", "WFS", "queued, no attempt to send yet"]]
             page = client.get(f"/card/{anna}", params={"tab": "mobile"}).text
-            mobile = _cells(page, "Mobile profile (per app)")
+            mobile = table_cells(page, "Mobile profile (per app)")
             assert mobile == [["it.shop.app", "pl", "Android", "14", "3.1.0", "Milano, IT",
                                "2026-09-01 10:00:00", "2026-10-01 19:00:00", "2", "420"]]
-            assert len(_cells(page, "App events, newest first")) == 6
+            assert len(table_cells(page, "App events, newest first")) == 6
             page = client.get(f"/card/{anna}", params={"tab": "profile"}).text
-            assert [r[:3] for r in _cells(page, "Standard and dictionary details")] == [
+            assert [r[:3] for r in table_cells(page, "Standard and dictionary details")] == [
                 ["standard", "shoe_size", "39"]]
         con.close()
         # tessera card prints the same (a terminal reads the published snapshot too)

@@ -6,7 +6,6 @@ with 503, not a wait. Then a few browser checks with Playwright driving Debian's
 
 from __future__ import annotations
 
-import html as html_lib
 import os
 import re
 from pathlib import Path
@@ -18,6 +17,7 @@ from tessera.engine import WarehouseUnavailable, as_engine, read_only
 from tessera.web import queries
 from tessera.web.snapshot import current, publish, snapshot_root
 from tests.conftest import serve_app
+from tests.stages.small_world import table_cells
 
 SCRIPT_NAME = "<script>window.__pwned=1</script>"
 
@@ -137,73 +137,64 @@ def test_customer_data_is_text_never_markup(client, web_env):
     assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in pages[1].text
 
 
-def _cells(html: str, title: str) -> list[list[str]]:
-    """The rows of the table titled ``title`` on a page, as the texts of their cells."""
-    section = html.split(f'data-title="{title}"', 1)[1].split("</section>", 1)[0]
-    body = section.split("<tbody>", 1)[1] if "<tbody>" in section else ""
-    return [[html_lib.unescape(re.sub(r"<[^>]+>", "", c).strip())
-             for c in re.findall(r"<td>(.*?)</td>", row, re.S)]
-            for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)]
-
-
 def test_card_tabs_show_the_warehouse_values(client, web_env):
     cid = web_env["xss"]
     pages = {key: client.get(f"/card/{cid}", params={"tab": key}) for key, _ in queries.TABS}
     assert all(p.status_code == 200 for p in pages.values())
 
-    profile = {r[0]: r for r in _cells(pages["profile"].text, "Golden profile and the lineage of each field")}
+    profile = {r[0]: r for r in table_cells(pages["profile"].text, "Golden profile and the lineage of each field")}
     email, city = warehouse_rows(web_env, "SELECT email, city FROM core.customers WHERE customer_id = ?", [cid])[0]
     assert profile["email"][1] == email and profile["city"][1] == (city or "")
     source, record = warehouse_rows(web_env, "SELECT source, source_record_id FROM "
                                              "core.customer_field_lineage WHERE customer_id = ? "
                                              "AND field = 'email'", [cid])[0]
     assert profile["email"][2:5][0] == source and profile["email"][4] == record
-    totals = dict(r for r in _cells(pages["profile"].text, "E-commerce and activity totals"))
+    totals = dict(r for r in table_cells(pages["profile"].text, "E-commerce and activity totals"))
     n, total = warehouse_rows(web_env, "SELECT count(*), sum(amount) FROM core.orders "
                                        "WHERE customer_id = ?", [cid])[0]
     assert totals["ORDER_NUMBER"] == str(n) and totals["ORDER_SUMMARY"] == f"{total:,.2f}"
 
-    orders = _cells(pages["orders"].text, "Orders, newest first")
+    orders = table_cells(pages["orders"].text, "Orders, newest first")
     assert len(orders) == n
     assert sorted(r[0] for r in orders) == sorted(r[0] for r in warehouse_rows(
         web_env, "SELECT order_id FROM core.orders WHERE customer_id = ?", [cid]))
 
-    records = _cells(pages["identifiers"].text, "Source records merged into this person")
+    records = table_cells(pages["identifiers"].text, "Source records merged into this person")
     assert sorted((r[0], r[1]) for r in records) == sorted(warehouse_rows(
         web_env, "SELECT source, source_record_id FROM core.customer_sources WHERE customer_id = ?", [cid]))
 
-    states = {r[0]: r[1] for r in _cells(pages["consents"].text, "State per channel")}
+    states = {r[0]: r[1] for r in table_cells(pages["consents"].text, "State per channel")}
     assert states == dict(warehouse_rows(web_env, "SELECT channel, state FROM core.consents "
                                                   "WHERE customer_id = ?", [cid]))
 
-    rfm = _cells(pages["rfm"].text, "RFM, latest day first")
+    rfm = table_cells(pages["rfm"].text, "RFM, latest day first")
     assert rfm[0][1:3] == list(warehouse_rows(web_env, """
         SELECT rfm_group, rfm_score FROM marketing.rfm_scores WHERE customer_id = ?
         ORDER BY as_of_date DESC LIMIT 1""", [cid])[0])
 
-    segments = sorted(r[0] for r in _cells(pages["segments"].text, "Segments, with entered and left dates"))
+    segments = sorted(r[0] for r in table_cells(pages["segments"].text, "Segments, with entered and left dates"))
     assert segments == sorted(r[0] for r in warehouse_rows(
         web_env, "SELECT segment FROM marketing.segment_history WHERE customer_id = ?", [cid]))
 
-    scores = {r[0]: r[1] for r in _cells(pages["scores"].text, "Scores on the latest day")}
+    scores = {r[0]: r[1] for r in table_cells(pages["scores"].text, "Scores on the latest day")}
     assert scores == {t: f"{s:,.2f}" for t, s in warehouse_rows(web_env, """
         SELECT score_type, score FROM marketing.scores WHERE customer_id = ?
         AND as_of_date = (SELECT max(as_of_date) FROM marketing.scores)""", [cid])}
 
-    stage = _cells(pages["stages"].text, "Stage on the latest day")
+    stage = table_cells(pages["stages"].text, "Stage on the latest day")
     expected_stage = warehouse_rows(web_env, """
         SELECT stage FROM marketing.stages WHERE customer_id = ?
         AND as_of_date = (SELECT max(as_of_date) FROM marketing.stages)""", [cid])
     assert [r[0] for r in stage] == [r[0] for r in expected_stage]
 
-    timeline = _cells(pages["timeline"].text, f"Timeline (newest {queries.LIST_LIMIT})")
+    timeline = table_cells(pages["timeline"].text, f"Timeline (newest {queries.LIST_LIMIT})")
     events = warehouse_rows(web_env, "SELECT count(*) FROM core.events WHERE customer_id = ?", [cid])[0][0]
     assert sum(1 for r in timeline if r[1] == "event") == min(events, queries.LIST_LIMIT) or \
         len(timeline) == queries.LIST_LIMIT
     assert sum(1 for r in timeline if r[1] == "order") == n or len(timeline) == queries.LIST_LIMIT
     assert [r[0] for r in timeline] == sorted((r[0] for r in timeline), reverse=True)
 
-    devices = {r[0]: int(r[1]) for r in _cells(pages["visits"].text, "Most used devices")}
+    devices = {r[0]: int(r[1]) for r in table_cells(pages["visits"].text, "Most used devices")}
     assert devices == dict(warehouse_rows(web_env, """
         SELECT json_extract_string(properties, '$.device'), count(*) FROM core.events
         WHERE customer_id = ? AND json_extract_string(properties, '$.device') <> ''
@@ -224,7 +215,7 @@ def test_messages_tab_counts_opens_clicks_and_bounces_per_campaign(client, web_e
         WHERE c.customer_id IN (SELECT customer_id FROM core.events WHERE event_type = 'email_open')
           AND c.customer_id NOT IN (SELECT customer_id FROM ops.bulk_edits)
         ORDER BY b.customer_id LIMIT 1""")[0]
-    rows = _cells(client.get(f"/card/{cid}", params={"tab": "messages"}).text, "E-mail campaigns, latest first")
+    rows = table_cells(client.get(f"/card/{cid}", params={"tab": "messages"}).text, "E-mail campaigns, latest first")
     got = {r[0]: (int(r[3]), int(r[4])) for r in rows}
     want = dict(((c, (o, k)) for c, o, k in warehouse_rows(web_env, """
         SELECT json_extract_string(properties, '$.campaign_id'),
@@ -253,7 +244,7 @@ def test_public_notes_are_shown_and_private_ones_only_counted(client, web_env):
     assert rows, "the sample has public notes"
     cid, private, public, hidden = rows[0]
     html = client.get(f"/card/{cid}", params={"tab": "notes"}).text
-    shown = [r[2] for r in _cells(html, "Public notes")]
+    shown = [r[2] for r in table_cells(html, "Public notes")]
     assert shown == [queries.show(b) for b in public]
     assert f"{private} private note(s) not shown" in html
     for body in hidden or []:
@@ -279,7 +270,7 @@ def test_discovered_tabs_show_a_stage_table_once_it_exists(web_env, tmp_path):
                 "(DATE '2026-11-01', ?, 'high'), (DATE '2026-11-01', ?, 'medium')", [cid, cid, cid + 1])
     con.close()
     with TestClient(create_app(copy)) as c:
-        rows = _cells(c.get(f"/card/{cid}", params={"tab": "predictions"}).text, "churn")
+        rows = table_cells(c.get(f"/card/{cid}", params={"tab": "predictions"}).text, "churn")
     assert [r[1:] for r in rows] == [[str(cid), "high"]]
 
 
@@ -297,9 +288,9 @@ def test_companies_registry_and_company_page(client, web_env):
     assert company_id in [int(x) for x in re.findall(
         r'<td><a href="/company/(\d+)">', client.get("/companies", params={"q": vat.lower()}).text)]
     page = client.get(f"/company/{company_id}").text
-    fields = {r[0]: r for r in _cells(page, "Golden company and the lineage of each field")}
+    fields = {r[0]: r for r in table_cells(page, "Golden company and the lineage of each field")}
     assert fields["vat_number"][1] == vat
-    people = sorted(int(r[0]) for r in _cells(page, "People of this company"))
+    people = sorted(int(r[0]) for r in table_cells(page, "People of this company"))
     assert people == sorted(r[0] for r in warehouse_rows(web_env, """
         SELECT customer_id FROM core.company_contacts WHERE company_id = ?
         AND customer_id IN (SELECT customer_id FROM marts.contact_cards)
@@ -321,13 +312,13 @@ def test_company_users_and_potential_companies_registries(client, web_env):
     company, role = warehouse_rows(web_env, """
         SELECT k.legal_name, p.role FROM core.company_contacts p JOIN core.companies k USING (company_id)
         WHERE p.role IS NOT NULL ORDER BY k.company_id, p.customer_id LIMIT 1""")[0]
-    found = _cells(client.get("/company-users", params={"q": f"{company} {role}"}).text, "Company users")
+    found = table_cells(client.get("/company-users", params={"q": f"{company} {role}"}).text, "Company users")
     assert found and all(r[4] == company and r[6] == role for r in found)
     counts = dict(warehouse_rows(web_env, "SELECT status, count(*) FROM core.potential_companies GROUP BY ALL"))
     for status, n in counts.items():
-        rows = _cells(client.get("/potential-companies", params={"q": status}).text, "Potential companies")
+        rows = table_cells(client.get("/potential-companies", params={"q": status}).text, "Potential companies")
         assert len(rows) == min(n, queries.SEARCH_LIMIT) and {r[7] for r in rows} == {status}
-    m = _cells(client.get("/potential-companies", params={"letter": "m"}).text, "Potential companies")
+    m = table_cells(client.get("/potential-companies", params={"letter": "m"}).text, "Potential companies")
     assert [r[1] for r in m] == [r[0] for r in warehouse_rows(web_env, """
         SELECT legal_name FROM core.potential_companies
         WHERE starts_with(lower(strip_accents(legal_name)), 'm')
@@ -355,11 +346,11 @@ def test_the_daily_report_is_the_analytics_page_as_a_file(client, web_env):
 
 def test_analytics_counts_match_the_warehouse(client, web_env):
     html = client.get("/analytics").text
-    changes = _cells(html, "New, updated and deleted contacts per day")
+    changes = table_cells(html, "New, updated and deleted contacts per day")
     # the sample's first (only) day: every card is new, against no earlier day
     assert [r[:5] for r in changes] == [["2026-11-01", str(n), "0", "0", str(n)] for (n,) in
                                         warehouse_rows(web_env, "SELECT contacts FROM marts.contact_changes")]
-    sales = _cells(html, "Sales per channel")
+    sales = table_cells(html, "Sales per channel")
     assert sum(int(r[2]) for r in sales) == warehouse_rows(web_env, "SELECT count(*) FROM core.orders")[0][0]
     charts = dict(re.findall(r'data-title="([^"]+)" data-total="(\d+)"', html))
     assert int(charts["RFM groups (latest day)"]) == warehouse_rows(web_env, """
@@ -382,10 +373,10 @@ def test_analytics_counts_match_the_warehouse(client, web_env):
     assert int(charts["Contacts by age band"]) == cards - 1
     assert int(charts["Records rejected at import, by field and reason"]) == warehouse_rows(
         web_env, "SELECT sum(records) FROM ops.import_reject_reasons")[0][0]
-    offers = {r[0]: int(r[4]) for r in _cells(html, "Offers report")}
+    offers = {r[0]: int(r[4]) for r in table_cells(html, "Offers report")}
     assert offers and sum(offers.values()) == warehouse_rows(web_env, """
         SELECT count(*) FROM core.orders WHERE offer_id IN (SELECT source_record_id FROM staging.offers)""")[0][0]
-    health = _cells(html, "Import health per day")
+    health = table_cells(html, "Import health per day")
     assert sum(int(r[3]) for r in health) == warehouse_rows(
         web_env, "SELECT sum(records) FROM ops.import_report")[0][0]
 

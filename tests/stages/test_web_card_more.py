@@ -5,7 +5,6 @@ each table holds exactly the cases checked). Then the card at phone width in Chr
 
 from __future__ import annotations
 
-import html as html_lib
 import json
 import re
 from pathlib import Path
@@ -17,6 +16,7 @@ from tessera.engine import as_engine
 from tessera.web import queries
 from tessera.web.snapshot import current, publish
 from tests.conftest import serve_app
+from tests.stages.small_world import table_cells
 
 ACTIVATION_SQL = Path(__file__).parents[2] / "tessera" / "activation" / "sql" / "tables.sql"
 DAY = "2026-11-01"  # the activation's last evaluated day: coupons expire against it
@@ -125,20 +125,12 @@ def client(world):
         yield c
 
 
-def _cells(html: str, title: str) -> list[list[str]]:
-    section = html.split(f'data-title="{title}"', 1)[1].split("</section>", 1)[0]
-    body = section.split("<tbody>", 1)[1] if "<tbody>" in section else ""
-    return [[html_lib.unescape(re.sub(r"<[^>]+>", "", c).strip())
-             for c in re.findall(r"<td>(.*?)</td>", row, re.S)]
-            for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)]
-
-
 def _ids(html: str) -> list[int]:
     return [int(x) for x in re.findall(r'<td><a href="/card/(\d+)', html)]
 
 
 def test_coupons_tab_shows_value_dates_and_use(client):
-    rows = _cells(client.get("/card/1", params={"tab": "coupons"}).text, "Coupons, newest first")
+    rows = table_cells(client.get("/card/1", params={"tab": "coupons"}).text, "Coupons, newest first")
     got = {r[0]: r for r in rows}
     assert [r[0] for r in rows] == ["BBBB000002", "AAAA000001", "CCCC000003"]  # newest issued first
     code, campaign, value, issued, expires, used, used_at, status, by = got["AAAA000001"]
@@ -155,13 +147,13 @@ def test_coupons_tab_shows_value_dates_and_use(client):
 
 def test_journeys_tab_lists_state_moves_and_actions_without_addresses(client, world):
     html = client.get("/card/1", params={"tab": "journeys"}).text
-    state = _cells(html, "Journeys")
+    state = table_cells(html, "Journeys")
     assert [r[:5] for r in state] == [["milan_show", "coupon_used", "active", "2026-10-21", "2026-10-20"],
                                       ["welcome", "", "done", "2026-09-05", "2026-09-01"]]
-    moves = _cells(html, "Journey moves, newest first")
+    moves = table_cells(html, "Journey moves, newest first")
     assert [(r[0], r[2], r[3]) for r in moves] == [("2026-10-21", "sms_coupon", "blocked"),
                                                     ("2026-10-20", "issue_coupon", "acted")]
-    actions = _cells(html, "Actions sent by automations and journeys")
+    actions = table_cells(html, "Actions sent by automations and journeys")
     # the e-mail's subject as rendered when it was queued (text, escaped), never its address
     assert [(r[2], r[4], r[6], r[7], r[8]) for r in actions] == [
         ("vip", "tag", "vip", "", "sent"), ("welcome", "email", "", "Benvenuta <Anna>", "pending"),
@@ -181,7 +173,7 @@ def test_view_selector_opens_a_person_in_another_view(client):
     assert page.status_code == 200
     html = page.text
     assert "Online2 Bianchi" in html
-    lineage = {r[0]: r for r in _cells(html, "Golden profile in the view online and the lineage of each field")}
+    lineage = {r[0]: r for r in table_cells(html, "Golden profile in the view online and the lineage of each field")}
     assert lineage["first_name"][1:5] == ["Online2", "shop", "web_shop", "S2"]
     # the tabs keep the view
     assert 'href="/card/2?tab=orders&amp;view=online"' in html
@@ -221,13 +213,13 @@ def test_filters_keep_the_cards_holding_the_value_in_any_slot(client):
 
 def test_roas_per_campaign_credits_each_order_to_its_last_clicked_campaign(client):
     html = client.get("/analytics").text
-    rows = {r[0]: r for r in _cells(html, "Sales and ROAS per campaign")}
+    rows = {r[0]: r for r in table_cells(html, "Sales and ROAS per campaign")}
     # campaign, channels, cost, orders, buyers, revenue, roas
     assert rows["CMP-A"][1:] == ["2", "30.00", "1", "1", "30.00", "1"]
     assert rows["CMP-B"][1:] == ["1", "50.00", "1", "1", "100.00", "2"]
     assert rows["CMP-C"][1:] == ["1", "40.00", "0", "0", "0.00", "0"]  # cost, no sale
     assert list(rows) == ["CMP-C", "CMP-B", "CMP-A"]
-    costs = _cells(html, "Campaign costs per channel")
+    costs = table_cells(html, "Campaign costs per channel")
     assert sum(float(r[4]) for r in costs) == 120.0 and len(costs) == 4
 
 
@@ -248,7 +240,7 @@ def test_analytics_are_computed_once_per_published_folder(world, tmp_path):
         publish(as_engine(con), copy)
         with TestClient(create_app(copy)) as c:
             def cost_a():
-                rows = {r[0]: r for r in _cells(c.get("/analytics").text, "Sales and ROAS per campaign")}
+                rows = {r[0]: r for r in table_cells(c.get("/analytics").text, "Sales and ROAS per campaign")}
                 return rows["CMP-A"][2]
             assert cost_a() == "30.00"
             con.execute("UPDATE staging.campaign_costs SET cost = cost * 2 WHERE campaign_id = 'CMP-A'")
