@@ -23,7 +23,8 @@ PARITY_TABLES = [
     "marketing.segment_overrides", "marketing.static_segment_base", "ops.segment_runs",
     "core.refused_merges", "ops.sequences",
     # the card's inputs (annotations, bulk edits, the person's company) and the B2B stage's
-    "core.notes", "core.tasks", "ops.bulk_edits", "staging.companies", "staging.company_users",
+    "staging.notes", "staging.tasks", "core.notes", "core.tasks", "ops.bulk_edits",
+    "staging.companies", "staging.company_users",
     "core.company_sources", "core.companies", "core.company_field_lineage",
     "core.company_contacts", "marts.coworkers",
     # recommendations' inputs
