@@ -31,6 +31,7 @@ import json
 
 from tessera.engine import Engine, SqlStep
 from tessera.engine.dialect import sha256_hex
+from tessera.identity.incremental import staging_reason
 
 # Bump when the mechanism changes: every stored state becomes stale (a full build).
 MECHANISM = "1"
@@ -80,13 +81,9 @@ def full_reason(engine: Engine, refs: dict[str, str], run_at: dt.datetime) -> tu
     state = {"built_at": built_at, "keys_upto": keys_upto}
     if dig != digest(refs):
         return "the linking settings changed", state
-    staged = engine.rows(_q("staging_state", """
-        SELECT max(built_at), bool_or(mode = 'full' AND reason IN ('no staging table yet', 'no recorded state'))
-        FROM ops.staging_state WHERE staging_table = 'staging.events'"""))[0]
-    if staged[0] is None:
-        return "staging.events has no recorded state", state
-    if staged[1] and staged[0] >= built_at:
-        return "staging.events was first built since (no changed keys)", state
+    reason = staging_reason(engine, "staging.events", built_at)
+    if reason:
+        return reason, state
     since = "TRUE" if keys_upto is None else "recorded_at > $upto"
     up = {} if keys_upto is None else {"upto": keys_upto}
     if engine.scalar(_q("not_new", f"""

@@ -81,6 +81,20 @@ def drop_state(engine: Engine) -> None:
                _q("drop_touched", "DROP TABLE IF EXISTS ops.touched_customers"))
 
 
+def staging_reason(engine: Engine, staging_table: str, built_at) -> str | None:
+    """Why a build over ``staging_table``'s changed keys cannot be incremental (None: it can):
+    the table has no recorded state, or it was first built after ``built_at`` (a first build
+    records no changed keys, so nothing says what it brought)."""
+    staged = engine.rows(_q("staging_state", """
+        SELECT max(built_at), bool_or(mode = 'full' AND reason IN ('no staging table yet', 'no recorded state'))
+        FROM ops.staging_state WHERE staging_table = $t""", t=staging_table))[0]
+    if staged[0] is None:
+        return f"{staging_table} has no recorded state"
+    if staged[1] and staged[0] >= built_at:
+        return f"{staging_table} was first built since (no changed keys)"
+    return None
+
+
 def full_reason(engine: Engine, settings: IdentitySettings, run_at: dt.datetime) -> tuple[str | None, dict]:
     """Why this identity build must be full (None: it may be incremental), and the state."""
     engine.run(_q("state_ddl", STATE_DDL), _q("touched_ddl", TOUCHED_DDL))
@@ -96,13 +110,9 @@ def full_reason(engine: Engine, settings: IdentitySettings, run_at: dt.datetime)
     state = {"built_at": built_at, "keys_upto": keys_upto}
     if digest != settings_digest(settings):
         return "the identity settings changed", state
-    staged = engine.rows(_q("staging_state", """
-        SELECT max(built_at), bool_or(mode = 'full' AND reason IN ('no staging table yet', 'no recorded state'))
-        FROM ops.staging_state WHERE staging_table = 'staging.contacts'"""))[0]
-    if staged[0] is None:
-        return "staging.contacts has no recorded state", state
-    if staged[1] and staged[0] >= built_at:
-        return "staging.contacts was first built since (no changed keys)", state
+    reason = staging_reason(engine, "staging.contacts", built_at)
+    if reason:
+        return reason, state
     if engine.table_exists("ops", "erasures") and engine.scalar(_q(
             "erasures", "SELECT count(*) FROM ops.erasures WHERE erased_at >= $b", b=built_at)):
         return "an erasure since the last build", state

@@ -16,12 +16,12 @@ listed in the truth.
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+from tessera.sampledata.crm import write_csv
 
 LIMIT = 20_000
 STATUSES = ["FP", "IE", "OO", "PF", "TE", "TR", "SF", "LF", "HF", "UF", "C", "WFS"]
@@ -34,17 +34,6 @@ STANDARD = [("preferred_store", ["Milano Duomo", "Roma Termini", "Torino Centro"
             ("favourite_colour", ["nero", "blu", "rosso", "beige"])]
 DICTIONARY = [("loyalty_points", None), ("newsletter_frequency", ["weekly", "monthly"]),
               ("children", ["0", "1", "2", "3"])]
-
-
-def _write(root: Path, rel: str, header: list[str], rows: list[list[str]], sep: str) -> int:
-    buf = io.StringIO(newline="")
-    w = csv.writer(buf, delimiter=sep, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(buf.getvalue().encode("utf-8"))
-    return len(rows)
 
 
 def _plant(rows: list[list[str]], rng, make_bad, rel: str, field: str, problem: str, bad_rows: list) -> None:
@@ -136,13 +125,13 @@ def generate_contact_data(root: Path, people: list[dict], crm_ids: list[str],
     _plant(details, rng, lambda r: [f"D9{r[0][1:]}", r[1], "secret", *r[3:]], drel, "kind", "not_allowed",
            bad_rows)
     counts = {
-        "messages": _write(root, mrel, ["id", "channel", "email", "campaign_id", "name", "sender", "sent_via",
-                                        "status", "created_at", "sent_at", "opened_at", "clicked_at"],
-                           messages, ","),
-        "app_events": _write(root, arel, ["id", "type", "at", "app", "app_version", "language", "os",
-                                          "os_version", "location", "session_seconds", "email", "device"],
-                             app_events, ","),
-        "crm_details": _write(root, drel, ["id_dettaglio", "id_contatto", "tipo", "chiave", "valore", "data"],
-                              details, ";"),
+        "messages": write_csv(root, mrel, ["id", "channel", "email", "campaign_id", "name", "sender",
+                                           "sent_via", "status", "created_at", "sent_at", "opened_at",
+                                           "clicked_at"], messages, ","),
+        "app_events": write_csv(root, arel, ["id", "type", "at", "app", "app_version", "language", "os",
+                                             "os_version", "location", "session_seconds", "email",
+                                             "device"], app_events, ","),
+        "crm_details": write_csv(root, drel, ["id_dettaglio", "id_contatto", "tipo", "chiave", "valore",
+                                              "data"], details, ";"),
     }
     return [mrel, arel, drel], counts

@@ -26,9 +26,10 @@ TASK_TITLES = ["Richiamare per preventivo", "Inviare catalogo", "Follow-up recla
                "Proporre rinnovo fedeltà", "Zadzwonić w sprawie oferty"]
 
 
-def _write(root: Path, rel: str, header: list[str], rows: list[list[str]]) -> int:
+def write_csv(root: Path, rel: str, header: list[str], rows: list[list[str]], sep: str = ";") -> int:
+    """One landing CSV (UTF-8, ``sep``-separated, header first); returns its row count."""
     buf = io.StringIO(newline="")
-    w = csv.writer(buf, delimiter=";", lineterminator="\n")
+    w = csv.writer(buf, delimiter=sep, lineterminator="\n")
     w.writerow(header)
     w.writerows(rows)
     path = root / rel
@@ -68,8 +69,8 @@ def generate_annotations(root: Path, crm_ids: list[str], seed: int, ymd: str, as
                          ts(as_of_s - 86400), ""])
         bad_rows.append((trel, k + 2, "status", "not_allowed"))
     counts = {
-        "crm_notes": _write(root, nrel, ["id_nota", "id_contatto", "testo", "visibilita", "autore", "data"], notes),
-        "crm_tasks": _write(root, trel, ["id_attivita", "id_contatto", "titolo", "assegnatario", "scadenza",
+        "crm_notes": write_csv(root, nrel, ["id_nota", "id_contatto", "testo", "visibilita", "autore", "data"], notes),
+        "crm_tasks": write_csv(root, trel, ["id_attivita", "id_contatto", "titolo", "assegnatario", "scadenza",
                                          "promemoria", "stato", "creata", "completata"], tasks),
     }
     return [nrel, trel], counts
