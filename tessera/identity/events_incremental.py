@@ -31,11 +31,10 @@ import json
 
 from tessera.engine import Engine, SqlStep
 from tessera.engine.dialect import sha256_hex
-from tessera.identity.incremental import staging_reason
+from tessera.identity.incremental import erased_or_stale, staging_reason
 
 # Bump when the mechanism changes: every stored state becomes stale (a full build).
 MECHANISM = "1"
-RETENTION_DAYS = 29  # the changed keys are kept 30 days
 
 STATE_DDL = """
 CREATE TABLE IF NOT EXISTS ops.events_state (
@@ -89,12 +88,7 @@ def full_reason(engine: Engine, refs: dict[str, str], run_at: dt.datetime) -> tu
     if engine.scalar(_q("not_new", f"""
             SELECT count(*) FROM ops.changed_keys WHERE entity = 'event' AND change <> 'new' AND {since}""", **up)):
         return "an event changed or left staging", state
-    if engine.table_exists("ops", "erasures") and engine.scalar(_q(
-            "erasures", "SELECT count(*) FROM ops.erasures WHERE erased_at >= $b", b=built_at)):
-        return "an erasure since the last build", state
-    if built_at < run_at - dt.timedelta(days=RETENTION_DAYS):
-        return "the last build is older than the changed keys' retention", state
-    return None, state
+    return erased_or_stale(engine, built_at, run_at), state
 
 
 def new_owners(engine: Engine) -> None:

@@ -81,6 +81,21 @@ def drop_state(engine: Engine) -> None:
                _q("drop_touched", "DROP TABLE IF EXISTS ops.touched_customers"))
 
 
+# the changed keys are kept 30 days: a build older than that cannot know what changed since
+RETENTION_DAYS = 29
+
+
+def erased_or_stale(engine: Engine, built_at, run_at: dt.datetime) -> str | None:
+    """Why a build after ``built_at`` must be full whatever changed (None: it need not): an
+    erasure since (its rows must go everywhere), or changed keys no longer kept."""
+    if engine.table_exists("ops", "erasures") and engine.scalar(_q(
+            "erasures", "SELECT count(*) FROM ops.erasures WHERE erased_at >= $b", b=built_at)):
+        return "an erasure since the last build"
+    if built_at < run_at - dt.timedelta(days=RETENTION_DAYS):
+        return "the last build is older than the changed keys' retention"
+    return None
+
+
 def staging_reason(engine: Engine, staging_table: str, built_at) -> str | None:
     """Why a build over ``staging_table``'s changed keys cannot be incremental (None: it can):
     the table has no recorded state, or it was first built after ``built_at`` (a first build
@@ -113,12 +128,7 @@ def full_reason(engine: Engine, settings: IdentitySettings, run_at: dt.datetime)
     reason = staging_reason(engine, "staging.contacts", built_at)
     if reason:
         return reason, state
-    if engine.table_exists("ops", "erasures") and engine.scalar(_q(
-            "erasures", "SELECT count(*) FROM ops.erasures WHERE erased_at >= $b", b=built_at)):
-        return "an erasure since the last build", state
-    if built_at < run_at - dt.timedelta(days=29):
-        return "the last build is older than the changed keys' retention", state
-    return None, state
+    return erased_or_stale(engine, built_at, run_at), state
 
 
 def affected_records(engine: Engine, settings: IdentitySettings, keys_upto) -> dict:

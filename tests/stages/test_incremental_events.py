@@ -14,9 +14,7 @@ re-sent changed (full, reason named); an incremental day after it.
 """
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import json
 from pathlib import Path
 
@@ -36,25 +34,11 @@ from tessera.ingest.changed_keys import ChangeRun
 from tessera.ingest.load import ingest_source
 from tessera.ingest.staging import build_contacts, build_entity
 from tessera.sampledata.generator import generate
+from tests.stages.demo_crm import crm_file, crm_rows
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
 DAY1 = dt.date(2026, 11, 1)
 ENTITIES = ("contact", "event")
-
-
-def _crm(landing: Path):
-    src = sorted((landing / "crm").glob("crm_contacts_*.csv"))[0]
-    rows = list(csv.reader(io.StringIO(src.read_text(encoding="cp1252")), delimiter=";"))
-    return rows[0], [r for r in rows[1:] if len(r) == len(rows[0]) and r[0]]
-
-
-def _crm_file(landing: Path, day: dt.date, rows) -> None:
-    header, _ = _crm(landing)
-    i_mod = header.index("data_modifica")
-    rows = [[*r[:i_mod], f"{day:%d/%m/%Y} 09:00", *r[i_mod + 1:]] for r in rows]
-    buf = io.StringIO()
-    csv.writer(buf, delimiter=";", lineterminator="\r\n").writerows([header, *rows])
-    (landing / "crm" / f"crm_contacts_{day:%Y%m%d}.csv").write_bytes(buf.getvalue().encode("cp1252", "replace"))
 
 
 def _web_file(landing: Path, day: dt.date, events: list[dict]) -> None:
@@ -163,7 +147,7 @@ def test_incremental_event_linkage_equals_full_and_needs_the_device_closure(worl
     # day 2: a merge, a new person whose address old events carry, new events (two on a
     # device, one of which names a person with one record and an address of their own)
     day2 = DAY1 + dt.timedelta(days=1)
-    header, body = _crm(landing)
+    header, body = crm_rows(landing)
     i_id, i_mail = header.index("crm_id"), header.index("email")
     full = cons["full"]
     single = {r[0] for r in full.execute("""
@@ -184,7 +168,7 @@ def test_incremental_event_linkage_equals_full_and_needs_the_device_closure(worl
         new = list(e)
         new[i_id], new[i_mail] = "CRM-NEW-1", anon[0]
         rows.append(new)
-    _crm_file(landing, day2, rows)
+    crm_file(landing, day2, rows)
     _web_file(landing, day2, [
         {"event_id": "D2-1", "email": p[i_mail], "device_id": "dev-1"},
         {"event_id": "D2-2", "device_id": "dev-1"},
@@ -224,7 +208,7 @@ def test_incremental_event_linkage_equals_full_and_needs_the_device_closure(worl
     # by it and the device's other event go anonymous (the control misses the device's)
     day4 = day3 + dt.timedelta(days=1)
     p[i_mail] = "p.moved@example.org"
-    _crm_file(landing, day4, [p])
+    crm_file(landing, day4, [p])
     d4 = _day(cons, dep, landing, day4, monkeypatch)
     assert d4["inc"]["events_mode"] == "incremental" and d4["inc"]["owners_lost"] >= 1
     _same(cons, control_too=False)

@@ -12,9 +12,7 @@ model are incremental and equal full builds scoring with the same model; a refit
 """
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 from pathlib import Path
 
 import pytest
@@ -31,6 +29,7 @@ from tessera.ingest.staging import build_contacts, build_entity
 from tessera.privacy import suppression
 from tessera.privacy.consent import build_consents
 from tessera.sampledata.generator import generate
+from tests.stages.demo_crm import crm_file, crm_rows
 from tessera.settings.identity import RecordRef
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
@@ -42,28 +41,12 @@ GOLDEN_TABLES = ["customers", "customer_field_lineage"]
 ENTITIES = ("contact", "bounce", "unsubscribe", "consent")
 
 
-def _crm_rows(landing: Path):
-    src = sorted((landing / "crm").glob("crm_contacts_*.csv"))[0]
-    rows = list(csv.reader(io.StringIO(src.read_text(encoding="cp1252")), delimiter=";"))
-    return rows[0], [r for r in rows[1:] if len(r) == len(rows[0]) and r[0]]
-
-
-def _crm_file(landing: Path, day: dt.date, rows) -> None:
-    """The day's CRM export: these rows, each stamped as modified that morning."""
-    header, _ = _crm_rows(landing)
-    i_mod = header.index("data_modifica")
-    rows = [[*r[:i_mod], f"{day:%d/%m/%Y} 09:00", *r[i_mod + 1:]] for r in rows]
-    buf = io.StringIO()
-    csv.writer(buf, delimiter=";", lineterminator="\r\n").writerows([header, *rows])
-    (landing / "crm" / f"crm_contacts_{day:%Y%m%d}.csv").write_bytes(buf.getvalue().encode("cp1252", "replace"))
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("incr_identity")
     landing = tmp / "landing"
     generate(landing, contacts=120, seed=11, as_of=DAY1)
-    header, body = _crm_rows(landing)
+    header, body = crm_rows(landing)
     i_id, i_mail = header.index("crm_id"), header.index("email")
     with_mail = [r for r in body if r[i_mail]]
     g, h = with_mail[6], with_mail[7]
@@ -108,7 +91,7 @@ def _day(cons, dep, landing, day: dt.date) -> dict:
 def _incremental_day(cons, dep, landing, day: dt.date, rows) -> tuple[dict, dict]:
     """Deliver these CRM rows on ``day``, run it both ways with the SQL recorded, and check
     the incremental warehouse really took the incremental path."""
-    _crm_file(landing, day, rows)
+    crm_file(landing, day, rows)
     with recording() as log:
         d = _day(cons, dep, landing, day)
     assert d["inc"]["identity_mode"] == "incremental", d["inc"]["identity_full_reason"]
@@ -146,7 +129,7 @@ def test_six_days_of_incremental_identity_and_golden_records_equal_full(world):
 
     # day 2: updates, new records, a merge, a split, a refused merge
     day2 = DAY1 + dt.timedelta(days=1)
-    header, body = _crm_rows(landing)
+    header, body = crm_rows(landing)
     i_id, i_mail, i_mob = (header.index(c) for c in ("crm_id", "email", "cellulare"))
     with_mail = [r for r in body if r[i_mail]]
     a, b, c, d, e, f, g, h = (list(r) for r in with_mail[:8])
@@ -266,7 +249,7 @@ def test_probabilistic_days_between_refits_are_incremental_and_equal_full(pworld
 
     # day 2: updates, and new records, one a near duplicate only the probabilistic stage links
     day2 = DAY1 + dt.timedelta(days=1)
-    header, body = _crm_rows(landing)
+    header, body = crm_rows(landing)
     i_id, i_mail, i_mob = (header.index(c) for c in ("crm_id", "email", "cellulare"))
     i_birth = next(i for i, c in enumerate(header) if "nascita" in c)
     full = cons["full"]
