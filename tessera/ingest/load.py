@@ -774,6 +774,10 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
             FROM (SELECT _rowid, source_record_id, _record_hash FROM _checked2
                   WHERE _ok AND NOT _dup) a
             LEFT JOIN (SELECT source_record_id, _record_hash FROM {raw}
+                       -- Only this file's ids: the window over all of raw (50 M events
+                       -- by the second day) was most of a small file's load.
+                       WHERE source_record_id IN (SELECT source_record_id FROM _checked2
+                                                  WHERE _ok AND NOT _dup)
                        QUALIFY row_number() OVER (PARTITION BY source_record_id
                                                   ORDER BY _file_seq DESC, _line DESC) = 1) p
               USING (source_record_id)""")

@@ -405,6 +405,30 @@ def test_record_start_lines_across_chunk_boundaries(tmp_path, chunk):
     assert list(record_start_lines(path, "utente", chunk_size=chunk)) == expected
 
 
+@pytest.mark.parametrize("chunk", [7, 64, 1000, 1 << 20])
+def test_record_start_lines_plain_and_marked_up_stretches(tmp_path, chunk):
+    """Stretches without comments, CDATA or PIs take the byte-comparison path; the
+    others the token scan: both count the same start tags (not <utenteX>, not the
+    ones inside a comment, CDATA or a PI)."""
+    from tessera.ingest.formats import record_start_lines
+
+    text, expected = '<?xml version="1.0" encoding="UTF-8"?>\n<sincronizza>\n<utenti>\n', []
+    for i in range(3000):
+        if i % 1000 == 500:
+            text += "<!-- <utente> commented out\n<utente> -->\n"
+        if i % 1000 == 700:
+            text += "<note><![CDATA[<utente> in CDATA]]></note>\n<?pi <utente> ?>\n"
+        text += "<utenteX>no</utenteX>\n"
+        expected.append(text.count("\n") + 1)
+        opener = ["<utente>", '<utente id="1">', "<utente\t>", "<utente\n>"][i % 4]
+        text += f"{opener}\n<idgestionale>{i}</idgestionale>\n</utente>\n"
+    expected.append(text.count("\n") + 1)
+    text += "<utente/>\n</utenti>\n</sincronizza>\n"
+    path = tmp_path / "p.xml"
+    path.write_bytes(text.encode("utf-8"))
+    assert list(record_start_lines(path, "utente", chunk_size=chunk)) == expected
+
+
 # --------------------------------------------------------------------------- #
 # CSV: the pyarrow fast path and the Python path give the same records and lines
 # --------------------------------------------------------------------------- #

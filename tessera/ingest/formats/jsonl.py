@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import mmap
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -15,8 +15,8 @@ import pyarrow as pa
 from tessera.engine.warehouse import sql_literal
 from tessera.settings import Source
 from tessera.ingest.formats.common import (
-    not_a_refusal, BATCH_ROWS, Landing, Problem, ReadResult, _batch, _keeps_insertion_order, _positions,
-    _register_lines, has_controls,
+    not_a_refusal, BATCH_ROWS, Landing, Problem, ReadResult, _batch, _keeps_insertion_order,
+    _register_lines,
 )
 
 
@@ -93,6 +93,122 @@ def _is_number(obj: dict, path: str) -> bool:
     return isinstance(cur, (int, float))  # bool is an int
 
 
+_BLOCK = 16 << 20
+_NONE = np.empty(0, np.int64)
+
+
+@dataclass
+class _LineScan:
+    """What one pass over a JSON lines file found, without holding the file in memory."""
+
+    size: int
+    nl: np.ndarray       # the newlines' byte offsets
+    odd: np.ndarray      # physical lines (0-based) that do not open with "{"
+    controls: bool       # a value may hold a control character (raw or escaped)
+
+    @property
+    def lines(self) -> int:
+        return int(self.nl.size) + (1 if self.nl.size == 0 or int(self.nl[-1]) < self.size - 1 else 0)
+
+    def span(self, k: int) -> tuple[int, int]:
+        start = 0 if k == 0 else int(self.nl[k - 1]) + 1
+        return start, (int(self.nl[k]) if k < self.nl.size else self.size)
+
+
+def _at(part: np.ndarray, value: int, mask: np.ndarray) -> np.ndarray:
+    m = np.equal(part, value, out=mask[:part.size])
+    return np.flatnonzero(m) if m.any() else _NONE  # flatnonzero costs 4 times any
+
+
+def _followed_by(part: np.ndarray, at: np.ndarray, tail: bytes) -> bool:
+    """Whether any position in ``at`` is followed by the bytes ``tail``."""
+    at = at[at + len(tail) < part.size]
+    hit = np.ones(at.size, dtype=bool)
+    for j, byte in enumerate(tail, 1):
+        hit &= part[at + j] == byte
+    return bool(hit.any())
+
+
+def _controls(part: np.ndarray, line_ends: int, mask: np.ndarray) -> bool:
+    """``has_controls`` for UTF-8 as counts (a table lookup per byte cost 3 s a GB), plus
+    the escapes that decode to one (``\\u``, ``\\b``, ``\\f``)."""
+    m = mask[:part.size]
+    np.less(part, 0x20, out=m)
+    low = int(np.count_nonzero(m))
+    if low > line_ends and low > line_ends + int(np.count_nonzero(np.equal(part, 9, out=m))):
+        return True
+    if np.count_nonzero(np.equal(part, 0x7F, out=m)):
+        return True
+    c2 = _at(part, 0xC2, mask)
+    c2 = c2[c2 + 1 < part.size]
+    if c2.size and np.any((part[c2 + 1] >= 0x80) & (part[c2 + 1] < 0xA0)):
+        return True
+    slash = _at(part, ord("\\"), mask)
+    slash = slash[slash + 1 < part.size]
+    return bool(slash.size and np.isin(part[slash + 1], (ord("u"), ord("b"), ord("f"))).any())
+
+
+def _scan_lines(path: Path) -> _LineScan | None:
+    """One pass over the file in blocks of whole lines, or None where DuckDB's reader may
+    not read it as Python does (the exact reader takes the file then).
+
+    A file of 50 M events is 12 GB: mapping it whole put every page in the process's
+    resident set (13 GB peak at the reference scale), and each check was its own pass
+    over it. Here every check is a byte comparison per block, held in one reused buffer:
+    the newlines, lone CRs (a line end for Python, not for DuckDB), ``NaN`` and
+    ``Infinity`` (not JSON, but numbers to DuckDB: the exact reader refuses them), and
+    the control characters that may reach a value raw or escaped (``\\u``, ``\\b``,
+    ``\\f``). Returns None for an empty file and one with a byte order mark.
+    """
+    size = path.stat().st_size
+    if size == 0:
+        return None
+    buf = bytearray(_BLOCK)
+    mask = np.empty(_BLOCK, dtype=bool)
+    nls, odds = [], []
+    controls = False
+    offset = lines_before = keep = 0
+    with open(path, "rb", buffering=0) as fh:
+        while True:
+            filled = keep
+            while filled < len(buf) and (n := fh.readinto(memoryview(buf)[filled:])):
+                filled += n
+            eof = filled < len(buf)
+            if offset == 0 and buf[:3] == b"\xef\xbb\xbf":
+                return None
+            cut = filled if eof else buf.rfind(b"\n", 0, filled) + 1
+            if cut == 0 and not eof:  # one line longer than the block: a larger block
+                buf.extend(bytes(len(buf)))
+                mask = np.empty(len(buf), dtype=bool)
+                keep = filled
+                continue
+            part = np.frombuffer(buf, dtype=np.uint8, count=cut)
+            nl = _at(part, 10, mask)
+            starts = np.concatenate(([0], nl + 1))
+            starts = starts[starts < cut]
+            odd = np.flatnonzero(part[starts] != ord("{"))
+            if odd.size:
+                odds.append(odd + lines_before)
+            lines_before += starts.size
+            nls.append(nl + offset)
+            crs = _at(part, 13, mask)
+            if crs.size and (int(crs[-1]) + 1 >= cut or np.any(part[crs + 1] != 10)):
+                return None
+            if _followed_by(part, _at(part, ord("N"), mask), b"aN") or _followed_by(
+                    part, _at(part, ord("I"), mask), b"nfinity"):
+                return None
+            if not controls:
+                controls = _controls(part, nl.size + crs.size, mask)
+            del part
+            keep = filled - cut
+            buf[:keep] = buf[cut:filled]
+            offset += cut
+            if eof and keep == 0:
+                break
+    return _LineScan(size, np.concatenate(nls) if nls else np.empty(0, np.int64),
+                     np.concatenate(odds) if odds else np.empty(0, np.int64), controls)
+
+
 _JSON_KEY = re.compile(r"^[^\"\\]+$")
 
 
@@ -117,42 +233,33 @@ def open_jsonl_landing(con, path: Path, source: Source) -> Landing | None:
         return None
     if not _keeps_insertion_order(con):
         return None
-    size = path.stat().st_size
-    if size == 0:
+    scan = _scan_lines(path)
+    if scan is None:
         return None
-    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        if mm[:3] == b"\xef\xbb\xbf":
-            return None
-        arr = np.frombuffer(mm, dtype=np.uint8)
-        try:
-            nl = _positions(arr, 10)
-            crs = _positions(arr, 13)
-            if crs.size and not np.all(np.isin(crs + 1, nl)):
-                return None  # a lone CR ends a line for Python's reader, not for DuckDB
-            starts = np.concatenate(([0], nl + 1))
-            ends = np.append(nl, size)
-            keep = ends > starts
-            starts, ends = starts[keep], ends[keep]
-            numbers = np.flatnonzero(keep) + 1
-            # Most lines open with "{": only the others are looked at, one by one.
-            first = arr[np.minimum(starts, size - 1)]
-            record = first == ord("{")
-            for k in np.flatnonzero(~record):
-                text = mm[starts[k]:ends[k]]
-                if text.decode("utf-8", "replace").strip():
-                    record[k] = True          # a record for Python: DuckDB reads it too
-                elif text.strip(b" \t\r"):
-                    return None               # blank to Python, not to JSON (NBSP)
-            # NaN and Infinity are not JSON, but DuckDB reads them as numbers: a file that
-            # may hold one takes the exact reader, which refuses those records.
-            if mm.find(b"NaN") >= 0 or mm.find(b"Infinity") >= 0:
-                return None
-            # Control characters reach a value raw or as an escape (\u0000, \b, \f).
-            controls = (has_controls(arr, "utf-8") or mm.find(b"\\u") >= 0
-                        or mm.find(b"\\b") >= 0 or mm.find(b"\\f") >= 0)
-        finally:
-            del arr
-    lines, starts, ends = numbers[record], starts[record], ends[record]
+    # Most lines open with "{": only the others are looked at, one by one.
+    blank = []
+    with open(path, "rb") as fh:
+        for k in scan.odd.tolist():
+            start, end = scan.span(k)
+            fh.seek(start)
+            text = fh.read(end - start)
+            if not text:
+                blank.append(k)               # an empty line: no record
+            elif text.decode("utf-8", "replace").strip():
+                pass                          # a record for Python: DuckDB reads it too
+            elif text.strip(b" \t\r"):
+                return None                   # blank to Python, not to JSON (NBSP)
+            else:
+                blank.append(k)
+    # The physical line of each record; None while they are simply 1..n (no blank line).
+    lines = np.delete(np.arange(1, scan.lines + 1, dtype=np.int64), blank) if blank else None
+    records = scan.lines - len(blank)
+
+    def span_of_record(k: int) -> tuple[int, int]:
+        return scan.span(int(lines[k]) - 1 if lines is not None else k)
+
+    def line_of_record(k: int) -> int:
+        return int(lines[k]) if lines is not None else k + 1
 
     def path_of(src: str) -> str:
         return "$." + ".".join('"' + part + '"' for part in src.split("."))
@@ -174,12 +281,15 @@ def open_jsonl_landing(con, path: Path, source: Source) -> Landing | None:
             "CREATE TEMP TABLE _land AS SELECT * EXCLUDE (json, _keys), "
             f"nullif(concat_ws(',', {number_kinds}), '') AS _numbers, "
             "coalesce(len(_keys) <> list_unique(_keys), false) AS _dupkeys FROM (SELECT "
-            + ", ".join(f"json_extract_string(json, {sql_literal(path_of(src))}) AS \"{canon}\""
-                        for canon, src in wanted.items())
+            + ", ".join(f"_values[{i}] AS \"{canon}\"" for i, canon in enumerate(wanted, 1))
+            + ", _object, _keys, json FROM (SELECT "
+            # One list of paths: the line is parsed once for all fields (one call per
+            # field parsed it once per field: twice the time at 50 M events).
+            f"json_extract_string(json, [{', '.join(sql_literal(path_of(src)) for src in wanted.values())}]) AS _values"
             + ", json_type(json) IS NOT DISTINCT FROM 'OBJECT' AS _object, "
             "CASE WHEN json_type(json) = 'OBJECT' THEN json_keys(json) END AS _keys, json "
             "FROM read_json(?, format = 'newline_delimited', records = false, "
-            "columns = {'json': 'JSON'}, ignore_errors = true))", [str(path)])
+            "columns = {'json': 'JSON'}, ignore_errors = true)))", [str(path)])
         found = con.execute("SELECT count(*) FROM _land").fetchall()[0][0]
         odd = [r[0] for r in con.execute(
             "SELECT rowid FROM _land WHERE NOT _object OR _dupkeys ORDER BY rowid").fetchall()]
@@ -188,23 +298,29 @@ def open_jsonl_landing(con, path: Path, source: Source) -> Landing | None:
             raise  # a full disk or a broken connection is not the file's fault
         con.execute("DROP TABLE IF EXISTS _land")
         return None
-    if found != lines.size:
+    if found != records:
         con.execute("DROP TABLE IF EXISTS _land")
         return None
     problems = []
     if odd:
         with open(path, "rb") as fh:
             for k in odd:
-                fh.seek(int(starts[k]))
-                text = fh.read(int(ends[k] - starts[k])).decode("utf-8")
-                obj, problem = parse_record(text, int(lines[k]), source)
+                start, end = span_of_record(k)
+                fh.seek(start)
+                text = fh.read(end - start).decode("utf-8")
+                obj, problem = parse_record(text, line_of_record(k), source)
                 if problem is None:  # Python reads what DuckDB did not: its call
                     con.execute("DROP TABLE IF EXISTS _land")
                     return None
                 problems.append(problem)
         con.execute("DELETE FROM _land WHERE NOT _object OR _dupkeys")
-    _register_lines(con, lines)  # by position in the file: the deleted rows leave gaps
-    landing = Landing(con, int(found), True, problems, controls=controls, numbers=True)
+    landing = Landing(con, int(found), True, problems, controls=scan.controls, numbers=True)
+    if lines is None:
+        # Record k is line k + 1: no 50 M-row join with a line table (rowids keep their
+        # place when the refused rows are deleted).
+        landing.relation = "(SELECT *, rowid AS _rowid, rowid + 1 AS _line FROM _land)"
+    else:
+        _register_lines(con, lines)  # by position in the file: the deleted rows leave gaps
     return landing
 
 
