@@ -522,7 +522,8 @@ def ingest_source(con: duckdb.DuckDBPyConnection, deployment: Deployment, source
             progress(f"file {i}/{len(files)} {rel} ({_size(path)}) started")
         try:
             outcome.files.append(_ingest_file(con, deployment, source, path, rel, batch_id, now,
-                                              bool(suppression_key)))
+                                              bool(suppression_key),
+                                              _Steps(progress, f"file {i}/{len(files)}")))
             if progress:
                 f, took = outcome.files[-1], time.perf_counter() - started
                 progress(f"file {i}/{len(files)} {rel} {f.status} in {took:.1f} s: {f.records} records "
@@ -585,8 +586,35 @@ def _record_file_failure(con, source: Source, rel: str, sha: str, batch_id: str,
     return FileOutcome(rel, "failed", records=records, rejected=records, message=message)
 
 
+class _Steps:
+    """Progress inside one file's load: each step as it ends, with its time, and a line
+    at most every 30 s while a long file streams through a reader (a 12 GB event file
+    was five silent minutes). Counts and times only."""
+
+    EVERY_S = 30.0
+
+    def __init__(self, say: Callable[[str], None] | None = None, name: str = ""):
+        self.say, self.name = say, name
+        self.last = self.told = time.perf_counter()
+
+    def done(self, what: str) -> None:
+        now = time.perf_counter()
+        if self.say:
+            self.say(f"{self.name} {what} in {now - self.last:.1f} s")
+        self.last = self.told = now
+
+    def reading(self, records: int) -> None:
+        now = time.perf_counter()
+        if self.say and now - self.told >= self.EVERY_S:
+            self.say(f"{self.name} reading: {records:,} records so far "
+                     f"({records / max(now - self.last, 1e-3):,.0f}/s)")
+            self.told = now
+
+
 def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: str,
-                 batch_id: str, now, suppress: bool = False) -> FileOutcome:
+                 batch_id: str, now, suppress: bool = False,
+                 steps: _Steps | None = None) -> FileOutcome:
+    steps = steps or _Steps()
     try:
         # A UTF-8 CSV file is decoded by DuckDB while landing; its own check waits.
         if not encoding_checked_by_duckdb(source):
@@ -659,7 +687,9 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
         if landing is not None:
             try:
                 result = landing.result()
+                steps.done(f"read: {result.records:,} records")
                 check(landing.relation, result)
+                steps.done("checked")
             finally:
                 landing.close()
         else:
@@ -674,8 +704,11 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
                 con.register("_batch", batch)
                 con.execute("INSERT INTO _land BY NAME SELECT * FROM _batch")
                 con.unregister("_batch")
+                steps.reading(result.records)
+            steps.done(f"read: {result.records:,} records")
             # _land's row ids follow the insertion order, which is the file's.
             check("(SELECT *, rowid AS _rowid FROM _land)", result)
+            steps.done("checked")
     except FileRejected as exc:
         return _record_file_failure(con, source, rel, sha, batch_id, now, result.records, str(exc))
     except Exception as exc:  # noqa: BLE001 - one unreadable file must not stop the others
@@ -782,6 +815,7 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
                                                   ORDER BY _file_seq DESC, _line DESC) = 1) p
               USING (source_record_id)""")
         counts = dict(con.execute("SELECT _change, count(*) FROM _accepted GROUP BY ALL").fetchall())
+        steps.done("compared with the stored versions")
         unchanged = ("AND _rowid NOT IN (SELECT _rowid FROM _accepted WHERE _change = 'unchanged')"
                      if counts.get("unchanged") else "")
         with unordered(con):

@@ -485,6 +485,45 @@ def test_bad_jsonl_lines_are_rejected_on_the_duckdb_path_as_the_exact_reader_wor
     assert [p.line for p in got.problems] == [2, 4, 5, 6]
 
 
+@pytest.mark.parametrize("block", [64, 1 << 20])
+def test_jsonl_scan_in_small_blocks_gives_the_exact_readers_records_and_lines(
+        con, demo, tmp_path, monkeypatch, block):
+    """The landing scans the file in blocks of whole lines: lines longer than a block,
+    CRLF endings, blank lines and a last line without its newline land as the exact
+    reader reads them, and NaN or a control escape in any block is seen."""
+    from tessera.ingest.formats import ReadResult, jsonl, open_jsonl_landing, read_jsonl
+
+    monkeypatch.setattr(jsonl, "_BLOCK", block)
+    src = demo.source("web_events")
+    long_url = "/it/" + "x" * 300
+    lines = ['{"event_id": "e1", "properties": {"url": "%s"}}' % long_url, "", "  ",
+             '{"event_id": "e2"}', "{not json", '{"event_id": "e4", "email": "a@b.it"}']
+    path = tmp_path / "w.jsonl"
+    path.write_bytes(("\r\n".join(lines[:3]) + "\n" + "\n".join(lines[3:])).encode("utf-8"))
+    exact = ReadResult()
+    slow = [(r["source_record_id"], r["_line"]) for b in read_jsonl(path, src, exact)
+            for r in b.to_pylist()]
+    landing = open_jsonl_landing(con, path, src)
+    assert landing is not None
+    got = landing.result()
+    fast = con.execute(f"SELECT source_record_id, _line FROM {landing.relation} ORDER BY _line").fetchall()
+    landing.close()
+    assert fast == slow == [("e1", 1), ("e2", 4), ("e4", 6)]
+    assert (got.records, got.problems) == (exact.records, exact.problems) and got.records == 4
+    assert got.controls is False
+    for name, extra, expect in (("nan", '{"event_id": "e9", "n": NaN}', None),
+                                ("inf", '{"event_id": "e9", "n": -Infinity}', None),
+                                ("escape", '{"event_id": "e9", "t": "a\\u0007"}', True)):
+        other = tmp_path / f"{name}.jsonl"
+        other.write_text("\n".join(lines[3:4] * 20 + [extra] + lines[3:4] * 20) + "\n", encoding="utf-8")
+        landing = open_jsonl_landing(con, other, src)
+        if expect is None:
+            assert landing is None, name
+        else:
+            assert landing is not None and landing.result().controls is True, name
+            landing.close()
+
+
 def test_jsonl_that_duckdb_cannot_vouch_for_takes_the_exact_reader(con, demo, tmp_path):
     from tessera.ingest.formats import open_jsonl_landing
 
