@@ -193,14 +193,28 @@ def main() -> None:
     print(f"stage (back-test + lists of every kind for every customer): {secs:.1f} s, "
           f"{events / secs:,.0f} events/s, {cpu:.1f} CPU s, {stats['rows']:,} list rows, "
           f"peak RSS {peak_mb:,.0f} MB")
+    print(f"back-test: {stats['evaluated_contacts']:,} of the {stats['held_out_contacts']:,} contacts "
+          f"with a held-out purchase scored (evaluation.sample_contacts "
+          f"{settings.evaluation.sample_contacts:,})")
+
+    def slowest(label: str) -> dict[str, float]:
+        print(f"slowest steps, {label} (CPU s): " + ", ".join(
+            f"{name} {t:.1f}" for name, t in sorted(timings.items(), key=lambda x: -x[1])[:24]))
+        steps = dict(timings)
+        timings.clear()
+        return steps
+    steps = {"back_test_day": slowest("the back-test day")} if timings is not None else {}
+    next_day = None
     if args.every_days > 1:
         t2, c2 = time.perf_counter(), time.process_time()
         nxt = build_recommendations(con, settings, AS_OF + dt.timedelta(days=1))
+        next_day = {"stage_s": round(time.perf_counter() - t2, 2), "cpu_s": round(time.process_time() - c2, 1),
+                    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
         print(f"next day (back-test skipped: {not nxt['back_test_run']}, weights {nxt['weight_set']}): "
-              f"{time.perf_counter() - t2:.1f} s, {time.process_time() - c2:.1f} CPU s")
-    if timings is not None:
-        print("slowest steps (CPU s): " + ", ".join(
-            f"{name} {t:.1f}" for name, t in sorted(timings.items(), key=lambda x: -x[1])[:20]))
+              f"{next_day['stage_s']:.1f} s, {next_day['cpu_s']:.1f} CPU s, "
+              f"peak RSS over both days {next_day['peak_rss_mb']:,} MB")
+        if timings is not None:
+            steps["next_day"] = slowest("the next day")
     print(f"item pairs kept: {stats['item_pairs']}; ALS on {stats['als_contacts']:,} x "
           f"{stats['als_products']:,} ({stats['als_candidate_products']:,} products offered); "
           f"cold contacts {stats['cold_contacts']}")
@@ -222,7 +236,9 @@ def main() -> None:
         "order_lines": n_lines, "orders": n_orders, "stage_s": round(secs, 2), "cpu_s": round(cpu, 1),
         "events_per_s": round(events / secs), "peak_rss_mb": round(peak_mb),
         "list_rows": stats["rows"], "settings": settings.model_dump(mode="json"),
-        "steps_cpu_s": {k: round(v, 2) for k, v in (timings or {}).items()},
+        "held_out_contacts": stats["held_out_contacts"], "evaluated_contacts": stats["evaluated_contacts"],
+        "next_day": next_day,
+        "steps_cpu_s": {day: {k: round(v, 2) for k, v in t.items()} for day, t in steps.items()},
         "evaluation": stats["evaluation"],
         "worse_than_popular": stats["worse_than_popular"]}, indent=1, default=str), encoding="utf-8")
     print(f"figures: {path}")

@@ -34,9 +34,9 @@ MODES = ("new_items", "all_items")
 # the scratch tables of a build (lists.py, collaborative.py, the back-test)
 _SCRATCH = ("_rec_catalogue", "_rec_bought", "_rec_purchases", "_rec_views", "_rec_pairs",
             "_rec_item_candidates", "_rec_popular", "_rec_candidates", "_rec_lists", "_rec_targets",
-            "_rec_als_inter", "_rec_als_users", "_rec_als", "_rec_truth", "_rec_eval_lists",
-            "_rec_eval_kinds", "_rec_weight_sets", "_rec_sessions", "_rec_pids", "_rec_held",
-            "_rec_events")
+            "_rec_als_inter", "_rec_als_users", "_rec_als_items", "_rec_als", "_rec_truth",
+            "_rec_eval_lists", "_rec_eval_kinds", "_rec_weight_sets", "_rec_sessions", "_rec_pids",
+            "_rec_held", "_rec_events")
 
 
 def table_steps() -> list[SqlStep]:
