@@ -90,6 +90,15 @@ def generate(customers: int, products: int, sessions: float, seed: int):
     return orders, views
 
 
+PEAKS: list[tuple[str, float]] = []  # (step, peak RSS in MB) each time the peak rose by 50 MB
+
+
+def _peak_at(name: str) -> None:
+    mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if not PEAKS or mb > PEAKS[-1][1] + 50:
+        PEAKS.append((name, mb))
+
+
 def _profile() -> dict[str, float]:
     """CPU seconds of every step the stage runs (and of the collaborative kind as a whole)
     by name, summed over the run: on a shared machine wall time says more about the others."""
@@ -105,6 +114,7 @@ def _profile() -> dict[str, float]:
             return exec_(self, step)
         finally:
             timings[step.name] = timings.get(step.name, 0.0) + time.process_time() - t
+            _peak_at(step.name)
     duckdb_engine.DuckDBEngine._exec = timed
     als = collaborative.als_candidates
 
@@ -126,6 +136,7 @@ def _profile() -> dict[str, float]:
                 return _orig(*a, **kw)
             finally:
                 timings[_name] = timings.get(_name, 0.0) + time.process_time() - t
+                _peak_at(_name)
         setattr(cls, meth, timed_method)
     return timings
 
@@ -142,7 +153,8 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="print the slowest steps and CPU seconds")
     ap.add_argument("--every-days", type=int, default=1,
                     help="evaluation.every_days; above 1 the next day is built too (no back-test)")
-    ap.add_argument("--als", help='ALS settings as JSON, over the bench\'s (e.g. \'{"min_buyers": 0}\')')
+    ap.add_argument("--als", help='ALS settings as JSON, over the defaults (e.g. \'{"min_buyers": 0}\')')
+    ap.add_argument("--evaluation", help='back-test settings as JSON (e.g. \'{"sample_contacts": 0}\')')
     ap.add_argument("--settings", help="other recommendation settings as JSON")
     ap.add_argument("--weights", help='weights of the combination as JSON, e.g. \'{"collaborative": 1}\'')
     args = ap.parse_args()
@@ -173,16 +185,14 @@ def main() -> None:
           f"{n_orders:,} orders, {n_lines:,} order lines ({n_views + n_lines:,} events) "
           f"generated and loaded in {gen_s:.1f} s")
 
-    # The bench's settings (measured at 100k x 10k against factors 32, 10 + 3 iterations,
-    # 20 neighbours, every product scored: the same NDCG or better, bench/README.md):
-    # 5 + 2 iterations, the model offering products bought by 10 contacts or more (at 500k
-    # x 50k the back-test's lists are the same as with 5 or 1), and the best 10 neighbours
-    # per product.
-    settings = RecommendationSettings(als={"factors": 32, "iterations": 5, "warm_iterations": 2,
-                                           "min_buyers": 10, "seed": 42,
-                                           **json.loads(args.als or "{}")},
-                                      **{"neighbours": 10, **json.loads(args.settings or "{}")},
-                                      lift=not args.no_lift, evaluation={"every_days": args.every_days},
+    # The defaults (5 + 2 ALS iterations, als.min_buyers 10, 10 neighbours, the back-test on
+    # 50 000 contacts at most: chosen from this bench's back-test and the real-data one,
+    # bench/README.md), with --als / --settings / --weights over them.
+    settings = RecommendationSettings(**({"als": json.loads(args.als)} if args.als else {}),
+                                      **json.loads(args.settings or "{}"),
+                                      lift=not args.no_lift, evaluation={
+                                          "every_days": args.every_days,
+                                          **json.loads(args.evaluation or "{}")},
                                       **({"weights": json.loads(args.weights)} if args.weights else {}))
     timings = _profile() if args.profile else None
     t1, c1 = time.perf_counter(), time.process_time()
@@ -215,6 +225,9 @@ def main() -> None:
               f"peak RSS over both days {next_day['peak_rss_mb']:,} MB")
         if timings is not None:
             steps["next_day"] = slowest("the next day")
+    if timings is not None:
+        print("where the peak RSS rose (step: MB after it): "
+              + ", ".join(f"{n} {mb:,.0f}" for n, mb in PEAKS[-8:]))
     print(f"item pairs kept: {stats['item_pairs']}; ALS on {stats['als_contacts']:,} x "
           f"{stats['als_products']:,} ({stats['als_candidate_products']:,} products offered); "
           f"cold contacts {stats['cold_contacts']}")

@@ -390,7 +390,7 @@ def test_min_buyers_keeps_rarely_bought_products_out_of_the_model_lists(shop):
     _order(shop, "p4", 100, d, "P4")
     _order(shop, "p120", 120, d, "P1", "P2")
     als = {"factors": 8, "iterations": 15, "seed": 7}
-    everything = build_recommendations(shop, _settings(als=als), DAY)
+    everything = build_recommendations(shop, _settings(als={**als, "min_buyers": 0}), DAY)
     # (contacts the model knows: a cold contact's fallback, the best sellers, may hold P4)
     offered = {r[0] for r in shop.execute(
         "SELECT DISTINCT product_id FROM recommendations.contact_products "
