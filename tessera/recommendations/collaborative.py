@@ -148,14 +148,17 @@ def als_candidates(engine: Engine, als: AlsSettings, n: int, pool: int = 0,
             model.item_factors = _warm(item_ids, warm.items, warm.item_factors,
                                        rng.random((n_items, model.factors), dtype=np.float32) * 0.01)
         model.fit(user_items, show_progress=False)
+        # the top lists need only the factors (nothing is filtered by implicit): the matrix
+        # goes before them, which is the stage's memory peak
+        del user_items
         items = (np.arange(n_items, dtype=np.int32) if als.min_buyers == 0 else
                  np.asarray(engine.columns(_CANDIDATE_ITEMS.bind(min_buyers=als.min_buyers))["i"],
                             dtype=np.int32))
         if als.min_buyers == 0:
-            ids, scores = model.recommend(users, user_items[users], N=min(n + pool, n_items),
+            ids, scores = model.recommend(users, None, N=min(n + pool, n_items),
                                           filter_already_liked_items=False)
         elif len(items):
-            ids, scores = model.recommend(users, user_items[users], N=min(n + pool, len(items)),
+            ids, scores = model.recommend(users, None, N=min(n + pool, len(items)),
                                           filter_already_liked_items=False, items=items)
         else:
             ids = np.full((len(users), 0), -1, np.int64)

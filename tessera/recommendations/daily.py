@@ -195,9 +195,11 @@ def build_recommendations(engine: Engine, settings: RecommendationSettings, day:
             since=until - dt.timedelta(days=settings.history_days),
             pattern=settings.product_url_pattern, view_types=list(settings.view_event_types)))
     engine.run(*file_steps("views.sql"))
-    per_kind = dict(engine.rows(SqlStep("recommendations.contacts_per_kind", f"""
-        SELECT kind, count(DISTINCT customer_id) FROM {TABLE} WHERE as_of_date = $day
-        GROUP BY kind ORDER BY kind""", {"day": day})))
+    # every stored list has one rank 1: a filter on the scratch lists, not a distinct count
+    # over the day's stored rows
+    per_kind = dict(engine.rows(SqlStep("recommendations.contacts_per_kind", """
+        SELECT kind, count(*) FROM _rec_lists WHERE rank = 1 AND list_contains($kinds, kind)
+        GROUP BY kind ORDER BY kind""", {"kinds": kinds})))
     unknown = dict(engine.rows(SqlStep("recommendations.unknown_counts", f"""
         SELECT origin, count(*) FROM {UNKNOWN} WHERE as_of_date = $day GROUP BY origin ORDER BY origin""",
                                        {"day": day})))
