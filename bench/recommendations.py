@@ -186,7 +186,7 @@ def main() -> None:
           f"generated and loaded in {gen_s:.1f} s")
 
     # The defaults (5 + 2 ALS iterations, als.min_buyers 10, 10 neighbours, the back-test on
-    # 50 000 contacts at most: chosen from this bench's back-test and the real-data one,
+    # 20 000 contacts at most: chosen from this bench's back-test and the real-data one,
     # bench/README.md), with --als / --settings / --weights over them.
     settings = RecommendationSettings(**({"als": json.loads(args.als)} if args.als else {}),
                                       **json.loads(args.settings or "{}"),

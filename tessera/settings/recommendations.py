@@ -56,8 +56,10 @@ class Evaluation(_Strict):
     # score (and tune the weights on) at most this many of the contacts with a held-out
     # purchase: those with the smallest hash of their id, the same ones every run; every
     # contact when fewer (0: always every contact). The lists of the back-test are built
-    # for them only, so its cost follows this number, not the shop's size
-    sample_contacts: int = Field(50_000, ge=0)
+    # for them only, so its cost follows this number, not the shop's size. 20 000: on the
+    # bench (77 585 such contacts) the same chosen weights and every NDCG within 0.004 of
+    # a 50 000 sample, for about a quarter less of the back-test day's CPU
+    sample_contacts: int = Field(20_000, ge=0)
 
 
 class RecommendationSettings(_Strict):
