@@ -176,18 +176,51 @@ def als_candidates(engine: Engine, als: AlsSettings, n: int, pool: int = 0,
         engine.run(SqlStep("recommendations.als_drop_interactions", "DROP TABLE IF EXISTS _rec_als_inter"))
         b_u = bought.column("u").to_numpy().astype(np.int64)
         b_i = bought.column("i").to_numpy().astype(np.int64)
-        b_scores = np.einsum("ij,ij->i", uf[b_u], itf[b_i]) if len(b_u) else np.zeros(0, np.float32)
-    ids = np.atleast_2d(ids).astype(np.int64)
+        b_scores = _row_dots(uf, itf, b_u, b_i)
+    ids = np.atleast_2d(ids)
     scores = np.atleast_2d(scores)
-    row_user = np.repeat(users.astype(np.int64), ids.shape[1]).reshape(ids.shape)
-    is_bought = np.isin(row_user * n_items + ids, b_u * n_items + b_i) | (ids < 0)  # -1: padding
-    keep = ~is_bought & (np.cumsum(~is_bought, axis=1) <= n)
-    _store(engine, np.concatenate([row_user[keep], b_u]).astype(np.int32),
-           np.concatenate([ids[keep], b_i]).astype(np.int32),
-           np.concatenate([scores[keep], b_scores]).astype(np.float32))
+    keep_u, keep_i, keep_s = _unbought_top(users, ids, scores, np.unique(b_u * n_items + b_i), n_items, n)
+    _store(engine, np.concatenate([keep_u, b_u]).astype(np.int32),
+           np.concatenate([keep_i, b_i]).astype(np.int32),
+           np.concatenate([keep_s, b_scores]).astype(np.float32))
     fitted = Factors(user_ids, item_ids, np.asarray(model.user_factors), np.asarray(model.item_factors))
     return {"als_contacts": int(n_users), "als_products": int(n_items),
             "als_candidate_products": int(len(items)), "als_iterations": int(iterations)}, fitted
+
+
+def _row_dots(uf: np.ndarray, itf: np.ndarray, u: np.ndarray, i: np.ndarray,
+              block: int = 262_144) -> np.ndarray:
+    """``uf[u[k]] . itf[i[k]]`` for every k, in blocks (the gathered factor rows of every
+    purchase at once are hundreds of MB at 500k contacts)."""
+    out = np.zeros(len(u), np.float32)
+    for start in range(0, len(u), block):
+        end = start + block
+        out[start:end] = np.einsum("ij,ij->i", uf[u[start:end]], itf[i[start:end]])
+    return out
+
+
+def _unbought_top(users: np.ndarray, ids: np.ndarray, scores: np.ndarray, bought: np.ndarray,
+                  n_items: int, n: int, block: int = 65_536) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of ``ids`` (the top list of ``users[row]``), its first ``n`` products that
+    are not in ``bought`` (sorted keys ``user * n_items + product``; -1 ids are padding).
+    Why in blocks of users: at 500k contacts the keys of every list at once (plus the
+    search's positions) were the stage's memory peak; a block's are a few MB."""
+    out_u, out_i, out_s = [], [], []
+    last = max(len(bought) - 1, 0)
+    for start in range(0, len(users), block):
+        blk = ids[start:start + block].astype(np.int64)
+        u = users[start:start + block].astype(np.int64)[:, None]
+        key = u * n_items + blk
+        is_bought = blk < 0
+        if len(bought):
+            is_bought |= bought[np.minimum(np.searchsorted(bought, key), last)] == key
+        keep = ~is_bought & (np.cumsum(~is_bought, axis=1) <= n)
+        out_u.append(np.broadcast_to(u, blk.shape)[keep])
+        out_i.append(blk[keep])
+        out_s.append(scores[start:start + block][keep])
+    if not out_u:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return np.concatenate(out_u), np.concatenate(out_i), np.concatenate(out_s)
 
 
 def _store(engine: Engine, users: np.ndarray, items: np.ndarray, scores: np.ndarray) -> None:

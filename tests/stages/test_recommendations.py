@@ -510,3 +510,32 @@ def test_the_back_test_runs_every_n_days_and_the_days_between_reuse_its_weights(
     assert shop.execute("SELECT count(*) FROM recommendations.evaluation WHERE as_of_date > ?",
                         [DAY]).fetchone()[0] == 0
     assert build_recommendations(shop, s, DAY + dt.timedelta(days=7))["back_test_run"]
+
+
+def test_the_models_unbought_top_in_blocks_is_the_whole_filter():
+    """The model's first n products each contact did not buy, found block by block, are
+    those of one filter over every list (block edges, padding and no purchase included)."""
+    import numpy as np
+
+    from tessera.recommendations.collaborative import _row_dots, _unbought_top
+
+    rng = np.random.default_rng(3)
+    users = np.arange(0, 50, 2, dtype=np.int32)
+    ids = rng.integers(0, 20, (len(users), 8))
+    ids[3, 5:] = -1  # padding of a short list
+    scores = rng.random(ids.shape).astype(np.float32)
+    b_u = rng.choice(users, 40).astype(np.int64)
+    b_i = rng.integers(0, 20, 40)
+    bought = np.unique(b_u * 20 + b_i)
+    for b in (bought, bought[:0]):
+        want_u, want_i, want_s = [], [], []
+        for row, u in enumerate(users):
+            kept = [(i, s) for i, s in zip(ids[row], scores[row]) if i >= 0 and u * 20 + i not in set(b)][:3]
+            want_u += [u] * len(kept)
+            want_i += [i for i, _ in kept]
+            want_s += [s for _, s in kept]
+        for block in (1, 4, 7, 1000):
+            got_u, got_i, got_s = _unbought_top(users, ids, scores, b, 20, 3, block=block)
+            assert got_u.tolist() == want_u and got_i.tolist() == want_i and got_s.tolist() == want_s
+    uf, itf = rng.random((50, 4)).astype(np.float32), rng.random((20, 4)).astype(np.float32)
+    assert _row_dots(uf, itf, b_u, b_i, block=7) == pytest.approx((uf[b_u] * itf[b_i]).sum(axis=1), rel=1e-6)
