@@ -75,6 +75,10 @@ def build(deployment: Deployment):
             ev = table_metadata(con, "recommendations", "evaluation", timer.seconds, {
                 "holdout_days": settings.evaluation.holdout_days,
                 "back_test_run": stats["back_test_run"],
+                # the figures' contacts: those with a held-out purchase, and the scored sample
+                "held_out_contacts": stats["held_out_contacts"],
+                "evaluated_contacts": stats["evaluated_contacts"],
+                "sample_contacts": settings.evaluation.sample_contacts,
                 "worse_than_popular": ", ".join(stats["worse_than_popular"]) or "none",
                 "combination_weight_set": stats["weight_set"],
                 "combination_weights": {k: float(w) for k, w in stats["weights"].items()},

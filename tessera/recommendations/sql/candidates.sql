@@ -14,6 +14,9 @@ SELECT product_id, pop_rank, 1.0 / pop_rank AS score FROM (
 CREATE OR REPLACE TEMP TABLE _rec_candidates AS
 SELECT kind, customer_id, product_id, score FROM _rec_item_candidates;
 
+-- copied: its memory goes back before the model and the ranking
+DROP TABLE IF EXISTS _rec_item_candidates;
+
 -- each target's best sellers: the top $top, and one more for each of the first $pool
 -- best sellers the contact bought (an exclusion removes those), never beyond $pool.
 -- Mostly $top rows a contact, not $pool: fewer rows to rank, same lists.

@@ -92,4 +92,7 @@ bav_scored AS (
     FROM bav JOIN viewers ON viewers.a = bav.a
     JOIN _rec_pids pa ON pa.pid = bav.a JOIN _rec_pids pb ON pb.pid = bav.b)
 SELECT kind, a, b, score FROM bav_scored
-QUALIFY row_number() OVER (PARTITION BY a ORDER BY score DESC, b) <= $neighbours
+QUALIFY row_number() OVER (PARTITION BY a ORDER BY score DESC, b) <= $neighbours;
+
+-- the sessions are in the pairs: their memory goes back before the model and the ranking
+DROP TABLE IF EXISTS _rec_sessions
