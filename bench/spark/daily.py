@@ -133,7 +133,22 @@ def step_times(instance, run_id: str) -> dict:
     return steps
 
 
-def run(work: Path, engine: str, master: str, persons: int) -> dict:
+def materialized(instance) -> set:
+    """The asset keys every run of ``instance`` materialized."""
+    import dagster as dg
+
+    keys = set()
+    for record in instance.get_run_records():
+        for e in instance.all_logs(record.dagster_run.run_id,
+                                   of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+            keys.add(e.dagster_event.asset_key)
+    return keys
+
+
+def run(work: Path, engine: str, master: str, persons: int, resume: bool = False) -> dict:
+    """One engine's daily job. ``resume``: run only the assets the engine's earlier,
+    interrupted call left unmaterialized (those the DuckDB run materialized), on the same
+    warehouses, and add its steps to the earlier ones (a run longer than one call)."""
     import dagster as dg
 
     from pipelines.definitions import build_definitions
@@ -141,29 +156,47 @@ def run(work: Path, engine: str, master: str, persons: int) -> dict:
 
     landing = prepare(work, persons)
     home = work / engine
-    for stale in ("warehouse.duckdb", "warehouse.duckdb.wal", "spark_wh", "feeds", "dagster_home"):
-        p = home / stale
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-    config = config_for(work, engine, master)
-    (home / "dagster_home").mkdir(parents=True)
-    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster_home" / "dagster.yaml")
-    defs = build_definitions(load_deployment(config), home / "warehouse.duckdb", landing, home / "feeds")
+    before = json.loads((home / "run.json").read_text()) if resume else None
+    if not resume:
+        for stale in ("warehouse.duckdb", "warehouse.duckdb.wal", "spark_wh", "feeds", "dagster_home"):
+            p = home / stale
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        config_for(work, engine, master)
+        (home / "dagster_home").mkdir(parents=True)
+        shutil.copyfile(ROOT / "dagster.yaml", home / "dagster_home" / "dagster.yaml")
+    defs = build_definitions(load_deployment(home / "config"), home / "warehouse.duckdb", landing, home / "feeds")
     instance = dg.DagsterInstance.from_config(str(home / "dagster_home"))
     job = defs.resolve_job_def("daily_job")
+    selection = None
+    if resume:
+        reference = dg.DagsterInstance.from_config(str(work / "duckdb" / "dagster_home"))
+        selection = sorted(materialized(reference) - materialized(instance), key=lambda k: k.to_user_string())
+        print(f"resuming {len(selection)} assets: {', '.join(k.to_user_string() for k in selection)}")
     t0 = time.perf_counter()
     with Memory() as memory:
-        result = job.execute_in_process(partition_key=AS_OF.isoformat(), instance=instance, raise_on_error=False)
+        result = job.execute_in_process(partition_key=AS_OF.isoformat(), instance=instance, raise_on_error=False,
+                                        asset_selection=selection)
     wall = time.perf_counter() - t0
     steps = step_times(instance, result.run_id)
     failures = [e.message for e in result.all_events if e.is_failure][:3]
     out = {"engine": engine, "master": master if engine == "spark" else None, "persons": persons,
            "success": result.success, "failures": failures, "wall_s": round(wall, 1),
            "peak_rss_mb_python_duckdb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-           "peak_rss_mb_children": round(memory.children_peak), "steps": steps}
+           "peak_rss_mb_children": round(memory.children_peak), "steps": steps, "calls": 1}
+    if before is not None:  # the earlier call's completed steps, then this call's
+        offset = max(v["start"] + v["seconds"] for v in before["steps"].values())
+        kept = {k: v for k, v in before["steps"].items() if v["ok"]}
+        interrupted = sum(v["seconds"] for v in before["steps"].values() if not v["ok"])
+        out["steps"] = {**kept, **{k: {**v, "start": round(v["start"] + offset, 2)} for k, v in steps.items()}}
+        out["wall_s"] = round(before["wall_s"] - interrupted + wall, 1)
+        out["interrupted_s"] = round(interrupted, 1)
+        out["calls"] = before.get("calls", 1) + 1
+        out["peak_rss_mb_python_duckdb"] = max(out["peak_rss_mb_python_duckdb"], before["peak_rss_mb_python_duckdb"])
+        out["peak_rss_mb_children"] = max(out["peak_rss_mb_children"], before["peak_rss_mb_children"])
     (home / "run.json").write_text(json.dumps(out, indent=2))
-    print(f"{engine}: {'ok' if result.success else 'FAILED'} in {wall:.1f} s; peak RSS Python+DuckDB "
+    print(f"{engine}: {'ok' if result.success else 'FAILED'} in {wall:.1f} s (this call); peak RSS Python+DuckDB "
           f"{out['peak_rss_mb_python_duckdb']} MB, children (JVM) {out['peak_rss_mb_children']} MB; "
-          f"{len(steps)} steps")
+          f"{len(out['steps'])} steps in {out['calls']} call(s), {out['wall_s']} s in all")
     for f in failures:
         print("  ", f[:300])
     return out
@@ -253,6 +286,8 @@ def main() -> int:
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--prepare", action="store_true", help="only generate the landing files")
     parser.add_argument("--compare", action="store_true")
+    parser.add_argument("--resume", action="store_true",
+                        help="run what the engine's earlier, interrupted call left (one call = at most 12 min here)")
     args = parser.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -265,7 +300,7 @@ def main() -> int:
         return compare(work)
     if not args.engine:
         parser.error("--engine, --prepare or --compare")
-    return 0 if run(work, args.engine, args.master, args.persons)["success"] else 1
+    return 0 if run(work, args.engine, args.master, args.persons, args.resume)["success"] else 1
 
 
 if __name__ == "__main__":
