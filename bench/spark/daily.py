@@ -206,40 +206,61 @@ def compared_tables(con) -> dict[str, tuple[str, ...]]:
     """The lane's key tables (tests/spark/test_daily.py) and every staging table."""
     from tests.spark.test_daily import KEY_TABLES
 
-    staging = {f"staging.{t}": () for (t,) in con.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'staging' ORDER BY 1").fetchall()}
+    # _loaded_at: when each run's ingestion loaded the file (its own clock)
+    staging = {f"staging.{t}": ("_loaded_at",) for (t,) in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_catalog = 'd' "
+        "AND table_schema = 'staging' ORDER BY 1").fetchall()}
     return {**staging, **KEY_TABLES}
 
 
+def table_difference(con, table: str, exclude: tuple[str, ...]) -> str:
+    """``identical``, or how the table differs between ``d`` (DuckDB run) and ``s`` (Spark
+    run), attached to one DuckDB connection: rows as a multiset (EXCEPT ALL both ways),
+    doubles to 9 places, the excluded (clock) columns left out. Set-based: the lane's
+    Python comparison is quadratic on tables that differ."""
+    schema, name = table.split(".")
+    def columns(db):
+        return con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_catalog = ? "
+                           "AND table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+                           [db, schema, name]).fetchall()
+    dc, sc = columns("d"), columns("s")
+    if [c for c, _ in dc] != [c for c, _ in sc]:
+        return f"columns differ: {[c for c, _ in dc]} vs {[c for c, _ in sc]}"
+    cols = ", ".join(f'round("{c}", 9)' if t in ("DOUBLE", "FLOAT") else f'"{c}"' for c, t in dc if c not in exclude)
+    only_d, only_s, n_d, n_s = con.execute(f"""
+        SELECT (SELECT count(*) FROM (SELECT {cols} FROM d.{table} EXCEPT ALL SELECT {cols} FROM s.{table})),
+               (SELECT count(*) FROM (SELECT {cols} FROM s.{table} EXCEPT ALL SELECT {cols} FROM d.{table})),
+               (SELECT count(*) FROM d.{table}), (SELECT count(*) FROM s.{table})""").fetchone()
+    if only_d == only_s == 0:
+        return "identical"
+    return f"{n_d} vs {n_s} rows, {only_d} only on DuckDB, {only_s} only on Spark"
+
+
 def compare(work: Path) -> int:
-    from tessera.engine import DuckDBEngine
-    from tessera.engine.warehouse import connect, table_exists
-    from tests.spark.conftest import differences
+    import duckdb
 
     runs = {e: json.loads((work / e / "run.json").read_text()) for e in ("duckdb", "spark")}
-    duck = connect(work / "duckdb" / "warehouse.duckdb", read_only=True)
-    spark = connect(work / "spark" / "warehouse.duckdb", read_only=True)
+    con = duckdb.connect()
+    con.execute(f"ATTACH '{work / 'duckdb' / 'warehouse.duckdb'}' AS d (READ_ONLY)")
+    con.execute(f"ATTACH '{work / 'spark' / 'warehouse.duckdb'}' AS s (READ_ONLY)")
+    con.execute("USE d")
     parity, rows = {}, {}
     try:
-        for table, exclude in compared_tables(duck).items():
+        for table, exclude in compared_tables(con).items():
             schema, name = table.split(".")
-            if not table_exists(duck, schema, name):
+            if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_catalog = 'd' "
+                               "AND table_schema = ? AND table_name = ?", [schema, name]).fetchone()[0]:
                 continue
-            t = time.perf_counter()
-            diff = differences(DuckDBEngine(duck), DuckDBEngine(spark), {table: exclude})
-            parity[table] = diff.get(table, "identical")
-            rows[table] = duck.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            if time.perf_counter() - t > 60:
-                print(f"  (comparing {table} took {time.perf_counter() - t:.0f} s)")
-        counts = {k: duck.execute(q).fetchone()[0] for k, q in {
-            "contact_records": "SELECT count(*) FROM core.customer_sources",
-            "customers": "SELECT count(*) FROM core.customers",
-            "orders": "SELECT count(*) FROM core.orders",
-            "order_lines": "SELECT count(*) FROM staging.order_lines",
-            "events": "SELECT count(*) FROM core.events"}.items()}
+            parity[table] = table_difference(con, table, exclude)
+            rows[table] = con.execute(f"SELECT count(*) FROM d.{table}").fetchone()[0]
+        counts = {k: con.execute(q).fetchone()[0] for k, q in {
+            "contact_records": "SELECT count(*) FROM d.core.customer_sources",
+            "customers": "SELECT count(*) FROM d.core.customers",
+            "orders": "SELECT count(*) FROM d.core.orders",
+            "order_lines": "SELECT count(*) FROM d.staging.order_lines",
+            "events": "SELECT count(*) FROM d.core.events"}.items()}
     finally:
-        duck.close()
-        spark.close()
+        con.close()
     d, s = runs["duckdb"], runs["spark"]
     print(f"\nThe daily job on DuckDB and on Spark ({s['master']}), {d['persons']:,} persons generated: "
           + ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in counts.items()))
@@ -261,6 +282,9 @@ def compare(work: Path) -> int:
         a, b = d["steps"].get(key, {}).get("seconds", ""), s["steps"].get(key, {}).get("seconds", "")
         print(f"  {key[:58]:<58} {a:>9} {b:>9}")
     ingest = [k for k in order if k.startswith("raw__")]
+
+    def after_ingest(r):
+        return round(sum(v["seconds"] for k, v in r["steps"].items() if k not in ingest), 1)
     print(f"  whole job: DuckDB {d['wall_s']} s, Spark {s['wall_s']} s wall; steps after ingestion "
           f"(sum): DuckDB {after_ingest(d)} s, Spark {after_ingest(s)} s")
     for r in (d, s):
