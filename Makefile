@@ -11,7 +11,7 @@ export DO_NOT_TRACK := 1
 # Keys the suppression ledger's hashes. The demo's value is public: set your own secret.
 export TESSERA_SUPPRESSION_KEY ?= demo-only-key-set-TESSERA_SUPPRESSION_KEY
 
-.PHONY: install demo test ui bench bench-segments bench-identity bench-identity-febrl bench-ingest bench-companies bench-predictions validate lock clean browser web bench-web bench-recommendations bench-recommendations-real bench-feeds test-spark bench-spark bench-activation bench-history bench-incremental bench-incremental-identity bench-predictions-real
+.PHONY: install demo test ui bench bench-segments bench-identity bench-identity-febrl bench-ingest bench-companies bench-predictions validate lock clean browser web bench-web bench-recommendations bench-recommendations-real bench-feeds test-spark bench-spark bench-spark-daily bench-activation bench-history bench-incremental bench-incremental-identity bench-predictions-real
 
 install: $(STAMP)
 
@@ -175,6 +175,16 @@ SEGMENTS ?= 5
 MASTER ?= local[2]
 bench-spark: install
 	$(PY) bench/spark/run.py --contacts $(CONTACTS) --events $(EVENTS) --segments $(SEGMENTS) --master '$(MASTER)'
+
+## bench-spark-daily: the whole daily job on DuckDB, then on Spark (MASTER), each in its own
+## process, on the same generated sample (PERSONS: ~1.5 contact records each), then every
+## table compared; SPARK_WORK keeps the data between calls (each run can be its own call)
+SPARK_WORK ?= /tmp/tessera-bench-spark-daily
+bench-spark-daily: install
+	$(PY) bench/spark/daily.py --persons $(PERSONS) --workdir $(SPARK_WORK) --prepare
+	$(PY) bench/spark/daily.py --persons $(PERSONS) --workdir $(SPARK_WORK) --engine duckdb
+	$(PY) bench/spark/daily.py --persons $(PERSONS) --workdir $(SPARK_WORK) --engine spark --master '$(MASTER)'
+	$(PY) bench/spark/daily.py --workdir $(SPARK_WORK) --compare
 
 ## lock: re-pin requirements.lock from the current virtual environment
 lock:

@@ -2,11 +2,13 @@
 
 
 import datetime as dt
+from contextlib import nullcontext
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from assets._common import POOL, table_metadata
+from resources.spark import SparkEngineResource
 from tessera.companies.registry import link_company_users
 from tessera.settings import Deployment
 from tessera.ingest.expectations import check_staged
@@ -31,29 +33,34 @@ def _entity_asset(deployment: Deployment, entity: str):
 
     @dg.asset(key=key, group_name=GROUP, pool=POOL, deps=deps, kinds={"duckdb"},
               description=f"Latest version of every {entity} record from its sources, typed and normalised.")
-    def _build(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+    def _build(context: dg.AssetExecutionContext, warehouse: DuckDBResource,
+               spark: SparkEngineResource) -> dg.MaterializeResult:
         timer = Timer()
         # incremental: only records with a new raw version are recomputed; the keys that
-        # changed go to ops.changed_keys (tessera.ingest.changed_keys)
+        # changed go to ops.changed_keys (tessera.ingest.changed_keys). That path stays on
+        # DuckDB; a full build runs on the deployment's engine (Spark: the raw tables
+        # published as Parquet by the hand-over, the staged tables handed back)
         changes = (ChangeRun(context.run_id, dt.datetime.now().replace(microsecond=0))
                    if deployment.incremental else None)
         with warehouse.get_connection() as con:
             ensure_warehouse(con)
-            if entity == "company_user":
-                build_entity(con, deployment, entity)
-                extra = link_company_users(con, dt.datetime.now().replace(microsecond=0))
-                if extra["unlinked"]:
-                    context.log.warning(f"{extra['unlinked']} company users not linked to a company "
-                                        "(ids and reasons in ops.unlinked_company_users)")
-            elif entity == "contact":
-                built = build_contacts(con, deployment, changes)
-                extra = dict(con.execute("""
+            with (spark.stage_engine(con) if changes is None else nullcontext(con)) as engine:
+                if entity == "company_user":
+                    build_entity(engine, deployment, entity)
+                    extra = link_company_users(engine, dt.datetime.now().replace(microsecond=0))
+                elif entity == "contact":
+                    built = build_contacts(engine, deployment, changes)
+                    extra = built if isinstance(built, dict) else {}
+                else:
+                    built = build_entity(engine, deployment, entity, changes)
+                    extra = built if isinstance(built, dict) else {}
+            if entity == "company_user" and extra["unlinked"]:
+                context.log.warning(f"{extra['unlinked']} company users not linked to a company "
+                                    "(ids and reasons in ops.unlinked_company_users)")
+            if entity == "contact":
+                extra.update(dict(con.execute("""
                     SELECT 'records_with_email_key', count(email_key) FROM staging.contacts
-                    UNION ALL SELECT 'records_with_mobile', count(mobile) FROM staging.contacts""").fetchall())
-                extra.update(built if isinstance(built, dict) else {})
-            else:
-                built = build_entity(con, deployment, entity, changes)
-                extra = built if isinstance(built, dict) else {}
+                    UNION ALL SELECT 'records_with_mobile', count(mobile) FROM staging.contacts""").fetchall()))
             meta = table_metadata(con, "staging", table, timer.seconds, extra)
         return dg.MaterializeResult(metadata=meta)
 

@@ -95,7 +95,8 @@ def link_company_users(engine: Engine, run_at: dt.datetime) -> dict:
             LEFT JOIN by_name n USING (source, source_record_id)"""))
         engine.replace_table("staging.company_users", SqlStep("companies.users_linked", """
             SELECT u.*, l.company_source, l.company_record_id, l.linked_by
-            FROM staging.company_users u JOIN _user_links l USING (source, source_record_id)
+            FROM staging.company_users u  -- ON, not USING: Spark's u.* after USING puts the keys first
+            JOIN _user_links l ON l.source = u.source AND l.source_record_id = u.source_record_id
             ORDER BY u.source, u.source_record_id"""))
         engine.overwrite("ops.unlinked_company_users", SqlStep("companies.unlinked_users", """
             SELECT source, source_record_id, unlinked_reason, CAST($run_at AS TIMESTAMP)

@@ -66,7 +66,9 @@ def check(step: SqlStep) -> Verdict:
 _LEADING_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\(")
 # DuckDB functions the dialect maps, as sqlglot renames them for Spark
 _RENAMED = {"jarowinkler_similarity": "jaro_winkler_similarity"}
-_NOT_FUNCTIONS = (exp.Cast, exp.TryCast, exp.Case, exp.If)
+# AND / OR are Func subclasses in sqlglot 30 whose SQL starts with their left operand:
+# `regexp_full_match(a, b) AND c` would read as a call of regexp_full_match
+_NOT_FUNCTIONS = (exp.Cast, exp.TryCast, exp.Case, exp.If, exp.Connector)
 
 
 def to_spark(tree: exp.Expression) -> str:

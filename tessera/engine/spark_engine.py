@@ -532,13 +532,35 @@ class SparkEngine:
         return {k: _Entry(**v) for k, v in json.loads(path.read_text()).items()}
 
     def _refresh_views(self, names: Mapping[str, Any] | None = None) -> None:
+        views = []
         for name in (names if names is not None else self._catalog):
-            self._register(name, self._entry(name))
-        # views are SQL over other names: re-registered after every switch
-        for name, entry in self._catalog.items():
-            if entry.kind == "view" and (names is None or name not in names):
+            entry = self._entry(name)
+            if entry is not None and entry.kind == "view":
+                views.append(name)
+            else:
                 self._register(name, entry)
+        # views are SQL over other names: re-registered after every switch, after the tables
+        views += [n for n, e in self._catalog.items() if e.kind == "view" and n not in views]
+        self._register_views(views)
         self._register_information_schema()
+
+    def _register_views(self, views: list[str]) -> None:
+        """Views after the tables, and a view over another view after it: a fresh session
+        (the next run's process) knows none of the names, so the catalog's order, which is
+        the order the stages first wrote them, is not enough."""
+        from pyspark.errors import AnalysisException
+
+        pending = list(views)
+        while pending:
+            failed = []
+            for name in pending:
+                try:
+                    self._register(name, self._entry(name))
+                except AnalysisException:
+                    failed.append(name)
+            if len(failed) == len(pending):
+                self._register(failed[0], self._entry(failed[0]))  # raises the error itself
+            pending = failed
 
     def _register(self, name: str, entry: _Entry | None) -> None:
         from pyspark.sql.types import StructType

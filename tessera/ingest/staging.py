@@ -240,7 +240,10 @@ def build_contacts(engine: Engine, deployment: Deployment, changes: ChangeRun | 
     def phone_key(col: str) -> str:
         # a number made of two or fewer distinct digits (0000000, 1212121) is a placeholder
         digits = f"regexp_replace({col}, '[^0-9]', '', 'g')"
-        return (f"CASE WHEN {col} IS NULL OR len(list_distinct(string_split(right({digits}, 8), ''))) <= 2 "
+        # the characters' list without empty strings: Spark's split on an empty pattern
+        # (Java's) ends with one, DuckDB's string_split does not
+        chars = f"list_filter(string_split(right({digits}, 8), ''), lambda c: c <> '')"
+        return (f"CASE WHEN {col} IS NULL OR array_length(list_distinct({chars})) <= 2 "
                 f"OR list_has_any($junk_phones, [{digits}, right({digits}, 10), right({digits}, 9), "
                 f"right({digits}, 7)]) THEN NULL ELSE {col} END")
 

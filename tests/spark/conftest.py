@@ -61,6 +61,13 @@ def spark_engine(spark, tmp_path):
     engine.close()
 
 
+def raw_tables(duck_con) -> list[str]:
+    """Every ``raw.*`` table of the run: staging's inputs, published to Spark as Parquet as
+    the daily job's hand-over publishes them."""
+    return [f"raw.{t}" for (t,) in duck_con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw' ORDER BY 1").fetchall()]
+
+
 def copy_tables(duck_con, engine, tables: list[str]) -> None:
     """DuckDB tables (or views) into the Spark engine, as tables of the same rows: Parquet
     written by pyarrow (``load_arrow``, as the daily job's hand-over does), no Spark job
@@ -99,7 +106,7 @@ def parity_seed(duck_daily, spark, tmp_path_factory):
     con = duck_daily.connect()
     try:
         engine = SparkEngine(spark, root / "spark")
-        copy_tables(con, engine, PARITY_TABLES)
+        copy_tables(con, engine, raw_tables(con) + PARITY_TABLES)
         engine.close()
     finally:
         con.close()

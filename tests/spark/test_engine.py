@@ -97,3 +97,22 @@ def test_copy_to_writes_one_file_and_vacuum_keeps_the_live_versions(spark_engine
     assert pq.read_table(tmp_path / "f.parquet").to_pylist() == [{"id": 2, "name": "b"}]
     assert eng.vacuum() == 1  # the first version of main.f
     assert eng.rows(SqlStep("f", "SELECT * FROM main.f")) == [(2, "b")]
+
+
+def test_a_fresh_session_opens_a_warehouse_whose_view_precedes_its_table(spark_engine):
+    """The next run's process opens the Spark warehouse in a new session that knows none of
+    its names: a view listed in the catalog before the table it reads (a table rewritten
+    after the view was first made) must still open (the bench's second call found it did not)."""
+    import json
+
+    from tessera.engine.spark_engine import SparkEngine
+
+    eng = spark_engine
+    eng.run(SqlStep("t", "CREATE TABLE main.base AS SELECT 1 AS v UNION ALL SELECT 2"),
+            SqlStep("v", "CREATE VIEW main.over_base AS SELECT sum(v) AS s FROM main.base"))
+    path = eng.warehouse / "_tessera_catalog.json"
+    catalog = json.loads(path.read_text())
+    reordered = {"main.over_base": catalog.pop("main.over_base"), **catalog}
+    path.write_text(json.dumps(reordered))
+    fresh = SparkEngine(eng.spark.newSession(), eng.warehouse)  # its own temp views: none yet
+    assert fresh.scalar(SqlStep("s", "SELECT s FROM main.over_base")) == 3
