@@ -665,3 +665,24 @@ def test_csv_scan_matches_a_line_by_line_reading_on_random_bytes():
         assert ref is not None and list(scan[0]) == ref, data
         checked += 1
     assert checked > 500
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "latin-1", "cp1252"])
+def test_has_controls_counts_as_the_byte_table_says(encoding):
+    """The count-based test agrees with the definition byte by byte: C0 but tab, LF and
+    CR; DEL; C1 as latin-1 bytes or as UTF-8's 0xC2 0x80-0x9F; across 1 MiB slices."""
+    import numpy as np
+
+    from tessera.ingest.formats.common import _CHUNK, has_controls
+
+    plain = np.frombuffer(b"ab\tc\r\nd\xc2\xa0e\n" * 10, dtype=np.uint8)
+    assert has_controls(plain, encoding) is False
+    for byte in [*range(0, 9), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F]:
+        assert has_controls(np.append(plain, np.uint8(byte)), encoding), byte
+    c1 = np.append(plain, np.uint8(0x85))
+    assert has_controls(c1, encoding) is (encoding == "latin-1")
+    # 0xC2 at the end of one slice, its C1 continuation at the start of the next
+    big = np.full(_CHUNK + 1, ord("a"), dtype=np.uint8)
+    big[_CHUNK - 1], big[_CHUNK] = 0xC2, 0x85
+    assert has_controls(big, encoding) is (encoding != "cp1252")
+    assert has_controls(plain, encoding, line_ends=30) is False  # 20 LFs and 10 CRs

@@ -16,7 +16,7 @@ from tessera.engine.warehouse import sql_literal
 from tessera.settings import Source
 from tessera.ingest.formats.common import (
     not_a_refusal, BATCH_ROWS, Landing, Problem, ReadResult, _batch, _keeps_insertion_order,
-    _register_lines,
+    _positions, _register_lines, has_controls,
 )
 
 
@@ -94,7 +94,6 @@ def _is_number(obj: dict, path: str) -> bool:
 
 
 _BLOCK = 16 << 20
-_NONE = np.empty(0, np.int64)
 
 
 @dataclass
@@ -115,11 +114,6 @@ class _LineScan:
         return start, (int(self.nl[k]) if k < self.nl.size else self.size)
 
 
-def _at(part: np.ndarray, value: int, mask: np.ndarray) -> np.ndarray:
-    m = np.equal(part, value, out=mask[:part.size])
-    return np.flatnonzero(m) if m.any() else _NONE  # flatnonzero costs 4 times any
-
-
 def _followed_by(part: np.ndarray, at: np.ndarray, tail: bytes) -> bool:
     """Whether any position in ``at`` is followed by the bytes ``tail``."""
     at = at[at + len(tail) < part.size]
@@ -129,21 +123,9 @@ def _followed_by(part: np.ndarray, at: np.ndarray, tail: bytes) -> bool:
     return bool(hit.any())
 
 
-def _controls(part: np.ndarray, line_ends: int, mask: np.ndarray) -> bool:
-    """``has_controls`` for UTF-8 as counts (a table lookup per byte cost 3 s a GB), plus
-    the escapes that decode to one (``\\u``, ``\\b``, ``\\f``)."""
-    m = mask[:part.size]
-    np.less(part, 0x20, out=m)
-    low = int(np.count_nonzero(m))
-    if low > line_ends and low > line_ends + int(np.count_nonzero(np.equal(part, 9, out=m))):
-        return True
-    if np.count_nonzero(np.equal(part, 0x7F, out=m)):
-        return True
-    c2 = _at(part, 0xC2, mask)
-    c2 = c2[c2 + 1 < part.size]
-    if c2.size and np.any((part[c2 + 1] >= 0x80) & (part[c2 + 1] < 0xA0)):
-        return True
-    slash = _at(part, ord("\\"), mask)
+def _escaped_controls(part: np.ndarray) -> bool:
+    """Whether a JSON escape may decode to a control character (``\\u``, ``\\b``, ``\\f``)."""
+    slash = _positions(part, ord("\\"))
     slash = slash[slash + 1 < part.size]
     return bool(slash.size and np.isin(part[slash + 1], (ord("u"), ord("b"), ord("f"))).any())
 
@@ -153,8 +135,8 @@ def _scan_lines(path: Path) -> _LineScan | None:
     not read it as Python does (the exact reader takes the file then).
 
     A file of 50 M events is 12 GB: mapping it whole put every page in the process's
-    resident set (13 GB peak at the reference scale), and each check was its own pass
-    over it. Here every check is a byte comparison per block, held in one reused buffer:
+    resident set (13 GB peak at the reference scale), and each check read all of it
+    again. Here every check is a byte comparison per block, held in one reused buffer:
     the newlines, lone CRs (a line end for Python, not for DuckDB), ``NaN`` and
     ``Infinity`` (not JSON, but numbers to DuckDB: the exact reader refuses them), and
     the control characters that may reach a value raw or escaped (``\\u``, ``\\b``,
@@ -164,7 +146,6 @@ def _scan_lines(path: Path) -> _LineScan | None:
     if size == 0:
         return None
     buf = bytearray(_BLOCK)
-    mask = np.empty(_BLOCK, dtype=bool)
     nls, odds = [], []
     controls = False
     offset = lines_before = keep = 0
@@ -179,11 +160,10 @@ def _scan_lines(path: Path) -> _LineScan | None:
             cut = filled if eof else buf.rfind(b"\n", 0, filled) + 1
             if cut == 0 and not eof:  # one line longer than the block: a larger block
                 buf.extend(bytes(len(buf)))
-                mask = np.empty(len(buf), dtype=bool)
                 keep = filled
                 continue
             part = np.frombuffer(buf, dtype=np.uint8, count=cut)
-            nl = _at(part, 10, mask)
+            nl = _positions(part, 10)
             starts = np.concatenate(([0], nl + 1))
             starts = starts[starts < cut]
             odd = np.flatnonzero(part[starts] != ord("{"))
@@ -191,14 +171,15 @@ def _scan_lines(path: Path) -> _LineScan | None:
                 odds.append(odd + lines_before)
             lines_before += starts.size
             nls.append(nl + offset)
-            crs = _at(part, 13, mask)
+            crs = _positions(part, 13)
             if crs.size and (int(crs[-1]) + 1 >= cut or np.any(part[crs + 1] != 10)):
                 return None
-            if _followed_by(part, _at(part, ord("N"), mask), b"aN") or _followed_by(
-                    part, _at(part, ord("I"), mask), b"nfinity"):
+            if _followed_by(part, _positions(part, ord("N")), b"aN") or _followed_by(
+                    part, _positions(part, ord("I")), b"nfinity"):
                 return None
             if not controls:
-                controls = _controls(part, nl.size + crs.size, mask)
+                controls = (has_controls(part, "utf-8", line_ends=nl.size + crs.size)
+                            or _escaped_controls(part))
             del part
             keep = filled - cut
             buf[:keep] = buf[cut:filled]
