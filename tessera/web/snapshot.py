@@ -6,7 +6,7 @@ the daily job writes. The run (and every command that erases or soft-deletes peo
 instead publishes a copy of what the page reads into a new folder next to the warehouse,
 then points ``CURRENT`` at it with an atomic rename; the page reads the folder
 ``CURRENT`` names and never opens the warehouse file. A reader that opened the previous
-folder keeps reading it: the newest two are kept.
+folder keeps reading it: the current folder and the one it replaced are kept.
 
 Layout, for a warehouse ``var/demo/warehouse.duckdb``::
 
@@ -33,7 +33,6 @@ from tessera.engine import Engine, SqlStep
 from tessera.privacy.consent import SOFT_DELETED_SQL
 
 POINTER = "CURRENT"
-KEEP = 2
 
 # Every table the page and the report read; a deployment lacks some (they are skipped).
 READ_TABLES = (
@@ -157,6 +156,7 @@ def publish(engine: Engine, warehouse: str | Path,
     bytes), no personal data."""
     root = snapshot_root(warehouse).resolve()
     root.mkdir(parents=True, exist_ok=True)
+    previous = current(warehouse)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
     name = f"{stamp}-{uuid.uuid4().hex[:6]}"
     work = root / f".{name}.tmp"
@@ -190,9 +190,13 @@ def publish(engine: Engine, warehouse: str | Path,
     pointer = root / f".{POINTER}.{name}.tmp"
     pointer.write_text(name, encoding="utf-8")
     os.replace(pointer, root / POINTER)
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    for old in folders[:-KEEP]:
-        shutil.rmtree(old, ignore_errors=True)
+    # Kept: the new folder and the one it replaced (a reader may still hold it). Chosen by
+    # the pointer, not by sorting names: two publishes in one second share the stamp and
+    # their random suffixes sort either way, which once pruned the folder just published.
+    keep = {name} | ({previous.name} if previous is not None else set())
+    for old in root.iterdir():
+        if old.is_dir() and not old.name.startswith(".") and old.name not in keep:
+            shutil.rmtree(old, ignore_errors=True)
     size = sum(f.stat().st_size for f in (root / name).iterdir())
     return {"folder": str(root / name), "tables": len(rows), "rows": sum(rows.values()),
             "bytes": size, "published_at": published_at}

@@ -449,6 +449,41 @@ def test_publishing_switches_atomically_and_keeps_the_previous_folder(web_env, t
     assert folders == sorted([Path(second["folder"]).name, Path(third["folder"]).name])
 
 
+def test_two_publishes_in_one_second_keep_the_newest_folder(web_env, tmp_path, monkeypatch):
+    """Folders are pruned by the pointer, not by name: two publishes in the same second
+    whose random suffixes sort backwards (the CI flake of stop 29) keep the new one current
+    and the one it replaced."""
+    import datetime as real_dt
+    import shutil
+    import uuid as real_uuid
+
+    from tessera.engine.warehouse import connect
+    from tessera.web import snapshot
+
+    class FrozenDatetime(real_dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return real_dt.datetime(2026, 12, 7, 6, 0, 0, tzinfo=tz)
+
+    class FrozenModule:
+        datetime = FrozenDatetime
+        timezone = real_dt.timezone
+
+    suffixes = iter(["f" * 32, "8" * 32, "0" * 32])
+    monkeypatch.setattr(snapshot, "dt", FrozenModule)
+    monkeypatch.setattr(snapshot.uuid, "uuid4", lambda: real_uuid.UUID(next(suffixes)))
+    copy = tmp_path / "w.duckdb"
+    shutil.copyfile(web_env["warehouse"], copy)
+    con = connect(copy)
+    try:
+        names = [Path(publish(as_engine(con), copy)["folder"]).name for _ in range(3)]
+    finally:
+        con.close()
+    assert names == sorted(names, reverse=True)     # every name sorts below the one before
+    assert current(copy) == snapshot_root(copy) / names[2]
+    assert sorted(p.name for p in snapshot_root(copy).iterdir() if p.is_dir()) == sorted(names[1:])
+
+
 def test_a_soft_delete_leaves_the_published_page_at_once(web_env, tmp_path, monkeypatch):
     """`tessera bulk-edit delete` publishes the snapshot again: the person is gone from the
     page before the next run."""
