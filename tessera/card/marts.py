@@ -66,6 +66,25 @@ sp AS (
     return cte, "LEFT JOIN sp USING (customer_id)", select
 
 
+def order_summary_sql(orders: str = "core.orders") -> str:
+    """Per customer: order count, sum, first and last date, and the mean in exact cents
+    rounded half away from zero. Why not ``round(avg(amount), 2)``: avg() of a DECIMAL is a
+    DOUBLE on DuckDB and an exact DECIMAL on Spark, and a mean such as 1.005 rounded to 1.00
+    on one and 1.01 on the other (155 of 67 k cards in the whole-job comparison)."""
+    return f"""
+    SELECT customer_id, order_number, order_summary, first_order_date, last_order_date,
+           CAST(CAST(CASE WHEN cents >= 0 THEN (2 * cents + order_number) // (2 * order_number)
+                          ELSE -((order_number - 2 * cents) // (2 * order_number)) END
+                     AS DECIMAL(18,0)) * 0.01 AS DECIMAL(18,2)) AS order_avg
+    FROM (
+        SELECT customer_id, count(*) AS order_number, sum(amount) AS order_summary,
+               CAST(sum(amount) * 100 AS BIGINT) AS cents,
+               min(order_date) AS first_order_date, max(order_date) AS last_order_date
+        FROM {orders} WHERE customer_id IS NOT NULL GROUP BY customer_id
+    ) AS sums
+"""
+
+
 def contact_cards_step(companies: bool = False, deployment=None,
                        customer_columns: list[str] | None = None) -> SqlStep:
     """The card's select: company columns only when the deployment has company users
@@ -75,7 +94,7 @@ def contact_cards_step(companies: bool = False, deployment=None,
     set_cte, set_join, customer_columns = _set_properties_sql(set_property_types(deployment), customer_columns)
     sql = sql_file(__package__, "contact_cards.sql").format(
         set_cte=set_cte, set_join=set_join, customer_columns=customer_columns,
-        soft_deleted=SOFT_DELETED_SQL, annotations=ANNOTATIONS_CARD_SQL,
+        order_summary=order_summary_sql(), soft_deleted=SOFT_DELETED_SQL, annotations=ANNOTATIONS_CARD_SQL,
         company_cte=f", k AS ({card_company_sql(deployment)})" if companies else "",
         company_columns=f",\n       {card_company_columns(deployment)}" if companies else "",
         company_join="LEFT JOIN k USING (customer_id)" if companies else "")

@@ -182,6 +182,28 @@ def test_contact_cards(engines, deployment):
     assert differences(*engines, {"marts.contact_cards": ()}) == {}
 
 
+def test_order_average_rounds_exact_cents_on_both_engines(engines):
+    """Means that sit on a half cent (1.005, -1.005, 2.675) and one that does not (0.00667):
+    the same exact, half-away-from-zero cents on both engines, where ``round(avg(amount), 2)``
+    gave 1.00 on DuckDB (a DOUBLE mean) and 1.01 on Spark (an exact DECIMAL)."""
+    from decimal import Decimal
+
+    from tessera.card.marts import order_summary_sql
+
+    amounts = {1: ["1.00", "1.01"], 2: ["-1.00", "-1.01"], 3: ["2.67", "2.68"], 4: ["0.01", "0.01", "0.00"],
+               5: ["1234567.89"]}
+    values = ", ".join(f"({cid}, CAST('{a}' AS DECIMAL(18,2)), DATE '2026-11-01')"
+                       for cid, xs in amounts.items() for a in xs)
+    orders = f"(SELECT * FROM (VALUES {values}) AS t(customer_id, amount, order_date)) AS orders"
+    step = SqlStep("order_avg", f"SELECT customer_id, order_avg FROM ({order_summary_sql(orders)}) "
+                                "ORDER BY customer_id")
+    duck, spark = (engine.rows(step) for engine in engines)
+    expected = [(1, Decimal("1.01")), (2, Decimal("-1.01")), (3, Decimal("2.68")), (4, Decimal("0.01")),
+                (5, Decimal("1234567.89"))]
+    assert [tuple(r) for r in duck] == expected
+    assert [tuple(r) for r in spark] == expected
+
+
 def test_companies(engines, deployment):
     """Golden companies (a name group with two VATs links nothing by name: min = max, not
     count(DISTINCT) OVER) and the people of each company."""

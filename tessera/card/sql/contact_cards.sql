@@ -7,12 +7,7 @@ WITH soft_deleted AS (
     {soft_deleted}
 ),
 a AS ({annotations}),
-o AS (
-    SELECT customer_id, count(*) AS order_number, sum(amount) AS order_summary,
-           CAST(round(avg(amount), 2) AS DECIMAL(18,2)) AS order_avg,
-           min(order_date) AS first_order_date, max(order_date) AS last_order_date
-    FROM core.orders WHERE customer_id IS NOT NULL GROUP BY customer_id
-),
+o AS ({order_summary}),
 e AS (
     SELECT customer_id, count(*) AS event_count, max(occurred_at) AS last_event_at,
            count(*) FILTER (WHERE event_type = 'page_view') AS page_views,
