@@ -119,8 +119,11 @@ def run_day(defs, instance, day: dt.date) -> dict:
             "peak_rss_mb": round(memory.peak.get(ev.step_key, 0.0)) or None}
     failed = sorted({f"{e.asset_key.to_user_string()}:{e.check_name}"
                      for e in result.get_asset_check_evaluations() if not e.passed})
+    # every step's peak, checks included (an asset's table shows only materializations)
+    top = dict(sorted(((k, round(v)) for k, v in memory.peak.items()), key=lambda kv: -kv[1])[:10])
     return {"day": day.isoformat(), "success": result.success, "wall_s": round(wall, 1),
-            "failed_checks": failed, "peak_rss_mb_so_far": round(peak_rss_mb()), "assets": steps}
+            "failed_checks": failed, "peak_rss_mb_so_far": round(peak_rss_mb()),
+            "highest_step_peaks_mb": top, "assets": steps}
 
 
 def day2_changes(landing: Path, day: dt.date, share: float, seed: int) -> dict:
