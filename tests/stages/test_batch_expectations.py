@@ -103,31 +103,3 @@ def test_identity_runs_when_the_blocking_expectations_hold(tmp_path):
     assert checks["contacts_pass_batch_expectations"] is True
     assert "core/customer_sources" in materialised
     assert rows[0] == ("staging.contacts", "email", True, True, 1)
-
-
-def test_the_lean_frame_gives_the_outcomes_of_the_values():
-    """GX over ranks and null flags (``lean_select``) counts exactly what it counts over
-    the values: repeated keys (also across sources, and NULL ids), nulls, empty strings
-    (not null), a column the table lacks."""
-    import duckdb
-
-    from tessera.ingest.expectations import entity_expectations, lean_select, validate
-    from tessera.settings import EntityExpectations
-    from tessera.settings.sources import NullRate
-
-    con = duckdb.connect()
-    con.execute("CREATE TABLE t AS SELECT * FROM (VALUES ('web', '1', 'a@x'), ('web', '1', NULL), "
-                "('app', '1', ''), ('web', NULL, 'b@x'), ('web', NULL, NULL), ('app', '2', 'c@x'), "
-                "(NULL, '3', 'd@x'), ('web', 'Ł', 'e@x'), ('web', 'L', NULL)) AS v(source, source_record_id, email)")
-    settings = EntityExpectations(null_rates={"email": NullRate(max_share=0.2), "phone": NullRate(max_share=0.5)})
-    suite = entity_expectations("contact", settings, 8)
-    wanted = ["source", "source_record_id", "email", "phone"]
-    values = con.execute("SELECT source, source_record_id, email, CAST(NULL AS VARCHAR) AS phone FROM t").df()
-    lean = con.execute(lean_select("t", wanted, {"source", "source_record_id", "email"})).to_arrow_table().to_pandas()
-    assert lean.memory_usage(deep=True).sum() < values.memory_usage(deep=True).sum()
-    by_values, by_lean = validate(values, suite), validate(lean, suite)
-    assert by_lean == by_values
-    counts = {(o.expectation, o.column): (o.success, o.unexpected_count) for o in by_lean}
-    assert counts[("expect_compound_columns_to_be_unique", "source,source_record_id")] == (False, 4)
-    assert counts[("expect_column_values_to_not_be_null", "email")] == (False, 3)
-    assert counts[("expect_column_values_to_not_be_null", "phone")] == (False, 9)
