@@ -331,3 +331,97 @@ def test_run_full_drops_identity_and_golden_state(tmp_path, monkeypatch):
                            "table_name IN ('identity_state', 'touched_customers', 'golden_state')").fetchone()[0] == 0
     finally:
         con.close()
+
+
+@pytest.fixture(scope="module")
+def small_blocks(tmp_path_factory):
+    """Probabilistic matching with blocks of at most 3 records: changes make blocks cross
+    the limit both ways, and chains of shared blocks run through most of the records."""
+    tmp = tmp_path_factory.mktemp("incr_identity_blocks")
+    landing = tmp / "landing"
+    generate(landing, contacts=120, seed=11, as_of=DAY1)
+    base = load_deployment(DEMO)
+    ident = base.identity.model_copy(update={"probabilistic": base.identity.probabilistic.model_copy(
+        update={"refit_every_days": 30, "max_block_size": 3})})
+    dep = base.model_copy(update={"identity": ident})
+    cons = {k: connect(tmp / f"{k}.duckdb") for k in ("full", "inc")}
+    for con in cons.values():
+        ensure_warehouse(con)
+    yield dep, cons, landing
+    for con in cons.values():
+        con.close()
+
+
+def test_blocks_crossing_the_size_limit_and_one_hop_through_blocks_equal_full(small_blocks):
+    """The blocking blocks are followed one hop from the changed records (not to
+    convergence), and every record of a block that crossed the size limit since the last
+    build is re-resolved: four days of random moves into other records' blocks (last
+    name, birth date, postcode, address, names) give the tables of a full build."""
+    import random
+
+    dep, cons, landing = small_blocks
+    _day(cons, dep, landing, DAY1)
+    _same(cons)
+    header, body = crm_rows(landing)
+    cols = [header.index(c) for c in ("nome", "cognome", "data_nascita", "cap", "indirizzo")]
+    rng = random.Random(7)
+    crossed = 0
+    day = DAY1
+    for _ in range(4):
+        day += dt.timedelta(days=1)
+        before = set(cons["inc"].execute("SELECT rule, h FROM ops.identity_oversized").fetchall())
+        rows = []
+        for _ in range(6):
+            row, donor = list(rng.choice(body)), rng.choice(body)
+            for i in rng.sample(cols, 2):
+                row[i] = donor[i]
+            rows.append(row)
+        d, _log = _incremental_day(cons, dep, landing, day, rows)
+        inc = d["inc"]
+        assert inc["model_refit"] == "" and inc["affected_records"] < inc["records"], inc
+        _same(cons)
+        crossed += len(before ^ set(cons["inc"].execute("SELECT rule, h FROM ops.identity_oversized").fetchall()))
+        body = [r for r in body if r[0] not in {x[0] for x in rows}] + rows
+    assert crossed > 0, "no block crossed the size limit: the test proves nothing about it"
+
+
+def test_a_block_that_crosses_the_limit_re_resolves_its_unchanged_records(tmp_path):
+    """Blocks of at most 2 records. Day 2: a near twin of a person, linked only by the
+    probabilistic stage through the blocks the two share. Day 3: a third copy joins every
+    one of those blocks, so they all pass the limit and the twin's pair is no candidate any
+    more: a full build separates the two unchanged records, and so must the incremental
+    one, though no change touched them (it reads the blocks that crossed the limit)."""
+    landing = tmp_path / "landing"
+    generate(landing, contacts=120, seed=11, as_of=DAY1)
+    base = load_deployment(DEMO)
+    dep = base.model_copy(update={"identity": base.identity.model_copy(update={
+        "probabilistic": base.identity.probabilistic.model_copy(
+            update={"refit_every_days": 30, "max_block_size": 2})})})
+    cons = {k: connect(tmp_path / f"{k}.duckdb") for k in ("full", "inc")}
+    try:
+        for con in cons.values():
+            ensure_warehouse(con)
+        _day(cons, dep, landing, DAY1)
+        header, body = crm_rows(landing)
+        i_id, i_mail, i_mob, i_tax = (header.index(c) for c in ("crm_id", "email", "cellulare", "codice_fiscale"))
+        i_birth, i_addr = header.index("data_nascita"), header.index("indirizzo")
+        a = next(list(r) for r in body if r[i_mail] and r[i_mob] and r[i_birth] and r[i_addr])
+
+        def copy_of(new_id):
+            row = list(a)
+            row[i_id], row[i_mail], row[i_mob], row[i_tax] = new_id, "", "", ""
+            return row
+
+        owners = "SELECT source_record_id, customer_id FROM core.customer_sources WHERE source_record_id IN (?, ?)"
+        _incremental_day(cons, dep, landing, DAY1 + dt.timedelta(days=1), [copy_of("CRM-TWIN-1")])
+        _same(cons)
+        linked = dict(cons["full"].execute(owners, [a[i_id], "CRM-TWIN-1"]).fetchall())
+        assert linked[a[i_id]] == linked["CRM-TWIN-1"], "the twin is not linked: the test proves nothing"
+        d3, _log = _incremental_day(cons, dep, landing, DAY1 + dt.timedelta(days=2), [copy_of("CRM-TWIN-2")])
+        apart = dict(cons["full"].execute(owners, [a[i_id], "CRM-TWIN-1"]).fetchall())
+        assert apart[a[i_id]] != apart["CRM-TWIN-1"], "the blocks did not cross: the test proves nothing"
+        _same(cons)
+        assert d3["inc"]["affected_records"] < d3["inc"]["records"]
+    finally:
+        for con in cons.values():
+            con.close()
