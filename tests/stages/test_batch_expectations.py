@@ -103,3 +103,31 @@ def test_identity_runs_when_the_blocking_expectations_hold(tmp_path):
     assert checks["contacts_pass_batch_expectations"] is True
     assert "core/customer_sources" in materialised
     assert rows[0] == ("staging.contacts", "email", True, True, 1)
+
+
+def test_expectations_run_in_the_warehouse_with_exact_counts():
+    """GX's SQL engine on a cursor of the run's connection: row count, nulls (an empty
+    string is not null), repeated keys across sources, a mostly-threshold, and a compound
+    key with a NULL part not counted as a repeat (the not-null expectation fails on it)."""
+    import duckdb
+
+    from tessera.ingest.expectations import entity_expectations, validate
+    from tessera.settings import EntityExpectations
+    from tessera.settings.sources import NullRate
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT * FROM (VALUES ('web', '1', 'a@x'), ('web', '1', NULL), "
+                "('app', '1', ''), ('web', NULL, 'b@x'), ('web', NULL, NULL), ('app', '2', 'c@x'), "
+                "('web', 'Ł', 'e@x'), ('web', 'L', NULL)) AS v(source, source_record_id, email)")
+    settings = EntityExpectations(null_rates={"email": NullRate(max_share=0.4)})
+    out = validate(con, "SELECT source, source_record_id, email FROM t",
+                   entity_expectations("contact", settings, 20))
+    got = {(o.expectation, o.column): (o.success, o.element_count, o.unexpected_count) for o in out}
+    assert got == {
+        ("expect_table_row_count_to_be_between", None): (False, None, None),   # 8 rows, floor 10
+        ("expect_column_values_to_not_be_null", "source_record_id"): (False, 8, 2),
+        ("expect_compound_columns_to_be_unique", "source,source_record_id"): (False, 8, 2),
+        ("expect_column_values_to_not_be_null", "email"): (True, 8, 3),
+    }, got
+    row_count = next(o for o in out if o.column is None)
+    assert row_count.observed_value == 8
