@@ -217,20 +217,25 @@ def test_six_days_of_incremental_identity_and_golden_records_equal_full(world):
 @pytest.fixture(scope="module")
 def pworld(tmp_path_factory):
     """The demo's identity settings as shipped (probabilistic matching on), refit every 3 days."""
-    tmp = tmp_path_factory.mktemp("incr_identity_prob")
+    dep, cons, landing = _probabilistic_world(tmp_path_factory.mktemp("incr_identity_prob"), refit_every_days=3)
+    yield dep, cons, landing
+    for con in cons.values():
+        con.close()
+
+
+def _probabilistic_world(tmp, **probabilistic):
+    """The demo's sample (120 persons) and identity settings, probabilistic matching with
+    these settings changed, and a full and an incremental warehouse."""
     landing = tmp / "landing"
     generate(landing, contacts=120, seed=11, as_of=DAY1)
     base = load_deployment(DEMO)
     assert base.identity.probabilistic.enabled
     ident = base.identity.model_copy(update={
-        "probabilistic": base.identity.probabilistic.model_copy(update={"refit_every_days": 3})})
-    dep = base.model_copy(update={"identity": ident})
+        "probabilistic": base.identity.probabilistic.model_copy(update=probabilistic)})
     cons = {k: connect(tmp / f"{k}.duckdb") for k in ("full", "inc")}
     for con in cons.values():
         ensure_warehouse(con)
-    yield dep, cons, landing
-    for con in cons.values():
-        con.close()
+    return base.model_copy(update={"identity": ident}), cons, landing
 
 
 def _fit(con):
@@ -337,16 +342,8 @@ def test_run_full_drops_identity_and_golden_state(tmp_path, monkeypatch):
 def small_blocks(tmp_path_factory):
     """Probabilistic matching with blocks of at most 3 records: changes make blocks cross
     the limit both ways, and chains of shared blocks run through most of the records."""
-    tmp = tmp_path_factory.mktemp("incr_identity_blocks")
-    landing = tmp / "landing"
-    generate(landing, contacts=120, seed=11, as_of=DAY1)
-    base = load_deployment(DEMO)
-    ident = base.identity.model_copy(update={"probabilistic": base.identity.probabilistic.model_copy(
-        update={"refit_every_days": 30, "max_block_size": 3})})
-    dep = base.model_copy(update={"identity": ident})
-    cons = {k: connect(tmp / f"{k}.duckdb") for k in ("full", "inc")}
-    for con in cons.values():
-        ensure_warehouse(con)
+    dep, cons, landing = _probabilistic_world(tmp_path_factory.mktemp("incr_identity_blocks"),
+                                              refit_every_days=30, max_block_size=3)
     yield dep, cons, landing
     for con in cons.values():
         con.close()
@@ -391,16 +388,8 @@ def test_a_block_that_crosses_the_limit_re_resolves_its_unchanged_records(tmp_pa
     one of those blocks, so they all pass the limit and the twin's pair is no candidate any
     more: a full build separates the two unchanged records, and so must the incremental
     one, though no change touched them (it reads the blocks that crossed the limit)."""
-    landing = tmp_path / "landing"
-    generate(landing, contacts=120, seed=11, as_of=DAY1)
-    base = load_deployment(DEMO)
-    dep = base.model_copy(update={"identity": base.identity.model_copy(update={
-        "probabilistic": base.identity.probabilistic.model_copy(
-            update={"refit_every_days": 30, "max_block_size": 2})})})
-    cons = {k: connect(tmp_path / f"{k}.duckdb") for k in ("full", "inc")}
+    dep, cons, landing = _probabilistic_world(tmp_path, refit_every_days=30, max_block_size=2)
     try:
-        for con in cons.values():
-            ensure_warehouse(con)
         _day(cons, dep, landing, DAY1)
         header, body = crm_rows(landing)
         i_id, i_mail, i_mob, i_tax = (header.index(c) for c in ("crm_id", "email", "cellulare", "codice_fiscale"))
