@@ -112,8 +112,7 @@ def config_for(work: Path, engine: str, master: str) -> Path:
     if engine == "spark":
         with (config / "tessera.yaml").open("a", encoding="utf-8") as f:
             f.write(f"\nengine: spark\nspark:\n  master: {master}\n  warehouse: {work / 'spark' / 'spark_wh'}\n"
-                    "  conf: {spark.sql.shuffle.partitions: 4, spark.ui.enabled: false, "
-                    "spark.driver.memory: 4g}\n")
+                    "  conf: {spark.sql.shuffle.partitions: 4, spark.ui.enabled: false}\n")
     return config
 
 

@@ -69,18 +69,37 @@ _PARAM = "tsr_p"
 _CATALOG = "_tessera_catalog.json"
 
 
+# A local Spark's driver is its only executor; Spark's own default heap (1 GB) fails on
+# real data. Without a configured ``spark.driver.memory`` a local master gets this share
+# of the machine: the whole daily job at 1 M contacts ran out of a 4 GB heap in
+# recommendations (bench/README.md), and DuckDB's default is the same share.
+LOCAL_DRIVER_MEMORY_SHARE = 0.25
+
+
+def session_conf(master: str, conf: Mapping[str, str] | None = None) -> dict:
+    """The session's settings: the engine's, ``conf`` over them, and for a local master
+    without one, ``spark.driver.memory`` at :data:`LOCAL_DRIVER_MEMORY_SHARE` of the
+    machine (at least 1 GB). A cluster's driver is sized where it is submitted."""
+    out = {"spark.ui.showConsoleProgress": "false", "spark.pyspark.python": sys.executable,
+           **REQUIRED_CONF, **dict(conf or {})}
+    if master.startswith("local") and "spark.driver.memory" not in out:
+        from tessera.engine.warehouse import physical_memory
+
+        out["spark.driver.memory"] = f"{max(1024, int(physical_memory() * LOCAL_DRIVER_MEMORY_SHARE) // 1024 ** 2)}m"
+    return out
+
+
 def spark_session(master: str = "local[*]", app_name: str = "tessera",
                   conf: Mapping[str, str] | None = None) -> SparkSession:
-    """A Spark session with the settings the engine needs (``conf`` adds to them)."""
+    """A Spark session with the settings the engine needs (``conf`` adds to them; see
+    :func:`session_conf`)."""
     from pyspark.sql import SparkSession
 
     # the UDFs' Python workers run this interpreter (pandas, rapidfuzz), not the first
     # python3 on PATH (SparkContext reads the variable when it starts)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.master(master).appName(app_name)
-    for key, value in {"spark.ui.showConsoleProgress": "false",
-                       "spark.pyspark.python": sys.executable, **REQUIRED_CONF,
-                       **dict(conf or {})}.items():
+    for key, value in session_conf(master, conf).items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
 
