@@ -169,12 +169,9 @@ def affected_records(engine: Engine, settings: IdentitySettings, keys_upto) -> d
         UNION SELECT r.source_a, r.source_record_id_a FROM core.refused_merges r
         JOIN _aff a ON a.source = r.source_b AND a.source_record_id = r.source_record_id_b"""))
     # the rule keys of every staged record (a projection; the closure joins on it)
-    from tessera.identity.resolve import KEY_COLUMNS, rule_name  # noqa: PLC0415 - resolve imports this module
+    from tessera.identity.resolve import rule_name  # noqa: PLC0415 - resolve imports this module
     blocking = prob.blocking if prob.enabled else []
-    used = sorted({k for keys in [*settings.rules, *blocking] for k in keys})
-    cols = ", ".join(f"{KEY_COLUMNS[k]} AS k_{k}" for k in used)
-    engine.run(_q("keys", f"CREATE OR REPLACE TEMP TABLE _akeys AS SELECT source, source_record_id, {cols} "
-                          "FROM staging.contacts"))
+    engine.run(_keys_step([*settings.rules, *blocking]))
     if blocking:
         engine.run(*_block_steps(settings))
         # the changed records (one hop through the blocks, below) and the records of every
@@ -240,6 +237,17 @@ def affected_records(engine: Engine, settings: IdentitySettings, keys_upto) -> d
     return {"changed_records": changed, "affected_records": size, "closure_passes": passes}
 
 
+def _keys_step(key_sets) -> SqlStep:
+    """``_akeys``: every staged record's keys of these key sets (a projection the closure
+    and the blocks join on)."""
+    from tessera.identity.resolve import KEY_COLUMNS  # noqa: PLC0415 - resolve imports this module
+
+    used = sorted({k for keys in key_sets for k in keys})
+    cols = ", ".join(f"{KEY_COLUMNS[k]} AS k_{k}" for k in used)
+    return _q("keys", f"CREATE OR REPLACE TEMP TABLE _akeys AS SELECT source, source_record_id, {cols} "
+                      "FROM staging.contacts")
+
+
 def _block_steps(settings: IdentitySettings) -> list[SqlStep]:
     """From ``_akeys``: ``_ablk_all`` (every record's blocks), ``_oversized`` (blocks too
     large over every record) and ``_ablk`` (the others' records).
@@ -273,11 +281,7 @@ def record_oversized(engine: Engine, settings: IdentitySettings, computed: bool)
         engine.run(_q("drop_oversized", "DROP TABLE IF EXISTS ops.identity_oversized"))
         return
     if not computed:
-        from tessera.identity.resolve import KEY_COLUMNS  # noqa: PLC0415 - resolve imports this module
-        used = sorted({k for keys in settings.probabilistic.blocking for k in keys})
-        cols = ", ".join(f"{KEY_COLUMNS[k]} AS k_{k}" for k in used)
-        engine.run(_q("keys", f"CREATE OR REPLACE TEMP TABLE _akeys AS SELECT source, source_record_id, {cols} "
-                              "FROM staging.contacts"), *_block_steps(settings))
+        engine.run(_keys_step(settings.probabilistic.blocking), *_block_steps(settings))
     engine.run(_q("oversized_keep", "CREATE OR REPLACE TABLE ops.identity_oversized AS "
                                     "SELECT rule, h FROM _oversized"))
     if not computed:

@@ -30,7 +30,6 @@ which blocks the run, either way.
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import math
 import os
 from dataclasses import dataclass
@@ -139,13 +138,13 @@ def _autocommit_wrapper():
     read."""
     class AutocommitWrapper(duckdb_engine.ConnectionWrapper):
         def begin(self) -> None:
-            pass
+            """No transaction: each of GX's reads runs on its own (autocommit)."""
 
         def commit(self) -> None:
-            pass
+            """Nothing to commit: GX only reads."""
 
         def rollback(self) -> None:
-            pass
+            """Nothing to undo; a real ROLLBACK would drop GX's unread result."""
 
     return AutocommitWrapper
 
@@ -176,8 +175,6 @@ def validate(con: duckdb.DuckDBPyConnection, select: str,
     finally:
         # the pool holds cursors of the run's connection: closed now, not at exit
         source.get_execution_engine().engine.dispose()
-        del batch, asset, source, context
-        gc.collect()
     by_config = {}
     for r in result.results:
         d = r.to_json_dict()
