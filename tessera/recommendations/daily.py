@@ -32,11 +32,13 @@ UNKNOWN = "recommendations.unknown_products"
 WEIGHTS = "recommendations.combination_weights"
 MODES = ("new_items", "all_items")
 # the scratch tables of a build (lists.py, collaborative.py, the back-test)
-_SCRATCH = ("_rec_catalogue", "_rec_bought", "_rec_purchases", "_rec_views", "_rec_pairs",
+_SCRATCH = ("_rec_catalogue", "_rec_bought", "_rec_purchases", "_rec_viewed", "_rec_pairs",
             "_rec_item_candidates", "_rec_popular", "_rec_candidates", "_rec_lists", "_rec_targets",
             "_rec_als_inter", "_rec_als_users", "_rec_als_items", "_rec_als", "_rec_truth",
             "_rec_eval_lists", "_rec_eval_kinds", "_rec_weight_sets", "_rec_sessions", "_rec_pids",
-            "_rec_held", "_rec_events")
+            "_rec_held")
+# views over the scratch tables (inputs.sql, lists.py)
+_SCRATCH_VIEWS = ("_rec_views", "_rec_events")
 
 
 def table_steps() -> list[SqlStep]:
@@ -192,8 +194,7 @@ def build_recommendations(engine: Engine, settings: RecommendationSettings, day:
                            {"oldest": day - dt.timedelta(days=settings.keep_days)}))
         engine.replace_partition(UNKNOWN, {"as_of_date": day}, step_from_file(
             __package__, "unknown_products.sql", day=day, until=until,
-            since=until - dt.timedelta(days=settings.history_days),
-            pattern=settings.product_url_pattern, view_types=list(settings.view_event_types)))
+            since=until - dt.timedelta(days=settings.history_days)))
     engine.run(*file_steps("views.sql"))
     # every stored list has one rank 1: a filter on the scratch lists, not a distinct count
     # over the day's stored rows
@@ -207,8 +208,8 @@ def build_recommendations(engine: Engine, settings: RecommendationSettings, day:
                                          "SELECT count(*) FROM _rec_targets")) or 0)
     # the scratch tables hold every candidate: give their memory back now, not when the
     # connection closes
-    engine.run(*(SqlStep("recommendations.drop_scratch", f"DROP TABLE IF EXISTS {t}") for t in _SCRATCH[:-1]),
-               SqlStep("recommendations.drop_events_view", "DROP VIEW IF EXISTS _rec_events"))
+    engine.run(*(SqlStep("recommendations.drop_scratch_views", f"DROP VIEW IF EXISTS {v}") for v in _SCRATCH_VIEWS),
+               *(SqlStep("recommendations.drop_scratch", f"DROP TABLE IF EXISTS {t}") for t in _SCRATCH))
     return {
         "rows": int(written),
         "contacts": contacts,

@@ -67,7 +67,9 @@ ORDERS = {"marts.contact_search": "search_rank", "marts.contact_search_tokens": 
 # request log's order (its rowid) does not survive a copy, so its outcome is copied.
 SOFT_DELETED = "ops.soft_deleted"
 # Schemas whose every table is read (the card's discovered tabs and their accuracy).
-# ``views``: the view nodes' cards and lineage (the page's view selector).
+# ``views``: the view nodes' cards and lineage (the page's view selector). Their base
+# tables only: the SQL views beside them (recommendations.<kind>, the latest day of the
+# lists) are other selects of the same rows, which the page does not read.
 READ_SCHEMAS = ("predictions", "recommendations", "views")
 VIEW_CARDS = "_contact_cards"
 
@@ -117,7 +119,8 @@ def _tables(engine: Engine) -> list[str]:
     for schema in READ_SCHEMAS:
         found += [f"{schema}.{name}" for (name,) in engine.rows(SqlStep(
             "web.snapshot_schema", "SELECT table_name FROM information_schema.tables "
-            "WHERE table_schema = $schema ORDER BY table_name", {"schema": schema}))]
+            "WHERE table_schema = $schema AND table_type = 'BASE TABLE' ORDER BY table_name",
+            {"schema": schema}))]
     return found
 
 
@@ -172,6 +175,12 @@ def publish(engine: Engine, warehouse: str | Path,
                 rows[index] = engine.copy_to(SqlStep("web.snapshot_view_search", select),
                                              work / f"{index}.parquet", "parquet")
         for table, select in selects.items():
+            if table.split(".")[0] in READ_SCHEMAS and table not in READ_SELECTS and \
+                    _has_customer_id(engine, table) and _has_column(engine, table, "as_of_date"):
+                # a person's rows of the latest day are all the page shows of these (see
+                # queries._discovered, queries._recommendations); the lists keep a week of
+                # days, which would be copied again every day
+                select = f"{select} WHERE as_of_date = (SELECT max(as_of_date) FROM {table})"
             order = " ORDER BY customer_id" if (table == SOFT_DELETED or
                                                 _has_customer_id(engine, table)) else ""
             if table in ORDERS and _has_column(engine, table, ORDERS[table]):

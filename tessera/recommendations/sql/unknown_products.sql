@@ -5,13 +5,9 @@ ordered AS (
     SELECT 'order_line' AS origin, CAST(l.product_id AS VARCHAR) AS product_id
     FROM core.orders o JOIN staging.order_lines l ON l.order_id = o.order_id
     WHERE l.product_id IS NOT NULL AND o.order_date < $until AND o.order_date >= $since),
-viewed AS (
-    SELECT 'view' AS origin,
-           coalesce(json_extract_string(properties, '$.product_id'),
-                    nullif(regexp_extract(json_extract_string(properties, '$.url'), $pattern, 1), ''))
-               AS product_id
-    FROM _rec_events
-    WHERE list_contains($view_types, event_type) AND occurred_at < $until AND occurred_at >= $since)
+-- the window's views as load_inputs read them for the same $until (its window is
+-- history_days, as $since here): the JSON is not parsed a second time
+viewed AS (SELECT 'view' AS origin, product_id FROM _rec_viewed)
 SELECT CAST($day AS DATE) AS as_of_date, origin, product_id, count(*) AS occurrences
 FROM (SELECT * FROM ordered UNION ALL SELECT * FROM viewed)
 WHERE product_id IS NOT NULL AND product_id NOT IN (SELECT product_id FROM known)
