@@ -125,3 +125,34 @@ def test_events_follow_merges_and_splits_across_days(world):
     known = {cid for (cid,) in world.query("SELECT customer_id FROM core.customers")}
     assert {cid for cid, _ in got.values() if cid is not None} <= known
     assert check(result).passed
+
+
+def test_the_check_counts_each_kind_of_wrong_link(world):
+    """The check is computed apart from the build: a link removed, a link moved to
+    another person and a link to an id that is no customer each count once; an event
+    whose identifiers name two people (a conflict the build settles by strength) is
+    never counted as linked elsewhere, whichever of them it names."""
+    from tessera.deployment import load_deployment
+    from tessera.engine.warehouse import connect
+    from tessera.identity.linkage import events_linkage
+
+    world.drop("web/web_1.jsonl", events(
+        {"id": "V1", "email": "mario@x.it"},
+        {"id": "V2", "crm_id": "C2"},
+        {"id": "V3", "email": "anna@x.it", "crm_id": "C1"},   # Anna's address, Mario's CRM id
+        {"id": "V4", "email": "anna@x.it"},
+        {"id": "V5", "email": "nobody@x.it"},
+    ))
+    assert check(world.materialize()).passed
+    ids = world.customer_of()
+    con = connect(world.warehouse)
+    try:
+        con.execute("UPDATE core.events SET customer_id = NULL WHERE event_id = 'V1'")
+        con.execute("UPDATE core.events SET customer_id = ? WHERE event_id = 'V2'", [ids["E1"]])
+        con.execute("UPDATE core.events SET customer_id = ? WHERE event_id = 'V3'", [ids["E2"]])
+        con.execute("UPDATE core.events SET customer_id = -7 WHERE event_id = 'V4'")
+        got = events_linkage(con, load_deployment(world.config))
+    finally:
+        con.close()
+    assert got == {"events": 5, "anonymous": 2, "owned_but_unlinked": 1, "linked_elsewhere": 2,
+                   "not_a_customer": 1}

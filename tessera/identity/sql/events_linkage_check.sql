@@ -6,17 +6,21 @@ WITH owners AS (
     SELECT kind, key, min(customer_id) AS customer_id
     FROM _identifier_owners GROUP BY kind, key HAVING count(*) = 1
 ),
+-- the owners an event's identifiers name: one customer when the least and the greatest
+-- are the same (min and max in one hash aggregate; a distinct count planned two more
+-- aggregates and a join over every event, 45 s and a 4 GB spill at 50 M events)
 owned AS (
-    SELECT i.source, i.source_record_id, count(DISTINCT o.customer_id) AS customers,
-           min(o.customer_id) AS customer_id
+    SELECT i.source, i.source_record_id, min(o.customer_id) AS customer_id,
+           max(o.customer_id) AS last_customer_id
     FROM _event_identifiers i JOIN owners o ON o.kind = i.kind AND o.key = i.key
     GROUP BY i.source, i.source_record_id
 )
 SELECT
     count(*) AS events,
     count(*) FILTER (WHERE e.customer_id IS NULL) AS anonymous,
-    count(*) FILTER (WHERE w.customers IS NOT NULL AND e.customer_id IS NULL) AS owned_but_unlinked,
-    count(*) FILTER (WHERE w.customers = 1 AND e.customer_id <> w.customer_id) AS linked_elsewhere,
+    count(*) FILTER (WHERE w.customer_id IS NOT NULL AND e.customer_id IS NULL) AS owned_but_unlinked,
+    count(*) FILTER (WHERE w.customer_id = w.last_customer_id AND e.customer_id <> w.customer_id)
+        AS linked_elsewhere,
     count(*) FILTER (WHERE e.customer_id IS NOT NULL
                      AND e.customer_id NOT IN (SELECT customer_id FROM core.customer_sources)) AS not_a_customer
 FROM core.events e
