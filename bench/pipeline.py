@@ -129,7 +129,7 @@ def run_day(defs, instance, day: dt.date) -> dict:
 def day2_changes(landing: Path, day: dt.date, share: float, seed: int) -> dict:
     """1 % of the contact records change (a CRM file) and 1 % more events arrive (a web file)."""
     rng = random.Random(seed)
-    src = next((landing / "crm").glob("crm_contacts_*.csv"))
+    src = sorted((landing / "crm").glob("crm_contacts_*.csv"))[0]
     rows = list(csv.reader(io.StringIO(src.read_text(encoding="cp1252")), delimiter=";"))
     header, body = rows[0], [r for r in rows[1:] if len(r) == len(rows[0]) and r[0]]
     contact_records = _contact_records(landing)
@@ -150,7 +150,7 @@ def day2_changes(landing: Path, day: dt.date, share: float, seed: int) -> dict:
     csv.writer(buf, delimiter=";", lineterminator="\r\n").writerows([header, *out])
     (landing / "crm" / f"crm_contacts_{day:%Y%m%d}.csv").write_bytes(buf.getvalue().encode("cp1252", "replace"))
 
-    web = next((landing / "web").glob("web_events_*.jsonl"))
+    web = sorted((landing / "web").glob("web_events_*.jsonl"))[0]
     events = 0
     with open(web, encoding="utf-8") as src_fh, \
             open(landing / "web" / f"web_events_{day:%Y%m%d}.jsonl", "w", encoding="utf-8") as dst:
@@ -240,6 +240,12 @@ def main() -> int:
     if not (landing / "_truth").exists():
         generate(landing, contacts=persons, seed=args.seed, as_of=AS_OF,
                  orders_scale=ORDERS_SCALE, events_scale=EVENTS_SCALE)
+    else:
+        # the data of an earlier run in --workdir is reused (the generation is ~7 minutes
+        # at scale 1); its day-2 files go, day 2 writes them again from the same seed
+        for later in (AS_OF + dt.timedelta(days=1),):
+            for stale in landing.glob(f"*/*_{later:%Y%m%d}.*"):
+                stale.unlink()
     t_gen = time.perf_counter() - t0
     wh = work / "warehouse.duckdb"
     for stale in (wh, Path(f"{wh}.wal")):
