@@ -539,3 +539,19 @@ def test_the_models_unbought_top_in_blocks_is_the_whole_filter():
             assert got_u.tolist() == want_u and got_i.tolist() == want_i and got_s.tolist() == want_s
     uf, itf = rng.random((50, 4)).astype(np.float32), rng.random((20, 4)).astype(np.float32)
     assert _row_dots(uf, itf, b_u, b_i, block=7) == pytest.approx((uf[b_u] * itf[b_i]).sum(axis=1), rel=1e-6)
+
+
+def test_the_check_sees_a_repeated_rank_and_a_repeated_product(shop):
+    """Within one list: a rank given twice (still 1 to n at its ends) and a product given
+    twice are each a broken ranking."""
+    build_recommendations(shop, _settings(), DAY)
+    lists = shop.execute("""SELECT kind, customer_id FROM recommendations.contact_products
+        GROUP BY ALL HAVING count(*) >= 3 ORDER BY ALL LIMIT 2""").fetchall()
+    assert len(lists) == 2
+    (k1, c1), (k2, c2) = lists
+    shop.execute("UPDATE recommendations.contact_products SET rank = 3 WHERE kind = ? AND customer_id = ? "
+                 "AND rank = 2", [k1, c1])
+    shop.execute("""UPDATE recommendations.contact_products SET product_id = (
+        SELECT product_id FROM recommendations.contact_products WHERE kind = $k AND customer_id = $c AND rank = 1)
+        WHERE kind = $k AND customer_id = $c AND rank = 2""", {"k": k2, "c": c2})
+    assert list_problems(shop, _settings())["broken_rankings"] == 2

@@ -1,9 +1,12 @@
 -- Broken invariants of the latest day's lists, one count each (all zero when sound).
+-- A list's distinct ranks and products are counted from the list of its (ten or so)
+-- values, in the one aggregate: two distinct counts planned two more aggregates of every
+-- row and their joins (19 s of 30 M rows at the reference scale; 11 s so).
 WITH day AS (SELECT max(as_of_date) AS d FROM recommendations.contact_products),
 l AS (SELECT p.* FROM recommendations.contact_products p JOIN day ON p.as_of_date = day.d),
 ranks AS (
-    SELECT kind, customer_id, count(*) AS n, count(DISTINCT rank) AS ranks,
-           count(DISTINCT product_id) AS products, min(rank) AS lo, max(rank) AS hi
+    SELECT kind, customer_id, count(*) AS n, array_length(list_distinct(list(rank))) AS ranks,
+           array_length(list_distinct(list(product_id))) AS products, min(rank) AS lo, max(rank) AS hi
     FROM l GROUP BY kind, customer_id)
 SELECT
   (SELECT count(DISTINCT customer_id) FROM l
