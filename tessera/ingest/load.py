@@ -32,12 +32,15 @@ from tessera.ingest.formats import (
     READERS,
     FileRejected,
     ReadResult,
+    SplitUnsafe,
     check_encoding,
     encoding_checked_by_duckdb,
     encoding_of,
     fingerprint,
     open_csv_landing,
     open_jsonl_landing,
+    read_xml_parallel,
+    xml_workers,
 )
 from tessera.ingest.lookups import KEY_TABLES, register_settings
 from tessera.ingest.scrub import erasures_owed, finish_erasures, scrub_landing_files
@@ -700,11 +703,25 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
             con.execute("DROP TABLE IF EXISTS _land")
             con.execute("CREATE TEMP TABLE _land (" + ", ".join(f"\"{f}\" VARCHAR" for f in fields)
                         + ", _line BIGINT, _numbers VARCHAR)")
-            for batch in READERS[source.format](path, source, result):
-                con.register("_batch", batch)
-                con.execute("INSERT INTO _land BY NAME SELECT * FROM _batch")
-                con.unregister("_batch")
-                steps.reading(result.records)
+            def land(batches) -> None:
+                for batch in batches:
+                    con.register("_batch", batch)
+                    con.execute("INSERT INTO _land BY NAME SELECT * FROM _batch")
+                    con.unregister("_batch")
+                    steps.reading(result.records)
+
+            workers = xml_workers(path, source)
+            if workers:
+                try:
+                    land(read_xml_parallel(path, source, result, workers))
+                except SplitUnsafe:
+                    # a part that does not parse alone: start again in one process, which
+                    # reads the file as it always did (and names its error, if any)
+                    con.execute("DELETE FROM _land")
+                    result.records, result.problems = 0, []
+                    workers = 0
+            if not workers:
+                land(READERS[source.format](path, source, result))
             steps.done(f"read: {result.records:,} records")
             # _land's row ids follow the insertion order, which is the file's.
             check("(SELECT *, rowid AS _rowid FROM _land)", result)

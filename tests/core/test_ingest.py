@@ -13,6 +13,7 @@ import pytest
 
 from tessera.deployment import load_deployment
 from tessera.ingest.load import ingest_source
+from tessera.engine.warehouse import connect, ensure_warehouse
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
 NOW = dt.datetime(2026, 11, 1, 6, 0, 0)
@@ -406,6 +407,60 @@ def test_xml_orders_load_and_broken_xml_is_failed_whole(con, demo, landing):
     assert "not well-formed" in out.files[1].message
     assert "expected 'ordini'" in out.files[2].message
     assert n_raw(con, "shop_orders") == 1
+
+
+@pytest.mark.parametrize("kind", ["clean", "comment at a cut", "broken", "another table"])
+def test_xml_read_by_worker_processes_loads_what_one_process_loads(con, demo, landing, tmp_path,
+                                                                   monkeypatch, kind):
+    """A large XML file is parsed in parts by worker processes; the rows, lines and rejects
+    are those of the one-process read. A part that does not parse alone (a cut inside a
+    comment) or a broken file starts the read again in one process: nothing is loaded
+    twice, and the broken file fails whole with the one-process message."""
+    import tessera.ingest.formats.xml as xml
+    import tessera.ingest.load as load
+
+    used = []
+
+    def spy(*args, **kwargs):
+        try:
+            yield from xml.read_xml_parallel(*args, **kwargs)
+        except xml.SplitUnsafe:
+            used.append("one process again")
+            raise
+        used.append("parts")
+
+    records = [(f"O{i}", f"{i:05d}", "15/10/2026" if i % 50 else "2026-10-15", "1.50") for i in range(3_000)]
+    text = xml_orders(records, table="prodotti" if kind == "another table" else "ordini")
+    if kind == "comment at a cut":
+        at = text.index("<ordine><idOrdine>O1500<")
+        text = (text[:at] + "<!-- old:\n" + "<ordine><idOrdine>X</idOrdine></ordine>\n" * 2_000
+                + "-->\n" + text[at:])
+    if kind == "broken":
+        text = text.replace("<importo>1.50</importo>", "<importo>1.50</amount>", 1)
+    results = {}
+    for mode in ("one process", "parts"):
+        (landing / "ecommerce").mkdir(exist_ok=True)
+        (landing / "ecommerce" / "ordini_20261101.xml").write_text(text, encoding="utf-8")
+        if mode == "parts":
+            monkeypatch.setattr(load, "read_xml_parallel", spy)
+            monkeypatch.setattr(xml, "PARALLEL_MIN_BYTES", 0)
+            monkeypatch.setattr(xml, "PART_BYTES", 8_000)
+            monkeypatch.setenv("TESSERA_XML_WORKERS", "2")
+        c = connect(tmp_path / mode / "warehouse.duckdb")
+        ensure_warehouse(c)
+        try:
+            f = ingest(c, demo, landing, source="shop_orders").files[0]
+            results[mode] = ((f.status, f.records, f.new, f.rejected, f.message),
+                             rows(c, "SELECT source_record_id, order_date, _line FROM raw.shop_orders ORDER BY ALL"),
+                             rejects(c, "shop_orders"))
+        finally:
+            c.close()
+    assert used == (["parts"] if kind == "clean" else ["one process again"])
+    assert results["parts"] == results["one process"]
+    status = results["parts"][0][0]
+    assert status == ("failed" if kind in ("broken", "another table") else "loaded")
+    if status == "loaded":
+        assert len(results["parts"][1]) == 2_940 and len(results["parts"][2]) == 60
 
 
 def test_jsonl_events_with_bad_line(con, demo, landing):

@@ -17,6 +17,7 @@ from tessera.ingest.formats import (
     read_csv,
     read_jsonl,
     read_xml,
+    read_xml_parallel,
 )
 
 
@@ -686,3 +687,59 @@ def test_has_controls_counts_as_the_byte_table_says(encoding):
     big[_CHUNK - 1], big[_CHUNK] = 0xC2, 0x85
     assert has_controls(big, encoding) is (encoding != "cp1252")
     assert has_controls(plain, encoding, line_ends=30) is False  # 20 LFs and 10 CRs
+
+
+# ---- large XML files read in parts by worker processes --------------------------------
+
+def _many_records(n: int, comment_at: int | None = None, twice_at: int | None = None) -> str:
+    """``n`` records of 8 lines (n = 10 000 passes lxml's 65 535-line limit)."""
+    out = []
+    for i in range(n):
+        if i == comment_at:
+            # a comment full of record start tags at the start of a line: a cut may land in it
+            out.append("    <!-- an old export, kept for reference:\n"
+                       + "".join(f"<utente>\n<idgestionale>X{k}</idgestionale>\n</utente>\n" for k in range(400))
+                       + "    -->\n")
+        nome = "<nome>a</nome><nome>b</nome>" if i == twice_at else f"<nome>N{i} &amp; co</nome>"
+        out.append(f"    <utente>\n      <idgestionale>{i}</idgestionale>\n      {nome}\n"
+                   f"      <![CDATA[ <utente> ]]>\n      <citta>C{i % 7}</citta>\n"
+                   "      <ignorato>x</ignorato>\n      <!-- c -->\n    </utente>\n")
+    return "".join(out)
+
+
+def _both(path: Path, part_bytes: int):
+    seq, par = ReadResult(), ReadResult()
+    a = [r for b in read_xml(path, xml_source(), seq) for r in b.to_pylist()]
+    b = [r for t in read_xml_parallel(path, xml_source(), par, 2, part_bytes) for r in t.to_pylist()]
+    return a, seq, b, par
+
+
+def test_xml_read_in_parts_gives_the_rows_lines_and_problems_of_one_read(tmp_path):
+    path = tmp_path / "e.xml"
+    path.write_bytes(sendero(_many_records(10_000, twice_at=9_500)).encode("utf-8"))
+    a, seq, b, par = _both(path, 40_000)
+    assert len(a) == 9_999 and a[-1]["_line"] > 65_535  # past lxml's line limit
+    assert b == a
+    assert (par.records, par.problems) == (seq.records, seq.problems)
+    assert [p.line for p in seq.problems] == [7 + 9_500 * 8]  # record 0 starts on line 7
+
+
+def test_xml_cut_inside_a_comment_is_refused_so_the_file_is_read_whole(tmp_path):
+    from tessera.ingest.formats import SplitUnsafe
+
+    path = tmp_path / "e.xml"
+    path.write_bytes(sendero(_many_records(300, comment_at=150)).encode("utf-8"))
+    with pytest.raises(SplitUnsafe):
+        _both(path, 2_000)
+
+
+def test_a_broken_xml_file_read_in_parts_is_refused_as_in_one_read(tmp_path):
+    from tessera.ingest.formats import SplitUnsafe
+
+    path = tmp_path / "e.xml"
+    path.write_bytes(sendero(_many_records(2_000).replace("<citta>C3</citta>", "<citta>C3</city>", 1))
+                     .encode("utf-8"))
+    with pytest.raises(SplitUnsafe):
+        list(read_xml_parallel(path, xml_source(), ReadResult(), 2, 20_000))
+    with pytest.raises(FileRejected, match=r"line \d+: XML is not well-formed"):
+        list(read_xml(path, xml_source(), ReadResult()))

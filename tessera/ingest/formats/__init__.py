@@ -25,7 +25,7 @@ from tessera.ingest.formats.csv import (
 )
 from tessera.ingest.formats.jsonl import open_jsonl_landing, read_jsonl
 from tessera.ingest.formats.xlsx import check_workbook_archive, read_xlsx, xlsx_cell_text
-from tessera.ingest.formats.xml import read_xml, record_start_lines
+from tessera.ingest.formats.xml import SplitUnsafe, read_xml, read_xml_parallel, record_start_lines, xml_workers
 
 # An api source is pulled into a JSON lines snapshot first (tessera.ingest.api).
 READERS = {"csv": read_csv, "xml": read_xml, "jsonl": read_jsonl, "xlsx": read_xlsx,
@@ -36,5 +36,6 @@ __all__ = [
     "check_encoding", "check_workbook_archive", "csv_record_lines", "csv_records",
     "encoding_checked_by_duckdb", "encoding_of", "fingerprint", "has_edge_blanks",
     "open_csv_landing", "open_jsonl_landing", "read_csv", "read_csv_python", "read_jsonl",
-    "read_xlsx", "read_xml", "record_start_lines", "scan_csv", "xlsx_cell_text",
+    "read_xlsx", "read_xml", "read_xml_parallel", "record_start_lines", "scan_csv", "SplitUnsafe",
+    "xlsx_cell_text", "xml_workers",
 ]
