@@ -175,14 +175,14 @@ def publish(engine: Engine, warehouse: str | Path,
                 rows[index] = engine.copy_to(SqlStep("web.snapshot_view_search", select),
                                              work / f"{index}.parquet", "parquet")
         for table, select in selects.items():
-            if table.split(".")[0] in READ_SCHEMAS and table not in READ_SELECTS and \
-                    _has_customer_id(engine, table) and _has_column(engine, table, "as_of_date"):
+            person = table == SOFT_DELETED or _has_customer_id(engine, table)
+            if person and table.split(".")[0] in READ_SCHEMAS and table not in READ_SELECTS and \
+                    _has_column(engine, table, "as_of_date"):
                 # a person's rows of the latest day are all the page shows of these (see
                 # queries._discovered, queries._recommendations); the lists keep a week of
                 # days, which would be copied again every day
                 select = f"{select} WHERE as_of_date = (SELECT max(as_of_date) FROM {table})"
-            order = " ORDER BY customer_id" if (table == SOFT_DELETED or
-                                                _has_customer_id(engine, table)) else ""
+            order = " ORDER BY customer_id" if person else ""
             if table in ORDERS and _has_column(engine, table, ORDERS[table]):
                 order = f" ORDER BY {ORDERS[table]}"
             rows[table] = engine.copy_to(SqlStep("web.snapshot_copy", f"{select}{order}"),

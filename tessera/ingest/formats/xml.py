@@ -266,7 +266,7 @@ def read_xml_parallel(path: Path, source: Source, result: ReadResult, workers: i
     cuts, head, tail = _cuts(path, layout.record_tag, size, part_bytes or PART_BYTES)
     if len(cuts) < 2:
         raise SplitUnsafe("no record to cut at")
-    bounds = list(zip([0, *cuts[1:]], [*cuts[1:], size]))
+    bounds = list(zip(cuts, [*cuts[1:], size]))
     ctx = get_context("spawn")  # a fork would copy the caller's DuckDB threads
     line = 1
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
@@ -322,7 +322,8 @@ def _cuts(path: Path, tag: str, size: int, part_bytes: int) -> tuple[list[int], 
         if first is None:
             raise SplitUnsafe("no record start within the first 4 MB")
         head = head[:first]
-        cuts = [0, first]
+        # the first part holds the head itself: parts are [0, cut 1), [cut 1, cut 2), ...
+        cuts = [0]
         at = first + part_bytes
         while at < size:
             fh.seek(at)
@@ -346,9 +347,10 @@ def _cuts(path: Path, tag: str, size: int, part_bytes: int) -> tuple[list[int], 
                 stack.pop()
     except etree.XMLSyntaxError:
         raise SplitUnsafe("the prolog does not parse") from None
+    if not all(name.isascii() for name in stack):
+        raise SplitUnsafe("an ancestor's name is not ASCII")  # its end tag's bytes would depend on the encoding
     tail = b"".join(f"</{name}>".encode("ascii") for name in reversed(stack))
-    # the first part holds the head itself: parts are [0, cut 2), [cut 2, cut 3), ...
-    return [0, *cuts[2:]] if len(cuts) > 2 else [0], head, tail
+    return cuts, head, tail
 
 
 def _parse_part(path: str, source: Source, start: int, end: int, head: bytes, tail: bytes,
