@@ -224,6 +224,11 @@ def main() -> int:
     parser.add_argument("--incremental", action=argparse.BooleanOptionalAction, default=True,
                         help="run both days with incremental: true (day 1 a full build that records "
                              "its state, day 2 incremental); --no-incremental: day 2 a full rebuild")
+    parser.add_argument("--save-day1", default=None, metavar="DIR",
+                        help="copy the warehouse, feeds, snapshot and reports after day 1 to DIR")
+    parser.add_argument("--from-day1", default=None, metavar="DIR",
+                        help="skip day 1: start from the state --save-day1 kept in DIR and run day 2 "
+                             "only (for working on the incremental day; needs the same --workdir landing)")
     args = parser.parse_args()
 
     import dagster as dg
@@ -256,7 +261,14 @@ def main() -> int:
     limit = args.memory_limit or os.environ.get("TESSERA_MEMORY_LIMIT") or deployment.warehouse.memory_limit
     defs = build_definitions(deployment, wh, landing, work / "feeds", args.memory_limit)
     instance = dg.DagsterInstance.ephemeral()
-    day1 = run_day(defs, instance, AS_OF)
+    if args.from_day1:
+        _copy_state(Path(args.from_day1), work)
+        day1 = json.loads((Path(args.from_day1) / "day1.json").read_text())
+    else:
+        day1 = run_day(defs, instance, AS_OF)
+    if args.save_day1:
+        _copy_state(work, Path(args.save_day1))
+        (Path(args.save_day1) / "day1.json").write_text(json.dumps(day1, default=str))
     day1_data = data_set(landing, wh)
     res_dir = ROOT / "bench" / "out"
     res_dir.mkdir(parents=True, exist_ok=True)
@@ -283,6 +295,24 @@ def main() -> int:
     if not args.keep and not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     return 0 if day1["success"] and day2["success"] else 1
+
+
+# what a day leaves beside the landing files (the warehouse's own state, the day's outputs)
+_STATE = ("warehouse.duckdb", "warehouse.duckdb.wal", "feeds", "warehouse.web", "warehouse.reports")
+
+
+def _copy_state(src: Path, dst: Path) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in _STATE:
+        s, d = src / name, dst / name
+        if d.is_dir():
+            shutil.rmtree(d)
+        else:
+            d.unlink(missing_ok=True)
+        if s.is_dir():
+            shutil.copytree(s, d)
+        elif s.exists():
+            shutil.copy2(s, d)
 
 
 def _ingest_rate(day: dict, data: dict) -> int | None:

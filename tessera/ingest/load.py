@@ -460,6 +460,29 @@ def mapped_relation(con, deployment: Deployment, source: Source,
     return rel, registered, settings
 
 
+def _stat_key(path: Path) -> tuple[int, int, int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
+def _known_fingerprint(con, source: str, rel: str, path: Path) -> tuple[str, int] | None:
+    """(sha256, size) of the file as last read when its stat has not changed since (a
+    change of the bytes moves the change time, which no tool sets back), else None."""
+    size, mtime, ctime, inode = _stat_key(path)
+    row = con.execute(
+        "SELECT sha256 FROM ops.file_stats WHERE source = ? AND file = ? AND bytes = ? AND mtime_ns = ? "
+        "AND ctime_ns = ? AND inode = ?", [source, rel, size, mtime, ctime, inode]).fetchone()
+    return (row[0], size) if row else None
+
+
+def _remember_fingerprint(con, source: str, rel: str, path: Path, sha: str) -> None:
+    size, mtime, ctime, inode = _stat_key(path)
+    with transaction(con):
+        con.execute("DELETE FROM ops.file_stats WHERE source = ? AND file = ?", [source, rel])
+        con.execute("INSERT INTO ops.file_stats VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [source, rel, size, mtime, ctime, inode, sha])
+
+
 def _ledger_state(con, source: str, sha: str, rel: str) -> tuple[str, str, str] | None:
     """(first file with these bytes, status of *this* file name, the first one's delivery
     date) or None if never seen."""
@@ -618,13 +641,19 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
                  batch_id: str, now, suppress: bool = False,
                  steps: _Steps | None = None) -> FileOutcome:
     steps = steps or _Steps()
-    try:
-        # A UTF-8 CSV file is decoded by DuckDB while landing; its own check waits.
-        if not encoding_checked_by_duckdb(source):
-            check_encoding(path, encoding_of(source))
-        sha, size = fingerprint(path)
-    except FileRejected as exc:
-        return _record_file_failure(con, source, rel, "", batch_id, now, 0, str(exc))
+    known = _known_fingerprint(con, source.name, rel, path)
+    if known is not None:
+        # the same bytes as a read that passed the encoding check: the ledger decides
+        sha, size = known
+    else:
+        try:
+            # A UTF-8 CSV file is decoded by DuckDB while landing; its own check waits.
+            if not encoding_checked_by_duckdb(source):
+                check_encoding(path, encoding_of(source))
+            sha, size = fingerprint(path)
+        except FileRejected as exc:
+            return _record_file_failure(con, source, rel, "", batch_id, now, 0, str(exc))
+        _remember_fingerprint(con, source.name, rel, path, sha)
     seen = _ledger_state(con, source.name, sha, rel)
     if seen is not None:
         if seen[1] != "new_name":

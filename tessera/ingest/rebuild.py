@@ -42,6 +42,7 @@ def reset_loaded_data(con: duckdb.DuckDBPyConnection) -> dict:
             for name in names:
                 con.execute(f'DROP TABLE "{schema}"."{name}" CASCADE')
         out["files_forgotten"] = con.execute("DELETE FROM ops.file_ledger").fetchone()[0]
+        con.execute("DELETE FROM ops.file_stats")
         out["rejects_cleared"] = con.execute("DELETE FROM ops.rejects").fetchone()[0]
         con.execute("COMMIT")
     except BaseException:

@@ -104,6 +104,7 @@ def _apply_rewrite(con, source, rel: str, sha: str, size: int, removal: "Removal
         con.execute("UPDATE ops.file_ledger SET sha256 = ?, bytes = ? WHERE source = ? AND file = ?",
                     [sha, size, source.name, rel])
         shift_stored_lines(con, source, rel, removal)
+        con.execute("DELETE FROM ops.file_stats WHERE source = ? AND file = ?", [source.name, rel])
         con.execute("DELETE FROM ops.scrub_files WHERE source = ? AND file = ?", [source.name, rel])
         con.execute("COMMIT")
     except BaseException:

@@ -37,6 +37,21 @@ CREATE TABLE IF NOT EXISTS ops.file_ledger (
     loaded_at  TIMESTAMP NOT NULL
 );
 
+-- The sha256 of a landing file as last read, under the file's stat (size, modification
+-- and change times in ns, inode): a file whose stat is unchanged is not read again to
+-- learn that it was loaded already (the day's 15 GB event file took 14 s to hash and
+-- decode each day). The quick check of make, rsync and git's index; a scrub or a rebuild
+-- forgets the file's row.
+CREATE TABLE IF NOT EXISTS ops.file_stats (
+    source     VARCHAR NOT NULL,
+    file       VARCHAR NOT NULL,
+    bytes      BIGINT  NOT NULL,
+    mtime_ns   BIGINT  NOT NULL,
+    ctime_ns   BIGINT  NOT NULL,
+    inode      BIGINT  NOT NULL,
+    sha256     VARCHAR NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS ops.sequences (
     name   VARCHAR PRIMARY KEY,
     value  BIGINT NOT NULL
