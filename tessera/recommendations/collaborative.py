@@ -7,6 +7,15 @@ weigh 1, views ``view_weight``), the scores go back as Arrow and are ranked, fil
 and stored in SQL like every other kind. Contacts with no interaction are cold: they
 get the best sellers instead (added in SQL by :mod:`tessera.recommendations.lists`).
 
+Why the fit and the ranking are apart: the fit is the model (its product factors,
+stored with the day's training and kept until the next one); a contact's factors are
+then solved exactly from the product factors and the contact's own interactions
+(implicit's Cholesky ``recalculate_user``), on the training day as on the days between.
+So a contact's collaborative list is a function of the stored model and its own inputs
+only: a day between trainings ranks the contacts whose inputs changed and gives them
+the lists a full ranking would (measured: the same factors and top lists whatever other
+contacts are in the batch).
+
 Why a warm start: a run fits twice, once on the data before the back-test's cut and once
 on everything for the day's lists. The second fit starts from the first one's factors
 (matched by contact and product id; newcomers start random) and runs only
@@ -56,7 +65,7 @@ _USERS = SqlStep("recommendations.als_users", """
     CREATE OR REPLACE TEMP TABLE _rec_als_users AS SELECT DISTINCT u, customer_id FROM _rec_als_inter""")
 _ITEMS = SqlStep("recommendations.als_items", """
     CREATE OR REPLACE TEMP TABLE _rec_als_items AS
-    SELECT a.i, c.product_id FROM (SELECT DISTINCT i, pid FROM _rec_als_inter) a
+    SELECT a.i, a.pid, c.product_id FROM (SELECT DISTINCT i, pid FROM _rec_als_inter) a
     JOIN _rec_pids c ON c.pid = a.pid""")
 _USER_IDS = SqlStep("recommendations.als_user_ids", "SELECT customer_id FROM _rec_als_users ORDER BY u")
 _ITEM_IDS = SqlStep("recommendations.als_item_ids", "SELECT product_id FROM _rec_als_items ORDER BY i")
@@ -69,22 +78,44 @@ _CANDIDATE_ITEMS = SqlStep("recommendations.als_candidate_items", """
     JOIN (SELECT product_id FROM _rec_purchases WHERE customer_id IS NOT NULL GROUP BY product_id
           HAVING count(DISTINCT customer_id) >= $min_buyers) b ON b.product_id = p.product_id
     ORDER BY p.i""")
-_TARGET_USERS = SqlStep("recommendations.als_targets", """
-    SELECT DISTINCT a.u FROM _rec_als_users a JOIN _rec_targets t ON t.customer_id = a.customer_id
-    ORDER BY a.u""")
+# The model's products: number, catalogue number, id and whether it may be recommended.
+_MODEL = SqlStep("recommendations.als_model", """
+    CREATE OR REPLACE TEMP TABLE _rec_als_model AS
+    SELECT p.i, p.pid, p.product_id, c.i IS NOT NULL AS candidate
+    FROM _rec_als_items p LEFT JOIN _rec_als_candidates_arrow c ON c.i = p.i""")
+# The targets' interactions with the model's products, the targets numbered (u) in id order.
+_TARGET_INTERACTIONS = SqlStep("recommendations.als_target_interactions", """
+    CREATE OR REPLACE TEMP TABLE _rec_als_inter AS
+    WITH w AS (
+        SELECT p.customer_id, m.i, 1.0 AS w
+        FROM _rec_purchases p JOIN _rec_pids c ON c.product_id = p.product_id
+        JOIN _rec_als_model m ON m.pid = c.pid
+        WHERE p.customer_id IN (SELECT customer_id FROM _rec_targets)
+        UNION ALL
+        SELECT v.customer_id, m.i, $view_weight
+        FROM _rec_views v JOIN _rec_pids c ON c.product_id = v.product_id
+        JOIN _rec_als_model m ON m.pid = c.pid
+        WHERE $view_weight > 0 AND v.customer_id IN (SELECT customer_id FROM _rec_targets)),
+    summed AS (SELECT customer_id, i, sum(w) AS w FROM w GROUP BY customer_id, i),
+    cu AS (SELECT customer_id, CAST(row_number() OVER (ORDER BY customer_id) - 1 AS INTEGER) AS u
+           FROM (SELECT DISTINCT customer_id FROM summed))
+    SELECT cu.u, s.i, s.customer_id, s.w FROM summed s JOIN cu ON cu.customer_id = s.customer_id""")
+_TARGET_MATRIX = SqlStep("recommendations.als_target_matrix", "SELECT u, i, w FROM _rec_als_inter")
+_CANDIDATES = SqlStep("recommendations.als_model_candidates",
+                      "SELECT i FROM _rec_als_model WHERE candidate ORDER BY i")
 # What each target bought before the cut among the model's products (any time, as the
 # lists' exclusion reads it): filtered out of the model's top N, and scored on their own.
 _BOUGHT = SqlStep("recommendations.als_bought", """
     SELECT a.u, p.i FROM _rec_bought b
     JOIN _rec_als_users a ON a.customer_id = b.customer_id
-    JOIN _rec_als_items p ON p.product_id = b.product_id
-    WHERE b.customer_id IN (SELECT customer_id FROM _rec_targets)""")
+    JOIN _rec_als_model p ON p.product_id = b.product_id""")
 _SCORES = SqlStep("recommendations.als_scores", """
     CREATE OR REPLACE TEMP TABLE _rec_als AS
     SELECT u.customer_id, p.product_id, CAST(s.score AS DOUBLE) AS score
     FROM _rec_als_arrow s
     JOIN _rec_als_users u ON u.u = s.u
-    JOIN _rec_als_items p ON p.i = s.i""")
+    JOIN _rec_als_model p ON p.i = s.i""")
+_FACTORS = SqlStep("recommendations.als_factors", "SELECT i, k, value FROM _rec_als_factors ORDER BY i, k")
 
 
 @dataclass
@@ -105,32 +136,49 @@ def _warm(ids: pa.Array, previous: pa.Array, factors: np.ndarray, start: np.ndar
     return start
 
 
-def als_candidates(engine: Engine, als: AlsSettings, n: int, pool: int = 0,
-                   warm: Factors | None = None) -> tuple[dict, Factors | None]:
-    """Fit ALS on the interactions before the cut, write ``_rec_als`` (customer, product,
-    score) for the targets it knows and ``_rec_als_users`` (every contact it knows).
-    With ``warm`` (an earlier fit of the same run), start from its factors and run
-    ``als.warm_iterations``. Per target: the model's top ``n`` of the products it did
-    not buy (looked for in the top ``n + pool``) and every product it bought, scored.
-    Returns counts and this fit's factors."""
+def _model(als: AlsSettings, factors: int, iterations: int):
     from implicit.als import AlternatingLeastSquares  # the import takes ~1 s: only when used
 
+    return AlternatingLeastSquares(factors=factors, regularization=als.regularization,
+                                   iterations=iterations, random_state=als.seed,
+                                   use_gpu=False, calculate_training_loss=False)
+
+
+def _set_factors(engine: Engine, item_factors: np.ndarray) -> None:
+    """``_rec_als_factors`` (i, k, value): the product factors, one row per cell (the
+    form any engine stores; recommendations.model_factors keeps them)."""
+    n_items, f = item_factors.shape
+    engine.register_arrow("_rec_als_factors_arrow", pa.table({
+        "i": np.repeat(np.arange(n_items, dtype=np.int32), f),
+        "k": np.tile(np.arange(f, dtype=np.int32), n_items),
+        "value": np.ascontiguousarray(item_factors, dtype=np.float32).ravel()}))
+    engine.run(SqlStep("recommendations.als_factors_table",
+                       "CREATE OR REPLACE TEMP TABLE _rec_als_factors AS SELECT i, k, value FROM _rec_als_factors_arrow"))
+    engine.unregister("_rec_als_factors_arrow")
+
+
+def fit_items(engine: Engine, als: AlsSettings, warm: Factors | None = None) -> tuple[dict, Factors | None]:
+    """Fit ALS on every interaction of the window (``load_inputs`` ran): the model's
+    products in ``_rec_als_model`` (i, pid, product_id, candidate) and their factors in
+    ``_rec_als_factors``. With ``warm`` (an earlier fit of the same run), start from its
+    factors and run ``als.warm_iterations``. Returns counts and the fit's factors."""
     engine.run(_INTERACTIONS.bind(view_weight=als.view_weight), _USERS, _ITEMS)
     inter = engine.arrow(_MATRIX)
     u = inter.column("u").to_numpy()
     i = inter.column("i").to_numpy()
-    users = np.asarray(engine.columns(_TARGET_USERS)["u"], dtype=np.int32)
-    if len(u) == 0 or len(users) == 0:
-        _store(engine, np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32))
-        return {"als_contacts": 0, "als_products": 0, "als_candidate_products": 0,
-                "als_iterations": 0}, None
+    if len(u) == 0:
+        engine.register_arrow("_rec_als_candidates_arrow", pa.table({"i": np.zeros(0, np.int32)}))
+        engine.run(_MODEL)
+        engine.unregister("_rec_als_candidates_arrow")
+        _set_factors(engine, np.zeros((0, als.factors), np.float32))
+        engine.run(SqlStep("recommendations.als_drop_interactions", "DROP TABLE IF EXISTS _rec_als_inter"))
+        return {"als_products": 0, "als_candidate_products": 0, "als_iterations": 0}, None
     n_users, n_items = int(u.max()) + 1, int(i.max()) + 1
     weights = inter.column("w").to_numpy().astype(np.float32) * np.float32(als.alpha)
     del inter
     user_items = csr_matrix((weights, (u, i)), shape=(n_users, n_items), dtype=np.float32)
     user_items.sort_indices()  # the same matrix, so the same fit, whatever order the rows came in
     del u, i, weights
-
     # One BLAS thread: implicit parallelises the fit over users itself, and a fixed thread
     # layout keeps the factors and scores (and so the lists) the same from run to run
     # (measured: several BLAS threads give other top lists, and are slower on 2 cores).
@@ -138,9 +186,7 @@ def als_candidates(engine: Engine, als: AlsSettings, n: int, pool: int = 0,
     item_ids = engine.arrow(_ITEM_IDS).column("product_id").combine_chunks()
     iterations = als.iterations if warm is None else als.warm_iterations
     with threadpool_limits(1, "blas"):
-        model = AlternatingLeastSquares(factors=als.factors, regularization=als.regularization,
-                                        iterations=iterations, random_state=als.seed,
-                                        use_gpu=False, calculate_training_loss=False)
+        model = _model(als, als.factors, iterations)
         if warm is not None and warm.user_factors.shape[1] == model.factors:
             rng = np.random.default_rng(als.seed)
             model.user_factors = _warm(user_ids, warm.users, warm.user_factors,
@@ -148,16 +194,64 @@ def als_candidates(engine: Engine, als: AlsSettings, n: int, pool: int = 0,
             model.item_factors = _warm(item_ids, warm.items, warm.item_factors,
                                        rng.random((n_items, model.factors), dtype=np.float32) * 0.01)
         model.fit(user_items, show_progress=False)
-        # the top lists need only the factors (nothing is filtered by implicit): the matrix
-        # goes before them, which is the stage's memory peak
+    del user_items
+    items = (np.arange(n_items, dtype=np.int32) if als.min_buyers == 0 else
+             np.asarray(engine.columns(_CANDIDATE_ITEMS.bind(min_buyers=als.min_buyers))["i"], dtype=np.int32))
+    engine.register_arrow("_rec_als_candidates_arrow", pa.table({"i": items}))
+    engine.run(_MODEL)
+    engine.unregister("_rec_als_candidates_arrow")
+    # the interactions are in the fit: their memory goes back to DuckDB before the ranking
+    engine.run(SqlStep("recommendations.als_drop_interactions", "DROP TABLE IF EXISTS _rec_als_inter"))
+    item_factors = np.asarray(model.item_factors, dtype=np.float32)
+    _set_factors(engine, item_factors)
+    fitted = Factors(user_ids, item_ids, np.asarray(model.user_factors), item_factors)
+    return {"als_products": int(n_items), "als_candidate_products": int(len(items)),
+            "als_iterations": int(iterations)}, fitted
+
+
+def model_factors(engine: Engine, n_factors: int) -> np.ndarray:
+    """The product factors of ``_rec_als_factors`` as a (products x factors) array."""
+    cols = engine.arrow(_FACTORS)
+    values = cols.column("value").to_numpy().astype(np.float32)
+    f = int(np.max(cols.column("k").to_numpy())) + 1 if len(values) else n_factors
+    return values.reshape(-1, f)
+
+
+def als_candidates(engine: Engine, als: AlsSettings, n: int, pool: int = 0) -> dict:
+    """Rank the contacts of ``_rec_targets`` with the model of ``_rec_als_model`` /
+    ``_rec_als_factors``: ``_rec_als`` (customer, product, score) for the targets with an
+    interaction on a model product, ``_rec_als_users`` (those targets). Each target's
+    factors are solved exactly from the product factors and its own interactions. Per
+    target: the model's top ``n`` of the products it did not buy (looked for in the top
+    ``n + pool``) and every product it bought, scored. Returns counts."""
+    engine.run(_TARGET_INTERACTIONS.bind(view_weight=als.view_weight), _USERS)
+    item_factors = model_factors(engine, als.factors)
+    inter = engine.arrow(_TARGET_MATRIX)
+    u = inter.column("u").to_numpy()
+    i = inter.column("i").to_numpy()
+    n_items = len(item_factors)
+    if len(u) == 0 or n_items == 0:
+        engine.run(SqlStep("recommendations.als_drop_interactions", "DROP TABLE IF EXISTS _rec_als_inter"))
+        _store(engine, np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32))
+        return {"als_contacts": 0}
+    n_users = int(u.max()) + 1
+    weights = inter.column("w").to_numpy().astype(np.float32) * np.float32(als.alpha)
+    del inter
+    user_items = csr_matrix((weights, (u, i)), shape=(n_users, n_items), dtype=np.float32)
+    user_items.sort_indices()
+    del u, i, weights
+    engine.run(SqlStep("recommendations.als_drop_interactions", "DROP TABLE IF EXISTS _rec_als_inter"))
+    items = np.asarray(engine.columns(_CANDIDATES)["i"], dtype=np.int32)
+    users = np.arange(n_users, dtype=np.int32)
+    with threadpool_limits(1, "blas"):
+        model = _model(als, item_factors.shape[1], 1)
+        model.item_factors = item_factors
+        # each contact's least squares on its own row: the same factors whatever rows
+        # are in the batch (so a day between trainings ranks a changed contact as a full
+        # ranking would)
+        model.user_factors = model.recalculate_user(users, user_items)
         del user_items
-        items = (np.arange(n_items, dtype=np.int32) if als.min_buyers == 0 else
-                 np.asarray(engine.columns(_CANDIDATE_ITEMS.bind(min_buyers=als.min_buyers))["i"],
-                            dtype=np.int32))
-        if als.min_buyers == 0:
-            ids, scores = model.recommend(users, None, N=min(n + pool, n_items),
-                                          filter_already_liked_items=False)
-        elif len(items):
+        if len(items):
             ids, scores = model.recommend(users, None, N=min(n + pool, len(items)),
                                           filter_already_liked_items=False, items=items)
         else:
@@ -171,9 +265,6 @@ def als_candidates(engine: Engine, als: AlsSettings, n: int, pool: int = 0,
         # own filter, filter_already_liked_items with the bought matrix, measured 3x the
         # CPU of the unfiltered top list at 100k contacts.)
         bought = engine.arrow(_BOUGHT)
-        # the interactions are in the matrix and numbered in _rec_als_users / _rec_als_items:
-        # their memory goes back to DuckDB before the ranking
-        engine.run(SqlStep("recommendations.als_drop_interactions", "DROP TABLE IF EXISTS _rec_als_inter"))
         b_u = bought.column("u").to_numpy().astype(np.int64)
         b_i = bought.column("i").to_numpy().astype(np.int64)
         b_scores = _row_dots(uf, itf, b_u, b_i)
@@ -183,9 +274,7 @@ def als_candidates(engine: Engine, als: AlsSettings, n: int, pool: int = 0,
     _store(engine, np.concatenate([keep_u, b_u]).astype(np.int32),
            np.concatenate([keep_i, b_i]).astype(np.int32),
            np.concatenate([keep_s, b_scores]).astype(np.float32))
-    fitted = Factors(user_ids, item_ids, np.asarray(model.user_factors), np.asarray(model.item_factors))
-    return {"als_contacts": int(n_users), "als_products": int(n_items),
-            "als_candidate_products": int(len(items)), "als_iterations": int(iterations)}, fitted
+    return {"als_contacts": int(n_users)}
 
 
 def _row_dots(uf: np.ndarray, itf: np.ndarray, u: np.ndarray, i: np.ndarray,

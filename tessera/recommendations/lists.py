@@ -18,7 +18,7 @@ import re
 
 from tessera.engine import Engine, SqlStep
 from tessera.engine.steps import sql_file
-from tessera.recommendations.collaborative import Factors, als_candidates
+from tessera.recommendations.collaborative import Factors, als_candidates, fit_items
 from tessera.settings.recommendations import RecommendationSettings
 
 _PARAM = re.compile(r"\$([a-z_]+)")
@@ -63,21 +63,61 @@ def load_inputs(engine: Engine, settings: RecommendationSettings, until: dt.date
         view_types=list(settings.view_event_types)))
 
 
-def build_candidates(engine: Engine, settings: RecommendationSettings, until: dt.date,
-                     warm: Factors | None = None) -> tuple[dict, Factors | None]:
-    """Candidates of every kind for the contacts in ``_rec_targets`` (which the caller
-    fills); ``load_inputs`` has run for the same ``until``. ``warm``: an earlier fit of
-    the collaborative model to start from. Returns counts and this run's fit."""
-    n = settings.top_n
-    pool = n + settings.candidates
+def train(engine: Engine, settings: RecommendationSettings, until: dt.date,
+          warm: Factors | None = None) -> tuple[dict, Factors | None]:
+    """The model as of ``until`` (``load_inputs`` ran for it): the catalogue's numbers
+    and the item-to-item pairs (``_rec_pids``, ``_rec_pairs``), best sellers and repeat
+    rates (``_rec_popular``, ``_rec_repeat``), and the collaborative fit
+    (``_rec_als_model``, ``_rec_als_factors``). ``warm``: an earlier fit to start from.
+    Returns counts and the fit's factors."""
     engine.run(*file_steps("item_pairs.sql", min_support=settings.min_support, lift=settings.lift,
                            after_days=settings.after_view_days, neighbours=settings.neighbours,
                            max_basket=settings.max_basket))
+    engine.run(*file_steps("model_counts.sql",
+                           popular_since=until - dt.timedelta(days=settings.popularity_days)))
+    stats, factors = fit_items(engine, settings.als, warm)
+    stats["item_pairs"] = dict(engine.rows(SqlStep(
+        "recommendations.pair_counts", "SELECT kind, count(*) FROM _rec_pairs GROUP BY kind ORDER BY kind")))
+    return stats, factors
+
+
+def load_model(engine: Engine, trained_on: dt.date) -> dict:
+    """A stored model into the tables ``train`` fills (``load_inputs`` ran: the catalogue
+    of the day limits its products). Returns its counts."""
+    engine.run(*file_steps("model_load.sql", trained_on=trained_on))
+    engine.run(SqlStep("recommendations.model_factors_load", """
+        CREATE OR REPLACE TEMP TABLE _rec_als_factors AS
+        SELECT als_i AS i, k, value FROM recommendations.model_factors WHERE trained_on = $trained_on""",
+                       {"trained_on": trained_on}))
+    counts = engine.rows(SqlStep("recommendations.model_counts", """
+        SELECT count(*), count(*) FILTER (WHERE candidate) FROM _rec_als_model"""))[0]
+    return {"als_products": int(counts[0] or 0), "als_candidate_products": int(counts[1] or 0),
+            "als_iterations": 0,
+            "item_pairs": dict(engine.rows(SqlStep(
+                "recommendations.pair_counts", "SELECT kind, count(*) FROM _rec_pairs GROUP BY kind ORDER BY kind")))}
+
+
+def store_model(engine: Engine, day: dt.date) -> None:
+    """The model ``train`` left in the build's tables, as the model trained on ``day``
+    (the caller holds the transaction with the model's row)."""
+    engine.run(*file_steps("model_store.sql", day=day))
+    engine.run(SqlStep("recommendations.model_factors_delete",
+                       "DELETE FROM recommendations.model_factors WHERE trained_on = $day", {"day": day}),
+               SqlStep("recommendations.model_factors_store", """
+        INSERT INTO recommendations.model_factors SELECT CAST($day AS DATE), i, k, value FROM _rec_als_factors""",
+                       {"day": day}))
+
+
+def build_candidates(engine: Engine, settings: RecommendationSettings, until: dt.date) -> dict:
+    """Candidates of every kind for the contacts in ``_rec_targets`` (which the caller
+    fills) from the model in the build's tables (``train`` or ``load_model`` ran for
+    the same ``until``'s inputs). Returns counts."""
+    n = settings.top_n
+    pool = n + settings.candidates
     engine.run(*file_steps("item_candidates.sql",
                            recent_since=until - dt.timedelta(days=settings.recent_days)))
-    engine.run(*file_steps("candidates.sql", pool=pool, top=n,
-                           popular_since=until - dt.timedelta(days=settings.popularity_days)))
-    stats, factors = als_candidates(engine, settings.als, n, settings.candidates, warm)
+    engine.run(*file_steps("candidates.sql", pool=pool, top=n))
+    stats = als_candidates(engine, settings.als, n, settings.candidates)
     # Collaborative: the model's scores, and the best sellers for contacts it never saw.
     engine.run(SqlStep("recommendations.collaborative_candidates", """
         INSERT INTO _rec_candidates
@@ -88,9 +128,7 @@ def build_candidates(engine: Engine, settings: RecommendationSettings, until: dt
     stats["cold_contacts"] = int(engine.scalar(SqlStep("recommendations.cold_contacts", """
         SELECT count(*) FROM _rec_targets
         WHERE customer_id NOT IN (SELECT customer_id FROM _rec_als_users)""")) or 0)
-    stats["item_pairs"] = dict(engine.rows(SqlStep(
-        "recommendations.pair_counts", "SELECT kind, count(*) FROM _rec_pairs GROUP BY kind ORDER BY kind")))
-    return stats, factors
+    return stats
 
 
 def rank_lists(engine: Engine, settings: RecommendationSettings, exclude: bool,

@@ -84,6 +84,11 @@ class RecommendationSettings(_Strict):
     # group on the ``url`` property.
     product_url_pattern: str = r"/(?:prodotti|produkty|products?)/([A-Za-z0-9_.-]+)"
     keep_days: int = Field(7, ge=1)             # days of lists kept in the table
+    # Train the model (pairs, best sellers, repeat rates, the collaborative fit, and the
+    # back-test when due) when the last one is this many days old; the days between rank
+    # only the contacts whose inputs changed, with the stored model, and carry the other
+    # lists (the same lists a full ranking with that model gives). 1: train every day.
+    retrain_every_days: int = Field(7, ge=1, le=365)
     als: AlsSettings = AlsSettings()
     evaluation: Evaluation = Evaluation()
 

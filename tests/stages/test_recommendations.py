@@ -504,7 +504,13 @@ def test_the_back_test_runs_every_n_days_and_the_days_between_reuse_its_weights(
     assert first["back_test_run"] and first["weight_set"] != "configured"
     between = build_recommendations(shop, s, DAY + dt.timedelta(days=1))
     assert not between["back_test_run"] and between["evaluation"] == []
-    # the tuned weights of the last back-test, not the configured ones
+    # the day between trainings ranks with the stored model and its tuned weights
+    assert not between["model_trained"] and between["model_trained_on"] == str(DAY)
+    assert between["weights"] == first["weights"] and between["weight_set"] == first["weight_set"]
+    # trained every day: the model is new, the weights are the last back-test's
+    daily = s.model_copy(update={"retrain_every_days": 1})
+    between = build_recommendations(shop, daily, DAY + dt.timedelta(days=1))
+    assert between["model_trained"] and not between["back_test_run"]
     assert between["weights"] == first["weights"]
     assert between["weight_set"] == f"{first['weight_set']} (back-test of {DAY})"
     assert shop.execute("SELECT count(*) FROM recommendations.evaluation WHERE as_of_date > ?",
@@ -555,3 +561,54 @@ def test_the_check_sees_a_repeated_rank_and_a_repeated_product(shop):
         SELECT product_id FROM recommendations.contact_products WHERE kind = $k AND customer_id = $c AND rank = 1)
         WHERE kind = $k AND customer_id = $c AND rank = 2""", {"k": k2, "c": c2})
     assert list_problems(shop, _settings())["broken_rankings"] == 2
+
+
+def test_a_day_between_trainings_ranks_the_changed_contacts_and_carries_the_rest(shop):
+    """The model is trained on DAY; the next day 25 buys A, 60 views C and 70 gets a card:
+    those three are ranked with the stored model, the other 40 carried. The lists are the
+    ones a full ranking with the same model gives, and a day without changes ranks no one."""
+    s = _settings()
+    assert build_recommendations(shop, s, DAY)["model_trained"]
+    day2, day3 = DAY + dt.timedelta(days=1), DAY + dt.timedelta(days=2)
+    assert "A" in _lists(shop, 25, "popular")
+    _order(shop, "n1", 25, day2, "A")
+    _view(shop, 60, dt.datetime.combine(day2, dt.time(10)), "C")
+    shop.execute("INSERT INTO marts.contact_cards VALUES (70)")
+    stats = build_recommendations(shop, s, day2)
+    assert not stats["model_trained"] and stats["model_trained_on"] == str(DAY)
+    assert (stats["ranked_contacts"], stats["carried_contacts"], stats["contacts"]) == (3, 40, 43)
+
+    def day_rows(day):
+        return shop.execute("SELECT * FROM recommendations.contact_products WHERE as_of_date = ? "
+                            "ORDER BY ALL", [day]).fetchall()
+
+    incremental = day_rows(day2)
+    assert "A" not in [r[4] for r in incremental if r[2] == 25 and r[1] == "popular"]
+    assert {r[2] for r in incremental} == {*range(1, 41), 50, 60, 70}
+    # the same day ranked in full with the same model (no earlier day to carry from)
+    shop.execute("DELETE FROM recommendations.list_days WHERE as_of_date = ?", [DAY])
+    full = build_recommendations(shop, s, day2)
+    assert (full["ranked_contacts"], full["carried_contacts"], full["model_trained"]) == (43, 0, False)
+    assert day_rows(day2) == incremental
+    # nothing changed: every list carried, the same
+    quiet = build_recommendations(shop, s, day3)
+    assert (quiet["ranked_contacts"], quiet["carried_contacts"]) == (0, 43)
+    assert [r[1:] for r in day_rows(day3)] == [r[1:] for r in incremental]
+    # a card that goes (an erasure) leaves every later day's lists
+    shop.execute("DELETE FROM marts.contact_cards WHERE customer_id = 25")
+    build_recommendations(shop, s, day3)
+    assert 25 not in {r[2] for r in day_rows(day3)}
+    assert list_problems(shop, s) == {k: 0 for k in list_problems(shop, s)}
+
+
+def test_the_model_is_trained_again_when_due_or_when_the_settings_change(shop):
+    s = _settings(retrain_every_days=3)
+    assert build_recommendations(shop, s, DAY)["model_trained"]
+    assert not build_recommendations(shop, s, DAY + dt.timedelta(days=2))["model_trained"]
+    assert build_recommendations(shop, s, DAY + dt.timedelta(days=3))["model_trained"]
+    assert build_recommendations(shop, _settings(retrain_every_days=3, top_n=4),
+                                 DAY + dt.timedelta(days=4))["model_trained"]
+    # the days kept name their models; older unnamed models go
+    kept = {r[0] for r in shop.execute("SELECT DISTINCT trained_on FROM recommendations.models").fetchall()}
+    named = {r[0] for r in shop.execute("SELECT DISTINCT trained_on FROM recommendations.list_days").fetchall()}
+    assert kept == named
