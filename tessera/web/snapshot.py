@@ -71,6 +71,10 @@ SOFT_DELETED = "ops.soft_deleted"
 # tables only: the SQL views beside them (recommendations.<kind>, the latest day of the
 # lists) are other selects of the same rows, which the page does not read.
 READ_SCHEMAS = ("predictions", "recommendations", "views")
+# Tables of those schemas the page never reads: the recommendations' stored model and the
+# signatures of each day's inputs (millions of rows of factors, pairs and hashes).
+NOT_READ = frozenset({"recommendations.model_products", "recommendations.model_factors",
+                      "recommendations.model_pairs", "recommendations.list_inputs"})
 VIEW_CARDS = "_contact_cards"
 
 
@@ -117,10 +121,10 @@ def current(warehouse: str | Path) -> Path | None:
 def _tables(engine: Engine) -> list[str]:
     found = [t for t in READ_TABLES if engine.table_exists(*t.split("."))]
     for schema in READ_SCHEMAS:
-        found += [f"{schema}.{name}" for (name,) in engine.rows(SqlStep(
+        found += [t for t in (f"{schema}.{name}" for (name,) in engine.rows(SqlStep(
             "web.snapshot_schema", "SELECT table_name FROM information_schema.tables "
             "WHERE table_schema = $schema AND table_type = 'BASE TABLE' ORDER BY table_name",
-            {"schema": schema}))]
+            {"schema": schema}))) if t not in NOT_READ]
     return found
 
 

@@ -51,9 +51,13 @@ def test_day_kept_tables_publish_their_latest_day_and_no_sql_views(tmp_path):
         SELECT * FROM (VALUES (DATE '2026-11-01', 0.5), (DATE '2026-11-02', 0.6)) AS t(as_of_date, ndcg)""")
     con.execute("""CREATE TABLE predictions.customer_predictions AS
         SELECT * FROM (VALUES (DATE '2026-11-01', 1, 1), (DATE '2026-11-02', 1, 2)) AS t(as_of_date, customer_id, p)""")
+    con.execute("""CREATE TABLE recommendations.model_pairs AS
+        SELECT * FROM (VALUES (DATE '2026-11-01', 'bought_together', 'p1', 'p2', 1.0)) AS t(trained_on, kind, a, b, score)""")
     out = publish(as_engine(con), wh)
     con.close()
     folder = Path(out["folder"])
+    # the stored model is not the page's
+    assert not (folder / "recommendations.model_pairs.parquet").exists()
     lists = pq.read_table(folder / "recommendations.contact_products.parquet").to_pylist()
     assert [(r["customer_id"], r["product_id"]) for r in lists] == [(1, "p3"), (2, "p2")]
     assert [r["p"] for r in pq.read_table(folder / "predictions.customer_predictions.parquet").to_pylist()] == [2]
