@@ -11,6 +11,7 @@ from assets._common import POOL, table_metadata
 from resources.spark import SparkEngineResource
 from tessera.companies.registry import link_company_users
 from tessera.settings import Deployment
+from tessera.ingest.check_scope import duplicate_keys, record_verdict, written_keys
 from tessera.ingest.expectations import check_staged
 from tessera.vocabulary import ENTITY_TABLES
 from tessera.ingest.changed_keys import ChangeRun
@@ -67,13 +68,19 @@ def _entity_asset(deployment: Deployment, entity: str):
     checks = []
 
     @dg.asset_check(pool=POOL, asset=key, name="keys_are_unique", blocking=True,
-                    description="One row per (source, source_record_id).")
-    def _unique(warehouse: DuckDBResource):
+                    description="One row per (source, source_record_id). After an incremental "
+                                "build whose previous check passed, the keys this run wrote are "
+                                "looked for in the whole table (ops.staging_check_verdicts).")
+    def _unique(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
         with warehouse.get_connection() as con:
-            dupes = con.execute(f"""
-                SELECT count(*) FROM (SELECT source, source_record_id FROM staging.{table}
-                GROUP BY ALL HAVING count(*) > 1)""").fetchone()[0]
-        return dg.AssetCheckResult(passed=dupes == 0, metadata={"duplicate_keys": int(dupes)})
+            ensure_warehouse(con)
+            written = written_keys(con, f"staging.{table}", entity, context.run.run_id, "keys_are_unique")
+            dupes, judged = duplicate_keys(con, f"staging.{table}", written)
+            record_verdict(con, f"staging.{table}", "keys_are_unique", context.run.run_id,
+                           "table" if written is None else "written", judged, dupes == 0)
+        return dg.AssetCheckResult(passed=dupes == 0, metadata={
+            "duplicate_keys": int(dupes),
+            "scope": "whole table" if written is None else f"the {int(judged):,} rows this run wrote"})
 
     checks.append(_unique)
 
@@ -89,10 +96,15 @@ def _entity_asset(deployment: Deployment, entity: str):
                                 f"tessera.yaml (expectations: {entity}); results, counts only, in "
                                 f"ops.expectation_results.")
     def _expectations(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
+        name = f"{table}_pass_batch_expectations"
         with warehouse.get_connection() as con:
             ensure_warehouse(con)
-            outcomes = check_staged(con, entity, table, context.run.run_id, settings=settings)
-        failed_blocking = [o for o in outcomes if o.blocking and not o.success]
+            written = written_keys(con, f"staging.{table}", entity, context.run.run_id, name)
+            outcomes = check_staged(con, entity, table, context.run.run_id, settings=settings, written=written)
+            failed_blocking = [o for o in outcomes if o.blocking and not o.success]
+            judged = next((o.element_count for o in outcomes if o.column == "source_record_id"), None)
+            record_verdict(con, f"staging.{table}", name, context.run.run_id,
+                           "table" if written is None else "written", judged, not failed_blocking)
         rows = [{"expectation": o.expectation, "column": o.column or "", "blocking": o.blocking,
                  "success": o.success, "unexpected_count": o.unexpected_count,
                  "unexpected_percent": (round(o.unexpected_percent, 2)
@@ -101,6 +113,8 @@ def _entity_asset(deployment: Deployment, entity: str):
         return dg.AssetCheckResult(
             passed=not failed_blocking,
             metadata={"expectations": dg.MetadataValue.json(rows),
+                      "scope": "whole table" if written is None else "the rows this run wrote "
+                               "(row count: the whole table)",
                       "failed_blocking": len(failed_blocking),
                       "failed_reported": sum(not o.success and not o.blocking for o in outcomes)})
 

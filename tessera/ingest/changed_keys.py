@@ -48,8 +48,11 @@ CREATE TABLE IF NOT EXISTS ops.staging_state (
     rows_before   BIGINT    NOT NULL,   -- raw rows at or below the watermark then
     built_at      TIMESTAMP NOT NULL,
     mode          VARCHAR   NOT NULL,   -- incremental | full
-    reason        VARCHAR               -- why the build was full
+    reason        VARCHAR,              -- why the build was full
+    run_id        VARCHAR               -- the run that built it (its checks judge its rows)
 )"""
+# a warehouse made before the run id was recorded gains it (its rows: NULL, so full checks)
+STATE_RUN_ID = "ALTER TABLE ops.staging_state ADD COLUMN IF NOT EXISTS run_id VARCHAR"
 
 CHANGED_DDL = """
 CREATE TABLE IF NOT EXISTS ops.changed_keys (
@@ -147,6 +150,7 @@ def stage(engine: Engine, table: str, entity: str, sources: list[str],
     :func:`restrict_raw` (``keys``: a table of ``(source, source_record_id)`` or None).
     """
     engine.run(SqlStep("staging.incremental.state_ddl", STATE_DDL),
+               SqlStep("staging.incremental.state_run_id", STATE_RUN_ID),
                SqlStep("staging.incremental.changed_ddl", CHANGED_DDL))
     full_sql = make_sql(None)
     digest = _digest(full_sql, params)
@@ -228,10 +232,12 @@ def stage(engine: Engine, table: str, entity: str, sources: list[str],
             engine.run(SqlStep("staging.incremental.state_write", f"""
                 INSERT INTO ops.staging_state
                 SELECT $t, {sql_literal(s)}, $digest, w.wm,
-                       (SELECT count(*) FROM raw.{s} WHERE _file_seq <= w.wm), CAST($now AS TIMESTAMP), $mode, $reason
+                       (SELECT count(*) FROM raw.{s} WHERE _file_seq <= w.wm), CAST($now AS TIMESTAMP), $mode, $reason,
+                       $run
                 FROM (SELECT max(_file_seq) AS wm FROM raw.{s}) w""",
                                {"t": table, "digest": digest, "now": run.now,
-                                "mode": "full" if reason else "incremental", "reason": reason}))
+                                "mode": "full" if reason else "incremental", "reason": reason,
+                                "run": run.run_id}))
     counts = dict(engine.rows(SqlStep("staging.incremental.counts", """
         SELECT change, count(*) FROM ops.changed_keys WHERE run_id = $run AND entity = $entity GROUP BY ALL""",
                                       {"run": run.run_id, "entity": entity})))

@@ -237,7 +237,7 @@ def test_run_full_drops_the_recorded_state_so_staging_is_built_in_full(tmp_path,
     ensure_warehouse(con)
     con.execute(STATE_DDL)
     con.execute("INSERT INTO ops.staging_state VALUES ('staging.contacts', 'crm_contacts', 'x', 1, 1, "
-                "TIMESTAMP '2026-11-01 06:00', 'full', 'first')")
+                "TIMESTAMP '2026-11-01 06:00', 'full', 'first', 'run-1')")
     con.close()
     for var in ("TESSERA_CONFIG", "TESSERA_HOME", "DAGSTER_HOME"):
         monkeypatch.setenv(var, str(tmp_path / var))  # restored after the test
