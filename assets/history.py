@@ -62,8 +62,9 @@ def build(deployment: Deployment):
 
     @dg.asset_check(pool=POOL, asset=DAY_INPUTS, name="newest_version_reads_back", blocking=False,
                     description="Each input table has as many rows as its newest recorded version "
-                                "(what a backfill of that day would read; row counts, no "
-                                "hashing). Skipped after a backfill.")
+                                "(the rows opened by that day less those closed by then: what a "
+                                "backfill of that day would read; row counts, no hashing). "
+                                "Skipped after a backfill.")
     def reads_back(warehouse: DuckDBResource):
         with warehouse.get_connection() as con:
             diff = version_mismatches(as_engine(con), exact=False)

@@ -210,9 +210,14 @@ def version_mismatches(engine: Engine, exact: bool = True) -> dict[str, int] | N
         if not (_exists(engine, table) and _exists(engine, history_table(table))):
             continue
         if not exact:
-            state = _state_sql(table, ["1 AS one"], "<=", "$day")
+            # the version's rows counted as the rows opened by then less those closed by
+            # then (each closing names one opened row): two counts over the days'
+            # partitions instead of the anti-join a backfill reads (11 s a day on 50 M
+            # events); a lost or extra opening or closing shows as a difference
+            hist = history_table(table)
             out[table] = abs(int(engine.scalar(SqlStep("history.count_mismatch", (
-                f"SELECT (SELECT count(*) FROM {table}) - (SELECT count(*) FROM ({state}) v)"),
+                f"SELECT (SELECT count(*) FROM {table}) - (SELECT count(*) FROM {hist} WHERE _from <= $day) "
+                f"+ (SELECT count(*) FROM {hist}__closed WHERE _to <= $day)"),
                 {"day": days[-1]}))))
             continue
         cols = _columns(engine, table)
