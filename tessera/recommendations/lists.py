@@ -19,6 +19,7 @@ import re
 from tessera.engine import Engine, SqlStep
 from tessera.engine.steps import sql_file
 from tessera.recommendations.collaborative import Factors, als_candidates, fit_items
+from tessera.recommendations.item_candidates import item_candidates
 from tessera.settings.recommendations import RecommendationSettings
 
 _PARAM = re.compile(r"\$([a-z_]+)")
@@ -114,8 +115,7 @@ def build_candidates(engine: Engine, settings: RecommendationSettings, until: dt
     the same ``until``'s inputs). Returns counts."""
     n = settings.top_n
     pool = n + settings.candidates
-    engine.run(*file_steps("item_candidates.sql",
-                           recent_since=until - dt.timedelta(days=settings.recent_days)))
+    item_candidates(engine, until - dt.timedelta(days=settings.recent_days))
     engine.run(*file_steps("candidates.sql", pool=pool, top=n))
     stats = als_candidates(engine, settings.als, n, settings.candidates)
     # Collaborative: the model's scores, and the best sellers for contacts it never saw.
