@@ -231,11 +231,22 @@ def _snapshot_connection(folder: Path, threads: int | None) -> duckdb.DuckDBPyCo
         # a published folder never changes: each file's footer (a 50 M-row table's holds
         # hundreds of row groups' statistics) is parsed once, not at every request
         con.execute("SET parquet_metadata_cache = true")
-        for file in sorted(folder.glob("*.parquet")):
-            schema, _, table = file.stem.partition(".")
+        files = {f.stem: f for f in folder.glob("*.parquet")}
+        for stem, file in sorted(files.items()):
+            schema, _, table = stem.partition(".")
+            if "." in table:
+                continue  # a part of a table published as a base and its days (below)
             con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-            con.execute(f'CREATE VIEW "{schema}"."{table}" AS '
-                        f"SELECT * FROM read_parquet({sql_literal(str(file))})")
+            select = f"SELECT * FROM read_parquet({sql_literal(str(file))})"
+            delta, hidden = files.get(f"{stem}.delta"), files.get(f"{stem}.hidden")
+            if delta is not None and hidden is not None:
+                # the base less its rows that went away or changed, plus the rows since
+                # (tessera.web.snapshot: core.events)
+                select = (f"SELECT * FROM read_parquet({sql_literal(str(file))}) b WHERE NOT EXISTS ("
+                          f"SELECT 1 FROM read_parquet({sql_literal(str(hidden))}) x "
+                          "WHERE x.source = b.source AND x.event_id = b.event_id) "
+                          f"UNION ALL SELECT * FROM read_parquet({sql_literal(str(delta))})")
+            con.execute(f'CREATE VIEW "{schema}"."{table}" AS {select}')
         _SNAPSHOTS[key] = con
         for old in list(_SNAPSHOTS)[:-2]:
             _SNAPSHOTS.pop(old).close()

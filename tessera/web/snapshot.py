@@ -16,6 +16,18 @@ Layout, for a warehouse ``var/demo/warehouse.duckdb``::
 
 Person-level tables are written in ``customer_id`` order, so that a card's look-up reads
 one Parquet row group of each table (row-group statistics), not the whole file.
+
+``core.events`` (50 M rows at the reference scale; sorting them took 32 s a day) is
+published as a base and the days since: the base file of an earlier publish is linked
+into the new folder (no copy), ``core.events.delta.parquet`` holds the rows that
+appeared since the base's day and are still there, and ``core.events.hidden.parquet``
+the keys of the base's rows that went away or changed; the page reads the base less the
+hidden keys plus the delta. Both come from the history of ``core.events`` that the
+day's ``history/days`` recorded (:mod:`tessera.history.versions`), not from a scan of
+the table. The base is written again (in full) when it is a week old, when the delta
+passes a quarter of it, after an erasure, when the table's columns changed, when
+``core.events`` was built after the newest recorded day, and whenever the count of
+what the page would read differs from the table's.
 """
 
 from __future__ import annotations
@@ -153,14 +165,106 @@ def _labels_step(labels: list[tuple[str, str, str]]) -> SqlStep:
                    params)
 
 
+EVENTS = "core.events"
+# the base's rows that went away or changed (their keys), and the rows since its day
+DELTA, HIDDEN = "delta", "hidden"
+REBASE_DAYS = 7
+REBASE_SHARE = 0.25
+
+
+def _manifest(folder: Path | None) -> dict:
+    try:
+        return json.loads((folder / "manifest.json").read_text(encoding="utf-8")) if folder else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _events_increment(engine: Engine, previous: Path | None, columns: list[str]) -> dict | None:
+    """What the day's ``core.events`` needs on top of the previous folder's base (its
+    day, rows, and the selects of the delta and the hidden keys), or None: publish it in
+    full. See the module's docstring for when."""
+    from tessera.history.versions import history_table, recorded_days
+
+    base = _manifest(previous).get("events_base")
+    hist = history_table(EVENTS)
+    if not base or previous is None or not (previous / f"{EVENTS}.parquet").exists():
+        return None
+    if base.get("columns") != columns or not engine.table_exists("history", hist.split(".")[1]):
+        return None
+    if not engine.table_exists("ops", "events_state"):
+        return None
+    days = recorded_days(engine)
+    base_day = dt.date.fromisoformat(base["day"])
+    if not days or days[-1] <= base_day or (days[-1] - base_day).days >= REBASE_DAYS:
+        return None
+    latest = days[-1]
+    # core.events as the newest recorded day saw it: built no later than it was recorded
+    built, recorded = engine.rows(SqlStep("web.snapshot_events_times", """
+        SELECT (SELECT max(built_at) FROM ops.events_state),
+               (SELECT max(recorded_at) FROM history.days WHERE as_of_date = $day)""", {"day": latest}))[0]
+    if built is None or recorded is None or built > recorded:
+        return None
+    if engine.table_exists("ops", "erasures") and engine.scalar(SqlStep(
+            "web.snapshot_erasures_since", "SELECT count(*) FROM ops.erasures WHERE erased_at >= $at",
+            {"at": dt.datetime.fromisoformat(base["published_local"])})):
+        return None
+    select = ", ".join(f'h."{c}"' for c in columns)
+    params = {"base": base_day, "day": latest}
+    delta = (f"SELECT {select} FROM {hist} h WHERE h._from > $base AND h._from <= $day AND NOT EXISTS ("
+             f"SELECT 1 FROM {hist}__closed x WHERE x._row_hash = h._row_hash AND x._copy = h._copy "
+             "AND x._from = h._from AND x._to <= $day) ORDER BY h.customer_id")
+    hidden = (f"SELECT DISTINCT h.source, h.event_id FROM {hist}__closed x JOIN {hist} h "
+              "ON h._row_hash = x._row_hash AND h._copy = x._copy AND h._from = x._from "
+              "WHERE x._to > $base AND x._to <= $day AND x._from <= $base")
+    return {"day": latest, "base": base, "delta": SqlStep("web.snapshot_events_delta", delta, params),
+            "hidden": SqlStep("web.snapshot_events_hidden", hidden, params)}
+
+
+def _base_of(engine: Engine, columns: list[str]) -> dict | None:
+    """What a full copy of ``core.events`` is a base of: the newest recorded day, when the
+    table is that day's (built no later than the day was recorded); else None (the next
+    publish copies it in full again)."""
+    from tessera.history.versions import recorded_days
+
+    days = recorded_days(engine)
+    if not days or not engine.table_exists("ops", "events_state"):
+        return None
+    built, recorded = engine.rows(SqlStep("web.snapshot_events_times", """
+        SELECT (SELECT max(built_at) FROM ops.events_state),
+               (SELECT max(recorded_at) FROM history.days WHERE as_of_date = $day)""", {"day": days[-1]}))[0]
+    if built is None or recorded is None or built > recorded:
+        return None
+    return {"day": str(days[-1]), "published_local": dt.datetime.now().replace(microsecond=0).isoformat(),
+            "columns": columns}
+
+
+def _publish_events(engine: Engine, previous: Path, work: Path, plan: dict) -> int | None:
+    """The base linked, the delta and the hidden keys written; the rows the page will
+    read, or None (nothing kept) when they do not add up to the table's."""
+    base = previous / f"{EVENTS}.parquet"
+    delta = engine.copy_to(plan["delta"], work / f"{EVENTS}.{DELTA}.parquet", "parquet")
+    hidden = engine.copy_to(plan["hidden"], work / f"{EVENTS}.{HIDDEN}.parquet", "parquet")
+    rows = int(plan["base"]["rows"]) - hidden + delta
+    total = int(engine.scalar(SqlStep("web.snapshot_events_count", f"SELECT count(*) FROM {EVENTS}")) or 0)
+    if rows != total or delta > REBASE_SHARE * int(plan["base"]["rows"]):
+        for part in (DELTA, HIDDEN):
+            (work / f"{EVENTS}.{part}.parquet").unlink(missing_ok=True)
+        return None
+    try:
+        os.link(base, work / f"{EVENTS}.parquet")
+    except OSError:  # another file system: a copy of the file, still no sort
+        shutil.copyfile(base, work / f"{EVENTS}.parquet")
+    return rows
+
+
 def publish(engine: Engine, warehouse: str | Path,
-            labels: list[tuple[str, str, str]] | None = None) -> dict:
+            labels: list[tuple[str, str, str]] | None = None, full: bool = False) -> dict:
     """Copy the tables the page reads to a new folder and make it the current one.
 
     ``labels`` (``(filter, value, label)``: the settings tables of ``lookups.yaml`` for the
     search's filters, see ``queries.FILTERS``) are written as ``web.filter_labels``, since
-    the page reads no configuration. Returns counts for the run's metadata (tables, rows,
-    bytes), no personal data."""
+    the page reads no configuration. ``full``: write ``core.events`` in full (after an
+    erasure). Returns counts for the run's metadata (tables, rows, bytes), no personal data."""
     root = snapshot_root(warehouse).resolve()
     root.mkdir(parents=True, exist_ok=True)
     previous = current(warehouse)
@@ -171,6 +275,17 @@ def publish(engine: Engine, warehouse: str | Path,
     try:
         rows: dict[str, int] = {}
         selects = {t: READ_SELECTS.get(t, f"SELECT * FROM {t}") for t in _tables(engine)}
+        events_base = None
+        if EVENTS in selects:
+            columns = list(engine.columns(SqlStep("web.snapshot_events_columns", f"SELECT * FROM {EVENTS} LIMIT 0")))
+            plan = None if full else _events_increment(engine, previous, columns)
+            kept = _publish_events(engine, previous, work, plan) if plan else None
+            if kept is not None:
+                rows[EVENTS] = kept
+                events_base = plan["base"]
+                del selects[EVENTS]
+            else:
+                events_base = _base_of(engine, columns)
         if engine.table_exists("ops", "bulk_edits"):
             selects[SOFT_DELETED] = (f"SELECT customer_id, requested_at FROM ({SOFT_DELETED_SQL}) "
                                      "WHERE customer_id IS NOT NULL")
@@ -194,8 +309,11 @@ def publish(engine: Engine, warehouse: str | Path,
         if labels:
             rows[LABELS] = engine.copy_to(_labels_step(labels), work / f"{LABELS}.parquet", "parquet")
         published_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        (work / "manifest.json").write_text(json.dumps(
-            {"published_at": published_at, "rows": rows}, indent=1), encoding="utf-8")
+        manifest = {"published_at": published_at, "rows": rows}
+        if events_base is not None:
+            events_base.setdefault("rows", rows.get(EVENTS, 0))
+            manifest["events_base"] = events_base
+        (work / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str), encoding="utf-8")
         work.rename(root / name)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -222,7 +340,8 @@ def republish_if_published(engine: Engine, warehouse: str | Path) -> dict | None
     folder = current(warehouse)
     if folder is None:
         return None
-    return publish(engine, warehouse, _published_labels(folder))
+    # every table in full: the erased person's events leave the base too
+    return publish(engine, warehouse, _published_labels(folder), full=True)
 
 
 def _published_labels(folder: Path) -> list[tuple[str, str, str]] | None:

@@ -64,3 +64,80 @@ def test_day_kept_tables_publish_their_latest_day_and_no_sql_views(tmp_path):
     # not person rows: every day stays (the page picks the latest itself)
     assert pq.read_table(folder / "recommendations.evaluation.parquet").num_rows == 2
     assert not (folder / "recommendations.combined.parquet").exists()
+
+
+def test_events_are_published_as_a_base_and_the_days_since(tmp_path, monkeypatch):
+    """Day 1 copies core.events in full; day 2 links that base and writes only the rows
+    the history recorded since (new, relinked) and the keys of the base's rows that went
+    away: the page reads exactly the table. An erasure writes the base again."""
+    import datetime as dt
+    import os
+
+    import duckdb
+
+    from tessera.engine import SqlStep, as_engine, read_snapshot
+    from tessera.history.versions import record_day
+    from tessera.identity.events_incremental import STATE_DDL
+    import tessera.web.snapshot as snapshot
+    from tessera.web.snapshot import publish
+
+    monkeypatch.setattr(snapshot, "REBASE_SHARE", 10.0)  # a few rows change most of this table
+    wh = tmp_path / "warehouse.duckdb"
+    con = duckdb.connect(str(wh))
+    engine = as_engine(con)
+    con.execute("CREATE SCHEMA core; CREATE SCHEMA ops")
+    con.execute(STATE_DDL)
+    con.execute("CREATE TABLE ops.erasures (customer_id BIGINT, erased_at TIMESTAMP)")
+    con.execute("""CREATE TABLE core.events AS SELECT * FROM (VALUES
+        ('e1', 1, 'page_view', TIMESTAMP '2026-11-01 10:00', '{}', 'web', 'email'),
+        ('e2', 2, 'page_view', TIMESTAMP '2026-11-01 11:00', '{}', 'web', 'email'),
+        ('e3', 2, 'email_open', TIMESTAMP '2026-11-01 12:00', '{}', 'web', 'email'),
+        ('e4', NULL, 'page_view', TIMESTAMP '2026-11-01 13:00', '{}', 'web', NULL))
+        AS t(event_id, customer_id, event_type, occurred_at, properties, source, linked_by)""")
+
+    def day(d: int, built: str, recorded: str) -> None:
+        con.execute("INSERT INTO ops.events_state VALUES (CAST(? AS TIMESTAMP), 'd', NULL, 'incremental', NULL, 0)",
+                    [built])
+        record_day(engine, dt.date(2026, 11, d), f"run-{d}", dt.datetime.fromisoformat(recorded))
+
+    def page_rows(folder) -> list:
+        with read_snapshot(folder) as snap:
+            return sorted(snap.rows(SqlStep("t", "SELECT * FROM core.events")), key=repr)
+
+    def table_rows() -> list:
+        return sorted(con.execute("SELECT * FROM core.events").fetchall(), key=repr)
+
+    day(1, "2026-11-01 06:00", "2026-11-01 06:05")
+    first = Path(publish(engine, wh)["folder"])
+    assert not (first / "core.events.delta.parquet").exists()
+    # day 2: two new events, e1 relinked to 3, e2 gone
+    con.execute("""INSERT INTO core.events VALUES
+        ('e5', 1, 'page_view', TIMESTAMP '2026-11-02 10:00', '{}', 'web', 'email'),
+        ('e6', 3, 'page_view', TIMESTAMP '2026-11-02 11:00', '{}', 'web', 'email')""")
+    con.execute("UPDATE core.events SET customer_id = 3 WHERE event_id = 'e1'")
+    con.execute("DELETE FROM core.events WHERE event_id = 'e2'")
+    day(2, "2026-11-02 06:00", "2026-11-02 06:05")
+    second = Path(publish(engine, wh)["folder"])
+    assert (second / "core.events.delta.parquet").exists()
+    assert os.stat(second / "core.events.parquet").st_ino == os.stat(first / "core.events.parquet").st_ino
+    assert page_rows(second) == table_rows()
+    with read_snapshot(second) as snap:   # a card's look-up
+        assert snap.rows(SqlStep("t", "SELECT event_id FROM core.events WHERE customer_id = 3 "
+                                      "ORDER BY event_id")) == [("e1",), ("e6",)]
+    # day 3 on the same base: e5 goes again; still the table
+    con.execute("DELETE FROM core.events WHERE event_id = 'e5'")
+    day(3, "2026-11-03 06:00", "2026-11-03 06:05")
+    third = Path(publish(engine, wh)["folder"])
+    assert (third / "core.events.delta.parquet").exists() and page_rows(third) == table_rows()
+    # an erasure: the base is written again, without the person
+    con.execute("DELETE FROM core.events WHERE customer_id = 2")
+    con.execute("INSERT INTO ops.erasures VALUES (2, now())")
+    day(4, "2026-11-04 06:00", "2026-11-04 06:05")
+    fourth = Path(publish(engine, wh)["folder"])
+    assert not (fourth / "core.events.delta.parquet").exists() and page_rows(fourth) == table_rows()
+    # core.events built after the day was recorded: in full
+    con.execute("INSERT INTO core.events VALUES ('e7', 1, 'page_view', TIMESTAMP '2026-11-05 10:00', '{}', 'web', 'email')")
+    day(5, "2026-11-05 07:00", "2026-11-05 06:05")
+    fifth = Path(publish(engine, wh)["folder"])
+    assert not (fifth / "core.events.delta.parquet").exists() and page_rows(fifth) == table_rows()
+    con.close()
