@@ -199,10 +199,7 @@ def _events_increment(engine: Engine, previous: Path | None, columns: list[str])
         return None
     latest = days[-1]
     # core.events as the newest recorded day saw it: built no later than it was recorded
-    built, recorded = engine.rows(SqlStep("web.snapshot_events_times", """
-        SELECT (SELECT max(built_at) FROM ops.events_state),
-               (SELECT max(recorded_at) FROM history.days WHERE as_of_date = $day)""", {"day": latest}))[0]
-    if built is None or recorded is None or built > recorded:
+    if not _events_of_day(engine, latest):
         return None
     if engine.table_exists("ops", "erasures") and engine.scalar(SqlStep(
             "web.snapshot_erasures_since", "SELECT count(*) FROM ops.erasures WHERE erased_at >= $at",
@@ -220,6 +217,15 @@ def _events_increment(engine: Engine, previous: Path | None, columns: list[str])
             "hidden": SqlStep("web.snapshot_events_hidden", hidden, params)}
 
 
+def _events_of_day(engine: Engine, day: dt.date) -> bool:
+    """Whether ``core.events`` is the one the history recorded for ``day`` (built no later
+    than the day was recorded)."""
+    built, recorded = engine.rows(SqlStep("web.snapshot_events_times", """
+        SELECT (SELECT max(built_at) FROM ops.events_state),
+               (SELECT max(recorded_at) FROM history.days WHERE as_of_date = $day)""", {"day": day}))[0]
+    return built is not None and recorded is not None and built <= recorded
+
+
 def _base_of(engine: Engine, columns: list[str]) -> dict | None:
     """What a full copy of ``core.events`` is a base of: the newest recorded day, when the
     table is that day's (built no later than the day was recorded); else None (the next
@@ -229,10 +235,7 @@ def _base_of(engine: Engine, columns: list[str]) -> dict | None:
     days = recorded_days(engine)
     if not days or not engine.table_exists("ops", "events_state"):
         return None
-    built, recorded = engine.rows(SqlStep("web.snapshot_events_times", """
-        SELECT (SELECT max(built_at) FROM ops.events_state),
-               (SELECT max(recorded_at) FROM history.days WHERE as_of_date = $day)""", {"day": days[-1]}))[0]
-    if built is None or recorded is None or built > recorded:
+    if not _events_of_day(engine, days[-1]):
         return None
     return {"day": str(days[-1]), "published_local": dt.datetime.now().replace(microsecond=0).isoformat(),
             "columns": columns}
