@@ -79,7 +79,9 @@ def table_steps() -> list[SqlStep]:
 def model_version(settings: PredictionSettings) -> str:
     """The model family and a digest of the settings: two rows with the same version were
     made by the same code and the same configuration."""
-    digest = hashlib.sha256(json.dumps(settings.model_dump(mode="json"), sort_keys=True)
+    # the cadence is left out: a model trained every week is the model trained every day
+    digest = hashlib.sha256(json.dumps(settings.model_dump(mode="json", exclude={"retrain_every_days"}),
+                                       sort_keys=True)
                             .encode()).hexdigest()[:8]
     return f"{MODEL_FAMILY}-{digest}"
 
@@ -144,8 +146,9 @@ def _columns(tbl: pa.Table) -> tuple[np.ndarray, dict[str, np.ndarray]]:
 def _frame(columns: tuple[np.ndarray, dict[str, np.ndarray]], cutoff: dt.date,
            settings: PredictionSettings, window_days: int, production: bool,
            fitted: tuple | None = None) -> Frame:
-    """``fitted``: the models already fitted at this cut-off (for another window); the
-    columns are shared with that other window's frame, read only."""
+    """``fitted``: the models already fitted at this cut-off (for another window; the
+    columns are shared with that other window's frame, read only), or at the training day
+    whose stored models score this day (one it could not fit is fitted here)."""
     ids, cols = columns
     fr = Frame(cutoff, ids, cols)
     buyer = cols["purchase_days"] >= 1
@@ -162,7 +165,8 @@ def _frame(columns: tuple[np.ndarray, dict[str, np.ndarray]], cutoff: dt.date,
     # four (or three) parameters are pinned down long before a million customers: the
     # fits see a seeded sample of at most max_training_rows; every buyer is scored
     fit_rows = _sample(len(x), settings.max_training_rows, settings.seed)
-    fr.bgnbd = fitted[0] if fitted else models.fit_bgnbd(x[fit_rows], tx[fit_rows], T[fit_rows])
+    fr.bgnbd = (fitted[0] if fitted and fitted[0] is not None
+                else models.fit_bgnbd(x[fit_rows], tx[fit_rows], T[fit_rows]))
     # every closed form runs once per distinct (x, t_x, T), found once per frame
     ux, utx, uT, inv = models.distinct(x, tx, T)
 
@@ -176,8 +180,8 @@ def _frame(columns: tuple[np.ndarray, dict[str, np.ndarray]], cutoff: dt.date,
     if spenders.sum() >= settings.min_buyers:
         spend_rows = np.flatnonzero(spenders)[_sample(int(spenders.sum()),
                                                       settings.max_training_rows, settings.seed)]
-        fr.gg = fitted[1] if fitted else models.fit_gamma_gamma(cols["valued_days"][spend_rows],
-                                                               cols["mean_value"][spend_rows])
+        fr.gg = (fitted[1] if fitted and fitted[1] is not None
+                 else models.fit_gamma_gamma(cols["valued_days"][spend_rows], cols["mean_value"][spend_rows]))
         fr.out["expected_value"][buyer] = models.expected_value(
             fr.gg, cols["valued_days"][buyer], cols["mean_value"][buyer])
     if production:
@@ -322,14 +326,23 @@ def _rfm_logistic(seed: int):
                          LogisticRegression(max_iter=500, random_state=seed))
 
 
-def _fit_predict(make, X_train, y_train, X_apply, proba: bool) -> np.ndarray:
-    """Fit on the training rows and score the others; a column the training rows never
-    fill (no events in a deployment without event sources) is left out."""
+def _fit(make, X_train, y_train) -> tuple:
+    """Fit on the training rows; a column the training rows never fill (no events in a
+    deployment without event sources) is left out, and remembered for scoring."""
     keep = ~np.all(np.isnan(X_train), axis=0)
     model = make(len(X_train))
     model.fit(X_train[:, keep], y_train)
+    return model, keep
+
+
+def _predict(fitted: tuple, X_apply, proba: bool) -> np.ndarray:
+    model, keep = fitted
     X = X_apply[:, keep]
     return model.predict_proba(X)[:, 1] if proba else model.predict(X)
+
+
+def _fit_predict(make, X_train, y_train, X_apply, proba: bool) -> np.ndarray:
+    return _predict(_fit(make, X_train, y_train), X_apply, proba)
 
 
 @dataclass
@@ -362,41 +375,301 @@ def _known(fr: Frame) -> np.ndarray:
 # ------------------------------------------------------------------ the build
 
 def build_predictions(engine: Engine, settings: PredictionSettings, as_of: dt.date,
-                      inputs: Inputs = Inputs()) -> dict:
-    """Fit, back-test and score every contact for the day; replace the day's rows of
+                      inputs: Inputs = Inputs(), reuse_models: bool = False) -> dict:
+    """Score every contact for the day; replace the day's rows of
     ``predictions.customer_predictions``, ``predictions.accuracy`` and
-    ``predictions.model_parameters`` in one transaction. Returns counts and figures."""
+    ``predictions.model_parameters`` in one transaction. Returns counts and figures.
+
+    The models are fitted, back-tested and stored (``predictions.models``) on a training
+    day. With ``reuse_models`` (the daily asset), a day less than ``retrain_every_days``
+    after a stored training under the same version scores with those models and repeats
+    that day's back-test rows: the back-test and the fits are most of the stage's time,
+    and a week-old model scores a quiet day as well as a fresh one. Without it (the CLI's
+    evaluation over an orders file) every call trains."""
     # OpenMP threads spin while they wait: on a shared, loaded machine more threads than
     # free cores made the boosting ten times slower (measured: 99 s against 9 s on two busy
     # cores), so the thread count is a setting, one by default
     with threadpool_limits(limits=settings.threads):
-        return _build(as_engine(engine), settings, as_of, inputs)
+        return _build(as_engine(engine), settings, as_of, inputs, reuse_models)
 
 
-def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs: Inputs) -> dict:
+@dataclass
+class _Recipe:
+    """How one target's day scores are made from a training day's fitted models.
+
+    ``parts`` are averaged (a single part for a lone model): ``("gradient_boosting",
+    fitted)``, ``("rfm_logistic", fitted)``, ``("bgnbd", never_rate)`` for a
+    probability; ``("gradient_boosting_poisson", fitted)`` or ``("bgnbd", never_rate)``
+    for the purchase count, then sharpened by ``gamma`` and scaled by ``factor``."""
+
+    parts: list[tuple[str, object]]
+    churn: bool = False
+    gamma: float = 1.0
+    factor: float | None = None
+
+
+@dataclass
+class _Served:
+    """Everything a day needs to score its contacts without fitting: stored as one
+    pickled value per training day (the warehouse is the trusted store of the models, as
+    it is of the data they read)."""
+
+    trained_on: dt.date
+    fitted: tuple                      # (BG/NBD, Gamma-Gamma) fitted at the training day
+    recipes: dict[str, _Recipe]
+    rfm_purchase: tuple | None         # the purchase task's RFM logistic (a baseline)
+    chosen: dict[str, str]
+    skipped: dict[str, str]
+    untrained: dict[str, str]
+    seasonal: dict
+
+
+def _runtime() -> str:
+    """The libraries a pickled model depends on: another version retrains."""
+    import sklearn
+    return f"scikit-learn {sklearn.__version__}; numpy {np.__version__}; {MODEL_FAMILY}"
+
+
+def _usable(engine: Engine, settings: PredictionSettings, version: str, day: dt.date) -> _Served | None:
+    """The stored models a build of ``day`` scores with: the latest trained before
+    ``day``, less than ``retrain_every_days`` before it, under the same version and
+    libraries (so a backfill of a past day finds the models its own run used); None when
+    a training is due. A run of a training day trains again: its models are what that
+    day knew."""
+    if settings.retrain_every_days <= 1:
+        return None
+    rows = engine.rows(SqlStep("predictions.usable_model", """
+        SELECT model FROM predictions.models
+        WHERE trained_on < $day AND trained_on > $since AND model_version = $version
+          AND runtime = $runtime
+        ORDER BY trained_on DESC LIMIT 1""", {
+        "day": day, "since": day - dt.timedelta(days=settings.retrain_every_days),
+        "version": version, "runtime": _runtime()}))
+    if not rows:
+        return None
+    import base64
+    import pickle
+    return pickle.loads(base64.b64decode(rows[0][0]))
+
+
+def _store_model(engine: Engine, served: _Served, version: str) -> None:
+    import base64
+    import pickle
+    blob = base64.b64encode(pickle.dumps(served, protocol=pickle.HIGHEST_PROTOCOL)).decode("ascii")
+    engine.run(SqlStep("predictions.model_delete",
+                       "DELETE FROM predictions.models WHERE trained_on = $day AND model_version = $version",
+                       {"day": served.trained_on, "version": version}),
+               SqlStep("predictions.model_store", """
+        INSERT INTO predictions.models VALUES (CAST($day AS DATE), $version, $runtime, $model,
+                                               CAST($now AS TIMESTAMP))""", {
+                   "day": served.trained_on, "version": version, "runtime": _runtime(),
+                   "model": blob, "now": dt.datetime.now().replace(microsecond=0)}))
+
+
+def _probability(recipe: _Recipe, ft: Frame, mt: np.ndarray, qt: np.ndarray) -> np.ndarray:
+    """A classification target's day scores for the rows ``mt`` of ``ft``."""
+    values = []
+    for kind, payload in recipe.parts:
+        if kind == "gradient_boosting":
+            values.append(_predict(payload, ft.matrix(mt), True))
+        elif kind == "rfm_logistic":
+            values.append(_predict(payload, qt, True)[mt])
+        else:
+            p = _bgnbd_probability(ft, np.ones(len(ft.ids), bool), payload)[mt]
+            values.append(1.0 - p if recipe.churn else p)
+    return sum(values) / len(values)
+
+
+def _count(recipe: _Recipe, today: Frame) -> np.ndarray:
+    """The purchase count's day scores for every contact of ``today``."""
+    kind, payload = recipe.parts[0]
+    raw = (_predict(payload, today.matrix(), False) if kind == "gradient_boosting_poisson"
+           else np.nan_to_num(today.out["expected_window"], nan=payload))
+    return sharpen(raw, recipe.gamma) * (recipe.factor or 1.0)
+
+
+def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs: Inputs,
+           reuse_models: bool) -> dict:
     t0 = time.perf_counter()
     version = model_version(settings)
-    seed = settings.seed
     engine.run(*table_steps(), *_input_steps(engine, inputs))
-
-    w, wc = settings.window_days, settings.churn_days
+    served = _usable(engine, settings, version, as_of) if reuse_models else None
+    acc_rows: list[tuple] = []
+    params: list[tuple] = []
     features: dict[dt.date, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
     frames: dict[tuple[dt.date, int], Frame] = {}
-    days = lambda n: as_of - dt.timedelta(days=n)  # noqa: E731
 
     def frame(cutoff: dt.date, window: int) -> Frame:
         # a frame's model outputs depend on the window (expected purchases in it), so a
-        # cut-off shared by two windows has a frame for each; the SQL runs once
+        # cut-off shared by two windows has a frame for each; the SQL runs once. A day
+        # scored with stored models takes the customer-base models of the training day.
         if cutoff not in features:
             features[cutoff] = _columns(engine.arrow(step_from_file(__package__, "features.sql",
                                                                     cutoff=cutoff)))
         if (cutoff, window) not in frames:
             same = [f for (cut, _), f in frames.items() if cut == cutoff]
+            fitted = ((same[0].bgnbd, same[0].gg) if same
+                      else served.fitted if served is not None and cutoff == as_of else None)
             frames[(cutoff, window)] = _frame(features[cutoff], cutoff, settings, window,
-                                              cutoff == as_of,
-                                              (same[0].bgnbd, same[0].gg) if same else None)
+                                              cutoff == as_of, fitted)
         return frames[(cutoff, window)]
 
+    t_fit = time.perf_counter()
+    if served is None:
+        served = _train(engine, settings, as_of, version, frame, acc_rows)
+        for (cutoff, _), fr in sorted(frames.items()):
+            if any(p[3] == cutoff for p in params):
+                continue  # the same fit, kept for a second window
+            for name, fitted in (("bgnbd", fr.bgnbd), ("gamma_gamma", fr.gg)):
+                if fitted is not None:
+                    params += [(as_of, version, name, cutoff, k, round(v, 8), fr.buyers)
+                               for k, v in fitted.params().items()]
+        trained = True
+    else:
+        trained = False
+    fit_seconds = time.perf_counter() - t_fit
+
+    # ------------------------------------------------------------ the day's scores
+    w, wc = settings.window_days, settings.churn_days
+    today = frame(as_of, w)
+    n = len(today.ids)
+    qt = _rfm_quintiles(today)
+    scores: dict[str, np.ndarray] = {}
+    for target, window, scored in (("purchase", w, _everyone), ("churn", wc, _buyers)):
+        if target in served.recipes:
+            ft = frame(as_of, window)
+            full = np.full(n, np.nan)
+            mt = scored(ft)
+            full[mt] = _probability(served.recipes[target], ft, mt, qt)
+            scores[target] = full
+    if "purchases" in served.recipes:
+        scores["purchases"] = _count(served.recipes["purchases"], today)
+    baselines: dict[str, np.ndarray] = {}
+    if served.rfm_purchase is not None:
+        # the baselines' own predictions for the day, kept for scoring against the
+        # future (tessera predict): the RFM logistic refitted like the model, and the
+        # plain BG/NBD's expected purchases in the window (every buyer, new ones too)
+        baselines["rfm_logistic"] = _predict(served.rfm_purchase, qt, True)
+        baselines["bgnbd"] = np.nan_to_num(today.out["expected_window"], nan=0.0)
+        baselines["bgnbd_probability"] = np.nan_to_num(today.out["p_window"], nan=0.0)
+
+    # ------------------------------------------------------------ per-contact rows
+    c = today.cols
+    purchases = c["purchase_days"]
+    enough = (purchases >= 1) & (c["tenure_days"] >= settings.min_history_days) & (
+        today.bgnbd is not None)
+    status = np.where(purchases < 1, "no_purchases",
+                      np.where(enough, "scored", "not_enough_history"))
+    nan = np.full(n, np.nan)
+
+    def only_scored(a: np.ndarray | None) -> np.ndarray:
+        return np.where(enough, a, np.nan) if a is not None else nan
+
+    churn = only_scored(scores.get("churn"))
+    bands = settings.churn_bands
+    band = np.where(np.isnan(churn), None,
+                    np.where(churn >= bands.high, "high",
+                             np.where(churn >= bands.medium, "medium", "low")))
+
+    def col(a: np.ndarray) -> pa.Array:
+        return pa.array(np.round(a, 6), pa.float64(), mask=np.isnan(a))
+
+    result = pa.table({
+        "customer_id": pa.array(today.ids, pa.int64()),
+        "status": pa.array(status, pa.string()),
+        "purchases": pa.array(purchases.astype(np.int64)),
+        "days_since_last_purchase": pa.array(np.nan_to_num(c["recency_days"], nan=0).astype(np.int32),
+                                             mask=np.isnan(c["recency_days"])),
+        "p_alive": col(only_scored(today.out["p_alive"])),
+        "e30": col(only_scored(today.out.get("expected_30"))),
+        "e90": col(only_scored(today.out.get("expected_90"))),
+        "e365": col(only_scored(today.out.get("expected_365"))),
+        "expected_purchases": col(scores.get("purchases", nan)),
+        "expected_order_value": col(only_scored(today.out["expected_value"])),
+        "clv": col(only_scored(today.out.get("clv"))),
+        "purchase_propensity": col(scores.get("purchase", nan)),
+        "churn_risk": col(churn),
+        "churn_band": pa.array(band, pa.string()),
+    })
+    acc = pa.table(list(zip(*acc_rows)) if acc_rows else [[]] * 11, names=[
+        "as_of_date", "model_version", "target", "model", "is_baseline", "metric", "value",
+        "cutoff_date", "window_days", "customers", "positives"])
+    par = pa.table(list(zip(*params)) if params else [[]] * 7, names=[
+        "as_of_date", "model_version", "model", "cutoff_date", "parameter", "value", "customers"])
+
+    engine.register_arrow("pred_result", result)
+    engine.register_arrow("pred_accuracy", acc)
+    engine.register_arrow("pred_parameters", par)
+    # a day scored with stored models repeats its training day's back-test and fitted
+    # parameters under its own date: what the day served, and how far to trust it
+    copied = {"day": served.trained_on, "version": version}
+    accuracy_rows = SqlStep(
+        "predictions.store_accuracy",
+        "SELECT CAST(as_of_date AS DATE), model_version, target, model, is_baseline, "
+        "metric, CAST(value AS DOUBLE), CAST(cutoff_date AS DATE), window_days, customers, "
+        "positives FROM pred_accuracy") if trained else SqlStep(
+        "predictions.repeat_accuracy",
+        "SELECT CAST($as_of AS DATE), model_version, target, model, is_baseline, metric, value, "
+        "cutoff_date, window_days, customers, positives FROM predictions.accuracy "
+        "WHERE as_of_date = $day AND model_version = $version", {**copied, "as_of": as_of})
+    parameter_rows = SqlStep(
+        "predictions.store_parameters",
+        "SELECT CAST(as_of_date AS DATE), model_version, model, CAST(cutoff_date AS DATE), "
+        "parameter, CAST(value AS DOUBLE), customers FROM pred_parameters") if trained else SqlStep(
+        "predictions.repeat_parameters",
+        "SELECT CAST($as_of AS DATE), model_version, model, cutoff_date, parameter, value, "
+        "customers FROM predictions.model_parameters "
+        "WHERE as_of_date = $day AND model_version = $version", {**copied, "as_of": as_of})
+    try:
+        with engine.together():
+            written = engine.replace_partition(
+                "predictions.customer_predictions", {"as_of_date": as_of}, SqlStep(
+                    "predictions.store_contacts",
+                    "SELECT CAST($as_of AS DATE), customer_id, status, purchases, "
+                    "days_since_last_purchase, p_alive, e30, e90, e365, expected_purchases, "
+                    "expected_order_value, clv, purchase_propensity, churn_risk, churn_band, "
+                    "$version FROM pred_result", {"as_of": as_of, "version": version}))
+            engine.replace_partition("predictions.accuracy", {"as_of_date": as_of}, accuracy_rows)
+            engine.replace_partition("predictions.model_parameters", {"as_of_date": as_of},
+                                     parameter_rows)
+            if trained and reuse_models:
+                _store_model(engine, served, version)
+    finally:
+        for name in ("pred_result", "pred_accuracy", "pred_parameters"):
+            engine.unregister(name)
+    if not trained:
+        acc_rows = [tuple(r) for r in engine.rows(SqlStep(
+            "predictions.accuracy_of_day", "SELECT * FROM predictions.accuracy WHERE as_of_date = $day",
+            {"day": as_of}))]
+        params = [tuple(r) for r in engine.rows(SqlStep(
+            "predictions.parameters_of_day",
+            "SELECT * FROM predictions.model_parameters WHERE as_of_date = $day", {"day": as_of}))]
+
+    by_status = {s: int((status == s).sum()) for s in STATUSES}
+    by_band = {b: int((band == b).sum()) for b in BANDS}
+    return {
+        "contacts": written, "model_version": version, "by_status": by_status,
+        "by_churn_band": by_band, "skipped": served.skipped, "chosen": served.chosen,
+        "boosting_not_trained": served.untrained, "seasonal_factor": served.seasonal,
+        "trained_on": served.trained_on.isoformat(), "trained": trained,
+        "accuracy": accuracy_summary(acc_rows),
+        "parameters": {m: {k: v for _, _, m2, cut, k, v, _ in params
+                           if m2 == m and cut == served.trained_on}
+                       for m in ("bgnbd", "gamma_gamma")},
+        "fit_seconds": round(fit_seconds, 3),
+        "seconds": round(time.perf_counter() - t0, 3),
+        # per-contact arrays (in customer_id order), never for metadata
+        "baseline_scores": {"customer_id": today.ids, **baselines},
+    }
+
+
+def _train(engine: Engine, settings: PredictionSettings, as_of: dt.date, version: str,
+           frame, acc_rows: list) -> _Served:
+    """The back-test of every target and the fits the day serves: appends the accuracy
+    rows, returns the served models (what a day between trainings scores with)."""
+    seed = settings.seed
+    w, wc = settings.window_days, settings.churn_days
+    days = lambda n: as_of - dt.timedelta(days=n)  # noqa: E731
     outcome_cache: dict[tuple, tuple] = {}
 
     def outcome(start: dt.date, end: dt.date):
@@ -419,11 +692,12 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
         return seasonal_factor(fr.out["expected_window"][buyers], happened[buyers])
 
     today = frame(as_of, w)
-    n = len(today.ids)
-    acc_rows: list[tuple] = []
     skipped: dict[str, str] = {}
     untrained: dict[str, str] = {}   # targets served without a boosting candidate, and why
     seasonal: dict[str, float | bool | None] = {}   # the purchase count's calendar factor
+    recipes: dict[str, _Recipe] = {}
+    chosen: dict[str, str] = {}
+    rfm_purchase = None
 
     def record(target, model, baseline, figures, cutoff, window, customers, positives):
         for metric, value in figures.items():
@@ -440,17 +714,12 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
         _Task("purchase", w, _known, _everyone, lambda p: (p > 0).astype(int)),
         _Task("churn", wc, _buyers, _buyers, lambda p: (p == 0).astype(int)),
     ]
-    scores: dict[str, np.ndarray] = {}
-    baselines: dict[str, np.ndarray] = {}
-    chosen: dict[str, str] = {}
-    t_fit = time.perf_counter()
     for task in tasks:
         c1, c0 = days(task.window), days(2 * task.window)
         f1, f0 = frame(c1, task.window), frame(c0, task.window)
         y0 = task.label(outcome(c0, c1)[0])
         y1 = task.label(outcome(c1, as_of)[0])
-        ft = frame(as_of, task.window)
-        m0, m1full, mt = task.population(f0), task.population(f1), task.scored(ft)
+        m0, m1full = task.population(f0), task.population(f1)
         if not (trainable(f0, y0, m0, True) and trainable(f1, y1, m1full, True)):
             skipped[task.target] = (f"not enough history: needs buyers and both outcomes at "
                                     f"{c0} and {c1} ({2 * task.window} days before the day)")
@@ -460,17 +729,17 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
         m1 = _judged(m1full, settings)
         yt, pos = y1[m1], int(y1[m1].sum())
         # the candidates, each judged on the hold-out (trained on the window before it) and,
-        # for the one served, refitted on the latest labelled window and applied at the day
+        # for the one served, refitted on the latest labelled window
         judged: dict[str, dict[str, float]] = {}
-        serve: dict[str, callable] = {}
+        refit: dict[str, callable] = {}
         probs: dict[str, np.ndarray] = {}   # each candidate's probabilities on the hold-out
         if len(idx0) >= settings.min_boosting_rows:
             p = _fit_predict(lambda rows: _classifier(seed, rows), f0.matrix(idx0), y0[idx0],
                              f1.matrix(m1), True)
             judged["gradient_boosting"] = metrics.classification(yt, p, True)
             probs["gradient_boosting"] = p
-            serve["gradient_boosting"] = lambda: _fit_predict(
-                lambda rows: _classifier(seed, rows), f1.matrix(idx1), y1[idx1], ft.matrix(mt), True)
+            refit["gradient_boosting"] = lambda: _fit(
+                lambda rows: _classifier(seed, rows), f1.matrix(idx1), y1[idx1])
         else:
             untrained[task.target] = (
                 f"{len(idx0)} contacts to train on, fewer than min_boosting_rows "
@@ -479,24 +748,25 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
         record(task.target, "recency_only", True,
                metrics.classification(yt, rec if task.target == "churn" else -rec, False),
                c1, task.window, m1.sum(), pos)
-        q0, q1, qt = _rfm_quintiles(f0), _rfm_quintiles(f1), _rfm_quintiles(ft)
+        q0, q1 = _rfm_quintiles(f0), _rfm_quintiles(f1)
         pr = _fit_predict(lambda rows: _rfm_logistic(seed), q0[idx0], y0[idx0], q1[m1], True)
         judged["rfm_logistic"] = metrics.classification(yt, pr, True)
-        rfm_today = lambda: _fit_predict(lambda rows: _rfm_logistic(seed), q1[idx1],  # noqa: E731
-                                         y1[idx1], qt, True)
-        serve["rfm_logistic"] = lambda: rfm_today()[mt]
+        rfm_fit: list = []
+
+        def rfm_refit():
+            if not rfm_fit:
+                rfm_fit.append(_fit(lambda rows: _rfm_logistic(seed), q1[idx1], y1[idx1]))
+            return rfm_fit[0]
+        refit["rfm_logistic"] = rfm_refit
         # the customer-base model's own probability of a purchase in the window (not
         # 1 - p_alive for churn: BG/NBD holds every one-time buyer alive, p_alive = 1); a
         # never-buyer, whom it cannot score, gets the rate at which the training window's
         # never-buyers bought
         bg_judged = _bgnbd_probability(f1, m1, _never_rate(f0, m0, y0))
-        bg_today = lambda: _bgnbd_probability(ft, np.ones(n, bool),  # noqa: E731
-                                              _never_rate(f1, m1full, y1))
         if task.target == "churn":
             bg_judged = 1.0 - bg_judged
         judged["bgnbd"] = metrics.classification(yt, bg_judged, True)
-        serve["bgnbd"] = (lambda: 1.0 - bg_today()[mt]) if task.target == "churn" \
-            else (lambda: bg_today()[mt])
+        refit["bgnbd"] = lambda: _never_rate(f1, m1full, y1)
         # the mean of the probabilities: the boosting (where trained), the RFM logistic and
         # BG/NBD err on different contacts (the boosting on the few with unusual features,
         # the quintiles at their bucket edges, BG/NBD on recent one-time buyers), so their
@@ -507,23 +777,16 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
         parts = [k for k in ("gradient_boosting", "rfm_logistic", "bgnbd") if k in probs]
         judged["blend"] = metrics.classification(
             yt, sum(probs[k] for k in parts) / len(parts), True)
-        serve["blend"] = lambda parts=parts: sum(serve[k]() for k in parts) / len(parts)
         pick = _best(judged, "auc", higher=True)
         for name, fig in judged.items():
             record(task.target, name, name not in OURS, fig, c1, task.window, m1.sum(), pos)
         record(task.target, pick, pick not in OURS, {"served": 1.0}, c1, task.window,
                m1.sum(), pos)
-        full = np.full(n, np.nan)
-        full[mt] = serve[pick]()
-        scores[task.target] = full
+        recipes[task.target] = _Recipe([(k, refit[k]()) for k in (parts if pick == "blend" else [pick])],
+                                       churn=task.target == "churn")
         chosen[task.target] = pick
         if task.target == "purchase":
-            # the baselines' own predictions for the day, kept for scoring against the
-            # future (tessera predict): the RFM logistic refitted like the model, and the
-            # plain BG/NBD's expected purchases in the window (every buyer, new ones too)
-            baselines["rfm_logistic"] = rfm_today()
-            baselines["bgnbd"] = np.nan_to_num(ft.out["expected_window"], nan=0.0)
-            baselines["bgnbd_probability"] = np.nan_to_num(ft.out["p_window"], nan=0.0)
+            rfm_purchase = rfm_refit()
 
     # purchase counts and spend in the window: the Poisson booster against the plain
     # customer-base models, "predicts zero" and "same as the last window"
@@ -543,12 +806,12 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
                      if f1.gg is not None else 0.0)
         value1 = np.nan_to_num(f1.out["expected_value"][k1], nan=pop_value)
         counts: dict[str, np.ndarray] = {}
-        serve = {}
+        refit = {}
         if len(idx0) >= settings.min_boosting_rows:
             counts["gradient_boosting_poisson"] = _fit_predict(
                 lambda rows: _regressor(seed, rows), f0.matrix(idx0), n0[idx0], f1.matrix(k1), False)
-            serve["gradient_boosting_poisson"] = lambda: _fit_predict(
-                lambda rows: _regressor(seed, rows), f1.matrix(idx1), n1[idx1], today.matrix(), False)
+            refit["gradient_boosting_poisson"] = lambda: _fit(
+                lambda rows: _regressor(seed, rows), f1.matrix(idx1), n1[idx1])
         else:
             untrained["purchases"] = (
                 f"{len(idx0)} contacts to train on, fewer than min_boosting_rows "
@@ -556,8 +819,7 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
         # BG/NBD's expectation; a never-buyer expects what the training window's did
         counts["bgnbd"] = np.nan_to_num(f1.out["expected_window"][k1],
                                         nan=_never_rate(f0, k0, n0))
-        serve["bgnbd"] = lambda: np.nan_to_num(today.out["expected_window"],
-                                               nan=_never_rate(f1, k1full, n1))
+        refit["bgnbd"] = lambda: _never_rate(f1, k1full, n1)
         judged = {name: metrics.counts(n1k, pred) for name, pred in counts.items()}
         # each model also sharpened (same order, same total, see sharpen) by the exponent
         # its hold-out liked best: one number learnt on the back-test, none on the day
@@ -600,104 +862,13 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
         if factor is not None:
             record("purchases", pick, pick not in OURS, {"seasonal_factor": factor}, c1, w, nk, pos)
         seasonal["applied"] = factor is not None
-        scores["purchases"] = sharpen(serve[base](), gammas[base]) * (factor or 1.0)
+        recipes["purchases"] = _Recipe([(base, refit[base]())], gamma=gammas[base], factor=factor)
         chosen["purchases"] = pick
     else:
         skipped["purchases"] = (f"not enough history: needs buyers and purchases at {c0} and "
                                 f"{c1} ({2 * w} days before the day)")
-    fit_seconds = time.perf_counter() - t_fit
-
-    # ------------------------------------------------------------ per-contact rows
-    c = today.cols
-    purchases = c["purchase_days"]
-    enough = (purchases >= 1) & (c["tenure_days"] >= settings.min_history_days) & (
-        today.bgnbd is not None)
-    status = np.where(purchases < 1, "no_purchases",
-                      np.where(enough, "scored", "not_enough_history"))
-    nan = np.full(n, np.nan)
-
-    def only_scored(a: np.ndarray | None) -> np.ndarray:
-        return np.where(enough, a, np.nan) if a is not None else nan
-
-    churn = only_scored(scores.get("churn"))
-    bands = settings.churn_bands
-    band = np.where(np.isnan(churn), None,
-                    np.where(churn >= bands.high, "high",
-                             np.where(churn >= bands.medium, "medium", "low")))
-
-    def col(a: np.ndarray) -> pa.Array:
-        return pa.array(np.round(a, 6), pa.float64(), mask=np.isnan(a))
-
-    result = pa.table({
-        "customer_id": pa.array(today.ids, pa.int64()),
-        "status": pa.array(status, pa.string()),
-        "purchases": pa.array(purchases.astype(np.int64)),
-        "days_since_last_purchase": pa.array(np.nan_to_num(c["recency_days"], nan=0).astype(np.int32),
-                                             mask=np.isnan(c["recency_days"])),
-        "p_alive": col(only_scored(today.out["p_alive"])),
-        "e30": col(only_scored(today.out.get("expected_30"))),
-        "e90": col(only_scored(today.out.get("expected_90"))),
-        "e365": col(only_scored(today.out.get("expected_365"))),
-        "expected_purchases": col(scores.get("purchases", nan)),
-        "expected_order_value": col(only_scored(today.out["expected_value"])),
-        "clv": col(only_scored(today.out.get("clv"))),
-        "purchase_propensity": col(scores.get("purchase", nan)),
-        "churn_risk": col(churn),
-        "churn_band": pa.array(band, pa.string()),
-    })
-    params = []
-    for (cutoff, _), fr in sorted(frames.items()):
-        if any(p[3] == cutoff for p in params):
-            continue  # the same fit, kept for a second window
-        for name, fitted in (("bgnbd", fr.bgnbd), ("gamma_gamma", fr.gg)):
-            if fitted is not None:
-                params += [(as_of, version, name, cutoff, k, round(v, 8), fr.buyers)
-                           for k, v in fitted.params().items()]
-    acc = pa.table(list(zip(*acc_rows)) if acc_rows else [[]] * 11, names=[
-        "as_of_date", "model_version", "target", "model", "is_baseline", "metric", "value",
-        "cutoff_date", "window_days", "customers", "positives"])
-    par = pa.table(list(zip(*params)) if params else [[]] * 7, names=[
-        "as_of_date", "model_version", "model", "cutoff_date", "parameter", "value", "customers"])
-
-    engine.register_arrow("pred_result", result)
-    engine.register_arrow("pred_accuracy", acc)
-    engine.register_arrow("pred_parameters", par)
-    try:
-        with engine.together():
-            written = engine.replace_partition(
-                "predictions.customer_predictions", {"as_of_date": as_of}, SqlStep(
-                    "predictions.store_contacts",
-                    "SELECT CAST($as_of AS DATE), customer_id, status, purchases, "
-                    "days_since_last_purchase, p_alive, e30, e90, e365, expected_purchases, "
-                    "expected_order_value, clv, purchase_propensity, churn_risk, churn_band, "
-                    "$version FROM pred_result", {"as_of": as_of, "version": version}))
-            engine.replace_partition("predictions.accuracy", {"as_of_date": as_of}, SqlStep(
-                "predictions.store_accuracy",
-                "SELECT CAST(as_of_date AS DATE), model_version, target, model, is_baseline, "
-                "metric, CAST(value AS DOUBLE), CAST(cutoff_date AS DATE), window_days, customers, "
-                "positives FROM pred_accuracy"))
-            engine.replace_partition("predictions.model_parameters", {"as_of_date": as_of}, SqlStep(
-                "predictions.store_parameters",
-                "SELECT CAST(as_of_date AS DATE), model_version, model, CAST(cutoff_date AS DATE), "
-                "parameter, CAST(value AS DOUBLE), customers FROM pred_parameters"))
-    finally:
-        for name in ("pred_result", "pred_accuracy", "pred_parameters"):
-            engine.unregister(name)
-
-    by_status = {s: int((status == s).sum()) for s in STATUSES}
-    by_band = {b: int((band == b).sum()) for b in BANDS}
-    return {
-        "contacts": written, "model_version": version, "by_status": by_status,
-        "by_churn_band": by_band, "skipped": skipped, "chosen": chosen,
-        "boosting_not_trained": untrained, "seasonal_factor": seasonal,
-        "accuracy": accuracy_summary(acc_rows),
-        "parameters": {m: {k: v for _, _, m2, cut, k, v, _ in params if m2 == m and cut == as_of}
-                       for m in ("bgnbd", "gamma_gamma")},
-        "fit_seconds": round(fit_seconds, 3),
-        "seconds": round(time.perf_counter() - t0, 3),
-        # per-contact arrays (in customer_id order), never for metadata
-        "baseline_scores": {"customer_id": today.ids, **baselines},
-    }
+    return _Served(as_of, (today.bgnbd, today.gg), recipes, rfm_purchase, chosen, skipped,
+                   untrained, seasonal)
 
 
 def accuracy_summary(rows: list[tuple]) -> dict[str, dict[str, dict[str, float | None]]]:

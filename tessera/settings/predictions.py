@@ -47,3 +47,7 @@ class PredictionSettings(_Strict):
     seed: int = 42
     # threads of the model fits (OpenMP); more than the free cores slows them down
     threads: int = Field(1, ge=1, le=256)
+    # the models are trained (with their back-test) when the last training is this many
+    # days old; the days between score every contact with the stored models and repeat
+    # the training day's back-test figures. 1: train every day.
+    retrain_every_days: int = Field(7, ge=1, le=365)
