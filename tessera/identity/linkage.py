@@ -107,14 +107,57 @@ def build_events(target, deployment, incremental: bool = False, run_at: dt.datet
 
 def events_linkage(target, deployment) -> dict[str, int]:
     """The check's counts: ``owned_but_unlinked``, ``linked_elsewhere`` and
-    ``not_a_customer`` must be 0; ``anonymous`` of ``events`` are anonymous."""
+    ``not_a_customer`` must be 0; ``anonymous`` of ``events`` are anonymous.
+
+    Computed apart from the build, and by another route: the build unpivots every
+    event's identifiers and groups them back per event; the check looks each identifier
+    column of a staged event up in the owners, one hash lookup per kind, and takes the
+    least and greatest owner in the row (no 50 M-group aggregate: 29 s against 15 s at
+    the reference scale), then pairs each stored event with its staged row."""
     engine = as_engine(target)
     identifier_owners(engine)
-    _event_identifiers(engine, deployment)
-    step = step_from_file(__package__, "events_linkage_check.sql")
+    cols = {r[0] for r in engine.rows(SqlStep(
+        "identity.events_columns",
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = 'staging' AND table_name = 'events'"))}
     names = ("events", "anonymous", "owned_but_unlinked", "linked_elsewhere", "not_a_customer")
-    row = engine.rows(step)[0]
-    _drop_temps(engine)
+    if not engine.table_exists("core", "events"):
+        return dict.fromkeys(names, 0)
+    joins, owners, params = [], [], {}
+    for n, (kind, col) in enumerate(KEY_COLUMNS):
+        if col not in cols:
+            continue
+        if kind == "customer_ref":
+            refs = sorted(_event_refs(deployment).items())
+            if not refs:
+                continue
+            whens = []
+            for i, (src, contact_src) in enumerate(refs):
+                params[f"ck_src{i}"], params[f"ck_ref{i}"] = src, "record:" + contact_src
+                whens.append(f"WHEN $ck_src{i} THEN $ck_ref{i}")
+            kind_sql = f"CASE s.source {' '.join(whens)} END"
+        else:
+            kind_sql = f"'{kind}'"
+        joins.append(f"LEFT JOIN _check_owners o{n} ON o{n}.kind = {kind_sql} AND o{n}.key = s.{col}")
+        owners.append(f"o{n}.customer_id")
+    if owners:
+        # least and greatest skip NULLs: one owner named when they are the same
+        staged = (f"SELECT s.source, s.source_record_id, least({', '.join(owners)}) AS customer_id, "
+                  f"greatest({', '.join(owners)}) AS last_customer_id FROM staging.events s "
+                  + " ".join(joins))
+    else:
+        staged = ("SELECT CAST(NULL AS VARCHAR) AS source, CAST(NULL AS VARCHAR) AS source_record_id, "
+                  "CAST(NULL AS BIGINT) AS customer_id, CAST(NULL AS BIGINT) AS last_customer_id WHERE 1 = 0")
+    step = step_from_file(__package__, "events_linkage_check.sql")
+    engine.run(SqlStep("identity.check_owners", """
+        CREATE OR REPLACE TEMP TABLE _check_owners AS
+        SELECT kind, key, min(customer_id) AS customer_id
+        FROM _identifier_owners GROUP BY kind, key HAVING count(*) = 1"""))
+    try:
+        row = engine.rows(SqlStep(step.name, step.sql.replace("{staged}", staged), params))[0]
+    finally:
+        engine.run(SqlStep("identity.drop_check_owners", "DROP TABLE IF EXISTS _check_owners"))
+        _drop_temps(engine)
     return {n: int(v or 0) for n, v in zip(names, row)}
 
 
