@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import json
+import os
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -40,6 +43,17 @@ def _record(step: SqlStep) -> None:
         log.setdefault((step.name, step.sql), step)
 
 
+# TESSERA_STEP_TIMES=<file>: every step's name and seconds appended as a JSON line, to
+# find where a stage's time goes at scale (bench/README.md, "profiling a stage") without
+# patching the code. Off by default: one environment lookup per step.
+_STEP_TIMES = os.environ.get("TESSERA_STEP_TIMES")
+
+
+def _timed(step: SqlStep, seconds: float) -> None:
+    with open(_STEP_TIMES, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"step": step.name, "s": round(seconds, 3), "pid": os.getpid()}) + "\n")
+
+
 _FORMATS = {"csv": "FORMAT csv, HEADER true", "parquet": "FORMAT parquet",
             "json": "FORMAT json"}
 
@@ -58,10 +72,15 @@ class DuckDBEngine:
 
     def _exec(self, step: SqlStep) -> duckdb.DuckDBPyConnection:
         _record(step)
+        started = time.perf_counter() if _STEP_TIMES else 0.0
         if not step.params:
-            return self.con.execute(step.sql)
-        params = dict(step.params) if isinstance(step.params, Mapping) else list(step.params)
-        return self.con.execute(step.sql, params)
+            cur = self.con.execute(step.sql)
+        else:
+            params = dict(step.params) if isinstance(step.params, Mapping) else list(step.params)
+            cur = self.con.execute(step.sql, params)
+        if _STEP_TIMES:
+            _timed(step, time.perf_counter() - started)
+        return cur
 
     def run(self, *steps: SqlStep) -> None:
         for step in steps:
@@ -86,7 +105,11 @@ class DuckDBEngine:
         _record(step)
         self.con.complete()
         params = (dict(step.params) if isinstance(step.params, Mapping) else list(step.params)) or None
-        return self.con.sql(step.sql, params=params).to_arrow_table()
+        started = time.perf_counter() if _STEP_TIMES else 0.0
+        table = self.con.sql(step.sql, params=params).to_arrow_table()
+        if _STEP_TIMES:
+            _timed(step, time.perf_counter() - started)
+        return table
 
     def arrow_batches(self, step: SqlStep, rows: int = 65_536) -> Iterator[pa.RecordBatch]:
         # a relation streams; a DB-API result (execute) is materialised whole first
