@@ -307,7 +307,7 @@ def publish(engine: Engine, warehouse: str | Path,
             order = " ORDER BY customer_id" if person else ""
             if table in ORDERS and _has_column(engine, table, ORDERS[table]):
                 order = f" ORDER BY {ORDERS[table]}"
-            rows[table] = engine.copy_to(SqlStep("web.snapshot_copy", f"{select}{order}"),
+            rows[table] = engine.copy_to(SqlStep(f"web.snapshot_copy.{table}", f"{select}{order}"),
                                          work / f"{table}.parquet", "parquet")
         if labels:
             rows[LABELS] = engine.copy_to(_labels_step(labels), work / f"{LABELS}.parquet", "parquet")
