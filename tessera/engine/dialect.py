@@ -56,7 +56,7 @@ date_from_unix_date date_part date_sub date_trunc dateadd datediff datepart day 
 from_unixtime from_utc_timestamp hour last_day localtimestamp make_date make_dt_interval make_interval make_timestamp make_ym_interval minute month
 months_between next_day now quarter second timestamp_micros timestamp_millis timestamp_seconds timestampadd timestampdiff to_date to_timestamp
 to_unix_timestamp to_utc_timestamp trunc try_to_timestamp unix_date unix_micros unix_millis unix_seconds unix_timestamp weekday weekofyear year
-ascii base64 bit_length btrim char char_length character_length chr concat concat_ws contains decode
+ascii base64 bit_count bit_length btrim char char_length character_length chr concat concat_ws contains decode
 elt encode endswith find_in_set format_number format_string ilike initcap instr lcase left len
 length levenshtein like locate lower lpad ltrim luhn_check mask octet_length overlay position
 printf regexp regexp_count regexp_extract regexp_extract_all regexp_instr regexp_like regexp_replace regexp_substr repeat replace reverse

@@ -7,7 +7,7 @@ comes from a later edit (an erasure, a catalogue change), not only from this cod
 
 from __future__ import annotations
 
-from tessera.engine import Engine, as_engine, step_from_file
+from tessera.engine import Engine, SqlStep, as_engine, step_from_file
 from tessera.settings.recommendations import DISCOVERY_KINDS, RecommendationSettings
 
 
@@ -20,5 +20,11 @@ def list_problems(engine: Engine, settings: RecommendationSettings) -> dict[str,
                           excluded=list(settings.exclude_products),
                           exclude_bought=settings.exclude_bought,
                           discovery=[*DISCOVERY_KINDS, "combined", "popular"])
+    # distinct ranks: the bits set in a BIGINT mask while every sound rank fits one (a rank
+    # outside 1..62 sets none and fails the count, as a rank outside 1..n should)
+    distinct_ranks = ("bit_count(bit_or(CASE WHEN rank BETWEEN 1 AND 62 THEN CAST(1 AS BIGINT) << "
+                      "CAST(rank AS INTEGER) ELSE CAST(0 AS BIGINT) END))" if settings.top_n <= 62
+                      else "array_length(list_distinct(list(rank)))")
+    step = SqlStep(step.name, step.sql.replace("{distinct_ranks}", distinct_ranks), step.params)
     cols = engine.columns(step)
     return {name: int(values[0] or 0) for name, values in cols.items()}

@@ -561,6 +561,8 @@ def test_the_check_sees_a_repeated_rank_and_a_repeated_product(shop):
         SELECT product_id FROM recommendations.contact_products WHERE kind = $k AND customer_id = $c AND rank = 1)
         WHERE kind = $k AND customer_id = $c AND rank = 2""", {"k": k2, "c": c2})
     assert list_problems(shop, _settings())["broken_rankings"] == 2
+    # ranks beyond a 64-bit mask's reach are counted as a list of distinct values
+    assert list_problems(shop, _settings().model_copy(update={"top_n": 80}))["broken_rankings"] == 2
 
 
 def test_a_day_between_trainings_ranks_the_changed_contacts_and_carries_the_rest(shop):
