@@ -488,6 +488,18 @@ def _count(recipe: _Recipe, today: Frame) -> np.ndarray:
     return sharpen(raw, recipe.gamma) * (recipe.factor or 1.0)
 
 
+def _rows_of_day(trained: bool, name: str, fresh: str, columns: str, copied: dict) -> SqlStep:
+    """The day's rows of ``predictions.<name>``: the ones a training day computed
+    (``fresh``, a select of the registered Arrow table), or on a day between the training
+    day's rows (``columns`` after the date) repeated under the day's own date."""
+    if trained:
+        return SqlStep(f"predictions.store_{name}", fresh)
+    table = "predictions.model_parameters" if name == "parameters" else f"predictions.{name}"
+    return SqlStep(f"predictions.repeat_{name}",
+                   f"SELECT CAST($as_of AS DATE), {columns} FROM {table} "
+                   "WHERE as_of_date = $day AND model_version = $version", copied)
+
+
 def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs: Inputs,
            reuse_models: bool) -> dict:
     t0 = time.perf_counter()
@@ -602,24 +614,19 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
     engine.register_arrow("pred_parameters", par)
     # a day scored with stored models repeats its training day's back-test and fitted
     # parameters under its own date: what the day served, and how far to trust it
-    copied = {"day": served.trained_on, "version": version}
-    accuracy_rows = SqlStep(
-        "predictions.store_accuracy",
+    copied = {"day": served.trained_on, "version": version, "as_of": as_of}
+    accuracy_rows = _rows_of_day(
+        trained, "accuracy",
         "SELECT CAST(as_of_date AS DATE), model_version, target, model, is_baseline, "
         "metric, CAST(value AS DOUBLE), CAST(cutoff_date AS DATE), window_days, customers, "
-        "positives FROM pred_accuracy") if trained else SqlStep(
-        "predictions.repeat_accuracy",
-        "SELECT CAST($as_of AS DATE), model_version, target, model, is_baseline, metric, value, "
-        "cutoff_date, window_days, customers, positives FROM predictions.accuracy "
-        "WHERE as_of_date = $day AND model_version = $version", {**copied, "as_of": as_of})
-    parameter_rows = SqlStep(
-        "predictions.store_parameters",
+        "positives FROM pred_accuracy",
+        "model_version, target, model, is_baseline, metric, value, cutoff_date, window_days, "
+        "customers, positives", copied)
+    parameter_rows = _rows_of_day(
+        trained, "parameters",
         "SELECT CAST(as_of_date AS DATE), model_version, model, CAST(cutoff_date AS DATE), "
-        "parameter, CAST(value AS DOUBLE), customers FROM pred_parameters") if trained else SqlStep(
-        "predictions.repeat_parameters",
-        "SELECT CAST($as_of AS DATE), model_version, model, cutoff_date, parameter, value, "
-        "customers FROM predictions.model_parameters "
-        "WHERE as_of_date = $day AND model_version = $version", {**copied, "as_of": as_of})
+        "parameter, CAST(value AS DOUBLE), customers FROM pred_parameters",
+        "model_version, model, cutoff_date, parameter, value, customers", copied)
     try:
         with engine.together():
             written = engine.replace_partition(
