@@ -30,11 +30,16 @@ def _event_refs(deployment) -> dict[str, str]:
     return {s.name: s.customer_source for s in deployment.sources_of("event") if s.customer_source}
 
 
-def _event_identifiers(engine: Engine, deployment, table: str = "staging.events") -> None:
-    cols = {r[0] for r in engine.rows(SqlStep(
+def _staged_event_columns(engine: Engine) -> set[str]:
+    """The columns of ``staging.events`` (an identifier kind whose column is absent is skipped)."""
+    return {r[0] for r in engine.rows(SqlStep(
         "identity.events_columns",
         "SELECT column_name FROM information_schema.columns "
         "WHERE table_schema = 'staging' AND table_name = 'events'"))}
+
+
+def _event_identifiers(engine: Engine, deployment, table: str = "staging.events") -> None:
+    cols = _staged_event_columns(engine)
     sql, params = identifiers_sql(table, cols, _event_refs(deployment), "ev")
     engine.run(SqlStep("identity.event_identifiers",
                        f"CREATE OR REPLACE TEMP TABLE _event_identifiers AS {sql}", params))
@@ -65,10 +70,7 @@ def build_events(target, deployment, incremental: bool = False, run_at: dt.datet
         inc.new_owners(engine)
         if reason is None:
             mode = "incremental"
-            cols = {r[0] for r in engine.rows(SqlStep(
-                "identity.events_columns",
-                "SELECT column_name FROM information_schema.columns "
-                "WHERE table_schema = 'staging' AND table_name = 'events'"))}
+            cols = _staged_event_columns(engine)
             extra = inc.affected_events(engine, state, [kc for kc in KEY_COLUMNS if kc[1] in cols], refs)
     else:
         inc.drop_state(engine)
@@ -116,10 +118,7 @@ def events_linkage(target, deployment) -> dict[str, int]:
     the reference scale), then pairs each stored event with its staged row."""
     engine = as_engine(target)
     identifier_owners(engine)
-    cols = {r[0] for r in engine.rows(SqlStep(
-        "identity.events_columns",
-        "SELECT column_name FROM information_schema.columns "
-        "WHERE table_schema = 'staging' AND table_name = 'events'"))}
+    cols = _staged_event_columns(engine)
     names = ("events", "anonymous", "owned_but_unlinked", "linked_elsewhere", "not_a_customer")
     if not engine.table_exists("core", "events"):
         return dict.fromkeys(names, 0)

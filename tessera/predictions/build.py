@@ -25,9 +25,11 @@ Set-based where the work is: features and outcomes are SQL steps over the wareho
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import json
+import pickle
 import time
 from dataclasses import dataclass, field
 
@@ -447,14 +449,10 @@ def _usable(engine: Engine, settings: PredictionSettings, version: str, day: dt.
         "version": version, "runtime": _runtime()}))
     if not rows:
         return None
-    import base64
-    import pickle
     return pickle.loads(base64.b64decode(rows[0][0]))
 
 
 def _store_model(engine: Engine, served: _Served, version: str) -> None:
-    import base64
-    import pickle
     blob = base64.b64encode(pickle.dumps(served, protocol=pickle.HIGHEST_PROTOCOL)).decode("ascii")
     engine.run(SqlStep("predictions.model_delete",
                        "DELETE FROM predictions.models WHERE trained_on = $day AND model_version = $version",
@@ -494,9 +492,8 @@ def _rows_of_day(trained: bool, name: str, fresh: str, columns: str, copied: dic
     day's rows (``columns`` after the date) repeated under the day's own date."""
     if trained:
         return SqlStep(f"predictions.store_{name}", fresh)
-    table = "predictions.model_parameters" if name == "parameters" else f"predictions.{name}"
     return SqlStep(f"predictions.repeat_{name}",
-                   f"SELECT CAST($as_of AS DATE), {columns} FROM {table} "
+                   f"SELECT CAST($as_of AS DATE), {columns} FROM predictions.{name} "
                    "WHERE as_of_date = $day AND model_version = $version", copied)
 
 
@@ -623,7 +620,7 @@ def _build(engine: Engine, settings: PredictionSettings, as_of: dt.date, inputs:
         "model_version, target, model, is_baseline, metric, value, cutoff_date, window_days, "
         "customers, positives", copied)
     parameter_rows = _rows_of_day(
-        trained, "parameters",
+        trained, "model_parameters",
         "SELECT CAST(as_of_date AS DATE), model_version, model, CAST(cutoff_date AS DATE), "
         "parameter, CAST(value AS DOUBLE), customers FROM pred_parameters",
         "model_version, model, cutoff_date, parameter, value, customers", copied)
