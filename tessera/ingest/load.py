@@ -55,6 +55,24 @@ _EMAIL_RE = r"^[\p{L}\p{N}._%+'-]+@[\p{L}\p{N}-]+(\.[\p{L}\p{N}-]+)*\.\p{L}{2,}$
 # Every kind of blank that CRMs leave around values (tabs, NBSP), not only spaces.
 # Measured on duckdb 2.0: this regular expression is faster than trim(x, characters).
 _TRIM_RE = r"^[\s\x{00a0}]+|[\s\x{00a0}]+$"
+# The same blanks (RE2's \s is tab, LF, FF, CR and space) as code points, for the test
+# that sends only a value with a blank at an edge through the replacement.
+_BLANK_CODES = "(9, 10, 12, 13, 32, 160)"
+
+
+def _trimmed(column: str) -> str:
+    """A value without the blanks at its edges, NULL when nothing else is left.
+
+    Nearly no value has such a blank: the replacement runs only where the first code point
+    is one (``ord``) or the value ends with one (an end-anchored expression, which reads no
+    further than the search does). At 2 M events: 1.5 s -> 0.7 s, a third of the contract
+    check of a 50 M-event file.
+    """
+    c = f"\"{column}\""
+    return (f"nullif(CASE WHEN ord({c}) IN {_BLANK_CODES} OR regexp_matches({c}, '[\\s\\x{{00a0}}]$') "
+            f"THEN regexp_replace({c}, {_lit(_TRIM_RE)}, '', 'g') ELSE {c} END, '')")
+
+
 _TRUE = ("1", "true", "t", "yes", "y", "si", "sì", "tak")
 _FALSE = ("0", "false", "f", "no", "n", "nie")
 
@@ -396,7 +414,7 @@ def build_validation_sql(deployment: Deployment, source: Source,
     order = [c for c in fields]
     inner = ",\n  ".join(select_typed + select_reason + ["_line", "_rowid"])
     trimmed = "SELECT " + ", ".join(
-        [(f"nullif(regexp_replace(\"{c}\", {_lit(_TRIM_RE)}, '', 'g'), '') AS \"{c}\"" if trim
+        [(f"{_trimmed(c)} AS \"{c}\"" if trim
           else f"nullif(\"{c}\", '') AS \"{c}\"")
          for c in mapped] + ["_line", "_rowid"] + (["_numbers"] if numbers else [])) + f" FROM {relation}"
     outer = {c: f'CASE WHEN "_r_{c}" IS NULL THEN "{c}" END' for c in soft if c in mapped}
