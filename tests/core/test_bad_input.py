@@ -509,3 +509,16 @@ def test_today_in_a_date_range_is_the_runs_date_not_the_databases(con, demo, lan
         crm_row(source_record_id="C1", birth_date="15/11/2026", loyalty_tier="silver")], demo))
     f = ingest_source(con, demo, src, landing, "b2", now=dt.datetime(2026, 12, 1, 6)).files[1]
     assert outcome(f) == ("loaded", 1, 1, 0)
+
+
+def test_json_key_twice_on_the_first_line_and_in_another_shape(con, demo, landing):
+    # the landing compares each record's keys with the first line's: a first line giving
+    # a key twice, and later records of other shapes, are still checked key by key
+    dup = event(1)[:-1] + ', "email": "other@example.it"}'
+    reordered = '{"type": "page_view", "event_id": "e3", "type": "click", "occurred_at": "2026-10-01T10:00:00Z"}'
+    lines = [dup, event(2), reordered, event(4)]
+    put(landing, "web/web_events_20261101.jsonl", "\n".join(lines) + "\n", "utf-8")
+    f = ingest(con, demo, landing, source="web_events").files[0]
+    assert outcome(f) == ("loaded", 4, 2, 2)
+    assert rejects(con, "web_events") == [(1, "email", "key 'email' given twice in one record"),
+                                          (3, "event_type", "key 'type' given twice in one record")]
