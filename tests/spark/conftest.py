@@ -15,7 +15,7 @@ from tessera.engine import SqlStep
 
 # every table a parity test's stages read or write, copied from DuckDB into Spark
 PARITY_TABLES = [
-    "staging.contacts", "staging.bounces", "staging.orders", "core.customer_sources", "core.consents", "core.orders",
+    "staging.contacts", "staging.bounces", "staging.orders", "staging.events", "core.customer_sources", "core.consents", "core.orders",
     "core.events", "core.customers", "core.customer_field_lineage", "core.merge_log",
     "marts.contact_cards", "marketing.rfm_scores", "marketing.scores", "marketing.score_actions",
     "marketing.stages", "marketing.stage_history", "marketing.funnel_daily", "marketing.stage_runs",

@@ -154,6 +154,19 @@ def test_identity_resolution(engines, deployment):
                                   "core.refused_merges": ()}) == {}
 
 
+def test_events_linkage(engines, deployment):
+    from tessera.identity.linkage import build_events, events_linkage
+
+    duck, spark = _on_both(engines, build_events, deployment)
+    assert duck == spark
+    assert duck["events"] > 0 and duck["anonymous_events"] < duck["events"]
+    assert differences(*engines, {"core.events": ()}) == {}
+    checked = _on_both(engines, events_linkage, deployment)
+    assert checked[0] == checked[1]
+    assert (checked[0]["owned_but_unlinked"], checked[0]["linked_elsewhere"],
+            checked[0]["not_a_customer"]) == (0, 0, 0)
+
+
 def test_contact_cards(engines, deployment):
     """The card (soft deletes, annotations, the person's company) on both engines, with a
     delete and a restore of one person stamped in the same microsecond (the delete wins:
