@@ -55,8 +55,9 @@ def _q(name: str, sql: str, **params) -> SqlStep:
     return SqlStep(f"identity.events_incremental.{name}", sql, params)
 
 
-def digest(refs: dict[str, str]) -> str:
-    return hashlib.sha256(json.dumps([MECHANISM, sorted(refs.items())]).encode()).hexdigest()
+def digest(refs: dict[str, str], pattern: str | None = None) -> str:
+    """What the stored links and product ids were built under: another, a full build."""
+    return hashlib.sha256(json.dumps([MECHANISM, sorted(refs.items()), pattern]).encode()).hexdigest()
 
 
 def drop_state(engine: Engine) -> None:
@@ -66,7 +67,8 @@ def drop_state(engine: Engine) -> None:
                _q("drop_touched", "DROP TABLE IF EXISTS ops.events_touched"))
 
 
-def full_reason(engine: Engine, refs: dict[str, str], run_at: dt.datetime) -> tuple[str | None, dict]:
+def full_reason(engine: Engine, refs: dict[str, str], run_at: dt.datetime,
+                pattern: str | None = None) -> tuple[str | None, dict]:
     """Why this build of ``core.events`` must be full (None: it may be incremental)."""
     engine.run(_q("state_ddl", STATE_DDL), _q("owners_ddl", OWNERS_DDL), _q("touched_ddl", TOUCHED_DDL))
     for schema, table in (("core", "events"), ("ops", "changed_keys"), ("ops", "staging_state")):
@@ -78,7 +80,7 @@ def full_reason(engine: Engine, refs: dict[str, str], run_at: dt.datetime) -> tu
         return "no recorded state", {}
     built_at, dig, keys_upto = rows[0]
     state = {"built_at": built_at, "keys_upto": keys_upto}
-    if dig != digest(refs):
+    if dig != digest(refs, pattern):
         return "the linking settings changed", state
     reason = staging_reason(engine, "staging.events", built_at)
     if reason:
@@ -194,7 +196,7 @@ def write_owners(engine: Engine, mode: str) -> None:
 
 
 def record_state(engine: Engine, run_at: dt.datetime, refs: dict[str, str], mode: str,
-                 reason: str | None, relinked: int | None) -> None:
+                 reason: str | None, relinked: int | None, pattern: str | None = None) -> None:
     upto = "(SELECT max(recorded_at) FROM ops.changed_keys WHERE entity = 'event')" \
         if engine.table_exists("ops", "changed_keys") else "NULL::TIMESTAMP"
     engine.run(
@@ -203,7 +205,7 @@ def record_state(engine: Engine, run_at: dt.datetime, refs: dict[str, str], mode
         _q("state_write", f"""
             INSERT INTO ops.events_state
             SELECT CAST($at AS TIMESTAMP), $digest, {upto}, $mode, $reason, $relinked""",
-           at=run_at, digest=digest(refs), mode=mode, reason=reason, relinked=relinked))
+           at=run_at, digest=digest(refs, pattern), mode=mode, reason=reason, relinked=relinked))
 
 
 def drop_temps(engine: Engine) -> None:

@@ -23,7 +23,21 @@ from tessera.privacy.owners import KEY_COLUMNS, identifier_owners
 
 EMPTY_EVENTS = SqlStep("identity.events_empty", """
     CREATE OR REPLACE TABLE core.events (event_id VARCHAR, customer_id BIGINT, event_type VARCHAR,
-        occurred_at TIMESTAMP, properties VARCHAR, source VARCHAR, linked_by VARCHAR)""")
+        occurred_at TIMESTAMP, properties VARCHAR, source VARCHAR, linked_by VARCHAR,
+        product_id VARCHAR)""")
+
+
+def product_pattern(deployment) -> str | None:
+    """The URL pattern that finds the product an event is about (the recommendations'
+    ``product_url_pattern``), or None for a deployment without recommendations."""
+    return deployment.recommendations.product_url_pattern if deployment.recommendations else None
+
+
+def product_id_sql(properties: str, pattern: str) -> str:
+    """The product an event is about: its ``product_id`` property, else the id its ``url``
+    property names by ``pattern`` (a literal here, or a bound parameter)."""
+    return (f"coalesce(json_extract_string({properties}, '$.product_id'), "
+            f"nullif(regexp_extract(json_extract_string({properties}, '$.url'), {pattern}, 1), ''))")
 
 
 def _event_refs(deployment) -> dict[str, str]:
@@ -86,8 +100,16 @@ def _linked_step(engine: Engine, deployment, table: str = "staging.events") -> S
         linked_by = "CASE " + " ".join(f"WHEN {c} IS NOT NULL THEN '{k}'" for k, c in owned) + " END"
     else:
         customer, linked_by = "CAST(NULL AS BIGINT)", "CAST(NULL AS VARCHAR)"
+    # read once here, as each event is linked (the new ones only, on an incremental day),
+    # not from 30 M views' JSON by every ranking of the recommendations (8 s a day)
+    pattern = product_pattern(deployment)
+    product = "CAST(NULL AS VARCHAR)"
+    if pattern is not None:
+        params["ev_pattern"] = pattern
+        product = product_id_sql("e.properties", "$ev_pattern")
     step = step_from_file(__package__, "events_linked.sql")
     sql = (step.sql.replace("{customer_id}", customer).replace("{linked_by}", linked_by)
+           .replace("{product_id}", product)
            .replace("{lookups}", " ".join(joins)).replace("staging.events", table))
     return SqlStep(step.name if table == "staging.events" else "identity.events_incremental.linked",
                    sql, params)
@@ -114,7 +136,7 @@ def build_events(target, deployment, incremental: bool = False, run_at: dt.datet
     identifier_owners(engine)
     mode, reason, extra = "full", "incremental is off", {}
     if incremental:
-        reason, state = inc.full_reason(engine, refs, run_at)
+        reason, state = inc.full_reason(engine, refs, run_at, product_pattern(deployment))
         inc.new_owners(engine)
         if reason is None:
             mode = "incremental"
@@ -138,7 +160,8 @@ def build_events(target, deployment, incremental: bool = False, run_at: dt.datet
             if mode == "full":
                 inc.touched_clear(engine)
             inc.write_owners(engine, mode)
-            inc.record_state(engine, run_at, refs, mode, reason, extra.get("events_relinked"))
+            inc.record_state(engine, run_at, refs, mode, reason, extra.get("events_relinked"),
+                             product_pattern(deployment))
     if incremental:
         inc.drop_temps(engine)
     _drop_temps(engine)

@@ -863,22 +863,29 @@ def _ingest_file(con, deployment: Deployment, source: Source, path: Path, rel: s
         # only (line, id, hash); the wide rows are read once, by the insert. Physical
         # order in raw carries no meaning (_file_seq and _line say where a row came from),
         # so the insert does not sort.
-        con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE _accepted AS
-            SELECT a._rowid, CASE WHEN p.source_record_id IS NULL THEN 'new'
-                                  WHEN p._record_hash = a._record_hash THEN 'unchanged'
-                                  ELSE 'updated' END AS _change
-            FROM (SELECT _rowid, source_record_id, _record_hash FROM _checked2
-                  WHERE _ok AND NOT _dup) a
-            LEFT JOIN (SELECT source_record_id, _record_hash FROM {raw}
-                       -- Only this file's ids: the window over all of raw (50 M events
-                       -- by the second day) was most of a small file's load.
-                       WHERE source_record_id IN (SELECT source_record_id FROM _checked2
-                                                  WHERE _ok AND NOT _dup)
-                       QUALIFY row_number() OVER (PARTITION BY source_record_id
-                                                  ORDER BY _file_seq DESC, _line DESC) = 1) p
-              USING (source_record_id)""")
-        counts = dict(con.execute("SELECT _change, count(*) FROM _accepted GROUP BY ALL").fetchall())
+        # A source's first file (the reference scale's 50 M events) has nothing to compare
+        # with: every accepted record is new, and the 50 M-row comparison is skipped.
+        first_load = not con.execute(f"SELECT count(*) FROM (SELECT 1 FROM {raw} LIMIT 1)").fetchone()[0]
+        if first_load:
+            counts = {"new": int(con.execute(
+                "SELECT count(*) FROM _checked2 WHERE _ok AND NOT _dup").fetchone()[0])}
+        else:
+            con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE _accepted AS
+                SELECT a._rowid, CASE WHEN p.source_record_id IS NULL THEN 'new'
+                                      WHEN p._record_hash = a._record_hash THEN 'unchanged'
+                                      ELSE 'updated' END AS _change
+                FROM (SELECT _rowid, source_record_id, _record_hash FROM _checked2
+                      WHERE _ok AND NOT _dup) a
+                LEFT JOIN (SELECT source_record_id, _record_hash FROM {raw}
+                           -- Only this file's ids: the window over all of raw (50 M events
+                           -- by the second day) was most of a small file's load.
+                           WHERE source_record_id IN (SELECT source_record_id FROM _checked2
+                                                      WHERE _ok AND NOT _dup)
+                           QUALIFY row_number() OVER (PARTITION BY source_record_id
+                                                      ORDER BY _file_seq DESC, _line DESC) = 1) p
+                  USING (source_record_id)""")
+            counts = dict(con.execute("SELECT _change, count(*) FROM _accepted GROUP BY ALL").fetchall())
         steps.done("compared with the stored versions")
         unchanged = ("AND _rowid NOT IN (SELECT _rowid FROM _accepted WHERE _change = 'unchanged')"
                      if counts.get("unchanged") else "")

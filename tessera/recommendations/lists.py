@@ -18,6 +18,7 @@ import re
 
 from tessera.engine import Engine, SqlStep
 from tessera.engine.steps import sql_file
+from tessera.identity.linkage import product_id_sql
 from tessera.recommendations.collaborative import Factors, als_candidates, fit_items
 from tessera.recommendations.item_candidates import item_candidates
 from tessera.settings.recommendations import RecommendationSettings
@@ -45,23 +46,45 @@ def _weights(weights: dict[str, float], exclude: bool) -> dict[str, float]:
     return out
 
 
-def events_view(engine: Engine) -> None:
+def events_view(engine: Engine) -> str:
     """``_rec_events``: the linked events, or none for a deployment without event sources
-    (then only the purchase kinds have anything to say)."""
-    source = ("SELECT customer_id, event_type, occurred_at, properties FROM core.events"
-              if engine.table_exists("core", "events") else
-              "SELECT CAST(NULL AS BIGINT) AS customer_id, CAST(NULL AS VARCHAR) AS event_type, "
-              "CAST(NULL AS TIMESTAMP) AS occurred_at, CAST(NULL AS VARCHAR) AS properties WHERE false")
-    engine.run(SqlStep("recommendations.events", f"CREATE OR REPLACE TEMP VIEW _rec_events AS {source}"))
+    (then only the purchase kinds have anything to say). Returns the SQL of a viewed
+    product's id: the one ``core.events`` stored as it linked the event, or read from the
+    properties here where it stored none (a table built before it kept the column, as
+    the recorded versions of earlier days are, or by ``recommend-csv``). Both give the
+    same id: the build reads it with the same expression and pattern."""
+    read = product_id_sql("properties", "$pattern")
+    if not engine.table_exists("core", "events"):
+        engine.run(SqlStep("recommendations.events", """
+            CREATE OR REPLACE TEMP VIEW _rec_events AS
+            SELECT CAST(NULL AS BIGINT) AS customer_id, CAST(NULL AS VARCHAR) AS event_type,
+                   CAST(NULL AS TIMESTAMP) AS occurred_at, CAST(NULL AS VARCHAR) AS properties,
+                   CAST(NULL AS VARCHAR) AS product_id WHERE false"""))
+        return read
+    stored = "product_id" in engine.arrow(SqlStep(
+        "recommendations.events_columns", "SELECT * FROM core.events LIMIT 0")).schema.names
+    engine.run(SqlStep("recommendations.events", f"""
+        CREATE OR REPLACE TEMP VIEW _rec_events AS
+        SELECT customer_id, event_type, occurred_at, properties,
+               {'product_id' if stored else 'CAST(NULL AS VARCHAR) AS product_id'} FROM core.events"""))
+    # an event with a product but none stored: the column predates the build that fills it
+    if stored and engine.scalar(SqlStep("recommendations.events_products", """
+            SELECT count(*) FROM (SELECT 1 FROM core.events WHERE product_id IS NOT NULL LIMIT 1)""")):
+        return "product_id"
+    return read
 
 
 def load_inputs(engine: Engine, settings: RecommendationSettings, until: dt.date) -> None:
     """The catalogue, purchases and views of the window before ``until`` (exclusive)."""
-    events_view(engine)
-    engine.run(*file_steps(
+    product = events_view(engine)
+    steps = file_steps(
         "inputs.sql", until=until, since=until - dt.timedelta(days=settings.history_days),
         excluded=list(settings.exclude_products), pattern=settings.product_url_pattern,
-        view_types=list(settings.view_event_types)))
+        view_types=list(settings.view_event_types))
+    engine.run(*(SqlStep(s.name, s.sql.replace("{product_id}", product),
+                         {**s.params, **({"pattern": settings.product_url_pattern}
+                                         if "{product_id}" in s.sql and product != "product_id" else {})})
+                 for s in steps))
 
 
 def train(engine: Engine, settings: RecommendationSettings, until: dt.date,

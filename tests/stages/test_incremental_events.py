@@ -231,3 +231,21 @@ def test_incremental_event_linkage_equals_full_and_needs_the_device_closure(worl
     assert d6["inc"]["events_mode"] == "incremental" and d6["inc"]["events_relinked"] == 1
     assert d6["inc"]["card"]["card_mode"] == "incremental"
     _same(cons, control_too=False)
+
+    # day 7: the new day's events name their product, by URL or property; then the URL
+    # pattern changes: every stored product id may change, so the build is full
+    day7 = day6 + dt.timedelta(days=1)
+    _web_file(landing, day7, [{"event_id": "D7-1", "email": e[i_mail], "properties": {"url": "/it/prodotti/P-7"}},
+                              {"event_id": "D7-2", "email": e[i_mail], "properties": {"product_id": "P-8"}}])
+    d7 = _day(cons, dep, landing, day7, monkeypatch)
+    assert d7["inc"]["events_mode"] == "incremental"
+    _same(cons, control_too=False)
+    products = "SELECT event_id, product_id FROM core.events WHERE event_id LIKE 'D7-%' ORDER BY 1"
+    assert cons["inc"].execute(products).fetchall() == [("D7-1", "P-7"), ("D7-2", "P-8")]
+    other = dep.model_copy(update={"recommendations": dep.recommendations.model_copy(
+        update={"product_url_pattern": r"/prodotti/P-([0-9]+)"})})
+    day8 = day7 + dt.timedelta(days=1)
+    d8 = _day(cons, other, landing, day8, monkeypatch)
+    assert d8["inc"]["events_mode"] == "full" and "linking settings" in d8["inc"]["events_full_reason"]
+    assert cons["inc"].execute(products).fetchall() == [("D7-1", "7"), ("D7-2", "P-8")]
+    _same(cons, control_too=False)

@@ -614,3 +614,32 @@ def test_the_model_is_trained_again_when_due_or_when_the_settings_change(shop):
     kept = {r[0] for r in shop.execute("SELECT DISTINCT trained_on FROM recommendations.models").fetchall()}
     named = {r[0] for r in shop.execute("SELECT DISTINCT trained_on FROM recommendations.list_days").fetchall()}
     assert kept == named
+
+
+def test_the_product_ids_core_events_stored_give_the_lists_the_properties_give(shop):
+    from tessera.engine.warehouse import sql_literal
+    from tessera.identity.linkage import product_id_sql
+
+    settings = _settings()
+    lists = "SELECT kind, customer_id, rank, product_id, score FROM recommendations.contact_products ORDER BY ALL"
+    unknown = "SELECT origin, product_id, occurrences FROM recommendations.unknown_products ORDER BY ALL"
+    build_recommendations(shop, settings, DAY)
+    read, read_unknown = shop.execute(lists).fetchall(), shop.execute(unknown).fetchall()
+    # the column as the events' build stores it: every view names its product
+    shop.execute("ALTER TABLE core.events ADD COLUMN product_id VARCHAR")
+    shop.execute(f"UPDATE core.events SET product_id = "
+                 f"{product_id_sql('properties', sql_literal(settings.product_url_pattern))}")
+    assert shop.execute("SELECT count(*) - count(product_id) FROM core.events").fetchone()[0] == 0
+    build_recommendations(shop, settings, DAY)
+    assert shop.execute(lists).fetchall() == read
+    assert shop.execute(unknown).fetchall() == read_unknown == [
+        ("order_line", "NOT_IN_CATALOGUE", 1), ("view", "GHOST", 1)]
+    # the stored id is what is read (the properties are not read again) ...
+    shop.execute("UPDATE core.events SET product_id = 'X' WHERE product_id = 'GHOST'")
+    build_recommendations(shop, settings, DAY)
+    assert shop.execute(unknown).fetchall() == [("order_line", "NOT_IN_CATALOGUE", 1)]
+    # ... unless none is stored at all (a table or a recorded day from before the column)
+    shop.execute("UPDATE core.events SET product_id = NULL")
+    build_recommendations(shop, settings, DAY)
+    assert shop.execute(lists).fetchall() == read
+    assert shop.execute(unknown).fetchall() == read_unknown

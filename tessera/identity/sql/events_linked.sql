@@ -8,10 +8,11 @@
 -- LEFT JOIN of the owners per kind (linkage._owner_lookups), {customer_id} and
 -- {linked_by} the first that found an owner. A device or cookie id links the events that
 -- carry nothing else when every event of that device which did link names one and the
--- same customer. Sorted by time: the day's events are a range the scans prune by zone maps.
+-- same customer. {product_id}: the product the event is about (linkage.product_id_sql).
+-- Sorted by time: the day's events are a range the scans prune by zone maps.
 WITH direct AS (
     SELECT e.source_record_id, e.event_type, e.occurred_at, e.properties, e.source, e.device_id,
-           {customer_id} AS customer_id, {linked_by} AS linked_by
+           {customer_id} AS customer_id, {linked_by} AS linked_by, {product_id} AS product_id
     FROM staging.events e {lookups}
 ),
 devices AS (
@@ -22,7 +23,8 @@ devices AS (
 SELECT d.source_record_id AS event_id, coalesce(d.customer_id, v.customer_id) AS customer_id,
        d.event_type, d.occurred_at, d.properties, d.source,
        CASE WHEN d.customer_id IS NOT NULL THEN d.linked_by
-            WHEN v.customer_id IS NOT NULL THEN 'device' END AS linked_by
+            WHEN v.customer_id IS NOT NULL THEN 'device' END AS linked_by,
+       d.product_id
 FROM direct d
 LEFT JOIN devices v ON v.device_id = d.device_id
 ORDER BY d.occurred_at, event_id
