@@ -132,35 +132,19 @@ def _record_table(engine: Engine, table: str, day: dt.date) -> tuple[int, int]:
     Each row's identity (hash of its values, copy number) and the previous version's
     identities are computed once, narrow, into temporary tables that both writes read:
     computed in each write, the hash and the copy-number window over 50 M events ran
-    twice a day. The new rows' values are read back from the table by row id. With
-    nothing in force before, every row opens and is written in one pass.
+    twice a day. The new rows' values are read back from the table by row id.
     """
     cols = _columns(engine, table)
     hist = history_table(table)
     have = _columns(engine, hist)
     keyed = [c for c in cols if c not in VOLATILE] or cols
-    engine.run(SqlStep("history.before", (
-        "CREATE OR REPLACE TEMP TABLE _hist_before AS "
-        + _state_sql(table, ["h._row_hash", "h._copy", "h._from"], "<", "$day")), {"day": day}))
-    if not engine.scalar(SqlStep("history.before_any", "SELECT count(*) FROM (SELECT 1 FROM _hist_before LIMIT 1)")):
-        # Nothing in force before (a table's first recorded day, the reference scale's
-        # 67 M rows on day 1): every row opens, written in one pass with its identity; the
-        # diff and the join back by row id were 49 of the first day's 60 s.
-        try:
-            out = [("$day" if c == "_from" else (f"t.{_q(c)}" if c in cols or c in ("_row_hash", "_copy")
-                                                   else "NULL")) + f" AS {_q(c)}" for c in have]
-            opened = engine.replace_partition(hist, {"_from": day}, SqlStep("history.opened_all", (
-                f"SELECT {', '.join(out)} FROM (SELECT *, {COPY_NUMBER} AS _copy FROM "
-                f"(SELECT *, {hash64(*map(_q, keyed))} AS _row_hash FROM {table})) t"), {"day": day}))
-            engine.replace_partition(f"{hist}__closed", {"_to": day}, SqlStep("history.closed_none", (
-                f"SELECT _row_hash, _copy, _from, _to FROM {hist}__closed WHERE 1 = 0")))
-        finally:
-            engine.run(SqlStep("history.drop_before", "DROP TABLE IF EXISTS _hist_before"))
-        return opened, 0
     engine.run(
         SqlStep("history.numbered", (
             f"CREATE OR REPLACE TEMP TABLE _hist_now AS SELECT _rid, _row_hash, {COPY_NUMBER} AS _copy "
-            f"FROM (SELECT rowid AS _rid, {hash64(*map(_q, keyed))} AS _row_hash FROM {table})")))
+            f"FROM (SELECT rowid AS _rid, {hash64(*map(_q, keyed))} AS _row_hash FROM {table})")),
+        SqlStep("history.before", (
+            "CREATE OR REPLACE TEMP TABLE _hist_before AS "
+            + _state_sql(table, ["h._row_hash", "h._copy", "h._from"], "<", "$day")), {"day": day}))
     try:
         # the rows on one side only, in one join of both identities (two anti-joins built a
         # hash table of 50 M events twice: 8.6 s -> 5.6 s measured)
