@@ -93,14 +93,13 @@ def full_reason(engine: Engine, refs: dict[str, str], run_at: dt.datetime,
     return erased_or_stale(engine, built_at, run_at), state
 
 
-def new_owners(engine: Engine) -> None:
+def new_owners(engine: Engine, owners: str) -> None:
     """``_ev_own (h, kind, key, customer_id)``: each identifier held by exactly one customer
-    now (what ``events_linked.sql`` links by), from ``_identifier_owners``."""
+    now (what ``events_linked.sql`` links by: ``owners``, linkage's ``_link_owners``), with
+    the hash the stored owners are kept by."""
     engine.run(_q("owners", f"""
         CREATE OR REPLACE TEMP TABLE _ev_own AS
-        SELECT {sha256_hex("kind || '|' || key")} AS h, kind, key, customer_id FROM (
-            SELECT kind, key, min(customer_id) AS customer_id
-            FROM _identifier_owners GROUP BY kind, key HAVING count(*) = 1) o"""))
+        SELECT {sha256_hex("kind || '|' || key")} AS h, kind, key, customer_id FROM {owners}"""))
 
 
 def affected_events(engine: Engine, state: dict, key_columns: list[tuple[str, str]],

@@ -133,18 +133,19 @@ def build_events(target, deployment, incremental: bool = False, run_at: dt.datet
         return {"events": 0, "anonymous_events": 0}
     run_at = run_at or dt.datetime.now().replace(microsecond=0)
     refs = _event_refs(deployment)
+    pattern = product_pattern(deployment)
     identifier_owners(engine)
+    _unique_owners(engine, "_link_owners")
     mode, reason, extra = "full", "incremental is off", {}
     if incremental:
-        reason, state = inc.full_reason(engine, refs, run_at, product_pattern(deployment))
-        inc.new_owners(engine)
+        reason, state = inc.full_reason(engine, refs, run_at, pattern)
+        inc.new_owners(engine, "_link_owners")
         if reason is None:
             mode = "incremental"
             cols = _staged_event_columns(engine)
             extra = inc.affected_events(engine, state, [kc for kc in KEY_COLUMNS if kc[1] in cols], refs)
     else:
         inc.drop_state(engine)
-    _unique_owners(engine, "_link_owners")
     with engine.together():
         if mode == "incremental":
             inc.touched_before(engine)
@@ -160,8 +161,7 @@ def build_events(target, deployment, incremental: bool = False, run_at: dt.datet
             if mode == "full":
                 inc.touched_clear(engine)
             inc.write_owners(engine, mode)
-            inc.record_state(engine, run_at, refs, mode, reason, extra.get("events_relinked"),
-                             product_pattern(deployment))
+            inc.record_state(engine, run_at, refs, mode, reason, extra.get("events_relinked"), pattern)
     if incremental:
         inc.drop_temps(engine)
     _drop_temps(engine)

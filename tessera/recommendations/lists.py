@@ -26,10 +26,13 @@ from tessera.settings.recommendations import RecommendationSettings
 _PARAM = re.compile(r"\$([a-z_]+)")
 
 
-def file_steps(name: str, **params) -> list[SqlStep]:
-    """The statements of ``sql/<name>``, each bound to the parameters it names."""
+def file_steps(name: str, text_for: dict[str, str] | None = None, **params) -> list[SqlStep]:
+    """The statements of ``sql/<name>``, each bound to the parameters it names once each
+    ``{placeholder}`` of ``text_for`` is replaced by its SQL."""
     text = "\n".join(line for line in sql_file(__package__, name).splitlines()
                      if not line.lstrip().startswith("--"))
+    for placeholder, sql in (text_for or {}).items():
+        text = text.replace("{" + placeholder + "}", sql)
     steps = []
     for i, part in enumerate(p.strip() for p in text.split(";")):
         if part:
@@ -76,15 +79,11 @@ def events_view(engine: Engine) -> str:
 
 def load_inputs(engine: Engine, settings: RecommendationSettings, until: dt.date) -> None:
     """The catalogue, purchases and views of the window before ``until`` (exclusive)."""
-    product = events_view(engine)
-    steps = file_steps(
-        "inputs.sql", until=until, since=until - dt.timedelta(days=settings.history_days),
+    engine.run(*file_steps(
+        "inputs.sql", {"product_id": events_view(engine)},
+        until=until, since=until - dt.timedelta(days=settings.history_days),
         excluded=list(settings.exclude_products), pattern=settings.product_url_pattern,
-        view_types=list(settings.view_event_types))
-    engine.run(*(SqlStep(s.name, s.sql.replace("{product_id}", product),
-                         {**s.params, **({"pattern": settings.product_url_pattern}
-                                         if "{product_id}" in s.sql and product != "product_id" else {})})
-                 for s in steps))
+        view_types=list(settings.view_event_types)))
 
 
 def train(engine: Engine, settings: RecommendationSettings, until: dt.date,
