@@ -25,6 +25,13 @@ def list_problems(engine: Engine, settings: RecommendationSettings) -> dict[str,
     distinct_ranks = ("bit_count(bit_or(CASE WHEN rank BETWEEN 1 AND 62 THEN CAST(1 AS BIGINT) << "
                       "CAST(rank AS INTEGER) ELSE CAST(0 AS BIGINT) END))" if settings.top_n <= 62
                       else "array_length(list_distinct(list(rank)))")
-    step = SqlStep(step.name, step.sql.replace("{distinct_ranks}", distinct_ranks), step.params)
+    # distinct known products: the bits their catalogue indexes set in a HUGEINT mask
+    # while the catalogue fits one (list_distinct ignores the unknown NULLs too)
+    catalogue = int(engine.scalar(SqlStep("recommendations.list_problems_catalogue", """
+        SELECT count(DISTINCT source_record_id) FROM staging.products""")) or 0)
+    distinct_products = ("bit_count(bit_or(CAST(1 AS HUGEINT) << idx))" if catalogue <= 127
+                         else "array_length(list_distinct(list(idx)))")
+    step = SqlStep(step.name, step.sql.replace("{distinct_ranks}", distinct_ranks)
+                   .replace("{distinct_products}", distinct_products), step.params)
     cols = engine.columns(step)
     return {name: int(values[0] or 0) for name, values in cols.items()}

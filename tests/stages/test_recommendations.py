@@ -563,6 +563,13 @@ def test_the_check_sees_a_repeated_rank_and_a_repeated_product(shop):
     assert list_problems(shop, _settings())["broken_rankings"] == 2
     # ranks beyond a 64-bit mask's reach are counted as a list of distinct values
     assert list_problems(shop, _settings().model_copy(update={"top_n": 80}))["broken_rankings"] == 2
+    # products are told apart by their catalogue index: a bit mask while the catalogue
+    # fits 128 bits, a list of distinct indexes beyond (the extra products are offered to
+    # nobody, so nothing else changes)
+    shop.execute("INSERT INTO staging.products SELECT 'EXTRA' || i FROM range(130) t(i)")
+    assert list_problems(shop, _settings())["broken_rankings"] == 2
+    shop.execute("DELETE FROM staging.products WHERE source_record_id LIKE 'EXTRA%'")
+    assert list_problems(shop, _settings())["broken_rankings"] == 2
 
 
 def test_a_day_between_trainings_ranks_the_changed_contacts_and_carries_the_rest(shop):
