@@ -402,7 +402,7 @@ def resolve(engine: Engine, run_at: dt.datetime, run_key: str,
             reason = f"the probabilistic model is refitted ({refit})"
         if reason is None:
             mode = "incremental"
-            aff = inc.affected_records(engine, settings, state["keys_upto"])
+            aff = inc.affected_records(engine, settings, state["keys_upto"], model)
     else:
         inc.drop_state(engine)
     incremental_build = mode == "incremental"
