@@ -18,6 +18,7 @@ import datetime as dt
 from typing import Any
 
 from tessera.engine import Engine, SqlStep, as_engine, step_from_file
+from tessera.history import changes
 from tessera.identity import events_incremental as inc
 from tessera.privacy.owners import KEY_COLUMNS, identifier_owners
 
@@ -127,7 +128,9 @@ def build_events(target, deployment, incremental: bool = False, run_at: dt.datet
     in one transaction, where :mod:`tessera.identity.events_incremental` allows it."""
     engine = as_engine(target)
     if not engine.table_exists("staging", "events"):
-        engine.run(EMPTY_EVENTS)
+        with engine.together():
+            engine.run(EMPTY_EVENTS)
+            changes.log_everything(engine, "core.events")
         if incremental:
             inc.drop_state(engine)
         return {"events": 0, "anonymous_events": 0}
@@ -155,8 +158,11 @@ def build_events(target, deployment, incremental: bool = False, run_at: dt.datet
                     AND r.source_record_id = core.events.event_id)"""))
             engine.append("core.events", _linked_step(engine, deployment, "_ev_r"))
             inc.touched_after(engine)
+            # the keys rewritten: the day's version of the table is found from them
+            changes.log_keys(engine, "core.events", "SELECT source, source_record_id FROM _ev_r")
         else:
             engine.replace_table("core.events", _linked_step(engine, deployment))
+            changes.log_everything(engine, "core.events")
         if incremental:
             if mode == "full":
                 inc.touched_clear(engine)

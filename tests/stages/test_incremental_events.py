@@ -21,11 +21,12 @@ from pathlib import Path
 import pytest
 
 from tessera.deployment import load_deployment
-from tessera.engine import SqlStep, recording
+from tessera.engine import SqlStep, as_engine, recording
 from tessera.engine.portability import report
 from tessera.engine.warehouse import connect, ensure_warehouse
 from tessera.card import incremental as card_incremental
 from tessera.card.marts import build_contact_cards
+from tessera.history import versions
 from tessera.identity import events_incremental
 from tessera.identity.golden import build_customers
 from tessera.identity.linkage import build_events
@@ -113,6 +114,8 @@ def _day(cons, dep, landing, day: dt.date, monkeypatch) -> dict:
                 con.execute(f"CREATE TABLE IF NOT EXISTS {ddl}")
             build_customers(con, dep, run_at)
             out[kind]["card"] = build_contact_cards(con, deployment=dep, incremental=inc, run_at=run_at)
+        if kind != "broken":  # the day's version of the events: from the change log when incremental
+            out[kind]["history"] = versions.record_day(as_engine(con), day, f"run-{day}", now)["tables"]["core.events"]
     return out
 
 
@@ -127,9 +130,17 @@ def _cards(con):
     return sorted(con.execute(f"SELECT {', '.join(cols)} FROM marts.contact_cards").fetchall(), key=repr)
 
 
+def _versions(con):
+    return sorted(con.execute("SELECT * FROM history.core__events").fetchall(), key=repr), \
+        sorted(con.execute("SELECT * FROM history.core__events__closed").fetchall(), key=repr)
+
+
 def _same(cons, control_too: bool = True) -> None:
     full = _rows(cons["full"])
     assert full and _rows(cons["inc"]) == full, "core.events differs between full and incremental"
+    # the versions found from the change log are those found by comparing every row
+    assert _versions(cons["inc"]) == _versions(cons["full"])
+    assert versions.version_mismatches(as_engine(cons["inc"]))["core.events"] == 0
     assert _cards(cons["inc"]) == _cards(cons["full"]), "the cards differ between full and incremental"
     if control_too:
         assert _rows(cons["broken"]) == full
@@ -180,6 +191,8 @@ def test_incremental_event_linkage_equals_full_and_needs_the_device_closure(worl
     assert inc["events_mode"] == "incremental", inc["events_full_reason"]
     assert inc["owners_moved"] >= 1
     assert 4 <= inc["events_relinked"] < total / 2
+    assert inc["history"]["by_change_log"] and not d2["full"]["history"]["by_change_log"]
+    assert inc["history"]["opened"] >= 4
     assert inc["card"]["card_mode"] == "incremental", inc["card"]["card_full_reason"]
     assert 0 < inc["card"]["behaviour_recounted"] < inc["card"]["cards"] / 2
     _same(cons)
@@ -201,6 +214,7 @@ def test_incremental_event_linkage_equals_full_and_needs_the_device_closure(worl
     day3 = day2 + dt.timedelta(days=1)
     d3 = _day(cons, dep, landing, day3, monkeypatch)
     assert d3["inc"]["events_mode"] == "incremental" and d3["inc"]["events_relinked"] == 0
+    assert d3["inc"]["history"] == {"opened": 0, "closed": 0, "by_change_log": True}
     assert d3["inc"]["card"]["card_mode"] == "incremental" and d3["inc"]["card"]["behaviour_recounted"] == 0
     _same(cons)
 
@@ -211,6 +225,7 @@ def test_incremental_event_linkage_equals_full_and_needs_the_device_closure(worl
     crm_file(landing, day4, [p])
     d4 = _day(cons, dep, landing, day4, monkeypatch)
     assert d4["inc"]["events_mode"] == "incremental" and d4["inc"]["owners_lost"] >= 1
+    assert d4["inc"]["history"]["by_change_log"] and d4["inc"]["history"]["closed"] >= 2
     _same(cons, control_too=False)
     assert cons["inc"].execute("SELECT count(*) FROM core.events WHERE event_id IN ('D2-1', 'D2-2') "
                                "AND customer_id IS NULL").fetchone()[0] == 2
@@ -221,6 +236,7 @@ def test_incremental_event_linkage_equals_full_and_needs_the_device_closure(worl
     _web_file(landing, day5, [{"event_id": "D2-4", "email": "nobody@example.org", "type": "download"}])
     d5 = _day(cons, dep, landing, day5, monkeypatch)
     assert d5["inc"]["events_mode"] == "full" and "event changed" in d5["inc"]["events_full_reason"]
+    assert not d5["inc"]["history"]["by_change_log"]
     assert d5["inc"]["card"]["card_mode"] == "full" and "in full" in d5["inc"]["card"]["card_full_reason"]
     _same(cons, control_too=False)
 
@@ -229,6 +245,7 @@ def test_incremental_event_linkage_equals_full_and_needs_the_device_closure(worl
     _web_file(landing, day6, [{"event_id": "D6-1", "email": e[i_mail]}])
     d6 = _day(cons, dep, landing, day6, monkeypatch)
     assert d6["inc"]["events_mode"] == "incremental" and d6["inc"]["events_relinked"] == 1
+    assert d6["inc"]["history"] == {"opened": 1, "closed": 0, "by_change_log": True}
     assert d6["inc"]["card"]["card_mode"] == "incremental"
     _same(cons, control_too=False)
 
