@@ -44,67 +44,102 @@ def _event_condition(types, where: list[dict], params: list, as_of: dt.date) -> 
     return sql
 
 
-def score_sql(score, as_of: dt.date) -> tuple[str, list]:
-    """One query: (customer_id, score) for every contact card, as of the day."""
+def _lookback(score) -> int | None:
+    """The days of history a score type reads (None: all of it)."""
+    if score.window_days is None:
+        return None
+    # absence rules always have within_days
+    return max([score.window_days] + [r.within_days for r in score.rules if r.no_event])
+
+
+def _shared_lookback(scores) -> int | None:
+    backs = [_lookback(s) for s in scores]
+    return None if not backs or any(b is None for b in backs) else max(backs)
+
+
+def _window_cond(days: int, params: list, as_of: dt.date) -> str:
+    params.extend([as_of, days])
+    return "CAST(occurred_at AS DATE) > CAST(? AS DATE) - CAST(? AS INTEGER)"
+
+
+def _rule_columns(score, as_of: dt.date, prefix: str, shared: int | None) -> tuple[list[str], list]:
+    """The aggregate columns of one score type's rules (``{prefix}r<j>``) over events of
+    the shared pass, whose lookback is ``shared`` (None: all history): the type's own
+    lookback is added to every column when the pass reads further back."""
     params: list = []
     cols: list[str] = []
-    totals: list[str] = []
     weight = "1.0"
     if score.decay is not None:
         weight = ("pow(0.5, date_diff('day', CAST(occurred_at AS DATE), CAST(? AS DATE)) "
                   "/ CAST(? AS DOUBLE))")
+    own = _lookback(score)
     for j, rule in enumerate(score.rules):
         cond_params: list = []
         cond = _event_condition(rule.event or rule.no_event, rule.where, cond_params, as_of)
+        if own is not None and own != shared:
+            cond += " AND " + _window_cond(own, cond_params, as_of)
         if rule.event is not None:
             w_params = [as_of, score.decay.half_life_days] if score.decay is not None else []
-            # the score's window applies to points, not to absence rules; it is already the
-            # sub-query's WHERE unless an absence rule looks further back
+            # the score's window applies to points, not to absence rules; it is already
+            # the type's lookback unless an absence rule looks further back
             wider = max([0] + [r.within_days for r in score.rules if r.no_event])
             window = score.window_days if score.window_days and score.window_days < wider else None
             for days in (rule.within_days, window):
                 if days is not None:
-                    cond += " AND CAST(occurred_at AS DATE) > CAST(? AS DATE) - CAST(? AS INTEGER)"
-                    cond_params.extend([as_of, days])
-            cols.append(f"sum(CASE WHEN {cond} THEN {weight} ELSE 0 END) AS r{j}")
+                    cond += " AND " + _window_cond(days, cond_params, as_of)
+            cols.append(f"sum(CASE WHEN {cond} THEN {weight} ELSE 0 END) AS {prefix}r{j}")
             params.extend(cond_params + w_params)  # the condition, then the weight, in the text
-            pts = f"coalesce(e.r{j}, 0) * CAST(? AS DOUBLE)"
-            t_params = [rule.points]
         else:
-            cond += " AND CAST(occurred_at AS DATE) > CAST(? AS DATE) - CAST(? AS INTEGER)"
-            cond_params.extend([as_of, rule.within_days])
-            cols.append(f"bool_or({cond}) AS r{j}")
+            cond += " AND " + _window_cond(rule.within_days, cond_params, as_of)
+            cols.append(f"bool_or({cond}) AS {prefix}r{j}")
             params.extend(cond_params)
-            pts = f"CASE WHEN coalesce(e.r{j}, FALSE) THEN 0 ELSE CAST(? AS DOUBLE) END"
-            t_params = [rule.points]
+    return cols, params
+
+
+def _events_pass(cols: list[str], params: list, as_of: dt.date, shared: int | None) -> tuple[str, list]:
+    """One grouped pass over ``core.events``: the rule columns per customer."""
+    where = "customer_id IS NOT NULL AND CAST(occurred_at AS DATE) <= CAST(? AS DATE)"
+    ev_params = [as_of]
+    if shared is not None:  # read only the history some rule looks at
+        where += " AND " + _window_cond(shared, ev_params, as_of)
+    return (f"SELECT customer_id, {', '.join(cols)} FROM core.events WHERE {where} GROUP BY customer_id",
+            [*params, *ev_params])
+
+
+def _total_sql(score, events: str, prefix: str = "") -> tuple[str, list]:
+    """(customer_id, score) for every contact card from the rule columns of ``events``."""
+    totals: list = []
+    for j, rule in enumerate(score.rules):
+        if rule.event is not None:
+            pts = f"coalesce(e.{prefix}r{j}, 0) * CAST(? AS DOUBLE)"
+        else:
+            pts = f"CASE WHEN coalesce(e.{prefix}r{j}, FALSE) THEN 0 ELSE CAST(? AS DOUBLE) END"
+        t_params = [rule.points]
         if rule.max_points is not None:
             pts = f"least({pts}, CAST(? AS DOUBLE))"
             t_params.append(rule.max_points)
         totals.append((pts, t_params))
-    ev_where = "customer_id IS NOT NULL AND CAST(occurred_at AS DATE) <= CAST(? AS DATE)"
-    ev_params = [as_of]
-    if score.window_days is not None:
-        # read only the history some rule looks at (absence rules always have within_days)
-        lookback = [score.window_days] + [r.within_days for r in score.rules if r.no_event]
-        ev_where += " AND CAST(occurred_at AS DATE) > CAST(? AS DATE) - CAST(? AS INTEGER)"
-        ev_params.extend([as_of, max(lookback)])
-    total_sql = " + ".join(t for t, _ in totals)
-    total_params = [p for _, ps in totals for p in ps]
-    expr = f"({total_sql})"
-    cap_params: list = []
+    expr = f"({' + '.join(t for t, _ in totals)})"
+    params = [p for _, ps in totals for p in ps]
     if score.cap is not None and score.cap.max is not None:
         expr = f"least({expr}, CAST(? AS DOUBLE))"
-        cap_params.append(score.cap.max)
+        params.append(score.cap.max)
     if score.cap is not None and score.cap.min is not None:
         expr = f"greatest({expr}, CAST(? AS DOUBLE))"
-        cap_params.append(score.cap.min)
-    sql = (f"SELECT c.customer_id, CAST(round({expr}, 2) AS DECIMAL(12,2)) AS score "
-           f"FROM marts.contact_cards c LEFT JOIN ("
-           f"SELECT customer_id, {', '.join(cols)} FROM core.events WHERE {ev_where} "
-           f"GROUP BY customer_id) e ON e.customer_id = c.customer_id")
+        params.append(score.cap.min)
     # Textual order: the total expression (caps wrap it: max then min are the outer
-    # calls, so their parameters come *after* the totals in the text), then the sub-query.
-    return sql, [*total_params, *cap_params, *params, *ev_params]
+    # calls, so their parameters come *after* the totals in the text), then ``events``.
+    return (f"SELECT c.customer_id, CAST(round({expr}, 2) AS DECIMAL(12,2)) AS score "
+            f"FROM marts.contact_cards c LEFT JOIN {events} e ON e.customer_id = c.customer_id"), params
+
+
+def score_sql(score, as_of: dt.date) -> tuple[str, list]:
+    """One query: (customer_id, score) for every contact card, as of the day."""
+    shared = _lookback(score)
+    cols, params = _rule_columns(score, as_of, "", shared)
+    events, ev_params = _events_pass(cols, params, as_of, shared)
+    sql, total_params = _total_sql(score, f"({events})")
+    return sql, [*total_params, *ev_params]
 
 
 def build_scores(engine: Engine, deployment, as_of: dt.date) -> dict:
@@ -112,9 +147,25 @@ def build_scores(engine: Engine, deployment, as_of: dt.date) -> dict:
     engine = as_engine(engine)
     engine.run(*marketing_table_steps())
     out: dict = {"scored": 0, "actions": 0, "by_type": {}}
+    scores = list(deployment.scores)
+    shared = _shared_lookback(scores)
+    if len(scores) > 1:
+        # every type's rule columns in one pass over the events (a pass per type read the
+        # 50 M events once each: 4.8 s + 3.1 s a day for two types at the reference scale)
+        cols, params = [], []
+        for i, score in enumerate(scores):
+            c, p = _rule_columns(score, as_of, f"t{i}_", shared)
+            cols += c
+            params += p
+        events, ev_params = _events_pass(cols, params, as_of, shared)
+        engine.run(SqlStep("scoring.events_pass", f"CREATE OR REPLACE TEMP TABLE _score_events AS {events}",
+                           ev_params))
     with engine.together():
-        for score in deployment.scores:
-            sql, params = score_sql(score, as_of)
+        for i, score in enumerate(scores):
+            if len(scores) > 1:
+                sql, params = _total_sql(score, "_score_events", f"t{i}_")
+            else:
+                sql, params = score_sql(score, as_of)
             day = {"as_of_date": as_of, "score_type": score.name}
             engine.replace_partition("marketing.scores", day, SqlStep(
                 "scoring.scores_of_day", f"SELECT CAST(? AS DATE), ?, customer_id, score "
@@ -132,6 +183,7 @@ def build_scores(engine: Engine, deployment, as_of: dt.date) -> dict:
             out["scored"] += int(n)
             out["actions"] += fired
             out["by_type"][score.name] = {"scored": int(n), "avg": round(float(avg), 2), "actions": fired}
+    engine.run(SqlStep("scoring.drop_events_pass", "DROP TABLE IF EXISTS _score_events"))
     return out
 
 

@@ -348,9 +348,9 @@ def test_dry_run_lists_who_enters_and_leaves_bounded(con, dep):
     assert (r["leaving"], r["leaving_ids"]) == (3, [1, 3])
 
 
-def _scores(con, day):
+def _scores(con, day, score_type=None):
     return dict(con.execute("SELECT customer_id, score FROM marketing.scores WHERE as_of_date = ? "
-                            "ORDER BY 1", [day]).fetchall())
+                            "AND score_type = coalesce(?, score_type) ORDER BY 1", [day, score_type]).fetchall())
 
 
 def _actions(con):
@@ -509,3 +509,29 @@ def test_score_window_does_not_hide_events_from_absence_rules(con, dep):
     got = {k: float(v) for k, v in _scores(con, D1).items()}
     # customer 1 opened an e-mail 7 days ago (outside the 2-day window, inside the 10 days)
     assert got == {1: 0.0, 2: -10.0, 3: -6.0, 4: -10.0, 5: -10.0, 6: -9.0}
+
+
+def test_score_types_in_one_pass_equal_each_type_alone(con, dep):
+    """Several types read the events in one grouped pass (each type's own window inside
+    its columns when another type reads further back): the scores of each type alone."""
+    types = [ScoreDef.model_validate(SCORE),
+             ScoreDef.model_validate({"name": "fresh", "decay": {"half_life_days": 1}, "window_days": 5,
+                                      "rules": [{"event": "page_view", "points": 8}]}),
+             ScoreDef.model_validate({"name": "w", "window_days": 2, "rules": [
+                 {"event": "page_view", "points": 1},
+                 {"no_event": "email_open", "within_days": 10, "points": -10}]}),
+             ScoreDef.model_validate({"name": "recent", "window_days": 1,
+                                      "rules": [{"event": "page_view", "points": 1}]})]
+    alone = {}
+    for s in types:
+        build_scores(con, dep.model_copy(update={"scores": [s]}), D1)
+        alone[s.name] = _scores(con, D1, s.name)
+    assert {k: float(v) for k, v in alone["w"].items()} == {1: 0.0, 2: -10.0, 3: -6.0, 4: -10.0, 5: -10.0, 6: -9.0}
+    # the views of the day only (customer 1's are 2 days old, 3's 1 day)
+    assert {k: float(v) for k, v in alone["recent"].items()} == {1: 0.0, 2: 0.0, 3: 0.0, 4: 0.0, 5: 0.0, 6: 1.0}
+    con.execute("DELETE FROM marketing.scores")
+    # with and without a type that reads all the history (no window)
+    for group in (types, types[1:]):
+        build_scores(con, dep.model_copy(update={"scores": group}), D1)
+        for s in group:
+            assert _scores(con, D1, s.name) == alone[s.name], s.name
