@@ -182,11 +182,13 @@ def build(deployment: Deployment):
                                     "anonymous share only.")
         def events_linked(warehouse: DuckDBResource):
             with warehouse.get_connection() as con:
-                c = events_linkage(con, deployment)
+                # incremental: the events whose verdict may have moved since the last passing check
+                c = events_linkage(con, deployment, incremental=deployment.incremental)
             bad = c["owned_but_unlinked"] + c["linked_elsewhere"] + c["not_a_customer"]
             share = round(c["anonymous"] / c["events"], 4) if c["events"] else 0.0
             return dg.AssetCheckResult(passed=bad == 0, metadata={
-                **{k: dg.MetadataValue.int(v) for k, v in c.items()},
+                **{k: dg.MetadataValue.int(v) if isinstance(v, int) else dg.MetadataValue.text(v)
+                   for k, v in c.items()},
                 "anonymous_share": dg.MetadataValue.float(share)})
         checks.append(events_linked)
     return assets, checks

@@ -48,9 +48,18 @@ def _ensure(engine: Engine, log: ChangeLog) -> None:
 
 def _next_build(engine: Engine, log: ChangeLog) -> int:
     """After every logged build and every mark (a pruned log never reuses a number)."""
+    marks = f"(SELECT coalesce(max(upto), 0) FROM {MARKS})" if engine.table_exists(*MARKS.split(".")) else "0"
     return int(engine.scalar(SqlStep("history.changes.next", f"""
-        SELECT greatest((SELECT coalesce(max(build), 0) FROM {log.table}),
-                        (SELECT coalesce(max(upto), 0) FROM {MARKS})) + 1""")))
+        SELECT greatest((SELECT coalesce(max(build), 0) FROM {log.table}), {marks}) + 1""")))
+
+
+def newest_build(engine: Engine, table: str) -> int | None:
+    """The number of the newest logged build of ``table`` (its rows may be pruned), or
+    None when nothing was ever logged."""
+    log = LOGS[table]
+    if not engine.table_exists(*log.table.split(".")):
+        return None
+    return _next_build(engine, log) - 1
 
 
 def log_keys(engine: Engine, table: str, select: str) -> None:

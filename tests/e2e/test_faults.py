@@ -28,7 +28,9 @@ from tests.conftest import AS_OF, DEMO_CONFIG, PROJECT_ROOT
 
 RUN_TIMEOUT_S = 900
 # Tables that log each run (one row per batch), not data: a killed run may leave its rows.
-PER_RUN_TABLES = {"ops.expectation_results", "history.runs", "ops.staging_check_verdicts"}
+# the change log of core.events and the linkage check's state log each build and check too
+PER_RUN_TABLES = {"ops.expectation_results", "history.runs", "ops.staging_check_verdicts", "ops.events_changes",
+                  "ops.events_check_state"}
 
 
 @pytest.fixture(scope="module")

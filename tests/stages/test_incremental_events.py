@@ -26,10 +26,10 @@ from tessera.engine.portability import report
 from tessera.engine.warehouse import connect, ensure_warehouse
 from tessera.card import incremental as card_incremental
 from tessera.card.marts import build_contact_cards
-from tessera.history import versions
+from tessera.history import changes, versions
 from tessera.identity import events_incremental
 from tessera.identity.golden import build_customers
-from tessera.identity.linkage import build_events
+from tessera.identity.linkage import build_events, events_linkage
 from tessera.identity.resolve import resolve
 from tessera.ingest.changed_keys import ChangeRun
 from tessera.ingest.load import ingest_source
@@ -116,6 +116,8 @@ def _day(cons, dep, landing, day: dt.date, monkeypatch) -> dict:
             out[kind]["card"] = build_contact_cards(con, deployment=dep, incremental=inc, run_at=run_at)
         if kind != "broken":  # the day's version of the events: from the change log when incremental
             out[kind]["history"] = versions.record_day(as_engine(con), day, f"run-{day}", now)["tables"]["core.events"]
+            # the linkage check: incremental in "inc" (what moved since its last passing check)
+            out[kind]["check"] = events_linkage(as_engine(con), dep, incremental=inc, now=run_at)
     return out
 
 
@@ -135,6 +137,14 @@ def _versions(con):
         sorted(con.execute("SELECT * FROM history.core__events__closed").fetchall(), key=repr)
 
 
+def _checked(d: dict, mode: str = "incremental") -> None:
+    """Both checks pass and count alike; the incremental warehouse's checked in ``mode``."""
+    counts = {k: v for k, v in d["inc"]["check"].items() if not k.startswith("check_")}
+    assert counts == d["full"]["check"], (counts, d["full"]["check"])
+    assert counts["owned_but_unlinked"] + counts["linked_elsewhere"] + counts["not_a_customer"] == 0, counts
+    assert d["inc"]["check"]["check_mode"] == mode, d["inc"]["check"]["check_full_reason"]
+
+
 def _same(cons, control_too: bool = True) -> None:
     full = _rows(cons["full"])
     assert full and _rows(cons["inc"]) == full, "core.events differs between full and incremental"
@@ -151,6 +161,7 @@ def test_incremental_event_linkage_equals_full_and_needs_the_device_closure(worl
     d1 = _day(cons, dep, landing, DAY1, monkeypatch)
     assert d1["inc"]["events_mode"] == "full" and d1["inc"]["events_full_reason"]
     assert d1["inc"]["card"]["card_mode"] == "full"
+    _checked(d1, "full")
     _same(cons)
     assert _cards(cons["broken"]) == _cards(cons["full"])
     total = d1["full"]["events"]
@@ -193,6 +204,7 @@ def test_incremental_event_linkage_equals_full_and_needs_the_device_closure(worl
     assert 4 <= inc["events_relinked"] < total / 2
     assert inc["history"]["by_change_log"] and not d2["full"]["history"]["by_change_log"]
     assert inc["history"]["opened"] >= 4
+    _checked(d2)
     assert inc["card"]["card_mode"] == "incremental", inc["card"]["card_full_reason"]
     assert 0 < inc["card"]["behaviour_recounted"] < inc["card"]["cards"] / 2
     _same(cons)
@@ -215,6 +227,7 @@ def test_incremental_event_linkage_equals_full_and_needs_the_device_closure(worl
     d3 = _day(cons, dep, landing, day3, monkeypatch)
     assert d3["inc"]["events_mode"] == "incremental" and d3["inc"]["events_relinked"] == 0
     assert d3["inc"]["history"] == {"opened": 0, "closed": 0, "by_change_log": True}
+    _checked(d3)
     assert d3["inc"]["card"]["card_mode"] == "incremental" and d3["inc"]["card"]["behaviour_recounted"] == 0
     _same(cons)
 
@@ -226,6 +239,7 @@ def test_incremental_event_linkage_equals_full_and_needs_the_device_closure(worl
     d4 = _day(cons, dep, landing, day4, monkeypatch)
     assert d4["inc"]["events_mode"] == "incremental" and d4["inc"]["owners_lost"] >= 1
     assert d4["inc"]["history"]["by_change_log"] and d4["inc"]["history"]["closed"] >= 2
+    _checked(d4)
     _same(cons, control_too=False)
     assert cons["inc"].execute("SELECT count(*) FROM core.events WHERE event_id IN ('D2-1', 'D2-2') "
                                "AND customer_id IS NULL").fetchone()[0] == 2
@@ -237,6 +251,8 @@ def test_incremental_event_linkage_equals_full_and_needs_the_device_closure(worl
     d5 = _day(cons, dep, landing, day5, monkeypatch)
     assert d5["inc"]["events_mode"] == "full" and "event changed" in d5["inc"]["events_full_reason"]
     assert not d5["inc"]["history"]["by_change_log"]
+    _checked(d5, "full")
+    assert "rebuilt in full" in d5["inc"]["check"]["check_full_reason"]
     assert d5["inc"]["card"]["card_mode"] == "full" and "in full" in d5["inc"]["card"]["card_full_reason"]
     _same(cons, control_too=False)
 
@@ -246,6 +262,25 @@ def test_incremental_event_linkage_equals_full_and_needs_the_device_closure(worl
     d6 = _day(cons, dep, landing, day6, monkeypatch)
     assert d6["inc"]["events_mode"] == "incremental" and d6["inc"]["events_relinked"] == 1
     assert d6["inc"]["history"] == {"opened": 1, "closed": 0, "by_change_log": True}
+    _checked(d6)
+    # the incremental check sees a wrong link among the events a build rewrote (here a
+    # build that unlinked an event it logged); a row changed outside any build is seen by
+    # the full check only (weekly, or after a failure); after a failed check, the next
+    # one pairs every event again
+    con, at = cons["inc"], dt.datetime.combine(day6, dt.time(8, 0))
+    linked = con.execute("SELECT customer_id FROM core.events WHERE event_id = 'D6-1'").fetchone()[0]
+    assert linked is not None
+    con.execute("UPDATE core.events SET customer_id = NULL WHERE event_id = 'D6-1'")
+    unseen = events_linkage(as_engine(con), dep, incremental=True, now=at)
+    assert unseen["check_mode"] == "incremental" and unseen["owned_but_unlinked"] == 0, unseen
+    assert events_linkage(as_engine(con), dep)["owned_but_unlinked"] == 1
+    changes.log_keys(as_engine(con), "core.events", "SELECT 'web_events', 'D6-1'")
+    wrong = events_linkage(as_engine(con), dep, incremental=True, now=at + dt.timedelta(minutes=1))
+    assert wrong["check_mode"] == "incremental" and wrong["owned_but_unlinked"] == 1, wrong
+    con.execute("UPDATE core.events SET customer_id = ? WHERE event_id = 'D6-1'", [linked])
+    again = events_linkage(as_engine(con), dep, incremental=True, now=at + dt.timedelta(minutes=2))
+    assert again["check_mode"] == "full" and again["check_full_reason"] == "the last check failed", again
+    assert again["owned_but_unlinked"] == 0
     assert d6["inc"]["card"]["card_mode"] == "incremental"
     _same(cons, control_too=False)
 
@@ -256,6 +291,7 @@ def test_incremental_event_linkage_equals_full_and_needs_the_device_closure(worl
                               {"event_id": "D7-2", "email": e[i_mail], "properties": {"product_id": "P-8"}}])
     d7 = _day(cons, dep, landing, day7, monkeypatch)
     assert d7["inc"]["events_mode"] == "incremental"
+    _checked(d7)
     _same(cons, control_too=False)
     products = "SELECT event_id, product_id FROM core.events WHERE event_id LIKE 'D7-%' ORDER BY 1"
     assert cons["inc"].execute(products).fetchall() == [("D7-1", "P-7"), ("D7-2", "P-8")]
