@@ -102,6 +102,23 @@ def new_owners(engine: Engine, owners: str) -> None:
         SELECT {sha256_hex("kind || '|' || key")} AS h, kind, key, customer_id FROM {owners}"""))
 
 
+def moved_key_scans(key_columns: list[tuple[str, str]], refs: dict[str, str],
+                    moved: str) -> tuple[list[str], dict]:
+    """Predicates over ``staging.events`` (OR them) that find the events carrying an
+    identifier of ``moved (kind, key)``, and their parameters: one per identifier kind
+    the events carry, a contact record id per event source with a ``customer_source``."""
+    scans: list[str] = []
+    params: dict = {}
+    for kind, col in key_columns:
+        if kind == "customer_ref":
+            for i, (src, contact_src) in enumerate(sorted(refs.items())):
+                params[f"src{i}"], params[f"ref{i}"] = src, "record:" + contact_src
+                scans.append(f"(source = $src{i} AND {col} IN (SELECT key FROM {moved} WHERE kind = $ref{i}))")
+        else:
+            scans.append(f"{col} IN (SELECT key FROM {moved} WHERE kind = '{kind}')")
+    return scans, params
+
+
 def affected_events(engine: Engine, state: dict, key_columns: list[tuple[str, str]],
                     refs: dict[str, str]) -> dict:
     """``_ev_r``: the staged rows of the events to relink (the set above). Returns counts.
@@ -126,15 +143,7 @@ def affected_events(engine: Engine, state: dict, key_columns: list[tuple[str, st
             CREATE OR REPLACE TEMP TABLE _ev_a AS
             SELECT DISTINCT source, source_record_id FROM ops.changed_keys
             WHERE entity = 'event' AND change = 'new' AND {since}""", **up))
-    scans = []
-    params: dict = {}
-    for kind, col in key_columns:
-        if kind == "customer_ref":
-            for i, (src, contact_src) in enumerate(sorted(refs.items())):
-                params[f"src{i}"], params[f"ref{i}"] = src, "record:" + contact_src
-                scans.append(f"(source = $src{i} AND {col} IN (SELECT key FROM _ev_moved WHERE kind = $ref{i}))")
-        else:
-            scans.append(f"{col} IN (SELECT key FROM _ev_moved WHERE kind = '{kind}')")
+    scans, params = moved_key_scans(key_columns, refs, "_ev_moved")
     if scans:
         engine.run(_q("by_key", f"""
             INSERT INTO _ev_a SELECT source, source_record_id FROM staging.events

@@ -245,16 +245,8 @@ def _check_scope(engine: Engine, deployment, cols: set[str], now: dt.datetime) -
                 SELECT o.customer_id FROM {CHECK_OWNERS} o
                 WHERE NOT EXISTS (SELECT 1 FROM _ck_own n WHERE n.h = o.h))""",
                 {"log_upto": log_upto, **up}))
-    scans, params = [], {}
-    for kind, col in KEY_COLUMNS:
-        if col not in cols:
-            continue
-        if kind == "customer_ref":
-            for i, (src, contact_src) in enumerate(sorted(_event_refs(deployment).items())):
-                params[f"src{i}"], params[f"ref{i}"] = src, "record:" + contact_src
-                scans.append(f"(source = $src{i} AND {col} IN (SELECT key FROM _ck_moved WHERE kind = $ref{i}))")
-        else:
-            scans.append(f"{col} IN (SELECT key FROM _ck_moved WHERE kind = '{kind}')")
+    scans, params = inc.moved_key_scans([kc for kc in KEY_COLUMNS if kc[1] in cols], _event_refs(deployment),
+                                        "_ck_moved")
     if scans:
         engine.run(SqlStep("identity.check_by_key", f"""
             INSERT INTO _ck_keys SELECT source, source_record_id FROM staging.events
