@@ -83,8 +83,12 @@ def log_everything(engine: Engine, table: str) -> None:
 
 
 def mark(engine: Engine, table: str, day) -> None:
-    """Keep the newest build number with ``day``'s version of ``table`` (recorded now)."""
+    """Keep the newest build number with ``day``'s version of ``table`` (recorded now).
+    No mark while no build ever logged: whatever wrote the table did not log, so the
+    next version is found in full."""
     log = LOGS[table]
+    if not engine.table_exists(*log.table.split(".")):
+        return
     _ensure(engine, log)
     engine.replace_partition(MARKS, {"as_of_date": day, "tbl": table}, SqlStep("history.changes.mark", f"""
         SELECT CAST($day AS DATE), $tbl, (SELECT coalesce(max(build), 0) FROM {log.table})""",
@@ -124,6 +128,8 @@ def prune(engine: Engine, table: str, previous) -> None:
     """Drop the log rows the version of ``previous`` (the one the newest was found from)
     already holds."""
     log = LOGS[table]
+    if not (engine.table_exists(*log.table.split(".")) and engine.table_exists(*MARKS.split("."))):
+        return
     engine.run(SqlStep("history.changes.prune", f"""
         DELETE FROM {log.table} WHERE build <= (
             SELECT coalesce(max(upto), 0) FROM {MARKS} WHERE as_of_date = $day AND tbl = $tbl)""",
