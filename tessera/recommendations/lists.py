@@ -27,8 +27,9 @@ _PARAM = re.compile(r"\$([a-z_]+)")
 
 
 def file_steps(name: str, text_for: dict[str, str] | None = None, **params) -> list[SqlStep]:
-    """The statements of ``sql/<name>``, each bound to the parameters it names once each
-    ``{placeholder}`` of ``text_for`` is replaced by its SQL."""
+    """The statements of ``sql/<name>``, each bound to the parameters it names, after each
+    ``{key}`` marker of ``text_for`` in the file is replaced by its SQL text (a clause the
+    caller builds, such as the product id of a view)."""
     text = "\n".join(line for line in sql_file(__package__, name).splitlines()
                      if not line.lstrip().startswith("--"))
     for placeholder, sql in (text_for or {}).items():
